@@ -1,0 +1,1 @@
+"""Hardware drivers and their wire-protocol twins, installed as edge_agent.drivers."""

@@ -1,0 +1,1 @@
+"""Return-inspection bench: capture, quality gate, preprocessing, OCR, barcodes, fields, validation, review."""

@@ -1,0 +1,77 @@
+"""Record time and how trustworthy it is: ntp, gps or unsynced (the Pi has no real-time clock)."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+NTP_SYNC_FLAG = Path("/run/systemd/timesync/synchronized")
+
+
+def format_ts(t: datetime) -> str:
+    """ISO 8601 UTC with milliseconds and a Z, as records carry it."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
+
+
+def system_clock_synced() -> bool:
+    """True when the kernel or timesyncd says the system clock is synchronised."""
+    if NTP_SYNC_FLAG.exists():
+        return True
+    try:
+        import ctypes
+        import ctypes.util
+
+        class Timex(ctypes.Structure):
+            _fields_ = [("modes", ctypes.c_uint), ("pad", ctypes.c_long * 24)]
+
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        tx = Timex()
+        state = libc.adjtimex(ctypes.byref(tx))
+        return bool(state != 5)  # TIME_ERROR (5) means unsynchronised
+    except (OSError, AttributeError):
+        return os.environ.get("EDGE_AGENT_ASSUME_NTP", "") == "1"
+
+
+class Clock:
+    """Gives (time, clock-state). GPS time overrides a system clock that disagrees by more than a threshold."""
+
+    def __init__(self, max_skew_s: float = 2.0) -> None:
+        self.max_skew_s = max_skew_s
+        self._lock = threading.Lock()
+        self._gps_offset_s: float | None = None  # gps - system, seconds
+        self._gps_seen_mono: float | None = None
+        self._synced = system_clock_synced()
+        self._synced_checked = time.monotonic()
+
+    def observe_gps(self, gps_utc: datetime) -> None:
+        """Feed the time of a valid GPS fix, as soon as it is read."""
+        offset = (gps_utc - datetime.now(UTC)).total_seconds()
+        with self._lock:
+            self._gps_offset_s = offset
+            self._gps_seen_mono = time.monotonic()
+
+    @property
+    def gps_skew_s(self) -> float | None:
+        with self._lock:
+            return self._gps_offset_s
+
+    def now(self) -> tuple[datetime, str]:
+        t = datetime.now(UTC)
+        mono = time.monotonic()
+        with self._lock:
+            if mono - self._synced_checked > 60:
+                self._synced = system_clock_synced()
+                self._synced_checked = mono
+            offset = self._gps_offset_s
+            fresh = self._gps_seen_mono is not None and mono - self._gps_seen_mono < 600
+            synced = self._synced
+        if offset is not None and fresh and abs(offset) > self.max_skew_s:
+            return t + timedelta(seconds=offset), "gps"
+        if synced:
+            return t, "ntp"
+        if offset is not None and fresh:
+            return t, "gps"  # the system clock agrees with GPS within the threshold
+        return t, "unsynced"

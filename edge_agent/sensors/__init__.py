@@ -1,0 +1,1 @@
+"""Warehouse sensor points: Modbus RTU meters sampled with a deadband."""

@@ -1,0 +1,1 @@
+"""Model manifest (installed as edge_agent.resources.models)."""
