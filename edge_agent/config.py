@@ -14,18 +14,12 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, f
 
 from edge_agent.bench.config import BenchConfig
 from edge_agent.errors import ConfigError
+from edge_agent.schema import Expect
 from edge_agent.sensors.config import SensorsConfig
 from edge_agent.telematics.config import TelematicsConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge-agent/config.toml")
 ENV_CONFIG = "EDGE_AGENT_CONFIG"
-
-
-class Expect:
-    """Field metadata: how to say what a field expects, in an error message."""
-
-    def __init__(self, text: str) -> None:
-        self.text = text
 
 
 Port = Annotated[int, Field(ge=1, le=65535), Expect("an integer 1-65535")]

@@ -1,0 +1,103 @@
+"""Ed25519 device keys: generation, mode-0600 storage, key ids and public-key export."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
+
+from edge_agent.errors import KeyError_
+
+
+def key_id_for(public: Ed25519PublicKey) -> str:
+    """`ed25519:` + the first 16 hex digits of SHA-256 over the 32 raw public-key bytes."""
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return "ed25519:" + hashlib.sha256(raw).hexdigest()[:16]
+
+
+def public_pem(public: Ed25519PublicKey) -> bytes:
+    return public.public_bytes(serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
+
+
+def public_raw_b64(public: Ed25519PublicKey) -> str:
+    import base64
+
+    raw = public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw)
+    return base64.b64encode(raw).decode("ascii")
+
+
+@dataclass(frozen=True)
+class DeviceKey:
+    private: Ed25519PrivateKey
+    key_id: str
+
+    @property
+    def public(self) -> Ed25519PublicKey:
+        return self.private.public_key()
+
+    def sign(self, data: bytes) -> bytes:
+        return self.private.sign(data)
+
+
+def generate_key(path: Path, *, force: bool = False) -> DeviceKey:
+    """Write a new Ed25519 key (PKCS#8 PEM, mode 0600); refuse to overwrite unless force."""
+    if path.exists() and not force:
+        raise KeyError_(f"{path}: a device key already exists; refusing to overwrite it (use --force to replace it)")
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    private = Ed25519PrivateKey.generate()
+    pem = private.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    )
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        os.write(fd, pem)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    return DeviceKey(private, key_id_for(private.public_key()))
+
+
+def load_key(path: Path, *, check_mode: bool = True) -> DeviceKey:
+    """Read the device key; refuse a key readable by group or others."""
+    try:
+        st = path.stat()
+    except FileNotFoundError:
+        raise KeyError_(f"{path}: device key not found (create it with `edge-agent init` or `edge-agent keys generate`)") from None
+    if check_mode and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyError_(f"{path}: key file mode is {stat.S_IMODE(st.st_mode):04o}, expected 0600 (run: chmod 600 {path})")
+    try:
+        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+    except (ValueError, TypeError) as exc:
+        raise KeyError_(f"{path}: not a PEM Ed25519 private key ({exc})") from None
+    if not isinstance(private, Ed25519PrivateKey):
+        raise KeyError_(f"{path}: expected an Ed25519 private key, got {type(private).__name__}")
+    return DeviceKey(private, key_id_for(private.public_key()))
+
+
+def load_public_keys(path: Path) -> list[Ed25519PublicKey]:
+    """Read one or more PEM public keys (SubjectPublicKeyInfo) from a file."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyError_(f"{path}: cannot read public key file: {exc.strerror}") from None
+    keys: list[Ed25519PublicKey] = []
+    marker = b"-----BEGIN PUBLIC KEY-----"
+    for chunk in data.split(marker)[1:]:
+        try:
+            key = serialization.load_pem_public_key(marker + chunk)
+        except ValueError as exc:
+            raise KeyError_(f"{path}: malformed PEM public key ({exc})") from None
+        if not isinstance(key, Ed25519PublicKey):
+            raise KeyError_(f"{path}: expected an Ed25519 public key, got {type(key).__name__}")
+        keys.append(key)
+    if not keys:
+        raise KeyError_(f"{path}: expected a PEM public key ('-----BEGIN PUBLIC KEY-----'), found none")
+    return keys
