@@ -1,0 +1,1 @@
+"""The edge-agent test suite (a package so conftest can import tests.broker_fixtures)."""
