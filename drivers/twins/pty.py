@@ -9,6 +9,7 @@ import termios
 import threading
 import tty
 from pathlib import Path
+from typing import Self
 
 
 class PtyTwin:
@@ -38,7 +39,7 @@ class PtyTwin:
         """What a driver opens: the stable symlink if one was asked for, else the slave device."""
         return str(self._link) if self._link is not None else self._slave_name
 
-    def start(self) -> PtyTwin:
+    def start(self) -> Self:
         self._open_pty()
         self._thread = threading.Thread(target=self._run, name=f"twin-{self.name}", daemon=True)
         self._thread.start()
@@ -54,15 +55,22 @@ class PtyTwin:
             with contextlib.suppress(FileNotFoundError):
                 self._link.unlink()
 
-    def __enter__(self) -> PtyTwin:
+    def __enter__(self) -> Self:
         return self.start()
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
 
     def unplug(self) -> None:
-        """Pull the cable: the pty closes, a driver reading it gets an error or EOF."""
+        """Pull the cable: the pty closes, a driver reading it gets an error or EOF.
+
+        The symlink goes too, as /dev/ttyUSB0 does when a USB adapter is pulled: left in place
+        it would name a /dev/pts number the kernel may hand to another program's pty.
+        """
         self._plugged.clear()
+        if self._link is not None:
+            with contextlib.suppress(FileNotFoundError):
+                self._link.unlink()
         self._close_pty()
 
     def replug(self) -> None:
