@@ -119,6 +119,7 @@ class MqttSync:
         self._drained = threading.Event()
         self._threads: list[threading.Thread] = []
         self._connected_since: float | None = None
+        self._got_connack = False
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -160,6 +161,7 @@ class MqttSync:
 
     # ------------------------------------------------------------ callbacks (paho thread: enqueue only)
     def _on_connect(self, client: mqtt.Client, _ud: Any, flags: Any, reason: Any, _props: Any) -> None:
+        self._got_connack = True
         if reason.is_failure:
             self.last_error = f"broker {self.m.host}:{self.m.port} refused the connection: {reason} (check mqtt.username/password or client certificate)"
             log.error("MQTT: %s", self.last_error)
@@ -209,11 +211,19 @@ class MqttSync:
                 else:
                     log.debug("MQTT: still failing: %s", self.last_error)
             else:
+                self._got_connack = False
                 while not self._stop.is_set():
                     rc = self.client.loop(timeout=0.2)
                     if rc != mqtt.MQTT_ERR_SUCCESS:
                         break
                 self.connected.clear()
+                if not self._got_connack and not self._stop.is_set():
+                    self.last_error = (
+                        f"broker {self.m.host}:{self.m.port} closed the connection before accepting it "
+                        "(client certificate rejected? check mqtt.cert_file/mqtt.key_file and the broker's log)"
+                    )
+                    if not warned:
+                        log.error("MQTT: %s", self.last_error)
                 if self._stop.is_set():
                     # Let the DISCONNECT go out.
                     with contextlib.suppress(Exception):

@@ -1,0 +1,178 @@
+"""MQTT sync against a real mosquitto: delivery on PUBACK, outages, TLS, mTLS, passwords, clear errors."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_agent.clock import Clock
+from edge_agent.config import AgentConfig, parse_config
+from edge_agent.errors import SyncError
+from edge_agent.keys import DeviceKey, generate_key
+from edge_agent.outbox import Outbox
+from edge_agent.sync import MqttSync
+from tests.broker import TEST_USERS, Broker, Subscriber
+
+
+def make_cfg(tmp_path: Path, url: str, **mqtt: object) -> AgentConfig:
+    return parse_config({
+        "profile": "sensors",
+        "device": {"id": "dev-1", "site": "site-a"},
+        "state_dir": str(tmp_path / "state"),
+        "mqtt": {"url": url, "backoff_min_s": 0.2, "backoff_max_s": 1.0, **mqtt},
+    })
+
+
+def fill(cfg: AgentConfig, key: DeviceKey, n: int) -> Outbox:
+    ob, _ = Outbox.open_checked(cfg.db_path)
+    ob.append([("telemetry", {"i": i}) for i in range(n)], device=cfg.device.id, key=key, clock=Clock(),
+              max_bytes=1 << 30)
+    return ob
+
+
+def wait_until(pred, timeout_s: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def seqs_of(sub: Subscriber) -> list[int]:
+    return [json.loads(m.payload)["seq"] for m in sub.messages() if "/rec/" in m.topic]
+
+
+def test_sync__delivers_in_order_and_marks_on_puback(broker: Broker, tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, broker.url)
+    key = generate_key(cfg.key_path)
+    ob = fill(cfg, key, 300)
+    with Subscriber(broker, "edge/site-a/dev-1/#", client_id="central") as sub:
+        sync = MqttSync(cfg, cfg.db_path)
+        sync.start()
+        try:
+            assert wait_until(lambda: ob.stats().depth == 0)
+            sub.wait_for(300, topic=None, timeout_s=10)
+            assert seqs_of(sub)[:300] == list(range(1, 301))
+            assert ob.stats().last_delivered_seq == 300
+            status = [m.payload for m in sub.messages("edge/site-a/dev-1/status")]
+            assert status and status[-1] == b"online"
+        finally:
+            sync.stop()
+        assert wait_until(lambda: any(m.payload == b"offline" for m in sub.messages("edge/site-a/dev-1/status")), 5)
+
+
+def test_sync__broker_outage_loses_nothing(broker: Broker, tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, broker.url)
+    key = generate_key(cfg.key_path)
+    ob = fill(cfg, key, 50)
+    sub = Subscriber(broker, "edge/site-a/dev-1/rec/#", client_id="central").start()
+    sync = MqttSync(cfg, cfg.db_path)
+    sync.start()
+    try:
+        assert wait_until(lambda: ob.stats().depth == 0)
+        sub.stop()
+        broker.stop()
+        assert wait_until(lambda: not sync.connected.is_set(), 5)
+        ob.append([("telemetry", {"during_outage": i}) for i in range(200)], device="dev-1", key=key, clock=Clock(),
+                  max_bytes=1 << 30)
+        sync.notify()
+        time.sleep(0.5)
+        assert ob.stats().depth == 200
+        broker.restart()
+        sub.start()
+        assert wait_until(lambda: ob.stats().depth == 0, 20), sync.last_error
+        assert wait_until(lambda: set(range(1, 251)) <= set(seqs_of(sub)), 10)
+        after = [s for s in seqs_of(sub) if s > 50]
+        assert after == sorted(after)
+    finally:
+        sync.stop()
+        sub.stop()
+
+
+def test_sync__tls_and_mtls(tls_broker: Broker, tmp_path: Path) -> None:
+    pki = tls_broker.pki
+    cfg = make_cfg(tmp_path, tls_broker.url, ca_file=str(pki.ca_pem))
+    key = generate_key(cfg.key_path)
+    ob = fill(cfg, key, 20)
+    sync = MqttSync(cfg, cfg.db_path)
+    sync.start()
+    try:
+        assert wait_until(lambda: ob.stats().depth == 0), sync.last_error
+    finally:
+        sync.stop()
+
+
+def test_sync__mtls_needs_client_certificate(mtls_broker: Broker, tmp_path: Path) -> None:
+    pki = mtls_broker.pki
+    cfg = make_cfg(tmp_path, mtls_broker.url, ca_file=str(pki.ca_pem), cert_file=str(pki.client_pem),
+                   key_file=str(pki.client_key))
+    key = generate_key(cfg.key_path)
+    ob = fill(cfg, key, 20)
+    sync = MqttSync(cfg, cfg.db_path)
+    sync.start()
+    try:
+        assert wait_until(lambda: ob.stats().depth == 0), sync.last_error
+    finally:
+        sync.stop()
+    bad = make_cfg(tmp_path / "b", mtls_broker.url, ca_file=str(pki.ca_pem), cert_file=str(pki.wrong_client_pem),
+                   key_file=str(pki.wrong_client_key))
+    generate_key(bad.key_path)
+    fill(bad, key, 1)
+    sync = MqttSync(bad, bad.db_path)
+    sync.start()
+    try:
+        assert wait_until(lambda: sync.last_error is not None, 10)
+        assert not sync.connected.is_set()
+    finally:
+        sync.stop()
+
+
+def test_sync__wrong_ca_is_a_clear_error(tls_broker: Broker, tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, tls_broker.url, ca_file=str(tls_broker.pki.wrong_ca_pem))
+    generate_key(cfg.key_path)
+    Outbox.open_checked(cfg.db_path)
+    sync = MqttSync(cfg, cfg.db_path)
+    sync.start()
+    try:
+        assert wait_until(lambda: sync.last_error is not None, 10)
+        assert "certificate not trusted" in (sync.last_error or "")
+        assert "mqtt.ca_file" in (sync.last_error or "")
+        assert not sync.connected.is_set()
+    finally:
+        sync.stop()
+
+
+def test_sync__wrong_password_is_a_clear_error(password_broker: Broker, tmp_path: Path) -> None:
+    user = next(iter(TEST_USERS))
+    cfg = make_cfg(tmp_path, password_broker.url, username=user, password="wrong")
+    key = generate_key(cfg.key_path)
+    ob = fill(cfg, key, 5)
+    sync = MqttSync(cfg, cfg.db_path)
+    sync.start()
+    try:
+        assert wait_until(lambda: sync.last_error is not None, 10)
+        assert "refused the connection" in (sync.last_error or "")
+        assert ob.stats().depth == 5
+    finally:
+        sync.stop()
+    pw = tmp_path / "pw"
+    pw.write_text(TEST_USERS[user] + "\n")
+    good = make_cfg(tmp_path / "g", password_broker.url, username=user, password_file=str(pw))
+    generate_key(good.key_path)
+    ob2 = fill(good, key, 5)
+    sync = MqttSync(good, good.db_path)
+    sync.start()
+    try:
+        assert wait_until(lambda: ob2.stats().depth == 0), sync.last_error
+    finally:
+        sync.stop()
+
+
+def test_sync__missing_ca_file_is_refused_at_setup(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, "mqtts://127.0.0.1:8883", ca_file=str(tmp_path / "nope.pem"))
+    with pytest.raises(SyncError, match=r"mqtt.ca_file: .*nope.pem not found"):
+        MqttSync(cfg, cfg.db_path)
