@@ -33,7 +33,7 @@ KIND_PRIORITY = {
 NEVER_EVICT = 9
 
 
-_MAX_SAFE_INT = 2**53
+_MAX_SAFE_INT = 2**53 - 1  # I-JSON: integers must be exact in an IEEE double
 
 
 class _NeedsSlowPath(Exception):
@@ -55,10 +55,10 @@ def _jcs_ready(obj: Any) -> Any:
             return obj
         raise _NeedsSlowPath
     if isinstance(obj, float):
-        if obj.is_integer() and abs(obj) < _MAX_SAFE_INT:
+        if obj.is_integer() and abs(obj) <= _MAX_SAFE_INT:
             return int(obj)
         r = repr(obj)
-        if "e" in r or "n" in r:  # exponent, inf, nan
+        if "e" in r or "n" in r or r.endswith(".0"):  # exponent, inf, nan, big integral
             raise _NeedsSlowPath
         return obj
     if isinstance(obj, dict):

@@ -39,7 +39,7 @@ def test_canonical__fast_path_equals_rfc8785(value: object) -> None:
     assert canonical(value) == expected
 
 
-@pytest.mark.parametrize("value", [1e21, 1e-7, 0.1 + 0.2, 5e-324, -0.0, 123456789012345680.0, {"😀": 1, "z": 2}])
+@pytest.mark.parametrize("value", [1e21, 1e-7, 0.1 + 0.2, 5e-324, -0.0, 123456789012345680.0, 9007199254740992.0, 1e15 + 0.5, {"😀": 1, "z": 2}])
 def test_canonical__edge_numbers_and_astral_keys(value: object) -> None:
     assert canonical(value) == rfc8785.dumps(value)
 
