@@ -1,0 +1,226 @@
+"""Value clean-up for slip fields: full-width to half-width, OCR confusions in codes, dates, integers, reasons."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from datetime import date
+
+# Full-width ASCII block U+FF01-U+FF5E maps 1:1 onto U+0021-U+007E; U+3000 is the ideographic space.
+_FULLWIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)}
+_FULLWIDTH[0x3000] = 0x20
+# CJK punctuation that OCR and merchants use in place of ASCII separators.
+_FULLWIDTH.update({ord("、"): ord(","), ord("。"): ord("."), ord("﹕"): ord(":"), ord("∶"): ord(":"),
+                   ord("—"): ord("-"), ord("－"): ord("-"), ord("–"): ord("-"), ord("〜"): ord("~")})
+
+# Letters OCR reads where a digit was printed (upper-cased first), and the reverse for letter prefixes.
+DIGIT_FOR = {"O": "0", "D": "0", "Q": "0", "I": "1", "L": "1", "|": "1", "!": "1",
+             "S": "5", "$": "5", "B": "8", "Z": "2", "G": "6"}
+LETTER_FOR = {"0": "O", "1": "I", "5": "S", "8": "B", "2": "Z", "6": "G"}
+
+_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
+              "八": 8, "九": 9}
+
+
+def to_halfwidth(text: str) -> str:
+    """Full-width letters, digits, punctuation and spaces as their ASCII forms; same length as the input."""
+    return text.translate(_FULLWIDTH)
+
+
+def fold(text: str) -> str:
+    """Half-width and lower case, one output char per input char (so offsets stay valid)."""
+    out = []
+    for ch in to_halfwidth(text):
+        low = ch.lower()
+        out.append(low if len(low) == 1 else ch)
+    return "".join(out)
+
+
+def squash(text: str) -> str:
+    """fold() without any whitespace: how labels and reasons are compared."""
+    return "".join(fold(text).split())
+
+
+@dataclass(frozen=True, slots=True)
+class Fixed:
+    """A cleaned value and how many characters had to be changed to get it (OCR confusions)."""
+
+    value: str
+    substitutions: int
+    ambiguous: bool = False  # another reading with one letter/digit swapped matches the pattern too
+
+
+_CODE_CHARS = re.compile(r"[A-Za-z0-9\-_/.|!$]+")
+
+
+def clean_code_token(segment: str) -> str:
+    """The leading code-like run of a value segment, spaces inside removed, trailing dots dropped."""
+    text = to_halfwidth(segment).strip().lstrip("#:;,. ")
+    # OCR sometimes splits a long number with spaces: join runs separated by single spaces.
+    text = re.sub(r"(?<=[A-Za-z0-9]) (?=[A-Za-z0-9])", "", text)
+    m = _CODE_CHARS.match(text)
+    return m.group(0).rstrip(".-_/") if m else ""
+
+
+def fix_code(token: str, pattern: re.Pattern[str], *, max_prefix: int = 6) -> Fixed | None:
+    """The token made to match `pattern`, fixing letter/digit confusions where it needs digits.
+
+    Tries the token as read, then every split into a letter prefix (digits read as letters are
+    turned back: 5F -> SF) and a digit body (O -> 0, I -> 1, S -> 5, B -> 8 ...), keeping the
+    reading with the fewest changes. None when no reading matches.
+    """
+    token = token.upper()
+    if not token:
+        return None
+    if pattern.fullmatch(token):
+        return Fixed(token, 0, _boundary_ambiguous(token, pattern))
+    best: Fixed | None = None
+    for k in range(min(len(token), max_prefix) + 1):
+        prefix = "".join(LETTER_FOR.get(c, c) for c in token[:k])
+        body = "".join(DIGIT_FOR.get(c, c) for c in token[k:])
+        cand = prefix + body
+        if pattern.fullmatch(cand):
+            subs = sum(1 for a, b in zip(token, cand, strict=True) if a != b)
+            if best is None or subs < best.substitutions:
+                best = Fixed(cand, subs, _boundary_ambiguous(cand, pattern))
+    return best
+
+
+def _boundary_ambiguous(value: str, pattern: re.Pattern[str]) -> bool:
+    """True when the last letter of the prefix may be a misread digit ("VIPI2345678" vs "VIP12345678")."""
+    m = re.match(r"[A-Z]+", value)
+    if m is None or m.end() >= len(value) or not value[m.end()].isdigit():
+        return False
+    last = value[m.end() - 1]
+    if last not in DIGIT_FOR:
+        return False
+    return pattern.fullmatch(value[:m.end() - 1] + DIGIT_FOR[last] + value[m.end():]) is not None
+
+
+_QTY = re.compile(r"^[xX×*]?\s*([0-9OoDQIl|!SsBZz]{1,7})(?![0-9A-Za-z.,])")
+_QTY_CN = re.compile(r"^([零〇一二两三四五六七八九十]{1,3})(?:件|个|只|双|套|箱|台|包|盒|瓶|条|本)")
+
+
+def parse_quantity(segment: str) -> tuple[int, int] | None:
+    """(quantity, substitutions) from the start of a value ("2", "2件", "x2", "两件", "l2"); None if not an integer."""
+    text = to_halfwidth(segment).strip()
+    m = _QTY.match(text)
+    if m:
+        raw = m.group(1)
+        digits = "".join(DIGIT_FOR.get(c.upper(), c) for c in raw)
+        if not digits.isdigit():
+            return None
+        subs = sum(1 for a, b in zip(raw, digits, strict=True) if a != b)
+        return int(digits), subs
+    m = _QTY_CN.match(text)
+    if m:
+        value = _cn_number(m.group(1))
+        return (value, 0) if value is not None else None
+    return None
+
+
+def _cn_number(text: str) -> int | None:
+    if text == "十":
+        return 10
+    if "十" in text:
+        tens, _, ones = text.partition("十")
+        t = _CN_DIGITS.get(tens) if tens else 1
+        o = _CN_DIGITS.get(ones) if ones else 0
+        return None if t is None or o is None else t * 10 + o
+    if len(text) == 1:
+        return _CN_DIGITS.get(text)
+    return None
+
+
+_DATE = re.compile(r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})(?!\d)\s*日?")
+_DATE_COMPACT = re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?!\d)")
+_DATE_FIXABLE = re.compile(r"[OoDQIl|SsBZz]")
+
+
+def parse_date(segment: str) -> tuple[date, int] | None:
+    """(date, substitutions) for 2025-03-27, 2025/03/27, 2025.03.27, 2025年03月27日, 20250327; None if none is valid."""
+    text = to_halfwidth(segment)
+    found = _find_date(text)
+    if found is not None:
+        return found, 0
+    fixed = _DATE_FIXABLE.sub(lambda m: DIGIT_FOR.get(m.group(0).upper(), m.group(0)), text)
+    if fixed != text:
+        found = _find_date(fixed)
+        if found is not None:
+            subs = sum(1 for a, b in zip(text, fixed, strict=True) if a != b)
+            return found, subs
+    return None
+
+
+def _find_date(text: str) -> date | None:
+    for rx in (_DATE, _DATE_COMPACT):
+        m = rx.search(text)
+        if m:
+            try:
+                return date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+            except ValueError:
+                return None
+    return None
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonTable:
+    """The canonical reasons and every phrase (squashed) that means one of them, longest first."""
+
+    canonical: tuple[str, ...]
+    phrases: tuple[tuple[str, str], ...]  # (squashed phrase, canonical)
+
+    @classmethod
+    def build(cls, canonical: list[str], synonyms: dict[str, list[str]]) -> ReasonTable:
+        pairs = {squash(r): r for r in canonical}
+        for reason, words in synonyms.items():
+            if reason in canonical:
+                for w in words:
+                    if squash(w):
+                        pairs.setdefault(squash(w), reason)
+        ordered = sorted(pairs.items(), key=lambda kv: -len(kv[0]))
+        return cls(tuple(canonical), tuple(ordered))
+
+
+@dataclass(frozen=True, slots=True)
+class ReasonMatch:
+    reason: str
+    quality: float  # 1.0 canonical text, 0.97 a synonym, lower when fuzzy or ambiguous
+    ambiguous: bool
+
+
+def match_reason(segment: str, table: ReasonTable) -> ReasonMatch | None:
+    """The canonical reason a slip's reason text means, even with details added ("少件 - 赠品未收到")."""
+    text = squash(segment)
+    if not text:
+        return None
+    hits: list[tuple[int, int, str, str]] = []  # (position, -length, phrase, canonical)
+    for phrase, reason in table.phrases:
+        pos = text.find(phrase)
+        if pos >= 0:
+            hits.append((pos, -len(phrase), phrase, reason))
+    if hits:
+        hits.sort()
+        _, _, phrase, reason = hits[0]
+        first_end = hits[0][0] - hits[0][1]
+        # Another reason that does not sit inside the first match makes the slip ambiguous.
+        others = {r for p, _, _, r in hits[1:] if r != reason and p >= first_end}
+        quality = 1.0 if phrase == squash(reason) else 0.97
+        if others:
+            return ReasonMatch(reason, quality * 0.5, True)
+        return ReasonMatch(reason, quality, False)
+    # Fuzzy: one wrong character in a phrase of 3+ characters at the start of the text.
+    best: ReasonMatch | None = None
+    for phrase, reason in table.phrases:
+        if len(phrase) >= 3 and len(text) >= len(phrase) and hamming(text[: len(phrase)], phrase) == 1:
+            cand = ReasonMatch(reason, 0.7, False)
+            if best is None:
+                best = cand
+            elif best.reason != reason:
+                return ReasonMatch(best.reason, 0.35, True)
+    return best
+
+
+def hamming(a: str, b: str) -> int:
+    """Number of positions where two equally long strings differ."""
+    return sum(1 for x, y in zip(a, b, strict=True) if x != y)
