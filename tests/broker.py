@@ -14,6 +14,7 @@ import subprocess
 import tempfile
 import threading
 import time
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -173,6 +174,12 @@ def _port_accepts(port: int) -> bool:
         return False
 
 
+def _reap(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.kill()
+        proc.wait(timeout=STOP_TIMEOUT_S)
+
+
 class Broker:
     """A real mosquitto process on 127.0.0.1, configured from a generated file in `base_dir`.
 
@@ -307,6 +314,8 @@ class Broker:
                 [MOSQUITTO, "-c", str(self.conf_path)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
             )
+        # Safety net: a test that fails between start() and stop() must not leave mosquitto running.
+        weakref.finalize(self, _reap, self._proc)
         deadline = time.monotonic() + START_TIMEOUT_S
         while time.monotonic() < deadline:
             if self._proc.poll() is not None:
