@@ -198,3 +198,65 @@ def _span(seqs: Iterable[int]) -> str:
         start = prev = x
     parts.append(f"{start}-{prev}" if start != prev else str(start))
     return ",".join(parts)
+
+
+# ---------------------------------------------------------------- checkpoints (added with edge_agent/commands.py)
+
+
+def _announced_keys(verifier: Verifier, given: list[Ed25519PublicKey]) -> dict[str, Ed25519PublicKey]:
+    """The given keys plus every key announced by a soundly signed key_rotation record, in seq order."""
+    keys = {key_id_for(k): k for k in given}
+    for seq in sorted(verifier.records):
+        rec = verifier.records[seq]
+        if rec.get("kind") != "key_rotation":
+            continue
+        key = keys.get(rec.get("key", ""))
+        if key is None or check_record(rec, key):
+            continue
+        new = _public_from_body(rec.get("body") or {})
+        if new is not None:
+            keys[key_id_for(new)] = new
+    return keys
+
+
+def check_checkpoint(  # noqa: PLR0911 - one finding per way a checkpoint can be wrong
+    verifier: Verifier, checkpoint: dict[str, Any], keys: list[Ed25519PublicKey]
+) -> list[Finding]:
+    """Compare a device's signed checkpoint with the stream: a stream ending before it is a truncated tail."""
+    from cryptography.exceptions import InvalidSignature
+
+    from edge_agent.records import canonical
+
+    out: list[Finding] = []
+    cp_seq = checkpoint.get("seq") if isinstance(checkpoint, dict) else None
+    if not isinstance(checkpoint, dict) or not isinstance(cp_seq, int) or isinstance(cp_seq, bool):
+        return [Finding(FAIL, "bad_checkpoint", None, "checkpoint: expected an object with an integer seq")]
+    missing = [f for f in ("device", "head_hash", "ts", "key", "sig") if not isinstance(checkpoint.get(f), str)]
+    if missing:
+        what = f"checkpoint: missing or non-string field(s) {', '.join(missing)}"
+        return [Finding(FAIL, "bad_checkpoint", cp_seq, what)]
+    known = _announced_keys(verifier, keys)
+    public = known.get(checkpoint["key"])
+    if public is None:
+        return [Finding(FAIL, "bad_checkpoint", cp_seq,
+                        f"checkpoint signed by key {checkpoint['key']!r}, which is neither given nor announced")]
+    try:
+        data = canonical({k: v for k, v in checkpoint.items() if k != "sig"})
+        public.verify(base64.b64decode(checkpoint["sig"], validate=True), data)
+    except (ValueError, TypeError, InvalidSignature):
+        return [Finding(FAIL, "bad_checkpoint", cp_seq, "checkpoint signature does not verify")]
+    if verifier.device is not None and checkpoint["device"] != verifier.device:
+        return [Finding(FAIL, "bad_checkpoint", cp_seq,
+                        f"checkpoint of device {checkpoint['device']!r}, stream of {verifier.device!r}")]
+    last = max(verifier.records) if verifier.records else 0
+    if last < cp_seq:
+        out.append(Finding(FAIL, "truncated_tail", cp_seq,
+                           f"stream ends at seq {last} but the device's checkpoint of {checkpoint['ts']} is at seq "
+                           f"{cp_seq}: records {last + 1}-{cp_seq} are missing"))
+        return out
+    rec = verifier.records.get(cp_seq)
+    if rec is not None and rec.get("hash") != checkpoint["head_hash"]:
+        out.append(Finding(FAIL, "fork", cp_seq, "record differs from the head hash the device's checkpoint gives"))
+    else:
+        out.append(Finding(INFO, "checkpoint", cp_seq, f"stream reaches the device's checkpoint of {checkpoint['ts']}"))
+    return out
