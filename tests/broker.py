@@ -238,6 +238,15 @@ class Broker:
         except FileNotFoundError:
             return ""
 
+    def wait_for_log(self, text: str, timeout_s: float = 2.0) -> bool:
+        """True once `text` appears in mosquitto's log (it writes lines as events happen)."""
+        deadline = time.monotonic() + timeout_s
+        while text not in self.log_text():
+            if time.monotonic() >= deadline:
+                return False
+            time.sleep(0.02)
+        return True
+
     def _log_bytes_from(self, offset: int) -> bytes:
         with self.log_path.open("rb") as f:
             f.seek(offset)
