@@ -176,3 +176,44 @@ def test_sync__missing_ca_file_is_refused_at_setup(tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, "mqtts://127.0.0.1:8883", ca_file=str(tmp_path / "nope.pem"))
     with pytest.raises(SyncError, match=r"mqtt.ca_file: .*nope.pem not found"):
         MqttSync(cfg, cfg.db_path)
+
+
+def test_sync__mqtt_311_setting_delivers(broker: Broker, tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, broker.url, protocol="3.1.1")
+    key = generate_key(cfg.key_path)
+    ob = fill(cfg, key, 30)
+    sync = MqttSync(cfg, cfg.db_path)
+    sync.start()
+    try:
+        assert wait_until(lambda: ob.stats().depth == 0), sync.last_error
+    finally:
+        sync.stop()
+
+
+def test_verify_mqtt__shared_subscription_checks_live_stream(broker: Broker, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from edge_agent.keys import public_pem
+
+    cfg = make_cfg(tmp_path, broker.url)
+    key = generate_key(cfg.key_path)
+    pub = tmp_path / "pub.pem"
+    pub.write_bytes(public_pem(key.public))
+    ob = fill(cfg, key, 400)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "edge_agent.cli", "verify", "--pubkey", str(pub), "--mqtt", broker.url,
+         "--topic", "$share/central/edge/site-a/dev-1/rec/#", "--count", "400", "--timeout", "60"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+    )
+    assert wait_until(lambda: "as edge-verify-" in broker.log_text(), 15), broker.log_text()[-500:]
+    time.sleep(0.5)  # its SUBSCRIBE follows the CONNACK
+    sync = MqttSync(cfg, cfg.db_path)
+    sync.start()
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        sync.stop()
+    assert proc.returncode == 0, out
+    assert "INTACT: device dev-1, 400 record(s)" in out
+    assert ob.stats().depth == 0
