@@ -94,6 +94,9 @@ def _boundary_ambiguous(value: str, pattern: re.Pattern[str]) -> bool:
     last = value[m.end() - 1]
     if last not in DIGIT_FOR:
         return False
+    # An alphanumeric pattern (letters allowed among the digits) cannot tell either way: no judgement.
+    if pattern.fullmatch(value[:m.end()] + "X" + value[m.end() + 1:]):
+        return False
     return pattern.fullmatch(value[:m.end() - 1] + DIGIT_FOR[last] + value[m.end():]) is not None
 
 
