@@ -280,6 +280,7 @@ class Rig:
 def start_agent(tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch, profile: str = "sensors") -> Rig:
     """The agent's spine as `Agent.run` builds it, in-process, with PortService as its pipeline."""
     monkeypatch.setattr(daemon, "make_service", lambda _cfg: PortService())
+    tmp_path.mkdir(parents=True, exist_ok=True)
     cfg_path = tmp_path / "config.toml"
     cfg_path.write_text(CONFIG_TEXT.replace("@URL@", broker.url).replace('"sensors"', f'"{profile}"'))
     (tmp_path / "central.pub.pem").write_bytes(public_pem(CENTRAL.public_key()))
