@@ -317,7 +317,10 @@ def decode_value(words: Sequence[int], spec: RegisterSpec) -> float:
     raw: float = struct.unpack(fmt, data)[0]
     if not math.isfinite(raw):  # NaN/inf: a float32 register that holds no value (yet)
         raise FrameError(f"{spec.name}: register holds no number ({data.hex(' ')})")
-    return raw * spec.scale + spec.offset
+    # Keep the digits the register carries (float32: ~7 significant, 32-bit ints: 10), so records
+    # say 0.98 and not 0.9800000190734863, nor 61.50000000000001 after scaling.
+    digits = 7 if spec.type == "float32" else 10
+    return float(f"{raw * spec.scale + spec.offset:.{digits}g}")
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,33 +2,55 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from edge_agent.drivers.modbus import ModbusMeterConfig
 from edge_agent.schema import Expect
 
-# Default grid factor: UK Government GHG Conversion Factors for Company Reporting 2024
-# (DESNZ/DEFRA), "UK electricity", generation, kg CO2e per kWh. Set your own grid's factor
-# (and its source and year) in [sensors.grid]; records carry all three.
-DEFAULT_GRID_FACTOR_KG_PER_KWH = 0.20705
-DEFAULT_GRID_FACTOR_SOURCE = "UK DESNZ GHG conversion factors 2024, UK electricity (generation)"
-DEFAULT_GRID_FACTOR_YEAR = 2024
+if TYPE_CHECKING:
+    from edge_agent.telematics.emissions import Factor
+
+# The grid's row in the emission factor table (config/emission_factors.csv, which cites each
+# number's source and year); pick your own grid's row, or add one in a table of your own.
+DEFAULT_GRID_FACTOR = "grid_uk_2025"
 
 
 class GridConfig(BaseModel):
-    """The electricity grid's emission factor that turns a warehouse's kWh into CO2."""
+    """Which emission factor turns a warehouse's kWh into CO2e."""
 
     model_config = ConfigDict(extra="forbid")
 
-    factor_kg_per_kwh: Annotated[
-        float, Field(ge=0, le=2), Expect("kg CO2e per kWh between 0 and 2, e.g. 0.20705")
-    ] = DEFAULT_GRID_FACTOR_KG_PER_KWH
-    source: Annotated[str, Field(min_length=1, max_length=200), Expect("where the factor comes from (1-200 chars)")] = (
-        DEFAULT_GRID_FACTOR_SOURCE
-    )
-    year: Annotated[int, Field(ge=1990, le=2100), Expect("the factor's year, e.g. 2024")] = DEFAULT_GRID_FACTOR_YEAR
+    # None: the table shipped with edge-agent.
+    factors_file: Annotated[Path | None, Expect("a path to a CSV emission factor table")] = None
+    factor: Annotated[
+        str, Field(min_length=1),
+        Expect('the name of an electricity (kWh) row of the emission factor table, e.g. "grid_uk_2025"'),
+    ] = DEFAULT_GRID_FACTOR
+
+    @field_validator("factor")
+    @classmethod
+    def _known_factor(cls, v: str, info: ValidationInfo) -> str:
+        if "factors_file" not in info.data:
+            return v  # factors_file itself is wrong; that error is reported
+        lookup_grid_factor(info.data["factors_file"], v)
+        return v
+
+
+def lookup_grid_factor(factors_file: Path | None, name: str) -> Factor:
+    """The named electricity factor; ValueError when the table has no such kWh row."""
+    from edge_agent.telematics.emissions import load_factors
+
+    table = load_factors(factors_file)  # ConfigError naming the table's file and line
+    try:
+        factor = table.get(name)
+    except KeyError:
+        raise ValueError(f"no factor {name!r}") from None
+    if factor.activity != "electricity" or factor.unit != "kWh":
+        raise ValueError(f"factor {name!r} is not per kWh of electricity")
+    return factor
 
 
 class SensorsConfig(BaseModel):
