@@ -49,7 +49,9 @@ class Driver(Protocol[R_co]):
 class DriverRunner(Generic[R]):
     """Runs one driver in its own thread: reads, reconnects with backoff, counts bad frames.
 
-    Logs WARNING once when the device goes away, DEBUG on repeats and INFO on recovery.
+    Logs WARNING once when the device goes away, DEBUG on repeats and INFO on recovery (the first
+    reading after an outage, not a mere open that fails again). A connection that opens but yields
+    nothing backs off like a failed open, so a flapping device is not reopened in a hot loop.
     """
 
     def __init__(
@@ -73,6 +75,9 @@ class DriverRunner(Generic[R]):
         self.reconnects = 0
         self.connected = False
         self.last_error: str | None = None
+        self.reading_errors = 0
+        self._outage = False
+        self._outage_attempts = 0
         self.heartbeat = time.monotonic()
         self._thread: threading.Thread | None = None
 
@@ -86,37 +91,46 @@ class DriverRunner(Generic[R]):
 
     def run(self) -> None:
         delay = self.backoff_min_s
-        warned = False
         while not self.stop.is_set():
             self.heartbeat = time.monotonic()
             try:
                 self.driver.open()
-            except DeviceUnavailable as exc:
-                self.last_error = str(exc)
-                if not warned:
-                    log.warning("%s: device unavailable (%s); retrying with backoff", self.driver.name, exc)
-                    warned = True
-                else:
-                    log.debug("%s: still unavailable: %s", self.driver.name, exc)
-                self.stop.wait(delay * random.uniform(0.8, 1.2))
+            except Exception as exc:  # noqa: BLE001 - a driver bug must not end the thread
+                self._note_outage("device unavailable", exc)
+                self.driver.close()
+                self.stop.wait(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
                 delay = min(delay * 2, self.backoff_max_s)
                 continue
-            if warned:
-                log.info("%s: device back after %d attempt(s)", self.driver.name, self.reconnects + 1)
             self.connected = True
-            warned = False
-            delay = self.backoff_min_s
+            frames_before = self.frames_ok
             try:
                 self._read_loop()
-            except DeviceUnavailable as exc:
-                self.last_error = str(exc)
-                log.warning("%s: device lost (%s); reopening", self.driver.name, exc)
-                warned = True
+            except Exception as exc:  # noqa: BLE001 - DeviceUnavailable, or a driver bug: reopen either way
                 self.reconnects += 1
+                self._note_outage("device lost", exc)
             finally:
                 self.connected = False
                 self.driver.close()
+            if self.frames_ok > frames_before:
+                delay = self.backoff_min_s  # it worked for a while: reopen at once
+            else:
+                # Opened but nothing came through (a flapping device): back off as for a failed open.
+                self.stop.wait(delay * random.uniform(0.8, 1.2))  # noqa: S311 - jitter, not crypto
+                delay = min(delay * 2, self.backoff_max_s)
         self.driver.close()
+
+    def _note_outage(self, what: str, exc: Exception) -> None:
+        """WARNING for the first failure of an outage, DEBUG for the repeats; a traceback if unexpected."""
+        self.last_error = str(exc) or type(exc).__name__
+        unexpected = not isinstance(exc, DeviceUnavailable)
+        if not self._outage:
+            self._outage = True
+            self._outage_attempts = 0
+            log.warning("%s: %s (%s); retrying with backoff", self.driver.name, what, self.last_error,
+                        exc_info=unexpected)
+        else:
+            log.debug("%s: still unavailable: %s", self.driver.name, self.last_error)
+        self._outage_attempts += 1
 
     def _read_loop(self) -> None:
         while not self.stop.is_set():
@@ -130,4 +144,14 @@ class DriverRunner(Generic[R]):
             if reading is None:
                 continue
             self.frames_ok += 1
-            self.on_reading(reading)
+            if self._outage:
+                self._outage = False
+                log.info("%s: device back after %d attempt(s)", self.driver.name, self._outage_attempts)
+            try:
+                self.on_reading(reading)
+            except Exception:  # a pipeline bug must not stop the device being read
+                self.reading_errors += 1
+                if self.reading_errors == 1:
+                    log.exception("%s: reading handler failed (further failures logged at DEBUG)", self.driver.name)
+                else:
+                    log.debug("%s: reading handler failed again", self.driver.name)
