@@ -50,8 +50,9 @@ class FolderCameraConfig(BaseModel):
     extensions: Annotated[list[str], Expect('a list of file endings such as [".jpg", ".png"]')] = Field(
         default_factory=lambda: [".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"]
     )
-    # What happens to a file once read: moved to processed_dir (default <path>/processed) or deleted.
-    after: Annotated[Literal["move", "delete"], Expect('"move" or "delete"')] = "move"
+    # What happens to a file once read: deleted (the bench keeps its own copy only as long as
+    # [bench.review] says), or moved to processed_dir (default <path>/processed) for a site archive.
+    after: Annotated[Literal["move", "delete"], Expect('"move" or "delete"')] = "delete"
     processed_dir: Annotated[Path | None, Expect("a folder path")] = None
     # Unreadable files go here (default <path>/rejected) so they are not retried forever.
     rejected_dir: Annotated[Path | None, Expect("a folder path")] = None

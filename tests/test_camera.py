@@ -64,7 +64,7 @@ def _read(cam: FolderCamera, timeout_s: float = 2.0) -> Frame | None:
 
 
 def test_folder_camera__reads_dropped_photo_pixel_exact_and_moves_it(tmp_path: Path) -> None:
-    cfg = _folder_cfg(tmp_path)
+    cfg = _folder_cfg(tmp_path, after="move")
     twin = FolderCameraTwin(cfg.path)
     dropped = twin.drop(EAN_PHOTO)
     cam = FolderCamera(cfg)
@@ -81,8 +81,8 @@ def test_folder_camera__reads_dropped_photo_pixel_exact_and_moves_it(tmp_path: P
     cam.close()
 
 
-def test_folder_camera__delete_mode_leaves_nothing(tmp_path: Path) -> None:
-    cfg = _folder_cfg(tmp_path, after="delete")
+def test_folder_camera__deletes_by_default_leaving_nothing(tmp_path: Path) -> None:
+    cfg = _folder_cfg(tmp_path)
     FolderCameraTwin(cfg.path).drop(CODE128_SCAN)
     cam = FolderCamera(cfg)
     cam.open()
@@ -116,7 +116,8 @@ def test_folder_camera__ignores_temp_and_partial_uploads(tmp_path: Path) -> None
     cam = FolderCamera(cfg)
     cam.open()
     assert cam.read(0.2) is None
-    assert len(list(cfg.path.iterdir())) == 6  # the four files + processed/ + rejected/
+    assert sorted(p.name for p in cfg.path.iterdir() if p.is_file()) == [
+        ".IMG_1.png.tmp", ".hidden.png", "IMG_2.png.part", "notes.txt"]  # all left alone
 
 
 def test_folder_camera__waits_until_an_in_place_upload_settles(tmp_path: Path) -> None:
@@ -159,7 +160,7 @@ def test_folder_camera__empty_file_says_so(tmp_path: Path) -> None:
 
 
 def test_folder_camera__same_name_twice_is_kept_apart(tmp_path: Path) -> None:
-    cfg = _folder_cfg(tmp_path)
+    cfg = _folder_cfg(tmp_path, after="move")
     twin = FolderCameraTwin(cfg.path)
     cam = FolderCamera(cfg)
     cam.open()
