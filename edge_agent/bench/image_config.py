@@ -1,17 +1,80 @@
-"""Config models for the bench's image stages (placeholder until the stage lands)."""
+"""Config models for the bench's image stages: quality gate, preprocessing, OCR and barcodes."""
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from edge_agent.schema import Expect
+
+Fraction = Annotated[float, Field(ge=0, le=1), Expect("a fraction 0-1")]
+Gray = Annotated[float, Field(ge=0, le=255), Expect("a grey level 0-255")]
+Pixels = Annotated[int, Field(ge=160, le=4096), Expect("a size in pixels 160-4096")]
+
+Symbology = Literal["Code128", "EAN13", "Code39", "QRCode", "EAN8", "UPCA", "ITF", "DataMatrix", "PDF417"]
 
 
-class OcrConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-
-class PreprocessConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+def _default_symbologies() -> list[Symbology]:
+    return ["Code128", "EAN13", "Code39", "QRCode"]
 
 
 class QualityConfig(BaseModel):
+    """The gate that refuses a photo before OCR so the operator can retake it at once."""
+
     model_config = ConfigDict(extra="forbid")
+
+    enabled: bool = True
+    # Variance of the Laplacian in the sharpest text tiles of the label, at the gate's working size.
+    min_blur_var: Annotated[float, Field(ge=0), Expect("a variance >= 0")] = 600.0
+    min_brightness: Gray = 55.0
+    max_brightness: Gray = 235.0
+    # Share of the label that is blown out to white (specular glare from film or glossy paper).
+    max_glare_frac: Fraction = 0.03
+    require_label: bool = True
+    work_px: Annotated[int, Field(ge=240, le=2000), Expect("a size in pixels 240-2000")] = 640
+
+
+class PreprocessConfig(BaseModel):
+    """OpenCV steps between the photo and the OCR engine; each can be switched off."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    crop_label: bool = True
+    # Long side of the cropped label handed on; the crop never upsamples beyond the photo's own pixels.
+    label_px: Pixels = 1280
+    denoise: bool = False
+    deskew: bool = True
+    max_deskew_deg: Annotated[float, Field(ge=0, le=45), Expect("degrees 0-45")] = 8.0
+    normalize_contrast: bool = True  # CLAHE on the label, evens out uneven light and glare
+    binarize: Annotated[Literal["off", "otsu", "adaptive"], Expect('"off", "otsu" or "adaptive"')] = "off"
+    sharpen: bool = False
+
+
+class OcrConfig(BaseModel):
+    """Which engine reads the label, and how."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    engine: Annotated[Literal["onnx", "tesseract"], Expect('"onnx" or "tesseract"')] = "onnx"
+    threads: Annotated[int, Field(ge=1, le=16), Expect("an integer 1-16")] = 1
+    model: Annotated[Literal["ppocrv6-small"], Expect('"ppocrv6-small"')] = "ppocrv6-small"
+    # A manifest of your own (name, file, sha256); default: the one shipped in edge_agent.resources.models.
+    manifest: Path | None = None
+    # Text is detected on the label scaled so that its long side is det_px (rounded to 32).
+    det_px: Annotated[int, Field(ge=160, le=2048), Expect("a size in pixels 160-2048")] = 736
+    det_thresh: Fraction = 0.3
+    box_thresh: Fraction = 0.5
+    # "auto": classify a few lines and turn the whole label when most read upside down.
+    direction: Annotated[Literal["auto", "off", "per_line"], Expect('"auto", "off" or "per_line"')] = "auto"
+    rec_batch: Annotated[int, Field(ge=1, le=64), Expect("an integer 1-64")] = 8
+    # Lines are squeezed horizontally by this factor before recognition (fewer columns, faster).
+    rec_squeeze: Annotated[float, Field(ge=0.4, le=1.0), Expect("a factor 0.4-1.0")] = 1.0
+    min_confidence: Fraction = 0.3
+    tesseract_lang: Annotated[str, Field(pattern=r"^[a-z_]+(\+[a-z_]+)*$"),
+                              Expect('tesseract languages like "chi_sim+eng"')] = "chi_sim+eng"
+    tesseract_psm: Annotated[int, Field(ge=3, le=13), Expect("a page segmentation mode 3-13")] = 6
+    tesseract_timeout_s: Annotated[float, Field(gt=0, le=120), Expect("seconds > 0 and <= 120")] = 20.0
+    barcodes: bool = True
+    barcode_formats: list[Symbology] = Field(default_factory=_default_symbologies)
