@@ -155,3 +155,16 @@ def test_review_reasons__low_confidence_and_bad_photo() -> None:
     assert [(i.code, i.field) for i in got] == [("image_quality", None), ("low_confidence", "quantity")]
     assert review_reasons(vals(), [], FieldsConfig(min_confidence={"sku": 0.98})) != ()
     assert review_reasons(vals(), [], FieldsConfig()) == ()
+
+
+def test_bench_toml__shipped_section_is_valid_and_matches_defaults() -> None:
+    import tomllib
+
+    from edge_agent.bench.config import BenchConfig
+    from edge_agent.resources import config_file
+
+    data = tomllib.loads(config_file("bench.toml").read_text(encoding="utf-8"))
+    bench = BenchConfig.model_validate(data["bench"])
+    defaults = BenchConfig()
+    for section in ("fields", "validation", "review", "privacy"):
+        assert getattr(bench, section) == getattr(defaults, section)
