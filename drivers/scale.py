@@ -55,7 +55,8 @@ class ScaleConfig(BaseModel):
     poll_command: Annotated[Literal["SI", "S"], Expect('"SI" or "S"')] = "SI"
     poll_interval_s: Annotated[float, Field(gt=0, le=3600), Expect("a number of seconds > 0")] = 0.5
     # Nothing heard for this long (stream) or no answer to polls: the device counts as gone.
-    silence_timeout_s: Annotated[float, Field(gt=0, le=3600), Expect("a number of seconds > 0")] = 10.0
+    # 0 turns this off, for scales that print only when a key is pressed.
+    silence_timeout_s: Annotated[float, Field(ge=0, le=3600), Expect("a number of seconds >= 0 (0: never)")] = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -213,7 +214,7 @@ class ScaleDriver:
             if line is not None:
                 return self._weighing(line)
             now = time.monotonic()
-            if now - self._last_heard > self.cfg.silence_timeout_s:
+            if self.cfg.silence_timeout_s and now - self._last_heard > self.cfg.silence_timeout_s:
                 raise DeviceUnavailable(f"{self.cfg.port}: silent for {self.cfg.silence_timeout_s:g} s")
             if self.cfg.poll and now >= self._next_poll:
                 self._write(ser, self.cfg.poll_command.encode("ascii") + b"\r\n")

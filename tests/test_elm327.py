@@ -385,3 +385,11 @@ def test_elm327_driver__not_an_elm327_fails_open() -> None:
     with pytest.raises(DeviceUnavailable, match="no '>' prompt after ATZ within 2 s"):
         driver.open()
     driver.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(raw=st.binary(max_size=80), pid=st.sampled_from([0x00, 0x0D, 0x10, 0x2F, 0x40, 0x5E]))
+def test_elm327_driver__no_answer_bytes_crash_the_handler(raw: bytes, pid: int) -> None:
+    driver = Elm327Driver(_cfg("/nonexistent"))
+    with contextlib.suppress(FrameError, DeviceUnavailable):
+        driver._handle(pid, raw)

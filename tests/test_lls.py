@@ -235,3 +235,25 @@ def test_lls_driver__unplug_then_replug(tmp_path: Path) -> None:
         driver.close()
         twin.stop()
     assert [r.level_pct for r in got] == [pytest.approx(500 / 4095 * 100)] * 2
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=30), min_size=1, max_size=4))
+def test_lls_driver__no_byte_stream_crashes_the_framing(chunks: list[bytes]) -> None:
+    # loop:// hands back our own request (like an echoing RS-485 adapter) and whatever is written.
+    driver = LlsDriver(_cfg("loop://", response_timeout_s=0.01, silence_timeout_s=60))
+    driver.open()
+    try:
+        assert driver._ser is not None
+        for chunk in chunks:
+            driver._ser.write(chunk)
+            for _ in range(4):
+                try:
+                    r = driver.read(0.0)
+                except FrameError:
+                    continue
+                if r is None:
+                    break
+                assert r.level_pct is not None and 0.0 <= r.level_pct <= 100.0
+    finally:
+        driver.close()

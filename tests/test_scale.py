@@ -300,3 +300,35 @@ def test_scale_driver__missing_port_says_which() -> None:
     driver = ScaleDriver(ScaleConfig(kind="scale", port="/nonexistent/ttyUSB9"))
     with pytest.raises(DeviceUnavailable, match=r"/nonexistent/ttyUSB9: cannot open"):
         driver.open()
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.binary(min_size=1, max_size=80), min_size=1, max_size=5))
+def test_scale_driver__no_byte_stream_crashes_the_framing(chunks: list[bytes]) -> None:
+    # loop:// hands back what is written: real pyserial I/O without a device.
+    driver = ScaleDriver(ScaleConfig(kind="scale", port="loop://", silence_timeout_s=0))
+    driver.open()
+    try:
+        assert driver._ser is not None
+        for chunk in chunks:
+            driver._ser.write(chunk)
+        driver._ser.write(b"\r\n")
+        for _ in range(len(chunks) * 3 + 3):
+            try:
+                w = driver.read(0.0)
+            except FrameError:
+                continue
+            if w is None:
+                break
+            assert isinstance(w.load_kg, float)
+    finally:
+        driver.close()
+
+
+def test_scale_driver__silence_timeout_zero_never_gives_up() -> None:
+    driver = ScaleDriver(ScaleConfig(kind="scale", port="loop://", silence_timeout_s=0))
+    driver.open()
+    try:
+        assert [driver.read(0.1) for _ in range(3)] == [None, None, None]
+    finally:
+        driver.close()
