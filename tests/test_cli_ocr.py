@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import cv2
 import pytest
@@ -16,7 +17,7 @@ FIELDS = ("order_no", "sku", "quantity", "reason", "customer_id", "return_date")
 
 
 @pytest.fixture(scope="module")
-def slips(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, dict[str, object]]]:
+def slips(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, dict[str, Any]]]:
     folder = tmp_path_factory.mktemp("slips")
     out = []
     for seed in (1, 3):
@@ -27,13 +28,13 @@ def slips(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, dict[str
     return out
 
 
-def run_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict[str, object]], str]:
+def run_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict[str, Any]], str]:
     rc = main(["ocr", "--json", *args])
     cap = capsys.readouterr()
     return rc, [json.loads(line) for line in cap.out.splitlines()], cap.err
 
 
-def test_cli_ocr__generated_slips_and_a_broken_file(slips: list[tuple[Path, dict[str, object]]], tmp_path: Path,
+def test_cli_ocr__generated_slips_and_a_broken_file(slips: list[tuple[Path, dict[str, Any]]], tmp_path: Path,
                                                    capsys: pytest.CaptureFixture[str]) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
@@ -51,17 +52,17 @@ def test_cli_ocr__generated_slips_and_a_broken_file(slips: list[tuple[Path, dict
                     "reason": truth["reason_category"], "customer_id": truth["customer_id"],
                     "return_date": truth["return_date"]}
         # the printed barcode carries the order number
-        assert any(b["text"] == truth["order_no"] for b in line["barcodes"])  # type: ignore[attr-defined]
+        assert any(b["text"] == truth["order_no"] for b in line["barcodes"])
         assert fields["order_no"] == truth["order_no"]
         # the target: a field that passes without review is right
         for name in FIELDS:
             if fields[name] is not None and fields[name] != expected[name]:
-                codes = {r["field"] for r in line["review_reasons"]}  # type: ignore[attr-defined]
+                codes = {r["field"] for r in line["review_reasons"]}
                 assert line["needs_review"] and name in codes, (name, fields[name], expected[name])
         # generated dates are in the past beyond the 30-day window: the format rules must say so
         assert line["needs_review"]
-        assert "date_outside_window" in {r["code"] for r in line["review_reasons"]}  # type: ignore[attr-defined]
-        assert {"quality", "total", "fields", "validate", "decide"} <= set(line["timing_ms"])  # type: ignore[arg-type]
+        assert "date_outside_window" in {r["code"] for r in line["review_reasons"]}
+        assert {"quality", "total", "fields", "validate", "decide"} <= set(line["timing_ms"])
         assert str(truth["phone"]) not in json.dumps(line)
 
 
@@ -70,14 +71,14 @@ def test_cli_ocr__real_label_photo_reads_the_barcode_and_invents_no_fields(capsy
     rc, [line], _ = run_json([str(DATA / "code128-2_01.png")], capsys)
     assert rc == 0
     assert line["needs_review"] is True
-    codes = {(r["code"], r["field"]) for r in line["review_reasons"]}  # type: ignore[attr-defined]
+    codes = {(r["code"], r["field"]) for r in line["review_reasons"]}
     if line["barcodes"]:
-        assert expected in [b["text"] for b in line["barcodes"]]  # type: ignore[attr-defined]
+        assert expected in [b["text"] for b in line["barcodes"]]
     assert ("missing_field", "sku") in codes or ("image_quality", None) in codes
-    assert all(v is None for k, v in line["fields"].items() if k != "order_no")  # type: ignore[attr-defined]
+    assert all(v is None for k, v in line["fields"].items() if k != "order_no")
 
 
-def test_cli_ocr__text_output_config_and_missing_file(slips: list[tuple[Path, dict[str, object]]], tmp_path: Path,
+def test_cli_ocr__text_output_config_and_missing_file(slips: list[tuple[Path, dict[str, Any]]], tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "config.toml"
     cfg.write_text('profile = "bench"\n[device]\nid = "b1"\nsite = "s1"\n'
@@ -90,7 +91,7 @@ def test_cli_ocr__text_output_config_and_missing_file(slips: list[tuple[Path, di
     cap = capsys.readouterr()
     assert rc == 1 and "missing.png: image file not found" in cap.err
     assert f"order_no     {truth['order_no']}" in cap.out
-    if int(truth["quantity"]) > 1:  # type: ignore[call-overload]
+    if int(truth["quantity"]) > 1:
         assert "quantity: " in cap.out and "ordered" in cap.out
 
 
