@@ -1,0 +1,198 @@
+"""CO2e = activity x emission factor, from a cited factor table (fuel litres, tonne-km, grid kWh)."""
+
+from __future__ import annotations
+
+import csv
+import importlib.resources
+import io
+import math
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edge_agent.errors import ConfigError
+
+ACTIVITIES = ("fuel", "tonne_km", "electricity")
+BOUNDARIES = ("TTW", "WTT", "WTW", "generation")
+COLUMNS = ("name", "activity", "key", "boundary", "unit", "kg_co2e_per_unit", "source", "year", "url", "note")
+
+
+@dataclass(frozen=True, slots=True)
+class Factor:
+    """One row of the factor table: kg CO2e per unit of activity, with where it comes from."""
+
+    name: str
+    activity: str  # fuel | tonne_km | electricity
+    key: str  # fuel type, vehicle class or grid region
+    boundary: str  # TTW | WTT | WTW | generation
+    unit: str  # L | tonne.km | kWh
+    kg_co2e_per_unit: float
+    source: str
+    year: int
+    url: str = ""
+    note: str = ""
+
+    def describe(self) -> dict[str, object]:
+        """What a record says about the factor it used."""
+        return {
+            "name": self.name, "boundary": self.boundary, "kg_co2e_per_unit": self.kg_co2e_per_unit,
+            "unit": self.unit, "source": self.source, "year": self.year,
+        }
+
+
+class FactorTable:
+    """The emission factors by name; `find` picks one by activity, key and boundary."""
+
+    def __init__(self, factors: list[Factor], origin: str = "") -> None:
+        self.origin = origin
+        self._by_name = {f.name: f for f in factors}
+
+    def __len__(self) -> int:
+        return len(self._by_name)
+
+    def names(self) -> list[str]:
+        return list(self._by_name)
+
+    def get(self, name: str) -> Factor:
+        """The row called `name`; KeyError naming the table and the known rows otherwise."""
+        try:
+            return self._by_name[name]
+        except KeyError:
+            raise KeyError(
+                f"{self.origin}: no emission factor named {name!r}; expected one of {', '.join(self._by_name)}"
+            ) from None
+
+    def find(self, activity: str, key: str, boundary: str) -> Factor | None:
+        for f in self._by_name.values():
+            if f.activity == activity and f.key == key and f.boundary == boundary:
+                return f
+        return None
+
+    def keys(self, activity: str) -> list[str]:
+        return sorted({f.key for f in self._by_name.values() if f.activity == activity})
+
+
+def default_factors_path() -> Path:
+    """The table shipped with edge-agent (config/emission_factors.csv, installed as package data)."""
+    return Path(str(importlib.resources.files("edge_agent.resources.config") / "emission_factors.csv"))
+
+
+def load_factors(path: str | os.PathLike[str] | None = None) -> FactorTable:
+    """Read and check a factor table; raise ConfigError with one line per bad cell (file:line: column: ...)."""
+    p = Path(path) if path is not None else default_factors_path()
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError([f"{p}: file not found (expected a CSV emission factor table)"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{p}: cannot read: {exc}"]) from None
+    return parse_factors(text, str(p))
+
+
+def parse_factors(text: str, origin: str = "factors") -> FactorTable:
+    reader = csv.DictReader(io.StringIO(text))
+    missing = [c for c in COLUMNS[:8] if c not in (reader.fieldnames or [])]
+    if missing:
+        raise ConfigError([f"{origin}: line 1: expected columns {', '.join(COLUMNS)}, missing {', '.join(missing)}"])
+    problems: list[str] = []
+    factors: list[Factor] = []
+    seen: set[str] = set()
+    for row in reader:
+        where = f"{origin}: line {reader.line_num}"
+        name = (row.get("name") or "").strip()
+        if not name or name in seen:
+            problems.append(f"{where}: name: expected a unique row name, got {name!r}")
+            continue
+        seen.add(name)
+        activity, boundary = (row.get("activity") or "").strip(), (row.get("boundary") or "").strip()
+        if activity not in ACTIVITIES:
+            problems.append(f"{where}: activity: expected one of {', '.join(ACTIVITIES)}, got {activity!r}")
+        if boundary not in BOUNDARIES:
+            problems.append(f"{where}: boundary: expected one of {', '.join(BOUNDARIES)}, got {boundary!r}")
+        raw_value, raw_year = (row.get("kg_co2e_per_unit") or "").strip(), (row.get("year") or "").strip()
+        try:
+            value = float(raw_value)
+            if not math.isfinite(value) or value < 0:
+                raise ValueError
+        except ValueError:
+            problems.append(f"{where}: kg_co2e_per_unit: expected a number >= 0, got {raw_value!r}")
+            value = math.nan
+        try:
+            year = int(raw_year)
+        except ValueError:
+            problems.append(f"{where}: year: expected a year such as 2025, got {raw_year!r}")
+            year = 0
+        source = (row.get("source") or "").strip()
+        if not source:
+            problems.append(f"{where}: source: expected where the number comes from, got nothing")
+        factors.append(Factor(
+            name=name, activity=activity, key=(row.get("key") or "").strip(), boundary=boundary,
+            unit=(row.get("unit") or "").strip(), kg_co2e_per_unit=value, source=source, year=year,
+            url=(row.get("url") or "").strip(), note=(row.get("note") or "").strip(),
+        ))
+    if problems:
+        raise ConfigError(problems)
+    return FactorTable(factors, origin)
+
+
+@dataclass(frozen=True, slots=True)
+class Emission:
+    """CO2e of one trip, both boundaries where the table allows, and which factors gave them."""
+
+    method: str  # "fuel" | "tonne_km" | "none"
+    activity: float  # litres or tonne-km
+    activity_unit: str
+    co2_ttw_kg: float | None
+    co2_wtw_kg: float | None
+    ttw: Factor | None
+    wtw: tuple[Factor, ...]  # one WTW row, or the TTW + WTT rows it was summed from
+
+    def co2_kg(self, boundary: str) -> tuple[float | None, str]:
+        """(kg, boundary actually used): WTW falls back to TTW when the table has no upstream row."""
+        if boundary == "WTW" and self.co2_wtw_kg is not None:
+            return self.co2_wtw_kg, "WTW"
+        return self.co2_ttw_kg, "TTW" if self.co2_ttw_kg is not None else "none"
+
+
+def _both(table: FactorTable, activity: str, key: str) -> tuple[Factor | None, tuple[Factor, ...]]:
+    ttw = table.find(activity, key, "TTW")
+    wtw = table.find(activity, key, "WTW")
+    if wtw is not None:
+        return ttw, (wtw,)
+    wtt = table.find(activity, key, "WTT")
+    if ttw is not None and wtt is not None:
+        return ttw, (ttw, wtt)
+    return ttw, ()
+
+
+FUEL_KEYS = {"diesel": "diesel", "petrol": "petrol"}
+
+
+def estimate_emissions(
+    table: FactorTable,
+    *,
+    fuel_used_l: float | None,
+    fuel_type: str,
+    distance_km: float,
+    load_kg: float | None,
+    vehicle_class: str,
+) -> Emission:
+    """Fuel-based when litres are known (preferred by GLEC / ISO 14083), else tonne-km x factor by class."""
+    if fuel_used_l is not None:
+        ttw, wtw = _both(table, "fuel", FUEL_KEYS.get(fuel_type, fuel_type))
+        if ttw is not None or wtw:
+            return Emission(
+                "fuel", fuel_used_l, "L",
+                fuel_used_l * ttw.kg_co2e_per_unit if ttw else None,
+                fuel_used_l * sum(f.kg_co2e_per_unit for f in wtw) if wtw else None, ttw, wtw,
+            )
+    if load_kg is not None and load_kg > 0:
+        tkm = distance_km * load_kg / 1000.0
+        ttw, wtw = _both(table, "tonne_km", vehicle_class)
+        if ttw is not None or wtw:
+            return Emission(
+                "tonne_km", tkm, "tonne.km",
+                tkm * ttw.kg_co2e_per_unit if ttw else None,
+                tkm * sum(f.kg_co2e_per_unit for f in wtw) if wtw else None, ttw, wtw,
+            )
+    return Emission("none", 0.0, "", None, None, None, ())
