@@ -247,9 +247,11 @@ class Elm327Driver:
             got = banner.strip()[:40]
             raise DeviceUnavailable(f"{self.cfg.port}: expected an ELM327 banner after ATZ, got {got!r}")
         self.adapter_version = banner.strip().splitlines()[-1].strip() if banner.strip() else ""
-        for command in ("ATE0", "ATL0", "ATS1", "ATH0", f"ATSP{self.cfg.protocol.upper()}"):
+        # ATL0/ATS1 only shape the text (the parser reads either form): early clones answer '?'.
+        optional = ("ATL0", "ATS1")
+        for command in ("ATE0", *optional, "ATH0", f"ATSP{self.cfg.protocol.upper()}"):
             answer = self._at(command, 1.0)
-            if "OK" not in answer.upper():
+            if "OK" not in answer.upper() and command not in optional:
                 raise DeviceUnavailable(f"{self.cfg.port}: {command}: expected OK, got {answer.strip()[:40]!r}")
         log.info("%s: %s ready on %s", self.name, self.adapter_version or "ELM327", self.cfg.port)
 
