@@ -28,14 +28,14 @@ def register(subparsers: Any) -> None:
 
     ls = sub.add_parser(
         "list", help="list serial ports and what is likely on each (NMEA, ELM327, MT-SICS, Modbus)",
-        description="Lists the machine's serial ports, plus the ports in the config and any --port, and "
+        description="Lists the machine's serial ports and the ports in the config (or only each --port), and "
         "probes each: listens for NMEA sentences, then sends ATI (ELM327), I4/S (MT-SICS scale) and a "
         "one-register Modbus read to unit 1, at each family's usual baud rates. Ports the running agent "
         "holds are reported busy and left alone.",
     )
     add_config_arg(ls)
     ls.add_argument("--port", action="append", default=[], metavar="URL",
-                    help="also probe this port or pyserial URL (repeatable)")
+                    help="probe only this port or pyserial URL (repeatable)")
     ls.add_argument("--timeout-s", type=float, default=1.2, help="per protocol and baud rate (default 1.2)")
     ls.add_argument("--no-probe", action="store_true", help="only list the ports")
     ls.add_argument("--json", action="store_true", help="one JSON object per port")
@@ -62,17 +62,28 @@ def _optional_config(args: argparse.Namespace) -> AgentConfig | None:
     return load_or_exit(args)
 
 
-def cmd_list(args: argparse.Namespace) -> int:
-    cfg = _optional_config(args)
+def _ports_to_list(args: argparse.Namespace, cfg: AgentConfig | None) -> dict[str, dict[str, Any]]:
+    """Port -> row: the --port URLs if given, else the machine's ports and the config's; meters noted."""
     ports: dict[str, dict[str, Any]] = {}
-    for info in sorted(list_ports.comports(), key=lambda i: i.device):
-        ports[info.device] = {"port": info.device, "description": info.description or "", "configured": ""}
-    if cfg is not None:
-        for m in cfg.sensors.meters:
-            entry = ports.setdefault(m.port, {"port": m.port, "description": "", "configured": ""})
-            entry["configured"] = f"meter {m.name} ({m.model_name or 'modbus'}, unit {m.unit_id})"
-    for url in args.port:
-        ports.setdefault(url, {"port": url, "description": "", "configured": ""})
+    meters = cfg.sensors.meters if cfg is not None else []
+    if args.port:
+        for url in args.port:
+            ports.setdefault(url, {"port": url, "description": "", "configured": ""})
+    else:
+        for info in sorted(list_ports.comports(), key=lambda i: i.device):
+            ports[info.device] = {"port": info.device, "description": info.description or "", "configured": ""}
+        for m in meters:
+            ports.setdefault(m.port, {"port": m.port, "description": "", "configured": ""})
+    for m in meters:
+        if m.port in ports:
+            configured = f"meter {m.name} ({m.model_name or 'modbus'}, unit {m.unit_id})"
+            previous = ports[m.port]["configured"]
+            ports[m.port]["configured"] = f"{previous}; {configured}" if previous else configured
+    return ports
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    ports = _ports_to_list(args, _optional_config(args))
     if not ports:
         print("no serial ports found (plug in the adapter, or pass --port URL)")
         return EXIT_OK
