@@ -9,11 +9,13 @@ from __future__ import annotations
 
 from edge_agent.drivers.elm327 import Elm327Config, Elm327Driver
 from edge_agent.drivers.lls import LlsConfig, LlsDriver
+from edge_agent.drivers.modbus import ModbusMeterConfig, ModbusMeterDriver
 from edge_agent.drivers.scale import ScaleConfig, ScaleDriver
 from pydantic import BaseModel
 
 DRIVER_KINDS: dict[str, tuple[type[BaseModel], type]] = {
     "elm327": (Elm327Config, Elm327Driver),
     "lls": (LlsConfig, LlsDriver),
+    "modbus": (ModbusMeterConfig, ModbusMeterDriver),
     "scale": (ScaleConfig, ScaleDriver),
 }
