@@ -12,9 +12,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edge_agent.drivers.twins.elm327_twin import Elm327Twin
-from edge_agent.drivers.twins.nmea_twin import NmeaTwin
-from edge_agent.drivers.twins.scale_twin import ScaleTwin
 
 from edge_agent import cli
 from edge_agent.clock import Clock
@@ -30,6 +27,9 @@ from edge_agent.doctor import (
     check_ocr_models,
     run_checks,
 )
+from edge_agent.drivers.twins.elm327_twin import Elm327Twin
+from edge_agent.drivers.twins.nmea_twin import NmeaTwin
+from edge_agent.drivers.twins.scale_twin import ScaleTwin
 from edge_agent.keys import generate_key
 from edge_agent.outbox import Outbox
 from tests.broker import TEST_USERS, Broker
