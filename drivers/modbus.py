@@ -16,13 +16,13 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import serial
-from edge_agent.drivers.base import DeviceUnavailable, FrameError
-from edge_agent.drivers.readings import MeterReading
 from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, ValidationError, field_validator, model_validator
 from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 
+from edge_agent.drivers.base import DeviceUnavailable, FrameError
+from edge_agent.drivers.readings import MeterReading
 from edge_agent.errors import ConfigError
 from edge_agent.schema import Expect
 

@@ -7,6 +7,10 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent.config import parse_config
 from edge_agent.drivers.base import FrameError
 from edge_agent.drivers.modbus import (
     MeterMap,
@@ -24,10 +28,6 @@ from edge_agent.drivers.modbus import (
     shipped_maps,
 )
 from edge_agent.drivers.twins.modbus_twin import crc16 as twin_crc16
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from edge_agent.config import parse_config
 from edge_agent.errors import ConfigError
 
 DATA = Path(__file__).parent / "data" / "modbus"

@@ -10,13 +10,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from edge_agent.drivers.base import DeviceUnavailable, DriverRunner, FrameError
 from edge_agent.drivers.modbus import ModbusMeterConfig, ModbusMeterDriver
 from edge_agent.drivers.readings import MeterReading
 from edge_agent.drivers.twins.modbus_twin import ModbusTwin, sdm120_scenario, xy_md02_scenario
 from edge_agent.drivers.twins.pty import PtyTwin
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 DATA = Path(__file__).parent / "data" / "modbus"
 

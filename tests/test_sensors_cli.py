@@ -8,10 +8,10 @@ import tomllib
 from pathlib import Path
 
 import pytest
-from edge_agent.drivers.twins.modbus_twin import ModbusTwin, sdm120_scenario, xy_md02_scenario
 
 from edge_agent.cli import main, render_config
 from edge_agent.config import load_config, parse_config
+from edge_agent.drivers.twins.modbus_twin import ModbusTwin, sdm120_scenario, xy_md02_scenario
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -6,13 +6,13 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
 from edge_agent.drivers.twins.elm327_twin import Elm327Twin
 from edge_agent.drivers.twins.modbus_twin import ModbusTwin, crc16, xy_md02_scenario
 from edge_agent.drivers.twins.nmea_twin import Leg, NmeaTwin
 from edge_agent.drivers.twins.scale_twin import ScaleTwin
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
 from edge_agent.sensors.probe import (
     DEFAULT_PLAN,
     classify_elm327,

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edge_agent.drivers.modbus import ModbusMeterConfig
-from edge_agent.drivers.readings import MeterReading
-from edge_agent.drivers.twins.modbus_twin import ModbusTwin, sdm120_scenario, xy_md02_scenario
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from edge_agent.clock import Clock
 from edge_agent.config import parse_config
+from edge_agent.drivers.modbus import ModbusMeterConfig
+from edge_agent.drivers.readings import MeterReading
+from edge_agent.drivers.twins.modbus_twin import ModbusTwin, sdm120_scenario, xy_md02_scenario
 from edge_agent.errors import ConfigError
 from edge_agent.sensors.config import lookup_grid_factor
 from edge_agent.sensors.service import (
