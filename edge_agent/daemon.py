@@ -145,7 +145,9 @@ class Agent:
             now = time.monotonic()
             if self._reload.is_set():
                 self._reload.clear()
-                self.reload()
+                if self.reload():
+                    next_health = now + (self.cfg.health.interval_s or float("inf"))
+                    next_checkpoint = now + (self.cfg.checkpoint.interval_s or float("inf"))
             if self.cfg.health.interval_s and now >= next_health:
                 next_health = now + self.cfg.health.interval_s
                 self.emit_health()
