@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from edge_agent.bench.config import BenchConfig
 from edge_agent.bench.decide import OrderCheck, cross_check_order, review_reasons
 from edge_agent.bench.fields import (
+    FieldValue,
     Issue,
     LabelMatcher,
     Template,
@@ -34,6 +35,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 BODY_VERSION = 1
+# Engines' line confidences are not equally honest. Measured on 36 generated slips (clean, typical,
+# hard): tesseract read 2 of 74 fields wrong at 0.90-0.95, the ONNX engine none of 533 at >= 0.85.
+ENGINE_CONFIDENCE = {"onnx": 1.0, "tesseract": 0.9}
 # Extraction issues about the order number that a barcode or scan reading makes moot.
 _ORDER_ISSUES_FILLED = ("missing_field", "bad_format")
 
@@ -110,7 +114,8 @@ def evaluate(reading: ImageReading, rules: Rules, *, manifest: Manifest | None, 
     """Steps 5-8 on what the image stages read: fields, cross-check, validation, masking, verdict."""
     t0 = time.perf_counter()
     ext = extract_fields(reading.lines, rules.template, rules.reasons, rules.matcher)
-    values = dict(ext.values)
+    scale = ENGINE_CONFIDENCE.get(reading.engine, 0.9)
+    values = {n: FieldValue(n, fv.value, round(fv.confidence * scale, 4), fv.source) for n, fv in ext.values.items()}
     t1 = time.perf_counter()
     order_spec = rules.template.spec("order_no")
     check, order_value, order_issues = cross_check_order(values["order_no"], scan, reading.barcodes,
