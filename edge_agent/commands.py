@@ -535,20 +535,8 @@ class CommandProcessor:
 
     def _rewind_sync(self) -> None:
         """Make the publisher start again from the first undelivered seq (it only moves forward otherwise)."""
-        sync = self.agent.sync
-        if sync is None:
-            return
-        rewind = getattr(sync, "rewind", None)
-        if callable(rewind):
-            rewind()
-            return
-        # MqttSync reads undelivered records after its cursor and resets that cursor on reconnect:
-        # a clean reconnect (no Last Will) makes it resend from the first undelivered seq.
-        if sync.connected.is_set():
-            log.info("resend: reconnecting to the broker so the publisher starts from the re-queued records")
-            with contextlib.suppress(Exception):
-                sync.client.disconnect()
-        sync.notify()
+        if self.agent.sync is not None:
+            self.agent.sync.rewind()
 
     def _do_rotate_key(self, _args: NoArgs) -> Outcome:
         writer = self.agent.writer

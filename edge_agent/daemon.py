@@ -85,6 +85,7 @@ class Agent:
         self.config_path = config_path or cfg.source
         self.stop_event = threading.Event()
         self._reload = threading.Event()
+        self._reload_lock = threading.Lock()  # SIGHUP and a patch_config command may both reload
         self.clock = Clock()
         self.started_mono = time.monotonic()
         self.started_at = datetime.now(UTC)
@@ -209,6 +210,10 @@ class Agent:
 
     def reload(self) -> bool:
         """SIGHUP: re-read and validate; a bad file is refused and the running config stays."""
+        with self._reload_lock:
+            return self._reload_locked()
+
+    def _reload_locked(self) -> bool:
         if self.config_path is None:
             log.warning("SIGHUP: no config file to re-read")
             return False
@@ -242,7 +247,10 @@ class Agent:
     def _restart_pipeline(self, old: AgentConfig) -> None:
         assert self.writer is not None
         if self.service is not None:
-            self.service.stop()
+            try:
+                self.service.stop()
+            except Exception:  # noqa: BLE001 - a broken pipeline must not block its replacement
+                log.exception("stopping the old %s pipeline failed; starting the new one anyway", old.profile)
         if new_mqtt := (self.cfg.mqtt != old.mqtt):
             if self.sync is not None:
                 self.sync.stop(flush_timeout_s=2)
@@ -294,8 +302,10 @@ class Agent:
             return
         from edge_agent.commands import publish_checkpoint
 
-        with contextlib.suppress(Exception):
+        try:
             publish_checkpoint(self)
+        except Exception as exc:  # noqa: BLE001 - a checkpoint must never stop the agent
+            log.warning("checkpoint not published: %s", exc)
 
     def _prune(self) -> None:
         with contextlib.suppress(Exception):

@@ -114,6 +114,7 @@ class MqttSync:
         self.heartbeat = time.monotonic()
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
         self._wake = threading.Event()
+        self._rewind = threading.Event()
         self._stop = threading.Event()
         self._pub_stop = threading.Event()
         self._drained = threading.Event()
@@ -130,6 +131,11 @@ class MqttSync:
 
     def notify(self, _head_seq: int = 0) -> None:
         """New records were committed: wake the publisher."""
+        self._wake.set()
+
+    def rewind(self) -> None:
+        """Start again from the first undelivered record (records were re-queued for a resend)."""
+        self._rewind.set()
         self._wake.set()
 
     def drain(self, timeout_s: float) -> bool:
@@ -267,6 +273,9 @@ class MqttSync:
                     self.last_delivered_seq = max(acked)
                     acked = []
                     last_flush = now
+                if self._rewind.is_set():
+                    self._rewind.clear()
+                    cursor = None
                 if not self.connected.is_set():
                     cursor = None  # re-read from the first undelivered after reconnect
                     self._wake.wait(0.2)
