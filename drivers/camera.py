@@ -17,10 +17,10 @@ from typing import Annotated, Any, Literal
 
 import cv2
 import numpy as np
-from edge_agent.drivers.base import DeviceUnavailable, DriverError, FrameError
-from edge_agent.drivers.readings import Frame
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge_agent.drivers.base import DeviceUnavailable, DriverError, FrameError
+from edge_agent.drivers.readings import Frame
 from edge_agent.schema import Expect  # not edge_agent.config: that imports the bench config, which imports us
 
 log = logging.getLogger(__name__)
@@ -104,6 +104,18 @@ class Picamera2Config(BaseModel):
     height: Pixels = 1520
     max_fps: Annotated[float, Field(gt=0, le=120), Expect("frames per second > 0")] = 10.0
     silence_timeout_s: Seconds = 5.0
+
+
+def redact_source(src: int | str) -> str:
+    """A camera source fit for logs: an RTSP URL loses its user:password part."""
+    text = str(src)
+    scheme, sep, rest = text.partition("://")
+    if not sep:
+        return text
+    host, slash, path = rest.partition("/")
+    if "@" in host:
+        host = "***@" + host.rsplit("@", 1)[1]
+    return f"{scheme}://{host}{slash}{path}"
 
 
 def _now() -> tuple[float, datetime]:
@@ -238,6 +250,7 @@ class OpenCvCamera:
         self._cap: Any = None
         self._last_frame_mono = 0.0
         self._last_sent_mono = 0.0
+        self._where = redact_source(cfg.source)
 
     def _source(self) -> int | str:
         src = self.cfg.source
@@ -248,18 +261,19 @@ class OpenCvCamera:
     def open(self) -> None:
         self.close()
         src = self._source()
+        where = self._where
         if isinstance(src, str) and "://" not in src and not Path(src).exists():
-            raise DeviceUnavailable(f"{src}: no such camera device or file")
+            raise DeviceUnavailable(f"{where}: no such camera device or file")
         timeout_ms = int(self.cfg.open_timeout_s * 1000)
         # Read timeout <= 1 s: a blocking read must never hold the thread longer than that.
         params = [cv2.CAP_PROP_OPEN_TIMEOUT_MSEC, timeout_ms, cv2.CAP_PROP_READ_TIMEOUT_MSEC, 1000]
         try:
             cap = cv2.VideoCapture(src, _BACKENDS[self.cfg.backend], params)
         except cv2.error as exc:
-            raise DeviceUnavailable(f"{src}: cannot open camera: {exc.msg.strip()}") from None
+            raise DeviceUnavailable(f"{where}: cannot open camera: {exc.msg.strip()}") from None
         if not cap.isOpened():
             cap.release()
-            raise DeviceUnavailable(f"{src}: cannot open camera (busy, unplugged or unreachable)")
+            raise DeviceUnavailable(f"{where}: cannot open camera (busy, unplugged or unreachable)")
         if self.cfg.fourcc:
             cap.set(cv2.CAP_PROP_FOURCC, cv2.VideoWriter.fourcc(*self.cfg.fourcc))
         if self.cfg.width:
@@ -279,19 +293,19 @@ class OpenCvCamera:
     def read(self, timeout_s: float) -> Frame | None:
         cap = self._cap
         if cap is None:
-            raise DeviceUnavailable(f"{self.cfg.source}: not open")
+            raise DeviceUnavailable(f"{self._where}: not open")
         deadline = time.monotonic() + timeout_s
         period_s = 1.0 / self.cfg.max_fps if self.cfg.max_fps else 0.0
         while True:
             try:
                 ok = cap.grab()
             except cv2.error as exc:
-                raise DeviceUnavailable(f"{self.cfg.source}: grab failed: {exc.msg.strip()}") from None
+                raise DeviceUnavailable(f"{self._where}: grab failed: {exc.msg.strip()}") from None
             now = time.monotonic()
             if not ok:
                 if now - self._last_frame_mono > self.cfg.silence_timeout_s:
                     raise DeviceUnavailable(
-                        f"{self.cfg.source}: no frame for {self.cfg.silence_timeout_s:g} s (camera stopped delivering)"
+                        f"{self._where}: no frame for {self.cfg.silence_timeout_s:g} s (camera stopped delivering)"
                     )
                 # A failed grab returns at once on a dead stream: pace the retries.
                 time.sleep(min(0.05, max(0.0, deadline - now)))

@@ -30,10 +30,10 @@ from pathlib import Path
 from typing import Annotated, Literal
 
 import serial
-from edge_agent.drivers.base import DeviceUnavailable, FrameError
-from edge_agent.drivers.readings import Scan
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge_agent.drivers.base import DeviceUnavailable, FrameError
+from edge_agent.drivers.readings import Scan
 from edge_agent.schema import Expect  # not edge_agent.config: that imports the bench config, which imports us
 
 log = logging.getLogger(__name__)

@@ -163,3 +163,26 @@ def test_take_capture_request__malformed_file_still_counts_without_code(tmp_path
     path.write_text(json.dumps(["x"]))
     req = take_capture_request(tmp_path)
     assert req is not None and req.code is None
+
+
+# ---------------------------------------------------------------- shipped sample
+
+
+def test_capture_config__shipped_sample_sections_parse_when_uncommented() -> None:
+    """Uncomment the first alternative of each capture section in config/bench.toml: it must validate."""
+    import re
+    import tomllib
+
+    from edge_agent.bench.config import BenchConfig
+    from edge_agent.drivers.camera import OpenCvCameraConfig
+    from edge_agent.drivers.scanner import SerialScannerConfig
+    from edge_agent.resources import config_file
+
+    text = config_file("bench.toml").read_text(encoding="utf-8")
+    block = text[text.index("# ---------------------------------------------------------------- bench capture"):]
+    lines = [re.sub(r"^# (\[bench\.|[a-z_]+ = )", r"\1", line) for line in block.splitlines()]
+    data = tomllib.loads("\n".join(lines))
+    bench = BenchConfig.model_validate(data["bench"])
+    assert isinstance(bench.camera, OpenCvCameraConfig) and bench.camera.source == "/dev/video0"
+    assert isinstance(bench.scanner, SerialScannerConfig) and bench.scanner.terminator == "\r"
+    assert bench.trigger == TriggerConfig()

@@ -12,6 +12,10 @@ import cv2
 import numpy as np
 import pytest
 import zxingcpp
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent.config import parse_config
 from edge_agent.drivers.base import DeviceUnavailable, DriverError, DriverRunner, FrameError
 from edge_agent.drivers.camera import (
     PICAMERA2_MISSING,
@@ -23,13 +27,10 @@ from edge_agent.drivers.camera import (
     Picamera2Config,
     check_camera,
     decode_image,
+    redact_source,
 )
 from edge_agent.drivers.readings import Frame
 from edge_agent.drivers.twins.folder_camera_twin import FolderCameraTwin
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from edge_agent.config import parse_config
 from edge_agent.errors import ConfigError
 
 DATA = Path(__file__).parent / "data" / "bench_capture"
@@ -365,3 +366,13 @@ def test_camera_config__unknown_kind_names_the_choices() -> None:
 def test_camera_config__unknown_key_is_named() -> None:
     with pytest.raises(ConfigError, match=r"bench\.camera\.folder\.path_to: unknown key"):
         _bench({"camera": {"kind": "folder", "path": "/srv/ftp", "path_to": "x"}})
+
+
+def test_opencv_camera__rtsp_password_never_reaches_the_error(tmp_path: Path) -> None:
+    cfg = OpenCvCameraConfig(kind="opencv", source="rtsp://admin:s3cret@127.0.0.1:1/stream1", open_timeout_s=1)
+    cam = OpenCvCamera(cfg)
+    with pytest.raises(DeviceUnavailable, match=r"rtsp://\*\*\*@127\.0\.0\.1:1/stream1: cannot open camera") as err:
+        cam.open()
+    assert "s3cret" not in str(err.value) and "admin" not in str(err.value)
+    assert redact_source("rtsp://10.0.0.9/live") == "rtsp://10.0.0.9/live"
+    assert redact_source(0) == "0"

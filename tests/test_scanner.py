@@ -10,6 +10,10 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent.config import parse_config
 from edge_agent.drivers.base import DeviceUnavailable, DriverRunner, FrameError
 from edge_agent.drivers.readings import Scan
 from edge_agent.drivers.scanner import (
@@ -25,10 +29,6 @@ from edge_agent.drivers.scanner import (
     parse_scan,
 )
 from edge_agent.drivers.twins.scanner_twin import HidScannerTwin, ScannerTwin, key_events_for
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from edge_agent.config import parse_config
 from edge_agent.errors import ConfigError
 
 STX, ETX, GS = "\x02", "\x03", "\x1d"
