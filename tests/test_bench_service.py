@@ -253,3 +253,32 @@ def test_bench_service__scan_then_capture_needs_a_scanner(tmp_path: Path) -> Non
                          stop=threading.Event())
     with pytest.raises(ConfigError, match=r'bench\.scanner: required when bench\.trigger\.mode is "scan-then-capture"'):
         BenchService().start(ctx)
+
+
+def test_bench_service__streaming_camera_takes_the_frame_after_the_scan(
+        tmp_path: Path, slips: dict[str, tuple[np.ndarray, dict[str, Any]]]) -> None:
+    image, truth = slips["good"]
+    video = tmp_path / "camera.avi"
+    _write_video(video, image, n=2)
+    with ScannerTwin(tmp_path / "ttyUSB0") as scanner:
+        # The video ends after two frames: the camera "stops delivering", is reopened with backoff
+        # and delivers again -- the photo must be a frame from after the scan all the same.
+        cfg = _bench_cfg(tmp_path, {
+            "camera": {"kind": "opencv", "source": str(video), "silence_timeout_s": 0.3, "max_fps": 30},
+            "scanner": {"kind": "serial", "port": scanner.path},
+            "trigger": {"mode": "scan-then-capture", "timeout_s": 5, "capture_delay_s": 0.2},
+        })
+        records = Records()
+        svc = BenchService(inspector=_inspector(cfg, truth))
+        svc.start(ServiceContext(config=cfg, emit=records.emit, clock=Clock(), state_dir=cfg.state_dir,
+                                 stop=threading.Event()))
+        try:
+            _wait(lambda: svc.status()["camera"]["frames_ok"] > 0 and svc.status()["scanner"]["connected"], 5)
+            scanner.scan(truth["order_no"])
+            _wait(lambda: records.of("return_inspection"))
+        finally:
+            svc.stop()
+    [body] = records.of("return_inspection")
+    assert body["capture"]["trigger"] == "scan"
+    assert body["capture"]["scan_to_photo_ms"] >= 200
+    assert body["fields"]["order_no"] == truth["order_no"] and body["order_check"]["agree"] is True
