@@ -342,28 +342,27 @@ def _render_slip(rng: random.Random, t: dict[str, Any]) -> tuple[Image.Image, st
         col_w = (w - 2 * margin) // 2
         label_w = int(size * 5.2)
         row_h = int(size * 1.9)
-        for i in range(0, len(items), 2):
-            for j, (k, v) in enumerate(items[i:i + 2]):
-                x0 = margin + j * col_w
-                text_w = draw.textlength(v, font=font)
-                if text_w > col_w - label_w - 10:  # too wide for a half row: take the whole row
-                    if j == 1:
-                        y += row_h
-                        x0 = margin
-                    draw.rectangle((margin, y, w - margin, y + row_h), outline=ink, width=2)
-                    draw.line((margin + label_w, y, margin + label_w, y + row_h), fill=ink, width=2)
-                    draw.text((margin + 8, y + (row_h - size) // 2), k, font=font, fill=ink)
-                    draw.text((margin + label_w + 10, y + (row_h - size) // 2), v, font=font, fill=ink)
-                    if j == 0:
-                        y += row_h
-                        break
-                    continue
-                draw.rectangle((x0, y, x0 + col_w, y + row_h), outline=ink, width=2)
-                draw.line((x0 + label_w, y, x0 + label_w, y + row_h), fill=ink, width=2)
-                draw.text((x0 + 8, y + (row_h - size) // 2), k, font=font, fill=ink)
-                draw.text((x0 + label_w + 10, y + (row_h - size) // 2), v, font=font, fill=ink)
+        col = 0  # 1 when the left half of the current row is taken
+        for k, v in items:
+            if draw.textlength(v, font=font) > col_w - label_w - 10:  # too wide for a half row: a whole row
+                if col:
+                    y += row_h
+                    col = 0
+                x0, x1 = margin, w - margin
             else:
+                x0 = margin + col * col_w
+                x1 = x0 + col_w
+            draw.rectangle((x0, y, x1, y + row_h), outline=ink, width=2)
+            draw.line((x0 + label_w, y, x0 + label_w, y + row_h), fill=ink, width=2)
+            draw.text((x0 + 8, y + (row_h - size) // 2), k, font=font, fill=ink)
+            draw.text((x0 + label_w + 10, y + (row_h - size) // 2), v, font=font, fill=ink)
+            if x1 == w - margin or col:
                 y += row_h
+                col = 0
+            else:
+                col = 1
+        if col:
+            y += row_h
         y += int(size * 0.6)
 
     y += int(size * 0.4)
