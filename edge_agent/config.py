@@ -258,21 +258,55 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"{name}: not valid TOML: {exc}"]) from None
+    absolutise_paths(data, p.parent.resolve())
     cfg = parse_config(data, name)
-    cfg = _resolve_relative_paths(cfg, p.parent.resolve())
     cfg.source = p
     return cfg
 
 
-def _resolve_relative_paths(cfg: AgentConfig, base: Path) -> AgentConfig:
-    def fix(v: Path | None) -> Path | None:
-        return v if v is None or v.is_absolute() else base / v
+# Keys that name files or folders: relative values are relative to the config file's folder.
+# "[]" walks a list; a meter's `map` is a path only when it looks like one (else a shipped map's name).
+PATH_KEYS = (
+    "state_dir",
+    "mqtt.ca_file", "mqtt.cert_file", "mqtt.key_file", "mqtt.password_file",
+    "commands.trusted_keys[]",
+    "bench.fields.templates[]", "bench.validation.manifest", "bench.ocr.manifest",
+    "bench.camera.path", "bench.camera.processed_dir", "bench.camera.rejected_dir",
+    "telematics.emissions.factors_file",
+    "sensors.grid.factors_file", "sensors.meters[].map",
+)
 
-    cfg.state_dir = fix(cfg.state_dir) or cfg.state_dir
-    for name in ("ca_file", "cert_file", "key_file", "password_file"):
-        setattr(cfg.mqtt, name, fix(getattr(cfg.mqtt, name)))
-    cfg.commands.trusted_keys = [fix(k) or k for k in cfg.commands.trusted_keys]
-    return cfg
+
+def absolutise_paths(data: dict[str, Any], base: Path) -> None:
+    """Make the relative paths at PATH_KEYS absolute against `base`, before validation reads them."""
+
+    def fix(value: Any, key: str) -> Any:
+        if not isinstance(value, str) or not value or value.startswith(("/", "~")) or "://" in value:
+            return value
+        if key == "map" and not (value.endswith(".toml") or "/" in value):
+            return value
+        return str(base / value)
+
+    def walk(node: Any, parts: list[str]) -> None:
+        if not parts or not isinstance(node, dict):
+            return
+        head, rest = parts[0], parts[1:]
+        is_list = head.endswith("[]")
+        key = head.removesuffix("[]")
+        if key not in node:
+            return
+        if not rest:
+            if is_list and isinstance(node[key], list):
+                node[key] = [fix(v, key) for v in node[key]]
+            elif not is_list:
+                node[key] = fix(node[key], key)
+            return
+        children = node[key] if is_list and isinstance(node[key], list) else [node[key]]
+        for child in children:
+            walk(child, rest)
+
+    for dotted in PATH_KEYS:
+        walk(data, dotted.split("."))
 
 
 def masked_dict(cfg: AgentConfig) -> dict[str, Any]:
@@ -315,7 +349,9 @@ def set_value(path: str | os.PathLike[str], dotted: str, raw_value: str) -> Agen
             raise ConfigError([f"{p}: {dotted}: {k} is a value, not a section"])
     table[keys[-1]] = _parse_value(raw_value)
     new_text = tomlkit.dumps(doc)
-    cfg = parse_config(tomllib.loads(new_text), str(p))
+    data = tomllib.loads(new_text)
+    absolutise_paths(data, p.parent.resolve())
+    cfg = parse_config(data, str(p))
     atomic_write(p, new_text.encode("utf-8"))
     return cfg
 

@@ -107,3 +107,15 @@ def test_init__writes_config_key_and_refuses_second_time(tmp_path: Path, capsys:
     assert main(["init", "--profile", "truck", "--device-id", "truck-7", "--site", "bj", "--dir", str(d)]) == 1
     assert main(["keys", "export-public", "--config", str(d / "config.toml")]) == 0
     assert "BEGIN PUBLIC KEY" in capsys.readouterr().out
+
+
+def test_config__relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "ca.pem").write_text("x")
+    p = etc / "config.toml"
+    p.write_text('profile = "truck"\nstate_dir = "state"\n[device]\nid = "d"\nsite = "s"\n'
+                 '[mqtt]\nurl = "mqtts://h:8883"\nca_file = "ca.pem"\n')
+    cfg = load_config(p)
+    assert cfg.state_dir == etc.resolve() / "state"
+    assert cfg.mqtt.ca_file == etc.resolve() / "ca.pem"
