@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import stat
 import threading
 import time
@@ -282,3 +283,13 @@ def test_bench_service__streaming_camera_takes_the_frame_after_the_scan(
     assert body["capture"]["trigger"] == "scan"
     assert body["capture"]["scan_to_photo_ms"] >= 200
     assert body["fields"]["order_no"] == truth["order_no"] and body["order_check"]["agree"] is True
+
+
+@pytest.mark.skipif(importlib.util.find_spec("picamera2") is not None, reason="picamera2 is installed here")
+def test_bench_service__missing_picamera2_is_a_clean_config_error(tmp_path: Path) -> None:
+    cfg = _bench_cfg(tmp_path, {"camera": {"kind": "picamera2"}, "trigger": {"mode": "manual"}})
+    ctx = ServiceContext(config=cfg, emit=Records().emit, clock=Clock(), state_dir=cfg.state_dir,
+                         stop=threading.Event())
+    with pytest.raises(ConfigError, match=r"config: bench\.camera: picamera2 not installed: apt install "
+                                          r"python3-picamera2 and create the venv with --system-site-packages"):
+        BenchService().start(ctx)

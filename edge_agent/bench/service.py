@@ -34,7 +34,7 @@ from edge_agent.bench.triggers import (
     take_capture_request,
     thumbnail,
 )
-from edge_agent.drivers.base import DriverRunner
+from edge_agent.drivers.base import DriverError, DriverRunner
 from edge_agent.drivers.camera import CameraDriverConfig, check_camera, is_streaming, make_camera
 from edge_agent.drivers.readings import Frame, Scan
 from edge_agent.drivers.scanner import make_scanner
@@ -116,7 +116,10 @@ class BenchService:
         if cfg.scanner is None and cfg.trigger.mode == "scan-then-capture":
             raise ConfigError([f'{source}: bench.scanner: required when bench.trigger.mode is "scan-then-capture" '
                                f'(or set mode = "still" or "manual")'])
-        check_camera(cfg.camera)
+        try:
+            check_camera(cfg.camera)
+        except DriverError as exc:
+            raise ConfigError([f"{source}: bench.camera: {exc}"]) from None
         self._ctx, self._cfg, self._camera_cfg = ctx, cfg, cfg.camera
         self._stop.clear()
         state_dir = Path(ctx.state_dir)
