@@ -63,14 +63,14 @@ class OcrConfig(BaseModel):
     # A manifest of your own (name, file, sha256); default: the one shipped in edge_agent.resources.models.
     manifest: Path | None = None
     # Text is detected on the label scaled so that its long side is det_px (rounded to 32).
-    det_px: Annotated[int, Field(ge=160, le=2048), Expect("a size in pixels 160-2048")] = 736
+    det_px: Annotated[int, Field(ge=160, le=2048), Expect("a size in pixels 160-2048")] = 512
     det_thresh: Fraction = 0.3
     box_thresh: Fraction = 0.5
     # "auto": classify a few lines and turn the whole label when most read upside down.
     direction: Annotated[Literal["auto", "off", "per_line"], Expect('"auto", "off" or "per_line"')] = "auto"
     rec_batch: Annotated[int, Field(ge=1, le=64), Expect("an integer 1-64")] = 8
     # Lines are squeezed horizontally by this factor before recognition (fewer columns, faster).
-    rec_squeeze: Annotated[float, Field(ge=0.4, le=1.0), Expect("a factor 0.4-1.0")] = 1.0
+    rec_squeeze: Annotated[float, Field(ge=0.4, le=1.0), Expect("a factor 0.4-1.0")] = 0.8
     min_confidence: Fraction = 0.3
     tesseract_lang: Annotated[str, Field(pattern=r"^[a-z_]+(\+[a-z_]+)*$"),
                               Expect('tesseract languages like "chi_sim+eng"')] = "chi_sim+eng"
