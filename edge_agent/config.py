@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 import tomllib
 from pathlib import Path
@@ -167,24 +168,46 @@ def _describe_got(value: Any) -> str:
     return repr(value)
 
 
-def _field_for(model: type[BaseModel], loc: tuple[Any, ...]) -> Any:
-    """The FieldInfo at a dotted location, walking nested models; None when not found."""
-    current: Any = model
+def _members(ann: Any) -> list[type[BaseModel]]:
+    """The model classes an annotation allows (a model, or the models of a union, Annotated unwrapped)."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    out: list[type[BaseModel]] = []
+    for arg in getattr(ann, "__args__", ()):
+        out.extend(_members(arg))
+    return out
+
+
+def _locate(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[Any, tuple[str, ...]]:
+    """The FieldInfo at an error location and the dotted path to show, without union tags."""
+    candidates: list[type[BaseModel]] = [model]
     info = None
+    shown: list[str] = []
     for part in loc:
         if isinstance(part, int):
+            shown.append(str(part))
             continue
-        fields = getattr(current, "model_fields", None)
-        if not fields or part not in fields:
-            return info if part in ("function-after",) else None
-        info = fields[part]
-        ann = info.annotation
-        current = ann if isinstance(ann, type) and issubclass(ann, BaseModel) else None
-        if current is None:
-            for arg in getattr(ann, "__args__", ()):
-                if isinstance(arg, type) and issubclass(arg, BaseModel):
-                    current = arg
-    return info
+        owners = [m for m in candidates if part in m.model_fields]
+        if not owners:
+            # A discriminated union's tag (e.g. "opencv" in bench.camera.opencv.width): pick that member.
+            tagged = [m for m in candidates if _kind_of(m) == part]
+            if tagged:
+                candidates = tagged
+                continue
+            shown.append(str(part))
+            info = None
+            candidates = []
+            continue
+        info = owners[0].model_fields[part]
+        shown.append(str(part))
+        candidates = _members(info.annotation)
+    return info, tuple(shown)
+
+
+def _kind_of(m: type[BaseModel]) -> str | None:
+    f = m.model_fields.get("kind")
+    args = getattr(f.annotation, "__args__", ()) if f is not None else ()
+    return str(args[0]) if len(args) == 1 else None
 
 
 _EXPECT_BY_TYPE = {
@@ -209,7 +232,8 @@ def format_validation_error(source: str, exc: ValidationError, model: type[BaseM
     problems = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        path = ".".join(str(p) for p in loc) or "(top level)"
+        info, shown = _locate(model, loc)
+        path = ".".join(shown) or "(top level)"
         etype = err["type"]
         got = err.get("input")
         if etype == "extra_forbidden":
@@ -218,7 +242,6 @@ def format_validation_error(source: str, exc: ValidationError, model: type[BaseM
             msg = f"{source}: {path}: required key is missing"
         else:
             expected = None
-            info = _field_for(model, loc)
             if info is not None:
                 for meta in info.metadata:
                     if isinstance(meta, Expect):
@@ -314,7 +337,21 @@ def masked_dict(cfg: AgentConfig) -> dict[str, Any]:
     data = cfg.model_dump(mode="json")
     if cfg.mqtt.password is not None:
         data["mqtt"]["password"] = "********"
-    return data
+    return _mask_url_credentials(data)
+
+
+_URL_CREDENTIALS = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")
+
+
+def _mask_url_credentials(node: Any) -> Any:
+    """rtsp://user:secret@cam/... -> rtsp://user:********@cam/... anywhere in the config."""
+    if isinstance(node, str):
+        return _URL_CREDENTIALS.sub(r"\1********@", node)
+    if isinstance(node, dict):
+        return {k: _mask_url_credentials(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_mask_url_credentials(v) for v in node]
+    return node
 
 
 # ---------------------------------------------------------------- editing

@@ -85,18 +85,6 @@ class Twins:
                 t.stop()
 
 
-def setup_truck(cfg_path: Path, work: Path, twins: Twins) -> list[tuple[str, str]]:
-    from edge_agent.demo_profiles import setup_truck as impl
-
-    return impl(cfg_path, work, twins)
-
-
-def setup_bench(cfg_path: Path, work: Path, twins: Twins) -> list[tuple[str, str]]:
-    from edge_agent.demo_profiles import setup_bench as impl
-
-    return impl(cfg_path, work, twins)
-
-
 class Watcher:
     """A central-side subscriber that verifies every record as it arrives."""
 
@@ -195,10 +183,12 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cfg_path = cfg_dir / "config.toml"
         from edge_agent.config import set_value
 
-        setup: Callable[[Path, Path, Twins], list[tuple[str, str]]] = setup_truck if args.profile == "truck" else setup_bench
-        for key, value in [("health.interval_s", "5"), ("checkpoint.interval_s", "10"),
-                           *setup(cfg_path, work, twins)]:
-            set_value(cfg_path, key, value)
+        from edge_agent import demo_profiles
+
+        set_value(cfg_path, "health.interval_s", "5")
+        set_value(cfg_path, "checkpoint.interval_s", "10")
+        setup = demo_profiles.setup_truck if args.profile == "truck" else demo_profiles.setup_bench
+        setup(cfg_path, work, twins)
         pub = work / "device.pub.pem"
         with open(pub, "wb") as f:
             subprocess.run([sys.executable, "-m", "edge_agent.cli", "keys", "export-public", "--config", str(cfg_path)],

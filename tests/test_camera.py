@@ -364,7 +364,7 @@ def test_camera_config__unknown_kind_names_the_choices() -> None:
 
 
 def test_camera_config__unknown_key_is_named() -> None:
-    with pytest.raises(ConfigError, match=r"bench\.camera\.folder\.path_to: unknown key"):
+    with pytest.raises(ConfigError, match=r"bench\.camera\.path_to: unknown key"):
         _bench({"camera": {"kind": "folder", "path": "/srv/ftp", "path_to": "x"}})
 
 

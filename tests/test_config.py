@@ -119,3 +119,22 @@ def test_config__relative_paths_resolve_against_the_config_folder(tmp_path: Path
     cfg = load_config(p)
     assert cfg.state_dir == etc.resolve() / "state"
     assert cfg.mqtt.ca_file == etc.resolve() / "ca.pem"
+
+
+def test_config__union_sections_name_the_key_without_the_tag(tmp_path: Path) -> None:
+    p = tmp_path / "config.toml"
+    p.write_text('profile = "bench"\n[device]\nid = "d"\nsite = "s"\n'
+                 '[bench.camera]\nkind = "opencv"\nsource = "rtsp://u:pw@cam/1"\nwidth = "wide"\n')
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert any(line.startswith(f"{p}: bench.camera.width: expected") for line in exc.value.problems), exc.value.problems
+
+
+def test_config_show__masks_credentials_in_urls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "config.toml"
+    p.write_text('profile = "bench"\n[device]\nid = "d"\nsite = "s"\n'
+                 '[bench.camera]\nkind = "opencv"\nsource = "rtsp://admin:s3cret@10.0.0.5/stream1"\n')
+    assert main(["config", "show", "--config", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out
+    assert "rtsp://admin:********@10.0.0.5/stream1" in out

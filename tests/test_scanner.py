@@ -354,7 +354,7 @@ def test_hid_scanner__unknown_device_name_is_device_unavailable(tmp_path: Path) 
 
 
 def test_scanner_config__terminator_must_be_cr_lf_or_crlf() -> None:
-    with pytest.raises(ConfigError, match=r'bench\.scanner\.serial\.terminator: expected one of .*, got "\t"'):
+    with pytest.raises(ConfigError, match=r'bench\.scanner\.terminator: expected .*"\\r\\n", got "\t"'):
         parse_config({"profile": "bench", "device": {"id": "b1", "site": "s1"},
                       "bench": {"scanner": {"kind": "serial", "port": "/dev/ttyACM0", "terminator": "\t"}}},
                      "config.toml")
