@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import tempfile
@@ -108,7 +107,9 @@ def run_engine(engine_name: str, items: list[dict[str, Any]]) -> dict[str, Any]:
         timing["end_to_end"] = total
         results.append({"tier": it["tier"], "fields": res.fields, "review": res.needs_review,
                         "timing": timing, "ok": reading.quality.ok})
-    peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    # VmHWM belongs to this process image (ru_maxrss would carry the parent's high-water mark across exec)
+    hwm = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmHWM:"))
+    peak_mb = int(hwm.split()[1]) / 1024
     return {"engine": engine_name, "results": results, "peak_rss_mb": peak_mb, "load_ms": load_ms}
 
 
