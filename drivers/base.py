@@ -7,7 +7,7 @@ import random
 import threading
 import time
 from collections.abc import Callable
-from typing import Generic, Protocol, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 log = logging.getLogger(__name__)
 
@@ -155,3 +155,28 @@ class DriverRunner(Generic[R]):
                     log.exception("%s: reading handler failed (further failures logged at DEBUG)", self.driver.name)
                 else:
                     log.debug("%s: reading handler failed again", self.driver.name)
+
+
+def open_serial(port: str, **settings: Any) -> Any:
+    """serial.serial_for_url(port, **settings); DeviceUnavailable naming the port when it cannot open.
+
+    A pty path, /dev/ttyUSB0, /dev/serial/by-id/... and pyserial URLs (socket://, rfc2217://) all work.
+    """
+    import serial
+
+    try:
+        return serial.serial_for_url(port, **settings)
+    except (serial.SerialException, OSError, ValueError) as exc:
+        raise DeviceUnavailable(f"{port}: cannot open: {exc}") from None
+
+
+def close_quietly(ser: Any, name: str) -> None:
+    """Close a port that may already be gone (unplugged); a failure is only worth a DEBUG line."""
+    import serial
+
+    if ser is None:
+        return
+    try:
+        ser.close()
+    except (serial.SerialException, OSError) as exc:
+        log.debug("%s: close failed: %s", name, exc)

@@ -22,10 +22,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import serial
-from edge_agent.drivers.base import DeviceUnavailable, FrameError
-from edge_agent.drivers.readings import FuelLevel
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from edge_agent.drivers.base import DeviceUnavailable, FrameError, close_quietly, open_serial
+from edge_agent.drivers.readings import FuelLevel
 from edge_agent.schema import Expect
 
 log = logging.getLogger(__name__)
@@ -157,11 +157,8 @@ class LlsDriver:
 
     def open(self) -> None:
         self.close()
-        try:
-            self._ser = serial.serial_for_url(self.cfg.port, baudrate=self.cfg.baud, timeout=_READ_SLICE_S,
+        self._ser = open_serial(self.cfg.port, baudrate=self.cfg.baud, timeout=_READ_SLICE_S,
                                               write_timeout=1.0)
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise DeviceUnavailable(f"{self.cfg.port}: cannot open: {exc}") from None
         self._buf.clear()
         self._next_poll = 0.0
         self._pending_until = None
@@ -169,11 +166,7 @@ class LlsDriver:
 
     def close(self) -> None:
         ser, self._ser = self._ser, None
-        if ser is not None:
-            try:
-                ser.close()
-            except (serial.SerialException, OSError) as exc:
-                log.debug("%s: close failed: %s", self.name, exc)
+        close_quietly(ser, self.name)
 
     def read(self, timeout_s: float) -> FuelLevel | None:
         ser = self._ser

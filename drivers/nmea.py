@@ -12,10 +12,10 @@ from typing import Annotated, Any, Literal
 
 import pynmea2
 import serial
-from edge_agent.drivers.base import DeviceUnavailable, FrameError
-from edge_agent.drivers.readings import Fix
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge_agent.drivers.base import DeviceUnavailable, FrameError, close_quietly
+from edge_agent.drivers.readings import Fix
 from edge_agent.schema import Expect
 
 log = logging.getLogger(__name__)
@@ -570,8 +570,4 @@ class NmeaDriver:
 
     def close(self) -> None:
         ser, self._ser = self._ser, None
-        if ser is not None:
-            try:
-                ser.close()
-            except (serial.SerialException, OSError) as exc:
-                log.debug("%s: close failed: %s", self.name, exc)
+        close_quietly(ser, self.name)

@@ -7,11 +7,12 @@ hands to a DriverRunner. Adding a driver is one line here (and a sample section 
 
 from __future__ import annotations
 
+from pydantic import BaseModel
+
 from edge_agent.drivers.elm327 import Elm327Config, Elm327Driver
 from edge_agent.drivers.lls import LlsConfig, LlsDriver
 from edge_agent.drivers.modbus import ModbusMeterConfig, ModbusMeterDriver
 from edge_agent.drivers.scale import ScaleConfig, ScaleDriver
-from pydantic import BaseModel
 
 DRIVER_KINDS: dict[str, tuple[type[BaseModel], type]] = {
     "elm327": (Elm327Config, Elm327Driver),

@@ -21,10 +21,10 @@ from datetime import UTC, datetime
 from typing import Annotated, Literal
 
 import serial
-from edge_agent.drivers.base import DeviceUnavailable, FrameError
-from edge_agent.drivers.readings import Weighing
 from pydantic import BaseModel, ConfigDict, Field
 
+from edge_agent.drivers.base import DeviceUnavailable, FrameError, close_quietly, open_serial
+from edge_agent.drivers.readings import Weighing
 from edge_agent.schema import Expect
 
 log = logging.getLogger(__name__)
@@ -181,28 +181,21 @@ class ScaleDriver:
 
     def open(self) -> None:
         self.close()
-        try:
-            self._ser = serial.serial_for_url(
-                self.cfg.port,
-                baudrate=self.cfg.baud,
-                parity=self.cfg.parity,
-                stopbits=self.cfg.stopbits,
-                timeout=_READ_SLICE_S,
-                write_timeout=1.0,
-            )
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise DeviceUnavailable(f"{self.cfg.port}: cannot open: {exc}") from None
+        self._ser = open_serial(
+            self.cfg.port,
+            baudrate=self.cfg.baud,
+            parity=self.cfg.parity,
+            stopbits=self.cfg.stopbits,
+            timeout=_READ_SLICE_S,
+            write_timeout=1.0,
+        )
         self._buf.clear()
         self._next_poll = 0.0
         self._last_heard = time.monotonic()
 
     def close(self) -> None:
         ser, self._ser = self._ser, None
-        if ser is not None:
-            try:
-                ser.close()
-            except (serial.SerialException, OSError) as exc:
-                log.debug("%s: close failed: %s", self.name, exc)
+        close_quietly(ser, self.name)
 
     def read(self, timeout_s: float) -> Weighing | None:
         ser = self._ser

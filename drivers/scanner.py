@@ -32,7 +32,7 @@ from typing import Annotated, Literal
 import serial
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge_agent.drivers.base import DeviceUnavailable, FrameError
+from edge_agent.drivers.base import DeviceUnavailable, FrameError, open_serial
 from edge_agent.drivers.readings import Scan
 from edge_agent.schema import Expect  # not edge_agent.config: that imports the bench config, which imports us
 
@@ -130,10 +130,7 @@ class SerialScanner:
 
     def open(self) -> None:
         self.close()
-        try:
-            self._ser = serial.serial_for_url(self.cfg.port, baudrate=self.cfg.baud, timeout=_READ_SLICE_S)
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise DeviceUnavailable(f"{self.cfg.port}: cannot open: {exc}") from None
+        self._ser = open_serial(self.cfg.port, baudrate=self.cfg.baud, timeout=_READ_SLICE_S)
         self._buf.clear()
 
     def close(self) -> None:

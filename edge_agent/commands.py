@@ -31,6 +31,7 @@ from edge_agent.clock import format_ts
 from edge_agent.config import AgentConfig, atomic_write, format_validation_error, parse_config
 from edge_agent.errors import ConfigError, EdgeAgentError, KeyError_
 from edge_agent.keys import DeviceKey, generate_key, key_id_for, load_public_keys, public_pem, public_raw_b64
+from edge_agent.outbox import Outbox, seq_ranges
 from edge_agent.records import canonical, encode
 from edge_agent.schema import Expect
 
@@ -281,16 +282,6 @@ def parse_args(name: str, args: dict[str, Any]) -> _Args:
         raise CommandRefused("bad_args", _short("; ".join(problems), 400)) from None
 
 
-def _ranges(seqs: list[int]) -> list[list[int]]:
-    out: list[list[int]] = []
-    for s in sorted(seqs):
-        if out and s == out[-1][1] + 1:
-            out[-1][1] = s
-        else:
-            out.append([s, s])
-    return out
-
-
 def patched_config_text(old_text: str, changes: Mapping[str, Any], source: str) -> tuple[str, AgentConfig]:
     """Apply dotted-key changes to a TOML text (comments kept); validate; return the new text and config."""
     try:
@@ -500,7 +491,6 @@ class CommandProcessor:
         return {"health_emitted": True, "outbox_depth": body["outbox"]["depth"], "uptime_s": body["uptime_s"]}
 
     def _do_resend(self, args: ResendArgs) -> Outcome:
-        from edge_agent.outbox import Outbox
 
         if args.last_seq < args.first_seq:
             raise CommandRefused("bad_args", f"resend: last_seq {args.last_seq} is before first_seq {args.first_seq}")
@@ -529,7 +519,7 @@ class CommandProcessor:
             "last_seq": args.last_seq,
             "requeued": requeued,
             "already_queued": len(present) - requeued,
-            "missing": _ranges(missing),
+            "missing": seq_ranges(missing),
             "head_seq": head,
         }
 
@@ -643,7 +633,6 @@ def checkpoint_topic(cfg: AgentConfig) -> str:
 
 def publish_checkpoint(agent: Agent) -> dict[str, Any] | None:
     """Sign the committed chain head, keep it in <state_dir>/checkpoint.json, publish it retained (QoS 1)."""
-    from edge_agent.outbox import Outbox
 
     writer, sync, cfg = agent.writer, agent.sync, agent.cfg
     if writer is None:

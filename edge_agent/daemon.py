@@ -249,7 +249,7 @@ class Agent:
         if self.service is not None:
             try:
                 self.service.stop()
-            except Exception:  # noqa: BLE001 - a broken pipeline must not block its replacement
+            except Exception:
                 log.exception("stopping the old %s pipeline failed; starting the new one anyway", old.profile)
         if new_mqtt := (self.cfg.mqtt != old.mqtt):
             if self.sync is not None:

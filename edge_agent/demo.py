@@ -175,15 +175,14 @@ def cmd_demo(args: argparse.Namespace) -> int:
         cfg_dir = work / "etc"
         if (cfg_dir / "config.toml").exists():
             (cfg_dir / "config.toml").unlink()
-        with contextlib.redirect_stdout(open(os.devnull, "w")):  # noqa: SIM115
+        with contextlib.redirect_stdout(open(os.devnull, "w")):
             rc = cli_main(["init", "--profile", args.profile, "--device-id", f"demo-{args.profile}", "--site", "demo",
                            "--broker", url, "--dir", str(cfg_dir), "--state-dir", str(work / "state")])
         if rc != 0:
             return rc
         cfg_path = cfg_dir / "config.toml"
-        from edge_agent.config import set_value
-
         from edge_agent import demo_profiles
+        from edge_agent.config import set_value
 
         set_value(cfg_path, "health.interval_s", "5")
         set_value(cfg_path, "checkpoint.interval_s", "10")

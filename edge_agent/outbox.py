@@ -374,12 +374,13 @@ def gap_body(reason: str, evicted: Sequence[tuple[int, str, str]]) -> dict[str, 
     return {
         "reason": reason,
         "count": len(evicted),
-        "ranges": _ranges([s for s, _, _ in evicted]),
+        "ranges": seq_ranges([s for s, _, _ in evicted]),
         "hashes": [[s, h, k] for s, h, k in evicted],
     }
 
 
-def _ranges(seqs: Sequence[int]) -> list[list[int]]:
+def seq_ranges(seqs: Sequence[int]) -> list[list[int]]:
+    """[3, 4, 5, 9] -> [[3, 5], [9, 9]]."""
     out: list[list[int]] = []
     for s in sorted(seqs):
         if out and s == out[-1][1] + 1:
@@ -390,7 +391,7 @@ def _ranges(seqs: Sequence[int]) -> list[list[int]]:
 
 
 def _ranges_text(evicted: Sequence[tuple[int, str, str]]) -> str:
-    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in _ranges([s for s, _, _ in evicted]))
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in seq_ranges([s for s, _, _ in evicted]))
 
 
 def _sidecar(path: Path) -> Path:

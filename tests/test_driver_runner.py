@@ -9,6 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+
 from edge_agent.drivers.base import DeviceUnavailable, DriverRunner
 from edge_agent.drivers.readings import Weighing
 from edge_agent.drivers.registry import DRIVER_KINDS

@@ -9,6 +9,11 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from edge_agent.config import format_validation_error
 from edge_agent.drivers.base import DeviceUnavailable, FrameError
 from edge_agent.drivers.elm327 import (
     BusDown,
@@ -31,11 +36,6 @@ from edge_agent.drivers.twins.elm327_twin import (
     Elm327Twin,
     ObdState,
 )
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from pydantic import ValidationError
-
-from edge_agent.config import format_validation_error
 
 DATA = Path(__file__).parent / "data" / "obd"
 

@@ -6,6 +6,11 @@ import time
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from pydantic import ValidationError
+
+from edge_agent.config import format_validation_error
 from edge_agent.drivers.base import DeviceUnavailable, FrameError
 from edge_agent.drivers.lls import (
     LlsConfig,
@@ -18,11 +23,6 @@ from edge_agent.drivers.lls import (
 )
 from edge_agent.drivers.readings import FuelLevel
 from edge_agent.drivers.twins.lls_twin import LlsScenario, LlsSegment, LlsTwin, crc8_dallas
-from hypothesis import given, settings
-from hypothesis import strategies as st
-from pydantic import ValidationError
-
-from edge_agent.config import format_validation_error
 
 
 def _cfg(port: str, **kw: object) -> LlsConfig:

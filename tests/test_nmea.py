@@ -11,6 +11,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent.config import parse_config
 from edge_agent.drivers.base import DeviceUnavailable, DriverRunner, FrameError
 from edge_agent.drivers.nmea import (
     BadChecksum,
@@ -23,10 +27,6 @@ from edge_agent.drivers.nmea import (
 )
 from edge_agent.drivers.readings import Fix
 from edge_agent.drivers.twins.nmea_twin import Leg, NmeaTwin, drive, epoch_sentences, nmea_line
-from hypothesis import given, settings
-from hypothesis import strategies as st
-
-from edge_agent.config import parse_config
 from edge_agent.errors import ConfigError
 
 DATA = Path(__file__).parent / "data" / "nmea"

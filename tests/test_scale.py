@@ -7,15 +7,15 @@ import time
 from pathlib import Path
 
 import pytest
-from edge_agent.drivers.base import DeviceUnavailable, FrameError
-from edge_agent.drivers.readings import Weighing
-from edge_agent.drivers.scale import ScaleConfig, ScaleDriver, ScaleValue, parse_scale_line
-from edge_agent.drivers.twins.scale_twin import ScaleScenario, ScaleSegment, ScaleTwin, format_line
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from edge_agent.config import format_validation_error
+from edge_agent.drivers.base import DeviceUnavailable, FrameError
+from edge_agent.drivers.readings import Weighing
+from edge_agent.drivers.scale import ScaleConfig, ScaleDriver, ScaleValue, parse_scale_line
+from edge_agent.drivers.twins.scale_twin import ScaleScenario, ScaleSegment, ScaleTwin, format_line
 
 DATA = Path(__file__).parent / "data" / "scale"
 

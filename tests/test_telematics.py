@@ -12,8 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from edge_agent.drivers.readings import Fix, FuelLevel, FuelRate, Weighing
 
+from edge_agent.drivers.readings import Fix, FuelLevel, FuelRate, Weighing
 from edge_agent.errors import ConfigError
 from edge_agent.telematics.clean import FixFilter, FixLimits
 from edge_agent.telematics.config import Geofence, TelematicsConfig
