@@ -12,7 +12,7 @@ import pytest
 
 from edge_agent.drivers.base import DeviceUnavailable, DriverRunner
 from edge_agent.drivers.readings import Weighing
-from edge_agent.drivers.registry import DRIVER_KINDS
+from edge_agent.drivers.registry import DRIVER_KINDS, driver_classes, make_driver
 from edge_agent.drivers.scale import ScaleConfig, ScaleDriver
 from edge_agent.drivers.twins.scale_twin import ScaleScenario, ScaleSegment, ScaleTwin
 
@@ -202,13 +202,12 @@ def test_driver_runner__driver_bug_reopens_with_backoff(caplog: pytest.LogCaptur
 
 
 def test_driver_registry__kinds_build_drivers_without_io() -> None:
-    assert {"elm327", "lls", "scale"} <= set(DRIVER_KINDS)
-    for kind, (config_cls, driver_cls) in DRIVER_KINDS.items():
-        if kind not in ("elm327", "lls", "scale"):
-            continue
+    assert {"nmea", "elm327", "lls", "scale", "modbus"} <= set(DRIVER_KINDS)
+    for kind in ("nmea", "elm327", "lls", "scale"):
+        config_cls, _ = driver_classes(kind)
         cfg = config_cls.model_validate({"kind": kind, "port": "/nonexistent/tty"})
-        driver = driver_cls(cfg)
-        assert driver.name == kind
+        driver = make_driver(cfg)
+        assert driver.name == cfg.name  # type: ignore[attr-defined]
         driver.close()  # idempotent before open
         with pytest.raises(DeviceUnavailable, match="/nonexistent/tty: cannot open"):
             driver.open()

@@ -11,8 +11,9 @@ from typing import TYPE_CHECKING, Any
 
 from edge_agent.clock import format_ts
 from edge_agent.drivers.base import DriverRunner
-from edge_agent.drivers.modbus import ModbusMeterConfig, ModbusMeterDriver
+from edge_agent.drivers.modbus import ModbusMeterConfig
 from edge_agent.drivers.readings import MeterReading
+from edge_agent.drivers.registry import make_driver
 from edge_agent.sensors.config import SensorsConfig, lookup_grid_factor
 from edge_agent.service import Heartbeat, ServiceContext
 
@@ -170,7 +171,7 @@ class SensorsService:
             log.warning("sensors: no [[sensors.meters]] configured; nothing to sample")
         for m in cfg.meters:
             self._samplers[m.name] = MeterSampler(m, settings_for(m, cfg), factor)
-            self._runners[m.name] = DriverRunner(ModbusMeterDriver(m), self._put, self._stop)
+            self._runners[m.name] = DriverRunner(make_driver(m), self._put, self._stop)
         self._worker = threading.Thread(target=self._run, name="sensors-sampler", daemon=True)
         self._worker.start()
         for r in self._runners.values():

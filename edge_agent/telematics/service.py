@@ -13,6 +13,7 @@ from typing import Any
 from edge_agent.drivers.base import DriverRunner
 from edge_agent.drivers.nmea import NmeaDriver
 from edge_agent.drivers.readings import Fix, FuelLevel, FuelRate, VehicleSpeed, Weighing
+from edge_agent.drivers.registry import make_driver
 from edge_agent.service import Heartbeat, ServiceContext
 from edge_agent.telematics.emissions import load_factors
 from edge_agent.telematics.pipeline import TruckPipeline
@@ -52,19 +53,9 @@ class TelematicsService:
             self._runners.append(DriverRunner(self._gps, self._on_fix, self._stop))
         else:
             log.warning("telematics: no [telematics.gps] configured; no trips will be cut")
-        if cfg.fuel is not None:
-            if cfg.fuel.kind == "elm327":
-                from edge_agent.drivers.elm327 import Elm327Driver
-
-                self._runners.append(DriverRunner(Elm327Driver(cfg.fuel), self._on_side, self._stop))
-            else:
-                from edge_agent.drivers.lls import LlsDriver
-
-                self._runners.append(DriverRunner(LlsDriver(cfg.fuel), self._on_side, self._stop))
-        if cfg.weight is not None:
-            from edge_agent.drivers.scale import ScaleDriver
-
-            self._runners.append(DriverRunner(ScaleDriver(cfg.weight), self._on_side, self._stop))
+        for side in (cfg.fuel, cfg.weight):
+            if side is not None:
+                self._runners.append(DriverRunner(make_driver(side), self._on_side, self._stop))
         self._worker = threading.Thread(target=self._run, name="telematics", daemon=True)
         self._worker.start()
         for r in self._runners:
