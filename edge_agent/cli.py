@@ -63,7 +63,8 @@ def cmd_init(args: argparse.Namespace) -> int:
     cfg_path = cfg_dir / "config.toml"
     state_dir = Path(args.state_dir) if args.state_dir else cfg_dir / "state"
     if cfg_path.exists() and not args.force:
-        return fail(f"{cfg_path} already exists; use --force to overwrite it (the device key is kept unless it is missing)")
+        return fail(f"{cfg_path} already exists; use --force to overwrite it "
+                    "(the device key is kept unless it is missing)")
     text = render_config(args.profile, args.device_id, args.site, args.broker, state_dir.resolve())
     import tomllib
 
@@ -196,7 +197,8 @@ def status_data(cfg: Any) -> dict[str, Any]:
         data["outbox"] = None
     rt = read_runtime(cfg.state_dir)
     data["daemon"] = "running" if rt and rt.get("alive") else "not running"
-    data["broker"] = ("connected" if rt.get("mqtt_connected") else "disconnected") if rt and rt.get("alive") else "unknown"
+    alive = bool(rt and rt.get("alive"))
+    data["broker"] = ("connected" if rt and rt.get("mqtt_connected") else "disconnected") if alive else "unknown"
     data["last_error"] = (rt or {}).get("mqtt_last_error") or (rt or {}).get("writer_last_error")
     data["stale_stages"] = (rt or {}).get("stale_stages", [])
     return data
@@ -347,7 +349,7 @@ def _verify_mqtt(v: Any, args: argparse.Namespace) -> int | None:
 # ---------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the command table, in one place
     p = argparse.ArgumentParser(
         prog="edge-agent",
         description="Edge agent for after-sales logistics: signed records from benches, trucks and sensor points.",
@@ -364,7 +366,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--dir", required=True, help="folder for config.toml (e.g. /etc/edge-agent)")
     s.add_argument("--state-dir", help="state folder (default: DIR/state; on a service install /var/lib/edge-agent)")
     s.add_argument("--force", action="store_true", help="overwrite an existing config.toml")
-    s.add_argument("--force-key", action="store_true", help="replace an existing device key (central must re-register it)")
+    s.add_argument("--force-key", action="store_true",
+                   help="replace an existing device key (central must re-register it)")
     s.set_defaults(func=cmd_init)
 
     k = sub.add_parser("keys", help="show or export the device key").add_subparsers(dest="keys_cmd", metavar="ACTION")
@@ -376,7 +379,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_config_arg(s)
     s.set_defaults(func=cmd_keys_export)
 
-    c = sub.add_parser("config", help="check, show or change the config").add_subparsers(dest="config_cmd", metavar="ACTION")
+    c = sub.add_parser("config", help="check, show or change the config").add_subparsers(
+        dest="config_cmd", metavar="ACTION")
     c.required = True
     s = c.add_parser("check", help="validate; exit 0 when good, 2 with one line per problem")
     add_config_arg(s)

@@ -274,7 +274,8 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     try:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError([f"{name}: file not found (create one with `edge-agent init` or pass --config PATH)"]) from None
+        raise ConfigError(
+            [f"{name}: file not found (create one with `edge-agent init` or pass --config PATH)"]) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{name}: cannot read: {exc}"]) from None
     try:
@@ -336,7 +337,7 @@ def masked_dict(cfg: AgentConfig) -> dict[str, Any]:
     """The effective config as plain data, secrets masked."""
     data = cfg.model_dump(mode="json")
     if cfg.mqtt.password is not None:
-        data["mqtt"]["password"] = "********"
+        data["mqtt"]["password"] = "********"  # noqa: S105 - the mask, not a password
     return _mask_url_credentials(data)
 
 

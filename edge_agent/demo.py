@@ -155,7 +155,7 @@ def describe(rec: dict[str, Any]) -> str:
     return json.dumps(b, ensure_ascii=False)[:80]
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
+def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear down in one place
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix=f"edge-agent-demo-{args.profile}-"))
     work.mkdir(parents=True, exist_ok=True)
     broker = LocalBroker(work)
@@ -199,7 +199,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
             stdout=log_file, stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + args.duration if args.duration else float("inf")
-        show = _live(args, watcher, work, cfg_path, agent, stop, deadline)
+        show = _live(args, watcher, cfg_path, agent=agent, stop=stop, deadline=deadline)
         show()
     except KeyboardInterrupt:
         pass
@@ -228,7 +228,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return EXIT_OK if ok and result["agent_exit"] == 0 else EXIT_FAIL
 
 
-def _live(args: argparse.Namespace, watcher: Watcher, work: Path, cfg_path: Path,
+def _live(args: argparse.Namespace, watcher: Watcher, cfg_path: Path, *,
           agent: subprocess.Popen[bytes], stop: threading.Event, deadline: float) -> Callable[[], None]:
     from edge_agent.cli import status_data
     from edge_agent.config import load_config

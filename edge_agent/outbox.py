@@ -299,10 +299,12 @@ class Outbox:
             return
         self.conn.execute("BEGIN IMMEDIATE")
         try:
-            self.conn.executemany("UPDATE records SET delivered_at = ? WHERE seq = ? AND delivered_at IS NULL", seq_list)
+            self.conn.executemany(
+                "UPDATE records SET delivered_at = ? WHERE seq = ? AND delivered_at IS NULL", seq_list)
             top = max(s for _, s in seq_list)
             self.conn.execute(
-                "UPDATE meta SET value = ? WHERE key = 'last_delivered_seq' AND CAST(value AS INTEGER) < ?", (str(top), top)
+                "UPDATE meta SET value = ? WHERE key = 'last_delivered_seq' AND CAST(value AS INTEGER) < ?",
+                (str(top), top),
             )
             self.conn.execute("COMMIT")
         except BaseException:
@@ -324,7 +326,8 @@ class Outbox:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             row = self.conn.execute(
-                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records WHERE delivered_at IS NOT NULL AND delivered_at < ?",
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records "
+                "WHERE delivered_at IS NOT NULL AND delivered_at < ?",
                 (cutoff,),
             ).fetchone()
             self.conn.execute("DELETE FROM records WHERE delivered_at IS NOT NULL AND delivered_at < ?", (cutoff,))

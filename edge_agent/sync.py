@@ -57,7 +57,8 @@ def make_client(m: MqttConfig, client_id: str) -> mqtt.Client:
                 tls_version=ssl.PROTOCOL_TLS_CLIENT,
             )
         except (ssl.SSLError, OSError, ValueError) as exc:
-            raise SyncError(f"mqtt TLS setup failed: {exc} (check mqtt.ca_file, mqtt.cert_file, mqtt.key_file)") from None
+            raise SyncError(
+                f"mqtt TLS setup failed: {exc} (check mqtt.ca_file, mqtt.cert_file, mqtt.key_file)") from None
     elif m.ca_file or m.cert_file:
         log.warning("mqtt.ca_file/cert_file are set but mqtt.url is not mqtts://; they are ignored")
     password = m.password_value()
@@ -169,7 +170,8 @@ class MqttSync:
     def _on_connect(self, client: mqtt.Client, _ud: Any, flags: Any, reason: Any, _props: Any) -> None:
         self._got_connack = True
         if reason.is_failure:
-            self.last_error = f"broker {self.m.host}:{self.m.port} refused the connection: {reason} (check mqtt.username/password or client certificate)"
+            self.last_error = (f"broker {self.m.host}:{self.m.port} refused the connection: {reason} "
+                               "(check mqtt.username/password or client certificate)")
             log.error("MQTT: %s", self.last_error)
             return
         self.last_error = None
@@ -196,7 +198,7 @@ class MqttSync:
             self.on_command(msg.topic, bytes(msg.payload))
 
     # ------------------------------------------------------------ network thread
-    def _net_loop(self) -> None:
+    def _net_loop(self) -> None:  # noqa: PLR0912 - one loop owns the connection state
         delay = self.m.backoff_min_s
         warned = False
         props = None
@@ -206,7 +208,8 @@ class MqttSync:
         while not self._stop.is_set():
             try:
                 if self.m.protocol == "5":
-                    self.client.connect(self.m.host, self.m.port, self.m.keepalive_s, clean_start=False, properties=props)
+                    self.client.connect(self.m.host, self.m.port, self.m.keepalive_s, clean_start=False,
+                                        properties=props)
                 else:
                     self.client.connect(self.m.host, self.m.port, self.m.keepalive_s)
             except (OSError, ssl.SSLError) as exc:
@@ -239,14 +242,14 @@ class MqttSync:
                     delay = self.m.backoff_min_s  # the link was healthy: start the backoff over
                 warned = warned or self.last_error is not None
             self._connected_since = None
-            wait = min(delay, self.m.backoff_max_s) * random.uniform(0.5, 1.0)
+            wait = min(delay, self.m.backoff_max_s) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
             self._stop.wait(wait)
             delay = min(delay * 2, self.m.backoff_max_s)
             if warned and self.connected.is_set():
                 warned = False
 
     # ------------------------------------------------------------ publisher thread
-    def _pub_loop(self) -> None:
+    def _pub_loop(self) -> None:  # noqa: PLR0912, PLR0915 - one loop owns the in-flight window
         outbox = Outbox(self.db_path)
         pending: dict[int, int] = {}  # mid -> seq, for messages paho has in flight
         cursor: int | None = None
@@ -294,7 +297,8 @@ class MqttSync:
                     for seq, kind, data in rows:
                         info = self.client.publish(f"{self.base}/rec/{kind}", data, qos=1)
                         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                            log.warning("MQTT publish of seq %d failed (%s); will retry", seq, mqtt.error_string(info.rc))
+                            log.warning("MQTT publish of seq %d failed (%s); will retry",
+                                        seq, mqtt.error_string(info.rc))
                             cursor = None
                             break
                         pending[info.mid] = seq

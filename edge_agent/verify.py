@@ -19,7 +19,9 @@ INFO = "info"
 @dataclass(frozen=True)
 class Finding:
     level: str  # "fail" breaks the stream's integrity; "info" is worth knowing (signed gap, resent duplicate)
-    what: str  # bad_signature | altered | malformed | unknown_key | broken_link | hole | signed_gap | duplicate | fork | out_of_order | bad_genesis
+    # bad_signature | altered | malformed | unknown_key | broken_link | hole | signed_gap | duplicate
+    # | fork | out_of_order | bad_genesis | start
+    what: str
     seq: int | None
     message: str
 
@@ -61,12 +63,14 @@ class Verifier:
             self.device = rec.get("device")
         elif rec.get("device") != self.device:
             self.findings.append(
-                Finding(FAIL, "malformed", seq, f"{where}record of device {rec.get('device')!r} in a stream of {self.device!r}")
+                Finding(FAIL, "malformed", seq,
+                        f"{where}record of device {rec.get('device')!r} in a stream of {self.device!r}")
             )
             return
         if self.strict_order and self._last_seq_seen is not None and seq <= self._last_seq_seen:
             self.findings.append(
-                Finding(FAIL, "out_of_order", seq, f"{where}comes after seq {self._last_seq_seen} (expected ascending seq)")
+                Finding(FAIL, "out_of_order", seq,
+                        f"{where}comes after seq {self._last_seq_seen} (expected ascending seq)")
             )
         self._last_seq_seen = seq if self._last_seq_seen is None else max(seq, self._last_seq_seen)
         old = self.records.get(seq)
@@ -79,7 +83,7 @@ class Verifier:
         else:
             self.findings.append(Finding(FAIL, "fork", seq, f"{where}two different records carry this seq"))
 
-    def finish(self) -> list[Finding]:
+    def finish(self) -> list[Finding]:  # noqa: PLR0912, PLR0915 - the checks read best in one pass
         """Check the collected records in seq order; returns all findings (also kept in .findings)."""
         keys = {key_id_for(k): k for k in self.public_keys}
         seqs = sorted(self.records)
@@ -92,7 +96,8 @@ class Verifier:
             problems = check_record(rec, key)
             if key is None and not any(p.startswith("missing") for p in problems):
                 self.findings.append(
-                    Finding(FAIL, "unknown_key", seq, f"signed by key {rec.get('key')!r}, which is neither given nor announced")
+                    Finding(FAIL, "unknown_key", seq,
+                            f"signed by key {rec.get('key')!r}, which is neither given nor announced")
                 )
             for p in problems:
                 what = "bad_signature" if p == "bad signature" else "altered" if p.startswith("hash") else "malformed"
@@ -142,7 +147,8 @@ class Verifier:
             silent = [s for s in missing if s not in gap_hashes]
             if signed:
                 self.findings.append(
-                    Finding(INFO, "signed_gap", seq, f"seq {_span(signed)} dropped by the device and declared in a signed gap record")
+                    Finding(INFO, "signed_gap", seq,
+                            f"seq {_span(signed)} dropped by the device and declared in a signed gap record")
                 )
             if silent:
                 self.findings.append(
@@ -150,7 +156,8 @@ class Verifier:
                 )
             if (seq - 1) in gap_hashes and rec["prev"] != gap_hashes[seq - 1]:
                 self.findings.append(
-                    Finding(FAIL, "broken_link", seq, f"prev does not match the hash the gap record gives for seq {seq - 1}")
+                    Finding(FAIL, "broken_link", seq,
+                            f"prev does not match the hash the gap record gives for seq {seq - 1}")
                 )
         # A declared record that did arrive must be the one declared.
         for s, h in gap_hashes.items():

@@ -148,7 +148,7 @@ def test_sync__wrong_ca_is_a_clear_error(tls_broker: Broker, tmp_path: Path) -> 
 
 def test_sync__wrong_password_is_a_clear_error(password_broker: Broker, tmp_path: Path) -> None:
     user = next(iter(TEST_USERS))
-    cfg = make_cfg(tmp_path, password_broker.url, username=user, password="wrong")
+    cfg = make_cfg(tmp_path, password_broker.url, username=user, password="wrong")  # noqa: S106 - a test credential
     key = generate_key(cfg.key_path)
     ob = fill(cfg, key, 5)
     sync = MqttSync(cfg, cfg.db_path)
