@@ -31,7 +31,7 @@ def _end_of(legs: list[Any]) -> tuple[float, float]:
     from geographiclib.geodesic import Geodesic
 
     lat, lon = TRUCK_START
-    for leg in legs[:-1]:
+    for leg in legs:
         d = Geodesic.WGS84.Direct(lat, lon, leg.heading_deg, leg.speed_kmh / 3.6 * leg.duration_s)
         lat, lon = d["lat2"], d["lon2"]
     return lat, lon
@@ -49,7 +49,8 @@ def setup_truck(cfg_path: Path, work: Path, twins: Any) -> None:
     scale = twins.add(ScaleTwin(link=work / "axle", fmt="and", time_scale=TRUCK_SPEEDUP))
     set_value(cfg_path, "telematics.transport_id", '"京A12345"')
     set_value(cfg_path, "telematics.gps.port", f'"{gps.path}"')
-    end_lat, end_lon = _end_of(legs)
+    mid_lat, mid_lon = _end_of(legs[:2])
+    end_lat, end_lon = _end_of(legs[:4])
     with cfg_path.open("a", encoding="utf-8") as f:
         f.write(
             "\n# ---- added by `edge-agent demo`: the twins' pseudo-terminals and the run's geofences\n"
@@ -57,6 +58,8 @@ def setup_truck(cfg_path: Path, work: Path, twins: Any) -> None:
             f'[telematics.weight]\nkind = "scale"\nport = "{scale.path}"\nprotocol = "continuous"\n\n'
             "[telematics.trips]\nmin_trip_s = 120.0\nmin_parking_s = 240.0\n\n"
             f'[[telematics.geofences]]\nname = "北京仓库"\nlat = {TRUCK_START[0]}\nlon = {TRUCK_START[1]}\n'
+            "radius_m = 500.0\n\n"
+            f'[[telematics.geofences]]\nname = "廊坊中转站"\nlat = {mid_lat:.6f}\nlon = {mid_lon:.6f}\n'
             "radius_m = 500.0\n\n"
             f'[[telematics.geofences]]\nname = "天津分拣中心"\nlat = {end_lat:.6f}\nlon = {end_lon:.6f}\n'
             "radius_m = 500.0\n"

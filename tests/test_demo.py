@@ -33,7 +33,7 @@ def test_demo__truck_trips_are_signed_delivered_and_verified(tmp_path: Path) -> 
         [sys.executable, "-m", "edge_agent.cli", "outbox", "export", "--config", str(tmp_path / "etc" / "config.toml")],
         capture_output=True, text=True, check=True).stdout.splitlines()]
     trip = next(r["body"] for r in trips if r["kind"] == "trip")
-    assert trip["route"].startswith("从北京仓库到")
+    assert trip["route"] == "从北京仓库到廊坊中转站"
     assert 10 < trip["distance_km"] < 25  # 15 min at 72 km/h = 18 km
     assert trip["co2_kg"] is not None and trip["co2_kg"] > 0
 
