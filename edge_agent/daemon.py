@@ -141,6 +141,7 @@ class Agent:
     def _loop(self) -> None:
         next_health = time.monotonic() + (self.cfg.health.interval_s or float("inf"))
         next_prune = time.monotonic() + 60
+        next_status = 0.0
         next_checkpoint = time.monotonic() + (self.cfg.checkpoint.interval_s or float("inf"))
         while not self.stop_event.wait(0.5):
             now = time.monotonic()
@@ -158,10 +159,22 @@ class Agent:
             if now >= next_prune:
                 next_prune = now + 600
                 self._prune()
-            fresh = self.stale_stages() == []
-            if fresh:
+            stale = self.stale_stages()
+            if not stale:
                 sd_notify("WATCHDOG=1")
+            if now >= next_status:
+                next_status = now + 10
+                sd_notify("STATUS=" + self.status_line(stale))
             self._write_runtime()
+
+    def status_line(self, stale: list[str]) -> str:
+        """One line for `systemctl status`: broker, outbox depth, stuck stages."""
+        broker = "connected" if self.sync and self.sync.connected.is_set() else "broker unreachable"
+        depth = "?"
+        with contextlib.suppress(Exception):
+            depth = str(Outbox(self.cfg.db_path, readonly=True).stats().depth)
+        line = f"{broker}; outbox {depth} undelivered"
+        return line + (f"; STUCK: {', '.join(stale)}" if stale else "")
 
     def stale_stages(self) -> list[str]:
         """Stages whose heartbeat is older than STALE_HEARTBEAT_S: while any, no watchdog ping."""

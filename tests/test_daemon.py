@@ -174,12 +174,13 @@ def test_daemon__sd_notify_ready_and_watchdog(broker: Broker, tmp_path: Path) ->
     proc = start_agent(cfg, {"NOTIFY_SOCKET": str(sock_path)})
     got: list[str] = []
     try:
-        while not any("WATCHDOG=1" in g for g in got):
+        while not (any("WATCHDOG=1" in g for g in got) and any(g.startswith("STATUS=connected") for g in got)):
             got.append(s.recv(4096).decode())
     finally:
         stop_agent(proc)
         s.close()
     assert any("READY=1" in g for g in got)
+    assert any(g.startswith("STATUS=connected; outbox ") for g in got), got
 
 
 def test_daemon__stuck_publisher_stops_watchdog(tmp_path: Path) -> None:
