@@ -81,14 +81,17 @@ def parse_manifest(data: bytes, source: str = "manifest") -> Manifest:
             raise ManifestError([f"{source}: not valid JSON: {exc}"]) from None
         rows = _rows_from_json(parsed, source)
     else:
-        reader = csv.DictReader(io.StringIO(text))
-        header = [h.strip() for h in reader.fieldnames or []]
-        missing = [c for c in COLUMNS[:3] if c not in header]
-        if missing:
-            raise ManifestError([f"{source}: header: expected columns order_no, sku, quantity "
-                                 f"(optional customer_id, order_date), missing {', '.join(missing)}"])
-        rows = [(f"{source}: line {i + 2}", {k.strip(): v for k, v in row.items() if k}) for i, row in
-                enumerate(reader)]
+        reader = csv.DictReader(io.StringIO(text, newline=""))
+        try:
+            header = [h.strip() for h in reader.fieldnames or []]
+            missing = [c for c in COLUMNS[:3] if c not in header]
+            if missing:
+                raise ManifestError([f"{source}: header: expected columns order_no, sku, quantity "
+                                     f"(optional customer_id, order_date), missing {', '.join(missing)}"])
+            rows = [(f"{source}: line {i + 2}", {k.strip(): v for k, v in row.items() if k}) for i, row in
+                    enumerate(reader)]
+        except csv.Error as exc:
+            raise ManifestError([f"{source}: line {reader.line_num}: not valid CSV: {exc}"]) from None
     return _build(rows, source, hashlib.sha256(data).hexdigest())
 
 
