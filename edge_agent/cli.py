@@ -7,6 +7,7 @@ import importlib
 import json
 import logging
 import os
+import sqlite3
 import sys
 import threading
 import time
@@ -177,12 +178,17 @@ def status_data(cfg: Any) -> dict[str, Any]:
     from edge_agent.outbox import Outbox
 
     data: dict[str, Any] = {"device": cfg.device.id, "site": cfg.device.site, "profile": cfg.profile}
+    st = None
     if cfg.db_path.exists():
-        ob = Outbox(cfg.db_path, readonly=True)
         try:
-            st = ob.stats()
-        finally:
-            ob.close()
+            ob = Outbox(cfg.db_path, readonly=True)
+            try:
+                st = ob.stats()
+            finally:
+                ob.close()
+        except sqlite3.Error as exc:
+            data["outbox_error"] = f"{cfg.db_path}: cannot read ({exc}); run `edge-agent doctor`"
+    if st is not None:
         data["chain_head"] = {"seq": st.head_seq, "hash": st.head_hash}
         data["outbox"] = {
             "depth": st.depth,
@@ -223,7 +229,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         print("outbox:        none yet (the agent has not run)")
     if data["stale_stages"]:
         print(f"stuck stages:  {', '.join(data['stale_stages'])}")
-    print(f"last error:    {data['last_error'] or '-'}")
+    print(f"last error:    {data['last_error'] or data.get('outbox_error') or '-'}")
     return EXIT_OK
 
 

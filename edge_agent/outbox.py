@@ -78,10 +78,12 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
     else:
         conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
     db = sqlite_utils.Database(conn)
-    if not readonly:
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=FULL")
     db.execute("PRAGMA busy_timeout=10000")
+    if not readonly:
+        # Switching to WAL needs an exclusive lock; only the first connection ever has to.
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
     return db
 
 

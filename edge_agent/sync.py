@@ -7,6 +7,7 @@ import logging
 import queue
 import random
 import socket
+import sqlite3
 import ssl
 import threading
 import time
@@ -249,7 +250,20 @@ class MqttSync:
                 warned = False
 
     # ------------------------------------------------------------ publisher thread
-    def _pub_loop(self) -> None:  # noqa: PLR0912, PLR0915 - one loop owns the in-flight window
+    def _pub_loop(self) -> None:
+        """Runs the publisher; a database error is logged and the loop starts over, never ends it."""
+        warned = False
+        while not self._pub_stop.is_set():
+            try:
+                self._publish_until_stopped()
+            except sqlite3.Error as exc:
+                self.last_error = f"outbox read failed: {exc}"
+                if not warned:
+                    log.error("MQTT publisher: outbox read failed (%s); retrying every second", exc)
+                    warned = True
+                self._pub_stop.wait(1.0)
+
+    def _publish_until_stopped(self) -> None:  # noqa: PLR0912, PLR0915 - one loop owns the in-flight window
         outbox = Outbox(self.db_path)
         pending: dict[int, int] = {}  # mid -> seq, for messages paho has in flight
         cursor: int | None = None

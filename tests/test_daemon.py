@@ -66,9 +66,29 @@ def wait_until(pred, timeout_s: float = 20.0) -> bool:  # type: ignore[no-untype
 def kinds_in(db: Path) -> list[str]:
     """Kinds of the records stored so far; empty while the agent is still creating the outbox."""
     try:
-        return [json.loads(x)["kind"] for x in Outbox(db, readonly=True).export()]
+        ob = Outbox(db, readonly=True)
     except sqlite3.Error:
         return []
+    try:
+        return [json.loads(x)["kind"] for x in ob.export()]
+    except sqlite3.Error:
+        return []
+    finally:
+        ob.close()
+
+
+def last_delivered(db: Path) -> int:
+    """The outbox's last delivered seq; 0 while the agent is still creating the outbox."""
+    try:
+        ob = Outbox(db, readonly=True)
+    except sqlite3.Error:
+        return 0
+    try:
+        return ob.stats().last_delivered_seq
+    except sqlite3.Error:
+        return 0
+    finally:
+        ob.close()
 
 
 def rec_seqs(sub: Subscriber) -> set[int]:
@@ -206,7 +226,7 @@ def test_status__works_with_and_without_daemon(broker: Broker, tmp_path: Path, r
     try:
         if proc:
             db = load_config(cfg).db_path
-            assert wait_until(lambda: db.exists() and Outbox(db, readonly=True).stats().last_delivered_seq >= 1, 20)
+            assert wait_until(lambda: last_delivered(db) >= 1, 20)
             time.sleep(1)
         r = subprocess.run([sys.executable, "-m", "edge_agent.cli", "status", "--json", "--config", str(cfg)],
                            capture_output=True, text=True, timeout=30, check=False)
