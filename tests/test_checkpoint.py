@@ -13,27 +13,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from edge_agent import cli
 from edge_agent.commands import make_checkpoint, publish_checkpoint, signing_bytes
 from edge_agent.keys import DeviceKey, key_id_for, public_pem
-from edge_agent.outbox import Outbox
-from edge_agent.records import encode, parse_line
-from edge_agent.verify import FAIL, INFO, Verifier, check_checkpoint
+from edge_agent.records import encode
+from edge_agent.verify import FAIL, INFO, check_checkpoint
 from tests.broker import Broker, Subscriber
+from tests.helpers import export_records, verify_records
 from tests.test_commands import Rig, start_agent, stop_agent
-
-
-def _export(rig: Rig) -> list[dict[str, Any]]:
-    ob = Outbox(rig.agent.cfg.db_path, readonly=True)
-    try:
-        return [parse_line(d) for d in ob.export()]
-    finally:
-        ob.close()
-
-
-def _verifier(records: list[dict[str, Any]], keys: list[Any]) -> Verifier:
-    v = Verifier(keys, strict_order=True)
-    for r in records:
-        v.add(r)
-    v.finish()
-    return v
 
 
 @pytest.fixture
@@ -53,7 +37,7 @@ def test_publish_checkpoint__is_retained_signed_and_names_the_committed_head(rig
     assert rig.agent.writer is not None
     cp = publish_checkpoint(rig.agent)
     assert cp is not None
-    head = _export(rig)[-1]
+    head = export_records(rig.agent.cfg.db_path)[-1]
     assert (cp["device"], cp["seq"], cp["head_hash"], cp["key"]) == ("dev-1", 5, head["hash"], head["key"])
     rig.agent.writer.key.public.verify(base64.b64decode(cp["sig"]), signing_bytes(cp))
     assert json.loads((rig.agent.cfg.state_dir / "checkpoint.json").read_text()) == cp
@@ -74,7 +58,7 @@ def test_publish_checkpoint__on_shutdown_covers_the_last_record(tmp_path: Path, 
     with Subscriber(broker, f"{rig.base}/checkpoint", client_id="late-central") as sub:
         (msg,) = sub.wait_for(1)
     cp = json.loads(msg.payload)
-    recs = _export(rig)
+    recs = export_records(rig.agent.cfg.db_path)
     assert cp["seq"] == recs[-1]["seq"] and cp["head_hash"] == recs[-1]["hash"]
 
 
@@ -82,11 +66,11 @@ def test_check_checkpoint__a_truncated_tail_fails_though_the_chain_alone_looks_i
     assert rig.agent.writer is not None
     cp = publish_checkpoint(rig.agent)
     assert cp is not None
-    recs = _export(rig)
+    recs = export_records(rig.agent.cfg.db_path)
     keys = [rig.agent.writer.key.public]
-    full = _verifier(recs, keys)
+    full = verify_records(recs, keys)
     assert [(f.level, f.what) for f in check_checkpoint(full, cp, keys)] == [(INFO, "checkpoint")]
-    cut = _verifier(recs[:-2], keys)
+    cut = verify_records(recs[:-2], keys)
     assert cut.ok  # without the checkpoint, nothing shows that the last two are missing
     (finding,) = check_checkpoint(cut, cp, keys)
     assert (finding.level, finding.what, finding.seq) == (FAIL, "truncated_tail", 5)
@@ -97,9 +81,9 @@ def test_check_checkpoint__refuses_a_forged_or_altered_checkpoint(rig: Rig) -> N
     assert rig.agent.writer is not None
     cp = publish_checkpoint(rig.agent)
     assert cp is not None
-    recs = _export(rig)
+    recs = export_records(rig.agent.cfg.db_path)
     keys = [rig.agent.writer.key.public]
-    v = _verifier(recs, keys)
+    v = verify_records(recs, keys)
     stranger = Ed25519PrivateKey.generate()
     forged = make_checkpoint(DeviceKey(stranger, key_id_for(stranger.public_key())), device="dev-1", seq=2,
                              head_hash=recs[1]["hash"], ts=cp["ts"])
@@ -120,7 +104,7 @@ def test_check_checkpoint__refuses_a_forged_or_altered_checkpoint(rig: Rig) -> N
 def test_verify_cli__checkpoint_option(rig: Rig, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert rig.agent.writer is not None
     cp = publish_checkpoint(rig.agent)
-    recs = _export(rig)
+    recs = export_records(rig.agent.cfg.db_path)
     pem, cp_file = tmp_path / "dev.pub.pem", tmp_path / "checkpoint.json"
     pem.write_bytes(public_pem(rig.agent.writer.key.public))
     cp_file.write_text(json.dumps(cp))

@@ -21,6 +21,7 @@ from edge_agent.keys import generate_key, load_key, public_pem
 from edge_agent.outbox import Outbox
 from edge_agent.verify import Verifier
 from tests.broker import Broker, Subscriber
+from tests.helpers import wait_until
 
 DEVICE = "dev-1"
 SITE = "site-a"
@@ -53,14 +54,6 @@ def stop_agent(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout_s
         out, _ = proc.communicate()
     return proc.returncode, out
 
-
-def wait_until(pred, timeout_s: float = 20.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def kinds_in(db: Path) -> list[str]:

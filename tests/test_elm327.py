@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import logging
 import re
-import time
 from pathlib import Path
 
 import pytest
@@ -20,7 +19,6 @@ from edge_agent.drivers.elm327 import (
     Elm327Config,
     Elm327Driver,
     NoData,
-    ObdReading,
     decode_pid,
     fuel_constants,
     maf_to_fuel_rate_lph,
@@ -36,6 +34,7 @@ from edge_agent.drivers.twins.elm327_twin import (
     Elm327Twin,
     ObdState,
 )
+from tests.helpers import read_until
 
 DATA = Path(__file__).parent / "data" / "obd"
 
@@ -49,22 +48,6 @@ def _steady(speed_kmh: float = 42.0, level_pct: float = 50.0, **kw: object) -> D
         (DriveSegment(1e6, speed_kmh, level_pct),), start_level_pct=level_pct, start_speed_kmh=speed_kmh, **kw  # type: ignore[arg-type]
     )
 
-
-def _collect(
-    driver: Elm327Driver, *, n: int = 10_000, timeout_s: float = 3.0
-) -> tuple[list[ObdReading], list[FrameError]]:
-    got: list[ObdReading] = []
-    bad: list[FrameError] = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < n and time.monotonic() < deadline:
-        try:
-            r = driver.read(0.2)
-        except FrameError as exc:
-            bad.append(exc)
-            continue
-        if r is not None:
-            got.append(r)
-    return got, bad
 
 
 # ---------------------------------------------------------------- parsing
@@ -193,7 +176,7 @@ def test_elm327_driver__drive_with_stop_and_refuel(tmp_path: Path) -> None:
     driver = Elm327Driver(_cfg(twin.path, poll_interval_s=0.01))
     try:
         driver.open()
-        got, bad = _collect(driver, timeout_s=2.0)
+        got, bad = read_until(driver, 10_000, 2.0)
     finally:
         driver.close()
         twin.stop()
@@ -222,7 +205,7 @@ def test_elm327_driver__maf_fallback_when_no_pid5e(tmp_path: Path) -> None:
             driver = Elm327Driver(_cfg(twin.path, pids=["fuel_rate"], fuel_type=fuel))
             driver.open()
             try:
-                got, bad = _collect(driver, n=3)
+                got, bad = read_until(driver, 3, 3.0)
             finally:
                 driver.close()
             assert not bad
@@ -250,7 +233,7 @@ def test_elm327_driver__no_data_three_times_drops_pid_and_falls_back_to_maf(tmp_
     driver = Elm327Driver(_cfg(twin.path, pids=["fuel_rate"], fuel_type="petrol"))
     try:
         driver.open()
-        got, bad = _collect(driver, n=3)
+        got, bad = read_until(driver, 3, 3.0)
     finally:
         driver.close()
         twin.stop()
@@ -268,7 +251,7 @@ def test_elm327_driver__carobd_replay_reports_recorded_values(tmp_path: Path, ca
     caplog.set_level(logging.INFO, logger="edge_agent.drivers.elm327")
     try:
         driver.open()
-        got, bad = _collect(driver, timeout_s=1.5)
+        got, bad = read_until(driver, 10_000, 1.5)
     finally:
         driver.close()
         twin.stop()
@@ -290,7 +273,7 @@ def test_elm327_driver__carobd_replay_with_estimated_maf(tmp_path: Path) -> None
     driver = Elm327Driver(_cfg(twin.path, pids=["fuel_rate"], fuel_type="petrol", poll_interval_s=0.005))
     try:
         driver.open()
-        got, bad = _collect(driver, timeout_s=0.6)
+        got, bad = read_until(driver, 10_000, 0.6)
     finally:
         driver.close()
         twin.stop()
@@ -307,12 +290,12 @@ def test_elm327_driver__garbage_answers_are_dropped_then_polling_goes_on(tmp_pat
     driver = Elm327Driver(_cfg(twin.path, pids=["speed"]))
     try:
         driver.open()
-        assert _collect(driver, n=1)[0]
+        assert read_until(driver, 1, 3.0)[0]
         twin.inject(b"41 0D 3\xff\r\r>")
         twin.inject(b"41 0D\r\r>")
         twin.inject(b"?\r\r>")
         twin.inject(b"\x00\x00STOPPED\r\r>")
-        got, bad = _collect(driver, n=3)
+        got, bad = read_until(driver, 3, 3.0)
     finally:
         driver.close()
         twin.stop()
@@ -332,7 +315,7 @@ def test_elm327_driver__ignition_off_is_device_unavailable(tmp_path: Path) -> No
     try:
         driver.open()
         with pytest.raises(DeviceUnavailable, match="UNABLE TO CONNECT"):
-            _collect(driver, n=1)
+            read_until(driver, 1, 3.0)
     finally:
         driver.close()
         twin.stop()
@@ -343,7 +326,7 @@ def test_elm327_driver__silent_adapter_times_out_then_unavailable(tmp_path: Path
     driver = Elm327Driver(_cfg(twin.path, pids=["speed"], response_timeout_s=0.2))
     try:
         driver.open()
-        assert _collect(driver, n=1)[0]
+        assert read_until(driver, 1, 3.0)[0]
         twin.mute = True
         bad: list[Exception] = []
         with pytest.raises(DeviceUnavailable, match="adapter silent: no '>' prompt for 2 requests"):
@@ -363,16 +346,16 @@ def test_elm327_driver__unplug_then_replug_reinitialises(tmp_path: Path) -> None
     driver = Elm327Driver(_cfg(twin.path, pids=["speed"]))
     try:
         driver.open()
-        assert _collect(driver, n=2)[0]
+        assert read_until(driver, 2, 3.0)[0]
         twin.unplug()
         with pytest.raises(DeviceUnavailable, match=r"(read|write) failed"):
-            _collect(driver, n=100, timeout_s=2.0)
+            read_until(driver, 100, 2.0)
         driver.close()
         with pytest.raises(DeviceUnavailable, match="cannot open"):
             driver.open()
         twin.replug()
         driver.open()
-        got, _ = _collect(driver, n=2)
+        got, _ = read_until(driver, 2, 3.0)
     finally:
         driver.close()
         twin.stop()

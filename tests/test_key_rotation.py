@@ -12,27 +12,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent import cli
 from edge_agent.keys import DeviceKey, key_id_for, load_key, public_pem, public_raw_b64
-from edge_agent.outbox import Outbox
 from edge_agent.records import encode, make_record, parse_line
 from edge_agent.verify import FAIL, Verifier
 from tests.broker import Broker, Subscriber
-from tests.test_commands import Rig, start_agent, stop_agent
-
-
-def _export(rig: Rig) -> list[dict[str, Any]]:
-    ob = Outbox(rig.agent.cfg.db_path, readonly=True)
-    try:
-        return [parse_line(d) for d in ob.export()]
-    finally:
-        ob.close()
-
-
-def _verify(records: list[dict[str, Any]], keys: list[Any]) -> Verifier:
-    v = Verifier(keys, strict_order=True)
-    for r in records:
-        v.add(r)
-    v.finish()
-    return v
+from tests.helpers import export_records, verify_records
+from tests.test_commands import start_agent, stop_agent
 
 
 @pytest.fixture
@@ -61,7 +45,7 @@ def test_key_rotation__command_swaps_the_key_and_announces_it_signed_by_the_old(
     assert stat.S_IMODE(rig.agent.cfg.key_path.stat().st_mode) == 0o600
     assert not rig.agent.cfg.key_path.with_name("device.key.new").exists()
     assert rig.agent.writer.key.key_id == new.key_id
-    recs = _export(rig)
+    recs = export_records(rig.agent.cfg.db_path)
     (rot,) = [r for r in recs if r["kind"] == "key_rotation"]
     assert rot["key"] == old.key_id
     assert rot["body"]["new_key_id"] == new.key_id
@@ -76,8 +60,8 @@ def test_key_rotation__verify_follows_the_rotation_with_only_the_old_public_key(
     rotated: Any, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
     rig, old, _, live = rotated
-    recs = _export(rig)
-    v = _verify(recs, [old.public])
+    recs = export_records(rig.agent.cfg.db_path)
+    v = verify_records(recs, [old.public])
     assert v.ok, [f.line() for f in v.findings]
     # The live MQTT stream, in arrival order, verifies the same way.
     lv = Verifier([old.public], strict_order=False)
@@ -95,19 +79,19 @@ def test_key_rotation__verify_follows_the_rotation_with_only_the_old_public_key(
 
 def test_key_rotation__records_signed_by_an_unannounced_key_are_rejected(rotated: Any) -> None:
     rig, old, _, _ = rotated
-    recs = _export(rig)
+    recs = export_records(rig.agent.cfg.db_path)
     stranger = Ed25519PrivateKey.generate()
     skey = DeviceKey(stranger, key_id_for(stranger.public_key()))
     last = recs[-1]
     forged = make_record(device="dev-1", seq=last["seq"] + 1, ts=last["ts"], clock="ntp", kind="event",
                          body={"event": "forged"}, prev=last["hash"], key=skey)
-    v = _verify([*recs, forged], [old.public])
+    v = verify_records([*recs, forged], [old.public])
     assert [(f.what, f.seq) for f in v.findings if f.level == FAIL] == [("unknown_key", forged["seq"])]
 
 
 def test_key_rotation__a_rotation_not_signed_by_a_known_key_announces_nothing(rotated: Any) -> None:
     rig, old, _, _ = rotated
-    recs = _export(rig)
+    recs = export_records(rig.agent.cfg.db_path)
     stranger = Ed25519PrivateKey.generate()
     skey = DeviceKey(stranger, key_id_for(stranger.public_key()))
     last = recs[-1]
@@ -119,6 +103,6 @@ def test_key_rotation__a_rotation_not_signed_by_a_known_key_announces_nothing(ro
     )
     follow = make_record(device="dev-1", seq=fake_rot["seq"] + 1, ts=last["ts"], clock="ntp", kind="event",
                          body={"event": "forged"}, prev=fake_rot["hash"], key=skey)
-    v = _verify([*recs, fake_rot, follow], [old.public])
+    v = verify_records([*recs, fake_rot, follow], [old.public])
     fails = {(f.what, f.seq) for f in v.findings if f.level == FAIL}
     assert fails == {("unknown_key", fake_rot["seq"]), ("unknown_key", follow["seq"])}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -21,8 +20,8 @@ from edge_agent.drivers.lls import (
     level_litres,
     parse_lls_frame,
 )
-from edge_agent.drivers.readings import FuelLevel
 from edge_agent.drivers.twins.lls_twin import LlsScenario, LlsSegment, LlsTwin, crc8_dallas
+from tests.helpers import read_until
 
 
 def _cfg(port: str, **kw: object) -> LlsConfig:
@@ -32,20 +31,6 @@ def _cfg(port: str, **kw: object) -> LlsConfig:
 def _steady(level_raw: int, temperature_c: int = 21) -> LlsScenario:
     return LlsScenario((LlsSegment(1000.0, level_raw),), start_raw=level_raw, temperature_c=temperature_c)
 
-
-def _read_until(driver: LlsDriver, n: int, timeout_s: float = 5.0) -> tuple[list[FuelLevel], list[FrameError]]:
-    got: list[FuelLevel] = []
-    bad: list[FrameError] = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < n and time.monotonic() < deadline:
-        try:
-            r = driver.read(0.2)
-        except FrameError as exc:
-            bad.append(exc)
-            continue
-        if r is not None:
-            got.append(r)
-    return got, bad
 
 
 # ---------------------------------------------------------------- frames
@@ -139,7 +124,7 @@ def test_lls_driver__reads_levels_in_litres_and_percent(tmp_path: Path) -> None:
     driver = LlsDriver(_cfg(twin.path, address=7, calibration=[[0, 0.0], [4095, 400.0]]))
     try:
         driver.open()
-        got, bad = _read_until(driver, 3)
+        got, bad = read_until(driver, 3)
     finally:
         driver.close()
         twin.stop()
@@ -156,7 +141,7 @@ def test_lls_driver__refuel_scenario_shows_fall_then_jump(tmp_path: Path) -> Non
     driver = LlsDriver(_cfg(twin.path, litres_per_count=0.1, poll_interval_s=0.02))
     try:
         driver.open()
-        got, bad = _read_until(driver, 10_000, timeout_s=1.4)
+        got, bad = read_until(driver, 10_000, timeout_s=1.4)
     finally:
         driver.close()
         twin.stop()
@@ -174,7 +159,7 @@ def test_lls_driver__skips_echo_of_own_request(tmp_path: Path) -> None:
     driver = LlsDriver(_cfg(twin.path))
     try:
         driver.open()
-        got, bad = _read_until(driver, 3)
+        got, bad = read_until(driver, 3)
     finally:
         driver.close()
         twin.stop()
@@ -187,10 +172,10 @@ def test_lls_driver__noise_and_corrupt_frames_are_dropped_then_reading_goes_on(t
     driver = LlsDriver(_cfg(twin.path))
     try:
         driver.open()
-        assert _read_until(driver, 1)[0]
+        assert read_until(driver, 1)[0]
         twin.inject(b"\x00\xff\x55")  # line noise before the answer
         twin.inject(bytes.fromhex("3e 01 06 15 b8 0b 00 00 ee"))  # a frame with a broken CRC
-        got, bad = _read_until(driver, 4)
+        got, bad = read_until(driver, 4)
     finally:
         driver.close()
         twin.stop()
@@ -220,7 +205,7 @@ def test_lls_driver__unplug_then_replug(tmp_path: Path) -> None:
     driver = LlsDriver(_cfg(twin.path))
     try:
         driver.open()
-        assert _read_until(driver, 2)[0]
+        assert read_until(driver, 2)[0]
         twin.unplug()
         with pytest.raises(DeviceUnavailable, match=r"(read|write) failed"):
             for _ in range(20):
@@ -230,7 +215,7 @@ def test_lls_driver__unplug_then_replug(tmp_path: Path) -> None:
             driver.open()
         twin.replug()
         driver.open()
-        got, _ = _read_until(driver, 2)
+        got, _ = read_until(driver, 2)
     finally:
         driver.close()
         twin.stop()

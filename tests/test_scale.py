@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from pathlib import Path
 
 import pytest
@@ -13,9 +12,9 @@ from pydantic import ValidationError
 
 from edge_agent.config import format_validation_error
 from edge_agent.drivers.base import DeviceUnavailable, FrameError
-from edge_agent.drivers.readings import Weighing
 from edge_agent.drivers.scale import ScaleConfig, ScaleDriver, ScaleValue, parse_scale_line
 from edge_agent.drivers.twins.scale_twin import ScaleScenario, ScaleSegment, ScaleTwin, format_line
+from tests.helpers import read_until
 
 DATA = Path(__file__).parent / "data" / "scale"
 
@@ -32,20 +31,6 @@ KERN_TRUTH_G = {
 def _lines(path: Path) -> list[bytes]:
     return [line for line in path.read_bytes().split(b"\r\n") if line]
 
-
-def _read_until(driver: ScaleDriver, n: int, timeout_s: float = 5.0) -> tuple[list[Weighing], list[FrameError]]:
-    got: list[Weighing] = []
-    bad: list[FrameError] = []
-    deadline = time.monotonic() + timeout_s
-    while len(got) < n and time.monotonic() < deadline:
-        try:
-            w = driver.read(0.2)
-        except FrameError as exc:
-            bad.append(exc)
-            continue
-        if w is not None:
-            got.append(w)
-    return got, bad
 
 
 # ---------------------------------------------------------------- pure parsing
@@ -173,7 +158,7 @@ def test_scale_driver__continuous_load_drop_yields_stable_weighings(tmp_path: Pa
     driver = ScaleDriver(ScaleConfig(kind="scale", port=twin.path))
     try:
         driver.open()
-        got, bad = _read_until(driver, 10_000, timeout_s=1.9)
+        got, bad = read_until(driver, 10_000, timeout_s=1.9)
     finally:
         driver.close()
         twin.stop()
@@ -192,7 +177,7 @@ def test_scale_driver__replays_kern_tare_recording_byte_exact(tmp_path: Path) ->
     driver = ScaleDriver(ScaleConfig(kind="scale", port=twin.path, baud=1200, stopbits=2, protocol="continuous"))
     try:
         driver.open()
-        got, bad = _read_until(driver, 20)
+        got, bad = read_until(driver, 20)
     finally:
         driver.close()
         twin.stop()
@@ -214,7 +199,7 @@ def test_scale_driver__mt_sics_poll_si_and_s(tmp_path: Path) -> None:
             driver = ScaleDriver(cfg)
             driver.open()
             try:
-                got, bad = _read_until(driver, 3)
+                got, bad = read_until(driver, 3)
             finally:
                 driver.close()
             assert not bad
@@ -231,7 +216,7 @@ def test_scale_driver__mt_sics_s_while_moving_is_dropped_as_busy(tmp_path: Path)
     driver = ScaleDriver(ScaleConfig(kind="scale", port=twin.path, poll=True, poll_command="S", poll_interval_s=0.05))
     try:
         driver.open()
-        got, bad = _read_until(driver, 1, timeout_s=0.5)
+        got, bad = read_until(driver, 1, timeout_s=0.5)
     finally:
         driver.close()
         twin.stop()
@@ -246,11 +231,11 @@ def test_scale_driver__garbage_and_truncated_lines_are_dropped_then_reading_goes
     driver = ScaleDriver(ScaleConfig(kind="scale", port=twin.path))
     try:
         driver.open()
-        first, _ = _read_until(driver, 2)
+        first, _ = read_until(driver, 2)
         twin.inject(b"\x00\xff\x13garbage\r\n")
         twin.inject(b"ST,GS,+000")  # truncated: glued to the next line
         twin.inject(b"#" * 300)  # a line that never ends
-        got, bad = _read_until(driver, 10)
+        got, bad = read_until(driver, 10)
     finally:
         driver.close()
         twin.stop()
@@ -267,7 +252,7 @@ def test_scale_driver__unplug_raises_device_unavailable_and_replug_reads_again(t
     driver = ScaleDriver(ScaleConfig(kind="scale", port=twin.path))
     try:
         driver.open()
-        assert _read_until(driver, 2)[0]
+        assert read_until(driver, 2)[0]
         twin.unplug()
         with pytest.raises(DeviceUnavailable, match="read failed"):
             for _ in range(20):
@@ -277,7 +262,7 @@ def test_scale_driver__unplug_raises_device_unavailable_and_replug_reads_again(t
             driver.open()
         twin.replug()
         driver.open()
-        got, _bad = _read_until(driver, 3)
+        got, _bad = read_until(driver, 3)
     finally:
         driver.close()
         twin.stop()

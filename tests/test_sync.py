@@ -15,6 +15,7 @@ from edge_agent.keys import DeviceKey, generate_key
 from edge_agent.outbox import Outbox
 from edge_agent.sync import MqttSync
 from tests.broker import TEST_USERS, Broker, Subscriber
+from tests.helpers import wait_until
 
 
 def make_cfg(tmp_path: Path, url: str, **mqtt: object) -> AgentConfig:
@@ -32,14 +33,6 @@ def fill(cfg: AgentConfig, key: DeviceKey, n: int) -> Outbox:
               max_bytes=1 << 30)
     return ob
 
-
-def wait_until(pred, timeout_s: float = 15.0) -> bool:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if pred():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def seqs_of(sub: Subscriber) -> list[int]:

@@ -1,0 +1,57 @@
+"""Small helpers several test modules share: polling, reading a driver, exporting and verifying records."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge_agent.drivers.base import FrameError
+from edge_agent.outbox import Outbox
+from edge_agent.records import parse_line
+from edge_agent.verify import Verifier
+
+
+def wait_until(pred: Callable[[], object], timeout_s: float = 20.0) -> bool:
+    """Poll `pred` every 50 ms until it is true or the time is up."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if pred():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def read_until(driver: Any, n: int, timeout_s: float = 5.0) -> tuple[list[Any], list[FrameError]]:
+    """Up to `n` readings from an open driver within `timeout_s`, and the bad frames it raised meanwhile."""
+    got: list[Any] = []
+    bad: list[FrameError] = []
+    deadline = time.monotonic() + timeout_s
+    while len(got) < n and time.monotonic() < deadline:
+        try:
+            r = driver.read(0.2)
+        except FrameError as exc:
+            bad.append(exc)
+            continue
+        if r is not None:
+            got.append(r)
+    return got, bad
+
+
+def export_records(db_path: Path) -> list[dict[str, Any]]:
+    """Every stored record, in seq order, as dicts."""
+    ob = Outbox(db_path, readonly=True)
+    try:
+        return [parse_line(d) for d in ob.export()]
+    finally:
+        ob.close()
+
+
+def verify_records(records: list[dict[str, Any]], keys: list[Any]) -> Verifier:
+    """A finished strict-order Verifier over `records`."""
+    v = Verifier(keys, strict_order=True)
+    for r in records:
+        v.add(r)
+    v.finish()
+    return v
