@@ -4,11 +4,20 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import os
+
 import pytest
+from hypothesis import settings
 
 from edge_agent.config import AgentConfig, parse_config
 from edge_agent.keys import DeviceKey, generate_key
 from tests.broker_fixtures import *  # noqa: F403
+
+# CI: the same examples on every run (a new one found locally becomes a fixed regression test)
+# and no per-example deadline, since a loaded CI machine is slower than a developer's.
+settings.register_profile("ci", derandomize=True, deadline=None, print_blob=True)
+settings.register_profile("dev", deadline=None)
+settings.load_profile("ci" if os.environ.get("CI") else "dev")
 
 
 @pytest.fixture
