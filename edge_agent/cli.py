@@ -279,10 +279,9 @@ def cmd_verify(args: argparse.Namespace) -> int:
                         v.add_line(line, f"{src}:{n}: ")
             except OSError as exc:
                 return fail(f"{src}: cannot read: {exc.strerror}")
-    findings = v.finish()
-    for f in findings:
-        if f.level == FAIL or args.verbose or f.what in ("signed_gap",):
-            print(f.line())
+    for finding in v.finish():
+        if finding.level == FAIL or args.verbose or finding.what in ("signed_gap",):
+            print(finding.line())
     s = v.summary()
     verdict = "INTACT" if v.ok else "NOT INTACT"
     print(

@@ -206,7 +206,7 @@ def _locate(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[Any, tuple[st
 
 def _kind_of(m: type[BaseModel]) -> str | None:
     f = m.model_fields.get("kind")
-    args = getattr(f.annotation, "__args__", ()) if f is not None else ()
+    args: tuple[Any, ...] = getattr(f.annotation, "__args__", ()) if f is not None else ()
     return str(args[0]) if len(args) == 1 else None
 
 
@@ -338,7 +338,8 @@ def masked_dict(cfg: AgentConfig) -> dict[str, Any]:
     data = cfg.model_dump(mode="json")
     if cfg.mqtt.password is not None:
         data["mqtt"]["password"] = "********"  # noqa: S105 - the mask, not a password
-    return _mask_url_credentials(data)
+    masked: dict[str, Any] = _mask_url_credentials(data)
+    return masked
 
 
 _URL_CREDENTIALS = re.compile(r"(://[^:/@\s]+:)[^@/\s]+@")

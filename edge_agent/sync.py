@@ -204,7 +204,7 @@ class MqttSync:
         warned = False
         props = None
         if self.m.protocol == "5":
-            props = Properties(PacketTypes.CONNECT)
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.m.session_expiry_s
         while not self._stop.is_set():
             try:
