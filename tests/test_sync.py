@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,17 @@ def fill(cfg: AgentConfig, key: DeviceKey, n: int) -> Outbox:
 
 
 
+@contextlib.contextmanager
+def running_sync(cfg: AgentConfig) -> Iterator[MqttSync]:
+    """A started MqttSync on cfg's outbox, stopped (flush, offline, disconnect) on exit."""
+    sync = MqttSync(cfg, cfg.db_path)
+    sync.start()
+    try:
+        yield sync
+    finally:
+        sync.stop()
+
+
 def seqs_of(sub: Subscriber) -> list[int]:
     return [json.loads(m.payload)["seq"] for m in sub.messages() if "/rec/" in m.topic]
 
@@ -44,17 +57,13 @@ def test_sync__delivers_in_order_and_marks_on_puback(broker: Broker, tmp_path: P
     key = generate_key(cfg.key_path)
     ob = fill(cfg, key, 300)
     with Subscriber(broker, "edge/site-a/dev-1/#", client_id="central") as sub:
-        sync = MqttSync(cfg, cfg.db_path)
-        sync.start()
-        try:
+        with running_sync(cfg):
             assert wait_until(lambda: ob.stats().depth == 0)
             sub.wait_for(300, topic=None, timeout_s=10)
             assert seqs_of(sub)[:300] == list(range(1, 301))
             assert ob.stats().last_delivered_seq == 300
             status = [m.payload for m in sub.messages("edge/site-a/dev-1/status")]
             assert status and status[-1] == b"online"
-        finally:
-            sync.stop()
         assert wait_until(lambda: any(m.payload == b"offline" for m in sub.messages("edge/site-a/dev-1/status")), 5)
 
 
@@ -63,9 +72,7 @@ def test_sync__broker_outage_loses_nothing(broker: Broker, tmp_path: Path) -> No
     key = generate_key(cfg.key_path)
     ob = fill(cfg, key, 50)
     sub = Subscriber(broker, "edge/site-a/dev-1/rec/#", client_id="central").start()
-    sync = MqttSync(cfg, cfg.db_path)
-    sync.start()
-    try:
+    with running_sync(cfg) as sync:
         assert wait_until(lambda: ob.stats().depth == 0)
         sub.stop()
         broker.stop()
@@ -81,8 +88,6 @@ def test_sync__broker_outage_loses_nothing(broker: Broker, tmp_path: Path) -> No
         assert wait_until(lambda: set(range(1, 251)) <= set(seqs_of(sub)), 10)
         after = [s for s in seqs_of(sub) if s > 50]
         assert after == sorted(after)
-    finally:
-        sync.stop()
         sub.stop()
 
 
@@ -91,12 +96,8 @@ def test_sync__tls_and_mtls(tls_broker: Broker, tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, tls_broker.url, ca_file=str(pki.ca_pem))
     key = generate_key(cfg.key_path)
     ob = fill(cfg, key, 20)
-    sync = MqttSync(cfg, cfg.db_path)
-    sync.start()
-    try:
+    with running_sync(cfg) as sync:
         assert wait_until(lambda: ob.stats().depth == 0), sync.last_error
-    finally:
-        sync.stop()
 
 
 def test_sync__mtls_needs_client_certificate(mtls_broker: Broker, tmp_path: Path) -> None:
@@ -105,38 +106,26 @@ def test_sync__mtls_needs_client_certificate(mtls_broker: Broker, tmp_path: Path
                    key_file=str(pki.client_key))
     key = generate_key(cfg.key_path)
     ob = fill(cfg, key, 20)
-    sync = MqttSync(cfg, cfg.db_path)
-    sync.start()
-    try:
+    with running_sync(cfg) as sync:
         assert wait_until(lambda: ob.stats().depth == 0), sync.last_error
-    finally:
-        sync.stop()
     bad = make_cfg(tmp_path / "b", mtls_broker.url, ca_file=str(pki.ca_pem), cert_file=str(pki.wrong_client_pem),
                    key_file=str(pki.wrong_client_key))
     generate_key(bad.key_path)
     fill(bad, key, 1)
-    sync = MqttSync(bad, bad.db_path)
-    sync.start()
-    try:
+    with running_sync(bad) as sync:
         assert wait_until(lambda: sync.last_error is not None, 10)
         assert not sync.connected.is_set()
-    finally:
-        sync.stop()
 
 
 def test_sync__wrong_ca_is_a_clear_error(tls_broker: Broker, tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, tls_broker.url, ca_file=str(tls_broker.pki.wrong_ca_pem))
     generate_key(cfg.key_path)
     Outbox.open_checked(cfg.db_path)
-    sync = MqttSync(cfg, cfg.db_path)
-    sync.start()
-    try:
+    with running_sync(cfg) as sync:
         assert wait_until(lambda: sync.last_error is not None, 10)
         assert "certificate not trusted" in (sync.last_error or "")
         assert "mqtt.ca_file" in (sync.last_error or "")
         assert not sync.connected.is_set()
-    finally:
-        sync.stop()
 
 
 def test_sync__wrong_password_is_a_clear_error(password_broker: Broker, tmp_path: Path) -> None:
@@ -144,25 +133,17 @@ def test_sync__wrong_password_is_a_clear_error(password_broker: Broker, tmp_path
     cfg = make_cfg(tmp_path, password_broker.url, username=user, password="wrong")  # noqa: S106 - a test credential
     key = generate_key(cfg.key_path)
     ob = fill(cfg, key, 5)
-    sync = MqttSync(cfg, cfg.db_path)
-    sync.start()
-    try:
+    with running_sync(cfg) as sync:
         assert wait_until(lambda: sync.last_error is not None, 10)
         assert "refused the connection" in (sync.last_error or "")
         assert ob.stats().depth == 5
-    finally:
-        sync.stop()
     pw = tmp_path / "pw"
     pw.write_text(TEST_USERS[user] + "\n")
     good = make_cfg(tmp_path / "g", password_broker.url, username=user, password_file=str(pw))
     generate_key(good.key_path)
     ob2 = fill(good, key, 5)
-    sync = MqttSync(good, good.db_path)
-    sync.start()
-    try:
+    with running_sync(good) as sync:
         assert wait_until(lambda: ob2.stats().depth == 0), sync.last_error
-    finally:
-        sync.stop()
 
 
 def test_sync__missing_ca_file_is_refused_at_setup(tmp_path: Path) -> None:
@@ -175,12 +156,8 @@ def test_sync__mqtt_311_setting_delivers(broker: Broker, tmp_path: Path) -> None
     cfg = make_cfg(tmp_path, broker.url, protocol="3.1.1")
     key = generate_key(cfg.key_path)
     ob = fill(cfg, key, 30)
-    sync = MqttSync(cfg, cfg.db_path)
-    sync.start()
-    try:
+    with running_sync(cfg) as sync:
         assert wait_until(lambda: ob.stats().depth == 0), sync.last_error
-    finally:
-        sync.stop()
 
 
 def test_verify_mqtt__shared_subscription_checks_live_stream(broker: Broker, tmp_path: Path) -> None:
@@ -201,12 +178,8 @@ def test_verify_mqtt__shared_subscription_checks_live_stream(broker: Broker, tmp
     )
     assert wait_until(lambda: "as edge-verify-" in broker.log_text(), 15), broker.log_text()[-500:]
     time.sleep(0.5)  # its SUBSCRIBE follows the CONNACK
-    sync = MqttSync(cfg, cfg.db_path)
-    sync.start()
-    try:
+    with running_sync(cfg):
         out, _ = proc.communicate(timeout=60)
-    finally:
-        sync.stop()
     assert proc.returncode == 0, out
     assert "INTACT: device dev-1, 400 record(s)" in out
     assert ob.stats().depth == 0
