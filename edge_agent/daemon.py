@@ -93,6 +93,7 @@ class Agent:
         self.sync: MqttSync | None = None
         self.service: Service | None = None
         self.outbox: Outbox | None = None
+        self._read_outbox: Outbox | None = None
         self.command_handler: Callable[[str, bytes], None] | None = None
 
     # ------------------------------------------------------------ running
@@ -172,9 +173,15 @@ class Agent:
         broker = "connected" if self.sync and self.sync.connected.is_set() else "broker unreachable"
         depth = "?"
         with contextlib.suppress(Exception):
-            depth = str(Outbox(self.cfg.db_path, readonly=True).stats().depth)
+            depth = str(self._reader().stats().depth)
         line = f"{broker}; outbox {depth} undelivered"
         return line + (f"; STUCK: {', '.join(stale)}" if stale else "")
+
+    def _reader(self) -> Outbox:
+        """The main thread's own read-only connection (the writer's belongs to its thread)."""
+        if self._read_outbox is None:
+            self._read_outbox = Outbox(self.cfg.db_path, readonly=True)
+        return self._read_outbox
 
     def stale_stages(self) -> list[str]:
         """Stages whose heartbeat is older than STALE_HEARTBEAT_S: while any, no watchdog ping."""
@@ -204,8 +211,9 @@ class Agent:
         if self.writer is not None:
             self.writer.stop(2)
         self._write_runtime(running=False)
-        if self.outbox is not None:
-            self.outbox.close()
+        for ob in (self.outbox, self._read_outbox):
+            if ob is not None:
+                ob.close()
         log.info("stopped")
 
     # ------------------------------------------------------------ signals and reload
@@ -281,7 +289,7 @@ class Agent:
 
     # ------------------------------------------------------------ health
     def health_body(self) -> dict[str, Any]:
-        st = Outbox(self.cfg.db_path).stats()
+        st = self._reader().stats()
         disk = shutil.disk_usage(self.cfg.state_dir)
         _, clock_state = self.clock.now()
         body: dict[str, Any] = {
