@@ -55,3 +55,31 @@ def verify_records(records: list[dict[str, Any]], keys: list[Any]) -> Verifier:
         v.add(r)
     v.finish()
     return v
+
+
+def unplug_replug(driver: Any, twin: Any, n_after: int, *, lost: str = r"(read|write) failed",
+                  timeout_s: float = 3.0) -> list[Any]:
+    """Read, pull the twin's cable, see the driver report it and fail to reopen, plug back, read again.
+
+    Returns the readings after the replug; the twin is stopped and the driver closed either way.
+    """
+    import pytest
+
+    from edge_agent.drivers.base import DeviceUnavailable
+
+    try:
+        driver.open()
+        assert read_until(driver, 2, timeout_s)[0], "no reading before the unplug"
+        twin.unplug()
+        with pytest.raises(DeviceUnavailable, match=lost):
+            read_until(driver, 100, 2.0)
+        driver.close()
+        with pytest.raises(DeviceUnavailable, match="cannot open"):
+            driver.open()
+        twin.replug()
+        driver.open()
+        got, _ = read_until(driver, n_after, timeout_s)
+    finally:
+        driver.close()
+        twin.stop()
+    return got

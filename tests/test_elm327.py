@@ -34,7 +34,7 @@ from edge_agent.drivers.twins.elm327_twin import (
     Elm327Twin,
     ObdState,
 )
-from tests.helpers import read_until
+from tests.helpers import read_until, unplug_replug
 
 DATA = Path(__file__).parent / "data" / "obd"
 
@@ -344,21 +344,7 @@ def test_elm327_driver__silent_adapter_times_out_then_unavailable(tmp_path: Path
 def test_elm327_driver__unplug_then_replug_reinitialises(tmp_path: Path) -> None:
     twin = Elm327Twin(tmp_path / "obd", scenario=_steady()).start()
     driver = Elm327Driver(_cfg(twin.path, pids=["speed"]))
-    try:
-        driver.open()
-        assert read_until(driver, 2, 3.0)[0]
-        twin.unplug()
-        with pytest.raises(DeviceUnavailable, match=r"(read|write) failed"):
-            read_until(driver, 100, 2.0)
-        driver.close()
-        with pytest.raises(DeviceUnavailable, match="cannot open"):
-            driver.open()
-        twin.replug()
-        driver.open()
-        got, _ = read_until(driver, 2, 3.0)
-    finally:
-        driver.close()
-        twin.stop()
+    got = unplug_replug(driver, twin, 2)
     assert [r.speed_kmh for r in got] == [42.0, 42.0]  # type: ignore[union-attr]
     assert twin.requests.count("ATZ") == 2
 

@@ -21,7 +21,7 @@ from edge_agent.drivers.lls import (
     parse_lls_frame,
 )
 from edge_agent.drivers.twins.lls_twin import LlsScenario, LlsSegment, LlsTwin, crc8_dallas
-from tests.helpers import read_until
+from tests.helpers import read_until, unplug_replug
 
 
 def _cfg(port: str, **kw: object) -> LlsConfig:
@@ -203,22 +203,7 @@ def test_lls_driver__wrong_address_is_silence_then_unavailable(tmp_path: Path) -
 def test_lls_driver__unplug_then_replug(tmp_path: Path) -> None:
     twin = LlsTwin(tmp_path / "lls", scenario=_steady(500)).start()
     driver = LlsDriver(_cfg(twin.path))
-    try:
-        driver.open()
-        assert read_until(driver, 2)[0]
-        twin.unplug()
-        with pytest.raises(DeviceUnavailable, match=r"(read|write) failed"):
-            for _ in range(20):
-                driver.read(0.1)
-        driver.close()
-        with pytest.raises(DeviceUnavailable, match="cannot open"):
-            driver.open()
-        twin.replug()
-        driver.open()
-        got, _ = read_until(driver, 2)
-    finally:
-        driver.close()
-        twin.stop()
+    got = unplug_replug(driver, twin, 2)
     assert [r.level_pct for r in got] == [pytest.approx(500 / 4095 * 100)] * 2
 
 

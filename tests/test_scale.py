@@ -14,7 +14,7 @@ from edge_agent.config import format_validation_error
 from edge_agent.drivers.base import DeviceUnavailable, FrameError
 from edge_agent.drivers.scale import ScaleConfig, ScaleDriver, ScaleValue, parse_scale_line
 from edge_agent.drivers.twins.scale_twin import ScaleScenario, ScaleSegment, ScaleTwin, format_line
-from tests.helpers import read_until
+from tests.helpers import read_until, unplug_replug
 
 DATA = Path(__file__).parent / "data" / "scale"
 
@@ -250,22 +250,7 @@ def test_scale_driver__unplug_raises_device_unavailable_and_replug_reads_again(t
     scenario = ScaleScenario((ScaleSegment(100.0, 42.0, True),), start_kg=42.0)
     twin = ScaleTwin(tmp_path / "scale", fmt="and", scenario=scenario, interval_s=0.02).start()
     driver = ScaleDriver(ScaleConfig(kind="scale", port=twin.path))
-    try:
-        driver.open()
-        assert read_until(driver, 2)[0]
-        twin.unplug()
-        with pytest.raises(DeviceUnavailable, match="read failed"):
-            for _ in range(20):
-                driver.read(0.1)
-        driver.close()
-        with pytest.raises(DeviceUnavailable, match="cannot open"):
-            driver.open()
-        twin.replug()
-        driver.open()
-        got, _bad = read_until(driver, 3)
-    finally:
-        driver.close()
-        twin.stop()
+    got = unplug_replug(driver, twin, 3, lost="read failed")
     assert [w.load_kg for w in got] == [42.0] * 3
 
 
