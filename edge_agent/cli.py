@@ -96,10 +96,7 @@ def cmd_init(args: argparse.Namespace) -> int:
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
     cfg = load_or_exit(args)
-    try:
-        key = load_key(cfg.key_path)
-    except KeyError_ as exc:
-        return fail(str(exc))
+    key = load_key(cfg.key_path)  # a KeyError_ becomes one clean line in main()
     print(f"device id:  {cfg.device.id}")
     print(f"key id:     {key.key_id}")
     print(f"public key: {public_raw_b64(key.public)}")
@@ -109,10 +106,7 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
 
 def cmd_keys_export(args: argparse.Namespace) -> int:
     cfg = load_or_exit(args)
-    try:
-        key = load_key(cfg.key_path)
-    except KeyError_ as exc:
-        return fail(str(exc))
+    key = load_key(cfg.key_path)  # a KeyError_ becomes one clean line in main()
     sys.stdout.write(public_pem(key.public).decode("ascii"))
     return EXIT_OK
 
@@ -257,10 +251,7 @@ def cmd_outbox_export(args: argparse.Namespace) -> int:
 def cmd_verify(args: argparse.Namespace) -> int:
     from edge_agent.verify import FAIL, Verifier
 
-    try:
-        keys = load_public_keys(Path(args.pubkey))
-    except KeyError_ as exc:
-        return fail(str(exc))
+    keys = load_public_keys(Path(args.pubkey))  # a KeyError_ becomes one clean line in main()
     if args.mqtt:
         v = Verifier(keys, strict_order=False)
         rc = _verify_mqtt(v, args)
