@@ -219,7 +219,10 @@ def test_status__works_with_and_without_daemon(broker: Broker, tmp_path: Path, r
     try:
         if proc:
             db = load_config(cfg).db_path
-            assert wait_until(lambda: last_delivered(db) >= 1, 20)
+            if not wait_until(lambda: last_delivered(db) >= 1, 20):
+                _, out = stop_agent(proc)
+                proc = None
+                pytest.fail(f"nothing delivered in 20 s; agent said:\n{out[-3000:]}")
             time.sleep(1)
         r = subprocess.run([sys.executable, "-m", "edge_agent.cli", "status", "--json", "--config", str(cfg)],
                            capture_output=True, text=True, timeout=30, check=False)
