@@ -51,16 +51,22 @@ def run_service(slips: list[tuple[Path, dict[str, Any]]], work: Path) -> tuple[l
             done.set()
 
     with ScannerTwin(work / "ttyACM0") as scanner:
-        cfg = parse_config({"profile": "bench", "device": {"id": "bench-bm", "site": "lab"},
-                            "state_dir": str(work / "state"),
-                            "bench": {"camera": {"kind": "folder", "path": str(work / "drop"), "settle_s": 0,
-                                                 "poll_interval_s": 0.05},
-                                      "scanner": {"kind": "serial", "port": scanner.path}}}, "bench.toml")
+        cfg = parse_config(
+            {
+                "profile": "bench",
+                "device": {"id": "bench-bm", "site": "lab"},
+                "state_dir": str(work / "state"),
+                "bench": {
+                    "camera": {"kind": "folder", "path": str(work / "drop"), "settle_s": 0, "poll_interval_s": 0.05},
+                    "scanner": {"kind": "serial", "port": scanner.path},
+                },
+            },
+            "bench.toml",
+        )
         today = date.fromisoformat(slips[0][1]["return_date"]) + timedelta(days=3)
         camera = FolderCameraTwin(work / "drop")
         svc = BenchService(inspector=Inspector(cfg.bench, today=lambda: today))
-        svc.start(ServiceContext(config=cfg, emit=emit, clock=Clock(), state_dir=cfg.state_dir,
-                                 stop=threading.Event()))
+        svc.start(ServiceContext(config=cfg, emit=emit, clock=Clock(), state_dir=cfg.state_dir, stop=threading.Event()))
         totals, inspect_s = [], []
         try:
             time.sleep(1.0)  # scanner port opened
@@ -87,8 +93,13 @@ def run_cli(slips: list[tuple[Path, dict[str, Any]]]) -> tuple[list[float], floa
     times = []
     for path, truth in slips:
         t0 = time.monotonic()
-        subprocess.run([*exe, "ocr", "--json", "--scan", truth["order_no"], str(path)], check=False,
-                       stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=120)
+        subprocess.run(
+            [*exe, "ocr", "--json", "--scan", truth["order_no"], str(path)],
+            check=False,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            timeout=120,
+        )
         times.append(time.monotonic() - t0)
     return times, resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
 
@@ -120,8 +131,10 @@ def main() -> int:
     print(row("photo on disk -> verdict emitted", totals, "`edge-agent ocr` process per file", cli_times))
     print(row("  of which capture + pairing (folder poll, decode, queue)", overhead, "-", None))
     print(row("  of which inspection (OCR, fields, rules)", inspect_s, "-", None))
-    print(f"| resident memory (MB) | {rss:.0f} (this whole process: service + slip generator) | largest `ocr` "
-          f"process | {cli_rss:.0f} |")
+    print(
+        f"| resident memory (MB) | {rss:.0f} (this whole process: service + slip generator) | largest `ocr` "
+        f"process | {cli_rss:.0f} |"
+    )
     return 0
 
 

@@ -22,9 +22,21 @@ import psutil
 def agent_rss(profile: str, duration_s: float) -> tuple[float, float]:
     with tempfile.TemporaryDirectory() as work:
         demo = subprocess.Popen(
-            [sys.executable, "-m", "edge_agent.cli", "demo", "--profile", profile, "--duration", str(duration_s),
-             "--json", "--dir", work],
-            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+            [
+                sys.executable,
+                "-m",
+                "edge_agent.cli",
+                "demo",
+                "--profile",
+                profile,
+                "--duration",
+                str(duration_s),
+                "--json",
+                "--dir",
+                work,
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
         )
         samples: list[float] = []
         peak = 0.0
@@ -39,13 +51,15 @@ def agent_rss(profile: str, duration_s: float) -> tuple[float, float]:
                 except psutil.Error:
                     pass
             time.sleep(0.5)
-        idle = statistics.median(samples[len(samples) // 2:]) if samples else float("nan")
+        idle = statistics.median(samples[len(samples) // 2 :]) if samples else float("nan")
         return idle, peak
 
 
 def bare_paho_rss() -> float:
-    code = ("import time, paho.mqtt.client as m; from paho.mqtt.enums import CallbackAPIVersion as V;"
-            "c = m.Client(V.VERSION2); time.sleep(3)")
+    code = (
+        "import time, paho.mqtt.client as m; from paho.mqtt.enums import CallbackAPIVersion as V;"
+        "c = m.Client(V.VERSION2); time.sleep(3)"
+    )
     p = subprocess.Popen([sys.executable, "-c", code])
     time.sleep(2)
     rss = psutil.Process(p.pid).memory_info().rss / 1048576

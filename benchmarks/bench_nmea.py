@@ -57,16 +57,34 @@ def main() -> None:
     t_ours, t_plain = _best(ours), _best(plain)
     print(f"{len(lines)} sentences from {LOG_DIR}")
     print(f"{'what':<52} {'sentences/s':>12} {'us/sentence':>12}")
-    print(f"{'edge-agent NmeaDecoder (checksum, parse, epochs)':<52} {len(lines) / t_ours:>12,.0f} "
-          f"{t_ours / len(lines) * 1e6:>12.1f}")
-    print(f"{'plain pynmea2.parse(check=True), no assembly':<52} {len(lines) / t_plain:>12,.0f} "
-          f"{t_plain / len(lines) * 1e6:>12.1f}")
+    print(
+        f"{'edge-agent NmeaDecoder (checksum, parse, epochs)':<52} {len(lines) / t_ours:>12,.0f} "
+        f"{t_ours / len(lines) * 1e6:>12.1f}"
+    )
+    print(
+        f"{'plain pynmea2.parse(check=True), no assembly':<52} {len(lines) / t_plain:>12,.0f} "
+        f"{t_plain / len(lines) * 1e6:>12.1f}"
+    )
 
     # End to end: fixes through clean -> drift -> trips -> telemetry -> records.
     n = 36_000
     t0 = datetime(2025, 1, 1, tzinfo=UTC)
-    fixes = [Fix(t0 + timedelta(seconds=i), 30.0, 120.0 + i * 2e-4 * (i % 600 < 500), 72.0 if i % 600 < 500 else 0.0,
-                 90.0, True, 1, 9, 0.9, 10.0, "") for i in range(n)]
+    fixes = [
+        Fix(
+            t0 + timedelta(seconds=i),
+            30.0,
+            120.0 + i * 2e-4 * (i % 600 < 500),
+            72.0 if i % 600 < 500 else 0.0,
+            90.0,
+            True,
+            1,
+            9,
+            0.9,
+            10.0,
+            "",
+        )
+        for i in range(n)
+    ]
     records = 0
 
     def pipe() -> None:
@@ -75,8 +93,10 @@ def main() -> None:
         records = sum(len(p.push_fix(f)) for f in fixes) + len(p.finish())
 
     t_pipe = _best(pipe, 3)
-    print(f"{'pipeline: fixes -> records (clean, trips, telemetry)':<52} {n / t_pipe:>12,.0f} "
-          f"{t_pipe / n * 1e6:>12.1f}   ({records} records from {n} fixes)")
+    print(
+        f"{'pipeline: fixes -> records (clean, trips, telemetry)':<52} {n / t_pipe:>12,.0f} "
+        f"{t_pipe / n * 1e6:>12.1f}   ({records} records from {n} fixes)"
+    )
 
 
 if __name__ == "__main__":

@@ -59,8 +59,9 @@ def _stock_reading(engine: Any, img: np.ndarray) -> Any:
     out = engine(img)
     ms = (time.perf_counter() - t0) * 1000
     lines = []
-    for box, text, score in zip(out.boxes if out.boxes is not None else [], out.txts or (), out.scores or (),
-                                strict=False):
+    for box, text, score in zip(
+        out.boxes if out.boxes is not None else [], out.txts or (), out.scores or (), strict=False
+    ):
         pts = np.asarray(box)
         x0, y0 = pts.min(axis=0)
         x1, y1 = pts.max(axis=0)
@@ -96,8 +97,15 @@ def run_engine(engine_name: str, items: list[dict[str, Any]]) -> dict[str, Any]:
             codes = read_barcodes(img, ["Code128"])
             ms = (time.perf_counter() - t) * 1000
             got = {"order_no": codes[0].text if codes else None}
-            results.append({"tier": it["tier"], "fields": got, "review": not codes,
-                            "timing": {"barcodes": ms, "total": ms}, "ok": True})
+            results.append(
+                {
+                    "tier": it["tier"],
+                    "fields": got,
+                    "review": not codes,
+                    "timing": {"barcodes": ms, "total": ms},
+                    "ok": True,
+                }
+            )
             continue
         t = time.perf_counter()
         reading = _stock_reading(stock, img) if engine_name == "stock" else reader.read(img)
@@ -105,8 +113,15 @@ def run_engine(engine_name: str, items: list[dict[str, Any]]) -> dict[str, Any]:
         total = (time.perf_counter() - t) * 1000
         timing = dict(res.timing_ms)
         timing["end_to_end"] = total
-        results.append({"tier": it["tier"], "fields": res.fields, "review": res.needs_review,
-                        "timing": timing, "ok": reading.quality.ok})
+        results.append(
+            {
+                "tier": it["tier"],
+                "fields": res.fields,
+                "review": res.needs_review,
+                "timing": timing,
+                "ok": reading.quality.ok,
+            }
+        )
     # VmHWM belongs to this process image (ru_maxrss would carry the parent's high-water mark across exec)
     hwm = next(ln for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("VmHWM:"))
     peak_mb = int(hwm.split()[1]) / 1024
@@ -118,10 +133,15 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def report(items: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
-    print(f"\n{len(items) // len(TIERS)} photos per tier, 1600x1200, one core "
-          f"(affinity {sorted(os.sched_getaffinity(0))})\n")
-    head = f"{'engine':<16}{'tier':<9}" + "".join(f"{f[:8]:>9}" for f in FIELDS) + \
-        f"{'all six':>9}{'review':>8}{'refused':>8}{'median ms':>11}{'p95 ms':>9}"
+    print(
+        f"\n{len(items) // len(TIERS)} photos per tier, 1600x1200, one core "
+        f"(affinity {sorted(os.sched_getaffinity(0))})\n"
+    )
+    head = (
+        f"{'engine':<16}{'tier':<9}"
+        + "".join(f"{f[:8]:>9}" for f in FIELDS)
+        + f"{'all six':>9}{'review':>8}{'refused':>8}{'median ms':>11}{'p95 ms':>9}"
+    )
     print(head)
     print("-" * len(head))
     medians: dict[str, float] = {}
@@ -135,17 +155,22 @@ def report(items: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
                     acc.append(float("nan"))
                     continue
                 acc.append(sum(r["fields"].get(f) == _truth_value(it["truth"], f) for it, r in rows) / n)
-            all_six = (sum(all(r["fields"].get(f) == _truth_value(it["truth"], f) for f in FIELDS) for it, r in rows)
-                       / n) if run["engine"] != "barcode" else float("nan")
+            all_six = (
+                (sum(all(r["fields"].get(f) == _truth_value(it["truth"], f) for f in FIELDS) for it, r in rows) / n)
+                if run["engine"] != "barcode"
+                else float("nan")
+            )
             review = sum(r["review"] for _, r in rows) / n
             refused = sum(not r["ok"] for _, r in rows) / n
             key = "end_to_end" if run["engine"] != "barcode" else "total"
             lat = [r["timing"][key] for _, r in rows]
             medians.setdefault(run["engine"], 0.0)
-            print(f"{run['engine']:<16}{tier:<9}" + "".join(
-                f"{'-':>9}" if np.isnan(a) else f"{a:>9.0%}" for a in acc)
+            print(
+                f"{run['engine']:<16}{tier:<9}"
+                + "".join(f"{'-':>9}" if np.isnan(a) else f"{a:>9.0%}" for a in acc)
                 + (f"{'-':>9}" if np.isnan(all_six) else f"{all_six:>9.0%}")
-                + f"{review:>8.0%}{refused:>8.0%}{_pct(lat, 50):>11.0f}{_pct(lat, 95):>9.0f}")
+                + f"{review:>8.0%}{refused:>8.0%}{_pct(lat, 50):>11.0f}{_pct(lat, 95):>9.0f}"
+            )
         key = "end_to_end" if run["engine"] != "barcode" else "total"
         medians[run["engine"]] = _pct([r["timing"][key] for r in run["results"]], 50)
     print("\nper-stage latency, all tiers (median / p95 ms)")
@@ -160,15 +185,18 @@ def report(items: list[dict[str, Any]], runs: list[dict[str, Any]]) -> None:
     for run in runs:
         print(f"  {run['engine']:<12} {run['peak_rss_mb']:>7.0f} MB   load {run['load_ms']:.0f} ms")
     if "ours" in medians and "stock" in medians:
-        print(f"\nmedian end-to-end: ours {medians['ours']:.0f} ms vs stock {medians['stock']:.0f} ms "
-              f"-> {medians['stock'] / medians['ours']:.1f}x faster")
+        print(
+            f"\nmedian end-to-end: ours {medians['ours']:.0f} ms vs stock {medians['stock']:.0f} ms "
+            f"-> {medians['stock'] / medians['ours']:.1f}x faster"
+        )
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=30, help="photos per tier (default 30)")
-    ap.add_argument("--engines", default="ours,stock,tesseract,barcode",
-                    help="comma list of ours, stock, tesseract, barcode")
+    ap.add_argument(
+        "--engines", default="ours,stock,tesseract,barcode", help="comma list of ours, stock, tesseract, barcode"
+    )
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--items", help=argparse.SUPPRESS)
     args = ap.parse_args()
@@ -186,8 +214,13 @@ def main() -> int:
         runs = []
         for name in args.engines.split(","):
             t = time.perf_counter()
-            out = subprocess.run([sys.executable, __file__, "--child", name, "--items", str(items_path)],
-                                 check=True, capture_output=True, text=True, timeout=7200)
+            out = subprocess.run(
+                [sys.executable, __file__, "--child", name, "--items", str(items_path)],
+                check=True,
+                capture_output=True,
+                text=True,
+                timeout=7200,
+            )
             runs.append(json.loads(out.stdout.strip().splitlines()[-1]))
             print(f"{name}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
     report(items, runs)

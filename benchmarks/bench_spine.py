@@ -43,12 +43,15 @@ class Mosquitto:
     def __init__(self, d: Path) -> None:
         self.port = free_port()
         conf = d / "m.conf"
-        conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
-                        "max_inflight_messages 0\nmax_queued_messages 0\n")
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            "max_inflight_messages 0\nmax_queued_messages 0\n"
+        )
         exe = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         # The broker runs on the other core: it stands for the central side, not the device.
-        self.proc = subprocess.Popen(["taskset", "-c", "1", exe, "-c", str(conf)],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        self.proc = subprocess.Popen(
+            ["taskset", "-c", "1", exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
         for _ in range(100):
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.1):
                 return
@@ -82,13 +85,24 @@ def bench_append(d: Path, n: int) -> tuple[float, float]:
 
 
 def bench_drain(d: Path, n: int, broker: Mosquitto) -> tuple[float, float]:
-    cfg = parse_config({"profile": "sensors", "device": {"id": "bench", "site": "lab"}, "state_dir": str(d / "drain"),
-                        "mqtt": {"url": f"mqtt://127.0.0.1:{broker.port}"}})
+    cfg = parse_config(
+        {
+            "profile": "sensors",
+            "device": {"id": "bench", "site": "lab"},
+            "state_dir": str(d / "drain"),
+            "mqtt": {"url": f"mqtt://127.0.0.1:{broker.port}"},
+        }
+    )
     key = generate_key(cfg.key_path)
     ob, _ = Outbox.open_checked(cfg.db_path)
     for start in range(0, n, 1000):
-        ob.append([("telemetry", {**BODY, "i": i}) for i in range(start, min(n, start + 1000))], device="bench",
-                  key=key, clock=Clock(), max_bytes=1 << 40)
+        ob.append(
+            [("telemetry", {**BODY, "i": i}) for i in range(start, min(n, start + 1000))],
+            device="bench",
+            key=key,
+            clock=Clock(),
+            max_bytes=1 << 40,
+        )
     payloads = [data for _, _, data in ob.undelivered(0, n)]
     sync = MqttSync(cfg, cfg.db_path)
     t = time.perf_counter()
@@ -123,8 +137,14 @@ def bench_drain(d: Path, n: int, broker: Mosquitto) -> tuple[float, float]:
 
 
 def bench_end_to_end(d: Path, n: int, broker: Mosquitto) -> float:
-    cfg = parse_config({"profile": "sensors", "device": {"id": "e2e", "site": "lab"}, "state_dir": str(d / "e2e"),
-                        "mqtt": {"url": f"mqtt://127.0.0.1:{broker.port}"}})
+    cfg = parse_config(
+        {
+            "profile": "sensors",
+            "device": {"id": "e2e", "site": "lab"},
+            "state_dir": str(d / "e2e"),
+            "mqtt": {"url": f"mqtt://127.0.0.1:{broker.port}"},
+        }
+    )
     key = generate_key(cfg.key_path)
     ob, _ = Outbox.open_checked(cfg.db_path)
     sync = MqttSync(cfg, cfg.db_path)
@@ -151,8 +171,9 @@ def make_record_rate(d: Path, n: int) -> float:
     t = time.perf_counter()
     for i in range(n):
         now, st = clock.now()
-        rec = make_record(device="x", seq=i + 1, ts=format_ts(now), clock=st, kind="telemetry", body=BODY, prev=prev,
-                          key=key)
+        rec = make_record(
+            device="x", seq=i + 1, ts=format_ts(now), clock=st, kind="telemetry", body=BODY, prev=prev, key=key
+        )
         encode(rec)
         prev = rec["hash"]
     return n / (time.perf_counter() - t)
@@ -182,8 +203,10 @@ def main() -> int:
     ap.add_argument("--records", type=int, default=20000, help="records for the append and end-to-end rows")
     ap.add_argument("--backlog", type=int, default=50000, help="backlog size for the drain row")
     args = ap.parse_args()
-    print(f"cpu affinity: {sorted(os.sched_getaffinity(0))}  (run with taskset -c 0 for the device figure)",
-          file=sys.stderr)
+    print(
+        f"cpu affinity: {sorted(os.sched_getaffinity(0))}  (run with taskset -c 0 for the device figure)",
+        file=sys.stderr,
+    )
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         sign_rate = make_record_rate(d, 5000)
@@ -197,10 +220,14 @@ def main() -> int:
     print("| measure | edge-agent | alternative, same run |")
     print("|---|---|---|")
     print(f"| build + sign + encode a record (no I/O) | {sign_rate:,.0f} records/s | - |")
-    print(f"| append durably (signed, chained, group commit, synchronous=FULL) | {ours:,.0f} records/s | "
-          f"{naive:,.0f} records/s with one commit per record |")
-    print(f"| drain a {args.backlog:,}-record backlog to local mosquitto (QoS 1, marked on PUBACK) | {drain:.1f} s "
-          f"({args.backlog / drain:,.0f}/s) | {bare:.1f} s with bare paho QoS 1, nothing persisted |")
+    print(
+        f"| append durably (signed, chained, group commit, synchronous=FULL) | {ours:,.0f} records/s | "
+        f"{naive:,.0f} records/s with one commit per record |"
+    )
+    print(
+        f"| drain a {args.backlog:,}-record backlog to local mosquitto (QoS 1, marked on PUBACK) | {drain:.1f} s "
+        f"({args.backlog / drain:,.0f}/s) | {bare:.1f} s with bare paho QoS 1, nothing persisted |"
+    )
     print(f"| end to end: emit -> committed -> PUBACK | {e2e:,.0f} records/s | - |")
     return 0
 

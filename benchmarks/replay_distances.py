@@ -50,8 +50,10 @@ def main() -> None:
         ours = s["distance_km"]
         diff = (ours - plain) / plain * 100 if plain > 0 else 0.0
         rej = ",".join(f"{k}:{v}" for k, v in sorted(s["rejected"].items()))
-        print(f"{p.name:<36} {plain:>9.3f} {ours:>9.3f} {diff:>7.1f}  {s['fixes_used']:>5}/{s['fixes_rejected']:<7} "
-              f"{s['drift_suppressed']:>11}  {rej}")
+        print(
+            f"{p.name:<36} {plain:>9.3f} {ours:>9.3f} {diff:>7.1f}  {s['fixes_used']:>5}/{s['fixes_rejected']:<7} "
+            f"{s['drift_suppressed']:>11}  {rej}"
+        )
 
 
 if __name__ == "__main__":

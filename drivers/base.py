@@ -126,8 +126,9 @@ class DriverRunner(Generic[R]):
         if not self._outage:
             self._outage = True
             self._outage_attempts = 0
-            log.warning("%s: %s (%s); retrying with backoff", self.driver.name, what, self.last_error,
-                        exc_info=unexpected)
+            log.warning(
+                "%s: %s (%s); retrying with backoff", self.driver.name, what, self.last_error, exc_info=unexpected
+            )
         else:
             log.debug("%s: still unavailable: %s", self.driver.name, self.last_error)
         self._outage_attempts += 1

@@ -134,7 +134,7 @@ def parse_elm_response(text: str, pid: int, mode: int = 0x01) -> bytes:
             continue
         if not _is_hex(compact) or len(compact) % 2:
             raise FrameError(f"{request}: garbled answer {line!r}")
-        data = bytes.fromhex(compact[len(answer):])
+        data = bytes.fromhex(compact[len(answer) :])
         if len(data) < need:
             raise FrameError(f"{request}: truncated answer {line!r}: expected {need} data byte(s), got {len(data)}")
         return data[:need]
@@ -211,8 +211,7 @@ class Elm327Driver:
     # -- lifecycle ---------------------------------------------------------
     def open(self) -> None:
         self.close()
-        self._ser = open_serial(self.cfg.port, baudrate=self.cfg.baud, timeout=_READ_SLICE_S,
-                                              write_timeout=1.0)
+        self._ser = open_serial(self.cfg.port, baudrate=self.cfg.baud, timeout=_READ_SLICE_S, write_timeout=1.0)
         self._buf.clear()
         self._queue.clear()
         self._pending = None
@@ -396,8 +395,14 @@ class Elm327Driver:
         if pid in SUPPORT_PIDS:
             self._learn_support(pid, data)
             return None
-        line = next((ln.strip() for ln in text.replace("\n", "\r").split("\r")
-                     if ln.replace(" ", "").upper().startswith(f"41{pid:02X}")), text.strip())
+        line = next(
+            (
+                ln.strip()
+                for ln in text.replace("\n", "\r").split("\r")
+                if ln.replace(" ", "").upper().startswith(f"41{pid:02X}")
+            ),
+            text.strip(),
+        )
         value = decode_pid(pid, data)
         t_mono, t_utc = time.monotonic(), datetime.now(UTC)
         if pid == PID_SPEED:
@@ -415,5 +420,10 @@ class Elm327Driver:
             self._supported = set()
         self._supported |= found
         if base == SUPPORT_PIDS[-1]:
-            log.info("%s: vehicle supports %d service 01 PIDs (5E fuel rate: %s, 10 MAF: %s)", self.name,
-                     len(self._supported), PID_FUEL_RATE in self._supported, PID_MAF in self._supported)
+            log.info(
+                "%s: vehicle supports %d service 01 PIDs (5E fuel rate: %s, 10 MAF: %s)",
+                self.name,
+                len(self._supported),
+                PID_FUEL_RATE in self._supported,
+                PID_MAF in self._supported,
+            )

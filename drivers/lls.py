@@ -157,8 +157,7 @@ class LlsDriver:
 
     def open(self) -> None:
         self.close()
-        self._ser = open_serial(self.cfg.port, baudrate=self.cfg.baud, timeout=_READ_SLICE_S,
-                                              write_timeout=1.0)
+        self._ser = open_serial(self.cfg.port, baudrate=self.cfg.baud, timeout=_READ_SLICE_S, write_timeout=1.0)
         self._buf.clear()
         self._next_poll = 0.0
         self._pending_until = None
@@ -247,8 +246,7 @@ class LlsDriver:
     def _reading(self, frame: bytes) -> FuelLevel:
         decoded = parse_lls_frame(frame)
         if decoded.address != self.cfg.address:
-            raise FrameError(f"LLS frame {frame.hex(' ')}: from address {decoded.address}, "
-                             f"expected {self.cfg.address}")
+            raise FrameError(f"LLS frame {frame.hex(' ')}: from address {decoded.address}, expected {self.cfg.address}")
         self._pending_until = None
         self._last_answer = time.monotonic()
         pct = min(max(decoded.level_raw / self.cfg.raw_max * 100.0, 0.0), 100.0)

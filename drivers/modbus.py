@@ -151,7 +151,8 @@ class ModbusMeterConfig(BaseModel):
 
     kind: Annotated[Literal["modbus"], Expect('"modbus"')] = "modbus"
     name: Annotated[
-        str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"),
+        str,
+        Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"),
         Expect("1-64 letters, digits, '.', '_' or '-', e.g. cold-room-1"),
     ]
     port: Annotated[str, Field(min_length=1), Expect("a serial device or pyserial URL, e.g. /dev/ttyUSB0")]
@@ -164,17 +165,14 @@ class ModbusMeterConfig(BaseModel):
     timeout_s: Annotated[float, Field(gt=0, le=1.0), Expect("a number of seconds > 0 and <= 1")] = 0.5
     # A shipped map name (config/meters/NAME.toml) or a path to a map file.
     map: Annotated[
-        str | None, Field(min_length=1),
+        str | None,
+        Field(min_length=1),
         Expect("the name of a shipped meter map (see config/meters/) or a path to a .toml map"),
     ] = None
     # Registers of your own, added to the map's (a same-named register replaces the map's).
-    registers: Annotated[list[RegisterSpec], Expect("a list of [[...registers]] tables")] = Field(
-        default_factory=list
-    )
+    registers: Annotated[list[RegisterSpec], Expect("a list of [[...registers]] tables")] = Field(default_factory=list)
     energy_register: Annotated[str | None, Expect("the name of one of this meter's registers")] = None
-    max_registers_per_read: Annotated[int | None, Field(ge=1, le=MAX_READ_REGISTERS), Expect("an integer 1-125")] = (
-        None
-    )
+    max_registers_per_read: Annotated[int | None, Field(ge=1, le=MAX_READ_REGISTERS), Expect("an integer 1-125")] = None
     # Unused registers a single read may span to merge two blocks (0: only adjacent ones; some
     # meters answer "illegal data address" for gaps).
     max_gap_registers: Annotated[int, Field(ge=0, le=32), Expect("an integer 0-32")] = 0
@@ -358,8 +356,10 @@ def decode_block(block: Block, words: Sequence[int]) -> dict[str, float]:
     """Values of every register in a block from the words read."""
     if len(words) != block.count:
         raise FrameError(f"expected {block.count} words from {block.address}, got {len(words)}")
-    return {r.name: decode_value(words[r.address - block.address : r.address - block.address + r.words], r)
-            for r in block.registers}
+    return {
+        r.name: decode_value(words[r.address - block.address : r.address - block.address + r.words], r)
+        for r in block.registers
+    }
 
 
 # ---------------------------------------------------------------- the driver
@@ -485,7 +485,10 @@ class ModbusMeterDriver:
         if values:
             self._silent_polls = 0
             return MeterReading(
-                t_mono=t_mono, t_utc=t_utc, meter=self.name, values=values,
+                t_mono=t_mono,
+                t_utc=t_utc,
+                meter=self.name,
+                values=values,
                 units={r.name: r.unit for b in self.blocks for r in b.registers if r.name in values},
                 raw=" | ".join(raws),
             )
@@ -494,7 +497,8 @@ class ModbusMeterDriver:
             if self._silent_polls >= self.cfg.silent_polls_max:
                 self._silent_polls = 0
                 raise DeviceUnavailable(
-                    f"{self.cfg.port}: unit {self.cfg.unit_id} did not answer {self.cfg.silent_polls_max} polls")
+                    f"{self.cfg.port}: unit {self.cfg.unit_id} did not answer {self.cfg.silent_polls_max} polls"
+                )
             return None
         self._silent_polls = 0
         raise FrameError(f"{self.cfg.port}: unit {self.cfg.unit_id}: " + "; ".join(problems))
@@ -532,8 +536,10 @@ class ExceptionReply(FrameError):
     """The meter answered a read with a Modbus exception (usually: a register the map has wrong)."""
 
     def __init__(self, unit_id: int, code: int, block: Block) -> None:
-        super().__init__(f"unit {unit_id} answered exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')}) "
-                         f"to a read of {block.count} register(s) at {block.address}")
+        super().__init__(
+            f"unit {unit_id} answered exception {code} ({EXCEPTION_NAMES.get(code, 'unknown')}) "
+            f"to a read of {block.count} register(s) at {block.address}"
+        )
         self.code = code
         self.block = block
 
@@ -548,4 +554,3 @@ def _quiet_pymodbus() -> None:
     pm = logging.getLogger("pymodbus.logging")
     if pm.level == logging.NOTSET:
         pm.setLevel(logging.CRITICAL)
-

@@ -194,10 +194,17 @@ def _decode(talker: str, kind: str, f: list[str], raw: str) -> Sentence:  # noqa
     if kind == "RMC":
         knots = _float(f[6])
         return Sentence(
-            talker, kind, tod=_tod(f[0]), day=_ddmmyy(f[8]), lat=_coord(f[2], f[3], 2), lon=_coord(f[4], f[5], 3),
+            talker,
+            kind,
+            tod=_tod(f[0]),
+            day=_ddmmyy(f[8]),
+            lat=_coord(f[2], f[3], 2),
+            lon=_coord(f[4], f[5], 3),
             # Status A = data valid; NMEA 2.3+ mode indicator N (no fix) or S (simulator) override it.
             valid=f[1] == "A" and f[11][:1] not in ("N", "S"),
-            speed_kmh=knots * KNOT_KMH if knots is not None else None, course_deg=_float(f[7]), raw=raw,
+            speed_kmh=knots * KNOT_KMH if knots is not None else None,
+            course_deg=_float(f[7]),
+            raw=raw,
         )
     if kind in ("GGA", "GNS"):
         valid: bool | None
@@ -208,13 +215,27 @@ def _decode(talker: str, kind: str, f: list[str], raw: str) -> Sentence:  # noqa
             quality = None
             valid = any(c in "ADPRFE" for c in f[5]) if f[5] else None
         return Sentence(
-            talker, kind, tod=_tod(f[0]), lat=_coord(f[1], f[2], 2), lon=_coord(f[3], f[4], 3), valid=valid,
-            quality=quality, satellites=_int(f[6]), hdop=_float(f[7]), altitude_m=_float(f[8]), raw=raw,
+            talker,
+            kind,
+            tod=_tod(f[0]),
+            lat=_coord(f[1], f[2], 2),
+            lon=_coord(f[3], f[4], 3),
+            valid=valid,
+            quality=quality,
+            satellites=_int(f[6]),
+            hdop=_float(f[7]),
+            altitude_m=_float(f[8]),
+            raw=raw,
         )
     if kind == "GLL":
         return Sentence(
-            talker, kind, tod=_tod(f[4]), lat=_coord(f[0], f[1], 2), lon=_coord(f[2], f[3], 3),
-            valid=(f[5] == "A" and f[6][:1] not in ("N", "S")) if f[5] else None, raw=raw,
+            talker,
+            kind,
+            tod=_tod(f[4]),
+            lat=_coord(f[0], f[1], 2),
+            lon=_coord(f[2], f[3], 3),
+            valid=(f[5] == "A" and f[6][:1] not in ("N", "S")) if f[5] else None,
+            raw=raw,
         )
     if kind == "VTG":
         kmh = _float(f[6])
@@ -226,8 +247,12 @@ def _decode(talker: str, kind: str, f: list[str], raw: str) -> Sentence:  # noqa
         mode = _int(f[1])
         used = sum(1 for prn in f[2:14] if prn)
         return Sentence(
-            talker, kind, valid=None if mode is None else mode >= 2, satellites=used or None,
-            hdop=_float(f[15]), raw=raw,
+            talker,
+            kind,
+            valid=None if mode is None else mode >= 2,
+            satellites=used or None,
+            hdop=_float(f[15]),
+            raw=raw,
         )
     if kind == "GSV":
         return Sentence(talker, kind, in_view=_int(f[2]), raw=raw)
@@ -354,10 +379,17 @@ class FixAssembler:
             return None
         t_utc = datetime.combine(self._day, ep.tod, tzinfo=UTC)
         return Fix(
-            t_utc=t_utc, lat=ep.lat, lon=ep.lon, speed_kmh=ep.speed_kmh, course_deg=ep.course_deg,
-            valid=bool(ep.valid) and all(ep.valid), fix_quality=ep.quality,
+            t_utc=t_utc,
+            lat=ep.lat,
+            lon=ep.lon,
+            speed_kmh=ep.speed_kmh,
+            course_deg=ep.course_deg,
+            valid=bool(ep.valid) and all(ep.valid),
+            fix_quality=ep.quality,
             satellites=ep.satellites if ep.satellites is not None else (ep.gsa_used or None),
-            hdop=ep.hdop, altitude_m=ep.altitude_m, raw="\n".join(ep.raw),
+            hdop=ep.hdop,
+            altitude_m=ep.altitude_m,
+            raw="\n".join(ep.raw),
         )
 
     def _roll_date(self, tod: time) -> None:
@@ -450,9 +482,11 @@ class NmeaDriver:
 
     def open(self) -> None:
         self.close()
-        rates = [self.cfg.baud, *[r for r in AUTOBAUD_RATES if r != self.cfg.baud]] if self.cfg.autobaud else [
-            self.cfg.baud
-        ]
+        rates = (
+            [self.cfg.baud, *[r for r in AUTOBAUD_RATES if r != self.cfg.baud]]
+            if self.cfg.autobaud
+            else [self.cfg.baud]
+        )
         last_exc: Exception | None = None
         for rate in rates:
             try:

@@ -39,16 +39,12 @@ class ScaleConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     kind: Literal["scale"]
-    name: Annotated[str, Field(min_length=1, max_length=64), Expect("a short name for logs, 1-64 characters")] = (
-        "scale"
-    )
+    name: Annotated[str, Field(min_length=1, max_length=64), Expect("a short name for logs, 1-64 characters")] = "scale"
     port: Annotated[str, Field(min_length=1), Expect("a serial device or pyserial URL, e.g. /dev/ttyUSB0")]
     baud: Annotated[int, Field(ge=300, le=115200), Expect("a baud rate such as 1200, 9600 or 19200")] = 9600
     parity: Annotated[Literal["N", "E", "O"], Expect('"N", "E" or "O"')] = "N"
     stopbits: Annotated[Literal[1, 2], Expect("1 or 2")] = 1
-    protocol: Annotated[Literal["mt-sics", "continuous", "auto"], Expect('"mt-sics", "continuous" or "auto"')] = (
-        "auto"
-    )
+    protocol: Annotated[Literal["mt-sics", "continuous", "auto"], Expect('"mt-sics", "continuous" or "auto"')] = "auto"
     # MT-SICS: ask for a value instead of waiting for a stream. "SI" answers at once (S S stable
     # or S D dynamic); "S" waits for a stable value.
     poll: bool = False

@@ -85,7 +85,7 @@ def _strip_affixes(text: str, prefix: str, suffix: str, raw: bytes) -> str:
     if prefix:
         if not text.startswith(prefix):
             raise FrameError(f"scan {raw[:40]!r}: expected prefix {prefix!r}")
-        text = text[len(prefix):]
+        text = text[len(prefix) :]
     if suffix:
         if not text.endswith(suffix):
             raise FrameError(f"scan {raw[:40]!r}: expected suffix {suffix!r}")
@@ -148,8 +148,13 @@ class SerialScanner:
             frame = self._next_frame()
             if frame is not None:
                 code = parse_scan(frame, self.cfg)
-                return Scan(t_mono=time.monotonic(), t_utc=datetime.now(UTC), code=code, source=self.name,
-                            raw=frame.decode("latin-1"))
+                return Scan(
+                    t_mono=time.monotonic(),
+                    t_utc=datetime.now(UTC),
+                    code=code,
+                    source=self.name,
+                    raw=frame.decode("latin-1"),
+                )
             if time.monotonic() >= deadline:
                 return None
             try:
@@ -185,18 +190,70 @@ KEY_CAPSLOCK = 58
 
 # linux/input-event-codes.h, US layout: code -> (unshifted, shifted).
 _US_KEYS: dict[int, tuple[str, str]] = {
-    2: ("1", "!"), 3: ("2", "@"), 4: ("3", "#"), 5: ("4", "$"), 6: ("5", "%"), 7: ("6", "^"),
-    8: ("7", "&"), 9: ("8", "*"), 10: ("9", "("), 11: ("0", ")"), 12: ("-", "_"), 13: ("=", "+"),
-    16: ("q", "Q"), 17: ("w", "W"), 18: ("e", "E"), 19: ("r", "R"), 20: ("t", "T"), 21: ("y", "Y"),
-    22: ("u", "U"), 23: ("i", "I"), 24: ("o", "O"), 25: ("p", "P"), 26: ("[", "{"), 27: ("]", "}"),
-    30: ("a", "A"), 31: ("s", "S"), 32: ("d", "D"), 33: ("f", "F"), 34: ("g", "G"), 35: ("h", "H"),
-    36: ("j", "J"), 37: ("k", "K"), 38: ("l", "L"), 39: (";", ":"), 40: ("'", '"'), 41: ("`", "~"),
-    43: ("\\", "|"), 44: ("z", "Z"), 45: ("x", "X"), 46: ("c", "C"), 47: ("v", "V"), 48: ("b", "B"),
-    49: ("n", "N"), 50: ("m", "M"), 51: (",", "<"), 52: (".", ">"), 53: ("/", "?"), 57: (" ", " "),
+    2: ("1", "!"),
+    3: ("2", "@"),
+    4: ("3", "#"),
+    5: ("4", "$"),
+    6: ("5", "%"),
+    7: ("6", "^"),
+    8: ("7", "&"),
+    9: ("8", "*"),
+    10: ("9", "("),
+    11: ("0", ")"),
+    12: ("-", "_"),
+    13: ("=", "+"),
+    16: ("q", "Q"),
+    17: ("w", "W"),
+    18: ("e", "E"),
+    19: ("r", "R"),
+    20: ("t", "T"),
+    21: ("y", "Y"),
+    22: ("u", "U"),
+    23: ("i", "I"),
+    24: ("o", "O"),
+    25: ("p", "P"),
+    26: ("[", "{"),
+    27: ("]", "}"),
+    30: ("a", "A"),
+    31: ("s", "S"),
+    32: ("d", "D"),
+    33: ("f", "F"),
+    34: ("g", "G"),
+    35: ("h", "H"),
+    36: ("j", "J"),
+    37: ("k", "K"),
+    38: ("l", "L"),
+    39: (";", ":"),
+    40: ("'", '"'),
+    41: ("`", "~"),
+    43: ("\\", "|"),
+    44: ("z", "Z"),
+    45: ("x", "X"),
+    46: ("c", "C"),
+    47: ("v", "V"),
+    48: ("b", "B"),
+    49: ("n", "N"),
+    50: ("m", "M"),
+    51: (",", "<"),
+    52: (".", ">"),
+    53: ("/", "?"),
+    57: (" ", " "),
     # keypad: scanners in "keypad emulation" send digits this way
-    71: ("7", "7"), 72: ("8", "8"), 73: ("9", "9"), 74: ("-", "-"), 75: ("4", "4"), 76: ("5", "5"),
-    77: ("6", "6"), 78: ("+", "+"), 79: ("1", "1"), 80: ("2", "2"), 81: ("3", "3"), 82: ("0", "0"),
-    83: (".", "."), 55: ("*", "*"), 98: ("/", "/"),
+    71: ("7", "7"),
+    72: ("8", "8"),
+    73: ("9", "9"),
+    74: ("-", "-"),
+    75: ("4", "4"),
+    76: ("5", "5"),
+    77: ("6", "6"),
+    78: ("+", "+"),
+    79: ("1", "1"),
+    80: ("2", "2"),
+    81: ("3", "3"),
+    82: ("0", "0"),
+    83: (".", "."),
+    55: ("*", "*"),
+    98: ("/", "/"),
 }
 _KEYPAD_DIGITS = {82: 0, 79: 1, 80: 2, 81: 3, 75: 4, 76: 5, 77: 6, 71: 7, 72: 8, 73: 9}
 # Ctrl + key -> control character, as scanners send GS1 separators in keyboard mode.
@@ -319,9 +376,9 @@ def find_input_device(name: str, devices_text: str) -> str | None:
         dev_name = handlers = None
         for line in block.splitlines():
             if line.startswith("N: Name="):
-                dev_name = line[len("N: Name="):].strip().strip('"')
+                dev_name = line[len("N: Name=") :].strip().strip('"')
             elif line.startswith("H: Handlers="):
-                handlers = line[len("H: Handlers="):].split()
+                handlers = line[len("H: Handlers=") :].split()
         if dev_name == name and handlers:
             for h in handlers:
                 if h.startswith("event"):

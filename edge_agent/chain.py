@@ -141,8 +141,9 @@ class ChainWriter:
             try:
                 canonical(body)
             except ValueError as exc:
-                log.error("dropped a %s record a pipeline built wrongly (%s); this is a bug, please report it",
-                          kind, exc)
+                log.error(
+                    "dropped a %s record a pipeline built wrongly (%s); this is a bug, please report it", kind, exc
+                )
                 continue
             good.append((kind, body))
         return good
@@ -155,6 +156,7 @@ class ChainWriter:
             return
         new_bound = max(int(stored * 0.8), 64 * 1024)
         if new_bound < self.max_bytes:
-            log.error("disk full: lowering the outbox bound from %d to %d bytes until restart",
-                      self.max_bytes, new_bound)
+            log.error(
+                "disk full: lowering the outbox bound from %d to %d bytes until restart", self.max_bytes, new_bound
+            )
             self.max_bytes = new_bound

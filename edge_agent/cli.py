@@ -64,8 +64,9 @@ def cmd_init(args: argparse.Namespace) -> int:
     cfg_path = cfg_dir / "config.toml"
     state_dir = Path(args.state_dir) if args.state_dir else cfg_dir / "state"
     if cfg_path.exists() and not args.force:
-        return fail(f"{cfg_path} already exists; use --force to overwrite it "
-                    "(the device key is kept unless it is missing)")
+        return fail(
+            f"{cfg_path} already exists; use --force to overwrite it (the device key is kept unless it is missing)"
+        )
     text = render_config(args.profile, args.device_id, args.site, args.broker, state_dir.resolve())
     import tomllib
 
@@ -150,8 +151,10 @@ def cmd_config_set(args: argparse.Namespace) -> int:
 
 def setup_logging(level: str) -> None:
     # journald adds its own timestamps; a terminal gets them from us.
-    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else (
-        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    fmt = (
+        "%(levelname)s %(name)s: %(message)s"
+        if os.environ.get("JOURNAL_STREAM")
+        else ("%(asctime)s %(levelname)s %(name)s: %(message)s")
     )
     logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
 
@@ -291,8 +294,12 @@ def _verify_mqtt(v: Any, args: argparse.Namespace) -> int | None:
 
     try:
         m = MqttConfig(
-            url=args.mqtt, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
-            username=args.username, password_file=args.password_file,
+            url=args.mqtt,
+            ca_file=args.ca_file,
+            cert_file=args.cert_file,
+            key_file=args.key_file,
+            username=args.username,
+            password_file=args.password_file,
         )
         client = make_client(m, args.client_id or f"edge-verify-{os.getpid()}")
     except (SyncError, ValueError) as exc:
@@ -362,8 +369,9 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the command ta
     s.add_argument("--dir", required=True, help="folder for config.toml (e.g. /etc/edge-agent)")
     s.add_argument("--state-dir", help="state folder (default: DIR/state; on a service install /var/lib/edge-agent)")
     s.add_argument("--force", action="store_true", help="overwrite an existing config.toml")
-    s.add_argument("--force-key", action="store_true",
-                   help="replace an existing device key (central must re-register it)")
+    s.add_argument(
+        "--force-key", action="store_true", help="replace an existing device key (central must re-register it)"
+    )
     s.set_defaults(func=cmd_init)
 
     k = sub.add_parser("keys", help="show or export the device key").add_subparsers(dest="keys_cmd", metavar="ACTION")
@@ -376,7 +384,8 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the command ta
     s.set_defaults(func=cmd_keys_export)
 
     c = sub.add_parser("config", help="check, show or change the config").add_subparsers(
-        dest="config_cmd", metavar="ACTION")
+        dest="config_cmd", metavar="ACTION"
+    )
     c.required = True
     s = c.add_parser("check", help="validate; exit 0 when good, 2 with one line per problem")
     add_config_arg(s)

@@ -16,7 +16,10 @@ EXIT_CONFIG = 2
 def add_config_arg(parser: argparse.ArgumentParser) -> None:
     """--config PATH on a subcommand (else $EDGE_AGENT_CONFIG, else /etc/edge-agent/config.toml)."""
     parser.add_argument(
-        "--config", "-c", metavar="PATH", default=None,
+        "--config",
+        "-c",
+        metavar="PATH",
+        default=None,
         help="config file (default: $EDGE_AGENT_CONFIG, else /etc/edge-agent/config.toml)",
     )
 

@@ -553,8 +553,10 @@ class CommandProcessor:
         again = self._try_reload()
         if again is not None:
             log.critical("patch_config: reloading the previous config failed too: %s", again)
-        raise RuntimeError(f"new config rejected at reload ({error}); previous config restored"
-                           + ("" if again is None else f", but reloading it failed too ({again})"))
+        raise RuntimeError(
+            f"new config rejected at reload ({error}); previous config restored"
+            + ("" if again is None else f", but reloading it failed too ({again})")
+        )
 
     def _try_reload(self) -> str | None:
         try:
@@ -732,8 +734,12 @@ def _publish_once(args: argparse.Namespace, topic: str, payload: bytes) -> str |
 
     try:
         m = MqttConfig(
-            url=args.publish, ca_file=args.ca_file, cert_file=args.cert_file, key_file=args.key_file,
-            username=args.username, password_file=args.password_file,
+            url=args.publish,
+            ca_file=args.ca_file,
+            cert_file=args.cert_file,
+            key_file=args.key_file,
+            username=args.username,
+            password_file=args.password_file,
         )
         client = make_client(m, f"edge-central-{os.getpid()}")
     except (SyncError, ValidationError) as exc:
@@ -838,7 +844,8 @@ def register(sub: Any) -> None:
     verify = sub.choices.get("verify")
     if verify is not None:
         verify.add_argument(
-            "--checkpoint", metavar="FILE",
+            "--checkpoint",
+            metavar="FILE",
             help="the device's signed checkpoint (retained on .../checkpoint): fail when the stream ends before it",
         )
         plain = verify.get_default("func")

@@ -32,16 +32,25 @@ class Strict(BaseModel):
 
 
 class DeviceConfig(Strict):
-    id: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"),
-                  Expect("1-64 letters, digits, '.', '_' or '-' (no '/', '+', '#')")]
-    site: Annotated[str, Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"),
-                    Expect("1-64 letters, digits, '.', '_' or '-' (no '/', '+', '#')")]
+    id: Annotated[
+        str,
+        Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"),
+        Expect("1-64 letters, digits, '.', '_' or '-' (no '/', '+', '#')"),
+    ]
+    site: Annotated[
+        str,
+        Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$"),
+        Expect("1-64 letters, digits, '.', '_' or '-' (no '/', '+', '#')"),
+    ]
 
 
 class MqttConfig(Strict):
     url: Annotated[str, Expect("mqtt://host:port or mqtts://host:port")] = "mqtt://127.0.0.1:1883"
-    topic_prefix: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"),
-                            Expect("topic levels of letters, digits, '.', '_', '-' separated by '/'")] = "edge"
+    topic_prefix: Annotated[
+        str,
+        Field(pattern=r"^[A-Za-z0-9_.-]+(/[A-Za-z0-9_.-]+)*$"),
+        Expect("topic levels of letters, digits, '.', '_', '-' separated by '/'"),
+    ] = "edge"
     protocol: Annotated[Literal["5", "3.1.1"], Expect('"5" or "3.1.1"')] = "5"
     client_id: str | None = None
     ca_file: Path | None = None
@@ -275,7 +284,8 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
         text = p.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise ConfigError(
-            [f"{name}: file not found (create one with `edge-agent init` or pass --config PATH)"]) from None
+            [f"{name}: file not found (create one with `edge-agent init` or pass --config PATH)"]
+        ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ConfigError([f"{name}: cannot read: {exc}"]) from None
     try:
@@ -292,12 +302,20 @@ def load_config(path: str | os.PathLike[str]) -> AgentConfig:
 # "[]" walks a list; a meter's `map` is a path only when it looks like one (else a shipped map's name).
 PATH_KEYS = (
     "state_dir",
-    "mqtt.ca_file", "mqtt.cert_file", "mqtt.key_file", "mqtt.password_file",
+    "mqtt.ca_file",
+    "mqtt.cert_file",
+    "mqtt.key_file",
+    "mqtt.password_file",
     "commands.trusted_keys[]",
-    "bench.fields.templates[]", "bench.validation.manifest", "bench.ocr.manifest",
-    "bench.camera.path", "bench.camera.processed_dir", "bench.camera.rejected_dir",
+    "bench.fields.templates[]",
+    "bench.validation.manifest",
+    "bench.ocr.manifest",
+    "bench.camera.path",
+    "bench.camera.processed_dir",
+    "bench.camera.rejected_dir",
     "telematics.emissions.factors_file",
-    "sensors.grid.factors_file", "sensors.meters[].map",
+    "sensors.grid.factors_file",
+    "sensors.meters[].map",
 )
 
 

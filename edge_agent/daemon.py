@@ -120,7 +120,11 @@ class Agent:
         self.sync.start()
         self.service = make_service(cfg)
         ctx = ServiceContext(
-            config=cfg, emit=self.writer.emit, clock=self.clock, state_dir=cfg.state_dir, stop=self.stop_event,
+            config=cfg,
+            emit=self.writer.emit,
+            clock=self.clock,
+            state_dir=cfg.state_dir,
+            stop=self.stop_event,
         )
         self.ctx = ctx
         try:
@@ -132,7 +136,11 @@ class Agent:
         self.writer.emit("event", {"event": "agent_started", "version": __version__, "profile": cfg.profile})
         log.info(
             "edge-agent %s running: device %s, site %s, profile %s, key %s",
-            __version__, cfg.device.id, cfg.device.site, cfg.profile, key.key_id,
+            __version__,
+            cfg.device.id,
+            cfg.device.site,
+            cfg.profile,
+            key.key_id,
         )
         sd_notify("READY=1\nSTATUS=running")
         self._loop()
@@ -297,7 +305,8 @@ class Agent:
             "outbox": {
                 "depth": st.depth,
                 "oldest_undelivered_age_s": (
-                    round(st.oldest_undelivered_age_s, 1) if st.oldest_undelivered_age_s else None),
+                    round(st.oldest_undelivered_age_s, 1) if st.oldest_undelivered_age_s else None
+                ),
                 "stored_mb": round(st.stored_bytes / 1048576, 3),
                 "max_mb": self.cfg.outbox.max_mb,
             },

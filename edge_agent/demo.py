@@ -100,8 +100,9 @@ class Watcher:
         self.by_kind: dict[str, int] = {}
         self.recent: list[dict[str, Any]] = []
         self.bad = 0
-        self.client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"demo-central-{os.getpid()}",
-                                  protocol=mqtt.MQTTv5)
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"demo-central-{os.getpid()}", protocol=mqtt.MQTTv5
+        )
         self.client.on_message = self._on_message
         port = int(url.rsplit(":", 1)[1])
         self.client.connect("127.0.0.1", port, 30)
@@ -144,8 +145,10 @@ def describe(rec: dict[str, Any]) -> str:
     b = rec.get("body", {})
     k = rec.get("kind")
     if k == "trip":
-        return (f"{b.get('route', '')} {b.get('distance_km', 0):.2f} km, fuel {b.get('fuel_used_l')} L, "
-                f"CO2 {b.get('co2_kg')} kg")
+        return (
+            f"{b.get('route', '')} {b.get('distance_km', 0):.2f} km, fuel {b.get('fuel_used_l')} L, "
+            f"CO2 {b.get('co2_kg')} kg"
+        )
     if k == "return_inspection":
         f = b.get("fields", {})
         who = " (reviewed)" if b.get("human_reviewed") else ""
@@ -176,8 +179,23 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
         if (cfg_dir / "config.toml").exists():
             (cfg_dir / "config.toml").unlink()
         with contextlib.redirect_stdout(open(os.devnull, "w")):
-            rc = cli_main(["init", "--profile", args.profile, "--device-id", f"demo-{args.profile}", "--site", "demo",
-                           "--broker", url, "--dir", str(cfg_dir), "--state-dir", str(work / "state")])
+            rc = cli_main(
+                [
+                    "init",
+                    "--profile",
+                    args.profile,
+                    "--device-id",
+                    f"demo-{args.profile}",
+                    "--site",
+                    "demo",
+                    "--broker",
+                    url,
+                    "--dir",
+                    str(cfg_dir),
+                    "--state-dir",
+                    str(work / "state"),
+                ]
+            )
         if rc != 0:
             return rc
         cfg_path = cfg_dir / "config.toml"
@@ -190,13 +208,17 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
         setup(cfg_path, work, twins)
         pub = work / "device.pub.pem"
         with open(pub, "wb") as f:
-            subprocess.run([sys.executable, "-m", "edge_agent.cli", "keys", "export-public", "--config", str(cfg_path)],
-                           stdout=f, check=True)
+            subprocess.run(
+                [sys.executable, "-m", "edge_agent.cli", "keys", "export-public", "--config", str(cfg_path)],
+                stdout=f,
+                check=True,
+            )
         watcher = Watcher(url, pub, f"edge/demo/demo-{args.profile}/rec/#")
         log_file = open(work / "agent.log", "wb")  # noqa: SIM115
         agent = subprocess.Popen(
             [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(cfg_path)],
-            stdout=log_file, stderr=subprocess.STDOUT,
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
         )
         deadline = time.monotonic() + args.duration if args.duration else float("inf")
         show = _live(args, watcher, cfg_path, agent=agent, stop=stop, deadline=deadline)
@@ -211,25 +233,40 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
             except subprocess.TimeoutExpired:
                 agent.kill()
         time.sleep(0.5)
-        ok, summary = (watcher.verdict() if watcher else (False, {}))
+        ok, summary = watcher.verdict() if watcher else (False, {})
         if watcher:
             watcher.stop()
         twins.stop()
         broker.stop()
-    result = {"type": "summary", "profile": args.profile, "verified": ok, **summary,
-              "by_kind": watcher.by_kind if watcher else {}, "agent_exit": agent.returncode if agent else None,
-              "work_dir": str(work)}
+    result = {
+        "type": "summary",
+        "profile": args.profile,
+        "verified": ok,
+        **summary,
+        "by_kind": watcher.by_kind if watcher else {},
+        "agent_exit": agent.returncode if agent else None,
+        "work_dir": str(work),
+    }
     if args.json:
         print(json.dumps(result, ensure_ascii=False))
     else:
-        print(f"\nrecords verified by the central subscriber: {summary.get('unique', 0)} "
-              f"({'INTACT' if ok else 'NOT INTACT'}); by kind: {result['by_kind']}")
+        print(
+            f"\nrecords verified by the central subscriber: {summary.get('unique', 0)} "
+            f"({'INTACT' if ok else 'NOT INTACT'}); by kind: {result['by_kind']}"
+        )
         print(f"agent log: {work / 'agent.log'}; config: {work / 'etc' / 'config.toml'}")
     return EXIT_OK if ok and result["agent_exit"] == 0 else EXIT_FAIL
 
 
-def _live(args: argparse.Namespace, watcher: Watcher, cfg_path: Path, *,
-          agent: subprocess.Popen[bytes], stop: threading.Event, deadline: float) -> Callable[[], None]:
+def _live(
+    args: argparse.Namespace,
+    watcher: Watcher,
+    cfg_path: Path,
+    *,
+    agent: subprocess.Popen[bytes],
+    stop: threading.Event,
+    deadline: float,
+) -> Callable[[], None]:
     from edge_agent.cli import status_data
     from edge_agent.config import load_config
 
@@ -249,8 +286,10 @@ def _live(args: argparse.Namespace, watcher: Watcher, cfg_path: Path, *,
             t.add_row(str(rec.get("seq")), str(rec.get("kind")), describe(rec))
         st = status_data(cfg)
         ob = st.get("outbox") or {}
-        t.caption = (f"outbox depth {ob.get('depth', '-')} | head seq {(st.get('chain_head') or {}).get('seq', '-')} | "
-                     f"received {sum(kinds.values())} {kinds} | bad {watcher.bad}")
+        t.caption = (
+            f"outbox depth {ob.get('depth', '-')} | head seq {(st.get('chain_head') or {}).get('seq', '-')} | "
+            f"received {sum(kinds.values())} {kinds} | bad {watcher.bad}"
+        )
         return t
 
     def show() -> None:

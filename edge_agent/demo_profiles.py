@@ -43,8 +43,16 @@ def setup_truck(cfg_path: Path, work: Path, twins: Any) -> None:
     from edge_agent.drivers.twins.scale_twin import ScaleTwin
 
     legs = truck_legs()
-    gps = twins.add(NmeaTwin(link=work / "gps", legs=legs, start_lat=TRUCK_START[0], start_lon=TRUCK_START[1],
-                             start_t=datetime.now(UTC), speedup=TRUCK_SPEEDUP))
+    gps = twins.add(
+        NmeaTwin(
+            link=work / "gps",
+            legs=legs,
+            start_lat=TRUCK_START[0],
+            start_lon=TRUCK_START[1],
+            start_t=datetime.now(UTC),
+            speedup=TRUCK_SPEEDUP,
+        )
+    )
     obd = twins.add(Elm327Twin(link=work / "obd", time_scale=TRUCK_SPEEDUP))
     scale = twins.add(ScaleTwin(link=work / "axle", fmt="and", time_scale=TRUCK_SPEEDUP))
     set_value(cfg_path, "telematics.transport_id", '"京A12345"')

@@ -73,8 +73,12 @@ def check_config(path: Path) -> tuple[Check, AgentConfig | None]:
         cfg = load_config(path)
     except ConfigError as exc:
         shown = exc.problems[:5] + ([f"... and {len(exc.problems) - 5} more"] if len(exc.problems) > 5 else [])
-        return Check("config", FAIL, "; ".join(shown),
-                     f"fix the key(s) named above in {path}, then run `edge-agent config check`"), None
+        return Check(
+            "config",
+            FAIL,
+            "; ".join(shown),
+            f"fix the key(s) named above in {path}, then run `edge-agent config check`",
+        ), None
     return Check("config", OK, f"{path} is valid ({cfg.profile} profile, device {cfg.device.id})"), cfg
 
 
@@ -101,11 +105,19 @@ def check_secret_file(name: str, path: Path, user: str) -> Check:
     try:
         st = path.stat()
     except FileNotFoundError:
-        return Check(name, FAIL, f"{path} is missing",
-                     "create it (`edge-agent init` makes the device key) or fix the path in the config")
+        return Check(
+            name,
+            FAIL,
+            f"{path} is missing",
+            "create it (`edge-agent init` makes the device key) or fix the path in the config",
+        )
     except OSError as exc:
-        return Check(name, FAIL, f"{path}: cannot read its metadata ({exc.strerror})",
-                     f"check the folder rights of {path.parent}")
+        return Check(
+            name,
+            FAIL,
+            f"{path}: cannot read its metadata ({exc.strerror})",
+            f"check the folder rights of {path.parent}",
+        )
     problems, remedies = [], []
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
@@ -129,8 +141,12 @@ def check_device_key(cfg: AgentConfig, user: str) -> Check:
     try:
         key = load_key(cfg.key_path, check_mode=False)
     except EdgeAgentError as exc:
-        return Check("device key", FAIL, str(exc), "restore the key from backup, or make a new one with "
-                     "`edge-agent keys generate` and register it centrally")
+        return Check(
+            "device key",
+            FAIL,
+            str(exc),
+            "restore the key from backup, or make a new one with `edge-agent keys generate` and register it centrally",
+        )
     return Check("device key", OK, f"{base.message}, key id {key.key_id}")
 
 
@@ -138,8 +154,12 @@ def check_trusted_keys(cfg: AgentConfig) -> Check:
     from edge_agent.keys import key_id_for, load_public_keys
 
     if not cfg.commands.trusted_keys:
-        return Check("command keys", WARN, "commands.trusted_keys is empty: the device obeys no remote command",
-                     "copy central.pub.pem from the central team and list it in commands.trusted_keys")
+        return Check(
+            "command keys",
+            WARN,
+            "commands.trusted_keys is empty: the device obeys no remote command",
+            "copy central.pub.pem from the central team and list it in commands.trusted_keys",
+        )
     ids = []
     for p in cfg.commands.trusted_keys:
         try:
@@ -182,16 +202,21 @@ def gather_clock_facts(root: Path) -> ClockFacts:
 
 def check_clock_sync(facts: ClockFacts) -> Check:
     sources = {
-        "systemd-timesyncd": facts.timesyncd_synced, "chrony": facts.chrony_synced, "kernel": facts.kernel_synced,
+        "systemd-timesyncd": facts.timesyncd_synced,
+        "chrony": facts.chrony_synced,
+        "kernel": facts.kernel_synced,
     }
     synced = [n for n, v in sources.items() if v]
     if synced:
         return Check("clock sync", OK, f"synchronised ({', '.join(synced)})")
     known = [n for n, v in sources.items() if v is not None]
-    return Check("clock sync", WARN,
-                 f"not synchronised ({', '.join(known) or 'no time service found'}); records are marked clock=unsynced",
-                 "give the device network time: `timedatectl set-ntp true` (or configure chrony), and a GPS if it "
-                 "has no network")
+    return Check(
+        "clock sync",
+        WARN,
+        f"not synchronised ({', '.join(known) or 'no time service found'}); records are marked clock=unsynced",
+        "give the device network time: `timedatectl set-ntp true` (or configure chrony), and a GPS if it "
+        "has no network",
+    )
 
 
 def last_record_time(cfg: AgentConfig) -> datetime | None:
@@ -213,10 +238,13 @@ def check_clock_vs_records(cfg: AgentConfig, now: datetime) -> Check:
         return Check("clock vs records", OK, "no records yet")
     ahead_s = (last - now).total_seconds()
     if ahead_s > CLOCK_AHEAD_TOLERANCE_S:
-        return Check("clock vs records", FAIL,
-                     f"system time {now:%Y-%m-%d %H:%M:%S}Z is {ahead_s:.0f} s before the last record's time "
-                     f"({last:%Y-%m-%d %H:%M:%S}Z): the clock went backwards",
-                     "set the clock (network time or GPS) before starting the agent; check the RTC battery if fitted")
+        return Check(
+            "clock vs records",
+            FAIL,
+            f"system time {now:%Y-%m-%d %H:%M:%S}Z is {ahead_s:.0f} s before the last record's time "
+            f"({last:%Y-%m-%d %H:%M:%S}Z): the clock went backwards",
+            "set the clock (network time or GPS) before starting the agent; check the RTC battery if fitted",
+        )
     return Check("clock vs records", OK, f"later than the last record ({last:%Y-%m-%d %H:%M:%S}Z)")
 
 
@@ -245,11 +273,19 @@ def check_gps_time(cfg: AgentConfig) -> Check | None:
         return None
     skew, ts = last_gps_skew_s(cfg)
     if skew is None:
-        return Check("gps time", WARN, "no GPS time seen in the health records yet",
-                     "let the agent run with a GPS fix for a minute, then run doctor again")
+        return Check(
+            "gps time",
+            WARN,
+            "no GPS time seen in the health records yet",
+            "let the agent run with a GPS fix for a minute, then run doctor again",
+        )
     if abs(skew) > GPS_SKEW_WARN_S:
-        return Check("gps time", WARN, f"system clock differs from GPS time by {skew:+.1f} s (health record of {ts})",
-                     "enable network time; until then records take GPS time (clock=gps)")
+        return Check(
+            "gps time",
+            WARN,
+            f"system clock differs from GPS time by {skew:+.1f} s (health record of {ts})",
+            "enable network time; until then records take GPS time (clock=gps)",
+        )
     return Check("gps time", OK, f"system clock agrees with GPS within {abs(skew):.1f} s (health record of {ts})")
 
 
@@ -270,8 +306,10 @@ def check_disk(cfg: AgentConfig) -> Check:
             finally:
                 ob.close()
     needed_mb = max(0.0, cfg.outbox.max_mb - stored_mb)
-    msg = (f"{free_mb:.0f} MB free on {folder}; the outbox may still grow by {needed_mb:.0f} MB "
-           f"(outbox.max_mb {cfg.outbox.max_mb:g})")
+    msg = (
+        f"{free_mb:.0f} MB free on {folder}; the outbox may still grow by {needed_mb:.0f} MB "
+        f"(outbox.max_mb {cfg.outbox.max_mb:g})"
+    )
     if free_mb < needed_mb:
         lower = max(free_mb - DISK_MARGIN_MB, 1)
         return Check("disk", FAIL, msg, f"free disk space or lower outbox.max_mb below {lower:.0f}")
@@ -290,17 +328,19 @@ def check_outbox(cfg: AgentConfig) -> Check:  # noqa: PLR0911 - one verdict per 
         conn = sqlite3.connect(f"file:{cfg.db_path}?mode=ro", uri=True, timeout=1)
         try:
             result = conn.execute("PRAGMA quick_check").fetchone()[0]
-            rows = conn.execute(
-                "SELECT seq, data FROM records ORDER BY seq DESC LIMIT ?", (CHAIN_TAIL,)
-            ).fetchall()
+            rows = conn.execute("SELECT seq, data FROM records ORDER BY seq DESC LIMIT ?", (CHAIN_TAIL,)).fetchall()
         finally:
             conn.close()
     except sqlite3.DatabaseError as exc:
         result, rows = str(exc), []
     if result != "ok":
-        return Check("outbox", FAIL, f"{cfg.db_path} failed its integrity check ({str(result)[:120]})",
-                     "restart the agent: it moves the damaged file aside and starts a fresh outbox; keep the old "
-                     "file for recovery")
+        return Check(
+            "outbox",
+            FAIL,
+            f"{cfg.db_path} failed its integrity check ({str(result)[:120]})",
+            "restart the agent: it moves the damaged file aside and starts a fresh outbox; keep the old "
+            "file for recovery",
+        )
     ob = Outbox(cfg.db_path, readonly=True)
     try:
         st = ob.stats()
@@ -309,11 +349,19 @@ def check_outbox(cfg: AgentConfig) -> Check:  # noqa: PLR0911 - one verdict per 
     recs = [json.loads(d) for _, d in reversed(rows)]
     for a, b in itertools.pairwise(recs):
         if b["seq"] == a["seq"] + 1 and b.get("prev") != a.get("hash"):
-            return Check("outbox", FAIL, f"chain broken between seq {a['seq']} and {b['seq']}",
-                         "the outbox was altered: keep a copy for the central team and report it")
+            return Check(
+                "outbox",
+                FAIL,
+                f"chain broken between seq {a['seq']} and {b['seq']}",
+                "the outbox was altered: keep a copy for the central team and report it",
+            )
     if recs and recs[-1]["seq"] == st.head_seq and recs[-1].get("hash") != st.head_hash:
-        return Check("outbox", FAIL, f"stored head hash does not match record seq {st.head_seq}",
-                     "the outbox was altered: keep a copy for the central team and report it")
+        return Check(
+            "outbox",
+            FAIL,
+            f"stored head hash does not match record seq {st.head_seq}",
+            "the outbox was altered: keep a copy for the central team and report it",
+        )
     age = st.oldest_undelivered_age_s
     msg = f"intact; head seq {st.head_seq}, {st.depth} undelivered"
     if age is None:
@@ -345,11 +393,19 @@ def check_broker_tcp(cfg: AgentConfig) -> Check:
         with socket.create_connection((m.host, m.port), timeout=1.0):
             pass
     except socket.gaierror as exc:
-        return Check("broker reachable", FAIL, f"cannot resolve {m.host!r} ({exc.strerror})",
-                     "check mqtt.url and the device's DNS (cat /etc/resolv.conf)")
+        return Check(
+            "broker reachable",
+            FAIL,
+            f"cannot resolve {m.host!r} ({exc.strerror})",
+            "check mqtt.url and the device's DNS (cat /etc/resolv.conf)",
+        )
     except OSError as exc:
-        return Check("broker reachable", FAIL, f"{m.host}:{m.port}: {exc.strerror or exc}",
-                     "check the network link and mqtt.url (host and port), and that the broker runs")
+        return Check(
+            "broker reachable",
+            FAIL,
+            f"{m.host}:{m.port}: {exc.strerror or exc}",
+            "check the network link and mqtt.url (host and port), and that the broker runs",
+        )
     return Check("broker reachable", OK, f"{m.host}:{m.port} accepts TCP connections")
 
 
@@ -362,19 +418,31 @@ def check_broker_tls(cfg: AgentConfig) -> Check | None:
         if m.cert_file and m.key_file:
             ctx.load_cert_chain(str(m.cert_file), str(m.key_file))
     except (OSError, ssl.SSLError) as exc:
-        return Check("broker TLS", FAIL, f"cannot load the CA or client certificate: {exc}",
-                     "check mqtt.ca_file, mqtt.cert_file and mqtt.key_file point at PEM files")
+        return Check(
+            "broker TLS",
+            FAIL,
+            f"cannot load the CA or client certificate: {exc}",
+            "check mqtt.ca_file, mqtt.cert_file and mqtt.key_file point at PEM files",
+        )
     try:
         with socket.create_connection((m.host, m.port), timeout=1.0) as raw:
             raw.settimeout(1.0)
             with ctx.wrap_socket(raw, server_hostname=m.host) as tls:
                 version = tls.version()
     except ssl.SSLCertVerificationError as exc:
-        return Check("broker TLS", FAIL, f"the broker's certificate is not trusted ({exc.verify_message})",
-                     "set mqtt.ca_file to the CA that signed the broker's certificate (ask the central team)")
+        return Check(
+            "broker TLS",
+            FAIL,
+            f"the broker's certificate is not trusted ({exc.verify_message})",
+            "set mqtt.ca_file to the CA that signed the broker's certificate (ask the central team)",
+        )
     except (OSError, ssl.SSLError) as exc:
-        return Check("broker TLS", FAIL, f"TLS handshake with {m.host}:{m.port} failed ({exc})",
-                     "check that the port speaks TLS (mqtts://, usually 8883) and the CA file")
+        return Check(
+            "broker TLS",
+            FAIL,
+            f"TLS handshake with {m.host}:{m.port} failed ({exc})",
+            "check that the port speaks TLS (mqtts://, usually 8883) and the CA file",
+        )
     return Check("broker TLS", OK, f"{version} handshake verified with {m.ca_file or 'the system CAs'}")
 
 
@@ -387,16 +455,28 @@ def check_client_cert(cfg: AgentConfig, now: datetime) -> Check | None:
     try:
         cert = x509.load_pem_x509_certificate(Path(m.cert_file).read_bytes())
     except (OSError, ValueError) as exc:
-        return Check("client certificate", FAIL, f"{m.cert_file}: not a readable PEM certificate ({exc})",
-                     "install the client certificate the central team issued for this device")
+        return Check(
+            "client certificate",
+            FAIL,
+            f"{m.cert_file}: not a readable PEM certificate ({exc})",
+            "install the client certificate the central team issued for this device",
+        )
     left = cert.not_valid_after_utc - now
     when = f"{cert.not_valid_after_utc:%Y-%m-%d}"
     if left <= timedelta(0):
-        return Check("client certificate", FAIL, f"{m.cert_file} expired on {when}",
-                     "install a renewed client certificate (ask the central team)")
+        return Check(
+            "client certificate",
+            FAIL,
+            f"{m.cert_file} expired on {when}",
+            "install a renewed client certificate (ask the central team)",
+        )
     if left < timedelta(days=CERT_WARN_DAYS):
-        return Check("client certificate", WARN, f"{m.cert_file} expires in {left.days} day(s) ({when})",
-                     "ask the central team for a renewed client certificate now")
+        return Check(
+            "client certificate",
+            WARN,
+            f"{m.cert_file} expires in {left.days} day(s) ({when})",
+            "ask the central team for a renewed client certificate now",
+        )
     return Check("client certificate", OK, f"valid until {when} ({left.days} days)")
 
 
@@ -431,12 +511,20 @@ def check_broker_login(cfg: AgentConfig) -> Check:
         with contextlib.suppress(Exception):
             client.disconnect()
     if not result:
-        return Check("broker login", FAIL, f"no answer to CONNECT from {m.host}:{m.port} within {BROKER_TIMEOUT_S:g} s",
-                     "check that mqtt.url points at an MQTT broker and mqtt.protocol matches it")
+        return Check(
+            "broker login",
+            FAIL,
+            f"no answer to CONNECT from {m.host}:{m.port} within {BROKER_TIMEOUT_S:g} s",
+            "check that mqtt.url points at an MQTT broker and mqtt.protocol matches it",
+        )
     reason = result[0]
     if reason.is_failure:
-        return Check("broker login", FAIL, f"broker refused the login: {reason}",
-                     "check mqtt.username and mqtt.password_file (or the client certificate) with the central team")
+        return Check(
+            "broker login",
+            FAIL,
+            f"broker refused the login: {reason}",
+            "check mqtt.username and mqtt.password_file (or the client certificate) with the central team",
+        )
     return Check("broker login", OK, f"credentials accepted (MQTT {m.protocol})")
 
 
@@ -458,7 +546,8 @@ def serial_devices(cfg: AgentConfig) -> list[tuple[str, Any]]:
     """Configured devices on serial ports: models with a `kind` and a `port`, for the active profile."""
     section = {"truck": "telematics", "sensors": "sensors", "bench": "bench"}[cfg.profile]
     return [
-        (p, m) for p, m in iter_models(getattr(cfg, section), section)
+        (p, m)
+        for p, m in iter_models(getattr(cfg, section), section)
         if isinstance(getattr(m, "kind", None), str) and isinstance(getattr(m, "port", None), str)
     ]
 
@@ -502,8 +591,11 @@ def probe_nmea(port: str, baud: int, listen_s: float = SERIAL_LISTEN_S) -> tuple
         n = sum(types.values())
         return OK, f"{port}: {n} NMEA sentence(s) with good checksums ({', '.join(sorted(types))})", ""
     if got or listen_s <= 0:
-        return FAIL, f"{port}: bytes arrive but no valid NMEA sentence in {listen_s:g} s", (
-            "check the baud rate (GPS receivers use 4800, 9600 or 115200) or set autobaud = true")
+        return (
+            FAIL,
+            f"{port}: bytes arrive but no valid NMEA sentence in {listen_s:g} s",
+            ("check the baud rate (GPS receivers use 4800, 9600 or 115200) or set autobaud = true"),
+        )
     return FAIL, f"{port}: silent for {listen_s:g} s", "check the GPS power and wiring; a USB GPS may need replugging"
 
 
@@ -531,8 +623,11 @@ def probe_elm327(port: str, baud: int, listen_s: float = SERIAL_LISTEN_S) -> tup
     finally:
         ser.close()
     if got:
-        return FAIL, f"{port}: answers, but not like an ELM327 ({got[:40]!r})", (
-            "check the baud rate (38400 for most USB adapters)")
+        return (
+            FAIL,
+            f"{port}: answers, but not like an ELM327 ({got[:40]!r})",
+            ("check the baud rate (38400 for most USB adapters)"),
+        )
     return FAIL, f"{port}: no answer to ATZ/ATI", "switch the ignition on and check the adapter's power LED"
 
 
@@ -540,8 +635,11 @@ def probe_with_driver(dev: Any, listen_s: float = SERIAL_LISTEN_S) -> tuple[Stat
     """Open the agent's own driver for this kind and wait for one good reading."""
     from edge_agent.drivers.base import DeviceUnavailable, FrameError
 
-    classes = {"scale": ("edge_agent.drivers.scale", "ScaleDriver"), "lls": ("edge_agent.drivers.lls", "LlsDriver"),
-               "modbus": ("edge_agent.drivers.modbus", "ModbusMeterDriver")}
+    classes = {
+        "scale": ("edge_agent.drivers.scale", "ScaleDriver"),
+        "lls": ("edge_agent.drivers.lls", "LlsDriver"),
+        "modbus": ("edge_agent.drivers.modbus", "ModbusMeterDriver"),
+    }
     where = classes.get(dev.kind)
     if where is None:
         return WARN, f"{dev.port}: doctor has no probe for kind {dev.kind!r}", "check the device by hand"
@@ -566,8 +664,11 @@ def probe_with_driver(dev: Any, listen_s: float = SERIAL_LISTEN_S) -> tuple[Stat
     finally:
         driver.close()
     if frames:
-        return FAIL, f"{dev.port}: {frames} garbled frame(s), no good reading in {listen_s:g} s", (
-            "check the baud rate, parity and protocol settings against the device's manual")
+        return (
+            FAIL,
+            f"{dev.port}: {frames} garbled frame(s), no good reading in {listen_s:g} s",
+            ("check the baud rate, parity and protocol settings against the device's manual"),
+        )
     return FAIL, f"{dev.port}: no reading in {listen_s:g} s", "check the power, the wiring and the device address"
 
 
@@ -597,8 +698,9 @@ def check_camera(path: str, cam: Any) -> Check:  # noqa: PLR0911 - one verdict p
     if cam.kind == "folder":
         folder = Path(cam.path)
         if not folder.is_dir():
-            return Check(name, FAIL, f"{folder} is not a folder",
-                         "create it and point the camera's FTP/SMB upload at it")
+            return Check(
+                name, FAIL, f"{folder} is not a folder", "create it and point the camera's FTP/SMB upload at it"
+            )
         if not os.access(folder, os.W_OK):
             return Check(name, FAIL, f"{folder} is not writable by this user", "chown the folder to the service user")
         return Check(name, OK, f"{folder} exists and is writable")
@@ -626,8 +728,12 @@ def _check_opencv_camera(name: str, cam: Any) -> Check:
     h, w = frame.shape[:2]
     want = (getattr(cam, "width", None), getattr(cam, "height", None))
     if all(want) and (w, h) != want:
-        return Check(name, FAIL, f"frames are {w}x{h}, the config asks for {want[0]}x{want[1]}",
-                     "set width/height to a mode the camera supports (v4l2-ctl --list-formats-ext)")
+        return Check(
+            name,
+            FAIL,
+            f"frames are {w}x{h}, the config asks for {want[0]}x{want[1]}",
+            "set width/height to a mode the camera supports (v4l2-ctl --list-formats-ext)",
+        )
     return Check(name, OK, f"delivers {w}x{h} frames")
 
 
@@ -665,8 +771,14 @@ def check_ocr_models(cfg: AgentConfig, run: bool = True) -> list[Check]:
         data = json.loads(manifest.read_text())
         entries: dict[str, dict[str, Any]] = data["models"][model]
     except (OSError, ValueError, KeyError, TypeError) as exc:
-        return [Check("ocr models", FAIL, f"{manifest}: no usable entry for model {model!r} ({exc})",
-                      "reinstall edge-agent, or fix bench.ocr.manifest")]
+        return [
+            Check(
+                "ocr models",
+                FAIL,
+                f"{manifest}: no usable entry for model {model!r} ({exc})",
+                "reinstall edge-agent, or fix bench.ocr.manifest",
+            )
+        ]
     checks = []
     for role, entry in entries.items():
         name = f"ocr model {role}"
@@ -674,13 +786,24 @@ def check_ocr_models(cfg: AgentConfig, run: bool = True) -> list[Check]:
             path = _model_file(entry, manifest)
             digest = sha256_file(path)
         except (OSError, KeyError) as exc:
-            checks.append(Check(name, FAIL, f"{entry.get('file')}: missing ({exc})",
-                                f"reinstall the package that ships it ({entry.get('package') or 'see the manifest'})"))
+            checks.append(
+                Check(
+                    name,
+                    FAIL,
+                    f"{entry.get('file')}: missing ({exc})",
+                    f"reinstall the package that ships it ({entry.get('package') or 'see the manifest'})",
+                )
+            )
             continue
         if digest != entry.get("sha256"):
-            checks.append(Check(name, FAIL, f"{path}: sha256 {digest[:12]}... differs from the manifest's "
-                                f"{str(entry.get('sha256'))[:12]}...",
-                                "reinstall it: the file is damaged or a different version"))
+            checks.append(
+                Check(
+                    name,
+                    FAIL,
+                    f"{path}: sha256 {digest[:12]}... differs from the manifest's {str(entry.get('sha256'))[:12]}...",
+                    "reinstall it: the file is damaged or a different version",
+                )
+            )
             continue
         if not run:
             checks.append(Check(name, OK, f"{path.name}: sha256 matches the manifest"))
@@ -706,8 +829,12 @@ def _timed_run(name: str, path: Path) -> Check:
         t1 = time.perf_counter()
         sess.run(None, {inp.name: np.zeros(shape, dtype=np.float32)})
     except Exception as exc:  # noqa: BLE001 - onnxruntime raises its own exception types
-        return Check(name, FAIL, f"{path.name}: sha256 matches, but it does not run ({str(exc)[:120]})",
-                     "reinstall onnxruntime for this platform (pip install --force-reinstall onnxruntime)")
+        return Check(
+            name,
+            FAIL,
+            f"{path.name}: sha256 matches, but it does not run ({str(exc)[:120]})",
+            "reinstall onnxruntime for this platform (pip install --force-reinstall onnxruntime)",
+        )
     load_s, run_s = t1 - t0, time.perf_counter() - t1
     size = "x".join(map(str, shape))
     msg = f"{path.name}: sha256 matches; loads in {load_s:.2f} s, one {size} run in {run_s * 1000:.0f} ms"
@@ -730,8 +857,14 @@ def find_unit(root: Path) -> Path | None:
 def check_systemd(root: Path) -> list[Check]:
     unit = find_unit(root)
     if unit is None:
-        return [Check("systemd unit", FAIL, f"{UNIT_NAME} is not installed",
-                      "run `sudo edge-agent install-service` so the agent starts at boot and restarts on failure")]
+        return [
+            Check(
+                "systemd unit",
+                FAIL,
+                f"{UNIT_NAME} is not installed",
+                "run `sudo edge-agent install-service` so the agent starts at boot and restarts on failure",
+            )
+        ]
     text = unit.read_text()
     settings = {
         k.strip(): v.strip()
@@ -744,15 +877,27 @@ def check_systemd(root: Path) -> list[Check]:
     if not enabled and root == Path("/"):
         out = _run(["systemctl", "is-enabled", UNIT_NAME])
         enabled = out is not None and out.strip() == "enabled"
-    checks.append(Check("systemd enabled", OK, f"enabled ({wants[0].parent.name})" if wants else "enabled")
-                  if enabled else
-                  Check("systemd enabled", FAIL, "not enabled: the agent will not start at boot",
-                        f"sudo systemctl enable --now {UNIT_NAME}"))
+    checks.append(
+        Check("systemd enabled", OK, f"enabled ({wants[0].parent.name})" if wants else "enabled")
+        if enabled
+        else Check(
+            "systemd enabled",
+            FAIL,
+            "not enabled: the agent will not start at boot",
+            f"sudo systemctl enable --now {UNIT_NAME}",
+        )
+    )
     wd = settings.get("WatchdogSec", "")
     if settings.get("Type") != "notify" or not wd or wd in ("0", "infinity"):
-        checks.append(Check("systemd watchdog", FAIL, f"Type={settings.get('Type')}, WatchdogSec={wd or 'unset'}",
-                            "reinstall the unit (`sudo edge-agent install-service`): it needs Type=notify and "
-                            "WatchdogSec=30 so a hung agent is restarted"))
+        checks.append(
+            Check(
+                "systemd watchdog",
+                FAIL,
+                f"Type={settings.get('Type')}, WatchdogSec={wd or 'unset'}",
+                "reinstall the unit (`sudo edge-agent install-service`): it needs Type=notify and "
+                "WatchdogSec=30 so a hung agent is restarted",
+            )
+        )
     else:
         checks.append(Check("systemd watchdog", OK, f"Type=notify, WatchdogSec={wd}"))
     return checks
@@ -769,8 +914,14 @@ def _run(argv: list[str]) -> str | None:
 # ---------------------------------------------------------------- all together
 
 
-def run_checks(config_path: Path, *, root: Path = Path("/"), listen_s: float = SERIAL_LISTEN_S,
-               now: datetime | None = None, on_check: Callable[[Check], None] | None = None) -> list[Check]:
+def run_checks(
+    config_path: Path,
+    *,
+    root: Path = Path("/"),
+    listen_s: float = SERIAL_LISTEN_S,
+    now: datetime | None = None,
+    on_check: Callable[[Check], None] | None = None,
+) -> list[Check]:
     """Every check, in the order a technician would go; checks that need a valid config are skipped without one."""
     results: list[Check] = []
 

@@ -121,11 +121,14 @@ def _run(cmd: list[str]) -> None:
 
 def _check_names(user: str, venv: Path) -> PurePosixPath:
     if not _USER_RE.match(user):
-        raise InstallError(f"--user: expected a system user name like edge-agent ([a-z_][a-z0-9_-]*, "
-                           f"at most 32 characters), got {user!r}")
+        raise InstallError(
+            f"--user: expected a system user name like edge-agent ([a-z_][a-z0-9_-]*, "
+            f"at most 32 characters), got {user!r}"
+        )
     if not _SAFE_PATH_RE.match(str(venv)):
-        raise InstallError("--venv: expected an absolute path of letters, digits, '.', '_', '+', '-', "
-                           f"got {str(venv)!r}")
+        raise InstallError(
+            f"--venv: expected an absolute path of letters, digits, '.', '_', '+', '-', got {str(venv)!r}"
+        )
     return PurePosixPath(str(venv))
 
 
@@ -137,8 +140,16 @@ def _useradd_command(root: Path, user: str, *, chroot: bool) -> list[str]:
         if g not in groups:
             log.warning("group %s does not exist on the target: the agent will not be in it", g)
     # Home is the state folder (never created by useradd), so nothing points at a missing /home/<user>.
-    cmd = ["useradd", "--system", "--no-create-home", "--home-dir", str(STATE_DIR),
-           "--shell", "/usr/sbin/nologin", "--user-group"]
+    cmd = [
+        "useradd",
+        "--system",
+        "--no-create-home",
+        "--home-dir",
+        str(STATE_DIR),
+        "--shell",
+        "/usr/sbin/nologin",
+        "--user-group",
+    ]
     if groups:
         cmd += ["--groups", ",".join(groups)]
     if chroot:
@@ -179,8 +190,10 @@ def install_service(
     rendered = render_unit(unit_text, venv=venv_p, user=user)
     executable = _under(root, venv_p / "bin" / "edge-agent")
     if not dry_run and not os.access(executable, os.X_OK):
-        raise InstallError(f"--venv: expected {venv_p}/bin/edge-agent to be an executable below {root}, "
-                           "got none (pip install edge-agent into that venv first)")
+        raise InstallError(
+            f"--venv: expected {venv_p}/bin/edge-agent to be an executable below {root}, "
+            "got none (pip install edge-agent into that venv first)"
+        )
     chroot = root.resolve() != Path("/")
     commands: list[list[str]] = []
 
@@ -235,26 +248,40 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         "install-service",
         help="install the systemd unit, the edge-agent user and folders, and enable the service (as root)",
     )
-    s.add_argument("--venv", type=Path, default=None,
-                   help=f"venv holding edge-agent (default: the running one, else {DEFAULT_VENV})")
+    s.add_argument(
+        "--venv",
+        type=Path,
+        default=None,
+        help=f"venv holding edge-agent (default: the running one, else {DEFAULT_VENV})",
+    )
     s.add_argument("--user", default=DEFAULT_USER, help=f"system user to run as (default: {DEFAULT_USER})")
-    s.add_argument("--root", type=Path, default=Path("/"),
-                   help="install into this root file system (an image being built); default /")
+    s.add_argument(
+        "--root",
+        type=Path,
+        default=Path("/"),
+        help="install into this root file system (an image being built); default /",
+    )
     s.add_argument("--unit", type=Path, default=None, help="unit file to install (default: the shipped one)")
-    s.add_argument("--dry-run", action="store_true",
-                   help="write files below --root but only print the commands (useradd, chown, systemctl)")
+    s.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="write files below --root but only print the commands (useradd, chown, systemctl)",
+    )
     s.set_defaults(func=cmd_install_service)
 
 
 def cmd_install_service(args: argparse.Namespace) -> int:
     root: Path = args.root
     if os.geteuid() != 0 and not args.dry_run and root.resolve() == Path("/"):
-        return fail("install-service must run as root (sudo edge-agent install-service), "
-                    "or pass --dry-run or --root DIR", EXIT_FAIL)
+        return fail(
+            "install-service must run as root (sudo edge-agent install-service), or pass --dry-run or --root DIR",
+            EXIT_FAIL,
+        )
     venv: Path = args.venv if args.venv is not None else _default_venv()
     try:
-        commands = install_service(args.unit or default_unit_path(), root=root, user=args.user,
-                                   venv=venv, dry_run=args.dry_run)
+        commands = install_service(
+            args.unit or default_unit_path(), root=root, user=args.user, venv=venv, dry_run=args.dry_run
+        )
     except InstallError as exc:
         return fail(str(exc), EXIT_CONFIG)
     for cmd in commands:
@@ -262,8 +289,10 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     unit = _under(root, UNIT_DIR / UNIT_NAME)
     print(f"unit: {unit}")
     if not _under(root, CONFIG_DIR / "config.toml").exists():
-        print(f"next: create {CONFIG_DIR}/config.toml (edge-agent init --dir {CONFIG_DIR} "
-              f"--state-dir {STATE_DIR} ...), then: systemctl start edge-agent")
+        print(
+            f"next: create {CONFIG_DIR}/config.toml (edge-agent init --dir {CONFIG_DIR} "
+            f"--state-dir {STATE_DIR} ...), then: systemctl start edge-agent"
+        )
     else:
         print("next: systemctl restart edge-agent; journalctl -u edge-agent -f")
     return EXIT_OK

@@ -73,7 +73,8 @@ def load_key(path: Path, *, check_mode: bool = True) -> DeviceKey:
         raise KeyError_(f"{path}: device key not found (create it with `edge-agent init`)") from None
     if check_mode and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyError_(
-            f"{path}: key file mode is {stat.S_IMODE(st.st_mode):04o}, expected 0600 (run: chmod 600 {path})")
+            f"{path}: key file mode is {stat.S_IMODE(st.st_mode):04o}, expected 0600 (run: chmod 600 {path})"
+        )
     try:
         private = serialization.load_pem_private_key(path.read_bytes(), password=None)
     except (ValueError, TypeError) as exc:

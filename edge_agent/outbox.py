@@ -137,7 +137,9 @@ class Outbox:
             log.critical(
                 "outbox %s failed its integrity check (%s); moved it aside to %s and started a fresh one. "
                 "Undelivered records in it were not sent; keep the file for recovery",
-                path, corrupt_reason, moved,
+                path,
+                corrupt_reason,
+                moved,
             )
             gap = {
                 "reason": "outbox_corrupt",
@@ -227,8 +229,14 @@ class Outbox:
                     seq += 1
                     t, clock_state = clock.now()
                     gap = make_record(
-                        device=device, seq=seq, ts=format_ts(t), clock=clock_state, kind="gap",
-                        body=gap_body("outbox_full", evicted), prev=prev, key=key,
+                        device=device,
+                        seq=seq,
+                        ts=format_ts(t),
+                        clock=clock_state,
+                        kind="gap",
+                        body=gap_body("outbox_full", evicted),
+                        prev=prev,
+                        key=key,
                     )
                     data = encode(gap)
                     prev = gap["hash"]
@@ -237,7 +245,10 @@ class Outbox:
                     incoming += len(data)
                     log.warning(
                         "outbox full (outbox.max_mb): evicted %d undelivered record(s), seq %s; "
-                        "signed gap record seq %d tells central", len(evicted), _ranges_text(evicted), seq,
+                        "signed gap record seq %d tells central",
+                        len(evicted),
+                        _ranges_text(evicted),
+                        seq,
                     )
             self.conn.executemany(
                 "INSERT INTO records(seq, kind, priority, ts, data, hash, size, created_at) VALUES (?,?,?,?,?,?,?,?)",
@@ -302,7 +313,8 @@ class Outbox:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             self.conn.executemany(
-                "UPDATE records SET delivered_at = ? WHERE seq = ? AND delivered_at IS NULL", seq_list)
+                "UPDATE records SET delivered_at = ? WHERE seq = ? AND delivered_at IS NULL", seq_list
+            )
             top = max(s for _, s in seq_list)
             self.conn.execute(
                 "UPDATE meta SET value = ? WHERE key = 'last_delivered_seq' AND CAST(value AS INTEGER) < ?",
@@ -333,9 +345,7 @@ class Outbox:
                 (cutoff,),
             ).fetchone()
             self.conn.execute("DELETE FROM records WHERE delivered_at IS NOT NULL AND delivered_at < ?", (cutoff,))
-            self.conn.execute(
-                "UPDATE meta SET value = CAST(value AS INTEGER) - ? WHERE key = 'bytes'", (int(row[1]),)
-            )
+            self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) - ? WHERE key = 'bytes'", (int(row[1]),))
             self.conn.execute("COMMIT")
         except BaseException:
             with contextlib.suppress(sqlite3.Error):
@@ -346,9 +356,7 @@ class Outbox:
     # ------------------------------------------------------------ reading
     def stats(self) -> Stats:
         m = self._meta()
-        depth, oldest = self.conn.execute(
-            "SELECT COUNT(*), MIN(ts) FROM records WHERE delivered_at IS NULL"
-        ).fetchone()
+        depth, oldest = self.conn.execute("SELECT COUNT(*), MIN(ts) FROM records WHERE delivered_at IS NULL").fetchone()
         stored = self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
         age = None
         if oldest:

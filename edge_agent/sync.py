@@ -59,7 +59,8 @@ def make_client(m: MqttConfig, client_id: str) -> mqtt.Client:
             )
         except (ssl.SSLError, OSError, ValueError) as exc:
             raise SyncError(
-                f"mqtt TLS setup failed: {exc} (check mqtt.ca_file, mqtt.cert_file, mqtt.key_file)") from None
+                f"mqtt TLS setup failed: {exc} (check mqtt.ca_file, mqtt.cert_file, mqtt.key_file)"
+            ) from None
     elif m.ca_file or m.cert_file:
         log.warning("mqtt.ca_file/cert_file are set but mqtt.url is not mqtts://; they are ignored")
     password = m.password_value()
@@ -171,8 +172,10 @@ class MqttSync:
     def _on_connect(self, client: mqtt.Client, _ud: Any, flags: Any, reason: Any, _props: Any) -> None:
         self._got_connack = True
         if reason.is_failure:
-            self.last_error = (f"broker {self.m.host}:{self.m.port} refused the connection: {reason} "
-                               "(check mqtt.username/password or client certificate)")
+            self.last_error = (
+                f"broker {self.m.host}:{self.m.port} refused the connection: {reason} "
+                "(check mqtt.username/password or client certificate)"
+            )
             log.error("MQTT: %s", self.last_error)
             return
         self.last_error = None
@@ -209,8 +212,9 @@ class MqttSync:
         while not self._stop.is_set():
             try:
                 if self.m.protocol == "5":
-                    self.client.connect(self.m.host, self.m.port, self.m.keepalive_s, clean_start=False,
-                                        properties=props)
+                    self.client.connect(
+                        self.m.host, self.m.port, self.m.keepalive_s, clean_start=False, properties=props
+                    )
                 else:
                     self.client.connect(self.m.host, self.m.port, self.m.keepalive_s)
             except (OSError, ssl.SSLError) as exc:
@@ -311,8 +315,9 @@ class MqttSync:
                     for seq, kind, data in rows:
                         info = self.client.publish(f"{self.base}/rec/{kind}", data, qos=1)
                         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
-                            log.warning("MQTT publish of seq %d failed (%s); will retry",
-                                        seq, mqtt.error_string(info.rc))
+                            log.warning(
+                                "MQTT publish of seq %d failed (%s); will retry", seq, mqtt.error_string(info.rc)
+                            )
                             cursor = None
                             break
                         pending[info.mid] = seq

@@ -63,14 +63,19 @@ class Verifier:
             self.device = rec.get("device")
         elif rec.get("device") != self.device:
             self.findings.append(
-                Finding(FAIL, "malformed", seq,
-                        f"{where}record of device {rec.get('device')!r} in a stream of {self.device!r}")
+                Finding(
+                    FAIL,
+                    "malformed",
+                    seq,
+                    f"{where}record of device {rec.get('device')!r} in a stream of {self.device!r}",
+                )
             )
             return
         if self.strict_order and self._last_seq_seen is not None and seq <= self._last_seq_seen:
             self.findings.append(
-                Finding(FAIL, "out_of_order", seq,
-                        f"{where}comes after seq {self._last_seq_seen} (expected ascending seq)")
+                Finding(
+                    FAIL, "out_of_order", seq, f"{where}comes after seq {self._last_seq_seen} (expected ascending seq)"
+                )
             )
         self._last_seq_seen = seq if self._last_seq_seen is None else max(seq, self._last_seq_seen)
         old = self.records.get(seq)
@@ -96,8 +101,12 @@ class Verifier:
             problems = check_record(rec, key)
             if key is None and not any(p.startswith("missing") for p in problems):
                 self.findings.append(
-                    Finding(FAIL, "unknown_key", seq,
-                            f"signed by key {rec.get('key')!r}, which is neither given nor announced")
+                    Finding(
+                        FAIL,
+                        "unknown_key",
+                        seq,
+                        f"signed by key {rec.get('key')!r}, which is neither given nor announced",
+                    )
                 )
             for p in problems:
                 what = "bad_signature" if p == "bad signature" else "altered" if p.startswith("hash") else "malformed"
@@ -147,8 +156,12 @@ class Verifier:
             silent = [s for s in missing if s not in gap_hashes]
             if signed:
                 self.findings.append(
-                    Finding(INFO, "signed_gap", seq,
-                            f"seq {_span(signed)} dropped by the device and declared in a signed gap record")
+                    Finding(
+                        INFO,
+                        "signed_gap",
+                        seq,
+                        f"seq {_span(signed)} dropped by the device and declared in a signed gap record",
+                    )
                 )
             if silent:
                 self.findings.append(
@@ -156,8 +169,9 @@ class Verifier:
                 )
             if (seq - 1) in gap_hashes and rec["prev"] != gap_hashes[seq - 1]:
                 self.findings.append(
-                    Finding(FAIL, "broken_link", seq,
-                            f"prev does not match the hash the gap record gives for seq {seq - 1}")
+                    Finding(
+                        FAIL, "broken_link", seq, f"prev does not match the hash the gap record gives for seq {seq - 1}"
+                    )
                 )
         # A declared record that did arrive must be the one declared.
         for s, h in gap_hashes.items():
@@ -245,21 +259,39 @@ def check_checkpoint(  # noqa: PLR0911 - one finding per way a checkpoint can be
     known = _announced_keys(verifier, keys)
     public = known.get(checkpoint["key"])
     if public is None:
-        return [Finding(FAIL, "bad_checkpoint", cp_seq,
-                        f"checkpoint signed by key {checkpoint['key']!r}, which is neither given nor announced")]
+        return [
+            Finding(
+                FAIL,
+                "bad_checkpoint",
+                cp_seq,
+                f"checkpoint signed by key {checkpoint['key']!r}, which is neither given nor announced",
+            )
+        ]
     try:
         data = canonical({k: v for k, v in checkpoint.items() if k != "sig"})
         public.verify(base64.b64decode(checkpoint["sig"], validate=True), data)
     except (ValueError, TypeError, InvalidSignature):
         return [Finding(FAIL, "bad_checkpoint", cp_seq, "checkpoint signature does not verify")]
     if verifier.device is not None and checkpoint["device"] != verifier.device:
-        return [Finding(FAIL, "bad_checkpoint", cp_seq,
-                        f"checkpoint of device {checkpoint['device']!r}, stream of {verifier.device!r}")]
+        return [
+            Finding(
+                FAIL,
+                "bad_checkpoint",
+                cp_seq,
+                f"checkpoint of device {checkpoint['device']!r}, stream of {verifier.device!r}",
+            )
+        ]
     last = max(verifier.records) if verifier.records else 0
     if last < cp_seq:
-        out.append(Finding(FAIL, "truncated_tail", cp_seq,
-                           f"stream ends at seq {last} but the device's checkpoint of {checkpoint['ts']} is at seq "
-                           f"{cp_seq}: records {last + 1}-{cp_seq} are missing"))
+        out.append(
+            Finding(
+                FAIL,
+                "truncated_tail",
+                cp_seq,
+                f"stream ends at seq {last} but the device's checkpoint of {checkpoint['ts']} is at seq "
+                f"{cp_seq}: records {last + 1}-{cp_seq} are missing",
+            )
+        )
         return out
     rec = verifier.records.get(cp_seq)
     if rec is not None and rec.get("hash") != checkpoint["head_hash"]:

@@ -60,15 +60,16 @@ class Pki:
 
 
 def _name(cn: str) -> x509.Name:
-    return x509.Name([
-        x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edge-agent tests"),
-        x509.NameAttribute(NameOID.COMMON_NAME, cn),
-    ])
+    return x509.Name(
+        [
+            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "edge-agent tests"),
+            x509.NameAttribute(NameOID.COMMON_NAME, cn),
+        ]
+    )
 
 
 def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
-    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
-                            serialization.NoEncryption())
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as f:
         f.write(pem)
@@ -83,16 +84,27 @@ def _make_ca(cn: str, now: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x50
     ski = x509.SubjectKeyIdentifier.from_public_key(key.public_key())
     cert = (
         x509.CertificateBuilder()
-        .subject_name(_name(cn)).issuer_name(_name(cn))
+        .subject_name(_name(cn))
+        .issuer_name(_name(cn))
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=2))
         .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=False, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=False, key_cert_sign=True, crl_sign=True,
-            encipher_only=False, decipher_only=False), critical=True)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=False,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
         .add_extension(ski, critical=False)
         .sign(key, hashes.SHA256())
     )
@@ -100,32 +112,54 @@ def _make_ca(cn: str, now: dt.datetime) -> tuple[ec.EllipticCurvePrivateKey, x50
 
 
 def _make_leaf(
-    cn: str, ca_key: ec.EllipticCurvePrivateKey, ca_cert: x509.Certificate, now: dt.datetime,
-    *, server: bool,
+    cn: str,
+    ca_key: ec.EllipticCurvePrivateKey,
+    ca_cert: x509.Certificate,
+    now: dt.datetime,
+    *,
+    server: bool,
 ) -> tuple[ec.EllipticCurvePrivateKey, x509.Certificate]:
     key = ec.generate_private_key(ec.SECP256R1())
     builder = (
         x509.CertificateBuilder()
-        .subject_name(_name(cn)).issuer_name(ca_cert.subject)
+        .subject_name(_name(cn))
+        .issuer_name(ca_cert.subject)
         .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False,
-            data_encipherment=False, key_agreement=True, key_cert_sign=False, crl_sign=False,
-            encipher_only=False, decipher_only=False), critical=True)
-        .add_extension(x509.ExtendedKeyUsage(
-            [ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+        .add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=True,
+                key_cert_sign=False,
+                crl_sign=False,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
+        .add_extension(
+            x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH if server else ExtendedKeyUsageOID.CLIENT_AUTH]),
+            critical=False,
+        )
         .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
         .add_extension(x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False)
     )
     if server:
-        builder = builder.add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"),
-            x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
     return key, builder.sign(ca_key, hashes.SHA256())
 
 
@@ -140,10 +174,13 @@ def make_pki(directory: Path) -> Pki:
     wclient_key, wclient_cert = _make_leaf("edge-test-client", wrong_key, wrong_cert, now, server=False)
     pki = Pki(
         ca_pem=directory / "ca.pem",
-        server_pem=directory / "server.pem", server_key=directory / "server.key",
-        client_pem=directory / "client.pem", client_key=directory / "client.key",
+        server_pem=directory / "server.pem",
+        server_key=directory / "server.key",
+        client_pem=directory / "client.pem",
+        client_key=directory / "client.key",
         wrong_ca_pem=directory / "wrong-ca.pem",
-        wrong_client_pem=directory / "wrong-client.pem", wrong_client_key=directory / "wrong-client.key",
+        wrong_client_pem=directory / "wrong-client.pem",
+        wrong_client_key=directory / "wrong-client.key",
     )
     _write_cert(pki.ca_pem, ca_cert)
     _write_cert(pki.server_pem, server_cert)
@@ -321,7 +358,9 @@ class Broker:
             log_offset = log.tell()
             self._proc = subprocess.Popen(
                 [MOSQUITTO, "-c", str(self.conf_path)],
-                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=subprocess.STDOUT,
             )
         # Safety net: a test that fails between start() and stop() must not leave mosquitto running.
         weakref.finalize(self, _reap, self._proc)
@@ -365,7 +404,10 @@ class Broker:
         return self.start()
 
     def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None,
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
     ) -> None:
         self.stop()
 
@@ -406,8 +448,14 @@ class Connack:
         return bool(self.reason_code.is_failure)
 
 
-def connect_and_wait(client: mqtt.Client, broker: Broker, *, clean_start: bool = True,
-                     session_expiry_s: int = 0, timeout_s: float = CONNECT_TIMEOUT_S) -> Connack:
+def connect_and_wait(
+    client: mqtt.Client,
+    broker: Broker,
+    *,
+    clean_start: bool = True,
+    session_expiry_s: int = 0,
+    timeout_s: float = CONNECT_TIMEOUT_S,
+) -> Connack:
     """Connect, start the network loop and wait for CONNACK; returns it (failure or not)."""
     got: list[Connack] = []
     done = threading.Event()
@@ -428,8 +476,15 @@ def connect_and_wait(client: mqtt.Client, broker: Broker, *, clean_start: bool =
     return got[0]
 
 
-def publish(broker: Broker, topic: str, payloads: Iterable[bytes], *, client_id: str = "test-publisher",
-            user: str | None = None, timeout_s: float = 5.0) -> None:
+def publish(
+    broker: Broker,
+    topic: str,
+    payloads: Iterable[bytes],
+    *,
+    client_id: str = "test-publisher",
+    user: str | None = None,
+    timeout_s: float = 5.0,
+) -> None:
     """Publish each payload at QoS 1 and wait for every PUBACK."""
     client = new_client(client_id)
     broker.configure(client, user=user)
@@ -462,8 +517,15 @@ class Subscriber:
     so messages published meanwhile are queued and delivered on the next `start()`.
     """
 
-    def __init__(self, broker: Broker, topics: str | Iterable[str], *, client_id: str = "test-subscriber",
-                 session_expiry_s: int = 3600, user: str | None = None) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        topics: str | Iterable[str],
+        *,
+        client_id: str = "test-subscriber",
+        session_expiry_s: int = 3600,
+        user: str | None = None,
+    ) -> None:
         self.broker = broker
         self.topics = [topics] if isinstance(topics, str) else list(topics)
         self.client_id = client_id
@@ -481,8 +543,9 @@ class Subscriber:
         client.on_message = self._on_message
         client.on_subscribe = lambda *_a: subscribed.set()
         self._client = client
-        ack = connect_and_wait(client, self.broker, clean_start=False,
-                               session_expiry_s=self.session_expiry_s, timeout_s=timeout_s)
+        ack = connect_and_wait(
+            client, self.broker, clean_start=False, session_expiry_s=self.session_expiry_s, timeout_s=timeout_s
+        )
         if ack.is_failure:
             self.stop()
             raise ConnectionError(f"subscriber refused by {self.broker.url}: {ack.reason_code}")
@@ -527,7 +590,8 @@ class Subscriber:
                 left = deadline - time.monotonic()
                 if left <= 0:
                     raise TimeoutError(
-                        f"expected {count} message(s) on {topic or 'any topic'} within {timeout_s} s, got {len(got)}")
+                        f"expected {count} message(s) on {topic or 'any topic'} within {timeout_s} s, got {len(got)}"
+                    )
                 self._cond.wait(min(left, 0.5))
 
 
@@ -542,6 +606,16 @@ def wait_closed(port: int, timeout_s: float = 2.0) -> bool:
 
 
 __all__ = [
-    "TEST_USERS", "Broker", "Connack", "Message", "Pki", "Subscriber", "connect_and_wait", "free_port", "make_pki",
-    "new_client", "publish", "wait_closed",
+    "TEST_USERS",
+    "Broker",
+    "Connack",
+    "Message",
+    "Pki",
+    "Subscriber",
+    "connect_and_wait",
+    "free_port",
+    "make_pki",
+    "new_client",
+    "publish",
+    "wait_closed",
 ]

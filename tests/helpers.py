@@ -57,8 +57,9 @@ def verify_records(records: list[dict[str, Any]], keys: list[Any]) -> Verifier:
     return v
 
 
-def unplug_replug(driver: Any, twin: Any, n_after: int, *, lost: str = r"(read|write) failed",
-                  timeout_s: float = 3.0) -> list[Any]:
+def unplug_replug(
+    driver: Any, twin: Any, n_after: int, *, lost: str = r"(read|write) failed", timeout_s: float = 3.0
+) -> list[Any]:
     """Read, pull the twin's cable, see the driver report it and fail to reopen, plug back, read again.
 
     Returns the readings after the replug; the twin is stopped and the driver closed either way.

@@ -15,8 +15,13 @@ from edge_agent.bench.slipgen import code128_values, generate_slip, render_code1
 
 DATA = Path(__file__).parent / "data" / "barcodes"
 PHOTOS = [
-    ("code128-2_17", "Code128"), ("code128-3_1", "Code128"), ("code39-3_01", "Code39"),
-    ("ean13-2_04", "EAN13"), ("ean13-3_01", "EAN13"), ("qrcode-3_01", "QRCode"), ("qrcode-4_01", "QRCode"),
+    ("code128-2_17", "Code128"),
+    ("code128-3_1", "Code128"),
+    ("code39-3_01", "Code39"),
+    ("ean13-2_04", "EAN13"),
+    ("ean13-3_01", "EAN13"),
+    ("qrcode-3_01", "QRCode"),
+    ("qrcode-4_01", "QRCode"),
 ]
 
 

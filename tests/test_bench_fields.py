@@ -30,23 +30,52 @@ def extract(lines: list[TextLine]) -> dict[str, object]:
 
 
 def test_extract_fields__one_field_per_line_with_synonyms_and_fullwidth_colons() -> None:
-    got = extract(lines_of("退货申请单", "订单编号：1234567890123456789", "会员ID:VIP12345678", "货号： AB-1234-BLK-M",
-                           "退货数量：2 件", "申请日期：2025年03月07日", "原因：少件 - 赠品未收到"))
-    assert got == {"order_no": "1234567890123456789", "customer_id": "VIP12345678", "sku": "AB-1234-BLK-M",
-                   "quantity": 2, "return_date": "2025-03-07", "reason": "少件"}
+    got = extract(
+        lines_of(
+            "退货申请单",
+            "订单编号：1234567890123456789",
+            "会员ID:VIP12345678",
+            "货号： AB-1234-BLK-M",
+            "退货数量：2 件",
+            "申请日期：2025年03月07日",
+            "原因：少件 - 赠品未收到",
+        )
+    )
+    assert got == {
+        "order_no": "1234567890123456789",
+        "customer_id": "VIP12345678",
+        "sku": "AB-1234-BLK-M",
+        "quantity": 2,
+        "return_date": "2025-03-07",
+        "reason": "少件",
+    }
 
 
 def test_extract_fields__several_fields_on_one_line_and_english_labels() -> None:
-    got = extract(lines_of("Order No.: 250307-123456789012345   数量：3",
-                           "SKU：SKU123456789  客户ID：C0123456789",
-                           "退货日期：2025/03/27 退货原因：尺码不合适，偏小"))
-    assert got == {"order_no": "250307-123456789012345", "quantity": 3, "sku": "SKU123456789",
-                   "customer_id": "C0123456789", "return_date": "2025-03-27", "reason": "尺码不合适"}
+    got = extract(
+        lines_of(
+            "Order No.: 250307-123456789012345   数量：3",
+            "SKU：SKU123456789  客户ID：C0123456789",
+            "退货日期：2025/03/27 退货原因：尺码不合适，偏小",
+        )
+    )
+    assert got == {
+        "order_no": "250307-123456789012345",
+        "quantity": 3,
+        "sku": "SKU123456789",
+        "customer_id": "C0123456789",
+        "return_date": "2025-03-27",
+        "reason": "尺码不合适",
+    }
 
 
 def test_extract_fields__label_and_value_in_separate_boxes_of_one_row() -> None:
-    lines = [TextLine("订单号：", 0.99, (20, 100, 120, 30)), TextLine("987654321012", 0.96, (150, 102, 300, 30)),
-             TextLine("数量", 0.99, (20, 150, 80, 30)), TextLine("1", 0.95, (150, 151, 20, 30))]
+    lines = [
+        TextLine("订单号：", 0.99, (20, 100, 120, 30)),
+        TextLine("987654321012", 0.96, (150, 102, 300, 30)),
+        TextLine("数量", 0.99, (20, 150, 80, 30)),
+        TextLine("1", 0.95, (150, 151, 20, 30)),
+    ]
     got = extract_fields(lines, TEMPLATE, REASONS, MATCHER).values
     assert got["order_no"].value == "987654321012"
     assert got["quantity"].value == 1
@@ -105,11 +134,19 @@ def test_extract_fields__not_an_integer_quantity_is_a_format_issue() -> None:
     assert [i.code for i in ext.issues if i.field == "quantity"] == ["bad_format"]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("2025-03-27", "2025-03-27"), ("2025/03/27", "2025-03-27"), ("2025年03月27日", "2025-03-27"),
-    ("2025年3月7日", "2025-03-07"), ("２０２５－０３－２７", "2025-03-27"), ("2025.03.27", "2025-03-27"),
-    ("2O25-03-27", "2025-03-27"), ("20250327", "2025-03-27"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2025-03-27", "2025-03-27"),
+        ("2025/03/27", "2025-03-27"),
+        ("2025年03月27日", "2025-03-27"),
+        ("2025年3月7日", "2025-03-07"),
+        ("２０２５－０３－２７", "2025-03-27"),
+        ("2025.03.27", "2025-03-27"),
+        ("2O25-03-27", "2025-03-27"),
+        ("20250327", "2025-03-27"),
+    ],
+)
 def test_parse_date__formats_merchants_print(text: str, expected: str) -> None:
     got = parse_date(text)
     assert got is not None and got[0].isoformat() == expected
@@ -120,8 +157,9 @@ def test_parse_date__invalid_dates_are_refused(text: str) -> None:
     assert parse_date(text) is None
 
 
-@pytest.mark.parametrize(("text", "expected"), [("2", 2), ("2件", 2), ("x3", 3), ("两件", 2), ("十二个", 12),
-                                                ("1O", 10), ("12 pcs", 12)])
+@pytest.mark.parametrize(
+    ("text", "expected"), [("2", 2), ("2件", 2), ("x3", 3), ("两件", 2), ("十二个", 12), ("1O", 10), ("12 pcs", 12)]
+)
 def test_parse_quantity__forms(text: str, expected: int) -> None:
     got = parse_quantity(text)
     assert got is not None and got[0] == expected
@@ -148,11 +186,20 @@ def test_fix_code__alphanumeric_pattern_keeps_letters() -> None:
     assert fix_code("AB-1O34-BLK", rx).value == "AB-1O34-BLK"  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("text", "expected"), [
-    ("少件 - 赠品未收到", "少件"), ("七天无理由退货", "七天无理由"), ("7天无理由", "七天无理由"),
-    ("过期/临期：临近保质期", "过期/临期"), ("临期", "过期/临期"), ("与描述不符-色差大", "与描述不符"),
-    ("质量问题，开线", "质量问题"), ("破损 外包装压坏", "破损"), ("发错货-颜色不对", "发错货"),
-])
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("少件 - 赠品未收到", "少件"),
+        ("七天无理由退货", "七天无理由"),
+        ("7天无理由", "七天无理由"),
+        ("过期/临期：临近保质期", "过期/临期"),
+        ("临期", "过期/临期"),
+        ("与描述不符-色差大", "与描述不符"),
+        ("质量问题，开线", "质量问题"),
+        ("破损 外包装压坏", "破损"),
+        ("发错货-颜色不对", "发错货"),
+    ],
+)
 def test_match_reason__canonical_even_with_details(text: str, expected: str) -> None:
     got = match_reason(text, REASONS)
     assert got is not None and got.reason == expected and not got.ambiguous
@@ -169,14 +216,19 @@ def test_to_halfwidth__keeps_length_and_maps_fullwidth() -> None:
 
 
 def test_group_rows__boxes_on_one_line_joined_left_to_right() -> None:
-    rows = group_rows([TextLine("B", 0.9, (300, 102, 50, 30)), TextLine("A", 0.9, (10, 100, 50, 30)),
-                       TextLine("C", 0.9, (10, 160, 50, 30))])
+    rows = group_rows(
+        [
+            TextLine("B", 0.9, (300, 102, 50, 30)),
+            TextLine("A", 0.9, (10, 100, 50, 30)),
+            TextLine("C", 0.9, (10, 160, 50, 30)),
+        ]
+    )
     assert [r.text for r in rows] == ["A B", "C"]
 
 
 def test_load_template__site_template_adds_labels_and_replaces_pattern(tmp_path: Path) -> None:
     site = tmp_path / "merchant.toml"
-    site.write_text('[fields.order_no]\nlabels = ["单据号"]\npattern = \'RT\\d{8}\'\n', encoding="utf-8")
+    site.write_text("[fields.order_no]\nlabels = [\"单据号\"]\npattern = 'RT\\d{8}'\n", encoding="utf-8")
     t = load_template(FieldsConfig(templates=[Path("merchant.toml")]), base_dir=tmp_path)
     ext = extract_fields(lines_of("单据号：RT2O250327"), t, REASONS)
     assert ext.values["order_no"].value == "RT20250327"
@@ -185,10 +237,14 @@ def test_load_template__site_template_adds_labels_and_replaces_pattern(tmp_path:
 
 def test_load_template__errors_name_file_key_expected_and_got(tmp_path: Path) -> None:
     site = tmp_path / "bad.toml"
-    site.write_text('[fields.order_no]\nkind = "money"\npattern = "("\n[fields.colour]\nlabels = ["颜色"]\n',
-                    encoding="utf-8")
-    with pytest.raises(ConfigError, match=r"bad.toml: fields.order_no.kind: expected one of code, int, date, "
-                                          r"reason, got 'money'") as exc:
+    site.write_text(
+        '[fields.order_no]\nkind = "money"\npattern = "("\n[fields.colour]\nlabels = ["颜色"]\n', encoding="utf-8"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"bad.toml: fields.order_no.kind: expected one of code, int, date, "
+        r"reason, got 'money'",
+    ) as exc:
         load_template(FieldsConfig(templates=[site]))
     text = "\n".join(exc.value.problems)
     assert "fields.order_no.pattern: expected a regular expression" in text
@@ -200,8 +256,9 @@ def test_load_template__missing_file_is_named(tmp_path: Path) -> None:
         load_template(FieldsConfig(templates=[tmp_path / "nope.toml"]))
 
 
-_slip_text = st.text(alphabet=st.sampled_from(list("订单号数量：:；;SKU原因日期年月日 -/0123456789OIlSBxX件，。Ａ\t")),
-                     max_size=40)
+_slip_text = st.text(
+    alphabet=st.sampled_from(list("订单号数量：:；;SKU原因日期年月日 -/0123456789OIlSBxX件，。Ａ\t")), max_size=40
+)
 
 
 @settings(max_examples=300, deadline=None)

@@ -29,10 +29,16 @@ def test_assess__generated_photos_pass_and_label_is_located(tier: str) -> None:
     assert located >= 3
 
 
-@pytest.mark.parametrize(("defect", "reason"), [
-    ("blur", "blurry: sharpness"), ("dark", "too dark"), ("overexposed", "overexposed"),
-    ("glare", "glare on the label"), ("no_label", "no label found"),
-])
+@pytest.mark.parametrize(
+    ("defect", "reason"),
+    [
+        ("blur", "blurry: sharpness"),
+        ("dark", "too dark"),
+        ("overexposed", "overexposed"),
+        ("glare", "glare on the label"),
+        ("no_label", "no label found"),
+    ],
+)
 def test_assess__bad_photo_refused_with_reason(defect: str, reason: str) -> None:
     for seed in (1, 2):
         img, _ = generate_slip(seed, "typical", defect=defect)
@@ -70,8 +76,9 @@ def test_find_label_quad__none_on_empty_bench() -> None:
 @pytest.mark.parametrize("deg", [-6.0, -2.5, 3.0, 7.0])
 def test_estimate_skew_deg__undoes_a_known_rotation(deg: float) -> None:
     img, truth = generate_slip(11, "clean")
-    label = preprocess(img, PreprocessConfig(deskew=False, normalize_contrast=False),
-                       np.array(truth["label_quad"], np.float32)).image
+    label = preprocess(
+        img, PreprocessConfig(deskew=False, normalize_contrast=False), np.array(truth["label_quad"], np.float32)
+    ).image
     turned = rotate(label, deg)
     est = estimate_skew_deg(turned, 10)
     assert abs(est + deg) < 0.8, est

@@ -72,7 +72,7 @@ def test_onnx_ocr__confidence_separates_text_from_noise(reader: ImageReader) -> 
     img, _ = generate_slip(23, "typical")
     lines, _ = engine.read(reader_label(reader, img))
     noise = np.random.default_rng(3).integers(0, 256, (48, 400, 3), dtype=np.uint8)
-    (_, noise_conf), = engine.recognize([noise])
+    ((_, noise_conf),) = engine.recognize([noise])
     assert np.median([ln.confidence for ln in lines]) > 0.95
     assert noise_conf < 0.8
 
@@ -108,7 +108,7 @@ def test_ctc_decode__collapses_repeats_and_blanks() -> None:
     probs = np.full((1, len(seq), 4), 0.01, np.float32)
     for t, k in enumerate(seq):
         probs[0, t, k] = 0.9 if t != 4 else 0.6
-    (text, conf), = ctc_decode(probs, charset)
+    ((text, conf),) = ctc_decode(probs, charset)
     assert text == "112"
     assert conf == pytest.approx((0.9 + 0.9 + 0.6) / 3, abs=1e-5)
 
@@ -171,10 +171,18 @@ def test_ocr_config__errors_name_key_and_expectation() -> None:
     from edge_agent.errors import ConfigError
 
     with pytest.raises(ConfigError) as ei:
-        parse_config({"profile": "bench", "device": {"id": "b1", "site": "s"},
-                      "bench": {"ocr": {"engine": "paddle", "rec_squeeze": 2},
-                                "preprocess": {"binarize": "yes"}, "quality": {"max_glare_frac": 3}}},
-                     "config.toml")
+        parse_config(
+            {
+                "profile": "bench",
+                "device": {"id": "b1", "site": "s"},
+                "bench": {
+                    "ocr": {"engine": "paddle", "rec_squeeze": 2},
+                    "preprocess": {"binarize": "yes"},
+                    "quality": {"max_glare_frac": 3},
+                },
+            },
+            "config.toml",
+        )
     problems = "\n".join(ei.value.problems)
     assert 'config.toml: bench.ocr.engine: expected "onnx" or "tesseract", got "paddle"' in problems
     assert "config.toml: bench.ocr.rec_squeeze: expected a factor 0.4-1.0, got 2" in problems

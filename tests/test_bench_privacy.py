@@ -19,8 +19,18 @@ def lines_of(*texts: str) -> list[TextLine]:
     return [TextLine(t, 0.97, (20, 40 * i, 600, 30)) for i, t in enumerate(texts)]
 
 
-@pytest.mark.parametrize("phone", ["13812345678", "138 1234 5678", "138-1234-5678", "+86 13812345678",
-                                   "１３８１２３４５６７８", "0571-88881234", "138l2345678"])
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "13812345678",
+        "138 1234 5678",
+        "138-1234-5678",
+        "+86 13812345678",
+        "１３８１２３４５６７８",
+        "0571-88881234",
+        "138l2345678",
+    ],
+)
 def test_mask_text__phone_numbers(phone: str) -> None:
     out = mask_text(f"联系方式 {phone} 谢谢")
     assert "[PHONE]" in out
@@ -54,8 +64,14 @@ def test_privacy_config__bad_pattern_is_refused() -> None:
 
 
 def test_masked_slip_text__labelled_personal_values_are_masked_fields_are_not() -> None:
-    lines = lines_of("订单号：123456789012 数量：1", "收件人：欧阳娜娜 手机：13912345678",
-                     "寄件地址：", "四川省成都市武侯区天府大道88号", "联系人: 李雷", "身份证号：11010519491231002X")
+    lines = lines_of(
+        "订单号：123456789012 数量：1",
+        "收件人：欧阳娜娜 手机：13912345678",
+        "寄件地址：",
+        "四川省成都市武侯区天府大道88号",
+        "联系人: 李雷",
+        "身份证号：11010519491231002X",
+    )
     ext = extract_fields(lines, TEMPLATE, REASONS)
     text = masked_slip_text(ext, keep=["123456789012"])
     assert "123456789012" in text and "数量:1" in text  # stored text is half-width
@@ -68,11 +84,15 @@ _given = "伟芳娜秀英敏静丽强磊军洋勇艳杰"
 
 
 @settings(max_examples=200, deadline=None)
-@given(st.tuples(st.sampled_from("王李张刘陈杨黄赵"), st.text(alphabet=_given, min_size=1, max_size=2)),
-       st.from_regex(r"1[3-9]\d{9}", fullmatch=True), st.sampled_from(["：", ":", ": "]),
-       st.tuples(st.sampled_from(["姓名", "收件人", "联系人"]), st.sampled_from(["电话", "手机", "联系电话"])))
-def test_masked_slip_text__generated_people_never_leak(person: tuple[str, str], phone: str, colon: str,
-                                                       labels: tuple[str, str]) -> None:
+@given(
+    st.tuples(st.sampled_from("王李张刘陈杨黄赵"), st.text(alphabet=_given, min_size=1, max_size=2)),
+    st.from_regex(r"1[3-9]\d{9}", fullmatch=True),
+    st.sampled_from(["：", ":", ": "]),
+    st.tuples(st.sampled_from(["姓名", "收件人", "联系人"]), st.sampled_from(["电话", "手机", "联系电话"])),
+)
+def test_masked_slip_text__generated_people_never_leak(
+    person: tuple[str, str], phone: str, colon: str, labels: tuple[str, str]
+) -> None:
     name = person[0] + person[1]
     name_label, phone_label = labels
     ext = extract_fields(lines_of(f"{name_label}{colon}{name}    {phone_label}{colon}{phone}"), TEMPLATE, REASONS)

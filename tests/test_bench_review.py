@@ -21,9 +21,15 @@ OK = QualityReport(True, (), 300.0, 140.0, 0.0, True)
 
 
 def result(quantity_conf: float = 0.6, engine: str = "onnx") -> InspectionResult:
-    texts = [("订单号：123456789012", 0.98), ("SKU：AB-1234-BLK-M", 0.97), ("数量：2", quantity_conf),
-             ("退货原因：破损", 0.97), ("客户ID：C0123456789", 0.97), ("退货日期：2025-03-27", 0.97),
-             ("收件人：王芳 电话：13812345678", 0.95)]
+    texts = [
+        ("订单号：123456789012", 0.98),
+        ("SKU：AB-1234-BLK-M", 0.97),
+        ("数量：2", quantity_conf),
+        ("退货原因：破损", 0.97),
+        ("客户ID：C0123456789", 0.97),
+        ("退货日期：2025-03-27", 0.97),
+        ("收件人：王芳 电话：13812345678", 0.95),
+    ]
     lines = tuple(TextLine(t, c, (10, 40 * i, 500, 30)) for i, (t, c) in enumerate(texts))
     reading = ImageReading(OK, lines, (Barcode("123456789012", "Code128"),), engine, {"ocr": 100.0})
     return evaluate(reading, RULES, manifest=None, today=date(2025, 3, 28))
@@ -118,8 +124,10 @@ def test_review_queue__images_kept_for_hours_then_purged(tmp_path: Path) -> None
 @pytest.fixture
 def config_file(tmp_path: Path) -> Path:
     cfg = tmp_path / "config.toml"
-    cfg.write_text(f'profile = "bench"\nstate_dir = "{tmp_path / "state"}"\n[device]\nid = "bench-1"\nsite = "wh1"\n',
-                   encoding="utf-8")
+    cfg.write_text(
+        f'profile = "bench"\nstate_dir = "{tmp_path / "state"}"\n[device]\nid = "bench-1"\nsite = "wh1"\n',
+        encoding="utf-8",
+    )
     return cfg
 
 
@@ -132,15 +140,32 @@ def test_review_cli__list_show_correct_accept(config_file: Path, capsys: pytest.
     assert main(["review", "show", str(first), "--config", str(config_file)]) == 0
     out = capsys.readouterr().out
     assert "quantity" in out and "[PHONE]" in out and "13812345678" not in out
-    rc = main(["review", "correct", str(first), "--set", "quantity=3", "--set", "reason=少件，缺配件",
-               "--why", "recounted", "--reviewer", "han.mei", "--config", str(config_file)])
+    rc = main(
+        [
+            "review",
+            "correct",
+            str(first),
+            "--set",
+            "quantity=3",
+            "--set",
+            "reason=少件，缺配件",
+            "--why",
+            "recounted",
+            "--reviewer",
+            "han.mei",
+            "--config",
+            str(config_file),
+        ]
+    )
     assert rc == 0
     assert main(["review", "accept", str(second), "--reviewer", "li.lei", "--config", str(config_file)]) == 0
     capsys.readouterr()
     assert main(["review", "accept", str(second), "--config", str(config_file)]) == 1
     assert "already decided" in capsys.readouterr().err
-    assert main(["review", "correct", str(second), "--set", "reason=不想要", "--why", "x",
-                 "--config", str(config_file)]) == 1
+    assert (
+        main(["review", "correct", str(second), "--set", "reason=不想要", "--why", "x", "--config", str(config_file)])
+        == 1
+    )
     assert "reason: expected one of 破损" in capsys.readouterr().err
     assert main(["review", "list", "--status", "decided", "--json", "--config", str(config_file)]) == 0
     items = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
@@ -155,5 +180,7 @@ def test_review_cli__bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFi
     with pytest.raises(SystemExit) as exc:
         main(["review", "list", "--config", str(bad)])
     assert exc.value.code == 2
-    assert 'bench.review.keep_images: expected "until_reviewed", "hours" or "never", got "forever"' in \
-        capsys.readouterr().err
+    assert (
+        'bench.review.keep_images: expected "until_reviewed", "hours" or "never", got "forever"'
+        in capsys.readouterr().err
+    )

@@ -57,13 +57,23 @@ def _wait(cond: Callable[[], object], timeout_s: float = 15.0) -> None:
 
 @pytest.fixture(scope="module")
 def slips() -> dict[str, tuple[np.ndarray, dict[str, Any]]]:
-    return {"good": generate_slip(1, "clean"), "blurred": generate_slip(4, "clean", defect="blur"),
-            "other": generate_slip(2, "clean")}
+    return {
+        "good": generate_slip(1, "clean"),
+        "blurred": generate_slip(4, "clean", defect="blur"),
+        "other": generate_slip(2, "clean"),
+    }
 
 
 def _bench_cfg(tmp_path: Path, bench: dict[str, Any]) -> AgentConfig:
-    return parse_config({"profile": "bench", "device": {"id": "bench-1", "site": "wh1"},
-                         "state_dir": str(tmp_path / "state"), "bench": bench}, "config.toml")
+    return parse_config(
+        {
+            "profile": "bench",
+            "device": {"id": "bench-1", "site": "wh1"},
+            "state_dir": str(tmp_path / "state"),
+            "bench": bench,
+        },
+        "config.toml",
+    )
 
 
 def _inspector(cfg: AgentConfig, truth: dict[str, Any]) -> Inspector:
@@ -73,21 +83,30 @@ def _inspector(cfg: AgentConfig, truth: dict[str, Any]) -> Inspector:
 
 
 @pytest.fixture
-def folder_bench(tmp_path: Path, slips: dict[str, tuple[np.ndarray, dict[str, Any]]]) -> Iterator[
-        tuple[BenchService, Records, ScannerTwin, FolderCameraTwin, AgentConfig]]:
+def folder_bench(
+    tmp_path: Path, slips: dict[str, tuple[np.ndarray, dict[str, Any]]]
+) -> Iterator[tuple[BenchService, Records, ScannerTwin, FolderCameraTwin, AgentConfig]]:
     twin = ScannerTwin(tmp_path / "ttyACM0", prefix=STX, suffix=ETX, terminator="\r\n")
     twin.start()
-    cfg = _bench_cfg(tmp_path, {
-        "camera": {"kind": "folder", "path": str(tmp_path / "drop"), "settle_s": 0, "poll_interval_s": 0.05},
-        "scanner": {"kind": "serial", "port": twin.path, "prefix": STX, "suffix": ETX, "terminator": "\r\n",
-                    "name": "rf-1"},
-        "trigger": {"timeout_s": 2.5, "debounce_s": 2.0},
-    })
+    cfg = _bench_cfg(
+        tmp_path,
+        {
+            "camera": {"kind": "folder", "path": str(tmp_path / "drop"), "settle_s": 0, "poll_interval_s": 0.05},
+            "scanner": {
+                "kind": "serial",
+                "port": twin.path,
+                "prefix": STX,
+                "suffix": ETX,
+                "terminator": "\r\n",
+                "name": "rf-1",
+            },
+            "trigger": {"timeout_s": 2.5, "debounce_s": 2.0},
+        },
+    )
     records = Records()
     svc = BenchService(inspector=_inspector(cfg, slips["good"][1]))
     camera = FolderCameraTwin(tmp_path / "drop")
-    ctx = ServiceContext(config=cfg, emit=records.emit, clock=Clock(), state_dir=cfg.state_dir,
-                         stop=threading.Event())
+    ctx = ServiceContext(config=cfg, emit=records.emit, clock=Clock(), state_dir=cfg.state_dir, stop=threading.Event())
     svc.start(ctx)
     try:
         yield svc, records, twin, camera, cfg
@@ -97,8 +116,9 @@ def folder_bench(tmp_path: Path, slips: dict[str, tuple[np.ndarray, dict[str, An
 
 
 def test_bench_service__confident_slip_becomes_a_return_inspection(
-        folder_bench: tuple[BenchService, Records, ScannerTwin, FolderCameraTwin, AgentConfig],
-        slips: dict[str, tuple[np.ndarray, dict[str, Any]]]) -> None:
+    folder_bench: tuple[BenchService, Records, ScannerTwin, FolderCameraTwin, AgentConfig],
+    slips: dict[str, tuple[np.ndarray, dict[str, Any]]],
+) -> None:
     svc, records, scanner, camera, cfg = folder_bench
     image, truth = slips["good"]
     _wait(lambda: svc.status()["scanner"]["connected"])
@@ -128,8 +148,9 @@ def test_bench_service__confident_slip_becomes_a_return_inspection(
 
 
 def test_bench_service__doubtful_slip_waits_for_review_then_is_emitted(
-        folder_bench: tuple[BenchService, Records, ScannerTwin, FolderCameraTwin, AgentConfig],
-        slips: dict[str, tuple[np.ndarray, dict[str, Any]]]) -> None:
+    folder_bench: tuple[BenchService, Records, ScannerTwin, FolderCameraTwin, AgentConfig],
+    slips: dict[str, tuple[np.ndarray, dict[str, Any]]],
+) -> None:
     svc, records, scanner, camera, cfg = folder_bench
     image, truth = slips["blurred"]
     _wait(lambda: svc.status()["scanner"]["connected"])
@@ -161,19 +182,20 @@ def test_bench_service__doubtful_slip_waits_for_review_then_is_emitted(
 
 
 def test_bench_service__scan_without_photo_is_reported(
-        folder_bench: tuple[BenchService, Records, ScannerTwin, FolderCameraTwin, AgentConfig]) -> None:
+    folder_bench: tuple[BenchService, Records, ScannerTwin, FolderCameraTwin, AgentConfig],
+) -> None:
     svc, records, scanner, _camera, _cfg = folder_bench
     _wait(lambda: svc.status()["scanner"]["connected"])
     scanner.scan("251120-000000000000001")
     _wait(lambda: records.of("event", "bench_scan_without_photo"), 6)
-    assert records.of("event", "bench_scan_without_photo") == [{"event": "bench_scan_without_photo",
-                                                                "scanner": "rf-1"}]
+    assert records.of("event", "bench_scan_without_photo") == [{"event": "bench_scan_without_photo", "scanner": "rf-1"}]
     assert svc.status()["counts"]["scans_without_photo"] == 1
 
 
 def test_bench_service__broken_file_does_not_stop_the_bench(
-        folder_bench: tuple[BenchService, Records, ScannerTwin, FolderCameraTwin, AgentConfig],
-        slips: dict[str, tuple[np.ndarray, dict[str, Any]]]) -> None:
+    folder_bench: tuple[BenchService, Records, ScannerTwin, FolderCameraTwin, AgentConfig],
+    slips: dict[str, tuple[np.ndarray, dict[str, Any]]],
+) -> None:
     svc, records, scanner, camera, _cfg = folder_bench
     image, truth = slips["good"]
     camera.drop_bytes(b"\xff\xd8\xff\xe0 not really a jpeg", ".jpg")
@@ -192,8 +214,8 @@ def _write_video(path: Path, image: np.ndarray, n: int = 3) -> None:
 
 
 def test_bench_service__manual_capture_from_the_cli(
-        tmp_path: Path, slips: dict[str, tuple[np.ndarray, dict[str, Any]]],
-        capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, slips: dict[str, tuple[np.ndarray, dict[str, Any]]], capsys: pytest.CaptureFixture[str]
+) -> None:
     image, truth = slips["other"]
     video = tmp_path / "camera.avi"
     _write_video(video, image)
@@ -213,8 +235,9 @@ mode = "manual"
     cfg = load_config(config)
     records = Records()
     svc = BenchService(inspector=_inspector(cfg, truth))
-    svc.start(ServiceContext(config=cfg, emit=records.emit, clock=Clock(), state_dir=cfg.state_dir,
-                             stop=threading.Event()))
+    svc.start(
+        ServiceContext(config=cfg, emit=records.emit, clock=Clock(), state_dir=cfg.state_dir, stop=threading.Event())
+    )
     try:
         _wait(lambda: svc.status()["camera"]["frames_ok"] > 0, 5)
         rc = cli_main(["bench", "capture", "--config", str(config), "--code", truth["order_no"], "--wait", "5"])
@@ -231,7 +254,8 @@ mode = "manual"
 
 
 def test_bench_capture_cli__without_a_daemon_withdraws_the_request(
-        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     config = tmp_path / "config.toml"
     config.write_text('profile = "bench"\nstate_dir = "state"\n[device]\nid = "b"\nsite = "s"\n')
     rc = cli_main(["bench", "capture", "--config", str(config), "--wait", "0.2"])
@@ -242,37 +266,46 @@ def test_bench_capture_cli__without_a_daemon_withdraws_the_request(
 
 def test_bench_service__camera_section_is_required(tmp_path: Path) -> None:
     cfg = _bench_cfg(tmp_path, {"scanner": {"kind": "serial", "port": "/dev/ttyACM0"}})
-    ctx = ServiceContext(config=cfg, emit=Records().emit, clock=Clock(), state_dir=cfg.state_dir,
-                         stop=threading.Event())
+    ctx = ServiceContext(
+        config=cfg, emit=Records().emit, clock=Clock(), state_dir=cfg.state_dir, stop=threading.Event()
+    )
     with pytest.raises(ConfigError, match=r"config: bench\.camera: required for the bench profile"):
         BenchService().start(ctx)
 
 
 def test_bench_service__scan_then_capture_needs_a_scanner(tmp_path: Path) -> None:
     cfg = _bench_cfg(tmp_path, {"camera": {"kind": "folder", "path": str(tmp_path)}})
-    ctx = ServiceContext(config=cfg, emit=Records().emit, clock=Clock(), state_dir=cfg.state_dir,
-                         stop=threading.Event())
+    ctx = ServiceContext(
+        config=cfg, emit=Records().emit, clock=Clock(), state_dir=cfg.state_dir, stop=threading.Event()
+    )
     with pytest.raises(ConfigError, match=r'bench\.scanner: required when bench\.trigger\.mode is "scan-then-capture"'):
         BenchService().start(ctx)
 
 
 def test_bench_service__streaming_camera_takes_the_frame_after_the_scan(
-        tmp_path: Path, slips: dict[str, tuple[np.ndarray, dict[str, Any]]]) -> None:
+    tmp_path: Path, slips: dict[str, tuple[np.ndarray, dict[str, Any]]]
+) -> None:
     image, truth = slips["good"]
     video = tmp_path / "camera.avi"
     _write_video(video, image, n=2)
     with ScannerTwin(tmp_path / "ttyUSB0") as scanner:
         # The video ends after two frames: the camera "stops delivering", is reopened with backoff
         # and delivers again -- the photo must be a frame from after the scan all the same.
-        cfg = _bench_cfg(tmp_path, {
-            "camera": {"kind": "opencv", "source": str(video), "silence_timeout_s": 0.3, "max_fps": 30},
-            "scanner": {"kind": "serial", "port": scanner.path},
-            "trigger": {"mode": "scan-then-capture", "timeout_s": 5, "capture_delay_s": 0.2},
-        })
+        cfg = _bench_cfg(
+            tmp_path,
+            {
+                "camera": {"kind": "opencv", "source": str(video), "silence_timeout_s": 0.3, "max_fps": 30},
+                "scanner": {"kind": "serial", "port": scanner.path},
+                "trigger": {"mode": "scan-then-capture", "timeout_s": 5, "capture_delay_s": 0.2},
+            },
+        )
         records = Records()
         svc = BenchService(inspector=_inspector(cfg, truth))
-        svc.start(ServiceContext(config=cfg, emit=records.emit, clock=Clock(), state_dir=cfg.state_dir,
-                                 stop=threading.Event()))
+        svc.start(
+            ServiceContext(
+                config=cfg, emit=records.emit, clock=Clock(), state_dir=cfg.state_dir, stop=threading.Event()
+            )
+        )
         try:
             _wait(lambda: svc.status()["camera"]["frames_ok"] > 0 and svc.status()["scanner"]["connected"], 5)
             scanner.scan(truth["order_no"])
@@ -288,8 +321,12 @@ def test_bench_service__streaming_camera_takes_the_frame_after_the_scan(
 @pytest.mark.skipif(importlib.util.find_spec("picamera2") is not None, reason="picamera2 is installed here")
 def test_bench_service__missing_picamera2_is_a_clean_config_error(tmp_path: Path) -> None:
     cfg = _bench_cfg(tmp_path, {"camera": {"kind": "picamera2"}, "trigger": {"mode": "manual"}})
-    ctx = ServiceContext(config=cfg, emit=Records().emit, clock=Clock(), state_dir=cfg.state_dir,
-                         stop=threading.Event())
-    with pytest.raises(ConfigError, match=r"config: bench\.camera: picamera2 not installed: apt install "
-                                          r"python3-picamera2 and create the venv with --system-site-packages"):
+    ctx = ServiceContext(
+        config=cfg, emit=Records().emit, clock=Clock(), state_dir=cfg.state_dir, stop=threading.Event()
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"config: bench\.camera: picamera2 not installed: apt install "
+        r"python3-picamera2 and create the venv with --system-site-packages",
+    ):
         BenchService().start(ctx)

@@ -36,8 +36,10 @@ def scenes() -> dict[str, np.ndarray]:
     empty, _ = generate_slip(11, "typical", defect="no_label")  # the same bench without the slip
     other, _ = generate_slip(12, "typical")
     # A quarter size keeps the test quick; the detector looks at a 160 px thumbnail either way.
-    return {k: cv2.resize(v, (400, 300), interpolation=cv2.INTER_AREA)
-            for k, v in {"slip": slip, "empty": empty, "other": other}.items()}
+    return {
+        k: cv2.resize(v, (400, 300), interpolation=cv2.INTER_AREA)
+        for k, v in {"slip": slip, "empty": empty, "other": other}.items()
+    }
 
 
 def _noisy(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -69,8 +71,9 @@ def test_step_still__label_at_rest_is_captured_once(scenes: dict[str, np.ndarray
     first_rest = len(empty) + len(moving)
     assert first_rest + 4 <= fired[0] <= first_rest + 7
     # Taken away, and the bench is empty again: nothing to capture.
-    fired, state, t = _run([np.roll(scenes["slip"], 75, axis=0)] + [_noisy(scenes["empty"], rng) for _ in range(10)],
-                           state, t)
+    fired, state, t = _run(
+        [np.roll(scenes["slip"], 75, axis=0)] + [_noisy(scenes["empty"], rng) for _ in range(10)], state, t
+    )
     assert fired == []
     # The next parcel's slip comes to rest: captured.
     fired, state, t = _run([_noisy(scenes["other"], rng) for _ in range(10)], state, t)
@@ -179,7 +182,7 @@ def test_capture_config__shipped_sample_sections_parse_when_uncommented() -> Non
     from edge_agent.resources import config_file
 
     text = config_file("bench.toml").read_text(encoding="utf-8")
-    block = text[text.index("# ---------------------------------------------------------------- bench capture"):]
+    block = text[text.index("# ---------------------------------------------------------------- bench capture") :]
     lines = [re.sub(r"^# (\[bench\.|[a-z_]+ = )", r"\1", line) for line in block.splitlines()]
     data = tomllib.loads("\n".join(lines))
     bench = BenchConfig.model_validate(data["bench"])

@@ -21,22 +21,39 @@ TEMPLATE = load_template(FieldsConfig())
 REASONS = load_reasons(ValidationConfig())
 RULES = ValidationConfig(return_window_days=30)
 TODAY = date(2025, 4, 1)
-CSV = (b"order_no,sku,quantity,customer_id,order_date\n"
-       b"123456789012,AB-1234-BLK-M,2,C0123456789,2025-03-01\n"
-       b"123456789012,SKU123456789,1,C0123456789,2025-03-01\n"
-       b"250307-123456789012345,A12345-07,5,,\n")
+CSV = (
+    b"order_no,sku,quantity,customer_id,order_date\n"
+    b"123456789012,AB-1234-BLK-M,2,C0123456789,2025-03-01\n"
+    b"123456789012,SKU123456789,1,C0123456789,2025-03-01\n"
+    b"250307-123456789012345,A12345-07,5,,\n"
+)
 
 
 def vals(**kw: object) -> dict[str, FieldValue]:
-    base: dict[str, object] = {"order_no": "123456789012", "sku": "AB-1234-BLK-M", "quantity": 2, "reason": "少件",
-                               "customer_id": "C0123456789", "return_date": "2025-03-27"}
+    base: dict[str, object] = {
+        "order_no": "123456789012",
+        "sku": "AB-1234-BLK-M",
+        "quantity": 2,
+        "reason": "少件",
+        "customer_id": "C0123456789",
+        "return_date": "2025-03-27",
+    }
     base.update(kw)
     return {k: FieldValue(k, v, 0.97) for k, v in base.items()}  # type: ignore[arg-type]
 
 
 def codes(values: dict[str, FieldValue], manifest: object = None) -> set[str]:
-    return {i.code for i in validate_fields(values, TEMPLATE, RULES, REASONS, manifest=manifest,  # type: ignore[arg-type]
-                                            today=TODAY)}
+    return {
+        i.code
+        for i in validate_fields(
+            values,
+            TEMPLATE,
+            RULES,
+            REASONS,
+            manifest=manifest,  # type: ignore[arg-type]
+            today=TODAY,
+        )
+    }
 
 
 def test_validate_fields__good_values_pass_with_and_without_manifest() -> None:
@@ -44,50 +61,79 @@ def test_validate_fields__good_values_pass_with_and_without_manifest() -> None:
     assert codes(vals(), parse_manifest(CSV)) == set()
 
 
-@pytest.mark.parametrize(("change", "code"), [
-    ({"order_no": "999999999999"}, "unknown_order"),
-    ({"sku": "ZZ-0000-RED-S"}, "sku_not_in_order"),
-    ({"quantity": 3}, "quantity_over_ordered"),
-    ({"customer_id": "C9999999999"}, "customer_mismatch"),
-    ({"return_date": "2025-02-27"}, "date_outside_window"),
-])
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"order_no": "999999999999"}, "unknown_order"),
+        ({"sku": "ZZ-0000-RED-S"}, "sku_not_in_order"),
+        ({"quantity": 3}, "quantity_over_ordered"),
+        ({"customer_id": "C9999999999"}, "customer_mismatch"),
+        ({"return_date": "2025-02-27"}, "date_outside_window"),
+    ],
+)
 def test_validate_fields__manifest_rules(change: dict[str, object], code: str) -> None:
     assert code in codes(vals(**change), parse_manifest(CSV))
 
 
-@pytest.mark.parametrize(("change", "code"), [
-    ({"quantity": 0}, "quantity_out_of_range"), ({"quantity": 1000}, "quantity_out_of_range"),
-    ({"reason": "不想要"}, "unknown_reason"), ({"return_date": "2025-04-02"}, "date_in_future"),
-    ({"return_date": "2025-02-01"}, "date_outside_window"), ({"order_no": "12-34"}, "bad_format"),
-])
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"quantity": 0}, "quantity_out_of_range"),
+        ({"quantity": 1000}, "quantity_out_of_range"),
+        ({"reason": "不想要"}, "unknown_reason"),
+        ({"return_date": "2025-04-02"}, "date_in_future"),
+        ({"return_date": "2025-02-01"}, "date_outside_window"),
+        ({"order_no": "12-34"}, "bad_format"),
+    ],
+)
 def test_validate_fields__format_rules_without_manifest(change: dict[str, object], code: str) -> None:
     assert code in codes(vals(**change))
 
 
 def test_validate_fields__return_before_order_date() -> None:
     m = parse_manifest(CSV)
-    assert "date_before_order" in {i.code for i in validate_fields(
-        vals(return_date="2025-02-28"), TEMPLATE, ValidationConfig(return_window_days=365), REASONS, manifest=m,
-        today=TODAY)}
+    assert "date_before_order" in {
+        i.code
+        for i in validate_fields(
+            vals(return_date="2025-02-28"),
+            TEMPLATE,
+            ValidationConfig(return_window_days=365),
+            REASONS,
+            manifest=m,
+            today=TODAY,
+        )
+    }
 
 
 def test_parse_manifest__json_shapes_agree_with_csv() -> None:
-    nested = {"orders": [{"order_no": "123456789012", "customer_id": "C0123456789", "order_date": "2025-03-01",
-                          "items": [{"sku": "AB-1234-BLK-M", "quantity": 2}, {"sku": "SKU123456789", "quantity": 1}]}]}
+    nested = {
+        "orders": [
+            {
+                "order_no": "123456789012",
+                "customer_id": "C0123456789",
+                "order_date": "2025-03-01",
+                "items": [{"sku": "AB-1234-BLK-M", "quantity": 2}, {"sku": "SKU123456789", "quantity": 1}],
+            }
+        ]
+    }
     flat = [{"order_no": "123456789012", "sku": "ab-1234-blk-m", "quantity": "2"}]
     a, b = parse_manifest(json.dumps(nested).encode()), parse_manifest(json.dumps(flat).encode())
     assert a.get("123456789012") == parse_manifest(CSV).get("123456789012")
     assert b.get("123456789012").items == {"AB-1234-BLK-M": 2}  # type: ignore[union-attr]
 
 
-@pytest.mark.parametrize(("data", "message"), [
-    (b"order,sku\n1,2\n", r"header: expected columns order_no, sku, quantity .*missing order_no, quantity"),
-    (b"order_no,sku,quantity\n123,A1,two\n", r"line 2: quantity: expected an integer >= 1, got 'two'"),
-    (b"order_no,sku,quantity,colour\n123,A1,1,red\n", r"line 2: colour: unknown column"),
-    (b"order_no,sku,quantity,order_date\n123,A1,1,27/03/2025\n", r"order_date: expected a date YYYY-MM-DD"),
-    (b'{"orders": 3}', r"expected a JSON list of rows or an object with orders"),
-    (b"[{]", r"not valid JSON"), (b"\xff\xfe", r"expected UTF-8 text"),
-])
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"order,sku\n1,2\n", r"header: expected columns order_no, sku, quantity .*missing order_no, quantity"),
+        (b"order_no,sku,quantity\n123,A1,two\n", r"line 2: quantity: expected an integer >= 1, got 'two'"),
+        (b"order_no,sku,quantity,colour\n123,A1,1,red\n", r"line 2: colour: unknown column"),
+        (b"order_no,sku,quantity,order_date\n123,A1,1,27/03/2025\n", r"order_date: expected a date YYYY-MM-DD"),
+        (b'{"orders": 3}', r"expected a JSON list of rows or an object with orders"),
+        (b"[{]", r"not valid JSON"),
+        (b"\xff\xfe", r"expected UTF-8 text"),
+    ],
+)
 def test_parse_manifest__errors_say_where_expected_and_got(data: bytes, message: str) -> None:
     with pytest.raises(ManifestError, match=message):
         parse_manifest(data, "m.csv")

@@ -55,7 +55,10 @@ def test_broker__qos1_roundtrip_in_each_variant(tmp_path: Path, broker_pki: Pki,
 
 
 def test_broker__fixtures_match_their_names(
-    broker: Broker, password_broker: Broker, tls_broker: Broker, mtls_broker: Broker,
+    broker: Broker,
+    password_broker: Broker,
+    tls_broker: Broker,
+    mtls_broker: Broker,
 ) -> None:
     assert (broker.tls, broker.users) == (False, {})
     assert password_broker.users == TEST_USERS and not password_broker.tls
@@ -78,11 +81,15 @@ def test_broker__wrong_ca_fails_tls_handshake(tls_broker: Broker) -> None:
 def test_broker__tls_hostname_is_verified_against_san(tls_broker: Broker) -> None:
     ctx = ssl.create_default_context(cafile=str(tls_broker.pki.ca_pem))
     for name in ("127.0.0.1", "localhost"):
-        with socket.create_connection((tls_broker.host, tls_broker.port), timeout=1) as raw, \
-                ctx.wrap_socket(raw, server_hostname=name) as tls:
+        with (
+            socket.create_connection((tls_broker.host, tls_broker.port), timeout=1) as raw,
+            ctx.wrap_socket(raw, server_hostname=name) as tls,
+        ):
             assert tls.version() in ("TLSv1.2", "TLSv1.3")
-    with socket.create_connection((tls_broker.host, tls_broker.port), timeout=1) as raw, \
-            pytest.raises(ssl.SSLCertVerificationError, match="mismatch"):
+    with (
+        socket.create_connection((tls_broker.host, tls_broker.port), timeout=1) as raw,
+        pytest.raises(ssl.SSLCertVerificationError, match="mismatch"),
+    ):
         ctx.wrap_socket(raw, server_hostname="broker.example.com")
 
 
@@ -123,17 +130,24 @@ def test_broker__mtls_refuses_client_without_certificate(mtls_broker: Broker) ->
 
 def test_broker__mtls_refuses_certificate_from_wrong_ca(mtls_broker: Broker) -> None:
     pki = mtls_broker.pki
-    outcome = _connect_refused(mtls_broker, lambda c: c.tls_set(
-        ca_certs=str(pki.ca_pem), certfile=str(pki.wrong_client_pem), keyfile=str(pki.wrong_client_key)))
+    outcome = _connect_refused(
+        mtls_broker,
+        lambda c: c.tls_set(
+            ca_certs=str(pki.ca_pem), certfile=str(pki.wrong_client_pem), keyfile=str(pki.wrong_client_key)
+        ),
+    )
     assert "Success" not in outcome
     assert mtls_broker.wait_for_log("certificate verify failed"), mtls_broker.log_text()[-800:]
 
 
-@pytest.mark.parametrize(("user", "password"), [
-    ("edge-device", "not the password"),
-    ("nobody", "correct horse battery staple"),
-    (None, None),
-])
+@pytest.mark.parametrize(
+    ("user", "password"),
+    [
+        ("edge-device", "not the password"),
+        ("nobody", "correct horse battery staple"),
+        (None, None),
+    ],
+)
 def test_broker__wrong_credentials_refused(password_broker: Broker, user: str | None, password: str | None) -> None:
     client = new_client("bad-login")
     if user is not None:

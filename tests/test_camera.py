@@ -118,7 +118,11 @@ def test_folder_camera__ignores_temp_and_partial_uploads(tmp_path: Path) -> None
     cam.open()
     assert cam.read(0.2) is None
     assert sorted(p.name for p in cfg.path.iterdir() if p.is_file()) == [
-        ".IMG_1.png.tmp", ".hidden.png", "IMG_2.png.part", "notes.txt"]  # all left alone
+        ".IMG_1.png.tmp",
+        ".hidden.png",
+        "IMG_2.png.part",
+        "notes.txt",
+    ]  # all left alone
 
 
 def test_folder_camera__waits_until_an_in_place_upload_settles(tmp_path: Path) -> None:
@@ -184,8 +188,9 @@ def test_folder_camera__runner_recovers_when_share_comes_back(tmp_path: Path) ->
     cfg = _folder_cfg(tmp_path)
     got: list[Frame] = []
     stop = threading.Event()
-    runner = DriverRunner(FolderCamera(cfg), got.append, stop, backoff_min_s=0.05, backoff_max_s=0.1,
-                          read_timeout_s=0.1)
+    runner = DriverRunner(
+        FolderCamera(cfg), got.append, stop, backoff_min_s=0.05, backoff_max_s=0.1, read_timeout_s=0.1
+    )
     runner.start()
     try:
         time.sleep(0.2)
@@ -335,8 +340,11 @@ def test_opencv_camera__missing_device_is_device_unavailable(tmp_path: Path) -> 
 @pytest.mark.skipif(importlib.util.find_spec("picamera2") is not None, reason="picamera2 is installed here")
 def test_picamera2_camera__missing_library_says_how_to_install() -> None:
     cfg = Picamera2Config(kind="picamera2")
-    with pytest.raises(DriverError, match=r"picamera2 not installed: apt install python3-picamera2 and create "
-                                          r"the venv with --system-site-packages"):
+    with pytest.raises(
+        DriverError,
+        match=r"picamera2 not installed: apt install python3-picamera2 and create "
+        r"the venv with --system-site-packages",
+    ):
         check_camera(cfg)
     with pytest.raises(DeviceUnavailable, match="apt install python3-picamera2"):
         Picamera2Camera(cfg).open()
@@ -358,8 +366,11 @@ def test_camera_config__kind_picks_the_model(tmp_path: Path) -> None:
 
 
 def test_camera_config__unknown_kind_names_the_choices() -> None:
-    with pytest.raises(ConfigError, match=r'config.toml: bench.camera: expected a table with kind = "folder", '
-                                          r'"opencv" or "picamera2"'):
+    with pytest.raises(
+        ConfigError,
+        match=r'config.toml: bench.camera: expected a table with kind = "folder", '
+        r'"opencv" or "picamera2"',
+    ):
         _bench({"camera": {"kind": "webcam"}})
 
 

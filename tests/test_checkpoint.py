@@ -47,8 +47,9 @@ def test_publish_checkpoint__is_retained_signed_and_names_the_committed_head(rig
     assert msg.retain and msg.qos == 1 and json.loads(msg.payload) == cp
 
 
-def test_publish_checkpoint__on_shutdown_covers_the_last_record(tmp_path: Path, broker: Broker,
-                                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+def test_publish_checkpoint__on_shutdown_covers_the_last_record(
+    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
     rig = start_agent(tmp_path, broker, monkeypatch)
     assert rig.agent.writer is not None
     rig.agent.cfg.checkpoint.interval_s = 300
@@ -85,8 +86,13 @@ def test_check_checkpoint__refuses_a_forged_or_altered_checkpoint(rig: Rig) -> N
     keys = [rig.agent.writer.key.public]
     v = verify_records(recs, keys)
     stranger = Ed25519PrivateKey.generate()
-    forged = make_checkpoint(DeviceKey(stranger, key_id_for(stranger.public_key())), device="dev-1", seq=2,
-                             head_hash=recs[1]["hash"], ts=cp["ts"])
+    forged = make_checkpoint(
+        DeviceKey(stranger, key_id_for(stranger.public_key())),
+        device="dev-1",
+        seq=2,
+        head_hash=recs[1]["hash"],
+        ts=cp["ts"],
+    )
     other_head = make_checkpoint(rig.agent.writer.key, device="dev-1", seq=3, head_hash="ab" * 32, ts=cp["ts"])
     cases = {
         "altered seq": (dict(cp, seq=2), "bad_checkpoint", "signature does not verify"),

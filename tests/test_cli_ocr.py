@@ -34,8 +34,9 @@ def run_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, 
     return rc, [json.loads(line) for line in cap.out.splitlines()], cap.err
 
 
-def test_cli_ocr__generated_slips_and_a_broken_file(slips: list[tuple[Path, dict[str, Any]]], tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_ocr__generated_slips_and_a_broken_file(
+    slips: list[tuple[Path, dict[str, Any]]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     broken = tmp_path / "broken.jpg"
     broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
     images = [str(slips[0][0]), str(broken), str(slips[1][0])]
@@ -44,13 +45,17 @@ def test_cli_ocr__generated_slips_and_a_broken_file(slips: list[tuple[Path, dict
     assert [line["image"] for line in lines] == images
     assert "broken.jpg: not a readable image" in err and "error" in lines[1]
     for line, (_, truth) in zip((lines[0], lines[2]), slips, strict=True):
-        assert set(line) == {"image", "fields", "confidence", "barcodes", "needs_review", "review_reasons",
-                             "timing_ms"}
+        assert set(line) == {"image", "fields", "confidence", "barcodes", "needs_review", "review_reasons", "timing_ms"}
         fields, conf = line["fields"], line["confidence"]
         assert isinstance(fields, dict) and isinstance(conf, dict) and set(fields) == set(FIELDS)
-        expected = {"order_no": truth["order_no"], "sku": truth["sku"], "quantity": truth["quantity"],
-                    "reason": truth["reason_category"], "customer_id": truth["customer_id"],
-                    "return_date": truth["return_date"]}
+        expected = {
+            "order_no": truth["order_no"],
+            "sku": truth["sku"],
+            "quantity": truth["quantity"],
+            "reason": truth["reason_category"],
+            "customer_id": truth["customer_id"],
+            "return_date": truth["return_date"],
+        }
         # the printed barcode carries the order number
         assert any(b["text"] == truth["order_no"] for b in line["barcodes"])
         assert fields["order_no"] == truth["order_no"]
@@ -78,16 +83,18 @@ def test_cli_ocr__real_label_photo_reads_the_barcode_and_invents_no_fields(capsy
     assert all(v is None for k, v in line["fields"].items() if k != "order_no")
 
 
-def test_cli_ocr__text_output_config_and_missing_file(slips: list[tuple[Path, dict[str, Any]]], tmp_path: Path,
-                                                      capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_ocr__text_output_config_and_missing_file(
+    slips: list[tuple[Path, dict[str, Any]]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cfg = tmp_path / "config.toml"
-    cfg.write_text('profile = "bench"\n[device]\nid = "b1"\nsite = "s1"\n'
-                   '[bench.validation]\nreturn_window_days = 3650\nmanifest = "m.csv"\n', encoding="utf-8")
+    cfg.write_text(
+        'profile = "bench"\n[device]\nid = "b1"\nsite = "s1"\n'
+        '[bench.validation]\nreturn_window_days = 3650\nmanifest = "m.csv"\n',
+        encoding="utf-8",
+    )
     path, truth = slips[0]
-    (tmp_path / "m.csv").write_text(f"order_no,sku,quantity\n{truth['order_no']},{truth['sku']},1\n",
-                                    encoding="utf-8")
-    rc = main(["ocr", "--config", str(cfg), "--scan", str(truth["order_no"]), str(path),
-               str(tmp_path / "missing.png")])
+    (tmp_path / "m.csv").write_text(f"order_no,sku,quantity\n{truth['order_no']},{truth['sku']},1\n", encoding="utf-8")
+    rc = main(["ocr", "--config", str(cfg), "--scan", str(truth["order_no"]), str(path), str(tmp_path / "missing.png")])
     cap = capsys.readouterr()
     assert rc == 1 and "missing.png: image file not found" in cap.err
     assert f"order_no     {truth['order_no']}" in cap.out
@@ -97,8 +104,10 @@ def test_cli_ocr__text_output_config_and_missing_file(slips: list[tuple[Path, di
 
 def test_cli_ocr__bad_manifest_in_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     cfg = tmp_path / "config.toml"
-    cfg.write_text('profile = "bench"\n[device]\nid = "b1"\nsite = "s1"\n[bench.validation]\nmanifest = "m.csv"\n',
-                   encoding="utf-8")
+    cfg.write_text(
+        'profile = "bench"\n[device]\nid = "b1"\nsite = "s1"\n[bench.validation]\nmanifest = "m.csv"\n',
+        encoding="utf-8",
+    )
     (tmp_path / "m.csv").write_text("order_no,sku\n1,2\n", encoding="utf-8")
     assert main(["ocr", "--config", str(cfg), "x.png"]) == 2
     assert "m.csv: header: expected columns order_no, sku, quantity" in capsys.readouterr().err

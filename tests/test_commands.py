@@ -84,15 +84,31 @@ def _bad_cases() -> list[tuple[str, bytes, str, str]]:
         ("topic", _payload(_resign(dict(good, name="resend"))), "wrong_topic", "differs from the topic"),
         ("not json", b"{nope", "malformed", "not JSON"),
         ("array", b"[1, 2]", "malformed", "expected a JSON object, got list"),
-        ("no nonce", _payload(_resign({k: v for k, v in good.items() if k != "nonce"})), "malformed",
-         "command: nonce: required key is missing"),
+        (
+            "no nonce",
+            _payload(_resign({k: v for k, v in good.items() if k != "nonce"})),
+            "malformed",
+            "command: nonce: required key is missing",
+        ),
         ("short nonce", _payload(_resign(dict(good, nonce="abc"))), "malformed", "nonce: expected 16-128 random"),
-        ("naive time", _payload(_resign(dict(good, expires_at="2025-03-01T12:01:00"))), "malformed",
-         "expires_at: expected an ISO 8601 time with a zone"),
-        ("too long", _payload(_resign(dict(good, expires_at="2025-04-01T12:00:00Z"))), "malformed",
-         f"more than {MAX_TTL_S} s"),
-        ("backwards", _payload(_resign(dict(good, expires_at="2025-03-01T11:00:00Z"))), "malformed",
-         "expires_at is not after issued_at"),
+        (
+            "naive time",
+            _payload(_resign(dict(good, expires_at="2025-03-01T12:01:00"))),
+            "malformed",
+            "expires_at: expected an ISO 8601 time with a zone",
+        ),
+        (
+            "too long",
+            _payload(_resign(dict(good, expires_at="2025-04-01T12:00:00Z"))),
+            "malformed",
+            f"more than {MAX_TTL_S} s",
+        ),
+        (
+            "backwards",
+            _payload(_resign(dict(good, expires_at="2025-03-01T11:00:00Z"))),
+            "malformed",
+            "expires_at is not after issued_at",
+        ),
         ("oversized", b" " * 5000, "oversized", "5000 bytes, more than commands.max_bytes"),
     ]
 
@@ -126,9 +142,12 @@ def test_verify_command__no_byte_string_crashes(data: bytes) -> None:
 
 
 @settings(max_examples=150, deadline=None)
-@given(field=st.sampled_from(["v", "device", "name", "nonce", "issued_at", "expires_at", "args", "key"]),
-       value=st.one_of(st.integers(), st.text(max_size=20), st.none(),
-                       st.dictionaries(st.text(max_size=5), st.integers())))
+@given(
+    field=st.sampled_from(["v", "device", "name", "nonce", "issued_at", "expires_at", "args", "key"]),
+    value=st.one_of(
+        st.integers(), st.text(max_size=20), st.none(), st.dictionaries(st.text(max_size=5), st.integers())
+    ),
+)
 def test_verify_command__any_changed_field_breaks_the_signature(field: str, value: Any) -> None:
     msg = sign_command(CENTRAL, device="dev-1", name="status", args={}, ttl_s=60, now=NOW)
     if msg[field] == value:
@@ -289,14 +308,21 @@ def start_agent(tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch,
     agent = daemon.Agent(cfg, config_path=cfg_path)
     agent.outbox, _ = Outbox.open_checked(cfg.db_path)
     agent.sync = MqttSync(cfg, cfg.db_path, on_command=agent._on_command)
-    agent.writer = ChainWriter(agent.outbox, device=cfg.device.id, key=key, clock=agent.clock,
-                               max_bytes=10 * 1024 * 1024, on_commit=agent.sync.notify)
+    agent.writer = ChainWriter(
+        agent.outbox,
+        device=cfg.device.id,
+        key=key,
+        clock=agent.clock,
+        max_bytes=10 * 1024 * 1024,
+        on_commit=agent.sync.notify,
+    )
     agent.writer.start()
     agent._setup_commands(key)
     agent.sync.start()
     agent.service = daemon.make_service(cfg)
-    agent.ctx = ServiceContext(config=cfg, emit=agent.writer.emit, clock=agent.clock, state_dir=cfg.state_dir,
-                               stop=agent.stop_event)
+    agent.ctx = ServiceContext(
+        config=cfg, emit=agent.writer.emit, clock=agent.clock, state_dir=cfg.state_dir, stop=agent.stop_event
+    )
     agent.service.start(agent.ctx)
     rig = Rig(agent, cfg_path, broker)
     rig.wait_connected()
@@ -347,8 +373,9 @@ def test_commands__status_runs_once_and_a_replay_is_refused_across_restart(
     agent.writer = ChainWriter(agent.outbox, device="dev-1", key=key, clock=agent.clock, max_bytes=1 << 24)
     agent.writer.start()
     agent._setup_commands(key)
-    agent.ctx = ServiceContext(config=cfg, emit=agent.writer.emit, clock=agent.clock, state_dir=cfg.state_dir,
-                               stop=agent.stop_event)
+    agent.ctx = ServiceContext(
+        config=cfg, emit=agent.writer.emit, clock=agent.clock, state_dir=cfg.state_dir, stop=agent.stop_event
+    )
     rig2.agent = agent
     try:
         agent.commands.enqueue(f"{rig.base}/cmd/status", _payload(msg))
@@ -366,8 +393,9 @@ def test_commands__refused_messages_change_nothing_and_are_recorded(rig: Rig) ->
     before_key = rig.agent.cfg.key_path.read_bytes()
     patch = rig.signed("patch_config", {"set": {"health.interval_s": 5}})
     forged = sign_command(other, device="dev-1", name="rotate_key", args={}, ttl_s=60)
-    expired = sign_command(CENTRAL, device="dev-1", name="rotate_key", args={}, ttl_s=60,
-                           now=datetime.now(UTC) - timedelta(minutes=5))
+    expired = sign_command(
+        CENTRAL, device="dev-1", name="rotate_key", args={}, ttl_s=60, now=datetime.now(UTC) - timedelta(minutes=5)
+    )
     elsewhere = sign_command(CENTRAL, device="dev-2", name="rotate_key", args={}, ttl_s=60)
     rig.send({k: v for k, v in patch.items() if k != "sig"}, "patch_config")
     rig.send(dict(patch, args={"set": {"health.interval_s": 1}}), "patch_config")
@@ -379,8 +407,16 @@ def test_commands__refused_messages_change_nothing_and_are_recorded(rig: Rig) ->
     rig.send(rig.signed("reboot"), "reboot")
     outcomes = rig.wait_outcomes(8)
     reasons = [o["reason"] for o in outcomes]
-    assert reasons == ["unsigned", "bad_signature", "untrusted_key", "expired", "wrong_device", "malformed",
-                       "oversized", "unknown_command"]
+    assert reasons == [
+        "unsigned",
+        "bad_signature",
+        "untrusted_key",
+        "expired",
+        "wrong_device",
+        "malformed",
+        "oversized",
+        "unknown_command",
+    ]
     assert rig.cfg_path.read_bytes() == before_cfg
     assert rig.agent.cfg.key_path.read_bytes() == before_key
     recorded = _events(rig, "command_refused")
@@ -404,8 +440,14 @@ def test_commands__resend_republishes_a_delivered_range_and_reports_pruned(rig: 
         rig.send(rig.signed("resend", {"first_seq": 2, "last_seq": 4}))
         (done,) = rig.wait_outcomes(1)
         assert done["event"] == "command_done"
-        assert done["result"] == {"first_seq": 2, "last_seq": 4, "requeued": 3, "already_queued": 0,
-                                  "missing": [], "head_seq": 5}
+        assert done["result"] == {
+            "first_seq": 2,
+            "last_seq": 4,
+            "requeued": 3,
+            "already_queued": 0,
+            "missing": [],
+            "head_seq": 5,
+        }
         got = sub.wait_for(5 + 3 + 1, timeout_s=10)  # the three again, and the outcome event
         again = [parse_line(m.payload) for m in got[5:]]
         assert sorted(r["seq"] for r in again if r["kind"] == "event" and r["body"].get("event") == "test") == [2, 3, 4]

@@ -16,8 +16,9 @@ from tests.broker import Broker
 from tests.test_commands import start_agent, stop_agent
 
 
-def test_central_keygen__writes_a_private_key_0600_and_a_public_pem(tmp_path: Path,
-                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+def test_central_keygen__writes_a_private_key_0600_and_a_public_pem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     assert cli.main(["central", "keygen", "--out", str(tmp_path / "c")]) == 0
     out = capsys.readouterr().out
     priv, pub = tmp_path / "c" / "central.key", tmp_path / "c" / "central.pub.pem"
@@ -28,30 +29,50 @@ def test_central_keygen__writes_a_private_key_0600_and_a_public_pem(tmp_path: Pa
     assert "refusing to overwrite" in capsys.readouterr().err
 
 
-def test_central_sign_command__prints_a_message_the_device_accepts(tmp_path: Path,
-                                                                   capsys: pytest.CaptureFixture[str]) -> None:
+def test_central_sign_command__prints_a_message_the_device_accepts(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     cli.main(["central", "keygen", "--out", str(tmp_path)])
     capsys.readouterr()
-    rc = cli.main(["central", "sign-command", "--key", str(tmp_path / "central.key"), "--device", "truck-7",
-                   "--name", "resend", "--args", '{"first_seq": 10, "last_seq": 20}', "--ttl-s", "120"])
+    rc = cli.main(
+        [
+            "central",
+            "sign-command",
+            "--key",
+            str(tmp_path / "central.key"),
+            "--device",
+            "truck-7",
+            "--name",
+            "resend",
+            "--args",
+            '{"first_seq": 10, "last_seq": 20}',
+            "--ttl-s",
+            "120",
+        ]
+    )
     assert rc == 0
     payload = capsys.readouterr().out.strip().encode()
     trusted = load_trusted([tmp_path / "central.pub.pem"])
-    msg = verify_command(payload, topic_name="resend", device="truck-7", trusted=trusted,
-                         now=datetime.now(UTC), max_bytes=4096)
+    msg = verify_command(
+        payload, topic_name="resend", device="truck-7", trusted=trusted, now=datetime.now(UTC), max_bytes=4096
+    )
     assert msg.args == {"first_seq": 10, "last_seq": 20}
     assert (msg.expires_at - msg.issued_at).total_seconds() == 120
 
 
-@pytest.mark.parametrize(("argv", "message"), [
-    (["--args", "{oops"], "--args: expected a JSON object, got invalid JSON"),
-    (["--args", "[1]"], "--args: expected a JSON object, got list"),
-    (["--args", '{"first_seq": 0, "last_seq": 1}'], "resend: first_seq: expected a seq >= 1, got 0"),
-    (["--ttl-s", "99999999"], "ttl_s: expected seconds in"),
-    (["--publish", "mqtt://127.0.0.1:1"], "--publish needs --site"),
-])
-def test_central_sign_command__bad_input_exits_1_with_a_reason(tmp_path: Path, capsys: pytest.CaptureFixture[str],
-                                                               argv: list[str], message: str) -> None:
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--args", "{oops"], "--args: expected a JSON object, got invalid JSON"),
+        (["--args", "[1]"], "--args: expected a JSON object, got list"),
+        (["--args", '{"first_seq": 0, "last_seq": 1}'], "resend: first_seq: expected a seq >= 1, got 0"),
+        (["--ttl-s", "99999999"], "ttl_s: expected seconds in"),
+        (["--publish", "mqtt://127.0.0.1:1"], "--publish needs --site"),
+    ],
+)
+def test_central_sign_command__bad_input_exits_1_with_a_reason(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
+) -> None:
     cli.main(["central", "keygen", "--out", str(tmp_path)])
     base = ["central", "sign-command", "--key", str(tmp_path / "central.key"), "--device", "d", "--name", "resend"]
     if "--args" not in argv:
@@ -60,9 +81,9 @@ def test_central_sign_command__bad_input_exits_1_with_a_reason(tmp_path: Path, c
     assert message in capsys.readouterr().err
 
 
-def test_central_sign_command__publish_reaches_the_device(tmp_path: Path, broker: Broker,
-                                                          monkeypatch: pytest.MonkeyPatch,
-                                                          capsys: pytest.CaptureFixture[str]) -> None:
+def test_central_sign_command__publish_reaches_the_device(
+    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     import edge_agent.commands as commands_mod
 
     rig = start_agent(tmp_path / "dev", broker, monkeypatch)
@@ -70,8 +91,22 @@ def test_central_sign_command__publish_reaches_the_device(tmp_path: Path, broker
         # The device trusts the key the central team just made.
         assert cli.main(["central", "keygen", "--out", str(tmp_path / "central")]) == 0
         (tmp_path / "dev" / "central.pub.pem").write_bytes((tmp_path / "central" / "central.pub.pem").read_bytes())
-        rc = cli.main(["central", "sign-command", "--key", str(tmp_path / "central" / "central.key"),
-                       "--device", "dev-1", "--name", "status", "--publish", broker.url, "--site", "site-a"])
+        rc = cli.main(
+            [
+                "central",
+                "sign-command",
+                "--key",
+                str(tmp_path / "central" / "central.key"),
+                "--device",
+                "dev-1",
+                "--name",
+                "status",
+                "--publish",
+                broker.url,
+                "--site",
+                "site-a",
+            ]
+        )
         assert rc == 0, capsys.readouterr().err
         assert "published to edge/site-a/dev-1/cmd/status" in capsys.readouterr().err
         (out,) = rig.wait_outcomes(1)

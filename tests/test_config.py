@@ -33,12 +33,21 @@ BASE = 'profile = "truck"\n[device]\nid = "d"\nsite = "s"\n'
 @pytest.mark.parametrize(
     ("text", "message"),
     [
-        (BASE + '[mqtt]\nurl = "mqtt://h:88x3"\n', 'mqtt.url: expected mqtt://host:port or mqtts://host:port, got "mqtt://h:88x3"'),
+        (
+            BASE + '[mqtt]\nurl = "mqtt://h:88x3"\n',
+            'mqtt.url: expected mqtt://host:port or mqtts://host:port, got "mqtt://h:88x3"',
+        ),
         (BASE + '[mqtt]\nkeepalive_s = "88x3"\n', 'mqtt.keepalive_s: expected an integer 5-3600, got "88x3"'),
         (BASE + "[mqtt]\nport = 1883\n", "mqtt.port: unknown key"),
-        (BASE + '[health]\ninterval_s = "often"\n', 'health.interval_s: expected a number of seconds >= 0, got "often"'),
+        (
+            BASE + '[health]\ninterval_s = "often"\n',
+            'health.interval_s: expected a number of seconds >= 0, got "often"',
+        ),
         ('profile = "truck"\n[device]\nid = "a/b"\nsite = "s"\n', "device.id: expected 1-64 letters"),
-        ('profile = "boat"\n[device]\nid = "a"\nsite = "s"\n', 'profile: expected "bench", "truck" or "sensors", got "boat"'),
+        (
+            'profile = "boat"\n[device]\nid = "a"\nsite = "s"\n',
+            'profile: expected "bench", "truck" or "sensors", got "boat"',
+        ),
         ('profile = "truck"\n[device]\nsite = "s"\n', "device.id: required key is missing"),
         ("this is = = not toml", "not valid TOML"),
     ],
@@ -55,12 +64,22 @@ def test_config_check__error_names_file_key_expected_got(tmp_path: Path, text: s
 def test_config_check__cli_exit_codes_and_no_traceback(tmp_path: Path) -> None:
     good = write_config(tmp_path)
     env = {**os.environ, "EDGE_AGENT_CONFIG": str(good)}
-    r = subprocess.run([sys.executable, "-m", "edge_agent.cli", "config", "check"], env=env, capture_output=True,
-                       text=True, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "config", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert r.returncode == 0, r.stderr
     good.write_text(good.read_text().replace("keepalive_s = 30", 'keepalive_s = "x"'))
-    r = subprocess.run([sys.executable, "-m", "edge_agent.cli", "config", "check"], env=env, capture_output=True,
-                       text=True, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "config", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
     assert r.returncode == 2
     assert "Traceback" not in r.stderr
     assert f'{good}: mqtt.keepalive_s: expected an integer 5-3600, got "x"' in r.stderr
@@ -116,8 +135,10 @@ def test_config__relative_paths_resolve_against_the_config_folder(tmp_path: Path
     etc.mkdir()
     (etc / "ca.pem").write_text("x")
     p = etc / "config.toml"
-    p.write_text('profile = "truck"\nstate_dir = "state"\n[device]\nid = "d"\nsite = "s"\n'
-                 '[mqtt]\nurl = "mqtts://h:8883"\nca_file = "ca.pem"\n')
+    p.write_text(
+        'profile = "truck"\nstate_dir = "state"\n[device]\nid = "d"\nsite = "s"\n'
+        '[mqtt]\nurl = "mqtts://h:8883"\nca_file = "ca.pem"\n'
+    )
     cfg = load_config(p)
     assert cfg.state_dir == etc.resolve() / "state"
     assert cfg.mqtt.ca_file == etc.resolve() / "ca.pem"
@@ -125,8 +146,10 @@ def test_config__relative_paths_resolve_against_the_config_folder(tmp_path: Path
 
 def test_config__union_sections_name_the_key_without_the_tag(tmp_path: Path) -> None:
     p = tmp_path / "config.toml"
-    p.write_text('profile = "bench"\n[device]\nid = "d"\nsite = "s"\n'
-                 '[bench.camera]\nkind = "opencv"\nsource = "rtsp://u:pw@cam/1"\nwidth = "wide"\n')
+    p.write_text(
+        'profile = "bench"\n[device]\nid = "d"\nsite = "s"\n'
+        '[bench.camera]\nkind = "opencv"\nsource = "rtsp://u:pw@cam/1"\nwidth = "wide"\n'
+    )
     with pytest.raises(ConfigError) as exc:
         load_config(p)
     assert any(line.startswith(f"{p}: bench.camera.width: expected") for line in exc.value.problems), exc.value.problems
@@ -134,8 +157,10 @@ def test_config__union_sections_name_the_key_without_the_tag(tmp_path: Path) -> 
 
 def test_config_show__masks_credentials_in_urls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = tmp_path / "config.toml"
-    p.write_text('profile = "bench"\n[device]\nid = "d"\nsite = "s"\n'
-                 '[bench.camera]\nkind = "opencv"\nsource = "rtsp://admin:s3cret@10.0.0.5/stream1"\n')
+    p.write_text(
+        'profile = "bench"\n[device]\nid = "d"\nsite = "s"\n'
+        '[bench.camera]\nkind = "opencv"\nsource = "rtsp://admin:s3cret@10.0.0.5/stream1"\n'
+    )
     assert main(["config", "show", "--config", str(p)]) == 0
     out = capsys.readouterr().out
     assert "s3cret" not in out

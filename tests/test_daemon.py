@@ -31,7 +31,9 @@ def provision(tmp_path: Path, url: str, **overrides: str) -> Path:
     text = render_config("sensors", DEVICE, SITE, url, tmp_path / "state")
     text = text.replace("interval_s = 60", f"interval_s = {overrides.get('health', '60')}")
     text = text.replace("max_mb = 512", f"max_mb = {overrides.get('max_mb', '512')}")
-    text = text.replace("backoff_min_s = 1.0", "backoff_min_s = 0.2").replace("backoff_max_s = 60.0", "backoff_max_s = 1.0")
+    text = text.replace("backoff_min_s = 1.0", "backoff_min_s = 0.2").replace(
+        "backoff_max_s = 60.0", "backoff_max_s = 1.0"
+    )
     p = tmp_path / "config.toml"
     p.write_text(text)
     generate_key(load_config(p).key_path)
@@ -41,7 +43,10 @@ def provision(tmp_path: Path, url: str, **overrides: str) -> Path:
 def start_agent(cfg: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
     return subprocess.Popen(
         [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(cfg)],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env={**os.environ, **(env or {})},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
     )
 
 
@@ -53,7 +58,6 @@ def stop_agent(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout_s
         proc.kill()
         out, _ = proc.communicate()
     return proc.returncode, out
-
 
 
 def kinds_in(db: Path) -> list[str]:
@@ -122,7 +126,7 @@ def test_daemon__sighup_refuses_bad_config_and_applies_good(broker: Broker, tmp_
     finally:
         rc, out = stop_agent(proc)
     assert rc == 0
-    assert 'new config refused, keeping the running one' in out
+    assert "new config refused, keeping the running one" in out
     assert 'mqtt.keepalive_s: expected an integer 5-3600, got "soon"' in out
     assert "config reloaded" in out
 
@@ -134,8 +138,13 @@ def test_daemon__kill_9_mid_drain_loses_nothing(broker: Broker, tmp_path: Path) 
     ob, _ = Outbox.open_checked(cfg.db_path)
     n = 6000
     for start in range(0, n, 500):
-        ob.append([("telemetry", {"i": i}) for i in range(start, start + 500)], device=DEVICE, key=key, clock=Clock(),
-                  max_bytes=1 << 30)
+        ob.append(
+            [("telemetry", {"i": i}) for i in range(start, start + 500)],
+            device=DEVICE,
+            key=key,
+            clock=Clock(),
+            max_bytes=1 << 30,
+        )
     ob.close()
     sub = Subscriber(broker, f"edge/{SITE}/{DEVICE}/rec/#", client_id="central").start()
     try:
@@ -171,8 +180,13 @@ def test_daemon__tiny_outbox_evicts_with_signed_gap(broker: Broker, tmp_path: Pa
     pub.write_bytes(public_pem(load_key(load_config(cfg_path).key_path).public))
     export = tmp_path / "export.jsonl"
     export.write_bytes(b"\n".join(lines) + b"\n")
-    r = subprocess.run([sys.executable, "-m", "edge_agent.cli", "verify", "--pubkey", str(pub), str(export)],
-                       capture_output=True, text=True, timeout=60, check=False)
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "verify", "--pubkey", str(pub), str(export)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
     assert r.returncode == 0, r.stdout
     assert "signed_gap" in r.stdout
     assert "hole" not in r.stdout
@@ -224,8 +238,13 @@ def test_status__works_with_and_without_daemon(broker: Broker, tmp_path: Path, r
                 proc = None
                 pytest.fail(f"nothing delivered in 20 s; agent said:\n{out[-3000:]}")
             time.sleep(1)
-        r = subprocess.run([sys.executable, "-m", "edge_agent.cli", "status", "--json", "--config", str(cfg)],
-                           capture_output=True, text=True, timeout=30, check=False)
+        r = subprocess.run(
+            [sys.executable, "-m", "edge_agent.cli", "status", "--json", "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
     finally:
         if proc:
             stop_agent(proc)

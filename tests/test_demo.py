@@ -12,9 +12,23 @@ import pytest
 
 def run_demo(profile: str, duration_s: int, work: Path) -> dict[str, object]:
     r = subprocess.run(
-        [sys.executable, "-m", "edge_agent.cli", "demo", "--profile", profile, "--duration", str(duration_s),
-         "--json", "--dir", str(work)],
-        capture_output=True, text=True, timeout=duration_s + 120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "demo",
+            "--profile",
+            profile,
+            "--duration",
+            str(duration_s),
+            "--json",
+            "--dir",
+            str(work),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=duration_s + 120,
+        check=False,
     )
     assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:] + (work / "agent.log").read_text()[-3000:]
     summary: dict[str, object] = json.loads(r.stdout.strip().splitlines()[-1])
@@ -29,9 +43,23 @@ def test_demo__truck_trips_are_signed_delivered_and_verified(tmp_path: Path) -> 
     assert isinstance(kinds, dict)
     assert kinds.get("trip", 0) >= 1, kinds
     assert kinds.get("telemetry", 0) >= 5, kinds
-    trips = [json.loads(line) for line in subprocess.run(
-        [sys.executable, "-m", "edge_agent.cli", "outbox", "export", "--config", str(tmp_path / "etc" / "config.toml")],
-        capture_output=True, text=True, check=True).stdout.splitlines()]
+    trips = [
+        json.loads(line)
+        for line in subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "edge_agent.cli",
+                "outbox",
+                "export",
+                "--config",
+                str(tmp_path / "etc" / "config.toml"),
+            ],
+            capture_output=True,
+            text=True,
+            check=True,
+        ).stdout.splitlines()
+    ]
     trip = next(r["body"] for r in trips if r["kind"] == "trip")
     assert trip["route"] == "从北京仓库到廊坊中转站"
     assert 10 < trip["distance_km"] < 25  # 15 min at 72 km/h = 18 km

@@ -52,8 +52,9 @@ def _unit(root: Path, *, watchdog: bool = True, enabled: bool = True) -> None:
         (d / "multi-user.target.wants" / "edge-agent.service").symlink_to(d / "edge-agent.service")
 
 
-def _config(tmp_path: Path, broker: Broker, *, gps: str, fuel: str, weight: str, password: str,
-            extra: str = "") -> Path:
+def _config(
+    tmp_path: Path, broker: Broker, *, gps: str, fuel: str, weight: str, password: str, extra: str = ""
+) -> Path:
     pw = tmp_path / "mqtt.password"
     fd = os.open(pw, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     os.write(fd, password.encode() + b"\n")
@@ -124,21 +125,35 @@ def _by_name(checks: list[Check]) -> dict[str, Check]:
     return {c.name: c for c in checks}
 
 
-def test_doctor__healthy_truck_passes_every_check(tmp_path: Path, password_broker: Broker, twins: Any,
-                                                  capsys: pytest.CaptureFixture[str]) -> None:
+def test_doctor__healthy_truck_passes_every_check(
+    tmp_path: Path, password_broker: Broker, twins: Any, capsys: pytest.CaptureFixture[str]
+) -> None:
     gps, elm, scale = twins
     root = tmp_path / "root"
     _unit(root)
-    cfg_path = _config(tmp_path, password_broker, gps=gps.path, fuel=elm.path, weight=scale.path,
-                       password=TEST_USERS["edge-device"])
+    cfg_path = _config(
+        tmp_path, password_broker, gps=gps.path, fuel=elm.path, weight=scale.path, password=TEST_USERS["edge-device"]
+    )
     _records(cfg_path, [("event", {"event": "agent_started"}), ("health", {"clock": {"gps_skew_s": 0.4}})])
     checks = _by_name(run_checks(cfg_path, root=root, listen_s=LISTEN_S))
     not_ok = {n: c.line() for n, c in checks.items() if c.status != OK and n not in ("clock sync", "command keys")}
     assert not_ok == {}
     assert set(checks) >= {
-        "config", "device key", "mqtt password file", "clock vs records", "gps time", "disk", "outbox",
-        "broker reachable", "broker login", "telematics.gps (nmea)", "telematics.fuel (elm327)",
-        "telematics.weight (scale)", "systemd unit", "systemd enabled", "systemd watchdog",
+        "config",
+        "device key",
+        "mqtt password file",
+        "clock vs records",
+        "gps time",
+        "disk",
+        "outbox",
+        "broker reachable",
+        "broker login",
+        "telematics.gps (nmea)",
+        "telematics.fuel (elm327)",
+        "telematics.weight (scale)",
+        "systemd unit",
+        "systemd enabled",
+        "systemd watchdog",
     }
     assert "NMEA sentence(s) with good checksums" in checks["telematics.gps (nmea)"].message
     assert "GGA" in checks["telematics.gps (nmea)"].message
@@ -154,17 +169,26 @@ def test_doctor__healthy_truck_passes_every_check(tmp_path: Path, password_broke
     assert all(set(d) == {"name", "status", "message", "remedy"} for d in data)
 
 
-def test_doctor__broken_truck_fails_each_check_with_a_remedy(tmp_path: Path, password_broker: Broker,
-                                                             capsys: pytest.CaptureFixture[str]) -> None:
+def test_doctor__broken_truck_fails_each_check_with_a_remedy(
+    tmp_path: Path, password_broker: Broker, capsys: pytest.CaptureFixture[str]
+) -> None:
     root = tmp_path / "root"
     _unit(root, watchdog=False, enabled=False)
     elm = Elm327Twin(tmp_path / "obd").start()
     elm.mute = True  # adapter powered but answering nothing
-    noise = NmeaTwin(tmp_path / "gps", log=DATA / "nmea" / "firefly-II.log", loop=True, lines_per_s=100,
-                     garbage_every=1).start()
+    noise = NmeaTwin(
+        tmp_path / "gps", log=DATA / "nmea" / "firefly-II.log", loop=True, lines_per_s=100, garbage_every=1
+    ).start()
     try:
-        cfg_path = _config(tmp_path, password_broker, gps=str(tmp_path / "no-gps"), fuel=elm.path,
-                           weight=noise.path, password="wrong password", extra="")  # noqa: S106 - a test-only wrong password
+        cfg_path = _config(
+            tmp_path,
+            password_broker,
+            gps=str(tmp_path / "no-gps"),
+            fuel=elm.path,
+            weight=noise.path,
+            password="wrong password",
+            extra="",
+        )  # noqa: S106 - a test-only wrong password
         cfg = load_config(cfg_path)
         # A record from the future: the clock went backwards since.
         _records(cfg_path, [("event", {"event": "x"})], clock=_ShiftedClock(timedelta(hours=2)))
@@ -209,8 +233,10 @@ def test_doctor__invalid_config_fails_first_and_says_where(tmp_path: Path, capsy
 
 def _sensors_config(tmp_path: Path, broker_url: str, extra: str = "") -> Path:
     path = tmp_path / "config.toml"
-    path.write_text(f'profile = "sensors"\nstate_dir = "state"\n[device]\nid = "m1"\nsite = "w"\n'
-                    f'[mqtt]\nurl = "{broker_url}"\n{extra}')
+    path.write_text(
+        f'profile = "sensors"\nstate_dir = "state"\n[device]\nid = "m1"\nsite = "w"\n'
+        f'[mqtt]\nurl = "{broker_url}"\n{extra}'
+    )
     generate_key(load_config(path).key_path)
     return path
 

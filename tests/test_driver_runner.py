@@ -20,8 +20,9 @@ BASE_LOGGER = "edge_agent.drivers.base"
 
 
 def _twin(link: Path, kg: float = 10.0) -> ScaleTwin:
-    return ScaleTwin(link, fmt="and", scenario=ScaleScenario((ScaleSegment(1e6, kg, True),), start_kg=kg),
-                     interval_s=0.02)
+    return ScaleTwin(
+        link, fmt="and", scenario=ScaleScenario((ScaleSegment(1e6, kg, True),), start_kg=kg), interval_s=0.02
+    )
 
 
 def _runner(
@@ -75,8 +76,9 @@ def test_driver_runner__unplug_warns_once_then_info_on_recovery(
     assert all(w.load_kg == 10.0 for w in got)
 
 
-def test_driver_runner__absent_at_start_warns_once_and_backs_off(tmp_path: Path,
-                                                                caplog: pytest.LogCaptureFixture) -> None:
+def test_driver_runner__absent_at_start_warns_once_and_backs_off(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger=BASE_LOGGER)
     got: list[Weighing] = []
     stop = threading.Event()
@@ -125,8 +127,9 @@ def test_driver_runner__garbage_is_counted_not_fatal(tmp_path: Path) -> None:
     assert runner.reconnects == 0
 
 
-def test_driver_runner__silent_device_backs_off_instead_of_flapping(tmp_path: Path,
-                                                                   caplog: pytest.LogCaptureFixture) -> None:
+def test_driver_runner__silent_device_backs_off_instead_of_flapping(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     # The port opens (adapter present) but the scale behind it says nothing.
     caplog.set_level(logging.DEBUG, logger=BASE_LOGGER)
     stop = threading.Event()
@@ -142,8 +145,9 @@ def test_driver_runner__silent_device_backs_off_instead_of_flapping(tmp_path: Pa
     assert not _records(caplog, logging.INFO)
 
 
-def test_driver_runner__handler_bug_is_logged_once_and_reading_goes_on(tmp_path: Path,
-                                                                      caplog: pytest.LogCaptureFixture) -> None:
+def test_driver_runner__handler_bug_is_logged_once_and_reading_goes_on(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     caplog.set_level(logging.DEBUG, logger=BASE_LOGGER)
     calls: list[Weighing] = []
 
@@ -189,8 +193,7 @@ def test_driver_runner__driver_bug_reopens_with_backoff(caplog: pytest.LogCaptur
     caplog.set_level(logging.DEBUG, logger=BASE_LOGGER)
     stop = threading.Event()
     driver = _BuggyDriver()
-    runner: DriverRunner[Weighing] = DriverRunner(driver, lambda w: None, stop, backoff_min_s=0.05,
-                                                  backoff_max_s=0.2)
+    runner: DriverRunner[Weighing] = DriverRunner(driver, lambda w: None, stop, backoff_min_s=0.05, backoff_max_s=0.2)
     runner.start()
     time.sleep(0.6)
     stop.set()

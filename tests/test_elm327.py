@@ -45,9 +45,11 @@ def _cfg(port: str, **kw: object) -> Elm327Config:
 
 def _steady(speed_kmh: float = 42.0, level_pct: float = 50.0, **kw: object) -> DriveScenario:
     return DriveScenario(
-        (DriveSegment(1e6, speed_kmh, level_pct),), start_level_pct=level_pct, start_speed_kmh=speed_kmh, **kw  # type: ignore[arg-type]
+        (DriveSegment(1e6, speed_kmh, level_pct),),
+        start_level_pct=level_pct,
+        start_speed_kmh=speed_kmh,
+        **kw,  # type: ignore[arg-type]
     )
-
 
 
 # ---------------------------------------------------------------- parsing
@@ -92,8 +94,10 @@ def test_parse_elm_response__errors(text: str, exc: type[Exception], match: str)
 
 
 @settings(max_examples=400, deadline=None)
-@given(text=st.one_of(st.text(max_size=60), st.binary(max_size=60).map(lambda b: b.decode("latin-1"))),
-       pid=st.sampled_from([0x00, 0x0D, 0x10, 0x2F, 0x5E]))
+@given(
+    text=st.one_of(st.text(max_size=60), st.binary(max_size=60).map(lambda b: b.decode("latin-1"))),
+    pid=st.sampled_from([0x00, 0x0D, 0x10, 0x2F, 0x5E]),
+)
 def test_parse_elm_response__no_text_crashes(text: str, pid: int) -> None:
     try:
         data = parse_elm_response(text, pid)
@@ -121,8 +125,7 @@ def test_decode_pid__sae_j1979_scaling() -> None:
 def test_supported_from_bitmap__wikipedia_example() -> None:
     # The example answer to 0100 in Wikipedia's "OBD-II PIDs" article.
     got = supported_from_bitmap(0x00, bytes.fromhex("BE1FA813"))
-    assert got == {0x01, 0x03, 0x04, 0x05, 0x06, 0x07, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0x13, 0x15, 0x1C, 0x1F,
-                   0x20}
+    assert got == {0x01, 0x03, 0x04, 0x05, 0x06, 0x07, 0x0C, 0x0D, 0x0E, 0x0F, 0x10, 0x11, 0x13, 0x15, 0x1C, 0x1F, 0x20}
 
 
 def test_maf_to_fuel_rate_lph__follows_fuel_type() -> None:
@@ -139,8 +142,9 @@ def test_maf_to_fuel_rate_lph__follows_fuel_type() -> None:
 
 def test_elm327_config__errors_name_key_and_expectation() -> None:
     with pytest.raises(ValidationError) as info:
-        Elm327Config.model_validate({"kind": "elm327", "port": "/dev/rfcomm0", "fuel_type": "lpg", "protocol": "D",
-                                     "pids": []})
+        Elm327Config.model_validate(
+            {"kind": "elm327", "port": "/dev/rfcomm0", "fuel_type": "lpg", "protocol": "D", "pids": []}
+        )
     msgs = format_validation_error("config.toml", info.value, Elm327Config)
     assert 'config.toml: fuel_type: expected "petrol" or "diesel", got "lpg"' in msgs
     assert 'config.toml: protocol: expected one protocol digit "0"-"9" or "A"-"C", got "D"' in msgs
@@ -193,7 +197,7 @@ def test_elm327_driver__drive_with_stop_and_refuel(tmp_path: Path) -> None:
     assert max(r.rate_lph for r in rates) == pytest.approx(1.8 + 0.22 * 60, abs=0.05)
     low = min(levels)
     assert low == pytest.approx(57.8, abs=0.5)
-    assert max(levels[levels.index(low):]) == pytest.approx(95.0, abs=0.5)  # the refuel
+    assert max(levels[levels.index(low) :]) == pytest.approx(95.0, abs=0.5)  # the refuel
     assert "SEARCHING..." not in " ".join(r.raw for r in got)
 
 

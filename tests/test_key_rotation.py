@@ -83,8 +83,16 @@ def test_key_rotation__records_signed_by_an_unannounced_key_are_rejected(rotated
     stranger = Ed25519PrivateKey.generate()
     skey = DeviceKey(stranger, key_id_for(stranger.public_key()))
     last = recs[-1]
-    forged = make_record(device="dev-1", seq=last["seq"] + 1, ts=last["ts"], clock="ntp", kind="event",
-                         body={"event": "forged"}, prev=last["hash"], key=skey)
+    forged = make_record(
+        device="dev-1",
+        seq=last["seq"] + 1,
+        ts=last["ts"],
+        clock="ntp",
+        kind="event",
+        body={"event": "forged"},
+        prev=last["hash"],
+        key=skey,
+    )
     v = verify_records([*recs, forged], [old.public])
     assert [(f.what, f.seq) for f in v.findings if f.level == FAIL] == [("unknown_key", forged["seq"])]
 
@@ -96,13 +104,29 @@ def test_key_rotation__a_rotation_not_signed_by_a_known_key_announces_nothing(ro
     skey = DeviceKey(stranger, key_id_for(stranger.public_key()))
     last = recs[-1]
     fake_rot = make_record(
-        device="dev-1", seq=last["seq"] + 1, ts=last["ts"], clock="ntp", kind="key_rotation",
-        body={"old_key_id": skey.key_id, "new_key_id": skey.key_id,
-              "new_public_key": base64.b64encode(stranger.public_key().public_bytes_raw()).decode()},
-        prev=last["hash"], key=skey,
+        device="dev-1",
+        seq=last["seq"] + 1,
+        ts=last["ts"],
+        clock="ntp",
+        kind="key_rotation",
+        body={
+            "old_key_id": skey.key_id,
+            "new_key_id": skey.key_id,
+            "new_public_key": base64.b64encode(stranger.public_key().public_bytes_raw()).decode(),
+        },
+        prev=last["hash"],
+        key=skey,
     )
-    follow = make_record(device="dev-1", seq=fake_rot["seq"] + 1, ts=last["ts"], clock="ntp", kind="event",
-                         body={"event": "forged"}, prev=fake_rot["hash"], key=skey)
+    follow = make_record(
+        device="dev-1",
+        seq=fake_rot["seq"] + 1,
+        ts=last["ts"],
+        clock="ntp",
+        kind="event",
+        body={"event": "forged"},
+        prev=fake_rot["hash"],
+        key=skey,
+    )
     v = verify_records([*recs, fake_rot, follow], [old.public])
     fails = {(f.what, f.seq) for f in v.findings if f.level == FAIL}
     assert fails == {("unknown_key", fake_rot["seq"]), ("unknown_key", follow["seq"])}

@@ -32,7 +32,6 @@ def _steady(level_raw: int, temperature_c: int = 21) -> LlsScenario:
     return LlsScenario((LlsSegment(1000.0, level_raw),), start_raw=level_raw, temperature_c=temperature_c)
 
 
-
 # ---------------------------------------------------------------- frames
 
 

@@ -136,12 +136,18 @@ def test_decode_value__flowmeter_setpoint_write_is_15_l_min() -> None:
 
 def test_decode_value__wizmodbus_floats_are_low_word_first() -> None:
     frames = load_frames(DATA / "wizmodbus.frames.txt")
-    pairs = [(frames[i][2], frames[i + 1][2]) for i in range(len(frames) - 1)
-             if frames[i][1] == "RX" and frames[i + 1][1] == "TX" and frames[i][2][1] == 3]
+    pairs = [
+        (frames[i][2], frames[i + 1][2])
+        for i in range(len(frames) - 1)
+        if frames[i][1] == "RX" and frames[i + 1][1] == "TX" and frames[i][2][1] == 3
+    ]
     # Registers 1002-1024 hold four process values that tick up (11049.11, 22160.11, ...):
     # low word first they read as such, high word first as nonsense magnitudes.
-    values = [(int.from_bytes(req[2:4], "big"), list(struct.unpack(">HH", rep[3:7])))
-              for req, rep in pairs if 1002 <= int.from_bytes(req[2:4], "big") <= 1024]
+    values = [
+        (int.from_bytes(req[2:4], "big"), list(struct.unpack(">HH", rep[3:7])))
+        for req, rep in pairs
+        if 1002 <= int.from_bytes(req[2:4], "big") <= 1024
+    ]
     assert len(values) == 24
     little = [decode_value(w, spec(type="float32", word_order="little")) for _, w in values]
     big = [decode_value(w, spec(type="float32", word_order="big")) for _, w in values]
@@ -205,9 +211,16 @@ def test_decode_block__values_by_name_from_one_read() -> None:
     assert decode_block(block, [0xFFF6, 615]) == {"t": pytest.approx(-1.0), "h": pytest.approx(61.5)}
 
 
-@given(st.lists(st.tuples(st.integers(0, 300), st.sampled_from(["uint16", "float32"]),
-                          st.sampled_from(["holding", "input"])), min_size=1, max_size=20, unique_by=lambda t: t[0]),
-       st.integers(1, 125), st.integers(0, 8))
+@given(
+    st.lists(
+        st.tuples(st.integers(0, 300), st.sampled_from(["uint16", "float32"]), st.sampled_from(["holding", "input"])),
+        min_size=1,
+        max_size=20,
+        unique_by=lambda t: t[0],
+    ),
+    st.integers(1, 125),
+    st.integers(0, 8),
+)
 @settings(max_examples=200, deadline=None)
 def test_plan_blocks__covers_every_register_within_limits(
     items: list[tuple[int, str, str]], max_count: int, max_gap: int
@@ -248,8 +261,11 @@ def test_parse_read_response__no_byte_string_crashes(data: bytes, unit: int, fn:
         assert len(words) == count
 
 
-@given(st.lists(st.integers(0, 0xFFFF), min_size=2, max_size=2),
-       st.sampled_from(["int16", "uint16", "int32", "uint32", "float32"]), st.sampled_from(["big", "little"]))
+@given(
+    st.lists(st.integers(0, 0xFFFF), min_size=2, max_size=2),
+    st.sampled_from(["int16", "uint16", "int32", "uint32", "float32"]),
+    st.sampled_from(["big", "little"]),
+)
 def test_decode_value__any_words_give_a_number_or_frame_error(words: list[int], kind: str, order: str) -> None:
     s = spec(type=kind, word_order=order)
     try:
@@ -282,11 +298,17 @@ def test_modbus_meter_config__map_fills_registers_and_serial_defaults() -> None:
     assert cfg.baud == 2400
     assert cfg.energy_register == "total_active_energy_kwh"
     assert len(cfg.all_registers) == 11
-    own = ModbusMeterConfig.model_validate({
-        "name": "m", "port": "/dev/ttyUSB0", "map": "eastron-sdm120", "baud": 9600,
-        "registers": [{"name": "voltage_v", "address": 0, "function": "input", "type": "float32", "unit": "mV",
-                       "scale": 1000}],
-    })
+    own = ModbusMeterConfig.model_validate(
+        {
+            "name": "m",
+            "port": "/dev/ttyUSB0",
+            "map": "eastron-sdm120",
+            "baud": 9600,
+            "registers": [
+                {"name": "voltage_v", "address": 0, "function": "input", "type": "float32", "unit": "mV", "scale": 1000}
+            ],
+        }
+    )
     assert own.baud == 9600
     assert next(r for r in own.all_registers if r.name == "voltage_v").unit == "mV"
 
@@ -296,15 +318,23 @@ def _agent(meter: dict[str, object]) -> dict[str, object]:
 
 
 def test_modbus_meter_config__errors_name_key_expected_and_got() -> None:
-    with pytest.raises(ConfigError, match=r"cfg.toml: sensors.meters.0.unit_id: expected a Modbus unit \(slave\) id "
-                                          r"1-247, got 0"):
+    with pytest.raises(
+        ConfigError,
+        match=r"cfg.toml: sensors.meters.0.unit_id: expected a Modbus unit \(slave\) id "
+        r"1-247, got 0",
+    ):
         parse_config(_agent({"name": "m", "port": "/dev/x", "map": "xy-md02", "unit_id": 0}), "cfg.toml")
-    with pytest.raises(ConfigError, match=r"sensors.meters.0.map: expected the name of a shipped meter map .*"
-                                          r"got \"sdm999\""):
+    with pytest.raises(
+        ConfigError,
+        match=r"sensors.meters.0.map: expected the name of a shipped meter map .*"
+        r"got \"sdm999\"",
+    ):
         parse_config(_agent({"name": "m", "port": "/dev/x", "map": "sdm999"}), "cfg.toml")
     with pytest.raises(ConfigError, match=r"sensors.meters.0.registers.0.type: expected \"int16\", .*got \"float64\""):
-        parse_config(_agent({"name": "m", "port": "/dev/x",
-                             "registers": [{"name": "t", "address": 1, "type": "float64"}]}), "cfg.toml")
+        parse_config(
+            _agent({"name": "m", "port": "/dev/x", "registers": [{"name": "t", "address": 1, "type": "float64"}]}),
+            "cfg.toml",
+        )
     with pytest.raises(ConfigError, match=r"sensors.meters.0.timeout_s: expected a number of seconds > 0 and <= 1"):
         parse_config(_agent({"name": "m", "port": "/dev/x", "map": "xy-md02", "timeout_s": 3}), "cfg.toml")
 

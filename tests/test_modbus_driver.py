@@ -93,8 +93,11 @@ def test_modbus_meter_driver__sdm120_energy_counts_up_in_eight_requests(sdm120: 
 def test_modbus_meter_driver__unmapped_register_gets_exception_and_warns_once(
     md02: ModbusTwin, caplog: pytest.LogCaptureFixture
 ) -> None:
-    cfg = meter(md02.path, map="xy-md02",
-                registers=[{"name": "dew_point_c", "address": 0x0040, "function": "input", "type": "int16"}])
+    cfg = meter(
+        md02.path,
+        map="xy-md02",
+        registers=[{"name": "dew_point_c", "address": 0x0040, "function": "input", "type": "int16"}],
+    )
     driver = ModbusMeterDriver(cfg)
     caplog.set_level(logging.WARNING, logger="edge_agent.drivers.modbus")
     driver.open()
@@ -218,8 +221,14 @@ def test_driver_runner__modbus_meter_survives_unplug_and_replug(
         got.set()
 
     stop = threading.Event()
-    runner = DriverRunner(ModbusMeterDriver(meter(sdm120.path, map="eastron-sdm120")), on_reading, stop,
-                          backoff_min_s=0.05, backoff_max_s=0.2, read_timeout_s=0.2)
+    runner = DriverRunner(
+        ModbusMeterDriver(meter(sdm120.path, map="eastron-sdm120")),
+        on_reading,
+        stop,
+        backoff_min_s=0.05,
+        backoff_max_s=0.2,
+        read_timeout_s=0.2,
+    )
     runner.start()
     try:
         assert got.wait(5)
@@ -278,8 +287,14 @@ def capture_pairs(name: str) -> list[tuple[bytes, bytes]]:
             frames.append((parts[1], bytes.fromhex("".join(parts[2:-1]))))
     pairs = []
     for (line_a, a), (line_b, b) in itertools.pairwise(frames):
-        if line_a in ("bus", "RX") and line_b in ("bus", "TX") and a[1] == 3 and len(a) == 8 and b[1] == 3 \
-                and len(b) == 5 + b[2]:
+        if (
+            line_a in ("bus", "RX")
+            and line_b in ("bus", "TX")
+            and a[1] == 3
+            and len(a) == 8
+            and b[1] == 3
+            and len(b) == 5 + b[2]
+        ):
             pairs.append((a, b))
     return pairs
 
@@ -290,13 +305,18 @@ def test_modbus_meter_driver__replayed_flowmeter_capture(tmp_path: Path) -> None
     with ReplaySlave(tmp_path / "ttyFlow", pairs) as slave:
         # The master in the capture read 15 holding registers from 0 in one request; the same
         # request must leave our driver byte for byte, or the replay has nothing to answer.
-        cfg = meter(slave.path, unit_id=247, max_gap_registers=8, registers=[
-            {"name": "status", "address": 0},
-            {"name": "flow_a", "address": 2, "type": "float32"},
-            {"name": "flow_b", "address": 4, "type": "float32"},
-            {"name": "setpoint", "address": 6, "type": "float32"},
-            {"name": "last", "address": 14},
-        ])
+        cfg = meter(
+            slave.path,
+            unit_id=247,
+            max_gap_registers=8,
+            registers=[
+                {"name": "status", "address": 0},
+                {"name": "flow_a", "address": 2, "type": "float32"},
+                {"name": "flow_b", "address": 4, "type": "float32"},
+                {"name": "setpoint", "address": 6, "type": "float32"},
+                {"name": "last", "address": 14},
+            ],
+        )
         driver = ModbusMeterDriver(cfg)
         driver.open()
         try:
@@ -314,8 +334,9 @@ def test_modbus_meter_driver__replayed_flowmeter_capture(tmp_path: Path) -> None
 def test_modbus_meter_driver__replayed_wizmodbus_capture_low_word_first(tmp_path: Path) -> None:
     pairs = capture_pairs("wizmodbus.frames.txt")
     with ReplaySlave(tmp_path / "ttyWiz", pairs) as slave:
-        regs = [{"name": f"v{a}", "address": a, "type": "float32", "word_order": "little"}
-                for a in range(1002, 1025, 2)]
+        regs = [
+            {"name": f"v{a}", "address": a, "type": "float32", "word_order": "little"} for a in range(1002, 1025, 2)
+        ]
         driver = ModbusMeterDriver(meter(slave.path, registers=regs, max_registers_per_read=2))
         driver.open()
         try:

@@ -103,8 +103,10 @@ _field = st.text(alphabet="0123456789.,-ENSWAVMK", max_size=12)
 
 
 @settings(max_examples=300, deadline=None)
-@given(st.sampled_from(["GPRMC", "GNGGA", "GPGLL", "GPVTG", "GNGSA", "GPGSV", "GPZDA", "GNGNS"]),
-       st.lists(_field, max_size=20))
+@given(
+    st.sampled_from(["GPRMC", "GNGGA", "GPGLL", "GPVTG", "GNGSA", "GPGSV", "GPZDA", "GNGNS"]),
+    st.lists(_field, max_size=20),
+)
 def test_decoder__checksummed_nonsense_fields_never_crash(head: str, fields: list[str]) -> None:
     # A valid checksum gets random fields past the framing into the value conversions.
     line = nmea_line(",".join([head, *fields])).decode().strip()
@@ -167,8 +169,13 @@ def test_decode_lines__agrees_with_gpsd_oracle(name: str) -> None:
 
 def test_nmea_config__bad_values_name_the_key() -> None:
     with pytest.raises(ConfigError, match=r"telematics\.gps\.baud: expected a baud rate"):
-        parse_config({"profile": "truck", "device": {"id": "t1", "site": "s"},
-                      "telematics": {"gps": {"kind": "nmea", "port": "/dev/ttyACM0", "baud": 12}}})
+        parse_config(
+            {
+                "profile": "truck",
+                "device": {"id": "t1", "site": "s"},
+                "telematics": {"gps": {"kind": "nmea", "port": "/dev/ttyACM0", "baud": 12}},
+            }
+        )
 
 
 # ---------------------------------------------------------------- the driver on a pty twin

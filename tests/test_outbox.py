@@ -27,7 +27,9 @@ def test_outbox__seq_and_chain_continue_across_reopen(tmp_path: Path) -> None:
     for round_ in range(3):
         ob, gap = Outbox.open_checked(db)
         assert gap is None
-        ob.append([("event", {"r": round_, "i": i}) for i in range(5)], device="d", key=key, clock=Clock(), max_bytes=1 << 30)
+        ob.append(
+            [("event", {"r": round_, "i": i}) for i in range(5)], device="d", key=key, clock=Clock(), max_bytes=1 << 30
+        )
         ob.close()
     ob, _ = Outbox.open_checked(db)
     seqs = [json.loads(x)["seq"] for x in ob.export()]
@@ -65,10 +67,17 @@ def test_outbox__full_evicts_low_priority_first_and_signs_gap(tmp_path: Path) ->
     key = generate_key(tmp_path / "k")
     ob, _ = Outbox.open_checked(tmp_path / "o.db")
     clock = Clock()
-    ob.append([("trip", {"n": i, "pad": "x" * 200}) for i in range(10)], device="d", key=key, clock=clock, max_bytes=60_000)
+    ob.append(
+        [("trip", {"n": i, "pad": "x" * 200}) for i in range(10)], device="d", key=key, clock=clock, max_bytes=60_000
+    )
     for i in range(40):
-        ob.append([("telemetry", {"n": i, "pad": "y" * 400}) for _ in range(5)], device="d", key=key, clock=clock,
-                  max_bytes=60_000)
+        ob.append(
+            [("telemetry", {"n": i, "pad": "y" * 400}) for _ in range(5)],
+            device="d",
+            key=key,
+            clock=clock,
+            max_bytes=60_000,
+        )
     kinds = [json.loads(x)["kind"] for x in ob.export()]
     assert kinds.count("trip") == 10  # trips survive while telemetry can go
     assert "gap" in kinds

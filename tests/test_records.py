@@ -39,7 +39,10 @@ def test_canonical__fast_path_equals_rfc8785(value: object) -> None:
     assert canonical(value) == expected
 
 
-@pytest.mark.parametrize("value", [1e21, 1e-7, 0.1 + 0.2, 5e-324, -0.0, 123456789012345680.0, 9007199254740992.0, 1e15 + 0.5, {"😀": 1, "z": 2}])
+@pytest.mark.parametrize(
+    "value",
+    [1e21, 1e-7, 0.1 + 0.2, 5e-324, -0.0, 123456789012345680.0, 9007199254740992.0, 1e15 + 0.5, {"😀": 1, "z": 2}],
+)
 def test_canonical__edge_numbers_and_astral_keys(value: object) -> None:
     assert canonical(value) == rfc8785.dumps(value)
 
@@ -51,8 +54,16 @@ def test_canonical__nan_is_refused() -> None:
 
 def test_record__hash_and_signature_verify(tmp_path: Path) -> None:
     key = generate_key(tmp_path / "k")
-    rec = make_record(device="d", seq=1, ts="2026-01-01T00:00:00.000Z", clock="ntp", kind="event",
-                      body={"a": 1}, prev=GENESIS_PREV, key=key)
+    rec = make_record(
+        device="d",
+        seq=1,
+        ts="2026-01-01T00:00:00.000Z",
+        clock="ntp",
+        kind="event",
+        body={"a": 1},
+        prev=GENESIS_PREV,
+        key=key,
+    )
     assert rec["hash"] == hashlib.sha256(signing_bytes(rec)).hexdigest()
     assert rec["key"] == key_id_for(key.public)
     assert check_record(rec, key.public) == []

@@ -32,7 +32,6 @@ def _lines(path: Path) -> list[bytes]:
     return [line for line in path.read_bytes().split(b"\r\n") if line]
 
 
-
 # ---------------------------------------------------------------- pure parsing
 
 

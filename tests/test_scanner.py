@@ -105,8 +105,11 @@ def test_parse_scan__no_bytes_crash_it(data: bytes, prefix: str, term: str) -> N
 
 
 @settings(max_examples=200)
-@given(st.text(alphabet=st.characters(codec="utf-8").filter(str.isprintable), min_size=1, max_size=200)
-       .filter(lambda s: not s.isspace()))
+@given(
+    st.text(alphabet=st.characters(codec="utf-8").filter(str.isprintable), min_size=1, max_size=200).filter(
+        lambda s: not s.isspace()
+    )
+)
 def test_parse_scan__framed_code_round_trips(code: str) -> None:
     cfg = _cfg(prefix=STX, suffix=ETX, terminator="\r\n")
     assert parse_scan((STX + code + ETX + "\r\n").encode(), cfg) == code
@@ -167,8 +170,14 @@ def test_serial_scanner__unplug_replug_reconnects_through_the_runner(tmp_path: P
     got: list[Scan] = []
     stop = threading.Event()
     with ScannerTwin(tmp_path / "ttyACM0", scenario=[(0.1, "FIRST")]) as twin:
-        runner = DriverRunner(SerialScanner(_cfg(port=twin.path)), got.append, stop,
-                              backoff_min_s=0.05, backoff_max_s=0.2, read_timeout_s=0.1)
+        runner = DriverRunner(
+            SerialScanner(_cfg(port=twin.path)),
+            got.append,
+            stop,
+            backoff_min_s=0.05,
+            backoff_max_s=0.2,
+            read_timeout_s=0.1,
+        )
         runner.start()
         try:
             _wait(lambda: len(got) == 1)
@@ -218,8 +227,22 @@ def test_decode_keys__code_split_across_reads_keeps_state() -> None:
 
 def test_decode_keys__keypad_digits_and_caps_lock() -> None:
     # KEY_CAPSLOCK, a, b, KEY_CAPSLOCK, KP1, KP2, KEY_KPENTER
-    events = [(58, 1), (58, 0), (30, 1), (30, 0), (48, 1), (48, 0), (58, 1), (58, 0),
-              (79, 1), (79, 0), (80, 1), (80, 0), (96, 1), (96, 0)]
+    events = [
+        (58, 1),
+        (58, 0),
+        (30, 1),
+        (30, 0),
+        (48, 1),
+        (48, 0),
+        (58, 1),
+        (58, 0),
+        (79, 1),
+        (79, 0),
+        (80, 1),
+        (80, 0),
+        (96, 1),
+        (96, 0),
+    ]
     codes, _ = decode_keys(_keys(events), KeyState())
     assert [c.text for c in codes] == ["AB12"]
 
@@ -355,12 +378,19 @@ def test_hid_scanner__unknown_device_name_is_device_unavailable(tmp_path: Path) 
 
 def test_scanner_config__terminator_must_be_cr_lf_or_crlf() -> None:
     with pytest.raises(ConfigError, match=r'bench\.scanner\.terminator: expected .*"\\r\\n", got "\t"'):
-        parse_config({"profile": "bench", "device": {"id": "b1", "site": "s1"},
-                      "bench": {"scanner": {"kind": "serial", "port": "/dev/ttyACM0", "terminator": "\t"}}},
-                     "config.toml")
+        parse_config(
+            {
+                "profile": "bench",
+                "device": {"id": "b1", "site": "s1"},
+                "bench": {"scanner": {"kind": "serial", "port": "/dev/ttyACM0", "terminator": "\t"}},
+            },
+            "config.toml",
+        )
 
 
 def test_scanner_config__kind_is_required() -> None:
     with pytest.raises(ConfigError, match=r'bench\.scanner: expected a table with kind = "serial" or "hid"'):
-        parse_config({"profile": "bench", "device": {"id": "b1", "site": "s1"},
-                      "bench": {"scanner": {"port": "/dev/ttyACM0"}}}, "config.toml")
+        parse_config(
+            {"profile": "bench", "device": {"id": "b1", "site": "s1"}, "bench": {"scanner": {"port": "/dev/ttyACM0"}}},
+            "config.toml",
+        )

@@ -44,8 +44,9 @@ def test_sensors_toml__commented_meter_examples_validate() -> None:
     section = (ROOT / "config" / "sensors.toml").read_text(encoding="utf-8")
     start = section.index("# [[sensors.meters]]")
     # Uncomment the example tables and keys; the prose between them stays comments.
-    examples = "\n".join(line[2:] if re.match(r"^# (\[|[a-z_]+ = )", line) else line
-                         for line in section[start:].splitlines())
+    examples = "\n".join(
+        line[2:] if re.match(r"^# (\[|[a-z_]+ = )", line) else line for line in section[start:].splitlines()
+    )
     data = tomllib.loads(section[:start] + "\n" + examples)
     cfg = parse_config({"profile": "sensors", "device": {"id": "d", "site": "s"}, **data}, "sensors.toml")
     names = [m.name for m in cfg.sensors.meters]
@@ -94,8 +95,9 @@ def test_sensors_list__bad_config_exits_2_with_the_key(tmp_path: Path, capsys: p
 
 def test_sensors_watch__prints_live_readings(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with ModbusTwin(tmp_path / "ttySDM", scenario=sdm120_scenario(time_scale=5000)) as twin:
-        cfg = write_config(tmp_path, [{"name": "main-board", "port": twin.path, "map": "eastron-sdm120",
-                                       "poll_interval_s": 0.2}])
+        cfg = write_config(
+            tmp_path, [{"name": "main-board", "port": twin.path, "map": "eastron-sdm120", "poll_interval_s": 0.2}]
+        )
         rc = main(["sensors", "watch", "main-board", "--config", str(cfg), "--count", "3", "--json"])
     assert rc == 0
     captured = capsys.readouterr()
@@ -109,8 +111,7 @@ def test_sensors_watch__prints_live_readings(tmp_path: Path, capsys: pytest.Capt
 
 def test_sensors_watch__text_lines_with_units(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with ModbusTwin(tmp_path / "ttyMD", scenario=xy_md02_scenario(start_c=-5.0, drift_c_per_s=0.0)) as twin:
-        cfg = write_config(tmp_path, [{"name": "freezer", "port": twin.path, "map": "xy-md02",
-                                       "poll_interval_s": 0.2}])
+        cfg = write_config(tmp_path, [{"name": "freezer", "port": twin.path, "map": "xy-md02", "poll_interval_s": 0.2}])
         assert main(["sensors", "watch", "freezer", "--config", str(cfg), "--count", "1"]) == 0
     line = capsys.readouterr().out.strip()
     assert re.fullmatch(r"\d\d:\d\d:\d\d  humidity_pct=61\.5 %RH  temperature_c=-5 °C", line)

@@ -54,8 +54,10 @@ def test_classify_mtsics__i4_and_weight_answers() -> None:
 
 def test_classify_modbus__captured_reply_and_exception() -> None:
     # A reply to "read 1 holding register" from the sigrok flow-meter capture (unit 247).
-    assert classify_modbus(bytes.fromhex("F7 03 02 00 08 71 97"), unit_id=0xF7) == \
-        "unit 247 answered, holding register 0 = 8"
+    assert (
+        classify_modbus(bytes.fromhex("F7 03 02 00 08 71 97"), unit_id=0xF7)
+        == "unit 247 answered, holding register 0 = 8"
+    )
     exc = bytes((1, 0x83, 2))
     exc += struct.pack("<H", crc16(exc))
     assert classify_modbus(b"\x00\xff" + exc) == "unit 1 answered exception 2 (illegal data address)"

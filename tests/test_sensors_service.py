@@ -77,8 +77,11 @@ def test_send_reason__value_that_was_missing_counts_as_changed() -> None:
     assert send_reason(LastSent(0.0, {"t": 4.0}), reading(1, t=4.0, h=50.0), S) == ("change", ["h"])
 
 
-@given(st.lists(st.tuples(st.floats(0.1, 30.0), st.floats(-30.0, 30.0)), min_size=1, max_size=60),
-       st.floats(0.0, 3.0), st.floats(5.0, 120.0))
+@given(
+    st.lists(st.tuples(st.floats(0.1, 30.0), st.floats(-30.0, 30.0)), min_size=1, max_size=60),
+    st.floats(0.0, 3.0),
+    st.floats(5.0, 120.0),
+)
 @settings(max_examples=200, deadline=None)
 def test_meter_sampler__held_values_stay_within_deadband_and_interval(
     steps: list[tuple[float, float]], deadband: float, max_interval_s: float
@@ -137,18 +140,27 @@ def test_meter_sampler__co2e_over_records_adds_up_to_total_kwh(increments: list[
 
 
 def test_grid_factor__unknown_row_names_key_and_value() -> None:
-    with pytest.raises(ConfigError, match=r"c.toml: sensors.grid.factor: expected the name of an electricity "
-                                          r"\(kWh\) row.*got \"grid_xx\""):
-        parse_config({"profile": "sensors", "device": {"id": "d", "site": "s"},
-                      "sensors": {"grid": {"factor": "grid_xx"}}}, "c.toml")
+    with pytest.raises(
+        ConfigError,
+        match=r"c.toml: sensors.grid.factor: expected the name of an electricity "
+        r"\(kWh\) row.*got \"grid_xx\"",
+    ):
+        parse_config(
+            {"profile": "sensors", "device": {"id": "d", "site": "s"}, "sensors": {"grid": {"factor": "grid_xx"}}},
+            "c.toml",
+        )
 
 
 def test_sensors_config__duplicate_meter_names_rejected() -> None:
     meter = {"name": "a", "port": "/dev/x", "map": "xy-md02"}
-    with pytest.raises(ConfigError, match=r"sensors.meters: expected a list of \[\[sensors.meters\]\] tables "
-                                          r"with unique names"):
-        parse_config({"profile": "sensors", "device": {"id": "d", "site": "s"},
-                      "sensors": {"meters": [meter, meter]}}, "c.toml")
+    with pytest.raises(
+        ConfigError,
+        match=r"sensors.meters: expected a list of \[\[sensors.meters\]\] tables "
+        r"with unique names",
+    ):
+        parse_config(
+            {"profile": "sensors", "device": {"id": "d", "site": "s"}, "sensors": {"meters": [meter, meter]}}, "c.toml"
+        )
 
 
 # ---------------------------------------------------------------- the service on ptys
@@ -166,17 +178,26 @@ def wait_for(predicate: Callable[[], bool], timeout_s: float) -> bool:
 def test_sensors_service__emits_sensor_records_from_two_meters(tmp_path: Path) -> None:
     md02 = ModbusTwin(tmp_path / "ttyMD02", scenario=xy_md02_scenario(start_c=3.0, drift_c_per_s=1.0)).start()
     sdm = ModbusTwin(tmp_path / "ttySDM", scenario=sdm120_scenario(start_kwh=500.0, time_scale=3000)).start()
-    cfg = parse_config({
-        "profile": "sensors", "device": {"id": "d1", "site": "wh1"}, "state_dir": str(tmp_path),
-        "sensors": {
-            "max_interval_s": 1.0,
-            "meters": [
-                {"name": "cold-room", "port": md02.path, "map": "xy-md02", "poll_interval_s": 0.2},
-                {"name": "main-board", "port": sdm.path, "map": "eastron-sdm120", "poll_interval_s": 0.2,
-                 "baud": 9600},
-            ],
-        },
-    })
+    cfg = parse_config(
+        {
+            "profile": "sensors",
+            "device": {"id": "d1", "site": "wh1"},
+            "state_dir": str(tmp_path),
+            "sensors": {
+                "max_interval_s": 1.0,
+                "meters": [
+                    {"name": "cold-room", "port": md02.path, "map": "xy-md02", "poll_interval_s": 0.2},
+                    {
+                        "name": "main-board",
+                        "port": sdm.path,
+                        "map": "eastron-sdm120",
+                        "poll_interval_s": 0.2,
+                        "baud": 9600,
+                    },
+                ],
+            },
+        }
+    )
     records: list[tuple[str, dict[str, Any]]] = []
     lock = threading.Lock()
 
@@ -188,6 +209,7 @@ def test_sensors_service__emits_sensor_records_from_two_meters(tmp_path: Path) -
     service = SensorsService()
     service.start(ServiceContext(config=cfg, emit=emit, clock=Clock(), state_dir=tmp_path, stop=stop))
     try:
+
         def enough() -> bool:
             with lock:
                 energy = [b for _, b in records if b["meter"] == "main-board"]

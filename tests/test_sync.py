@@ -21,20 +21,22 @@ from tests.helpers import wait_until
 
 
 def make_cfg(tmp_path: Path, url: str, **mqtt: object) -> AgentConfig:
-    return parse_config({
-        "profile": "sensors",
-        "device": {"id": "dev-1", "site": "site-a"},
-        "state_dir": str(tmp_path / "state"),
-        "mqtt": {"url": url, "backoff_min_s": 0.2, "backoff_max_s": 1.0, **mqtt},
-    })
+    return parse_config(
+        {
+            "profile": "sensors",
+            "device": {"id": "dev-1", "site": "site-a"},
+            "state_dir": str(tmp_path / "state"),
+            "mqtt": {"url": url, "backoff_min_s": 0.2, "backoff_max_s": 1.0, **mqtt},
+        }
+    )
 
 
 def fill(cfg: AgentConfig, key: DeviceKey, n: int) -> Outbox:
     ob, _ = Outbox.open_checked(cfg.db_path)
-    ob.append([("telemetry", {"i": i}) for i in range(n)], device=cfg.device.id, key=key, clock=Clock(),
-              max_bytes=1 << 30)
+    ob.append(
+        [("telemetry", {"i": i}) for i in range(n)], device=cfg.device.id, key=key, clock=Clock(), max_bytes=1 << 30
+    )
     return ob
-
 
 
 @contextlib.contextmanager
@@ -77,8 +79,13 @@ def test_sync__broker_outage_loses_nothing(broker: Broker, tmp_path: Path) -> No
         sub.stop()
         broker.stop()
         assert wait_until(lambda: not sync.connected.is_set(), 5)
-        ob.append([("telemetry", {"during_outage": i}) for i in range(200)], device="dev-1", key=key, clock=Clock(),
-                  max_bytes=1 << 30)
+        ob.append(
+            [("telemetry", {"during_outage": i}) for i in range(200)],
+            device="dev-1",
+            key=key,
+            clock=Clock(),
+            max_bytes=1 << 30,
+        )
         sync.notify()
         time.sleep(0.5)
         assert ob.stats().depth == 200
@@ -102,14 +109,20 @@ def test_sync__tls_and_mtls(tls_broker: Broker, tmp_path: Path) -> None:
 
 def test_sync__mtls_needs_client_certificate(mtls_broker: Broker, tmp_path: Path) -> None:
     pki = mtls_broker.pki
-    cfg = make_cfg(tmp_path, mtls_broker.url, ca_file=str(pki.ca_pem), cert_file=str(pki.client_pem),
-                   key_file=str(pki.client_key))
+    cfg = make_cfg(
+        tmp_path, mtls_broker.url, ca_file=str(pki.ca_pem), cert_file=str(pki.client_pem), key_file=str(pki.client_key)
+    )
     key = generate_key(cfg.key_path)
     ob = fill(cfg, key, 20)
     with running_sync(cfg) as sync:
         assert wait_until(lambda: ob.stats().depth == 0), sync.last_error
-    bad = make_cfg(tmp_path / "b", mtls_broker.url, ca_file=str(pki.ca_pem), cert_file=str(pki.wrong_client_pem),
-                   key_file=str(pki.wrong_client_key))
+    bad = make_cfg(
+        tmp_path / "b",
+        mtls_broker.url,
+        ca_file=str(pki.ca_pem),
+        cert_file=str(pki.wrong_client_pem),
+        key_file=str(pki.wrong_client_key),
+    )
     generate_key(bad.key_path)
     fill(bad, key, 1)
     with running_sync(bad) as sync:
@@ -172,9 +185,25 @@ def test_verify_mqtt__shared_subscription_checks_live_stream(broker: Broker, tmp
     pub.write_bytes(public_pem(key.public))
     ob = fill(cfg, key, 400)
     proc = subprocess.Popen(
-        [sys.executable, "-m", "edge_agent.cli", "verify", "--pubkey", str(pub), "--mqtt", broker.url,
-         "--topic", "$share/central/edge/site-a/dev-1/rec/#", "--count", "400", "--timeout", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "verify",
+            "--pubkey",
+            str(pub),
+            "--mqtt",
+            broker.url,
+            "--topic",
+            "$share/central/edge/site-a/dev-1/rec/#",
+            "--count",
+            "400",
+            "--timeout",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     assert wait_until(lambda: "as edge-verify-" in broker.log_text(), 15), broker.log_text()[-500:]
     time.sleep(0.5)  # its SUBSCRIBE follows the CONNACK

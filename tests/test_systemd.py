@@ -25,8 +25,9 @@ from edge_agent.install import (
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "edge-agent.service"
 SYSTEMD_ANALYZE = shutil.which("systemd-analyze")
-needs_analyze = pytest.mark.skipif(SYSTEMD_ANALYZE is None,
-                                   reason="systemd-analyze not installed (apt install systemd)")
+needs_analyze = pytest.mark.skipif(
+    SYSTEMD_ANALYZE is None, reason="systemd-analyze not installed (apt install systemd)"
+)
 
 
 def _directives(text: str) -> dict[str, list[str]]:
@@ -57,8 +58,9 @@ def _fake_venv(base: Path) -> Path:
 def _verify(unit: Path) -> subprocess.CompletedProcess[str]:
     assert SYSTEMD_ANALYZE is not None
     env = {**os.environ, "SYSTEMD_LOG_LEVEL": "notice", "SYSTEMD_LOG_COLOR": "0"}
-    return subprocess.run([SYSTEMD_ANALYZE, "verify", str(unit)], capture_output=True, text=True,
-                          timeout=60, env=env, check=False)
+    return subprocess.run(
+        [SYSTEMD_ANALYZE, "verify", str(unit)], capture_output=True, text=True, timeout=60, env=env, check=False
+    )
 
 
 # ---------------------------------------------------------------- the unit
@@ -104,8 +106,17 @@ def test_unit__sandbox_keeps_devices_reachable() -> None:
     one = {k: v[-1] for k, v in d.items()}
     for key in ("ProtectSystem",):
         assert one[f"Service.{key}"] == "strict"
-    for key in ("ProtectHome", "NoNewPrivileges", "PrivateTmp", "ProtectKernelTunables", "ProtectKernelModules",
-                "ProtectControlGroups", "LockPersonality", "MemoryDenyWriteExecute", "RestrictRealtime"):
+    for key in (
+        "ProtectHome",
+        "NoNewPrivileges",
+        "PrivateTmp",
+        "ProtectKernelTunables",
+        "ProtectKernelModules",
+        "ProtectControlGroups",
+        "LockPersonality",
+        "MemoryDenyWriteExecute",
+        "RestrictRealtime",
+    ):
         assert one[f"Service.{key}"] == "yes", key
     assert one["Service.ReadWritePaths"] == "/var/lib/edge-agent"
     assert one["Service.SystemCallArchitectures"] == "native"
@@ -168,8 +179,13 @@ MDWE_PROBE = textwrap.dedent(r"""
 def test_unit__memory_deny_write_execute_leaves_engines_working(tmp_path: Path) -> None:
     """OpenCV, onnxruntime, zxing-cpp, cryptography, ctypes and tesseract under the kernel's W^X lock."""
     pytest.importorskip("rapidocr")
-    result = subprocess.run([sys.executable, "-c", MDWE_PROBE, str(tmp_path / "probe.png")],
-                            capture_output=True, text=True, timeout=120, check=False)
+    result = subprocess.run(
+        [sys.executable, "-c", MDWE_PROBE, str(tmp_path / "probe.png")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
     if result.stdout.strip() == "NO-MDWE":
         pytest.skip("kernel has no PR_SET_MDWE (Linux >= 6.3 needed to emulate MemoryDenyWriteExecute)")
     assert result.returncode == 0, result.stderr[-2000:]
@@ -206,7 +222,8 @@ def test_install_service__dry_run_writes_files_and_records_commands(tmp_path: Pa
     unit = root / "etc/systemd/system/edge-agent.service"
     assert stat.S_IMODE(unit.stat().st_mode) == 0o644
     assert _directives(unit.read_text())["Service.ExecStart"] == [
-        "/opt/edge-agent/venv/bin/edge-agent run --config /etc/edge-agent/config.toml"]
+        "/opt/edge-agent/venv/bin/edge-agent run --config /etc/edge-agent/config.toml"
+    ]
     assert stat.S_IMODE((root / "etc/edge-agent").stat().st_mode) == 0o750
     assert stat.S_IMODE((root / "var/lib/edge-agent").stat().st_mode) == 0o700
     assert commands == [
@@ -237,13 +254,16 @@ def test_install_service__skips_useradd_and_missing_groups(tmp_path: Path) -> No
     assert f"chown -R 998:997 {root}/var/lib/edge-agent" in commands
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"user": "Edge Agent"}, r"--user: expected a system user name"),
-    ({"user": "x" * 40}, r"--user: expected a system user name"),
-    ({"venv": Path("relative/venv")}, r"--venv: expected an absolute path"),
-    ({"venv": Path("/opt/my venv")}, r"--venv: expected an absolute path .* got '/opt/my venv'"),
-    ({"dry_run": False}, r"--venv: expected /opt/edge-agent/venv/bin/edge-agent to be an executable"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"user": "Edge Agent"}, r"--user: expected a system user name"),
+        ({"user": "x" * 40}, r"--user: expected a system user name"),
+        ({"venv": Path("relative/venv")}, r"--venv: expected an absolute path"),
+        ({"venv": Path("/opt/my venv")}, r"--venv: expected an absolute path .* got '/opt/my venv'"),
+        ({"dry_run": False}, r"--venv: expected /opt/edge-agent/venv/bin/edge-agent to be an executable"),
+    ],
+)
 def test_install_service__bad_arguments_are_named(tmp_path: Path, kwargs: dict[str, object], message: str) -> None:
     args: dict[str, object] = {"root": tmp_path, "venv": Path("/opt/edge-agent/venv"), "dry_run": True, **kwargs}
     with pytest.raises(InstallError, match=message):
@@ -281,8 +301,9 @@ def test_install_service__real_run_into_an_image_root(tmp_path: Path) -> None:
     commands = install_service(UNIT, root=root, venv=Path("/opt/edge-agent/venv"), dry_run=False)
     assert commands[0].startswith("useradd ")
 
-    user = next(line.split(":") for line in (root / "etc/passwd").read_text().splitlines()
-                if line.startswith("edge-agent:"))
+    user = next(
+        line.split(":") for line in (root / "etc/passwd").read_text().splitlines() if line.startswith("edge-agent:")
+    )
     uid, gid, home, shell = int(user[2]), int(user[3]), user[5], user[6]
     assert (home, shell) == ("/var/lib/edge-agent", "/usr/sbin/nologin")
     groups = {line.split(":")[0]: line.split(":")[3] for line in (root / "etc/group").read_text().splitlines()}
@@ -332,12 +353,17 @@ def test_cli__bad_user_exits_2_with_message(tmp_path: Path, capsys: pytest.Captu
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None, reason="needs root to drop to nobody")
 def test_cli__refuses_without_root(tmp_path: Path) -> None:
-    code = ("import argparse, sys; from edge_agent.install import register; p = argparse.ArgumentParser(); "
-            "register(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))")
+    code = (
+        "import argparse, sys; from edge_agent.install import register; p = argparse.ArgumentParser(); "
+        "register(p.add_subparsers()); a = p.parse_args(sys.argv[1:]); sys.exit(a.func(a))"
+    )
     result = subprocess.run(
-        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code,
-         "install-service"],
-        capture_output=True, text=True, timeout=60, check=False, cwd=tmp_path,
+        ["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", sys.executable, "-c", code, "install-service"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=tmp_path,
         env={**os.environ, "PYTHONPATH": str(REPO)},
     )
     assert result.returncode == 1, result.stderr

@@ -29,18 +29,33 @@ X0_M = 100_000.0  # start 100 km east of 0,0 (which the cleaner rejects as a "no
 
 def _fix(t_s: float, x_m: float, speed_kmh: float, **kw: Any) -> Fix:
     """A fix on the equator, x_m metres east of the start (X0_M east of 0 E)."""
-    args: dict[str, Any] = {"valid": True, "fix_quality": 1, "satellites": 9, "hdop": 0.9, "altitude_m": 10.0,
-                            "course_deg": 90.0, "raw": ""}
+    args: dict[str, Any] = {
+        "valid": True,
+        "fix_quality": 1,
+        "satellites": 9,
+        "hdop": 0.9,
+        "altitude_m": 10.0,
+        "course_deg": 90.0,
+        "raw": "",
+    }
     args.update(kw)
-    return Fix(t_utc=T0 + timedelta(seconds=t_s), lat=args.pop("lat", 0.0),
-               lon=math.degrees((X0_M + x_m) / A_WGS84_M), speed_kmh=speed_kmh, **args)
+    return Fix(
+        t_utc=T0 + timedelta(seconds=t_s),
+        lat=args.pop("lat", 0.0),
+        lon=math.degrees((X0_M + x_m) / A_WGS84_M),
+        speed_kmh=speed_kmh,
+        **args,
+    )
 
 
 def _cfg(**kw: Any) -> TelematicsConfig:
-    base: dict[str, Any] = {"transport_id": "京A12345", "geofences": [
-        {"name": "北京仓库", "lat": 0.0, "lon": math.degrees(X0_M / A_WGS84_M), "radius_m": 500},
-        {"name": "天津分拣中心", "lat": 0.0, "lon": math.degrees((X0_M + 72_000) / A_WGS84_M), "radius_m": 500},
-    ]}
+    base: dict[str, Any] = {
+        "transport_id": "京A12345",
+        "geofences": [
+            {"name": "北京仓库", "lat": 0.0, "lon": math.degrees(X0_M / A_WGS84_M), "radius_m": 500},
+            {"name": "天津分拣中心", "lat": 0.0, "lon": math.degrees((X0_M + 72_000) / A_WGS84_M), "radius_m": 500},
+        ],
+    }
     base.update(kw)
     return TelematicsConfig.model_validate(base)
 
@@ -204,11 +219,14 @@ def test_pipeline__telemetry_deadband() -> None:
 # ---------------------------------------------------------------- cleaning rules
 
 
-@pytest.mark.parametrize(("kw", "reason"), [
-    ({"valid": False}, "invalid"),
-    ({"hdop": 9.9}, "hdop"),
-    ({"satellites": 3}, "satellites"),
-])
+@pytest.mark.parametrize(
+    ("kw", "reason"),
+    [
+        ({"valid": False}, "invalid"),
+        ({"hdop": 9.9}, "hdop"),
+        ({"satellites": 3}, "satellites"),
+    ],
+)
 def test_fix_filter__rejects_with_reason(kw: dict[str, Any], reason: str) -> None:
     f = FixFilter(FixLimits())
     assert f.check(_fix(0, 0.0, 0.0)) is None
@@ -254,8 +272,7 @@ def test_emission_factor_table__bad_rows_are_named() -> None:
 def test_estimate_emissions__wtw_summed_from_ttw_and_wtt_when_no_wtw_row() -> None:
     header = "name,activity,key,boundary,unit,kg_co2e_per_unit,source,year,url,note\n"
     table = parse_factors(header + "a,fuel,diesel,TTW,L,2.5,s,2025,,\nb,fuel,diesel,WTT,L,0.5,s,2025,,\n")
-    em = estimate_emissions(table, fuel_used_l=10, fuel_type="diesel", distance_km=1, load_kg=None,
-                            vehicle_class="x")
+    em = estimate_emissions(table, fuel_used_l=10, fuel_type="diesel", distance_km=1, load_kg=None, vehicle_class="x")
     assert (em.co2_ttw_kg, em.co2_wtw_kg) == (25.0, 30.0) and [f.name for f in em.wtw] == ["a", "b"]
 
 
@@ -266,8 +283,13 @@ def test_telematics_config__geofence_errors_name_the_key() -> None:
     from edge_agent.config import parse_config
 
     with pytest.raises(ConfigError, match=r"telematics\.geofences\.0\.lat: expected a latitude"):
-        parse_config({"profile": "truck", "device": {"id": "t", "site": "s"},
-                      "telematics": {"geofences": [{"name": "仓库", "lat": 123, "lon": 0}]}})
+        parse_config(
+            {
+                "profile": "truck",
+                "device": {"id": "t", "site": "s"},
+                "telematics": {"geofences": [{"name": "仓库", "lat": 123, "lon": 0}]},
+            }
+        )
     assert Geofence(name="x", lat=1, lon=2).radius_m == 300.0
 
 
@@ -283,8 +305,13 @@ def test_truck_toml_section__validates_with_defaults() -> None:
 
 
 def _replay(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "edge_agent.cli", "telematics", "replay", *args],
-                          capture_output=True, text=True, timeout=60, check=False)
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "telematics", "replay", *args],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
 
 
 def test_cli_replay__json_summary_on_every_real_log_and_broken_ones(tmp_path: Path) -> None:
@@ -304,8 +331,13 @@ def test_cli_replay__json_summary_on_every_real_log_and_broken_ones(tmp_path: Pa
         "    rc = a.func(a)\n"
         "    print(json.dumps({'type': 'rc', 'rc': rc}))\n"
     )
-    out = subprocess.run([sys.executable, "-c", "import json\n" + code, *map(str, logs)],
-                         capture_output=True, text=True, timeout=120, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-c", "import json\n" + code, *map(str, logs)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
     objs = [json.loads(line) for line in out.splitlines()]
     summaries = [o for o in objs if o["type"] == "summary"]
     assert [o["rc"] for o in objs if o["type"] == "rc"] == [0] * len(logs)

@@ -20,15 +20,25 @@ def test_telematics_service__twin_drive_becomes_trip_and_telemetry_records(tmp_p
     legs = [Leg(30, 0, 0), Leg(120, 60.0, 0), Leg(40, 0, 0)]  # 2 km north, then parked
     emitted: list[tuple[str, dict[str, Any]]] = []
     with NmeaTwin(tmp_path / "gps", legs=legs, start_lat=39.0, start_lon=117.0, start_t=start, speedup=60) as twin:
-        cfg = parse_config({
-            "profile": "truck", "device": {"id": "truck-7", "site": "tj"},
-            "telematics": {"gps": {"kind": "nmea", "port": twin.path},
-                           "trips": {"min_trip_s": 60, "min_parking_s": 20, "min_trip_km": 0.5},
-                           "geofences": [{"name": "天津仓库", "lat": 39.0, "lon": 117.0, "radius_m": 200}]},
-        })
+        cfg = parse_config(
+            {
+                "profile": "truck",
+                "device": {"id": "truck-7", "site": "tj"},
+                "telematics": {
+                    "gps": {"kind": "nmea", "port": twin.path},
+                    "trips": {"min_trip_s": 60, "min_parking_s": 20, "min_trip_km": 0.5},
+                    "geofences": [{"name": "天津仓库", "lat": 39.0, "lon": 117.0, "radius_m": 200}],
+                },
+            }
+        )
         clock = Clock()
-        ctx = ServiceContext(config=cfg, emit=lambda k, b: emitted.append((k, b)), clock=clock,
-                             state_dir=tmp_path, stop=threading.Event())
+        ctx = ServiceContext(
+            config=cfg,
+            emit=lambda k, b: emitted.append((k, b)),
+            clock=clock,
+            state_dir=tmp_path,
+            stop=threading.Event(),
+        )
         svc = TelematicsService()
         svc.start(ctx)
         try:

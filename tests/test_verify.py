@@ -18,8 +18,13 @@ from edge_agent.outbox import Outbox
 def stream(tmp_path: Path) -> tuple[list[bytes], Path]:
     key = generate_key(tmp_path / "k")
     ob, _ = Outbox.open_checked(tmp_path / "o.db")
-    ob.append([("telemetry", {"i": i, "lat": 39.9 + i / 1000}) for i in range(20)], device="d", key=key,
-              clock=Clock(), max_bytes=1 << 30)
+    ob.append(
+        [("telemetry", {"i": i, "lat": 39.9 + i / 1000}) for i in range(20)],
+        device="d",
+        key=key,
+        clock=Clock(),
+        max_bytes=1 << 30,
+    )
     pub = tmp_path / "device.pub.pem"
     pub.write_bytes(public_pem(key.public))
     return list(ob.export()), pub
@@ -28,7 +33,11 @@ def stream(tmp_path: Path) -> tuple[list[bytes], Path]:
 def run_verify(lines: list[bytes], pub: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "edge_agent.cli", "verify", "--pubkey", str(pub), "-"],
-        input=b"\n".join(lines).decode() + "\n", capture_output=True, text=True, timeout=60, check=False,
+        input=b"\n".join(lines).decode() + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 

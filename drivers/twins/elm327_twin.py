@@ -17,8 +17,33 @@ TWIN_FUEL = {"petrol": (14.7, 745.0), "diesel": (14.5, 832.0)}
 
 # Service 01 PIDs a real Toyota Etios 2014 answered in the carOBD raw capture (firmware/raw-can.txt).
 ETIOS_PIDS = frozenset(
-    {0x04, 0x05, 0x06, 0x07, 0x0C, 0x0D, 0x0E, 0x0F, 0x11, 0x15, 0x1F, 0x21, 0x2E, 0x2F, 0x30, 0x31, 0x33, 0x3C,
-     0x42, 0x44, 0x45, 0x47, 0x49, 0x4A, 0x4C}
+    {
+        0x04,
+        0x05,
+        0x06,
+        0x07,
+        0x0C,
+        0x0D,
+        0x0E,
+        0x0F,
+        0x11,
+        0x15,
+        0x1F,
+        0x21,
+        0x2E,
+        0x2F,
+        0x30,
+        0x31,
+        0x33,
+        0x3C,
+        0x42,
+        0x44,
+        0x45,
+        0x47,
+        0x49,
+        0x4A,
+        0x4C,
+    }
 )
 
 
@@ -118,8 +143,9 @@ class CarObdReplay:
     an estimate for demos, not recorded data.
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, estimate_maf: bool = False,
-                 displacement_l: float = 1.5, ve: float = 0.85) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], *, estimate_maf: bool = False, displacement_l: float = 1.5, ve: float = 0.85
+    ) -> None:
         with Path(path).open(newline="") as f:
             reader = csv.reader(f)
             header = [h.strip().split(" ")[0] for h in next(reader)]
@@ -129,8 +155,18 @@ class CarObdReplay:
                 cells = [c.strip() for c in row]
                 if len(cells) < len(header):
                     continue
-                self.rows.append(tuple(float(cells[col[k]]) for k in (  # type: ignore[arg-type]
-                    "VEHICLE_SPEED", "FUEL_TANK", "ENGINE_RPM", "INTAKE_MANIFOLD_PRESSURE", "INTAKE_AIR_TEMP")))
+                self.rows.append(
+                    tuple(
+                        float(cells[col[k]])
+                        for k in (  # type: ignore[arg-type]
+                            "VEHICLE_SPEED",
+                            "FUEL_TANK",
+                            "ENGINE_RPM",
+                            "INTAKE_MANIFOLD_PRESSURE",
+                            "INTAKE_AIR_TEMP",
+                        )
+                    )
+                )
         if not self.rows:
             raise ValueError(f"{path}: no carOBD rows")
         self.estimate_maf = estimate_maf

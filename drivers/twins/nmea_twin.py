@@ -48,8 +48,16 @@ def _lon(v: float) -> tuple[str, str]:
 
 
 def epoch_sentences(
-    t: datetime, lat: float, lon: float, speed_kmh: float, course_deg: float, *, talker: str = "GN",
-    satellites: int = 9, hdop: float = 0.9, valid: bool = True,
+    t: datetime,
+    lat: float,
+    lon: float,
+    speed_kmh: float,
+    course_deg: float,
+    *,
+    talker: str = "GN",
+    satellites: int = 9,
+    hdop: float = 0.9,
+    valid: bool = True,
 ) -> list[bytes]:
     """One receiver epoch: RMC, VTG, GGA, GSA, as a u-blox receiver orders them."""
     hhmmss = t.strftime("%H%M%S") + f".{t.microsecond // 10000:02d}"
@@ -62,9 +70,7 @@ def epoch_sentences(
     return [
         nmea_line(f"{talker}RMC,{hhmmss},{status},{la},{ns},{lo},{ew},{kn:.3f},{course_deg:.2f},{ddmmyy},,,{mode}"),
         nmea_line(f"{talker}VTG,{course_deg:.2f},T,,M,{kn:.3f},N,{speed_kmh:.3f},K,{mode}"),
-        nmea_line(
-            f"{talker}GGA,{hhmmss},{la},{ns},{lo},{ew},{quality},{satellites:02d},{hdop:.2f},45.0,M,0.0,M,,"
-        ),
+        nmea_line(f"{talker}GGA,{hhmmss},{la},{ns},{lo},{ew},{quality},{satellites:02d},{hdop:.2f},45.0,M,0.0,M,,"),
         nmea_line(f"{talker}GSA,A,{3 if valid else 1},{prns},{hdop * 1.6:.2f},{hdop:.2f},{hdop * 1.3:.2f}"),
     ]
 

@@ -38,10 +38,13 @@ def read_barcodes(image: NDArray[Any], formats: Iterable[str] = DEFAULT_FORMATS)
     if image.ndim == 3:
         image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
     if image.dtype != np.uint8 or image.ndim != 2 or min(image.shape) < 8:
-        raise ValueError(f"barcodes: expected an 8-bit grey or BGR image of at least 8x8, got shape {image.shape} "
-                         f"dtype {image.dtype}")
-    results = zxingcpp.read_barcodes(np.ascontiguousarray(image), formats=_formats(formats), try_rotate=True,
-                                     try_downscale=True)
+        raise ValueError(
+            f"barcodes: expected an 8-bit grey or BGR image of at least 8x8, got shape {image.shape} "
+            f"dtype {image.dtype}"
+        )
+    results = zxingcpp.read_barcodes(
+        np.ascontiguousarray(image), formats=_formats(formats), try_rotate=True, try_downscale=True
+    )
     out = []
     seen = set()
     for r in results:

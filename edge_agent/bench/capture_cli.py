@@ -15,10 +15,19 @@ def register(subparsers: Any) -> None:
     b = subparsers.add_parser("bench", help="bench controls for a running daemon")
     bsub = b.add_subparsers(dest="bench_cmd", required=True, metavar="{capture}")
     c = bsub.add_parser("capture", help="take a photo now and inspect it (the manual trigger)")
-    c.add_argument("--code", metavar="ORDER_NO", default=None,
-                   help="the slip's order number, typed in when the scanner cannot read it")
-    c.add_argument("--wait", metavar="SECONDS", type=float, default=3.0,
-                   help="how long to wait for the daemon to take the request (default 3; 0 = do not wait)")
+    c.add_argument(
+        "--code",
+        metavar="ORDER_NO",
+        default=None,
+        help="the slip's order number, typed in when the scanner cannot read it",
+    )
+    c.add_argument(
+        "--wait",
+        metavar="SECONDS",
+        type=float,
+        default=3.0,
+        help="how long to wait for the daemon to take the request (default 3; 0 = do not wait)",
+    )
     add_config_arg(c)
     c.set_defaults(func=cmd_capture)
 
@@ -31,8 +40,10 @@ def cmd_capture(args: argparse.Namespace) -> int:
     try:
         path = request_capture(cfg.state_dir, code=code or None)
     except PermissionError:
-        return fail(f"bench capture: cannot write {request_path(cfg.state_dir)}: permission denied "
-                    "(run as the edge-agent user or with sudo)")
+        return fail(
+            f"bench capture: cannot write {request_path(cfg.state_dir)}: permission denied "
+            "(run as the edge-agent user or with sudo)"
+        )
     except OSError as exc:
         return fail(f"bench capture: cannot write {request_path(cfg.state_dir)}: {exc.strerror}")
     if args.wait <= 0:
@@ -46,5 +57,8 @@ def cmd_capture(args: argparse.Namespace) -> int:
         time.sleep(0.05)
     # Withdraw it, so a daemon started later does not take a photo nobody asked for any more.
     path.unlink(missing_ok=True)
-    return fail(f"bench capture: the daemon did not take the request within {args.wait:g} s "
-                "(is edge-agent running with the bench profile? see `edge-agent status`)", EXIT_FAIL)
+    return fail(
+        f"bench capture: the daemon did not take the request within {args.wait:g} s "
+        "(is edge-agent running with the bench profile? see `edge-agent status`)",
+        EXIT_FAIL,
+    )

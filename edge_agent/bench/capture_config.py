@@ -23,15 +23,19 @@ CameraConfig = Annotated[
     Annotated[FolderCameraConfig, Tag("folder")]
     | Annotated[OpenCvCameraConfig, Tag("opencv")]
     | Annotated[Picamera2Config, Tag("picamera2")],
-    Discriminator(_kind, custom_error_type="camera_kind",
-                  custom_error_message='a table with kind = "folder", "opencv" or "picamera2"'),
+    Discriminator(
+        _kind,
+        custom_error_type="camera_kind",
+        custom_error_message='a table with kind = "folder", "opencv" or "picamera2"',
+    ),
     Expect('a table with kind = "folder", "opencv" or "picamera2"'),
 ]
 # [bench.scanner]: kind = "serial" | "hid".
 ScannerConfig = Annotated[
     Annotated[SerialScannerConfig, Tag("serial")] | Annotated[HidScannerConfig, Tag("hid")],
-    Discriminator(_kind, custom_error_type="scanner_kind",
-                  custom_error_message='a table with kind = "serial" or "hid"'),
+    Discriminator(
+        _kind, custom_error_type="scanner_kind", custom_error_message='a table with kind = "serial" or "hid"'
+    ),
     Expect('a table with kind = "serial" or "hid"'),
 ]
 
@@ -46,8 +50,9 @@ class TriggerConfig(BaseModel):
     # scan-then-capture: a scan asks for the next frame (the usual bench flow);
     # still: a label that has come to rest under the camera is captured (frame differencing);
     # manual: `edge-agent bench capture` asks for one.
-    mode: Annotated[Literal["scan-then-capture", "still", "manual"],
-                    Expect('"scan-then-capture", "still" or "manual"')] = "scan-then-capture"
+    mode: Annotated[
+        Literal["scan-then-capture", "still", "manual"], Expect('"scan-then-capture", "still" or "manual"')
+    ] = "scan-then-capture"
     # The same code again within this time is a double scan, not a second parcel.
     debounce_s: Annotated[float, Field(ge=0, le=60), Expect("a number of seconds 0-60")] = 2.0
     # A scan and a photo belong together when they are at most this far apart.

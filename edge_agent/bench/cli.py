@@ -22,13 +22,16 @@ from edge_agent.errors import ConfigError, EdgeAgentError
 def register(subparsers: Any) -> None:
     """Add `ocr` and `review` to the edge-agent command."""
     p = subparsers.add_parser(
-        "ocr", help="read return slips from image files and print the fields (no broker, key or config needed)")
+        "ocr", help="read return slips from image files and print the fields (no broker, key or config needed)"
+    )
     p.add_argument("--engine", choices=("onnx", "tesseract"), default=None, help="OCR engine (default: config)")
     p.add_argument("--json", action="store_true", help="one JSON object per image and line")
-    p.add_argument("--debug-dir", metavar="DIR", type=Path, default=None,
-                   help="write each stage's intermediate images there")
-    p.add_argument("--scan", metavar="ORDER_NO", default=None,
-                   help="order number from the RF scanner, cross-checked with the slip")
+    p.add_argument(
+        "--debug-dir", metavar="DIR", type=Path, default=None, help="write each stage's intermediate images there"
+    )
+    p.add_argument(
+        "--scan", metavar="ORDER_NO", default=None, help="order number from the RF scanner, cross-checked with the slip"
+    )
     add_config_arg(p)
     p.add_argument("images", nargs="+", metavar="IMAGE")
     p.set_defaults(func=cmd_ocr)
@@ -53,8 +56,14 @@ def register(subparsers: Any) -> None:
     ra.set_defaults(func=cmd_review_accept)
     rc = rsub.add_parser("correct", help="fix values: --set field=value ... --why TEXT")
     rc.add_argument("id", type=int)
-    rc.add_argument("--set", dest="changes", action="append", required=True, metavar="FIELD=VALUE",
-                    help=f"a corrected value; FIELD is one of {', '.join(FIELD_NAMES)} (repeat for several)")
+    rc.add_argument(
+        "--set",
+        dest="changes",
+        action="append",
+        required=True,
+        metavar="FIELD=VALUE",
+        help=f"a corrected value; FIELD is one of {', '.join(FIELD_NAMES)} (repeat for several)",
+    )
     rc.add_argument("--why", required=True, help="why the values were changed")
     rc.add_argument("--reviewer", default=None, help="who decides (default: the login name)")
     add_config_arg(rc)
@@ -142,9 +151,18 @@ def _queue(args: argparse.Namespace) -> ReviewQueue:
 
 
 def _item_json(item: ReviewItem) -> dict[str, Any]:
-    return {"id": item.id, "created_at": item.created_at, "status": item.status, "decision": item.decision,
-            "reviewer": item.reviewer, "reviewed_at": item.reviewed_at, "changes": item.changes, "why": item.why,
-            "image": str(item.image_path) if item.image_path else None, "body": item.body}
+    return {
+        "id": item.id,
+        "created_at": item.created_at,
+        "status": item.status,
+        "decision": item.decision,
+        "reviewer": item.reviewer,
+        "reviewed_at": item.reviewed_at,
+        "changes": item.changes,
+        "why": item.why,
+        "image": str(item.image_path) if item.image_path else None,
+        "body": item.body,
+    }
 
 
 def cmd_review_list(args: argparse.Namespace) -> int:
@@ -217,21 +235,26 @@ def cmd_review_correct(args: argparse.Namespace) -> int:
     for pair in args.changes:
         field, sep, value = pair.partition("=")
         if not sep or field.strip() not in FIELD_NAMES:
-            return fail(f"review correct: --set: expected FIELD=VALUE with FIELD one of {', '.join(FIELD_NAMES)}, "
-                        f"got {pair!r}", EXIT_FAIL)
+            return fail(
+                f"review correct: --set: expected FIELD=VALUE with FIELD one of {', '.join(FIELD_NAMES)}, got {pair!r}",
+                EXIT_FAIL,
+            )
         changes[field.strip()] = value
     if "reason" in changes:
         reasons = load_reasons(cfg.bench.validation)
         m = match_reason(changes["reason"], reasons)
         if m is None or m.ambiguous:
-            return fail(f"review correct: reason: expected one of {', '.join(reasons.canonical)}, "
-                        f"got {changes['reason']!r}")
+            return fail(
+                f"review correct: reason: expected one of {', '.join(reasons.canonical)}, got {changes['reason']!r}"
+            )
         changes["reason"] = m.reason
     try:
         with ReviewQueue(queue_path(cfg.state_dir), review_cfg=cfg.bench.review) as q:
             item = q.correct(args.id, _reviewer(args), changes, args.why)
     except (ReviewError, OSError) as exc:
         return fail(f"review: {exc}")
-    print(f"item {item.id} corrected by {item.reviewer} ({', '.join(item.changes) or 'no change'}); "
-          "the daemon sends its record")
+    print(
+        f"item {item.id} corrected by {item.reviewer} ({', '.join(item.changes) or 'no change'}); "
+        "the daemon sends its record"
+    )
     return EXIT_OK

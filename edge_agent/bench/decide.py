@@ -34,8 +34,9 @@ def order_key(text: str) -> str:
     return re.sub(r"[^0-9A-Z]", "", text.upper())
 
 
-def cross_check_order(ocr: FieldValue, scan: str | None, barcodes: Sequence[Barcode],
-                      pattern: re.Pattern[str]) -> tuple[OrderCheck, FieldValue, list[Issue]]:
+def cross_check_order(
+    ocr: FieldValue, scan: str | None, barcodes: Sequence[Barcode], pattern: re.Pattern[str]
+) -> tuple[OrderCheck, FieldValue, list[Issue]]:
     """Compare the order number from the RF scan, the photo's barcodes and the slip text.
 
     Returns the check, the order number to use, and an issue when they disagree. Barcodes
@@ -54,8 +55,11 @@ def cross_check_order(ocr: FieldValue, scan: str | None, barcodes: Sequence[Barc
     if not present:
         return check, ocr, []
     if len(keys) > 1:
-        parts = [f"{name} {v}" for name, v in (("scan", scan), ("barcode", ", ".join(bars) or None),
-                                                   ("slip text", ocr_text)) if v]
+        parts = [
+            f"{name} {v}"
+            for name, v in (("scan", scan), ("barcode", ", ".join(bars) or None), ("slip text", ocr_text))
+            if v
+        ]
         issue = Issue("order_mismatch", "order_no", "order_no differs between sources: " + "; ".join(parts))
         best = barcode or scan or ocr_text
         src = "barcode" if barcode else "scan" if scan else "ocr"
@@ -68,8 +72,12 @@ def cross_check_order(ocr: FieldValue, scan: str | None, barcodes: Sequence[Barc
     return check, ocr, []
 
 
-def review_reasons(values: Mapping[str, FieldValue], issues: Sequence[Issue], thresholds: FieldsConfig,
-                   quality: QualityReport | None = None) -> tuple[Issue, ...]:
+def review_reasons(
+    values: Mapping[str, FieldValue],
+    issues: Sequence[Issue],
+    thresholds: FieldsConfig,
+    quality: QualityReport | None = None,
+) -> tuple[Issue, ...]:
     """Every reason a person must look at this item: empty means sign and send it as it is."""
     out: list[Issue] = []
     if quality is not None and not quality.ok:

@@ -125,8 +125,11 @@ def _merge_field(cur: dict[str, Any], spec: dict[str, Any], name: str, src: Path
 
 
 def _merge_template(acc: dict[str, Any], data: dict[str, Any], src: Path) -> None:
-    problems = [f"{src}: {key}: unknown key (expected fields, other, privacy or name)"
-                for key in data if key not in ("fields", "other", "privacy", "name")]
+    problems = [
+        f"{src}: {key}: unknown key (expected fields, other, privacy or name)"
+        for key in data
+        if key not in ("fields", "other", "privacy", "name")
+    ]
     for name, spec in (data.get("fields") or {}).items():
         if name not in FIELD_NAMES:
             problems.append(f"{src}: fields.{name}: unknown field (expected one of {', '.join(FIELD_NAMES)})")
@@ -145,8 +148,9 @@ def _merge_template(acc: dict[str, Any], data: dict[str, Any], src: Path) -> Non
         raise ConfigError(problems)
 
 
-def load_template(fields_cfg: FieldsConfig, privacy_cfg: PrivacyConfig | None = None,
-                  base_dir: Path | None = None) -> Template:
+def load_template(
+    fields_cfg: FieldsConfig, privacy_cfg: PrivacyConfig | None = None, base_dir: Path | None = None
+) -> Template:
     """The shipped template merged with the site's template files and extra labels from the config."""
     acc: dict[str, Any] = {"fields": {}, "other": []}
     for role in PRIVACY_ROLES:
@@ -166,15 +170,22 @@ def load_template(fields_cfg: FieldsConfig, privacy_cfg: PrivacyConfig | None = 
     for name in FIELD_NAMES:
         cur = acc["fields"].get(name)
         if cur is None or not cur["labels"] or cur["kind"] is None or cur["pattern"] is None:
-            problems.append(f"templates: fields.{name}: needs labels, kind and pattern (none of the templates "
-                            f"{', '.join(str(p) for p in files) or '(none)'} gives all three)")
+            problems.append(
+                f"templates: fields.{name}: needs labels, kind and pattern (none of the templates "
+                f"{', '.join(str(p) for p in files) or '(none)'} gives all three)"
+            )
             continue
-        specs.append(FieldSpec(name, cur["kind"], tuple(dict.fromkeys(cur["labels"])), cur["pattern"],
-                               cur["required"]))
+        specs.append(FieldSpec(name, cur["kind"], tuple(dict.fromkeys(cur["labels"])), cur["pattern"], cur["required"]))
     if problems:
         raise ConfigError(problems)
-    return Template(tuple(specs), tuple(acc["other"]), tuple(acc["name_labels"]), tuple(acc["address_labels"]),
-                    tuple(acc["phone_labels"]), tuple(acc["id_labels"]))
+    return Template(
+        tuple(specs),
+        tuple(acc["other"]),
+        tuple(acc["name_labels"]),
+        tuple(acc["address_labels"]),
+        tuple(acc["phone_labels"]),
+        tuple(acc["id_labels"]),
+    )
 
 
 def load_reasons(cfg: ValidationConfig) -> ReasonTable:
@@ -190,8 +201,12 @@ def load_reasons(cfg: ValidationConfig) -> ReasonTable:
     synonyms: dict[str, list[str]] = {r: list(shipped.get(r, [])) for r in canonical}
     for reason, words in cfg.reason_synonyms.items():
         if reason not in canonical:
-            raise ConfigError([f"config: bench.validation.reason_synonyms.{reason}: expected one of the reasons "
-                               f"({', '.join(canonical)}), got {reason!r}"])
+            raise ConfigError(
+                [
+                    f"config: bench.validation.reason_synonyms.{reason}: expected one of the reasons "
+                    f"({', '.join(canonical)}), got {reason!r}"
+                ]
+            )
         synonyms[reason] += words
     return ReasonTable.build(canonical, synonyms)
 
@@ -281,8 +296,8 @@ class LabelMatcher:
         hits: list[LabelHit] = []
         for m in self.rx.finditer(text):
             start, end = m.span()
-            label = "".join(text[m.start():m.end() - len(m.group("colon") or "")].split())
-            after = text[end:end + 1]
+            label = "".join(text[m.start() : m.end() - len(m.group("colon") or "")].split())
+            after = text[end : end + 1]
             at_box = start in row.box_starts or start == 0
             if m.group("colon") or end == len(text) or (at_box and after.isspace()):
                 hits.append(LabelHit(start, end, self.roles[label], False))
@@ -299,8 +314,11 @@ class LabelMatcher:
                 continue
             region_start = max([e for s, e in covered if e <= pos] + [0])
             before = text[region_start:pos].rstrip()
-            found = {(lab, role) for lab, role in self.fuzzy
-                     if len(before) >= len(lab) and hamming(before[-len(lab):], lab) == 1}
+            found = {
+                (lab, role)
+                for lab, role in self.fuzzy
+                if len(before) >= len(lab) and hamming(before[-len(lab) :], lab) == 1
+            }
             if len({role for _, role in found}) == 1:
                 lab, role = found.pop()
                 out.append(LabelHit(region_start + len(before) - len(lab), pos + 1, role, True))
@@ -357,7 +375,7 @@ def _parse_code(spec: FieldSpec, text: str, reasons: ReasonTable) -> tuple[str |
     fixed = fix_code(token, spec.pattern)
     if fixed is None:
         return None, 0.0, f"{token[:40]!r} does not match the expected pattern"
-    factor = PER_SUBSTITUTION ** fixed.substitutions * (AMBIGUOUS_CODE if fixed.ambiguous else 1.0)
+    factor = PER_SUBSTITUTION**fixed.substitutions * (AMBIGUOUS_CODE if fixed.ambiguous else 1.0)
     return fixed.value, factor, ("could be read two ways (letter or digit)" if fixed.ambiguous else None)
 
 
@@ -386,8 +404,9 @@ def _parse_reason(spec: FieldSpec, text: str, reasons: ReasonTable) -> tuple[str
 _PARSERS = {"code": _parse_code, "int": _parse_int, "date": _parse_date, "reason": _parse_reason}
 
 
-def extract_fields(lines: Sequence[TextLine], template: Template, reasons: ReasonTable,
-                   matcher: LabelMatcher | None = None) -> Extraction:
+def extract_fields(
+    lines: Sequence[TextLine], template: Template, reasons: ReasonTable, matcher: LabelMatcher | None = None
+) -> Extraction:
     """The six fields from the OCR lines of one slip, each with a confidence; issues say what is wrong."""
     matcher = matcher or LabelMatcher(template)
     rows = group_rows(lines)
@@ -435,8 +454,9 @@ def _choose(spec: FieldSpec, cands: list[_Candidate]) -> tuple[FieldValue, list[
     conf = best.confidence
     if len({c.value for c in good}) > 1:
         conf *= CONFLICT
-        issues.append(Issue("conflicting_values", name,
-                            f"{name}: the slip gives {len({c.value for c in good})} different values"))
+        issues.append(
+            Issue("conflicting_values", name, f"{name}: the slip gives {len({c.value for c in good})} different values")
+        )
     elif best.problem:
         issues.append(Issue("ambiguous_value", name, f"{name}: {best.problem}"))
     return FieldValue(name, best.value, round(conf, 4)), issues

@@ -72,8 +72,9 @@ class OcrConfig(BaseModel):
     # Lines are squeezed horizontally by this factor before recognition (fewer columns, faster).
     rec_squeeze: Annotated[float, Field(ge=0.4, le=1.0), Expect("a factor 0.4-1.0")] = 0.8
     min_confidence: Fraction = 0.3
-    tesseract_lang: Annotated[str, Field(pattern=r"^[a-z_]+(\+[a-z_]+)*$"),
-                              Expect('tesseract languages like "chi_sim+eng"')] = "chi_sim+eng"
+    tesseract_lang: Annotated[
+        str, Field(pattern=r"^[a-z_]+(\+[a-z_]+)*$"), Expect('tesseract languages like "chi_sim+eng"')
+    ] = "chi_sim+eng"
     tesseract_psm: Annotated[int, Field(ge=3, le=13), Expect("a page segmentation mode 3-13")] = 6
     tesseract_timeout_s: Annotated[float, Field(gt=0, le=120), Expect("seconds > 0 and <= 120")] = 20.0
     barcodes: bool = True

@@ -99,9 +99,13 @@ class InspectionResult:
             "barcodes": [{"text": b.text, "symbology": b.symbology} for b in self.barcodes],
             "masked_text": self.masked_text,
             "engine": self.engine,
-            "quality": {"ok": self.quality.ok, "reasons": list(self.quality.reasons),
-                        "blur_var": round(self.quality.blur_var, 1), "brightness": round(self.quality.brightness, 1),
-                        "glare_frac": round(self.quality.glare_frac, 4)},
+            "quality": {
+                "ok": self.quality.ok,
+                "reasons": list(self.quality.reasons),
+                "blur_var": round(self.quality.blur_var, 1),
+                "brightness": round(self.quality.brightness, 1),
+                "glare_frac": round(self.quality.glare_frac, 4),
+            },
             "manifest_sha256": self.manifest_sha256,
             "review_reasons": [i.to_json() for i in self.review_reasons],
             "timing_ms": dict(self.timing_ms),
@@ -109,8 +113,15 @@ class InspectionResult:
         }
 
 
-def evaluate(reading: ImageReading, rules: Rules, *, manifest: Manifest | None, today: date,
-             scan: str | None = None, image_name: str = "") -> InspectionResult:
+def evaluate(
+    reading: ImageReading,
+    rules: Rules,
+    *,
+    manifest: Manifest | None,
+    today: date,
+    scan: str | None = None,
+    image_name: str = "",
+) -> InspectionResult:
     """Steps 5-8 on what the image stages read: fields, cross-check, validation, masking, verdict."""
     t0 = time.perf_counter()
     ext = extract_fields(reading.lines, rules.template, rules.reasons, rules.matcher)
@@ -118,15 +129,15 @@ def evaluate(reading: ImageReading, rules: Rules, *, manifest: Manifest | None, 
     values = {n: FieldValue(n, fv.value, round(fv.confidence * scale, 4), fv.source) for n, fv in ext.values.items()}
     t1 = time.perf_counter()
     order_spec = rules.template.spec("order_no")
-    check, order_value, order_issues = cross_check_order(values["order_no"], scan, reading.barcodes,
-                                                         order_spec.pattern)
+    check, order_value, order_issues = cross_check_order(values["order_no"], scan, reading.barcodes, order_spec.pattern)
     issues = list(ext.issues)
     if order_value.source != "ocr" and not order_issues:
         issues = [i for i in issues if not (i.field == "order_no" and i.code in _ORDER_ISSUES_FILLED)]
     values["order_no"] = order_value
     issues += order_issues
-    issues += validate_fields(values, rules.template, rules.cfg.validation, rules.reasons,
-                              manifest=manifest, today=today)
+    issues += validate_fields(
+        values, rules.template, rules.cfg.validation, rules.reasons, manifest=manifest, today=today
+    )
     t2 = time.perf_counter()
     keep = [str(values[n].value) for n in ("order_no", "sku", "customer_id") if values[n].value is not None]
     privacy = rules.cfg.privacy
@@ -137,8 +148,9 @@ def evaluate(reading: ImageReading, rules: Rules, *, manifest: Manifest | None, 
     reasons = tuple(Issue(i.code, i.field, mask_text(i.message, privacy, keep=keep)) for i in reasons)
     t3 = time.perf_counter()
     timing = dict(reading.timing_ms)
-    timing.update(fields=round((t1 - t0) * 1000, 2), validate=round((t2 - t1) * 1000, 2),
-                  decide=round((t3 - t2) * 1000, 2))
+    timing.update(
+        fields=round((t1 - t0) * 1000, 2), validate=round((t2 - t1) * 1000, 2), decide=round((t3 - t2) * 1000, 2)
+    )
     return InspectionResult(
         image=image_name,
         fields={n: values[n].value for n in FIELD_NAMES},
@@ -164,8 +176,15 @@ def _today_utc() -> date:
 class Inspector:
     """Holds the OCR engine (one ImageReader) and the rules; inspect() turns a photo into a verdict."""
 
-    def __init__(self, cfg: BenchConfig, *, engine: str | None = None, manifest: Manifest | None = None,
-                 base_dir: Path | None = None, today: Callable[[], date] = _today_utc) -> None:
+    def __init__(
+        self,
+        cfg: BenchConfig,
+        *,
+        engine: str | None = None,
+        manifest: Manifest | None = None,
+        base_dir: Path | None = None,
+        today: Callable[[], date] = _today_utc,
+    ) -> None:
         from edge_agent.bench.reader import ImageReader
 
         self.rules = Rules.from_config(cfg, base_dir)
@@ -177,13 +196,24 @@ class Inspector:
         """Swap the expected-returns manifest (e.g. after central replaced it)."""
         self.manifest = manifest
 
-    def inspect(self, image_bgr: NDArray[np.uint8], *, scan: str | None = None, image_name: str = "",
-                debug_dir: Path | None = None) -> InspectionResult:
+    def inspect(
+        self,
+        image_bgr: NDArray[np.uint8],
+        *,
+        scan: str | None = None,
+        image_name: str = "",
+        debug_dir: Path | None = None,
+    ) -> InspectionResult:
         t0 = time.perf_counter()
         reading = self.reader.read(image_bgr, debug_dir=debug_dir)
-        result = evaluate(reading, self.rules, manifest=self.manifest, today=self.today(), scan=scan,
-                          image_name=image_name)
+        result = evaluate(
+            reading, self.rules, manifest=self.manifest, today=self.today(), scan=scan, image_name=image_name
+        )
         result.timing_ms["total"] = round((time.perf_counter() - t0) * 1000, 2)
-        log.debug("inspected %s: review %s (%s reasons)", image_name or "image", result.needs_review,
-                  len(result.review_reasons))
+        log.debug(
+            "inspected %s: review %s (%s reasons)",
+            image_name or "image",
+            result.needs_review,
+            len(result.review_reasons),
+        )
         return result

@@ -86,10 +86,15 @@ def parse_manifest(data: bytes, source: str = "manifest") -> Manifest:
             header = [h.strip() for h in reader.fieldnames or []]
             missing = [c for c in COLUMNS[:3] if c not in header]
             if missing:
-                raise ManifestError([f"{source}: header: expected columns order_no, sku, quantity "
-                                     f"(optional customer_id, order_date), missing {', '.join(missing)}"])
-            rows = [(f"{source}: line {i + 2}", {k.strip(): v for k, v in row.items() if k}) for i, row in
-                    enumerate(reader)]
+                raise ManifestError(
+                    [
+                        f"{source}: header: expected columns order_no, sku, quantity "
+                        f"(optional customer_id, order_date), missing {', '.join(missing)}"
+                    ]
+                )
+            rows = [
+                (f"{source}: line {i + 2}", {k.strip(): v for k, v in row.items() if k}) for i, row in enumerate(reader)
+            ]
         except csv.Error as exc:
             raise ManifestError([f"{source}: line {reader.line_num}: not valid CSV: {exc}"]) from None
     return _build(rows, source, hashlib.sha256(data).hexdigest())

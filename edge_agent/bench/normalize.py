@@ -10,16 +10,50 @@ from datetime import date
 _FULLWIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)}
 _FULLWIDTH[0x3000] = 0x20
 # CJK punctuation that OCR and merchants use in place of ASCII separators.
-_FULLWIDTH.update({ord("、"): ord(","), ord("。"): ord("."), ord("﹕"): ord(":"), ord("∶"): ord(":"),
-                   ord("—"): ord("-"), ord("－"): ord("-"), ord("–"): ord("-"), ord("〜"): ord("~")})
+_FULLWIDTH.update(
+    {
+        ord("、"): ord(","),
+        ord("。"): ord("."),
+        ord("﹕"): ord(":"),
+        ord("∶"): ord(":"),
+        ord("—"): ord("-"),
+        ord("－"): ord("-"),
+        ord("–"): ord("-"),
+        ord("〜"): ord("~"),
+    }
+)
 
 # Letters OCR reads where a digit was printed (upper-cased first), and the reverse for letter prefixes.
-DIGIT_FOR = {"O": "0", "D": "0", "Q": "0", "I": "1", "L": "1", "|": "1", "!": "1",
-             "S": "5", "$": "5", "B": "8", "Z": "2", "G": "6"}
+DIGIT_FOR = {
+    "O": "0",
+    "D": "0",
+    "Q": "0",
+    "I": "1",
+    "L": "1",
+    "|": "1",
+    "!": "1",
+    "S": "5",
+    "$": "5",
+    "B": "8",
+    "Z": "2",
+    "G": "6",
+}
 LETTER_FOR = {"0": "O", "1": "I", "5": "S", "8": "B", "2": "Z", "6": "G"}
 
-_CN_DIGITS = {"零": 0, "〇": 0, "一": 1, "二": 2, "两": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7,
-              "八": 8, "九": 9}
+_CN_DIGITS = {
+    "零": 0,
+    "〇": 0,
+    "一": 1,
+    "二": 2,
+    "两": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+}
 
 
 def to_halfwidth(text: str) -> str:
@@ -95,9 +129,9 @@ def _boundary_ambiguous(value: str, pattern: re.Pattern[str]) -> bool:
     if last not in DIGIT_FOR:
         return False
     # An alphanumeric pattern (letters allowed among the digits) cannot tell either way: no judgement.
-    if pattern.fullmatch(value[:m.end()] + "X" + value[m.end() + 1:]):
+    if pattern.fullmatch(value[: m.end()] + "X" + value[m.end() + 1 :]):
         return False
-    return pattern.fullmatch(value[:m.end() - 1] + DIGIT_FOR[last] + value[m.end():]) is not None
+    return pattern.fullmatch(value[: m.end() - 1] + DIGIT_FOR[last] + value[m.end() :]) is not None
 
 
 _QTY = re.compile(r"^[xX×*]?\s*([0-9OoDQIl|!SsBZz]{1,7})(?![0-9A-Za-z.,])")

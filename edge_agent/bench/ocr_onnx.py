@@ -140,8 +140,9 @@ def order_points(pts: NDArray[Any]) -> NDArray[Any]:
     return np.array([tl, tr, br, bl], np.float32)
 
 
-def boxes_from_probmap(prob: NDArray[Any], thresh: float, box_thresh: float,
-                       fx: float, fy: float) -> list[tuple[NDArray[Any], float]]:
+def boxes_from_probmap(
+    prob: NDArray[Any], thresh: float, box_thresh: float, fx: float, fy: float
+) -> list[tuple[NDArray[Any], float]]:
     """DB post-processing: text boxes (4 points in label pixels) with their mean probability."""
     mask = cv2.dilate((prob > thresh).astype(np.uint8), np.ones((2, 2), np.uint8))
     contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
@@ -154,7 +155,7 @@ def boxes_from_probmap(prob: NDArray[Any], thresh: float, box_thresh: float,
         x0, y0, bw, bh = cv2.boundingRect(c)
         sub = np.zeros((bh, bw), np.uint8)
         cv2.fillPoly(sub, [c.reshape(-1, 2) - [x0, y0]], 1)
-        score = float(cv2.mean(prob[y0:y0 + bh, x0:x0 + bw], sub)[0])
+        score = float(cv2.mean(prob[y0 : y0 + bh, x0 : x0 + bw], sub)[0])
         if score < box_thresh:
             continue
         # Unclip: DB shrinks text regions during training; grow them back by area * ratio / perimeter.
@@ -210,8 +211,11 @@ def rec_batches(crops: list[NDArray[Any]], batch: int, squeeze: float) -> list[t
     for i in order:
         g = groups[-1] if groups else None
         # On a CPU a batch saves little per column, while padding costs in full: cap the padding at 15 %.
-        if g is not None and len(g) < batch and widths[i] * len(g) - sum(widths[j] for j in g) <= (
-                0.15 * widths[i] * (len(g) + 1)):
+        if (
+            g is not None
+            and len(g) < batch
+            and widths[i] * len(g) - sum(widths[j] for j in g) <= (0.15 * widths[i] * (len(g) + 1))
+        ):
             g.append(i)
         else:
             groups.append([i])
@@ -221,7 +225,7 @@ def rec_batches(crops: list[NDArray[Any]], batch: int, squeeze: float) -> list[t
         x = np.zeros((len(idx), 3, REC_HEIGHT, max_w), np.float32)
         for j, i in enumerate(idx):
             r = cv2.resize(crops[i], (widths[i], REC_HEIGHT), interpolation=cv2.INTER_AREA)
-            x[j, :, :, :widths[i]] = _normalize(r)
+            x[j, :, :, : widths[i]] = _normalize(r)
         out.append((idx, x))
     return out
 

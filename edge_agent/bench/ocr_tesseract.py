@@ -46,12 +46,15 @@ class TesseractOcr:
         try:
             langs = set(pytesseract.get_languages(config=""))
         except (pytesseract.TesseractNotFoundError, OSError) as exc:
-            raise TesseractError("tesseract is not installed or not on PATH "
-                                 f"(apt-get install tesseract-ocr): {exc}") from None
+            raise TesseractError(
+                f"tesseract is not installed or not on PATH (apt-get install tesseract-ocr): {exc}"
+            ) from None
         missing = [lang for lang in cfg.tesseract_lang.split("+") if lang not in langs]
         if missing:
-            raise TesseractError(f"tesseract has no language data for {', '.join(missing)} "
-                                 f"(apt-get install tesseract-ocr-{missing[0].replace('_', '-')})")
+            raise TesseractError(
+                f"tesseract has no language data for {', '.join(missing)} "
+                f"(apt-get install tesseract-ocr-{missing[0].replace('_', '-')})"
+            )
 
     def read(self, label: NDArray[Any]) -> tuple[tuple[TextLine, ...], dict[str, float]]:
         import pytesseract
@@ -59,8 +62,12 @@ class TesseractOcr:
         t0 = time.perf_counter()
         try:
             data = pytesseract.image_to_data(
-                np.ascontiguousarray(label), lang=self.cfg.tesseract_lang, config=f"--psm {self.cfg.tesseract_psm}",
-                output_type=pytesseract.Output.DICT, timeout=self.cfg.tesseract_timeout_s)
+                np.ascontiguousarray(label),
+                lang=self.cfg.tesseract_lang,
+                config=f"--psm {self.cfg.tesseract_psm}",
+                output_type=pytesseract.Output.DICT,
+                timeout=self.cfg.tesseract_timeout_s,
+            )
         except RuntimeError as exc:  # pytesseract raises RuntimeError on its timeout
             raise TesseractError(f"tesseract did not finish within {self.cfg.tesseract_timeout_s} s: {exc}") from None
         groups: dict[tuple[int, int, int], list[int]] = {}

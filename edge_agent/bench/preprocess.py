@@ -145,8 +145,9 @@ def rotate(gray: NDArray[Any], deg: float) -> NDArray[Any]:
     return cv2.warpAffine(gray, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def preprocess(image_bgr: NDArray[Any], cfg: PreprocessConfig, quad: Quad | None = None,
-               keep_steps: bool = False) -> Prepared:
+def preprocess(
+    image_bgr: NDArray[Any], cfg: PreprocessConfig, quad: Quad | None = None, keep_steps: bool = False
+) -> Prepared:
     """The label image for OCR: cropped along `quad` (found here when None), grey, cleaned and upright."""
     steps: list[tuple[str, NDArray[Any]]] = []
 

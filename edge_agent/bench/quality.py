@@ -30,10 +30,10 @@ def blur_variance(gray: NDArray[Any], mask: NDArray[Any] | None = None) -> float
     th, tw = h // TILE_PX, w // TILE_PX
     if th == 0 or tw == 0:
         return float(lap.var())
-    tiles = lap[:th * TILE_PX, :tw * TILE_PX].reshape(th, TILE_PX, tw, TILE_PX)
+    tiles = lap[: th * TILE_PX, : tw * TILE_PX].reshape(th, TILE_PX, tw, TILE_PX)
     var = tiles.var(axis=(1, 3))
     if mask is not None:
-        inside = mask[:th * TILE_PX, :tw * TILE_PX].reshape(th, TILE_PX, tw, TILE_PX).min(axis=(1, 3)) > 0
+        inside = mask[: th * TILE_PX, : tw * TILE_PX].reshape(th, TILE_PX, tw, TILE_PX).min(axis=(1, 3)) > 0
         if inside.sum() >= 4:
             var = var[inside]
     return float(np.percentile(var, 90))
@@ -45,8 +45,10 @@ def assess(image_bgr: NDArray[Any], cfg: QualityConfig) -> tuple[QualityReport, 
     Also returns the label's corners in photo pixels (or None) so preprocessing need not look again.
     """
     if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8 or min(image_bgr.shape[:2]) < 16:
-        raise ValueError(f"quality gate: expected an 8-bit BGR image of at least 16x16, got shape "
-                         f"{image_bgr.shape} dtype {image_bgr.dtype}")
+        raise ValueError(
+            f"quality gate: expected an 8-bit BGR image of at least 16x16, got shape "
+            f"{image_bgr.shape} dtype {image_bgr.dtype}"
+        )
     scale = min(1.0, cfg.work_px / max(image_bgr.shape[:2]))
     small = cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image_bgr
     gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
@@ -71,13 +73,20 @@ def assess(image_bgr: NDArray[Any], cfg: QualityConfig) -> tuple[QualityReport, 
     if brightness > cfg.max_brightness:
         reasons.append(f"overexposed: brightness {brightness:.0f} > {cfg.max_brightness:.0f}")
     if glare_frac > cfg.max_glare_frac:
-        reasons.append(f"glare on the label: {glare_frac:.0%} blown out > {cfg.max_glare_frac:.0%}; "
-                       "tilt the slip or the light")
+        reasons.append(
+            f"glare on the label: {glare_frac:.0%} blown out > {cfg.max_glare_frac:.0%}; tilt the slip or the light"
+        )
     if blur_var < cfg.min_blur_var:
         reasons.append(f"blurry: sharpness {blur_var:.0f} < {cfg.min_blur_var:.0f}; hold still and refocus")
     if not cfg.enabled:
         reasons = []
-    report = QualityReport(ok=not reasons, reasons=tuple(reasons), blur_var=round(blur_var, 1),
-                           brightness=round(brightness, 1), glare_frac=round(glare_frac, 4), label_found=label_found)
+    report = QualityReport(
+        ok=not reasons,
+        reasons=tuple(reasons),
+        blur_var=round(blur_var, 1),
+        brightness=round(brightness, 1),
+        glare_frac=round(glare_frac, 4),
+        label_found=label_found,
+    )
     quad = None if quad_small is None else quad_small / scale
     return report, quad

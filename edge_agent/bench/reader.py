@@ -44,8 +44,10 @@ def load_image(path: str | Path) -> NDArray[Any]:
     if img is None or img.size == 0:
         raise ValueError(f"{p}: not a readable image (expected JPEG, PNG, BMP, TIFF or WebP; it may be truncated)")
     if img.shape[0] * img.shape[1] > MAX_IMAGE_PX:
-        raise ValueError(f"{p}: image too large: {img.shape[1]}x{img.shape[0]} px, expected at most "
-                         f"{MAX_IMAGE_PX // 1_000_000} megapixels")
+        raise ValueError(
+            f"{p}: image too large: {img.shape[1]}x{img.shape[0]} px, expected at most "
+            f"{MAX_IMAGE_PX // 1_000_000} megapixels"
+        )
     return np.asarray(img, np.uint8)
 
 

@@ -98,8 +98,7 @@ class ReviewQueue:
         self.db_path = Path(db_path)
         self.cfg = review_cfg or ReviewConfig()
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.db_path, timeout=DB_TIMEOUT_S, isolation_level=None,
-                                   check_same_thread=False)
+        self._db = sqlite3.connect(self.db_path, timeout=DB_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA busy_timeout={int(DB_TIMEOUT_S * 1000)}")
         self._db.executescript(_SCHEMA)
@@ -123,7 +122,8 @@ class ReviewQueue:
     def add_body(self, body: dict[str, Any], image_path: Path | None) -> int:
         cur = self._db.execute(
             "INSERT INTO items (created_at, status, body, image_path) VALUES (?, 'pending', ?, ?)",
-            (_now(), json.dumps(body, ensure_ascii=False), str(image_path) if image_path else None))
+            (_now(), json.dumps(body, ensure_ascii=False), str(image_path) if image_path else None),
+        )
         item_id = int(cur.lastrowid or 0)
         log.info("review item %s queued (%s reasons)", item_id, len(body.get("review_reasons", [])))
         return item_id
@@ -152,11 +152,19 @@ class ReviewQueue:
 
     @staticmethod
     def _item(row: tuple[Any, ...]) -> ReviewItem:
-        (item_id, created_at, status, body, image_path, decision, reviewer, reviewed_at, changes, why,
-         _emitted) = row
-        return ReviewItem(int(item_id), created_at, status, json.loads(body),
-                          Path(image_path) if image_path else None, decision, reviewer, reviewed_at,
-                          json.loads(changes) if changes else {}, why)
+        (item_id, created_at, status, body, image_path, decision, reviewer, reviewed_at, changes, why, _emitted) = row
+        return ReviewItem(
+            int(item_id),
+            created_at,
+            status,
+            json.loads(body),
+            Path(image_path) if image_path else None,
+            decision,
+            reviewer,
+            reviewed_at,
+            json.loads(changes) if changes else {},
+            why,
+        )
 
     # ------------------------------------------------------------ deciding
 
@@ -179,12 +187,16 @@ class ReviewQueue:
         item = self.get(item_id)
         if item.status != "pending":
             raise ReviewError(f"review item {item_id}: already {item.status} by {item.reviewer} at {item.reviewed_at}")
-        changes = {f: {"from": item.body["fields"].get(f), "to": v} for f, v in clean.items()
-                   if item.body["fields"].get(f) != v}
+        changes = {
+            f: {"from": item.body["fields"].get(f), "to": v}
+            for f, v in clean.items()
+            if item.body["fields"].get(f) != v
+        }
         cur = self._db.execute(
             "UPDATE items SET status = 'decided', decision = ?, reviewer = ?, reviewed_at = ?, changes = ?, why = ? "
             "WHERE id = ? AND status = 'pending'",
-            (decision, reviewer.strip(), _now(), json.dumps(changes, ensure_ascii=False), why.strip(), item_id))
+            (decision, reviewer.strip(), _now(), json.dumps(changes, ensure_ascii=False), why.strip(), item_id),
+        )
         if cur.rowcount != 1:
             raise ReviewError(f"review item {item_id}: decided by someone else meanwhile")
         if self.cfg.keep_images == "until_reviewed" and item.image_path is not None:
@@ -206,17 +218,26 @@ class ReviewQueue:
                 fields[f] = ch["to"]
                 confidence[f] = 1.0
                 sources[f] = "review"
-            body.update(fields=fields, confidence=confidence, field_source=sources, human_reviewed=True,
-                        review_id=item.id, reviewer=item.reviewer, reviewed_at=item.reviewed_at,
-                        decision=item.decision, changes=item.changes, why=item.why or "")
+            body.update(
+                fields=fields,
+                confidence=confidence,
+                field_source=sources,
+                human_reviewed=True,
+                review_id=item.id,
+                reviewer=item.reviewer,
+                reviewed_at=item.reviewed_at,
+                decision=item.decision,
+                changes=item.changes,
+                why=item.why or "",
+            )
             out.append((item.id, body))
         return out
 
     def mark_emitted(self, item_id: int) -> None:
         """The daemon committed the record to the chain: the item leaves the queue."""
         cur = self._db.execute(
-            "UPDATE items SET status = 'emitted', emitted_at = ? WHERE id = ? AND status = 'decided'",
-            (_now(), item_id))
+            "UPDATE items SET status = 'emitted', emitted_at = ? WHERE id = ? AND status = 'decided'", (_now(), item_id)
+        )
         if cur.rowcount != 1:
             raise ReviewError(f"review item {item_id}: not waiting to be emitted")
 
@@ -227,11 +248,14 @@ class ReviewQueue:
         now = now or datetime.now(UTC)
         if self.cfg.keep_images == "hours":
             cutoff = (now - timedelta(hours=self.cfg.keep_images_h)).isoformat(timespec="milliseconds")
-            rows = self._db.execute("SELECT id, image_path FROM items WHERE image_path IS NOT NULL "
-                                    "AND created_at < ?", (cutoff.replace("+00:00", "Z"),)).fetchall()
+            rows = self._db.execute(
+                "SELECT id, image_path FROM items WHERE image_path IS NOT NULL AND created_at < ?",
+                (cutoff.replace("+00:00", "Z"),),
+            ).fetchall()
         else:
-            rows = self._db.execute("SELECT id, image_path FROM items WHERE image_path IS NOT NULL "
-                                    "AND status != 'pending'").fetchall()
+            rows = self._db.execute(
+                "SELECT id, image_path FROM items WHERE image_path IS NOT NULL AND status != 'pending'"
+            ).fetchall()
         for item_id, path in rows:
             Path(path).unlink(missing_ok=True)
             self._db.execute("UPDATE items SET image_path = NULL WHERE id = ?", (item_id,))

@@ -26,10 +26,12 @@ class FieldsConfig(BaseModel):
     builtin_template: bool = True
     templates: Annotated[list[Path], Expect("a list of template file paths")] = Field(default_factory=list)
     extra_labels: Annotated[dict[FieldName, list[str]], Expect("a table of field name -> list of extra labels")] = (
-        Field(default_factory=dict))
+        Field(default_factory=dict)
+    )
     # Calibrated on generated slips (see docs/records-bench.md): below this a field goes to review.
-    min_confidence: Annotated[dict[FieldName, Confidence],
-                              Expect("a table of field name -> confidence 0.0-1.0")] = Field(default_factory=dict)
+    min_confidence: Annotated[dict[FieldName, Confidence], Expect("a table of field name -> confidence 0.0-1.0")] = (
+        Field(default_factory=dict)
+    )
     default_min_confidence: Confidence = 0.85
 
     def threshold(self, name: str) -> float:
@@ -47,8 +49,9 @@ class ValidationConfig(BaseModel):
     max_quantity: Annotated[int, Field(ge=1, le=100000), Expect("an integer 1-100000")] = 999
     # The canonical reasons; empty means the shipped list (config/reasons.toml).
     reasons: Annotated[list[str], Expect("a list of reason strings")] = Field(default_factory=list)
-    reason_synonyms: Annotated[dict[str, list[str]],
-                               Expect("a table of reason -> list of phrases meaning it")] = Field(default_factory=dict)
+    reason_synonyms: Annotated[dict[str, list[str]], Expect("a table of reason -> list of phrases meaning it")] = Field(
+        default_factory=dict
+    )
 
 
 class ReviewConfig(BaseModel):
@@ -58,8 +61,9 @@ class ReviewConfig(BaseModel):
 
     # "until_reviewed": the image of a queued item is deleted when a person decides on it;
     # "hours": kept keep_images_h hours after capture, reviewed or not; "never": not stored.
-    keep_images: Annotated[Literal["until_reviewed", "hours", "never"],
-                           Expect('"until_reviewed", "hours" or "never"')] = "until_reviewed"
+    keep_images: Annotated[
+        Literal["until_reviewed", "hours", "never"], Expect('"until_reviewed", "hours" or "never"')
+    ] = "until_reviewed"
     keep_images_h: Annotated[float, Field(gt=0, le=24 * 365), Expect("hours > 0")] = 24.0
     # Images of items that passed without review are not kept unless this is set.
     keep_accepted_images: bool = False

@@ -100,9 +100,17 @@ class BenchService:
         self._scans: deque[PendingScan] = deque()
         self._held: deque[Shot] = deque()
         self._manifest_mtimes: tuple[float, ...] = ()
-        self.counts = {"scans": 0, "double_scans": 0, "photos": 0, "inspected": 0, "emitted": 0,
-                       "queued_for_review": 0, "reviewed_emitted": 0, "scans_without_photo": 0,
-                       "failed": 0}
+        self.counts = {
+            "scans": 0,
+            "double_scans": 0,
+            "photos": 0,
+            "inspected": 0,
+            "emitted": 0,
+            "queued_for_review": 0,
+            "reviewed_emitted": 0,
+            "scans_without_photo": 0,
+            "failed": 0,
+        }
         self.last_inspect_ms: float | None = None
 
     # ------------------------------------------------------------ lifecycle
@@ -111,11 +119,19 @@ class BenchService:
         cfg = ctx.config.bench
         source = str(ctx.config.source or "config")
         if cfg.camera is None:
-            raise ConfigError([f'{source}: bench.camera: required for the bench profile (a table with kind = '
-                               f'"folder", "opencv" or "picamera2")'])
+            raise ConfigError(
+                [
+                    f"{source}: bench.camera: required for the bench profile (a table with kind = "
+                    f'"folder", "opencv" or "picamera2")'
+                ]
+            )
         if cfg.scanner is None and cfg.trigger.mode == "scan-then-capture":
-            raise ConfigError([f'{source}: bench.scanner: required when bench.trigger.mode is "scan-then-capture" '
-                               f'(or set mode = "still" or "manual")'])
+            raise ConfigError(
+                [
+                    f'{source}: bench.scanner: required when bench.trigger.mode is "scan-then-capture" '
+                    f'(or set mode = "still" or "manual")'
+                ]
+            )
         try:
             check_camera(cfg.camera)
         except DriverError as exc:
@@ -143,8 +159,13 @@ class BenchService:
         self._camera_runner.start()
         if self._scanner_runner is not None:
             self._scanner_runner.start()
-        log.info("bench started: camera %s (%s), scanner %s, trigger %s", cfg.camera.name, cfg.camera.kind,
-                 cfg.scanner.kind if cfg.scanner is not None else "none", cfg.trigger.mode)
+        log.info(
+            "bench started: camera %s (%s), scanner %s, trigger %s",
+            cfg.camera.name,
+            cfg.camera.kind,
+            cfg.scanner.kind if cfg.scanner is not None else "none",
+            cfg.trigger.mode,
+        )
 
     def stop(self) -> None:
         self._stop.set()
@@ -166,13 +187,23 @@ class BenchService:
         def runner_status(r: DriverRunner[Any] | None) -> dict[str, Any] | None:
             if r is None:
                 return None
-            return {"connected": r.connected, "frames_ok": r.frames_ok, "frames_bad": r.frames_bad,
-                    "reconnects": r.reconnects, "last_error": r.last_error}
+            return {
+                "connected": r.connected,
+                "frames_ok": r.frames_ok,
+                "frames_bad": r.frames_bad,
+                "reconnects": r.reconnects,
+                "last_error": r.last_error,
+            }
 
-        return {"camera": runner_status(self._camera_runner), "scanner": runner_status(self._scanner_runner),
-                "trigger": self._cfg.trigger.mode if self._started else None, "counts": dict(self.counts),
-                "last_inspect_ms": self.last_inspect_ms, "waiting_scans": len(self._scans),
-                "waiting_photos": len(self._held)}
+        return {
+            "camera": runner_status(self._camera_runner),
+            "scanner": runner_status(self._scanner_runner),
+            "trigger": self._cfg.trigger.mode if self._started else None,
+            "counts": dict(self.counts),
+            "last_inspect_ms": self.last_inspect_ms,
+            "waiting_scans": len(self._scans),
+            "waiting_photos": len(self._held),
+        }
 
     # ------------------------------------------------------------ driver callbacks (driver threads)
 
@@ -291,8 +322,9 @@ class BenchService:
 
     def _scan_without_photo(self, pending: PendingScan) -> None:
         self.counts["scans_without_photo"] += 1
-        log.warning("scan from %s got no photo within %.1f s", pending.scan.source,
-                    pending.deadline_mono - pending.scan.t_mono)
+        log.warning(
+            "scan from %s got no photo within %.1f s", pending.scan.source, pending.deadline_mono - pending.scan.t_mono
+        )
         self._ctx.emit("event", {"event": "bench_scan_without_photo", "scanner": pending.scan.source})
 
     def _handle_manual(self, code: str | None) -> None:
@@ -346,13 +378,16 @@ class BenchService:
                 raise
             self.counts["failed"] += 1
             log.error("inspection of a photo from %s failed: %s", frame.source, type(exc).__name__)
-            ctx.emit("event", {"event": "bench_inspection_failed", "camera": frame.source,
-                               "error": type(exc).__name__})
+            ctx.emit("event", {"event": "bench_inspection_failed", "camera": frame.source, "error": type(exc).__name__})
             return
         self.last_inspect_ms = round((time.perf_counter() - t0) * 1000, 1)
         self.counts["inspected"] += 1
-        capture = {"trigger": shot.trigger, "camera": frame.source, "scanner": scan.source if scan else None,
-                   "scan_to_photo_ms": round((frame.t_mono - scan.t_mono) * 1000) if scan else None}
+        capture = {
+            "trigger": shot.trigger,
+            "camera": frame.source,
+            "scanner": scan.source if scan else None,
+            "scan_to_photo_ms": round((frame.t_mono - scan.t_mono) * 1000) if scan else None,
+        }
         if not result.needs_review:
             body = result.record_body()
             body["capture"] = capture
@@ -374,8 +409,14 @@ class BenchService:
         body["capture"] = capture
         item_id = rq.add_body(body, image_path)
         self.counts["queued_for_review"] += 1
-        ctx.emit("event", {"event": "bench_review_queued", "review_id": item_id,
-                           "reasons": sorted({i.code for i in result.review_reasons})})
+        ctx.emit(
+            "event",
+            {
+                "event": "bench_review_queued",
+                "review_id": item_id,
+                "reasons": sorted({i.code for i in result.review_reasons}),
+            },
+        )
 
     def _emit_reviewed(self) -> None:
         ctx, rq = self._ctx, self._queue

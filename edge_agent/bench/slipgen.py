@@ -23,8 +23,11 @@ FRAME_W, FRAME_H = 1600, 1200
 
 # Debian fonts (fonts-wqy-microhei, fonts-wqy-zenhei, fonts-arphic-uming, fonts-arphic-ukai).
 # Body fonts are the ones merchants' slip printers plausibly use; UKai (brush style) only for titles.
-_FONT_DIRS = (Path("/usr/share/fonts/truetype/wqy"), Path("/usr/share/fonts/truetype/arphic"),
-              Path("/usr/share/fonts/opentype/noto"))
+_FONT_DIRS = (
+    Path("/usr/share/fonts/truetype/wqy"),
+    Path("/usr/share/fonts/truetype/arphic"),
+    Path("/usr/share/fonts/opentype/noto"),
+)
 _BODY_FONTS = ("wqy-microhei.ttc", "wqy-zenhei.ttc", "uming.ttc", "NotoSansCJK-Regular.ttc")
 _TITLE_FONTS = (*_BODY_FONTS, "ukai.ttc")
 
@@ -51,14 +54,36 @@ _LABELS = {
     "address": ("地址", "寄件地址", "退货地址"),
 }
 _TITLES = ("退货单", "退换货申请单", "退货申请单", "售后退货单", "退货登记单")
-_SHOPS = ("优品生活旗舰店", "云朵家纺专营店", "极客数码官方店", "小鹿母婴自营", "山野户外", "悦己美妆",
-          "鲜果时光", "北辰五金", "Lumi Home", "鞋柜 ShoeBox")
-_NOTES = ("请将本单随商品一同寄回", "退货请保持商品完好，吊牌齐全", "客服热线 400-820-8820",
-          "签收后3个工作日内退款", "仓库收货后请扫码登记", "本单一式两联")
+_SHOPS = (
+    "优品生活旗舰店",
+    "云朵家纺专营店",
+    "极客数码官方店",
+    "小鹿母婴自营",
+    "山野户外",
+    "悦己美妆",
+    "鲜果时光",
+    "北辰五金",
+    "Lumi Home",
+    "鞋柜 ShoeBox",
+)
+_NOTES = (
+    "请将本单随商品一同寄回",
+    "退货请保持商品完好，吊牌齐全",
+    "客服热线 400-820-8820",
+    "签收后3个工作日内退款",
+    "仓库收货后请扫码登记",
+    "本单一式两联",
+)
 _SURNAMES = "王李张刘陈杨黄赵吴周徐孙马朱胡郭何高林罗郑梁谢宋唐"
 _GIVEN = "伟芳娜秀英敏静丽强磊军洋勇艳杰娟涛明超秀兰霞平刚桂英华玉萍红娥玲芬燕"
-_PROVINCES = (("广东省", "深圳市", "南山区"), ("浙江省", "杭州市", "余杭区"), ("江苏省", "苏州市", "工业园区"),
-              ("上海市", "上海市", "浦东新区"), ("北京市", "北京市", "朝阳区"), ("四川省", "成都市", "武侯区"))
+_PROVINCES = (
+    ("广东省", "深圳市", "南山区"),
+    ("浙江省", "杭州市", "余杭区"),
+    ("江苏省", "苏州市", "工业园区"),
+    ("上海市", "上海市", "浦东新区"),
+    ("北京市", "北京市", "朝阳区"),
+    ("四川省", "成都市", "武侯区"),
+)
 _STREETS = ("科技园南路", "文一西路", "星湖街", "张江路", "建国路", "天府大道")
 
 
@@ -99,8 +124,11 @@ def available_fonts(kind: str = "body") -> tuple[Path, ...]:
     names = _BODY_FONTS if kind == "body" else _TITLE_FONTS
     found = tuple(p for p in (_font_path(n) for n in names) if p is not None)
     if not found:
-        raise RuntimeError("no CJK font found in " + ", ".join(str(d) for d in _FONT_DIRS)
-                           + ": expected fonts-wqy-microhei (apt-get install fonts-wqy-microhei)")
+        raise RuntimeError(
+            "no CJK font found in "
+            + ", ".join(str(d) for d in _FONT_DIRS)
+            + ": expected fonts-wqy-microhei (apt-get install fonts-wqy-microhei)"
+        )
     return found
 
 
@@ -126,8 +154,16 @@ def _sku(rng: random.Random) -> str:
     letters = "ABCDEFGHJKLMNPRSTUVWXYZ"
     style = rng.randrange(3)
     if style == 0:
-        return (rng.choice(letters) + rng.choice(letters) + "-" + str(rng.randrange(1000, 9999)) + "-"
-                + rng.choice(("BLK", "WHT", "RED", "BLU", "GRY")) + "-" + rng.choice(("S", "M", "L", "XL", "42")))
+        return (
+            rng.choice(letters)
+            + rng.choice(letters)
+            + "-"
+            + str(rng.randrange(1000, 9999))
+            + "-"
+            + rng.choice(("BLK", "WHT", "RED", "BLU", "GRY"))
+            + "-"
+            + rng.choice(("S", "M", "L", "XL", "42"))
+        )
     if style == 1:
         return "SKU" + "".join(rng.choice("0123456789") for _ in range(9))
     return rng.choice(letters) + str(rng.randrange(10000, 99999)) + "-" + f"{rng.randrange(1, 99):02d}"
@@ -170,24 +206,32 @@ def _truth(rng: random.Random) -> dict[str, Any]:
         "return_date_text": _date_text(rng, d),
         "name": rng.choice(_SURNAMES) + "".join(rng.choice(_GIVEN) for _ in range(rng.choice((1, 2)))),
         "phone": phone,
-        "address": (province + ("" if province == city else city) + district + rng.choice(_STREETS)
-                    + f"{rng.randrange(1, 999)}号" + f"{rng.randrange(1, 30)}栋{rng.randrange(101, 2999)}室"),
+        "address": (
+            province
+            + ("" if province == city else city)
+            + district
+            + rng.choice(_STREETS)
+            + f"{rng.randrange(1, 999)}号"
+            + f"{rng.randrange(1, 30)}栋{rng.randrange(101, 2999)}室"
+        ),
     }
 
 
 # ---------------------------------------------------------------- Code 128 (own encoder, independent of zxing)
 
 # Bar/space widths of the 107 Code 128 symbols (ISO/IEC 15417 table 1); index = symbol value.
-_C128 = tuple((  # noqa: SIM905 - the table reads like the standard's, 15 symbols a row
-    "212222 222122 222221 121223 121322 131222 122213 122312 132212 221213 221312 231212 112232 122132 122231 "
-    "113222 123122 123221 223211 221132 221231 213212 223112 312131 311222 321122 321221 312212 322112 322211 "
-    "212123 212321 232121 111323 131123 131321 112313 132113 132311 211313 231113 231311 112133 112331 132131 "
-    "113123 113321 133121 313121 211331 231131 213113 213311 213131 311123 311321 331121 312113 312311 332111 "
-    "314111 221411 431111 111224 111422 121124 121421 141122 141221 112214 112412 122114 122411 142112 142211 "
-    "241211 221114 413111 241112 134111 111242 121142 121241 114212 124112 124211 411212 421112 421211 212141 "
-    "214121 412121 111143 111341 131141 114113 114311 411113 411311 113141 114131 311141 411131 211412 211214 "
-    "211232 2331112"
-).split())
+_C128 = tuple(
+    (  # noqa: SIM905 - the table reads like the standard's, 15 symbols a row
+        "212222 222122 222221 121223 121322 131222 122213 122312 132212 221213 221312 231212 112232 122132 122231 "
+        "113222 123122 123221 223211 221132 221231 213212 223112 312131 311222 321122 321221 312212 322112 322211 "
+        "212123 212321 232121 111323 131123 131321 112313 132113 132311 211313 231113 231311 112133 112331 132131 "
+        "113123 113321 133121 313121 211331 231131 213113 213311 213131 311123 311321 331121 312113 312311 332111 "
+        "314111 221411 431111 111224 111422 121124 121421 141122 141221 112214 112412 122114 122411 142112 142211 "
+        "241211 221114 413111 241112 134111 111242 121142 121241 114212 124112 124211 411212 421112 421211 212141 "
+        "214121 412121 111143 111341 131141 114113 114311 411113 411311 113141 114131 311141 411131 211412 211214 "
+        "211232 2331112"
+    ).split()
+)
 _START_B, _START_C, _CODE_B, _CODE_C = 104, 105, 100, 99
 
 
@@ -212,7 +256,7 @@ def code128_values(text: str) -> list[int]:
                 run -= 1
             values.append(_START_C if current is None else _CODE_C)
             current = "C"
-            values.extend(int(text[i + k:i + k + 2]) for k in range(0, run, 2))
+            values.extend(int(text[i + k : i + k + 2]) for k in range(0, run, 2))
             i += run
             continue
         if current != "B":
@@ -232,7 +276,7 @@ def render_code128(text: str, module_px: int, height_px: int) -> NDArray[Any]:
     x = 10 * module_px
     for k, w in enumerate(widths):
         if k % 2 == 0:
-            img[:, x:x + w * module_px] = 0
+            img[:, x : x + w * module_px] = 0
         x += w * module_px
     return img
 
@@ -276,8 +320,12 @@ def _render_slip(rng: random.Random, t: dict[str, Any]) -> tuple[Image.Image, st
 
     qty = str(t["quantity"]) + rng.choice(("", "", " 件", "件"))
     items = [
-        (lab("order_no"), t["order_no"]), (lab("customer_id"), t["customer_id"]), (lab("sku"), t["sku"]),
-        (lab("quantity"), qty), (lab("return_date"), t["return_date_text"]), (lab("reason"), t["reason"]),
+        (lab("order_no"), t["order_no"]),
+        (lab("customer_id"), t["customer_id"]),
+        (lab("sku"), t["sku"]),
+        (lab("quantity"), qty),
+        (lab("return_date"), t["return_date_text"]),
+        (lab("reason"), t["reason"]),
     ]
     people = [(lab("name"), t["name"]), (lab("phone"), t["phone"]), (lab("address"), t["address"])]
     rng.shuffle(items)
@@ -324,7 +372,7 @@ def _render_slip(rng: random.Random, t: dict[str, Any]) -> tuple[Image.Image, st
             y += line_h
     elif layout == "pairs":
         col2 = margin + int((w - 2 * margin) * 0.52)
-        pairs = [items[i:i + 2] for i in range(0, len(items), 2)]
+        pairs = [items[i : i + 2] for i in range(0, len(items), 2)]
         for pair in pairs:
             x = margin
             for k, v in pair:
@@ -401,8 +449,9 @@ def _background(rng: np.random.Generator) -> NDArray[Any]:
     # desk grey, wood, dark bench mat, green cutting mat, steel (BGR)
     palette = np.array([[95, 95, 98], [70, 105, 140], [45, 45, 50], [70, 115, 75], [140, 140, 135]], np.float32)
     base = palette[rng.integers(len(palette))] + rng.normal(0, 10, 3).astype(np.float32)
-    low = cv2.resize(rng.normal(0, 14, (6, 8, 1)).astype(np.float32), (FRAME_W, FRAME_H),
-                     interpolation=cv2.INTER_CUBIC)[..., None]
+    low = cv2.resize(
+        rng.normal(0, 14, (6, 8, 1)).astype(np.float32), (FRAME_W, FRAME_H), interpolation=cv2.INTER_CUBIC
+    )[..., None]
     grain = rng.normal(0, 5, (FRAME_H, FRAME_W, 1)).astype(np.float32)
     out: NDArray[Any] = np.clip(base + low + grain, 0, 255)
     return out
@@ -433,7 +482,7 @@ def _place(rng: random.Random, slip_w: int, slip_h: int, spec: TierSpec) -> NDAr
 def _light_field(rng: random.Random, strength: float) -> NDArray[Any]:
     yy, xx = np.mgrid[0:FRAME_H, 0:FRAME_W].astype(np.float32)
     a = rng.uniform(0, 2 * np.pi)
-    lin = (np.cos(a) * (xx / FRAME_W - 0.5) + np.sin(a) * (yy / FRAME_H - 0.5))
+    lin = np.cos(a) * (xx / FRAME_W - 0.5) + np.sin(a) * (yy / FRAME_H - 0.5)
     cx, cy = rng.uniform(0, FRAME_W), rng.uniform(0, FRAME_H)
     rad = np.sqrt((xx - cx) ** 2 + (yy - cy) ** 2) / FRAME_W
     field = 1.0 - strength * (0.6 * (lin + 0.5) + 0.4 * np.clip(rad, 0, 1))
@@ -475,8 +524,15 @@ def _add_tape(rng: random.Random, img: NDArray[Any], quad: NDArray[Any]) -> None
 def _add_shadow(rng: random.Random, img: NDArray[Any]) -> None:
     mask = np.zeros((FRAME_H, FRAME_W), np.uint8)
     x = rng.randrange(0, FRAME_W)
-    pts = np.array([[x, 0], [x + rng.randrange(200, 600), 0], [x + rng.randrange(-200, 400), FRAME_H],
-                    [x - rng.randrange(100, 400), FRAME_H]], np.int32)
+    pts = np.array(
+        [
+            [x, 0],
+            [x + rng.randrange(200, 600), 0],
+            [x + rng.randrange(-200, 400), FRAME_H],
+            [x - rng.randrange(100, 400), FRAME_H],
+        ],
+        np.int32,
+    )
     cv2.fillPoly(mask, [pts], 255)
     m = cv2.GaussianBlur(mask, (0, 0), 40).astype(np.float32)[..., None] / 255
     img *= 1 - rng.uniform(0.2, 0.4) * m
@@ -531,6 +587,11 @@ def generate_slip(seed: int, tier: str = "typical", defect: str | None = None) -
         raise RuntimeError("generate_slip: JPEG encoding failed")
     photo = cv2.imdecode(buf, cv2.IMREAD_COLOR)
     assert photo is not None  # noqa: S101 - we just encoded it
-    truth.update(tier=tier, seed=seed, layout=layout, defect=defect,
-                 label_quad=[[round(float(x), 1), round(float(y), 1)] for x, y in quad])
+    truth.update(
+        tier=tier,
+        seed=seed,
+        layout=layout,
+        defect=defect,
+        label_quad=[[round(float(x), 1), round(float(y), 1)] for x, y in quad],
+    )
     return photo.astype(np.uint8), truth

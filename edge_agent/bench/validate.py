@@ -11,8 +11,9 @@ from edge_agent.bench.normalize import ReasonTable
 from edge_agent.bench.rules_config import ValidationConfig
 
 
-def check_formats(values: Mapping[str, FieldValue], template: Template, rules: ValidationConfig,
-                  reasons: ReasonTable, today: date) -> list[Issue]:
+def check_formats(
+    values: Mapping[str, FieldValue], template: Template, rules: ValidationConfig, reasons: ReasonTable, today: date
+) -> list[Issue]:
     """Rules that need no manifest: patterns, quantity range, reason on the list, date within the window."""
     issues = []
     for spec in template.fields:
@@ -24,8 +25,9 @@ def check_formats(values: Mapping[str, FieldValue], template: Template, rules: V
             issues.append(Issue("bad_format", spec.name, f"{spec.name}: {str(v)[:40]!r} does not match the pattern"))
     qty = _int(values, "quantity")
     if qty is not None and not 1 <= qty <= rules.max_quantity:
-        issues.append(Issue("quantity_out_of_range", "quantity",
-                            f"quantity: expected 1-{rules.max_quantity}, got {qty}"))
+        issues.append(
+            Issue("quantity_out_of_range", "quantity", f"quantity: expected 1-{rules.max_quantity}, got {qty}")
+        )
     reason = _str(values, "reason")
     if reason is not None and reason not in reasons.canonical:
         issues.append(Issue("unknown_reason", "reason", f"reason: {reason!r} is not on the configured list"))
@@ -34,9 +36,13 @@ def check_formats(values: Mapping[str, FieldValue], template: Template, rules: V
         if d > today:
             issues.append(Issue("date_in_future", "return_date", f"return_date: {d} is after today ({today})"))
         elif d < today - timedelta(days=rules.return_window_days):
-            issues.append(Issue("date_outside_window", "return_date",
-                                f"return_date: {d} is more than {rules.return_window_days} days before today "
-                                f"({today})"))
+            issues.append(
+                Issue(
+                    "date_outside_window",
+                    "return_date",
+                    f"return_date: {d} is more than {rules.return_window_days} days before today ({today})",
+                )
+            )
     elif _str(values, "return_date") is not None:
         issues.append(Issue("bad_format", "return_date", "return_date: expected YYYY-MM-DD"))
     return issues
@@ -59,21 +65,29 @@ def check_manifest(values: Mapping[str, FieldValue], manifest: Manifest) -> list
             issues.append(Issue("sku_not_in_order", "sku", f"sku: {sku} is not part of order {order_no}"))
     qty = _int(values, "quantity")
     if qty is not None and ordered is not None and qty > ordered:
-        issues.append(Issue("quantity_over_ordered", "quantity",
-                            f"quantity: {qty} returned but {ordered} ordered"))
+        issues.append(Issue("quantity_over_ordered", "quantity", f"quantity: {qty} returned but {ordered} ordered"))
     customer = _str(values, "customer_id")
     if customer is not None and order.customer_id is not None and customer.upper() != order.customer_id:
-        issues.append(Issue("customer_mismatch", "customer_id",
-                            f"customer_id: does not match the customer of order {order_no}"))
+        issues.append(
+            Issue("customer_mismatch", "customer_id", f"customer_id: does not match the customer of order {order_no}")
+        )
     d = _date(values)
     if d is not None and order.order_date is not None and d < order.order_date:
-        issues.append(Issue("date_before_order", "return_date",
-                            f"return_date: {d} is before the order date {order.order_date}"))
+        issues.append(
+            Issue("date_before_order", "return_date", f"return_date: {d} is before the order date {order.order_date}")
+        )
     return issues
 
 
-def validate_fields(values: Mapping[str, FieldValue], template: Template, rules: ValidationConfig,
-                    reasons: ReasonTable, *, manifest: Manifest | None, today: date) -> tuple[Issue, ...]:
+def validate_fields(
+    values: Mapping[str, FieldValue],
+    template: Template,
+    rules: ValidationConfig,
+    reasons: ReasonTable,
+    *,
+    manifest: Manifest | None,
+    today: date,
+) -> tuple[Issue, ...]:
     """Every rule the values break; format rules alone when there is no manifest."""
     issues = check_formats(values, template, rules, reasons, today)
     if manifest is not None:

@@ -27,23 +27,28 @@ def register(subparsers: Any) -> None:
     sub.required = True
 
     ls = sub.add_parser(
-        "list", help="list serial ports and what is likely on each (NMEA, ELM327, MT-SICS, Modbus)",
+        "list",
+        help="list serial ports and what is likely on each (NMEA, ELM327, MT-SICS, Modbus)",
         description="Lists the machine's serial ports and the ports in the config (or only each --port), and "
         "probes each: listens for NMEA sentences, then sends ATI (ELM327), I4/S (MT-SICS scale) and a "
         "one-register Modbus read to unit 1, at each family's usual baud rates. Ports the running agent "
         "holds are reported busy and left alone.",
     )
     add_config_arg(ls)
-    ls.add_argument("--port", action="append", default=[], metavar="URL",
-                    help="probe only this port or pyserial URL (repeatable)")
+    ls.add_argument(
+        "--port", action="append", default=[], metavar="URL", help="probe only this port or pyserial URL (repeatable)"
+    )
     ls.add_argument("--timeout-s", type=float, default=1.2, help="per protocol and baud rate (default 1.2)")
     ls.add_argument("--no-probe", action="store_true", help="only list the ports")
     ls.add_argument("--json", action="store_true", help="one JSON object per port")
     ls.set_defaults(func=cmd_list)
 
-    w = sub.add_parser("watch", help="show live readings of one configured meter",
-                       description="Polls the meter named NAME in [[sensors.meters]] and prints each reading "
-                       "until Ctrl-C (or --count readings). Stop the agent first: it holds the port.")
+    w = sub.add_parser(
+        "watch",
+        help="show live readings of one configured meter",
+        description="Polls the meter named NAME in [[sensors.meters]] and prints each reading "
+        "until Ctrl-C (or --count readings). Stop the agent first: it holds the port.",
+    )
     add_config_arg(w)
     w.add_argument("name", metavar="NAME", help="a meter name from [[sensors.meters]]")
     w.add_argument("--count", type=int, default=0, help="stop after this many readings (default: run until Ctrl-C)")
@@ -109,8 +114,10 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def _format(reading: MeterReading) -> str:
-    values = "  ".join(f"{k}={v:g}{(' ' + reading.units[k]) if reading.units.get(k) else ''}"
-                       for k, v in sorted(reading.values.items()))
+    values = "  ".join(
+        f"{k}={v:g}{(' ' + reading.units[k]) if reading.units.get(k) else ''}"
+        for k, v in sorted(reading.values.items())
+    )
     return f"{reading.t_utc.strftime('%H:%M:%S')}  {values}"
 
 
@@ -133,8 +140,11 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 continue
 
     runner = DriverRunner(ModbusMeterDriver(meter), on_reading, stop, backoff_max_s=10.0)
-    print(f"watching {meter.name} on {meter.port} (unit {meter.unit_id}, {meter.baud} {meter.parity}), "
-          f"every {meter.poll_interval_s:g} s; Ctrl-C to stop", file=sys.stderr)
+    print(
+        f"watching {meter.name} on {meter.port} (unit {meter.unit_id}, {meter.baud} {meter.parity}), "
+        f"every {meter.poll_interval_s:g} s; Ctrl-C to stop",
+        file=sys.stderr,
+    )
     runner.start()
     seen, was_connected, since = 0, False, time.monotonic()
     try:
@@ -150,8 +160,19 @@ def cmd_watch(args: argparse.Namespace) -> int:
             was_connected = True
             seen += 1
             if args.json:
-                print(json.dumps({"meter": r.meter, "t": r.t_utc.isoformat(), "values": r.values, "units": r.units,
-                                  "raw": r.raw}, ensure_ascii=False), flush=True)
+                print(
+                    json.dumps(
+                        {
+                            "meter": r.meter,
+                            "t": r.t_utc.isoformat(),
+                            "values": r.values,
+                            "units": r.units,
+                            "raw": r.raw,
+                        },
+                        ensure_ascii=False,
+                    ),
+                    flush=True,
+                )
             else:
                 print(_format(r), flush=True)
     except KeyboardInterrupt:
@@ -161,4 +182,3 @@ def cmd_watch(args: argparse.Namespace) -> int:
         runner.join(3.0)
     print(f"-- {seen} reading(s), {runner.frames_bad} bad poll(s), {runner.reconnects} reconnect(s)", file=sys.stderr)
     return EXIT_OK
-

@@ -26,7 +26,8 @@ class GridConfig(BaseModel):
     # None: the table shipped with edge-agent.
     factors_file: Annotated[Path | None, Expect("a path to a CSV emission factor table")] = None
     factor: Annotated[
-        str, Field(min_length=1),
+        str,
+        Field(min_length=1),
         Expect('the name of an electricity (kWh) row of the emission factor table, e.g. "grid_uk_2025"'),
     ] = DEFAULT_GRID_FACTOR
 
@@ -58,9 +59,9 @@ class SensorsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    meters: Annotated[
-        list[ModbusMeterConfig], Expect("a list of [[sensors.meters]] tables with unique names")
-    ] = Field(default_factory=list)
+    meters: Annotated[list[ModbusMeterConfig], Expect("a list of [[sensors.meters]] tables with unique names")] = Field(
+        default_factory=list
+    )
     # Send a meter's values at least this often even when nothing moved beyond its deadband.
     max_interval_s: Annotated[float, Field(ge=1, le=86400), Expect("a number of seconds 1-86400")] = 300.0
     # Never send one meter more often than this, however much it moves (0: every poll may send).

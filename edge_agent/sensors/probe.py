@@ -19,8 +19,14 @@ log = logging.getLogger(__name__)
 # or 9600 (most USB receivers); ELM327 38400 (v1.x default) or 9600 (many clones); MT-SICS
 # 9600; Modbus RTU 9600, 19200 (the spec's default) or 2400 (Eastron SDM120 factory setting).
 DEFAULT_PLAN: tuple[tuple[str, int], ...] = (
-    ("nmea", 9600), ("elm327", 9600), ("mt-sics", 9600), ("modbus", 9600),
-    ("nmea", 4800), ("elm327", 38400), ("modbus", 19200), ("modbus", 2400),
+    ("nmea", 9600),
+    ("elm327", 9600),
+    ("mt-sics", 9600),
+    ("modbus", 9600),
+    ("nmea", 4800),
+    ("elm327", 38400),
+    ("modbus", 19200),
+    ("modbus", 2400),
 )
 PROTOCOLS = ("nmea", "elm327", "mt-sics", "modbus")
 
@@ -60,7 +66,7 @@ def classify_nmea(data: bytes) -> str | None:
 
 
 def classify_elm327(data: bytes) -> str | None:
-    """"ELM327 v1.5" when an ATI answer is in `data`."""
+    """ "ELM327 v1.5" when an ATI answer is in `data`."""
     m = _ELM.search(data)
     return f"ELM327 v{m.group(1).decode('ascii')}" if m else None
 
@@ -126,8 +132,9 @@ def _try(port: serial.Serial, protocol: str, timeout_s: float) -> str | None:
     if protocol == "elm327":
         return _exchange(port, b"ATI\r", timeout_s, classify_elm327)
     if protocol == "mt-sics":
-        return (_exchange(port, b"I4\r\n", timeout_s / 2, classify_mtsics)
-                or _exchange(port, b"S\r\n", timeout_s / 2, classify_mtsics))
+        return _exchange(port, b"I4\r\n", timeout_s / 2, classify_mtsics) or _exchange(
+            port, b"S\r\n", timeout_s / 2, classify_mtsics
+        )
     if protocol == "modbus":
         request = build_read_request(1, 0x03, 0, 1)  # one holding register from unit 1
         return _exchange(port, request, timeout_s, classify_modbus)
@@ -142,8 +149,9 @@ def probe_port(url: str, timeout_s: float = 1.2, plan: Sequence[tuple[str, int]]
     for baud, protocols in by_baud.items():
         try:
             # exclusive: a port the agent is using stays the agent's (the probe reports it busy).
-            port = serial.serial_for_url(url, baudrate=baud, timeout=0.05, write_timeout=min(timeout_s, 1.0),
-                                         exclusive=True)
+            port = serial.serial_for_url(
+                url, baudrate=baud, timeout=0.05, write_timeout=min(timeout_s, 1.0), exclusive=True
+            )
         except (serial.SerialException, OSError, ValueError) as exc:
             return ProbeResult(url, None, None, "cannot open", error=str(exc))
         try:

@@ -61,7 +61,8 @@ def send_reason(last: LastSent | None, reading: MeterReading, s: SampleSettings)
     if elapsed_s < s.min_interval_s:
         return None
     changed = sorted(
-        name for name, v in reading.values.items()
+        name
+        for name, v in reading.values.items()
         if name not in last.values or abs(v - last.values[name]) > s.deadbands.get(name, s.default_deadband)
     )
     if changed:
@@ -196,8 +197,12 @@ class SensorsService:
         for name, r in self._runners.items():
             s = self._samplers[name]
             meters[name] = {
-                "connected": r.connected, "polls_ok": r.frames_ok, "polls_bad": r.frames_bad,
-                "reconnects": r.reconnects, "last_error": r.last_error, "records": s.sent,
+                "connected": r.connected,
+                "polls_ok": r.frames_ok,
+                "polls_bad": r.frames_bad,
+                "reconnects": r.reconnects,
+                "last_error": r.last_error,
+                "records": s.sent,
             }
         return {"records": self.records, "queued": self._queue.qsize(), "meters": meters}
 
@@ -241,4 +246,3 @@ class SensorsService:
         ctx.emit("sensor", body)
         self.records += 1
         log.debug("sensors: %s sent (%s)", reading.meter, body["reason"])
-

@@ -28,7 +28,8 @@ def register(subparsers: Any) -> None:
     sub = p.add_subparsers(dest="telematics_cmd", metavar="COMMAND")
     sub.required = True
     r = sub.add_parser(
-        "replay", help="run GPS cleaning, trips and CO2 on a recorded NMEA log; print trips and a summary",
+        "replay",
+        help="run GPS cleaning, trips and CO2 on a recorded NMEA log; print trips and a summary",
         description="Replay a recorded NMEA 0183 log through the truck pipeline without broker or key. "
         "Fuel and weight logs hold one reading a line: an optional time (ISO 8601 UTC, or seconds from the "
         "first fix) and the raw frame (an ELM327 answer such as '41 5E 01 90', an LLS frame in hex, or a "
@@ -39,8 +40,13 @@ def register(subparsers: Any) -> None:
     r.add_argument("--weight", metavar="LOG", help="scale log (MT-SICS or continuous ASCII lines)")
     r.add_argument("--json", action="store_true", help="one JSON object per line: trip, event, then summary")
     r.add_argument("--telemetry", action="store_true", help="also print telemetry records")
-    r.add_argument("--config", "-c", metavar="PATH", default=None,
-                   help="take the [telematics] section from this config (default: built-in defaults)")
+    r.add_argument(
+        "--config",
+        "-c",
+        metavar="PATH",
+        default=None,
+        help="take the [telematics] section from this config (default: built-in defaults)",
+    )
     r.set_defaults(func=cmd_replay)
 
 
@@ -165,8 +171,21 @@ def _fmt(v: float | None, unit: str) -> str:
 
 def _print_summary(s: dict[str, Any], out: Any) -> None:
     out.write(f"summary of {s['log']}\n")
-    for key in ("sentences", "bad_checksum", "bad_frames", "epochs", "fixes", "fixes_valid", "fixes_used",
-                "fixes_rejected", "drift_suppressed", "distance_km", "trips", "trips_discarded", "events"):
+    for key in (
+        "sentences",
+        "bad_checksum",
+        "bad_frames",
+        "epochs",
+        "fixes",
+        "fixes_valid",
+        "fixes_used",
+        "fixes_rejected",
+        "drift_suppressed",
+        "distance_km",
+        "trips",
+        "trips_discarded",
+        "events",
+    ):
         out.write(f"  {key:<17} {s[key]}\n")
     if s["rejected"]:
         out.write("  rejected by       " + ", ".join(f"{k} {v}" for k, v in sorted(s["rejected"].items())) + "\n")

@@ -106,6 +106,6 @@ class TelematicsConfig(_Section):
     emissions: EmissionConfig = Field(default_factory=EmissionConfig)
     geofences: list[Geofence] = Field(default_factory=list)
     # {start} and {end} are geofence names, or "lat,lon" to 3 decimals outside every geofence.
-    route_format: Annotated[str, Field(min_length=1, max_length=200), Expect('a text with {start} and {end}')] = (
+    route_format: Annotated[str, Field(min_length=1, max_length=200), Expect("a text with {start} and {end}")] = (
         "从{start}到{end}"
     )

@@ -35,8 +35,12 @@ class Factor:
     def describe(self) -> dict[str, object]:
         """What a record says about the factor it used."""
         return {
-            "name": self.name, "boundary": self.boundary, "kg_co2e_per_unit": self.kg_co2e_per_unit,
-            "unit": self.unit, "source": self.source, "year": self.year,
+            "name": self.name,
+            "boundary": self.boundary,
+            "kg_co2e_per_unit": self.kg_co2e_per_unit,
+            "unit": self.unit,
+            "source": self.source,
+            "year": self.year,
         }
 
 
@@ -125,11 +129,20 @@ def parse_factors(text: str, origin: str = "factors") -> FactorTable:
         source = (row.get("source") or "").strip()
         if not source:
             problems.append(f"{where}: source: expected where the number comes from, got nothing")
-        factors.append(Factor(
-            name=name, activity=activity, key=(row.get("key") or "").strip(), boundary=boundary,
-            unit=(row.get("unit") or "").strip(), kg_co2e_per_unit=value, source=source, year=year,
-            url=(row.get("url") or "").strip(), note=(row.get("note") or "").strip(),
-        ))
+        factors.append(
+            Factor(
+                name=name,
+                activity=activity,
+                key=(row.get("key") or "").strip(),
+                boundary=boundary,
+                unit=(row.get("unit") or "").strip(),
+                kg_co2e_per_unit=value,
+                source=source,
+                year=year,
+                url=(row.get("url") or "").strip(),
+                note=(row.get("note") or "").strip(),
+            )
+        )
     if problems:
         raise ConfigError(problems)
     return FactorTable(factors, origin)
@@ -182,17 +195,25 @@ def estimate_emissions(
         ttw, wtw = _both(table, "fuel", FUEL_KEYS.get(fuel_type, fuel_type))
         if ttw is not None or wtw:
             return Emission(
-                "fuel", fuel_used_l, "L",
+                "fuel",
+                fuel_used_l,
+                "L",
                 fuel_used_l * ttw.kg_co2e_per_unit if ttw else None,
-                fuel_used_l * sum(f.kg_co2e_per_unit for f in wtw) if wtw else None, ttw, wtw,
+                fuel_used_l * sum(f.kg_co2e_per_unit for f in wtw) if wtw else None,
+                ttw,
+                wtw,
             )
     if load_kg is not None and load_kg > 0:
         tkm = distance_km * load_kg / 1000.0
         ttw, wtw = _both(table, "tonne_km", vehicle_class)
         if ttw is not None or wtw:
             return Emission(
-                "tonne_km", tkm, "tonne.km",
+                "tonne_km",
+                tkm,
+                "tonne.km",
                 tkm * ttw.kg_co2e_per_unit if ttw else None,
-                tkm * sum(f.kg_co2e_per_unit for f in wtw) if wtw else None, ttw, wtw,
+                tkm * sum(f.kg_co2e_per_unit for f in wtw) if wtw else None,
+                ttw,
+                wtw,
             )
     return Emission("none", 0.0, "", None, None, None, ())

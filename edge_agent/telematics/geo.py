@@ -36,5 +36,5 @@ def place_name(lat: float, lon: float, fences: Sequence[_Fence]) -> str:
 
 
 def route_words(route_format: str, start: str, end: str) -> str:
-    """"从{start}到{end}" with the places filled in (plain replacement: other braces stay as they are)."""
+    """ "从{start}到{end}" with the places filled in (plain replacement: other braces stay as they are)."""
     return route_format.replace("{start}", start).replace("{end}", end)

@@ -166,8 +166,12 @@ class TruckPipeline:
             load_avg, load_peak, load_source = cfg.emissions.default_load_kg, cfg.emissions.default_load_kg, "config"
         distance_km = trip.distance_m / 1000.0
         em = estimate_emissions(
-            self.factors, fuel_used_l=fuel_l, fuel_type=cfg.fuel_type, distance_km=distance_km,
-            load_kg=load_avg, vehicle_class=cfg.vehicle_class,
+            self.factors,
+            fuel_used_l=fuel_l,
+            fuel_type=cfg.fuel_type,
+            distance_km=distance_km,
+            load_kg=load_avg,
+            vehicle_class=cfg.vehicle_class,
         )
         co2, boundary = em.co2_kg(cfg.emissions.report_boundary)
         events = self.fuel.events_between(t0, t1)
@@ -187,10 +191,18 @@ class TruckPipeline:
             "co2_boundary": boundary,
             "co2_ttw_kg": _r(em.co2_ttw_kg, 2),
             "co2_wtw_kg": _r(em.co2_wtw_kg, 2),
-            "start": {"t": format_ts(trip.start.t_utc), "lat": round(trip.start.lat, 6),
-                      "lon": round(trip.start.lon, 6), "place": start_place},
-            "end": {"t": format_ts(trip.end.t_utc), "lat": round(trip.end.lat, 6),
-                    "lon": round(trip.end.lon, 6), "place": end_place},
+            "start": {
+                "t": format_ts(trip.start.t_utc),
+                "lat": round(trip.start.lat, 6),
+                "lon": round(trip.start.lon, 6),
+                "place": start_place,
+            },
+            "end": {
+                "t": format_ts(trip.end.t_utc),
+                "lat": round(trip.end.lat, 6),
+                "lon": round(trip.end.lon, 6),
+                "place": end_place,
+            },
             "duration_s": round(duration_s, 1),
             "idle_s": round(trip.idle_s, 1),
             "avg_speed_kmh": round(distance_km / (duration_s / 3600.0), 1) if duration_s > 0 else 0.0,
@@ -235,8 +247,10 @@ class TruckPipeline:
     def fuel_event_body(self, ev: FuelEvent) -> dict[str, Any]:
         body = self._event_base(ev.t_end, ev.kind)
         body.update(
-            amount_l=round(ev.amount_l, 2), level_before_l=round(ev.level_before_l, 2),
-            level_after_l=round(ev.level_after_l, 2), started=_ts(ev.t_start),
+            amount_l=round(ev.amount_l, 2),
+            level_before_l=round(ev.level_before_l, 2),
+            level_after_l=round(ev.level_after_l, 2),
+            started=_ts(ev.t_start),
         )
         return body
 
@@ -244,8 +258,9 @@ class TruckPipeline:
         body: dict[str, Any] = {"timestamp": _ts(t), "transport_id": self.transport_id, "event": event}
         fix = self.last_fix
         if fix is not None:
-            body.update(lat=round(fix.lat, 6), lon=round(fix.lon, 6),
-                        place=place_name(fix.lat, fix.lon, self.cfg.geofences))
+            body.update(
+                lat=round(fix.lat, 6), lon=round(fix.lon, 6), place=place_name(fix.lat, fix.lon, self.cfg.geofences)
+            )
         return body
 
     def summary(self) -> dict[str, Any]:

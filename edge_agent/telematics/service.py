@@ -79,8 +79,13 @@ class TelematicsService:
     def status(self) -> dict[str, Any]:
         out: dict[str, Any] = {
             "drivers": {
-                r.driver.name: {"connected": r.connected, "frames_ok": r.frames_ok, "frames_bad": r.frames_bad,
-                                "reconnects": r.reconnects, "last_error": r.last_error}
+                r.driver.name: {
+                    "connected": r.connected,
+                    "frames_ok": r.frames_ok,
+                    "frames_bad": r.frames_bad,
+                    "reconnects": r.reconnects,
+                    "last_error": r.last_error,
+                }
                 for r in self._runners
             },
             "queue": self._queue.qsize(),
@@ -88,8 +93,12 @@ class TelematicsService:
         }
         if self._gps is not None:
             st = self._gps.stats
-            out["gps"] = {"sentences": st.sentences, "bad_checksum": st.bad_checksum, "bad_frames": st.bad_frames,
-                          "baud": self._gps.baud}
+            out["gps"] = {
+                "sentences": st.sentences,
+                "bad_checksum": st.bad_checksum,
+                "bad_frames": st.bad_frames,
+                "baud": self._gps.baud,
+            }
         if self._pipeline is not None:
             out["pipeline"] = self._pipeline.summary()
         return out
