@@ -186,9 +186,9 @@ def test_doctor__broken_truck_fails_each_check_with_a_remedy(
             gps=str(tmp_path / "no-gps"),
             fuel=elm.path,
             weight=noise.path,
-            password="wrong password",
+            password="wrong password",  # noqa: S106 - a test-only wrong password
             extra="",
-        )  # noqa: S106 - a test-only wrong password
+        )
         cfg = load_config(cfg_path)
         # A record from the future: the clock went backwards since.
         _records(cfg_path, [("event", {"event": "x"})], clock=_ShiftedClock(timedelta(hours=2)))
