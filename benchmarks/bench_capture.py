@@ -23,14 +23,14 @@ from typing import Any
 
 import cv2
 
-from edge_agent.bench.inspect import Inspector
-from edge_agent.bench.service import BenchService
-from edge_agent.bench.slipgen import generate_slip
-from edge_agent.clock import Clock
-from edge_agent.config import parse_config
-from edge_agent.drivers.twins.folder_camera_twin import FolderCameraTwin
-from edge_agent.drivers.twins.scanner_twin import ScannerTwin
+from edge_agent.demo.slipgen import generate_slip
+from edge_agent.drivers.camera.twin import FolderCameraTwin
+from edge_agent.drivers.scanner.twin import ScannerTwin
+from edge_agent.pipelines.bench.inspect import Inspector
+from edge_agent.pipelines.bench.service import BenchService
 from edge_agent.service import ServiceContext
+from edge_agent.settings import parse_config
+from edge_agent.spine.clock import Clock
 
 
 def rss_mb() -> float:

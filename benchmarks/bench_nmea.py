@@ -14,11 +14,11 @@ from pathlib import Path
 import pynmea2
 
 from edge_agent.drivers.base import FrameError
-from edge_agent.drivers.nmea import NmeaDecoder
+from edge_agent.drivers.nmea.driver import NmeaDecoder
 from edge_agent.drivers.readings import Fix
-from edge_agent.telematics.config import TelematicsConfig
-from edge_agent.telematics.emissions import load_factors
-from edge_agent.telematics.pipeline import TruckPipeline
+from edge_agent.pipelines.emissions import load_factors
+from edge_agent.pipelines.truck.config import TelematicsConfig
+from edge_agent.pipelines.truck.pipeline import TruckPipeline
 
 LOG_DIR = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parents[1] / "tests" / "data" / "nmea"
 

@@ -3,7 +3,7 @@
 Compares, in one run and on the same photos, the agent's reader (quality gate, label crop, PP-OCRv6 ONNX
 run directly, barcode), the stock RapidOCR pipeline with its default settings on the full frame (same
 models), and Tesseract (chi_sim+eng) behind the agent's preprocessing. All three hand their lines to the
-same field extraction (edge_agent.bench.inspect.evaluate). Each engine runs in its own process, pinned to
+same field extraction (edge_agent.pipelines.bench.inspect.evaluate). Each engine runs in its own process, pinned to
 one core, so peak RSS is per engine.
 
     taskset -c 0 python benchmarks/bench_ocr.py --n 30
@@ -37,7 +37,7 @@ def _truth_value(truth: dict[str, Any], name: str) -> Any:
 
 
 def make_set(folder: Path, n: int) -> list[dict[str, Any]]:
-    from edge_agent.bench.slipgen import generate_slip
+    from edge_agent.demo.slipgen import generate_slip
 
     items = []
     for tier in TIERS:
@@ -51,9 +51,9 @@ def make_set(folder: Path, n: int) -> list[dict[str, Any]]:
 
 
 def _stock_reading(engine: Any, img: np.ndarray) -> Any:
-    from edge_agent.bench.config import BenchConfig
-    from edge_agent.bench.quality import assess
-    from edge_agent.bench.types import ImageReading, TextLine
+    from edge_agent.pipelines.bench.config import BenchConfig
+    from edge_agent.pipelines.bench.quality import assess
+    from edge_agent.pipelines.bench.types import ImageReading, TextLine
 
     t0 = time.perf_counter()
     out = engine(img)
@@ -72,10 +72,10 @@ def _stock_reading(engine: Any, img: np.ndarray) -> Any:
 
 def run_engine(engine_name: str, items: list[dict[str, Any]]) -> dict[str, Any]:
     """Child process: read every photo with one engine; return per-photo results and peak RSS."""
-    from edge_agent.bench.barcodes import read_barcodes
-    from edge_agent.bench.config import BenchConfig
-    from edge_agent.bench.inspect import Rules, evaluate
-    from edge_agent.bench.reader import ImageReader
+    from edge_agent.pipelines.bench.barcodes import read_barcodes
+    from edge_agent.pipelines.bench.config import BenchConfig
+    from edge_agent.pipelines.bench.inspect import Rules, evaluate
+    from edge_agent.pipelines.bench.reader import ImageReader
 
     cfg = BenchConfig()
     rules = Rules.from_config(cfg)

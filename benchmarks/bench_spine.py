@@ -22,13 +22,13 @@ from pathlib import Path
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edge_agent.chain import ChainWriter
-from edge_agent.clock import Clock, format_ts
-from edge_agent.config import parse_config
-from edge_agent.keys import generate_key
-from edge_agent.outbox import Outbox
-from edge_agent.records import encode, make_record
-from edge_agent.sync import MqttSync
+from edge_agent.settings import parse_config
+from edge_agent.spine.chain import ChainWriter
+from edge_agent.spine.clock import Clock, format_ts
+from edge_agent.spine.keys import generate_key
+from edge_agent.spine.outbox import Outbox
+from edge_agent.spine.records import encode, make_record
+from edge_agent.spine.sync import MqttSync
 
 BODY = {"lat": 39.904211, "lon": 116.407395, "speed_kmh": 42.5, "heading_deg": 87.0, "fix": "3d", "sats": 11}
 

@@ -13,10 +13,10 @@ from pathlib import Path
 import pynmea2
 from geographiclib.geodesic import Geodesic
 
-from edge_agent.drivers.nmea import decode_lines
-from edge_agent.telematics.config import TelematicsConfig
-from edge_agent.telematics.emissions import load_factors
-from edge_agent.telematics.pipeline import TruckPipeline
+from edge_agent.drivers.nmea.driver import decode_lines
+from edge_agent.pipelines.emissions import load_factors
+from edge_agent.pipelines.truck.config import TelematicsConfig
+from edge_agent.pipelines.truck.pipeline import TruckPipeline
 
 LOG_DIR = Path(sys.argv[1]) if len(sys.argv) > 1 else Path(__file__).parents[1] / "tests" / "data" / "nmea"
 

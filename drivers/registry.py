@@ -3,7 +3,7 @@
 A config section names its driver with `kind = "..."`; services build it with `make_driver(cfg)`.
 Modules are imported on first use, so a truck never loads pymodbus and a sensor point never
 loads the OBD code. Adding a driver is one line here (and a sample section in config/).
-Cameras and scanners have their own factories (drivers/camera.py, drivers/scanner.py).
+Cameras and scanners have their own factories (drivers/camera/driver.py, drivers/scanner/driver.py).
 """
 
 from __future__ import annotations
@@ -14,11 +14,11 @@ from typing import Any
 from pydantic import BaseModel
 
 DRIVER_KINDS: dict[str, tuple[str, str, str]] = {
-    "nmea": ("edge_agent.drivers.nmea", "NmeaConfig", "NmeaDriver"),
-    "elm327": ("edge_agent.drivers.elm327", "Elm327Config", "Elm327Driver"),
-    "lls": ("edge_agent.drivers.lls", "LlsConfig", "LlsDriver"),
-    "scale": ("edge_agent.drivers.scale", "ScaleConfig", "ScaleDriver"),
-    "modbus": ("edge_agent.drivers.modbus", "ModbusMeterConfig", "ModbusMeterDriver"),
+    "nmea": ("edge_agent.drivers.nmea.driver", "NmeaConfig", "NmeaDriver"),
+    "elm327": ("edge_agent.drivers.elm327.driver", "Elm327Config", "Elm327Driver"),
+    "lls": ("edge_agent.drivers.lls.driver", "LlsConfig", "LlsDriver"),
+    "scale": ("edge_agent.drivers.scale.driver", "ScaleConfig", "ScaleDriver"),
+    "modbus": ("edge_agent.drivers.modbus.driver", "ModbusMeterConfig", "ModbusMeterDriver"),
 }
 
 

@@ -10,8 +10,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
-    from edge_agent.clock import Clock
-    from edge_agent.config import AgentConfig
+    from edge_agent.settings import AgentConfig
+    from edge_agent.spine.clock import Clock
 
 # emit(kind, body) queues a record for the one chain writer. It blocks while the
 # writer's queue is full (back-pressure), never drops, and returns at once otherwise.

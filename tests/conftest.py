@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
-from edge_agent.config import AgentConfig, parse_config
-from edge_agent.keys import DeviceKey, generate_key
+from edge_agent.settings import AgentConfig, parse_config
+from edge_agent.spine.keys import DeviceKey, generate_key
 from tests.broker_fixtures import *  # noqa: F403
 
 # CI: the same examples on every run (a new one found locally becomes a fixed regression test)

@@ -8,9 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.drivers.base import FrameError
-from edge_agent.outbox import Outbox
-from edge_agent.records import parse_line
-from edge_agent.verify import Verifier
+from edge_agent.spine.outbox import Outbox
+from edge_agent.spine.records import parse_line
+from edge_agent.spine.verify import Verifier
 
 
 def wait_until(pred: Callable[[], object], timeout_s: float = 20.0) -> bool:

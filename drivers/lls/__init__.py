@@ -1,0 +1,1 @@
+"""Driver for Omnicomm LLS fuel level sensors: driver.py, twin.py."""

@@ -1,0 +1,1 @@
+"""Driver for Modbus RTU meters: driver.py, twin.py."""

@@ -1,0 +1,1 @@
+"""Driver for serial scales (MT-SICS, continuous ASCII): driver.py, twin.py."""

@@ -1,0 +1,1 @@
+"""Driver for RF barcode scanners: serial and HID: driver.py, twin.py."""

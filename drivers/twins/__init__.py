@@ -1,1 +1,0 @@
-"""Twins: programs that speak a device's real wire protocol on a pseudo-terminal."""

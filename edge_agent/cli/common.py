@@ -1,0 +1,40 @@
+"""Small helpers shared by every CLI module: the --config option and clean error exits."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from edge_agent.errors import ConfigError
+from edge_agent.settings import AgentConfig, load_config, resolve_config_path
+
+EXIT_OK = 0
+EXIT_FAIL = 1
+EXIT_CONFIG = 2
+
+
+def add_config_arg(parser: argparse.ArgumentParser) -> None:
+    """--config PATH on a subcommand (else $EDGE_AGENT_CONFIG, else /etc/edge-agent/config.toml)."""
+    parser.add_argument(
+        "--config",
+        "-c",
+        metavar="PATH",
+        default=None,
+        help="config file (default: $EDGE_AGENT_CONFIG, else /etc/edge-agent/config.toml)",
+    )
+
+
+def load_or_exit(args: argparse.Namespace) -> AgentConfig:
+    """Load the config named by --config/$EDGE_AGENT_CONFIG/default, or print each problem and exit 2."""
+    try:
+        return load_config(resolve_config_path(getattr(args, "config", None)))
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(line, file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def fail(message: str, code: int = EXIT_FAIL) -> int:
+    """Print one short error line to stderr and return the exit code."""
+    print(f"edge-agent: {message}", file=sys.stderr)
+    return code

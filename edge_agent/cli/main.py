@@ -1,0 +1,462 @@
+"""The `edge-agent` command: provisioning, config, running, status, outbox and verification."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import json
+import logging
+import os
+import sqlite3
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from edge_agent import __version__
+from edge_agent.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, add_config_arg, fail, load_or_exit
+from edge_agent.errors import ConfigError, EdgeAgentError, KeyError_
+from edge_agent.resources import config_file
+from edge_agent.settings import atomic_write, load_config, masked_dict, parse_config, resolve_config_path, set_value
+from edge_agent.spine.keys import generate_key, load_key, load_public_keys, public_pem, public_raw_b64
+
+log = logging.getLogger(__name__)
+
+# Command groups that pipelines register: module -> register(subparsers).
+PLUGIN_MODULES = (
+    "edge_agent.cli.bench",
+    "edge_agent.cli.capture",
+    "edge_agent.cli.truck",
+    "edge_agent.cli.sensors",
+    "edge_agent.cli.install",
+    "edge_agent.demo.runner",
+    "edge_agent.cli.doctor",
+    "edge_agent.spine.remote.commands",
+)
+
+
+def _toml_str(s: str) -> str:
+    return json.dumps(s, ensure_ascii=False)
+
+
+def render_config(profile: str, device_id: str, site: str, broker: str, state_dir: Path) -> str:
+    """The commented config for a profile: base template plus the profile's section."""
+    base = config_file("base.toml").read_text(encoding="utf-8")
+    text = (
+        base.replace("@PROFILE@", _toml_str(profile))
+        .replace("@DEVICE_ID@", _toml_str(device_id))
+        .replace("@SITE@", _toml_str(site))
+        .replace("@BROKER@", _toml_str(broker))
+        .replace("@STATE_DIR@", _toml_str(str(state_dir)))
+    )
+    section = config_file(f"{profile}.toml")
+    if section.exists():
+        text += "\n" + section.read_text(encoding="utf-8")
+    return text
+
+
+# ---------------------------------------------------------------- init / keys
+
+
+def cmd_init(args: argparse.Namespace) -> int:
+    cfg_dir = Path(args.dir)
+    cfg_path = cfg_dir / "config.toml"
+    state_dir = Path(args.state_dir) if args.state_dir else cfg_dir / "state"
+    if cfg_path.exists() and not args.force:
+        return fail(
+            f"{cfg_path} already exists; use --force to overwrite it (the device key is kept unless it is missing)"
+        )
+    text = render_config(args.profile, args.device_id, args.site, args.broker, state_dir.resolve())
+    import tomllib
+
+    try:
+        cfg = parse_config(tomllib.loads(text), str(cfg_path))
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return EXIT_CONFIG
+    cfg_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write(cfg_path, text.encode("utf-8"), mode=0o640)
+    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    try:
+        key = generate_key(cfg.key_path, force=args.force_key)
+        made = "generated"
+    except KeyError_:
+        key = load_key(cfg.key_path)
+        made = "kept existing"
+    print(f"config:     {cfg_path}")
+    print(f"state dir:  {state_dir}")
+    print(f"device id:  {cfg.device.id}")
+    print(f"site:       {cfg.device.site}")
+    print(f"key id:     {key.key_id} ({made}, {cfg.key_path}, mode 0600)")
+    print(f"public key: {public_raw_b64(key.public)} (raw Ed25519, base64)")
+    print("Register the device centrally with: edge-agent keys export-public --config", cfg_path, "> device.pub.pem")
+    return EXIT_OK
+
+
+def cmd_keys_show(args: argparse.Namespace) -> int:
+    cfg = load_or_exit(args)
+    key = load_key(cfg.key_path)  # a KeyError_ becomes one clean line in main()
+    print(f"device id:  {cfg.device.id}")
+    print(f"key id:     {key.key_id}")
+    print(f"public key: {public_raw_b64(key.public)}")
+    print(f"key file:   {cfg.key_path}")
+    return EXIT_OK
+
+
+def cmd_keys_export(args: argparse.Namespace) -> int:
+    cfg = load_or_exit(args)
+    key = load_key(cfg.key_path)  # a KeyError_ becomes one clean line in main()
+    sys.stdout.write(public_pem(key.public).decode("ascii"))
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- config
+
+
+def cmd_config_check(args: argparse.Namespace) -> int:
+    path = resolve_config_path(args.config)
+    try:
+        load_config(path)
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{path}: ok")
+    return EXIT_OK
+
+
+def cmd_config_show(args: argparse.Namespace) -> int:
+    cfg = load_or_exit(args)
+    print(json.dumps(masked_dict(cfg), indent=2, ensure_ascii=False))
+    return EXIT_OK
+
+
+def cmd_config_set(args: argparse.Namespace) -> int:
+    path = resolve_config_path(args.config)
+    try:
+        set_value(path, args.key, args.value)
+    except ConfigError as exc:
+        for p in exc.problems:
+            print(p, file=sys.stderr)
+        print(f"{path}: not changed", file=sys.stderr)
+        return EXIT_CONFIG
+    print(f"{path}: {args.key} set")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- run / status / outbox
+
+
+def setup_logging(level: str) -> None:
+    # journald adds its own timestamps; a terminal gets them from us.
+    fmt = (
+        "%(levelname)s %(name)s: %(message)s"
+        if os.environ.get("JOURNAL_STREAM")
+        else ("%(asctime)s %(levelname)s %(name)s: %(message)s")
+    )
+    logging.basicConfig(level=level, format=fmt, stream=sys.stderr, force=True)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    cfg = load_or_exit(args)
+    setup_logging(args.log_level or cfg.log.level)
+    from edge_agent.app import Agent
+
+    try:
+        return Agent(cfg, config_path=resolve_config_path(args.config)).run()
+    except EdgeAgentError as exc:
+        return fail(str(exc))
+
+
+def status_data(cfg: Any) -> dict[str, Any]:
+    from edge_agent.app import read_runtime
+    from edge_agent.spine.outbox import Outbox
+
+    data: dict[str, Any] = {"device": cfg.device.id, "site": cfg.device.site, "profile": cfg.profile}
+    st = None
+    if cfg.db_path.exists():
+        try:
+            ob = Outbox(cfg.db_path, readonly=True)
+            try:
+                st = ob.stats()
+            finally:
+                ob.close()
+        except sqlite3.Error as exc:
+            data["outbox_error"] = f"{cfg.db_path}: cannot read ({exc}); run `edge-agent doctor`"
+    if st is not None:
+        data["chain_head"] = {"seq": st.head_seq, "hash": st.head_hash}
+        data["outbox"] = {
+            "depth": st.depth,
+            "oldest_undelivered_ts": st.oldest_undelivered_ts,
+            "oldest_undelivered_age_s": round(st.oldest_undelivered_age_s, 1) if st.oldest_undelivered_age_s else None,
+            "stored": st.stored,
+            "stored_mb": round(st.stored_bytes / 1048576, 3),
+        }
+        data["last_delivered_seq"] = st.last_delivered_seq
+    else:
+        data["chain_head"] = None
+        data["outbox"] = None
+    rt = read_runtime(cfg.state_dir)
+    data["daemon"] = "running" if rt and rt.get("alive") else "not running"
+    alive = bool(rt and rt.get("alive"))
+    data["broker"] = ("connected" if rt and rt.get("mqtt_connected") else "disconnected") if alive else "unknown"
+    data["last_error"] = (rt or {}).get("mqtt_last_error") or (rt or {}).get("writer_last_error")
+    data["stale_stages"] = (rt or {}).get("stale_stages", [])
+    return data
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    cfg = load_or_exit(args)
+    data = status_data(cfg)
+    if args.json:
+        print(json.dumps(data, ensure_ascii=False))
+        return EXIT_OK
+    print(f"device:        {data['device']} (site {data['site']}, profile {data['profile']})")
+    print(f"daemon:        {data['daemon']}")
+    print(f"broker:        {data['broker']}")
+    if data["chain_head"]:
+        print(f"chain head:    seq {data['chain_head']['seq']} {data['chain_head']['hash'][:16]}...")
+        ob = data["outbox"]
+        age = f", oldest {ob['oldest_undelivered_age_s']} s" if ob["oldest_undelivered_age_s"] else ""
+        print(f"outbox:        {ob['depth']} undelivered{age}; {ob['stored']} stored ({ob['stored_mb']} MB)")
+        print(f"last delivered: seq {data['last_delivered_seq']}")
+    else:
+        print("outbox:        none yet (the agent has not run)")
+    if data["stale_stages"]:
+        print(f"stuck stages:  {', '.join(data['stale_stages'])}")
+    print(f"last error:    {data['last_error'] or data.get('outbox_error') or '-'}")
+    return EXIT_OK
+
+
+def cmd_outbox_export(args: argparse.Namespace) -> int:
+    from edge_agent.spine.outbox import Outbox
+
+    cfg = load_or_exit(args)
+    if not cfg.db_path.exists():
+        return fail(f"{cfg.db_path}: no outbox yet (has the agent run?)")
+    ob = Outbox(cfg.db_path, readonly=True)
+    out = sys.stdout.buffer
+    try:
+        for data in ob.export(args.since or 0):
+            out.write(data + b"\n")
+    except BrokenPipeError:
+        pass
+    finally:
+        ob.close()
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- verify
+
+
+def cmd_verify(args: argparse.Namespace) -> int:
+    from edge_agent.spine.verify import FAIL, Verifier
+
+    keys = load_public_keys(Path(args.pubkey))  # a KeyError_ becomes one clean line in main()
+    if args.mqtt:
+        v = Verifier(keys, strict_order=False)
+        rc = _verify_mqtt(v, args)
+        if rc is not None:
+            return rc
+    else:
+        v = Verifier(keys, strict_order=True)
+        src = args.records
+        if src in (None, "-"):
+            for n, line in enumerate(sys.stdin.buffer, 1):
+                v.add_line(line, f"line {n}: ")
+        else:
+            try:
+                with open(src, "rb") as f:
+                    for n, line in enumerate(f, 1):
+                        v.add_line(line, f"{src}:{n}: ")
+            except OSError as exc:
+                return fail(f"{src}: cannot read: {exc.strerror}")
+    for finding in v.finish():
+        if finding.level == FAIL or args.verbose or finding.what in ("signed_gap",):
+            print(finding.line())
+    s = v.summary()
+    verdict = "INTACT" if v.ok else "NOT INTACT"
+    print(
+        f"{verdict}: device {s['device']}, {s['unique']} record(s) (seq {s['first_seq']}..{s['last_seq']}), "
+        f"{s['received']} received, {s['failures']} failure(s)"
+    )
+    return EXIT_OK if v.ok and s["unique"] > 0 else EXIT_FAIL
+
+
+def _verify_mqtt(v: Any, args: argparse.Namespace) -> int | None:
+    import paho.mqtt.client as mqtt
+
+    from edge_agent.errors import SyncError
+    from edge_agent.settings import MqttConfig
+    from edge_agent.spine.sync import make_client
+
+    try:
+        m = MqttConfig(
+            url=args.mqtt,
+            ca_file=args.ca_file,
+            cert_file=args.cert_file,
+            key_file=args.key_file,
+            username=args.username,
+            password_file=args.password_file,
+        )
+        client = make_client(m, args.client_id or f"edge-verify-{os.getpid()}")
+    except (SyncError, ValueError) as exc:
+        return fail(str(exc))
+    last_msg = [time.monotonic()]
+    lock = threading.Lock()
+    connected = threading.Event()
+    errors: list[str] = []
+
+    def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            errors.append(f"broker refused the connection: {reason}")
+            return
+        c.subscribe(args.topic, qos=1)
+        connected.set()
+
+    def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        with lock:
+            last_msg[0] = time.monotonic()
+            v.add_line(bytes(msg.payload), f"{msg.topic}: ")
+
+    client.on_connect = on_connect
+    client.on_message = on_message
+    try:
+        client.connect(m.host, m.port, 30)
+    except OSError as exc:
+        from edge_agent.spine.sync import describe_connect_error
+
+        return fail(describe_connect_error(exc, m))
+    client.loop_start()
+    deadline = time.monotonic() + args.timeout
+    try:
+        while time.monotonic() < deadline:
+            time.sleep(0.1)
+            if errors:
+                return fail(errors[0])
+            with lock:
+                done = args.count and v.received >= args.count
+                idle = connected.is_set() and time.monotonic() - last_msg[0] > args.idle
+            if done or idle:
+                break
+    except KeyboardInterrupt:
+        pass
+    finally:
+        client.disconnect()
+        client.loop_stop()
+    return None
+
+
+# ---------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the command table, in one place
+    p = argparse.ArgumentParser(
+        prog="edge-agent",
+        description="Edge agent for after-sales logistics: signed records from benches, trucks and sensor points.",
+    )
+    p.add_argument("--version", action="version", version=f"edge-agent {__version__}")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND")
+    sub.required = True
+
+    s = sub.add_parser("init", help="provision a device: config, state dir, Ed25519 key")
+    s.add_argument("--profile", required=True, choices=["bench", "truck", "sensors"])
+    s.add_argument("--device-id", required=True)
+    s.add_argument("--site", required=True)
+    s.add_argument("--broker", default="mqtt://127.0.0.1:1883", help="mqtt://host:port or mqtts://host:port")
+    s.add_argument("--dir", required=True, help="folder for config.toml (e.g. /etc/edge-agent)")
+    s.add_argument("--state-dir", help="state folder (default: DIR/state; on a service install /var/lib/edge-agent)")
+    s.add_argument("--force", action="store_true", help="overwrite an existing config.toml")
+    s.add_argument(
+        "--force-key", action="store_true", help="replace an existing device key (central must re-register it)"
+    )
+    s.set_defaults(func=cmd_init)
+
+    k = sub.add_parser("keys", help="show or export the device key").add_subparsers(dest="keys_cmd", metavar="ACTION")
+    k.required = True
+    s = k.add_parser("show", help="device id, key id and public key")
+    add_config_arg(s)
+    s.set_defaults(func=cmd_keys_show)
+    s = k.add_parser("export-public", help="public key as PEM (SubjectPublicKeyInfo) on stdout, for `verify`")
+    add_config_arg(s)
+    s.set_defaults(func=cmd_keys_export)
+
+    c = sub.add_parser("config", help="check, show or change the config").add_subparsers(
+        dest="config_cmd", metavar="ACTION"
+    )
+    c.required = True
+    s = c.add_parser("check", help="validate; exit 0 when good, 2 with one line per problem")
+    add_config_arg(s)
+    s.set_defaults(func=cmd_config_check)
+    s = c.add_parser("show", help="effective config as JSON, secrets masked")
+    add_config_arg(s)
+    s.set_defaults(func=cmd_config_show)
+    s = c.add_parser("set", help="change one dotted key in place (comments kept, validated, atomic)")
+    add_config_arg(s)
+    s.add_argument("key")
+    s.add_argument("value")
+    s.set_defaults(func=cmd_config_set)
+
+    s = sub.add_parser("run", help="run the agent in the foreground (systemd supervises it)")
+    add_config_arg(s)
+    s.add_argument("--log-level", choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+    s.set_defaults(func=cmd_run)
+
+    s = sub.add_parser("status", help="chain head, outbox depth, broker state (daemon running or not)")
+    add_config_arg(s)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    o = sub.add_parser("outbox", help="outbox tools").add_subparsers(dest="outbox_cmd", metavar="ACTION")
+    o.required = True
+    s = o.add_parser("export", help="records as JSON lines on stdout")
+    add_config_arg(s)
+    s.add_argument("--since", type=int, metavar="SEQ", help="first seq to export")
+    s.set_defaults(func=cmd_outbox_export)
+
+    s = sub.add_parser("verify", help="check a record stream: signatures, links, seq, gaps (exit 0 only if intact)")
+    s.add_argument("--pubkey", required=True, help="device public key PEM (from `keys export-public`)")
+    s.add_argument("records", nargs="?", help="JSON-lines file, or - for stdin (default)")
+    s.add_argument("--mqtt", metavar="URL", help="subscribe to a broker instead of reading a file")
+    s.add_argument("--topic", default="edge/+/+/rec/#", help="topic filter, e.g. $share/verify/edge/site/dev/rec/#")
+    s.add_argument("--count", type=int, default=0, help="stop after this many records")
+    s.add_argument("--idle", type=float, default=5.0, help="stop after this many seconds without records")
+    s.add_argument("--timeout", type=float, default=300.0, help="stop after this many seconds in all")
+    s.add_argument("--ca-file")
+    s.add_argument("--cert-file")
+    s.add_argument("--key-file")
+    s.add_argument("--username")
+    s.add_argument("--password-file")
+    s.add_argument("--client-id")
+    s.add_argument("--verbose", "-v", action="store_true", help="also print informational findings")
+    s.set_defaults(func=cmd_verify)
+
+    for name in PLUGIN_MODULES:
+        try:
+            mod = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        register = getattr(mod, "register", None)
+        if register is not None:
+            register(sub)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        rc: int = args.func(args)
+    except KeyboardInterrupt:
+        return 130
+    except EdgeAgentError as exc:
+        return fail(str(exc))
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,184 @@
+"""`edge-agent sensors list` (serial ports and what is likely on each) and `sensors watch NAME` (live readings)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import queue
+import sys
+import threading
+import time
+from typing import Any
+
+from serial.tools import list_ports
+
+from edge_agent.cli.common import EXIT_CONFIG, EXIT_OK, add_config_arg, fail, load_or_exit
+from edge_agent.cli.probe import ProbeResult, probe_port
+from edge_agent.drivers.base import DriverRunner
+from edge_agent.drivers.modbus.driver import ModbusMeterDriver
+from edge_agent.drivers.readings import MeterReading
+from edge_agent.settings import AgentConfig, resolve_config_path
+
+
+def register(subparsers: Any) -> None:
+    """Add the `sensors` command group to the top-level CLI."""
+    p = subparsers.add_parser("sensors", help="serial ports and meters at a sensor point")
+    sub = p.add_subparsers(dest="sensors_cmd", metavar="COMMAND")
+    sub.required = True
+
+    ls = sub.add_parser(
+        "list",
+        help="list serial ports and what is likely on each (NMEA, ELM327, MT-SICS, Modbus)",
+        description="Lists the machine's serial ports and the ports in the config (or only each --port), and "
+        "probes each: listens for NMEA sentences, then sends ATI (ELM327), I4/S (MT-SICS scale) and a "
+        "one-register Modbus read to unit 1, at each family's usual baud rates. Ports the running agent "
+        "holds are reported busy and left alone.",
+    )
+    add_config_arg(ls)
+    ls.add_argument(
+        "--port", action="append", default=[], metavar="URL", help="probe only this port or pyserial URL (repeatable)"
+    )
+    ls.add_argument("--timeout-s", type=float, default=1.2, help="per protocol and baud rate (default 1.2)")
+    ls.add_argument("--no-probe", action="store_true", help="only list the ports")
+    ls.add_argument("--json", action="store_true", help="one JSON object per port")
+    ls.set_defaults(func=cmd_list)
+
+    w = sub.add_parser(
+        "watch",
+        help="show live readings of one configured meter",
+        description="Polls the meter named NAME in [[sensors.meters]] and prints each reading "
+        "until Ctrl-C (or --count readings). Stop the agent first: it holds the port.",
+    )
+    add_config_arg(w)
+    w.add_argument("name", metavar="NAME", help="a meter name from [[sensors.meters]]")
+    w.add_argument("--count", type=int, default=0, help="stop after this many readings (default: run until Ctrl-C)")
+    w.add_argument("--json", action="store_true", help="one JSON object per reading")
+    w.set_defaults(func=cmd_watch)
+
+
+# ---------------------------------------------------------------- list
+
+
+def _optional_config(args: argparse.Namespace) -> AgentConfig | None:
+    """The config if there is one; `sensors list` also runs on a device not yet set up."""
+    path = resolve_config_path(getattr(args, "config", None))
+    if not path.exists() and args.config is None:
+        return None
+    return load_or_exit(args)
+
+
+def _ports_to_list(args: argparse.Namespace, cfg: AgentConfig | None) -> dict[str, dict[str, Any]]:
+    """Port -> row: the --port URLs if given, else the machine's ports and the config's; meters noted."""
+    ports: dict[str, dict[str, Any]] = {}
+    meters = cfg.sensors.meters if cfg is not None else []
+    if args.port:
+        for url in args.port:
+            ports.setdefault(url, {"port": url, "description": "", "configured": ""})
+    else:
+        for info in sorted(list_ports.comports(), key=lambda i: i.device):
+            ports[info.device] = {"port": info.device, "description": info.description or "", "configured": ""}
+        for m in meters:
+            ports.setdefault(m.port, {"port": m.port, "description": "", "configured": ""})
+    for m in meters:
+        if m.port in ports:
+            configured = f"meter {m.name} ({m.model_name or 'modbus'}, unit {m.unit_id})"
+            previous = ports[m.port]["configured"]
+            ports[m.port]["configured"] = f"{previous}; {configured}" if previous else configured
+    return ports
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    ports = _ports_to_list(args, _optional_config(args))
+    if not ports:
+        print("no serial ports found (plug in the adapter, or pass --port URL)")
+        return EXIT_OK
+    for entry in ports.values():
+        if args.no_probe:
+            entry.update(likely=None, baud=None, detail="not probed", error=None)
+        else:
+            r: ProbeResult = probe_port(entry["port"], timeout_s=args.timeout_s)
+            entry.update(likely=r.protocol, baud=r.baud, detail=r.detail, error=r.error)
+        if args.json:
+            print(json.dumps(entry, ensure_ascii=False), flush=True)
+        else:
+            likely = entry["likely"] or "-"
+            baud = f"{entry['baud']} baud" if entry["baud"] else ""
+            what = entry["error"] or entry["detail"]
+            extra = "  [" + entry["configured"] + "]" if entry["configured"] else ""
+            desc = f"  ({entry['description']})" if entry["description"] and entry["description"] != "n/a" else ""
+            print(f"{entry['port']}{desc}: {likely} {baud} - {what}{extra}", flush=True)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- watch
+
+
+def _format(reading: MeterReading) -> str:
+    values = "  ".join(
+        f"{k}={v:g}{(' ' + reading.units[k]) if reading.units.get(k) else ''}"
+        for k, v in sorted(reading.values.items())
+    )
+    return f"{reading.t_utc.strftime('%H:%M:%S')}  {values}"
+
+
+def cmd_watch(args: argparse.Namespace) -> int:
+    cfg = load_or_exit(args)
+    meters = {m.name: m for m in cfg.sensors.meters}
+    meter = meters.get(args.name)
+    if meter is None:
+        known = ", ".join(meters) or "none configured"
+        return fail(f"{cfg.source}: sensors.meters: no meter named {args.name!r} (meters: {known})", EXIT_CONFIG)
+    readings: queue.Queue[MeterReading] = queue.Queue(64)
+    stop = threading.Event()
+
+    def on_reading(r: MeterReading) -> None:
+        while not stop.is_set():
+            try:
+                readings.put(r, timeout=0.5)
+                return
+            except queue.Full:
+                continue
+
+    runner = DriverRunner(ModbusMeterDriver(meter), on_reading, stop, backoff_max_s=10.0)
+    print(
+        f"watching {meter.name} on {meter.port} (unit {meter.unit_id}, {meter.baud} {meter.parity}), "
+        f"every {meter.poll_interval_s:g} s; Ctrl-C to stop",
+        file=sys.stderr,
+    )
+    runner.start()
+    seen, was_connected, since = 0, False, time.monotonic()
+    try:
+        while args.count <= 0 or seen < args.count:
+            try:
+                r = readings.get(timeout=0.5)
+            except queue.Empty:
+                if runner.connected != was_connected or (not was_connected and time.monotonic() - since > 5):
+                    state = "connected" if runner.connected else f"waiting for the meter: {runner.last_error}"
+                    print(f"-- {state}", file=sys.stderr, flush=True)
+                    was_connected, since = runner.connected, time.monotonic()
+                continue
+            was_connected = True
+            seen += 1
+            if args.json:
+                print(
+                    json.dumps(
+                        {
+                            "meter": r.meter,
+                            "t": r.t_utc.isoformat(),
+                            "values": r.values,
+                            "units": r.units,
+                            "raw": r.raw,
+                        },
+                        ensure_ascii=False,
+                    ),
+                    flush=True,
+                )
+            else:
+                print(_format(r), flush=True)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        runner.join(3.0)
+    print(f"-- {seen} reading(s), {runner.frames_bad} bad poll(s), {runner.reconnects} reconnect(s)", file=sys.stderr)
+    return EXIT_OK

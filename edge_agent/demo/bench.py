@@ -1,0 +1,87 @@
+"""The bench demo's simulated bench: an RF scanner twin and a folder-camera twin fed with shipped slips."""
+
+from __future__ import annotations
+
+import csv
+import json
+import threading
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from edge_agent.settings import set_value
+
+SLIP_INTERVAL_S = 6.0
+
+
+def demo_slips() -> tuple[Path, dict[str, dict[str, Any]]]:
+    folder = Path(str(resources.files("edge_agent.demo").joinpath("slips")))
+    truth: dict[str, dict[str, Any]] = json.loads((folder / "truth.json").read_text(encoding="utf-8"))
+    return folder, truth
+
+
+class BenchOperator:
+    """Plays a warehouse worker: scan a slip's barcode, put the slip under the camera, next one."""
+
+    def __init__(self, scanner: Any, camera: Any, interval_s: float = SLIP_INTERVAL_S) -> None:
+        self.scanner = scanner
+        self.camera = camera
+        self.interval_s = interval_s
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.done = 0
+
+    def start(self) -> BenchOperator:
+        self._thread = threading.Thread(target=self._run, name="demo-operator", daemon=True)
+        self._thread.start()
+        return self
+
+    def _run(self) -> None:
+        folder, truth = demo_slips()
+        names = sorted(truth)
+        i = 0
+        if self._stop.wait(3.0):  # let the agent load its OCR models first
+            return
+        while not self._stop.is_set():
+            name = names[i % len(names)]
+            self.scanner.scan(truth[name]["order_no"])
+            self.camera.drop_bytes((folder / name).read_bytes(), ext=Path(name).suffix)
+            self.done += 1
+            i += 1
+            self._stop.wait(self.interval_s)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(2)
+
+
+def write_manifest(path: Path, truth: dict[str, dict[str, Any]]) -> None:
+    """The expected returns for the demo slips, as central would send them."""
+    with path.open("w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(["order_no", "sku", "quantity", "customer_id"])
+        for t in truth.values():
+            w.writerow([t["order_no"], t["sku"], max(int(t["quantity"]), 1) + 1, t["customer_id"]])
+
+
+def setup_bench(cfg_path: Path, work: Path, twins: Any) -> None:
+    from edge_agent.drivers.camera.twin import FolderCameraTwin
+    from edge_agent.drivers.scanner.twin import ScannerTwin
+
+    _, truth = demo_slips()
+    drop = work / "camera-drop"
+    drop.mkdir(parents=True, exist_ok=True)
+    scanner = twins.add(ScannerTwin(link=work / "scanner"))
+    camera = FolderCameraTwin(drop)
+    write_manifest(work / "expected-returns.csv", truth)
+    twins.add(BenchOperator(scanner, camera))
+    with cfg_path.open("a", encoding="utf-8") as f:
+        f.write(
+            "\n# ---- added by `edge-agent demo`: the twins and the demo's expected returns\n"
+            f'[bench.camera]\nkind = "folder"\npath = "{drop}"\n\n'
+            f'[bench.scanner]\nkind = "serial"\nport = "{scanner.path}"\n'
+        )
+    set_value(cfg_path, "bench.validation.manifest", f'"{work / "expected-returns.csv"}"')
+    # The shipped demo slips carry return dates from 2024: widen the window so they are in it.
+    set_value(cfg_path, "bench.validation.return_window_days", "3650")

@@ -1,0 +1,80 @@
+"""What `edge-agent demo` simulates for each profile: which twins, and the config that points at them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from edge_agent.settings import set_value
+
+# A delivery run out of a Beijing depot towards Tianjin, sped up 30x: parked, a drive, a stop
+# to unload, the drive on, parked at the sorting centre.
+TRUCK_SPEEDUP = 30.0
+TRUCK_START = (39.9042, 116.4074)
+TRUCK_HEADING_DEG = 120.0
+
+
+def truck_legs() -> list[Any]:
+    from edge_agent.drivers.nmea.twin import Leg
+
+    return [
+        Leg(120, 0.0, TRUCK_HEADING_DEG),
+        Leg(900, 72.0, TRUCK_HEADING_DEG),
+        Leg(420, 0.0, TRUCK_HEADING_DEG),
+        Leg(900, 72.0, TRUCK_HEADING_DEG),
+        Leg(100000, 0.0, TRUCK_HEADING_DEG),
+    ]
+
+
+def _end_of(legs: list[Any]) -> tuple[float, float]:
+    from geographiclib.geodesic import Geodesic
+
+    lat, lon = TRUCK_START
+    for leg in legs:
+        d = Geodesic.WGS84.Direct(lat, lon, leg.heading_deg, leg.speed_kmh / 3.6 * leg.duration_s)
+        lat, lon = d["lat2"], d["lon2"]
+    return lat, lon
+
+
+def setup_truck(cfg_path: Path, work: Path, twins: Any) -> None:
+    from edge_agent.drivers.elm327.twin import Elm327Twin
+    from edge_agent.drivers.nmea.twin import NmeaTwin
+    from edge_agent.drivers.scale.twin import ScaleTwin
+
+    legs = truck_legs()
+    gps = twins.add(
+        NmeaTwin(
+            link=work / "gps",
+            legs=legs,
+            start_lat=TRUCK_START[0],
+            start_lon=TRUCK_START[1],
+            start_t=datetime.now(UTC),
+            speedup=TRUCK_SPEEDUP,
+        )
+    )
+    obd = twins.add(Elm327Twin(link=work / "obd", time_scale=TRUCK_SPEEDUP))
+    scale = twins.add(ScaleTwin(link=work / "axle", fmt="and", time_scale=TRUCK_SPEEDUP))
+    set_value(cfg_path, "telematics.transport_id", '"京A12345"')
+    set_value(cfg_path, "telematics.gps.port", f'"{gps.path}"')
+    mid_lat, mid_lon = _end_of(legs[:2])
+    end_lat, end_lon = _end_of(legs[:4])
+    with cfg_path.open("a", encoding="utf-8") as f:
+        f.write(
+            "\n# ---- added by `edge-agent demo`: the twins' pseudo-terminals and the run's geofences\n"
+            f'[telematics.fuel]\nkind = "elm327"\nport = "{obd.path}"\n\n'
+            f'[telematics.weight]\nkind = "scale"\nport = "{scale.path}"\nprotocol = "continuous"\n\n'
+            "[telematics.trips]\nmin_trip_s = 120.0\nmin_parking_s = 240.0\n\n"
+            f'[[telematics.geofences]]\nname = "北京仓库"\nlat = {TRUCK_START[0]}\nlon = {TRUCK_START[1]}\n'
+            "radius_m = 500.0\n\n"
+            f'[[telematics.geofences]]\nname = "廊坊中转站"\nlat = {mid_lat:.6f}\nlon = {mid_lon:.6f}\n'
+            "radius_m = 500.0\n\n"
+            f'[[telematics.geofences]]\nname = "天津分拣中心"\nlat = {end_lat:.6f}\nlon = {end_lon:.6f}\n'
+            "radius_m = 500.0\n"
+        )
+
+
+def setup_bench(cfg_path: Path, work: Path, twins: Any) -> None:
+    from edge_agent.demo.bench import setup_bench as impl
+
+    impl(cfg_path, work, twins)

@@ -1,0 +1,316 @@
+"""`edge-agent demo`: twins, a local mosquitto, the agent and a verifying subscriber, shown live."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, fail
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def find_mosquitto() -> str | None:
+    return shutil.which("mosquitto") or next(
+        (p for p in ("/usr/sbin/mosquitto", "/usr/local/sbin/mosquitto") if Path(p).exists()), None
+    )
+
+
+class LocalBroker:
+    """A mosquitto on a free loopback port, anonymous, for the demo only."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = directory
+        self.port = free_port()
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> str:
+        exe = find_mosquitto()
+        if exe is None:
+            raise RuntimeError("mosquitto not found: install it (sudo apt install mosquitto) and run the demo again")
+        conf = self.dir / "mosquitto.conf"
+        conf.write_text(
+            f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
+            f"log_dest file {self.dir / 'mosquitto.log'}\n"
+        )
+        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline:
+            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
+                return f"mqtt://127.0.0.1:{self.port}"
+            time.sleep(0.05)
+        self.stop()
+        raise RuntimeError(f"mosquitto did not start on port {self.port}; see {self.dir / 'mosquitto.log'}")
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(3)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+
+
+class Twins:
+    """The profile's simulated devices; each has start()/stop()."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def add(self, twin: Any) -> Any:
+        twin.start()
+        self.items.append(twin)
+        return twin
+
+    def stop(self) -> None:
+        for t in reversed(self.items):
+            with contextlib.suppress(Exception):
+                t.stop()
+
+
+class Watcher:
+    """A central-side subscriber that verifies every record as it arrives."""
+
+    def __init__(self, url: str, pub_pem: Path, topic: str) -> None:
+        import paho.mqtt.client as mqtt
+        from paho.mqtt.enums import CallbackAPIVersion
+
+        from edge_agent.spine.keys import load_public_keys
+        from edge_agent.spine.verify import Verifier
+
+        self.verifier = Verifier(load_public_keys(pub_pem))
+        self.lock = threading.Lock()
+        self.by_kind: dict[str, int] = {}
+        self.recent: list[dict[str, Any]] = []
+        self.bad = 0
+        self.client = mqtt.Client(
+            CallbackAPIVersion.VERSION2, client_id=f"demo-central-{os.getpid()}", protocol=mqtt.MQTTv5
+        )
+        self.client.on_message = self._on_message
+        port = int(url.rsplit(":", 1)[1])
+        self.client.connect("127.0.0.1", port, 30)
+        self.client.subscribe(topic, qos=1)
+        self.client.loop_start()
+
+    def _on_message(self, _c: Any, _u: Any, msg: Any) -> None:
+        from edge_agent.spine.records import check_record
+
+        try:
+            rec = json.loads(msg.payload)
+        except ValueError:
+            with self.lock:
+                self.bad += 1
+            return
+        keys = self.verifier.public_keys
+        with self.lock:
+            self.verifier.add(rec)
+            if check_record(rec, keys[0]):
+                self.bad += 1
+            kind = str(rec.get("kind"))
+            self.by_kind[kind] = self.by_kind.get(kind, 0) + 1
+            if kind in ("trip", "return_inspection", "event", "sensor", "gap"):
+                self.recent.append(rec)
+                self.recent = self.recent[-8:]
+
+    def verdict(self) -> tuple[bool, dict[str, Any]]:
+        with self.lock:
+            self.verifier.findings = []
+            self.verifier.finish()
+            return self.verifier.ok and self.bad == 0, self.verifier.summary()
+
+    def stop(self) -> None:
+        with contextlib.suppress(Exception):
+            self.client.disconnect()
+            self.client.loop_stop()
+
+
+def describe(rec: dict[str, Any]) -> str:
+    b = rec.get("body", {})
+    k = rec.get("kind")
+    if k == "trip":
+        return (
+            f"{b.get('route', '')} {b.get('distance_km', 0):.2f} km, fuel {b.get('fuel_used_l')} L, "
+            f"CO2 {b.get('co2_kg')} kg"
+        )
+    if k == "return_inspection":
+        f = b.get("fields", {})
+        who = " (reviewed)" if b.get("human_reviewed") else ""
+        return f"order {f.get('order_no')} sku {f.get('sku')} x{f.get('quantity')} {f.get('reason')}{who}"
+    if k == "event":
+        return str(b.get("event") or b.get("type") or json.dumps(b, ensure_ascii=False)[:80])
+    return json.dumps(b, ensure_ascii=False)[:80]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear down in one place
+    work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix=f"edge-agent-demo-{args.profile}-"))
+    work.mkdir(parents=True, exist_ok=True)
+    broker = LocalBroker(work)
+    twins = Twins()
+    agent: subprocess.Popen[bytes] | None = None
+    watcher: Watcher | None = None
+    stop = threading.Event()
+    with contextlib.suppress(ValueError):
+        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    try:
+        try:
+            url = broker.start()
+        except RuntimeError as exc:
+            return fail(str(exc))
+        from edge_agent.cli.main import main as cli_main
+
+        cfg_dir = work / "etc"
+        if (cfg_dir / "config.toml").exists():
+            (cfg_dir / "config.toml").unlink()
+        with contextlib.redirect_stdout(open(os.devnull, "w")):
+            rc = cli_main(
+                [
+                    "init",
+                    "--profile",
+                    args.profile,
+                    "--device-id",
+                    f"demo-{args.profile}",
+                    "--site",
+                    "demo",
+                    "--broker",
+                    url,
+                    "--dir",
+                    str(cfg_dir),
+                    "--state-dir",
+                    str(work / "state"),
+                ]
+            )
+        if rc != 0:
+            return rc
+        cfg_path = cfg_dir / "config.toml"
+        from edge_agent.demo import profiles as demo_profiles
+        from edge_agent.settings import set_value
+
+        set_value(cfg_path, "health.interval_s", "5")
+        set_value(cfg_path, "checkpoint.interval_s", "10")
+        setup = demo_profiles.setup_truck if args.profile == "truck" else demo_profiles.setup_bench
+        setup(cfg_path, work, twins)
+        pub = work / "device.pub.pem"
+        with open(pub, "wb") as f:
+            subprocess.run(
+                [sys.executable, "-m", "edge_agent.cli", "keys", "export-public", "--config", str(cfg_path)],
+                stdout=f,
+                check=True,
+            )
+        watcher = Watcher(url, pub, f"edge/demo/demo-{args.profile}/rec/#")
+        log_file = open(work / "agent.log", "wb")  # noqa: SIM115
+        agent = subprocess.Popen(
+            [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(cfg_path)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + args.duration if args.duration else float("inf")
+        show = _live(args, watcher, cfg_path, agent=agent, stop=stop, deadline=deadline)
+        show()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if agent is not None and agent.poll() is None:
+            agent.send_signal(signal.SIGTERM)
+            try:
+                agent.wait(15)
+            except subprocess.TimeoutExpired:
+                agent.kill()
+        time.sleep(0.5)
+        ok, summary = watcher.verdict() if watcher else (False, {})
+        if watcher:
+            watcher.stop()
+        twins.stop()
+        broker.stop()
+    result = {
+        "type": "summary",
+        "profile": args.profile,
+        "verified": ok,
+        **summary,
+        "by_kind": watcher.by_kind if watcher else {},
+        "agent_exit": agent.returncode if agent else None,
+        "work_dir": str(work),
+    }
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(
+            f"\nrecords verified by the central subscriber: {summary.get('unique', 0)} "
+            f"({'INTACT' if ok else 'NOT INTACT'}); by kind: {result['by_kind']}"
+        )
+        print(f"agent log: {work / 'agent.log'}; config: {work / 'etc' / 'config.toml'}")
+    return EXIT_OK if ok and result["agent_exit"] == 0 else EXIT_FAIL
+
+
+def _live(
+    args: argparse.Namespace,
+    watcher: Watcher,
+    cfg_path: Path,
+    *,
+    agent: subprocess.Popen[bytes],
+    stop: threading.Event,
+    deadline: float,
+) -> Callable[[], None]:
+    from edge_agent.cli.main import status_data
+    from edge_agent.settings import load_config
+
+    cfg = load_config(cfg_path)
+
+    def table() -> Any:
+        from rich.table import Table
+
+        t = Table(title=f"edge-agent demo: {args.profile} (Ctrl-C to stop)")
+        t.add_column("seq", justify="right")
+        t.add_column("kind")
+        t.add_column("what")
+        with watcher.lock:
+            recent = list(watcher.recent)
+            kinds = dict(watcher.by_kind)
+        for rec in recent:
+            t.add_row(str(rec.get("seq")), str(rec.get("kind")), describe(rec))
+        st = status_data(cfg)
+        ob = st.get("outbox") or {}
+        t.caption = (
+            f"outbox depth {ob.get('depth', '-')} | head seq {(st.get('chain_head') or {}).get('seq', '-')} | "
+            f"received {sum(kinds.values())} {kinds} | bad {watcher.bad}"
+        )
+        return t
+
+    def show() -> None:
+        if args.json or not sys.stdout.isatty():
+            while not stop.is_set() and time.monotonic() < deadline and agent.poll() is None:
+                stop.wait(0.5)
+            return
+        from rich.live import Live
+
+        with Live(table(), refresh_per_second=2) as live:
+            while not stop.is_set() and time.monotonic() < deadline and agent.poll() is None:
+                stop.wait(0.5)
+                live.update(table())
+
+    return show
+
+
+def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
+    s = sub.add_parser("demo", help="run a profile on simulated devices with a local broker and a verifying subscriber")
+    s.add_argument("--profile", choices=["truck", "bench"], default="truck")
+    s.add_argument("--duration", type=float, default=0, help="seconds to run (default: until Ctrl-C)")
+    s.add_argument("--json", action="store_true", help="no live table; print one JSON summary line at the end")
+    s.add_argument("--dir", help="work folder (default: a new temp folder)")
+    s.set_defaults(func=cmd_demo)

@@ -1,0 +1,1 @@
+"""Pipelines: plain stages over driver readings, one package per profile."""

@@ -1,0 +1,97 @@
+"""The verdict on one slip: order-number cross-check (scan, barcode, text), confidence thresholds, review reasons."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from edge_agent.pipelines.bench.fields import FieldValue, Issue
+from edge_agent.pipelines.bench.rules_config import FieldsConfig
+from edge_agent.pipelines.bench.types import Barcode, QualityReport
+
+# Two independent readings that agree (a barcode has its own check character) are far
+# more likely right than either alone.
+AGREED_CONFIDENCE = 0.995
+BARCODE_ONLY_CONFIDENCE = 0.95
+
+
+@dataclass(frozen=True, slots=True)
+class OrderCheck:
+    """The order number as each source read it, and whether those present agree (None: fewer than two)."""
+
+    scan: str | None
+    barcode: str | None
+    ocr: str | None
+    agree: bool | None
+
+    def to_json(self) -> dict[str, str | bool | None]:
+        return {"scan": self.scan, "barcode": self.barcode, "ocr": self.ocr, "agree": self.agree}
+
+
+def order_key(text: str) -> str:
+    """What two readings of one order number share: letters and digits, upper case."""
+    return re.sub(r"[^0-9A-Z]", "", text.upper())
+
+
+def cross_check_order(
+    ocr: FieldValue, scan: str | None, barcodes: Sequence[Barcode], pattern: re.Pattern[str]
+) -> tuple[OrderCheck, FieldValue, list[Issue]]:
+    """Compare the order number from the RF scan, the photo's barcodes and the slip text.
+
+    Returns the check, the order number to use, and an issue when they disagree. Barcodes
+    that do not look like an order number (an EAN on the product, a URL) are ignored.
+    """
+    scan = scan.strip() if scan and scan.strip() else None
+    bars = list(dict.fromkeys(b.text.strip() for b in barcodes if pattern.fullmatch(b.text.strip().upper())))
+    ocr_text = str(ocr.value) if ocr.value is not None else None
+    # Several order-like barcodes: prefer one that another source confirms.
+    others = {order_key(x) for x in (scan, ocr_text) if x}
+    barcode = next((b for b in bars if order_key(b) in others), bars[0] if bars else None)
+    present = [x for x in (scan, barcode, ocr_text) if x]
+    keys = {order_key(x) for x in present} | {order_key(b) for b in bars}
+    agree = None if len(present) < 2 else len(keys) == 1
+    check = OrderCheck(scan, barcode, ocr_text, agree)
+    if not present:
+        return check, ocr, []
+    if len(keys) > 1:
+        parts = [
+            f"{name} {v}"
+            for name, v in (("scan", scan), ("barcode", ", ".join(bars) or None), ("slip text", ocr_text))
+            if v
+        ]
+        issue = Issue("order_mismatch", "order_no", "order_no differs between sources: " + "; ".join(parts))
+        best = barcode or scan or ocr_text
+        src = "barcode" if barcode else "scan" if scan else "ocr"
+        return check, FieldValue("order_no", best, round(min(ocr.confidence or 0.5, 0.5), 4), src), [issue]
+    # All present sources agree: the machine-read value is exact (keeps the dash OCR may drop).
+    if barcode is not None or scan is not None:
+        value = barcode or scan
+        conf = AGREED_CONFIDENCE if len(present) >= 2 else BARCODE_ONLY_CONFIDENCE
+        return check, FieldValue("order_no", value, max(conf, ocr.confidence), "barcode" if barcode else "scan"), []
+    return check, ocr, []
+
+
+def review_reasons(
+    values: Mapping[str, FieldValue],
+    issues: Sequence[Issue],
+    thresholds: FieldsConfig,
+    quality: QualityReport | None = None,
+) -> tuple[Issue, ...]:
+    """Every reason a person must look at this item: empty means sign and send it as it is."""
+    out: list[Issue] = []
+    if quality is not None and not quality.ok:
+        out.append(Issue("image_quality", None, "photo quality: " + ", ".join(quality.reasons)))
+    out += issues
+    flagged = {i.field for i in out}
+    for name, fv in values.items():
+        limit = thresholds.threshold(name)
+        if fv.value is not None and fv.confidence < limit and name not in flagged:
+            out.append(Issue("low_confidence", name, f"low confidence on {name} ({fv.confidence:.2f} < {limit:.2f})"))
+    seen: set[tuple[str, str | None, str]] = set()
+    unique = []
+    for i in out:
+        if (i.code, i.field, i.message) not in seen:
+            seen.add((i.code, i.field, i.message))
+            unique.append(i)
+    return tuple(unique)

@@ -1,0 +1,462 @@
+"""Slip fields from OCR lines: templates of label synonyms and value patterns, values cleaned and scored."""
+
+from __future__ import annotations
+
+import logging
+import re
+import tomllib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from edge_agent.errors import ConfigError
+from edge_agent.pipelines.bench.normalize import (
+    ReasonTable,
+    clean_code_token,
+    fix_code,
+    fold,
+    hamming,
+    match_reason,
+    parse_date,
+    parse_quantity,
+    squash,
+)
+from edge_agent.pipelines.bench.rules_config import FIELD_NAMES, FieldsConfig, PrivacyConfig, ValidationConfig
+from edge_agent.pipelines.bench.types import TextLine
+from edge_agent.resources import config_file
+
+log = logging.getLogger(__name__)
+
+KINDS = ("code", "int", "date", "reason")
+PRIVACY_ROLES = ("name", "address", "phone", "id")
+
+# Confidence factors. Measured on generated slips (docs/records-bench.md, "Calibration"): each
+# OCR confusion fixed, a label read with one wrong character, a value found on the next row,
+# and two different values for one field each make a wrong value likelier.
+PER_SUBSTITUTION = 0.9
+FUZZY_LABEL = 0.85
+NEXT_ROW = 0.95
+CONFLICT = 0.5
+AMBIGUOUS_CODE = 0.6
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """Why an item needs a person: a code a program can act on, the field, and a sentence for the reviewer."""
+
+    code: str
+    field: str | None
+    message: str
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"code": self.code, "field": self.field, "message": self.message}
+
+
+@dataclass(frozen=True, slots=True)
+class FieldSpec:
+    name: str
+    kind: str
+    labels: tuple[str, ...]
+    pattern: re.Pattern[str]
+    required: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class Template:
+    """Label synonyms and value patterns for the six fields, plus labels that only end a value."""
+
+    fields: tuple[FieldSpec, ...]
+    other_labels: tuple[str, ...]
+    name_labels: tuple[str, ...]
+    address_labels: tuple[str, ...]
+    phone_labels: tuple[str, ...]
+    id_labels: tuple[str, ...]
+
+    def spec(self, name: str) -> FieldSpec:
+        for f in self.fields:
+            if f.name == name:
+                return f
+        raise KeyError(name)
+
+
+# ---------------------------------------------------------------- templates
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"{path}: template file not found"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"{path}: cannot read: {exc}"]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"{path}: not valid TOML: {exc}"]) from None
+
+
+def _str_list(src: Path, key: str, value: Any) -> list[str]:
+    if not isinstance(value, list) or not all(isinstance(v, str) and v.strip() for v in value):
+        raise ConfigError([f"{src}: {key}: expected a list of non-empty strings, got {value!r}"])
+    return list(value)
+
+
+def _merge_field(cur: dict[str, Any], spec: dict[str, Any], name: str, src: Path) -> list[str]:
+    problems = []
+    for key, value in spec.items():
+        where = f"{src}: fields.{name}.{key}"
+        if key == "labels":
+            cur["labels"] += _str_list(src, f"fields.{name}.{key}", value)
+        elif key == "kind" and value in KINDS:
+            cur["kind"] = value
+        elif key == "kind":
+            problems.append(f"{where}: expected one of {', '.join(KINDS)}, got {value!r}")
+        elif key == "pattern":
+            try:
+                cur["pattern"] = re.compile(str(value))
+            except re.error as exc:
+                problems.append(f"{where}: expected a regular expression, got {value!r} ({exc})")
+        elif key == "required" and isinstance(value, bool):
+            cur["required"] = value
+        elif key == "required":
+            problems.append(f"{where}: expected true or false, got {value!r}")
+        else:
+            problems.append(f"{where}: unknown key (expected labels, kind, pattern or required)")
+    return problems
+
+
+def _merge_template(acc: dict[str, Any], data: dict[str, Any], src: Path) -> None:
+    problems = [
+        f"{src}: {key}: unknown key (expected fields, other, privacy or name)"
+        for key in data
+        if key not in ("fields", "other", "privacy", "name")
+    ]
+    for name, spec in (data.get("fields") or {}).items():
+        if name not in FIELD_NAMES:
+            problems.append(f"{src}: fields.{name}: unknown field (expected one of {', '.join(FIELD_NAMES)})")
+        elif not isinstance(spec, dict):
+            problems.append(f"{src}: fields.{name}: expected a table, got {spec!r}")
+        else:
+            cur = acc["fields"].setdefault(name, {"labels": [], "kind": None, "pattern": None, "required": True})
+            problems += _merge_field(cur, spec, name, src)
+    if "other" in data:
+        acc["other"] += _str_list(src, "other.labels", (data["other"] or {}).get("labels", []))
+    for role in PRIVACY_ROLES:
+        key = f"{role}_labels"
+        if key in (data.get("privacy") or {}):
+            acc[key] += _str_list(src, f"privacy.{key}", data["privacy"][key])
+    if problems:
+        raise ConfigError(problems)
+
+
+def load_template(
+    fields_cfg: FieldsConfig, privacy_cfg: PrivacyConfig | None = None, base_dir: Path | None = None
+) -> Template:
+    """The shipped template merged with the site's template files and extra labels from the config."""
+    acc: dict[str, Any] = {"fields": {}, "other": []}
+    for role in PRIVACY_ROLES:
+        acc[f"{role}_labels"] = []
+    files = [config_file("templates/default.toml")] if fields_cfg.builtin_template else []
+    files += [p if p.is_absolute() or base_dir is None else base_dir / p for p in fields_cfg.templates]
+    for path in files:
+        _merge_template(acc, _read_toml(path), path)
+    for name, labels in fields_cfg.extra_labels.items():
+        acc["fields"].setdefault(name, {"labels": [], "kind": None, "pattern": None, "required": True})
+        acc["fields"][name]["labels"] += labels
+    if privacy_cfg is not None:
+        acc["name_labels"] += privacy_cfg.extra_name_labels
+        acc["address_labels"] += privacy_cfg.extra_address_labels
+    specs = []
+    problems = []
+    for name in FIELD_NAMES:
+        cur = acc["fields"].get(name)
+        if cur is None or not cur["labels"] or cur["kind"] is None or cur["pattern"] is None:
+            problems.append(
+                f"templates: fields.{name}: needs labels, kind and pattern (none of the templates "
+                f"{', '.join(str(p) for p in files) or '(none)'} gives all three)"
+            )
+            continue
+        specs.append(FieldSpec(name, cur["kind"], tuple(dict.fromkeys(cur["labels"])), cur["pattern"], cur["required"]))
+    if problems:
+        raise ConfigError(problems)
+    return Template(
+        tuple(specs),
+        tuple(acc["other"]),
+        tuple(acc["name_labels"]),
+        tuple(acc["address_labels"]),
+        tuple(acc["phone_labels"]),
+        tuple(acc["id_labels"]),
+    )
+
+
+def load_reasons(cfg: ValidationConfig) -> ReasonTable:
+    """The canonical reasons (config, else config/reasons.toml) with every phrase meaning each."""
+    src = config_file("reasons.toml")
+    data = _read_toml(src)
+    shipped: dict[str, list[str]] = {}
+    for i, entry in enumerate(data.get("reason", [])):
+        if not isinstance(entry, dict) or not isinstance(entry.get("name"), str):
+            raise ConfigError([f"{src}: reason[{i}]: expected a table with name and synonyms"])
+        shipped[entry["name"]] = _str_list(src, f"reason[{i}].synonyms", entry.get("synonyms", []))
+    canonical = list(cfg.reasons) or list(shipped)
+    synonyms: dict[str, list[str]] = {r: list(shipped.get(r, [])) for r in canonical}
+    for reason, words in cfg.reason_synonyms.items():
+        if reason not in canonical:
+            raise ConfigError(
+                [
+                    f"config: bench.validation.reason_synonyms.{reason}: expected one of the reasons "
+                    f"({', '.join(canonical)}), got {reason!r}"
+                ]
+            )
+        synonyms[reason] += words
+    return ReasonTable.build(canonical, synonyms)
+
+
+# ---------------------------------------------------------------- rows
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    """OCR boxes on one visual line, left to right, joined by spaces; one confidence per character."""
+
+    text: str
+    confs: tuple[float, ...]
+    box_starts: frozenset[int]
+
+
+def group_rows(lines: Sequence[TextLine]) -> tuple[Row, ...]:
+    """Boxes whose vertical centres fall inside each other's band form one row, sorted top to bottom."""
+    boxed = [ln for ln in lines if ln.box[3] > 0]
+    unboxed = [ln for ln in lines if ln.box[3] <= 0]
+    boxed.sort(key=lambda ln: ln.box[1] + ln.box[3] / 2)
+    groups: list[list[TextLine]] = []
+    for ln in boxed:
+        cy = ln.box[1] + ln.box[3] / 2
+        if groups:
+            last = groups[-1]
+            top = min(b.box[1] for b in last)
+            bottom = max(b.box[1] + b.box[3] for b in last)
+            lcy = sum(b.box[1] + b.box[3] / 2 for b in last) / len(last)
+            if top <= cy <= bottom and ln.box[1] <= lcy <= ln.box[1] + ln.box[3]:
+                last.append(ln)
+                continue
+        groups.append([ln])
+    groups += [[ln] for ln in unboxed]
+    rows = []
+    for g in groups:
+        g.sort(key=lambda b: b.box[0])
+        text, confs, starts = "", [], set()
+        for b in g:
+            if text:
+                text += " "
+                confs.append(1.0)
+            starts.add(len(text))
+            text += b.text
+            confs += [max(0.0, min(1.0, float(b.confidence)))] * len(b.text)
+        rows.append(Row(text, tuple(confs), frozenset(starts)))
+    return tuple(rows)
+
+
+# ---------------------------------------------------------------- labels
+
+
+@dataclass(frozen=True, slots=True)
+class LabelHit:
+    start: int
+    end: int  # after the label and its colon
+    role: str  # a field name, "name"/"address"/"phone"/"id", or "other"
+    fuzzy: bool
+
+
+class LabelMatcher:
+    """Finds template labels in row text; a label counts before a colon, or alone at the start of a box."""
+
+    def __init__(self, template: Template) -> None:
+        roles: dict[str, str] = {}
+        for f in template.fields:
+            for lab in f.labels:
+                roles.setdefault(squash(lab), f.name)
+        for role in PRIVACY_ROLES:
+            for lab in getattr(template, f"{role}_labels"):
+                roles.setdefault(squash(lab), role)
+        for lab in template.other_labels:
+            roles.setdefault(squash(lab), "other")
+        roles.pop("", None)
+        self.roles = roles
+        alts = []
+        for lab in sorted(roles, key=len, reverse=True):
+            body = r"\s*".join(re.escape(c) for c in lab)
+            guard = r"(?<![a-z0-9])" if lab[0].isascii() and lab[0].isalnum() else ""
+            alts.append(guard + body)
+        self.rx = re.compile("(?:" + "|".join(alts) + r")(?P<colon>\s*[:;])?")
+        # Only field labels are guessed when misread (one wrong character, 3+ characters long).
+        self.fuzzy = [(lab, role) for lab, role in roles.items() if role in FIELD_NAMES and len(lab) >= 3]
+
+    def find(self, row: Row) -> list[LabelHit]:
+        text = fold(row.text)
+        hits: list[LabelHit] = []
+        for m in self.rx.finditer(text):
+            start, end = m.span()
+            label = "".join(text[m.start() : m.end() - len(m.group("colon") or "")].split())
+            after = text[end : end + 1]
+            at_box = start in row.box_starts or start == 0
+            if m.group("colon") or end == len(text) or (at_box and after.isspace()):
+                hits.append(LabelHit(start, end, self.roles[label], False))
+        hits += self._fuzzy_hits(text, hits)
+        hits.sort(key=lambda h: h.start)
+        return hits
+
+    def _fuzzy_hits(self, text: str, hits: list[LabelHit]) -> list[LabelHit]:
+        out = []
+        covered = [(h.start, h.end) for h in hits]
+        for m in re.finditer(r"[:;]", text):
+            pos = m.start()
+            if any(s <= pos < e for s, e in covered):
+                continue
+            region_start = max([e for s, e in covered if e <= pos] + [0])
+            before = text[region_start:pos].rstrip()
+            found = {
+                (lab, role)
+                for lab, role in self.fuzzy
+                if len(before) >= len(lab) and hamming(before[-len(lab) :], lab) == 1
+            }
+            if len({role for _, role in found}) == 1:
+                lab, role = found.pop()
+                out.append(LabelHit(region_start + len(before) - len(lab), pos + 1, role, True))
+        return out
+
+
+# ---------------------------------------------------------------- extraction
+
+
+@dataclass(frozen=True, slots=True)
+class FieldValue:
+    """One field: its clean value (None if not found or unreadable) and how likely it is right (0-1)."""
+
+    name: str
+    value: str | int | None
+    confidence: float
+    source: str = "ocr"  # "ocr", "barcode", "scan", "review"
+
+
+@dataclass(frozen=True, slots=True)
+class Span:
+    """Where a labelled value sits in a row: used by privacy masking to hide personal values."""
+
+    row: int
+    start: int
+    end: int
+    role: str
+
+
+@dataclass(frozen=True, slots=True)
+class Extraction:
+    values: dict[str, FieldValue]
+    issues: tuple[Issue, ...]
+    rows: tuple[Row, ...]
+    spans: tuple[Span, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class _Candidate:
+    value: str | int | None
+    confidence: float
+    problem: str | None
+
+
+def _span_conf(row: Row, start: int, end: int) -> float:
+    vals = [c for ch, c in zip(row.text[start:end], row.confs[start:end], strict=True) if not ch.isspace()]
+    return min(vals) if vals else 0.0
+
+
+def _parse_code(spec: FieldSpec, text: str, reasons: ReasonTable) -> tuple[str | int | None, float, str | None]:
+    token = clean_code_token(text)
+    if not token:
+        return None, 0.0, "empty"
+    fixed = fix_code(token, spec.pattern)
+    if fixed is None:
+        return None, 0.0, f"{token[:40]!r} does not match the expected pattern"
+    factor = PER_SUBSTITUTION**fixed.substitutions * (AMBIGUOUS_CODE if fixed.ambiguous else 1.0)
+    return fixed.value, factor, ("could be read two ways (letter or digit)" if fixed.ambiguous else None)
+
+
+def _parse_int(spec: FieldSpec, text: str, reasons: ReasonTable) -> tuple[str | int | None, float, str | None]:
+    q = parse_quantity(text)
+    if q is None:
+        return None, 0.0, "not a whole number" if text.strip() else "empty"
+    return q[0], PER_SUBSTITUTION ** q[1], None
+
+
+def _parse_date(spec: FieldSpec, text: str, reasons: ReasonTable) -> tuple[str | int | None, float, str | None]:
+    d = parse_date(text)
+    if d is None:
+        return None, 0.0, "not a date (expected e.g. 2025-03-27)" if text.strip() else "empty"
+    return d[0].isoformat(), PER_SUBSTITUTION ** d[1], None
+
+
+def _parse_reason(spec: FieldSpec, text: str, reasons: ReasonTable) -> tuple[str | int | None, float, str | None]:
+    r = match_reason(text, reasons)
+    if r is None:
+        return None, 0.0, "not one of the configured reasons" if text.strip() else "empty"
+    return r.reason, r.quality, ("names more than one reason" if r.ambiguous else None)
+
+
+# (value, factor, problem) for one value segment, by field kind; problem says why it is not usable.
+_PARSERS = {"code": _parse_code, "int": _parse_int, "date": _parse_date, "reason": _parse_reason}
+
+
+def extract_fields(
+    lines: Sequence[TextLine], template: Template, reasons: ReasonTable, matcher: LabelMatcher | None = None
+) -> Extraction:
+    """The six fields from the OCR lines of one slip, each with a confidence; issues say what is wrong."""
+    matcher = matcher or LabelMatcher(template)
+    rows = group_rows(lines)
+    row_hits = [matcher.find(r) for r in rows]
+    cands: dict[str, list[_Candidate]] = {f.name: [] for f in template.fields}
+    spans: list[Span] = []
+    for i, (row, hits) in enumerate(zip(rows, row_hits, strict=True)):
+        for j, hit in enumerate(hits):
+            end = hits[j + 1].start if j + 1 < len(hits) else len(row.text)
+            vrow, vstart, vend, factor = i, hit.end, end, 1.0
+            if not row.text[vstart:vend].strip() and j + 1 == len(hits) and i + 1 < len(rows):
+                nxt = row_hits[i + 1]
+                if not nxt or nxt[0].start > 0:
+                    # The value sits under its label, on the next row.
+                    vrow, vstart, vend, factor = i + 1, 0, nxt[0].start if nxt else len(rows[i + 1].text), NEXT_ROW
+            spans.append(Span(vrow, vstart, vend, hit.role))
+            if hit.role not in cands:
+                continue
+            spec = template.spec(hit.role)
+            vtext = rows[vrow].text[vstart:vend]
+            value, f, problem = _PARSERS[spec.kind](spec, vtext, reasons)
+            conf = _span_conf(rows[vrow], vstart, vend) * f * factor * (FUZZY_LABEL if hit.fuzzy else 1.0)
+            cands[hit.role].append(_Candidate(value, conf, problem))
+    values: dict[str, FieldValue] = {}
+    issues: list[Issue] = []
+    for spec in template.fields:
+        fv, found_issues = _choose(spec, cands[spec.name])
+        values[spec.name] = fv
+        issues += found_issues
+    return Extraction(values, tuple(issues), rows, tuple(spans))
+
+
+def _choose(spec: FieldSpec, cands: list[_Candidate]) -> tuple[FieldValue, list[Issue]]:
+    name = spec.name
+    good = [c for c in cands if c.value is not None]
+    bad = [c for c in cands if c.value is None and c.problem != "empty"]
+    if not good:
+        if bad:
+            return FieldValue(name, None, 0.0), [Issue("bad_format", name, f"{name}: {bad[0].problem}")]
+        if spec.required:
+            return FieldValue(name, None, 0.0), [Issue("missing_field", name, f"{name}: not found on the slip")]
+        return FieldValue(name, None, 0.0), []
+    best = max(good, key=lambda c: c.confidence)
+    issues = []
+    conf = best.confidence
+    if len({c.value for c in good}) > 1:
+        conf *= CONFLICT
+        issues.append(
+            Issue("conflicting_values", name, f"{name}: the slip gives {len({c.value for c in good})} different values")
+        )
+    elif best.problem:
+        issues.append(Issue("ambiguous_value", name, f"{name}: {best.problem}"))
+    return FieldValue(name, best.value, round(conf, 4)), issues

@@ -1,0 +1,332 @@
+"""PP-OCR text detection, direction and recognition run directly by onnxruntime, from hash-checked model files."""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_agent.pipelines.bench.image_config import OcrConfig
+from edge_agent.pipelines.bench.types import TextLine
+
+log = logging.getLogger(__name__)
+
+DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "models" / "manifest.json"
+REC_HEIGHT = 48
+CLS_SHAPE = (48, 192)
+UNCLIP_RATIO = 1.6
+MAX_CANDIDATES = 1000
+
+
+class ModelError(RuntimeError):
+    """A model file is missing, unreadable or not the one the manifest names."""
+
+
+@dataclass(frozen=True, slots=True)
+class ModelFile:
+    """One model as the manifest describes it, with its path resolved on this machine."""
+
+    role: str  # det | rec | cls
+    name: str
+    path: Path
+    sha256: str
+
+
+def default_manifest_path() -> Path:
+    """models/manifest.json: in the source tree, or installed as edge_agent.resources.models."""
+    if DEFAULT_MANIFEST.exists():
+        return DEFAULT_MANIFEST
+    spec = importlib.util.find_spec("edge_agent.resources.models")
+    if spec is not None and spec.submodule_search_locations:
+        return Path(next(iter(spec.submodule_search_locations))) / "manifest.json"
+    return DEFAULT_MANIFEST
+
+
+def _package_dir(package: str) -> Path:
+    # find_spec locates the package without importing it (rapidocr's import pulls in a lot).
+    spec = importlib.util.find_spec(package)
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelError(f"model package {package!r} is not installed (pip install {package})")
+    return Path(next(iter(spec.submodule_search_locations)))
+
+
+def load_manifest(model: str, manifest_path: Path | None = None) -> dict[str, ModelFile]:
+    """The model files of one model set, by role; raises ModelError naming the manifest on any problem."""
+    path = manifest_path or default_manifest_path()
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        entries = data["models"][model]
+    except FileNotFoundError:
+        raise ModelError(f"{path}: model manifest not found") from None
+    except (OSError, ValueError) as exc:
+        raise ModelError(f"{path}: cannot read the model manifest: {exc}") from None
+    except (KeyError, TypeError):
+        raise ModelError(f"{path}: models.{model}: expected a model set of that name in the manifest") from None
+    files = {}
+    for role, entry in entries.items():
+        try:
+            base = _package_dir(entry["package"]) if entry.get("package") else path.parent
+            files[role] = ModelFile(role, entry["name"], base / entry["file"], entry["sha256"].lower())
+        except (KeyError, TypeError, AttributeError):
+            raise ModelError(f"{path}: models.{model}.{role}: expected name, file and sha256") from None
+    for role in ("det", "rec"):
+        if role not in files:
+            raise ModelError(f"{path}: models.{model}: expected a {role!r} model")
+    return files
+
+
+def verify_model(f: ModelFile) -> None:
+    """Raise ModelError naming the file when it is missing or its SHA-256 is not the manifest's."""
+    h = hashlib.sha256()
+    try:
+        with f.path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    except OSError as exc:
+        raise ModelError(f"{f.path}: cannot read {f.role} model {f.name}: {exc.strerror or exc}") from None
+    got = h.hexdigest()
+    if got != f.sha256:
+        raise ModelError(f"{f.path}: sha256 mismatch for {f.role} model {f.name}: expected {f.sha256}, got {got}")
+
+
+def _session(path: Path, threads: int) -> Any:
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = threads
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    # Input shapes change with every photo; the arena would keep the largest buffers forever.
+    so.enable_cpu_mem_arena = False
+    so.log_severity_level = 3
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+
+
+# ---------------------------------------------------------------- pure stages
+
+
+def _normalize(img_bgr: NDArray[Any]) -> NDArray[Any]:
+    x = img_bgr.astype(np.float32) * (2.0 / 255.0) - 1.0
+    return x.transpose(2, 0, 1)
+
+
+def det_input(label: NDArray[Any], det_px: int) -> tuple[NDArray[Any], float, float]:
+    """The detector's input tensor and the x/y factors that map its pixels back to the label's."""
+    h, w = label.shape[:2]
+    scale = min(1.0, det_px / max(h, w))
+    nh = max(32, round(h * scale / 32) * 32)
+    nw = max(32, round(w * scale / 32) * 32)
+    img = label if label.ndim == 3 else cv2.cvtColor(label, cv2.COLOR_GRAY2BGR)
+    small = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
+    return _normalize(small)[None], w / nw, h / nh
+
+
+def order_points(pts: NDArray[Any]) -> NDArray[Any]:
+    """tl, tr, br, bl of four points of a box turned less than 45 degrees."""
+    xs = pts[np.argsort(pts[:, 0])]
+    left, right = xs[:2], xs[2:]
+    tl, bl = left[np.argsort(left[:, 1])]
+    tr, br = right[np.argsort(right[:, 1])]
+    return np.array([tl, tr, br, bl], np.float32)
+
+
+def boxes_from_probmap(
+    prob: NDArray[Any], thresh: float, box_thresh: float, fx: float, fy: float
+) -> list[tuple[NDArray[Any], float]]:
+    """DB post-processing: text boxes (4 points in label pixels) with their mean probability."""
+    mask = cv2.dilate((prob > thresh).astype(np.uint8), np.ones((2, 2), np.uint8))
+    contours, _ = cv2.findContours(mask, cv2.RETR_LIST, cv2.CHAIN_APPROX_SIMPLE)
+    out = []
+    h, w = prob.shape
+    for c in contours[:MAX_CANDIDATES]:
+        (cx, cy), (rw, rh), ang = cv2.minAreaRect(c)
+        if min(rw, rh) < 3:
+            continue
+        x0, y0, bw, bh = cv2.boundingRect(c)
+        sub = np.zeros((bh, bw), np.uint8)
+        cv2.fillPoly(sub, [c.reshape(-1, 2) - [x0, y0]], 1)
+        score = float(cv2.mean(prob[y0 : y0 + bh, x0 : x0 + bw], sub)[0])
+        if score < box_thresh:
+            continue
+        # Unclip: DB shrinks text regions during training; grow them back by area * ratio / perimeter.
+        d = rw * rh * UNCLIP_RATIO / (2 * (rw + rh))
+        rw2, rh2 = rw + 2 * d, rh + 2 * d
+        if min(rw2, rh2) < 5:
+            continue
+        pts = cv2.boxPoints(((cx, cy), (rw2, rh2), ang)).astype(np.float32)
+        pts[:, 0] = np.clip(pts[:, 0], 0, w) * fx
+        pts[:, 1] = np.clip(pts[:, 1], 0, h) * fy
+        out.append((order_points(pts), score))
+    return out
+
+
+def sort_reading_order(boxes: list[tuple[NDArray[Any], float]]) -> list[tuple[NDArray[Any], float]]:
+    """Top to bottom, then left to right within a line (boxes whose centres are within half a line height)."""
+    if not boxes:
+        return boxes
+    heights = [float(np.linalg.norm(b[3] - b[0])) for b, _ in boxes]
+    tol = 0.5 * float(np.median(heights))
+    items = sorted(boxes, key=lambda bs: float(bs[0][:, 1].mean()))
+    rows: list[list[tuple[NDArray[Any], float]]] = []
+    for it in items:
+        cy = float(it[0][:, 1].mean())
+        if rows and abs(cy - float(np.mean([r[0][:, 1].mean() for r in rows[-1]]))) <= tol:
+            rows[-1].append(it)
+        else:
+            rows.append([it])
+    return [it for row in rows for it in sorted(row, key=lambda bs: float(bs[0][:, 0].min()))]
+
+
+def crop_box(label: NDArray[Any], pts: NDArray[Any]) -> NDArray[Any]:
+    """The text in one box, warped upright; tall crops (vertical text) are turned to read left to right."""
+    tl, tr, br, bl = pts
+    w = int(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl)))
+    h = int(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr)))
+    w, h = max(w, 1), max(h, 1)
+    dst = np.array([[0, 0], [w, 0], [w, h], [0, h]], np.float32)
+    m = cv2.getPerspectiveTransform(pts, dst)
+    crop = cv2.warpPerspective(label, m, (w, h), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    if crop.ndim == 2:
+        crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
+    if h >= 1.5 * w:
+        crop = np.rot90(crop)
+    return np.ascontiguousarray(crop)
+
+
+def rec_batches(crops: list[NDArray[Any]], batch: int, squeeze: float) -> list[tuple[list[int], NDArray[Any]]]:
+    """Crops grouped by width (narrow with narrow, so little padding is computed), as rec input tensors."""
+    widths = [max(8, round(c.shape[1] * REC_HEIGHT / c.shape[0] * squeeze)) for c in crops]
+    order = sorted(range(len(crops)), key=lambda i: widths[i])
+    groups: list[list[int]] = []
+    for i in order:
+        g = groups[-1] if groups else None
+        # On a CPU a batch saves little per column, while padding costs in full: cap the padding at 15 %.
+        if (
+            g is not None
+            and len(g) < batch
+            and widths[i] * len(g) - sum(widths[j] for j in g) <= (0.15 * widths[i] * (len(g) + 1))
+        ):
+            g.append(i)
+        else:
+            groups.append([i])
+    out = []
+    for idx in groups:
+        max_w = (max(widths[i] for i in idx) + 7) // 8 * 8
+        x = np.zeros((len(idx), 3, REC_HEIGHT, max_w), np.float32)
+        for j, i in enumerate(idx):
+            r = cv2.resize(crops[i], (widths[i], REC_HEIGHT), interpolation=cv2.INTER_AREA)
+            x[j, :, :, : widths[i]] = _normalize(r)
+        out.append((idx, x))
+    return out
+
+
+def ctc_decode(probs: NDArray[Any], charset: list[str]) -> list[tuple[str, float]]:
+    """Greedy CTC: collapse repeats, drop blanks (index 0); confidence = mean probability of the kept symbols."""
+    idx = probs.argmax(axis=2)
+    pmax = probs.max(axis=2)
+    out = []
+    for row, prow in zip(idx, pmax, strict=True):
+        keep = np.ones(len(row), bool)
+        keep[1:] = row[1:] != row[:-1]
+        keep &= row != 0
+        chars = [charset[i] if i < len(charset) else "" for i in row[keep]]
+        conf = float(prow[keep].mean()) if keep.any() else 0.0
+        out.append(("".join(chars).strip(), conf))
+    return out
+
+
+def cls_input(crops: list[NDArray[Any]]) -> NDArray[Any]:
+    """Direction-classifier input: each crop scaled to height 48, width up to 192, padded."""
+    ch, cw = CLS_SHAPE
+    x = np.zeros((len(crops), 3, ch, cw), np.float32)
+    for j, c in enumerate(crops):
+        w = min(cw, max(1, round(c.shape[1] * ch / c.shape[0])))
+        x[j, :, :, :w] = _normalize(cv2.resize(c, (w, ch)))
+    return x
+
+
+# ---------------------------------------------------------------- the engine
+
+
+class OnnxOcr:
+    """The three PP-OCR sessions, created once; read() turns a label image into text lines."""
+
+    name = "onnx"
+
+    def __init__(self, cfg: OcrConfig) -> None:
+        self.cfg = cfg
+        files = load_manifest(cfg.model, cfg.manifest)
+        for f in files.values():
+            verify_model(f)
+        self.det = _session(files["det"].path, cfg.threads)
+        self.rec = _session(files["rec"].path, cfg.threads)
+        self.cls = _session(files["cls"].path, cfg.threads) if "cls" in files and cfg.direction != "off" else None
+        meta = self.rec.get_modelmeta().custom_metadata_map
+        if "character" not in meta:
+            raise ModelError(f"{files['rec'].path}: rec model has no 'character' metadata (its charset)")
+        # index 0 is the CTC blank; the model's last class is a space
+        self.charset = ["", *meta["character"].splitlines(), " "]
+        log.info("onnx ocr ready: model %s, %s threads", cfg.model, cfg.threads)
+
+    def detect(self, label: NDArray[Any]) -> list[tuple[NDArray[Any], float]]:
+        x, fx, fy = det_input(label, self.cfg.det_px)
+        prob = self.det.run(None, {"x": x})[0][0, 0]
+        return sort_reading_order(boxes_from_probmap(prob, self.cfg.det_thresh, self.cfg.box_thresh, fx, fy))
+
+    def upside_down(self, crops: list[NDArray[Any]]) -> list[bool]:
+        """Per crop: does the direction classifier say it reads upside down (with > 0.9 confidence)?"""
+        if self.cls is None or not crops:
+            return [False] * len(crops)
+        p = self.cls.run(None, {"x": cls_input(crops)})[0]
+        return [bool(row[1] > 0.9 and row[1] > row[0]) for row in p]
+
+    def recognize(self, crops: list[NDArray[Any]]) -> list[tuple[str, float]]:
+        res: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+        for idx, x in rec_batches(crops, self.cfg.rec_batch, self.cfg.rec_squeeze):
+            probs = self.rec.run(None, {"x": x})[0]
+            for i, r in zip(idx, ctc_decode(probs, self.charset), strict=True):
+                res[i] = r
+        return res
+
+    def read(self, label: NDArray[Any]) -> tuple[tuple[TextLine, ...], dict[str, float]]:
+        """Text lines of a (cropped, upright-ish) label image, with the time each stage took in ms."""
+        timing: dict[str, float] = {}
+        t0 = time.perf_counter()
+        boxes = self.detect(label)
+        t1 = time.perf_counter()
+        timing["det"] = (t1 - t0) * 1000
+        crops = [crop_box(label, pts) for pts, _ in boxes]
+        flips = [False] * len(crops)
+        if self.cfg.direction == "per_line":
+            flips = self.upside_down(crops)
+        elif self.cfg.direction == "auto" and crops:
+            # The label was deskewed as a whole, so its lines share one direction: ask about the widest few.
+            sample = sorted(range(len(crops)), key=lambda i: -crops[i].shape[1])[:4]
+            votes = self.upside_down([crops[i] for i in sample])
+            if sum(votes) * 2 > len(votes):
+                flips = [True] * len(crops)
+        crops = [np.ascontiguousarray(c[::-1, ::-1]) if f else c for c, f in zip(crops, flips, strict=True)]
+        t2 = time.perf_counter()
+        timing["cls"] = (t2 - t1) * 1000
+        texts = self.recognize(crops)
+        timing["rec"] = (time.perf_counter() - t2) * 1000
+        lines = []
+        for (pts, _), (text, conf) in zip(boxes, texts, strict=True):
+            if not text or conf < self.cfg.min_confidence:
+                continue
+            x0, y0 = np.floor(pts.min(axis=0)).astype(int)
+            x1, y1 = np.ceil(pts.max(axis=0)).astype(int)
+            lines.append(TextLine(text, round(conf, 4), (int(x0), int(y0), int(x1 - x0), int(y1 - y0))))
+        if all(flips) and flips:
+            lines.reverse()  # an upside-down label reads bottom line first
+        return tuple(lines), timing

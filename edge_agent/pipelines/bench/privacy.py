@@ -1,0 +1,111 @@
+"""Personal data on slips: names, phone numbers, ID-card numbers, addresses and e-mails masked in any stored text."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable
+
+from edge_agent.pipelines.bench.fields import Extraction
+from edge_agent.pipelines.bench.normalize import to_halfwidth
+from edge_agent.pipelines.bench.rules_config import PrivacyConfig
+
+TAGS = {
+    "name": "[NAME]",
+    "address": "[ADDRESS]",
+    "phone": "[PHONE]",
+    "id": "[ID]",
+    "email": "[EMAIL]",
+    "other": "[MASKED]",
+}
+
+_D = r"[0-9OoIlSB]"  # a digit, or a letter OCR reads in its place
+# Chinese mobile numbers, with +86 and spaces or dashes anywhere (138 1234 5678, 138-1234-5678).
+_MOBILE = re.compile(r"(?<![0-9])(?:\+?\s?86[\s-]?)?1[3-9]" + _D + r"(?:[\s-]?" + _D + r"){8}(?![0-9])")
+# Landlines: area code 0xx/0xxx then 7-8 digits (010-12345678, 0571 8888 1234).
+_LANDLINE = re.compile(r"(?<![0-9A-Za-z])\(?0\d{2,3}\)?[\s-]?\d{3,4}[\s-]?\d{4}(?![0-9])")
+# Resident ID (GB 11643): 6-digit region, birth date 19xx/20xx, 3-digit sequence, check digit or X;
+# and the old 15-digit form. The check digit is not required: a misread one still identifies a person.
+_ID18 = re.compile(
+    r"(?<![0-9])[1-9]\d{5}\s?(?:19|20)\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\s?\d{3}[0-9Xx]"
+    r"(?![0-9])"
+)
+_ID15 = re.compile(r"(?<![0-9])[1-9]\d{5}\d{2}(?:0[1-9]|1[0-2])(?:0[1-9]|[12]\d|3[01])\d{3}(?![0-9])")
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)+")
+# A Chinese name right before a phone number ("张三 138...") is how slips print the sender.
+_NAME_BEFORE_PHONE = re.compile(r"[\u4e00-\u9fff]{2,4}(?:先生|女士)?\s*(?=\[PHONE\])")
+# Addresses without a label: a run that names an administrative area and then a street or building.
+_ADDR_RUN = re.compile(r"[\u4e00-\u9fff0-9A-Za-z#()\-]{4,}")
+_ADDR_SHAPE = re.compile(
+    r"(?:省|市|区|县|州|旗).*?(?:路|街|道|号|弄|巷|村|镇|乡|室|栋|幢|楼|单元|大厦|小区)"
+    r"|\d+\s*(?:号楼|号院|弄|栋|幢|室)"
+)
+
+
+def _kept(text: str, keep: Iterable[str]) -> list[tuple[int, int]]:
+    spans = []
+    for k in keep:
+        if len(k) >= 4:
+            spans += [(m.start(), m.end()) for m in re.finditer(re.escape(k), text, re.IGNORECASE)]
+    return spans
+
+
+def _sub(rx: re.Pattern[str], tag: str, text: str, keep: Iterable[str]) -> str:
+    protected = _kept(text, keep)
+
+    def repl(m: re.Match[str]) -> str:
+        if any(s < m.end() and m.start() < e for s, e in protected):
+            return m.group(0)
+        return tag
+
+    return rx.sub(repl, text)
+
+
+def mask_text(text: str, cfg: PrivacyConfig | None = None, *, keep: Iterable[str] = ()) -> str:
+    """Text with personal data replaced by tags ([PHONE], [ID], [NAME], [ADDRESS], [EMAIL]).
+
+    `keep` lists field values (order number, SKU, customer id) that are sent anyway and must
+    stay readable even where they look like a phone or ID number.
+    """
+    cfg = cfg or PrivacyConfig()
+    keep = tuple(keep)
+    out = to_halfwidth(text)
+    if cfg.mask_emails:
+        out = _sub(_EMAIL, TAGS["email"], out, keep)
+    if cfg.mask_id_cards:
+        out = _sub(_ID18, TAGS["id"], out, keep)
+        out = _sub(_ID15, TAGS["id"], out, keep)
+    if cfg.mask_phones:
+        out = _sub(_MOBILE, TAGS["phone"], out, keep)
+        out = _sub(_LANDLINE, TAGS["phone"], out, keep)
+        if cfg.mask_names:
+            out = _sub(_NAME_BEFORE_PHONE, TAGS["name"] + " ", out, keep)
+    if cfg.mask_addresses:
+        protected = _kept(out, keep)
+
+        def addr(m: re.Match[str]) -> str:
+            if _ADDR_SHAPE.search(m.group(0)) and not any(s < m.end() and m.start() < e for s, e in protected):
+                return TAGS["address"]
+            return m.group(0)
+
+        out = _ADDR_RUN.sub(addr, out)
+    for p in cfg.extra_patterns:
+        out = _sub(re.compile(p), TAGS["other"], out, keep)
+    return out
+
+
+def masked_slip_text(extraction: Extraction, cfg: PrivacyConfig | None = None, *, keep: Iterable[str] = ()) -> str:
+    """The slip's OCR text, one row per line, with labelled personal values and pattern matches masked."""
+    cfg = cfg or PrivacyConfig()
+    enabled = {"name": cfg.mask_names, "address": cfg.mask_addresses, "phone": cfg.mask_phones, "id": cfg.mask_id_cards}
+    rows = [r.text for r in extraction.rows]
+    # Replace from the right so earlier offsets in the same row stay valid.
+    for span in sorted(extraction.spans, key=lambda s: (s.row, -s.start)):
+        if not enabled.get(span.role, False):
+            continue
+        text = rows[span.row]
+        value = text[span.start : span.end]
+        if value.strip():
+            lead = len(value) - len(value.lstrip())
+            trail = len(value) - len(value.rstrip())
+            rows[span.row] = text[: span.start + lead] + TAGS[span.role] + text[span.end - trail :]
+    return "\n".join(mask_text(r, cfg, keep=keep) for r in rows)

@@ -1,0 +1,92 @@
+"""The quality gate before OCR: blur, exposure, glare and whether a label is in the photo at all."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_agent.pipelines.bench.image_config import QualityConfig
+from edge_agent.pipelines.bench.preprocess import Quad, find_label_quad
+from edge_agent.pipelines.bench.types import QualityReport
+
+log = logging.getLogger(__name__)
+
+GLARE_LEVEL = 250  # grey level treated as blown out
+TILE_PX = 32
+
+
+def blur_variance(gray: NDArray[Any], mask: NDArray[Any] | None = None) -> float:
+    """Variance of the Laplacian in the sharpest tiles (90th percentile of 32 px tiles).
+
+    Blank paper has no edges whatever the focus, so a whole-label variance would call a sparse slip
+    blurry; the tiles that hold print tell focus apart from emptiness.
+    """
+    lap = cv2.Laplacian(gray, cv2.CV_32F, ksize=3)
+    h, w = gray.shape
+    th, tw = h // TILE_PX, w // TILE_PX
+    if th == 0 or tw == 0:
+        return float(lap.var())
+    tiles = lap[: th * TILE_PX, : tw * TILE_PX].reshape(th, TILE_PX, tw, TILE_PX)
+    var = tiles.var(axis=(1, 3))
+    if mask is not None:
+        inside = mask[: th * TILE_PX, : tw * TILE_PX].reshape(th, TILE_PX, tw, TILE_PX).min(axis=(1, 3)) > 0
+        if inside.sum() >= 4:
+            var = var[inside]
+    return float(np.percentile(var, 90))
+
+
+def assess(image_bgr: NDArray[Any], cfg: QualityConfig) -> tuple[QualityReport, Quad | None]:
+    """Measure the photo; `ok` False with reasons when the operator should retake it.
+
+    Also returns the label's corners in photo pixels (or None) so preprocessing need not look again.
+    """
+    if image_bgr.ndim != 3 or image_bgr.shape[2] != 3 or image_bgr.dtype != np.uint8 or min(image_bgr.shape[:2]) < 16:
+        raise ValueError(
+            f"quality gate: expected an 8-bit BGR image of at least 16x16, got shape "
+            f"{image_bgr.shape} dtype {image_bgr.dtype}"
+        )
+    scale = min(1.0, cfg.work_px / max(image_bgr.shape[:2]))
+    small = cv2.resize(image_bgr, None, fx=scale, fy=scale, interpolation=cv2.INTER_AREA) if scale < 1 else image_bgr
+    gray = cv2.cvtColor(small, cv2.COLOR_BGR2GRAY)
+    quad_small = find_label_quad(small)
+    mask: NDArray[Any] | None = None
+    if quad_small is not None:
+        mask = np.zeros(gray.shape, np.uint8)
+        cv2.fillConvexPoly(mask, quad_small.astype(np.int32), 255)
+        mask = cv2.erode(mask, np.ones((9, 9), np.uint8))  # keep the label's edge out of the statistics
+        if not mask.any():
+            mask = None
+    region = gray[mask > 0] if mask is not None else gray.ravel()
+    brightness = float(region.mean())
+    glare_frac = float((region >= GLARE_LEVEL).mean())
+    blur_var = blur_variance(gray, mask)
+    reasons = []
+    label_found = quad_small is not None
+    if cfg.require_label and not label_found:
+        reasons.append("no label found: put the slip flat and whole inside the frame")
+    if brightness < cfg.min_brightness:
+        reasons.append(f"too dark: brightness {brightness:.0f} < {cfg.min_brightness:.0f}")
+    if brightness > cfg.max_brightness:
+        reasons.append(f"overexposed: brightness {brightness:.0f} > {cfg.max_brightness:.0f}")
+    if glare_frac > cfg.max_glare_frac:
+        reasons.append(
+            f"glare on the label: {glare_frac:.0%} blown out > {cfg.max_glare_frac:.0%}; tilt the slip or the light"
+        )
+    if blur_var < cfg.min_blur_var:
+        reasons.append(f"blurry: sharpness {blur_var:.0f} < {cfg.min_blur_var:.0f}; hold still and refocus")
+    if not cfg.enabled:
+        reasons = []
+    report = QualityReport(
+        ok=not reasons,
+        reasons=tuple(reasons),
+        blur_var=round(blur_var, 1),
+        brightness=round(brightness, 1),
+        glare_frac=round(glare_frac, 4),
+        label_found=label_found,
+    )
+    quad = None if quad_small is None else quad_small / scale
+    return report, quad

@@ -1,0 +1,127 @@
+"""The bench's image reader: quality gate -> preprocessing -> barcodes + OCR, for one photo at a time."""
+
+from __future__ import annotations
+
+import logging
+import time
+from pathlib import Path
+from typing import Any, Protocol
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+from edge_agent.pipelines.bench.barcodes import read_barcodes
+from edge_agent.pipelines.bench.config import BenchConfig
+from edge_agent.pipelines.bench.preprocess import preprocess
+from edge_agent.pipelines.bench.quality import assess
+from edge_agent.pipelines.bench.types import Barcode, ImageReading, TextLine
+
+log = logging.getLogger(__name__)
+
+ENGINES = ("onnx", "tesseract")
+MAX_IMAGE_PX = 50_000_000  # refuse decompression bombs before OpenCV allocates them
+
+
+class Engine(Protocol):
+    name: str
+
+    def read(self, label: NDArray[Any]) -> tuple[tuple[TextLine, ...], dict[str, float]]: ...
+
+
+def load_image(path: str | Path) -> NDArray[Any]:
+    """A photo as an 8-bit BGR array; ValueError naming the file when it is missing, empty or not an image."""
+    p = Path(path)
+    try:
+        data = np.fromfile(p, np.uint8)
+    except FileNotFoundError:
+        raise ValueError(f"{p}: image file not found") from None
+    except (OSError, ValueError) as exc:
+        raise ValueError(f"{p}: cannot read image: {exc}") from None
+    if data.size == 0:
+        raise ValueError(f"{p}: image file is empty")
+    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+    if img is None or img.size == 0:
+        raise ValueError(f"{p}: not a readable image (expected JPEG, PNG, BMP, TIFF or WebP; it may be truncated)")
+    if img.shape[0] * img.shape[1] > MAX_IMAGE_PX:
+        raise ValueError(
+            f"{p}: image too large: {img.shape[1]}x{img.shape[0]} px, expected at most "
+            f"{MAX_IMAGE_PX // 1_000_000} megapixels"
+        )
+    return np.asarray(img, np.uint8)
+
+
+def make_engine(name: str, cfg: BenchConfig) -> Engine:
+    """The OCR engine by name; the ONNX one verifies model hashes and creates its sessions here, once."""
+    if name == "onnx":
+        from edge_agent.pipelines.bench.ocr_onnx import OnnxOcr
+
+        return OnnxOcr(cfg.ocr)
+    if name == "tesseract":
+        from edge_agent.pipelines.bench.ocr_tesseract import TesseractOcr
+
+        return TesseractOcr(cfg.ocr)
+    raise ValueError(f"ocr engine: expected one of {', '.join(ENGINES)}, got {name!r}")
+
+
+class ImageReader:
+    """Holds the OCR engine (an ONNX session lives as long as the reader); read() handles one photo."""
+
+    def __init__(self, cfg: BenchConfig, engine: str | None = None) -> None:
+        self.cfg = cfg
+        self.engine_name = engine or cfg.ocr.engine
+        self.engine = make_engine(self.engine_name, cfg)
+
+    def read(self, image_bgr: NDArray[Any], debug_dir: Path | None = None) -> ImageReading:
+        """Gate, prepare and read one photo. A photo the gate refuses comes back at once with no lines."""
+        timing: dict[str, float] = {}
+        t_start = t = time.perf_counter()
+
+        def lap(stage: str) -> None:
+            nonlocal t
+            now = time.perf_counter()
+            timing[stage] = round((now - t) * 1000, 2)
+            t = now
+
+        quality, quad = assess(image_bgr, self.cfg.quality)
+        lap("quality")
+        if debug_dir is not None:
+            _write(debug_dir, "00_input.jpg", image_bgr)
+        if not quality.ok:
+            log.info("photo refused by the quality gate: %s", "; ".join(quality.reasons))
+            timing["total"] = round((time.perf_counter() - t_start) * 1000, 2)
+            return ImageReading(quality, (), (), self.engine_name, timing)
+        prepared = preprocess(image_bgr, self.cfg.preprocess, quad, keep_steps=debug_dir is not None)
+        lap("preprocess")
+        barcodes: tuple[Barcode, ...] = ()
+        if self.cfg.ocr.barcodes:
+            # The label crop is small and upright; fall back to the whole photo when it holds no code.
+            crop = prepared.crop if prepared.crop is not None else prepared.image
+            barcodes = read_barcodes(crop, self.cfg.ocr.barcode_formats)
+            if not barcodes and prepared.quad is not None:
+                barcodes = read_barcodes(image_bgr, self.cfg.ocr.barcode_formats)
+            lap("barcodes")
+        lines, engine_timing = self.engine.read(prepared.image)
+        timing.update({k: round(v, 2) for k, v in engine_timing.items()})
+        t = time.perf_counter()
+        timing["total"] = round((t - t_start) * 1000, 2)
+        if debug_dir is not None:
+            for k, (name, img) in enumerate(prepared.steps, start=1):
+                _write(debug_dir, f"{k:02d}_{name}.png", img)
+            _write(debug_dir, f"{len(prepared.steps) + 1:02d}_lines.png", _draw_lines(prepared.image, lines))
+        return ImageReading(quality, lines, barcodes, self.engine_name, timing)
+
+
+def _draw_lines(label: NDArray[Any], lines: tuple[TextLine, ...]) -> NDArray[Any]:
+    out = cv2.cvtColor(label, cv2.COLOR_GRAY2BGR) if label.ndim == 2 else label.copy()
+    for ln in lines:
+        x, y, w, h = ln.box
+        colour = (0, 160, 0) if ln.confidence >= 0.9 else (0, 140, 255) if ln.confidence >= 0.7 else (0, 0, 255)
+        cv2.rectangle(out, (x, y), (x + w, y + h), colour, 2)
+    return out
+
+
+def _write(folder: Path, name: str, img: NDArray[Any]) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    if not cv2.imwrite(str(folder / name), img):
+        log.warning("cannot write debug image %s", folder / name)

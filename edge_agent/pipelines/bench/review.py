@@ -1,0 +1,284 @@
+"""The review queue (SQLite): items a person must decide, their decisions, and the records they become."""
+
+from __future__ import annotations
+
+import builtins
+import json
+import logging
+import os
+import sqlite3
+import uuid
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from edge_agent.errors import EdgeAgentError
+from edge_agent.pipelines.bench.rules_config import FIELD_NAMES, ReviewConfig
+
+if TYPE_CHECKING:
+    import numpy as np
+    from numpy.typing import NDArray
+
+    from edge_agent.pipelines.bench.inspect import InspectionResult
+
+log = logging.getLogger(__name__)
+
+STATUSES = ("pending", "decided", "emitted")
+DB_TIMEOUT_S = 1.0
+IMAGES_DIR = "review-images"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS items (
+    id          INTEGER PRIMARY KEY AUTOINCREMENT,
+    created_at  TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('pending', 'decided', 'emitted')),
+    body        TEXT NOT NULL,
+    image_path  TEXT,
+    decision    TEXT CHECK (decision IN ('accepted', 'corrected')),
+    reviewer    TEXT,
+    reviewed_at TEXT,
+    changes     TEXT,
+    why         TEXT,
+    emitted_at  TEXT
+);
+CREATE INDEX IF NOT EXISTS items_status ON items (status, id);
+"""
+
+
+class ReviewError(EdgeAgentError):
+    """A review action cannot be done: unknown id, already decided, a correction that is not valid."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewItem:
+    id: int
+    created_at: str
+    status: str
+    body: dict[str, Any]
+    image_path: Path | None
+    decision: str | None
+    reviewer: str | None
+    reviewed_at: str | None
+    changes: dict[str, Any]
+    why: str | None
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+def clean_correction(field: str, raw: Any) -> str | int:
+    """A reviewer's value for a field, checked and normalised the way the rules stages normalise it."""
+    if field not in FIELD_NAMES:
+        raise ReviewError(f"correct: {field}: unknown field (expected one of {', '.join(FIELD_NAMES)})")
+    text = str(raw).strip()
+    if field == "quantity":
+        try:
+            qty = int(text)
+        except ValueError:
+            raise ReviewError(f"correct: quantity: expected a whole number >= 1, got {text!r}") from None
+        if qty < 1:
+            raise ReviewError(f"correct: quantity: expected a whole number >= 1, got {qty}")
+        return qty
+    if field == "return_date":
+        try:
+            return date.fromisoformat(text).isoformat()
+        except ValueError:
+            raise ReviewError(f"correct: return_date: expected a date YYYY-MM-DD, got {text!r}") from None
+    if not text:
+        raise ReviewError(f"correct: {field}: expected a value, got an empty string")
+    return text if field == "reason" else text.upper()
+
+
+class ReviewQueue:
+    """Items waiting for a person; decided items wait again until the daemon has emitted their record."""
+
+    def __init__(self, db_path: Path, *, review_cfg: ReviewConfig | None = None) -> None:
+        self.db_path = Path(db_path)
+        self.cfg = review_cfg or ReviewConfig()
+        self.db_path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(self.db_path, timeout=DB_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute(f"PRAGMA busy_timeout={int(DB_TIMEOUT_S * 1000)}")
+        self._db.executescript(_SCHEMA)
+        os.chmod(self.db_path, 0o600)
+
+    def close(self) -> None:
+        self._db.close()
+
+    def __enter__(self) -> ReviewQueue:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------ adding
+
+    def add(self, result: InspectionResult, image_path: Path | None) -> int:
+        """Queue an item that needs review; returns its id. The body is stored masked, as it would be sent."""
+        return self.add_body(result.record_body(), image_path)
+
+    def add_body(self, body: dict[str, Any], image_path: Path | None) -> int:
+        cur = self._db.execute(
+            "INSERT INTO items (created_at, status, body, image_path) VALUES (?, 'pending', ?, ?)",
+            (_now(), json.dumps(body, ensure_ascii=False), str(image_path) if image_path else None),
+        )
+        item_id = int(cur.lastrowid or 0)
+        log.info("review item %s queued (%s reasons)", item_id, len(body.get("review_reasons", [])))
+        return item_id
+
+    # ------------------------------------------------------------ reading
+
+    def get(self, item_id: int) -> ReviewItem:
+        row = self._db.execute("SELECT * FROM items WHERE id = ?", (item_id,)).fetchone()
+        if row is None:
+            raise ReviewError(f"review item {item_id}: not found")
+        return self._item(row)
+
+    def list(self, status: str = "pending") -> builtins.list[ReviewItem]:
+        """Items with that status ("pending", "decided", "emitted" or "all"), oldest first."""
+        if status == "all":
+            rows = self._db.execute("SELECT * FROM items ORDER BY id").fetchall()
+        elif status in STATUSES:
+            rows = self._db.execute("SELECT * FROM items WHERE status = ? ORDER BY id", (status,)).fetchall()
+        else:
+            raise ReviewError(f"list: status: expected one of {', '.join((*STATUSES, 'all'))}, got {status!r}")
+        return [self._item(r) for r in rows]
+
+    def counts(self) -> dict[str, int]:
+        rows = self._db.execute("SELECT status, COUNT(*) FROM items GROUP BY status").fetchall()
+        return dict.fromkeys(STATUSES, 0) | {str(s): int(n) for s, n in rows}
+
+    @staticmethod
+    def _item(row: tuple[Any, ...]) -> ReviewItem:
+        (item_id, created_at, status, body, image_path, decision, reviewer, reviewed_at, changes, why, _emitted) = row
+        return ReviewItem(
+            int(item_id),
+            created_at,
+            status,
+            json.loads(body),
+            Path(image_path) if image_path else None,
+            decision,
+            reviewer,
+            reviewed_at,
+            json.loads(changes) if changes else {},
+            why,
+        )
+
+    # ------------------------------------------------------------ deciding
+
+    def accept(self, item_id: int, reviewer: str, note: str = "") -> ReviewItem:
+        """The person checked the values and they are right as read."""
+        return self._decide(item_id, reviewer, "accepted", {}, note)
+
+    def correct(self, item_id: int, reviewer: str, changes: dict[str, Any], why: str) -> ReviewItem:
+        """The person fixed some values; `changes` maps field -> new value, `why` is required."""
+        if not changes:
+            raise ReviewError("correct: expected at least one field=value change")
+        if not why.strip():
+            raise ReviewError("correct: expected a reason for the change (why), got an empty string")
+        clean = {f: clean_correction(f, v) for f, v in changes.items()}
+        return self._decide(item_id, reviewer, "corrected", clean, why)
+
+    def _decide(self, item_id: int, reviewer: str, decision: str, clean: dict[str, Any], why: str) -> ReviewItem:
+        if not reviewer.strip():
+            raise ReviewError("review: expected the reviewer's name or id, got an empty string")
+        item = self.get(item_id)
+        if item.status != "pending":
+            raise ReviewError(f"review item {item_id}: already {item.status} by {item.reviewer} at {item.reviewed_at}")
+        changes = {
+            f: {"from": item.body["fields"].get(f), "to": v}
+            for f, v in clean.items()
+            if item.body["fields"].get(f) != v
+        }
+        cur = self._db.execute(
+            "UPDATE items SET status = 'decided', decision = ?, reviewer = ?, reviewed_at = ?, changes = ?, why = ? "
+            "WHERE id = ? AND status = 'pending'",
+            (decision, reviewer.strip(), _now(), json.dumps(changes, ensure_ascii=False), why.strip(), item_id),
+        )
+        if cur.rowcount != 1:
+            raise ReviewError(f"review item {item_id}: decided by someone else meanwhile")
+        if self.cfg.keep_images == "until_reviewed" and item.image_path is not None:
+            item.image_path.unlink(missing_ok=True)
+        log.info("review item %s %s", item_id, decision)
+        return self.get(item_id)
+
+    # ------------------------------------------------------------ emitting (the daemon)
+
+    def pending_records(self) -> builtins.list[tuple[int, dict[str, Any]]]:
+        """(id, return_inspection body) of every decided item not yet emitted, oldest first."""
+        out = []
+        for item in self.list("decided"):
+            body = dict(item.body)
+            fields = dict(body["fields"])
+            confidence = dict(body.get("confidence", {}))
+            sources = dict(body.get("field_source", {}))
+            for f, ch in item.changes.items():
+                fields[f] = ch["to"]
+                confidence[f] = 1.0
+                sources[f] = "review"
+            body.update(
+                fields=fields,
+                confidence=confidence,
+                field_source=sources,
+                human_reviewed=True,
+                review_id=item.id,
+                reviewer=item.reviewer,
+                reviewed_at=item.reviewed_at,
+                decision=item.decision,
+                changes=item.changes,
+                why=item.why or "",
+            )
+            out.append((item.id, body))
+        return out
+
+    def mark_emitted(self, item_id: int) -> None:
+        """The daemon committed the record to the chain: the item leaves the queue."""
+        cur = self._db.execute(
+            "UPDATE items SET status = 'emitted', emitted_at = ? WHERE id = ? AND status = 'decided'", (_now(), item_id)
+        )
+        if cur.rowcount != 1:
+            raise ReviewError(f"review item {item_id}: not waiting to be emitted")
+
+    # ------------------------------------------------------------ images
+
+    def purge_images(self, now: datetime | None = None) -> int:
+        """Delete raw images past their time: decided items' (until_reviewed), older than keep_images_h (hours)."""
+        now = now or datetime.now(UTC)
+        if self.cfg.keep_images == "hours":
+            cutoff = (now - timedelta(hours=self.cfg.keep_images_h)).isoformat(timespec="milliseconds")
+            rows = self._db.execute(
+                "SELECT id, image_path FROM items WHERE image_path IS NOT NULL AND created_at < ?",
+                (cutoff.replace("+00:00", "Z"),),
+            ).fetchall()
+        else:
+            rows = self._db.execute(
+                "SELECT id, image_path FROM items WHERE image_path IS NOT NULL AND status != 'pending'"
+            ).fetchall()
+        for item_id, path in rows:
+            Path(path).unlink(missing_ok=True)
+            self._db.execute("UPDATE items SET image_path = NULL WHERE id = ?", (item_id,))
+        return len(rows)
+
+
+def save_image(state_dir: Path, image_bgr: NDArray[np.uint8], cfg: ReviewConfig) -> Path | None:
+    """Keep the raw photo of a queued item in the state dir (mode 0600), or None when images are not kept."""
+    if cfg.keep_images == "never":
+        return None
+    import cv2
+
+    folder = Path(state_dir) / IMAGES_DIR
+    folder.mkdir(parents=True, exist_ok=True, mode=0o700)
+    path = folder / f"{uuid.uuid4().hex}.jpg"
+    ok, buf = cv2.imencode(".jpg", image_bgr, [cv2.IMWRITE_JPEG_QUALITY, 92])
+    if not ok:
+        raise ReviewError("save_image: JPEG encoding failed")
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as f:
+        f.write(buf.tobytes())
+    return path
+
+
+def queue_path(state_dir: Path) -> Path:
+    return Path(state_dir) / "review.db"

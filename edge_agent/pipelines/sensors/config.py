@@ -1,0 +1,79 @@
+"""The [sensors] section of the config: meters, deadband sampling and the grid emission factor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+
+from edge_agent.drivers.modbus.driver import ModbusMeterConfig
+from edge_agent.schema import Expect
+
+if TYPE_CHECKING:
+    from edge_agent.pipelines.emissions import Factor
+
+# The grid's row in the emission factor table (config/emission_factors.csv, which cites each
+# number's source and year); pick your own grid's row, or add one in a table of your own.
+DEFAULT_GRID_FACTOR = "grid_uk_2025"
+
+
+class GridConfig(BaseModel):
+    """Which emission factor turns a warehouse's kWh into CO2e."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    # None: the table shipped with edge-agent.
+    factors_file: Annotated[Path | None, Expect("a path to a CSV emission factor table")] = None
+    factor: Annotated[
+        str,
+        Field(min_length=1),
+        Expect('the name of an electricity (kWh) row of the emission factor table, e.g. "grid_uk_2025"'),
+    ] = DEFAULT_GRID_FACTOR
+
+    @field_validator("factor")
+    @classmethod
+    def _known_factor(cls, v: str, info: ValidationInfo) -> str:
+        if "factors_file" not in info.data:
+            return v  # factors_file itself is wrong; that error is reported
+        lookup_grid_factor(info.data["factors_file"], v)
+        return v
+
+
+def lookup_grid_factor(factors_file: Path | None, name: str) -> Factor:
+    """The named electricity factor; ValueError when the table has no such kWh row."""
+    from edge_agent.pipelines.emissions import load_factors
+
+    table = load_factors(factors_file)  # ConfigError naming the table's file and line
+    try:
+        factor = table.get(name)
+    except KeyError:
+        raise ValueError(f"no factor {name!r}") from None
+    if factor.activity != "electricity" or factor.unit != "kWh":
+        raise ValueError(f"factor {name!r} is not per kWh of electricity")
+    return factor
+
+
+class SensorsConfig(BaseModel):
+    """Meters polled at a sensor point, and when their readings become `sensor` records."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    meters: Annotated[list[ModbusMeterConfig], Expect("a list of [[sensors.meters]] tables with unique names")] = Field(
+        default_factory=list
+    )
+    # Send a meter's values at least this often even when nothing moved beyond its deadband.
+    max_interval_s: Annotated[float, Field(ge=1, le=86400), Expect("a number of seconds 1-86400")] = 300.0
+    # Never send one meter more often than this, however much it moves (0: every poll may send).
+    min_interval_s: Annotated[float, Field(ge=0, le=3600), Expect("a number of seconds 0-3600")] = 0.0
+    # Deadband for registers whose map gives none: an absolute change in the register's unit.
+    default_deadband: Annotated[float, Field(ge=0), Expect("an absolute change >= 0")] = 0.0
+    grid: GridConfig = Field(default_factory=GridConfig)
+
+    @field_validator("meters")
+    @classmethod
+    def _unique_names(cls, v: list[ModbusMeterConfig]) -> list[ModbusMeterConfig]:
+        names = [m.name for m in v]
+        if len(set(names)) != len(names):
+            raise ValueError("duplicate meter names")
+        return v

@@ -1,0 +1,162 @@
+"""The one thread that appends to the chain: group commit of queued (kind, body) items."""
+
+from __future__ import annotations
+
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from edge_agent.spine.clock import Clock
+from edge_agent.spine.keys import DeviceKey
+from edge_agent.spine.outbox import Outbox
+from edge_agent.spine.records import canonical
+
+log = logging.getLogger(__name__)
+
+
+class ChainWriter:
+    """Takes (kind, body) from a bounded queue and commits them in batches: one transaction per batch.
+
+    No one is told of a record before its batch is committed with synchronous=FULL: `on_commit`
+    is called after the commit with the new head seq.
+    """
+
+    def __init__(
+        self,
+        outbox: Outbox,
+        *,
+        device: str,
+        key: DeviceKey,
+        clock: Clock,
+        max_bytes: int,
+        batch_max: int = 512,
+        queue_max: int = 20000,
+        on_commit: Callable[[int], None] | None = None,
+    ) -> None:
+        self.outbox = outbox
+        self.device = device
+        self.key = key
+        self.clock = clock
+        self.max_bytes = max_bytes
+        self.batch_max = batch_max
+        self.on_commit = on_commit
+        self._q: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(maxsize=queue_max)
+        self._stop = threading.Event()
+        self._pending = 0  # emitted, not yet committed
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self.heartbeat = time.monotonic()
+        self.committed = 0
+        self.last_error: str | None = None
+        self.head_seq = outbox.head()[0]
+
+    def emit(self, kind: str, body: dict[str, Any]) -> None:
+        """Queue a record; blocks while the queue is full (back-pressure), never drops."""
+        if not kind or not isinstance(body, dict):
+            raise ValueError(f"emit: expected a kind and a dict body, got {kind!r}, {type(body).__name__}")
+        with self._cond:
+            self._pending += 1
+        while True:
+            try:
+                self._q.put((kind, body), timeout=1.0)
+                return
+            except queue.Full:
+                log.warning("chain writer queue full; producer waits (outbox slow or disk stalled)")
+
+    def start(self) -> None:
+        self._thread = threading.Thread(target=self._run, name="chain-writer", daemon=True)
+        self._thread.start()
+
+    def flush(self, timeout_s: float = 5.0) -> bool:
+        """Wait until everything queued so far is committed."""
+        with self._cond:
+            return self._cond.wait_for(lambda: self._pending == 0, timeout_s)
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        self.flush(timeout_s)
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    @property
+    def queued(self) -> int:
+        return self._q.qsize()
+
+    def _run(self) -> None:
+        batch: list[tuple[str, dict[str, Any]]] = []
+        while True:
+            self.heartbeat = time.monotonic()
+            if not batch:
+                try:
+                    batch.append(self._q.get(timeout=0.2))
+                except queue.Empty:
+                    if self._stop.is_set():
+                        return
+                    continue
+                while len(batch) < self.batch_max:
+                    try:
+                        batch.append(self._q.get_nowait())
+                    except queue.Empty:
+                        break
+            try:
+                records = self.outbox.append(
+                    batch, device=self.device, key=self.key, clock=self.clock, max_bytes=self.max_bytes
+                )
+            except ValueError:
+                good = self._drop_unencodable(batch)
+                self._done(len(batch) - len(good))
+                batch = good
+                continue
+            except sqlite3.Error as exc:
+                # Disk full or I/O error: keep the batch in memory and retry; producers feel back-pressure.
+                self.last_error = f"outbox write failed: {exc}"
+                log.error("outbox write failed (%s); keeping %d record(s) in memory and retrying", exc, len(batch))
+                if "full" in str(exc).lower():
+                    self._emergency_room()
+                self._stop.wait(1.0)
+                if self._stop.is_set() and self._q.empty():
+                    self._stop.wait(1.0)
+                continue
+            self.committed += len(records)
+            self.head_seq = records[-1]["seq"]
+            self.last_error = None
+            self._done(len(batch))
+            batch = []
+            if self.on_commit is not None:
+                self.on_commit(self.head_seq)
+
+    def _done(self, n: int) -> None:
+        with self._cond:
+            self._pending -= n
+            if self._pending == 0:
+                self._cond.notify_all()
+
+    def _drop_unencodable(self, batch: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+        good = []
+        for kind, body in batch:
+            try:
+                canonical(body)
+            except ValueError as exc:
+                log.error(
+                    "dropped a %s record a pipeline built wrongly (%s); this is a bug, please report it", kind, exc
+                )
+                continue
+            good.append((kind, body))
+        return good
+
+    def _emergency_room(self) -> None:
+        """The disk itself is full: shrink the outbox bound to what it holds now, so eviction starts."""
+        try:
+            stored = self.outbox.stats().stored_bytes
+        except sqlite3.Error:
+            return
+        new_bound = max(int(stored * 0.8), 64 * 1024)
+        if new_bound < self.max_bytes:
+            log.error(
+                "disk full: lowering the outbox bound from %d to %d bytes until restart", self.max_bytes, new_bound
+            )
+            self.max_bytes = new_bound

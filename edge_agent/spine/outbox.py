@@ -1,0 +1,426 @@
+"""The durable SQLite outbox: the chain head, group-committed signed records, delivery state, eviction."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import sqlite3
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import sqlite_utils
+
+from edge_agent.errors import LedgerError
+from edge_agent.spine.clock import Clock, format_ts
+from edge_agent.spine.keys import DeviceKey
+from edge_agent.spine.records import GENESIS_PREV, KIND_PRIORITY, NEVER_EVICT, encode, make_record
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+
+
+def _migrate_1(db: sqlite_utils.Database) -> None:
+    db["records"].create(  # type: ignore[union-attr]
+        {
+            "seq": int,
+            "kind": str,
+            "priority": int,
+            "ts": str,
+            "data": bytes,  # canonical JSON of the whole record
+            "hash": str,
+            "size": int,
+            "created_at": float,
+            "delivered_at": float,
+        },
+        pk="seq",
+        not_null={"kind", "priority", "ts", "data", "hash", "size", "created_at"},
+    )
+    db.execute("CREATE INDEX records_undelivered ON records(seq) WHERE delivered_at IS NULL")
+    db.execute("CREATE INDEX records_evict ON records(priority, seq) WHERE delivered_at IS NULL")
+    db.execute("CREATE INDEX records_delivered ON records(delivered_at) WHERE delivered_at IS NOT NULL")
+    db["meta"].create({"key": str, "value": str}, pk="key")  # type: ignore[union-attr]
+    db["meta"].insert_all(  # type: ignore[union-attr]
+        [
+            {"key": "head_seq", "value": "0"},
+            {"key": "head_hash", "value": GENESIS_PREV},
+            {"key": "bytes", "value": "0"},
+            {"key": "last_delivered_seq", "value": "0"},
+        ]
+    )
+
+
+MIGRATIONS = {1: _migrate_1}
+
+
+@dataclass(frozen=True)
+class Stats:
+    head_seq: int
+    head_hash: str
+    depth: int  # undelivered records
+    oldest_undelivered_ts: str | None
+    oldest_undelivered_age_s: float | None
+    last_delivered_seq: int
+    stored: int
+    stored_bytes: int
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
+    """A connection with the outbox's pragmas: WAL, synchronous=FULL, a busy timeout."""
+    if readonly:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+    else:
+        conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
+    db = sqlite_utils.Database(conn)
+    db.execute("PRAGMA busy_timeout=10000")
+    if not readonly:
+        # Switching to WAL needs an exclusive lock; only the first connection ever has to.
+        if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
+            db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=FULL")
+    return db
+
+
+def _salvage_head(path: Path) -> tuple[int, str] | None:
+    with contextlib.suppress(Exception):
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        try:
+            rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('head_seq','head_hash')").fetchall())
+            return int(rows["head_seq"]), str(rows["head_hash"])
+        finally:
+            conn.close()
+    return None
+
+
+class Outbox:
+    """One connection to the outbox. The chain writer owns one; the MQTT sync and the CLI open their own."""
+
+    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+        self.path = path
+        self.readonly = readonly
+        self.db: sqlite_utils.Database = connect(path, readonly=readonly)
+        self.conn: sqlite3.Connection = self.db.conn
+
+    # ------------------------------------------------------------ opening
+    @classmethod
+    def open_checked(cls, path: Path) -> tuple[Outbox, dict[str, Any] | None]:
+        """Open (creating, migrating); a corrupt file is moved aside, never deleted.
+
+        Returns the outbox and, when a corrupt file was moved aside, a `gap` body describing it.
+        """
+        path.parent.mkdir(parents=True, exist_ok=True)
+        corrupt_reason = None
+        if path.exists():
+            try:
+                probe = connect(path)
+                result = probe.execute("PRAGMA quick_check").fetchone()[0]
+                probe.conn.close()
+                if result != "ok":
+                    corrupt_reason = str(result)[:200]
+            except sqlite3.DatabaseError as exc:
+                corrupt_reason = str(exc)
+        gap = None
+        if corrupt_reason is not None:
+            head = _salvage_head(path) or _read_sidecar(path)
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+            moved = path.with_name(f"{path.name}.corrupt-{stamp}")
+            for suffix in ("", "-wal", "-shm"):
+                src = Path(str(path) + suffix)
+                if src.exists():
+                    os.replace(src, Path(str(moved) + suffix))
+            log.critical(
+                "outbox %s failed its integrity check (%s); moved it aside to %s and started a fresh one. "
+                "Undelivered records in it were not sent; keep the file for recovery",
+                path,
+                corrupt_reason,
+                moved,
+            )
+            gap = {
+                "reason": "outbox_corrupt",
+                "detail": corrupt_reason,
+                "moved_to": moved.name,
+                "last_known_seq": head[0] if head else 0,
+                "ranges": [],
+                "hashes": [],
+            }
+            ob = cls(path)
+            ob.migrate()
+            if head is not None:
+                ob._set_meta({"head_seq": str(head[0]), "head_hash": head[1]})
+            return ob, gap
+        ob = cls(path)
+        ob.migrate()
+        return ob, None
+
+    def migrate(self) -> None:
+        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+        for target in sorted(MIGRATIONS):
+            if target > version:
+                with self.db.conn:
+                    self.conn.execute("BEGIN IMMEDIATE")
+                    MIGRATIONS[target](self.db)
+                    self.conn.execute(f"PRAGMA user_version={target}")
+                log.info("outbox schema migrated to version %d", target)
+        if version > SCHEMA_VERSION:
+            raise LedgerError(
+                f"{self.path}: schema version {version} is newer than this edge-agent knows ({SCHEMA_VERSION}); "
+                "upgrade edge-agent"
+            )
+
+    def close(self) -> None:
+        with contextlib.suppress(sqlite3.Error):
+            self.conn.close()
+
+    # ------------------------------------------------------------ meta
+    def _meta(self) -> dict[str, str]:
+        return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
+
+    def _set_meta(self, values: dict[str, str]) -> None:
+        self.conn.executemany("INSERT OR REPLACE INTO meta(key, value) VALUES (?, ?)", list(values.items()))
+
+    def head(self) -> tuple[int, str]:
+        m = self._meta()
+        return int(m["head_seq"]), m["head_hash"]
+
+    # ------------------------------------------------------------ appending
+    def append(
+        self,
+        items: Sequence[tuple[str, dict[str, Any]]],
+        *,
+        device: str,
+        key: DeviceKey,
+        clock: Clock,
+        max_bytes: int,
+    ) -> list[dict[str, Any]]:
+        """Sign, chain and commit a batch in ONE transaction; return the records once durable.
+
+        When the batch would push stored bytes past max_bytes, delivered records go first, then
+        undelivered ones by priority (telemetry/health/sensor, then events, then trips and
+        inspections), oldest first, and a signed `gap` record listing them is appended.
+        """
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            seq, prev = self.head()
+            stored = int(self._meta()["bytes"])
+            records = []
+            rows = []
+            for kind, body in items:
+                seq += 1
+                t, clock_state = clock.now()
+                rec = make_record(
+                    device=device, seq=seq, ts=format_ts(t), clock=clock_state, kind=kind, body=body, prev=prev, key=key
+                )
+                data = encode(rec)
+                prev = rec["hash"]
+                records.append(rec)
+                rows.append((seq, kind, KIND_PRIORITY.get(kind, 1), rec["ts"], data, prev, len(data), time.time()))
+            incoming = sum(r[6] for r in rows)
+            if stored + incoming > max_bytes:
+                evicted, freed = self._make_room(stored + incoming - int(max_bytes * 0.9))
+                stored -= freed
+                if evicted:
+                    # The gap record takes the next seq after the batch and is part of this transaction.
+                    seq += 1
+                    t, clock_state = clock.now()
+                    gap = make_record(
+                        device=device,
+                        seq=seq,
+                        ts=format_ts(t),
+                        clock=clock_state,
+                        kind="gap",
+                        body=gap_body("outbox_full", evicted),
+                        prev=prev,
+                        key=key,
+                    )
+                    data = encode(gap)
+                    prev = gap["hash"]
+                    records.append(gap)
+                    rows.append((seq, "gap", NEVER_EVICT, gap["ts"], data, prev, len(data), time.time()))
+                    incoming += len(data)
+                    log.warning(
+                        "outbox full (outbox.max_mb): evicted %d undelivered record(s), seq %s; "
+                        "signed gap record seq %d tells central",
+                        len(evicted),
+                        _ranges_text(evicted),
+                        seq,
+                    )
+            self.conn.executemany(
+                "INSERT INTO records(seq, kind, priority, ts, data, hash, size, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            self._set_meta({"head_seq": str(seq), "head_hash": prev, "bytes": str(stored + incoming)})
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
+        _write_sidecar(self.path, seq, prev)
+        return records
+
+    def append_gap(self, body: dict[str, Any], *, device: str, key: DeviceKey, clock: Clock) -> dict[str, Any]:
+        return self.append([("gap", body)], device=device, key=key, clock=clock, max_bytes=1 << 62)[0]
+
+    def _make_room(self, need_bytes: int) -> tuple[list[tuple[int, str, str]], int]:
+        """Inside a transaction: free need_bytes; return the evicted undelivered (seq, hash, kind) and bytes freed."""
+        freed = 0
+        for seq, size in self.conn.execute(
+            "SELECT seq, size FROM records WHERE delivered_at IS NOT NULL ORDER BY seq"
+        ).fetchall():
+            if freed >= need_bytes:
+                break
+            self.conn.execute("DELETE FROM records WHERE seq = ?", (seq,))
+            freed += size
+        evicted: list[tuple[int, str, str]] = []
+        if freed < need_bytes:
+            cur = self.conn.execute(
+                "SELECT seq, hash, kind, size FROM records WHERE delivered_at IS NULL AND priority < ? "
+                "ORDER BY priority, seq",
+                (NEVER_EVICT,),
+            )
+            for seq, h, kind, size in cur.fetchall():
+                if freed >= need_bytes:
+                    break
+                evicted.append((seq, h, kind))
+                freed += size
+            self.conn.executemany("DELETE FROM records WHERE seq = ?", [(s,) for s, _, _ in evicted])
+        evicted.sort()
+        return evicted, freed
+
+    # ------------------------------------------------------------ delivery
+    def undelivered(self, after_seq: int, limit: int) -> list[tuple[int, str, bytes]]:
+        return [
+            (s, k, bytes(d))
+            for s, k, d in self.conn.execute(
+                "SELECT seq, kind, data FROM records WHERE delivered_at IS NULL AND seq > ? ORDER BY seq LIMIT ?",
+                (after_seq, limit),
+            ).fetchall()
+        ]
+
+    def first_undelivered_seq(self) -> int | None:
+        row = self.conn.execute("SELECT MIN(seq) FROM records WHERE delivered_at IS NULL").fetchone()
+        return row[0] if row and row[0] is not None else None
+
+    def mark_delivered(self, seqs: Iterable[int]) -> None:
+        seq_list = [(time.time(), s) for s in seqs]
+        if not seq_list:
+            return
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            self.conn.executemany(
+                "UPDATE records SET delivered_at = ? WHERE seq = ? AND delivered_at IS NULL", seq_list
+            )
+            top = max(s for _, s in seq_list)
+            self.conn.execute(
+                "UPDATE meta SET value = ? WHERE key = 'last_delivered_seq' AND CAST(value AS INTEGER) < ?",
+                (str(top), top),
+            )
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
+
+    def mark_undelivered(self, first_seq: int, last_seq: int) -> int:
+        """Queue stored records again (central asked for a resend); returns how many."""
+        cur = self.conn.execute(
+            "UPDATE records SET delivered_at = NULL WHERE seq BETWEEN ? AND ? AND delivered_at IS NOT NULL",
+            (first_seq, last_seq),
+        )
+        return cur.rowcount
+
+    def prune_delivered(self, retention_s: float) -> int:
+        """Delete delivered records older than the retention; keeps the chain head in meta."""
+        cutoff = time.time() - retention_s
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.conn.execute(
+                "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM records "
+                "WHERE delivered_at IS NOT NULL AND delivered_at < ?",
+                (cutoff,),
+            ).fetchone()
+            self.conn.execute("DELETE FROM records WHERE delivered_at IS NOT NULL AND delivered_at < ?", (cutoff,))
+            self.conn.execute("UPDATE meta SET value = CAST(value AS INTEGER) - ? WHERE key = 'bytes'", (int(row[1]),))
+            self.conn.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("ROLLBACK")
+            raise
+        return int(row[0])
+
+    # ------------------------------------------------------------ reading
+    def stats(self) -> Stats:
+        m = self._meta()
+        depth, oldest = self.conn.execute("SELECT COUNT(*), MIN(ts) FROM records WHERE delivered_at IS NULL").fetchone()
+        stored = self.conn.execute("SELECT COUNT(*) FROM records").fetchone()[0]
+        age = None
+        if oldest:
+            age = max(0.0, time.time() - datetime.fromisoformat(oldest.replace("Z", "+00:00")).timestamp())
+        return Stats(
+            head_seq=int(m["head_seq"]),
+            head_hash=m["head_hash"],
+            depth=int(depth),
+            oldest_undelivered_ts=oldest,
+            oldest_undelivered_age_s=age,
+            last_delivered_seq=int(m["last_delivered_seq"]),
+            stored=int(stored),
+            stored_bytes=int(m["bytes"]),
+        )
+
+    def export(self, since_seq: int = 0, until_seq: int | None = None) -> Iterable[bytes]:
+        q = "SELECT data FROM records WHERE seq >= ?"
+        args: list[Any] = [since_seq]
+        if until_seq is not None:
+            q += " AND seq <= ?"
+            args.append(until_seq)
+        for (data,) in self.conn.execute(q + " ORDER BY seq", args):
+            yield bytes(data)
+
+
+def gap_body(reason: str, evicted: Sequence[tuple[int, str, str]]) -> dict[str, Any]:
+    """Signed account of dropped records: seq ranges, and each dropped seq with its hash and kind."""
+    return {
+        "reason": reason,
+        "count": len(evicted),
+        "ranges": seq_ranges([s for s, _, _ in evicted]),
+        "hashes": [[s, h, k] for s, h, k in evicted],
+    }
+
+
+def seq_ranges(seqs: Sequence[int]) -> list[list[int]]:
+    """[3, 4, 5, 9] -> [[3, 5], [9, 9]]."""
+    out: list[list[int]] = []
+    for s in sorted(seqs):
+        if out and s == out[-1][1] + 1:
+            out[-1][1] = s
+        else:
+            out.append([s, s])
+    return out
+
+
+def _ranges_text(evicted: Sequence[tuple[int, str, str]]) -> str:
+    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in seq_ranges([s for s, _, _ in evicted]))
+
+
+def _sidecar(path: Path) -> Path:
+    return path.with_name(path.name + ".head")
+
+
+def _write_sidecar(path: Path, seq: int, h: str) -> None:
+    """Best-effort copy of the chain head beside the DB (no fsync): used only if the DB is unreadable."""
+    tmp = _sidecar(path).with_suffix(".tmp")
+    with contextlib.suppress(OSError):
+        tmp.write_text(json.dumps({"seq": seq, "hash": h}))
+        os.replace(tmp, _sidecar(path))
+
+
+def _read_sidecar(path: Path) -> tuple[int, str] | None:
+    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
+        d = json.loads(_sidecar(path).read_text())
+        return int(d["seq"]), str(d["hash"])
+    return None

@@ -1,0 +1,159 @@
+"""The record envelope: RFC 8785 canonical bytes, SHA-256 hash, Ed25519 signature, and their checks."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+from typing import Any
+
+import rfc8785
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge_agent.spine.keys import DeviceKey
+
+ENVELOPE_VERSION = 1
+# The first record of a device chains to 64 zeros: a value no SHA-256 output is known to take.
+GENESIS_PREV = "0" * 64
+ENVELOPE_FIELDS = ("v", "device", "seq", "ts", "clock", "kind", "body", "prev", "key", "hash", "sig")
+
+# Eviction priority when the outbox is full: lower goes first. Kinds not listed are 1.
+KIND_PRIORITY = {
+    "telemetry": 0,
+    "health": 0,
+    "sensor": 0,
+    "event": 1,
+    "checkpoint": 1,
+    "trip": 2,
+    "return_inspection": 2,
+    "gap": 9,  # never evicted: it is what tells central what was
+    "key_rotation": 9,
+}
+NEVER_EVICT = 9
+
+
+_MAX_SAFE_INT = 2**53 - 1  # I-JSON: integers must be exact in an IEEE double
+
+
+class _NeedsSlowPath(Exception):
+    pass
+
+
+def _jcs_ready(obj: Any) -> Any:
+    """A copy on which json.dumps(sort_keys) gives exactly the RFC 8785 bytes, or _NeedsSlowPath.
+
+    Python and ECMAScript print a float the same way (shortest round-trip digits) except for
+    exponents and integral values; integral floats become ints (ES prints 1.0 as "1"), and any
+    float whose repr has an exponent, any int beyond 2**53 and any key outside the BMP (JCS sorts
+    keys by UTF-16 code units) go to the reference implementation.
+    """
+    if isinstance(obj, str) or obj is None or isinstance(obj, bool):
+        return obj
+    if isinstance(obj, int):
+        if -_MAX_SAFE_INT <= obj <= _MAX_SAFE_INT:
+            return obj
+        raise _NeedsSlowPath
+    if isinstance(obj, float):
+        if obj.is_integer() and abs(obj) <= _MAX_SAFE_INT:
+            return int(obj)
+        r = repr(obj)
+        if "e" in r or "n" in r or r.endswith(".0"):  # exponent, inf, nan, big integral
+            raise _NeedsSlowPath
+        return obj
+    if isinstance(obj, dict):
+        out = {}
+        for k, v in obj.items():
+            if not isinstance(k, str) or any(ord(c) > 0xFFFF for c in k):
+                raise _NeedsSlowPath
+            out[k] = _jcs_ready(v)
+        return out
+    if isinstance(obj, (list, tuple)):
+        return [_jcs_ready(v) for v in obj]
+    raise _NeedsSlowPath
+
+
+def canonical(obj: Any) -> bytes:
+    """RFC 8785 (JCS) bytes; raises ValueError for NaN/Infinity or non-JSON types.
+
+    A fast path through the C json encoder covers the values records carry; everything else goes
+    through the `rfc8785` package. tests/spine/test_records.py checks both agree on generated values.
+    """
+    try:
+        ready = _jcs_ready(obj)
+        return json.dumps(ready, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode(
+            "utf-8"
+        )
+    except (_NeedsSlowPath, UnicodeEncodeError):
+        pass
+    try:
+        return rfc8785.dumps(obj)
+    except (rfc8785.CanonicalizationError, TypeError) as exc:
+        raise ValueError(f"record is not JSON-canonicalisable: {exc}") from None
+
+
+def signing_bytes(record: dict[str, Any]) -> bytes:
+    """Canonical bytes of the record without `hash` and `sig`: what is hashed and signed."""
+    return canonical({k: v for k, v in record.items() if k not in ("hash", "sig")})
+
+
+def make_record(
+    *, device: str, seq: int, ts: str, clock: str, kind: str, body: dict[str, Any], prev: str, key: DeviceKey
+) -> dict[str, Any]:
+    """Build, hash and sign one record."""
+    rec: dict[str, Any] = {
+        "v": ENVELOPE_VERSION,
+        "device": device,
+        "seq": seq,
+        "ts": ts,
+        "clock": clock,
+        "kind": kind,
+        "body": body,
+        "prev": prev,
+        "key": key.key_id,
+    }
+    data = signing_bytes(rec)
+    rec["hash"] = hashlib.sha256(data).hexdigest()
+    rec["sig"] = base64.b64encode(key.sign(data)).decode("ascii")
+    return rec
+
+
+def encode(record: dict[str, Any]) -> bytes:
+    """The wire and storage form: compact UTF-8 JSON of the whole record (verifiers re-canonicalise)."""
+    return json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
+
+
+def check_record(record: dict[str, Any], public: Ed25519PublicKey | None) -> list[str]:
+    """Problems with one record on its own (shape, hash, signature); empty when it is sound."""
+    problems = []
+    missing = [f for f in ENVELOPE_FIELDS if f not in record]
+    if missing:
+        return [f"missing field(s) {', '.join(missing)}"]
+    extra = sorted(set(record) - set(ENVELOPE_FIELDS))
+    if extra:
+        problems.append(f"unexpected field(s) {', '.join(extra)}")
+    if not isinstance(record["seq"], int) or isinstance(record["seq"], bool) or record["seq"] < 1:
+        return [*problems, f"seq: expected an integer >= 1, got {record['seq']!r}"]
+    try:
+        data = signing_bytes(record)
+    except ValueError as exc:
+        return [*problems, str(exc)]
+    if hashlib.sha256(data).hexdigest() != record["hash"]:
+        problems.append("hash does not match the record's content (altered)")
+    if public is not None:
+        try:
+            public.verify(base64.b64decode(record["sig"], validate=True), data)
+        except (InvalidSignature, ValueError, TypeError):
+            problems.append("bad signature")
+    return problems
+
+
+def parse_line(line: str | bytes) -> dict[str, Any]:
+    """One JSON line to a record dict; raise ValueError with a short reason."""
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"not JSON ({exc.msg} at column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
+    return obj

@@ -1,0 +1,1 @@
+"""Signed commands from central: message format, nonce store, processor."""

@@ -1,0 +1,345 @@
+"""MQTT store-and-forward: publish undelivered records in seq order, mark them delivered on PUBACK."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import queue
+import random
+import socket
+import sqlite3
+import ssl
+import threading
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+
+from edge_agent.errors import SyncError
+from edge_agent.settings import AgentConfig, MqttConfig
+from edge_agent.spine.outbox import Outbox
+
+log = logging.getLogger(__name__)
+
+STALE_S = 60  # a record in flight this long while connected is published again
+
+
+def topic_base(cfg: AgentConfig) -> str:
+    return f"{cfg.mqtt.topic_prefix}/{cfg.device.site}/{cfg.device.id}"
+
+
+def make_client(m: MqttConfig, client_id: str) -> mqtt.Client:
+    """A paho 2.x client (callback API v2) with TLS, mTLS and credentials as configured."""
+    protocol = mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311
+    kwargs: dict[str, Any] = {}
+    if protocol == mqtt.MQTTv311:
+        kwargs["clean_session"] = False
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **kwargs)
+    if m.tls:
+        if m.ca_file is not None and not Path(m.ca_file).exists():
+            raise SyncError(f"mqtt.ca_file: {m.ca_file} not found (the CA that signed the broker's certificate)")
+        for name in ("cert_file", "key_file"):
+            p = getattr(m, name)
+            if p is not None and not Path(p).exists():
+                raise SyncError(f"mqtt.{name}: {p} not found")
+        if (m.cert_file is None) != (m.key_file is None):
+            raise SyncError("mqtt.cert_file and mqtt.key_file go together (client certificate for mTLS)")
+        try:
+            client.tls_set(
+                ca_certs=str(m.ca_file) if m.ca_file else None,
+                certfile=str(m.cert_file) if m.cert_file else None,
+                keyfile=str(m.key_file) if m.key_file else None,
+                cert_reqs=ssl.CERT_REQUIRED,
+                tls_version=ssl.PROTOCOL_TLS_CLIENT,
+            )
+        except (ssl.SSLError, OSError, ValueError) as exc:
+            raise SyncError(
+                f"mqtt TLS setup failed: {exc} (check mqtt.ca_file, mqtt.cert_file, mqtt.key_file)"
+            ) from None
+    elif m.ca_file or m.cert_file:
+        log.warning("mqtt.ca_file/cert_file are set but mqtt.url is not mqtts://; they are ignored")
+    password = m.password_value()
+    if m.username is not None:
+        client.username_pw_set(m.username, password)
+    return client
+
+
+def describe_connect_error(exc: BaseException, m: MqttConfig) -> str:
+    where = f"{m.host}:{m.port}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"TLS: broker {where} certificate not trusted ({exc.verify_message}); check mqtt.ca_file"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake with {where} failed ({exc.reason or exc}); check mqtt.ca_file / client certificate"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"broker {where} refused the TCP connection (is it running, is the port right?)"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve broker host {m.host!r} ({exc.strerror})"
+    if isinstance(exc, (TimeoutError, socket.timeout)):
+        return f"broker {where} did not answer in time (network down?)"
+    return f"cannot connect to broker {where}: {exc}"
+
+
+class MqttSync:
+    """Owns the MQTT connection: a network thread (connect, backoff with jitter) and a publisher thread."""
+
+    def __init__(
+        self,
+        cfg: AgentConfig,
+        db_path: Path,
+        *,
+        on_command: Callable[[str, bytes], None] | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.m = cfg.mqtt
+        self.db_path = db_path
+        self.base = topic_base(cfg)
+        self.status_topic = f"{self.base}/status"
+        self.cmd_filter = f"{self.base}/cmd/+"
+        self.on_command = on_command
+        self.client_id = self.m.client_id or f"edge-agent-{cfg.device.site}-{cfg.device.id}"
+        self.client = make_client(self.m, self.client_id)
+        self.client.will_set(self.status_topic, b"offline", qos=1, retain=True)
+        self.client.max_inflight_messages_set(self.m.inflight_max)
+        self.client.max_queued_messages_set(0)
+        self.client.on_connect = self._on_connect
+        self.client.on_disconnect = self._on_disconnect
+        self.client.on_publish = self._on_publish
+        self.client.on_message = self._on_message
+        self.connected = threading.Event()
+        self.last_error: str | None = None
+        self.last_delivered_seq: int | None = None
+        self.delivered = 0
+        self.heartbeat = time.monotonic()
+        self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._wake = threading.Event()
+        self._rewind = threading.Event()
+        self._stop = threading.Event()
+        self._pub_stop = threading.Event()
+        self._drained = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._connected_since: float | None = None
+        self._got_connack = False
+
+    # ------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        for target, name in ((self._net_loop, "mqtt-net"), (self._pub_loop, "mqtt-pub")):
+            t = threading.Thread(target=target, name=name, daemon=True)
+            t.start()
+            self._threads.append(t)
+
+    def notify(self, _head_seq: int = 0) -> None:
+        """New records were committed: wake the publisher."""
+        self._wake.set()
+
+    def rewind(self) -> None:
+        """Start again from the first undelivered record (records were re-queued for a resend)."""
+        self._rewind.set()
+        self._wake.set()
+
+    def drain(self, timeout_s: float) -> bool:
+        """Wait until every committed record is acknowledged (or the timeout); True when drained."""
+        deadline = time.monotonic() + timeout_s
+        self._drained.clear()
+        self._wake.set()
+        while time.monotonic() < deadline:
+            if self._drained.wait(0.1):
+                return True
+            if not self.connected.is_set():
+                return False
+        return False
+
+    def stop(self, flush_timeout_s: float = 3.0) -> None:
+        """Flush what can be flushed, say `offline` (retained), disconnect cleanly."""
+        if self.connected.is_set():
+            self.drain(flush_timeout_s)
+        self._pub_stop.set()
+        if self.connected.is_set():
+            with contextlib.suppress(Exception):
+                info = self.client.publish(self.status_topic, b"offline", qos=1, retain=True)
+                info.wait_for_publish(1.0)
+        self._stop.set()
+        with contextlib.suppress(Exception):
+            self.client.disconnect()
+        for t in self._threads:
+            t.join(3)
+
+    # ------------------------------------------------------------ callbacks (paho thread: enqueue only)
+    def _on_connect(self, client: mqtt.Client, _ud: Any, flags: Any, reason: Any, _props: Any) -> None:
+        self._got_connack = True
+        if reason.is_failure:
+            self.last_error = (
+                f"broker {self.m.host}:{self.m.port} refused the connection: {reason} "
+                "(check mqtt.username/password or client certificate)"
+            )
+            log.error("MQTT: %s", self.last_error)
+            return
+        self.last_error = None
+        self.connected.set()
+        self._connected_since = time.monotonic()
+        log.info("MQTT connected to %s:%s (session present: %s)", self.m.host, self.m.port, flags.session_present)
+        client.publish(self.status_topic, b"online", qos=1, retain=True)
+        client.subscribe(self.cmd_filter, qos=1)
+        self._wake.set()
+
+    def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        was = self.connected.is_set()
+        self.connected.clear()
+        if was and not self._stop.is_set():
+            log.warning("MQTT connection lost (%s); records stay in the outbox and are re-sent on reconnect", reason)
+
+    def _on_publish(self, _c: mqtt.Client, _ud: Any, mid: int, reason: Any, _props: Any) -> None:
+        if reason is None or not getattr(reason, "is_failure", False):
+            self._acks.put(mid)
+        self._wake.set()
+
+    def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
+        if self.on_command is not None:
+            self.on_command(msg.topic, bytes(msg.payload))
+
+    # ------------------------------------------------------------ network thread
+    def _net_loop(self) -> None:  # noqa: PLR0912 - one loop owns the connection state
+        delay = self.m.backoff_min_s
+        warned = False
+        props = None
+        if self.m.protocol == "5":
+            props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+            props.SessionExpiryInterval = self.m.session_expiry_s
+        while not self._stop.is_set():
+            try:
+                if self.m.protocol == "5":
+                    self.client.connect(
+                        self.m.host, self.m.port, self.m.keepalive_s, clean_start=False, properties=props
+                    )
+                else:
+                    self.client.connect(self.m.host, self.m.port, self.m.keepalive_s)
+            except (OSError, ssl.SSLError) as exc:
+                self.last_error = describe_connect_error(exc, self.m)
+                if not warned:
+                    log.error("MQTT: %s; retrying with backoff up to %.0f s", self.last_error, self.m.backoff_max_s)
+                    warned = True
+                else:
+                    log.debug("MQTT: still failing: %s", self.last_error)
+            else:
+                self._got_connack = False
+                while not self._stop.is_set():
+                    rc = self.client.loop(timeout=0.2)
+                    if rc != mqtt.MQTT_ERR_SUCCESS:
+                        break
+                self.connected.clear()
+                if not self._got_connack and not self._stop.is_set():
+                    self.last_error = (
+                        f"broker {self.m.host}:{self.m.port} closed the connection before accepting it "
+                        "(client certificate rejected? check mqtt.cert_file/mqtt.key_file and the broker's log)"
+                    )
+                    if not warned:
+                        log.error("MQTT: %s", self.last_error)
+                if self._stop.is_set():
+                    # Let the DISCONNECT go out.
+                    with contextlib.suppress(Exception):
+                        self.client.loop(timeout=0.2)
+                    break
+                if self._connected_since is not None and time.monotonic() - self._connected_since > 30:
+                    delay = self.m.backoff_min_s  # the link was healthy: start the backoff over
+                warned = warned or self.last_error is not None
+            self._connected_since = None
+            wait = min(delay, self.m.backoff_max_s) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not crypto
+            self._stop.wait(wait)
+            delay = min(delay * 2, self.m.backoff_max_s)
+            if warned and self.connected.is_set():
+                warned = False
+
+    # ------------------------------------------------------------ publisher thread
+    def _pub_loop(self) -> None:
+        """Runs the publisher; a database error is logged and the loop starts over, never ends it."""
+        warned = False
+        while not self._pub_stop.is_set():
+            try:
+                self._publish_until_stopped()
+            except sqlite3.Error as exc:
+                self.last_error = f"outbox read failed: {exc}"
+                if not warned:
+                    log.error("MQTT publisher: outbox read failed (%s); retrying every second", exc)
+                    warned = True
+                self._pub_stop.wait(1.0)
+
+    def _publish_until_stopped(self) -> None:  # noqa: PLR0912, PLR0915 - one loop owns the in-flight window
+        outbox = Outbox(self.db_path)
+        pending: dict[int, int] = {}  # mid -> seq, for messages paho has in flight
+        cursor: int | None = None
+        sent_at: dict[int, float] = {}
+        acked: list[int] = []
+        last_flush = last_stale_check = time.monotonic()
+        window = self.m.inflight_max
+        try:
+            while not self._pub_stop.is_set():
+                self.heartbeat = time.monotonic()
+                while True:
+                    try:
+                        mid = self._acks.get_nowait()
+                    except queue.Empty:
+                        break
+                    seq = pending.pop(mid, None)
+                    sent_at.pop(mid, None)
+                    if seq is not None:
+                        acked.append(seq)
+                now = time.monotonic()
+                if acked and (len(acked) >= 256 or now - last_flush > 0.05 or not pending):
+                    outbox.mark_delivered(acked)
+                    self.delivered += len(acked)
+                    self.last_delivered_seq = max(acked)
+                    acked = []
+                    last_flush = now
+                if self._rewind.is_set():
+                    self._rewind.clear()
+                    cursor = None
+                if not self.connected.is_set():
+                    cursor = None  # re-read from the first undelivered after reconnect
+                    self._wake.wait(0.2)
+                    self._wake.clear()
+                    continue
+                if cursor is None:
+                    first = outbox.first_undelivered_seq()
+                    in_flight = set(pending.values())
+                    cursor = (first - 1) if first is not None else outbox.head()[0]
+                    # paho re-sends what it had in flight itself; skip those.
+                    while cursor + 1 in in_flight:
+                        cursor += 1
+                room = window - len(pending)
+                if room > 0:
+                    rows = outbox.undelivered(cursor, room)
+                    for seq, kind, data in rows:
+                        info = self.client.publish(f"{self.base}/rec/{kind}", data, qos=1)
+                        if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
+                            log.warning(
+                                "MQTT publish of seq %d failed (%s); will retry", seq, mqtt.error_string(info.rc)
+                            )
+                            cursor = None
+                            break
+                        pending[info.mid] = seq
+                        sent_at[info.mid] = now
+                        cursor = seq
+                    if rows:
+                        continue
+                if pending and now - last_stale_check > 5:
+                    last_stale_check = now
+                    stale = [mid for mid, t in sent_at.items() if mid in pending and now - t > STALE_S]
+                    if stale:
+                        log.warning("MQTT: %d record(s) unacknowledged for %d s; re-sending", len(stale), STALE_S)
+                        for mid in stale:
+                            pending.pop(mid, None)
+                            sent_at.pop(mid, None)
+                        cursor = None
+                if not pending and not acked:
+                    self._drained.set()
+                self._wake.wait(0.05 if pending else 0.2)
+                self._wake.clear()
+        finally:
+            if acked:
+                with contextlib.suppress(Exception):
+                    outbox.mark_delivered(acked)
+            outbox.close()

@@ -1,0 +1,281 @@
+"""Field extraction from OCR lines: label synonyms, colons, layouts, OCR confusions, dates, reasons, confidence."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent.errors import ConfigError
+from edge_agent.pipelines.bench.fields import LabelMatcher, extract_fields, group_rows, load_reasons, load_template
+from edge_agent.pipelines.bench.normalize import Fixed, fix_code, match_reason, parse_date, parse_quantity, to_halfwidth
+from edge_agent.pipelines.bench.rules_config import FieldsConfig, ValidationConfig
+from edge_agent.pipelines.bench.types import TextLine
+
+TEMPLATE = load_template(FieldsConfig())
+REASONS = load_reasons(ValidationConfig())
+MATCHER = LabelMatcher(TEMPLATE)
+
+
+def lines_of(*texts: str, conf: float = 0.97) -> list[TextLine]:
+    """One OCR box per text, stacked top to bottom like a printed slip."""
+    return [TextLine(t, conf, (20, 40 * i, 600, 30)) for i, t in enumerate(texts)]
+
+
+def extract(lines: list[TextLine]) -> dict[str, object]:
+    return {k: v.value for k, v in extract_fields(lines, TEMPLATE, REASONS, MATCHER).values.items()}
+
+
+def test_extract_fields__one_field_per_line_with_synonyms_and_fullwidth_colons() -> None:
+    got = extract(
+        lines_of(
+            "退货申请单",
+            "订单编号：1234567890123456789",
+            "会员ID:VIP12345678",
+            "货号： AB-1234-BLK-M",
+            "退货数量：2 件",
+            "申请日期：2025年03月07日",
+            "原因：少件 - 赠品未收到",
+        )
+    )
+    assert got == {
+        "order_no": "1234567890123456789",
+        "customer_id": "VIP12345678",
+        "sku": "AB-1234-BLK-M",
+        "quantity": 2,
+        "return_date": "2025-03-07",
+        "reason": "少件",
+    }
+
+
+def test_extract_fields__several_fields_on_one_line_and_english_labels() -> None:
+    got = extract(
+        lines_of(
+            "Order No.: 250307-123456789012345   数量：3",
+            "SKU：SKU123456789  客户ID：C0123456789",
+            "退货日期：2025/03/27 退货原因：尺码不合适，偏小",
+        )
+    )
+    assert got == {
+        "order_no": "250307-123456789012345",
+        "quantity": 3,
+        "sku": "SKU123456789",
+        "customer_id": "C0123456789",
+        "return_date": "2025-03-27",
+        "reason": "尺码不合适",
+    }
+
+
+def test_extract_fields__label_and_value_in_separate_boxes_of_one_row() -> None:
+    lines = [
+        TextLine("订单号：", 0.99, (20, 100, 120, 30)),
+        TextLine("987654321012", 0.96, (150, 102, 300, 30)),
+        TextLine("数量", 0.99, (20, 150, 80, 30)),
+        TextLine("1", 0.95, (150, 151, 20, 30)),
+    ]
+    got = extract_fields(lines, TEMPLATE, REASONS, MATCHER).values
+    assert got["order_no"].value == "987654321012"
+    assert got["quantity"].value == 1
+    assert got["quantity"].confidence == pytest.approx(0.95)
+
+
+def test_extract_fields__value_on_the_row_below_its_label() -> None:
+    got = extract_fields(lines_of("订单号：", "987654321012"), TEMPLATE, REASONS, MATCHER).values["order_no"]
+    assert got.value == "987654321012"
+    assert got.confidence < 0.97  # a value below its label is a guess about the layout
+
+
+def test_extract_fields__ocr_confusions_fixed_where_the_pattern_wants_digits() -> None:
+    got = extract_fields(lines_of("订单号：12O4567B9OI2", "数量：l"), TEMPLATE, REASONS, MATCHER).values
+    assert got["order_no"].value == "120456789012"
+    assert got["quantity"].value == 1
+    # each fixed character costs confidence: four fixes must fall below the default threshold
+    assert got["order_no"].confidence < FieldsConfig().default_min_confidence
+
+
+def test_extract_fields__reason_text_in_a_value_does_not_end_it_as_a_label() -> None:
+    # 尺码 is also an "other" label (size on product slips), but only counts before a colon
+    got = extract(lines_of("退货原因：尺码不合适 偏大一码"))
+    assert got["reason"] == "尺码不合适"
+
+
+def test_extract_fields__missing_fields_are_none_with_an_issue() -> None:
+    ext = extract_fields(lines_of("订单号：987654321012"), TEMPLATE, REASONS, MATCHER)
+    assert ext.values["sku"].value is None and ext.values["sku"].confidence == 0.0
+    codes = {(i.code, i.field) for i in ext.issues}
+    assert ("missing_field", "quantity") in codes
+    assert ("missing_field", "order_no") not in codes
+
+
+def test_extract_fields__two_different_values_for_one_field_are_a_conflict() -> None:
+    ext = extract_fields(lines_of("数量：2", "退货数量：3"), TEMPLATE, REASONS, MATCHER)
+    assert ext.values["quantity"].confidence < 0.5
+    assert any(i.code == "conflicting_values" and i.field == "quantity" for i in ext.issues)
+
+
+def test_extract_fields__misread_label_found_with_lower_confidence() -> None:
+    ext = extract_fields(lines_of("退货日朗：2025-03-27"), TEMPLATE, REASONS, MATCHER)
+    assert ext.values["return_date"].value == "2025-03-27"
+    assert ext.values["return_date"].confidence < 0.9
+
+
+def test_extract_fields__letter_or_digit_at_the_prefix_boundary_goes_to_review() -> None:
+    ext = extract_fields(lines_of("会员ID：VIPI2345678"), TEMPLATE, REASONS, MATCHER)
+    assert ext.values["customer_id"].confidence < FieldsConfig().default_min_confidence
+    assert any(i.code == "ambiguous_value" for i in ext.issues)
+
+
+def test_extract_fields__not_an_integer_quantity_is_a_format_issue() -> None:
+    ext = extract_fields(lines_of("数量：1.5"), TEMPLATE, REASONS, MATCHER)
+    assert ext.values["quantity"].value is None
+    assert [i.code for i in ext.issues if i.field == "quantity"] == ["bad_format"]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("2025-03-27", "2025-03-27"),
+        ("2025/03/27", "2025-03-27"),
+        ("2025年03月27日", "2025-03-27"),
+        ("2025年3月7日", "2025-03-07"),
+        ("２０２５－０３－２７", "2025-03-27"),
+        ("2025.03.27", "2025-03-27"),
+        ("2O25-03-27", "2025-03-27"),
+        ("20250327", "2025-03-27"),
+    ],
+)
+def test_parse_date__formats_merchants_print(text: str, expected: str) -> None:
+    got = parse_date(text)
+    assert got is not None and got[0].isoformat() == expected
+
+
+@pytest.mark.parametrize("text", ["2025-02-30", "2025-13-01", "27/03/2025", "昨天", ""])
+def test_parse_date__invalid_dates_are_refused(text: str) -> None:
+    assert parse_date(text) is None
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"), [("2", 2), ("2件", 2), ("x3", 3), ("两件", 2), ("十二个", 12), ("1O", 10), ("12 pcs", 12)]
+)
+def test_parse_quantity__forms(text: str, expected: int) -> None:
+    got = parse_quantity(text)
+    assert got is not None and got[0] == expected
+
+
+@pytest.mark.parametrize("text", ["1.5", "abc", "-", "2a"])
+def test_parse_quantity__not_integers(text: str) -> None:
+    assert parse_quantity(text) is None
+
+
+def test_fix_code__letter_prefix_and_digit_body() -> None:
+    rx = re.compile(r"[A-Z]{0,4}\d{6,24}")
+    assert fix_code("VIP12345678", rx) == Fixed("VIP12345678", 0, False)
+    # up to four letters are allowed, so VIPI... matches as read, but the I may be a 1: flagged
+    assert fix_code("VIPl2345678", rx) == Fixed("VIPL2345678", 0, True)
+    assert fix_code("5F123456", rx) is not None
+    assert fix_code("C0I2345678", rx).value == "C012345678"  # type: ignore[union-attr]
+    assert fix_code("hello", rx) is None
+
+
+def test_fix_code__alphanumeric_pattern_keeps_letters() -> None:
+    # A SKU may hold letters and digits anywhere: nothing to fix, nothing changed.
+    rx = re.compile(r"[A-Z0-9][A-Z0-9-]{2,31}")
+    assert fix_code("AB-1O34-BLK", rx).value == "AB-1O34-BLK"  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("少件 - 赠品未收到", "少件"),
+        ("七天无理由退货", "七天无理由"),
+        ("7天无理由", "七天无理由"),
+        ("过期/临期：临近保质期", "过期/临期"),
+        ("临期", "过期/临期"),
+        ("与描述不符-色差大", "与描述不符"),
+        ("质量问题，开线", "质量问题"),
+        ("破损 外包装压坏", "破损"),
+        ("发错货-颜色不对", "发错货"),
+    ],
+)
+def test_match_reason__canonical_even_with_details(text: str, expected: str) -> None:
+    got = match_reason(text, REASONS)
+    assert got is not None and got.reason == expected and not got.ambiguous
+
+
+def test_match_reason__two_reasons_are_ambiguous_and_unknown_is_none() -> None:
+    got = match_reason("破损 发错货", REASONS)
+    assert got is not None and got.ambiguous and got.quality < 0.85
+    assert match_reason("不想要了", REASONS) is None
+
+
+def test_to_halfwidth__keeps_length_and_maps_fullwidth() -> None:
+    assert to_halfwidth("ＳＫＵ：ＡＢ－１２") == "SKU:AB-12"
+
+
+def test_group_rows__boxes_on_one_line_joined_left_to_right() -> None:
+    rows = group_rows(
+        [
+            TextLine("B", 0.9, (300, 102, 50, 30)),
+            TextLine("A", 0.9, (10, 100, 50, 30)),
+            TextLine("C", 0.9, (10, 160, 50, 30)),
+        ]
+    )
+    assert [r.text for r in rows] == ["A B", "C"]
+
+
+def test_load_template__site_template_adds_labels_and_replaces_pattern(tmp_path: Path) -> None:
+    site = tmp_path / "merchant.toml"
+    site.write_text("[fields.order_no]\nlabels = [\"单据号\"]\npattern = 'RT\\d{8}'\n", encoding="utf-8")
+    t = load_template(FieldsConfig(templates=[Path("merchant.toml")]), base_dir=tmp_path)
+    ext = extract_fields(lines_of("单据号：RT2O250327"), t, REASONS)
+    assert ext.values["order_no"].value == "RT20250327"
+    assert "订单号" in t.spec("order_no").labels
+
+
+def test_load_template__errors_name_file_key_expected_and_got(tmp_path: Path) -> None:
+    site = tmp_path / "bad.toml"
+    site.write_text(
+        '[fields.order_no]\nkind = "money"\npattern = "("\n[fields.colour]\nlabels = ["颜色"]\n', encoding="utf-8"
+    )
+    with pytest.raises(
+        ConfigError,
+        match=r"bad.toml: fields.order_no.kind: expected one of code, int, date, "
+        r"reason, got 'money'",
+    ) as exc:
+        load_template(FieldsConfig(templates=[site]))
+    text = "\n".join(exc.value.problems)
+    assert "fields.order_no.pattern: expected a regular expression" in text
+    assert "fields.colour: unknown field" in text
+
+
+def test_load_template__missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"nope.toml: template file not found"):
+        load_template(FieldsConfig(templates=[tmp_path / "nope.toml"]))
+
+
+_slip_text = st.text(
+    alphabet=st.sampled_from(list("订单号数量：:；;SKU原因日期年月日 -/0123456789OIlSBxX件，。Ａ\t")), max_size=40
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(_slip_text, st.floats(0, 1), st.integers(-5, 500), st.integers(-5, 80)), max_size=8))
+def test_extract_fields__any_text_never_crashes(rows: list[tuple[str, float, int, int]]) -> None:
+    lines = [TextLine(t, c, (10, y, 300, h)) for t, c, y, h in rows]
+    ext = extract_fields(lines, TEMPLATE, REASONS, MATCHER)
+    for fv in ext.values.values():
+        assert 0.0 <= fv.confidence <= 1.0
+        if fv.value is None:
+            assert fv.confidence == 0.0
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=60))
+def test_normalizers__arbitrary_unicode_never_crashes(text: str) -> None:
+    parse_date(text)
+    parse_quantity(text)
+    match_reason(text, REASONS)
+    fix_code(text, TEMPLATE.spec("order_no").pattern)

@@ -1,0 +1,190 @@
+"""The image reader end to end with the real PP-OCR ONNX models and real Tesseract on generated slips."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent.demo.slipgen import generate_slip
+from edge_agent.pipelines.bench.config import BenchConfig
+from edge_agent.pipelines.bench.image_config import OcrConfig
+from edge_agent.pipelines.bench.ocr_onnx import ModelError, OnnxOcr, ctc_decode, default_manifest_path, load_manifest
+from edge_agent.pipelines.bench.ocr_tesseract import join_words
+from edge_agent.pipelines.bench.reader import ImageReader, load_image
+from edge_agent.settings import parse_config
+
+
+@pytest.fixture(scope="module")
+def reader() -> ImageReader:
+    return ImageReader(BenchConfig())
+
+
+def _compact(s: str) -> str:
+    return s.replace(" ", "").replace("：", ":")
+
+
+def test_image_reader__reads_the_fields_of_a_clean_slip(reader: ImageReader, tmp_path: Path) -> None:
+    img, truth = generate_slip(21, "clean")
+    out = reader.read(img, debug_dir=tmp_path)
+    assert out.quality.ok
+    assert out.engine == "onnx"
+    text = "\n".join(_compact(ln.text) for ln in out.lines)
+    for key in ("order_no", "sku", "customer_id", "return_date_text"):
+        assert _compact(truth[key]) in text, (key, truth[key], text)
+    assert truth["order_no"] in {b.text for b in out.barcodes}
+    assert {"quality", "preprocess", "barcodes", "det", "cls", "rec", "total"} <= set(out.timing_ms)
+    assert all(0 <= ln.confidence <= 1 for ln in out.lines)
+    order_line = next(ln for ln in out.lines if truth["order_no"] in _compact(ln.text))
+    assert order_line.confidence > 0.9
+    _, _, w, h = order_line.box
+    assert w > 5 * h > 0
+    written = sorted(p.name for p in tmp_path.iterdir())
+    assert written[0] == "00_input.jpg"
+    assert any(n.endswith("_crop.png") for n in written)
+    assert written[-1].endswith("_lines.png")
+
+
+def test_image_reader__upside_down_label_is_turned(reader: ImageReader) -> None:
+    img, truth = generate_slip(22, "clean")
+    out = reader.read(np.ascontiguousarray(img[::-1, ::-1]))
+    text = "\n".join(_compact(ln.text) for ln in out.lines)
+    assert _compact(truth["sku"]) in text
+    assert _compact(truth["customer_id"]) in text
+
+
+def test_image_reader__refused_photo_has_no_lines(reader: ImageReader) -> None:
+    img, _ = generate_slip(4, "typical", defect="blur")
+    out = reader.read(img)
+    assert not out.quality.ok
+    assert out.lines == ()
+    assert out.quality.reasons[0].startswith("blurry")
+    assert "det" not in out.timing_ms
+
+
+def test_onnx_ocr__confidence_separates_text_from_noise(reader: ImageReader) -> None:
+    engine = reader.engine
+    assert isinstance(engine, OnnxOcr)
+    img, _ = generate_slip(23, "typical")
+    lines, _ = engine.read(reader_label(reader, img))
+    noise = np.random.default_rng(3).integers(0, 256, (48, 400, 3), dtype=np.uint8)
+    ((_, noise_conf),) = engine.recognize([noise])
+    assert np.median([ln.confidence for ln in lines]) > 0.95
+    assert noise_conf < 0.8
+
+
+def reader_label(reader: ImageReader, img: np.ndarray) -> np.ndarray:
+    from edge_agent.pipelines.bench.preprocess import preprocess
+
+    return preprocess(img, reader.cfg.preprocess).image
+
+
+def test_onnx_ocr__hash_mismatch_names_the_file(tmp_path: Path) -> None:
+    data = json.loads(default_manifest_path().read_text(encoding="utf-8"))
+    data["models"]["ppocrv6-small"]["cls"]["sha256"] = "0" * 64
+    bad = tmp_path / "manifest.json"
+    bad.write_text(json.dumps(data), encoding="utf-8")
+    with pytest.raises(ModelError, match=r"ch_ppocr_mobile_v2\.0_cls_mobile\.onnx: sha256 mismatch .*expected 0{64}"):
+        OnnxOcr(OcrConfig(manifest=bad))
+
+
+def test_load_manifest__missing_file_and_unknown_model(tmp_path: Path) -> None:
+    with pytest.raises(ModelError, match=r"nope\.json: model manifest not found"):
+        load_manifest("ppocrv6-small", tmp_path / "nope.json")
+    with pytest.raises(ModelError, match=r"models\.ppocrv9: expected a model set of that name"):
+        load_manifest("ppocrv9", default_manifest_path())
+    files = load_manifest("ppocrv6-small")
+    assert {"det", "rec", "cls"} <= set(files)
+    assert all(f.path.exists() for f in files.values())
+
+
+def test_ctc_decode__collapses_repeats_and_blanks() -> None:
+    charset = ["", "1", "2", " "]
+    seq = [1, 1, 0, 1, 2, 2, 0, 0]  # "1 1 _ 1 2 2 _ _" -> "112"
+    probs = np.full((1, len(seq), 4), 0.01, np.float32)
+    for t, k in enumerate(seq):
+        probs[0, t, k] = 0.9 if t != 4 else 0.6
+    ((text, conf),) = ctc_decode(probs, charset)
+    assert text == "112"
+    assert conf == pytest.approx((0.9 + 0.9 + 0.6) / 3, abs=1e-5)
+
+
+def test_join_words__cjk_without_spaces_latin_with() -> None:
+    assert join_words(["订", "单", "号", ":", "12345"]) == "订单号: 12345"
+    assert join_words(["退货", "Order", "No.", "42"]) == "退货Order No. 42"
+
+
+def test_image_reader__tesseract_engine_reads_digits() -> None:
+    reader = ImageReader(BenchConfig(), engine="tesseract")
+    img, truth = generate_slip(24, "clean")
+    out = reader.read(img)
+    assert out.engine == "tesseract"
+    assert "tesseract" in out.timing_ms
+    text = "".join(_compact(ln.text) for ln in out.lines)
+    assert truth["phone"] in text or truth["customer_id"] in text
+
+
+def test_image_reader__unknown_engine_named() -> None:
+    with pytest.raises(ValueError, match="expected one of onnx, tesseract, got 'paddle'"):
+        ImageReader(BenchConfig(), engine="paddle")
+
+
+def test_load_image__broken_files_named(tmp_path: Path) -> None:
+    img, _ = generate_slip(1, "clean")
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", img)
+    assert ok
+    good = tmp_path / "good.jpg"
+    good.write_bytes(buf.tobytes())
+    assert load_image(good).shape == img.shape
+    cut = tmp_path / "cut.jpg"
+    cut.write_bytes(buf.tobytes()[:200])
+    with pytest.raises(ValueError, match=r"cut\.jpg: not a readable image"):
+        load_image(cut)
+    empty = tmp_path / "empty.png"
+    empty.write_bytes(b"")
+    with pytest.raises(ValueError, match=r"empty\.png: image file is empty"):
+        load_image(empty)
+    with pytest.raises(ValueError, match=r"missing\.jpg: image file not found"):
+        load_image(tmp_path / "missing.jpg")
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.binary(max_size=2048))
+def test_load_image__any_bytes_give_image_or_named_error(tmp_path_factory: pytest.TempPathFactory, data: bytes) -> None:
+    p = tmp_path_factory.mktemp("b") / "x.jpg"
+    p.write_bytes(data)
+    try:
+        img = load_image(p)
+    except ValueError as exc:
+        assert "x.jpg" in str(exc)
+    else:
+        assert img.ndim == 3
+
+
+def test_ocr_config__errors_name_key_and_expectation() -> None:
+    from edge_agent.errors import ConfigError
+
+    with pytest.raises(ConfigError) as ei:
+        parse_config(
+            {
+                "profile": "bench",
+                "device": {"id": "b1", "site": "s"},
+                "bench": {
+                    "ocr": {"engine": "paddle", "rec_squeeze": 2},
+                    "preprocess": {"binarize": "yes"},
+                    "quality": {"max_glare_frac": 3},
+                },
+            },
+            "config.toml",
+        )
+    problems = "\n".join(ei.value.problems)
+    assert 'config.toml: bench.ocr.engine: expected "onnx" or "tesseract", got "paddle"' in problems
+    assert "config.toml: bench.ocr.rec_squeeze: expected a factor 0.4-1.0, got 2" in problems
+    assert 'bench.preprocess.binarize: expected "off", "otsu" or "adaptive", got "yes"' in problems
+    assert "bench.quality.max_glare_frac: expected a fraction 0-1, got 3" in problems

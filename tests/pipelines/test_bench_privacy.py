@@ -1,0 +1,106 @@
+"""Personal data on slips is masked in any text that is stored or sent; field values stay readable."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent.pipelines.bench.fields import extract_fields, load_reasons, load_template
+from edge_agent.pipelines.bench.privacy import mask_text, masked_slip_text
+from edge_agent.pipelines.bench.rules_config import FieldsConfig, PrivacyConfig, ValidationConfig
+from edge_agent.pipelines.bench.types import TextLine
+
+TEMPLATE = load_template(FieldsConfig())
+REASONS = load_reasons(ValidationConfig())
+
+
+def lines_of(*texts: str) -> list[TextLine]:
+    return [TextLine(t, 0.97, (20, 40 * i, 600, 30)) for i, t in enumerate(texts)]
+
+
+@pytest.mark.parametrize(
+    "phone",
+    [
+        "13812345678",
+        "138 1234 5678",
+        "138-1234-5678",
+        "+86 13812345678",
+        "１３８１２３４５６７８",
+        "0571-88881234",
+        "138l2345678",
+    ],
+)
+def test_mask_text__phone_numbers(phone: str) -> None:
+    out = mask_text(f"联系方式 {phone} 谢谢")
+    assert "[PHONE]" in out
+    assert "5678" not in out and "1234" not in out
+
+
+@pytest.mark.parametrize("idno", ["11010519491231002X", "110105194912310021", "110105491231002"])
+def test_mask_text__id_card_numbers(idno: str) -> None:
+    assert mask_text(f"身份证 {idno}") == "身份证 [ID]"
+
+
+def test_mask_text__name_before_phone_address_and_email() -> None:
+    out = mask_text("张伟 13812345678 广东省深圳市南山区科技园南路12号3栋1201室 a.b@example.com")
+    assert out == "[NAME] [PHONE] [ADDRESS] [EMAIL]"
+
+
+def test_mask_text__kept_field_values_stay_readable() -> None:
+    # a 19-digit order number can contain something shaped like a phone or ID number
+    order = "1138123456789012345"
+    assert mask_text(f"订单号 {order}", keep=[order]) == f"订单号 {order}"
+
+
+def test_mask_text__switches_and_extra_patterns() -> None:
+    cfg = PrivacyConfig(mask_phones=False, extra_patterns=[r"LC\d{6}"])
+    assert mask_text("13812345678 LC123456", cfg) == "13812345678 [MASKED]"
+
+
+def test_privacy_config__bad_pattern_is_refused() -> None:
+    with pytest.raises(ValueError, match=r"bad regular expression '\('"):
+        PrivacyConfig(extra_patterns=["("])
+
+
+def test_masked_slip_text__labelled_personal_values_are_masked_fields_are_not() -> None:
+    lines = lines_of(
+        "订单号：123456789012 数量：1",
+        "收件人：欧阳娜娜 手机：13912345678",
+        "寄件地址：",
+        "四川省成都市武侯区天府大道88号",
+        "联系人: 李雷",
+        "身份证号：11010519491231002X",
+    )
+    ext = extract_fields(lines, TEMPLATE, REASONS)
+    text = masked_slip_text(ext, keep=["123456789012"])
+    assert "123456789012" in text and "数量:1" in text  # stored text is half-width
+    for secret in ("欧阳娜娜", "13912345678", "天府大道", "李雷", "11010519491231002X"):
+        assert secret not in text
+    assert "[NAME]" in text and "[PHONE]" in text and "[ADDRESS]" in text and "[ID]" in text
+
+
+_given = "伟芳娜秀英敏静丽强磊军洋勇艳杰"
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    st.tuples(st.sampled_from("王李张刘陈杨黄赵"), st.text(alphabet=_given, min_size=1, max_size=2)),
+    st.from_regex(r"1[3-9]\d{9}", fullmatch=True),
+    st.sampled_from(["：", ":", ": "]),
+    st.tuples(st.sampled_from(["姓名", "收件人", "联系人"]), st.sampled_from(["电话", "手机", "联系电话"])),
+)
+def test_masked_slip_text__generated_people_never_leak(
+    person: tuple[str, str], phone: str, colon: str, labels: tuple[str, str]
+) -> None:
+    name = person[0] + person[1]
+    name_label, phone_label = labels
+    ext = extract_fields(lines_of(f"{name_label}{colon}{name}    {phone_label}{colon}{phone}"), TEMPLATE, REASONS)
+    text = masked_slip_text(ext)
+    assert name not in text and phone not in text
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.text(max_size=80))
+def test_mask_text__arbitrary_text_never_crashes(text: str) -> None:
+    mask_text(text, keep=[text[:5]])

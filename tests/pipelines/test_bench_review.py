@@ -1,0 +1,186 @@
+"""The review queue: items queued with reasons, decided by a person, emitted by the daemon; the review CLI."""
+
+from __future__ import annotations
+
+import json
+from datetime import UTC, date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edge_agent.cli.main import main
+from edge_agent.pipelines.bench.config import BenchConfig
+from edge_agent.pipelines.bench.inspect import InspectionResult, Rules, evaluate
+from edge_agent.pipelines.bench.review import ReviewError, ReviewQueue, save_image
+from edge_agent.pipelines.bench.rules_config import ReviewConfig
+from edge_agent.pipelines.bench.types import Barcode, ImageReading, QualityReport, TextLine
+
+RULES = Rules.from_config(BenchConfig())
+OK = QualityReport(True, (), 300.0, 140.0, 0.0, True)
+
+
+def result(quantity_conf: float = 0.6, engine: str = "onnx") -> InspectionResult:
+    texts = [
+        ("订单号：123456789012", 0.98),
+        ("SKU：AB-1234-BLK-M", 0.97),
+        ("数量：2", quantity_conf),
+        ("退货原因：破损", 0.97),
+        ("客户ID：C0123456789", 0.97),
+        ("退货日期：2025-03-27", 0.97),
+        ("收件人：王芳 电话：13812345678", 0.95),
+    ]
+    lines = tuple(TextLine(t, c, (10, 40 * i, 500, 30)) for i, (t, c) in enumerate(texts))
+    reading = ImageReading(OK, lines, (Barcode("123456789012", "Code128"),), engine, {"ocr": 100.0})
+    return evaluate(reading, RULES, manifest=None, today=date(2025, 3, 28))
+
+
+def test_evaluate__record_body_has_fields_and_no_personal_data() -> None:
+    res = result(0.97)
+    assert not res.needs_review
+    body = res.record_body()
+    assert body["human_reviewed"] is False and body["order_check"]["agree"] is True
+    assert body["fields"]["quantity"] == 2 and body["engine"] == "onnx"
+    dumped = json.dumps(body, ensure_ascii=False)
+    assert "王芳" not in dumped and "13812345678" not in dumped and "[PHONE]" in dumped
+
+
+def test_evaluate__tesseract_confidence_is_discounted() -> None:
+    # tesseract was measured over-confident on generated slips: 0.93 is not enough from it
+    res = result(0.93, engine="tesseract")
+    assert res.confidence["quantity"] == pytest.approx(0.837)
+    assert ("low_confidence", "quantity") in {(i.code, i.field) for i in res.review_reasons}
+    assert not result(0.93).needs_review
+
+
+def test_review_queue__accept_then_emit(tmp_path: Path) -> None:
+    res = result()
+    assert res.needs_review and [i.code for i in res.review_reasons] == ["low_confidence"]
+    with ReviewQueue(tmp_path / "review.db") as q:
+        item_id = q.add(res, None)
+        assert [i.id for i in q.list("pending")] == [item_id]
+        assert q.pending_records() == []
+        q.accept(item_id, "li.lei", "count checked")
+        with pytest.raises(ReviewError, match=r"already decided by li.lei"):
+            q.accept(item_id, "han.mei")
+        [(rid, body)] = q.pending_records()
+        assert rid == item_id and body["human_reviewed"] is True and body["reviewer"] == "li.lei"
+        assert body["changes"] == {} and body["why"] == "count checked" and body["reviewed_at"].endswith("Z")
+        q.mark_emitted(item_id)
+        assert q.pending_records() == [] and q.counts() == {"pending": 0, "decided": 0, "emitted": 1}
+        with pytest.raises(ReviewError, match="not waiting to be emitted"):
+            q.mark_emitted(item_id)
+    assert (tmp_path / "review.db").stat().st_mode & 0o777 == 0o600
+
+
+def test_review_queue__correct_records_what_changed_and_why(tmp_path: Path) -> None:
+    with ReviewQueue(tmp_path / "review.db") as q:
+        item_id = q.add(result(), None)
+        with pytest.raises(ReviewError, match=r"quantity: expected a whole number >= 1, got 'two'"):
+            q.correct(item_id, "li.lei", {"quantity": "two"}, "recount")
+        with pytest.raises(ReviewError, match=r"expected a reason for the change"):
+            q.correct(item_id, "li.lei", {"quantity": "3"}, " ")
+        with pytest.raises(ReviewError, match=r"colour: unknown field"):
+            q.correct(item_id, "li.lei", {"colour": "red"}, "x")
+        q.correct(item_id, "li.lei", {"quantity": "3", "sku": "AB-1234-BLK-M"}, "three in the box")
+        [(_, body)] = q.pending_records()
+    # the unchanged SKU is not listed as a change
+    assert body["changes"] == {"quantity": {"from": 2, "to": 3}}
+    assert body["fields"]["quantity"] == 3 and body["confidence"]["quantity"] == 1.0
+    assert body["field_source"]["quantity"] == "review" and body["why"] == "three in the box"
+
+
+def test_review_queue__unknown_item_and_status(tmp_path: Path) -> None:
+    with ReviewQueue(tmp_path / "review.db") as q:
+        with pytest.raises(ReviewError, match=r"review item 7: not found"):
+            q.accept(7, "x")
+        with pytest.raises(ReviewError, match=r"status: expected one of pending, decided, emitted, all"):
+            q.list("open")
+
+
+def test_review_queue__image_deleted_when_reviewed(tmp_path: Path) -> None:
+    img = np.full((40, 60, 3), 200, np.uint8)
+    path = save_image(tmp_path, img, ReviewConfig())
+    assert path is not None and path.exists() and path.stat().st_mode & 0o777 == 0o600
+    assert save_image(tmp_path, img, ReviewConfig(keep_images="never")) is None
+    with ReviewQueue(tmp_path / "review.db") as q:
+        item_id = q.add(result(), path)
+        q.accept(item_id, "li.lei")
+    assert not path.exists()
+
+
+def test_review_queue__images_kept_for_hours_then_purged(tmp_path: Path) -> None:
+    cfg = ReviewConfig(keep_images="hours", keep_images_h=2)
+    path = save_image(tmp_path, np.zeros((8, 8, 3), np.uint8), cfg)
+    assert path is not None
+    with ReviewQueue(tmp_path / "review.db", review_cfg=cfg) as q:
+        q.accept(q.add(result(), path), "li.lei")
+        assert path.exists()
+        assert q.purge_images(datetime.now(UTC) + timedelta(hours=1)) == 0
+        assert q.purge_images(datetime.now(UTC) + timedelta(hours=3)) == 1
+    assert not path.exists()
+
+
+@pytest.fixture
+def config_file(tmp_path: Path) -> Path:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        f'profile = "bench"\nstate_dir = "{tmp_path / "state"}"\n[device]\nid = "bench-1"\nsite = "wh1"\n',
+        encoding="utf-8",
+    )
+    return cfg
+
+
+def test_review_cli__list_show_correct_accept(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    with ReviewQueue(config_file.parent / "state" / "review.db") as q:
+        first, second = q.add(result(), None), q.add(result(), None)
+    assert main(["review", "list", "--config", str(config_file)]) == 0
+    out = capsys.readouterr().out
+    assert f"{first:>6}" in out and "order 123456789012" in out and "low_confidence" in out
+    assert main(["review", "show", str(first), "--config", str(config_file)]) == 0
+    out = capsys.readouterr().out
+    assert "quantity" in out and "[PHONE]" in out and "13812345678" not in out
+    rc = main(
+        [
+            "review",
+            "correct",
+            str(first),
+            "--set",
+            "quantity=3",
+            "--set",
+            "reason=少件，缺配件",
+            "--why",
+            "recounted",
+            "--reviewer",
+            "han.mei",
+            "--config",
+            str(config_file),
+        ]
+    )
+    assert rc == 0
+    assert main(["review", "accept", str(second), "--reviewer", "li.lei", "--config", str(config_file)]) == 0
+    capsys.readouterr()
+    assert main(["review", "accept", str(second), "--config", str(config_file)]) == 1
+    assert "already decided" in capsys.readouterr().err
+    assert (
+        main(["review", "correct", str(second), "--set", "reason=不想要", "--why", "x", "--config", str(config_file)])
+        == 1
+    )
+    assert "reason: expected one of 破损" in capsys.readouterr().err
+    assert main(["review", "list", "--status", "decided", "--json", "--config", str(config_file)]) == 0
+    items = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [i["id"] for i in items] == [first, second]
+    assert items[0]["changes"] == {"quantity": {"from": 2, "to": 3}, "reason": {"from": "破损", "to": "少件"}}
+    assert items[0]["reviewer"] == "han.mei"
+
+
+def test_review_cli__bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "config.toml"
+    bad.write_text('profile = "bench"\n[device]\nid = "b"\nsite = "s"\n[bench.review]\nkeep_images = "forever"\n')
+    with pytest.raises(SystemExit) as exc:
+        main(["review", "list", "--config", str(bad)])
+    assert exc.value.code == 2
+    assert (
+        'bench.review.keep_images: expected "until_reviewed", "hours" or "never", got "forever"'
+        in capsys.readouterr().err
+    )

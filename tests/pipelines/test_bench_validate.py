@@ -1,0 +1,222 @@
+"""Validation: format rules, the expected-returns manifest (CSV/JSON, replaced by central), the decision."""
+
+from __future__ import annotations
+
+import json
+from datetime import date
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent.pipelines.bench.decide import cross_check_order, review_reasons
+from edge_agent.pipelines.bench.fields import FieldValue, load_reasons, load_template
+from edge_agent.pipelines.bench.manifest import (
+    ManifestError,
+    active_manifest,
+    load_manifest,
+    parse_manifest,
+    replace_manifest,
+)
+from edge_agent.pipelines.bench.rules_config import FieldsConfig, ValidationConfig
+from edge_agent.pipelines.bench.types import Barcode, QualityReport
+from edge_agent.pipelines.bench.validate import validate_fields
+
+TEMPLATE = load_template(FieldsConfig())
+REASONS = load_reasons(ValidationConfig())
+RULES = ValidationConfig(return_window_days=30)
+TODAY = date(2025, 4, 1)
+CSV = (
+    b"order_no,sku,quantity,customer_id,order_date\n"
+    b"123456789012,AB-1234-BLK-M,2,C0123456789,2025-03-01\n"
+    b"123456789012,SKU123456789,1,C0123456789,2025-03-01\n"
+    b"250307-123456789012345,A12345-07,5,,\n"
+)
+
+
+def vals(**kw: object) -> dict[str, FieldValue]:
+    base: dict[str, object] = {
+        "order_no": "123456789012",
+        "sku": "AB-1234-BLK-M",
+        "quantity": 2,
+        "reason": "少件",
+        "customer_id": "C0123456789",
+        "return_date": "2025-03-27",
+    }
+    base.update(kw)
+    return {k: FieldValue(k, v, 0.97) for k, v in base.items()}  # type: ignore[arg-type]
+
+
+def codes(values: dict[str, FieldValue], manifest: object = None) -> set[str]:
+    return {
+        i.code
+        for i in validate_fields(
+            values,
+            TEMPLATE,
+            RULES,
+            REASONS,
+            manifest=manifest,  # type: ignore[arg-type]
+            today=TODAY,
+        )
+    }
+
+
+def test_validate_fields__good_values_pass_with_and_without_manifest() -> None:
+    assert codes(vals()) == set()
+    assert codes(vals(), parse_manifest(CSV)) == set()
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"order_no": "999999999999"}, "unknown_order"),
+        ({"sku": "ZZ-0000-RED-S"}, "sku_not_in_order"),
+        ({"quantity": 3}, "quantity_over_ordered"),
+        ({"customer_id": "C9999999999"}, "customer_mismatch"),
+        ({"return_date": "2025-02-27"}, "date_outside_window"),
+    ],
+)
+def test_validate_fields__manifest_rules(change: dict[str, object], code: str) -> None:
+    assert code in codes(vals(**change), parse_manifest(CSV))
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"quantity": 0}, "quantity_out_of_range"),
+        ({"quantity": 1000}, "quantity_out_of_range"),
+        ({"reason": "不想要"}, "unknown_reason"),
+        ({"return_date": "2025-04-02"}, "date_in_future"),
+        ({"return_date": "2025-02-01"}, "date_outside_window"),
+        ({"order_no": "12-34"}, "bad_format"),
+    ],
+)
+def test_validate_fields__format_rules_without_manifest(change: dict[str, object], code: str) -> None:
+    assert code in codes(vals(**change))
+
+
+def test_validate_fields__return_before_order_date() -> None:
+    m = parse_manifest(CSV)
+    assert "date_before_order" in {
+        i.code
+        for i in validate_fields(
+            vals(return_date="2025-02-28"),
+            TEMPLATE,
+            ValidationConfig(return_window_days=365),
+            REASONS,
+            manifest=m,
+            today=TODAY,
+        )
+    }
+
+
+def test_parse_manifest__json_shapes_agree_with_csv() -> None:
+    nested = {
+        "orders": [
+            {
+                "order_no": "123456789012",
+                "customer_id": "C0123456789",
+                "order_date": "2025-03-01",
+                "items": [{"sku": "AB-1234-BLK-M", "quantity": 2}, {"sku": "SKU123456789", "quantity": 1}],
+            }
+        ]
+    }
+    flat = [{"order_no": "123456789012", "sku": "ab-1234-blk-m", "quantity": "2"}]
+    a, b = parse_manifest(json.dumps(nested).encode()), parse_manifest(json.dumps(flat).encode())
+    assert a.get("123456789012") == parse_manifest(CSV).get("123456789012")
+    assert b.get("123456789012").items == {"AB-1234-BLK-M": 2}  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("data", "message"),
+    [
+        (b"order,sku\n1,2\n", r"header: expected columns order_no, sku, quantity .*missing order_no, quantity"),
+        (b"order_no,sku,quantity\n123,A1,two\n", r"line 2: quantity: expected an integer >= 1, got 'two'"),
+        (b"order_no,sku,quantity,colour\n123,A1,1,red\n", r"line 2: colour: unknown column"),
+        (b"order_no,sku,quantity,order_date\n123,A1,1,27/03/2025\n", r"order_date: expected a date YYYY-MM-DD"),
+        (b'{"orders": 3}', r"expected a JSON list of rows or an object with orders"),
+        (b"[{]", r"not valid JSON"),
+        (b"\xff\xfe", r"expected UTF-8 text"),
+    ],
+)
+def test_parse_manifest__errors_say_where_expected_and_got(data: bytes, message: str) -> None:
+    with pytest.raises(ManifestError, match=message):
+        parse_manifest(data, "m.csv")
+
+
+def test_load_manifest__missing_file_is_named(tmp_path: Path) -> None:
+    with pytest.raises(ManifestError, match=r"nope.csv: manifest file not found"):
+        load_manifest(tmp_path / "nope.csv")
+
+
+def test_replace_manifest__central_copy_wins_and_a_bad_one_keeps_the_old(tmp_path: Path) -> None:
+    configured = tmp_path / "site.csv"
+    configured.write_bytes(b"order_no,sku,quantity\n111111111111,A1,1\n")
+    assert active_manifest(tmp_path, configured).get("111111111111") is not None  # type: ignore[union-attr]
+    replace_manifest(tmp_path, CSV)
+    assert (tmp_path / "manifest.csv").stat().st_mode & 0o777 == 0o600
+    m = active_manifest(tmp_path, configured)
+    assert m is not None and m.get("111111111111") is None and m.get("123456789012") is not None
+    with pytest.raises(ManifestError):
+        replace_manifest(tmp_path, b"order_no,sku,quantity\nX,Y,0\n")
+    assert active_manifest(tmp_path, configured).get("123456789012") is not None  # type: ignore[union-attr]
+    replace_manifest(tmp_path, json.dumps([{"order_no": "5", "sku": "S", "quantity": 1}]).encode())
+    assert not (tmp_path / "manifest.csv").exists()
+    assert set(active_manifest(tmp_path, None).orders) == {"5"}  # type: ignore[union-attr]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200))
+def test_parse_manifest__any_bytes_parse_or_raise_manifest_error(data: bytes) -> None:
+    try:
+        parse_manifest(data)
+    except ManifestError as exc:
+        assert exc.problems
+
+
+PATTERN = TEMPLATE.spec("order_no").pattern
+
+
+def test_cross_check_order__barcode_and_text_agree_and_barcode_keeps_the_dash() -> None:
+    ocr = FieldValue("order_no", "250307123456789012345", 0.9)
+    check, value, issues = cross_check_order(ocr, None, [Barcode("250307-123456789012345", "Code128")], PATTERN)
+    assert check.agree is True and issues == []
+    assert value.value == "250307-123456789012345" and value.confidence > 0.99 and value.source == "barcode"
+
+
+def test_cross_check_order__disagreement_is_a_review_reason() -> None:
+    ocr = FieldValue("order_no", "123456789012", 0.99)
+    check, value, issues = cross_check_order(ocr, "123456789013", [Barcode("123456789012", "Code128")], PATTERN)
+    assert check.agree is False and [i.code for i in issues] == ["order_mismatch"]
+    assert value.confidence <= 0.5
+
+
+def test_cross_check_order__barcode_fills_an_unread_order_and_product_barcodes_are_ignored() -> None:
+    ocr = FieldValue("order_no", None, 0.0)
+    bars = [Barcode("http://example.com/x", "QRCode"), Barcode("123456789012", "Code128")]
+    check, value, issues = cross_check_order(ocr, None, bars, PATTERN)
+    assert value.value == "123456789012" and check.agree is None and issues == []
+
+
+def test_review_reasons__low_confidence_and_bad_photo() -> None:
+    values = vals()
+    values["quantity"] = FieldValue("quantity", 2, 0.6)
+    bad = QualityReport(False, ("blurry",), 10.0, 120.0, 0.0, True)
+    got = review_reasons(values, [], FieldsConfig(), bad)
+    assert [(i.code, i.field) for i in got] == [("image_quality", None), ("low_confidence", "quantity")]
+    assert review_reasons(vals(), [], FieldsConfig(min_confidence={"sku": 0.98})) != ()
+    assert review_reasons(vals(), [], FieldsConfig()) == ()
+
+
+def test_bench_toml__shipped_section_is_valid_and_matches_defaults() -> None:
+    import tomllib
+
+    from edge_agent.pipelines.bench.config import BenchConfig
+    from edge_agent.resources import config_file
+
+    data = tomllib.loads(config_file("bench.toml").read_text(encoding="utf-8"))
+    bench = BenchConfig.model_validate(data["bench"])
+    defaults = BenchConfig()
+    for section in ("fields", "validation", "review", "privacy"):
+        assert getattr(bench, section) == getattr(defaults, section)

@@ -1,0 +1,113 @@
+"""`edge-agent ocr` end to end: generated slip photos, a real label photo, broken files; JSON lines out."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import cv2
+import pytest
+
+from edge_agent.cli.main import main
+from edge_agent.demo.slipgen import generate_slip
+
+DATA = Path(__file__).parents[1] / "data" / "bench_rules"
+FIELDS = ("order_no", "sku", "quantity", "reason", "customer_id", "return_date")
+
+
+@pytest.fixture(scope="module")
+def slips(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[Path, dict[str, Any]]]:
+    folder = tmp_path_factory.mktemp("slips")
+    out = []
+    for seed in (1, 3):
+        img, truth = generate_slip(seed, "clean")
+        path = folder / f"slip{seed}.jpg"
+        cv2.imwrite(str(path), img)
+        out.append((path, truth))
+    return out
+
+
+def run_json(args: list[str], capsys: pytest.CaptureFixture[str]) -> tuple[int, list[dict[str, Any]], str]:
+    rc = main(["ocr", "--json", *args])
+    cap = capsys.readouterr()
+    return rc, [json.loads(line) for line in cap.out.splitlines()], cap.err
+
+
+def test_cli_ocr__generated_slips_and_a_broken_file(
+    slips: list[tuple[Path, dict[str, Any]]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    broken = tmp_path / "broken.jpg"
+    broken.write_bytes(b"\xff\xd8\xff\xe0 not really a jpeg")
+    images = [str(slips[0][0]), str(broken), str(slips[1][0])]
+    rc, lines, err = run_json(images, capsys)
+    assert rc == 1  # one image failed; the others still ran
+    assert [line["image"] for line in lines] == images
+    assert "broken.jpg: not a readable image" in err and "error" in lines[1]
+    for line, (_, truth) in zip((lines[0], lines[2]), slips, strict=True):
+        assert set(line) == {"image", "fields", "confidence", "barcodes", "needs_review", "review_reasons", "timing_ms"}
+        fields, conf = line["fields"], line["confidence"]
+        assert isinstance(fields, dict) and isinstance(conf, dict) and set(fields) == set(FIELDS)
+        expected = {
+            "order_no": truth["order_no"],
+            "sku": truth["sku"],
+            "quantity": truth["quantity"],
+            "reason": truth["reason_category"],
+            "customer_id": truth["customer_id"],
+            "return_date": truth["return_date"],
+        }
+        # the printed barcode carries the order number
+        assert any(b["text"] == truth["order_no"] for b in line["barcodes"])
+        assert fields["order_no"] == truth["order_no"]
+        # the target: a field that passes without review is right
+        for name in FIELDS:
+            if fields[name] is not None and fields[name] != expected[name]:
+                codes = {r["field"] for r in line["review_reasons"]}
+                assert line["needs_review"] and name in codes, (name, fields[name], expected[name])
+        # generated dates are in the past beyond the 30-day window: the format rules must say so
+        assert line["needs_review"]
+        assert "date_outside_window" in {r["code"] for r in line["review_reasons"]}
+        assert {"quality", "total", "fields", "validate", "decide"} <= set(line["timing_ms"])
+        assert str(truth["phone"]) not in json.dumps(line)
+
+
+def test_cli_ocr__real_label_photo_reads_the_barcode_and_invents_no_fields(capsys: pytest.CaptureFixture[str]) -> None:
+    expected = (DATA / "code128-2_01.txt").read_text(encoding="utf-8").strip()
+    rc, [line], _ = run_json([str(DATA / "code128-2_01.png")], capsys)
+    assert rc == 0
+    assert line["needs_review"] is True
+    codes = {(r["code"], r["field"]) for r in line["review_reasons"]}
+    if line["barcodes"]:
+        assert expected in [b["text"] for b in line["barcodes"]]
+    assert ("missing_field", "sku") in codes or ("image_quality", None) in codes
+    assert all(v is None for k, v in line["fields"].items() if k != "order_no")
+
+
+def test_cli_ocr__text_output_config_and_missing_file(
+    slips: list[tuple[Path, dict[str, Any]]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        'profile = "bench"\n[device]\nid = "b1"\nsite = "s1"\n'
+        '[bench.validation]\nreturn_window_days = 3650\nmanifest = "m.csv"\n',
+        encoding="utf-8",
+    )
+    path, truth = slips[0]
+    (tmp_path / "m.csv").write_text(f"order_no,sku,quantity\n{truth['order_no']},{truth['sku']},1\n", encoding="utf-8")
+    rc = main(["ocr", "--config", str(cfg), "--scan", str(truth["order_no"]), str(path), str(tmp_path / "missing.png")])
+    cap = capsys.readouterr()
+    assert rc == 1 and "missing.png: image file not found" in cap.err
+    assert f"order_no     {truth['order_no']}" in cap.out
+    if int(truth["quantity"]) > 1:
+        assert "quantity: " in cap.out and "ordered" in cap.out
+
+
+def test_cli_ocr__bad_manifest_in_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        'profile = "bench"\n[device]\nid = "b1"\nsite = "s1"\n[bench.validation]\nmanifest = "m.csv"\n',
+        encoding="utf-8",
+    )
+    (tmp_path / "m.csv").write_text("order_no,sku\n1,2\n", encoding="utf-8")
+    assert main(["ocr", "--config", str(cfg), "x.png"]) == 2
+    assert "m.csv: header: expected columns order_no, sku, quantity" in capsys.readouterr().err

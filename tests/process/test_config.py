@@ -1,0 +1,167 @@
+"""Config: every error names file, dotted key, expected and got; `config set` keeps comments."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_agent.cli.main import main, render_config
+from edge_agent.errors import ConfigError
+from edge_agent.settings import load_config, resolve_config_path, set_value
+
+
+def write_config(tmp_path: Path, extra: str = "", profile: str = "truck") -> Path:
+    p = tmp_path / "config.toml"
+    p.write_text(render_config(profile, "dev-1", "site-a", "mqtt://127.0.0.1:1883", tmp_path / "state") + extra)
+    return p
+
+
+@pytest.mark.parametrize("profile", ["bench", "truck", "sensors"])
+def test_templates__every_profile_validates(tmp_path: Path, profile: str) -> None:
+    cfg = load_config(write_config(tmp_path, profile=profile))
+    assert cfg.profile == profile
+    assert cfg.device.id == "dev-1"
+
+
+BASE = 'profile = "truck"\n[device]\nid = "d"\nsite = "s"\n'
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            BASE + '[mqtt]\nurl = "mqtt://h:88x3"\n',
+            'mqtt.url: expected mqtt://host:port or mqtts://host:port, got "mqtt://h:88x3"',
+        ),
+        (BASE + '[mqtt]\nkeepalive_s = "88x3"\n', 'mqtt.keepalive_s: expected an integer 5-3600, got "88x3"'),
+        (BASE + "[mqtt]\nport = 1883\n", "mqtt.port: unknown key"),
+        (
+            BASE + '[health]\ninterval_s = "often"\n',
+            'health.interval_s: expected a number of seconds >= 0, got "often"',
+        ),
+        ('profile = "truck"\n[device]\nid = "a/b"\nsite = "s"\n', "device.id: expected 1-64 letters"),
+        (
+            'profile = "boat"\n[device]\nid = "a"\nsite = "s"\n',
+            'profile: expected "bench", "truck" or "sensors", got "boat"',
+        ),
+        ('profile = "truck"\n[device]\nsite = "s"\n', "device.id: required key is missing"),
+        ("this is = = not toml", "not valid TOML"),
+    ],
+)
+def test_config_check__error_names_file_key_expected_got(tmp_path: Path, text: str, message: str) -> None:
+    p = tmp_path / "config.toml"
+    p.write_text(text)
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert any(line.startswith(f"{p}: {message}") for line in exc.value.problems), exc.value.problems
+    assert all(line.startswith(str(p)) for line in exc.value.problems)
+
+
+def test_config_check__cli_exit_codes_and_no_traceback(tmp_path: Path) -> None:
+    good = write_config(tmp_path)
+    env = {**os.environ, "EDGE_AGENT_CONFIG": str(good)}
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "config", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    good.write_text(good.read_text().replace("keepalive_s = 30", 'keepalive_s = "x"'))
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "config", "check"],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert r.returncode == 2
+    assert "Traceback" not in r.stderr
+    assert f'{good}: mqtt.keepalive_s: expected an integer 5-3600, got "x"' in r.stderr
+
+
+def test_config_path__cli_then_env_then_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("EDGE_AGENT_CONFIG", "/x/env.toml")
+    assert resolve_config_path("/x/cli.toml") == Path("/x/cli.toml")
+    assert resolve_config_path(None) == Path("/x/env.toml")
+    monkeypatch.delenv("EDGE_AGENT_CONFIG")
+    assert resolve_config_path(None) == Path("/etc/edge-agent/config.toml")
+
+
+def test_config_set__keeps_comments_validates_and_is_atomic(tmp_path: Path) -> None:
+    p = write_config(tmp_path)
+    before = p.read_text()
+    set_value(p, "mqtt.url", "mqtts://broker.example:8883")
+    after = p.read_text()
+    assert 'url = "mqtts://broker.example:8883"' in after
+    assert "# mqtt://host:port, or mqtts://host:port for TLS" in after
+    assert load_config(p).mqtt.port == 8883
+    with pytest.raises(ConfigError, match=r"mqtt\.keepalive_s: expected an integer 5-3600"):
+        set_value(p, "mqtt.keepalive_s", "2")
+    assert p.read_text() == after != before
+    set_value(p, "health.interval_s", "0.5")
+    assert load_config(p).health.interval_s == 0.5
+
+
+def test_config_show__masks_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = write_config(tmp_path)
+    p.write_text(p.read_text().replace('protocol = "5"', 'protocol = "5"\nusername = "u"\npassword = "hunter2"'))
+    assert main(["config", "show", "--config", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "hunter2" not in out
+    assert "********" in out
+
+
+def test_init__writes_config_key_and_refuses_second_time(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    d = tmp_path / "etc"
+    rc = main(["init", "--profile", "truck", "--device-id", "truck-7", "--site", "bj", "--dir", str(d)])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert "truck-7" in out and "ed25519:" in out
+    cfg = load_config(d / "config.toml")
+    assert cfg.key_path.stat().st_mode & 0o777 == 0o600
+    assert main(["init", "--profile", "truck", "--device-id", "truck-7", "--site", "bj", "--dir", str(d)]) == 1
+    assert main(["keys", "export-public", "--config", str(d / "config.toml")]) == 0
+    assert "BEGIN PUBLIC KEY" in capsys.readouterr().out
+
+
+def test_config__relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    etc = tmp_path / "etc"
+    etc.mkdir()
+    (etc / "ca.pem").write_text("x")
+    p = etc / "config.toml"
+    p.write_text(
+        'profile = "truck"\nstate_dir = "state"\n[device]\nid = "d"\nsite = "s"\n'
+        '[mqtt]\nurl = "mqtts://h:8883"\nca_file = "ca.pem"\n'
+    )
+    cfg = load_config(p)
+    assert cfg.state_dir == etc.resolve() / "state"
+    assert cfg.mqtt.ca_file == etc.resolve() / "ca.pem"
+
+
+def test_config__union_sections_name_the_key_without_the_tag(tmp_path: Path) -> None:
+    p = tmp_path / "config.toml"
+    p.write_text(
+        'profile = "bench"\n[device]\nid = "d"\nsite = "s"\n'
+        '[bench.camera]\nkind = "opencv"\nsource = "rtsp://u:pw@cam/1"\nwidth = "wide"\n'
+    )
+    with pytest.raises(ConfigError) as exc:
+        load_config(p)
+    assert any(line.startswith(f"{p}: bench.camera.width: expected") for line in exc.value.problems), exc.value.problems
+
+
+def test_config_show__masks_credentials_in_urls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    p = tmp_path / "config.toml"
+    p.write_text(
+        'profile = "bench"\n[device]\nid = "d"\nsite = "s"\n'
+        '[bench.camera]\nkind = "opencv"\nsource = "rtsp://admin:s3cret@10.0.0.5/stream1"\n'
+    )
+    assert main(["config", "show", "--config", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "s3cret" not in out
+    assert "rtsp://admin:********@10.0.0.5/stream1" in out

@@ -1,0 +1,257 @@
+"""The daemon as a process: clean stop, SIGHUP, kill -9 mid-drain, disk pressure, sd_notify watchdog."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from edge_agent.cli.main import render_config
+from edge_agent.settings import load_config, set_value
+from edge_agent.spine.clock import Clock
+from edge_agent.spine.keys import generate_key, load_key, public_pem
+from edge_agent.spine.outbox import Outbox
+from edge_agent.spine.verify import Verifier
+from tests.broker import Broker, Subscriber
+from tests.helpers import wait_until
+
+DEVICE = "dev-1"
+SITE = "site-a"
+
+
+def provision(tmp_path: Path, url: str, **overrides: str) -> Path:
+    text = render_config("sensors", DEVICE, SITE, url, tmp_path / "state")
+    text = text.replace("interval_s = 60", f"interval_s = {overrides.get('health', '60')}")
+    text = text.replace("max_mb = 512", f"max_mb = {overrides.get('max_mb', '512')}")
+    text = text.replace("backoff_min_s = 1.0", "backoff_min_s = 0.2").replace(
+        "backoff_max_s = 60.0", "backoff_max_s = 1.0"
+    )
+    p = tmp_path / "config.toml"
+    p.write_text(text)
+    generate_key(load_config(p).key_path)
+    return p
+
+
+def start_agent(cfg: Path, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
+    return subprocess.Popen(
+        [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(cfg)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
+
+
+def stop_agent(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout_s: float = 10) -> tuple[int, str]:
+    proc.send_signal(sig)
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        out, _ = proc.communicate()
+    return proc.returncode, out
+
+
+def kinds_in(db: Path) -> list[str]:
+    """Kinds of the records stored so far; empty while the agent is still creating the outbox."""
+    try:
+        ob = Outbox(db, readonly=True)
+    except sqlite3.Error:
+        return []
+    try:
+        return [json.loads(x)["kind"] for x in ob.export()]
+    except sqlite3.Error:
+        return []
+    finally:
+        ob.close()
+
+
+def last_delivered(db: Path) -> int:
+    """The outbox's last delivered seq; 0 while the agent is still creating the outbox."""
+    try:
+        ob = Outbox(db, readonly=True)
+    except sqlite3.Error:
+        return 0
+    try:
+        return ob.stats().last_delivered_seq
+    except sqlite3.Error:
+        return 0
+    finally:
+        ob.close()
+
+
+def rec_seqs(sub: Subscriber) -> set[int]:
+    return {json.loads(m.payload)["seq"] for m in sub.messages() if "/rec/" in m.topic}
+
+
+def test_daemon__sigterm_flushes_says_offline_and_exits_0(broker: Broker, tmp_path: Path) -> None:
+    cfg = provision(tmp_path, broker.url, health="0.2")
+    with Subscriber(broker, f"edge/{SITE}/{DEVICE}/#", client_id="central") as sub:
+        proc = start_agent(cfg)
+        assert wait_until(lambda: len(rec_seqs(sub)) >= 5), "no records arrived"
+        t = time.monotonic()
+        rc, out = stop_agent(proc)
+        assert rc == 0, out
+        assert time.monotonic() - t < 8
+        assert wait_until(lambda: any(m.payload == b"offline" for m in sub.messages(f"edge/{SITE}/{DEVICE}/status")), 5)
+    ob = Outbox(load_config(cfg).db_path, readonly=True)
+    assert ob.stats().depth == 0, "everything committed before the stop was delivered"
+    kinds = {json.loads(x)["kind"] for x in ob.export()}
+    assert {"event", "health"} <= kinds
+
+
+def test_daemon__sighup_refuses_bad_config_and_applies_good(broker: Broker, tmp_path: Path) -> None:
+    cfg = provision(tmp_path, broker.url, health="0")
+    proc = start_agent(cfg)
+    try:
+        time.sleep(2)
+        good = cfg.read_text()
+        cfg.write_text(good.replace("keepalive_s = 30", 'keepalive_s = "soon"'))
+        proc.send_signal(signal.SIGHUP)
+        time.sleep(1.5)
+        assert proc.poll() is None, "a bad config on SIGHUP must not stop the agent"
+        cfg.write_text(good)
+        set_value(cfg, "health.interval_s", "0.2")
+        proc.send_signal(signal.SIGHUP)
+        db = load_config(cfg).db_path
+        assert wait_until(lambda: "health" in kinds_in(db), 10)
+    finally:
+        rc, out = stop_agent(proc)
+    assert rc == 0
+    assert "new config refused, keeping the running one" in out
+    assert 'mqtt.keepalive_s: expected an integer 5-3600, got "soon"' in out
+    assert "config reloaded" in out
+
+
+def test_daemon__kill_9_mid_drain_loses_nothing(broker: Broker, tmp_path: Path) -> None:
+    cfg_path = provision(tmp_path, broker.url)
+    cfg = load_config(cfg_path)
+    key = load_key(cfg.key_path)
+    ob, _ = Outbox.open_checked(cfg.db_path)
+    n = 6000
+    for start in range(0, n, 500):
+        ob.append(
+            [("telemetry", {"i": i}) for i in range(start, start + 500)],
+            device=DEVICE,
+            key=key,
+            clock=Clock(),
+            max_bytes=1 << 30,
+        )
+    ob.close()
+    sub = Subscriber(broker, f"edge/{SITE}/{DEVICE}/rec/#", client_id="central").start()
+    try:
+        for cut in (500, 2000, 4000):
+            proc = start_agent(cfg_path, {"EDGE_AGENT_TEST": "1"})
+            assert wait_until(lambda c=cut: len(rec_seqs(sub)) >= c, 30), f"stalled before {cut}"  # type: ignore[misc]
+            proc.kill()  # kill -9: no flush, no goodbye
+            proc.communicate()
+        proc = start_agent(cfg_path)
+        assert wait_until(lambda: set(range(1, n + 1)) <= rec_seqs(sub), 60)
+        stop_agent(proc)
+        v = Verifier([key.public])
+        for m in sub.messages():
+            if "/rec/" in m.topic:
+                v.add_line(m.payload)
+        v.finish()
+        assert v.ok, [f.line() for f in v.findings if f.level == "fail"][:5]
+    finally:
+        sub.stop()
+
+
+def test_daemon__tiny_outbox_evicts_with_signed_gap(broker: Broker, tmp_path: Path) -> None:
+    broker.stop()  # the broker is down while the outbox fills up
+    cfg_path = provision(tmp_path, broker.url, health="0.01", max_mb="0.02")
+    proc = start_agent(cfg_path)
+    db = load_config(cfg_path).db_path
+    try:
+        assert wait_until(lambda: "gap" in kinds_in(db), 30)
+    finally:
+        stop_agent(proc)
+    lines = list(Outbox(db, readonly=True).export())
+    pub = tmp_path / "pub.pem"
+    pub.write_bytes(public_pem(load_key(load_config(cfg_path).key_path).public))
+    export = tmp_path / "export.jsonl"
+    export.write_bytes(b"\n".join(lines) + b"\n")
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "verify", "--pubkey", str(pub), str(export)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout
+    assert "signed_gap" in r.stdout
+    assert "hole" not in r.stdout
+
+
+def test_daemon__sd_notify_ready_and_watchdog(broker: Broker, tmp_path: Path) -> None:
+    cfg = provision(tmp_path, broker.url)
+    sock_path = tmp_path / "notify.sock"
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(sock_path))
+    s.settimeout(15)
+    proc = start_agent(cfg, {"NOTIFY_SOCKET": str(sock_path)})
+    got: list[str] = []
+    try:
+        while not (any("WATCHDOG=1" in g for g in got) and any(g.startswith("STATUS=connected") for g in got)):
+            got.append(s.recv(4096).decode())
+    finally:
+        stop_agent(proc)
+        s.close()
+    assert any("READY=1" in g for g in got)
+    assert any(g.startswith("STATUS=connected; outbox ") for g in got), got
+
+
+def test_daemon__stuck_publisher_stops_watchdog(tmp_path: Path) -> None:
+    from edge_agent.app import STALE_HEARTBEAT_S, Agent
+
+    cfg = load_config(provision(tmp_path, "mqtt://127.0.0.1:9"))
+    agent = Agent(cfg)
+
+    class Beat:
+        heartbeat = time.monotonic()
+
+    agent.writer = Beat()  # type: ignore[assignment]
+    agent.sync = Beat()  # type: ignore[assignment]
+    assert agent.stale_stages() == []
+    agent.sync.heartbeat = time.monotonic() - STALE_HEARTBEAT_S - 1  # type: ignore[misc]
+    assert agent.stale_stages() == ["mqtt-publisher"]
+
+
+@pytest.mark.parametrize("running", [False, True])
+def test_status__works_with_and_without_daemon(broker: Broker, tmp_path: Path, running: bool) -> None:
+    cfg = provision(tmp_path, broker.url)
+    proc = start_agent(cfg) if running else None
+    try:
+        if proc:
+            db = load_config(cfg).db_path
+            if not wait_until(lambda: last_delivered(db) >= 1, 20):
+                _, out = stop_agent(proc)
+                proc = None
+                pytest.fail(f"nothing delivered in 20 s; agent said:\n{out[-3000:]}")
+            time.sleep(1)
+        r = subprocess.run(
+            [sys.executable, "-m", "edge_agent.cli", "status", "--json", "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+    finally:
+        if proc:
+            stop_agent(proc)
+    assert r.returncode == 0, r.stderr
+    data = json.loads(r.stdout)
+    assert data["device"] == DEVICE
+    assert data["daemon"] == ("running" if running else "not running")
+    if running:
+        assert data["broker"] == "connected"
+        assert data["chain_head"]["seq"] >= 1

@@ -1,0 +1,124 @@
+"""Port probes: pure classifiers on real recordings and arbitrary bytes, and probe_port against every serial twin."""
+
+from __future__ import annotations
+
+import struct
+from pathlib import Path
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent.cli.probe import (
+    DEFAULT_PLAN,
+    classify_elm327,
+    classify_modbus,
+    classify_mtsics,
+    classify_nmea,
+    probe_port,
+)
+from edge_agent.drivers.elm327.twin import Elm327Twin
+from edge_agent.drivers.modbus.twin import ModbusTwin, crc16, xy_md02_scenario
+from edge_agent.drivers.nmea.twin import Leg, NmeaTwin
+from edge_agent.drivers.scale.twin import ScaleTwin
+
+DATA = Path(__file__).parents[1] / "data"
+FAST = 0.3  # per protocol and baud on a pty, where baud rates do not matter
+
+
+# ---------------------------------------------------------------- classifiers
+
+
+def test_classify_nmea__real_gpsd_log_is_recognised() -> None:
+    raw = (DATA / "nmea" / "bu353s4.log").read_bytes()[:4000]
+    kinds = classify_nmea(raw)
+    assert kinds is not None and kinds.startswith("GP")
+
+
+def test_classify_nmea__bad_checksum_is_not_nmea() -> None:
+    assert classify_nmea(b"$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*47\r\n") == "GPGGA"
+    assert classify_nmea(b"$GPGGA,123519,4807.038,N,01131.000,E,1,08,0.9,545.4,M,46.9,M,,*48\r\n") is None
+
+
+def test_classify_elm327__ati_answer() -> None:
+    assert classify_elm327(b"ATI\rELM327 v1.5\r\r>") == "ELM327 v1.5"
+    assert classify_elm327(b"?\r\r>") is None
+
+
+def test_classify_mtsics__i4_and_weight_answers() -> None:
+    assert classify_mtsics(b'I4 A "0123456789"\r\n') == "serial number 0123456789"
+    assert classify_mtsics(b"S S     100.00 g\r\n") == "stable weight 100.00 g"
+    assert classify_mtsics(b"S D      12.5 kg\r\n") == "dynamic weight 12.5 kg"
+    assert classify_mtsics(b"ES\r\n") is None
+
+
+def test_classify_modbus__captured_reply_and_exception() -> None:
+    # A reply to "read 1 holding register" from the sigrok flow-meter capture (unit 247).
+    assert (
+        classify_modbus(bytes.fromhex("F7 03 02 00 08 71 97"), unit_id=0xF7)
+        == "unit 247 answered, holding register 0 = 8"
+    )
+    exc = bytes((1, 0x83, 2))
+    exc += struct.pack("<H", crc16(exc))
+    assert classify_modbus(b"\x00\xff" + exc) == "unit 1 answered exception 2 (illegal data address)"
+    assert classify_modbus(bytes.fromhex("F7 03 02 00 08 71 98"), unit_id=0xF7) is None  # CRC off by one
+
+
+@given(st.binary(max_size=400))
+@settings(max_examples=400, deadline=None)
+def test_classifiers__no_byte_string_crashes(data: bytes) -> None:
+    for result in (classify_nmea(data), classify_elm327(data), classify_mtsics(data), classify_modbus(data)):
+        assert result is None or isinstance(result, str)
+
+
+# ---------------------------------------------------------------- probe_port against twins
+
+
+def test_probe_port__modbus_meter(tmp_path: Path) -> None:
+    with ModbusTwin(tmp_path / "tty", scenario=xy_md02_scenario()) as twin:
+        twin.bank.set_uint16("holding", 0, 4242)
+        r = probe_port(twin.path, timeout_s=FAST)
+    assert (r.protocol, r.baud, r.error) == ("modbus", 9600, None)
+    assert r.detail == "unit 1 answered, holding register 0 = 4242"
+
+
+def test_probe_port__modbus_meter_without_register_0_still_counts(tmp_path: Path) -> None:
+    with ModbusTwin(tmp_path / "tty", scenario=xy_md02_scenario()) as twin:
+        r = probe_port(twin.path, timeout_s=FAST)
+    assert r.protocol == "modbus" and "exception 2" in r.detail
+
+
+def test_probe_port__nmea_gps(tmp_path: Path) -> None:
+    with NmeaTwin(tmp_path / "tty", legs=[Leg(600, 50.0, 90.0)], epoch_s=1.0, speedup=10.0) as twin:
+        r = probe_port(twin.path, timeout_s=FAST)
+    assert r.protocol == "nmea" and r.detail.startswith("GN")
+
+
+def test_probe_port__elm327_adapter(tmp_path: Path) -> None:
+    with Elm327Twin(tmp_path / "tty") as twin:
+        r = probe_port(twin.path, timeout_s=FAST)
+    assert (r.protocol, r.detail) == ("elm327", "ELM327 v1.5")
+
+
+def test_probe_port__mt_sics_scale(tmp_path: Path) -> None:
+    with ScaleTwin(tmp_path / "tty", fmt="mt-sics") as twin:
+        r = probe_port(twin.path, timeout_s=FAST)
+    assert r.protocol == "mt-sics" and r.detail.startswith("serial number")
+
+
+def test_probe_port__silent_port_is_nothing(tmp_path: Path) -> None:
+    with ModbusTwin(tmp_path / "tty", unit_id=9) as twin:  # answers only unit 9: silent to the probe
+        r = probe_port(twin.path, timeout_s=0.2, plan=DEFAULT_PLAN[:4])
+    assert (r.protocol, r.error) == (None, None)
+    assert r.detail == "no known protocol answered"
+
+
+def test_probe_port__missing_port_reports_the_error(tmp_path: Path) -> None:
+    r = probe_port(str(tmp_path / "ttyUSB7"), timeout_s=0.2)
+    assert r.protocol is None
+    assert r.error is not None and "ttyUSB7" in r.error
+
+
+def test_probe_port__unknown_protocol_in_plan_is_a_value_error(tmp_path: Path) -> None:
+    with ModbusTwin(tmp_path / "tty") as twin, pytest.raises(ValueError, match="unknown protocol 'can'"):
+        probe_port(twin.path, timeout_s=0.1, plan=[("can", 9600)])

@@ -1,0 +1,105 @@
+"""Record envelope: canonical bytes agree with the rfc8785 package, hashes and signatures catch tampering."""
+
+from __future__ import annotations
+
+import base64
+import copy
+import hashlib
+import math
+from pathlib import Path
+
+import pytest
+import rfc8785
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from edge_agent.spine.keys import generate_key, key_id_for, load_key
+from edge_agent.spine.records import GENESIS_PREV, canonical, check_record, make_record, signing_bytes
+
+json_values = st.recursive(
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**53), max_value=2**53)
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text(),
+    lambda children: st.lists(children, max_size=4) | st.dictionaries(st.text(), children, max_size=4),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=400, deadline=None)
+@given(json_values)
+def test_canonical__fast_path_equals_rfc8785(value: object) -> None:
+    try:
+        expected = rfc8785.dumps(value)
+    except rfc8785.CanonicalizationError:
+        with pytest.raises(ValueError, match="canonicalisable"):
+            canonical(value)
+        return
+    assert canonical(value) == expected
+
+
+@pytest.mark.parametrize(
+    "value",
+    [1e21, 1e-7, 0.1 + 0.2, 5e-324, -0.0, 123456789012345680.0, 9007199254740992.0, 1e15 + 0.5, {"😀": 1, "z": 2}],
+)
+def test_canonical__edge_numbers_and_astral_keys(value: object) -> None:
+    assert canonical(value) == rfc8785.dumps(value)
+
+
+def test_canonical__nan_is_refused() -> None:
+    with pytest.raises(ValueError, match="canonicalisable"):
+        canonical({"x": math.nan})
+
+
+def test_record__hash_and_signature_verify(tmp_path: Path) -> None:
+    key = generate_key(tmp_path / "k")
+    rec = make_record(
+        device="d",
+        seq=1,
+        ts="2026-01-01T00:00:00.000Z",
+        clock="ntp",
+        kind="event",
+        body={"a": 1},
+        prev=GENESIS_PREV,
+        key=key,
+    )
+    assert rec["hash"] == hashlib.sha256(signing_bytes(rec)).hexdigest()
+    assert rec["key"] == key_id_for(key.public)
+    assert check_record(rec, key.public) == []
+    altered = copy.deepcopy(rec)
+    altered["body"]["a"] = 2
+    assert "hash does not match the record's content (altered)" in check_record(altered, key.public)
+    other = generate_key(tmp_path / "k2")
+    assert check_record(rec, other.public) == ["bad signature"]
+    resigned = copy.deepcopy(altered)
+    resigned["hash"] = hashlib.sha256(signing_bytes(resigned)).hexdigest()
+    assert check_record(resigned, key.public) == ["bad signature"]
+
+
+def test_keys__mode_0600_and_refuse_overwrite(tmp_path: Path) -> None:
+    p = tmp_path / "keys" / "device.key"
+    key = generate_key(p)
+    assert p.stat().st_mode & 0o777 == 0o600
+    with pytest.raises(Exception, match="already exists; refusing to overwrite"):
+        generate_key(p)
+    assert load_key(p).key_id == key.key_id
+    p.chmod(0o644)
+    with pytest.raises(Exception, match="expected 0600"):
+        load_key(p)
+
+
+def test_readme_worked_example_verifies() -> None:
+    """The README's worked example is real: its public key verifies its record."""
+    import json
+    import re
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    text = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    rec = json.loads(re.search(r"<!-- example-record -->\s*```json\n(.*?)```", text, re.S).group(1))
+    pub = re.search(r"<!-- example-pubkey -->\s*```\n(.*?)\n```", text, re.S).group(1).strip()
+    public = Ed25519PublicKey.from_public_bytes(base64.b64decode(pub))
+    assert check_record(rec, public) == []
+    shown = re.search(r"<!-- example-canonical -->\s*```\n(.*?)\n```", text, re.S).group(1)
+    assert shown.encode() == signing_bytes(rec)

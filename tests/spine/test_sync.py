@@ -1,0 +1,214 @@
+"""MQTT sync against a real mosquitto: delivery on PUBACK, outages, TLS, mTLS, passwords, clear errors."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from edge_agent.errors import SyncError
+from edge_agent.settings import AgentConfig, parse_config
+from edge_agent.spine.clock import Clock
+from edge_agent.spine.keys import DeviceKey, generate_key
+from edge_agent.spine.outbox import Outbox
+from edge_agent.spine.sync import MqttSync
+from tests.broker import TEST_USERS, Broker, Subscriber
+from tests.helpers import wait_until
+
+
+def make_cfg(tmp_path: Path, url: str, **mqtt: object) -> AgentConfig:
+    return parse_config(
+        {
+            "profile": "sensors",
+            "device": {"id": "dev-1", "site": "site-a"},
+            "state_dir": str(tmp_path / "state"),
+            "mqtt": {"url": url, "backoff_min_s": 0.2, "backoff_max_s": 1.0, **mqtt},
+        }
+    )
+
+
+def fill(cfg: AgentConfig, key: DeviceKey, n: int) -> Outbox:
+    ob, _ = Outbox.open_checked(cfg.db_path)
+    ob.append(
+        [("telemetry", {"i": i}) for i in range(n)], device=cfg.device.id, key=key, clock=Clock(), max_bytes=1 << 30
+    )
+    return ob
+
+
+@contextlib.contextmanager
+def running_sync(cfg: AgentConfig) -> Iterator[MqttSync]:
+    """A started MqttSync on cfg's outbox, stopped (flush, offline, disconnect) on exit."""
+    sync = MqttSync(cfg, cfg.db_path)
+    sync.start()
+    try:
+        yield sync
+    finally:
+        sync.stop()
+
+
+def seqs_of(sub: Subscriber) -> list[int]:
+    return [json.loads(m.payload)["seq"] for m in sub.messages() if "/rec/" in m.topic]
+
+
+def test_sync__delivers_in_order_and_marks_on_puback(broker: Broker, tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, broker.url)
+    key = generate_key(cfg.key_path)
+    ob = fill(cfg, key, 300)
+    with Subscriber(broker, "edge/site-a/dev-1/#", client_id="central") as sub:
+        with running_sync(cfg):
+            assert wait_until(lambda: ob.stats().depth == 0)
+            sub.wait_for(300, topic=None, timeout_s=10)
+            assert seqs_of(sub)[:300] == list(range(1, 301))
+            assert ob.stats().last_delivered_seq == 300
+            status = [m.payload for m in sub.messages("edge/site-a/dev-1/status")]
+            assert status and status[-1] == b"online"
+        assert wait_until(lambda: any(m.payload == b"offline" for m in sub.messages("edge/site-a/dev-1/status")), 5)
+
+
+def test_sync__broker_outage_loses_nothing(broker: Broker, tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, broker.url)
+    key = generate_key(cfg.key_path)
+    ob = fill(cfg, key, 50)
+    sub = Subscriber(broker, "edge/site-a/dev-1/rec/#", client_id="central").start()
+    with running_sync(cfg) as sync:
+        assert wait_until(lambda: ob.stats().depth == 0)
+        sub.stop()
+        broker.stop()
+        assert wait_until(lambda: not sync.connected.is_set(), 5)
+        ob.append(
+            [("telemetry", {"during_outage": i}) for i in range(200)],
+            device="dev-1",
+            key=key,
+            clock=Clock(),
+            max_bytes=1 << 30,
+        )
+        sync.notify()
+        time.sleep(0.5)
+        assert ob.stats().depth == 200
+        broker.restart()
+        sub.start()
+        assert wait_until(lambda: ob.stats().depth == 0, 20), sync.last_error
+        assert wait_until(lambda: set(range(1, 251)) <= set(seqs_of(sub)), 10)
+        after = [s for s in seqs_of(sub) if s > 50]
+        assert after == sorted(after)
+        sub.stop()
+
+
+def test_sync__tls_and_mtls(tls_broker: Broker, tmp_path: Path) -> None:
+    pki = tls_broker.pki
+    cfg = make_cfg(tmp_path, tls_broker.url, ca_file=str(pki.ca_pem))
+    key = generate_key(cfg.key_path)
+    ob = fill(cfg, key, 20)
+    with running_sync(cfg) as sync:
+        assert wait_until(lambda: ob.stats().depth == 0), sync.last_error
+
+
+def test_sync__mtls_needs_client_certificate(mtls_broker: Broker, tmp_path: Path) -> None:
+    pki = mtls_broker.pki
+    cfg = make_cfg(
+        tmp_path, mtls_broker.url, ca_file=str(pki.ca_pem), cert_file=str(pki.client_pem), key_file=str(pki.client_key)
+    )
+    key = generate_key(cfg.key_path)
+    ob = fill(cfg, key, 20)
+    with running_sync(cfg) as sync:
+        assert wait_until(lambda: ob.stats().depth == 0), sync.last_error
+    bad = make_cfg(
+        tmp_path / "b",
+        mtls_broker.url,
+        ca_file=str(pki.ca_pem),
+        cert_file=str(pki.wrong_client_pem),
+        key_file=str(pki.wrong_client_key),
+    )
+    generate_key(bad.key_path)
+    fill(bad, key, 1)
+    with running_sync(bad) as sync:
+        assert wait_until(lambda: sync.last_error is not None, 10)
+        assert not sync.connected.is_set()
+
+
+def test_sync__wrong_ca_is_a_clear_error(tls_broker: Broker, tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, tls_broker.url, ca_file=str(tls_broker.pki.wrong_ca_pem))
+    generate_key(cfg.key_path)
+    Outbox.open_checked(cfg.db_path)
+    with running_sync(cfg) as sync:
+        assert wait_until(lambda: sync.last_error is not None, 10)
+        assert "certificate not trusted" in (sync.last_error or "")
+        assert "mqtt.ca_file" in (sync.last_error or "")
+        assert not sync.connected.is_set()
+
+
+def test_sync__wrong_password_is_a_clear_error(password_broker: Broker, tmp_path: Path) -> None:
+    user = next(iter(TEST_USERS))
+    cfg = make_cfg(tmp_path, password_broker.url, username=user, password="wrong")  # noqa: S106 - a test credential
+    key = generate_key(cfg.key_path)
+    ob = fill(cfg, key, 5)
+    with running_sync(cfg) as sync:
+        assert wait_until(lambda: sync.last_error is not None, 10)
+        assert "refused the connection" in (sync.last_error or "")
+        assert ob.stats().depth == 5
+    pw = tmp_path / "pw"
+    pw.write_text(TEST_USERS[user] + "\n")
+    good = make_cfg(tmp_path / "g", password_broker.url, username=user, password_file=str(pw))
+    generate_key(good.key_path)
+    ob2 = fill(good, key, 5)
+    with running_sync(good) as sync:
+        assert wait_until(lambda: ob2.stats().depth == 0), sync.last_error
+
+
+def test_sync__missing_ca_file_is_refused_at_setup(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, "mqtts://127.0.0.1:8883", ca_file=str(tmp_path / "nope.pem"))
+    with pytest.raises(SyncError, match=r"mqtt.ca_file: .*nope.pem not found"):
+        MqttSync(cfg, cfg.db_path)
+
+
+def test_sync__mqtt_311_setting_delivers(broker: Broker, tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, broker.url, protocol="3.1.1")
+    key = generate_key(cfg.key_path)
+    ob = fill(cfg, key, 30)
+    with running_sync(cfg) as sync:
+        assert wait_until(lambda: ob.stats().depth == 0), sync.last_error
+
+
+def test_verify_mqtt__shared_subscription_checks_live_stream(broker: Broker, tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from edge_agent.spine.keys import public_pem
+
+    cfg = make_cfg(tmp_path, broker.url)
+    key = generate_key(cfg.key_path)
+    pub = tmp_path / "pub.pem"
+    pub.write_bytes(public_pem(key.public))
+    ob = fill(cfg, key, 400)
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "verify",
+            "--pubkey",
+            str(pub),
+            "--mqtt",
+            broker.url,
+            "--topic",
+            "$share/central/edge/site-a/dev-1/rec/#",
+            "--count",
+            "400",
+            "--timeout",
+            "60",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    assert wait_until(lambda: "as edge-verify-" in broker.log_text(), 15), broker.log_text()[-500:]
+    time.sleep(0.5)  # its SUBSCRIBE follows the CONNACK
+    with running_sync(cfg):
+        out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "INTACT: device dev-1, 400 record(s)" in out
+    assert ob.stats().depth == 0

@@ -1,0 +1,105 @@
+"""`edge-agent verify` catches a flipped byte, a dropped record, a reordering, a duplicate, a stranger's key."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edge_agent.spine.clock import Clock
+from edge_agent.spine.keys import generate_key, public_pem
+from edge_agent.spine.outbox import Outbox
+
+
+@pytest.fixture
+def stream(tmp_path: Path) -> tuple[list[bytes], Path]:
+    key = generate_key(tmp_path / "k")
+    ob, _ = Outbox.open_checked(tmp_path / "o.db")
+    ob.append(
+        [("telemetry", {"i": i, "lat": 39.9 + i / 1000}) for i in range(20)],
+        device="d",
+        key=key,
+        clock=Clock(),
+        max_bytes=1 << 30,
+    )
+    pub = tmp_path / "device.pub.pem"
+    pub.write_bytes(public_pem(key.public))
+    return list(ob.export()), pub
+
+
+def run_verify(lines: list[bytes], pub: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "verify", "--pubkey", str(pub), "-"],
+        input=b"\n".join(lines).decode() + "\n",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_verify__intact_stream_exits_0(stream: tuple[list[bytes], Path]) -> None:
+    lines, pub = stream
+    r = run_verify(lines, pub)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "INTACT: device d, 20 record(s)" in r.stdout
+
+
+def test_verify__flipped_body_byte(stream: tuple[list[bytes], Path]) -> None:
+    lines, pub = stream
+    rec = json.loads(lines[7])
+    rec["body"]["lat"] = rec["body"]["lat"] + 1e-9
+    lines[7] = json.dumps(rec).encode()
+    r = run_verify(lines, pub)
+    assert r.returncode == 1
+    assert "seq 8: altered" in r.stdout
+
+
+def test_verify__raw_byte_flip_anywhere(stream: tuple[list[bytes], Path]) -> None:
+    lines, pub = stream
+    raw = bytearray(lines[3])
+    i = raw.index(b'"i":') + 4
+    raw[i] = ord("7") if raw[i] != ord("7") else ord("8")
+    lines[3] = bytes(raw)
+    r = run_verify(lines, pub)
+    assert r.returncode == 1
+    assert "seq 4: altered" in r.stdout
+
+
+def test_verify__dropped_record_is_a_silent_hole(stream: tuple[list[bytes], Path]) -> None:
+    lines, pub = stream
+    del lines[10]
+    r = run_verify(lines, pub)
+    assert r.returncode == 1
+    assert "hole: seq 11 missing with no gap record" in r.stdout
+
+
+def test_verify__reordered_records(stream: tuple[list[bytes], Path]) -> None:
+    lines, pub = stream
+    lines[4], lines[5] = lines[5], lines[4]
+    r = run_verify(lines, pub)
+    assert r.returncode == 1
+    assert "out_of_order" in r.stdout
+
+
+def test_verify__duplicate_in_export(stream: tuple[list[bytes], Path]) -> None:
+    lines, pub = stream
+    lines.insert(6, lines[5])
+    r = run_verify(lines, pub)
+    assert r.returncode == 1
+    assert "duplicate" in r.stdout
+
+
+def test_verify__wrong_key_and_garbage(stream: tuple[list[bytes], Path], tmp_path: Path) -> None:
+    lines, _ = stream
+    other = tmp_path / "other.pem"
+    other.write_bytes(public_pem(generate_key(tmp_path / "k2").public))
+    r = run_verify(lines, other)
+    assert r.returncode == 1
+    assert "unknown_key" in r.stdout
+    r = run_verify([b"not json", *lines], stream[1])
+    assert r.returncode == 1
+    assert "line 1: not JSON" in r.stdout
