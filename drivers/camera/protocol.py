@@ -8,6 +8,7 @@ import cv2
 import numpy as np
 
 from edge_agent.drivers.base import FrameError
+from edge_agent.drivers.camera.imagefile import check_image_bytes
 
 # Names a half-written upload or an atomic writer's temp file has; never read as images.
 PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", ".swp")
@@ -34,6 +35,7 @@ def decode_image(data: bytes, where: str) -> np.ndarray[Any, Any]:
         raise FrameError(f"{where}: empty file (expected a JPEG, PNG, BMP, TIFF or WebP image)")
     if len(data) > MAX_IMAGE_BYTES:
         raise FrameError(f"{where}: {len(data)} bytes (expected an image under {MAX_IMAGE_BYTES} bytes)")
+    check_image_bytes(data, where)  # a decompression bomb is refused from its header, before decoding
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
