@@ -165,6 +165,7 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
     twins = Twins()
     agent: subprocess.Popen[bytes] | None = None
     watcher: Watcher | None = None
+    station: str | None = None
     stop = threading.Event()
     with contextlib.suppress(ValueError):
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -220,6 +221,11 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
             stdout=log_file,
             stderr=subprocess.STDOUT,
         )
+        if args.profile == "bench":
+            from edge_agent.demo.bench import station_url
+
+            station = station_url(cfg_path)
+            print(f"operator station: {station}  (open it in a browser on this machine)", file=sys.stderr if args.json else sys.stdout, flush=True)
         deadline = time.monotonic() + args.duration if args.duration else float("inf")
         show = _live(args, watcher, cfg_path, agent=agent, stop=stop, deadline=deadline)
         show()
@@ -245,6 +251,7 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
         **summary,
         "by_kind": watcher.by_kind if watcher else {},
         "agent_exit": agent.returncode if agent else None,
+        "station_url": station,
         "work_dir": str(work),
     }
     if args.json:

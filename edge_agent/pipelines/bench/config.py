@@ -7,6 +7,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from edge_agent.pipelines.bench.capture_config import CameraConfig, ScannerConfig, TriggerConfig
 from edge_agent.pipelines.bench.image_config import OcrConfig, PreprocessConfig, QualityConfig
 from edge_agent.pipelines.bench.rules_config import FieldsConfig, PrivacyConfig, ReviewConfig, ValidationConfig
+from edge_agent.station.config import StationConfig  # [bench.station]: the operator station (edge_agent/station)
 
 
 class BenchConfig(BaseModel):
@@ -22,3 +23,4 @@ class BenchConfig(BaseModel):
     camera: CameraConfig | None = None
     scanner: ScannerConfig | None = None
     trigger: TriggerConfig = Field(default_factory=TriggerConfig)
+    station: StationConfig = Field(default_factory=StationConfig)
