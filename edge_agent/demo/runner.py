@@ -225,7 +225,11 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
             from edge_agent.demo.bench import station_url
 
             station = station_url(cfg_path)
-            print(f"operator station: {station}  (open it in a browser on this machine)", file=sys.stderr if args.json else sys.stdout, flush=True)
+            print(
+                f"operator station: {station}  (open it in a browser on this machine)",
+                file=sys.stderr if args.json else sys.stdout,
+                flush=True,
+            )
         deadline = time.monotonic() + args.duration if args.duration else float("inf")
         show = _live(args, watcher, cfg_path, agent=agent, stop=stop, deadline=deadline)
         show()

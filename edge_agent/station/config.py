@@ -36,9 +36,9 @@ class StationConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     enabled: bool = True
-    listen: Annotated[str, Field(min_length=1, max_length=253), Expect('an address such as "127.0.0.1" or "0.0.0.0"')] = (
-        "127.0.0.1"
-    )
+    listen: Annotated[
+        str, Field(min_length=1, max_length=253), Expect('an address such as "127.0.0.1" or "0.0.0.0"')
+    ] = "127.0.0.1"
     port: Annotated[int, Field(ge=1, le=65535), Expect("a TCP port 1-65535")] = 8480
     # TLS: both files or neither; relative paths are relative to the config file's folder.
     tls_cert: Annotated[Path | None, Expect("a path to a PEM certificate")] = None
@@ -48,12 +48,12 @@ class StationConfig(BaseModel):
     # Who reviews when nobody signs in (loopback only, no operators file): put in the record as reviewer.
     local_operator: Annotated[str, Field(min_length=1, max_length=64), Expect("an operator id")] = "bench-operator"
     session_idle_min: Annotated[float, Field(gt=0, le=24 * 60), Expect("minutes > 0")] = 60.0
-    correction_reasons: Annotated[list[Annotated[str, Field(min_length=1, max_length=80)]], Expect(
-        "a list of short reason strings"
-    )] = Field(default_factory=lambda: list(DEFAULT_CORRECTION_REASONS), min_length=1, max_length=20)
-    reject_reasons: Annotated[list[Annotated[str, Field(min_length=1, max_length=80)]], Expect(
-        "a list of short reason strings"
-    )] = Field(default_factory=lambda: list(DEFAULT_REJECT_REASONS), min_length=1, max_length=20)
+    correction_reasons: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=80)]], Expect("a list of short reason strings")
+    ] = Field(default_factory=lambda: list(DEFAULT_CORRECTION_REASONS), min_length=1, max_length=20)
+    reject_reasons: Annotated[
+        list[Annotated[str, Field(min_length=1, max_length=80)]], Expect("a list of short reason strings")
+    ] = Field(default_factory=lambda: list(DEFAULT_REJECT_REASONS), min_length=1, max_length=20)
     max_body_kb: Annotated[int, Field(ge=1, le=1024), Expect("kilobytes 1-1024")] = 16
 
     @field_validator("tls_key")

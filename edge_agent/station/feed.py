@@ -343,13 +343,14 @@ class Feed:
     def _views(self, records: Iterable[dict[str, Any]]) -> Iterable[dict[str, Any]]:
         for rec in records:
             kind, body = rec.get("kind"), rec.get("body") or {}
+            view: dict[str, Any] | None
             if kind == "return_inspection":
                 view = verdict_view(body, self.levels, seq=rec["seq"], ts=rec["ts"], review_id=body.get("review_id"))
             elif kind == "event" and body.get("event") == "bench_review_queued" and self.desk is not None:
                 view = self._queued_view(rec, int(body.get("review_id", 0)))
-                if view is None:
-                    continue
             else:
+                view = None
+            if view is None:
                 continue
             self.counts.add(view, rec["ts"])
             yield view
@@ -357,7 +358,8 @@ class Feed:
     def _queued_view(self, rec: dict[str, Any], item_id: int) -> dict[str, Any] | None:
         from edge_agent.pipelines.bench.review import ReviewError
 
-        assert self.desk is not None
+        if self.desk is None:
+            return None
         try:
             item = self.desk.get(item_id)
         except ReviewError:

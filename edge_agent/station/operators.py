@@ -72,7 +72,7 @@ class Operator:
     badge: str | None  # scrypt hash
 
 
-def load_operators(path: Path) -> dict[str, Operator]:
+def load_operators(path: Path) -> dict[str, Operator]:  # noqa: PLR0912 - one message per problem, all at once
     """Read and check the operators file; every problem names the file and the entry."""
     try:
         data = tomllib.loads(path.read_text(encoding="utf-8"))

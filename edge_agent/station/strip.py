@@ -25,7 +25,9 @@ def _driver(name: str, kind: str, st: dict[str, Any]) -> dict[str, str]:
     return _item(name, "bad", err[:120], REMEDIES.get(kind, REMEDIES["device"]))
 
 
-def build_strip(profile: str, device: str, status: dict[str, Any], outbox_depth: int | None) -> dict[str, Any]:
+def build_strip(  # noqa: PLR0912 - one branch per profile and device kind reads best here
+    profile: str, device: str, status: dict[str, Any], outbox_depth: int | None
+) -> dict[str, Any]:
     """What the strip shows, from the daemon's status (broker, pipeline) and the outbox depth."""
     items = []
     broker = status.get("broker") or {}
@@ -60,5 +62,11 @@ def build_strip(profile: str, device: str, status: dict[str, Any], outbox_depth:
     elif profile == "sensors":
         extra["records"] = pipeline.get("records")
         extra["last"] = {n: m.get("records") for n, m in (pipeline.get("meters") or {}).items() if isinstance(m, dict)}
-    worst = "bad" if any(i["state"] == "bad" for i in items) else "warn" if any(i["state"] == "warn" for i in items) else "ok"
+    worst = (
+        "bad"
+        if any(i["state"] == "bad" for i in items)
+        else "warn"
+        if any(i["state"] == "warn" for i in items)
+        else "ok"
+    )
     return {"device": device, "profile": profile, "state": worst, "items": items, **extra}

@@ -53,6 +53,7 @@ SIGNIN_FAILS_MAX = 5  # per id (or badge) within SIGNIN_WINDOW_S, then 429 until
 SIGNIN_WINDOW_S = 60.0
 KEEPALIVE_S = 15.0
 MAX_QUERY_CHARS = 512
+MAX_HEADER_BYTES = 8 * 1024  # h11 bounds a header that trickles in; this bounds one that arrives whole
 CSP = (
     "default-src 'self'; img-src 'self' blob:; style-src 'self'; script-src 'self'; connect-src 'self'; "
     "frame-ancestors 'none'; base-uri 'none'; form-action 'self'"
@@ -319,7 +320,9 @@ def build_app(state: StationState) -> Starlette:  # noqa: PLR0915 - the routes r
         try:
             item = await asyncio.to_thread(desk.decide, req)
         except ReviewError as exc:
-            status = 404 if "not found" in str(exc) else 409 if "already" in str(exc) or "meanwhile" in str(exc) else 422
+            status = (
+                404 if "not found" in str(exc) else 409 if "already" in str(exc) or "meanwhile" in str(exc) else 422
+            )
             return JSONResponse({"error": str(exc)}, status_code=status)
         log.info("station: review item %s %s by %s", item.id, item.decision, s.operator)
         queue = await asyncio.to_thread(state.feed.queue_json)
@@ -379,11 +382,11 @@ def build_app(state: StationState) -> Starlette:  # noqa: PLR0915 - the routes r
     # ------------------------------------------------------------ errors and headers
 
     async def on_http_error(request: Request, exc: Exception) -> Response:
-        assert isinstance(exc, HTTPException)
-        detail = str(exc.detail)
+        detail = str(exc.detail) if isinstance(exc, HTTPException) else "bad request"
+        code = exc.status_code if isinstance(exc, HTTPException) else 400
         if is_api(request) or request.method == "POST":
-            return JSONResponse({"error": detail}, status_code=exc.status_code)
-        return PlainTextResponse(f"{exc.status_code}: {detail}", status_code=exc.status_code)
+            return JSONResponse({"error": detail}, status_code=code)
+        return PlainTextResponse(f"{code}: {detail}", status_code=code)
 
     async def on_error(request: Request, exc: Exception) -> Response:
         log.error("station: %s %s failed: %s", request.method, request.url.path, type(exc).__name__)
@@ -413,14 +416,12 @@ def build_app(state: StationState) -> Starlette:  # noqa: PLR0915 - the routes r
     ]
     if state.tls:
         security.append(("strict-transport-security", "max-age=31536000"))
-    app = Starlette(
+    return Starlette(
         debug=False,
         routes=routes,
         middleware=[Middleware(SecurityHeaders, headers=security)],
         exception_handlers={HTTPException: on_http_error, Exception: on_error},
     )
-
-    return app
 
 
 class SecurityHeaders:
@@ -433,6 +434,9 @@ class SecurityHeaders:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if sum(len(k) + len(v) for k, v in scope.get("headers", [])) > MAX_HEADER_BYTES:
+            await PlainTextResponse("431: request headers too large", status_code=431)(scope, receive, send)
             return
 
         async def send_with_headers(message: Message) -> None:
@@ -465,4 +469,3 @@ def _form(body: bytes) -> dict[str, str]:
 
 def _sse(event: str, data: Any) -> str:
     return f"event: {event}\ndata: {json.dumps(data, ensure_ascii=False, separators=(',', ':'))}\n\n"
-

@@ -15,6 +15,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+import tomlkit
+
 from edge_agent.cli.main import render_config
 from edge_agent.demo.bench import demo_slips, write_manifest
 from edge_agent.drivers.camera.twin import FolderCameraTwin
@@ -43,11 +45,19 @@ CHROME_FLAGS = (
 class BenchRig:
     """`edge-agent run` for a bench, as a process, fed by twins; the station on a free loopback port."""
 
-    def __init__(self, work: Path, broker_url: str, *, station: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        work: Path,
+        broker_url: str,
+        *,
+        station: dict[str, Any] | None = None,
+        review: dict[str, Any] | None = None,
+    ) -> None:
         self.work = work
         self.broker_url = broker_url
         self.port = free_port()
-        self.station = {"port": str(self.port), **(station or {})}
+        self.station = {"port": self.port, **(station or {})}
+        self.review = review or {}
         self.scanner = ScannerTwin(link=work / "scanner")
         self.camera = FolderCameraTwin(work / "camera-drop")
         self.proc: subprocess.Popen[bytes] | None = None
@@ -67,11 +77,17 @@ class BenchRig:
             + f'\n[bench.scanner]\nkind = "serial"\nport = "{self.scanner.path}"\n',
             encoding="utf-8",
         )
+        # Edited as a document, all keys at once: a LAN `listen` is only valid together with its operators file.
+        doc = tomlkit.parse(self.cfg_path.read_text(encoding="utf-8"))
+        bench = doc["bench"]
+        for section, values in (("station", self.station), ("review", self.review)):
+            table = bench.setdefault(section, tomlkit.table())  # type: ignore[union-attr]
+            for key, value in values.items():
+                table[key] = str(value) if isinstance(value, Path) else value
+        self.cfg_path.write_text(tomlkit.dumps(doc), encoding="utf-8")
         write_manifest(self.work / "expected-returns.csv", self.truth)
         set_value(self.cfg_path, "bench.validation.manifest", f'"{self.work / "expected-returns.csv"}"')
         set_value(self.cfg_path, "bench.validation.return_window_days", "3650")  # the shipped slips are from 2024-25
-        for key, value in self.station.items():
-            set_value(self.cfg_path, f"bench.station.{key}", value)
         generate_key(load_config(self.cfg_path).key_path)
         return self.cfg_path
 

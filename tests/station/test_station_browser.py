@@ -37,7 +37,7 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 def rig(broker: Broker, tmp_path: Path) -> Iterator[BenchRig]:
     operators = tmp_path / "operators.toml"
     add_operator(operators, OPERATOR, "supervisor", PIN, None)
-    r = BenchRig(tmp_path / "bench", broker.url, station={"operators_file": f'"{operators}"'})
+    r = BenchRig(tmp_path / "bench", broker.url, station={"operators_file": operators})
     try:
         yield r.start()
     finally:
@@ -49,7 +49,7 @@ def _wait(driver: Any, what: str, cond: Any, timeout_s: float = WAIT_S) -> Any:
     from selenium.webdriver.support.ui import WebDriverWait
 
     try:
-        return WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(lambda d: cond(d))
+        return WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(cond)
     except Exception as exc:
         raise AssertionError(f"browser: {what} did not happen within {timeout_s} s") from exc
 
@@ -109,16 +109,28 @@ def test_station_browser__verdict_queue_keyboard_correction_scan_and_signed_reco
         # 3. Keyboard only: Enter opens the oldest item with the doubtful field focused.
         _keys(d, Keys.ENTER)
         _wait(d, "the review page with the order number focused", lambda d: _active_id(d) == "f-order_no")
-        _wait(d, "the photo of the item", lambda d: d.execute_script("return document.querySelector('#photo-img')?.naturalWidth > 0"))
+        _wait(
+            d,
+            "the photo of the item",
+            lambda d: d.execute_script("return document.querySelector('#photo-img')?.naturalWidth > 0"),
+        )
         # The RF scanner's read lands in the focused field, not in the bench's pairing.
         rig.scanner.scan(doubtful["order_no"])
-        _wait(d, "the scan in the focused field", lambda d: d.execute_script("return document.activeElement.value") == doubtful["order_no"])
+        _wait(
+            d,
+            "the scan in the focused field",
+            lambda d: d.execute_script("return document.activeElement.value") == doubtful["order_no"],
+        )
         # Then the quantity, by its key: Esc leaves the field, 3 jumps to quantity, type, Enter saves.
         new_qty = str(int(doubtful["quantity"]) + 1)
         _keys(d, Keys.ESCAPE, "3")
         _wait(d, "the quantity field focused", lambda d: _active_id(d) == "f-quantity")
         _keys(d, new_qty, Keys.ENTER)
-        _wait(d, "back on the live page after the decision", lambda d: d.execute_script("return document.body.dataset.page") == "live")
+        _wait(
+            d,
+            "back on the live page after the decision",
+            lambda d: d.execute_script("return document.body.dataset.page") == "live",
+        )
         _wait(d, "the empty queue", lambda d: _text(d, "#queue-count") == "0")
 
         # 4. The daemon emitted the reviewed record; central got it over MQTT, signed and chained.
