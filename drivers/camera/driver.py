@@ -20,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_agent.drivers.base import DeviceUnavailable, DriverError, FrameError
+from edge_agent.drivers.camera.imagefile import check_image_bytes
 from edge_agent.drivers.readings import Frame
 from edge_agent.schema import Expect  # not edge_agent.settings: that imports the bench config, which imports us
 
@@ -128,6 +129,7 @@ def decode_image(data: bytes, where: str) -> np.ndarray[Any, Any]:
         raise FrameError(f"{where}: empty file (expected a JPEG, PNG, BMP, TIFF or WebP image)")
     if len(data) > MAX_IMAGE_BYTES:
         raise FrameError(f"{where}: {len(data)} bytes (expected an image under {MAX_IMAGE_BYTES} bytes)")
+    check_image_bytes(data, where)  # a decompression bomb is refused from its header, before decoding
     buf = np.frombuffer(data, dtype=np.uint8)
     try:
         image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
