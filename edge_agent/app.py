@@ -134,8 +134,8 @@ class Agent:
             log.error("cannot start the %s pipeline: %s", cfg.profile, exc)
             self._shutdown()
             return 1
-        self._start_station()
         self.writer.emit("event", {"event": "agent_started", "version": __version__, "profile": cfg.profile})
+        self._start_station()
         log.info(
             "edge-agent %s running: device %s, site %s, profile %s, key %s",
             __version__,
