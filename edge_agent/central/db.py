@@ -163,7 +163,7 @@ class Database:
         width = len(columns)
         # SQLite allows 32766 host parameters; PostgreSQL 65535. Stay well under both.
         chunk = max(1, 30000 // width)
-        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "  # noqa: S608 - names from code, values bound
+        head = f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
         one = "(" + ",".join("?" * width) + ")"
         for i in range(0, len(rows), chunk):
             part = rows[i : i + chunk]

@@ -131,7 +131,7 @@ def _view_sql(dialect: str) -> list[str]:
         {txt("body.emission.method")} AS emission_method,
         {factor_source()} AS factor_source,
         verified, {ingested} AS ingested_at
-    FROM records WHERE kind = 'trip'"""  # noqa: S608
+    FROM records WHERE kind = 'trip'"""
     reviewed = boolean("body.human_reviewed")
     inspections = f"""CREATE VIEW return_inspections AS SELECT
         device, seq, ts,
@@ -144,7 +144,7 @@ def _view_sql(dialect: str) -> list[str]:
         CASE WHEN {reviewed} THEN COALESCE({txt("body.decision")}, 'reviewed') ELSE 'accepted' END AS verdict,
         COALESCE({reviewed}, {"0" if dialect == "sqlite" else "FALSE"}) AS human_reviewed,
         verified, {ingested} AS ingested_at
-    FROM records WHERE kind = 'return_inspection'"""  # noqa: S608
+    FROM records WHERE kind = 'return_inspection'"""
     return ["DROP VIEW IF EXISTS trips", trips, "DROP VIEW IF EXISTS return_inspections", inspections]
 
 
@@ -156,6 +156,16 @@ MIGRATIONS = [
         postgresql=[*_TABLES, _ANOMALIES_PG, _ANOMALY_INDEX],
     ),
     Migration(2, "BI views: trips, return_inspections", sqlite=_view_sql("sqlite"), postgresql=_view_sql("postgresql")),
+    Migration(
+        3,
+        "anomalies: severity, repeat count, last seen",
+        sql=[
+            "ALTER TABLE anomalies ADD COLUMN severity TEXT NOT NULL DEFAULT 'fail'",
+            "ALTER TABLE anomalies ADD COLUMN count BIGINT NOT NULL DEFAULT 1",
+            "ALTER TABLE anomalies ADD COLUMN last_at DOUBLE PRECISION",
+            "CREATE INDEX IF NOT EXISTS anomalies_open ON anomalies (resolved_at, kind)",
+        ],
+    ),
 ]
 
 register_migrations("central", MIGRATIONS)

@@ -33,6 +33,7 @@ PLUGIN_MODULES = (
     "edge_agent.demo.runner",
     "edge_agent.cli.doctor",
     "edge_agent.spine.remote.commands",
+    "edge_agent.cli.central_ingest",
 )
 
 
