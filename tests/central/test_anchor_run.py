@@ -240,3 +240,55 @@ def test_prove__unknown_and_unanchored_records(db: Database, chain: Chain, tmp_p
     add_records(db, "truck-01", keys["truck-01"], 4, 1, prev=_head(db, "truck-01", 3), verified=False)
     with pytest.raises(ProofNotAvailable, match="not in any batch yet"):
         build_proof(db, "truck-01", 4)
+
+
+def test_anchor__records_from_the_real_ingest_of_a_misbehaving_fleet(dsn: str, chain: Chain) -> None:
+    """Simulated devices (one drops records with a signed gap, one withholds one, one forges one) through the
+    Ingestor: exactly the verified records are anchored, and each later run picks up where the last ended."""
+    import base64
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    import edge_agent.central.anchor.store  # noqa: F401
+    from edge_agent.central.ingest import Ingestor, IngestSettings, Message
+    from edge_agent.central.registry import add_devices
+    from edge_agent.central.simulate import build_fleet, step
+
+    fleet = build_fleet(5, seed="anchor", misbehave={"gap": 1, "hole": 1, "forge": 1}, at_seq=4)
+    with open_db(dsn) as db:
+        add_devices(
+            db, [(d.device, d.site, Ed25519PublicKey.from_public_bytes(base64.b64decode(d.keys[0]))) for d in fleet]
+        )
+        ing = Ingestor(db, IngestSettings(hole_after_s=3600, replay_window_s=3600))
+
+        def rounds(n: int) -> None:
+            now = datetime.now(UTC)
+            msgs = [
+                Message(o.topic, o.payload, now.timestamp())
+                for _ in range(n)
+                for d in fleet
+                for o in step(d, "edge", now)
+            ]
+            ing.process(msgs)
+
+        c = deployed(chain)
+        rounds(10)
+        first = anchor_once(db, c)
+        verified = db.query("SELECT device, seq FROM records WHERE verified = 1 ORDER BY device, seq")
+        assert db.query("SELECT device, seq FROM anchor_leaves ORDER BY device, seq") == verified
+        assert first.records == len(verified) and 0 < len(verified) < db.query_one("SELECT COUNT(*) FROM records")[0]  # type: ignore[index]
+        holed = next(d for d in fleet if d.misbehave == "hole").device
+        assert c.next_seq(holed) == 4  # anchored up to the withheld record, not past it
+        gapped = next(d for d in fleet if d.misbehave == "gap").device
+        assert _ok(verify_proof(build_proof(db, gapped, 10), contract=c))  # after the signed gap
+        assert not any(db.query("SELECT 1 FROM anchor_leaves WHERE device = ? AND seq IN (4, 5)", (gapped,)))  # dropped
+
+        rounds(5)
+        second = anchor_once(db, c)
+        assert second.records > 0 and second.anchored and set(second.anchored).isdisjoint(first.anchored)
+        verified = db.query("SELECT device, seq FROM records WHERE verified = 1 ORDER BY device, seq")
+        assert db.query("SELECT device, seq FROM anchor_leaves ORDER BY device, seq") == verified
+        for d in fleet:
+            if d.misbehave != "hole":
+                assert c.next_seq(d.device) == d.seq + 1, d.device
