@@ -60,6 +60,7 @@ __all__ = [
     "decode_pid",
     "fuel_constants",
     "maf_to_fuel_rate_lph",
+    "merge_support",
     "parse_elm_answers",
     "parse_elm_response",
     "supported_from_bitmap",
