@@ -34,6 +34,7 @@ PLUGIN_MODULES = (
     "edge_agent.cli.doctor",
     "edge_agent.spine.remote.commands",
     "edge_agent.cli.central_ingest",
+    "edge_agent.cli.central_anchor",
 )
 
 

@@ -79,7 +79,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return fail(f"cannot read {exc.filename}: {exc.strerror}", EXIT_FAIL)
 
     decoder, timed, comments = _decode_nmea(nmea_bytes)
-    if decoder.stats.sentences == 0:
+    # An empty log is an empty drive (a summary of zeros); text that is not NMEA at all is a wrong file.
+    if decoder.stats.sentences == 0 and nmea_bytes.strip():
         return fail(
             f"{args.log}: no NMEA sentence found (expected lines such as $GPRMC,...*hh from a GNSS receiver); "
             "is this an NMEA log?",

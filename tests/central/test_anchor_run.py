@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from collections.abc import Iterator
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.central.anchor.chain import AnchorContract, device_key
+from edge_agent.central.anchor.chain import AnchorContract, batch_id_for, device_key
 from edge_agent.central.anchor.proof import ProofNotAvailable, build_proof, verify_proof
-from edge_agent.central.anchor.run import AnchorSettings, anchor_once, batch_id_for, ranges_of
+from edge_agent.central.anchor.run import AnchorSettings, anchor_once, ranges_of
 from edge_agent.central.anchor.store import PENDING, candidates, get_batch, write_batch
 from edge_agent.central.db import Database, open_db
 from edge_agent.spine.keys import generate_key
@@ -130,7 +131,7 @@ def test_verify_proof__fails_on_each_kind_of_tampering(db: Database, chain: Chai
     assert "root" in failed(rehashed) and "signature" in failed(rehashed)
 
     bent = copy.deepcopy(good)
-    bent["audit_path"][2] = "00" * 32
+    bent["audit_path"][2] = base64.b64encode(bytes(32)).decode()
     assert failed(bent) == {"root"}
     short = copy.deepcopy(good)
     short["audit_path"].pop()
@@ -145,9 +146,9 @@ def test_verify_proof__fails_on_each_kind_of_tampering(db: Database, chain: Chai
         root=__import__("edge_agent.central.anchor.merkle", fromlist=["x"]).record_leaf(good["record"]["hash"]).hex(),
     )
     assert failed(lone) == {"chain"}
-    other_batch = copy.deepcopy(good)
-    other_batch["batch_id"] = "11" * 32
-    assert failed(other_batch) == {"chain"}
+    # the right root, asked of another RecordAnchor contract that never held it
+    other = deployed(chain)
+    assert {ch.name for ch in verify_proof(good, contract=other) if not ch.ok} == {"chain"}
     wrong_block = copy.deepcopy(good)
     wrong_block["anchor"]["block_hash"] = "0x" + "22" * 32
     assert failed(wrong_block) == {"chain"}
@@ -156,7 +157,7 @@ def test_verify_proof__fails_on_each_kind_of_tampering(db: Database, chain: Chai
     stranger = generate_key(tmp_path / "stranger.pem")
     assert failed(good, public=stranger.public) == {"signature"}
     swapped = copy.deepcopy(good)
-    swapped["device_key"]["ed25519_raw_b64"] = build_proof(db, "truck-02", 1)["device_key"]["ed25519_raw_b64"]
+    swapped["device_public_key"] = build_proof(db, "truck-02", 1)["device_public_key"]
     assert failed(swapped) == {"signature"}
     assert _ok(verify_proof(good, public=keys["truck-01"].public, contract=c))
 
@@ -196,7 +197,7 @@ def test_anchor__run_stopped_between_send_and_record_finds_its_tx(db: Database, 
 
     root = MerkleTree.from_record_hashes([x.hash for x in leaves]).root.hex()
     ranges = ranges_of(leaves)
-    bid = batch_id_for(root, ranges, len(leaves))
+    bid = batch_id_for(bytes.fromhex(root)).hex()
     write_batch(
         db, batch_id=bid, root=root, leaves=leaves, ranges=ranges, contract=c.address, chain_id=chain.w3.eth.chain_id
     )
@@ -240,3 +241,55 @@ def test_prove__unknown_and_unanchored_records(db: Database, chain: Chain, tmp_p
     add_records(db, "truck-01", keys["truck-01"], 4, 1, prev=_head(db, "truck-01", 3), verified=False)
     with pytest.raises(ProofNotAvailable, match="not in any batch yet"):
         build_proof(db, "truck-01", 4)
+
+
+def test_anchor__records_from_the_real_ingest_of_a_misbehaving_fleet(dsn: str, chain: Chain) -> None:
+    """Simulated devices (one drops records with a signed gap, one withholds one, one forges one) through the
+    Ingestor: exactly the verified records are anchored, and each later run picks up where the last ended."""
+    import base64
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+    import edge_agent.central.anchor.store  # noqa: F401
+    from edge_agent.central.ingest import Ingestor, IngestSettings, Message
+    from edge_agent.central.registry import add_devices
+    from edge_agent.central.simulate import build_fleet, step
+
+    fleet = build_fleet(5, seed="anchor", misbehave={"gap": 1, "hole": 1, "forge": 1}, at_seq=4)
+    with open_db(dsn) as db:
+        add_devices(
+            db, [(d.device, d.site, Ed25519PublicKey.from_public_bytes(base64.b64decode(d.keys[0]))) for d in fleet]
+        )
+        ing = Ingestor(db, IngestSettings(hole_after_s=3600, replay_window_s=3600))
+
+        def rounds(n: int) -> None:
+            now = datetime.now(UTC)
+            msgs = [
+                Message(o.topic, o.payload, now.timestamp())
+                for _ in range(n)
+                for d in fleet
+                for o in step(d, "edge", now)
+            ]
+            ing.process(msgs)
+
+        c = deployed(chain)
+        rounds(10)
+        first = anchor_once(db, c)
+        verified = db.query("SELECT device, seq FROM records WHERE verified = 1 ORDER BY device, seq")
+        assert db.query("SELECT device, seq FROM anchor_leaves ORDER BY device, seq") == verified
+        assert first.records == len(verified) and 0 < len(verified) < db.query_one("SELECT COUNT(*) FROM records")[0]  # type: ignore[index]
+        holed = next(d for d in fleet if d.misbehave == "hole").device
+        assert c.next_seq(holed) == 4  # anchored up to the withheld record, not past it
+        gapped = next(d for d in fleet if d.misbehave == "gap").device
+        assert _ok(verify_proof(build_proof(db, gapped, 10), contract=c))  # after the signed gap
+        assert not any(db.query("SELECT 1 FROM anchor_leaves WHERE device = ? AND seq IN (4, 5)", (gapped,)))  # dropped
+
+        rounds(5)
+        second = anchor_once(db, c)
+        assert second.records > 0 and second.anchored and set(second.anchored).isdisjoint(first.anchored)
+        verified = db.query("SELECT device, seq FROM records WHERE verified = 1 ORDER BY device, seq")
+        assert db.query("SELECT device, seq FROM anchor_leaves ORDER BY device, seq") == verified
+        for d in fleet:
+            if d.misbehave != "hole":
+                assert c.next_seq(d.device) == d.seq + 1, d.device

@@ -28,8 +28,8 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
 
 from edge_agent.errors import ConfigError, EdgeAgentError, KeyError_
-from edge_agent.schema import Expect
-from edge_agent.settings import AgentConfig, atomic_write, format_validation_error, parse_config
+from edge_agent.schema import Expect, format_validation_error
+from edge_agent.settings import AgentConfig, atomic_write, parse_config
 from edge_agent.spine.clock import format_ts
 from edge_agent.spine.keys import DeviceKey, generate_key, key_id_for, load_public_keys, public_pem, public_raw_b64
 from edge_agent.spine.outbox import Outbox, seq_ranges
