@@ -57,6 +57,7 @@ class SimDevice:
     keys: list[str] = field(default_factory=list)  # raw base64 public keys, in use order
     late: list[tuple[int, bytes, str]] = field(default_factory=list)  # (publish after seq, payload, kind)
     rotated: bool = False
+    fork_hashes: tuple[str, str] | None = None  # (the record the chain goes on from, the other one)
 
     def make(self, kind: str, body: dict[str, Any], ts: str) -> dict[str, Any]:
         self.seq += 1
@@ -167,6 +168,7 @@ def step(dev: SimDevice, prefix: str, now: datetime) -> list[Outgoing]:
             key=dev.key,
         )
         dev.late.append((rec["seq"] + 3, encode(other), kind))
+        dev.fork_hashes = (rec["hash"], other["hash"])
     out.append(Outgoing(f"{base}/{kind}", encode(rec)))
     for after, payload, k in list(dev.late):
         if dev.seq >= after:
@@ -193,6 +195,7 @@ def report(fleet: list[SimDevice], published: int) -> dict[str, Any]:
                 "misbehave": d.misbehave,
                 "at_seq": d.at_seq,
                 "head_hash": d.prev,
+                "fork_hashes": d.fork_hashes,
             }
             for d in fleet
         },
