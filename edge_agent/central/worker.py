@@ -162,21 +162,33 @@ class IngestWorker:
                         carry = ing.take_pending(result.rotated)
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self.s.sweep_every_s
-                    carry = carry or self._sweep(ing)
+                    back = self._sweep(ing)
+                    if back is None:  # the database went away: reconnect before the next batch
+                        db.close()
+                        db = self._open_db()
+                        if db is None:
+                            return
+                        ing = Ingestor(db, self.s.ingest)
+                    else:
+                        carry = carry or back
         finally:
             self.client.disconnect()
             self.client.loop_stop()
             if db is not None:
                 db.close()
 
-    def _sweep(self, ing: Ingestor) -> list[Message]:
-        """Look for holes, short tails and unknown keys; returns parked records whose key is known now."""
+    def _sweep(self, ing: Ingestor) -> list[Message] | None:
+        """Look for holes, short tails and unknown keys; returns parked records whose key is known now.
+
+        None when the database failed: the caller reconnects.
+        """
         try:
             found = ing.sweep()
             back = ing.take_pending(ing.releasable())
-        except Exception as exc:  # noqa: BLE001 - the next sweep tries again
-            log.warning("ingest: sweep failed (%s)", exc)
-            return []
+        except Exception as exc:  # noqa: BLE001 - reconnect and try again at the next sweep
+            log.warning("ingest: sweep failed (%s); reconnecting to the database", exc)
+            self.last_error = f"database: {exc}"
+            return None
         if self.metrics is not None:
             self.metrics.sweep(found)
         return back
