@@ -1,6 +1,10 @@
-"""Helpers for config models: `Expect`, field metadata that phrases what a key expects in error messages."""
+"""Config model helpers: `Expect` field metadata, and the one formatter of validation errors."""
 
 from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
 
 
 class Expect:
@@ -8,3 +12,103 @@ class Expect:
 
     def __init__(self, text: str) -> None:
         self.text = text
+
+
+def _describe_got(value: Any) -> str:
+    if isinstance(value, str):
+        return '"' + value.replace('"', '\\"') + '"'
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, dict):
+        return "a table"
+    if isinstance(value, list):
+        return "a list"
+    return repr(value)
+
+
+def _members(ann: Any) -> list[type[BaseModel]]:
+    """The model classes an annotation allows (a model, or the models of a union, Annotated unwrapped)."""
+    if isinstance(ann, type) and issubclass(ann, BaseModel):
+        return [ann]
+    out: list[type[BaseModel]] = []
+    for arg in getattr(ann, "__args__", ()):
+        out.extend(_members(arg))
+    return out
+
+
+def _locate(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[Any, tuple[str, ...]]:
+    """The FieldInfo at an error location and the dotted path to show, without union tags."""
+    candidates: list[type[BaseModel]] = [model]
+    info = None
+    shown: list[str] = []
+    for part in loc:
+        if isinstance(part, int):
+            shown.append(str(part))
+            continue
+        owners = [m for m in candidates if part in m.model_fields]
+        if not owners:
+            # A discriminated union's tag (e.g. "opencv" in bench.camera.opencv.width): pick that member.
+            tagged = [m for m in candidates if _kind_of(m) == part]
+            if tagged:
+                candidates = tagged
+                continue
+            shown.append(str(part))
+            info = None
+            candidates = []
+            continue
+        info = owners[0].model_fields[part]
+        shown.append(str(part))
+        candidates = _members(info.annotation)
+    return info, tuple(shown)
+
+
+def _kind_of(m: type[BaseModel]) -> str | None:
+    f = m.model_fields.get("kind")
+    args: tuple[Any, ...] = getattr(f.annotation, "__args__", ()) if f is not None else ()
+    return str(args[0]) if len(args) == 1 else None
+
+
+_EXPECT_BY_TYPE = {
+    "int_parsing": "an integer",
+    "int_type": "an integer",
+    "int_from_float": "an integer",
+    "float_parsing": "a number",
+    "float_type": "a number",
+    "bool_parsing": "true or false",
+    "bool_type": "true or false",
+    "string_type": "a string",
+    "path_type": "a file path (string)",
+    "list_type": "a list",
+    "model_type": "a table",
+    "model_attributes_type": "a table",
+    "dict_type": "a table",
+}
+
+
+def format_validation_error(source: str, exc: ValidationError, model: type[BaseModel]) -> list[str]:
+    """One line per problem: FILE: dotted.key: expected X, got Y."""
+    problems = []
+    for err in exc.errors():
+        loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
+        info, shown = _locate(model, loc)
+        path = ".".join(shown) or "(top level)"
+        etype = err["type"]
+        got = err.get("input")
+        if etype == "extra_forbidden":
+            msg = f"{source}: {path}: unknown key (not part of the schema; check its spelling and section)"
+        elif etype == "missing":
+            msg = f"{source}: {path}: required key is missing"
+        else:
+            expected = None
+            if info is not None:
+                for meta in info.metadata:
+                    if isinstance(meta, Expect):
+                        expected = meta.text
+            if expected is None:
+                if etype == "literal_error":
+                    expected = "one of " + err["ctx"]["expected"]
+                else:
+                    expected = _EXPECT_BY_TYPE.get(etype, err["msg"].lower())
+            msg = f"{source}: {path}: expected {expected}, got {_describe_got(got)}"
+        problems.append(msg)
+    return problems

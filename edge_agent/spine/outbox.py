@@ -177,6 +177,12 @@ class Outbox:
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
 
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
+
     # ------------------------------------------------------------ meta
     def _meta(self) -> dict[str, str]:
         return dict(self.conn.execute("SELECT key, value FROM meta").fetchall())
@@ -371,6 +377,34 @@ class Outbox:
             stored=int(stored),
             stored_bytes=int(m["bytes"]),
         )
+
+    def stored_seqs(self, first_seq: int, last_seq: int) -> list[int]:
+        """The seqs still stored in [first_seq, last_seq] (others were pruned or evicted)."""
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT seq FROM records WHERE seq BETWEEN ? AND ? ORDER BY seq", (first_seq, last_seq)
+            ).fetchall()
+        ]
+
+    def tail(self, n: int) -> list[tuple[int, bytes]]:
+        """The newest n records as (seq, data), oldest first."""
+        rows = self.conn.execute("SELECT seq, data FROM records ORDER BY seq DESC LIMIT ?", (n,)).fetchall()
+        return [(int(s), bytes(d)) for s, d in reversed(rows)]
+
+    def latest(self, kind: str | None = None) -> tuple[str, bytes] | None:
+        """(ts, data) of the newest stored record, of one kind if given; None when there is none."""
+        if kind is None:
+            row = self.conn.execute("SELECT ts, data FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        else:
+            row = self.conn.execute(
+                "SELECT ts, data FROM records WHERE kind = ? ORDER BY seq DESC LIMIT 1", (kind,)
+            ).fetchone()
+        return (str(row[0]), bytes(row[1])) if row else None
+
+    def quick_check(self) -> str:
+        """SQLite's PRAGMA quick_check: "ok", or what is damaged."""
+        return str(self.conn.execute("PRAGMA quick_check").fetchone()[0])
 
     def export(self, since_seq: int = 0, until_seq: int | None = None) -> Iterable[bytes]:
         q = "SELECT data FROM records WHERE seq >= ?"

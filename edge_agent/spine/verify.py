@@ -40,6 +40,10 @@ class Verifier:
     records: dict[int, dict[str, Any]] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     received: int = 0
+    # Where the stream is expected to start (records before it were checked earlier); None: at seq 1.
+    from_seq: int | None = None
+    # A signed checkpoint vouches for the stream (verify --checkpoint): a later start is not a failure.
+    anchored_start: bool = False
     _last_seq_seen: int | None = None
 
     def add_line(self, line: str | bytes, where: str = "") -> None:
@@ -144,10 +148,8 @@ class Verifier:
                 lo = seq
                 while (lo - 1) in gap_hashes:
                     lo -= 1
+                self._check_start(lo)
                 if lo == seq:
-                    self.findings.append(
-                        Finding(INFO, "start", seq, "stream starts here (earlier records not in this input)")
-                    )
                     continue
             else:
                 lo = seqs[i - 1] + 1
@@ -179,6 +181,34 @@ class Verifier:
                 self.findings.append(Finding(FAIL, "fork", s, "differs from the hash a gap record declares for it"))
         self.findings.sort(key=lambda f: (f.seq or 0, f.level))
         return self.findings
+
+    def _check_start(self, first: int) -> None:
+        """A stream that does not start at seq 1 (or --from-seq) has lost its beginning, unless vouched for."""
+        if first <= 1:
+            return
+        if self.anchored_start or (self.from_seq is not None and first <= self.from_seq):
+            self.findings.append(
+                Finding(INFO, "start", first, "stream starts here (earlier records not in this input)")
+            )
+        elif self.from_seq is not None:
+            self.findings.append(
+                Finding(
+                    FAIL,
+                    "hole",
+                    first,
+                    f"seq {_span(range(self.from_seq, first))} missing: the stream was to start at {self.from_seq}",
+                )
+            )
+        else:
+            self.findings.append(
+                Finding(
+                    FAIL,
+                    "start",
+                    first,
+                    f"stream starts at seq {first}: seq {_span(range(1, first))} are not in this input "
+                    f"(pass --from-seq {first} if they were verified before, or --checkpoint)",
+                )
+            )
 
     @property
     def ok(self) -> bool:

@@ -21,19 +21,14 @@ from hypothesis import strategies as st
 from edge_agent import app as daemon
 from edge_agent.errors import ConfigError
 from edge_agent.service import ServiceContext
-from edge_agent.settings import load_config
+from edge_agent.settings import load_config, patch_text
 from edge_agent.spine.chain import ChainWriter
+from edge_agent.spine.config import RESTART_ONLY_KEYS
 from edge_agent.spine.keys import generate_key, key_id_for, load_key, public_pem
 from edge_agent.spine.outbox import Outbox
 from edge_agent.spine.records import parse_line
-from edge_agent.spine.remote.commands import (
-    MAX_TTL_S,
-    CommandRefused,
-    NonceStore,
-    patched_config_text,
-    sign_command,
-    verify_command,
-)
+from edge_agent.spine.remote.message import MAX_TTL_S, CommandRefused, sign_command, verify_command
+from edge_agent.spine.remote.nonces import NonceStore
 from edge_agent.spine.sync import MqttSync, topic_base
 from tests.broker import Broker, Subscriber, publish
 
@@ -62,7 +57,7 @@ def test_verify_command__accepts_a_signed_command() -> None:
 
 
 def _resign(msg: dict[str, Any], key: Ed25519PrivateKey = CENTRAL) -> dict[str, Any]:
-    from edge_agent.spine.remote.commands import signing_bytes
+    from edge_agent.spine.remote.message import signing_bytes
 
     msg = dict(msg)
     msg["key"] = key_id_for(key.public_key())
@@ -173,7 +168,7 @@ def test_nonce_store__refuses_a_replay_across_reopen_and_prunes_old(tmp_path: Pa
     store.close()
     store = NonceStore(db)
     assert not store.claim("k1", "n" * 16, exp, "status")
-    assert store.prune() == 1
+    assert store.prune(datetime.now(UTC)) == 1
     assert store.count() == 2
     store.close()
 
@@ -204,19 +199,21 @@ trusted_keys = ["central.pub.pem"]
 """
 
 
-def test_patched_config_text__keeps_comments_and_validates() -> None:
+def _patched(text: str, changes: dict[str, Any]) -> tuple[str, Any]:
+    return patch_text(text, changes, Path("c.toml"), locked=RESTART_ONLY_KEYS)
+
+
+def test_patch_text__keeps_comments_and_validates() -> None:
     text = CONFIG_TEXT.replace("@URL@", "mqtt://127.0.0.1:1883")
-    new, cfg = patched_config_text(text, {"health.interval_s": 30, "outbox.max_mb": 64}, "c.toml")
+    new, cfg = _patched(text, {"health.interval_s": 30, "outbox.max_mb": 64})
     assert "# keep this comment" in new
     assert cfg.health.interval_s == 30 and cfg.outbox.max_mb == 64
-    new, cfg = patched_config_text(new, {"health.interval_s": None}, "c.toml")
+    new, cfg = _patched(new, {"health.interval_s": None})
     assert cfg.health.interval_s == 60  # removed: back to the default
     with pytest.raises(ConfigError, match=r"c.toml: health.interval_s: expected a number of seconds >= 0, got -1"):
-        patched_config_text(text, {"health.interval_s": -1}, "c.toml")
+        _patched(text, {"health.interval_s": -1})
     with pytest.raises(ConfigError, match=r"device\.id: changes only on the device"):
-        patched_config_text(text, {"device.id": "other"}, "c.toml")
-    with pytest.raises(ConfigError, match="a remote patch may not empty it"):
-        patched_config_text(text, {"commands.trusted_keys": []}, "c.toml")
+        _patched(text, {"device.id": "other"})
 
 
 # ---------------------------------------------------------------- a running agent on a real broker
@@ -510,6 +507,29 @@ def test_commands__patch_config_rolls_back_when_the_pipeline_cannot_start(rig: R
     assert [e["body"]["event"] for e in rig.records("event")][-2:] == ["command_failed", "command_refused"]
 
 
+def test_commands__patch_config_may_not_cut_the_device_off(rig: Rig, tmp_path: Path) -> None:
+    """Keys that do not load, an empty key list or a broker that does not answer: refused, file untouched."""
+    before = rig.cfg_path.read_bytes()
+    fifo = tmp_path / "keys.fifo"
+    os.mkfifo(fifo)
+    closed_port = rig.broker.port + 1 if rig.broker.port < 65535 else rig.broker.port - 1
+    cases = [
+        ({"commands.trusted_keys": []}, "a remote patch may not empty it"),
+        ({"commands.trusted_keys": [str(tmp_path / "missing.pem")]}, "cannot read public key file"),
+        ({"commands.trusted_keys": ["/dev/zero"]}, "expected a PEM public key file"),
+        ({"commands.trusted_keys": [str(fifo)]}, "expected a PEM public key file"),
+        ({"mqtt.url": f"mqtt://127.0.0.1:{closed_port}"}, "new MQTT settings do not connect"),
+    ]
+    for n, (change, message) in enumerate(cases, 1):
+        rig.send(rig.signed("patch_config", {"set": change}))
+        out = rig.wait_outcomes(n)[-1]
+        assert out["reason"] == "bad_args" and message in out["detail"], (change, out)
+        assert rig.cfg_path.read_bytes() == before
+    # Still reachable: a status command is obeyed.
+    rig.send(rig.signed("status", {}))
+    assert rig.wait_outcomes(len(cases) + 1)[-1]["event"] == "command_done"
+
+
 def test_commands__replace_manifest_is_refused_off_the_bench(rig: Rig) -> None:
     data = base64.b64encode(b"order_no,sku,quantity\nA1,S1,1\n").decode()
     rig.send(rig.signed("replace_manifest", {"data_b64": data}))
@@ -535,10 +555,10 @@ def test_commands__replace_manifest_on_a_bench(tmp_path: Path, broker: Broker, m
 
 
 def test_commands__queue_is_bounded_and_enqueue_never_blocks(rig: Rig) -> None:
-    from edge_agent.spine.remote.commands import QUEUE_MAX, CommandProcessor
+    from edge_agent.spine.remote.processor import QUEUE_MAX, CommandProcessor
 
     assert rig.agent.writer is not None
-    idle = CommandProcessor(rig.agent, rig.agent.writer.key, start=False)  # nobody drains its queue
+    idle = CommandProcessor(rig.agent, start=False)  # nobody drains its queue
     t0 = time.monotonic()
     for _ in range(QUEUE_MAX + 10):
         idle.enqueue(f"{rig.base}/cmd/status", b"{}")
