@@ -330,6 +330,8 @@ class Agent:
         except ConfigError as exc:
             for line in exc.problems:
                 log.error("SIGHUP: new config refused, keeping the running one: %s", line)
+            # Central (and whoever waits on the outbox) learns of it too, not only the journal.
+            self.emit("event", {"event": "config_refused", "problems": [short(p, 200) for p in exc.problems[:10]]})
             sd_notify("READY=1")
             return False
         if new.device != self.cfg.device or new.state_dir != self.cfg.state_dir or new.profile != self.cfg.profile:

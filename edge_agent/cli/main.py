@@ -199,6 +199,8 @@ def status_data(cfg: Any) -> dict[str, Any]:
         data["outbox"] = None
     rt = read_runtime(cfg.state_dir)
     data["daemon"] = "running" if rt and rt.get("alive") else "not running"
+    if rt and rt.get("runtime_error"):
+        data["runtime_error"] = rt["runtime_error"]
     alive = bool(rt and rt.get("alive"))
     data["broker"] = ("connected" if rt and rt.get("mqtt_connected") else "disconnected") if alive else "unknown"
     data["last_error"] = (rt or {}).get("mqtt_last_error") or (rt or {}).get("writer_last_error")
@@ -220,12 +222,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         ob = data["outbox"]
         age = f", oldest {ob['oldest_undelivered_age_s']} s" if ob["oldest_undelivered_age_s"] else ""
         print(f"outbox:        {ob['depth']} undelivered{age}; {ob['stored']} stored ({ob['stored_mb']} MB)")
-        print(f"last delivered: seq {data['last_delivered_seq']}")
+        last = data["last_delivered_seq"]
+        print(f"last delivered: {f'seq {last}' if last else 'none yet'}")
     else:
         print("outbox:        none yet (the agent has not run)")
     if data["stale_stages"]:
         print(f"stuck stages:  {', '.join(data['stale_stages'])}")
-    print(f"last error:    {data['last_error'] or data.get('outbox_error') or '-'}")
+    print(f"last error:    {data['last_error'] or data.get('outbox_error') or data.get('runtime_error') or '-'}")
     return EXIT_OK
 
 
@@ -422,10 +425,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         rc: int = args.func(args)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
     except EdgeAgentError as exc:
         return fail(str(exc))
+    except BrokenPipeError:
+        # `edge-agent ... | head`: the reader left. Quietly, as cat does; stdout goes nowhere now
+        # so the interpreter's own flush at exit does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
     return rc
 
 

@@ -564,3 +564,90 @@ def test_commands__queue_is_bounded_and_enqueue_never_blocks(rig: Rig) -> None:
         idle.enqueue(f"{rig.base}/cmd/status", b"{}")
     assert time.monotonic() - t0 < 0.5
     assert idle.dropped == 10
+
+
+# ---------------------------------------------------------------- time an attacker controls (issue 9, defect 4)
+
+
+def test_clock__gps_never_overrides_a_synced_clock() -> None:
+    from edge_agent.spine.clock import Clock
+
+    synced = Clock(synced=lambda: True)
+    synced.observe_gps(datetime.now(UTC) + timedelta(hours=2))  # a spoofed receiver
+    t, state = synced.now()
+    assert state == "ntp" and abs((t - datetime.now(UTC)).total_seconds()) < 60
+    assert abs((synced.security_now() - datetime.now(UTC)).total_seconds()) < 60
+    # Without NTP, GPS is the best time there is.
+    unsynced = Clock(synced=lambda: False)
+    unsynced.observe_gps(datetime.now(UTC) + timedelta(hours=2))
+    t, state = unsynced.now()
+    assert state == "gps" and (t - datetime.now(UTC)).total_seconds() > 3600
+
+
+def test_verify_command__refuses_a_command_issued_in_the_future() -> None:
+    from edge_agent.spine.remote.message import MAX_FUTURE_SKEW_S
+
+    ahead = sign_command(
+        CENTRAL, device="dev-1", name="status", args={}, ttl_s=3600, now=NOW + timedelta(seconds=MAX_FUTURE_SKEW_S + 60)
+    )
+    with pytest.raises(CommandRefused, match="after device time") as info:
+        _check(_payload(ahead))
+    assert info.value.reason == "from_future"
+    near = sign_command(CENTRAL, device="dev-1", name="status", args={}, ttl_s=3600, now=NOW + timedelta(seconds=30))
+    assert _check(_payload(near)).name == "status"  # small skew between clocks is fine
+
+
+def test_nonce_store__prunes_on_the_expiry_clock_only(tmp_path: Path) -> None:
+    store = NonceStore(tmp_path / "commands.db")
+    device_now = datetime(2030, 1, 1, tzinfo=UTC)  # the clock that judges expiry, not time.time()
+    store.claim("k1", "n" * 16, device_now + timedelta(minutes=10), "status", now=device_now)
+    assert store.prune(device_now) == 0
+    assert store.prune(device_now + timedelta(hours=1)) == 0  # within the grace after expiry
+    assert not store.claim("k1", "n" * 16, device_now + timedelta(minutes=10), "status", now=device_now)
+    assert store.prune(device_now + timedelta(days=2)) == 1
+    store.close()
+
+
+def test_commands__spoofed_gps_does_not_revive_an_expired_command(rig: Rig) -> None:
+    from edge_agent.spine.clock import Clock
+
+    rig.agent.clock = Clock(synced=lambda: True)
+    rig.agent.clock.observe_gps(datetime.now(UTC) - timedelta(hours=1))  # GPS says it is an hour ago
+    expired = sign_command(
+        CENTRAL, device="dev-1", name="status", args={}, ttl_s=60, now=datetime.now(UTC) - timedelta(minutes=5)
+    )
+    rig.send(expired)
+    (out,) = rig.wait_outcomes(1)
+    assert out["reason"] == "expired", out
+
+
+# ---------------------------------------------------------------- hostile payloads (issue 9, defect 7)
+
+
+def test_commands__deep_nesting_is_malformed_counted_and_rate_limited(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edge_agent.spine.remote.processor import REFUSAL_EVENTS_PER_MIN
+
+    deep = b"[" * 50_000 + b"]" * 50_000
+    n = REFUSAL_EVENTS_PER_MIN + 5
+    for _ in range(n):
+        rig.send(deep, "status")
+    outcomes = rig.wait_outcomes(n)
+    assert {o["reason"] for o in outcomes} == {"malformed"}
+    assert "nested too deeply" in outcomes[0]["detail"]
+    assert len(_events(rig, "command_refused")) == REFUSAL_EVENTS_PER_MIN  # the rest are counted, not recorded
+    assert "Traceback" not in caplog.text
+    assert len(caplog.text) < 200 * n  # one short line per recorded refusal, not a traceback each
+
+
+def test_mqtt_sync__asks_the_broker_for_a_maximum_packet_size(rig: Rig) -> None:
+    from edge_agent.spine.sync import max_packet_bytes
+
+    limit = max_packet_bytes(rig.agent.cfg.commands.max_bytes)
+    before = len(rig.agent.commands.outcomes)
+    # Far beyond the limit: the broker drops it for this client, so the device never buffers it.
+    rig.send(b"x" * (limit + 100_000), "status")
+    rig.send(rig.signed("status", {}))
+    out = rig.wait_outcomes(before + 1)[before:]
+    assert [o["event"] for o in out] == ["command_done"], out
