@@ -1,37 +1,77 @@
-"""The explicit registry of serial driver kinds: kind -> (module, Config class, Driver class).
+"""The explicit registry of driver kinds: kind -> its package's Config, Driver and probe.
 
-A config section names its driver with `kind = "..."`; services build it with `make_driver(cfg)`.
-Modules are imported on first use, so a truck never loads pymodbus and a sensor point never
-loads the OBD code. Adding a driver is one line here (and a sample section in config/).
+A config section names its driver with `kind = "..."`; services build it with `make_driver(cfg)`,
+and `doctor` checks it with `probe_device(cfg, listen_s)`. Every kind is a package
+edge_agent.drivers.<package> laid out the same way (config.py, protocol.py, driver.py, probe.py,
+twin.py); modules are imported on first use, so a truck never loads pymodbus and a sensor point
+never loads the OBD code. Adding a driver is one line here (and a sample section in config/).
 Cameras and scanners have their own factories (drivers/camera/driver.py, drivers/scanner/driver.py).
 """
 
 from __future__ import annotations
 
 import importlib
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import BaseModel
 
-DRIVER_KINDS: dict[str, tuple[str, str, str]] = {
-    "nmea": ("edge_agent.drivers.nmea.driver", "NmeaConfig", "NmeaDriver"),
-    "elm327": ("edge_agent.drivers.elm327.driver", "Elm327Config", "Elm327Driver"),
-    "lls": ("edge_agent.drivers.lls.driver", "LlsConfig", "LlsDriver"),
-    "scale": ("edge_agent.drivers.scale.driver", "ScaleConfig", "ScaleDriver"),
-    "modbus": ("edge_agent.drivers.modbus.driver", "ModbusMeterConfig", "ModbusMeterDriver"),
+from edge_agent.drivers.probing import ProbeOutcome
+
+
+@dataclass(frozen=True, slots=True)
+class DriverKind:
+    """Where one kind lives: edge_agent.drivers.<package>.{config,driver,probe}."""
+
+    package: str
+    config: str  # class name in config.py
+    driver: str  # class name in driver.py
+    what: str  # for people: what is on the wire
+
+    def module(self, part: str) -> Any:
+        return importlib.import_module(f"edge_agent.drivers.{self.package}.{part}")
+
+
+DRIVER_KINDS: dict[str, DriverKind] = {
+    "nmea": DriverKind("nmea", "NmeaConfig", "NmeaDriver", "NMEA 0183 GPS receiver"),
+    "elm327": DriverKind("elm327", "Elm327Config", "Elm327Driver", "ELM327 OBD-II adapter"),
+    "lls": DriverKind("lls", "LlsConfig", "LlsDriver", "Omnicomm LLS fuel level sensor"),
+    "scale": DriverKind("scale", "ScaleConfig", "ScaleDriver", "scale or axle-load indicator"),
+    "modbus": DriverKind("modbus", "ModbusMeterConfig", "ModbusMeterDriver", "Modbus RTU meter"),
 }
+
+
+def _kind(kind: str) -> DriverKind:
+    try:
+        return DRIVER_KINDS[kind]
+    except KeyError:
+        raise KeyError(f"unknown driver kind {kind!r}; expected one of {', '.join(sorted(DRIVER_KINDS))}") from None
+
+
+def config_class(kind: str) -> type[BaseModel]:
+    """The pydantic Config class of a kind (imports only its config.py: pydantic and stdlib)."""
+    k = _kind(kind)
+    cls: type[BaseModel] = getattr(k.module("config"), k.config)
+    return cls
 
 
 def driver_classes(kind: str) -> tuple[type[BaseModel], type]:
     """(Config class, Driver class) of a kind; KeyError names the known kinds."""
-    try:
-        module, config_name, driver_name = DRIVER_KINDS[kind]
-    except KeyError:
-        raise KeyError(f"unknown driver kind {kind!r}; expected one of {', '.join(sorted(DRIVER_KINDS))}") from None
-    mod = importlib.import_module(module)
-    return getattr(mod, config_name), getattr(mod, driver_name)
+    k = _kind(kind)
+    return config_class(kind), getattr(k.module("driver"), k.driver)
 
 
 def make_driver(cfg: Any) -> Any:
     """The driver for a validated config section (its `kind` picks the class); no I/O."""
     return driver_classes(cfg.kind)[1](cfg)
+
+
+def probe_device(cfg: Any, listen_s: float) -> ProbeOutcome:
+    """Check one configured device the way its own probe.py knows how; never raises for I/O."""
+    try:
+        k = _kind(cfg.kind)
+    except KeyError:
+        where = getattr(cfg, "port", None) or getattr(cfg, "channel", "?")
+        return ProbeOutcome("warn", f"{where}: doctor has no probe for kind {cfg.kind!r}", "check the device by hand")
+    outcome: ProbeOutcome = k.module("probe").probe(cfg, listen_s)
+    return outcome

@@ -1,10 +1,19 @@
-"""Config model helpers: `Expect` field metadata, and the one formatter of validation errors."""
+"""Helpers for config models: `Expect` (what a key expects) and the one formatter of validation errors.
+
+A leaf: settings, drivers and pipelines all phrase config errors through it, so it imports nothing from edge_agent.
+"""
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Any
 
 from pydantic import BaseModel, ValidationError
+
+
+def format_ts(t: datetime) -> str:
+    """ISO 8601 UTC with milliseconds and a Z, as records carry it (pipelines and the spine both write it)."""
+    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
 class Expect:

@@ -13,129 +13,50 @@ import os
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import cv2
-import numpy as np
-from pydantic import BaseModel, ConfigDict, Field
 
 from edge_agent.drivers.base import DeviceUnavailable, DriverError, FrameError
+from edge_agent.drivers.camera.config import (
+    CameraDriverConfig,
+    FolderCameraConfig,
+    OpenCvCameraConfig,
+    Picamera2Config,
+    is_streaming,
+)
+from edge_agent.drivers.camera.protocol import MAX_IMAGE_BYTES, PARTIAL_SUFFIXES, decode_image, redact_source
 from edge_agent.drivers.readings import Frame
-from edge_agent.schema import Expect  # not edge_agent.settings: that imports the bench config, which imports us
+
+# Names kept importable from here for code written before the config/protocol split.
+__all__ = [
+    "MAX_IMAGE_BYTES",
+    "PICAMERA2_MISSING",
+    "CameraDriver",
+    "CameraDriverConfig",
+    "FolderCamera",
+    "FolderCameraConfig",
+    "OpenCvCamera",
+    "OpenCvCameraConfig",
+    "Picamera2Camera",
+    "Picamera2Config",
+    "check_camera",
+    "decode_image",
+    "is_streaming",
+    "make_camera",
+    "redact_source",
+]
 
 log = logging.getLogger(__name__)
-
-PICAMERA2_MISSING = (
-    "picamera2 not installed: apt install python3-picamera2 and create the venv with --system-site-packages"
-)
-# Names a half-written upload or an atomic writer's temp file has; never read as images.
-_PARTIAL_SUFFIXES = (".tmp", ".part", ".partial", ".filepart", ".crdownload", ".swp")
-# OpenCV refuses larger images anyway (CV_IO_MAX_IMAGE_PIXELS); a smaller cap keeps a stray
-# poster-sized file from eating the Pi's memory.
-MAX_IMAGE_BYTES = 64 * 1024 * 1024
-
-Name = Annotated[str, Field(min_length=1, max_length=64), Expect("a short name for logs, 1-64 characters")]
-Seconds = Annotated[float, Field(gt=0, le=3600), Expect("a number of seconds > 0")]
-Pixels = Annotated[int, Field(ge=16, le=16384), Expect("a size in pixels, 16-16384")]
-
-
-class FolderCameraConfig(BaseModel):
-    """[bench.camera] kind = "folder": an industrial camera that drops image files (FTP/SMB), or a replay."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["folder"]
-    name: Name = "camera"
-    path: Annotated[Path, Expect("the folder the camera drops images into")]
-    extensions: Annotated[list[str], Expect('a list of file endings such as [".jpg", ".png"]')] = Field(
-        default_factory=lambda: [".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"]
-    )
-    # What happens to a file once read: deleted (the bench keeps its own copy only as long as
-    # [bench.review] says), or moved to processed_dir (default <path>/processed) for a site archive.
-    after: Annotated[Literal["move", "delete"], Expect('"move" or "delete"')] = "delete"
-    processed_dir: Annotated[Path | None, Expect("a folder path")] = None
-    # Unreadable files go here (default <path>/rejected) so they are not retried forever.
-    rejected_dir: Annotated[Path | None, Expect("a folder path")] = None
-    # A file younger than this may still be uploading (FTP writes in place); wait for it.
-    settle_s: Annotated[float, Field(ge=0, le=60), Expect("a number of seconds 0-60")] = 0.2
-    poll_interval_s: Annotated[float, Field(gt=0, le=1), Expect("a number of seconds > 0 and <= 1")] = 0.1
-
-    @property
-    def processed(self) -> Path:
-        return self.processed_dir if self.processed_dir is not None else self.path / "processed"
-
-    @property
-    def rejected(self) -> Path:
-        return self.rejected_dir if self.rejected_dir is not None else self.path / "rejected"
-
-
-class OpenCvCameraConfig(BaseModel):
-    """[bench.camera] kind = "opencv": USB/V4L2 (index or /dev/videoN), RTSP industrial camera, or a video file."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["opencv"]
-    name: Name = "camera"
-    source: Annotated[int | str, Expect("a device index such as 0, a path such as /dev/video0, or an rtsp:// URL")] = 0
-    width: Pixels | None = None
-    height: Pixels | None = None
-    # USB cameras only reach full resolution at a usable rate with MJPG.
-    fourcc: Annotated[str | None, Field(pattern=r"^[A-Za-z0-9 ]{4}$"), Expect('four characters such as "MJPG"')] = None
-    backend: Annotated[
-        Literal["any", "v4l2", "ffmpeg", "gstreamer"], Expect('"any", "v4l2", "ffmpeg" or "gstreamer"')
-    ] = "any"
-    # Frames handed on per second at most; the rest are grabbed and dropped so the latest is fresh.
-    # Unset: every frame (replaying a video file).
-    max_fps: Annotated[float | None, Field(gt=0, le=120), Expect("frames per second > 0")] = 10.0
-    # No frame for this long: the camera counts as gone and is reopened with backoff.
-    silence_timeout_s: Seconds = 5.0
-    open_timeout_s: Seconds = 5.0
-
-
-class Picamera2Config(BaseModel):
-    """[bench.camera] kind = "picamera2": a Raspberry Pi camera module through libcamera."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["picamera2"]
-    name: Name = "camera"
-    camera_num: Annotated[int, Field(ge=0, le=7), Expect("a camera number 0-7")] = 0
-    width: Pixels = 2028
-    height: Pixels = 1520
-    max_fps: Annotated[float, Field(gt=0, le=120), Expect("frames per second > 0")] = 10.0
-    silence_timeout_s: Seconds = 5.0
-
-
-def redact_source(src: int | str) -> str:
-    """A camera source fit for logs: an RTSP URL loses its user:password part."""
-    text = str(src)
-    scheme, sep, rest = text.partition("://")
-    if not sep:
-        return text
-    host, slash, path = rest.partition("/")
-    if "@" in host:
-        host = "***@" + host.rsplit("@", 1)[1]
-    return f"{scheme}://{host}{slash}{path}"
 
 
 def _now() -> tuple[float, datetime]:
     return time.monotonic(), datetime.now(UTC)
 
 
-def decode_image(data: bytes, where: str) -> np.ndarray[Any, Any]:
-    """Decode image file bytes to a BGR array; FrameError naming `where` when they are not an image."""
-    if not data:
-        raise FrameError(f"{where}: empty file (expected a JPEG, PNG, BMP, TIFF or WebP image)")
-    if len(data) > MAX_IMAGE_BYTES:
-        raise FrameError(f"{where}: {len(data)} bytes (expected an image under {MAX_IMAGE_BYTES} bytes)")
-    buf = np.frombuffer(data, dtype=np.uint8)
-    try:
-        image = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    except cv2.error as exc:
-        raise FrameError(f"{where}: not a readable image ({exc.msg.strip()})") from None
-    if image is None or image.size == 0:
-        raise FrameError(f"{where}: not a readable image (expected a JPEG, PNG, BMP, TIFF or WebP image)")
-    return image
+PICAMERA2_MISSING = (
+    "picamera2 not installed: apt install python3-picamera2 and create the venv with --system-site-packages"
+)
 
 
 class FolderCamera:
@@ -173,7 +94,7 @@ class FolderCamera:
                 for entry in it:
                     name = entry.name
                     low = name.lower()
-                    if name.startswith(".") or low.endswith(_PARTIAL_SUFFIXES) or not low.endswith(self._exts):
+                    if name.startswith(".") or low.endswith(PARTIAL_SUFFIXES) or not low.endswith(self._exts):
                         continue
                     try:
                         st = entry.stat()
@@ -397,7 +318,6 @@ def load_picamera2() -> Any:
     return Picamera2
 
 
-CameraDriverConfig = FolderCameraConfig | OpenCvCameraConfig | Picamera2Config
 CameraDriver = FolderCamera | OpenCvCamera | Picamera2Camera
 
 
@@ -414,8 +334,3 @@ def check_camera(cfg: CameraDriverConfig) -> None:
     """Raise DriverError at start for what no retry can fix (a missing optional library)."""
     if isinstance(cfg, Picamera2Config):
         load_picamera2()
-
-
-def is_streaming(cfg: CameraDriverConfig) -> bool:
-    """True for cameras that deliver a stream of frames; a folder camera delivers one file per shot."""
-    return not isinstance(cfg, FolderCameraConfig)

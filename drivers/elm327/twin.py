@@ -203,8 +203,16 @@ class Elm327Twin(PtyTwin):
         *,
         scenario: VehicleSource | None = None,
         time_scale: float = 1.0,
+        second_ecu: frozenset[int] | None = None,
+        stale_at_open: bytes = b"",
     ) -> None:
         super().__init__(link)
+        # A second ECU (7E9, e.g. a transmission or hybrid controller) answering functional requests
+        # too, with its own support bitmap: the PIDs listed here, which it answers from the same vehicle.
+        self.second_ecu = second_ecu
+        # What an adapter left mid-session by another program still has on the line: sent before
+        # the answer to the first request (stale prompts, half an answer, noise).
+        self.stale_at_open = stale_at_open
         self.vehicle: VehicleSource = scenario or drive_scenario()
         self.time_scale = time_scale
         self.bus_up = True
@@ -243,6 +251,8 @@ class Elm327Twin(PtyTwin):
             self.requests.append(command)
             self._last = command
             reply = self._obd(command) if not command.startswith("AT") else self._at(command)
+            if self.stale_at_open:
+                reply, self.stale_at_open = self.stale_at_open + reply, b""
             self.write(reply)
 
     # -- answers -------------------------------------------------------------
@@ -286,18 +296,24 @@ class Elm327Twin(PtyTwin):
             return self._lines(*prefix, "UNABLE TO CONNECT")
         self.searching = False
         mode, pid = int(cmd[:2], 16), int(cmd[2:4], 16)
-        data = self._pid_bytes(pid) if mode == 0x01 else None
-        if data is None:
+        if mode != 0x01:
             return self._lines(*prefix, "NO DATA")
-        payload = bytes([0x41, pid]) + data
+        answers = [("7E8", self._pid_bytes(pid, self.vehicle.supported))]
+        if self.second_ecu is not None:
+            answers.append(("7E9", self._pid_bytes(pid, self.second_ecu)))
         sep = " " if self.spaces else ""
-        line = sep.join(f"{b:02X}" for b in payload)
-        if self.headers:
-            line = sep.join(("7E8", f"{len(payload):02X}", line))
-        return self._lines(*prefix, line + (" " if self.spaces else ""))
+        lines = []
+        for header, data in answers:
+            if data is None:
+                continue
+            payload = bytes([0x41, pid]) + data
+            line = sep.join(f"{b:02X}" for b in payload)
+            if self.headers:
+                line = sep.join((header, f"{len(payload):02X}", line))
+            lines.append(line + (" " if self.spaces else ""))
+        return self._lines(*prefix, *(lines or ["NO DATA"]))
 
-    def _pid_bytes(self, pid: int) -> bytes | None:
-        supported = self.vehicle.supported
+    def _pid_bytes(self, pid: int, supported: frozenset[int]) -> bytes | None:
         if pid in (0x00, 0x20, 0x40):
             bits = 0
             for i in range(1, 33):

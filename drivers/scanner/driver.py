@@ -27,95 +27,35 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Literal
 
 import serial
-from pydantic import BaseModel, ConfigDict, Field
 
 from edge_agent.drivers.base import DeviceUnavailable, FrameError, open_serial
 from edge_agent.drivers.readings import Scan
-from edge_agent.schema import Expect  # not edge_agent.settings: that imports the bench config, which imports us
+from edge_agent.drivers.scanner.config import HidScannerConfig, ScannerDriverConfig, SerialScannerConfig
+from edge_agent.drivers.scanner.protocol import DATA_CONTROLS, MAX_CODE_BYTES, check_code, parse_scan, strip_affixes
+
+# Names kept importable from here for code written before the config/protocol split.
+__all__ = [
+    "DATA_CONTROLS",
+    "MAX_CODE_BYTES",
+    "HidScanner",
+    "HidScannerConfig",
+    "ScannerDriver",
+    "ScannerDriverConfig",
+    "SerialScanner",
+    "SerialScannerConfig",
+    "check_code",
+    "decode_keys",
+    "find_input_device",
+    "finish_hid_code",
+    "make_scanner",
+    "parse_scan",
+]
 
 log = logging.getLogger(__name__)
 
-MAX_CODE_BYTES = 4096  # a full QR code is under 3 KB; more means a lost terminator
 _READ_SLICE_S = 0.05
-# Control characters that are part of barcode data (GS1 FNC1 as GS, ISO 15434 RS/GS/EOT, FS).
-DATA_CONTROLS = frozenset("\x04\x1c\x1d\x1e")
-
-Name = Annotated[str, Field(min_length=1, max_length=64), Expect("a short name for logs, 1-64 characters")]
-Affix = Annotated[str, Field(max_length=16), Expect('a string of up to 16 characters, e.g. "\\u0002"')]
-
-
-class SerialScannerConfig(BaseModel):
-    """[bench.scanner] kind = "serial": a scanner in CDC-ACM (virtual COM) or RS-232 mode."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["serial"]
-    name: Name = "scanner"
-    port: Annotated[str, Field(min_length=1), Expect("a serial device or pyserial URL, e.g. /dev/ttyACM0")]
-    baud: Annotated[int, Field(ge=300, le=921600), Expect("a baud rate such as 9600 or 115200")] = 9600
-    prefix: Affix = ""
-    suffix: Affix = ""
-    terminator: Annotated[Literal["\r", "\n", "\r\n"], Expect('"\\r", "\\n" or "\\r\\n"')] = "\r"
-    encoding: Annotated[Literal["utf-8", "latin-1", "ascii"], Expect('"utf-8", "latin-1" or "ascii"')] = "utf-8"
-
-
-class HidScannerConfig(BaseModel):
-    """[bench.scanner] kind = "hid": a keyboard-wedge scanner read from its Linux input device."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    kind: Literal["hid"]
-    name: Name = "scanner"
-    # /dev/input/eventN, a stable /dev/input/by-id/...-event-kbd link, or the device's name as
-    # listed in /proc/bus/input/devices (N: Name="...").
-    device: Annotated[str, Field(min_length=1), Expect("an input device path or the scanner's device name")]
-    grab: bool = True
-    terminator: Annotated[Literal["enter", "tab"], Expect('"enter" or "tab"')] = "enter"
-    prefix: Affix = ""
-    suffix: Affix = ""
-
-
-ScannerDriverConfig = SerialScannerConfig | HidScannerConfig
-
-
-def _strip_affixes(text: str, prefix: str, suffix: str, raw: bytes) -> str:
-    if prefix:
-        if not text.startswith(prefix):
-            raise FrameError(f"scan {raw[:40]!r}: expected prefix {prefix!r}")
-        text = text[len(prefix) :]
-    if suffix:
-        if not text.endswith(suffix):
-            raise FrameError(f"scan {raw[:40]!r}: expected suffix {suffix!r}")
-        text = text[: len(text) - len(suffix)]
-    return text
-
-
-def check_code(code: str, raw: bytes) -> str:
-    """The code itself if it is a plausible barcode text; FrameError otherwise."""
-    if not code or code.isspace():
-        raise FrameError(f"scan {raw[:40]!r}: empty code")
-    for ch in code:
-        if not ch.isprintable() and ch not in DATA_CONTROLS:
-            raise FrameError(f"scan {raw[:40]!r}: control character {ch!r} inside the code")
-    return code
-
-
-def parse_scan(frame: bytes, cfg: SerialScannerConfig) -> str:
-    """Decode one serial scan (terminator removed or not): strip prefix/suffix, check the text; FrameError otherwise."""
-    term = cfg.terminator.encode("ascii")
-    data = frame[: -len(term)] if frame.endswith(term) else frame
-    # A scanner set to CR LF on a bench configured for CR leaves the LF at the head of the next code.
-    data = data.strip(b"\r\n")
-    if len(data) > MAX_CODE_BYTES:
-        raise FrameError(f"scan of {len(data)} bytes: longer than {MAX_CODE_BYTES} (lost terminator?)")
-    try:
-        text = data.decode(cfg.encoding)
-    except UnicodeDecodeError:
-        raise FrameError(f"scan {data[:40]!r}: not {cfg.encoding} text (check the scanner's encoding)") from None
-    return check_code(_strip_affixes(text, cfg.prefix, cfg.suffix, data), data)
 
 
 class SerialScanner:
@@ -360,7 +300,7 @@ def finish_hid_code(typed: TypedCode, cfg: HidScannerConfig) -> str:
             f"scan {raw[:40]!r}: key codes {list(typed.unknown_keys)} outside the US layout "
             "(set the scanner to the US keyboard layout)"
         )
-    return check_code(_strip_affixes(typed.text, cfg.prefix, cfg.suffix, raw), raw)
+    return check_code(strip_affixes(typed.text, cfg.prefix, cfg.suffix, raw), raw)
 
 
 # struct input_event { struct timeval time; __u16 type; __u16 code; __s32 value; } in native

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import getpass
 import json
 import sys
+from datetime import date
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, add_config_arg, fail, load_or_exit
 from edge_agent.errors import ConfigError, EdgeAgentError
@@ -17,6 +19,9 @@ from edge_agent.pipelines.bench.manifest import ManifestError, load_manifest
 from edge_agent.pipelines.bench.normalize import match_reason
 from edge_agent.pipelines.bench.review import ReviewError, ReviewItem, ReviewQueue, queue_path
 from edge_agent.pipelines.bench.rules_config import FIELD_NAMES
+
+if TYPE_CHECKING:
+    from edge_agent.pipelines.bench.inspect import Inspector
 
 
 def register(subparsers: Any) -> None:
@@ -32,8 +37,13 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--scan", metavar="ORDER_NO", default=None, help="order number from the RF scanner, cross-checked with the slip"
     )
+    p.add_argument(
+        "--samples",
+        action="store_true",
+        help="read the sample slips shipped with edge-agent (each judged on the day after its printed date)",
+    )
     add_config_arg(p)
-    p.add_argument("images", nargs="+", metavar="IMAGE")
+    p.add_argument("images", nargs="*", metavar="IMAGE")
     p.set_defaults(func=cmd_ocr)
 
     r = subparsers.add_parser("review", help="list, show and decide items in the bench's review queue")
@@ -82,9 +92,25 @@ def _ocr_config(args: argparse.Namespace) -> tuple[BenchConfig, Path | None, Pat
     return cfg.bench, base, cfg.state_dir
 
 
-def cmd_ocr(args: argparse.Namespace) -> int:
+def _same_day(day: date) -> date:
+    return day
+
+
+def _ocr_images(args: argparse.Namespace) -> list[tuple[str, date | None]]:
+    """(image path, day to judge it on or None for today): the files given, then --samples' slips."""
+    images: list[tuple[str, date | None]] = [(name, None) for name in args.images]
+    if args.samples:
+        from edge_agent.demo.bench import demo_slips, sample_day
+
+        folder, truth = demo_slips()
+        print(f"sample slips: {folder}", file=sys.stderr)
+        images += [(str(folder / name), sample_day(t)) for name, t in sorted(truth.items())]
+    return images
+
+
+def _ocr_inspector(args: argparse.Namespace) -> Inspector | int:
+    """The inspector for `ocr` (config, manifest, engine), or the exit code after saying what is wrong."""
     from edge_agent.pipelines.bench.inspect import Inspector
-    from edge_agent.pipelines.bench.reader import load_image
 
     bench, base, _state = _ocr_config(args)
     manifest = None
@@ -97,15 +123,28 @@ def cmd_ocr(args: argparse.Namespace) -> int:
                 print(line, file=sys.stderr)
             return EXIT_CONFIG
     try:
-        inspector = Inspector(bench, engine=args.engine, manifest=manifest, base_dir=base)
+        return Inspector(bench, engine=args.engine, manifest=manifest, base_dir=base)
     except ConfigError as exc:
         for line in exc.problems:
             print(line, file=sys.stderr)
         return EXIT_CONFIG
     except (EdgeAgentError, RuntimeError, OSError, ImportError) as exc:
         return fail(f"ocr: cannot start the OCR engine: {exc}")
+
+
+def cmd_ocr(args: argparse.Namespace) -> int:
+    from edge_agent.pipelines.bench.reader import load_image
+
+    if not args.images and not args.samples:
+        return fail("ocr: expected one or more IMAGE files, or --samples for the shipped sample slips", EXIT_FAIL)
+    images = _ocr_images(args)
+    inspector = _ocr_inspector(args)
+    if isinstance(inspector, int):
+        return inspector
     rc = EXIT_OK
-    for name in args.images:
+    live_today = inspector.today
+    for name, day in images:
+        inspector.today = live_today if day is None else functools.partial(_same_day, day)
         try:
             image = load_image(Path(name))
             debug = args.debug_dir / Path(name).stem if args.debug_dir else None

@@ -32,6 +32,8 @@ PLUGIN_MODULES = (
     "edge_agent.demo.runner",
     "edge_agent.cli.doctor",
     "edge_agent.cli.central",
+    "edge_agent.cli.central_ingest",
+    "edge_agent.cli.central_anchor",
 )
 
 

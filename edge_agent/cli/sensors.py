@@ -10,12 +10,9 @@ import threading
 import time
 from typing import Any
 
-from serial.tools import list_ports
-
 from edge_agent.cli.common import EXIT_CONFIG, EXIT_OK, add_config_arg, fail, load_or_exit
 from edge_agent.cli.probe import ProbeResult, probe_port
 from edge_agent.drivers.base import DriverRunner
-from edge_agent.drivers.modbus.driver import ModbusMeterDriver
 from edge_agent.drivers.readings import MeterReading
 from edge_agent.settings import AgentConfig, resolve_config_path
 
@@ -75,6 +72,8 @@ def _ports_to_list(args: argparse.Namespace, cfg: AgentConfig | None) -> dict[st
         for url in args.port:
             ports.setdefault(url, {"port": url, "description": "", "configured": ""})
     else:
+        from serial.tools import list_ports
+
         for info in sorted(list_ports.comports(), key=lambda i: i.device):
             ports[info.device] = {"port": info.device, "description": info.description or "", "configured": ""}
         for m in meters:
@@ -138,6 +137,8 @@ def cmd_watch(args: argparse.Namespace) -> int:
                 return
             except queue.Full:
                 continue
+
+    from edge_agent.drivers.modbus.driver import ModbusMeterDriver  # pymodbus: only for this command
 
     runner = DriverRunner(ModbusMeterDriver(meter), on_reading, stop, backoff_max_s=10.0)
     print(

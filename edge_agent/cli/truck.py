@@ -79,6 +79,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return fail(f"cannot read {exc.filename}: {exc.strerror}", EXIT_FAIL)
 
     decoder, timed, comments = _decode_nmea(nmea_bytes)
+    # An empty log is an empty drive (a summary of zeros); text that is not NMEA at all is a wrong file.
+    if decoder.stats.sentences == 0 and nmea_bytes.strip():
+        return fail(
+            f"{args.log}: no NMEA sentence found (expected lines such as $GPRMC,...*hh from a GNSS receiver); "
+            "is this an NMEA log?",
+            EXIT_FAIL,
+        )
     t0 = timed[0].t if timed else 0.0
     fuel_bad = _side_readings(fuel_bytes, t0, timed, _fuel_reading, cfg)
     weight_bad = _side_readings(weight_bytes, t0, timed, _weight_reading, cfg)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import threading
+from datetime import UTC, date, datetime, timedelta
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,21 @@ def demo_slips() -> tuple[Path, dict[str, dict[str, Any]]]:
     folder = Path(str(resources.files("edge_agent.demo").joinpath("slips")))
     truth: dict[str, dict[str, Any]] = json.loads((folder / "truth.json").read_text(encoding="utf-8"))
     return folder, truth
+
+
+def sample_window_days(truth: dict[str, dict[str, Any]], today: date | None = None) -> int:
+    """A return window (days) that holds every shipped slip's printed date today, plus the usual 30.
+
+    The slips carry fixed dates that age; a fixed window would send them all to review one day.
+    """
+    today = today or datetime.now(UTC).date()
+    oldest = min(date.fromisoformat(str(t["return_date"])) for t in truth.values())
+    return min(3650, max(30, (today - oldest).days + 30))  # 3650: the config's upper bound
+
+
+def sample_day(truth: dict[str, Any]) -> date:
+    """The day a sample slip is judged on: the day after its printed return date, as at a real bench."""
+    return date.fromisoformat(str(truth["return_date"])) + timedelta(days=1)
 
 
 class BenchOperator:
@@ -83,5 +99,5 @@ def setup_bench(cfg_path: Path, work: Path, twins: Any) -> None:
             f'[bench.scanner]\nkind = "serial"\nport = "{scanner.path}"\n'
         )
     set_value(cfg_path, "bench.validation.manifest", f'"{work / "expected-returns.csv"}"')
-    # The shipped demo slips carry return dates from 2024: widen the window so they are in it.
-    set_value(cfg_path, "bench.validation.return_window_days", "3650")
+    # The shipped demo slips carry fixed return dates: a window reaching back to the oldest keeps them in it.
+    set_value(cfg_path, "bench.validation.return_window_days", str(sample_window_days(truth)))

@@ -50,7 +50,11 @@ class LocalBroker:
             f"listener {self.port} 127.0.0.1\nallow_anonymous true\npersistence false\n"
             f"log_dest file {self.dir / 'mosquitto.log'}\n"
         )
-        self.proc = subprocess.Popen([exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        # Its own session: a Ctrl-C in the terminal reaches the demo only, which stops the agent
+        # first and the broker last, so the agent never logs a lost connection on the way out.
+        self.proc = subprocess.Popen(
+            [exe, "-c", str(conf)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+        )
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline:
             with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", self.port), 0.2):
@@ -99,6 +103,8 @@ class Watcher:
         self.lock = threading.Lock()
         self.by_kind: dict[str, int] = {}
         self.recent: list[dict[str, Any]] = []
+        self.notable = 0  # notable records seen so far; `recent` holds the last few of them
+        self.taken = 0  # how many of them take_new() has handed out
         self.bad = 0
         self.client = mqtt.Client(
             CallbackAPIVersion.VERSION2, client_id=f"demo-central-{os.getpid()}", protocol=mqtt.MQTTv5
@@ -128,6 +134,14 @@ class Watcher:
             if kind in ("trip", "return_inspection", "event", "sensor", "gap"):
                 self.recent.append(rec)
                 self.recent = self.recent[-8:]
+                self.notable += 1
+
+    def take_new(self) -> list[dict[str, Any]]:
+        """Notable records that arrived since the last call (at most the last few)."""
+        with self.lock:
+            fresh = self.notable - self.taken
+            self.taken = self.notable
+            return self.recent[-fresh:] if fresh > 0 else []
 
     def verdict(self) -> tuple[bool, dict[str, Any]]:
         with self.lock:
@@ -139,6 +153,16 @@ class Watcher:
         with contextlib.suppress(Exception):
             self.client.disconnect()
             self.client.loop_stop()
+
+
+def print_lines(records: list[dict[str, Any]]) -> None:
+    for rec in records:
+        print(f"seq {rec.get('seq')} {rec.get('kind')}: {describe(rec)}", flush=True)
+
+
+def format_counts(by_kind: dict[str, int]) -> str:
+    """`trip 2, telemetry 40` rather than a Python dict, for people."""
+    return ", ".join(f"{k} {n}" for k, n in sorted(by_kind.items(), key=lambda kv: -kv[1])) or "nothing yet"
 
 
 def describe(rec: dict[str, Any]) -> str:
@@ -219,6 +243,7 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
             [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(cfg_path)],
             stdout=log_file,
             stderr=subprocess.STDOUT,
+            start_new_session=True,  # stopped by us with SIGTERM, never by the terminal's Ctrl-C
         )
         deadline = time.monotonic() + args.duration if args.duration else float("inf")
         show = _live(args, watcher, cfg_path, agent=agent, stop=stop, deadline=deadline)
@@ -236,6 +261,8 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
         ok, summary = watcher.verdict() if watcher else (False, {})
         if watcher:
             watcher.stop()
+            if not args.json and not sys.stdout.isatty():
+                print_lines(watcher.take_new())  # what arrived while the agent shut down (the last trip)
         twins.stop()
         broker.stop()
     result = {
@@ -252,7 +279,7 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
     else:
         print(
             f"\nrecords verified by the central subscriber: {summary.get('unique', 0)} "
-            f"({'INTACT' if ok else 'NOT INTACT'}); by kind: {result['by_kind']}"
+            f"({'INTACT' if ok else 'NOT INTACT'}); by kind: {format_counts(watcher.by_kind if watcher else {})}"
         )
         print(f"agent log: {work / 'agent.log'}; config: {work / 'etc' / 'config.toml'}")
     return EXIT_OK if ok and result["agent_exit"] == 0 else EXIT_FAIL
@@ -275,7 +302,7 @@ def _live(
     def table() -> Any:
         from rich.table import Table
 
-        t = Table(title=f"edge-agent demo: {args.profile} (Ctrl-C to stop)")
+        t = Table(title=f"edge-agent demo: {args.profile} (Ctrl-C to stop)", expand=True)
         t.add_column("seq", justify="right")
         t.add_column("kind")
         t.add_column("what")
@@ -288,14 +315,24 @@ def _live(
         ob = st.get("outbox") or {}
         t.caption = (
             f"outbox depth {ob.get('depth', '-')} | head seq {(st.get('chain_head') or {}).get('seq', '-')} | "
-            f"received {sum(kinds.values())} {kinds} | bad {watcher.bad}"
+            f"received {sum(kinds.values())} ({format_counts(kinds)}) | bad {watcher.bad}"
         )
         return t
 
+    def plain_lines() -> None:
+        """Not a terminal (a pipe, a log file, systemd): one plain line per notable record as it arrives."""
+        while not stop.is_set() and time.monotonic() < deadline and agent.poll() is None:
+            stop.wait(0.5)
+            print_lines(watcher.take_new())
+
     def show() -> None:
-        if args.json or not sys.stdout.isatty():
+        if args.json:
             while not stop.is_set() and time.monotonic() < deadline and agent.poll() is None:
                 stop.wait(0.5)
+            return
+        if not sys.stdout.isatty():
+            print(f"edge-agent demo: {args.profile}; records as the central subscriber verifies them", flush=True)
+            plain_lines()
             return
         from rich.live import Live
 

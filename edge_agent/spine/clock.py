@@ -9,12 +9,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+# The record time format lives in the leaf edge_agent.schema (pipelines write it too); importable here as before.
+from edge_agent.schema import format_ts
+
+__all__ = ["NTP_SYNC_FLAG", "Clock", "format_ts", "system_clock_synced"]
+
 NTP_SYNC_FLAG = Path("/run/systemd/timesync/synchronized")
-
-
-def format_ts(t: datetime) -> str:
-    """ISO 8601 UTC with milliseconds and a Z, as records carry it."""
-    return t.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{t.microsecond // 1000:03d}Z"
 
 
 def system_clock_synced() -> bool:

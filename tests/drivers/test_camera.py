@@ -28,10 +28,12 @@ from edge_agent.drivers.camera.driver import (
     decode_image,
     redact_source,
 )
+from edge_agent.drivers.camera.imagefile import check_image_bytes
 from edge_agent.drivers.camera.twin import FolderCameraTwin
 from edge_agent.drivers.readings import Frame
 from edge_agent.errors import ConfigError
 from edge_agent.settings import parse_config
+from tests.bombs import bomb_png
 
 DATA = Path(__file__).parents[1] / "data" / "bench_capture"
 EAN_PHOTO = DATA / "ean13-2_04.png"
@@ -162,6 +164,34 @@ def test_folder_camera__empty_file_says_so(tmp_path: Path) -> None:
     cam.open()
     with pytest.raises(FrameError, match=r"empty\.jpg: empty file"):
         cam.read(1.0)
+
+
+@pytest.mark.parametrize(("side", "declared"), [(12000, "12000x12000 px"), (30000, "more than 179 megapixels")])
+def test_folder_camera__decompression_bomb_refused_from_its_header(tmp_path: Path, side: int, declared: str) -> None:
+    cfg = _folder_cfg(tmp_path)
+    twin = FolderCameraTwin(cfg.path)
+    bomb = twin.drop_bytes(bomb_png(side, side), ".png", name="bomb.png")
+    assert bomb.stat().st_size < 200_000  # a small file on disk
+    os.utime(bomb, (time.time() - 5, time.time() - 5))
+    twin.drop(CODE128_SCAN)
+    cam = FolderCamera(cfg)
+    cam.open()
+    with pytest.raises(
+        FrameError, match=rf"bomb\.png: image too large: its header declares {declared}.*before decoding"
+    ):
+        cam.read(1.0)
+    # moved aside, so a restart does not meet it again; the next photo still comes through
+    assert (cfg.path / "rejected" / "bomb.png").exists() and not bomb.exists()
+    frame = _read(cam)
+    assert frame is not None and frame.image.shape[:2] == _imread(CODE128_SCAN).shape[:2]
+
+
+def test_check_image_bytes__size_limit_and_unknown_header() -> None:
+    assert check_image_bytes(bomb_png(100, 80), "ok.png") == (100, 80)
+    with pytest.raises(FrameError, match=r"small\.png: image too large: its header declares 100x80 px"):
+        check_image_bytes(bomb_png(100, 80), "small.png", max_pixels=7999)
+    with pytest.raises(FrameError, match=r"x\.bin: not a readable image"):
+        check_image_bytes(b"GIF87a" + b"\0" * 3, "x.bin")
 
 
 def test_folder_camera__same_name_twice_is_kept_apart(tmp_path: Path) -> None:
@@ -359,9 +389,10 @@ def _bench(section: dict[str, object]) -> object:
 
 
 def test_camera_config__kind_picks_the_model(tmp_path: Path) -> None:
-    cfg = _bench({"camera": {"kind": "opencv", "source": "rtsp://10.0.0.9/stream1", "width": 1920}})
+    still = {"mode": "still"}  # scan-then-capture would need a scanner section
+    cfg = _bench({"camera": {"kind": "opencv", "source": "rtsp://10.0.0.9/stream1", "width": 1920}, "trigger": still})
     assert isinstance(cfg.bench.camera, OpenCvCameraConfig)  # type: ignore[attr-defined]
-    cfg = _bench({"camera": {"kind": "folder", "path": str(tmp_path)}})
+    cfg = _bench({"camera": {"kind": "folder", "path": str(tmp_path)}, "trigger": still})
     assert isinstance(cfg.bench.camera, FolderCameraConfig)  # type: ignore[attr-defined]
 
 

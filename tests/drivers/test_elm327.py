@@ -21,6 +21,8 @@ from edge_agent.drivers.elm327.driver import (
     decode_pid,
     fuel_constants,
     maf_to_fuel_rate_lph,
+    merge_support,
+    parse_elm_answers,
     parse_elm_response,
     supported_from_bitmap,
 )
@@ -366,3 +368,71 @@ def test_elm327_driver__no_answer_bytes_crash_the_handler(raw: bytes, pid: int) 
     driver = Elm327Driver(_cfg("/nonexistent"))
     with contextlib.suppress(FrameError, DeviceUnavailable):
         driver._handle(pid, raw)
+
+
+# ---------------------------------------------------------------- several ECUs, a stale session
+
+
+def test_parse_elm_answers__two_ecus_support_bitmaps_merge() -> None:
+    # The answers to 0100 from a real two-ECU car (issue 14): only the second ECU advertises MAF (0x10).
+    text = "7E8 06 41 00 98 18 00 13 \r7E9 06 41 00 98 3B 00 13 \r"
+    answers = parse_elm_answers(text, 0x00)
+    assert [a.ecu for a in answers] == ["7E8", "7E9"]
+    by_ecu = merge_support(answers, 0x00)
+    assert 0x10 not in by_ecu["7E8"] and 0x10 in by_ecu["7E9"]
+    assert by_ecu["7E8"] < by_ecu["7E9"]
+    # Headers off, as before: the first answer's data, and a header line is not an answer.
+    assert parse_elm_response("41 00 98 18 00 13\r41 00 98 3B 00 13\r", 0x00) == bytes.fromhex("98180013")
+
+
+class _EngineEcuWithoutMaf:
+    """The engine ECU (7E8) flags speed and level only; the vehicle's MAF is answered by a second ECU."""
+
+    supported = frozenset({0x0D, 0x2F})
+
+    def at(self, t_s: float) -> ObdState:
+        return ObdState(speed_kmh=42.0, level_pct=50.0, fuel_rate_lph=None, maf_g_s=10.0)
+
+
+def test_elm327_driver__maf_only_on_second_ecu_is_polled_from_it(tmp_path: Path) -> None:
+    twin = Elm327Twin(tmp_path / "obd", scenario=_EngineEcuWithoutMaf(), second_ecu=frozenset({0x0D, 0x10})).start()
+    driver = Elm327Driver(_cfg(twin.path, pids=["speed", "fuel_rate"], fuel_type="diesel"))
+    try:
+        driver.open()
+        got, bad = read_until(driver, 6, 4.0)
+    finally:
+        driver.close()
+        twin.stop()
+    assert not bad
+    assert {0x0D, 0x2F} <= driver.ecu_support["7E8"] and 0x10 not in driver.ecu_support["7E8"]
+    assert {0x0D, 0x10} <= driver.ecu_support["7E9"]
+    assert driver.pid_source[0x10] == "7E9" and driver.pid_source[0x0D] == "7E8"
+    rates = [r for r in got if isinstance(r, FuelRate)]
+    assert rates and all(r.source == "maf" and r.raw.startswith("7E9") for r in rates)
+    assert rates[0].rate_lph == pytest.approx(maf_to_fuel_rate_lph(10.0, 14.5, 832.0), rel=1e-3)
+    assert all(r.raw.startswith("7E8") for r in got if isinstance(r, VehicleSpeed))
+    described = driver.describe_sources()
+    assert "ECU 7E8" in described and "ECU 7E9" in described and "10 MAF" in described
+    assert "ATH1" in twin.requests
+
+
+@pytest.mark.parametrize(
+    "stale",
+    [
+        b"\r>\r>",  # two prompts left by an earlier session
+        b"41 0D 2A \r\r>\r>",  # the tail of an answer, then prompts
+        b"\x00\xff\xfeNO DATA\r\r>garbage\r\r>",  # noise, an answer and garbage
+    ],
+)
+def test_elm327_driver__leftovers_at_open_are_drained_before_atz(tmp_path: Path, stale: bytes) -> None:
+    twin = Elm327Twin(tmp_path / "obd", scenario=_steady(), stale_at_open=stale).start()
+    driver = Elm327Driver(_cfg(twin.path, pids=["speed"]))
+    try:
+        driver.open()
+        got, bad = read_until(driver, 2, 3.0)
+    finally:
+        driver.close()
+        twin.stop()
+    assert driver.adapter_version == "ELM327 v1.5"
+    assert not bad and [r.speed_kmh for r in got] == [42.0, 42.0]  # type: ignore[union-attr]
+    assert twin.requests.count("ATZ") == 1

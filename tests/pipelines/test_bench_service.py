@@ -273,13 +273,25 @@ def test_bench_service__camera_section_is_required(tmp_path: Path) -> None:
         BenchService().start(ctx)
 
 
-def test_bench_service__scan_then_capture_needs_a_scanner(tmp_path: Path) -> None:
-    cfg = _bench_cfg(tmp_path, {"camera": {"kind": "folder", "path": str(tmp_path)}})
-    ctx = ServiceContext(
-        config=cfg, emit=Records().emit, clock=Clock(), state_dir=cfg.state_dir, stop=threading.Event()
+def test_bench_config__scan_then_capture_needs_a_scanner_in_check_and_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # `config check` and `run` load the config through the same model: a config one refuses, so does the other.
+    camera = {"kind": "folder", "path": str(tmp_path)}
+    with pytest.raises(
+        ConfigError, match=r'config\.toml: bench\.scanner: expected a \[bench\.scanner\] section.*"scan-then-capture"'
+    ):
+        _bench_cfg(tmp_path, {"camera": camera})
+    path = tmp_path / "config.toml"
+    path.write_text(
+        f'profile = "bench"\n[device]\nid = "b1"\nsite = "s1"\n[bench.camera]\nkind = "folder"\npath = "{tmp_path}"\n',
+        encoding="utf-8",
     )
-    with pytest.raises(ConfigError, match=r'bench\.scanner: required when bench\.trigger\.mode is "scan-then-capture"'):
-        BenchService().start(ctx)
+    assert cli_main(["config", "check", "--config", str(path)]) == 2
+    assert "bench.scanner: expected a [bench.scanner] section" in capsys.readouterr().err
+    # the other modes need no scanner; a device of another profile carries no bench camera and no rule
+    assert _bench_cfg(tmp_path, {"camera": camera, "trigger": {"mode": "manual"}}).bench.scanner is None
+    assert parse_config({"profile": "truck", "device": {"id": "t1", "site": "s1"}}).bench.scanner is None
 
 
 def test_bench_service__streaming_camera_takes_the_frame_after_the_scan(

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -10,7 +12,9 @@ import cv2
 import pytest
 
 from edge_agent.cli.main import main
+from edge_agent.demo.bench import demo_slips, sample_window_days
 from edge_agent.demo.slipgen import generate_slip
+from tests.bombs import bomb_png
 
 DATA = Path(__file__).parents[1] / "data" / "bench_rules"
 FIELDS = ("order_no", "sku", "quantity", "reason", "customer_id", "return_date")
@@ -111,3 +115,53 @@ def test_cli_ocr__bad_manifest_in_config_exits_2(tmp_path: Path, capsys: pytest.
     (tmp_path / "m.csv").write_text("order_no,sku\n1,2\n", encoding="utf-8")
     assert main(["ocr", "--config", str(cfg), "x.png"]) == 2
     assert "m.csv: header: expected columns order_no, sku, quantity" in capsys.readouterr().err
+
+
+def test_cli_ocr__hostile_files_refused_before_reading_or_decoding(
+    slips: list[tuple[Path, dict[str, Any]]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    fifo = tmp_path / "pipe.jpg"
+    os.mkfifo(fifo)  # opened for reading, a FIFO with no writer blocks forever
+    huge = tmp_path / "huge.jpg"
+    with huge.open("wb") as f:
+        f.truncate(3 * 1024**3)  # sparse: 3 GB long, nothing on disk
+    bomb = tmp_path / "bomb.png"
+    bomb.write_bytes(bomb_png(12000, 12000))  # 110 KB that decode to 432 MB
+    folder = tmp_path / "folder.png"
+    folder.mkdir()
+    images = [str(fifo), str(huge), str(bomb), str(folder), str(slips[0][0])]
+    rc, lines, err = run_json(images, capsys)
+    assert rc == 1 and [line["image"] for line in lines] == images
+    assert "pipe.jpg: not a regular file (a FIFO)" in err
+    assert f"huge.jpg: {3 * 1024**3} bytes (expected an image under" in err
+    assert "bomb.png: image too large: its header declares 12000x12000 px" in err
+    assert "folder.png: not a regular file (a directory)" in err
+    assert "error" not in lines[4] and lines[4]["fields"]["order_no"] == slips[0][1]["order_no"]
+
+
+def test_cli_ocr__shipped_samples_pass_whatever_today_is(capsys: pytest.CaptureFixture[str]) -> None:
+    # Their printed dates are fixed and age; a newcomer's first `ocr --samples` must still say ok.
+    folder, truth = demo_slips()
+    rc, lines, err = run_json(["--samples"], capsys)
+    assert rc == 0 and f"sample slips: {folder}" in err
+    assert sorted(Path(line["image"]).name for line in lines) == sorted(truth)
+    for line in lines:
+        t = truth[Path(line["image"]).name]
+        if t["defect"] is not None:
+            assert line["needs_review"]  # the blurred one is there to show a retake
+            continue
+        assert not line["needs_review"], line["review_reasons"]
+        assert line["fields"]["return_date"] == t["return_date"]
+        assert line["fields"]["order_no"] == t["order_no"] and line["fields"]["sku"] == t["sku"]
+
+
+def test_demo__return_window_reaches_the_oldest_sample_slip() -> None:
+    _, truth = demo_slips()
+    oldest = min(date.fromisoformat(t["return_date"]) for t in truth.values())
+    assert sample_window_days(truth, oldest + timedelta(days=400)) == 430
+    assert sample_window_days(truth, oldest) == 30
+
+
+def test_cli_ocr__no_image_and_no_samples_is_a_usage_error(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["ocr"]) == 1
+    assert "expected one or more IMAGE files, or --samples" in capsys.readouterr().err

@@ -160,6 +160,7 @@ def test_config_show__masks_credentials_in_urls(tmp_path: Path, capsys: pytest.C
     p.write_text(
         'profile = "bench"\n[device]\nid = "d"\nsite = "s"\n'
         '[bench.camera]\nkind = "opencv"\nsource = "rtsp://admin:s3cret@10.0.0.5/stream1"\n'
+        '[bench.trigger]\nmode = "still"\n'
     )
     assert main(["config", "show", "--config", str(p)]) == 0
     out = capsys.readouterr().out

@@ -73,3 +73,33 @@ def test_demo__bench_inspections_are_signed_delivered_and_verified(tmp_path: Pat
     kinds = s["by_kind"]
     assert isinstance(kinds, dict)
     assert kinds.get("return_inspection", 0) >= 2, kinds
+
+
+def test_demo__not_a_terminal_prints_plain_lines_as_records_arrive(tmp_path: Path) -> None:
+    # stdout is a pipe here: no live table, one plain line per notable record, a readable footer
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edge_agent.cli",
+            "demo",
+            "--profile",
+            "truck",
+            "--duration",
+            "12",
+            "--dir",
+            str(tmp_path),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, r.stdout[-2000:] + r.stderr[-2000:]
+    lines = r.stdout.splitlines()
+    assert lines[0].startswith("edge-agent demo: truck")
+    assert "seq 1 event: agent_started" in lines
+    footer = next(line for line in lines if line.startswith("records verified by the central subscriber"))
+    assert "(INTACT)" in footer
+    assert "{" not in footer and "event 1" in footer  # counts for people, not a Python dict
+    assert "connection lost" not in (tmp_path / "agent.log").read_text().lower()

@@ -6,8 +6,8 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, model_validator
 
-from edge_agent.drivers.camera.driver import FolderCameraConfig, OpenCvCameraConfig, Picamera2Config
-from edge_agent.drivers.scanner.driver import HidScannerConfig, SerialScannerConfig
+from edge_agent.drivers.camera.config import FolderCameraConfig, OpenCvCameraConfig, Picamera2Config
+from edge_agent.drivers.scanner.config import HidScannerConfig, SerialScannerConfig
 from edge_agent.schema import Expect
 
 

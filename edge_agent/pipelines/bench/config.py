@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic_core import PydanticCustomError
 
 from edge_agent.pipelines.bench.capture_config import CameraConfig, ScannerConfig, TriggerConfig
 from edge_agent.pipelines.bench.image_config import OcrConfig, PreprocessConfig, QualityConfig
@@ -20,5 +21,20 @@ class BenchConfig(BaseModel):
     review: ReviewConfig = Field(default_factory=ReviewConfig)
     privacy: PrivacyConfig = Field(default_factory=PrivacyConfig)
     camera: CameraConfig | None = None
-    scanner: ScannerConfig | None = None
+    # Before the scanner, so the scanner's check below can see the mode.
     trigger: TriggerConfig = Field(default_factory=TriggerConfig)
+    scanner: ScannerConfig | None = Field(default=None, validate_default=True)
+
+    @field_validator("scanner", mode="after")
+    @classmethod
+    def _scanner_for_scan_trigger(cls, v: object, info: ValidationInfo) -> object:
+        # The same rule the bench service applies at start, so `config check` and `run` agree.
+        # A config without a camera is not a bench (other profiles carry the default bench section).
+        trigger = info.data.get("trigger")
+        if v is None and info.data.get("camera") is not None and getattr(trigger, "mode", None) == "scan-then-capture":
+            raise PydanticCustomError(
+                "scanner_required",
+                'a [bench.scanner] section (kind = "serial" or "hid") when bench.trigger.mode is '
+                '"scan-then-capture" (or set mode = "still" or "manual")',
+            )
+        return v

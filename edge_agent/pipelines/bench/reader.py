@@ -11,6 +11,8 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from edge_agent.drivers.base import FrameError
+from edge_agent.drivers.camera.imagefile import MAX_IMAGE_PIXELS, check_image_bytes, read_image_file
 from edge_agent.pipelines.bench.barcodes import read_barcodes
 from edge_agent.pipelines.bench.config import BenchConfig
 from edge_agent.pipelines.bench.preprocess import preprocess
@@ -20,7 +22,7 @@ from edge_agent.pipelines.bench.types import Barcode, ImageReading, TextLine
 log = logging.getLogger(__name__)
 
 ENGINES = ("onnx", "tesseract")
-MAX_IMAGE_PX = 50_000_000  # refuse decompression bombs before OpenCV allocates them
+MAX_IMAGE_PX = MAX_IMAGE_PIXELS  # decompression bombs are refused from the header, before OpenCV allocates them
 
 
 class Engine(Protocol):
@@ -30,24 +32,17 @@ class Engine(Protocol):
 
 
 def load_image(path: str | Path) -> NDArray[Any]:
-    """A photo as an 8-bit BGR array; ValueError naming the file when it is missing, empty or not an image."""
+    """A photo as an 8-bit BGR array; ValueError naming the file when it is missing, not a regular file,
+    too large (in bytes, or in the pixels its header declares: checked before decoding), or not an image."""
     p = Path(path)
     try:
-        data = np.fromfile(p, np.uint8)
-    except FileNotFoundError:
-        raise ValueError(f"{p}: image file not found") from None
-    except (OSError, ValueError) as exc:
-        raise ValueError(f"{p}: cannot read image: {exc}") from None
-    if data.size == 0:
-        raise ValueError(f"{p}: image file is empty")
-    img = cv2.imdecode(data, cv2.IMREAD_COLOR)
+        data = read_image_file(p)
+        check_image_bytes(data, str(p), MAX_IMAGE_PX)
+    except FrameError as exc:
+        raise ValueError(str(exc)) from None
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
     if img is None or img.size == 0:
         raise ValueError(f"{p}: not a readable image (expected JPEG, PNG, BMP, TIFF or WebP; it may be truncated)")
-    if img.shape[0] * img.shape[1] > MAX_IMAGE_PX:
-        raise ValueError(
-            f"{p}: image too large: {img.shape[1]}x{img.shape[0]} px, expected at most "
-            f"{MAX_IMAGE_PX // 1_000_000} megapixels"
-        )
     return np.asarray(img, np.uint8)
 
 

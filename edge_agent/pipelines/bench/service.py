@@ -125,13 +125,6 @@ class BenchService:
                     f'"folder", "opencv" or "picamera2")'
                 ]
             )
-        if cfg.scanner is None and cfg.trigger.mode == "scan-then-capture":
-            raise ConfigError(
-                [
-                    f'{source}: bench.scanner: required when bench.trigger.mode is "scan-then-capture" '
-                    f'(or set mode = "still" or "manual")'
-                ]
-            )
         try:
             check_camera(cfg.camera)
         except DriverError as exc:

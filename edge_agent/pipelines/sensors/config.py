@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Annotated
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from edge_agent.drivers.modbus.driver import ModbusMeterConfig
+from edge_agent.drivers.modbus.config import ModbusMeterConfig
 from edge_agent.schema import Expect
 
 if TYPE_CHECKING:

@@ -10,12 +10,12 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.drivers.base import DriverRunner
-from edge_agent.drivers.modbus.driver import ModbusMeterConfig
+from edge_agent.drivers.modbus.config import ModbusMeterConfig
 from edge_agent.drivers.readings import MeterReading
 from edge_agent.drivers.registry import make_driver
 from edge_agent.pipelines.sensors.config import SensorsConfig, lookup_grid_factor
+from edge_agent.schema import format_ts
 from edge_agent.service import Heartbeat, ServiceContext
-from edge_agent.spine.clock import format_ts
 
 if TYPE_CHECKING:
     from edge_agent.pipelines.emissions import Factor

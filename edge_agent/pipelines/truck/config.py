@@ -7,10 +7,10 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from edge_agent.drivers.elm327.driver import Elm327Config
-from edge_agent.drivers.lls.driver import LlsConfig
-from edge_agent.drivers.nmea.driver import NmeaConfig
-from edge_agent.drivers.scale.driver import ScaleConfig
+from edge_agent.drivers.elm327.config import Elm327Config
+from edge_agent.drivers.lls.config import LlsConfig
+from edge_agent.drivers.nmea.config import NmeaConfig
+from edge_agent.drivers.scale.config import ScaleConfig
 from edge_agent.schema import Expect
 
 

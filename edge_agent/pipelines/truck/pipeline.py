@@ -11,7 +11,7 @@ from edge_agent.pipelines.truck.clean import DriftGate, FixFilter, FixLimits, Fu
 from edge_agent.pipelines.truck.config import TelematicsConfig
 from edge_agent.pipelines.truck.geo import distance_m, place_name, route_words
 from edge_agent.pipelines.truck.trips import Trip, TripDetector
-from edge_agent.spine.clock import format_ts
+from edge_agent.schema import format_ts
 
 Record = tuple[str, dict[str, Any]]
 

@@ -1,0 +1,363 @@
+"""`edge-agent central devices|ingest|status|anomalies|export|simulate`: the receiving side's commands."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any
+
+from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, fail
+
+EXIT_USAGE = 2
+
+
+def _mqtt_config(args: argparse.Namespace, url: str, client_id: str | None) -> Any:
+    """The spine's MqttConfig (so TLS, mTLS and passwords work as on the device), from command-line options."""
+    from pydantic import ValidationError
+
+    from edge_agent.settings import MqttConfig
+
+    try:
+        return MqttConfig(
+            url=url,
+            topic_prefix=args.topic_prefix,
+            client_id=client_id,
+            ca_file=args.ca_file,
+            cert_file=args.cert_file,
+            key_file=args.key_file,
+            username=args.username,
+            password_file=args.password_file,
+            backoff_min_s=0.5,
+            backoff_max_s=10.0,
+        )
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
+        raise SystemExit(fail(f"MQTT options: {problems}", EXIT_USAGE)) from None
+
+
+def _open(dsn: str) -> Any:
+    from edge_agent.central.db import open_db
+
+    return open_db(dsn)
+
+
+def _log_setup(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+# ---------------------------------------------------------------- devices
+
+
+def cmd_devices_add(args: argparse.Namespace) -> int:
+    from edge_agent.central.registry import add_device, load_key_file
+
+    public = load_key_file(Path(args.pubkey))
+    db = _open(args.db)
+    try:
+        kid = add_device(db, args.device, args.site, public, replace=args.replace)
+    finally:
+        db.close()
+    print(f"registered {args.device} at site {args.site} with key {kid}")
+    return EXIT_OK
+
+
+def cmd_devices_list(args: argparse.Namespace) -> int:
+    from dataclasses import asdict
+
+    from edge_agent.central.registry import list_devices
+
+    db = _open(args.db)
+    try:
+        devices = list_devices(db)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps([asdict(d) for d in devices], indent=1))
+        return EXIT_OK
+    print(f"{'device':24} {'site':12} {'status':8} {'key':26} {'head':>8} {'verified':>8}")
+    for d in devices:
+        print(f"{d.device:24} {d.site:12} {d.status:8} {d.key_id:26} {d.head_seq:>8} {d.verified_through:>8}")
+    return EXIT_OK
+
+
+def cmd_devices_revoke(args: argparse.Namespace) -> int:
+    from edge_agent.central.registry import revoke_device
+
+    db = _open(args.db)
+    try:
+        head = revoke_device(db, args.device)
+    finally:
+        db.close()
+    print(f"revoked {args.device}: records after seq {head} are refused from now on")
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- ingest
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    import socket
+
+    from edge_agent.central.db import open_db
+    from edge_agent.central.ingest import IngestSettings
+    from edge_agent.central.service import run_ingest
+    from edge_agent.central.worker import WorkerSettings
+
+    _log_setup(args.verbose)
+    client_id = args.client_id or f"edge-central-{socket.gethostname()}-{args.share or 'solo'}"
+    m = _mqtt_config(args, args.mqtt, client_id)
+    open_db(args.db).close()  # a wrong DSN fails now, with its message, not in a retry loop
+    settings = WorkerSettings(
+        dsn=args.db,
+        mqtt=m,
+        share=args.share,
+        client_id=client_id,
+        batch_max=args.batch_max,
+        receive_max=args.receive_max,
+        session_expiry_s=args.session_expiry_s,
+        sweep_every_s=args.sweep_every_s,
+        ingest=IngestSettings(
+            topic_prefix=args.topic_prefix,
+            max_bytes=args.max_bytes,
+            hole_after_s=args.hole_after_s,
+            replay_window_s=args.replay_window_s,
+        ),
+    )
+    return run_ingest(settings, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr)
+
+
+# ---------------------------------------------------------------- status, anomalies, export
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from edge_agent.central import queries
+
+    db = _open(args.db)
+    try:
+        rows = queries.status(db, args.device)
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+        return EXIT_OK
+    print(f"{'device':20} {'head':>7} {'verified':>8} {'lag_s':>7} {'last seen':24} {'open':>4}  by kind")
+    for r in rows:
+        lag = "-" if r["lag_s"] is None else f"{r['lag_s']:.1f}"
+        kinds = " ".join(f"{k}={n}" for k, n in r["by_kind"].items())
+        print(
+            f"{r['device']:20} {r['head_seq']:>7} {r['verified_through']:>8} {lag:>7} "
+            f"{r['last_seen'] or '-':24} {r['anomalies']:>4}  {kinds}"
+        )
+    return EXIT_OK
+
+
+def cmd_anomalies(args: argparse.Namespace) -> int:
+    from edge_agent.central import queries
+
+    since = _since(args.since)
+    db = _open(args.db)
+    try:
+        rows = queries.anomalies(
+            db, device=args.device, kind=args.kind, open_only=args.open, since=since, limit=args.limit
+        )
+    finally:
+        db.close()
+    if args.json:
+        print(json.dumps(rows, indent=1, ensure_ascii=False))
+        return EXIT_OK
+    for a in rows:
+        state = "open" if a["resolved_at"] is None else "resolved"
+        times = f" x{a['count']}" if a["count"] > 1 else ""
+        head = f"{a['detected_at']} {a['severity'].upper():4} {a['kind']:15} {a['device'] or '-':20}"
+        print(f"{head} {state:8}{times} {a['message']}")
+    if not rows:
+        print("no anomalies", file=sys.stderr)
+    return EXIT_OK
+
+
+def _since(text: str | None) -> float | None:
+    from edge_agent.central.queries import parse_since
+
+    if text is None:
+        return None
+    try:
+        return parse_since(text)
+    except ValueError as exc:
+        raise SystemExit(fail(str(exc), EXIT_USAGE)) from None
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from edge_agent.central import queries
+
+    since = _since(args.since)
+    db = _open(args.db)
+    try:
+        rows = queries.export_records(db, device=args.device, kind=args.kind, since=since)
+        if args.out in (None, "-"):
+            n = queries.write_export(rows, args.format, sys.stdout)
+        else:
+            with open(args.out, "w", encoding="utf-8", newline="") as f:
+                n = queries.write_export(rows, args.format, f)
+    finally:
+        db.close()
+    print(f"exported {n} record(s)", file=sys.stderr)
+    return EXIT_OK
+
+
+# ---------------------------------------------------------------- simulate
+
+
+def cmd_simulate(args: argparse.Namespace) -> int:
+    import os
+
+    from edge_agent.central.service import run_simulation
+    from edge_agent.central.simulate import MISBEHAVIOURS
+
+    _log_setup(False)
+    misbehave: dict[str, int] = {}
+    for item in args.misbehave or []:
+        name, _, count = item.partition("=")
+        if name not in MISBEHAVIOURS or (count and not count.isdigit()):
+            return fail(
+                f"--misbehave {item!r}: expected NAME or NAME=COUNT with NAME one of {', '.join(MISBEHAVIOURS)}",
+                EXIT_USAGE,
+            )
+        misbehave[name] = misbehave.get(name, 0) + (int(count) if count else 1)
+    if sum(misbehave.values()) > args.devices:
+        return fail(
+            f"--misbehave: {sum(misbehave.values())} misbehaving devices but only --devices {args.devices}", EXIT_USAGE
+        )
+    m = _mqtt_config(args, args.broker, args.client_id or f"edge-central-sim-{os.getpid()}")
+    return run_simulation(
+        m,
+        devices=args.devices,
+        rate_hz=args.rate,
+        duration_s=args.duration,
+        seed=args.seed,
+        site=args.site,
+        misbehave=misbehave,
+        at_seq=args.at_seq,
+        register_dsn=args.register,
+        report_path=args.report,
+        records=args.records,
+    )
+
+
+# ---------------------------------------------------------------- argparse
+
+
+def _mqtt_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--topic-prefix", default="edge", help="topic prefix (default edge)")
+    p.add_argument("--client-id", help="MQTT client id; give each worker a stable one (its session survives restarts)")
+    p.add_argument("--ca-file", help="CA of the broker's certificate (mqtts://)")
+    p.add_argument("--cert-file", help="client certificate for mTLS")
+    p.add_argument("--key-file", help="client certificate's key for mTLS")
+    p.add_argument("--username")
+    p.add_argument("--password-file", help="file holding the MQTT password (never on the command line)")
+
+
+def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand reads best
+    """Add the receiving side's subcommands to the `central` group's subparsers."""
+    db_help = "sqlite:///path/central.db or postgresql://user@host:port/dbname"
+
+    d = cs.add_parser("devices", help="the device registry: add, list, revoke")
+    ds = d.add_subparsers(dest="devices_cmd", metavar="ACTION")
+    ds.required = True
+    s = ds.add_parser("add", help="register a device and its public key")
+    s.add_argument("--db", required=True, help=db_help)
+    s.add_argument("--device", required=True, metavar="ID")
+    s.add_argument("--site", required=True)
+    s.add_argument("--pubkey", required=True, metavar="FILE", help="PEM (edge-agent keys export-public) or raw base64")
+    s.add_argument("--replace", action="store_true", help="replace the key of a known device (re-provisioned)")
+    s.set_defaults(func=cmd_devices_add)
+    s = ds.add_parser("list", help="registered devices and their chain heads")
+    s.add_argument("--db", required=True, help=db_help)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_devices_list)
+    s = ds.add_parser("revoke", help="refuse the device's records from now on")
+    s.add_argument("--db", required=True, help=db_help)
+    s.add_argument("--device", required=True, metavar="ID")
+    s.set_defaults(func=cmd_devices_revoke)
+
+    s = cs.add_parser("ingest", help="verify and store every record from the broker (runs until stopped)")
+    s.add_argument("--mqtt", required=True, metavar="URL", help="mqtt://host:port or mqtts://host:port")
+    s.add_argument("--db", required=True, help=db_help)
+    s.add_argument("--share", metavar="GROUP", help="MQTT 5 shared subscription group: workers in it split the stream")
+    _mqtt_options(s)
+    s.add_argument("--batch-max", type=int, default=1000, help="records per database transaction (default 1000)")
+    s.add_argument("--receive-max", type=int, default=4000, help="unacknowledged messages in flight (default 4000)")
+    s.add_argument("--session-expiry-s", type=int, default=3600, help="broker keeps our session this long")
+    s.add_argument("--max-bytes", type=int, default=256 * 1024, help="larger payloads are anomalies (default 256 KiB)")
+    s.add_argument("--hole-after-s", type=float, default=300.0, help="a silent hole older than this is an anomaly")
+    s.add_argument("--replay-window-s", type=float, default=600.0, help="a record resent later than this is a replay")
+    s.add_argument("--sweep-every-s", type=float, default=5.0, help="how often to look for holes and short tails")
+    s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    s.add_argument("--metrics-addr", default="127.0.0.1", help="address for the metrics endpoint (default 127.0.0.1)")
+    s.add_argument("--verbose", "-v", action="store_true")
+    s.set_defaults(func=cmd_ingest)
+
+    s = cs.add_parser("status", help="per device: head, verified-through, lag, last seen, open anomalies")
+    s.add_argument("--db", required=True, help=db_help)
+    s.add_argument("--device", metavar="ID")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_status)
+
+    s = cs.add_parser("anomalies", help="what the ingest found, with evidence (--json)")
+    s.add_argument("--db", required=True, help=db_help)
+    s.add_argument("--device", metavar="ID")
+    s.add_argument("--kind", help="e.g. fork, hole, bad_signature, signed_gap")
+    s.add_argument("--open", action="store_true", help="only unresolved ones")
+    s.add_argument("--since", help="ISO time or a duration back from now (15m, 2h, 7d)")
+    s.add_argument("--limit", type=int, default=1000)
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_anomalies)
+
+    s = cs.add_parser("export", help="stored records as JSON lines (exactly as received) or CSV")
+    s.add_argument("--db", required=True, help=db_help)
+    s.add_argument("--device", metavar="ID")
+    s.add_argument("--kind")
+    s.add_argument("--since", help="ISO time or a duration back from now (15m, 2h, 7d), by ingest time")
+    s.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
+    s.add_argument("--out", metavar="FILE", help="default: standard output")
+    s.set_defaults(func=cmd_export)
+
+    s = cs.add_parser("simulate", help="a fleet of virtual devices with real signed chains (load tests, demos)")
+    s.add_argument("--devices", type=int, required=True, metavar="N")
+    s.add_argument("--rate", type=float, default=1.0, metavar="R", help="records per second per device")
+    s.add_argument("--duration", type=float, default=60.0, metavar="S", help="seconds (default 60)")
+    s.add_argument("--records", type=int, help="instead of --duration: this many records per device, unpaced")
+    s.add_argument("--broker", required=True, metavar="URL", help="mqtt://host:port or mqtts://host:port")
+    s.add_argument("--register", metavar="DSN", help="also register the devices' keys in this central database")
+    s.add_argument("--seed", default="demo", help="keys derive from it: the same seed registers the same keys")
+    s.add_argument("--site", default="sim")
+    s.add_argument(
+        "--misbehave",
+        action="append",
+        metavar="NAME[=COUNT]",
+        help="fork, forge, hole, gap or rotate; repeatable; the first devices misbehave, one each",
+    )
+    s.add_argument("--at-seq", type=int, default=3, help="the seq at which misbehaving devices misbehave")
+    s.add_argument("--report", metavar="FILE", help="write what was published and what central should find (JSON)")
+    _mqtt_options(s)
+    s.set_defaults(func=cmd_simulate)
+
+
+def register(sub: Any) -> None:
+    """Until the `central` group has its own module: add to the group the spine's commands module created."""
+    central = sub.choices.get("central")
+    if central is None:
+        return
+    for action in central._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            add_commands(action)
+            return
+
+
+__all__ = ["EXIT_FAIL", "add_commands", "register"]

@@ -1,0 +1,204 @@
+"""The Ingestor on both databases: records stored once, chains followed, each anomaly with its evidence."""
+
+from __future__ import annotations
+
+import base64
+from datetime import UTC, datetime
+from typing import Any
+
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from edge_agent.central import queries
+from edge_agent.central.db import Database, open_db
+from edge_agent.central.ingest import Ingestor, IngestSettings, Message
+from edge_agent.central.registry import add_devices, revoke_device
+from edge_agent.central.simulate import SimDevice, build_fleet, flush_late, step
+from edge_agent.spine.records import encode
+
+
+class FakeTime:
+    """The ingestor's clock, moved by the test: hole and replay windows without waiting."""
+
+    def __init__(self) -> None:
+        self.t = datetime.now(UTC).timestamp()
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def _setup(dsn: str, n: int, **misbehave: int) -> tuple[Database, Ingestor, list[SimDevice], FakeTime]:
+    db = open_db(dsn)
+    fleet = build_fleet(n, seed="t", misbehave=misbehave, at_seq=3)
+    add_devices(
+        db, [(d.device, d.site, Ed25519PublicKey.from_public_bytes(base64.b64decode(d.keys[0]))) for d in fleet]
+    )
+    clock = FakeTime()
+    ing = Ingestor(db, IngestSettings(hole_after_s=60, replay_window_s=600), clock=clock)
+    return db, ing, fleet, clock
+
+
+def _messages(fleet: list[SimDevice], rounds: int, clock: FakeTime) -> list[Message]:
+    out = []
+    for _ in range(rounds):
+        now = datetime.fromtimestamp(clock.t, UTC)
+        for d in fleet:
+            out.extend(Message(o.topic, o.payload, clock.t) for o in step(d, "edge", now))
+    for d in fleet:
+        out.extend(Message(o.topic, o.payload, clock.t) for o in flush_late(d, "edge"))
+    return out
+
+
+def _kinds(db: Database) -> list[tuple[str, str]]:
+    return sorted((a["device"], a["kind"]) for a in queries.anomalies(db))
+
+
+def test_process__in_order_chain_is_stored_and_verified(dsn: str) -> None:
+    db, ing, fleet, clock = _setup(dsn, 3)
+    try:
+        msgs = _messages(fleet, 10, clock)
+        r = ing.process(msgs[:13])
+        r2 = ing.process(msgs[13:])
+        assert r.stored + r2.stored == 30
+        st = {s["device"]: s for s in queries.status(db)}
+        assert all(s["head_seq"] == 10 and s["verified_through"] == 10 for s in st.values())
+        assert db.query("SELECT COUNT(*) FROM records WHERE verified = 1") == [(30,)]
+        assert _kinds(db) == []
+    finally:
+        db.close()
+
+
+def test_process__out_of_order_and_duplicates_are_exactly_once(dsn: str) -> None:
+    db, ing, fleet, clock = _setup(dsn, 2)
+    try:
+        msgs = _messages(fleet, 8, clock)
+        rev = list(reversed(msgs))
+        ing.process(rev[:5])
+        st = {s["device"]: s for s in queries.status(db)}
+        assert all(s["verified_through"] == 0 for s in st.values())  # only the tail arrived
+        ing.process(rev[3:])  # overlaps: 2 duplicates
+        ing.process(msgs[:4])  # redelivered again
+        assert db.query("SELECT COUNT(*) FROM records") == [(16,)]
+        st = {s["device"]: s for s in queries.status(db)}
+        assert [s["verified_through"] for s in st.values()] == [8, 8]
+        assert db.query("SELECT COUNT(*) FROM records WHERE verified = 0") == [(0,)]
+        assert _kinds(db) == []  # redelivery within the replay window is not an anomaly
+    finally:
+        db.close()
+
+
+def test_process__injected_misbehaviour_is_reported_once_with_its_kind(dsn: str) -> None:
+    db, ing, fleet, clock = _setup(dsn, 6, fork=1, forge=1, hole=1, gap=1, rotate=1)
+    try:
+        msgs = _messages(fleet, 8, clock)
+        for i in range(0, len(msgs), 7):
+            ing.process(msgs[i : i + 7])
+        ing.process(msgs[:10])  # redelivery changes nothing
+        clock.t += 61
+        ing.sweep()
+        ing.sweep()
+        assert _kinds(db) == [
+            ("sim-00000", "fork"),
+            ("sim-00001", "bad_signature"),
+            ("sim-00002", "hole"),
+            ("sim-00003", "signed_gap"),
+        ]
+        st = {s["device"]: s for s in queries.status(db)}
+        assert st["sim-00002"]["verified_through"] == 2  # stuck before the silent hole
+        assert st["sim-00003"]["verified_through"] == st["sim-00003"]["head_seq"]  # the gap is declared
+        assert st["sim-00004"]["verified_through"] == st["sim-00004"]["head_seq"]  # followed across the rotation
+        assert st["sim-00004"]["key_id"] == fleet[4].key.key_id
+        gap = queries.anomalies(db, kind="signed_gap")[0]
+        assert gap["evidence"]["ranges"] == [[3, 4]] and gap["severity"] == "info"
+        assert set(gap["evidence"]["hashes"]) == {"3", "4"}
+        fork = queries.anomalies(db, kind="fork")[0]
+        assert fork["seq"] == 3 and fork["evidence"]["other_hash"] == fleet[0].hashes[3]
+    finally:
+        db.close()
+
+
+def test_process__rotated_key_records_before_the_rotation_wait_then_verify(dsn: str) -> None:
+    db, ing, fleet, clock = _setup(dsn, 1, rotate=1)
+    try:
+        msgs = _messages(fleet, 6, clock)
+        rot = next(i for i, m in enumerate(msgs) if "/key_rotation" in m.topic)
+        ing.process(msgs[rot + 1 :])  # signed by the new key, not yet announced
+        assert db.query("SELECT COUNT(*) FROM pending") == [(len(msgs) - rot - 1,)]
+        r = ing.process(msgs[: rot + 1])
+        assert r.rotated == {"sim-00000"}
+        ing.process(ing.take_pending(r.rotated))
+        assert db.query("SELECT COUNT(*) FROM pending") == [(0,)]
+        st = queries.status(db)[0]
+        assert st["verified_through"] == 6 and _kinds(db) == []
+    finally:
+        db.close()
+
+
+def test_process__hostile_messages_are_anomalies_not_crashes(dsn: str) -> None:
+    db, ing, fleet, clock = _setup(dsn, 2)
+    try:
+        msgs = _messages(fleet, 3, clock)
+        ing.process(msgs)
+        other = msgs[0]  # sim-00000's record ...
+        t = clock.t
+        hostile = [
+            Message("edge/sim/sim-00000/rec/telemetry", b"x" * (300 * 1024), t),
+            Message("edge/sim/sim-00000/rec/telemetry", b"\xff\xfe not json", t),
+            Message("edge/sim/sim-00000/rec/telemetry", b"[1, 2]", t),
+            Message("edge/sim/sim-00001/rec/telemetry", other.payload, t),  # ... under sim-00001's topic
+            Message("edge/sim/ghost/rec/telemetry", other.payload.replace(b"sim-00000", b"ghost"), t),
+        ]
+        r = ing.process(hostile)
+        assert r.stored == 0
+        clock.t += 601
+        ing.process(msgs[:2])  # a replay of old records
+        assert sorted(k for _d, k in _kinds(db)) == sorted(
+            ["oversize", "malformed", "malformed", "topic_mismatch", "unknown_device", "replay", "replay"]
+        )
+        assert db.query("SELECT COUNT(*) FROM records") == [(6,)]
+        big = queries.anomalies(db, kind="oversize")[0]
+        assert big["evidence"]["size"] == 300 * 1024 and "record" not in big["evidence"]
+    finally:
+        db.close()
+
+
+def test_process__revoked_device_records_after_revocation_are_refused(dsn: str) -> None:
+    db, ing, fleet, clock = _setup(dsn, 1)
+    try:
+        msgs = _messages(fleet, 5, clock)
+        ing.process(msgs[:3])
+        assert revoke_device(db, "sim-00000") == 3
+        ing.process(msgs[3:])
+        assert db.query("SELECT MAX(seq) FROM records") == [(3,)]
+        assert _kinds(db) == [("sim-00000", "revoked_device")]
+        assert queries.anomalies(db)[0]["count"] == 2
+    finally:
+        db.close()
+
+
+def test_process__broken_link_is_reported(dsn: str) -> None:
+    from edge_agent.spine.records import make_record
+
+    db, ing, fleet, clock = _setup(dsn, 1)
+    try:
+        d = fleet[0]
+        msgs = _messages(fleet, 2, clock)
+        bad = make_record(
+            device=d.device,
+            seq=3,
+            ts="2026-01-01T00:00:00.000Z",
+            clock="ntp",
+            kind="telemetry",
+            body={},
+            prev="f" * 64,
+            key=d.key,
+        )
+        ing.process([*msgs, Message("edge/sim/sim-00000/rec/telemetry", encode(bad), clock.t)])
+        a = queries.anomalies(db)
+        assert [(x["kind"], x["seq"]) for x in a] == [("broken_link", 3)]
+        assert a[0]["evidence"]["expected"] == d.hashes[2]
+    finally:
+        db.close()
+
+
+def _unused(_: Any) -> None:
+    pass

@@ -1,0 +1,69 @@
+"""Loading a truck config and building its service imports no ML or meter library (run in a fresh interpreter)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+HEAVY = ("cv2", "numpy", "onnxruntime", "pymodbus", "rapidocr", "zxingcpp")
+
+TRUCK_CONFIG = """
+profile = "truck"
+state_dir = "{state}"
+[device]
+id = "truck-1"
+site = "depot"
+[telematics.gps]
+kind = "nmea"
+port = "/dev/ttyACM0"
+[telematics.fuel]
+kind = "elm327"
+port = "/dev/ttyUSB0"
+[telematics.weight]
+kind = "scale"
+port = "/dev/ttyUSB1"
+"""
+
+PROBE = """
+import json, sys
+from edge_agent.settings import load_config
+from edge_agent.drivers.registry import make_driver
+from edge_agent.pipelines.truck.service import TelematicsService
+
+cfg = load_config(sys.argv[1])
+after_config = sorted(m for m in {heavy!r} if m in sys.modules)
+service = TelematicsService()
+drivers = [make_driver(d) for d in (cfg.telematics.gps, cfg.telematics.fuel, cfg.telematics.weight)]
+after_service = sorted(m for m in {heavy!r} if m in sys.modules)
+print(json.dumps({{"config": after_config, "service": after_service, "drivers": [d.name for d in drivers]}}))
+"""
+
+
+def _run(code: str, *args: str) -> dict[str, list[str]]:
+    out = subprocess.run([sys.executable, "-c", code, *args], capture_output=True, text=True, timeout=60, check=True)
+    result: dict[str, list[str]] = json.loads(out.stdout)
+    return result
+
+
+def test_truck_config__loading_and_building_the_service_import_no_heavy_library(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(TRUCK_CONFIG.format(state=tmp_path / "state"))
+    got = _run(PROBE.format(heavy=HEAVY), str(path))
+    assert got["config"] == []
+    assert got["service"] == []
+    assert got["drivers"] == ["gps", "elm327", "scale"]
+
+
+def test_driver_configs__each_imports_only_pydantic_and_the_stdlib() -> None:
+    code = (
+        "import json, sys\n"
+        "from edge_agent.drivers.registry import DRIVER_KINDS, config_class\n"
+        "for kind in DRIVER_KINDS: config_class(kind)\n"
+        "import edge_agent.drivers.camera.config, edge_agent.drivers.scanner.config\n"
+        "print(json.dumps({'loaded': sorted(m for m in ('serial', 'pynmea2', 'can', 'cantools', *"
+        + repr(HEAVY)
+        + ") if m in sys.modules)}))\n"
+    )
+    assert _run(code) == {"loaded": []}
