@@ -169,16 +169,16 @@ def test_config_show__masks_credentials_in_urls(tmp_path: Path, capsys: pytest.C
 
 
 def test_config_show__masks_a_password_holding_at_signs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    """rtsp://admin:p@ss@word@cam/...: the password runs to the last '@' (issue 9, defect 12)."""
+    """mqtt://admin:p@ss@word@host: the password runs to the last '@' (issue 9, defect 12)."""
     p = tmp_path / "config.toml"
     p.write_text(
-        'profile = "bench"\n[device]\nid = "d"\nsite = "s"\n'
-        '[bench.camera]\nkind = "opencv"\nsource = "rtsp://admin:p@ss@word@10.0.0.5/stream1"\n'
+        'profile = "sensors"\n[device]\nid = "d"\nsite = "s"\n'
+        '[mqtt]\nurl = "mqtts://admin:p@ss@word@broker.example:8883"\n'
     )
     assert main(["config", "show", "--config", str(p)]) == 0
     out = capsys.readouterr().out
     assert "ss@word" not in out and "word@" not in out
-    assert "rtsp://admin:********@10.0.0.5/stream1" in out
+    assert "mqtts://admin:********@broker.example:8883" in out
 
 
 def test_cli__output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
