@@ -154,6 +154,7 @@ class Agent:
         self.commands: Any = None
         self.command_handler: Callable[[str, bytes], None] | None = None
         self._lock_fd: int | None = None
+        self.station: Any = None  # edge_agent.station.server.Station, when [bench.station] is on
 
     # ------------------------------------------------------------ running
     def run(self) -> int:
@@ -170,7 +171,7 @@ class Agent:
             clock=self.clock,
             max_bytes=int(cfg.outbox.max_mb * 1024 * 1024),
             batch_max=cfg.outbox.batch_max,
-            on_commit=self.sync.notify,
+            on_commit=self._on_commit,
         )
         self._install_signals()
         self.writer.start()
@@ -187,6 +188,7 @@ class Agent:
             self._shutdown()
             return 1
         self.writer.emit("event", {"event": "agent_started", "version": __version__, "profile": cfg.profile})
+        self._start_station()
         log.info(
             "edge-agent %s running: device %s, site %s, profile %s, key %s",
             __version__,
@@ -285,6 +287,8 @@ class Agent:
         if self.service is not None:
             with contextlib.suppress(Exception):
                 self.service.stop()
+        if self.station is not None:
+            self.station.stop()
         if self.writer is not None:
             if self.cfg.checkpoint.interval_s:
                 self.publish_checkpoint()
@@ -301,6 +305,26 @@ class Agent:
             os.close(self._lock_fd)
             self._lock_fd = None
         log.info("stopped")
+
+    # ------------------------------------------------------------ the operator station (edge_agent/station)
+    def _on_commit(self, head_seq: int) -> None:
+        """The chain writer's commit hook: wake the MQTT publisher, then any open station page."""
+        if self.sync is not None:
+            self.sync.notify(head_seq)
+        if self.station is not None:
+            self.station.notify(head_seq)
+
+    def _start_station(self) -> None:
+        from edge_agent.station.server import start_station
+
+        def status() -> dict[str, Any]:
+            sync, service = self.sync, self.service
+            broker = {"connected": bool(sync and sync.connected.is_set()), "error": sync.last_error if sync else None}
+            return {"broker": broker, "pipeline": service.status() if service is not None else {}}
+
+        self.station = start_station(self.cfg, status, self.stop_event, self.service)
+        if self.station is not None:
+            self._write_runtime()
 
     # ------------------------------------------------------------ signals and reload
     def _install_signals(self) -> None:
@@ -366,7 +390,6 @@ class Agent:
             if self.sync is not None:
                 self.sync.stop(flush_timeout_s=2)
             self.sync = MqttSync(self.cfg, self.cfg.db_path, on_command=self._on_command)
-            self.writer.on_commit = self.sync.notify
             self.sync.start()
         if self.stop_event.is_set():
             return  # SIGTERM came while the old run stopped: do not start a new one
@@ -437,6 +460,7 @@ class Agent:
             "mqtt_last_error": self.sync.last_error if self.sync else None,
             "writer_last_error": self.writer.last_error if self.writer else None,
             "stale_stages": self.stale_stages() if running else [],
+            "station_url": self.station.url if self.station is not None and running else None,
         }
         with contextlib.suppress(OSError):
             atomic_write(self.cfg.state_dir / RUNTIME_FILE, json.dumps(data).encode(), mode=0o600)

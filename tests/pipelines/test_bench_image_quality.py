@@ -39,7 +39,7 @@ def test_assess__generated_photos_pass_and_label_is_located(tier: str) -> None:
         ("no_label", "no label found"),
     ],
 )
-def test_assess__bad_photo_refused_with_reason(defect: str, reason: str) -> None:
+def test_assess__bad_photo_flagged_with_reason(defect: str, reason: str) -> None:
     for seed in (1, 2):
         img, _ = generate_slip(seed, "typical", defect=defect)
         report, _ = assess(img, QualityConfig())

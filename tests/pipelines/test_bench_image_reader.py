@@ -57,13 +57,29 @@ def test_image_reader__upside_down_label_is_turned(reader: ImageReader) -> None:
     assert _compact(truth["customer_id"]) in text
 
 
-def test_image_reader__refused_photo_has_no_lines(reader: ImageReader) -> None:
+def test_image_reader__blurred_photo_is_read_and_its_measures_kept_as_hints(reader: ImageReader) -> None:
     img, _ = generate_slip(4, "typical", defect="blur")
     out = reader.read(img)
-    assert not out.quality.ok
-    assert out.lines == ()
-    assert out.quality.reasons[0].startswith("blurry")
-    assert "det" not in out.timing_ms
+    assert not out.quality.ok and out.quality.reasons[0].startswith("blurry")
+    assert out.quality.blank is None
+    assert out.lines  # read first, judge after
+    assert "det" in out.timing_ms
+
+
+@pytest.mark.parametrize(
+    ("photo", "why"),
+    [
+        (np.full((1200, 1600, 3), 3, np.uint8), "the photo is black"),
+        (np.full((1200, 1600, 3), 128, np.uint8), "nothing on the photo"),
+    ],
+)
+def test_image_reader__photo_with_nothing_on_it_is_refused_at_once(
+    reader: ImageReader, photo: np.ndarray, why: str
+) -> None:
+    noisy = np.clip(photo.astype(np.int16) + np.random.default_rng(0).integers(-2, 3, photo.shape), 0, 255)
+    out = reader.read(noisy.astype(np.uint8))
+    assert out.quality.blank is not None and out.quality.blank.startswith(why)
+    assert out.lines == () and "det" not in out.timing_ms
 
 
 def test_onnx_ocr__confidence_separates_text_from_noise(reader: ImageReader) -> None:
@@ -148,7 +164,7 @@ def test_load_image__broken_files_named(tmp_path: Path) -> None:
         load_image(cut)
     empty = tmp_path / "empty.png"
     empty.write_bytes(b"")
-    with pytest.raises(ValueError, match=r"empty\.png: image file is empty"):
+    with pytest.raises(ValueError, match=r"empty\.png: empty file"):
         load_image(empty)
     with pytest.raises(ValueError, match=r"missing\.jpg: image file not found"):
         load_image(tmp_path / "missing.jpg")

@@ -104,3 +104,68 @@ def test_masked_slip_text__generated_people_never_leak(
 @given(st.text(max_size=80))
 def test_mask_text__arbitrary_text_never_crashes(text: str) -> None:
     mask_text(text, keep=[text[:5]])
+
+
+LABELS = TEMPLATE.privacy_labels
+
+
+@pytest.mark.parametrize(
+    ("text", "masked"),
+    [
+        ("John Smith, 21 Baker Street", "[NAME], [ADDRESS]"),
+        ("Ship to John A. Smith, 1600 Pennsylvania Avenue, Washington DC", "Ship to [NAME], [ADDRESS]"),
+        ("Name: Maria Garcia  Order No: 1234567", "Name: [NAME]  Order No: 1234567"),
+        ("Call +44 20 7946 0958 or ask Mrs. Brown", "Call [PHONE] or ask [NAME]"),
+        ("收件人:王小明 13812345678 北京市朝阳区建国路88号", "收件人:[NAME] [PHONE] [ADDRESS]"),
+        ("收件人：王小明；订单号:12345678", "收件人:[NAME];订单号:12345678"),
+        (
+            "MECARD:N:Sean Owen;TEL:+12125658770;EMAIL:srowen@google.com;;",
+            "MECARD:N:[NAME];TEL:[PHONE];EMAIL:[EMAIL];;",
+        ),
+        (
+            "BEGIN:VCARD\nFN:Jane Doe\nTEL;TYPE=cell:555 0100\nEND:VCARD",
+            "BEGIN:VCARD\nFN:[NAME]\nTEL;TYPE=cell:[PHONE]\nEND:VCARD",
+        ),
+    ],
+)
+def test_mask_text__latin_script_labelled_and_contact_formats(text: str, masked: str) -> None:
+    assert mask_text(text, labels=LABELS) == masked
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Google Print Ads - T.G.I.A.F. - January 31, 2008",
+        "http://arnaud.sahuguet.com/graffiti/test.php?ll=-74.00309961503218,40.74102573163046,0",
+        "Order No: 250817-096066134633838 SKU J85177-30",
+        "Reason: Damaged in transit, Qty 2",
+    ],
+)
+def test_mask_text__business_text_stays_readable(text: str) -> None:
+    assert mask_text(text, labels=LABELS) == text
+
+
+def test_evaluate__barcode_contents_are_masked_like_the_slip_text() -> None:
+    # A QR code on a slip holding the receiver's label went out in body.barcodes[].text (issue 9, defect 9).
+    from datetime import date
+
+    from edge_agent.pipelines.bench.config import BenchConfig
+    from edge_agent.pipelines.bench.inspect import Rules, evaluate
+    from edge_agent.pipelines.bench.types import Barcode, ImageReading, QualityReport
+
+    quality = QualityReport(True, (), 900.0, 180.0, 0.0, True)
+    qr = "收件人:王小明 13812345678 广东省深圳市南山区科技园南路12号 / John Smith, 21 Baker Street"
+    reading = ImageReading(
+        quality,
+        tuple(lines_of("订单号: 1234567890", "收件人: 李雷")),
+        (Barcode(qr, "QRCode"), Barcode("1234567890", "Code128")),
+        "onnx",
+    )
+    body = evaluate(reading, Rules.from_config(BenchConfig()), manifest=None, today=date(2025, 1, 1)).record_body()
+    sent = str(body)
+    for secret in ("王小明", "13812345678", "科技园", "John", "Baker", "李雷"):
+        assert secret not in sent
+    assert [b["text"] for b in body["barcodes"]] == [
+        "收件人:[NAME] [PHONE] [ADDRESS] / [NAME], [ADDRESS]",
+        "1234567890",  # the order number is sent anyway
+    ]

@@ -159,13 +159,15 @@ def test_bench_service__doubtful_slip_waits_for_review_then_is_emitted(
     scanner.scan(truth["order_no"])
     _wait(lambda: records.of("event", "bench_review_queued"))
     [event] = records.of("event", "bench_review_queued")
-    assert "image_quality" in event["reasons"]
+    assert "missing_field" in event["reasons"]  # read first: the blurred photo is read, and falls short
     assert set(event) == {"event", "review_id", "reasons"}  # no field values, no personal data
     assert records.of("return_inspection") == []
     with ReviewQueue(queue_path(cfg.state_dir)) as rq:
         [item] = rq.list("pending")
         assert item.id == event["review_id"]
         assert item.body["order_check"]["scan"] == truth["order_no"]
+        assert {r["field"] for r in item.body["retake"]} >= {"sku"}  # a retake, with the field and the cause
+        assert all(r["cause"].startswith("blurry") for r in item.body["retake"])
         assert item.image_path is not None and item.image_path.parent == cfg.state_dir / IMAGES_DIR
         assert stat.S_IMODE(item.image_path.stat().st_mode) == 0o600
         kept = cv2.imread(str(item.image_path))

@@ -10,8 +10,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.pipelines.bench.decide import cross_check_order, review_reasons
-from edge_agent.pipelines.bench.fields import FieldValue, load_reasons, load_template
+from edge_agent.pipelines.bench.decide import Retake, cross_check_order, retake_advice, review_reasons
+from edge_agent.pipelines.bench.fields import FieldValue, Issue, load_reasons, load_template
 from edge_agent.pipelines.bench.manifest import (
     ManifestError,
     active_manifest,
@@ -199,12 +199,26 @@ def test_cross_check_order__barcode_fills_an_unread_order_and_product_barcodes_a
     assert value.value == "123456789012" and check.agree is None and issues == []
 
 
-def test_review_reasons__low_confidence_and_bad_photo() -> None:
+def test_review_reasons__quality_is_a_hint_read_first_judge_after() -> None:
+    bad = QualityReport(False, ("glare on the label: 8% blown out > 3%",), 900.0, 200.0, 0.08, True)
+    # every field confident and valid: the photo passes whatever its glare
+    assert review_reasons(vals(), [], FieldsConfig(), bad) == ()
+    assert retake_advice((), bad) == ()
+    # a field that falls short names the likely cause, and a retake says which field and why
     values = vals()
     values["quantity"] = FieldValue("quantity", 2, 0.6)
-    bad = QualityReport(False, ("blurry",), 10.0, 120.0, 0.0, True)
     got = review_reasons(values, [], FieldsConfig(), bad)
-    assert [(i.code, i.field) for i in got] == [("image_quality", None), ("low_confidence", "quantity")]
+    assert [(i.code, i.field) for i in got] == [("low_confidence", "quantity")]
+    assert got[0].message.endswith("(likely cause: glare on the label: 8% blown out > 3%)")
+    assert retake_advice(got, bad) == (Retake("quantity", "glare on the label: 8% blown out > 3%"),)
+    assert retake_advice(got, None)[0].cause.startswith("nothing wrong with the photo was measured")
+    # rule breaks are for a person, not a retake
+    rule = [Issue("unknown_order", "order_no", "order_no: 1 is not in the manifest")]
+    assert retake_advice(review_reasons(vals(), rule, FieldsConfig(), bad), bad) == ()
+    # a photo with nothing on it is the one thing refused outright
+    blank = QualityReport(False, (), 0.0, 3.0, 0.0, False, blank="the photo is black")
+    assert review_reasons(vals(), [], FieldsConfig(), blank)[0].code == "image_quality"
+    assert retake_advice((), blank) == (Retake(None, "the photo is black"),)
     assert review_reasons(vals(), [], FieldsConfig(min_confidence={"sku": 0.98})) != ()
     assert review_reasons(vals(), [], FieldsConfig()) == ()
 

@@ -72,22 +72,47 @@ def cross_check_order(
     return check, ocr, []
 
 
+# Issues that mean the photo did not give a usable reading (as opposed to a reading that breaks a rule).
+READ_PROBLEMS = ("missing_field", "bad_format", "low_confidence")
+NO_QUALITY_HINT = "nothing wrong with the photo was measured: the print may be faint, damaged or absent"
+
+
+@dataclass(frozen=True, slots=True)
+class Retake:
+    """A field the photo did not give (None: the whole photo), and the likely cause from the quality measures."""
+
+    field: str | None
+    cause: str
+
+    def to_json(self) -> dict[str, str | None]:
+        return {"field": self.field, "cause": self.cause}
+
+
 def review_reasons(
     values: Mapping[str, FieldValue],
     issues: Sequence[Issue],
     thresholds: FieldsConfig,
     quality: QualityReport | None = None,
 ) -> tuple[Issue, ...]:
-    """Every reason a person must look at this item: empty means sign and send it as it is."""
+    """Every reason a person must look at this item: empty means sign and send it as it is.
+
+    Quality measures are hints: a photo whose fields all read confidently and validate passes whatever
+    its glare; where a field falls short, its reason names the likely cause.
+    """
     out: list[Issue] = []
-    if quality is not None and not quality.ok:
-        out.append(Issue("image_quality", None, "photo quality: " + ", ".join(quality.reasons)))
+    if quality is not None and quality.blank is not None:
+        out.append(Issue("image_quality", None, f"retake the photo: {quality.blank}"))
     out += issues
     flagged = {i.field for i in out}
     for name, fv in values.items():
         limit = thresholds.threshold(name)
         if fv.value is not None and fv.confidence < limit and name not in flagged:
             out.append(Issue("low_confidence", name, f"low confidence on {name} ({fv.confidence:.2f} < {limit:.2f})"))
+    if quality is not None and quality.reasons and quality.blank is None:
+        hint = "; ".join(quality.reasons)
+        out = [
+            Issue(i.code, i.field, f"{i.message} (likely cause: {hint})") if i.code in READ_PROBLEMS else i for i in out
+        ]
     seen: set[tuple[str, str | None, str]] = set()
     unique = []
     for i in out:
@@ -95,3 +120,12 @@ def review_reasons(
             seen.add((i.code, i.field, i.message))
             unique.append(i)
     return tuple(unique)
+
+
+def retake_advice(reasons: Sequence[Issue], quality: QualityReport | None) -> tuple[Retake, ...]:
+    """What a retake could fix: the fields the photo did not give, each with the likely cause."""
+    if quality is not None and quality.blank is not None:
+        return (Retake(None, quality.blank),)
+    cause = "; ".join(quality.reasons) if quality is not None and quality.reasons else NO_QUALITY_HINT
+    fields = dict.fromkeys(i.field for i in reasons if i.code in READ_PROBLEMS and i.field is not None)
+    return tuple(Retake(f, cause) for f in fields)

@@ -73,6 +73,11 @@ class Template:
     phone_labels: tuple[str, ...]
     id_labels: tuple[str, ...]
 
+    @property
+    def privacy_labels(self) -> dict[str, tuple[str, ...]]:
+        """Labels whose values are personal data, by role (name, address, phone, id)."""
+        return {role: getattr(self, f"{role}_labels") for role in PRIVACY_ROLES}
+
     def spec(self, name: str) -> FieldSpec:
         for f in self.fields:
             if f.name == name:

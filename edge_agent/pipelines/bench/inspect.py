@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.pipelines.bench.config import BenchConfig
-from edge_agent.pipelines.bench.decide import OrderCheck, cross_check_order, review_reasons
+from edge_agent.pipelines.bench.decide import OrderCheck, Retake, cross_check_order, retake_advice, review_reasons
 from edge_agent.pipelines.bench.fields import (
     FieldValue,
     Issue,
@@ -75,6 +75,7 @@ class InspectionResult:
     quality: QualityReport
     manifest_sha256: str | None
     scan: str | None
+    retakes: tuple[Retake, ...] = ()  # fields a new photo could give, with the likely cause
 
     def to_json(self) -> dict[str, Any]:
         """The `edge-agent ocr --json` line for this image."""
@@ -85,6 +86,7 @@ class InspectionResult:
             "barcodes": [{"text": b.text, "symbology": b.symbology} for b in self.barcodes],
             "needs_review": self.needs_review,
             "review_reasons": [i.to_json() for i in self.review_reasons],
+            "retake": [r.to_json() for r in self.retakes],
             "timing_ms": dict(self.timing_ms),
         }
 
@@ -105,7 +107,9 @@ class InspectionResult:
                 "blur_var": round(self.quality.blur_var, 1),
                 "brightness": round(self.quality.brightness, 1),
                 "glare_frac": round(self.quality.glare_frac, 4),
+                "blank": self.quality.blank,
             },
+            "retake": [r.to_json() for r in self.retakes],
             "manifest_sha256": self.manifest_sha256,
             "review_reasons": [i.to_json() for i in self.review_reasons],
             "timing_ms": dict(self.timing_ms),
@@ -141,11 +145,15 @@ def evaluate(
     t2 = time.perf_counter()
     keep = [str(values[n].value) for n in ("order_no", "sku", "customer_id") if values[n].value is not None]
     privacy = rules.cfg.privacy
-    masked = masked_slip_text(ext, privacy, keep=keep)
-    barcodes = tuple(Barcode(mask_text(b.text, privacy, keep=keep), b.symbology, b.box) for b in reading.barcodes)
+    labels = rules.template.privacy_labels
+    masked = masked_slip_text(ext, privacy, keep=keep, labels=labels)
+    # A QR code can hold a whole address label: barcodes go through the same masking as the slip's text.
+    barcodes = tuple(
+        Barcode(mask_text(b.text, privacy, keep=keep, labels=labels), b.symbology, b.box) for b in reading.barcodes
+    )
     reasons = review_reasons(values, issues, rules.cfg.fields, reading.quality)
     # A reviewer reads these; the text of a value can carry a phone number, so mask them too.
-    reasons = tuple(Issue(i.code, i.field, mask_text(i.message, privacy, keep=keep)) for i in reasons)
+    reasons = tuple(Issue(i.code, i.field, mask_text(i.message, privacy, keep=keep, labels=labels)) for i in reasons)
     t3 = time.perf_counter()
     timing = dict(reading.timing_ms)
     timing.update(
@@ -166,6 +174,7 @@ def evaluate(
         quality=reading.quality,
         manifest_sha256=manifest.sha256 if manifest is not None else None,
         scan=scan,
+        retakes=retake_advice(reasons, reading.quality),
     )
 
 

@@ -17,6 +17,10 @@ log = logging.getLogger(__name__)
 
 GLARE_LEVEL = 250  # grey level treated as blown out
 TILE_PX = 32
+# Nothing to read: a photo this dark overall (lens cap, lights off), or this even (empty bench, a wall,
+# all white). A slip, even blurred or in dim light, has print on paper: its grey levels spread far wider.
+BLACK_LEVEL = 12.0
+BLANK_STD = 4.0
 
 
 def blur_variance(gray: NDArray[Any], mask: NDArray[Any] | None = None) -> float:
@@ -40,7 +44,8 @@ def blur_variance(gray: NDArray[Any], mask: NDArray[Any] | None = None) -> float
 
 
 def assess(image_bgr: NDArray[Any], cfg: QualityConfig) -> tuple[QualityReport, Quad | None]:
-    """Measure the photo; `ok` False with reasons when the operator should retake it.
+    """Measure the photo: `ok` False with reasons when something may spoil the read (hints, acted on only
+    when the read falls short), `blank` when there is nothing on it to read at all.
 
     Also returns the label's corners in photo pixels (or None) so preprocessing need not look again.
     """
@@ -66,6 +71,11 @@ def assess(image_bgr: NDArray[Any], cfg: QualityConfig) -> tuple[QualityReport, 
     blur_var = blur_variance(gray, mask)
     reasons = []
     label_found = quad_small is not None
+    blank = None
+    if float(gray.mean()) < BLACK_LEVEL:
+        blank = f"the photo is black (brightness {gray.mean():.0f}): lens cap on or no light?"
+    elif float(gray.std()) < BLANK_STD and not label_found:
+        blank = "nothing on the photo (an even surface): put the slip under the camera"
     if cfg.require_label and not label_found:
         reasons.append("no label found: put the slip flat and whole inside the frame")
     if brightness < cfg.min_brightness:
@@ -87,6 +97,7 @@ def assess(image_bgr: NDArray[Any], cfg: QualityConfig) -> tuple[QualityReport, 
         brightness=round(brightness, 1),
         glare_frac=round(glare_frac, 4),
         label_found=label_found,
+        blank=blank,
     )
     quad = None if quad_small is None else quad_small / scale
     return report, quad

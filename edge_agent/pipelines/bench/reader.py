@@ -1,4 +1,4 @@
-"""The bench's image reader: quality gate -> preprocessing -> barcodes + OCR, for one photo at a time."""
+"""The bench's image reader: quality measures -> barcodes -> preprocessing -> OCR, for one photo at a time."""
 
 from __future__ import annotations
 
@@ -68,7 +68,12 @@ class ImageReader:
         self.engine = make_engine(self.engine_name, cfg)
 
     def read(self, image_bgr: NDArray[Any], debug_dir: Path | None = None) -> ImageReading:
-        """Gate, prepare and read one photo. A photo the gate refuses comes back at once with no lines."""
+        """Read one photo first, judge it after: quality measures are hints for the verdict, not a gate.
+
+        Only a photo with nothing on it (all black, an empty bench) comes back at once with no lines.
+        Barcodes are read on the photo as taken (the decoder's best input), then on the label crop as an
+        addition.
+        """
         timing: dict[str, float] = {}
         t_start = t = time.perf_counter()
 
@@ -82,20 +87,25 @@ class ImageReader:
         lap("quality")
         if debug_dir is not None:
             _write(debug_dir, "00_input.jpg", image_bgr)
-        if not quality.ok:
-            log.info("photo refused by the quality gate: %s", "; ".join(quality.reasons))
+        if quality.blank is not None:
+            log.info("nothing to read on the photo: %s", quality.blank)
             timing["total"] = round((time.perf_counter() - t_start) * 1000, 2)
             return ImageReading(quality, (), (), self.engine_name, timing)
-        prepared = preprocess(image_bgr, self.cfg.preprocess, quad, keep_steps=debug_dir is not None)
-        lap("preprocess")
         barcodes: tuple[Barcode, ...] = ()
         if self.cfg.ocr.barcodes:
-            # The label crop is small and upright; fall back to the whole photo when it holds no code.
-            crop = prepared.crop if prepared.crop is not None else prepared.image
-            barcodes = read_barcodes(crop, self.cfg.ocr.barcode_formats)
-            if not barcodes and prepared.quad is not None:
-                barcodes = read_barcodes(image_bgr, self.cfg.ocr.barcode_formats)
+            barcodes = read_barcodes(image_bgr, self.cfg.ocr.barcode_formats)
             lap("barcodes")
+        prepared = preprocess(image_bgr, self.cfg.preprocess, quad, keep_steps=debug_dir is not None)
+        lap("preprocess")
+        if self.cfg.ocr.barcodes and prepared.crop is not None:
+            seen = {(b.text, b.symbology) for b in barcodes}
+            extra = [
+                b
+                for b in read_barcodes(prepared.crop, self.cfg.ocr.barcode_formats)
+                if (b.text, b.symbology) not in seen
+            ]
+            barcodes += tuple(Barcode(b.text, b.symbology, None) for b in extra)  # crop boxes are not photo boxes
+            lap("barcodes_crop")
         lines, engine_timing = self.engine.read(prepared.image)
         timing.update({k: round(v, 2) for k, v in engine_timing.items()})
         t = time.perf_counter()

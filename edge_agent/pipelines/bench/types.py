@@ -25,7 +25,8 @@ class Barcode:
 
 @dataclass(frozen=True, slots=True)
 class QualityReport:
-    """Result of the quality gate; `ok` False means retake the photo, `reasons` says why."""
+    """Quality measures of a photo. They are hints: `ok` False with `reasons` says what may spoil the read,
+    and is only acted on when the read falls short. `blank` (nothing on the photo) is the one refusal."""
 
     ok: bool
     reasons: tuple[str, ...]
@@ -33,6 +34,7 @@ class QualityReport:
     brightness: float
     glare_frac: float
     label_found: bool
+    blank: str | None = None  # why the photo holds nothing to read (all black, empty bench), else None
 
 
 @dataclass(frozen=True, slots=True)
