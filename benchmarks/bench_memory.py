@@ -14,18 +14,24 @@ imports paho and pydantic: what any Python CLI of this kind pays before doing an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 import psutil
 
 
-def agent_rss(profile: str, duration_s: float) -> tuple[float, float]:
-    with tempfile.TemporaryDirectory() as work:
+def agent_rss(
+    profile: str, duration_s: float, *, extra: list[str] | None = None, work: str | None = None
+) -> tuple[float, float]:
+    with contextlib.ExitStack() as stack:
+        if work is None:
+            work = stack.enter_context(tempfile.TemporaryDirectory())
         demo = subprocess.Popen(
             [
                 sys.executable,
@@ -39,6 +45,7 @@ def agent_rss(profile: str, duration_s: float) -> tuple[float, float]:
                 "--json",
                 "--dir",
                 work,
+                *(extra or []),
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -58,6 +65,64 @@ def agent_rss(profile: str, duration_s: float) -> tuple[float, float]:
             time.sleep(0.5)
         idle = statistics.median(samples[len(samples) // 2 :]) if samples else float("nan")
         return idle, peak
+
+
+# ---------------------------------------------------------------- the operator station's share (issue 10)
+
+
+def _open_page(state_dir: str, stop: threading.Event) -> None:
+    """What a kiosk browser does to the station: one open event stream, the page and its state now and then."""
+    import http.client
+    import json
+    import urllib.parse
+
+    runtime = os.path.join(state_dir, "runtime.json")
+    url = None
+    while url is None and not stop.wait(0.2):
+        try:
+            with open(runtime, encoding="utf-8") as f:
+                url = json.load(f).get("station_url")
+        except (OSError, ValueError):
+            continue
+    if url is None:
+        return
+    u = urllib.parse.urlsplit(url)
+    host, port = u.hostname or "127.0.0.1", int(u.port or 80)
+    events = http.client.HTTPConnection(host, port, timeout=30)
+    events.request("GET", "/events")
+    stream = events.getresponse()
+    cookie = (stream.getheader("set-cookie") or "").split(";")[0]
+
+    def drain() -> None:  # read what the server pushes, as the browser's EventSource does
+        with contextlib.suppress(OSError, ValueError):
+            while not stop.is_set() and stream.read1(4096):
+                pass
+
+    threading.Thread(target=drain, daemon=True).start()
+    while not stop.wait(1.0):
+        for path in ("/", "/api/state"):
+            c = http.client.HTTPConnection(host, port, timeout=10)
+            c.request("GET", path, headers={"Cookie": cookie})
+            c.getresponse().read()
+            c.close()
+    events.close()
+
+
+def station_rss(duration_s: float) -> list[tuple[str, float, float]]:
+    """The bench profile with the station off, then on with a page open: the station's cost is the difference."""
+    rows = []
+    for label, extra in (("bench, station off", ["--no-station"]), ("bench, station on, one page open", [])):
+        with tempfile.TemporaryDirectory() as work:
+            stop = threading.Event()
+            page = threading.Thread(target=_open_page, args=(os.path.join(work, "state"), stop), daemon=True)
+            if not extra:
+                page.start()
+            idle, peak = agent_rss("bench", duration_s, extra=extra, work=work)
+            stop.set()
+            if page.is_alive():
+                page.join(5)
+            rows.append((label, idle, peak))
+    return rows
 
 
 def bare_paho_rss() -> float:
@@ -129,7 +194,10 @@ def main() -> int:
     ap.add_argument("--duration", type=float, default=40.0)
     ap.add_argument("--runs", type=int, default=7, help="runs per CLI command")
     ap.add_argument("--cli-only", action="store_true", help="skip the demo profiles")
+    ap.add_argument("--station-only", action="store_true", help="only the operator station's share of the bench")
     args = ap.parse_args()
+    if args.station_only:
+        return print_station(args.duration)
     print("| command | median wall | peak RSS | goal |")
     print("|---|---|---|---|")
     for label, wall, peak in cli_start(args.runs):
@@ -149,6 +217,22 @@ def main() -> int:
     for profile, idle, peak in rows:
         print(f"| {profile} profile on the demo twins | {idle:.0f} MB | {peak:.0f} MB | {goals[profile]} |")
     print(f"| bare Python + paho client (the floor) | {floor:.0f} MB | - | - |")
+    print()
+    return print_station(args.duration)
+
+
+def print_station(duration_s: float) -> int:
+    rows = station_rss(duration_s)
+    print("| bench agent process | idle RSS | peak RSS | station's share |")
+    print("|---|---|---|---|")
+    base_idle, base_peak = rows[0][1], rows[0][2]
+    for label, idle, peak in rows:
+        share = (
+            "-"
+            if label.endswith("off")
+            else f"+{idle - base_idle:.0f} MB idle, +{peak - base_peak:.0f} MB peak (goal <= 30 MB)"
+        )
+        print(f"| {label} | {idle:.0f} MB | {peak:.0f} MB | {share} |")
     return 0
 
 
