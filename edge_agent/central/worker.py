@@ -16,7 +16,7 @@ from paho.mqtt.properties import Properties
 from edge_agent.central.db import Database, open_db
 from edge_agent.central.ingest import BatchResult, Ingestor, IngestSettings, Message
 from edge_agent.central.metrics import Metrics
-from edge_agent.settings import MqttConfig
+from edge_agent.spine.config import MqttConfig
 from edge_agent.spine.sync import describe_connect_error, make_client
 
 log = logging.getLogger(__name__)
@@ -162,18 +162,24 @@ class IngestWorker:
                         carry = ing.take_pending(result.rotated)
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self.s.sweep_every_s
-                    try:
-                        found = ing.sweep()
-                    except Exception as exc:  # noqa: BLE001 - the next sweep tries again
-                        log.warning("ingest: sweep failed (%s)", exc)
-                    else:
-                        if self.metrics is not None:
-                            self.metrics.sweep(found)
+                    carry = carry or self._sweep(ing)
         finally:
             self.client.disconnect()
             self.client.loop_stop()
             if db is not None:
                 db.close()
+
+    def _sweep(self, ing: Ingestor) -> list[Message]:
+        """Look for holes, short tails and unknown keys; returns parked records whose key is known now."""
+        try:
+            found = ing.sweep()
+            back = ing.take_pending(ing.releasable())
+        except Exception as exc:  # noqa: BLE001 - the next sweep tries again
+            log.warning("ingest: sweep failed (%s)", exc)
+            return []
+        if self.metrics is not None:
+            self.metrics.sweep(found)
+        return back
 
     def _open_db(self) -> Database | None:
         delay = 1.0

@@ -189,6 +189,7 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
     twins = Twins()
     agent: subprocess.Popen[bytes] | None = None
     watcher: Watcher | None = None
+    station: str | None = None
     stop = threading.Event()
     with contextlib.suppress(ValueError):
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -245,6 +246,15 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
             stderr=subprocess.STDOUT,
             start_new_session=True,  # stopped by us with SIGTERM, never by the terminal's Ctrl-C
         )
+        if args.profile == "bench":
+            from edge_agent.demo.bench import station_url
+
+            station = station_url(cfg_path)
+            print(
+                f"operator station: {station}  (open it in a browser on this machine)",
+                file=sys.stderr if args.json else sys.stdout,
+                flush=True,
+            )
         deadline = time.monotonic() + args.duration if args.duration else float("inf")
         show = _live(args, watcher, cfg_path, agent=agent, stop=stop, deadline=deadline)
         show()
@@ -272,6 +282,7 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
         **summary,
         "by_kind": watcher.by_kind if watcher else {},
         "agent_exit": agent.returncode if agent else None,
+        "station_url": station,
         "work_dir": str(work),
     }
     if args.json:

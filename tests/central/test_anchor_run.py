@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import copy
 import json
 from collections.abc import Iterator
@@ -9,9 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from edge_agent.central.anchor.chain import AnchorContract, device_key
+from edge_agent.central.anchor.chain import AnchorContract, batch_id_for, device_key
 from edge_agent.central.anchor.proof import ProofNotAvailable, build_proof, verify_proof
-from edge_agent.central.anchor.run import AnchorSettings, anchor_once, batch_id_for, ranges_of
+from edge_agent.central.anchor.run import AnchorSettings, anchor_once, ranges_of
 from edge_agent.central.anchor.store import PENDING, candidates, get_batch, write_batch
 from edge_agent.central.db import Database, open_db
 from edge_agent.spine.keys import generate_key
@@ -130,7 +131,7 @@ def test_verify_proof__fails_on_each_kind_of_tampering(db: Database, chain: Chai
     assert "root" in failed(rehashed) and "signature" in failed(rehashed)
 
     bent = copy.deepcopy(good)
-    bent["audit_path"][2] = "00" * 32
+    bent["audit_path"][2] = base64.b64encode(bytes(32)).decode()
     assert failed(bent) == {"root"}
     short = copy.deepcopy(good)
     short["audit_path"].pop()
@@ -145,9 +146,9 @@ def test_verify_proof__fails_on_each_kind_of_tampering(db: Database, chain: Chai
         root=__import__("edge_agent.central.anchor.merkle", fromlist=["x"]).record_leaf(good["record"]["hash"]).hex(),
     )
     assert failed(lone) == {"chain"}
-    other_batch = copy.deepcopy(good)
-    other_batch["batch_id"] = "11" * 32
-    assert failed(other_batch) == {"chain"}
+    # the right root, asked of another RecordAnchor contract that never held it
+    other = deployed(chain)
+    assert {ch.name for ch in verify_proof(good, contract=other) if not ch.ok} == {"chain"}
     wrong_block = copy.deepcopy(good)
     wrong_block["anchor"]["block_hash"] = "0x" + "22" * 32
     assert failed(wrong_block) == {"chain"}
@@ -156,7 +157,7 @@ def test_verify_proof__fails_on_each_kind_of_tampering(db: Database, chain: Chai
     stranger = generate_key(tmp_path / "stranger.pem")
     assert failed(good, public=stranger.public) == {"signature"}
     swapped = copy.deepcopy(good)
-    swapped["device_key"]["ed25519_raw_b64"] = build_proof(db, "truck-02", 1)["device_key"]["ed25519_raw_b64"]
+    swapped["device_public_key"] = build_proof(db, "truck-02", 1)["device_public_key"]
     assert failed(swapped) == {"signature"}
     assert _ok(verify_proof(good, public=keys["truck-01"].public, contract=c))
 
@@ -196,7 +197,7 @@ def test_anchor__run_stopped_between_send_and_record_finds_its_tx(db: Database, 
 
     root = MerkleTree.from_record_hashes([x.hash for x in leaves]).root.hex()
     ranges = ranges_of(leaves)
-    bid = batch_id_for(root, ranges, len(leaves))
+    bid = batch_id_for(bytes.fromhex(root)).hex()
     write_batch(
         db, batch_id=bid, root=root, leaves=leaves, ranges=ranges, contract=c.address, chain_id=chain.w3.eth.chain_id
     )

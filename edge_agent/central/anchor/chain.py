@@ -66,6 +66,16 @@ class OnChainAnchor:
     block_hash: str
 
 
+def batch_id_for(root: bytes) -> bytes:
+    """A batch's id: SHA-256 over a domain tag and its root.
+
+    The root fixes the leaves, and each leaf (a record hash) fixes its device and seq, so the root
+    fixes the whole batch: the same batch gets the same id on every try and at every member, and a
+    verifier derives the id from the root instead of taking it from the proof.
+    """
+    return hashlib.sha256(b"edge-agent anchor batch\n" + root).digest()
+
+
 def device_key(device: str) -> bytes:
     """How the contract names a device: SHA-256 of its UTF-8 id (ids are not bounded to 32 bytes)."""
     return hashlib.sha256(device.encode("utf-8")).digest()
