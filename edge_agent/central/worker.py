@@ -62,6 +62,7 @@ class IngestWorker:
         self.client.reconnect_delay_set(
             max(1, int(settings.mqtt.backoff_min_s)), max(1, int(settings.mqtt.backoff_max_s))
         )
+        self._warned_refused = False
         self.stored = 0
         self.batches = 0
         self.last_error: str | None = None
@@ -90,8 +91,19 @@ class IngestWorker:
         )
 
     def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
-        if self.connected.is_set() and not self.stop.is_set():
+        if self.stop.is_set():
+            self.connected.clear()
+            return
+        if self.connected.is_set():
             log.warning("ingest: connection lost (%s); unacknowledged messages will be redelivered", reason)
+            self._warned_refused = False
+        elif not self._warned_refused:
+            self.last_error = (
+                f"broker {self.s.mqtt.host}:{self.s.mqtt.port} closed the connection before accepting it "
+                "(client certificate missing or rejected? check --cert-file/--key-file and the broker's log)"
+            )
+            log.error("ingest: %s; retrying", self.last_error)
+            self._warned_refused = True
         self.connected.clear()
 
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
