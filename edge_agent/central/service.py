@@ -66,8 +66,9 @@ def run_simulation(
     register_dsn: str | None,
     report_path: str | None,
     records: int | None = None,
+    name_prefix: str = "sim",
 ) -> int:
-    fleet = build_fleet(devices, seed=seed, site=site, misbehave=misbehave, at_seq=at_seq)
+    fleet = build_fleet(devices, seed=seed, site=site, misbehave=misbehave, at_seq=at_seq, name_prefix=name_prefix)
     if register_dsn:
         import base64
 

@@ -97,6 +97,8 @@ def cmd_list(args: argparse.Namespace) -> int:
         else:
             r: ProbeResult = probe_port(entry["port"], timeout_s=args.timeout_s)
             entry.update(likely=r.protocol, baud=r.baud, detail=r.detail, error=r.error)
+            if r.protocol in ("slcan", "elm327"):
+                entry["detail"] += "; " + _vehicle_bus(entry["port"], r, args.timeout_s)
         if args.json:
             print(json.dumps(entry, ensure_ascii=False), flush=True)
         else:
@@ -107,6 +109,27 @@ def cmd_list(args: argparse.Namespace) -> int:
             desc = f"  ({entry['description']})" if entry["description"] and entry["description"] != "n/a" else ""
             print(f"{entry['port']}{desc}: {likely} {baud} - {what}{extra}", flush=True)
     return EXIT_OK
+
+
+def _vehicle_bus(url: str, r: ProbeResult, timeout_s: float) -> str:
+    """What is behind a vehicle-bus adapter: J1939 PGNs, sources and VIN; or which ECU answers which PID."""
+    if r.protocol == "slcan":
+        from edge_agent.drivers.j1939.config import J1939Config
+        from edge_agent.drivers.j1939.probe import listen
+
+        for bitrate in (250_000, 500_000):  # J1939-11 and J1939-14; listening only, nothing is sent on the bus
+            cfg = J1939Config(kind="j1939", interface="slcan", channel=url, bitrate=bitrate, sleep_after_open_s=0.1)
+            try:
+                heard, any_j1939, _ = listen(cfg, max(1.0, timeout_s))
+            except Exception as exc:  # noqa: BLE001 - a listing goes on whatever one adapter does
+                return f"could not listen: {exc}"
+            if any_j1939:
+                return f"J1939 at {bitrate // 1000} kbit/s: {heard}"
+        return "no J1939 traffic at 250 or 500 kbit/s (ignition off?)"
+    from edge_agent.drivers.elm327.config import Elm327Config
+    from edge_agent.drivers.elm327.probe import probe
+
+    return probe(Elm327Config(kind="elm327", port=url, baud=r.baud or 38400), max(1.0, timeout_s)).message
 
 
 # ---------------------------------------------------------------- watch

@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_agent.drivers.elm327.config import Elm327Config
+from edge_agent.drivers.j1939.config import J1939Config
 from edge_agent.drivers.lls.config import LlsConfig
 from edge_agent.drivers.nmea.config import NmeaConfig
 from edge_agent.drivers.scale.config import ScaleConfig
@@ -100,6 +101,8 @@ class TelematicsConfig(_Section):
     gps: NmeaConfig | None = None
     fuel: Annotated[Elm327Config | LlsConfig, Field(discriminator="kind")] | None = None
     weight: ScaleConfig | None = None
+    # A J1939 CAN bus (trucks over 3.5 t): speed, fuel used, distance, level, weight, VIN, faults.
+    can: J1939Config | None = None
     cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
     trips: TripConfig = Field(default_factory=TripConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)

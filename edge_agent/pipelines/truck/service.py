@@ -53,7 +53,7 @@ class TelematicsService:
             self._runners.append(DriverRunner(self._gps, self._on_fix, self._stop))
         else:
             log.warning("telematics: no [telematics.gps] configured; no trips will be cut")
-        for side in (cfg.fuel, cfg.weight):
+        for side in (cfg.fuel, cfg.weight, cfg.can):
             if side is not None:
                 self._runners.append(DriverRunner(make_driver(side), self._on_side, self._stop))
         self._worker = threading.Thread(target=self._run, name="telematics", daemon=True)
