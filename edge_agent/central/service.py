@@ -13,7 +13,7 @@ from typing import Any
 from edge_agent.central.metrics import Metrics
 from edge_agent.central.simulate import Publisher, build_fleet, run, write_report
 from edge_agent.central.worker import IngestWorker, WorkerSettings
-from edge_agent.settings import MqttConfig
+from edge_agent.spine.config import MqttConfig
 
 log = logging.getLogger(__name__)
 

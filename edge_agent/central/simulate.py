@@ -23,8 +23,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.settings import MqttConfig
 from edge_agent.spine.clock import format_ts
+from edge_agent.spine.config import MqttConfig
 from edge_agent.spine.keys import DeviceKey, key_id_for, public_raw_b64
 from edge_agent.spine.outbox import gap_body
 from edge_agent.spine.records import GENESIS_PREV, encode, make_record

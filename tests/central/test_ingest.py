@@ -207,7 +207,7 @@ def _unused(_: Any) -> None:
 def test_process__tail_shorter_than_the_signed_checkpoint_is_reported_then_resolved(dsn: str) -> None:
     import json
 
-    from edge_agent.spine.remote.commands import make_checkpoint
+    from edge_agent.spine.checkpoint import make_checkpoint
 
     db, ing, fleet, clock = _setup(dsn, 1)
     try:
