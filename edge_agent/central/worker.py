@@ -16,7 +16,7 @@ from paho.mqtt.properties import Properties
 from edge_agent.central.db import Database, open_db
 from edge_agent.central.ingest import BatchResult, Ingestor, IngestSettings, Message
 from edge_agent.central.metrics import Metrics
-from edge_agent.settings import MqttConfig
+from edge_agent.spine.config import MqttConfig
 from edge_agent.spine.sync import describe_connect_error, make_client
 
 log = logging.getLogger(__name__)

@@ -247,6 +247,7 @@ def cmd_simulate(args: argparse.Namespace) -> int:
         register_dsn=args.register,
         report_path=args.report,
         records=args.records,
+        name_prefix=args.name_prefix,
     )
 
 
@@ -337,6 +338,7 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
     s.add_argument("--register", metavar="DSN", help="also register the devices' keys in this central database")
     s.add_argument("--seed", default="demo", help="keys derive from it: the same seed registers the same keys")
     s.add_argument("--site", default="sim")
+    s.add_argument("--name-prefix", default="sim", help="devices are named PREFIX-00000, PREFIX-00001, ...")
     s.add_argument(
         "--misbehave",
         action="append",

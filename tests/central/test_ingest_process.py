@@ -158,3 +158,52 @@ def test_ingest__broker_restart_mid_stream_loses_nothing(broker: Broker, sqlite_
             sim.kill()
             sim.wait()
         w.stop()
+
+
+def test_ingest__hostile_input_is_recorded_and_the_worker_keeps_going(
+    broker: Broker, sqlite_dsn: str, tmp_path: Path
+) -> None:
+    from edge_agent.central import queries
+    from edge_agent.central.db import open_db
+    from tests.broker import publish
+
+    w = Worker(broker, sqlite_dsn, tmp_path, "wh", "--replay-window-s", "1", share=None).start()
+    try:
+        rep = tmp_path / "h.json"
+        simulate(broker, sqlite_dsn, rep, "--devices", "2", "--records", "3", "--seed", "hostile")
+        assert wait_until(lambda: stored_count(sqlite_dsn) == 6, 20)
+        db = open_db(sqlite_dsn, migrate=False)
+        try:
+            old = [
+                r[0].encode() for r in db.query("SELECT record FROM records WHERE device = 'sim-00000' ORDER BY seq")
+            ]
+            stored_at = max(float(r[0]) for r in db.query("SELECT ingested_at FROM records"))
+        finally:
+            db.close()
+        publish(broker, "edge/sim/sim-00000/rec/telemetry", [b"{" + b"x" * (10 * 1024 * 1024) + b"}"], client_id="h1")
+        publish(broker, "edge/sim/sim-00000/rec/telemetry", [b"\x00\x01 not json at all"], client_id="h2")
+        publish(broker, "edge/sim/sim-00001/rec/telemetry", old[:1], client_id="h3")  # sim-00000's record, other topic
+        import time
+
+        assert wait_until(lambda: time.time() > stored_at + 1.2, 5)  # past the replay window
+        publish(broker, "edge/sim/sim-00000/rec/telemetry", old, client_id="h4")  # replayed
+        want = ["malformed", "oversize", "replay", "topic_mismatch"]
+        assert wait_until(lambda: sorted(k for _d, k in anomaly_pairs(sqlite_dsn)) == want, 20), anomaly_pairs(
+            sqlite_dsn
+        )
+        # Still working: new devices' records go in, and an unregistered device's are refused.
+        simulate(broker, sqlite_dsn, tmp_path / "h2.json", "--devices", "2", "--records", "2", "--name-prefix", "late")
+        simulate(broker, None, tmp_path / "h3.json", "--devices", "1", "--records", "2", "--name-prefix", "ghost")
+        assert wait_until(lambda: stored_count(sqlite_dsn) == 6 + 4, 20)
+        assert wait_until(lambda: ("ghost-00000", "unknown_device") in anomaly_pairs(sqlite_dsn), 20)
+        db = open_db(sqlite_dsn, migrate=False)
+        try:
+            big = queries.anomalies(db, kind="oversize")[0]
+            unknown = queries.anomalies(db, kind="unknown_device")
+        finally:
+            db.close()
+        assert big["evidence"]["size"] == 10 * 1024 * 1024 + 2 and "head" not in big["evidence"]
+        assert [a["device"] for a in unknown] == ["ghost-00000"] and unknown[0]["count"] == 2
+        assert w.alive
+    finally:
+        assert w.stop() == 0
