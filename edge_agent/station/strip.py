@@ -14,15 +14,16 @@ REMEDIES = {
 }
 
 
-def _item(name: str, state: str, text: str, remedy: str = "") -> dict[str, str]:
-    return {"name": name, "state": state, "text": text, "remedy": remedy if state != "ok" else ""}
+def _item(name: str, state: str, text: str, remedy: str = "", detail: str = "") -> dict[str, str]:
+    return {"name": name, "state": state, "text": text, "remedy": remedy if state != "ok" else "", "detail": detail}
 
 
 def _driver(name: str, kind: str, st: dict[str, Any]) -> dict[str, str]:
     if st.get("connected"):
         return _item(name, "ok", "connected")
-    err = str(st.get("last_error") or "not connected")
-    return _item(name, "bad", err[:120], REMEDIES.get(kind, REMEDIES["device"]))
+    # The driver's own error (a port path, errno) goes in the tooltip; the strip says it short.
+    err = str(st.get("last_error") or "")
+    return _item(name, "bad", "not connected", REMEDIES.get(kind, REMEDIES["device"]), err[:200])
 
 
 def build_strip(  # noqa: PLR0912 - one branch per profile and device kind reads best here

@@ -181,9 +181,10 @@ def test_strip__red_with_the_remedy_when_a_device_or_the_broker_is_gone() -> Non
     items = {i["name"]: i for i in strip["items"]}
     assert strip["state"] == "bad"
     assert items["Broker"]["state"] == "bad" and "mqtt.url" in items["Broker"]["remedy"]
-    assert items["Scanner"]["state"] == "bad" and items["Scanner"]["text"] == "/dev/ttyACM0: no such device"
+    assert items["Scanner"]["state"] == "bad" and items["Scanner"]["text"] == "not connected"
+    assert items["Scanner"]["detail"] == "/dev/ttyACM0: no such device"
     assert "plug the scanner in" in items["Scanner"]["remedy"]
-    assert items["Camera"] == {"name": "Camera", "state": "ok", "text": "connected", "remedy": ""}
+    assert items["Camera"] == {"name": "Camera", "state": "ok", "text": "connected", "remedy": "", "detail": ""}
     assert items["Outbox"]["text"] == "12 to send"
     truck = build_strip(
         "truck",
