@@ -521,7 +521,7 @@ def main() -> int:
     ap.add_argument("--tiers", default=",".join(TIERS), help="comma list of clean, typical, hard")
     ap.add_argument("--engines", default=",".join(ENGINES), help="comma list of ours, stock, tesseract")
     ap.add_argument("--memory", type=int, default=0, help="also run this many distinct photos in one process (500)")
-    ap.add_argument("--memory-engines", default="ours,stock", help="engines for --memory (default ours,stock)")
+    ap.add_argument("--memory-engines", default="ours", help="engines for --memory (default ours)")
     ap.add_argument("--barcodes", action="store_true", help="also compare zxing-cpp alone with edge-agent ocr")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)

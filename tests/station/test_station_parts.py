@@ -28,6 +28,9 @@ def _cfg(station: dict[str, Any]) -> Any:
 def test_station_config__defaults_are_loopback_without_sign_in() -> None:
     st = _cfg({}).bench.station
     assert st.listen == "127.0.0.1" and not st.sign_in_required and st.url == "http://127.0.0.1:8480/"
+    assert st.enabled_for("bench") and not st.enabled_for("truck") and not st.enabled_for("sensors")
+    on = _cfg({"enabled": True}).bench.station
+    assert on.enabled_for("truck") and not _cfg({"enabled": False}).bench.station.enabled_for("bench")
 
 
 def test_station_config__lan_listen_needs_an_operators_file(tmp_path: Path) -> None:
@@ -193,3 +196,4 @@ def test_strip__red_with_the_remedy_when_a_device_or_the_broker_is_gone() -> Non
         0,
     )
     assert truck["state"] == "ok" and [i["name"] for i in truck["items"]] == ["Broker", "Outbox", "gps"]
+    assert truck["devices"] == [{"name": "gps", "connected": True}] and truck["summary"] == {"records": 4}
