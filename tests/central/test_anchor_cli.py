@@ -119,7 +119,11 @@ def test_cli__verify_proof_with_a_device_key_file(tmp_path: Path, setup: tuple[s
     dsn, address, key = setup
     assert cli("anchor", "--db", dsn, "--rpc", rpc.url, "--contract", address, "--key", key).returncode == 0
     proof = tmp_path / "proof.json"
-    assert cli("prove", "--db", dsn, "--device", "sensor-9", "--seq", "5", "--out", str(proof)).returncode == 0
+    assert (
+        cli("prove", "--db", dsn, "--device", "sensor-9", "--seq", "5", "--out", str(proof), "--compact").returncode
+        == 0
+    )
+    assert len(proof.read_text().splitlines()) == 1
     from edge_agent.spine.keys import load_key, public_pem
 
     right, wrong = tmp_path / "right.pem", tmp_path / "wrong.pem"
