@@ -197,3 +197,48 @@ def test_strip__red_with_the_remedy_when_a_device_or_the_broker_is_gone() -> Non
     )
     assert truck["state"] == "ok" and [i["name"] for i in truck["items"]] == ["Broker", "Outbox", "gps"]
     assert truck["devices"] == [{"name": "gps", "connected": True}] and truck["summary"] == {"records": 4}
+
+
+def test_station_server__tls_serves_https_with_secure_cookies_and_stops_with_the_event(
+    tmp_path: Path, broker_pki: Any
+) -> None:
+    import http.client
+    import socket
+    import ssl
+    import threading
+
+    from edge_agent.spine.outbox import Outbox
+    from edge_agent.station.config import StationConfig
+    from edge_agent.station.server import Station, StationDeps
+
+    Outbox.open_checked(tmp_path / "outbox.db")[0].close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    cfg = StationConfig(port=port, tls_cert=broker_pki.server_pem, tls_key=broker_pki.server_key)
+    stop = threading.Event()
+    station = Station(
+        StationDeps(cfg, "b1", "bench", tmp_path / "outbox.db", LEVELS, None, lambda: {"broker": {}}, stop)
+    )
+    station.start()
+    try:
+        assert station.url == f"https://127.0.0.1:{port}/"
+        ctx = ssl.create_default_context(cafile=str(broker_pki.ca_pem))
+        ctx.check_hostname = False  # the test server certificate names localhost; the chain is what matters
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+        conn.request("GET", "/")
+        r = conn.getresponse()
+        r.read()
+        conn.close()
+        assert r.status == 200
+        cookie = r.getheader("set-cookie") or ""
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        assert r.getheader("strict-transport-security") == "max-age=31536000"
+        plain = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        with pytest.raises((http.client.HTTPException, OSError)):
+            plain.request("GET", "/")
+            plain.getresponse().read()
+    finally:
+        stop.set()
+        station.stop()
+    assert not station.running, "the stop event ends the station"
