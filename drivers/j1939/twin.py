@@ -24,7 +24,8 @@ from dataclasses import dataclass
 from edge_agent.drivers.ptytwin import PtyTwin
 
 DEFAULT_VIN = "LFWSRXSJ9M1A00417"  # 17 characters, a made-up FAW-style VIN (WMI LFW)
-ENGINE, CAB = 0x00, 0x31  # source addresses: engine #1 and a cab controller (which also sends CCVS)
+ENGINE = 0x00  # source address of engine #1
+ACCEL_S = 30.0  # seconds a leg takes to reach its speed
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,18 +95,29 @@ class J1939Twin(PtyTwin):
         return (time.monotonic() - self._t0) * self.time_scale
 
     def state(self, t_s: float) -> BusState:
-        """Speed, and distance and fuel integrated exactly over the legs (piecewise linear speed)."""
+        """Speed, and distance and fuel integrated exactly over the legs.
+
+        Each leg changes speed linearly over its first ACCEL_S seconds (a truck's 0-72 km/h takes
+        about that), then holds it.
+        """
         speed, dist_km, fuel_l, prev = 0.0, 0.0, 0.0, 0.0
         left = t_s
         for leg in self.route:
-            dt = min(left, leg.duration_s)
-            frac = dt / leg.duration_s if leg.duration_s else 1.0
-            end_speed = prev + (leg.speed_kmh - prev) * frac
-            mean = (prev + end_speed) / 2
-            dist_km += mean * dt / 3600
-            fuel_l += (self.idle_lph + self.lph_per_kmh * mean) * dt / 3600
-            speed, prev = end_speed, leg.speed_kmh if dt == leg.duration_s else end_speed
-            left -= dt
+            ramp_s = min(ACCEL_S, leg.duration_s)
+            for seg_s, v0, v1 in (
+                (ramp_s, prev, leg.speed_kmh),
+                (leg.duration_s - ramp_s, leg.speed_kmh, leg.speed_kmh),
+            ):
+                dt = min(left, seg_s)
+                if dt <= 0:
+                    continue
+                v_end = v0 + (v1 - v0) * (dt / seg_s)
+                mean = (v0 + v_end) / 2
+                dist_km += mean * dt / 3600
+                fuel_l += (self.idle_lph + self.lph_per_kmh * mean) * dt / 3600
+                speed = v_end
+                left -= dt
+            prev = leg.speed_kmh
             if left <= 0:
                 break
         else:  # after the route: parked, engine idling
@@ -136,11 +148,13 @@ class J1939Twin(PtyTwin):
                     self._command(line.decode("ascii", "replace"))
             if self.open_mode is None:
                 continue
-            now_s = self.truck_s()
+            # Frames go out at the real broadcast rates whatever time_scale is: only the truck's
+            # clock (its speed, distance, fuel) runs faster.
+            now_s = time.monotonic() - self._t0
             for i, (period_s, build) in enumerate(schedule):
                 if now_s >= due[i]:
                     due[i] = now_s + period_s
-                    for can_id, data in build(self.state(now_s)):
+                    for can_id, data in build(self.state(self.truck_s())):
                         self._put(can_id, data)
 
     def _command(self, line: str) -> None:
