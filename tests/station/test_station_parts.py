@@ -148,7 +148,27 @@ def test_verdict_view__kinds_levels_and_plain_reasons() -> None:
     v = verdict_view(
         _body(quality=glare, review_reasons=[{"code": "image_quality", "field": None, "message": "x"}]), LEVELS
     )
-    assert v["kind"] == "retake" and v["retake"] == glare["reasons"] and v["reasons"] == []
+    assert v["kind"] == "retake" and v["retake"] == glare["reasons"] and v["reasons"] == [], (
+        "a body from before `retake`"
+    )
+    cause = "glare over 12% of the label: tilt the slip or the lamp"
+    missing = [{"code": "missing_field", "field": f, "message": f"{f}: not found"} for f in ("sku", "quantity")]
+    mismatch = {"code": "order_mismatch", "field": "order_no", "message": "order_no differs between sources"}
+    v = verdict_view(
+        _body(
+            retake=[{"field": "sku", "cause": cause}, {"field": "quantity", "cause": cause}],
+            review_reasons=[*missing, mismatch],
+        ),
+        LEVELS,
+    )
+    assert v["kind"] == "retake" and v["retake"] == [f"{cause} (SKU, Quantity)"]
+    assert v["reasons"] == ["Order: scan, barcode and slip disagree"]
+    assert {f["name"] for f in v["fields"] if f["doubtful"]} == {"sku", "quantity", "order_no"}
+    faint = [{"field": "sku", "cause": "nothing wrong with the photo was measured: the print may be faint"}]
+    v = verdict_view(_body(retake=faint, review_reasons=missing[:1]), LEVELS)
+    assert v["kind"] == "review" and v["retake"] == [] and v["reasons"] == ["SKU: not found on the slip"]
+    blank = [{"field": None, "cause": "no slip in the photo: put the slip under the camera"}]
+    assert verdict_view(_body(retake=blank), LEVELS)["retake"] == [blank[0]["cause"]]
     v = verdict_view(_body(human_reviewed=True, decision="corrected", reviewer="li.lei"), LEVELS)
     assert v["kind"] == "reviewed" and {f["level"] for f in v["fields"]} == {"high", "missing"}
     assert verdict_view(_body(human_reviewed=True, decision="rejected"), LEVELS)["kind"] == "rejected"
