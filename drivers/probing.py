@@ -54,28 +54,32 @@ class Recogniser:
 def _recognisers() -> dict[str, Recogniser]:
     # Imported here: each kind's probe module is small and pure, but the scan is the only user.
     from edge_agent.drivers.elm327.probe import RECOGNISER as ELM327
+    from edge_agent.drivers.j1939.probe import RECOGNISER as SLCAN
     from edge_agent.drivers.modbus.probe import RECOGNISER as MODBUS
     from edge_agent.drivers.nmea.probe import RECOGNISER as NMEA
     from edge_agent.drivers.scale.probe import RECOGNISER as MT_SICS
 
-    return {r.protocol: r for r in (NMEA, ELM327, MT_SICS, MODBUS)}
+    return {r.protocol: r for r in (NMEA, ELM327, MT_SICS, MODBUS, SLCAN)}
 
 
 # (protocol, baud) in the order tried. Listening for NMEA comes first because it sends nothing
 # to the device. Baud rates are each device family's usual defaults: NMEA 0183 4800 (standard)
 # or 9600 (most USB receivers); ELM327 38400 (v1.x default) or 9600 (many clones); MT-SICS
-# 9600; Modbus RTU 9600, 19200 (the spec's default) or 2400 (Eastron SDM120 factory setting).
+# 9600; Modbus RTU 9600, 19200 (the spec's default) or 2400 (Eastron SDM120 factory setting);
+# slcan CAN adapters (CANable, USBtin) are USB CDC devices that ignore the baud rate: asked with `V`
+# (version), which leaves the CAN channel closed.
 DEFAULT_PLAN: tuple[tuple[str, int], ...] = (
     ("nmea", 9600),
     ("elm327", 9600),
     ("mt-sics", 9600),
     ("modbus", 9600),
+    ("slcan", 9600),
     ("nmea", 4800),
     ("elm327", 38400),
     ("modbus", 19200),
     ("modbus", 2400),
 )
-PROTOCOLS = ("nmea", "elm327", "mt-sics", "modbus")
+PROTOCOLS = ("nmea", "elm327", "mt-sics", "modbus", "slcan")
 
 
 def exchange(port: Any, request: bytes, timeout_s: float, classify: Callable[[bytes], str | None]) -> str | None:

@@ -100,3 +100,46 @@ class Frame:
     image: object
     source: str
     path: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleValue:
+    """A named value from the vehicle bus: a counter (total fuel, distance, engine hours, energy) or a gauge.
+
+    Quantities the truck pipeline knows: total_fuel_l, total_fuel_hr_l, total_distance_km,
+    total_distance_hr_km, engine_hours_h, engine_speed_rpm, soc_pct, energy_used_kwh, energy_charged_kwh.
+    """
+
+    t_mono: float
+    t_utc: datetime
+    quantity: str
+    value: float
+    unit: str
+    resolution: float  # one count of the source, in `unit` (0.5 L for LFC, 0.001 L for HRLFC)
+    source: str  # e.g. "j1939:LFC1/SA0"
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class VehicleId:
+    """The vehicle identification number as the vehicle sends it (J1939 VI, PGN 65260)."""
+
+    t_mono: float
+    t_utc: datetime
+    vin: str
+    source: str
+    raw: str
+
+
+@dataclass(frozen=True, slots=True)
+class ActiveFaults:
+    """Active diagnostic trouble codes of one ECU (J1939 DM1): (SPN, FMI, occurrences) each."""
+
+    t_mono: float
+    t_utc: datetime
+    source_address: int
+    amber_warning: bool
+    red_stop: bool
+    mil: bool
+    dtcs: tuple[tuple[int, int, int], ...]
+    raw: str

@@ -35,6 +35,7 @@ class DriverKind:
 DRIVER_KINDS: dict[str, DriverKind] = {
     "nmea": DriverKind("nmea", "NmeaConfig", "NmeaDriver", "NMEA 0183 GPS receiver"),
     "elm327": DriverKind("elm327", "Elm327Config", "Elm327Driver", "ELM327 OBD-II adapter"),
+    "j1939": DriverKind("j1939", "J1939Config", "J1939Driver", "SAE J1939 CAN bus (SocketCAN or slcan)"),
     "lls": DriverKind("lls", "LlsConfig", "LlsDriver", "Omnicomm LLS fuel level sensor"),
     "scale": DriverKind("scale", "ScaleConfig", "ScaleDriver", "scale or axle-load indicator"),
     "modbus": DriverKind("modbus", "ModbusMeterConfig", "ModbusMeterDriver", "Modbus RTU meter"),

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import contextlib
+import fcntl
+import importlib
 import json
 import logging
 import os
@@ -12,25 +14,32 @@ import signal
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
 from typing import Any
 
 from edge_agent import __version__
-from edge_agent.errors import ConfigError, EdgeAgentError
+from edge_agent.errors import ConfigError, EdgeAgentError, KeyError_
+from edge_agent.files import atomic_write
 from edge_agent.service import Service, ServiceContext
-from edge_agent.settings import AgentConfig, atomic_write, load_config
+from edge_agent.settings import AgentConfig, load_config, patch_text
 from edge_agent.spine.chain import ChainWriter
-from edge_agent.spine.clock import Clock
-from edge_agent.spine.keys import load_key
+from edge_agent.spine.clock import Clock, format_ts
+from edge_agent.spine.config import RESTART_ONLY_KEYS, SpineConfig
+from edge_agent.spine.keys import DeviceKey, load_key
 from edge_agent.spine.outbox import Outbox
-from edge_agent.spine.sync import MqttSync
+from edge_agent.spine.remote.message import CommandRefused, load_trusted_strict, short
+from edge_agent.spine.sync import MqttSync, probe_connect
 
 log = logging.getLogger(__name__)
 
 RUNTIME_FILE = "runtime.json"
+LOCK_FILE = "agent.lock"
+# How long a patch_config waits to see new broker settings connect before rolling back.
+PROVE_CONNECT_S = 10.0
 STALE_HEARTBEAT_S = 15.0
 
 
@@ -48,19 +57,59 @@ def sd_notify(message: str) -> bool:
     return False
 
 
+def _bench_replace_manifest(cfg: AgentConfig, args: Mapping[str, Any]) -> dict[str, Any]:
+    import base64
+    import binascii
+
+    from edge_agent.pipelines.bench.manifest import replace_manifest
+
+    try:
+        data = base64.b64decode(str(args.get("data_b64", "")), validate=True)
+    except binascii.Error:
+        raise CommandRefused("bad_args", "replace_manifest: data_b64 is not valid base64") from None
+    try:
+        manifest = replace_manifest(cfg.state_dir, data)
+    except EdgeAgentError as exc:
+        raise CommandRefused("bad_args", short(str(exc), 400)) from None
+    return {"orders": len(manifest.orders), "sha256": manifest.sha256, "bytes": len(data)}
+
+
+PipelineCommand = Callable[[AgentConfig, Mapping[str, Any]], dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """One row of PROFILES: everything the composition root knows about a profile."""
+
+    section: str  # its config section in AgentConfig
+    service: str  # "module:Class" of its pipeline service, imported only when that profile runs
+    cli: str | None  # the CLI module that registers its command group
+    doctor: str | None  # the doctor check for its devices, by name in cli/doctor.py
+    commands: dict[str, PipelineCommand] = field(default_factory=dict)  # remote commands its pipeline handles
+
+
+PROFILES: dict[str, Profile] = {
+    "bench": Profile(
+        "bench",
+        "edge_agent.pipelines.bench.service:BenchService",
+        "edge_agent.cli.bench",
+        "bench",
+        {"replace_manifest": _bench_replace_manifest},
+    ),
+    "truck": Profile(
+        "telematics", "edge_agent.pipelines.truck.service:TelematicsService", "edge_agent.cli.truck", "truck"
+    ),
+    "sensors": Profile(
+        "sensors", "edge_agent.pipelines.sensors.service:SensorsService", "edge_agent.cli.sensors", "sensors"
+    ),
+}
+
+
 def make_service(cfg: AgentConfig) -> Service:
     """The pipeline for the configured profile (imported here so a truck never loads OCR)."""
-    if cfg.profile == "bench":
-        from edge_agent.pipelines.bench.service import BenchService
-
-        return BenchService()
-    if cfg.profile == "truck":
-        from edge_agent.pipelines.truck.service import TelematicsService
-
-        return TelematicsService()
-    from edge_agent.pipelines.sensors.service import SensorsService
-
-    return SensorsService()
+    module, _, cls = PROFILES[cfg.profile].service.partition(":")
+    factory: Callable[[], Service] = getattr(importlib.import_module(module), cls)
+    return factory()
 
 
 def cpu_temp_c() -> float | None:
@@ -78,12 +127,19 @@ def rss_mb() -> float:
 
 
 class Agent:
-    """One running agent: chain writer, MQTT sync, the profile's service, health, watchdog, signals."""
+    """One running agent: chain writer, MQTT sync, the profile's service, health, watchdog, signals.
+
+    It is also the command processor's host (spine.remote.processor.CommandHost): the processor
+    asks it for exactly what a command needs, and nothing else of the agent.
+    """
 
     def __init__(self, cfg: AgentConfig, *, config_path: Path | None = None) -> None:
         self.cfg = cfg
         self.config_path = config_path or cfg.source
+        # Set once, never cleared: SIGTERM/SIGINT, or a failed start. Each pipeline run has its own
+        # event (`_run_stop`) chained to this one, so a reload can stop one run without losing a stop.
         self.stop_event = threading.Event()
+        self._run_stop = threading.Event()
         self._reload = threading.Event()
         self._reload_lock = threading.Lock()  # SIGHUP and a patch_config command may both reload
         self.clock = Clock()
@@ -92,16 +148,21 @@ class Agent:
         self.writer: ChainWriter | None = None
         self.sync: MqttSync | None = None
         self.service: Service | None = None
+        self.ctx: ServiceContext | None = None
         self.outbox: Outbox | None = None
         self._read_outbox: Outbox | None = None
+        self.commands: Any = None
         self.command_handler: Callable[[str, bytes], None] | None = None
+        self._lock_fd: int | None = None
+        self.station: Any = None  # edge_agent.station.server.Station, when [bench.station] is on
 
     # ------------------------------------------------------------ running
     def run(self) -> int:
         cfg = self.cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        self._lock_fd = acquire_lock(cfg.state_dir)
         key = load_key(cfg.key_path)
-        self.outbox, corrupt_gap = Outbox.open_checked(cfg.db_path)
+        self.outbox, startup_gap = Outbox.open_checked(cfg.db_path)
         self.sync = MqttSync(cfg, cfg.db_path, on_command=self._on_command)
         self.writer = ChainWriter(
             self.outbox,
@@ -110,30 +171,24 @@ class Agent:
             clock=self.clock,
             max_bytes=int(cfg.outbox.max_mb * 1024 * 1024),
             batch_max=cfg.outbox.batch_max,
-            on_commit=self.sync.notify,
+            on_commit=self._on_commit,
         )
         self._install_signals()
         self.writer.start()
-        if corrupt_gap is not None:
-            self.writer.emit("gap", corrupt_gap)
+        if startup_gap is not None:
+            self.writer.emit("gap", startup_gap)
         self._setup_commands(key)
         self.sync.start()
         self.service = make_service(cfg)
-        ctx = ServiceContext(
-            config=cfg,
-            emit=self.writer.emit,
-            clock=self.clock,
-            state_dir=cfg.state_dir,
-            stop=self.stop_event,
-        )
-        self.ctx = ctx
+        self.ctx = self._new_context()
         try:
-            self.service.start(ctx)
+            self.service.start(self.ctx)
         except (EdgeAgentError, OSError, ValueError) as exc:
             log.error("cannot start the %s pipeline: %s", cfg.profile, exc)
             self._shutdown()
             return 1
         self.writer.emit("event", {"event": "agent_started", "version": __version__, "profile": cfg.profile})
+        self._start_station()
         log.info(
             "edge-agent %s running: device %s, site %s, profile %s, key %s",
             __version__,
@@ -147,12 +202,31 @@ class Agent:
         self._shutdown()
         return 0
 
+    def _new_context(self) -> ServiceContext:
+        """A context for one pipeline run, with its own stop event (set when the agent stops, too)."""
+        if self.writer is None:
+            raise RuntimeError("the chain writer must run before a pipeline starts")
+        run_stop = threading.Event()
+        self._run_stop = run_stop
+        if self.stop_event.is_set():  # a stop that came while this run was being made
+            run_stop.set()
+        return ServiceContext(
+            config=self.cfg, emit=self.writer.emit, clock=self.clock, state_dir=self.cfg.state_dir, stop=run_stop
+        )
+
+    def request_stop(self) -> None:
+        """Stop the agent: the agent's event first, then the running pipeline's."""
+        self.stop_event.set()
+        self._run_stop.set()
+
     def _loop(self) -> None:
-        next_health = time.monotonic() + (self.cfg.health.interval_s or float("inf"))
-        next_prune = time.monotonic() + 60
+        now = time.monotonic()
+        next_health = now + (self.cfg.health.interval_s or float("inf"))
+        next_prune = now + 60
         next_status = 0.0
-        next_checkpoint = time.monotonic() + (self.cfg.checkpoint.interval_s or float("inf"))
-        while not self.stop_event.wait(0.5):
+        next_checkpoint = now + (self.cfg.checkpoint.interval_s or float("inf"))
+        wait_s = 0.0
+        while not self.stop_event.wait(wait_s):
             now = time.monotonic()
             if self._reload.is_set():
                 self._reload.clear()
@@ -160,7 +234,8 @@ class Agent:
                     next_health = now + (self.cfg.health.interval_s or float("inf"))
                     next_checkpoint = now + (self.cfg.checkpoint.interval_s or float("inf"))
             if self.cfg.health.interval_s and now >= next_health:
-                next_health = now + self.cfg.health.interval_s
+                # From the due time, not from now: a late tick does not stretch the interval.
+                next_health = max(next_health + self.cfg.health.interval_s, now)
                 self.emit_health()
             if now >= next_checkpoint and self.cfg.checkpoint.interval_s:
                 next_checkpoint = now + self.cfg.checkpoint.interval_s
@@ -168,13 +243,15 @@ class Agent:
             if now >= next_prune:
                 next_prune = now + 600
                 self._prune()
-            stale = self.stale_stages()
-            if not stale:
-                sd_notify("WATCHDOG=1")
             if now >= next_status:
-                next_status = now + 10
+                next_status = now + 0.5
+                stale = self.stale_stages()
+                if not stale:
+                    sd_notify("WATCHDOG=1")
                 sd_notify("STATUS=" + self.status_line(stale))
-            self._write_runtime()
+                self._write_runtime()
+            # Wake for the next health record when it is due sooner than the housekeeping tick.
+            wait_s = max(0.0, min(next_status, next_health) - time.monotonic())
 
     def status_line(self, stale: list[str]) -> str:
         """One line for `systemctl status`: broker, outbox depth, stuck stages."""
@@ -206,10 +283,12 @@ class Agent:
     def _shutdown(self) -> None:
         sd_notify("STOPPING=1\nSTATUS=stopping")
         log.info("stopping: producers first, then flushing the outbox")
-        self.stop_event.set()
+        self.request_stop()
         if self.service is not None:
             with contextlib.suppress(Exception):
                 self.service.stop()
+        if self.station is not None:
+            self.station.stop()
         if self.writer is not None:
             if self.cfg.checkpoint.interval_s:
                 self.publish_checkpoint()
@@ -222,13 +301,36 @@ class Agent:
         for ob in (self.outbox, self._read_outbox):
             if ob is not None:
                 ob.close()
+        if self._lock_fd is not None:
+            os.close(self._lock_fd)
+            self._lock_fd = None
         log.info("stopped")
+
+    # ------------------------------------------------------------ the operator station (edge_agent/station)
+    def _on_commit(self, head_seq: int) -> None:
+        """The chain writer's commit hook: wake the MQTT publisher, then any open station page."""
+        if self.sync is not None:
+            self.sync.notify(head_seq)
+        if self.station is not None:
+            self.station.notify(head_seq)
+
+    def _start_station(self) -> None:
+        from edge_agent.station.server import start_station
+
+        def status() -> dict[str, Any]:
+            sync, service = self.sync, self.service
+            broker = {"connected": bool(sync and sync.connected.is_set()), "error": sync.last_error if sync else None}
+            return {"broker": broker, "pipeline": service.status() if service is not None else {}}
+
+        self.station = start_station(self.cfg, status, self.stop_event, self.service)
+        if self.station is not None:
+            self._write_runtime()
 
     # ------------------------------------------------------------ signals and reload
     def _install_signals(self) -> None:
         def on_stop(signum: int, _frame: FrameType | None) -> None:
             log.info("received %s", signal.Signals(signum).name)
-            self.stop_event.set()
+            self.request_stop()
 
         def on_hup(_signum: int, _frame: FrameType | None) -> None:
             self._reload.set()
@@ -252,6 +354,8 @@ class Agent:
         except ConfigError as exc:
             for line in exc.problems:
                 log.error("SIGHUP: new config refused, keeping the running one: %s", line)
+            # Central (and whoever waits on the outbox) learns of it too, not only the journal.
+            self.emit("event", {"event": "config_refused", "problems": [short(p, 200) for p in exc.problems[:10]]})
             sd_notify("READY=1")
             return False
         if new.device != self.cfg.device or new.state_dir != self.cfg.state_dir or new.profile != self.cfg.profile:
@@ -265,7 +369,7 @@ class Agent:
         ):
             self._restart_pipeline(old)
         if self.writer is not None:
-            self.writer.max_bytes = int(new.outbox.max_mb * 1024 * 1024)
+            self.writer.set_bound(int(new.outbox.max_mb * 1024 * 1024))
         logging.getLogger().setLevel(new.log.level)
         log.info("SIGHUP: config reloaded from %s", self.config_path)
         if self.writer is not None:
@@ -274,8 +378,9 @@ class Agent:
         return True
 
     def _restart_pipeline(self, old: AgentConfig) -> None:
-        if self.writer is None:
+        if self.writer is None or self.stop_event.is_set():
             return
+        self._run_stop.set()  # this run only; the agent's stop event is never cleared
         if self.service is not None:
             try:
                 self.service.stop()
@@ -285,14 +390,14 @@ class Agent:
             if self.sync is not None:
                 self.sync.stop(flush_timeout_s=2)
             self.sync = MqttSync(self.cfg, self.cfg.db_path, on_command=self._on_command)
-            self.writer.on_commit = self.sync.notify
             self.sync.start()
-        self.stop_event.clear()
+        if self.stop_event.is_set():
+            return  # SIGTERM came while the old run stopped: do not start a new one
         self.service = make_service(self.cfg)
-        self.ctx = ServiceContext(
-            config=self.cfg, emit=self.writer.emit, clock=self.clock, state_dir=self.cfg.state_dir, stop=self.stop_event
-        )
+        self.ctx = self._new_context()
         self.service.start(self.ctx)
+        if self.station is not None and hasattr(self.service, "scan_tap"):
+            self.service.scan_tap = self.station.take_scan  # the new bench hands focused-field scans on too
         log.info("pipeline restarted with the new config%s", " (and MQTT)" if new_mqtt else "")
 
     # ------------------------------------------------------------ health
@@ -327,22 +432,22 @@ class Agent:
         if self.writer is not None:
             self.writer.emit("health", self.health_body())
 
-    def publish_checkpoint(self) -> None:
+    def publish_checkpoint(self) -> dict[str, Any] | None:
         """Retained, signed chain head so central can tell a truncated tail from a quiet device."""
-        if self.writer is None or self.sync is None:
-            return
-        from edge_agent.spine.remote.commands import publish_checkpoint
+        if self.writer is None:
+            return None
+        from edge_agent.spine.checkpoint import publish_checkpoint
 
         try:
-            publish_checkpoint(self)
+            t, _ = self.clock.now()
+            return publish_checkpoint(self.cfg, self.writer.key, self.sync, format_ts(t))
         except Exception as exc:  # noqa: BLE001 - a checkpoint must never stop the agent
             log.warning("checkpoint not published: %s", exc)
+            return None
 
     def _prune(self) -> None:
-        with contextlib.suppress(Exception):
-            ob = Outbox(self.cfg.db_path)
+        with contextlib.suppress(Exception), Outbox(self.cfg.db_path) as ob:
             n = ob.prune_delivered(self.cfg.outbox.retention_h * 3600)
-            ob.close()
             if n:
                 log.info("pruned %d delivered record(s) older than %.0f h", n, self.cfg.outbox.retention_h)
 
@@ -357,36 +462,159 @@ class Agent:
             "mqtt_last_error": self.sync.last_error if self.sync else None,
             "writer_last_error": self.writer.last_error if self.writer else None,
             "stale_stages": self.stale_stages() if running else [],
+            "station_url": self.station.url if self.station is not None and running else None,
         }
         with contextlib.suppress(OSError):
             atomic_write(self.cfg.state_dir / RUNTIME_FILE, json.dumps(data).encode(), mode=0o600)
 
-    # ------------------------------------------------------------ commands
-    def _setup_commands(self, key: Any) -> None:
-        try:
-            from edge_agent.spine.remote.commands import CommandProcessor
-        except ImportError:
-            return
-        self.commands = CommandProcessor(self, key)
+    # ------------------------------------------------------------ commands (the CommandHost protocol)
+    def _setup_commands(self, _key: DeviceKey | None = None) -> None:
+        from edge_agent.spine.remote.processor import CommandProcessor
+
+        self.commands = CommandProcessor(self)
         self.command_handler = self.commands.enqueue
 
     def _on_command(self, topic: str, payload: bytes) -> None:
         if self.command_handler is not None:
             self.command_handler(topic, payload)
 
+    def config(self) -> SpineConfig:
+        return self.cfg
+
+    def security_now(self) -> datetime:
+        return self.clock.security_now()
+
+    def ready(self) -> bool:
+        return self.ctx is not None
+
+    def emit(self, kind: str, body: dict[str, Any]) -> None:
+        if self.writer is not None:
+            self.writer.emit(kind, body)
+
+    def flush(self, timeout_s: float) -> bool:
+        return self.writer is not None and self.writer.flush(timeout_s)
+
+    def health(self) -> dict[str, Any]:
+        body = self.health_body()
+        self.emit("health", body)
+        return body
+
+    def rewind(self) -> None:
+        if self.sync is not None:
+            self.sync.rewind()
+
+    def rotate_key(self) -> dict[str, Any]:
+        if self.writer is None:
+            raise CommandRefused("unavailable", "rotate_key: the chain writer is not running")
+        from edge_agent.spine.checkpoint import rotate_device_key
+
+        return rotate_device_key(self.cfg.key_path, self.writer)
+
+    def pipeline_command(self, name: str, args: Mapping[str, Any]) -> dict[str, Any]:
+        handler = PROFILES[self.cfg.profile].commands.get(name)
+        if handler is None:
+            raise CommandRefused("unsupported", f"{name}: not a bench ({self.cfg.profile} profile)")
+        return handler(self.cfg, args)
+
+    def reload_config(self, changes: Mapping[str, Any]) -> dict[str, Any]:
+        """patch_config: prove the new config (keys load, a new broker connects), write it, reload; else roll back."""
+        path = self.config_path
+        if path is None:
+            raise CommandRefused("unavailable", "patch_config: the agent was not started from a config file")
+        path = Path(path)
+        old_text = path.read_text(encoding="utf-8")
+        try:
+            new_text, new_cfg = patch_text(old_text, changes, path, locked=RESTART_ONLY_KEYS)
+        except ConfigError as exc:
+            raise CommandRefused("bad_args", short("; ".join(exc.problems), 400)) from None
+        self._prove(new_cfg, path)
+        atomic_write(path, new_text.encode("utf-8"))
+        error = self._try_reload()
+        if error is None and self.sync is not None and not self.sync.connected.wait(PROVE_CONNECT_S):
+            error = f"MQTT did not connect with the new settings within {PROVE_CONNECT_S:.0f} s"
+        if error is None:
+            log.info("patch_config: applied %d key(s) and reloaded", len(changes))
+            return {"applied": sorted(changes), "rolled_back": False}
+        log.error("patch_config: the agent could not run with the new config (%s); restoring the previous file", error)
+        atomic_write(path, old_text.encode("utf-8"))
+        again = self._try_reload()
+        if again is not None:
+            log.critical("patch_config: reloading the previous config failed too: %s", again)
+        raise RuntimeError(
+            f"new config rejected at reload ({error}); previous config restored"
+            + ("" if again is None else f", but reloading it failed too ({again})")
+        )
+
+    def _prove(self, new: AgentConfig, path: Path) -> None:
+        """Refuse (nothing written) a patch that would cut the device off from central."""
+        if not new.commands.trusted_keys:
+            raise CommandRefused(
+                "bad_args",
+                f"{path}: commands.trusted_keys: a remote patch may not empty it (central would lose the device)",
+            )
+        try:
+            load_trusted_strict(new.commands.trusted_keys)
+        except KeyError_ as exc:
+            raise CommandRefused(
+                "bad_args", short(f"{path}: commands.trusted_keys: {exc} (central would lose the device)", 400)
+            ) from None
+        if new.mqtt != self.cfg.mqtt:
+            err = probe_connect(new.mqtt, f"{new.mqtt.client_id or 'edge-agent'}-probe-{os.getpid()}", PROVE_CONNECT_S)
+            if err is not None:
+                raise CommandRefused(
+                    "bad_args", short(f"new MQTT settings do not connect: {err}; nothing changed", 400)
+                )
+
+    def _try_reload(self) -> str | None:
+        try:
+            ok = self.reload()
+        except Exception as exc:  # noqa: BLE001 - any failure to start the pipeline means roll back
+            return short(f"{type(exc).__name__}: {exc}", 300)
+        return None if ok else "reload refused the file (see the log)"
+
+
+def acquire_lock(state_dir: Path) -> int:
+    """Hold <state_dir>/agent.lock for the agent's life: one agent per state dir; `status` tests it.
+
+    The lock file is empty, so it can be made even on a full disk, and the lock dies with the process.
+    """
+    path = state_dir / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        raise EdgeAgentError(
+            f"another edge-agent already runs on {state_dir} (it holds {path}); stop it first "
+            "(systemctl stop edge-agent)"
+        ) from None
+    return fd
+
+
+def daemon_alive(state_dir: Path) -> bool:
+    """True while an agent holds <state_dir>/agent.lock (true even when it cannot write runtime.json)."""
+    try:
+        fd = os.open(state_dir / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return True
+    finally:
+        os.close(fd)
+    return False
+
 
 def read_runtime(state_dir: Path) -> dict[str, Any] | None:
     """The daemon's last runtime snapshot, with `alive` telling whether its pid still runs."""
+    alive = daemon_alive(state_dir)
     try:
         data: dict[str, Any] = json.loads((state_dir / RUNTIME_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    alive = False
-    if data.get("running"):
-        try:
-            os.kill(int(data["pid"]), 0)
-            alive = True
-        except (OSError, ValueError, KeyError):
-            alive = False
+    except (OSError, ValueError) as exc:
+        if not alive:
+            return None
+        # Running but its snapshot is unreadable (a full disk stops it from being written).
+        data = {"running": True, "runtime_error": f"{state_dir / RUNTIME_FILE}: {exc}"}
     data["alive"] = alive
     return data

@@ -10,8 +10,21 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
+    from datetime import datetime
+
     from edge_agent.settings import AgentConfig
-    from edge_agent.spine.clock import Clock
+
+
+class Clock(Protocol):
+    """The spine's clock as a pipeline sees it (spine.clock.Clock): the time, and GPS fixes fed to it."""
+
+    def now(self) -> tuple[datetime, str]: ...
+
+    def observe_gps(self, gps_utc: datetime) -> None: ...
+
+    @property
+    def gps_skew_s(self) -> float | None: ...
+
 
 # emit(kind, body) queues a record for the one chain writer. It blocks while the
 # writer's queue is full (back-pressure), never drops, and returns at once otherwise.

@@ -484,6 +484,7 @@ def publish(
     client_id: str = "test-publisher",
     user: str | None = None,
     timeout_s: float = 5.0,
+    retain: bool = False,
 ) -> None:
     """Publish each payload at QoS 1 and wait for every PUBACK."""
     client = new_client(client_id)
@@ -492,7 +493,7 @@ def publish(
     try:
         if ack.is_failure:
             raise ConnectionError(f"publisher refused by {broker.url}: {ack.reason_code}")
-        infos = [client.publish(topic, p, qos=1) for p in payloads]
+        infos = [client.publish(topic, p, qos=1, retain=retain) for p in payloads]
         for info in infos:
             info.wait_for_publish(timeout_s)
             if not info.is_published():

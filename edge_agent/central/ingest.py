@@ -504,7 +504,7 @@ class Ingestor:
                     nxt = v + 1
                     if nxt in chain:
                         h, p = chain[nxt]
-                        if p != vhash:
+                        if p != vhash and not self._continues_fork(device, v, p, out):
                             out.anomalies.append(
                                 Anomaly(
                                     device,
@@ -583,12 +583,34 @@ class Ingestor:
                     "DELETE FROM pending WHERE device = ? AND seq = ? AND hash = ?",
                     [(r.device, r.seq, r.hash) for r in recs if r.msg.from_pending],
                 )
+            self._drop_links_explained_by_forks(out)
             self.record_anomalies(out.anomalies, now)
         if out.rotated:
             self.forget_keys(out.rotated)
         return out
 
     # ------------------------------------------------------------ helpers inside the transaction
+    def _drop_links_explained_by_forks(self, out: BatchResult) -> None:
+        """A broken link at n+1 whose prev is the refused side of a fork at n is that fork, reported once."""
+        for a in [a for a in out.anomalies if a.kind == "fork"]:
+            refused = a.evidence.get("hash")
+            nxt = f"broken_link:{a.device}:{(a.seq or 0) + 1}"
+            out.anomalies[:] = [x for x in out.anomalies if not (x.dedupe == nxt and x.evidence.get("prev") == refused)]
+            row = self.db.query_one("SELECT evidence FROM anomalies WHERE dedupe = ?", (nxt,))
+            if row is not None and json.loads(row[0]).get("prev") == refused:
+                self.db.execute("DELETE FROM anomalies WHERE dedupe = ?", (nxt,))
+
+    def _continues_fork(self, device: str, seq: int, prev: str, out: BatchResult) -> bool:
+        """True when `prev` is the hash of the refused side of a fork already reported at `seq`.
+
+        Which of two forked records is stored first depends on arrival order; the chain going on
+        from the other one is the same fork, not a second, unrelated break.
+        """
+        dedupe = f"fork:{device}:{seq}:{prev}"
+        if any(a.dedupe == dedupe for a in out.anomalies):
+            return True
+        return self.db.query_one("SELECT 1 FROM anomalies WHERE dedupe = ?", (dedupe,)) is not None
+
     def _fork(self, r: _Rec, other_hash: str, source: str) -> Anomaly:
         return Anomaly(
             r.device,
@@ -777,6 +799,13 @@ class Ingestor:
                 out.append(Message(topic, kind_text.encode("utf-8"), float(received_at), None, from_pending=True))
         return out
 
+    def releasable(self) -> set[str]:
+        """Devices with parked records whose key has been announced since: feed take_pending() with them."""
+        rows = self.db.query(
+            "SELECT DISTINCT p.device FROM pending p JOIN device_keys k ON k.device = p.device AND k.key_id = p.key_id"
+        )
+        return {str(r[0]) for r in rows}
+
     def sweep(self) -> list[Anomaly]:
         """Holes older than hole_after_s, tails short of a checkpoint, keys never announced; resolve healed holes."""
         now = self.clock()
@@ -821,8 +850,11 @@ class Ingestor:
                         {"head_seq": int(head), "checkpoint_seq": int(cp_seq), "checkpoint": cp_text},
                     )
                 )
+            # A key that has since been announced only means a worker has yet to take its records back.
             for device, key_id, first, count in self.db.query(
-                "SELECT device, key_id, MIN(seq), COUNT(*) FROM pending WHERE received_at < ? GROUP BY device, key_id",
+                "SELECT device, key_id, MIN(seq), COUNT(*) FROM pending p WHERE received_at < ? AND NOT EXISTS"
+                " (SELECT 1 FROM device_keys k WHERE k.device = p.device AND k.key_id = p.key_id)"
+                " GROUP BY device, key_id",
                 (limit,),
             ):
                 found.append(

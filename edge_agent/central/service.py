@@ -13,7 +13,7 @@ from typing import Any
 from edge_agent.central.metrics import Metrics
 from edge_agent.central.simulate import Publisher, build_fleet, run, write_report
 from edge_agent.central.worker import IngestWorker, WorkerSettings
-from edge_agent.settings import MqttConfig
+from edge_agent.spine.config import MqttConfig
 
 log = logging.getLogger(__name__)
 
@@ -66,8 +66,9 @@ def run_simulation(
     register_dsn: str | None,
     report_path: str | None,
     records: int | None = None,
+    name_prefix: str = "sim",
 ) -> int:
-    fleet = build_fleet(devices, seed=seed, site=site, misbehave=misbehave, at_seq=at_seq)
+    fleet = build_fleet(devices, seed=seed, site=site, misbehave=misbehave, at_seq=at_seq, name_prefix=name_prefix)
     if register_dsn:
         import base64
 

@@ -23,8 +23,8 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from edge_agent.settings import MqttConfig
 from edge_agent.spine.clock import format_ts
+from edge_agent.spine.config import MqttConfig
 from edge_agent.spine.keys import DeviceKey, key_id_for, public_raw_b64
 from edge_agent.spine.outbox import gap_body
 from edge_agent.spine.records import GENESIS_PREV, encode, make_record
@@ -57,6 +57,7 @@ class SimDevice:
     keys: list[str] = field(default_factory=list)  # raw base64 public keys, in use order
     late: list[tuple[int, bytes, str]] = field(default_factory=list)  # (publish after seq, payload, kind)
     rotated: bool = False
+    fork_hashes: tuple[str, str] | None = None  # (the record the chain goes on from, the other one)
 
     def make(self, kind: str, body: dict[str, Any], ts: str) -> dict[str, Any]:
         self.seq += 1
@@ -101,13 +102,19 @@ class Outgoing:
 
 
 def build_fleet(
-    n: int, *, seed: str, site: str = "sim", misbehave: dict[str, int] | None = None, at_seq: int = 3
+    n: int,
+    *,
+    seed: str,
+    site: str = "sim",
+    misbehave: dict[str, int] | None = None,
+    at_seq: int = 3,
+    name_prefix: str = "sim",
 ) -> list[SimDevice]:
     """N devices named sim-00000...; the first devices take the requested misbehaviours, one each."""
     fleet = []
     order = [m for m, count in (misbehave or {}).items() for _ in range(count)]
     for i in range(n):
-        name = f"sim-{i:05d}"
+        name = f"{name_prefix}-{i:05d}"
         key = device_key(seed, name)
         dev = SimDevice(name, site, key, misbehave=order[i] if i < len(order) else None, at_seq=at_seq)
         dev.keys.append(public_raw_b64(key.public))
@@ -167,6 +174,7 @@ def step(dev: SimDevice, prefix: str, now: datetime) -> list[Outgoing]:
             key=dev.key,
         )
         dev.late.append((rec["seq"] + 3, encode(other), kind))
+        dev.fork_hashes = (rec["hash"], other["hash"])
     out.append(Outgoing(f"{base}/{kind}", encode(rec)))
     for after, payload, k in list(dev.late):
         if dev.seq >= after:
@@ -193,6 +201,7 @@ def report(fleet: list[SimDevice], published: int) -> dict[str, Any]:
                 "misbehave": d.misbehave,
                 "at_seq": d.at_seq,
                 "head_hash": d.prev,
+                "fork_hashes": d.fork_hashes,
             }
             for d in fleet
         },

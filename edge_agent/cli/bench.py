@@ -16,8 +16,7 @@ from edge_agent.errors import ConfigError, EdgeAgentError
 from edge_agent.pipelines.bench.config import BenchConfig
 from edge_agent.pipelines.bench.fields import load_reasons
 from edge_agent.pipelines.bench.manifest import ManifestError, load_manifest
-from edge_agent.pipelines.bench.normalize import match_reason
-from edge_agent.pipelines.bench.review import ReviewError, ReviewItem, ReviewQueue, queue_path
+from edge_agent.pipelines.bench.review import ReviewError, ReviewItem, ReviewQueue, ReviewRequest, decide, queue_path
 from edge_agent.pipelines.bench.rules_config import FIELD_NAMES
 
 if TYPE_CHECKING:
@@ -47,7 +46,7 @@ def register(subparsers: Any) -> None:
     p.set_defaults(func=cmd_ocr)
 
     r = subparsers.add_parser("review", help="list, show and decide items in the bench's review queue")
-    rsub = r.add_subparsers(dest="review_cmd", required=True, metavar="{list,show,accept,correct}")
+    rsub = r.add_subparsers(dest="review_cmd", required=True, metavar="{list,show,accept,correct,reject}")
     rl = rsub.add_parser("list", help="items waiting for a person (or --status decided|emitted|all)")
     rl.add_argument("--status", choices=("pending", "decided", "emitted", "all"), default="pending")
     rl.add_argument("--json", action="store_true")
@@ -78,6 +77,12 @@ def register(subparsers: Any) -> None:
     rc.add_argument("--reviewer", default=None, help="who decides (default: the login name)")
     add_config_arg(rc)
     rc.set_defaults(func=cmd_review_correct)
+    rj = rsub.add_parser("reject", help="not a return to book: --why 'not a return slip' | 'duplicate' | ...")
+    rj.add_argument("id", type=int)
+    rj.add_argument("--why", required=True, help="why the item is rejected")
+    rj.add_argument("--reviewer", default=None, help="who decides (default: the login name)")
+    add_config_arg(rj)
+    rj.set_defaults(func=cmd_review_reject)
 
 
 # ---------------------------------------------------------------- ocr
@@ -258,18 +263,26 @@ def _reviewer(args: argparse.Namespace) -> str:
     return str(args.reviewer or getpass.getuser())
 
 
-def cmd_review_accept(args: argparse.Namespace) -> int:
+def _decide(args: argparse.Namespace, request: ReviewRequest) -> ReviewItem | int:
+    """Run the shared review implementation; an int is the exit code of a failure already printed."""
+    cfg = load_or_exit(args)
     try:
-        with _queue(args) as q:
-            item = q.accept(args.id, _reviewer(args), args.note)
+        reasons = load_reasons(cfg.bench.validation)
+        with ReviewQueue(queue_path(cfg.state_dir), review_cfg=cfg.bench.review) as q:
+            return decide(q, request, reasons)
     except (ReviewError, OSError) as exc:
         return fail(f"review: {exc}")
+
+
+def cmd_review_accept(args: argparse.Namespace) -> int:
+    item = _decide(args, ReviewRequest(args.id, _reviewer(args), "accept", why=args.note))
+    if isinstance(item, int):
+        return item
     print(f"item {item.id} accepted by {item.reviewer}; the daemon sends its record")
     return EXIT_OK
 
 
 def cmd_review_correct(args: argparse.Namespace) -> int:
-    cfg = load_or_exit(args)
     changes: dict[str, str] = {}
     for pair in args.changes:
         field, sep, value = pair.partition("=")
@@ -279,21 +292,19 @@ def cmd_review_correct(args: argparse.Namespace) -> int:
                 EXIT_FAIL,
             )
         changes[field.strip()] = value
-    if "reason" in changes:
-        reasons = load_reasons(cfg.bench.validation)
-        m = match_reason(changes["reason"], reasons)
-        if m is None or m.ambiguous:
-            return fail(
-                f"review correct: reason: expected one of {', '.join(reasons.canonical)}, got {changes['reason']!r}"
-            )
-        changes["reason"] = m.reason
-    try:
-        with ReviewQueue(queue_path(cfg.state_dir), review_cfg=cfg.bench.review) as q:
-            item = q.correct(args.id, _reviewer(args), changes, args.why)
-    except (ReviewError, OSError) as exc:
-        return fail(f"review: {exc}")
+    item = _decide(args, ReviewRequest(args.id, _reviewer(args), "correct", changes, args.why))
+    if isinstance(item, int):
+        return item
     print(
         f"item {item.id} corrected by {item.reviewer} ({', '.join(item.changes) or 'no change'}); "
         "the daemon sends its record"
     )
+    return EXIT_OK
+
+
+def cmd_review_reject(args: argparse.Namespace) -> int:
+    item = _decide(args, ReviewRequest(args.id, _reviewer(args), "reject", why=args.why))
+    if isinstance(item, int):
+        return item
+    print(f"item {item.id} rejected by {item.reviewer} ({item.why}); the daemon sends its record")
     return EXIT_OK

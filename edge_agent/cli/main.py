@@ -9,12 +9,11 @@ import logging
 import os
 import sqlite3
 import sys
-import threading
-import time
 from pathlib import Path
 from typing import Any
 
 from edge_agent import __version__
+from edge_agent.cli.central import add_mqtt_args
 from edge_agent.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, add_config_arg, fail, load_or_exit
 from edge_agent.errors import ConfigError, EdgeAgentError, KeyError_
 from edge_agent.resources import config_file
@@ -32,7 +31,7 @@ PLUGIN_MODULES = (
     "edge_agent.cli.install",
     "edge_agent.demo.runner",
     "edge_agent.cli.doctor",
-    "edge_agent.spine.remote.commands",
+    "edge_agent.cli.central",
     "edge_agent.cli.central_ingest",
     "edge_agent.cli.central_anchor",
 )
@@ -202,6 +201,8 @@ def status_data(cfg: Any) -> dict[str, Any]:
         data["outbox"] = None
     rt = read_runtime(cfg.state_dir)
     data["daemon"] = "running" if rt and rt.get("alive") else "not running"
+    if rt and rt.get("runtime_error"):
+        data["runtime_error"] = rt["runtime_error"]
     alive = bool(rt and rt.get("alive"))
     data["broker"] = ("connected" if rt and rt.get("mqtt_connected") else "disconnected") if alive else "unknown"
     data["last_error"] = (rt or {}).get("mqtt_last_error") or (rt or {}).get("writer_last_error")
@@ -223,12 +224,13 @@ def cmd_status(args: argparse.Namespace) -> int:
         ob = data["outbox"]
         age = f", oldest {ob['oldest_undelivered_age_s']} s" if ob["oldest_undelivered_age_s"] else ""
         print(f"outbox:        {ob['depth']} undelivered{age}; {ob['stored']} stored ({ob['stored_mb']} MB)")
-        print(f"last delivered: seq {data['last_delivered_seq']}")
+        last = data["last_delivered_seq"]
+        print(f"last delivered: {f'seq {last}' if last else 'none yet'}")
     else:
         print("outbox:        none yet (the agent has not run)")
     if data["stale_stages"]:
         print(f"stuck stages:  {', '.join(data['stale_stages'])}")
-    print(f"last error:    {data['last_error'] or data.get('outbox_error') or '-'}")
+    print(f"last error:    {data['last_error'] or data.get('outbox_error') or data.get('runtime_error') or '-'}")
     return EXIT_OK
 
 
@@ -253,102 +255,67 @@ def cmd_outbox_export(args: argparse.Namespace) -> int:
 # ---------------------------------------------------------------- verify
 
 
-def cmd_verify(args: argparse.Namespace) -> int:
-    from edge_agent.spine.verify import FAIL, Verifier
+def cmd_verify(args: argparse.Namespace) -> int:  # noqa: PLR0912 - one exit per kind of bad input
+    from edge_agent.spine.verify import FAIL, Verifier, check_checkpoint
+    from edge_agent.spine.verify_feed import MqttSource, feed_lines, feed_mqtt
 
     keys = load_public_keys(Path(args.pubkey))  # a KeyError_ becomes one clean line in main()
+    cp: Any = None
+    if args.checkpoint:
+        try:
+            cp = json.loads(Path(args.checkpoint).read_bytes())
+        except OSError as exc:
+            return fail(f"{args.checkpoint}: cannot read: {exc.strerror}")
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            return fail(f"{args.checkpoint}: expected a checkpoint JSON object, got invalid JSON ({exc})")
     if args.mqtt:
-        v = Verifier(keys, strict_order=False)
-        rc = _verify_mqtt(v, args)
-        if rc is not None:
-            return rc
+        from pydantic import ValidationError
+
+        from edge_agent.cli.central import mqtt_config
+
+        v = Verifier(keys, strict_order=False, from_seq=args.from_seq)
+        try:
+            m = mqtt_config(args.mqtt, args)
+        except ValidationError as exc:
+            return fail(f"--mqtt: expected mqtt://host:port or mqtts://host:port ({exc.error_count()} problem(s))")
+        src = MqttSource(
+            m,
+            args.topic,
+            args.client_id or f"edge-verify-{os.getpid()}",
+            count=args.count,
+            idle_s=args.idle,
+            timeout_s=args.timeout,
+        )
+        err = feed_mqtt(v, src)
+        if err is not None:
+            return fail(err)
     else:
-        v = Verifier(keys, strict_order=True)
-        src = args.records
-        if src in (None, "-"):
-            for n, line in enumerate(sys.stdin.buffer, 1):
-                v.add_line(line, f"line {n}: ")
+        v = Verifier(keys, strict_order=True, from_seq=args.from_seq)
+        src_name = args.records
+        if src_name in (None, "-"):
+            feed_lines(v, sys.stdin.buffer, None)
         else:
             try:
-                with open(src, "rb") as f:
-                    for n, line in enumerate(f, 1):
-                        v.add_line(line, f"{src}:{n}: ")
+                with open(src_name, "rb") as f:
+                    feed_lines(v, f, src_name)
             except OSError as exc:
-                return fail(f"{src}: cannot read: {exc.strerror}")
-    for finding in v.finish():
-        if finding.level == FAIL or args.verbose or finding.what in ("signed_gap",):
+                return fail(f"{src_name}: cannot read: {exc.strerror}")
+    v.anchored_start = cp is not None
+    findings = v.finish()
+    if cp is not None:
+        findings = findings + check_checkpoint(v, cp, keys)
+        v.findings[:] = findings
+    for finding in findings:
+        if finding.level == FAIL or args.verbose or finding.what in ("signed_gap", "checkpoint", "start"):
             print(finding.line())
     s = v.summary()
     verdict = "INTACT" if v.ok else "NOT INTACT"
+    tail = f"; checkpoint seq {cp.get('seq')!r}" if isinstance(cp, dict) else ""
     print(
         f"{verdict}: device {s['device']}, {s['unique']} record(s) (seq {s['first_seq']}..{s['last_seq']}), "
-        f"{s['received']} received, {s['failures']} failure(s)"
+        f"{s['received']} received, {s['failures']} failure(s){tail}"
     )
     return EXIT_OK if v.ok and s["unique"] > 0 else EXIT_FAIL
-
-
-def _verify_mqtt(v: Any, args: argparse.Namespace) -> int | None:
-    import paho.mqtt.client as mqtt
-
-    from edge_agent.errors import SyncError
-    from edge_agent.settings import MqttConfig
-    from edge_agent.spine.sync import make_client
-
-    try:
-        m = MqttConfig(
-            url=args.mqtt,
-            ca_file=args.ca_file,
-            cert_file=args.cert_file,
-            key_file=args.key_file,
-            username=args.username,
-            password_file=args.password_file,
-        )
-        client = make_client(m, args.client_id or f"edge-verify-{os.getpid()}")
-    except (SyncError, ValueError) as exc:
-        return fail(str(exc))
-    last_msg = [time.monotonic()]
-    lock = threading.Lock()
-    connected = threading.Event()
-    errors: list[str] = []
-
-    def on_connect(c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
-        if reason.is_failure:
-            errors.append(f"broker refused the connection: {reason}")
-            return
-        c.subscribe(args.topic, qos=1)
-        connected.set()
-
-    def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
-        with lock:
-            last_msg[0] = time.monotonic()
-            v.add_line(bytes(msg.payload), f"{msg.topic}: ")
-
-    client.on_connect = on_connect
-    client.on_message = on_message
-    try:
-        client.connect(m.host, m.port, 30)
-    except OSError as exc:
-        from edge_agent.spine.sync import describe_connect_error
-
-        return fail(describe_connect_error(exc, m))
-    client.loop_start()
-    deadline = time.monotonic() + args.timeout
-    try:
-        while time.monotonic() < deadline:
-            time.sleep(0.1)
-            if errors:
-                return fail(errors[0])
-            with lock:
-                done = args.count and v.received >= args.count
-                idle = connected.is_set() and time.monotonic() - last_msg[0] > args.idle
-            if done or idle:
-                break
-    except KeyboardInterrupt:
-        pass
-    finally:
-        client.disconnect()
-        client.loop_stop()
-    return None
 
 
 # ---------------------------------------------------------------- parser
@@ -426,12 +393,19 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the command ta
     s.add_argument("--count", type=int, default=0, help="stop after this many records")
     s.add_argument("--idle", type=float, default=5.0, help="stop after this many seconds without records")
     s.add_argument("--timeout", type=float, default=300.0, help="stop after this many seconds in all")
-    s.add_argument("--ca-file")
-    s.add_argument("--cert-file")
-    s.add_argument("--key-file")
-    s.add_argument("--username")
-    s.add_argument("--password-file")
+    add_mqtt_args(s)
     s.add_argument("--client-id")
+    s.add_argument(
+        "--checkpoint",
+        metavar="FILE",
+        help="the device's signed checkpoint (retained on .../checkpoint): fail when the stream ends before it",
+    )
+    s.add_argument(
+        "--from-seq",
+        type=int,
+        metavar="SEQ",
+        help="the stream is expected to start at SEQ (records before it were checked earlier)",
+    )
     s.add_argument("--verbose", "-v", action="store_true", help="also print informational findings")
     s.set_defaults(func=cmd_verify)
 
@@ -453,10 +427,18 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         rc: int = args.func(args)
+        sys.stdout.flush()
     except KeyboardInterrupt:
         return 130
     except EdgeAgentError as exc:
         return fail(str(exc))
+    except BrokenPipeError:
+        # `edge-agent ... | head`: the reader left. Quietly, as cat does; stdout goes nowhere now
+        # so the interpreter's own flush at exit does not raise again.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 141
     return rc
 
 

@@ -10,6 +10,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
+from edge_agent.demo.runner import free_port
 from edge_agent.settings import set_value
 
 SLIP_INTERVAL_S = 6.0
@@ -81,6 +82,13 @@ def write_manifest(path: Path, truth: dict[str, dict[str, Any]]) -> None:
             w.writerow([t["order_no"], t["sku"], max(int(t["quantity"]), 1) + 1, t["customer_id"]])
 
 
+def station_url(cfg_path: Path) -> str:
+    """Where the demo's operator station listens (printed so the user can open it)."""
+    from edge_agent.settings import load_config
+
+    return load_config(cfg_path).bench.station.url
+
+
 def setup_bench(cfg_path: Path, work: Path, twins: Any) -> None:
     from edge_agent.drivers.camera.twin import FolderCameraTwin
     from edge_agent.drivers.scanner.twin import ScannerTwin
@@ -99,5 +107,7 @@ def setup_bench(cfg_path: Path, work: Path, twins: Any) -> None:
             f'[bench.scanner]\nkind = "serial"\nport = "{scanner.path}"\n'
         )
     set_value(cfg_path, "bench.validation.manifest", f'"{work / "expected-returns.csv"}"')
+    # The operator station on a free loopback port, so a second demo (or a running bench) does not clash.
+    set_value(cfg_path, "bench.station.port", str(free_port()))
     # The shipped demo slips carry fixed return dates: a window reaching back to the oldest keeps them in it.
     set_value(cfg_path, "bench.validation.return_window_days", str(sample_window_days(truth)))

@@ -182,13 +182,14 @@ def describe(rec: dict[str, Any]) -> str:
     return json.dumps(b, ensure_ascii=False)[:80]
 
 
-def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear down in one place
+def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - start and tear down in one place
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix=f"edge-agent-demo-{args.profile}-"))
     work.mkdir(parents=True, exist_ok=True)
     broker = LocalBroker(work)
     twins = Twins()
     agent: subprocess.Popen[bytes] | None = None
     watcher: Watcher | None = None
+    station: str | None = None
     stop = threading.Event()
     with contextlib.suppress(ValueError):
         signal.signal(signal.SIGTERM, lambda *_: stop.set())
@@ -228,8 +229,12 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
 
         set_value(cfg_path, "health.interval_s", "5")
         set_value(cfg_path, "checkpoint.interval_s", "10")
-        setup = demo_profiles.setup_truck if args.profile == "truck" else demo_profiles.setup_bench
-        setup(cfg_path, work, twins)
+        if args.profile == "truck":
+            demo_profiles.setup_truck(cfg_path, work, twins, bus=args.bus)
+        else:
+            demo_profiles.setup_bench(cfg_path, work, twins)
+        if args.no_station:
+            set_value(cfg_path, "bench.station.enabled", "false")
         pub = work / "device.pub.pem"
         with open(pub, "wb") as f:
             subprocess.run(
@@ -245,6 +250,15 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
             stderr=subprocess.STDOUT,
             start_new_session=True,  # stopped by us with SIGTERM, never by the terminal's Ctrl-C
         )
+        if args.profile == "bench" and not args.no_station:
+            from edge_agent.demo.bench import station_url
+
+            station = station_url(cfg_path)
+            print(
+                f"operator station: {station}  (open it in a browser on this machine)",
+                file=sys.stderr if args.json else sys.stdout,
+                flush=True,
+            )
         deadline = time.monotonic() + args.duration if args.duration else float("inf")
         show = _live(args, watcher, cfg_path, agent=agent, stop=stop, deadline=deadline)
         show()
@@ -272,6 +286,7 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
         **summary,
         "by_kind": watcher.by_kind if watcher else {},
         "agent_exit": agent.returncode if agent else None,
+        "station_url": station,
         "work_dir": str(work),
     }
     if args.json:
@@ -347,7 +362,14 @@ def _live(
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("demo", help="run a profile on simulated devices with a local broker and a verifying subscriber")
     s.add_argument("--profile", choices=["truck", "bench"], default="truck")
+    s.add_argument(
+        "--bus",
+        choices=["obd", "j1939"],
+        default="obd",
+        help="truck: an OBD-II adapter and an axle scale (a van), or a J1939 CAN bus through slcan (a truck)",
+    )
     s.add_argument("--duration", type=float, default=0, help="seconds to run (default: until Ctrl-C)")
     s.add_argument("--json", action="store_true", help="no live table; print one JSON summary line at the end")
     s.add_argument("--dir", help="work folder (default: a new temp folder)")
+    s.add_argument("--no-station", action="store_true", help="bench: leave the operator station off")
     s.set_defaults(func=cmd_demo)

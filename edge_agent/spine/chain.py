@@ -42,6 +42,7 @@ class ChainWriter:
         self.key = key
         self.clock = clock
         self.max_bytes = max_bytes
+        self.configured_max_bytes = max_bytes  # outbox.max_mb; max_bytes drops below it on a full disk
         self.batch_max = batch_max
         self.on_commit = on_commit
         self._q: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(maxsize=queue_max)
@@ -81,6 +82,11 @@ class ChainWriter:
         self._stop.set()
         if self._thread is not None:
             self._thread.join(timeout_s)
+
+    def set_bound(self, max_bytes: int) -> None:
+        """A new outbox.max_mb (reload)."""
+        self.configured_max_bytes = max_bytes
+        self.max_bytes = max_bytes
 
     @property
     def queued(self) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import threading
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -36,14 +37,20 @@ def system_clock_synced() -> bool:
 
 
 class Clock:
-    """Gives (time, clock-state). GPS time overrides a system clock that disagrees by more than a threshold."""
+    """Gives (time, clock-state). GPS time is used only while the system clock is not synchronised.
 
-    def __init__(self, max_skew_s: float = 2.0) -> None:
+    A synchronised system clock (NTP) always wins: a GPS receiver can be spoofed from the roadside,
+    and the same time decides whether a signed command has expired. GPS only stands in for a
+    clock that has nothing better (a Pi without RTC before NTP reached it).
+    """
+
+    def __init__(self, max_skew_s: float = 2.0, *, synced: Callable[[], bool] = system_clock_synced) -> None:
         self.max_skew_s = max_skew_s
         self._lock = threading.Lock()
         self._gps_offset_s: float | None = None  # gps - system, seconds
         self._gps_seen_mono: float | None = None
-        self._synced = system_clock_synced()
+        self._synced_probe = synced
+        self._synced = synced()
         self._synced_checked = time.monotonic()
 
     def observe_gps(self, gps_utc: datetime) -> None:
@@ -63,15 +70,19 @@ class Clock:
         mono = time.monotonic()
         with self._lock:
             if mono - self._synced_checked > 60:
-                self._synced = system_clock_synced()
+                self._synced = self._synced_probe()
                 self._synced_checked = mono
             offset = self._gps_offset_s
             fresh = self._gps_seen_mono is not None and mono - self._gps_seen_mono < 600
             synced = self._synced
-        if offset is not None and fresh and abs(offset) > self.max_skew_s:
-            return t + timedelta(seconds=offset), "gps"
         if synced:
             return t, "ntp"
+        if offset is not None and fresh and abs(offset) > self.max_skew_s:
+            return t + timedelta(seconds=offset), "gps"
         if offset is not None and fresh:
             return t, "gps"  # the system clock agrees with GPS within the threshold
         return t, "unsynced"
+
+    def security_now(self) -> datetime:
+        """The time that decides command expiry and nonce pruning (the same clock for both)."""
+        return self.now()[0]

@@ -84,12 +84,22 @@ def load_key(path: Path, *, check_mode: bool = True) -> DeviceKey:
     return DeviceKey(private, key_id_for(private.public_key()))
 
 
+MAX_PUBLIC_KEY_FILE_BYTES = 64 * 1024
+
+
 def load_public_keys(path: Path) -> list[Ed25519PublicKey]:
     """Read one or more PEM public keys (SubjectPublicKeyInfo) from a file."""
     try:
-        data = path.read_bytes()
+        # O_NONBLOCK: opening a FIFO must not hang the agent; only regular files are read.
+        with os.fdopen(os.open(path, os.O_RDONLY | os.O_NONBLOCK), "rb") as f:
+            if not stat.S_ISREG(os.fstat(f.fileno()).st_mode):
+                raise KeyError_(f"{path}: expected a PEM public key file, got a device, FIFO or folder")
+            # A key file is a few hundred bytes; /dev/zero or a huge file must not fill memory.
+            data = f.read(MAX_PUBLIC_KEY_FILE_BYTES + 1)
     except OSError as exc:
         raise KeyError_(f"{path}: cannot read public key file: {exc.strerror}") from None
+    if len(data) > MAX_PUBLIC_KEY_FILE_BYTES:
+        raise KeyError_(f"{path}: expected a PEM public key file, got more than {MAX_PUBLIC_KEY_FILE_BYTES} bytes")
     keys: list[Ed25519PublicKey] = []
     marker = b"-----BEGIN PUBLIC KEY-----"
     for chunk in data.split(marker)[1:]:

@@ -8,6 +8,7 @@ import logging
 import os
 import sqlite3
 import time
+import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -87,15 +88,36 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
     return db
 
 
-def _salvage_head(path: Path) -> tuple[int, str] | None:
+def _salvage_meta(path: Path) -> tuple[tuple[int, str], int] | None:
+    """((head seq, head hash), last delivered seq) from a damaged file's meta table, if it still reads."""
     with contextlib.suppress(Exception):
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
         try:
-            rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('head_seq','head_hash')").fetchall())
-            return int(rows["head_seq"]), str(rows["head_hash"])
+            rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            return (int(rows["head_seq"]), str(rows["head_hash"])), int(rows.get("last_delivered_seq", 0))
         finally:
             conn.close()
     return None
+
+
+def _highest(a: tuple[int, str] | None, b: tuple[int, str] | None) -> tuple[int, str] | None:
+    known = [h for h in (a, b) if h is not None]
+    return max(known) if known else None
+
+
+def _loss_gap(reason: str, detail: str, head: tuple[int, str] | None, delivered: int) -> dict[str, Any]:
+    """A gap body for records lost with the file: at least last_delivered+1 .. the highest seq made."""
+    last = head[0] if head else 0
+    first = min(delivered, last) + 1
+    ranges = [[first, last]] if last >= first else []
+    return {
+        "reason": reason,
+        "detail": detail,
+        "last_known_seq": last,
+        "count": last - first + 1 if ranges else 0,
+        "ranges": ranges,
+        "hashes": [],
+    }
 
 
 class Outbox:
@@ -106,15 +128,20 @@ class Outbox:
         self.readonly = readonly
         self.db: sqlite_utils.Database = connect(path, readonly=readonly)
         self.conn: sqlite3.Connection = self.db.conn
+        self.sidecar = HeadSidecar(path)
 
     # ------------------------------------------------------------ opening
     @classmethod
     def open_checked(cls, path: Path) -> tuple[Outbox, dict[str, Any] | None]:
         """Open (creating, migrating); a corrupt file is moved aside, never deleted.
 
-        Returns the outbox and, when a corrupt file was moved aside, a `gap` body describing it.
+        Returns the outbox and, when records were lost, the body of the signed `gap` to append
+        first: `outbox_corrupt` (file moved aside) or `outbox_lost` (the file is empty, missing
+        or older than the head sidecar: zeroed, deleted, or its WAL tail lost). Either way the
+        chain continues after the highest seq ever made, never reusing one.
         """
         path.parent.mkdir(parents=True, exist_ok=True)
+        side = read_head_sidecar(path)
         corrupt_reason = None
         if path.exists():
             try:
@@ -125,9 +152,10 @@ class Outbox:
                     corrupt_reason = str(result)[:200]
             except sqlite3.DatabaseError as exc:
                 corrupt_reason = str(exc)
-        gap = None
         if corrupt_reason is not None:
-            head = _salvage_head(path) or _read_sidecar(path)
+            salvaged = _salvage_meta(path)
+            head = _highest(salvaged[0] if salvaged else None, side)
+            delivered = salvaged[1] if salvaged else 0
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             moved = path.with_name(f"{path.name}.corrupt-{stamp}")
             for suffix in ("", "-wal", "-shm"):
@@ -141,21 +169,32 @@ class Outbox:
                 corrupt_reason,
                 moved,
             )
-            gap = {
-                "reason": "outbox_corrupt",
-                "detail": corrupt_reason,
-                "moved_to": moved.name,
-                "last_known_seq": head[0] if head else 0,
-                "ranges": [],
-                "hashes": [],
-            }
             ob = cls(path)
             ob.migrate()
+            gap = _loss_gap("outbox_corrupt", corrupt_reason, head, delivered)
+            gap["moved_to"] = moved.name
             if head is not None:
                 ob._set_meta({"head_seq": str(head[0]), "head_hash": head[1]})
             return ob, gap
         ob = cls(path)
         ob.migrate()
+        db_head = ob.head()
+        if side is not None and side[0] > db_head[0]:
+            detail = (
+                f"outbox head is seq {db_head[0]} but seq {side[0]} was already made "
+                "(the file was zeroed, deleted or lost its last writes)"
+            )
+            log.critical(
+                "outbox %s: %s; continuing after seq %d with a signed gap record declaring seq %d-%d lost",
+                path,
+                detail,
+                side[0],
+                db_head[0] + 1,
+                side[0],
+            )
+            delivered = int(ob._meta().get("last_delivered_seq", "0"))
+            ob._set_meta({"head_seq": str(side[0]), "head_hash": side[1]})
+            return ob, _loss_gap("outbox_lost", detail, side, max(delivered, db_head[0]))
         return ob, None
 
     def migrate(self) -> None:
@@ -174,8 +213,15 @@ class Outbox:
             )
 
     def close(self) -> None:
+        self.sidecar.close()
         with contextlib.suppress(sqlite3.Error):
             self.conn.close()
+
+    def __enter__(self) -> Outbox:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.close()
 
     # ------------------------------------------------------------ meta
     def _meta(self) -> dict[str, str]:
@@ -260,7 +306,8 @@ class Outbox:
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("ROLLBACK")
             raise
-        _write_sidecar(self.path, seq, prev)
+        # Before anyone is told of these records (on_commit), the sidecar knows they exist.
+        self.sidecar.write(seq, prev)
         return records
 
     def append_gap(self, body: dict[str, Any], *, device: str, key: DeviceKey, clock: Clock) -> dict[str, Any]:
@@ -372,6 +419,34 @@ class Outbox:
             stored_bytes=int(m["bytes"]),
         )
 
+    def stored_seqs(self, first_seq: int, last_seq: int) -> list[int]:
+        """The seqs still stored in [first_seq, last_seq] (others were pruned or evicted)."""
+        return [
+            r[0]
+            for r in self.conn.execute(
+                "SELECT seq FROM records WHERE seq BETWEEN ? AND ? ORDER BY seq", (first_seq, last_seq)
+            ).fetchall()
+        ]
+
+    def tail(self, n: int) -> list[tuple[int, bytes]]:
+        """The newest n records as (seq, data), oldest first."""
+        rows = self.conn.execute("SELECT seq, data FROM records ORDER BY seq DESC LIMIT ?", (n,)).fetchall()
+        return [(int(s), bytes(d)) for s, d in reversed(rows)]
+
+    def latest(self, kind: str | None = None) -> tuple[str, bytes] | None:
+        """(ts, data) of the newest stored record, of one kind if given; None when there is none."""
+        if kind is None:
+            row = self.conn.execute("SELECT ts, data FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        else:
+            row = self.conn.execute(
+                "SELECT ts, data FROM records WHERE kind = ? ORDER BY seq DESC LIMIT 1", (kind,)
+            ).fetchone()
+        return (str(row[0]), bytes(row[1])) if row else None
+
+    def quick_check(self) -> str:
+        """SQLite's PRAGMA quick_check: "ok", or what is damaged."""
+        return str(self.conn.execute("PRAGMA quick_check").fetchone()[0])
+
     def export(self, since_seq: int = 0, until_seq: int | None = None) -> Iterable[bytes]:
         q = "SELECT data FROM records WHERE seq >= ?"
         args: list[Any] = [since_seq]
@@ -411,16 +486,67 @@ def _sidecar(path: Path) -> Path:
     return path.with_name(path.name + ".head")
 
 
-def _write_sidecar(path: Path, seq: int, h: str) -> None:
-    """Best-effort copy of the chain head beside the DB (no fsync): used only if the DB is unreadable."""
-    tmp = _sidecar(path).with_suffix(".tmp")
-    with contextlib.suppress(OSError):
-        tmp.write_text(json.dumps({"seq": seq, "hash": h}))
-        os.replace(tmp, _sidecar(path))
+# The sidecar holds the highest (seq, hash) ever committed, in two fixed slots written in turn
+# and each checked by a CRC: a torn write spoils at most one, and the other is one batch older.
+_SLOT_BYTES = 256
 
 
-def _read_sidecar(path: Path) -> tuple[int, str] | None:
-    with contextlib.suppress(OSError, ValueError, KeyError, TypeError):
-        d = json.loads(_sidecar(path).read_text())
+def _slot_bytes(seq: int, h: str) -> bytes:
+    text = json.dumps({"seq": seq, "hash": h}, separators=(",", ":"))
+    line = f"{text} {zlib.crc32(text.encode()):08x}\n".encode()
+    return line.ljust(_SLOT_BYTES, b" ")
+
+
+def _parse_slot(raw: bytes) -> tuple[int, str] | None:
+    with contextlib.suppress(ValueError, KeyError, TypeError, UnicodeDecodeError):
+        text, crc = raw.decode("ascii").strip().rsplit(" ", 1)
+        if int(crc, 16) != zlib.crc32(text.encode()):
+            return None
+        d = json.loads(text)
         return int(d["seq"]), str(d["hash"])
     return None
+
+
+class HeadSidecar:
+    """`<outbox>.head`: the highest seq ever made and its hash, fsynced after every commit.
+
+    It survives the outbox being zeroed, deleted or losing its WAL tail, so a device never
+    makes a seq twice: the next record continues after it, behind a signed gap(outbox_lost).
+    """
+
+    def __init__(self, db_path: Path) -> None:
+        self.path = _sidecar(db_path)
+        self._fd: int | None = None
+        self._next_slot = 0
+
+    def write(self, seq: int, h: str) -> None:
+        if self._fd is None:
+            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+            best = read_head_sidecar(self.path.with_name(self.path.name.removesuffix(".head")))
+            self._next_slot = 0 if best is None else 1  # never overwrite the only good slot first
+        os.pwrite(self._fd, _slot_bytes(seq, h), self._next_slot * _SLOT_BYTES)
+        os.fdatasync(self._fd)
+        self._next_slot ^= 1
+
+    def close(self) -> None:
+        if self._fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self._fd)
+            self._fd = None
+
+
+def read_head_sidecar(db_path: Path) -> tuple[int, str] | None:
+    """The highest (seq, hash) the sidecar holds, or None when it is missing or unreadable."""
+    try:
+        raw = _sidecar(db_path).read_bytes()
+    except OSError:
+        return None
+    slots = [_parse_slot(raw[i : i + _SLOT_BYTES]) for i in range(0, min(len(raw), 2 * _SLOT_BYTES), _SLOT_BYTES)]
+    good = [s for s in slots if s is not None]
+    if not good:
+        # The JSON file of older versions.
+        with contextlib.suppress(ValueError, KeyError, TypeError):
+            d = json.loads(raw)
+            return int(d["seq"]), str(d["hash"])
+        return None
+    return max(good)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
-from typing import Any
+from typing import Any, Protocol
 
 import rfc8785
 from cryptography.exceptions import InvalidSignature
@@ -97,6 +97,33 @@ def signing_bytes(record: dict[str, Any]) -> bytes:
     return canonical({k: v for k, v in record.items() if k not in ("hash", "sig")})
 
 
+class Signer(Protocol):
+    """Anything that signs bytes with Ed25519: a DeviceKey, or central's key in the CLI."""
+
+    def sign(self, data: bytes) -> bytes: ...
+
+
+def sign_detached(key: Signer, obj: dict[str, Any], *, unsigned: tuple[str, ...] = ("sig",)) -> str:
+    """Base64 Ed25519 signature over the canonical bytes of `obj` without its `unsigned` fields.
+
+    The one signing primitive: records, command messages and checkpoints all go through it.
+    """
+    data = canonical({k: v for k, v in obj.items() if k not in unsigned})
+    return base64.b64encode(key.sign(data)).decode("ascii")
+
+
+def verify_detached(
+    public: Ed25519PublicKey, obj: dict[str, Any], sig: str, *, unsigned: tuple[str, ...] = ("sig",)
+) -> bool:
+    """True when `sig` is a valid signature of `obj` (without its `unsigned` fields) by `public`."""
+    try:
+        data = canonical({k: v for k, v in obj.items() if k not in unsigned})
+        public.verify(base64.b64decode(sig, validate=True), data)
+    except (InvalidSignature, ValueError, TypeError):
+        return False
+    return True
+
+
 def make_record(
     *, device: str, seq: int, ts: str, clock: str, kind: str, body: dict[str, Any], prev: str, key: DeviceKey
 ) -> dict[str, Any]:
@@ -148,12 +175,31 @@ def check_record(record: dict[str, Any], public: Ed25519PublicKey | None) -> lis
     return problems
 
 
-def parse_line(line: str | bytes) -> dict[str, Any]:
-    """One JSON line to a record dict; raise ValueError with a short reason."""
+def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in pairs:
+        if k in out:
+            # RFC 8785 needs I-JSON (RFC 7493): a parser keeping the other copy would see another record.
+            raise ValueError(f"duplicate key {k[:40]!r} in one object (I-JSON forbids it)")
+        out[k] = v
+    return out
+
+
+def loads_strict(data: str | bytes) -> Any:
+    """JSON as I-JSON reads it: duplicate keys, bad UTF-8 and absurd nesting are a ValueError with a reason."""
     try:
-        obj = json.loads(line)
+        return json.loads(data, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:
         raise ValueError(f"not JSON ({exc.msg} at column {exc.colno})") from None
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"not JSON (not UTF-8 at byte {exc.start})") from None
+    except RecursionError:
+        raise ValueError("not JSON this program accepts (nested too deeply)") from None
+
+
+def parse_line(line: str | bytes) -> dict[str, Any]:
+    """One JSON line to a record dict; raise ValueError with a short reason."""
+    obj = loads_strict(line)
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
     return obj

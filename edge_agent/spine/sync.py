@@ -21,15 +21,17 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.errors import SyncError
-from edge_agent.settings import AgentConfig, MqttConfig
+from edge_agent.spine.config import MqttConfig, SpineConfig
 from edge_agent.spine.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
 STALE_S = 60  # a record in flight this long while connected is published again
+# Room for the fixed header, topic and properties around a command payload of commands.max_bytes.
+PACKET_OVERHEAD_BYTES = 4096
 
 
-def topic_base(cfg: AgentConfig) -> str:
+def topic_base(cfg: SpineConfig) -> str:
     return f"{cfg.mqtt.topic_prefix}/{cfg.device.site}/{cfg.device.id}"
 
 
@@ -84,12 +86,54 @@ def describe_connect_error(exc: BaseException, m: MqttConfig) -> str:
     return f"cannot connect to broker {where}: {exc}"
 
 
+def max_packet_bytes(command_max_bytes: int) -> int:
+    """MQTT 5 Maximum Packet Size for the CONNECT: the broker drops (never sends) a larger packet.
+
+    Twice commands.max_bytes: a payload somewhat over the limit still arrives and is refused and
+    recorded as `oversized` (central learns of it); a 200 MB one is never buffered and copied here.
+    """
+    return 2 * command_max_bytes + PACKET_OVERHEAD_BYTES
+
+
+def probe_connect(m: MqttConfig, client_id: str, timeout_s: float) -> str | None:
+    """Connect once with these settings and wait for the broker to accept; an error message, or None."""
+    try:
+        client = make_client(m, client_id)
+    except SyncError as exc:
+        return str(exc)
+    accepted = threading.Event()
+    refused: list[str] = []
+
+    def on_connect(_c: mqtt.Client, _u: Any, _f: Any, reason: Any, _p: Any) -> None:
+        if reason.is_failure:
+            refused.append(f"broker {m.host}:{m.port} refused the connection: {reason}")
+        accepted.set()
+
+    client.on_connect = on_connect
+    try:
+        if m.protocol == "5":
+            client.connect(m.host, m.port, m.keepalive_s, clean_start=True)
+        else:
+            client.connect(m.host, m.port, m.keepalive_s)
+    except (OSError, ssl.SSLError) as exc:
+        return describe_connect_error(exc, m)
+    client.loop_start()
+    try:
+        if not accepted.wait(timeout_s):
+            return f"broker {m.host}:{m.port} did not accept the connection within {timeout_s:.0f} s"
+        return refused[0] if refused else None
+    finally:
+        with contextlib.suppress(Exception):
+            client.disconnect()
+        client.loop_stop()
+
+
 class MqttSync:
     """Owns the MQTT connection: a network thread (connect, backoff with jitter) and a publisher thread."""
 
     def __init__(
         self,
-        cfg: AgentConfig,
+        cfg: SpineConfig,
         db_path: Path,
         *,
         on_command: Callable[[str, bytes], None] | None = None,
@@ -209,6 +253,7 @@ class MqttSync:
         if self.m.protocol == "5":
             props = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             props.SessionExpiryInterval = self.m.session_expiry_s
+            props.MaximumPacketSize = max_packet_bytes(self.cfg.commands.max_bytes)
         while not self._stop.is_set():
             try:
                 if self.m.protocol == "5":

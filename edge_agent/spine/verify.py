@@ -40,6 +40,10 @@ class Verifier:
     records: dict[int, dict[str, Any]] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     received: int = 0
+    # Where the stream is expected to start (records before it were checked earlier); None: at seq 1.
+    from_seq: int | None = None
+    # A signed checkpoint vouches for the stream (verify --checkpoint): a later start is not a failure.
+    anchored_start: bool = False
     _last_seq_seen: int | None = None
 
     def add_line(self, line: str | bytes, where: str = "") -> None:
@@ -93,7 +97,12 @@ class Verifier:
         keys = {key_id_for(k): k for k in self.public_keys}
         seqs = sorted(self.records)
         gap_hashes: dict[int, str] = {}
+        declared: list[tuple[int, int]] = []  # seq ranges a signed gap declares (with or without hashes)
         sound: dict[int, bool] = {}
+
+        def is_declared(s: int) -> bool:
+            return s in gap_hashes or any(a <= s <= b for a, b in declared)
+
         # First pass: each record on its own, following key rotations in seq order.
         for seq in seqs:
             rec = self.records[seq]
@@ -115,11 +124,11 @@ class Verifier:
             sound[seq] = ok
             if not ok:
                 continue
-            body = rec.get("body") or {}
+            body = rec.get("body")
+            if not isinstance(body, dict):
+                body = {}
             if rec["kind"] == "gap":
-                for item in body.get("hashes", []):
-                    if isinstance(item, list) and len(item) >= 2 and isinstance(item[0], int):
-                        gap_hashes[item[0]] = str(item[1])
+                self._read_gap(seq, body, gap_hashes, declared)
             elif rec["kind"] == "key_rotation":
                 new = _public_from_body(body)
                 if new is not None:
@@ -142,18 +151,16 @@ class Verifier:
                 continue
             if i == 0:
                 lo = seq
-                while (lo - 1) in gap_hashes:
+                while lo > 1 and is_declared(lo - 1):
                     lo -= 1
+                self._check_start(lo)
                 if lo == seq:
-                    self.findings.append(
-                        Finding(INFO, "start", seq, "stream starts here (earlier records not in this input)")
-                    )
                     continue
             else:
                 lo = seqs[i - 1] + 1
             missing = range(lo, seq)
-            signed = [s for s in missing if s in gap_hashes]
-            silent = [s for s in missing if s not in gap_hashes]
+            signed = [s for s in missing if is_declared(s)]
+            silent = [s for s in missing if not is_declared(s)]
             if signed:
                 self.findings.append(
                     Finding(
@@ -180,6 +187,51 @@ class Verifier:
         self.findings.sort(key=lambda f: (f.seq or 0, f.level))
         return self.findings
 
+    def _read_gap(
+        self, seq: int, body: dict[str, Any], gap_hashes: dict[int, str], declared: list[tuple[int, int]]
+    ) -> None:
+        """Collect what a signed gap declares; a malformed one is a failure, never a traceback."""
+        hashes, ranges = body.get("hashes", []), body.get("ranges", [])
+        if not isinstance(hashes, list) or not isinstance(ranges, list):
+            self.findings.append(Finding(FAIL, "malformed", seq, "gap record: `hashes` and `ranges` must be lists"))
+            return
+        for item in hashes:
+            if isinstance(item, list) and len(item) >= 2 and _is_int(item[0]) and 1 <= item[0] < seq:
+                gap_hashes[item[0]] = str(item[1])
+        declared.extend(
+            (r[0], r[1])
+            for r in ranges
+            if isinstance(r, list) and len(r) == 2 and _is_int(r[0]) and _is_int(r[1]) and 1 <= r[0] <= r[1] < seq
+        )
+
+    def _check_start(self, first: int) -> None:
+        """A stream that does not start at seq 1 (or --from-seq) has lost its beginning, unless vouched for."""
+        if first <= 1:
+            return
+        if self.anchored_start or (self.from_seq is not None and first <= self.from_seq):
+            self.findings.append(
+                Finding(INFO, "start", first, "stream starts here (earlier records not in this input)")
+            )
+        elif self.from_seq is not None:
+            self.findings.append(
+                Finding(
+                    FAIL,
+                    "hole",
+                    first,
+                    f"seq {_span(range(self.from_seq, first))} missing: the stream was to start at {self.from_seq}",
+                )
+            )
+        else:
+            self.findings.append(
+                Finding(
+                    FAIL,
+                    "start",
+                    first,
+                    f"stream starts at seq {first}: seq {_span(range(1, first))} are not in this input "
+                    f"(pass --from-seq {first} if they were verified before, or --checkpoint)",
+                )
+            )
+
     @property
     def ok(self) -> bool:
         return not any(f.level == FAIL for f in self.findings)
@@ -205,6 +257,10 @@ def _public_from_body(body: dict[str, Any]) -> Ed25519PublicKey | None:
         return Ed25519PublicKey.from_public_bytes(base64.b64decode(raw, validate=True))
     except ValueError:
         return None
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
 
 
 def _span(seqs: Iterable[int]) -> str:

@@ -202,3 +202,33 @@ def test_process__broken_link_is_reported(dsn: str) -> None:
 
 def _unused(_: Any) -> None:
     pass
+
+
+def test_process__tail_shorter_than_the_signed_checkpoint_is_reported_then_resolved(dsn: str) -> None:
+    import json
+
+    from edge_agent.spine.checkpoint import make_checkpoint
+
+    db, ing, fleet, clock = _setup(dsn, 1)
+    try:
+        d = fleet[0]
+        msgs = _messages(fleet, 6, clock)
+        ing.process(msgs[:3])
+        cp = make_checkpoint(d.key, device=d.device, seq=6, head_hash=d.hashes[6], ts="2026-01-01T00:00:00.000Z")
+        topic = "edge/sim/sim-00000/checkpoint"
+        forged = dict(cp, seq=7)
+        ing.process(
+            [Message(topic, json.dumps(cp).encode(), clock.t), Message(topic, json.dumps(forged).encode(), clock.t)]
+        )
+        ing.sweep()
+        assert _kinds(db) == [("sim-00000", "bad_checkpoint")]  # the tail may still be on its way
+        clock.t += 61
+        ing.sweep()
+        tail = queries.anomalies(db, kind="truncated_tail")
+        assert [(a["seq"], a["evidence"]["head_seq"]) for a in tail] == [(6, 3)]
+        ing.process(msgs[3:])
+        ing.sweep()
+        assert queries.anomalies(db, kind="truncated_tail", open_only=True) == []
+        assert queries.status(db)[0]["checkpoint_seq"] == 6
+    finally:
+        db.close()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
@@ -11,8 +12,9 @@ import pytest
 
 from edge_agent.cli.main import main
 from edge_agent.pipelines.bench.config import BenchConfig
+from edge_agent.pipelines.bench.fields import load_reasons
 from edge_agent.pipelines.bench.inspect import InspectionResult, Rules, evaluate
-from edge_agent.pipelines.bench.review import ReviewError, ReviewQueue, save_image
+from edge_agent.pipelines.bench.review import ReviewDesk, ReviewError, ReviewQueue, ReviewRequest, decide, save_image
 from edge_agent.pipelines.bench.rules_config import ReviewConfig
 from edge_agent.pipelines.bench.types import Barcode, ImageReading, QualityReport, TextLine
 
@@ -184,3 +186,71 @@ def test_review_cli__bad_config_exits_2(tmp_path: Path, capsys: pytest.CaptureFi
         'bench.review.keep_images: expected "until_reviewed", "hours" or "never", got "forever"'
         in capsys.readouterr().err
     )
+
+
+def test_review_decide__reject_is_recorded_with_why_and_needs_one(tmp_path: Path) -> None:
+    reasons = load_reasons(BenchConfig().validation)
+    with ReviewQueue(tmp_path / "review.db") as q:
+        item_id = q.add(result(), None)
+        with pytest.raises(ReviewError, match=r"reject: expected a reason"):
+            decide(q, ReviewRequest(item_id, "li.lei", "reject", why=" "), reasons)
+        decide(q, ReviewRequest(item_id, "li.lei", "reject", why="duplicate"), reasons)
+        [(_, body)] = q.pending_records()
+        assert [i.id for i in q.history()] == [item_id]
+    assert body["decision"] == "rejected" and body["why"] == "duplicate" and body["human_reviewed"] is True
+    assert body["changes"] == {} and body["fields"]["quantity"] == 2
+
+
+def test_review_decide__correct_normalises_the_reason_and_refuses_an_unknown_action(tmp_path: Path) -> None:
+    reasons = load_reasons(BenchConfig().validation)
+    with ReviewQueue(tmp_path / "review.db") as q:
+        item_id = q.add(result(), None)
+        with pytest.raises(ReviewError, match=r"action: expected one of accept, correct, reject, got 'delete'"):
+            decide(q, ReviewRequest(item_id, "li.lei", "delete", why="x"), reasons)  # type: ignore[arg-type]
+        with pytest.raises(ReviewError, match=r"reason: expected one of 破损"):
+            decide(q, ReviewRequest(item_id, "li.lei", "correct", {"reason": "不想要"}, "x"), reasons)
+        item = decide(q, ReviewRequest(item_id, "li.lei", "correct", {"reason": "少件，缺配件"}, "misread"), reasons)
+    assert item.changes == {"reason": {"from": "破损", "to": "少件"}} and item.reviewer == "li.lei"
+
+
+def test_review_queue__old_queue_gains_the_reject_decision(tmp_path: Path) -> None:
+    db = tmp_path / "review.db"
+    old = sqlite3.connect(db)
+    old.executescript(
+        "CREATE TABLE items (id INTEGER PRIMARY KEY AUTOINCREMENT, created_at TEXT NOT NULL, status TEXT NOT NULL "
+        "CHECK (status IN ('pending', 'decided', 'emitted')), body TEXT NOT NULL, image_path TEXT, decision TEXT "
+        "CHECK (decision IN ('accepted', 'corrected')), reviewer TEXT, reviewed_at TEXT, changes TEXT, why TEXT, "
+        "emitted_at TEXT); CREATE INDEX items_status ON items (status, id);"
+    )
+    old.execute(
+        "INSERT INTO items (created_at, status, body) VALUES ('2026-01-01T00:00:00.000Z', 'pending', ?)",
+        (json.dumps(result().record_body()),),
+    )
+    old.commit()
+    old.close()
+    with ReviewQueue(db) as q:
+        [item] = q.list("pending")
+        q.reject(item.id, "han.mei", "not a return slip")
+        assert q.get(item.id).decision == "rejected"
+    with ReviewQueue(db) as q:  # a second open finds the new schema and leaves it alone
+        assert q.counts()["decided"] == 1
+
+
+def test_review_desk__photo_only_while_kept(tmp_path: Path) -> None:
+    reasons = load_reasons(BenchConfig().validation)
+    img = np.full((40, 60, 3), 200, np.uint8)
+    desk = ReviewDesk(tmp_path, ReviewConfig(), reasons)
+    try:
+        path = save_image(tmp_path, img, ReviewConfig())
+        with ReviewQueue(tmp_path / "review.db") as q:
+            kept, gone = q.add(result(), path), q.add(result(), None)
+        assert desk.photo(kept) == path and desk.photo(gone) is None and desk.photo(999) is None
+        desk.decide(ReviewRequest(kept, "li.lei", "accept"))
+        assert desk.photo(kept) is None and path is not None and not path.exists()
+    finally:
+        desk.close()
+    never = ReviewDesk(tmp_path, ReviewConfig(keep_images="never"), reasons)
+    try:
+        assert never.photo(gone) is None
+    finally:
+        never.close()

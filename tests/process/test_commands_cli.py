@@ -11,7 +11,7 @@ import pytest
 
 from edge_agent.cli import main as cli
 from edge_agent.spine.keys import load_public_keys
-from edge_agent.spine.remote.commands import load_trusted, verify_command
+from edge_agent.spine.remote.message import load_trusted, verify_command
 from tests.broker import Broker
 from tests.spine.test_commands import start_agent, stop_agent
 
@@ -84,7 +84,7 @@ def test_central_sign_command__bad_input_exits_1_with_a_reason(
 def test_central_sign_command__publish_reaches_the_device(
     tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    import edge_agent.spine.remote.commands as commands_mod
+    import edge_agent.spine.remote.message as commands_mod
 
     rig = start_agent(tmp_path / "dev", broker, monkeypatch)
     try:

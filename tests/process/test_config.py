@@ -166,3 +166,34 @@ def test_config_show__masks_credentials_in_urls(tmp_path: Path, capsys: pytest.C
     out = capsys.readouterr().out
     assert "s3cret" not in out
     assert "rtsp://admin:********@10.0.0.5/stream1" in out
+
+
+def test_config_show__masks_a_password_holding_at_signs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """mqtt://admin:p@ss@word@host: the password runs to the last '@' (issue 9, defect 12)."""
+    p = tmp_path / "config.toml"
+    p.write_text(
+        'profile = "sensors"\n[device]\nid = "d"\nsite = "s"\n'
+        '[mqtt]\nurl = "mqtts://admin:p@ss@word@broker.example:8883"\n'
+    )
+    assert main(["config", "show", "--config", str(p)]) == 0
+    out = capsys.readouterr().out
+    assert "ss@word" not in out and "word@" not in out
+    assert "mqtts://admin:********@broker.example:8883" in out
+
+
+def test_cli__output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
+    """`edge-agent config show | head -c 20`: no BrokenPipeError traceback (issue 9, defect 13)."""
+    p = tmp_path / "config.toml"
+    # More than a pipe holds (64 KiB), so the writer really meets the closed pipe.
+    keys = ", ".join(f'"keys/central-{i:05d}.pub.pem"' for i in range(3000))
+    p.write_text(f'profile = "sensors"\n[device]\nid = "d"\nsite = "s"\n[commands]\ntrusted_keys = [{keys}]\n')
+    r = subprocess.run(  # noqa: S602 - the shell's pipe is the point
+        f"{sys.executable} -m edge_agent.cli config show --config {p} | head -c 20",
+        shell=True,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert len(r.stdout) == 20
+    assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr

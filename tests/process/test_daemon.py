@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import signal
@@ -10,12 +11,15 @@ import sqlite3
 import subprocess
 import sys
 import time
+from datetime import datetime
 from pathlib import Path
 
 import pytest
 
+from edge_agent.app import Agent, make_service, read_runtime
 from edge_agent.cli.main import render_config
 from edge_agent.settings import load_config, set_value
+from edge_agent.spine.chain import ChainWriter
 from edge_agent.spine.clock import Clock
 from edge_agent.spine.keys import generate_key, load_key, public_pem
 from edge_agent.spine.outbox import Outbox
@@ -111,12 +115,14 @@ def test_daemon__sigterm_flushes_says_offline_and_exits_0(broker: Broker, tmp_pa
 def test_daemon__sighup_refuses_bad_config_and_applies_good(broker: Broker, tmp_path: Path) -> None:
     cfg = provision(tmp_path, broker.url, health="0")
     proc = start_agent(cfg)
+    db = load_config(cfg).db_path
     try:
-        time.sleep(2)
+        # SIGHUP only once the agent handles it (before that, it would end the process).
+        assert wait_until(lambda: "event" in kinds_in(db), 30)
         good = cfg.read_text()
         cfg.write_text(good.replace("keepalive_s = 30", 'keepalive_s = "soon"'))
         proc.send_signal(signal.SIGHUP)
-        time.sleep(1.5)
+        assert wait_until(lambda: kinds_in(db).count("event") >= 2, 20)  # agent_started, config_refused
         assert proc.poll() is None, "a bad config on SIGHUP must not stop the agent"
         cfg.write_text(good)
         set_value(cfg, "health.interval_s", "0.2")
@@ -237,7 +243,8 @@ def test_status__works_with_and_without_daemon(broker: Broker, tmp_path: Path, r
                 _, out = stop_agent(proc)
                 proc = None
                 pytest.fail(f"nothing delivered in 20 s; agent said:\n{out[-3000:]}")
-            time.sleep(1)
+            state = load_config(cfg).state_dir
+            assert wait_until(lambda: (read_runtime(state) or {}).get("mqtt_connected"), 20)
         r = subprocess.run(
             [sys.executable, "-m", "edge_agent.cli", "status", "--json", "--config", str(cfg)],
             capture_output=True,
@@ -255,3 +262,93 @@ def test_status__works_with_and_without_daemon(broker: Broker, tmp_path: Path, r
     if running:
         assert data["broker"] == "connected"
         assert data["chain_head"]["seq"] >= 1
+
+
+def test_status__says_running_when_runtime_json_cannot_be_written(broker: Broker, tmp_path: Path) -> None:
+    """A full disk stops runtime.json; the daemon's lock still tells the truth (issue 9, defect 2)."""
+    cfg = provision(tmp_path, broker.url)
+    state = load_config(cfg).state_dir
+    proc = start_agent(cfg)
+    try:
+        assert wait_until((state / "runtime.json").exists, 20)
+        (state / "runtime.json").unlink()
+        (state / "runtime.json").mkdir()  # cannot be replaced by a file: as good as a full disk
+        r = subprocess.run(
+            [sys.executable, "-m", "edge_agent.cli", "status", "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert "daemon:        running" in r.stdout, r.stdout + r.stderr
+        # And a second agent on the same state dir is refused, naming the remedy.
+        second = subprocess.run(
+            [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(cfg)],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=False,
+        )
+        assert second.returncode == 1 and "another edge-agent already runs on" in second.stderr
+    finally:
+        code, out = stop_agent(proc)
+    assert code == 0, out[-2000:]
+
+
+def test_status__last_delivered_says_none_before_any_delivery(tmp_path: Path) -> None:
+    cfg = provision(tmp_path, "mqtt://127.0.0.1:1")
+    c = load_config(cfg)
+    ob, _ = Outbox.open_checked(c.db_path)
+    ob.append([("event", {"e": 1})], device=DEVICE, key=load_key(c.key_path), clock=Clock(), max_bytes=1 << 30)
+    ob.close()
+    r = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "status", "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert "last delivered: none yet" in r.stdout, r.stdout
+    assert "seq 0" not in r.stdout
+
+
+def test_daemon__health_interval_below_the_tick_is_kept(broker: Broker, tmp_path: Path) -> None:
+    """health.interval_s = 0.05 gives about 20 records a second, not 2 (issue 9, defect 13)."""
+    cfg = provision(tmp_path, broker.url, health="0.05")
+    db = load_config(cfg).db_path
+    proc = start_agent(cfg)
+    try:
+        assert wait_until(lambda: kinds_in(db).count("health") >= 40, 30)
+    finally:
+        code, out = stop_agent(proc)
+    assert code == 0, out[-2000:]
+    with Outbox(db, readonly=True) as ob:
+        recs = [json.loads(d) for d in ob.export()]
+    times = [datetime.fromisoformat(r["ts"].replace("Z", "+00:00")).timestamp() for r in recs if r["kind"] == "health"]
+    spacing = sorted(b - a for a, b in itertools.pairwise(times))
+    assert spacing[len(spacing) // 2] < 0.25, spacing  # the median; the old fixed 0.5 s tick gave 0.5
+
+
+def test_daemon__sigterm_during_a_reload_is_not_lost(broker: Broker, tmp_path: Path) -> None:
+    """A stop that arrives while the pipeline is being restarted stops the agent (issue 9, defect 11)."""
+    cfg_path = provision(tmp_path, broker.url)
+    cfg = load_config(cfg_path)
+    agent = Agent(cfg, config_path=cfg_path)
+    agent.outbox, _ = Outbox.open_checked(cfg.db_path)
+    agent.writer = ChainWriter(
+        agent.outbox, device=DEVICE, key=load_key(cfg.key_path), clock=agent.clock, max_bytes=1 << 30
+    )
+    agent.writer.start()
+    agent.service = make_service(cfg)
+    agent.ctx = agent._new_context()
+    agent.service.start(agent.ctx)
+    first_run = agent.ctx.stop
+    try:
+        agent.request_stop()  # SIGTERM's handler, just before the reload restarts the pipeline
+        set_value(cfg_path, "mqtt.keepalive_s", "45")
+        agent.reload()
+        assert agent.stop_event.is_set(), "the reload cleared the agent's stop"
+        assert first_run.is_set()
+        assert agent.ctx.stop.is_set()
+    finally:
+        agent._shutdown()

@@ -122,3 +122,24 @@ def test_probe_port__missing_port_reports_the_error(tmp_path: Path) -> None:
 def test_probe_port__unknown_protocol_in_plan_is_a_value_error(tmp_path: Path) -> None:
     with ModbusTwin(tmp_path / "tty") as twin, pytest.raises(ValueError, match="unknown protocol 'can'"):
         probe_port(twin.path, timeout_s=0.1, plan=[("can", 9600)])
+
+
+def test_sensors_list__says_which_ecu_answers_what_behind_an_elm327(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import json
+
+    from edge_agent.cli.main import main
+    from edge_agent.drivers.elm327.twin import drive_scenario
+
+    twin = Elm327Twin(
+        tmp_path / "obd", scenario=drive_scenario(has_pid5e=False, has_maf=False), second_ecu=frozenset({0x0D, 0x10})
+    ).start()
+    try:
+        rc = main(["sensors", "list", "--port", twin.path, "--json", "--timeout-s", "0.5"])
+    finally:
+        twin.stop()
+    assert rc == 0
+    (entry,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert entry["likely"] == "elm327"
+    assert "ECU 7E8" in entry["detail"] and "ECU 7E9" in entry["detail"] and "10 MAF" in entry["detail"]

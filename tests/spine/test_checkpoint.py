@@ -11,9 +11,10 @@ import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from edge_agent.cli import main as cli
+from edge_agent.spine.checkpoint import make_checkpoint
 from edge_agent.spine.keys import DeviceKey, key_id_for, public_pem
 from edge_agent.spine.records import encode
-from edge_agent.spine.remote.commands import make_checkpoint, publish_checkpoint, signing_bytes
+from edge_agent.spine.remote.message import signing_bytes
 from edge_agent.spine.verify import FAIL, INFO, check_checkpoint
 from tests.broker import Broker, Subscriber
 from tests.helpers import export_records, verify_records
@@ -35,7 +36,7 @@ def rig(tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch) -> Any:
 
 def test_publish_checkpoint__is_retained_signed_and_names_the_committed_head(rig: Rig) -> None:
     assert rig.agent.writer is not None
-    cp = publish_checkpoint(rig.agent)
+    cp = rig.agent.publish_checkpoint()
     assert cp is not None
     head = export_records(rig.agent.cfg.db_path)[-1]
     assert (cp["device"], cp["seq"], cp["head_hash"], cp["key"]) == ("dev-1", 5, head["hash"], head["key"])
@@ -65,7 +66,7 @@ def test_publish_checkpoint__on_shutdown_covers_the_last_record(
 
 def test_check_checkpoint__a_truncated_tail_fails_though_the_chain_alone_looks_intact(rig: Rig) -> None:
     assert rig.agent.writer is not None
-    cp = publish_checkpoint(rig.agent)
+    cp = rig.agent.publish_checkpoint()
     assert cp is not None
     recs = export_records(rig.agent.cfg.db_path)
     keys = [rig.agent.writer.key.public]
@@ -80,7 +81,7 @@ def test_check_checkpoint__a_truncated_tail_fails_though_the_chain_alone_looks_i
 
 def test_check_checkpoint__refuses_a_forged_or_altered_checkpoint(rig: Rig) -> None:
     assert rig.agent.writer is not None
-    cp = publish_checkpoint(rig.agent)
+    cp = rig.agent.publish_checkpoint()
     assert cp is not None
     recs = export_records(rig.agent.cfg.db_path)
     keys = [rig.agent.writer.key.public]
@@ -109,7 +110,7 @@ def test_check_checkpoint__refuses_a_forged_or_altered_checkpoint(rig: Rig) -> N
 
 def test_verify_cli__checkpoint_option(rig: Rig, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert rig.agent.writer is not None
-    cp = publish_checkpoint(rig.agent)
+    cp = rig.agent.publish_checkpoint()
     recs = export_records(rig.agent.cfg.db_path)
     pem, cp_file = tmp_path / "dev.pub.pem", tmp_path / "checkpoint.json"
     pem.write_bytes(public_pem(rig.agent.writer.key.public))

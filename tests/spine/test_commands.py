@@ -21,19 +21,14 @@ from hypothesis import strategies as st
 from edge_agent import app as daemon
 from edge_agent.errors import ConfigError
 from edge_agent.service import ServiceContext
-from edge_agent.settings import load_config
+from edge_agent.settings import load_config, patch_text
 from edge_agent.spine.chain import ChainWriter
+from edge_agent.spine.config import RESTART_ONLY_KEYS
 from edge_agent.spine.keys import generate_key, key_id_for, load_key, public_pem
 from edge_agent.spine.outbox import Outbox
 from edge_agent.spine.records import parse_line
-from edge_agent.spine.remote.commands import (
-    MAX_TTL_S,
-    CommandRefused,
-    NonceStore,
-    patched_config_text,
-    sign_command,
-    verify_command,
-)
+from edge_agent.spine.remote.message import MAX_TTL_S, CommandRefused, sign_command, verify_command
+from edge_agent.spine.remote.nonces import NonceStore
 from edge_agent.spine.sync import MqttSync, topic_base
 from tests.broker import Broker, Subscriber, publish
 
@@ -62,7 +57,7 @@ def test_verify_command__accepts_a_signed_command() -> None:
 
 
 def _resign(msg: dict[str, Any], key: Ed25519PrivateKey = CENTRAL) -> dict[str, Any]:
-    from edge_agent.spine.remote.commands import signing_bytes
+    from edge_agent.spine.remote.message import signing_bytes
 
     msg = dict(msg)
     msg["key"] = key_id_for(key.public_key())
@@ -173,7 +168,7 @@ def test_nonce_store__refuses_a_replay_across_reopen_and_prunes_old(tmp_path: Pa
     store.close()
     store = NonceStore(db)
     assert not store.claim("k1", "n" * 16, exp, "status")
-    assert store.prune() == 1
+    assert store.prune(datetime.now(UTC)) == 1
     assert store.count() == 2
     store.close()
 
@@ -204,19 +199,21 @@ trusted_keys = ["central.pub.pem"]
 """
 
 
-def test_patched_config_text__keeps_comments_and_validates() -> None:
+def _patched(text: str, changes: dict[str, Any]) -> tuple[str, Any]:
+    return patch_text(text, changes, Path("c.toml"), locked=RESTART_ONLY_KEYS)
+
+
+def test_patch_text__keeps_comments_and_validates() -> None:
     text = CONFIG_TEXT.replace("@URL@", "mqtt://127.0.0.1:1883")
-    new, cfg = patched_config_text(text, {"health.interval_s": 30, "outbox.max_mb": 64}, "c.toml")
+    new, cfg = _patched(text, {"health.interval_s": 30, "outbox.max_mb": 64})
     assert "# keep this comment" in new
     assert cfg.health.interval_s == 30 and cfg.outbox.max_mb == 64
-    new, cfg = patched_config_text(new, {"health.interval_s": None}, "c.toml")
+    new, cfg = _patched(new, {"health.interval_s": None})
     assert cfg.health.interval_s == 60  # removed: back to the default
     with pytest.raises(ConfigError, match=r"c.toml: health.interval_s: expected a number of seconds >= 0, got -1"):
-        patched_config_text(text, {"health.interval_s": -1}, "c.toml")
+        _patched(text, {"health.interval_s": -1})
     with pytest.raises(ConfigError, match=r"device\.id: changes only on the device"):
-        patched_config_text(text, {"device.id": "other"}, "c.toml")
-    with pytest.raises(ConfigError, match="a remote patch may not empty it"):
-        patched_config_text(text, {"commands.trusted_keys": []}, "c.toml")
+        _patched(text, {"device.id": "other"})
 
 
 # ---------------------------------------------------------------- a running agent on a real broker
@@ -510,6 +507,29 @@ def test_commands__patch_config_rolls_back_when_the_pipeline_cannot_start(rig: R
     assert [e["body"]["event"] for e in rig.records("event")][-2:] == ["command_failed", "command_refused"]
 
 
+def test_commands__patch_config_may_not_cut_the_device_off(rig: Rig, tmp_path: Path) -> None:
+    """Keys that do not load, an empty key list or a broker that does not answer: refused, file untouched."""
+    before = rig.cfg_path.read_bytes()
+    fifo = tmp_path / "keys.fifo"
+    os.mkfifo(fifo)
+    closed_port = rig.broker.port + 1 if rig.broker.port < 65535 else rig.broker.port - 1
+    cases = [
+        ({"commands.trusted_keys": []}, "a remote patch may not empty it"),
+        ({"commands.trusted_keys": [str(tmp_path / "missing.pem")]}, "cannot read public key file"),
+        ({"commands.trusted_keys": ["/dev/zero"]}, "expected a PEM public key file"),
+        ({"commands.trusted_keys": [str(fifo)]}, "expected a PEM public key file"),
+        ({"mqtt.url": f"mqtt://127.0.0.1:{closed_port}"}, "new MQTT settings do not connect"),
+    ]
+    for n, (change, message) in enumerate(cases, 1):
+        rig.send(rig.signed("patch_config", {"set": change}))
+        out = rig.wait_outcomes(n)[-1]
+        assert out["reason"] == "bad_args" and message in out["detail"], (change, out)
+        assert rig.cfg_path.read_bytes() == before
+    # Still reachable: a status command is obeyed.
+    rig.send(rig.signed("status", {}))
+    assert rig.wait_outcomes(len(cases) + 1)[-1]["event"] == "command_done"
+
+
 def test_commands__replace_manifest_is_refused_off_the_bench(rig: Rig) -> None:
     data = base64.b64encode(b"order_no,sku,quantity\nA1,S1,1\n").decode()
     rig.send(rig.signed("replace_manifest", {"data_b64": data}))
@@ -535,12 +555,99 @@ def test_commands__replace_manifest_on_a_bench(tmp_path: Path, broker: Broker, m
 
 
 def test_commands__queue_is_bounded_and_enqueue_never_blocks(rig: Rig) -> None:
-    from edge_agent.spine.remote.commands import QUEUE_MAX, CommandProcessor
+    from edge_agent.spine.remote.processor import QUEUE_MAX, CommandProcessor
 
     assert rig.agent.writer is not None
-    idle = CommandProcessor(rig.agent, rig.agent.writer.key, start=False)  # nobody drains its queue
+    idle = CommandProcessor(rig.agent, start=False)  # nobody drains its queue
     t0 = time.monotonic()
     for _ in range(QUEUE_MAX + 10):
         idle.enqueue(f"{rig.base}/cmd/status", b"{}")
     assert time.monotonic() - t0 < 0.5
     assert idle.dropped == 10
+
+
+# ---------------------------------------------------------------- time an attacker controls (issue 9, defect 4)
+
+
+def test_clock__gps_never_overrides_a_synced_clock() -> None:
+    from edge_agent.spine.clock import Clock
+
+    synced = Clock(synced=lambda: True)
+    synced.observe_gps(datetime.now(UTC) + timedelta(hours=2))  # a spoofed receiver
+    t, state = synced.now()
+    assert state == "ntp" and abs((t - datetime.now(UTC)).total_seconds()) < 60
+    assert abs((synced.security_now() - datetime.now(UTC)).total_seconds()) < 60
+    # Without NTP, GPS is the best time there is.
+    unsynced = Clock(synced=lambda: False)
+    unsynced.observe_gps(datetime.now(UTC) + timedelta(hours=2))
+    t, state = unsynced.now()
+    assert state == "gps" and (t - datetime.now(UTC)).total_seconds() > 3600
+
+
+def test_verify_command__refuses_a_command_issued_in_the_future() -> None:
+    from edge_agent.spine.remote.message import MAX_FUTURE_SKEW_S
+
+    ahead = sign_command(
+        CENTRAL, device="dev-1", name="status", args={}, ttl_s=3600, now=NOW + timedelta(seconds=MAX_FUTURE_SKEW_S + 60)
+    )
+    with pytest.raises(CommandRefused, match="after device time") as info:
+        _check(_payload(ahead))
+    assert info.value.reason == "from_future"
+    near = sign_command(CENTRAL, device="dev-1", name="status", args={}, ttl_s=3600, now=NOW + timedelta(seconds=30))
+    assert _check(_payload(near)).name == "status"  # small skew between clocks is fine
+
+
+def test_nonce_store__prunes_on_the_expiry_clock_only(tmp_path: Path) -> None:
+    store = NonceStore(tmp_path / "commands.db")
+    device_now = datetime(2030, 1, 1, tzinfo=UTC)  # the clock that judges expiry, not time.time()
+    store.claim("k1", "n" * 16, device_now + timedelta(minutes=10), "status", now=device_now)
+    assert store.prune(device_now) == 0
+    assert store.prune(device_now + timedelta(hours=1)) == 0  # within the grace after expiry
+    assert not store.claim("k1", "n" * 16, device_now + timedelta(minutes=10), "status", now=device_now)
+    assert store.prune(device_now + timedelta(days=2)) == 1
+    store.close()
+
+
+def test_commands__spoofed_gps_does_not_revive_an_expired_command(rig: Rig) -> None:
+    from edge_agent.spine.clock import Clock
+
+    rig.agent.clock = Clock(synced=lambda: True)
+    rig.agent.clock.observe_gps(datetime.now(UTC) - timedelta(hours=1))  # GPS says it is an hour ago
+    expired = sign_command(
+        CENTRAL, device="dev-1", name="status", args={}, ttl_s=60, now=datetime.now(UTC) - timedelta(minutes=5)
+    )
+    rig.send(expired)
+    (out,) = rig.wait_outcomes(1)
+    assert out["reason"] == "expired", out
+
+
+# ---------------------------------------------------------------- hostile payloads (issue 9, defect 7)
+
+
+def test_commands__deep_nesting_is_malformed_counted_and_rate_limited(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    from edge_agent.spine.remote.processor import REFUSAL_EVENTS_PER_MIN
+
+    deep = b"[" * 50_000 + b"]" * 50_000
+    n = REFUSAL_EVENTS_PER_MIN + 5
+    for _ in range(n):
+        rig.send(deep, "status")
+    outcomes = rig.wait_outcomes(n)
+    assert {o["reason"] for o in outcomes} == {"malformed"}
+    assert "nested too deeply" in outcomes[0]["detail"]
+    assert len(_events(rig, "command_refused")) == REFUSAL_EVENTS_PER_MIN  # the rest are counted, not recorded
+    assert "Traceback" not in caplog.text
+    assert len(caplog.text) < 200 * n  # one short line per recorded refusal, not a traceback each
+
+
+def test_mqtt_sync__asks_the_broker_for_a_maximum_packet_size(rig: Rig) -> None:
+    from edge_agent.spine.sync import max_packet_bytes
+
+    limit = max_packet_bytes(rig.agent.cfg.commands.max_bytes)
+    before = len(rig.agent.commands.outcomes)
+    # Far beyond the limit: the broker drops it for this client, so the device never buffers it.
+    rig.send(b"x" * (limit + 100_000), "status")
+    rig.send(rig.signed("status", {}))
+    out = rig.wait_outcomes(before + 1)[before:]
+    assert [o["event"] for o in out] == ["command_done"], out

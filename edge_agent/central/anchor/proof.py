@@ -10,13 +10,14 @@ contract held that root at that block.
 from __future__ import annotations
 
 import base64
+import binascii
 import json
 from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from edge_agent.central.anchor.chain import AnchorContract, AnchorError
+from edge_agent.central.anchor.chain import AnchorContract, AnchorError, batch_id_for
 from edge_agent.central.anchor.merkle import MerkleTree, ProofError, record_leaf, root_from_path
 from edge_agent.central.anchor.store import ANCHORED, batch_leaf_hashes, get_batch, leaf_of
 from edge_agent.central.db import Database
@@ -61,12 +62,12 @@ def build_proof(db: Database, device: str, seq: int, *, tree: MerkleTree | None 
     return {
         "format": PROOF_FORMAT,
         "record": record,
-        "device_key": {"key_id": str(row[2]), "ed25519_raw_b64": str(key[0]) if key else None},
+        "device_public_key": str(key[0]) if key else None,  # raw Ed25519, base64
         "leaf_index": index,
         "tree_size": tree.size,
-        "audit_path": [p.hex() for p in tree.audit_path(index)],
+        # Base64 per entry, as RFC 6962's JSON API does: a 20-entry path stays under 1 KB.
+        "audit_path": [base64.b64encode(p).decode("ascii") for p in tree.audit_path(index)],
         "root": batch.root,
-        "batch_id": batch_id,
         "anchor": {
             "chain_id": batch.chain_id,
             "contract": batch.contract,
@@ -94,13 +95,13 @@ def check_signature(proof: dict[str, Any], public: Ed25519PublicKey | None) -> C
     if not isinstance(record, dict):
         return Check("signature", False, "the proof has no record object")
     if public is None:
-        raw = (proof.get("device_key") or {}).get("ed25519_raw_b64")
+        raw = proof.get("device_public_key")
         if not raw:
             return Check("signature", False, "no device public key in the proof; pass one with --pubkey")
         try:
             public = public_key_from_b64(str(raw))
         except ValueError as exc:
-            return Check("signature", False, f"device_key.ed25519_raw_b64 is not an Ed25519 public key ({exc})")
+            return Check("signature", False, f"device_public_key is not a base64 Ed25519 public key ({exc})")
     kid = key_id_for(public)
     if record.get("key") != kid:
         return Check("signature", False, f"record is signed by key {record.get('key')}, the public key given is {kid}")
@@ -113,11 +114,11 @@ def check_signature(proof: dict[str, Any], public: Ed25519PublicKey | None) -> C
 def check_root(proof: dict[str, Any]) -> Check:
     try:
         leaf = record_leaf(str(proof["record"]["hash"]))
-        path = [bytes.fromhex(p) for p in proof["audit_path"]]
+        path = [base64.b64decode(str(p), validate=True) for p in proof["audit_path"]]
         index, size = int(proof["leaf_index"]), int(proof["tree_size"])
         root = bytes.fromhex(str(proof["root"]))
         got = root_from_path(leaf, index, size, path)
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
         return Check("root", False, f"malformed proof ({exc.__class__.__name__}: {exc})")
     if got != root:
         return Check("root", False, f"the audit path leads to {got.hex()}, not to the proof's root {root.hex()}")
@@ -129,8 +130,8 @@ def check_chain(proof: dict[str, Any], contract: AnchorContract) -> Check:  # no
     try:
         a = proof["anchor"]
         block_number = int(a["block_number"])
-        batch_id = bytes.fromhex(str(proof["batch_id"]))
         root = bytes.fromhex(str(proof["root"]))
+        batch_id = batch_id_for(root)
         block_hash = str(a["block_hash"]).lower()
         tx_hash = str(a["tx_hash"])
         chain_id = int(a["chain_id"])

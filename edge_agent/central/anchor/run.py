@@ -5,7 +5,7 @@ Order of a batch's life, each step durable before the next:
   2. its transaction is sent (status sent, tx hash kept);
   3. its receipt is seen (status anchored, tx hash, block number and block hash kept).
 A run killed anywhere leaves a batch at 1 or 2. The next run first asks the contract whether the
-batch id is there (the id is a hash of the batch's content, so it is the same on every try); if it
+batch id is there (the id is a hash of the batch's root, so it is the same on every try); if it
 is, it reads the transaction from the contract's Anchored event instead of sending again. If not,
 it sends again: the contract refuses a batch id or a device seq it has already seen, so a second
 copy mined late cannot anchor anything twice.
@@ -13,12 +13,11 @@ copy mined late cannot anchor anything twice.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 
-from edge_agent.central.anchor.chain import AnchorContract, AnchorError, ContractRefused, DeviceRange
+from edge_agent.central.anchor.chain import AnchorContract, AnchorError, ContractRefused, DeviceRange, batch_id_for
 from edge_agent.central.anchor.merkle import MerkleTree
 from edge_agent.central.anchor.store import (
     ANCHORED,
@@ -34,7 +33,6 @@ from edge_agent.central.anchor.store import (
     write_batch,
 )
 from edge_agent.central.db import Database
-from edge_agent.spine.records import canonical
 
 log = logging.getLogger(__name__)
 
@@ -61,17 +59,6 @@ class RunReport:
     @property
     def complete(self) -> bool:
         return not self.waiting and not self.failed
-
-
-def batch_id_for(root_hex: str, ranges: Iterable[DeviceRange], record_count: int) -> str:
-    """SHA-256 over the batch's canonical content: the same batch always gets the same id."""
-    body = {
-        "v": 1,
-        "root": root_hex,
-        "count": record_count,
-        "ranges": [[r.device, r.first_seq, r.last_seq] for r in ranges],
-    }
-    return hashlib.sha256(b"edge-agent anchor batch\n" + canonical(body)).hexdigest()
 
 
 def ranges_of(leaves: Iterable[Candidate]) -> list[DeviceRange]:
@@ -125,7 +112,7 @@ def anchor_once(db: Database, contract: AnchorContract, s: AnchorSettings | None
         tree = MerkleTree.from_record_hashes([c.hash for c in leaves])
         root = tree.root.hex()
         ranges = ranges_of(leaves)
-        bid = batch_id_for(root, ranges, len(leaves))
+        bid = batch_id_for(tree.root).hex()
         write_batch(
             db, batch_id=bid, root=root, leaves=leaves, ranges=ranges, contract=contract.address, chain_id=chain_id
         )

@@ -8,6 +8,7 @@ from pydantic_core import PydanticCustomError
 from edge_agent.pipelines.bench.capture_config import CameraConfig, ScannerConfig, TriggerConfig
 from edge_agent.pipelines.bench.image_config import OcrConfig, PreprocessConfig, QualityConfig
 from edge_agent.pipelines.bench.rules_config import FieldsConfig, PrivacyConfig, ReviewConfig, ValidationConfig
+from edge_agent.station.config import StationConfig  # [bench.station]: the operator station (edge_agent/station)
 
 
 class BenchConfig(BaseModel):
@@ -24,6 +25,7 @@ class BenchConfig(BaseModel):
     # Before the scanner, so the scanner's check below can see the mode.
     trigger: TriggerConfig = Field(default_factory=TriggerConfig)
     scanner: ScannerConfig | None = Field(default=None, validate_default=True)
+    station: StationConfig = Field(default_factory=StationConfig)
 
     @field_validator("scanner", mode="after")
     @classmethod

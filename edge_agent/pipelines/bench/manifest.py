@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import EdgeAgentError
-from edge_agent.settings import atomic_write
+from edge_agent.files import atomic_write
 
 log = logging.getLogger(__name__)
 

@@ -1,4 +1,9 @@
-"""The review queue (SQLite): items a person must decide, their decisions, and the records they become."""
+"""The review queue (SQLite): items a person must decide, their decisions, and the records they become.
+
+`decide()` is the one review implementation: `edge-agent review accept|correct|reject` and the
+bench station's page both call it. Either only records the decision in the queue; the daemon's
+bench worker turns a decided item into its `return_inspection` record (the only chain writer).
+"""
 
 from __future__ import annotations
 
@@ -7,13 +12,16 @@ import json
 import logging
 import os
 import sqlite3
+import threading
 import uuid
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 from edge_agent.errors import EdgeAgentError
+from edge_agent.pipelines.bench.normalize import ReasonTable, match_reason
 from edge_agent.pipelines.bench.rules_config import FIELD_NAMES, ReviewConfig
 
 if TYPE_CHECKING:
@@ -25,25 +33,28 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 STATUSES = ("pending", "decided", "emitted")
+DECISIONS = ("accepted", "corrected", "rejected")
+Action = Literal["accept", "correct", "reject"]
+ACTIONS: tuple[Action, ...] = ("accept", "correct", "reject")
 DB_TIMEOUT_S = 1.0
 IMAGES_DIR = "review-images"
 
-_SCHEMA = """
+_TABLE = """
 CREATE TABLE IF NOT EXISTS items (
     id          INTEGER PRIMARY KEY AUTOINCREMENT,
     created_at  TEXT NOT NULL,
     status      TEXT NOT NULL CHECK (status IN ('pending', 'decided', 'emitted')),
     body        TEXT NOT NULL,
     image_path  TEXT,
-    decision    TEXT CHECK (decision IN ('accepted', 'corrected')),
+    decision    TEXT CHECK (decision IN ('accepted', 'corrected', 'rejected')),
     reviewer    TEXT,
     reviewed_at TEXT,
     changes     TEXT,
     why         TEXT,
     emitted_at  TEXT
-);
-CREATE INDEX IF NOT EXISTS items_status ON items (status, id);
+)
 """
+_INDEX = "CREATE INDEX IF NOT EXISTS items_status ON items (status, id)"
 
 
 class ReviewError(EdgeAgentError):
@@ -101,8 +112,28 @@ class ReviewQueue:
         self._db = sqlite3.connect(self.db_path, timeout=DB_TIMEOUT_S, isolation_level=None, check_same_thread=False)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute(f"PRAGMA busy_timeout={int(DB_TIMEOUT_S * 1000)}")
-        self._db.executescript(_SCHEMA)
+        self._db.execute(_TABLE)
+        self._db.execute(_INDEX)
+        self._migrate()
         os.chmod(self.db_path, 0o600)
+
+    def _migrate(self) -> None:
+        """Queues made before `rejected` existed: SQLite cannot alter a CHECK, so the table is rebuilt once."""
+        row = self._db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'items'").fetchone()
+        if row is None or "'rejected'" in row[0]:
+            return
+        self._db.execute("BEGIN IMMEDIATE")
+        try:
+            self._db.execute("ALTER TABLE items RENAME TO items_v1")
+            self._db.execute(_TABLE)
+            self._db.execute("INSERT INTO items SELECT * FROM items_v1")
+            self._db.execute("DROP TABLE items_v1")
+            self._db.execute(_INDEX)
+            self._db.execute("COMMIT")
+        except BaseException:
+            self._db.execute("ROLLBACK")
+            raise
+        log.info("review queue %s: schema updated (reject decisions)", self.db_path)
 
     def close(self) -> None:
         self._db.close()
@@ -146,6 +177,13 @@ class ReviewQueue:
             raise ReviewError(f"list: status: expected one of {', '.join((*STATUSES, 'all'))}, got {status!r}")
         return [self._item(r) for r in rows]
 
+    def history(self, limit: int = 200) -> builtins.list[ReviewItem]:
+        """Decided and emitted items, newest decision first (what a supervisor looks back over)."""
+        rows = self._db.execute(
+            "SELECT * FROM items WHERE status != 'pending' ORDER BY reviewed_at DESC, id DESC LIMIT ?", (limit,)
+        ).fetchall()
+        return [self._item(r) for r in rows]
+
     def counts(self) -> dict[str, int]:
         rows = self._db.execute("SELECT status, COUNT(*) FROM items GROUP BY status").fetchall()
         return dict.fromkeys(STATUSES, 0) | {str(s): int(n) for s, n in rows}
@@ -180,6 +218,12 @@ class ReviewQueue:
             raise ReviewError("correct: expected a reason for the change (why), got an empty string")
         clean = {f: clean_correction(f, v) for f, v in changes.items()}
         return self._decide(item_id, reviewer, "corrected", clean, why)
+
+    def reject(self, item_id: int, reviewer: str, why: str) -> ReviewItem:
+        """The photo is not a return to book (not a return slip, a duplicate): `why` is required."""
+        if not why.strip():
+            raise ReviewError("reject: expected a reason (why), e.g. 'not a return slip' or 'duplicate'")
+        return self._decide(item_id, reviewer, "rejected", {}, why)
 
     def _decide(self, item_id: int, reviewer: str, decision: str, clean: dict[str, Any], why: str) -> ReviewItem:
         if not reviewer.strip():
@@ -282,3 +326,84 @@ def save_image(state_dir: Path, image_bgr: NDArray[np.uint8], cfg: ReviewConfig)
 
 def queue_path(state_dir: Path) -> Path:
     return Path(state_dir) / "review.db"
+
+
+# ---------------------------------------------------------------- the one review implementation
+
+
+@dataclass(frozen=True, slots=True)
+class ReviewRequest:
+    """One person's decision on one item, as the CLI or the station's page received it."""
+
+    item_id: int
+    reviewer: str
+    action: Action
+    changes: Mapping[str, str] = field(default_factory=dict)  # field -> value as typed (correct only)
+    why: str = ""
+
+
+def decide(queue: ReviewQueue, request: ReviewRequest, reasons: ReasonTable) -> ReviewItem:
+    """Check and record a decision; the daemon emits the item's record on its next pass."""
+    if request.action == "accept":
+        return queue.accept(request.item_id, request.reviewer, request.why)
+    if request.action == "reject":
+        return queue.reject(request.item_id, request.reviewer, request.why)
+    if request.action != "correct":
+        raise ReviewError(f"review: action: expected one of {', '.join(ACTIONS)}, got {request.action!r}")
+    changes = {str(f).strip(): v for f, v in request.changes.items()}
+    if "reason" in changes:
+        m = match_reason(str(changes["reason"]), reasons)
+        if m is None or m.ambiguous:
+            raise ReviewError(
+                f"correct: reason: expected one of {', '.join(reasons.canonical)}, got {changes['reason']!r}"
+            )
+        changes["reason"] = m.reason
+    return queue.correct(request.item_id, request.reviewer, changes, request.why)
+
+
+class ReviewDesk:
+    """The review queue as the station sees it: read items, decide through `decide()`, find kept photos.
+
+    One connection shared by the web server's threads, so calls are serialised by a lock.
+    """
+
+    def __init__(self, state_dir: Path, review_cfg: ReviewConfig, reasons: ReasonTable) -> None:
+        self.cfg = review_cfg
+        self.reasons = reasons
+        self._queue = ReviewQueue(queue_path(state_dir), review_cfg=review_cfg)
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        with self._lock:
+            self._queue.close()
+
+    def pending(self) -> builtins.list[ReviewItem]:
+        with self._lock:
+            return self._queue.list("pending")
+
+    def get(self, item_id: int) -> ReviewItem:
+        with self._lock:
+            return self._queue.get(item_id)
+
+    def history(self, limit: int = 200) -> builtins.list[ReviewItem]:
+        with self._lock:
+            return self._queue.history(limit)
+
+    def decide(self, request: ReviewRequest) -> ReviewItem:
+        with self._lock:
+            return decide(self._queue, request, self.reasons)
+
+    def photo(self, item_id: int) -> Path | None:
+        """The kept photo of an item, or None when the config does not (or no longer) keep it."""
+        if self.cfg.keep_images == "never":
+            return None
+        try:
+            item = self.get(item_id)
+        except ReviewError:
+            return None
+        path = item.image_path
+        if path is None or not path.is_file():
+            return None
+        if self.cfg.keep_images == "until_reviewed" and item.status != "pending":
+            return None
+        return path

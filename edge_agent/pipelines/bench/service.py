@@ -15,6 +15,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -112,6 +113,8 @@ class BenchService:
             "failed": 0,
         }
         self.last_inspect_ms: float | None = None
+        # Set by the operator station: while a review field waits for a scan, the scan goes there, not to pairing.
+        self.scan_tap: Callable[[str], bool] | None = None
 
     # ------------------------------------------------------------ lifecycle
 
@@ -211,6 +214,9 @@ class BenchService:
                     runner.heartbeat = time.monotonic()  # waiting on purpose, not stuck
 
     def _on_scan(self, scan: Scan) -> None:
+        tap = self.scan_tap
+        if tap is not None and tap(scan.code):
+            return  # typed into the station's focused field
         self._put(("scan", scan), self._scanner_runner)
 
     def _on_frame(self, frame: Frame) -> None:

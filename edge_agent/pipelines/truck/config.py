@@ -8,6 +8,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field
 
 from edge_agent.drivers.elm327.config import Elm327Config
+from edge_agent.drivers.j1939.config import J1939Config
 from edge_agent.drivers.lls.config import LlsConfig
 from edge_agent.drivers.nmea.config import NmeaConfig
 from edge_agent.drivers.scale.config import ScaleConfig
@@ -75,6 +76,13 @@ class EmissionConfig(_Section):
     report_boundary: Annotated[Literal["WTW", "TTW"], Expect('"WTW" or "TTW"')] = "WTW"
     # Litres of fuel in a full tank, to turn a percentage level (OBD PID 0x2F) into litres.
     tank_l: Annotated[float | None, Field(gt=0, le=5000), Expect("litres > 0")] = None
+    # For fuel_type = "electricity": the electricity row of the factor table for where the van charges
+    # (grid_cn_east_2022, grid_uk_2025, ...). Checked against the table when the service starts.
+    grid_factor: Annotated[
+        str,
+        Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$"),
+        Expect('the name of an electricity (kWh) row, e.g. "grid_cn_2022"'),
+    ] = "grid_cn_2022"
     # When no scale is fitted: the load assumed for tonne-km (0: unknown -> vehicle-km factor only).
     default_load_kg: Annotated[float, Field(ge=0, le=100_000), Expect("a mass in kg 0-100000")] = 0.0
 
@@ -96,10 +104,16 @@ class TelematicsConfig(_Section):
     vehicle_class: Annotated[
         str, Field(pattern=r"^[a-z0-9_]{1,64}$"), Expect("a vehicle class key of the factor table, e.g. hgv_all")
     ] = "hgv_all"
-    fuel_type: Annotated[Literal["diesel", "petrol"], Expect('"diesel" or "petrol"')] = "diesel"
+    # What the vehicle runs on: litres of diesel or petrol, kg of CNG or LNG, or kWh for a battery-electric van.
+    fuel_type: Annotated[
+        Literal["diesel", "petrol", "cng", "lng", "electricity"],
+        Expect('"diesel", "petrol", "cng", "lng" or "electricity"'),
+    ] = "diesel"
     gps: NmeaConfig | None = None
     fuel: Annotated[Elm327Config | LlsConfig, Field(discriminator="kind")] | None = None
     weight: ScaleConfig | None = None
+    # A J1939 CAN bus (trucks over 3.5 t): speed, fuel used, distance, level, weight, VIN, faults.
+    can: J1939Config | None = None
     cleaning: CleaningConfig = Field(default_factory=CleaningConfig)
     trips: TripConfig = Field(default_factory=TripConfig)
     telemetry: TelemetryConfig = Field(default_factory=TelemetryConfig)
@@ -109,3 +123,19 @@ class TelematicsConfig(_Section):
     route_format: Annotated[str, Field(min_length=1, max_length=200), Expect("a text with {start} and {end}")] = (
         "从{start}到{end}"
     )
+
+    def check_references(self, source: str) -> list[str]:
+        """Problems with what this section names outside the config: the factor table, the grid row.
+
+        Read when the config is loaded (so `config check` reports them), not in a validator.
+        """
+        from edge_agent.errors import ConfigError
+        from edge_agent.pipelines.emissions import check_grid_factor, load_factors
+
+        try:
+            table = load_factors(self.emissions.factors_file)
+            if self.fuel_type == "electricity":
+                check_grid_factor(table, self.emissions.grid_factor)
+        except ConfigError as exc:
+            return [p if p.startswith(f"{source}:") else f"{source}: {p}" for p in exc.problems]
+        return []

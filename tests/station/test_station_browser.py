@@ -1,0 +1,161 @@
+"""The station in a real browser: headless Chromium (Selenium) against the bench daemon, twins and a real mosquitto."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edge_agent.spine.records import check_record
+from edge_agent.spine.verify import FAIL
+from edge_agent.station.operators import add_operator
+from tests.broker import Broker, Subscriber
+from tests.helpers import export_records, verify_records
+from tests.station.harness import DEVICE, SITE, BenchRig, chromium_paths, start_chromium
+
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(chromium_paths() is None, reason="needs chromium and chromium-driver (.ci/apt-packages.txt)"),
+]
+WAIT_S = 60  # the first slip also waits for the OCR models to load on a busy CI machine
+OPERATOR, PIN = "han.mei", "4821"
+
+
+@pytest.fixture
+def browser(tmp_path: Path) -> Iterator[Any]:
+    driver = start_chromium(tmp_path / "chromium-profile")
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+@pytest.fixture
+def rig(broker: Broker, tmp_path: Path) -> Iterator[BenchRig]:
+    operators = tmp_path / "operators.toml"
+    add_operator(operators, OPERATOR, "supervisor", PIN, None)
+    r = BenchRig(tmp_path / "bench", broker.url, station={"operators_file": operators})
+    try:
+        yield r.start()
+    finally:
+        rc = r.stop()
+        assert rc == 0, "the daemon must stop cleanly:\n" + r.log()
+
+
+def _wait(driver: Any, what: str, cond: Any, timeout_s: float = WAIT_S) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(cond)
+    except Exception as exc:
+        raise AssertionError(f"browser: {what} did not happen within {timeout_s} s") from exc
+
+
+def _text(driver: Any, css: str) -> str:
+    from selenium.common.exceptions import NoSuchElementException, StaleElementReferenceException
+    from selenium.webdriver.common.by import By
+
+    try:
+        return str(driver.find_element(By.CSS_SELECTOR, css).text)
+    except (NoSuchElementException, StaleElementReferenceException):
+        return ""
+
+
+def _keys(driver: Any, *keys: str) -> None:
+    """Typing at whatever has the focus, as a person at a keyboard would; no clicks."""
+    from selenium.webdriver.common.action_chains import ActionChains
+
+    ActionChains(driver).send_keys(*keys).perform()
+
+
+def _active_id(driver: Any) -> str:
+    return str(driver.execute_script("return document.activeElement && document.activeElement.id"))
+
+
+def test_station_browser__verdict_queue_keyboard_correction_scan_and_signed_record(
+    rig: BenchRig, broker: Broker, browser: Any, tmp_path: Path
+) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    d = browser
+    with Subscriber(broker, f"edge/{SITE}/{DEVICE}/rec/return_inspection", client_id="central-test") as central:
+        # Sign in with the keyboard alone: id, Tab, PIN, Enter.
+        d.get(rig.url)
+        _wait(d, "the sign-in page", lambda d: _active_id(d) == "who")
+        _keys(d, OPERATOR, Keys.TAB, PIN, Keys.ENTER)
+        _wait(d, "the live page after sign-in", lambda d: d.execute_script("return document.body.dataset.connected"))
+        assert OPERATOR in _text(d, "#operator")
+
+        # 1. A slip drops in: the page shows its verdict, pushed, with the values read.
+        clean = rig.slip("slip_clean_501.jpg")
+        rig.present("slip_clean_501.jpg")
+        _wait(d, "the passed verdict", lambda d: _text(d, "#verdict-badge") == "Passed")
+        order_cell = _text(d, '#verdict-fields tr[data-field="order_no"] td.value')
+        assert order_cell == clean["order_no"]
+        assert "agree" in _text(d, "#verdict-order")
+        _wait(d, "today's counts", lambda d: _text(d, "#count-passed").startswith("1"))
+        assert d.save_screenshot(str(tmp_path / "live.png"))
+
+        # 2. A doubtful slip: the RF scan disagrees with the slip, so it waits in the queue.
+        doubtful = rig.slip("slip_clean_502.jpg")
+        rig.present("slip_clean_502.jpg", scan="100000000001")
+        _wait(d, "the review verdict", lambda d: _text(d, "#verdict-badge") == "Review")
+        _wait(d, "the queued item", lambda d: _text(d, "#queue-count") == "1")
+        assert "disagree" in _text(d, "#queue tbody tr").lower()
+
+        # 3. Keyboard only: Enter opens the oldest item with the doubtful field focused.
+        _keys(d, Keys.ENTER)
+        _wait(d, "the review page with the order number focused", lambda d: _active_id(d) == "f-order_no")
+        _wait(
+            d,
+            "the photo of the item",
+            lambda d: d.execute_script("return document.querySelector('#photo-img')?.naturalWidth > 0"),
+        )
+        # The RF scanner's read lands in the focused field, not in the bench's pairing.
+        _wait(
+            d,
+            "the scanner handed to the page",
+            lambda d: d.execute_script("return document.body.dataset.scannerArmed") == "1",
+        )
+        rig.scanner.scan(doubtful["order_no"])
+        _wait(
+            d,
+            "the scan in the focused field",
+            lambda d: d.execute_script("return document.activeElement.value") == doubtful["order_no"],
+        )
+        # Then the quantity, by its key: Esc leaves the field, 3 jumps to quantity, type, Enter saves.
+        new_qty = str(int(doubtful["quantity"]) + 1)
+        _keys(d, Keys.ESCAPE, "3")
+        _wait(d, "the quantity field focused", lambda d: _active_id(d) == "f-quantity")
+        _keys(d, new_qty, Keys.ENTER)
+        _wait(
+            d,
+            "back on the live page after the decision",
+            lambda d: d.execute_script("return document.body.dataset.page") == "live",
+        )
+        _wait(d, "the empty queue", lambda d: _text(d, "#queue-count") == "0")
+
+        # 4. The daemon emitted the reviewed record; central got it over MQTT, signed and chained.
+        def reviewed() -> list[dict[str, Any]]:
+            return [r for r in (json.loads(m.payload) for m in central.messages()) if r["body"]["human_reviewed"]]
+
+        central.wait_for(2, timeout_s=WAIT_S)
+        _wait(d, "the reviewed record on the broker", lambda _d: reviewed())
+        _wait(d, "the reviewed verdict on the page", lambda d: _text(d, "#verdict-badge") == "Reviewed")
+        assert d.save_screenshot(str(tmp_path / "reviewed.png"))
+    [rec] = reviewed()
+    body = rec["body"]
+    assert body["reviewer"] == OPERATOR and body["decision"] == "corrected"
+    assert body["changes"]["quantity"] == {"from": int(doubtful["quantity"]), "to": int(new_qty)}
+    assert body["fields"]["order_no"] == doubtful["order_no"] and body["fields"]["quantity"] == int(new_qty)
+    assert body["why"] == "misread by OCR"
+    assert check_record(rec, rig.pub_key()) == []
+    rig.stop()
+    stored = export_records(rig.db_path)
+    assert rec in stored, "the record central got is the one the chain holds"
+    assert [f for f in verify_records(stored, [rig.pub_key()]).findings if f.level == FAIL] == []
+    for png in ("live.png", "reviewed.png"):
+        assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
