@@ -25,6 +25,7 @@ from edge_agent.spine.records import GENESIS_PREV, KIND_PRIORITY, NEVER_EVICT, e
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
@@ -85,6 +86,9 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
         if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+        # After each checkpoint the WAL file shrinks back to this: it is the outbox's stated headroom
+        # over outbox.max_mb on disk, and what it needs free when the disk fills.
+        db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
     return db
 
 
@@ -268,34 +272,9 @@ class Outbox:
                 rows.append((seq, kind, KIND_PRIORITY.get(kind, 1), rec["ts"], data, prev, len(data), time.time()))
             incoming = sum(r[6] for r in rows)
             if stored + incoming > max_bytes:
-                evicted, freed = self._make_room(stored + incoming - int(max_bytes * 0.9))
-                stored -= freed
-                if evicted:
-                    # The gap record takes the next seq after the batch and is part of this transaction.
-                    seq += 1
-                    t, clock_state = clock.now()
-                    gap = make_record(
-                        device=device,
-                        seq=seq,
-                        ts=format_ts(t),
-                        clock=clock_state,
-                        kind="gap",
-                        body=gap_body("outbox_full", evicted),
-                        prev=prev,
-                        key=key,
-                    )
-                    data = encode(gap)
-                    prev = gap["hash"]
-                    records.append(gap)
-                    rows.append((seq, "gap", NEVER_EVICT, gap["ts"], data, prev, len(data), time.time()))
-                    incoming += len(data)
-                    log.warning(
-                        "outbox full (outbox.max_mb): evicted %d undelivered record(s), seq %s; "
-                        "signed gap record seq %d tells central",
-                        len(evicted),
-                        _ranges_text(evicted),
-                        seq,
-                    )
+                seq, prev, stored, incoming = self._evict_for(
+                    rows, records, seq, prev, stored, incoming, device=device, key=key, clock=clock, max_bytes=max_bytes
+                )
             self.conn.executemany(
                 "INSERT INTO records(seq, kind, priority, ts, data, hash, size, created_at) VALUES (?,?,?,?,?,?,?,?)",
                 rows,
@@ -313,8 +292,75 @@ class Outbox:
     def append_gap(self, body: dict[str, Any], *, device: str, key: DeviceKey, clock: Clock) -> dict[str, Any]:
         return self.append([("gap", body)], device=device, key=key, clock=clock, max_bytes=1 << 62)[0]
 
-    def _make_room(self, need_bytes: int) -> tuple[list[tuple[int, str, str]], int]:
-        """Inside a transaction: free need_bytes; return the evicted undelivered (seq, hash, kind) and bytes freed."""
+    def _evict_for(  # noqa: PLR0917 - the batch's running state, threaded through one helper
+        self,
+        rows: list[tuple[Any, ...]],
+        records: list[dict[str, Any]],
+        seq: int,
+        prev: str,
+        stored: int,
+        incoming: int,
+        *,
+        device: str,
+        key: DeviceKey,
+        clock: Clock,
+        max_bytes: int,
+    ) -> tuple[int, str, int, int]:
+        """Inside append's transaction: evict until the batch and its gap record fit under max_bytes.
+
+        The gap record counts against the bound like any record, and it replaces every older
+        undelivered outbox_full gap (merged into it), so gaps cannot pile up past the bound.
+        """
+        evicted: list[tuple[int, str, str]] = []
+        merged: list[dict[str, Any]] = []
+        need = stored + incoming - int(max_bytes * 0.9)
+        gap: dict[str, Any] | None = None
+        data = b""
+        for _ in range(4):  # a few rounds: each knows the size of the gap it must make room for
+            more, freed, more_merged = self._make_room(need)
+            stored -= freed
+            evicted += more
+            merged += more_merged
+            if not evicted and not merged:
+                return seq, prev, stored, incoming
+            t, clock_state = clock.now()
+            body = gap_body("outbox_full", sorted(evicted), merged, max_bytes=max_bytes)
+            gap = make_record(
+                device=device,
+                seq=seq + 1,
+                ts=format_ts(t),
+                clock=clock_state,
+                kind="gap",
+                body=body,
+                prev=prev,
+                key=key,
+            )
+            data = encode(gap)
+            need = stored + incoming + len(data) - max_bytes
+            if need <= 0 or not (more or more_merged):
+                break
+        if gap is None:
+            return seq, prev, stored, incoming
+        # The gap record takes the next seq after the batch and is part of this transaction.
+        seq += 1
+        prev = gap["hash"]
+        records.append(gap)
+        rows.append((seq, "gap", NEVER_EVICT, gap["ts"], data, prev, len(data), time.time()))
+        log.warning(
+            "outbox full (outbox.max_mb): evicted %d undelivered record(s), seq %s; signed gap record seq %d "
+            "tells central",
+            len(evicted),
+            _ranges_text(evicted) if evicted else "-",
+            seq,
+        )
+        return seq, prev, stored, incoming + len(data)
+
+    def _make_room(self, need_bytes: int) -> tuple[list[tuple[int, str, str]], int, list[dict[str, Any]]]:
+        """Inside a transaction: free need_bytes.
+
+        Returns the evicted undelivered (seq, hash, kind), the bytes freed, and the bodies of the
+        undelivered outbox_full gap records removed to be merged into the next one.
+        """
         freed = 0
         for seq, size in self.conn.execute(
             "SELECT seq, size FROM records WHERE delivered_at IS NOT NULL ORDER BY seq"
@@ -324,6 +370,7 @@ class Outbox:
             self.conn.execute("DELETE FROM records WHERE seq = ?", (seq,))
             freed += size
         evicted: list[tuple[int, str, str]] = []
+        merged: list[dict[str, Any]] = []
         if freed < need_bytes:
             cur = self.conn.execute(
                 "SELECT seq, hash, kind, size FROM records WHERE delivered_at IS NULL AND priority < ? "
@@ -336,8 +383,20 @@ class Outbox:
                 evicted.append((seq, h, kind))
                 freed += size
             self.conn.executemany("DELETE FROM records WHERE seq = ?", [(s,) for s, _, _ in evicted])
+        if evicted or freed < need_bytes:
+            # Older undelivered gaps of a full outbox are folded into the new one.
+            for seq, h, size, data in self.conn.execute(
+                "SELECT seq, hash, size, data FROM records WHERE delivered_at IS NULL AND kind = 'gap'"
+            ).fetchall():
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    body = json.loads(bytes(data))["body"]
+                    if body.get("reason") != "outbox_full":
+                        continue
+                    merged.append({**body, "_seq": seq, "_hash": h})
+                    self.conn.execute("DELETE FROM records WHERE seq = ?", (seq,))
+                    freed += size
         evicted.sort()
-        return evicted, freed
+        return evicted, freed, merged
 
     # ------------------------------------------------------------ delivery
     def undelivered(self, after_seq: int, limit: int) -> list[tuple[int, str, bytes]]:
@@ -443,6 +502,10 @@ class Outbox:
             ).fetchone()
         return (str(row[0]), bytes(row[1])) if row else None
 
+    def checkpoint_truncate(self) -> None:
+        """Copy the WAL into the database and cut the WAL file to zero (frees disk space at once)."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     def quick_check(self) -> str:
         """SQLite's PRAGMA quick_check: "ok", or what is damaged."""
         return str(self.conn.execute("PRAGMA quick_check").fetchone()[0])
@@ -457,14 +520,79 @@ class Outbox:
             yield bytes(data)
 
 
-def gap_body(reason: str, evicted: Sequence[tuple[int, str, str]]) -> dict[str, Any]:
-    """Signed account of dropped records: seq ranges, and each dropped seq with its hash and kind."""
+# Limits that keep a gap record small whatever it declares: its `ranges` are exact up to
+# GAP_RANGES_MAX (then neighbours are joined, declaring a few kept records too, which is harmless),
+# and `hashes` keeps each range's last seq (what the next record links to) plus the newest ones.
+GAP_RANGES_MAX = 64
+GAP_HASHES_MAX = 256
+
+
+def gap_body(
+    reason: str,
+    evicted: Sequence[tuple[int, str, str]],
+    merged: Sequence[dict[str, Any]] = (),
+    *,
+    max_bytes: int | None = None,
+) -> dict[str, Any]:
+    """Signed account of dropped records: every dropped seq in `ranges`, hashes where they matter.
+
+    `merged` are the bodies (with their own seq, hash) of older undelivered gap records this one
+    replaces, so evictions never pile up gap records: one gap declares them all.
+    """
+    seqs = [s for s, _, _ in evicted]
+    hashes: dict[int, tuple[str, str]] = {s: (h, k) for s, h, k in evicted}
+    ranges = seq_ranges(seqs)
+    count = len(evicted)
+    for old in merged:
+        seqs_old = [old["_seq"]]
+        hashes[old["_seq"]] = (old["_hash"], "gap")
+        ranges = ranges + seq_ranges(seqs_old)
+        for r in old.get("ranges") or []:
+            if isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r):
+                ranges.append([r[0], r[1]])
+        for item in old.get("hashes") or []:
+            if isinstance(item, list) and len(item) >= 2 and isinstance(item[0], int):
+                hashes.setdefault(item[0], (str(item[1]), str(item[2]) if len(item) > 2 else ""))
+        count += 1 + int(old.get("count") or 0)
+    # A gap may take an eighth of the outbox's bound (about 110 bytes per range with its hash).
+    share = GAP_HASHES_MAX if max_bytes is None else max(2, max_bytes // 8 // 110)
+    ranges = _coarsen(_union(ranges), min(GAP_RANGES_MAX, share))
+    ends = {b for _, b in ranges}
+    keep = sorted(s for s in hashes if s in ends)
+    newest = sorted((s for s in hashes if s not in ends), reverse=True)[
+        : max(0, min(GAP_HASHES_MAX, share) - len(keep))
+    ]
     return {
         "reason": reason,
-        "count": len(evicted),
-        "ranges": seq_ranges([s for s, _, _ in evicted]),
-        "hashes": [[s, h, k] for s, h, k in evicted],
+        "count": count,
+        "ranges": ranges,
+        "hashes": [[s, *hashes[s]] for s in sorted([*keep, *newest])],
     }
+
+
+def _union(ranges: list[list[int]]) -> list[list[int]]:
+    out: list[list[int]] = []
+    for a, b in sorted(ranges):
+        if out and a <= out[-1][1] + 1:
+            out[-1][1] = max(out[-1][1], b)
+        else:
+            out.append([a, b])
+    return out
+
+
+def _coarsen(ranges: list[list[int]], limit: int) -> list[list[int]]:
+    """At most `limit` ranges: join neighbours across the smallest distances first."""
+    if len(ranges) <= limit:
+        return ranges
+    distances = sorted(ranges[i + 1][0] - ranges[i][1] for i in range(len(ranges) - 1))
+    cut = distances[len(ranges) - limit - 1]  # join every distance up to this one
+    out = [list(ranges[0])]
+    for a, b in ranges[1:]:
+        if a - out[-1][1] <= cut:
+            out[-1][1] = b
+        else:
+            out.append([a, b])
+    return out
 
 
 def seq_ranges(seqs: Sequence[int]) -> list[list[int]]:
