@@ -161,8 +161,11 @@ class Agent:
         cfg = self.cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         self._lock_fd = acquire_lock(cfg.state_dir)
-        key = load_key(cfg.key_path)
         self.outbox, startup_gap = Outbox.open_checked(cfg.db_path)
+        from edge_agent.spine.checkpoint import finish_rotation
+
+        finish_rotation(cfg.key_path, self.outbox)
+        key = load_key(cfg.key_path)
         self.sync = MqttSync(cfg, cfg.db_path, on_command=self._on_command)
         self.writer = ChainWriter(
             self.outbox,

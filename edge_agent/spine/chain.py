@@ -51,6 +51,7 @@ class ChainWriter:
         self.max_bytes = max_bytes
         self.configured_max_bytes = max_bytes  # outbox.max_mb; max_bytes drops below it on a full disk
         self._next_room_check = 0.0
+        self._rotate_to: DeviceKey | None = None
         self.batch_max = batch_max
         self.on_commit = on_commit
         self._q: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(maxsize=queue_max)
@@ -75,6 +76,11 @@ class ChainWriter:
                 return
             except queue.Full:
                 log.warning("chain writer queue full; producer waits (outbox slow or disk stalled)")
+
+    def rotate(self, new_key: DeviceKey, body: dict[str, Any]) -> None:
+        """Queue a `key_rotation` record (signed by the current key); every record after it is signed by new_key."""
+        self._rotate_to = new_key
+        self.emit("key_rotation", body)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="chain-writer", daemon=True)
@@ -116,9 +122,15 @@ class ChainWriter:
                         batch.append(self._q.get_nowait())
                     except queue.Empty:
                         break
+            rotate_to = self._rotate_to
             try:
                 records = self.outbox.append(
-                    batch, device=self.device, key=self.key, clock=self.clock, max_bytes=self.max_bytes
+                    batch,
+                    device=self.device,
+                    key=self.key,
+                    clock=self.clock,
+                    max_bytes=self.max_bytes,
+                    rotate_to=rotate_to,
                 )
             except ValueError:
                 good = self._drop_unencodable(batch)
@@ -135,6 +147,10 @@ class ChainWriter:
                 if self._stop.is_set() and self._q.empty():
                     self._stop.wait(1.0)
                 continue
+            if rotate_to is not None and any(
+                r["kind"] == "key_rotation" and r["body"].get("new_key_id") == rotate_to.key_id for r in records
+            ):
+                self.key, self._rotate_to = rotate_to, None
             self.committed += len(records)
             self._restore_bound()
             self.head_seq = records[-1]["seq"]

@@ -247,8 +247,12 @@ class Outbox:
         key: DeviceKey,
         clock: Clock,
         max_bytes: int,
+        rotate_to: DeviceKey | None = None,
     ) -> list[dict[str, Any]]:
         """Sign, chain and commit a batch in ONE transaction; return the records once durable.
+
+        `rotate_to`: the key that signs everything after the `key_rotation` record announcing it,
+        from that very record on, so no record after a rotation carries the old key.
 
         When the batch would push stored bytes past max_bytes, delivered records go first, then
         undelivered ones by priority (telemetry/health/sensor, then events, then trips and
@@ -270,6 +274,8 @@ class Outbox:
                 prev = rec["hash"]
                 records.append(rec)
                 rows.append((seq, kind, KIND_PRIORITY.get(kind, 1), rec["ts"], data, prev, len(data), time.time()))
+                if kind == "key_rotation" and rotate_to is not None and body.get("new_key_id") == rotate_to.key_id:
+                    key = rotate_to
             incoming = sum(r[6] for r in rows)
             if stored + incoming > max_bytes:
                 seq, prev, stored, incoming = self._evict_for(
