@@ -182,7 +182,7 @@ def describe(rec: dict[str, Any]) -> str:
     return json.dumps(b, ensure_ascii=False)[:80]
 
 
-def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear down in one place
+def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - start and tear down in one place
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix=f"edge-agent-demo-{args.profile}-"))
     work.mkdir(parents=True, exist_ok=True)
     broker = LocalBroker(work)
@@ -231,6 +231,8 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
         set_value(cfg_path, "checkpoint.interval_s", "10")
         setup = demo_profiles.setup_truck if args.profile == "truck" else demo_profiles.setup_bench
         setup(cfg_path, work, twins)
+        if args.no_station:
+            set_value(cfg_path, "bench.station.enabled", "false")
         pub = work / "device.pub.pem"
         with open(pub, "wb") as f:
             subprocess.run(
@@ -246,7 +248,7 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0915 - start and tear
             stderr=subprocess.STDOUT,
             start_new_session=True,  # stopped by us with SIGTERM, never by the terminal's Ctrl-C
         )
-        if args.profile == "bench":
+        if args.profile == "bench" and not args.no_station:
             from edge_agent.demo.bench import station_url
 
             station = station_url(cfg_path)
@@ -361,4 +363,5 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s.add_argument("--duration", type=float, default=0, help="seconds to run (default: until Ctrl-C)")
     s.add_argument("--json", action="store_true", help="no live table; print one JSON summary line at the end")
     s.add_argument("--dir", help="work folder (default: a new temp folder)")
+    s.add_argument("--no-station", action="store_true", help="bench: leave the operator station off")
     s.set_defaults(func=cmd_demo)

@@ -148,11 +148,23 @@ def parse_factors(text: str, origin: str = "factors") -> FactorTable:
     return FactorTable(factors, origin)
 
 
+def check_grid_factor(table: FactorTable, name: str, key: str = "telematics.emissions.grid_factor") -> Factor:
+    """The named electricity row; ConfigError naming the key and the table's kWh rows otherwise."""
+    try:
+        factor = table.get(name)
+    except KeyError:
+        factor = None
+    if factor is None or factor.activity != "electricity" or factor.unit != "kWh":
+        rows = ", ".join(n for n in table.names() if table.get(n).activity == "electricity")
+        raise ConfigError([f"{table.origin}: {key}: expected an electricity (kWh) row, got {name!r} (rows: {rows})"])
+    return factor
+
+
 @dataclass(frozen=True, slots=True)
 class Emission:
     """CO2e of one trip, both boundaries where the table allows, and which factors gave them."""
 
-    method: str  # "fuel" | "tonne_km" | "none"
+    method: str  # "fuel" | "electricity" | "tonne_km" | "none"
     activity: float  # litres or tonne-km
     activity_unit: str
     co2_ttw_kg: float | None
@@ -178,7 +190,8 @@ def _both(table: FactorTable, activity: str, key: str) -> tuple[Factor | None, t
     return ttw, ()
 
 
-FUEL_KEYS = {"diesel": "diesel", "petrol": "petrol"}
+FUEL_KEYS = {"diesel": "diesel", "petrol": "petrol", "cng": "cng", "lng": "lng"}
+FUEL_UNITS = {"diesel": "L", "petrol": "L", "cng": "kg", "lng": "kg"}
 
 
 def estimate_emissions(
@@ -189,17 +202,30 @@ def estimate_emissions(
     distance_km: float,
     load_kg: float | None,
     vehicle_class: str,
+    fuel_used_kg: float | None = None,
+    energy_kwh: float | None = None,
+    grid_factor: str | None = None,
 ) -> Emission:
-    """Fuel-based when litres are known (preferred by GLEC / ISO 14083), else tonne-km x factor by class."""
-    if fuel_used_l is not None:
+    """Fuel- or energy-based when the amount is known (preferred by GLEC / ISO 14083), else tonne-km x factor.
+
+    Liquid fuels are in litres, CNG and LNG in kg; a battery-electric vehicle's kWh take the named grid
+    factor: nothing leaves its tailpipe (TTW 0), the grid's generation is its well-to-wheel.
+    """
+    if fuel_type == "electricity":
+        if energy_kwh is not None and grid_factor is not None:
+            grid = table.get(grid_factor)
+            return Emission("electricity", energy_kwh, "kWh", 0.0, energy_kwh * grid.kg_co2e_per_unit, None, (grid,))
+        return Emission("none", 0.0, "", None, None, None, ())
+    amount = fuel_used_kg if FUEL_UNITS.get(fuel_type) == "kg" else fuel_used_l
+    if amount is not None:
         ttw, wtw = _both(table, "fuel", FUEL_KEYS.get(fuel_type, fuel_type))
         if ttw is not None or wtw:
             return Emission(
                 "fuel",
-                fuel_used_l,
-                "L",
-                fuel_used_l * ttw.kg_co2e_per_unit if ttw else None,
-                fuel_used_l * sum(f.kg_co2e_per_unit for f in wtw) if wtw else None,
+                amount,
+                FUEL_UNITS.get(fuel_type, "L"),
+                amount * ttw.kg_co2e_per_unit if ttw else None,
+                amount * sum(f.kg_co2e_per_unit for f in wtw) if wtw else None,
                 ttw,
                 wtw,
             )

@@ -113,7 +113,8 @@ def verdict_view(body: dict[str, Any], levels: Levels, **extra: Any) -> dict[str
     return {
         "kind": kind,
         "fields": rows,
-        "reasons": [_plain_reason(i) for i in issues if i.get("code") != "image_quality"],
+        # A retake's field reasons only repeat that the photo was unreadable: the retake reason says it all.
+        "reasons": [] if retake else [_plain_reason(i) for i in issues if i.get("code") != "image_quality"],
         "retake": retake,
         "scan": check.get("scan"),
         "barcode": check.get("barcode"),

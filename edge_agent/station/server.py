@@ -8,6 +8,7 @@ writer's commit hook, and calls `stop()` on shutdown.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import socket
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 
 STATUS_EVERY_S = 1.0
 STOP_POLL_S = 0.2
+WORKERS = 2
 SCAN_ARM_S = 120.0  # a focused field keeps the scanner this long unless the page says otherwise
 
 
@@ -159,6 +161,11 @@ class Station:
         logging.getLogger("uvicorn.error").setLevel(logging.WARNING)
 
         deps, cfg = self.deps, self.deps.cfg
+        # Two worker threads for the blocking reads (SQLite, scrypt): each thread may get its own malloc
+        # arena, and asyncio's default pool would start up to cpu+4 of them.
+        asyncio.get_running_loop().set_default_executor(
+            concurrent.futures.ThreadPoolExecutor(max_workers=WORKERS, thread_name_prefix="station-io")
+        )
         stopping = asyncio.Event()
         state = StationState(
             cfg=cfg,
@@ -243,7 +250,7 @@ def start_station(
     `cfg` is the AgentConfig; a station that cannot start is logged and left out: the daemon runs on.
     """
     scfg: StationConfig = cfg.bench.station
-    if not scfg.enabled:
+    if not scfg.enabled_for(cfg.profile):
         return None
     desk = None
     base = cfg.source.parent if cfg.source is not None else None
@@ -263,7 +270,7 @@ def start_station(
         if desk is not None:
             desk.close()
         for line in exc.problems:
-            log.error("station not started: %s", line)
+            log.error("station not started, the daemon runs on without it: %s", line)
         return None
     station.start()
     if service is not None and hasattr(service, "scan_tap"):

@@ -195,3 +195,15 @@ def test_slipgen_cli__writes_photos_and_truth(tmp_path: Path, capsys: pytest.Cap
     assert slipgen_main(["--split", "heldout", "--n", "1", "--out", str(tmp_path / "h")]) == 2
     assert "held-out photos are for benchmarks/bench_ocr.py only" in capsys.readouterr().err
     assert not (tmp_path / "h").exists()
+
+
+def test_generate_slip__diverse_no_label_defect_is_the_empty_bench() -> None:
+    slip, t = generate_slip(3, "typical", style="diverse")
+    empty, te = generate_slip(3, "typical", "no_label", style="diverse")
+    assert te["defect"] == "no_label" and field_truth(te) == field_truth(t)
+    quad = np.array(t["label_quad"], np.float32)
+    mask = np.zeros(slip.shape[:2], np.uint8)
+    cv2.fillConvexPoly(mask, quad.astype(np.int32), 255)
+    # where the slip lay, the photo with it is far brighter than the bench without it
+    assert slip[mask > 0].mean() > empty[mask > 0].mean() + 40
+    assert not zxingcpp.read_barcodes(cv2.cvtColor(empty, cv2.COLOR_BGR2GRAY))

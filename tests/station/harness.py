@@ -37,7 +37,7 @@ CHROME_FLAGS = (
     "--disable-component-update",
     "--disable-sync",
     "--disable-dev-shm-usage",
-    "--window-size=1366,900",
+    "--window-size=1366,1000",
     "--lang=en-US",
 )
 

@@ -115,6 +115,11 @@ def test_station_browser__verdict_queue_keyboard_correction_scan_and_signed_reco
             lambda d: d.execute_script("return document.querySelector('#photo-img')?.naturalWidth > 0"),
         )
         # The RF scanner's read lands in the focused field, not in the bench's pairing.
+        _wait(
+            d,
+            "the scanner handed to the page",
+            lambda d: d.execute_script("return document.body.dataset.scannerArmed") == "1",
+        )
         rig.scanner.scan(doubtful["order_no"])
         _wait(
             d,

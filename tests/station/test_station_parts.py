@@ -28,6 +28,9 @@ def _cfg(station: dict[str, Any]) -> Any:
 def test_station_config__defaults_are_loopback_without_sign_in() -> None:
     st = _cfg({}).bench.station
     assert st.listen == "127.0.0.1" and not st.sign_in_required and st.url == "http://127.0.0.1:8480/"
+    assert st.enabled_for("bench") and not st.enabled_for("truck") and not st.enabled_for("sensors")
+    on = _cfg({"enabled": True}).bench.station
+    assert on.enabled_for("truck") and not _cfg({"enabled": False}).bench.station.enabled_for("bench")
 
 
 def test_station_config__lan_listen_needs_an_operators_file(tmp_path: Path) -> None:
@@ -181,9 +184,10 @@ def test_strip__red_with_the_remedy_when_a_device_or_the_broker_is_gone() -> Non
     items = {i["name"]: i for i in strip["items"]}
     assert strip["state"] == "bad"
     assert items["Broker"]["state"] == "bad" and "mqtt.url" in items["Broker"]["remedy"]
-    assert items["Scanner"]["state"] == "bad" and items["Scanner"]["text"] == "/dev/ttyACM0: no such device"
+    assert items["Scanner"]["state"] == "bad" and items["Scanner"]["text"] == "not connected"
+    assert items["Scanner"]["detail"] == "/dev/ttyACM0: no such device"
     assert "plug the scanner in" in items["Scanner"]["remedy"]
-    assert items["Camera"] == {"name": "Camera", "state": "ok", "text": "connected", "remedy": ""}
+    assert items["Camera"] == {"name": "Camera", "state": "ok", "text": "connected", "remedy": "", "detail": ""}
     assert items["Outbox"]["text"] == "12 to send"
     truck = build_strip(
         "truck",
@@ -192,3 +196,4 @@ def test_strip__red_with_the_remedy_when_a_device_or_the_broker_is_gone() -> Non
         0,
     )
     assert truck["state"] == "ok" and [i["name"] for i in truck["items"]] == ["Broker", "Outbox", "gps"]
+    assert truck["devices"] == [{"name": "gps", "connected": True}] and truck["summary"] == {"records": 4}

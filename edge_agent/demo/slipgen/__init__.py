@@ -33,9 +33,10 @@ Layouts (``layouts.py``): ``colon_lines`` (label：value, sometimes value-aligne
 value), ``waybill`` (courier waybill: waybill barcode, sender/receiver boxes, then the return block),
 ``thermal`` (576-640 px receipt roll, dashed rules, long values wrapped under their label). Fonts: every
 CJK font in .ci/apt-packages.txt (WenQuanYi Micro Hei/Zen Hei, AR PL UMing/UKai, AR PL SungtiL/KaitiM
-GB, Droid Sans Fallback, LXGW WenKai and its mono, Noto Sans/Serif CJK SC). Barcodes: the order number
-as Code 128 on every slip, plus sometimes a QR of it, a waybill Code 128 (``role: waybill``) or a
-small SKU Code 128 (``role: sku``); the truth lists each with its role.
+GB, LXGW WenKai and its mono, Noto Sans/Serif CJK SC), each slip in one that draws all its
+characters. Barcodes: the order number as Code 128 on every slip except 30 % of waybills (which carry
+their own number), plus sometimes a QR of it, a waybill Code 128 (``role: waybill``) or a small SKU
+Code 128 (``role: sku``); the truth lists each with its role.
 
 Tiers (``photo.py``), drawn from ``random.Random(f"photo:{tier}:{seed}")``:
 

@@ -91,12 +91,26 @@ def clean_fixes(fixes: Iterable[Fix], limits: FixLimits) -> Iterator[Fix]:
             yield fix
 
 
-class DriftGate:
-    """Turns used fixes into distance without letting a parked truck's GPS wander add kilometres.
+# A consumer GNSS receiver's position error is about HDOP x UERE (user equivalent range error, ~5 m
+# 1-sigma for single-frequency code receivers; Kaplan & Hegarty, "Understanding GPS/GNSS", 3rd ed., 7.2).
+UERE_M = 5.0
+HDOP_UNKNOWN = 2.0  # a receiver that reports no HDOP: assume an ordinary open-sky fix
+# Speed allowance not yet used by positions is kept only up to this much (a short lag of positions
+# behind the speed, a chord cut through a bend), so speed noise while parked cannot pile up a credit
+# that lets later position jitter through.
+SPEED_CREDIT_CAP_M = 50.0
 
-    While the reported speed is below `stationary_speed_kmh` and the fix is within `drift_radius_m`
-    of the last counted point, nothing is added; once the truck leaves that circle (or reports
-    speed), the whole way from the last counted point is added, so a slow crawl is not lost.
+
+class DriftGate:
+    """Turns used fixes into distance that holds on weak fixes.
+
+    Two rules. While the reported speed is below `stationary_speed_kmh` and the fix is within
+    `drift_radius_m` of the last counted point, nothing is added; once the truck leaves that circle
+    (or reports speed), the whole way from the last counted point is added, so a slow crawl is not
+    lost. And where a speed is known (the receiver's Doppler speed over ground, or the vehicle's own
+    CAN/OBD speed, which is far less noisy than positions), the distance counted never runs ahead of
+    the integral of that speed by more than the current fix's stated accuracy (HDOP x UERE): position
+    jitter on a cold start, which the receiver's speed does not show, adds nothing.
     """
 
     def __init__(self, stationary_speed_kmh: float, drift_radius_m: float) -> None:
@@ -104,12 +118,43 @@ class DriftGate:
         self.drift_radius_m = drift_radius_m
         self.anchor: Fix | None = None
         self.total_m = 0.0
+        self.speed_m = 0.0  # integral of the known speeds
+        self.clipped_m = 0.0  # position distance refused because the speeds did not allow it
+        self.unbounded = 0  # steps without any speed to check the positions against
         self.suppressed = 0
+        self._credit_m = 0.0
+        self._prev: tuple[Fix, float | None] | None = None
         self._was_moving = False
         self._outside = 0
 
-    def step(self, fix: Fix) -> float:
-        """Metres this fix adds to the odometer."""
+    def step(self, fix: Fix, vehicle_speed_kmh: float | None = None) -> float:
+        """Metres this fix adds to the odometer (vehicle_speed_kmh: the CAN/OBD speed at the fix, if any)."""
+        speed = vehicle_speed_kmh if vehicle_speed_kmh is not None else fix.speed_kmh
+        prev, self._prev = self._prev, (fix, speed)
+        if prev is not None and speed is not None and prev[1] is not None:
+            dt_s = (fix.t_utc - prev[0].t_utc).total_seconds()
+            if dt_s > 0:
+                moved_m = (prev[1] + speed) / 2.0 / 3.6 * dt_s  # trapezoid
+                self.speed_m += moved_m
+                self._credit_m += moved_m
+        d = self._gated(fix)
+        if d <= 0.0:
+            self._credit_m = min(self._credit_m, SPEED_CREDIT_CAP_M)
+            return 0.0
+        if speed is None or prev is None or prev[1] is None:
+            self.unbounded += 1
+            self.total_m += d
+            return d
+        accuracy_m = UERE_M * (fix.hdop if fix.hdop is not None and fix.hdop > 0 else HDOP_UNKNOWN)
+        added = min(d, max(0.0, self._credit_m + accuracy_m))
+        self.clipped_m += d - added
+        # The credit may go below zero by at most the accuracy: the next steps must earn it back first.
+        self._credit_m = min(self._credit_m - added, SPEED_CREDIT_CAP_M)
+        self.total_m += added
+        return added
+
+    def _gated(self, fix: Fix) -> float:
+        """The drift rule: metres from the last counted point, or 0 while a parked truck's fix wanders."""
         a = self.anchor
         if a is None:
             self.anchor = fix
@@ -125,7 +170,6 @@ class DriftGate:
                 return 0.0
         self._outside = 0
         self.anchor = fix
-        self.total_m += d
         return d
 
 
@@ -300,3 +344,64 @@ def _interp(ts: list[float], vs: list[float], t: float) -> float:
     if t1 == t0:
         return vs[j]
     return vs[j - 1] + (vs[j] - vs[j - 1]) * (t - t0) / (t1 - t0)
+
+
+class CounterTrack:
+    """A vehicle's cumulative counter (total fuel used, odometer, traction energy): its value over time.
+
+    The amount over a trip is the counter's difference, read where samples bracket the trip's ends.
+    A counter that went backwards (an ECU reset, another ECU's value) starts a new series, so no
+    difference is taken across it.
+    """
+
+    def __init__(self, max_edge_s: float = 120.0) -> None:
+        self.max_edge_s = max_edge_s  # a sample this close to a trip's end still stands for it
+        self._t: list[float] = []
+        self._v: list[float] = []
+        self._series: list[int] = []
+        self.resets = 0
+
+    def push(self, t: float, value: float) -> None:
+        if not math.isfinite(value) or (self._t and t <= self._t[-1]):
+            return
+        series = self._series[-1] if self._series else 0
+        if self._v and value < self._v[-1]:
+            series += 1
+            self.resets += 1
+        self._t.append(t)
+        self._v.append(value)
+        self._series.append(series)
+
+    def delta(self, t0: float, t1: float) -> float | None:
+        """The counter's increase from t0 to t1; None without samples near both ends in one series."""
+        if len(self._t) < 2 or t1 <= t0:
+            return None
+        i = bisect.bisect_left(self._t, t0)
+        j = bisect.bisect_right(self._t, t1) - 1
+        i = min(i, len(self._t) - 1)
+        if j < 0 or j < i or self._series[i] != self._series[j]:
+            return None
+        if self._t[i] - t0 > self.max_edge_s or t1 - self._t[j] > self.max_edge_s:
+            return None
+        return self._v[j] - self._v[i]
+
+    def prune(self, before_t: float) -> None:
+        k = max(bisect.bisect_left(self._t, before_t) - 1, 0)
+        del self._t[:k], self._v[:k], self._series[:k]
+
+
+class SpeedTrack:
+    """The vehicle's own (CAN/OBD) speed over time, looked up at each fix to bound the GPS distance."""
+
+    def __init__(self, max_age_s: float = 2.0, keep: int = 64) -> None:
+        self.max_age_s = max_age_s
+        self._samples: deque[tuple[float, float]] = deque(maxlen=keep)
+
+    def push(self, t: float, speed_kmh: float) -> None:
+        if math.isfinite(speed_kmh) and speed_kmh >= 0:
+            self._samples.append((t, speed_kmh))
+
+    def at(self, t: float) -> float | None:
+        """The sample nearest t, if one is within max_age_s."""
+        best = min(self._samples, key=lambda s: abs(s[0] - t), default=None)
+        return best[1] if best is not None and abs(best[0] - t) <= self.max_age_s else None

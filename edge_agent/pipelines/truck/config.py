@@ -76,6 +76,13 @@ class EmissionConfig(_Section):
     report_boundary: Annotated[Literal["WTW", "TTW"], Expect('"WTW" or "TTW"')] = "WTW"
     # Litres of fuel in a full tank, to turn a percentage level (OBD PID 0x2F) into litres.
     tank_l: Annotated[float | None, Field(gt=0, le=5000), Expect("litres > 0")] = None
+    # For fuel_type = "electricity": the electricity row of the factor table for where the van charges
+    # (grid_cn_east_2022, grid_uk_2025, ...). Checked against the table when the service starts.
+    grid_factor: Annotated[
+        str,
+        Field(pattern=r"^[A-Za-z0-9_.-]{1,64}$"),
+        Expect('the name of an electricity (kWh) row, e.g. "grid_cn_2022"'),
+    ] = "grid_cn_2022"
     # When no scale is fitted: the load assumed for tonne-km (0: unknown -> vehicle-km factor only).
     default_load_kg: Annotated[float, Field(ge=0, le=100_000), Expect("a mass in kg 0-100000")] = 0.0
 
@@ -97,7 +104,11 @@ class TelematicsConfig(_Section):
     vehicle_class: Annotated[
         str, Field(pattern=r"^[a-z0-9_]{1,64}$"), Expect("a vehicle class key of the factor table, e.g. hgv_all")
     ] = "hgv_all"
-    fuel_type: Annotated[Literal["diesel", "petrol"], Expect('"diesel" or "petrol"')] = "diesel"
+    # What the vehicle runs on: litres of diesel or petrol, kg of CNG or LNG, or kWh for a battery-electric van.
+    fuel_type: Annotated[
+        Literal["diesel", "petrol", "cng", "lng", "electricity"],
+        Expect('"diesel", "petrol", "cng", "lng" or "electricity"'),
+    ] = "diesel"
     gps: NmeaConfig | None = None
     fuel: Annotated[Elm327Config | LlsConfig, Field(discriminator="kind")] | None = None
     weight: ScaleConfig | None = None

@@ -5,9 +5,18 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
-from edge_agent.drivers.readings import Fix, FuelLevel, FuelRate, Weighing
+from edge_agent.drivers.readings import ActiveFaults, Fix, FuelLevel, FuelRate, VehicleSpeed, VehicleValue, Weighing
 from edge_agent.pipelines.emissions import FactorTable, estimate_emissions
-from edge_agent.pipelines.truck.clean import DriftGate, FixFilter, FixLimits, FuelEvent, FuelTracker, LoadTracker
+from edge_agent.pipelines.truck.clean import (
+    CounterTrack,
+    DriftGate,
+    FixFilter,
+    FixLimits,
+    FuelEvent,
+    FuelTracker,
+    LoadTracker,
+    SpeedTrack,
+)
 from edge_agent.pipelines.truck.config import TelematicsConfig
 from edge_agent.pipelines.truck.geo import distance_m, place_name, route_words
 from edge_agent.pipelines.truck.trips import Trip, TripDetector
@@ -59,6 +68,14 @@ class Deadband:
         return why
 
 
+# Counter quantities the trip body uses, in order of preference for each amount.
+FUEL_COUNTERS = (("total_fuel_hr_l", "j1939_total_fuel_hr"), ("total_fuel_l", "j1939_total_fuel"))
+GAS_COUNTERS = (("total_gas_kg", "j1939_total_gas"),)
+DISTANCE_COUNTERS = (("total_distance_hr_km", "odometer_hr"), ("total_distance_km", "odometer"))
+ENERGY_COUNTERS = (("energy_used_kwh", "energy_counter"),)
+COUNTERS = tuple(q for group in (FUEL_COUNTERS, GAS_COUNTERS, DISTANCE_COUNTERS, ENERGY_COUNTERS) for q, _ in group)
+
+
 class TruckPipeline:
     """clean -> trips -> emissions, plus telemetry and events. Pure: feed readings, get records back."""
 
@@ -72,6 +89,10 @@ class TruckPipeline:
         self.trips = TripDetector(cfg.trips)
         self.fuel = FuelTracker(c)
         self.load = LoadTracker(c.load_change_min_kg)
+        # Cumulative counters from the vehicle bus (J1939 LFC/HRLFC, VD/VDHR, GFC, a site's EV map).
+        self.counters: dict[str, CounterTrack] = {q: CounterTrack() for q in COUNTERS}
+        self.vehicle_speed = SpeedTrack()
+        self.faults: dict[int, tuple[tuple[int, int, int], ...]] = {}
         t = cfg.telemetry
         self.deadband = Deadband(t.interval_s, t.heading_change_deg, t.parked_interval_s)
         self.moving = False
@@ -101,7 +122,7 @@ class TruckPipeline:
             self.moving = True
         elif speed < tc.stop_speed_kmh:
             self.moving = False
-        added = self.gate.step(fix)
+        added = self.gate.step(fix, self.vehicle_speed.at(fix.t_utc.timestamp()))
         was_in_trip = self.trips.in_trip
         out: list[Record] = []
         trip = self.trips.push(fix, added, speed)
@@ -130,6 +151,40 @@ class TruckPipeline:
         ev = self.fuel.push_level(r.t_utc.timestamp(), level_l, self.moving)
         return [self._emit("event", self.fuel_event_body(ev))] if ev is not None else []
 
+    def push_vehicle_speed(self, r: VehicleSpeed) -> list[Record]:
+        """The vehicle's own speed (CAN/OBD): what the GPS distance is held to where it is fresh."""
+        self.vehicle_speed.push(r.t_utc.timestamp(), r.speed_kmh)
+        return []
+
+    def push_vehicle_value(self, r: VehicleValue) -> list[Record]:
+        """A counter from the vehicle bus (fuel used, odometer, energy); other values are not kept."""
+        track = self.counters.get(r.quantity)
+        if track is not None:
+            track.push(r.t_utc.timestamp(), r.value)
+        return []
+
+    def push_faults(self, r: ActiveFaults) -> list[Record]:
+        """An event when an ECU's active fault codes change (J1939 DM1)."""
+        if self.faults.get(r.source_address, ()) == r.dtcs:
+            return []
+        self.faults[r.source_address] = r.dtcs
+        body = self._event_base(r.t_utc.timestamp(), "faults")
+        body.update(
+            source_address=r.source_address,
+            dtcs=[{"spn": spn, "fmi": fmi, "occurrences": oc} for spn, fmi, oc in r.dtcs],
+            amber_warning=r.amber_warning,
+            red_stop=r.red_stop,
+            mil=r.mil,
+        )
+        return [self._emit("event", body)]
+
+    def _counter_delta(self, group: tuple[tuple[str, str], ...], t0: float, t1: float) -> tuple[float | None, str]:
+        for quantity, source in group:
+            d = self.counters[quantity].delta(t0, t1)
+            if d is not None:
+                return d, source
+        return None, "none"
+
     def push_weighing(self, w: Weighing) -> list[Record]:
         change = self.load.push(w.t_utc.timestamp(), w.load_kg, w.stable)
         if change is None:
@@ -155,16 +210,32 @@ class TruckPipeline:
     def trip_body(self, trip: Trip) -> dict[str, Any]:
         cfg = self.cfg
         t0, t1 = trip.start.t_utc.timestamp(), trip.end.t_utc.timestamp()
-        fuel_l, fuel_source = self.fuel.rate_used_l(t0, t1), "fuel_rate"
-        if fuel_l is None:
-            fuel_l, fuel_source = self.fuel.level_used_l(t0, t1), "fuel_level"
-        if fuel_l is None:
-            fuel_source = "none"
+        # Fuel: the vehicle's own total-fuel counter (0.001 L or 0.5 L resolution) before the rate
+        # integral, before the tank level; gas engines count kg, electric vans kWh.
+        fuel_l, fuel_source = self._counter_delta(FUEL_COUNTERS, t0, t1)
+        fuel_kg, energy_kwh = None, None
+        if cfg.fuel_type in ("cng", "lng"):
+            fuel_l = None
+            fuel_kg, fuel_source = self._counter_delta(GAS_COUNTERS, t0, t1)
+        elif cfg.fuel_type == "electricity":
+            fuel_l = None
+            energy_kwh, fuel_source = self._counter_delta(ENERGY_COUNTERS, t0, t1)
+        else:
+            if fuel_l is None:
+                fuel_l, fuel_source = self.fuel.rate_used_l(t0, t1), "fuel_rate"
+            if fuel_l is None:
+                fuel_l, fuel_source = self.fuel.level_used_l(t0, t1), "fuel_level"
+            if fuel_l is None:
+                fuel_source = "none"
         load_avg, load_peak = self.load.during(t0, t1)
         load_source = "scale" if load_avg is not None else "none"
         if load_avg is None and cfg.emissions.default_load_kg > 0:
             load_avg, load_peak, load_source = cfg.emissions.default_load_kg, cfg.emissions.default_load_kg, "config"
-        distance_km = trip.distance_m / 1000.0
+        gps_km = trip.distance_m / 1000.0
+        odometer_km, distance_source = self._counter_delta(DISTANCE_COUNTERS, t0, t1)
+        distance_km = odometer_km if odometer_km is not None else gps_km
+        if odometer_km is None:
+            distance_source = "gps"
         em = estimate_emissions(
             self.factors,
             fuel_used_l=fuel_l,
@@ -172,6 +243,9 @@ class TruckPipeline:
             distance_km=distance_km,
             load_kg=load_avg,
             vehicle_class=cfg.vehicle_class,
+            fuel_used_kg=fuel_kg,
+            energy_kwh=energy_kwh,
+            grid_factor=cfg.emissions.grid_factor if cfg.fuel_type == "electricity" else None,
         )
         co2, boundary = em.co2_kg(cfg.emissions.report_boundary)
         events = self.fuel.events_between(t0, t1)
@@ -208,6 +282,10 @@ class TruckPipeline:
             "avg_speed_kmh": round(distance_km / (duration_s / 3600.0), 1) if duration_s > 0 else 0.0,
             "max_speed_kmh": round(trip.max_speed_kmh, 1),
             "fuel_source": fuel_source,
+            "fuel_used_kg": _r(fuel_kg, 2),
+            "energy_kwh": _r(energy_kwh, 2),
+            "grid_factor": em.wtw[0].describe() if em.method == "electricity" else None,
+            "distance_source": distance_source,
             "refuels_l": round(sum(e.amount_l for e in events if e.kind == "refuel"), 2),
             "drains_l": round(sum(e.amount_l for e in events if e.kind == "drain"), 2),
             "load_avg_kg": _r(load_avg, 1),
@@ -226,6 +304,7 @@ class TruckPipeline:
                 "gaps": trip.gaps,
                 "gap_s": round(trip.gap_s, 1),
                 "drift_suppressed": self.gate.suppressed - drift0,
+                "gps_distance_km": round(gps_km, 3),
                 "end_reason": trip.end_reason,
             },
         }
@@ -272,6 +351,10 @@ class TruckPipeline:
             "rejected": dict(self.filter.rejected),
             "drift_suppressed": self.gate.suppressed,
             "distance_km": round(self.gate.total_m / 1000.0, 3),
+            # What the speeds (GPS Doppler or CAN/OBD) integrate to, and the position distance they refused.
+            "speed_distance_km": round(self.gate.speed_m / 1000.0, 3),
+            "distance_clipped_km": round(self.gate.clipped_m / 1000.0, 3),
+            "steps_without_speed": self.gate.unbounded,
             "trips": self.counts["trip"],
             "trips_discarded": self.trips.discarded,
             "telemetry": self.counts["telemetry"],

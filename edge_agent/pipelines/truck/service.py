@@ -12,9 +12,18 @@ from typing import Any
 
 from edge_agent.drivers.base import DriverRunner
 from edge_agent.drivers.nmea.driver import NmeaDriver
-from edge_agent.drivers.readings import Fix, FuelLevel, FuelRate, VehicleSpeed, Weighing
+from edge_agent.drivers.readings import (
+    ActiveFaults,
+    Fix,
+    FuelLevel,
+    FuelRate,
+    VehicleId,
+    VehicleSpeed,
+    VehicleValue,
+    Weighing,
+)
 from edge_agent.drivers.registry import make_driver
-from edge_agent.pipelines.emissions import load_factors
+from edge_agent.pipelines.emissions import check_grid_factor, load_factors
 from edge_agent.pipelines.truck.pipeline import TruckPipeline
 from edge_agent.service import Heartbeat, ServiceContext
 
@@ -41,11 +50,14 @@ class TelematicsService:
         self._worker: threading.Thread | None = None
         self._hb = Heartbeat()
         self.records = 0
+        self.vin: str | None = None
 
     # -- Service protocol ---------------------------------------------------
     def start(self, ctx: ServiceContext) -> None:
         cfg = ctx.config.telematics
         factors = load_factors(cfg.emissions.factors_file)  # ConfigError: unrecoverable setup
+        if cfg.fuel_type == "electricity":
+            check_grid_factor(factors, cfg.emissions.grid_factor)  # read here, not in a validator
         self._ctx = ctx
         self._pipeline = TruckPipeline(cfg, factors, cfg.transport_id or ctx.config.device.id)
         if cfg.gps is not None:
@@ -89,6 +101,7 @@ class TelematicsService:
                 for r in self._runners
             },
             "queue": self._queue.qsize(),
+            "vin": self.vin,
             "records": self.records,
         }
         if self._gps is not None:
@@ -155,7 +168,14 @@ class TelematicsService:
         elif isinstance(item, Weighing):
             recs = p.push_weighing(item)
         elif isinstance(item, VehicleSpeed):
-            recs = []  # GPS speed is what trips use; OBD speed is kept for diagnosis only
+            recs = p.push_vehicle_speed(item)  # bounds the GPS distance where it is fresh
+        elif isinstance(item, VehicleValue):
+            recs = p.push_vehicle_value(item)
+        elif isinstance(item, ActiveFaults):
+            recs = p.push_faults(item)
+        elif isinstance(item, VehicleId):
+            self.vin = item.vin  # shown in status, never put in a record (a VIN can identify a person's van)
+            recs = []
         else:
             log.debug("telematics: ignoring reading of type %s", type(item).__name__)
             recs = []

@@ -38,14 +38,20 @@
     if (!pills || !status || !status.items) return;
     pills.replaceChildren(
       ...status.items.map((i) =>
-        el("span", { class: "pill " + i.state, title: i.remedy || i.text, "data-name": i.name },
+        el("span", { class: "pill " + i.state, title: i.detail || i.remedy || i.text, "data-name": i.name },
           el("b", { text: i.name }), " " + i.text,
           i.remedy ? el("span", { class: "remedy", text: " → " + i.remedy }) : null)
       )
     );
-    if (status.trip !== undefined) {
-      const d = $("#device-details");
-      if (d) d.textContent = status.trip ? "Trip: " + JSON.stringify(status.trip) : "No trip running";
+    const d = $("#device-details");
+    if (d && status.devices) {
+      const cols = ["name", "connected", "frames_ok", "polls_ok", "frames_bad", "polls_bad", "reconnects", "records", "last_error"];
+      const used = cols.filter((c) => status.devices.some((x) => x[c] !== undefined));
+      const head = el("tr", {}, ...used.map((c) => el("th", { text: c.replace("_", " ") })));
+      const rows = status.devices.map((x) => el("tr", { class: x.connected ? "" : "down" },
+        ...used.map((c) => el("td", { text: x[c] == null ? "—" : String(x[c]) }))));
+      const sum = Object.entries(status.summary || {}).map(([k, v]) => el("tr", {}, el("th", { text: k.replace(/_/g, " ") }), el("td", { text: String(v) })));
+      d.replaceChildren(el("table", { class: "history devices" }, head, ...rows), el("h2", { text: "Pipeline" }), el("table", { class: "fields summary" }, ...sum));
     }
   }
 
@@ -202,7 +208,12 @@
       return;
     }
     const es = new EventSource("/events");
-    es.addEventListener("hello", (e) => applySnapshot(JSON.parse(e.data)));
+    es.addEventListener("hello", (e) => {
+      applySnapshot(JSON.parse(e.data));
+      streamOpen = true;
+      const a = document.activeElement;
+      if (page === "review" && a && a.tagName === "INPUT" && a.closest(".field")) armScanner(true);
+    });
     es.addEventListener("status", (e) => renderStrip(JSON.parse(e.data)));
     es.addEventListener("counts", (e) => renderCounts(JSON.parse(e.data)));
     es.addEventListener("queue", (e) => { if (page === "live") renderQueue(JSON.parse(e.data)); });
@@ -211,7 +222,7 @@
       if (page === "live") { renderVerdict(v); recent.unshift(v); recent.length = Math.min(recent.length, 20); renderRecent(recent); }
     });
     es.addEventListener("scan", (e) => onScan(JSON.parse(e.data).code));
-    es.onerror = () => { document.body.dataset.connected = "0"; };
+    es.onerror = () => { document.body.dataset.connected = "0"; streamOpen = false; armed = false; };
   }
 
   // ---------------------------------------------------------------- keyboard
@@ -251,10 +262,12 @@
   }
 
   let armed = false;
+  let streamOpen = false;
   function armScanner(want) {
+    if (want && !streamOpen) return;  // the page could not receive the scan yet; "hello" arms it
     if (armed === want) return;
     armed = want;
-    post("/api/scanner", { armed: want });
+    post("/api/scanner", { armed: want }).then((r) => { document.body.dataset.scannerArmed = r.ok && want ? "1" : "0"; });
   }
 
   function onScan(code) {
@@ -303,7 +316,6 @@
     if (!form) return;
     const fields = [...form.querySelectorAll(".field input")];
     const first = form.querySelector(".field.doubtful input") || fields[0];
-    if (first) { first.focus(); first.select(); }
     form.addEventListener("focusin", (e) => { if (e.target.tagName === "INPUT" && e.target.closest(".field")) armScanner(true); });
     form.addEventListener("focusout", (e) => {
       if (!e.relatedTarget || !e.relatedTarget.closest || !e.relatedTarget.closest(".field")) armScanner(false);
@@ -321,6 +333,7 @@
       if (!why) { message("Say why the values changed (pick a reason or type one).", "bad"); $("#why").focus(); return; }
       decide("correct", { changes, why });
     });
+    if (first) { first.focus(); first.select(); }
     $("#accept").addEventListener("click", () => decide("accept", { why: "" }));
     $("#reject").addEventListener("click", () => { $("#reject-box").hidden = false; $("#reject-why").focus(); });
     $("#reject-confirm").addEventListener("click", () => decide("reject", { why: $("#reject-why").value }));

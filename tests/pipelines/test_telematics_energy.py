@@ -1,0 +1,138 @@
+"""Trips from vehicle counters: J1939 total fuel used and odometer, CNG in kg, a battery-electric van's kWh."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from edge_agent.drivers.readings import ActiveFaults, Fix, FuelRate, VehicleValue
+from edge_agent.errors import ConfigError
+from edge_agent.pipelines.emissions import check_grid_factor, load_factors
+from edge_agent.pipelines.truck.config import TelematicsConfig
+from edge_agent.pipelines.truck.pipeline import TruckPipeline
+
+T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
+M_PER_DEG = 111_319.49
+
+
+def _fix(t_s: float, x_m: float, speed_kmh: float) -> Fix:
+    return Fix(T0 + timedelta(seconds=t_s), 0.0, x_m / M_PER_DEG, speed_kmh, 90.0, True, 1, 9, 0.9, 10.0, "")
+
+
+def _value(t_s: float, quantity: str, value: float, unit: str = "L", resolution: float = 0.001) -> VehicleValue:
+    return VehicleValue(t_s, T0 + timedelta(seconds=t_s), quantity, value, unit, resolution, "j1939:test/SA0", "")
+
+
+def _trip(pipe: TruckPipeline, counters: dict[str, tuple[float, float]]) -> dict[str, Any]:
+    """10 s parked, 600 s at 36 km/h (6 km by GPS), then parked until the trip closes; counters rise linearly."""
+    records: list[tuple[str, dict[str, Any]]] = []
+    x = 0.0
+    for t in range(0, 1000):
+        v = 36.0 if 10 <= t < 610 else 0.0
+        x += v / 3.6 if t > 0 else 0.0
+        for q, (start, end) in counters.items():
+            frac = min(max((t - 10) / 600, 0.0), 1.0)
+            records += pipe.push_vehicle_value(_value(t, q, start + (end - start) * frac))
+        records += pipe.push_fix(_fix(t, x, v))
+    records += pipe.finish()
+    trips = [b for k, b in records if k == "trip"]
+    assert len(trips) == 1
+    return trips[0]
+
+
+def test_trip__total_fuel_used_counter_is_preferred_to_the_rate() -> None:
+    pipe = TruckPipeline(TelematicsConfig(), load_factors(), "京A12345")
+    for t in range(0, 1000, 5):  # a fuel rate that would give a different answer (20 L/h)
+        pipe.push_fuel_rate(FuelRate(t, T0 + timedelta(seconds=t), 20.0, "j1939_lfe", ""))
+    trip = _trip(pipe, {"total_fuel_hr_l": (123456.0, 123458.345), "total_distance_hr_km": (854934.0, 854940.05)})
+    assert trip["fuel_source"] == "j1939_total_fuel_hr"
+    assert trip["fuel_used_l"] == pytest.approx(2.345, abs=0.01)
+    assert trip["distance_source"] == "odometer_hr"
+    assert trip["distance_km"] == pytest.approx(6.05, abs=0.01)
+    assert trip["quality"]["gps_distance_km"] == pytest.approx(6.0, abs=0.05)
+    assert trip["co2_wtw_kg"] == pytest.approx(2.345 * 3.19747, abs=0.03)
+
+
+def test_trip__low_resolution_counter_when_no_high_resolution_one() -> None:
+    pipe = TruckPipeline(TelematicsConfig(), load_factors(), "t")
+    trip = _trip(pipe, {"total_fuel_l": (5000.0, 5002.5)})
+    assert trip["fuel_source"] == "j1939_total_fuel" and trip["fuel_used_l"] == pytest.approx(2.5, abs=0.01)
+    assert trip["distance_source"] == "gps"
+
+
+def test_trip__counter_reset_inside_the_trip_falls_back() -> None:
+    pipe = TruckPipeline(TelematicsConfig(), load_factors(), "t")
+    for t, v in ((0, 900.0), (200, 901.0), (400, 3.0), (999, 4.0)):  # the ECU was swapped mid-trip
+        pipe.push_vehicle_value(_value(t, "total_fuel_l", v))
+    trip = _trip(pipe, {})
+    assert trip["fuel_source"] == "none" and trip["fuel_used_l"] is None
+
+
+def test_trip__cng_truck_counts_kg_with_the_cng_factor() -> None:
+    pipe = TruckPipeline(TelematicsConfig(fuel_type="cng"), load_factors(), "t")
+    trip = _trip(pipe, {"total_gas_kg": (800.0, 803.0)})
+    assert trip["fuel_source"] == "j1939_total_gas" and trip["fuel_used_kg"] == pytest.approx(3.0, abs=0.01)
+    assert trip["fuel_used_l"] is None
+    assert trip["emission"]["activity_unit"] == "kg"
+    assert trip["co2_ttw_kg"] == pytest.approx(3.0 * 2.6928, rel=1e-3)
+    assert [f["name"] for f in trip["emission"]["factors"]] == ["cng_ttw"]
+
+
+def test_trip__battery_electric_van_records_kwh_co2_and_grid_factor() -> None:
+    cfg = TelematicsConfig.model_validate(
+        {"fuel_type": "electricity", "emissions": {"grid_factor": "grid_cn_east_2022"}}
+    )
+    pipe = TruckPipeline(cfg, load_factors(), "沪A·D12345")
+    trip = _trip(pipe, {"energy_used_kwh": (5000.0, 5031.2)})
+    assert trip["energy_kwh"] == pytest.approx(31.2, abs=0.05)
+    assert trip["fuel_source"] == "energy_counter" and trip["fuel_used_l"] is None
+    assert trip["co2_ttw_kg"] == 0.0
+    assert trip["co2_kg"] == pytest.approx(trip["energy_kwh"] * 0.5617, rel=1e-3) and trip["co2_boundary"] == "WTW"
+    assert trip["grid_factor"]["name"] == "grid_cn_east_2022" and trip["grid_factor"]["year"] == 2022
+    assert "Ministry of Ecology and Environment" in trip["grid_factor"]["source"]
+
+
+def test_grid_factor__must_be_an_electricity_row() -> None:
+    table = load_factors()
+    assert check_grid_factor(table, "grid_cn_south_2022").kg_co2e_per_unit == 0.3869
+    with pytest.raises(ConfigError, match=r"telematics.emissions.grid_factor: expected an electricity \(kWh\) row"):
+        check_grid_factor(table, "diesel_b7_ttw")
+    with pytest.raises(ConfigError, match="grid_cn_north_2022"):
+        check_grid_factor(table, "grid_mars")
+
+
+def test_factor_table__china_regional_grids_and_gas_rows_cite_their_source() -> None:
+    table = load_factors()
+    regions = [n for n in table.names() if n.startswith("grid_cn_") and n != "grid_cn_2022"]
+    assert len(regions) == 7
+    national = table.get("grid_cn_2022").kg_co2e_per_unit
+    values = [table.get(n).kg_co2e_per_unit for n in regions]
+    assert min(values) < national < max(values)  # the national mean lies between the regions
+    for name in ("petrol_ttw", "cng_ttw", "lng_ttw"):
+        f = table.get(name)
+        assert f.source and f.year >= 2019 and f.boundary == "TTW"
+    # The TTW rows follow from the IPCC defaults their notes give: kg CO2/TJ x TJ/Gg.
+    assert table.get("cng_ttw").kg_co2e_per_unit == pytest.approx(56_100 * 48.0 / 1e6, abs=1e-4)
+    assert table.get("petrol_ttw").kg_co2e_per_unit == pytest.approx(69_300 * 44.3 / 1e6 * 0.745, abs=1e-4)
+
+
+def test_faults__an_event_when_the_active_codes_change() -> None:
+    pipe = TruckPipeline(TelematicsConfig(), load_factors(), "t")
+    f1 = ActiveFaults(0.0, T0, 0, True, False, False, ((100, 1, 3),), "")
+    assert [b["event"] for _, b in pipe.push_faults(f1)] == ["faults"]
+    assert pipe.push_faults(f1) == []
+    (_, body), *_ = pipe.push_faults(ActiveFaults(1.0, T0, 0, False, False, False, (), ""))
+    assert body["dtcs"] == [] and body["source_address"] == 0
+
+
+def test_counter_track__needs_samples_near_both_ends() -> None:
+    pipe = TruckPipeline(TelematicsConfig(), load_factors(), "t")
+    track = pipe.counters["total_distance_km"]
+    track.push(0.0, 10.0)
+    track.push(1000.0, 20.0)
+    assert track.delta(0.0, 1000.0) == 10.0
+    assert track.delta(0.0, 500.0) is None  # no sample within 120 s of the end
+    assert not math.isnan(track.delta(0.0, 1000.0) or math.nan)
