@@ -1,4 +1,9 @@
-"""The durable SQLite outbox: the chain head, group-committed signed records, delivery state, eviction."""
+"""The durable SQLite outbox: the chain head, group-committed signed records, delivery state, eviction.
+
+Over ~400 lines on purpose: it is the one owner of every SQL statement against the outbox's
+tables (append with eviction, delivery, pruning, reads for status/doctor/resend), so nothing
+else in the tree writes SQL against them. Gap bodies live in gaps.py, the head sidecar in headfile.py.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ import logging
 import os
 import sqlite3
 import time
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,6 +23,8 @@ import sqlite_utils
 
 from edge_agent.errors import LedgerError
 from edge_agent.spine.clock import Clock, format_ts
+from edge_agent.spine.gaps import gap_body, highest, loss_gap, ranges_text, seq_ranges
+from edge_agent.spine.headfile import HeadSidecar, read_head_sidecar
 from edge_agent.spine.keys import DeviceKey
 from edge_agent.spine.records import GENESIS_PREV, KIND_PRIORITY, NEVER_EVICT, encode, make_record
 
@@ -104,26 +110,6 @@ def _salvage_meta(path: Path) -> tuple[tuple[int, str], int] | None:
     return None
 
 
-def _highest(a: tuple[int, str] | None, b: tuple[int, str] | None) -> tuple[int, str] | None:
-    known = [h for h in (a, b) if h is not None]
-    return max(known) if known else None
-
-
-def _loss_gap(reason: str, detail: str, head: tuple[int, str] | None, delivered: int) -> dict[str, Any]:
-    """A gap body for records lost with the file: at least last_delivered+1 .. the highest seq made."""
-    last = head[0] if head else 0
-    first = min(delivered, last) + 1
-    ranges = [[first, last]] if last >= first else []
-    return {
-        "reason": reason,
-        "detail": detail,
-        "last_known_seq": last,
-        "count": last - first + 1 if ranges else 0,
-        "ranges": ranges,
-        "hashes": [],
-    }
-
-
 class Outbox:
     """One connection to the outbox. The chain writer owns one; the MQTT sync and the CLI open their own."""
 
@@ -158,7 +144,7 @@ class Outbox:
                 corrupt_reason = str(exc)
         if corrupt_reason is not None:
             salvaged = _salvage_meta(path)
-            head = _highest(salvaged[0] if salvaged else None, side)
+            head = highest(salvaged[0] if salvaged else None, side)
             delivered = salvaged[1] if salvaged else 0
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             moved = path.with_name(f"{path.name}.corrupt-{stamp}")
@@ -175,7 +161,7 @@ class Outbox:
             )
             ob = cls(path)
             ob.migrate()
-            gap = _loss_gap("outbox_corrupt", corrupt_reason, head, delivered)
+            gap = loss_gap("outbox_corrupt", corrupt_reason, head, delivered)
             gap["moved_to"] = moved.name
             if head is not None:
                 ob._set_meta({"head_seq": str(head[0]), "head_hash": head[1]})
@@ -198,7 +184,7 @@ class Outbox:
             )
             delivered = int(ob._meta().get("last_delivered_seq", "0"))
             ob._set_meta({"head_seq": str(side[0]), "head_hash": side[1]})
-            return ob, _loss_gap("outbox_lost", detail, side, max(delivered, db_head[0]))
+            return ob, loss_gap("outbox_lost", detail, side, max(delivered, db_head[0]))
         return ob, None
 
     def migrate(self) -> None:
@@ -356,7 +342,7 @@ class Outbox:
             "outbox full (outbox.max_mb): evicted %d undelivered record(s), seq %s; signed gap record seq %d "
             "tells central",
             len(evicted),
-            _ranges_text(evicted) if evicted else "-",
+            ranges_text(evicted) if evicted else "-",
             seq,
         )
         return seq, prev, stored, incoming + len(data)
@@ -526,161 +512,4 @@ class Outbox:
             yield bytes(data)
 
 
-# Limits that keep a gap record small whatever it declares: its `ranges` are exact up to
-# GAP_RANGES_MAX (then neighbours are joined, declaring a few kept records too, which is harmless),
-# and `hashes` keeps each range's last seq (what the next record links to) plus the newest ones.
-GAP_RANGES_MAX = 64
-GAP_HASHES_MAX = 256
-
-
-def gap_body(
-    reason: str,
-    evicted: Sequence[tuple[int, str, str]],
-    merged: Sequence[dict[str, Any]] = (),
-    *,
-    max_bytes: int | None = None,
-) -> dict[str, Any]:
-    """Signed account of dropped records: every dropped seq in `ranges`, hashes where they matter.
-
-    `merged` are the bodies (with their own seq, hash) of older undelivered gap records this one
-    replaces, so evictions never pile up gap records: one gap declares them all.
-    """
-    seqs = [s for s, _, _ in evicted]
-    hashes: dict[int, tuple[str, str]] = {s: (h, k) for s, h, k in evicted}
-    ranges = seq_ranges(seqs)
-    count = len(evicted)
-    for old in merged:
-        seqs_old = [old["_seq"]]
-        hashes[old["_seq"]] = (old["_hash"], "gap")
-        ranges = ranges + seq_ranges(seqs_old)
-        for r in old.get("ranges") or []:
-            if isinstance(r, list) and len(r) == 2 and all(isinstance(x, int) for x in r):
-                ranges.append([r[0], r[1]])
-        for item in old.get("hashes") or []:
-            if isinstance(item, list) and len(item) >= 2 and isinstance(item[0], int):
-                hashes.setdefault(item[0], (str(item[1]), str(item[2]) if len(item) > 2 else ""))
-        count += 1 + int(old.get("count") or 0)
-    # A gap may take an eighth of the outbox's bound (about 110 bytes per range with its hash).
-    share = GAP_HASHES_MAX if max_bytes is None else max(2, max_bytes // 8 // 110)
-    ranges = _coarsen(_union(ranges), min(GAP_RANGES_MAX, share))
-    ends = {b for _, b in ranges}
-    keep = sorted(s for s in hashes if s in ends)
-    newest = sorted((s for s in hashes if s not in ends), reverse=True)[
-        : max(0, min(GAP_HASHES_MAX, share) - len(keep))
-    ]
-    return {
-        "reason": reason,
-        "count": count,
-        "ranges": ranges,
-        "hashes": [[s, *hashes[s]] for s in sorted([*keep, *newest])],
-    }
-
-
-def _union(ranges: list[list[int]]) -> list[list[int]]:
-    out: list[list[int]] = []
-    for a, b in sorted(ranges):
-        if out and a <= out[-1][1] + 1:
-            out[-1][1] = max(out[-1][1], b)
-        else:
-            out.append([a, b])
-    return out
-
-
-def _coarsen(ranges: list[list[int]], limit: int) -> list[list[int]]:
-    """At most `limit` ranges: join neighbours across the smallest distances first."""
-    if len(ranges) <= limit:
-        return ranges
-    distances = sorted(ranges[i + 1][0] - ranges[i][1] for i in range(len(ranges) - 1))
-    cut = distances[len(ranges) - limit - 1]  # join every distance up to this one
-    out = [list(ranges[0])]
-    for a, b in ranges[1:]:
-        if a - out[-1][1] <= cut:
-            out[-1][1] = b
-        else:
-            out.append([a, b])
-    return out
-
-
-def seq_ranges(seqs: Sequence[int]) -> list[list[int]]:
-    """[3, 4, 5, 9] -> [[3, 5], [9, 9]]."""
-    out: list[list[int]] = []
-    for s in sorted(seqs):
-        if out and s == out[-1][1] + 1:
-            out[-1][1] = s
-        else:
-            out.append([s, s])
-    return out
-
-
-def _ranges_text(evicted: Sequence[tuple[int, str, str]]) -> str:
-    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in seq_ranges([s for s, _, _ in evicted]))
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".head")
-
-
-# The sidecar holds the highest (seq, hash) ever committed, in two fixed slots written in turn
-# and each checked by a CRC: a torn write spoils at most one, and the other is one batch older.
-_SLOT_BYTES = 256
-
-
-def _slot_bytes(seq: int, h: str) -> bytes:
-    text = json.dumps({"seq": seq, "hash": h}, separators=(",", ":"))
-    line = f"{text} {zlib.crc32(text.encode()):08x}\n".encode()
-    return line.ljust(_SLOT_BYTES, b" ")
-
-
-def _parse_slot(raw: bytes) -> tuple[int, str] | None:
-    with contextlib.suppress(ValueError, KeyError, TypeError, UnicodeDecodeError):
-        text, crc = raw.decode("ascii").strip().rsplit(" ", 1)
-        if int(crc, 16) != zlib.crc32(text.encode()):
-            return None
-        d = json.loads(text)
-        return int(d["seq"]), str(d["hash"])
-    return None
-
-
-class HeadSidecar:
-    """`<outbox>.head`: the highest seq ever made and its hash, fsynced after every commit.
-
-    It survives the outbox being zeroed, deleted or losing its WAL tail, so a device never
-    makes a seq twice: the next record continues after it, behind a signed gap(outbox_lost).
-    """
-
-    def __init__(self, db_path: Path) -> None:
-        self.path = _sidecar(db_path)
-        self._fd: int | None = None
-        self._next_slot = 0
-
-    def write(self, seq: int, h: str) -> None:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            best = read_head_sidecar(self.path.with_name(self.path.name.removesuffix(".head")))
-            self._next_slot = 0 if best is None else 1  # never overwrite the only good slot first
-        os.pwrite(self._fd, _slot_bytes(seq, h), self._next_slot * _SLOT_BYTES)
-        os.fdatasync(self._fd)
-        self._next_slot ^= 1
-
-    def close(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
-
-
-def read_head_sidecar(db_path: Path) -> tuple[int, str] | None:
-    """The highest (seq, hash) the sidecar holds, or None when it is missing or unreadable."""
-    try:
-        raw = _sidecar(db_path).read_bytes()
-    except OSError:
-        return None
-    slots = [_parse_slot(raw[i : i + _SLOT_BYTES]) for i in range(0, min(len(raw), 2 * _SLOT_BYTES), _SLOT_BYTES)]
-    good = [s for s in slots if s is not None]
-    if not good:
-        # The JSON file of older versions.
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            d = json.loads(raw)
-            return int(d["seq"]), str(d["hash"])
-        return None
-    return max(good)
+__all__ = ["Outbox", "Stats", "gap_body", "read_head_sidecar", "seq_ranges"]

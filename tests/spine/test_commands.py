@@ -288,6 +288,8 @@ class Rig:
     def wait_connected(self) -> None:
         assert self.agent.sync is not None
         assert self.agent.sync.connected.wait(10), self.agent.sync.last_error
+        # Commands sent before the SUBACK of a first connection have no session to wait in.
+        assert self.agent.sync.subscribed.wait(10), "no SUBACK for the command subscription"
 
 
 def start_agent(tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch, profile: str = "sensors") -> Rig:
