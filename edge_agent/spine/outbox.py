@@ -482,7 +482,7 @@ class Outbox:
     def tail(self, n: int) -> list[tuple[int, bytes]]:
         """The newest n records as (seq, data), oldest first."""
         rows = self.conn.execute("SELECT seq, data FROM records ORDER BY seq DESC LIMIT ?", (n,)).fetchall()
-        return [(int(s), bytes(d)) for s, d in reversed(rows)]
+        return [(int(s), _blob(d)) for s, d in reversed(rows)]
 
     def latest(self, kind: str | None = None) -> tuple[str, bytes] | None:
         """(ts, data) of the newest stored record, of one kind if given; None when there is none."""
@@ -492,7 +492,7 @@ class Outbox:
             row = self.conn.execute(
                 "SELECT ts, data FROM records WHERE kind = ? ORDER BY seq DESC LIMIT 1", (kind,)
             ).fetchone()
-        return (str(row[0]), bytes(row[1])) if row else None
+        return (str(row[0]), _blob(row[1])) if row else None
 
     def checkpoint_truncate(self) -> None:
         """Copy the WAL into the database and cut the WAL file to zero (frees disk space at once)."""
@@ -509,7 +509,12 @@ class Outbox:
             q += " AND seq <= ?"
             args.append(until_seq)
         for (data,) in self.conn.execute(q + " ORDER BY seq", args):
-            yield bytes(data)
+            yield _blob(data)
+
+
+def _blob(data: bytes | str) -> bytes:
+    """A stored record's bytes; a row someone rewrote by hand may hold TEXT (doctor must still read it)."""
+    return data.encode("utf-8") if isinstance(data, str) else bytes(data)
 
 
 __all__ = ["Outbox", "Stats", "gap_body", "read_head_sidecar", "seq_ranges"]
