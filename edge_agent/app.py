@@ -415,6 +415,8 @@ class Agent:
         self.service = make_service(self.cfg)
         self.ctx = self._new_context()
         self.service.start(self.ctx)
+        if self.station is not None and hasattr(self.service, "scan_tap"):
+            self.service.scan_tap = self.station.take_scan  # the new bench hands focused-field scans on too
         log.info("pipeline restarted with the new config%s", " (and MQTT)" if new_mqtt else "")
 
     # ------------------------------------------------------------ health

@@ -95,6 +95,10 @@ class Station:
         self.scan_armed_until = 0.0  # monotonic; set by a review page whose field has the focus
 
     @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def url(self) -> str:
         cfg = self.deps.cfg
         return cfg.model_copy(update={"port": self.port}).url

@@ -119,7 +119,11 @@ def test_cli__verify_proof_with_a_device_key_file(tmp_path: Path, setup: tuple[s
     dsn, address, key = setup
     assert cli("anchor", "--db", dsn, "--rpc", rpc.url, "--contract", address, "--key", key).returncode == 0
     proof = tmp_path / "proof.json"
-    assert cli("prove", "--db", dsn, "--device", "sensor-9", "--seq", "5", "--out", str(proof)).returncode == 0
+    assert (
+        cli("prove", "--db", dsn, "--device", "sensor-9", "--seq", "5", "--out", str(proof), "--compact").returncode
+        == 0
+    )
+    assert len(proof.read_text().splitlines()) == 1
     from edge_agent.spine.keys import load_key, public_pem
 
     right, wrong = tmp_path / "right.pem", tmp_path / "wrong.pem"
@@ -128,6 +132,18 @@ def test_cli__verify_proof_with_a_device_key_file(tmp_path: Path, setup: tuple[s
     assert cli("verify-proof", str(proof), "--rpc", rpc.url, "--pubkey", str(right)).returncode == 0
     v = cli("verify-proof", str(proof), "--rpc", rpc.url, "--pubkey", str(wrong))
     assert v.returncode == 1 and "FAIL signature: record is signed by key" in v.stdout
+
+
+def test_cli__works_with_bft_block_headers(tmp_path: Path, setup: tuple[str, str, str], rpc: RpcBridge) -> None:
+    """Besu's QBFT puts 97+ bytes in extraData; anchoring and checking a proof must not trip over it."""
+    dsn, address, key = setup
+    rpc.bft_extra_data = True
+    r = cli("anchor", "--db", dsn, "--rpc", rpc.url, "--contract", address, "--key", key)
+    assert r.returncode == 0, r.stderr
+    proof = tmp_path / "p.json"
+    assert cli("prove", "--db", dsn, "--device", "truck-01", "--seq", "1", "--out", str(proof)).returncode == 0
+    v = cli("verify-proof", str(proof), "--rpc", rpc.url)
+    assert v.returncode == 0, v.stdout + v.stderr
 
 
 def test_cli__anchor_killed_after_sending_finds_its_transaction_on_rerun(
