@@ -134,6 +134,18 @@ def test_cli__verify_proof_with_a_device_key_file(tmp_path: Path, setup: tuple[s
     assert v.returncode == 1 and "FAIL signature: record is signed by key" in v.stdout
 
 
+def test_cli__works_with_bft_block_headers(tmp_path: Path, setup: tuple[str, str, str], rpc: RpcBridge) -> None:
+    """Besu's QBFT puts 97+ bytes in extraData; anchoring and checking a proof must not trip over it."""
+    dsn, address, key = setup
+    rpc.bft_extra_data = True
+    r = cli("anchor", "--db", dsn, "--rpc", rpc.url, "--contract", address, "--key", key)
+    assert r.returncode == 0, r.stderr
+    proof = tmp_path / "p.json"
+    assert cli("prove", "--db", dsn, "--device", "truck-01", "--seq", "1", "--out", str(proof)).returncode == 0
+    v = cli("verify-proof", str(proof), "--rpc", rpc.url)
+    assert v.returncode == 0, v.stdout + v.stderr
+
+
 def test_cli__anchor_killed_after_sending_finds_its_transaction_on_rerun(
     setup: tuple[str, str, str], rpc: RpcBridge, chain: Chain
 ) -> None:

@@ -75,6 +75,8 @@ def test_anchor__one_run_anchors_every_verified_record_once(dsn: str, chain: Cha
         add_records(db, "truck-01", keys["truck-01"], 41, 5, prev=_head(db, "truck-01", 40))
         nxt = anchor_once(db, c)
         assert nxt.records == 5 and c.next_seq("truck-01") == 46
+        assert _ok(verify_proof(build_proof(db, "truck-01", 45), contract=c))
+        assert _ok(verify_proof(build_proof(db, "bench-7", 1), contract=c))
 
 
 def test_anchor__batches_split_by_size_and_devices(db: Database, chain: Chain, tmp_path: Path) -> None:
@@ -320,3 +322,21 @@ def test_anchor__a_transaction_not_mined_in_time_is_recorded_by_a_later_run(
     assert final is not None and final.status == "anchored" and final.tx_hash == stored.tx_hash
     assert c.contract.functions.batch_count().call() == 1
     assert _ok(verify_proof(build_proof(db, "truck-01", 4), contract=c))
+
+
+def test_anchor__a_record_verified_after_its_device_was_anchored_past_it_is_reported(
+    db: Database, chain: Chain, tmp_path: Path
+) -> None:
+    keys = fill_fleet(db, tmp_path / "keys", {"truck-01": 6})
+    with db.transaction():
+        db.execute("UPDATE records SET verified = 0 WHERE device = 'truck-01' AND seq = 3")
+    c = deployed(chain)
+    anchor_once(db, c)
+    assert c.next_seq("truck-01") == 7
+    with db.transaction():
+        db.execute("UPDATE records SET verified = 1 WHERE device = 'truck-01' AND seq = 3")
+    add_records(db, "truck-01", keys["truck-01"], 7, 2, prev=_head(db, "truck-01", 6))
+    report = anchor_once(db, c)
+    # seq 3 cannot go on chain any more (the contract would refuse the overlap); 7 and 8 still do
+    assert report.skipped_late == 1 and report.records == 2 and report.complete
+    assert db.query_one("SELECT COUNT(*) FROM anchor_leaves WHERE device = 'truck-01' AND seq = 3") == (0,)
