@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -26,6 +27,7 @@ from edge_agent.drivers.ptytwin import PtyTwin
 DEFAULT_VIN = "LFWSRXSJ9M1A00417"  # 17 characters, a made-up FAW-style VIN (WMI LFW)
 ENGINE = 0x00  # source address of engine #1
 ACCEL_S = 30.0  # seconds a leg takes to reach its speed
+BAM_GAP_S = 0.05  # J1939-21 5.10.3: BAM data packets 50-200 ms apart
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +90,8 @@ class J1939Twin(PtyTwin):
         self.sent_by_host: list[str] = []
         self.refused: list[str] = []
         self.frames_out = 0
+        self._later: deque[tuple[float, int, bytes]] = deque()
+        self._tp_free_at: dict[int, float] = {}
         self._t0 = time.monotonic()
 
     # -- the simulated truck -----------------------------------------------------
@@ -154,8 +158,10 @@ class J1939Twin(PtyTwin):
             for i, (period_s, build) in enumerate(schedule):
                 if now_s >= due[i]:
                     due[i] = now_s + period_s
-                    for can_id, data in build(self.state(self.truck_s())):
-                        self._put(can_id, data)
+                    self._send(build(self.state(self.truck_s())))
+            while self._later and self._later[0][0] <= time.monotonic():
+                _, can_id, data = self._later.popleft()
+                self._put(can_id, data)
 
     def _command(self, line: str) -> None:
         self.commands.append(line)
@@ -203,8 +209,26 @@ class J1939Twin(PtyTwin):
             65253: lambda s: [self._hours(s)],
         }
         answer = answers.get(requested)
-        for can_id2, data in answer(st) if answer is not None else []:
-            self._put(can_id2, data)
+        self._send(answer(st) if answer is not None else [])
+
+    def _send(self, frames: list[tuple[int, bytes]]) -> None:
+        """Put frames on the bus; a BAM's packets 50 ms apart, and one BAM at a time per sender (J1939-21)."""
+        now = time.monotonic()
+        start = now
+        dt_packets = 0
+        for can_id, data in frames:
+            pf, source = (can_id >> 16) & 0xFF, can_id & 0xFF
+            if pf == 0xEC and data[:1] == bytes([32]):  # a BAM announcement: wait for the sender's last BAM
+                start = max(now, self._tp_free_at.get(source, 0.0))
+                dt_packets = 0
+                self._later.append((start, can_id, data))
+            elif pf == 0xEB:
+                dt_packets += 1
+                self._later.append((start + BAM_GAP_S * dt_packets, can_id, data))
+                self._tp_free_at[source] = start + BAM_GAP_S * (dt_packets + 1)
+            else:
+                self._put(can_id, data)
+        self._later = deque(sorted(self._later))
 
     def _put(self, can_id: int, data: bytes) -> None:
         self.frames_out += 1

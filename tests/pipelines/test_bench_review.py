@@ -249,6 +249,17 @@ def test_review_desk__photo_only_while_kept(tmp_path: Path) -> None:
         assert desk.photo(kept) is None and path is not None and not path.exists()
     finally:
         desk.close()
+    hours = ReviewDesk(tmp_path, ReviewConfig(keep_images="hours", keep_images_h=1), reasons)
+    try:
+        old_path = save_image(tmp_path, img, ReviewConfig())
+        with ReviewQueue(tmp_path / "review.db") as q:
+            fresh = q.add(result(), old_path)
+            q._db.execute(
+                "UPDATE items SET created_at = '2020-01-01T00:00:00.000Z' WHERE id = ?", (q.add(result(), old_path),)
+            )
+        assert hours.photo(fresh) == old_path and hours.photo(fresh + 1) is None, "past its hours: not served"
+    finally:
+        hours.close()
     never = ReviewDesk(tmp_path, ReviewConfig(keep_images="never"), reasons)
     try:
         assert never.photo(gone) is None

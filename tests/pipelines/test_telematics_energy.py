@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -136,3 +137,24 @@ def test_counter_track__needs_samples_near_both_ends() -> None:
     assert track.delta(0.0, 1000.0) == 10.0
     assert track.delta(0.0, 500.0) is None  # no sample within 120 s of the end
     assert not math.isnan(track.delta(0.0, 1000.0) or math.nan)
+
+
+def test_config__factor_files_are_read_after_validation_not_in_validators(tmp_path: Path) -> None:
+    from edge_agent.pipelines.sensors.config import GridConfig
+    from edge_agent.settings import parse_config
+
+    missing = tmp_path / "nope.csv"
+    GridConfig(factors_file=missing, factor="grid_xx")  # a validator reads no file: this validates
+    TelematicsConfig.model_validate({"emissions": {"factors_file": str(missing)}})
+    base = {"profile": "truck", "device": {"id": "d", "site": "s"}}
+    with pytest.raises(ConfigError, match=r"c.toml: .*nope.csv: file not found"):
+        parse_config({**base, "telematics": {"emissions": {"factors_file": str(missing)}}}, "c.toml")
+    with pytest.raises(ConfigError, match=r"c.toml: .*telematics.emissions.grid_factor: expected an electricity"):
+        parse_config(
+            {**base, "telematics": {"fuel_type": "electricity", "emissions": {"grid_factor": "diesel_b7_ttw"}}},
+            "c.toml",
+        )
+    parse_config(
+        {**base, "telematics": {"fuel_type": "electricity", "emissions": {"grid_factor": "grid_cn_south_2022"}}},
+        "c.toml",
+    )
