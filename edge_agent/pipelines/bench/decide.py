@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from edge_agent.pipelines.bench.fields import FieldValue, Issue
+from edge_agent.pipelines.bench.normalize import DIGIT_FOR
 from edge_agent.pipelines.bench.rules_config import FieldsConfig
 from edge_agent.pipelines.bench.types import Barcode, QualityReport
 
@@ -34,17 +35,34 @@ def order_key(text: str) -> str:
     return re.sub(r"[^0-9A-Z]", "", text.upper())
 
 
+def confusable_key(text: str) -> str:
+    """order_key with letters OCR confuses with digits read as those digits (ZTO596 and ZT0596 meet)."""
+    return "".join(DIGIT_FOR.get(c, c) for c in order_key(text))
+
+
 def cross_check_order(
-    ocr: FieldValue, scan: str | None, barcodes: Sequence[Barcode], pattern: re.Pattern[str]
+    ocr: FieldValue,
+    scan: str | None,
+    barcodes: Sequence[Barcode],
+    pattern: re.Pattern[str],
+    other_codes: Collection[str] = (),
 ) -> tuple[OrderCheck, FieldValue, list[Issue]]:
     """Compare the order number from the RF scan, the photo's barcodes and the slip text.
 
     Returns the check, the order number to use, and an issue when they disagree. Barcodes
-    that do not look like an order number (an EAN on the product, a URL) are ignored.
+    that do not look like an order number (an EAN on the product, a URL) are ignored, and so is
+    one the slip prints as another code (`other_codes`: the waybill number under 快递单号).
     """
     scan = scan.strip() if scan and scan.strip() else None
-    bars = list(dict.fromkeys(b.text.strip() for b in barcodes if pattern.fullmatch(b.text.strip().upper())))
     ocr_text = str(ocr.value) if ocr.value is not None else None
+    elsewhere = {confusable_key(c) for c in other_codes} - {confusable_key(ocr_text or "")}
+    bars = list(
+        dict.fromkeys(
+            b.text.strip()
+            for b in barcodes
+            if pattern.fullmatch(b.text.strip().upper()) and confusable_key(b.text) not in elsewhere
+        )
+    )
     # Several order-like barcodes: prefer one that another source confirms.
     others = {order_key(x) for x in (scan, ocr_text) if x}
     barcode = next((b for b in bars if order_key(b) in others), bars[0] if bars else None)

@@ -6,11 +6,12 @@ import logging
 import re
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import ConfigError
+from edge_agent.pipelines.bench.locate import SHAPE_ONLY, Labels, locate
 from edge_agent.pipelines.bench.normalize import (
     ReasonTable,
     clean_code_token,
@@ -36,7 +37,6 @@ PRIVACY_ROLES = ("name", "address", "phone", "id")
 # and two different values for one field each make a wrong value likelier.
 PER_SUBSTITUTION = 0.9
 FUZZY_LABEL = 0.85
-NEXT_ROW = 0.95
 CONFLICT = 0.5
 AMBIGUOUS_CODE = 0.6
 
@@ -287,6 +287,7 @@ class LabelMatcher:
             roles.setdefault(squash(lab), "other")
         roles.pop("", None)
         self.roles = roles
+        self.labels = Labels(roles, FIELD_NAMES)
         alts = []
         for lab in sorted(roles, key=len, reverse=True):
             body = r"\s*".join(re.escape(c) for c in lab)
@@ -359,6 +360,7 @@ class Extraction:
     issues: tuple[Issue, ...]
     rows: tuple[Row, ...]
     spans: tuple[Span, ...]
+    where: dict[str, TextLine] = field(default_factory=dict)  # the OCR box each found value was read from
 
 
 @dataclass(frozen=True, slots=True)
@@ -416,32 +418,48 @@ def extract_fields(
     matcher = matcher or LabelMatcher(template)
     rows = group_rows(lines)
     row_hits = [matcher.find(r) for r in rows]
-    cands: dict[str, list[_Candidate]] = {f.name: [] for f in template.fields}
     spans: list[Span] = []
     for i, (row, hits) in enumerate(zip(rows, row_hits, strict=True)):
         for j, hit in enumerate(hits):
             end = hits[j + 1].start if j + 1 < len(hits) else len(row.text)
-            vrow, vstart, vend, factor = i, hit.end, end, 1.0
+            vrow, vstart, vend = i, hit.end, end
             if not row.text[vstart:vend].strip() and j + 1 == len(hits) and i + 1 < len(rows):
                 nxt = row_hits[i + 1]
                 if not nxt or nxt[0].start > 0:
-                    # The value sits under its label, on the next row.
-                    vrow, vstart, vend, factor = i + 1, 0, nxt[0].start if nxt else len(rows[i + 1].text), NEXT_ROW
+                    vrow, vstart, vend = i + 1, 0, nxt[0].start if nxt else len(rows[i + 1].text)
             spans.append(Span(vrow, vstart, vend, hit.role))
-            if hit.role not in cands:
-                continue
-            spec = template.spec(hit.role)
-            vtext = rows[vrow].text[vstart:vend]
-            value, f, problem = _PARSERS[spec.kind](spec, vtext, reasons)
-            conf = _span_conf(rows[vrow], vstart, vend) * f * factor * (FUZZY_LABEL if hit.fuzzy else 1.0)
-            cands[hit.role].append(_Candidate(value, conf, problem))
+    kinds = {f.name: f.kind for f in template.fields}
+
+    def parse(name: str, text: str) -> tuple[str | int | None, float, str | None]:
+        spec = template.spec(name)
+        return _PARSERS[spec.kind](spec, text, reasons)
+
+    found = locate(lines, matcher.labels, kinds, lambda n, t: parse(n, t)[0] is not None)
+    cands: dict[str, list[_Candidate]] = {f.name: [] for f in template.fields}
+    boxes: dict[str, dict[object, TextLine]] = {f.name: {} for f in template.fields}
+    for name, items in found.items():
+        for it in items:
+            value, f, problem = parse(name, it.text)
+            conf = it.confidence * f * (FUZZY_LABEL if it.fuzzy else 1.0)
+            cands[name].append(_Candidate(value, conf, problem))
+            boxes[name].setdefault(value, it.line)
+    if not cands["return_date"]:
+        # No label names a date: a date-shaped text anywhere, with a confidence that asks a person.
+        for ln in lines:
+            value, f, problem = parse("return_date", ln.text)
+            if value is not None:
+                cands["return_date"].append(_Candidate(value, ln.confidence * f * SHAPE_ONLY, problem))
+                boxes["return_date"].setdefault(value, ln)
     values: dict[str, FieldValue] = {}
     issues: list[Issue] = []
+    where: dict[str, TextLine] = {}
     for spec in template.fields:
         fv, found_issues = _choose(spec, cands[spec.name])
         values[spec.name] = fv
         issues += found_issues
-    return Extraction(values, tuple(issues), rows, tuple(spans))
+        if fv.value is not None and fv.value in boxes[spec.name]:
+            where[spec.name] = boxes[spec.name][fv.value]
+    return Extraction(values, tuple(issues), rows, tuple(spans), where)
 
 
 def _choose(spec: FieldSpec, cands: list[_Candidate]) -> tuple[FieldValue, list[Issue]]:
