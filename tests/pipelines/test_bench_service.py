@@ -182,6 +182,13 @@ def test_bench_service__doubtful_slip_waits_for_review_then_is_emitted(
     assert body["human_reviewed"] is True and body["review_id"] == item.id
     assert body["fields"]["order_no"] == truth["order_no"]  # from the scan: the blurred photo was unreadable
     assert body["fields"]["sku"] == truth["sku"] and body["field_source"]["sku"] == "review"
+
+    # The worker emits the record, then marks the item: wait for the mark, do not race it.
+    def emitted() -> bool:
+        with ReviewQueue(queue_path(cfg.state_dir)) as rq:
+            return rq.get(item.id).status == "emitted"
+
+    _wait(emitted, 5)
     with ReviewQueue(queue_path(cfg.state_dir)) as rq:
         assert rq.get(item.id).status == "emitted"
     assert not item.image_path.exists()  # kept until reviewed, and no longer
