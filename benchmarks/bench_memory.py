@@ -309,7 +309,7 @@ def print_station(duration_s: float, rounds: int = 3) -> int:
         share = (
             "-"
             if label.endswith("off")
-            else f"+{idle - base_idle:.0f} MB idle, +{peak - base_peak:.0f} MB peak (goal <= 30 MB)"
+            else f"{idle - base_idle:+.0f} MB idle, {peak - base_peak:+.0f} MB peak (goal <= 30 MB)"
         )
         print(f"| {label} | {idle:.0f} MB | {peak:.0f} MB | {share} |")
     return 0

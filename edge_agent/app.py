@@ -1,4 +1,9 @@
-"""The composition root: builds the spine and the profile's pipeline from the config and runs them."""
+"""The composition root: builds the spine and the profile's pipeline from the config and runs them.
+
+Over ~400 lines on purpose: the Agent is the one place that wires every part together and is
+the command processor's host (spine.remote.processor.CommandHost), so the parts stay unaware of
+each other. PROFILES is the one table of what a profile brings.
+"""
 
 from __future__ import annotations
 
@@ -19,20 +24,23 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from types import FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent import __version__
 from edge_agent.errors import ConfigError, EdgeAgentError, KeyError_
 from edge_agent.files import atomic_write
 from edge_agent.service import Service, ServiceContext
 from edge_agent.settings import AgentConfig, load_config, patch_text
-from edge_agent.spine.chain import ChainWriter
 from edge_agent.spine.clock import Clock, format_ts
 from edge_agent.spine.config import RESTART_ONLY_KEYS, SpineConfig
 from edge_agent.spine.keys import DeviceKey, load_key
-from edge_agent.spine.outbox import Outbox
 from edge_agent.spine.remote.message import CommandRefused, load_trusted_strict, short
-from edge_agent.spine.sync import MqttSync, probe_connect
+
+if TYPE_CHECKING:
+    # Loaded when the agent runs, not when a CLI command only needs PROFILES (sqlite_utils, paho).
+    from edge_agent.spine.chain import ChainWriter
+    from edge_agent.spine.outbox import Outbox
+    from edge_agent.spine.sync import MqttSync
 
 log = logging.getLogger(__name__)
 
@@ -160,9 +168,16 @@ class Agent:
     def run(self) -> int:
         cfg = self.cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        from edge_agent.spine.chain import ChainWriter
+        from edge_agent.spine.outbox import Outbox
+        from edge_agent.spine.sync import MqttSync
+
         self._lock_fd = acquire_lock(cfg.state_dir)
-        key = load_key(cfg.key_path)
         self.outbox, startup_gap = Outbox.open_checked(cfg.db_path)
+        from edge_agent.spine.checkpoint import finish_rotation
+
+        finish_rotation(cfg.key_path, self.outbox)
+        key = load_key(cfg.key_path)
         self.sync = MqttSync(cfg, cfg.db_path, on_command=self._on_command)
         self.writer = ChainWriter(
             self.outbox,
@@ -265,6 +280,8 @@ class Agent:
     def _reader(self) -> Outbox:
         """The main thread's own read-only connection (the writer's belongs to its thread)."""
         if self._read_outbox is None:
+            from edge_agent.spine.outbox import Outbox
+
             self._read_outbox = Outbox(self.cfg.db_path, readonly=True)
         return self._read_outbox
 
@@ -387,6 +404,8 @@ class Agent:
             except Exception:
                 log.exception("stopping the old %s pipeline failed; starting the new one anyway", old.profile)
         if new_mqtt := (self.cfg.mqtt != old.mqtt):
+            from edge_agent.spine.sync import MqttSync
+
             if self.sync is not None:
                 self.sync.stop(flush_timeout_s=2)
             self.sync = MqttSync(self.cfg, self.cfg.db_path, on_command=self._on_command)
@@ -396,6 +415,8 @@ class Agent:
         self.service = make_service(self.cfg)
         self.ctx = self._new_context()
         self.service.start(self.ctx)
+        if self.station is not None and hasattr(self.service, "scan_tap"):
+            self.service.scan_tap = self.station.take_scan  # the new bench hands focused-field scans on too
         log.info("pipeline restarted with the new config%s", " (and MQTT)" if new_mqtt else "")
 
     # ------------------------------------------------------------ health
@@ -444,6 +465,8 @@ class Agent:
             return None
 
     def _prune(self) -> None:
+        from edge_agent.spine.outbox import Outbox
+
         with contextlib.suppress(Exception), Outbox(self.cfg.db_path) as ob:
             n = ob.prune_delivered(self.cfg.outbox.retention_h * 3600)
             if n:
@@ -557,6 +580,8 @@ class Agent:
                 "bad_args", short(f"{path}: commands.trusted_keys: {exc} (central would lose the device)", 400)
             ) from None
         if new.mqtt != self.cfg.mqtt:
+            from edge_agent.spine.sync import probe_connect
+
             err = probe_connect(new.mqtt, f"{new.mqtt.client_id or 'edge-agent'}-probe-{os.getpid()}", PROVE_CONNECT_S)
             if err is not None:
                 raise CommandRefused(

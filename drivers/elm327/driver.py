@@ -1,4 +1,8 @@
-"""The ELM327 polling driver: resynchronises and initialises the adapter, then polls PIDs per ECU."""
+"""The ELM327 polling driver: resynchronises and initialises the adapter, then polls PIDs per ECU.
+
+Over 400 lines because it is one state machine (reset, init, support discovery per ECU, the polling
+cycle, NO DATA bookkeeping); the parsing it relies on is in protocol.py.
+"""
 
 from __future__ import annotations
 

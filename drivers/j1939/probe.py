@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import time
+from pathlib import Path
 
 from edge_agent.drivers.base import DeviceUnavailable, DriverError, FrameError
 from edge_agent.drivers.j1939.config import J1939Config
@@ -23,6 +24,25 @@ def classify(data: bytes) -> str | None:
 # first empty the adapter's command buffer of whatever earlier probes left in it (Lawicel: "send CR
 # a few times to clear the buffer").
 RECOGNISER = Recogniser("slcan", b"\r\rV\r", classify)
+
+
+ARPHRD_CAN = 280  # linux/if_arp.h: the link type of a CAN network interface (can0, vcan0, slcan0)
+
+
+def socketcan_interfaces(sys_class_net: Path = Path("/sys/class/net")) -> list[str]:
+    """The machine's CAN network interfaces, from sysfs (no socket is opened)."""
+    found = []
+    try:
+        entries = sorted(sys_class_net.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        try:
+            if int((entry / "type").read_text().strip()) == ARPHRD_CAN:
+                found.append(entry.name)
+        except (OSError, ValueError):
+            continue
+    return found
 
 
 def listen(cfg: J1939Config, listen_s: float) -> tuple[str, bool, str | None]:

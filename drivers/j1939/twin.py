@@ -18,13 +18,16 @@ from __future__ import annotations
 import os
 import struct
 import time
+from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from edge_agent.drivers.ptytwin import PtyTwin
 
 DEFAULT_VIN = "LFWSRXSJ9M1A00417"  # 17 characters, a made-up FAW-style VIN (WMI LFW)
-ENGINE, CAB = 0x00, 0x31  # source addresses: engine #1 and a cab controller (which also sends CCVS)
+ENGINE = 0x00  # source address of engine #1
+ACCEL_S = 30.0  # seconds a leg takes to reach its speed
+BAM_GAP_S = 0.05  # J1939-21 5.10.3: BAM data packets 50-200 ms apart
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,6 +90,8 @@ class J1939Twin(PtyTwin):
         self.sent_by_host: list[str] = []
         self.refused: list[str] = []
         self.frames_out = 0
+        self._later: deque[tuple[float, int, bytes]] = deque()
+        self._tp_free_at: dict[int, float] = {}
         self._t0 = time.monotonic()
 
     # -- the simulated truck -----------------------------------------------------
@@ -94,18 +99,29 @@ class J1939Twin(PtyTwin):
         return (time.monotonic() - self._t0) * self.time_scale
 
     def state(self, t_s: float) -> BusState:
-        """Speed, and distance and fuel integrated exactly over the legs (piecewise linear speed)."""
+        """Speed, and distance and fuel integrated exactly over the legs.
+
+        Each leg changes speed linearly over its first ACCEL_S seconds (a truck's 0-72 km/h takes
+        about that), then holds it.
+        """
         speed, dist_km, fuel_l, prev = 0.0, 0.0, 0.0, 0.0
         left = t_s
         for leg in self.route:
-            dt = min(left, leg.duration_s)
-            frac = dt / leg.duration_s if leg.duration_s else 1.0
-            end_speed = prev + (leg.speed_kmh - prev) * frac
-            mean = (prev + end_speed) / 2
-            dist_km += mean * dt / 3600
-            fuel_l += (self.idle_lph + self.lph_per_kmh * mean) * dt / 3600
-            speed, prev = end_speed, leg.speed_kmh if dt == leg.duration_s else end_speed
-            left -= dt
+            ramp_s = min(ACCEL_S, leg.duration_s)
+            for seg_s, v0, v1 in (
+                (ramp_s, prev, leg.speed_kmh),
+                (leg.duration_s - ramp_s, leg.speed_kmh, leg.speed_kmh),
+            ):
+                dt = min(left, seg_s)
+                if dt <= 0:
+                    continue
+                v_end = v0 + (v1 - v0) * (dt / seg_s)
+                mean = (v0 + v_end) / 2
+                dist_km += mean * dt / 3600
+                fuel_l += (self.idle_lph + self.lph_per_kmh * mean) * dt / 3600
+                speed = v_end
+                left -= dt
+            prev = leg.speed_kmh
             if left <= 0:
                 break
         else:  # after the route: parked, engine idling
@@ -136,12 +152,16 @@ class J1939Twin(PtyTwin):
                     self._command(line.decode("ascii", "replace"))
             if self.open_mode is None:
                 continue
-            now_s = self.truck_s()
+            # Frames go out at the real broadcast rates whatever time_scale is: only the truck's
+            # clock (its speed, distance, fuel) runs faster.
+            now_s = time.monotonic() - self._t0
             for i, (period_s, build) in enumerate(schedule):
                 if now_s >= due[i]:
                     due[i] = now_s + period_s
-                    for can_id, data in build(self.state(now_s)):
-                        self._put(can_id, data)
+                    self._send(build(self.state(self.truck_s())))
+            while self._later and self._later[0][0] <= time.monotonic():
+                _, can_id, data = self._later.popleft()
+                self._put(can_id, data)
 
     def _command(self, line: str) -> None:
         self.commands.append(line)
@@ -189,8 +209,26 @@ class J1939Twin(PtyTwin):
             65253: lambda s: [self._hours(s)],
         }
         answer = answers.get(requested)
-        for can_id2, data in answer(st) if answer is not None else []:
-            self._put(can_id2, data)
+        self._send(answer(st) if answer is not None else [])
+
+    def _send(self, frames: list[tuple[int, bytes]]) -> None:
+        """Put frames on the bus; a BAM's packets 50 ms apart, and one BAM at a time per sender (J1939-21)."""
+        now = time.monotonic()
+        start = now
+        dt_packets = 0
+        for can_id, data in frames:
+            pf, source = (can_id >> 16) & 0xFF, can_id & 0xFF
+            if pf == 0xEC and data[:1] == bytes([32]):  # a BAM announcement: wait for the sender's last BAM
+                start = max(now, self._tp_free_at.get(source, 0.0))
+                dt_packets = 0
+                self._later.append((start, can_id, data))
+            elif pf == 0xEB:
+                dt_packets += 1
+                self._later.append((start + BAM_GAP_S * dt_packets, can_id, data))
+                self._tp_free_at[source] = start + BAM_GAP_S * (dt_packets + 1)
+            else:
+                self._put(can_id, data)
+        self._later = deque(sorted(self._later))
 
     def _put(self, can_id: int, data: bytes) -> None:
         self.frames_out += 1

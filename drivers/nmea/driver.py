@@ -11,6 +11,7 @@ import serial
 
 from edge_agent.drivers.base import DeviceUnavailable, FrameError, close_quietly
 from edge_agent.drivers.nmea.config import NmeaConfig
+from edge_agent.drivers.nmea.epochs import FixAssembler, NmeaDecoder, NmeaStats, decode_lines
 from edge_agent.drivers.nmea.protocol import (
     AUTOBAUD_RATES,
     KNOT_KMH,
@@ -18,11 +19,7 @@ from edge_agent.drivers.nmea.protocol import (
     MIN_FIELDS,
     USED_TYPES,
     BadChecksum,
-    FixAssembler,
-    NmeaDecoder,
-    NmeaStats,
     Sentence,
-    decode_lines,
     nmea_checksum,
     parse_sentence,
     split_checksum,

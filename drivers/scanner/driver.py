@@ -11,6 +11,9 @@ Wire facts followed:
   Tab). We read /dev/input/eventN directly (no evdev dependency) and grab it (EVIOCGRAB) so the
   codes do not also land in a logged-in console. Decoding assumes the scanner is set to the US
   keyboard layout, the factory default of every mainstream scanner.
+
+Over 400 lines because the HID keymap (US layout, shift/caps/ctrl/keypad) sits beside the two
+drivers that use it; serial framing is in protocol.py and the config in config.py.
 """
 
 from __future__ import annotations

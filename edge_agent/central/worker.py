@@ -62,6 +62,7 @@ class IngestWorker:
         self.client.reconnect_delay_set(
             max(1, int(settings.mqtt.backoff_min_s)), max(1, int(settings.mqtt.backoff_max_s))
         )
+        self._warned_refused = False
         self.stored = 0
         self.batches = 0
         self.last_error: str | None = None
@@ -90,8 +91,19 @@ class IngestWorker:
         )
 
     def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
-        if self.connected.is_set() and not self.stop.is_set():
+        if self.stop.is_set():
+            self.connected.clear()
+            return
+        if self.connected.is_set():
             log.warning("ingest: connection lost (%s); unacknowledged messages will be redelivered", reason)
+            self._warned_refused = False
+        elif not self._warned_refused:
+            self.last_error = (
+                f"broker {self.s.mqtt.host}:{self.s.mqtt.port} closed the connection before accepting it "
+                "(client certificate missing or rejected? check --cert-file/--key-file and the broker's log)"
+            )
+            log.error("ingest: %s; retrying", self.last_error)
+            self._warned_refused = True
         self.connected.clear()
 
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
@@ -162,21 +174,33 @@ class IngestWorker:
                         carry = ing.take_pending(result.rotated)
                 if time.monotonic() >= next_sweep:
                     next_sweep = time.monotonic() + self.s.sweep_every_s
-                    carry = carry or self._sweep(ing)
+                    back = self._sweep(ing)
+                    if back is None:  # the database went away: reconnect before the next batch
+                        db.close()
+                        db = self._open_db()
+                        if db is None:
+                            return
+                        ing = Ingestor(db, self.s.ingest)
+                    else:
+                        carry = carry or back
         finally:
             self.client.disconnect()
             self.client.loop_stop()
             if db is not None:
                 db.close()
 
-    def _sweep(self, ing: Ingestor) -> list[Message]:
-        """Look for holes, short tails and unknown keys; returns parked records whose key is known now."""
+    def _sweep(self, ing: Ingestor) -> list[Message] | None:
+        """Look for holes, short tails and unknown keys; returns parked records whose key is known now.
+
+        None when the database failed: the caller reconnects.
+        """
         try:
             found = ing.sweep()
             back = ing.take_pending(ing.releasable())
-        except Exception as exc:  # noqa: BLE001 - the next sweep tries again
-            log.warning("ingest: sweep failed (%s)", exc)
-            return []
+        except Exception as exc:  # noqa: BLE001 - reconnect and try again at the next sweep
+            log.warning("ingest: sweep failed (%s); reconnecting to the database", exc)
+            self.last_error = f"database: {exc}"
+            return None
         if self.metrics is not None:
             self.metrics.sweep(found)
         return back

@@ -255,13 +255,11 @@ def cmd_simulate(args: argparse.Namespace) -> int:
 
 
 def _mqtt_options(p: argparse.ArgumentParser) -> None:
+    from edge_agent.cli.central import add_mqtt_args
+
     p.add_argument("--topic-prefix", default="edge", help="topic prefix (default edge)")
     p.add_argument("--client-id", help="MQTT client id; give each worker a stable one (its session survives restarts)")
-    p.add_argument("--ca-file", help="CA of the broker's certificate (mqtts://)")
-    p.add_argument("--cert-file", help="client certificate for mTLS")
-    p.add_argument("--key-file", help="client certificate's key for mTLS")
-    p.add_argument("--username")
-    p.add_argument("--password-file", help="file holding the MQTT password (never on the command line)")
+    add_mqtt_args(p)  # --ca-file --cert-file --key-file --username --password-file, as for sign-command
 
 
 def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand reads best

@@ -1,4 +1,8 @@
-"""The `edge-agent` command: provisioning, config, running, status, outbox and verification."""
+"""The `edge-agent` command: provisioning, config, running, status, outbox and verification.
+
+Over ~400 lines on purpose: the spine's commands (init, keys, config, run, status, outbox,
+verify) and the one argparse table; command groups of other rooms register from their modules.
+"""
 
 from __future__ import annotations
 
@@ -22,12 +26,9 @@ from edge_agent.spine.keys import generate_key, load_key, load_public_keys, publ
 
 log = logging.getLogger(__name__)
 
-# Command groups that pipelines register: module -> register(subparsers).
-PLUGIN_MODULES = (
-    "edge_agent.cli.bench",
+# Command groups: each profile's (from app.PROFILES), then the rooms every device has.
+COMMON_MODULES = (
     "edge_agent.cli.capture",
-    "edge_agent.cli.truck",
-    "edge_agent.cli.sensors",
     "edge_agent.cli.install",
     "edge_agent.demo.runner",
     "edge_agent.cli.doctor",
@@ -35,6 +36,12 @@ PLUGIN_MODULES = (
     "edge_agent.cli.central_ingest",
     "edge_agent.cli.central_anchor",
 )
+
+
+def plugin_modules() -> list[str]:
+    from edge_agent.app import PROFILES
+
+    return [m for m in dict.fromkeys(p.cli for p in PROFILES.values()) if m] + list(COMMON_MODULES)
 
 
 def _toml_str(s: str) -> str:
@@ -103,6 +110,16 @@ def cmd_keys_show(args: argparse.Namespace) -> int:
     print(f"key id:     {key.key_id}")
     print(f"public key: {public_raw_b64(key.public)}")
     print(f"key file:   {cfg.key_path}")
+    return EXIT_OK
+
+
+def cmd_keys_generate(args: argparse.Namespace) -> int:
+    """A new device key where the config says (doctor's remedy for a lost or damaged key)."""
+    cfg = load_or_exit(args)
+    key = generate_key(cfg.key_path, force=args.force)  # refuses to overwrite without --force
+    print(f"key id:     {key.key_id} ({cfg.key_path}, mode 0600)")
+    print(f"public key: {public_raw_b64(key.public)} (raw Ed25519, base64)")
+    print("Register it centrally: edge-agent keys export-public --config", cfg.source or "CONFIG", "> device.pub.pem")
     return EXIT_OK
 
 
@@ -348,6 +365,10 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the command ta
     s = k.add_parser("show", help="device id, key id and public key")
     add_config_arg(s)
     s.set_defaults(func=cmd_keys_show)
+    s = k.add_parser("generate", help="make the device key (refuses to replace one without --force)")
+    add_config_arg(s)
+    s.add_argument("--force", action="store_true", help="replace an existing key (central must re-register it)")
+    s.set_defaults(func=cmd_keys_generate)
     s = k.add_parser("export-public", help="public key as PEM (SubjectPublicKeyInfo) on stdout, for `verify`")
     add_config_arg(s)
     s.set_defaults(func=cmd_keys_export)
@@ -409,7 +430,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the command ta
     s.add_argument("--verbose", "-v", action="store_true", help="also print informational findings")
     s.set_defaults(func=cmd_verify)
 
-    for name in PLUGIN_MODULES:
+    for name in plugin_modules():
         try:
             mod = importlib.import_module(name)
         except ModuleNotFoundError as exc:

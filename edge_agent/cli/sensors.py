@@ -25,10 +25,12 @@ def register(subparsers: Any) -> None:
 
     ls = sub.add_parser(
         "list",
-        help="list serial ports and what is likely on each (NMEA, ELM327, MT-SICS, Modbus)",
-        description="Lists the machine's serial ports and the ports in the config (or only each --port), and "
-        "probes each: listens for NMEA sentences, then sends ATI (ELM327), I4/S (MT-SICS scale) and a "
-        "one-register Modbus read to unit 1, at each family's usual baud rates. Ports the running agent "
+        help="list serial ports and CAN interfaces and what is likely on each (NMEA, ELM327, MT-SICS, Modbus, J1939)",
+        description="Lists the machine's serial ports, its SocketCAN interfaces and the ports in the config (or "
+        "only each --port), and probes each: listens for NMEA sentences, then sends ATI (ELM327), I4/S "
+        "(MT-SICS scale), a one-register Modbus read to unit 1 and V (slcan CAN adapter), at each family's "
+        "usual baud rates. Behind an ELM327 it names which ECU answers which PID; on a CAN bus it only "
+        "listens, and names the J1939 PGNs, source addresses and VIN it hears. Ports the running agent "
         "holds are reported busy and left alone.",
     )
     add_config_arg(ls)
@@ -76,6 +78,10 @@ def _ports_to_list(args: argparse.Namespace, cfg: AgentConfig | None) -> dict[st
 
         for info in sorted(list_ports.comports(), key=lambda i: i.device):
             ports[info.device] = {"port": info.device, "description": info.description or "", "configured": ""}
+        from edge_agent.drivers.j1939.probe import socketcan_interfaces
+
+        for name in socketcan_interfaces():
+            ports[name] = {"port": name, "description": "SocketCAN interface", "configured": ""}
         for m in meters:
             ports.setdefault(m.port, {"port": m.port, "description": "", "configured": ""})
     for m in meters:
@@ -95,20 +101,42 @@ def cmd_list(args: argparse.Namespace) -> int:
         if args.no_probe:
             entry.update(likely=None, baud=None, detail="not probed", error=None)
         else:
+            if entry["description"] == "SocketCAN interface":
+                entry.update(
+                    likely="socketcan", baud=None, detail=_socketcan_bus(entry["port"], args.timeout_s), error=None
+                )
+                _print_entry(args, entry)
+                continue
             r: ProbeResult = probe_port(entry["port"], timeout_s=args.timeout_s)
             entry.update(likely=r.protocol, baud=r.baud, detail=r.detail, error=r.error)
             if r.protocol in ("slcan", "elm327"):
                 entry["detail"] += "; " + _vehicle_bus(entry["port"], r, args.timeout_s)
-        if args.json:
-            print(json.dumps(entry, ensure_ascii=False), flush=True)
-        else:
-            likely = entry["likely"] or "-"
-            baud = f"{entry['baud']} baud" if entry["baud"] else ""
-            what = entry["error"] or entry["detail"]
-            extra = "  [" + entry["configured"] + "]" if entry["configured"] else ""
-            desc = f"  ({entry['description']})" if entry["description"] and entry["description"] != "n/a" else ""
-            print(f"{entry['port']}{desc}: {likely} {baud} - {what}{extra}", flush=True)
+        _print_entry(args, entry)
     return EXIT_OK
+
+
+def _print_entry(args: argparse.Namespace, entry: dict[str, Any]) -> None:
+    if args.json:
+        print(json.dumps(entry, ensure_ascii=False), flush=True)
+        return
+    likely = entry["likely"] or "-"
+    baud = f"{entry['baud']} baud" if entry["baud"] else ""
+    what = entry["error"] or entry["detail"]
+    extra = "  [" + entry["configured"] + "]" if entry["configured"] else ""
+    desc = f"  ({entry['description']})" if entry["description"] and entry["description"] != "n/a" else ""
+    print(f"{entry['port']}{desc}: {likely} {baud} - {what}{extra}", flush=True)
+
+
+def _socketcan_bus(name: str, timeout_s: float) -> str:
+    """Listen on a SocketCAN interface (its bitrate and listen-only mode are the interface's own)."""
+    from edge_agent.drivers.j1939.config import J1939Config
+    from edge_agent.drivers.j1939.probe import listen
+
+    try:
+        heard, any_j1939, _ = listen(J1939Config(kind="j1939", channel=name), max(1.0, timeout_s))
+    except Exception as exc:  # noqa: BLE001 - a listing goes on whatever one interface does
+        return f"could not listen: {exc}"
+    return f"J1939: {heard}" if any_j1939 else f"no J1939 traffic ({heard}; interface down or ignition off?)"
 
 
 def _vehicle_bus(url: str, r: ProbeResult, timeout_s: float) -> str:

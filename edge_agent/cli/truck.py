@@ -12,7 +12,7 @@ from typing import Any
 
 from edge_agent.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, fail, load_or_exit
 from edge_agent.drivers.base import FrameError
-from edge_agent.drivers.nmea.driver import NmeaDecoder
+from edge_agent.drivers.nmea.epochs import NmeaDecoder
 from edge_agent.drivers.readings import Fix, FuelLevel, FuelRate, Weighing
 from edge_agent.errors import ConfigError
 from edge_agent.pipelines.emissions import load_factors

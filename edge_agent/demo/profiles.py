@@ -37,8 +37,11 @@ def _end_of(legs: list[Any]) -> tuple[float, float]:
     return lat, lon
 
 
-def setup_truck(cfg_path: Path, work: Path, twins: Any) -> None:
+def setup_truck(cfg_path: Path, work: Path, twins: Any, bus: str = "obd") -> None:
+    """GPS plus either an OBD-II adapter and an axle scale (a van), or a J1939 bus (a truck over 3.5 t)."""
     from edge_agent.drivers.elm327.twin import Elm327Twin
+    from edge_agent.drivers.j1939.twin import J1939Twin
+    from edge_agent.drivers.j1939.twin import Leg as CanLeg
     from edge_agent.drivers.nmea.twin import NmeaTwin
     from edge_agent.drivers.scale.twin import ScaleTwin
 
@@ -53,8 +56,26 @@ def setup_truck(cfg_path: Path, work: Path, twins: Any) -> None:
             speedup=TRUCK_SPEEDUP,
         )
     )
-    obd = twins.add(Elm327Twin(link=work / "obd", time_scale=TRUCK_SPEEDUP))
-    scale = twins.add(ScaleTwin(link=work / "axle", fmt="and", time_scale=TRUCK_SPEEDUP))
+    if bus == "j1939":
+        # The same route on the truck's CAN bus: speed, total fuel used, odometer, weight, VIN, a DM1.
+        can = twins.add(
+            J1939Twin(
+                link=work / "can",
+                route=tuple(CanLeg(leg.duration_s, leg.speed_kmh) for leg in legs),
+                time_scale=TRUCK_SPEEDUP,
+            )
+        )
+        devices = (
+            f'[telematics.can]\nkind = "j1939"\ninterface = "slcan"\nchannel = "{can.path}"\n'
+            "sleep_after_open_s = 0.0\n\n"
+        )
+    else:
+        obd = twins.add(Elm327Twin(link=work / "obd", time_scale=TRUCK_SPEEDUP))
+        scale = twins.add(ScaleTwin(link=work / "axle", fmt="and", time_scale=TRUCK_SPEEDUP))
+        devices = (
+            f'[telematics.fuel]\nkind = "elm327"\nport = "{obd.path}"\n\n'
+            f'[telematics.weight]\nkind = "scale"\nport = "{scale.path}"\nprotocol = "continuous"\n\n'
+        )
     set_value(cfg_path, "telematics.transport_id", '"京A12345"')
     set_value(cfg_path, "telematics.gps.port", f'"{gps.path}"')
     mid_lat, mid_lon = _end_of(legs[:2])
@@ -62,9 +83,8 @@ def setup_truck(cfg_path: Path, work: Path, twins: Any) -> None:
     with cfg_path.open("a", encoding="utf-8") as f:
         f.write(
             "\n# ---- added by `edge-agent demo`: the twins' pseudo-terminals and the run's geofences\n"
-            f'[telematics.fuel]\nkind = "elm327"\nport = "{obd.path}"\n\n'
-            f'[telematics.weight]\nkind = "scale"\nport = "{scale.path}"\nprotocol = "continuous"\n\n'
-            "[telematics.trips]\nmin_trip_s = 120.0\nmin_parking_s = 240.0\n\n"
+            + devices
+            + "[telematics.trips]\nmin_trip_s = 120.0\nmin_parking_s = 240.0\n\n"
             f'[[telematics.geofences]]\nname = "北京仓库"\nlat = {TRUCK_START[0]}\nlon = {TRUCK_START[1]}\n'
             "radius_m = 500.0\n\n"
             f'[[telematics.geofences]]\nname = "廊坊中转站"\nlat = {mid_lat:.6f}\nlon = {mid_lon:.6f}\n'

@@ -229,8 +229,10 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - start
 
         set_value(cfg_path, "health.interval_s", "5")
         set_value(cfg_path, "checkpoint.interval_s", "10")
-        setup = demo_profiles.setup_truck if args.profile == "truck" else demo_profiles.setup_bench
-        setup(cfg_path, work, twins)
+        if args.profile == "truck":
+            demo_profiles.setup_truck(cfg_path, work, twins, bus=args.bus)
+        else:
+            demo_profiles.setup_bench(cfg_path, work, twins)
         if args.no_station:
             set_value(cfg_path, "bench.station.enabled", "false")
         pub = work / "device.pub.pem"
@@ -360,6 +362,12 @@ def _live(
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("demo", help="run a profile on simulated devices with a local broker and a verifying subscriber")
     s.add_argument("--profile", choices=["truck", "bench"], default="truck")
+    s.add_argument(
+        "--bus",
+        choices=["obd", "j1939"],
+        default="obd",
+        help="truck: an OBD-II adapter and an axle scale (a van), or a J1939 CAN bus through slcan (a truck)",
+    )
     s.add_argument("--duration", type=float, default=0, help="seconds to run (default: until Ctrl-C)")
     s.add_argument("--json", action="store_true", help="no live table; print one JSON summary line at the end")
     s.add_argument("--dir", help="work folder (default: a new temp folder)")

@@ -33,6 +33,13 @@ def parse_config(data: dict[str, Any], source: str = "config") -> AgentConfig:
         cfg = AgentConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(format_validation_error(source, exc, AgentConfig)) from None
+    # Files the active profile's section names (factor tables, their rows) are read here, after
+    # validation, never inside a validator; the section knows what to check.
+    section = {"truck": cfg.telematics, "sensors": cfg.sensors}.get(cfg.profile)
+    check = getattr(section, "check_references", None)
+    problems: list[str] = check(source) if check is not None else []
+    if problems:
+        raise ConfigError(problems)
     return cfg
 
 
@@ -74,6 +81,7 @@ PATH_KEYS = (
     "bench.camera.processed_dir",
     "bench.camera.rejected_dir",
     "telematics.emissions.factors_file",
+    "telematics.can.spn_map",
     "sensors.grid.factors_file",
     "sensors.meters[].map",
 )

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
+import shutil
 import sqlite3
 import threading
 import time
@@ -16,6 +18,11 @@ from edge_agent.spine.outbox import Outbox
 from edge_agent.spine.records import canonical
 
 log = logging.getLogger(__name__)
+
+# After a full disk, how often the bound is raised again toward outbox.max_mb as space returns,
+# and how much free space is left for SQLite's WAL and the rest of the system meanwhile.
+ROOM_CHECK_S = 5.0
+DISK_HEADROOM_BYTES = 8 * 1024 * 1024
 
 
 class ChainWriter:
@@ -43,6 +50,8 @@ class ChainWriter:
         self.clock = clock
         self.max_bytes = max_bytes
         self.configured_max_bytes = max_bytes  # outbox.max_mb; max_bytes drops below it on a full disk
+        self._next_room_check = 0.0
+        self._rotate_to: DeviceKey | None = None
         self.batch_max = batch_max
         self.on_commit = on_commit
         self._q: queue.Queue[tuple[str, dict[str, Any]]] = queue.Queue(maxsize=queue_max)
@@ -67,6 +76,11 @@ class ChainWriter:
                 return
             except queue.Full:
                 log.warning("chain writer queue full; producer waits (outbox slow or disk stalled)")
+
+    def rotate(self, new_key: DeviceKey, body: dict[str, Any]) -> None:
+        """Queue a `key_rotation` record (signed by the current key); every record after it is signed by new_key."""
+        self._rotate_to = new_key
+        self.emit("key_rotation", body)
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="chain-writer", daemon=True)
@@ -108,9 +122,15 @@ class ChainWriter:
                         batch.append(self._q.get_nowait())
                     except queue.Empty:
                         break
+            rotate_to = self._rotate_to
             try:
                 records = self.outbox.append(
-                    batch, device=self.device, key=self.key, clock=self.clock, max_bytes=self.max_bytes
+                    batch,
+                    device=self.device,
+                    key=self.key,
+                    clock=self.clock,
+                    max_bytes=self.max_bytes,
+                    rotate_to=rotate_to,
                 )
             except ValueError:
                 good = self._drop_unencodable(batch)
@@ -127,7 +147,12 @@ class ChainWriter:
                 if self._stop.is_set() and self._q.empty():
                     self._stop.wait(1.0)
                 continue
+            if rotate_to is not None and any(
+                r["kind"] == "key_rotation" and r["body"].get("new_key_id") == rotate_to.key_id for r in records
+            ):
+                self.key, self._rotate_to = rotate_to, None
             self.committed += len(records)
+            self._restore_bound()
             self.head_seq = records[-1]["seq"]
             self.last_error = None
             self._done(len(batch))
@@ -155,7 +180,12 @@ class ChainWriter:
         return good
 
     def _emergency_room(self) -> None:
-        """The disk itself is full: shrink the outbox bound to what it holds now, so eviction starts."""
+        """The disk itself is full: shrink the bound to what the outbox holds, and give the WAL its space back.
+
+        The bound goes back up (see _restore_bound) as soon as the disk has room again.
+        """
+        with contextlib.suppress(sqlite3.Error):
+            self.outbox.checkpoint_truncate()
         try:
             stored = self.outbox.stats().stored_bytes
         except sqlite3.Error:
@@ -163,6 +193,30 @@ class ChainWriter:
         new_bound = max(int(stored * 0.8), 64 * 1024)
         if new_bound < self.max_bytes:
             log.error(
-                "disk full: lowering the outbox bound from %d to %d bytes until restart", self.max_bytes, new_bound
+                "disk full: lowering the outbox bound from %d to %d bytes until the disk has room again",
+                self.max_bytes,
+                new_bound,
+            )
+            self.max_bytes = new_bound
+            self._next_room_check = time.monotonic() + ROOM_CHECK_S
+
+    def _restore_bound(self) -> None:
+        """After a full disk: raise the bound again, as far as the free space allows, up to outbox.max_mb."""
+        if self.max_bytes >= self.configured_max_bytes or time.monotonic() < self._next_room_check:
+            return
+        self._next_room_check = time.monotonic() + ROOM_CHECK_S
+        try:
+            free = shutil.disk_usage(self.outbox.path.parent).free
+            stored = self.outbox.stats().stored_bytes
+        except (OSError, sqlite3.Error):
+            return
+        room = stored + free - DISK_HEADROOM_BYTES
+        new_bound = min(self.configured_max_bytes, room)
+        if new_bound > self.max_bytes:
+            log.warning(
+                "disk has room again: outbox bound raised from %d to %d bytes (outbox.max_mb is %d bytes)",
+                self.max_bytes,
+                new_bound,
+                self.configured_max_bytes,
             )
             self.max_bytes = new_bound

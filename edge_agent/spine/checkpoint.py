@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import os
 from pathlib import Path
@@ -26,7 +27,7 @@ class ChainSigner(Protocol):
 
     key: DeviceKey
 
-    def emit(self, kind: str, body: dict[str, Any]) -> None: ...
+    def rotate(self, new_key: DeviceKey, body: dict[str, Any]) -> None: ...
 
     def flush(self, timeout_s: float = ...) -> bool: ...
 
@@ -75,18 +76,45 @@ def rotate_device_key(key_path: Path, writer: ChainSigner) -> dict[str, Any]:
     old: DeviceKey = writer.key
     new_path = key_path.with_name(key_path.name + ".new")
     new = generate_key(new_path, force=True)
-    writer.emit(
-        "key_rotation",
-        {"old_key_id": old.key_id, "new_key_id": new.key_id, "new_public_key": public_raw_b64(new.public)},
+    writer.rotate(
+        new, {"old_key_id": old.key_id, "new_key_id": new.key_id, "new_public_key": public_raw_b64(new.public)}
     )
     if not writer.flush(10.0):
-        raise RuntimeError("the key_rotation record was not committed within 10 s; still signing with the old key")
+        raise RuntimeError("the key_rotation record was not committed within 10 s; the swap finishes when it is")
+    _swap_in(new_path, key_path)
+    log.info("device key rotated: %s -> %s", old.key_id, new.key_id)
+    return {"old_key_id": old.key_id, "new_key_id": new.key_id, "new_public_key": public_raw_b64(new.public)}
+
+
+def _swap_in(new_path: Path, key_path: Path) -> None:
     os.replace(new_path, key_path)
     dfd = os.open(key_path.parent, os.O_RDONLY)
     try:
         os.fsync(dfd)
     finally:
         os.close(dfd)
-    writer.key = new
-    log.info("device key rotated: %s -> %s", old.key_id, new.key_id)
-    return {"old_key_id": old.key_id, "new_key_id": new.key_id, "new_public_key": public_raw_b64(new.public)}
+
+
+def finish_rotation(key_path: Path, outbox: Outbox) -> None:
+    """At start: a rotation whose record was committed but whose key file was not swapped in is finished.
+
+    Records after a `key_rotation` are signed by the new key; signing with the old one after a
+    crash would make them look forged.
+    """
+    new_path = key_path.with_name(key_path.name + ".new")
+    if not new_path.exists():
+        return
+    from edge_agent.spine.keys import load_key
+
+    try:
+        pending = load_key(new_path)
+    except Exception:  # noqa: BLE001 - a half-written new key was never announced
+        new_path.unlink(missing_ok=True)
+        return
+    latest = outbox.latest("key_rotation")
+    announced = latest is not None and json.loads(latest[1])["body"].get("new_key_id") == pending.key_id
+    if announced:
+        log.warning("finishing a key rotation the agent was stopped in: %s is now the device key", pending.key_id)
+        _swap_in(new_path, key_path)
+    else:
+        new_path.unlink()

@@ -1,4 +1,9 @@
-"""The durable SQLite outbox: the chain head, group-committed signed records, delivery state, eviction."""
+"""The durable SQLite outbox: the chain head, group-committed signed records, delivery state, eviction.
+
+Over ~400 lines on purpose: it is the one owner of every SQL statement against the outbox's
+tables (append with eviction, delivery, pruning, reads for status/doctor/resend), so nothing
+else in the tree writes SQL against them. Gap bodies live in gaps.py, the head sidecar in headfile.py.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,6 @@ import logging
 import os
 import sqlite3
 import time
-import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -19,12 +23,15 @@ import sqlite_utils
 
 from edge_agent.errors import LedgerError
 from edge_agent.spine.clock import Clock, format_ts
+from edge_agent.spine.gaps import gap_body, highest, loss_gap, ranges_text, seq_ranges
+from edge_agent.spine.headfile import HeadSidecar, read_head_sidecar
 from edge_agent.spine.keys import DeviceKey
 from edge_agent.spine.records import GENESIS_PREV, KIND_PRIORITY, NEVER_EVICT, encode, make_record
 
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+WAL_LIMIT_BYTES = 4 * 1024 * 1024
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
@@ -85,6 +92,9 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
         if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
             db.execute("PRAGMA journal_mode=WAL")
         db.execute("PRAGMA synchronous=FULL")
+        # After each checkpoint the WAL file shrinks back to this: it is the outbox's stated headroom
+        # over outbox.max_mb on disk, and what it needs free when the disk fills.
+        db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
     return db
 
 
@@ -98,26 +108,6 @@ def _salvage_meta(path: Path) -> tuple[tuple[int, str], int] | None:
         finally:
             conn.close()
     return None
-
-
-def _highest(a: tuple[int, str] | None, b: tuple[int, str] | None) -> tuple[int, str] | None:
-    known = [h for h in (a, b) if h is not None]
-    return max(known) if known else None
-
-
-def _loss_gap(reason: str, detail: str, head: tuple[int, str] | None, delivered: int) -> dict[str, Any]:
-    """A gap body for records lost with the file: at least last_delivered+1 .. the highest seq made."""
-    last = head[0] if head else 0
-    first = min(delivered, last) + 1
-    ranges = [[first, last]] if last >= first else []
-    return {
-        "reason": reason,
-        "detail": detail,
-        "last_known_seq": last,
-        "count": last - first + 1 if ranges else 0,
-        "ranges": ranges,
-        "hashes": [],
-    }
 
 
 class Outbox:
@@ -154,7 +144,7 @@ class Outbox:
                 corrupt_reason = str(exc)
         if corrupt_reason is not None:
             salvaged = _salvage_meta(path)
-            head = _highest(salvaged[0] if salvaged else None, side)
+            head = highest(salvaged[0] if salvaged else None, side)
             delivered = salvaged[1] if salvaged else 0
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             moved = path.with_name(f"{path.name}.corrupt-{stamp}")
@@ -171,7 +161,7 @@ class Outbox:
             )
             ob = cls(path)
             ob.migrate()
-            gap = _loss_gap("outbox_corrupt", corrupt_reason, head, delivered)
+            gap = loss_gap("outbox_corrupt", corrupt_reason, head, delivered)
             gap["moved_to"] = moved.name
             if head is not None:
                 ob._set_meta({"head_seq": str(head[0]), "head_hash": head[1]})
@@ -194,7 +184,7 @@ class Outbox:
             )
             delivered = int(ob._meta().get("last_delivered_seq", "0"))
             ob._set_meta({"head_seq": str(side[0]), "head_hash": side[1]})
-            return ob, _loss_gap("outbox_lost", detail, side, max(delivered, db_head[0]))
+            return ob, loss_gap("outbox_lost", detail, side, max(delivered, db_head[0]))
         return ob, None
 
     def migrate(self) -> None:
@@ -243,8 +233,12 @@ class Outbox:
         key: DeviceKey,
         clock: Clock,
         max_bytes: int,
+        rotate_to: DeviceKey | None = None,
     ) -> list[dict[str, Any]]:
         """Sign, chain and commit a batch in ONE transaction; return the records once durable.
+
+        `rotate_to`: the key that signs everything after the `key_rotation` record announcing it,
+        from that very record on, so no record after a rotation carries the old key.
 
         When the batch would push stored bytes past max_bytes, delivered records go first, then
         undelivered ones by priority (telemetry/health/sensor, then events, then trips and
@@ -266,36 +260,13 @@ class Outbox:
                 prev = rec["hash"]
                 records.append(rec)
                 rows.append((seq, kind, KIND_PRIORITY.get(kind, 1), rec["ts"], data, prev, len(data), time.time()))
+                if kind == "key_rotation" and rotate_to is not None and body.get("new_key_id") == rotate_to.key_id:
+                    key = rotate_to
             incoming = sum(r[6] for r in rows)
             if stored + incoming > max_bytes:
-                evicted, freed = self._make_room(stored + incoming - int(max_bytes * 0.9))
-                stored -= freed
-                if evicted:
-                    # The gap record takes the next seq after the batch and is part of this transaction.
-                    seq += 1
-                    t, clock_state = clock.now()
-                    gap = make_record(
-                        device=device,
-                        seq=seq,
-                        ts=format_ts(t),
-                        clock=clock_state,
-                        kind="gap",
-                        body=gap_body("outbox_full", evicted),
-                        prev=prev,
-                        key=key,
-                    )
-                    data = encode(gap)
-                    prev = gap["hash"]
-                    records.append(gap)
-                    rows.append((seq, "gap", NEVER_EVICT, gap["ts"], data, prev, len(data), time.time()))
-                    incoming += len(data)
-                    log.warning(
-                        "outbox full (outbox.max_mb): evicted %d undelivered record(s), seq %s; "
-                        "signed gap record seq %d tells central",
-                        len(evicted),
-                        _ranges_text(evicted),
-                        seq,
-                    )
+                seq, prev, stored, incoming = self._evict_for(
+                    rows, records, seq, prev, stored, incoming, device=device, key=key, clock=clock, max_bytes=max_bytes
+                )
             self.conn.executemany(
                 "INSERT INTO records(seq, kind, priority, ts, data, hash, size, created_at) VALUES (?,?,?,?,?,?,?,?)",
                 rows,
@@ -313,8 +284,75 @@ class Outbox:
     def append_gap(self, body: dict[str, Any], *, device: str, key: DeviceKey, clock: Clock) -> dict[str, Any]:
         return self.append([("gap", body)], device=device, key=key, clock=clock, max_bytes=1 << 62)[0]
 
-    def _make_room(self, need_bytes: int) -> tuple[list[tuple[int, str, str]], int]:
-        """Inside a transaction: free need_bytes; return the evicted undelivered (seq, hash, kind) and bytes freed."""
+    def _evict_for(  # noqa: PLR0917 - the batch's running state, threaded through one helper
+        self,
+        rows: list[tuple[Any, ...]],
+        records: list[dict[str, Any]],
+        seq: int,
+        prev: str,
+        stored: int,
+        incoming: int,
+        *,
+        device: str,
+        key: DeviceKey,
+        clock: Clock,
+        max_bytes: int,
+    ) -> tuple[int, str, int, int]:
+        """Inside append's transaction: evict until the batch and its gap record fit under max_bytes.
+
+        The gap record counts against the bound like any record, and it replaces every older
+        undelivered outbox_full gap (merged into it), so gaps cannot pile up past the bound.
+        """
+        evicted: list[tuple[int, str, str]] = []
+        merged: list[dict[str, Any]] = []
+        need = stored + incoming - int(max_bytes * 0.9)
+        gap: dict[str, Any] | None = None
+        data = b""
+        for _ in range(4):  # a few rounds: each knows the size of the gap it must make room for
+            more, freed, more_merged = self._make_room(need)
+            stored -= freed
+            evicted += more
+            merged += more_merged
+            if not evicted and not merged:
+                return seq, prev, stored, incoming
+            t, clock_state = clock.now()
+            body = gap_body("outbox_full", sorted(evicted), merged, max_bytes=max_bytes)
+            gap = make_record(
+                device=device,
+                seq=seq + 1,
+                ts=format_ts(t),
+                clock=clock_state,
+                kind="gap",
+                body=body,
+                prev=prev,
+                key=key,
+            )
+            data = encode(gap)
+            need = stored + incoming + len(data) - max_bytes
+            if need <= 0 or not (more or more_merged):
+                break
+        if gap is None:
+            return seq, prev, stored, incoming
+        # The gap record takes the next seq after the batch and is part of this transaction.
+        seq += 1
+        prev = gap["hash"]
+        records.append(gap)
+        rows.append((seq, "gap", NEVER_EVICT, gap["ts"], data, prev, len(data), time.time()))
+        log.warning(
+            "outbox full (outbox.max_mb): evicted %d undelivered record(s), seq %s; signed gap record seq %d "
+            "tells central",
+            len(evicted),
+            ranges_text(evicted) if evicted else "-",
+            seq,
+        )
+        return seq, prev, stored, incoming + len(data)
+
+    def _make_room(self, need_bytes: int) -> tuple[list[tuple[int, str, str]], int, list[dict[str, Any]]]:
+        """Inside a transaction: free need_bytes.
+
+        Returns the evicted undelivered (seq, hash, kind), the bytes freed, and the bodies of the
+        undelivered outbox_full gap records removed to be merged into the next one.
+        """
         freed = 0
         for seq, size in self.conn.execute(
             "SELECT seq, size FROM records WHERE delivered_at IS NOT NULL ORDER BY seq"
@@ -324,6 +362,7 @@ class Outbox:
             self.conn.execute("DELETE FROM records WHERE seq = ?", (seq,))
             freed += size
         evicted: list[tuple[int, str, str]] = []
+        merged: list[dict[str, Any]] = []
         if freed < need_bytes:
             cur = self.conn.execute(
                 "SELECT seq, hash, kind, size FROM records WHERE delivered_at IS NULL AND priority < ? "
@@ -336,8 +375,20 @@ class Outbox:
                 evicted.append((seq, h, kind))
                 freed += size
             self.conn.executemany("DELETE FROM records WHERE seq = ?", [(s,) for s, _, _ in evicted])
+        if evicted or freed < need_bytes:
+            # Older undelivered gaps of a full outbox are folded into the new one.
+            for seq, h, size, data in self.conn.execute(
+                "SELECT seq, hash, size, data FROM records WHERE delivered_at IS NULL AND kind = 'gap'"
+            ).fetchall():
+                with contextlib.suppress(ValueError, KeyError, TypeError):
+                    body = json.loads(bytes(data))["body"]
+                    if body.get("reason") != "outbox_full":
+                        continue
+                    merged.append({**body, "_seq": seq, "_hash": h})
+                    self.conn.execute("DELETE FROM records WHERE seq = ?", (seq,))
+                    freed += size
         evicted.sort()
-        return evicted, freed
+        return evicted, freed, merged
 
     # ------------------------------------------------------------ delivery
     def undelivered(self, after_seq: int, limit: int) -> list[tuple[int, str, bytes]]:
@@ -431,7 +482,7 @@ class Outbox:
     def tail(self, n: int) -> list[tuple[int, bytes]]:
         """The newest n records as (seq, data), oldest first."""
         rows = self.conn.execute("SELECT seq, data FROM records ORDER BY seq DESC LIMIT ?", (n,)).fetchall()
-        return [(int(s), bytes(d)) for s, d in reversed(rows)]
+        return [(int(s), _blob(d)) for s, d in reversed(rows)]
 
     def latest(self, kind: str | None = None) -> tuple[str, bytes] | None:
         """(ts, data) of the newest stored record, of one kind if given; None when there is none."""
@@ -441,7 +492,11 @@ class Outbox:
             row = self.conn.execute(
                 "SELECT ts, data FROM records WHERE kind = ? ORDER BY seq DESC LIMIT 1", (kind,)
             ).fetchone()
-        return (str(row[0]), bytes(row[1])) if row else None
+        return (str(row[0]), _blob(row[1])) if row else None
+
+    def checkpoint_truncate(self) -> None:
+        """Copy the WAL into the database and cut the WAL file to zero (frees disk space at once)."""
+        self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     def quick_check(self) -> str:
         """SQLite's PRAGMA quick_check: "ok", or what is damaged."""
@@ -454,99 +509,12 @@ class Outbox:
             q += " AND seq <= ?"
             args.append(until_seq)
         for (data,) in self.conn.execute(q + " ORDER BY seq", args):
-            yield bytes(data)
+            yield _blob(data)
 
 
-def gap_body(reason: str, evicted: Sequence[tuple[int, str, str]]) -> dict[str, Any]:
-    """Signed account of dropped records: seq ranges, and each dropped seq with its hash and kind."""
-    return {
-        "reason": reason,
-        "count": len(evicted),
-        "ranges": seq_ranges([s for s, _, _ in evicted]),
-        "hashes": [[s, h, k] for s, h, k in evicted],
-    }
+def _blob(data: bytes | str) -> bytes:
+    """A stored record's bytes; a row someone rewrote by hand may hold TEXT (doctor must still read it)."""
+    return data.encode("utf-8") if isinstance(data, str) else bytes(data)
 
 
-def seq_ranges(seqs: Sequence[int]) -> list[list[int]]:
-    """[3, 4, 5, 9] -> [[3, 5], [9, 9]]."""
-    out: list[list[int]] = []
-    for s in sorted(seqs):
-        if out and s == out[-1][1] + 1:
-            out[-1][1] = s
-        else:
-            out.append([s, s])
-    return out
-
-
-def _ranges_text(evicted: Sequence[tuple[int, str, str]]) -> str:
-    return ",".join(f"{a}-{b}" if a != b else str(a) for a, b in seq_ranges([s for s, _, _ in evicted]))
-
-
-def _sidecar(path: Path) -> Path:
-    return path.with_name(path.name + ".head")
-
-
-# The sidecar holds the highest (seq, hash) ever committed, in two fixed slots written in turn
-# and each checked by a CRC: a torn write spoils at most one, and the other is one batch older.
-_SLOT_BYTES = 256
-
-
-def _slot_bytes(seq: int, h: str) -> bytes:
-    text = json.dumps({"seq": seq, "hash": h}, separators=(",", ":"))
-    line = f"{text} {zlib.crc32(text.encode()):08x}\n".encode()
-    return line.ljust(_SLOT_BYTES, b" ")
-
-
-def _parse_slot(raw: bytes) -> tuple[int, str] | None:
-    with contextlib.suppress(ValueError, KeyError, TypeError, UnicodeDecodeError):
-        text, crc = raw.decode("ascii").strip().rsplit(" ", 1)
-        if int(crc, 16) != zlib.crc32(text.encode()):
-            return None
-        d = json.loads(text)
-        return int(d["seq"]), str(d["hash"])
-    return None
-
-
-class HeadSidecar:
-    """`<outbox>.head`: the highest seq ever made and its hash, fsynced after every commit.
-
-    It survives the outbox being zeroed, deleted or losing its WAL tail, so a device never
-    makes a seq twice: the next record continues after it, behind a signed gap(outbox_lost).
-    """
-
-    def __init__(self, db_path: Path) -> None:
-        self.path = _sidecar(db_path)
-        self._fd: int | None = None
-        self._next_slot = 0
-
-    def write(self, seq: int, h: str) -> None:
-        if self._fd is None:
-            self._fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-            best = read_head_sidecar(self.path.with_name(self.path.name.removesuffix(".head")))
-            self._next_slot = 0 if best is None else 1  # never overwrite the only good slot first
-        os.pwrite(self._fd, _slot_bytes(seq, h), self._next_slot * _SLOT_BYTES)
-        os.fdatasync(self._fd)
-        self._next_slot ^= 1
-
-    def close(self) -> None:
-        if self._fd is not None:
-            with contextlib.suppress(OSError):
-                os.close(self._fd)
-            self._fd = None
-
-
-def read_head_sidecar(db_path: Path) -> tuple[int, str] | None:
-    """The highest (seq, hash) the sidecar holds, or None when it is missing or unreadable."""
-    try:
-        raw = _sidecar(db_path).read_bytes()
-    except OSError:
-        return None
-    slots = [_parse_slot(raw[i : i + _SLOT_BYTES]) for i in range(0, min(len(raw), 2 * _SLOT_BYTES), _SLOT_BYTES)]
-    good = [s for s in slots if s is not None]
-    if not good:
-        # The JSON file of older versions.
-        with contextlib.suppress(ValueError, KeyError, TypeError):
-            d = json.loads(raw)
-            return int(d["seq"]), str(d["hash"])
-        return None
-    return max(good)
+__all__ = ["Outbox", "Stats", "gap_body", "read_head_sidecar", "seq_ranges"]

@@ -154,7 +154,11 @@ class MqttSync:
         self.client.on_disconnect = self._on_disconnect
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
+        self.client.on_subscribe = self._on_subscribe
         self.connected = threading.Event()
+        # Set once the broker acknowledged the command subscription of this connection: commands
+        # published before that, on a first connection, have no session to wait in.
+        self.subscribed = threading.Event()
         self.last_error: str | None = None
         self.last_delivered_seq: int | None = None
         self.delivered = 0
@@ -230,9 +234,18 @@ class MqttSync:
         client.subscribe(self.cmd_filter, qos=1)
         self._wake.set()
 
+    def _on_subscribe(self, _c: mqtt.Client, _ud: Any, _mid: int, reasons: Any, _props: Any) -> None:
+        if all(not getattr(r, "is_failure", False) for r in reasons):
+            self.subscribed.set()
+        else:
+            log.error(
+                "MQTT: the broker refused the command subscription %s (%s); check its ACL", self.cmd_filter, reasons
+            )
+
     def _on_disconnect(self, _c: mqtt.Client, _ud: Any, _flags: Any, reason: Any, _props: Any) -> None:
         was = self.connected.is_set()
         self.connected.clear()
+        self.subscribed.clear()
         if was and not self._stop.is_set():
             log.warning("MQTT connection lost (%s); records stay in the outbox and are re-sent on reconnect", reason)
 

@@ -104,10 +104,14 @@ class Verifier:
             return s in gap_hashes or any(a <= s <= b for a, b in declared)
 
         # First pass: each record on its own, following key rotations in seq order.
+        retired: dict[str, int] = {}  # key id -> seq of the rotation that retired it
         for seq in seqs:
             rec = self.records[seq]
-            key = keys.get(rec.get("key", ""))
+            kid = rec.get("key")
+            key = keys.get(kid) if isinstance(kid, str) else None
             problems = check_record(rec, key)
+            if key is not None and seq > retired.get(rec["key"], seq):
+                problems.append(f"signed by key {rec['key']}, which the device retired at seq {retired[rec['key']]}")
             if key is None and not any(p.startswith("missing") for p in problems):
                 self.findings.append(
                     Finding(
@@ -118,7 +122,15 @@ class Verifier:
                     )
                 )
             for p in problems:
-                what = "bad_signature" if p == "bad signature" else "altered" if p.startswith("hash") else "malformed"
+                what = (
+                    "bad_signature"
+                    if p == "bad signature"
+                    else "altered"
+                    if p.startswith("hash")
+                    else "retired_key"
+                    if "retired" in p
+                    else "malformed"
+                )
                 self.findings.append(Finding(FAIL, what, seq, p))
             ok = not problems and key is not None
             sound[seq] = ok
@@ -133,6 +145,7 @@ class Verifier:
                 new = _public_from_body(body)
                 if new is not None:
                     keys[key_id_for(new)] = new
+                    retired.setdefault(rec["key"], seq)
         # Second pass: the chain.
         for i, seq in enumerate(seqs):
             rec = self.records[seq]

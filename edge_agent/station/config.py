@@ -35,7 +35,9 @@ class StationConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    enabled: bool = True
+    # Unset: on for the bench profile, off for truck and sensors (whose RSS budget is tight); true or
+    # false decides for any profile.
+    enabled: bool | None = None
     listen: Annotated[
         str, Field(min_length=1, max_length=253), Expect('an address such as "127.0.0.1" or "0.0.0.0"')
     ] = "127.0.0.1"
@@ -67,7 +69,7 @@ class StationConfig(BaseModel):
     @classmethod
     def _sign_in_off_loopback(cls, v: Path | None, info: ValidationInfo) -> Path | None:
         listen = info.data.get("listen")
-        if v is None and info.data.get("enabled", True) and isinstance(listen, str) and not is_loopback(listen):
+        if v is None and info.data.get("enabled") is not False and isinstance(listen, str) and not is_loopback(listen):
             raise PydanticCustomError(
                 "sign_in_required",
                 "an operators file because listen = {listen} is reachable from the network and needs "
@@ -75,6 +77,9 @@ class StationConfig(BaseModel):
                 {"listen": listen},
             )
         return v
+
+    def enabled_for(self, profile: str) -> bool:
+        return self.enabled if self.enabled is not None else profile == "bench"
 
     @property
     def sign_in_required(self) -> bool:

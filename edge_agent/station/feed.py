@@ -36,6 +36,7 @@ FIELD_LABELS = {
     "return_date": "Return date",
 }
 RECENT_MAX = 20
+UNMEASURED_CAUSE = "nothing wrong with the photo was measured"  # the reader's NO_QUALITY_HINT: not a retake
 READ_TIMES_MAX = 5000
 SUBSCRIBER_QUEUE = 32  # a page this far behind is dropped; its EventSource reconnects and starts afresh
 REASON_WORDS = {
@@ -75,13 +76,37 @@ def _plain_reason(issue: dict[str, Any]) -> str:
     return message[:1].upper() + message[1:]
 
 
+def _retake(body: dict[str, Any]) -> tuple[list[str], set[str]]:
+    """What a new photo would fix, grouped by cause ("blurry: hold still (SKU, Quantity)"), and those fields.
+
+    The reader's `retake` list names the fields the photo did not give and the measured cause; a cause
+    it could not measure (faint or missing print) is not a retake. Bodies from before that list fall
+    back to the quality verdict.
+    """
+    entries = body.get("retake")
+    if not isinstance(entries, list):
+        quality = body.get("quality") or {}
+        return ([] if quality.get("ok", True) else [str(r) for r in quality.get("reasons", [])]), set()
+    by_cause: dict[str, list[str]] = {}
+    fields: set[str] = set()
+    for e in entries:
+        if not isinstance(e, dict) or str(e.get("cause", "")).startswith(UNMEASURED_CAUSE):
+            continue
+        field = e.get("field")
+        labels = by_cause.setdefault(str(e.get("cause", "")), [])
+        if field:
+            fields.add(str(field))
+            labels.append(FIELD_LABELS.get(str(field), str(field)))
+    lines = [cause + (f" ({', '.join(labels)})" if labels else "") for cause, labels in by_cause.items()]
+    return lines, fields
+
+
 def verdict_view(body: dict[str, Any], levels: Levels, **extra: Any) -> dict[str, Any]:
     """The page's view of one return_inspection body (a record's, or a queued item's)."""
     fields, conf = body.get("fields", {}), body.get("confidence", {})
     issues = list(body.get("review_reasons", []))
-    quality = body.get("quality", {})
-    retake = [] if quality.get("ok", True) else [str(r) for r in quality.get("reasons", [])]
-    doubtful = {str(i.get("field")) for i in issues if i.get("field")}
+    retake, retake_fields = _retake(body)
+    doubtful = {str(i.get("field")) for i in issues if i.get("field")} | retake_fields
     boxes = body.get("boxes") or {}
     reviewed = bool(body.get("human_reviewed"))
     rows = []
@@ -113,8 +138,10 @@ def verdict_view(body: dict[str, Any], levels: Levels, **extra: Any) -> dict[str
     return {
         "kind": kind,
         "fields": rows,
-        # A retake's field reasons only repeat that the photo was unreadable: the retake reason says it all.
-        "reasons": [] if retake else [_plain_reason(i) for i in issues if i.get("code") != "image_quality"],
+        # A field a retake would fix is said once, in the retake line; the other reasons stay.
+        "reasons": [
+            _plain_reason(i) for i in issues if i.get("code") != "image_quality" and i.get("field") not in retake_fields
+        ],
         "retake": retake,
         "scan": check.get("scan"),
         "barcode": check.get("barcode"),

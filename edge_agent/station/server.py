@@ -95,6 +95,10 @@ class Station:
         self.scan_armed_until = 0.0  # monotonic; set by a review page whose field has the focus
 
     @property
+    def running(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    @property
     def url(self) -> str:
         cfg = self.deps.cfg
         return cfg.model_copy(update={"port": self.port}).url
@@ -250,7 +254,7 @@ def start_station(
     `cfg` is the AgentConfig; a station that cannot start is logged and left out: the daemon runs on.
     """
     scfg: StationConfig = cfg.bench.station
-    if not scfg.enabled:
+    if not scfg.enabled_for(cfg.profile):
         return None
     desk = None
     base = cfg.source.parent if cfg.source is not None else None
@@ -270,7 +274,7 @@ def start_station(
         if desk is not None:
             desk.close()
         for line in exc.problems:
-            log.error("station not started: %s", line)
+            log.error("station not started, the daemon runs on without it: %s", line)
         return None
     station.start()
     if service is not None and hasattr(service, "scan_tap"):

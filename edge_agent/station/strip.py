@@ -26,6 +26,10 @@ def _driver(name: str, kind: str, st: dict[str, Any]) -> dict[str, str]:
     return _item(name, "bad", "not connected", REMEDIES.get(kind, REMEDIES["device"]), err[:200])
 
 
+def _scalar(v: object) -> bool:
+    return v is None or isinstance(v, (str, int, float, bool))
+
+
 def build_strip(  # noqa: PLR0912 - one branch per profile and device kind reads best here
     profile: str, device: str, status: dict[str, Any], outbox_depth: int | None
 ) -> dict[str, Any]:
@@ -56,13 +60,16 @@ def build_strip(  # noqa: PLR0912 - one branch per profile and device kind reads
                 if isinstance(st, dict):
                     items.append(_driver(str(name), "device", st))
     extra: dict[str, Any] = {}
-    if profile == "truck":
-        trip = (pipeline.get("pipeline") or {}).get("trip")
-        extra["trip"] = trip
-        extra["records"] = pipeline.get("records")
-    elif profile == "sensors":
-        extra["records"] = pipeline.get("records")
-        extra["last"] = {n: m.get("records") for n, m in (pipeline.get("meters") or {}).items() if isinstance(m, dict)}
+    if profile != "bench":
+        # What `edge-agent status` shows for the pipeline: each device's counters, then the scalar figures.
+        devices = []
+        for group in ("drivers", "meters"):
+            for name, st in sorted((pipeline.get(group) or {}).items()):
+                if isinstance(st, dict):
+                    devices.append({"name": str(name), **{k: v for k, v in st.items() if _scalar(v)}})
+        summary = {k: v for k, v in (pipeline.get("pipeline") or {}).items() if _scalar(v)}
+        summary.update({k: v for k, v in pipeline.items() if _scalar(v)})
+        extra = {"devices": devices, "summary": summary}
     worst = (
         "bad"
         if any(i["state"] == "bad" for i in items)

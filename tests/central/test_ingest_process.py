@@ -207,3 +207,74 @@ def test_ingest__hostile_input_is_recorded_and_the_worker_keeps_going(
         assert w.alive
     finally:
         assert w.stop() == 0
+
+
+def test_ingest__mtls_and_password_brokers_with_the_device_side_options(
+    mtls_broker: Broker, password_broker: Broker, sqlite_dsn: str, tmp_path: Path
+) -> None:
+    from tests.broker import TEST_USERS
+
+    pki = mtls_broker.pki
+    tls = ["--ca-file", str(pki.ca_pem), "--cert-file", str(pki.client_pem), "--key-file", str(pki.client_key)]
+    pw = tmp_path / "central.pw"
+    pw.write_text(TEST_USERS["central"] + "\n")
+    pw.chmod(0o600)
+    creds = ["--username", "central", "--password-file", str(pw)]
+    workers = [
+        Worker(mtls_broker, sqlite_dsn, tmp_path, "wt", *tls, share=None).start(),
+        Worker(password_broker, sqlite_dsn, tmp_path, "wp", *creds, share=None).start(),
+    ]
+    try:
+        simulate(mtls_broker, sqlite_dsn, tmp_path / "t.json", "--devices", "2", "--records", "3", *tls)
+        simulate(
+            password_broker,
+            sqlite_dsn,
+            tmp_path / "p.json",
+            "--devices",
+            "2",
+            "--records",
+            "3",
+            "--name-prefix",
+            "pw",
+            *creds,
+        )
+        assert wait_until(lambda: stored_count(sqlite_dsn) == 12, 20)
+    finally:
+        assert [w.stop() for w in workers] == [0, 0]
+    # A worker without the client certificate is refused by the mTLS broker and says why, then keeps retrying.
+    bad = Worker(mtls_broker, sqlite_dsn, tmp_path, "wbad", "--ca-file", str(pki.ca_pem), share=None)
+    with bad.log_path.open("ab") as log:
+        import subprocess
+
+        bad.proc = subprocess.Popen(bad.args, stdout=log, stderr=subprocess.STDOUT)
+    try:
+        assert wait_until(lambda: "client certificate missing or rejected" in bad.log_text(), 20), bad.log_text()
+        assert bad.alive
+    finally:
+        bad.stop()
+
+
+def test_ingest__prometheus_endpoint_counts_records_and_anomalies(
+    broker: Broker, sqlite_dsn: str, tmp_path: Path
+) -> None:
+    import urllib.request
+
+    from tests.broker import free_port
+
+    port = free_port()
+    w = Worker(broker, sqlite_dsn, tmp_path, "wm", "--metrics-port", str(port), share=None).start()
+    try:
+        simulate(broker, sqlite_dsn, tmp_path / "m.json", "--devices", "3", "--records", "4", "--misbehave", "forge")
+        assert wait_until(lambda: stored_count(sqlite_dsn) == 12, 20)
+
+        def scrape() -> str:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                return r.read().decode()
+
+        assert wait_until(lambda: "central_records_stored_total 12.0" in scrape(), 10), scrape()
+        text = scrape()
+        assert 'central_anomalies_total{kind="bad_signature"} 1.0' in text
+        assert "central_verify_failures_total 1.0" in text
+        assert 'central_device_lag_seconds{device="sim-00000"}' in text
+    finally:
+        w.stop()

@@ -333,3 +333,14 @@ def test_sensors_list__names_the_j1939_bus_behind_an_slcan_adapter(
     assert entry["likely"] == "slcan"
     assert "J1939 at 250 kbit/s" in entry["detail"] and f"VIN {DEFAULT_VIN}" in entry["detail"]
     assert twin.sent_by_host == []  # listening only
+
+
+def test_socketcan_interfaces__found_by_link_type_in_sysfs(tmp_path: Path) -> None:
+    from edge_agent.drivers.j1939.probe import socketcan_interfaces
+
+    for name, link_type in (("can0", "280"), ("eth0", "1"), ("vcan0", "280\n"), ("broken", "x")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "type").write_text(link_type)
+    (tmp_path / "notype").mkdir()
+    assert socketcan_interfaces(tmp_path) == ["can0", "vcan0"]
+    assert socketcan_interfaces(tmp_path / "missing") == []

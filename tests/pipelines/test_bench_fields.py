@@ -279,3 +279,64 @@ def test_normalizers__arbitrary_unicode_never_crashes(text: str) -> None:
     parse_quantity(text)
     match_reason(text, REASONS)
     fix_code(text, TEMPLATE.spec("order_no").pattern)
+
+
+def test_extract_fields__open_ended_labels_matched_by_keyword() -> None:
+    # None of these labels is in the template: each holds a keyword, with other characters around it,
+    # full-width, spaced out, bracketed, with a colon or none.
+    got = extract(
+        lines_of(
+            "【平台订单编号】：295-3563447-2326064",
+            "退货商品SKU码 T82528/06",
+            "退回数量(个)：共8件",
+            "退 货 原 因 尺码不符",
+            "平台买家ＩＤ：KH-2021-89655",
+            "售后申请日期/Date 2024/04/15 10:22",
+        )
+    )
+    assert got == {
+        "order_no": "295-3563447-2326064",
+        "sku": "T82528/06",
+        "quantity": 8,
+        "reason": "尺码不合适",
+        "customer_id": "KH-2021-89655",
+        "return_date": "2024-04-15",
+    }
+
+
+def test_extract_fields__values_beside_under_and_in_header_tables() -> None:
+    def box(text: str, x: int, y: int, w: int) -> TextLine:
+        return TextLine(text, 0.98, (x, y, w, 40))
+
+    lines = [
+        # a header row of labels centred in wide cells, values left-aligned in the row under them
+        box("订单编号", 213, 214, 107),
+        box("退货原因", 588, 214, 107),
+        box("数量", 824, 212, 62),
+        box("403-5871705-6152410", 82, 267, 281),
+        box("少发", 450, 260, 73),
+        box("x20", 820, 261, 65),
+        # a label and its value in the next cell on the same line
+        box("会员ID", 60, 400, 110),
+        box("C1539638104", 250, 402, 180),
+        # a small label with its value under it
+        box("商品货号", 600, 400, 100),
+        box("WO8-528-MZH", 600, 445, 190),
+        # the detector split a long date: its parts are one value
+        box("退货日期", 60, 520, 110),
+        box("2025-02-14", 250, 522, 160),
+    ]
+    got = extract(lines)
+    assert got == {
+        "order_no": "403-5871705-6152410",
+        "reason": "少件",
+        "quantity": 20,
+        "customer_id": "C1539638104",
+        "sku": "WO8-528-MZH",
+        "return_date": "2025-02-14",
+    }
+
+
+def test_extract_fields__keyword_inside_a_value_is_no_label() -> None:
+    got = extract(lines_of("原因：七天无理由退货", "SKU：SKU252239748", "退货人：王** 寄件地址：广东省深圳市"))
+    assert got["reason"] == "七天无理由" and got["sku"] == "SKU252239748"

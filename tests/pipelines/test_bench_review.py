@@ -32,7 +32,8 @@ def result(quantity_conf: float = 0.6, engine: str = "onnx") -> InspectionResult
         ("退货日期：2025-03-27", 0.97),
         ("收件人：王芳 电话：13812345678", 0.95),
     ]
-    lines = tuple(TextLine(t, c, (10, 40 * i, 500, 30)) for i, (t, c) in enumerate(texts))
+    # every character read with certainty: no letter/digit ambiguity, only the line confidences matter
+    lines = tuple(TextLine(t, c, (10, 40 * i, 500, 30), (1.0,) * len(t)) for i, (t, c) in enumerate(texts))
     reading = ImageReading(OK, lines, (Barcode("123456789012", "Code128"),), engine, {"ocr": 100.0})
     return evaluate(reading, RULES, manifest=None, today=date(2025, 3, 28))
 
@@ -249,6 +250,17 @@ def test_review_desk__photo_only_while_kept(tmp_path: Path) -> None:
         assert desk.photo(kept) is None and path is not None and not path.exists()
     finally:
         desk.close()
+    hours = ReviewDesk(tmp_path, ReviewConfig(keep_images="hours", keep_images_h=1), reasons)
+    try:
+        old_path = save_image(tmp_path, img, ReviewConfig())
+        with ReviewQueue(tmp_path / "review.db") as q:
+            fresh = q.add(result(), old_path)
+            q._db.execute(
+                "UPDATE items SET created_at = '2020-01-01T00:00:00.000Z' WHERE id = ?", (q.add(result(), old_path),)
+            )
+        assert hours.photo(fresh) == old_path and hours.photo(fresh + 1) is None, "past its hours: not served"
+    finally:
+        hours.close()
     never = ReviewDesk(tmp_path, ReviewConfig(keep_images="never"), reasons)
     try:
         assert never.photo(gone) is None

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.drivers.nmea.protocol import decode_lines
+from edge_agent.drivers.nmea.epochs import decode_lines
 from edge_agent.drivers.readings import Fix, VehicleSpeed
 from edge_agent.pipelines.emissions import load_factors
 from edge_agent.pipelines.truck.clean import UERE_M

@@ -197,3 +197,15 @@ def test_cli__output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     )
     assert len(r.stdout) == 20
     assert "Traceback" not in r.stderr and "BrokenPipe" not in r.stderr, r.stderr
+
+
+def test_keys_generate__makes_the_key_doctor_asks_for(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """doctor's remedy for a lost key is `edge-agent keys generate`: it exists (issue 9, defect 13)."""
+    p = tmp_path / "config.toml"
+    p.write_text(f'profile = "sensors"\nstate_dir = "{tmp_path / "state"}"\n[device]\nid = "d"\nsite = "s"\n')
+    assert main(["keys", "generate", "--config", str(p)]) == 0
+    key_path = load_config(p).key_path
+    assert key_path.exists() and (key_path.stat().st_mode & 0o777) == 0o600
+    assert "key id:     ed25519:" in capsys.readouterr().out
+    assert main(["keys", "generate", "--config", str(p)]) == 1  # never replaced silently
+    assert "refusing to overwrite" in capsys.readouterr().err

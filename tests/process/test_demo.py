@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 
-def run_demo(profile: str, duration_s: int, work: Path) -> dict[str, object]:
+def run_demo(profile: str, duration_s: int, work: Path, *extra: str) -> dict[str, object]:
     r = subprocess.run(
         [
             sys.executable,
@@ -24,6 +24,7 @@ def run_demo(profile: str, duration_s: int, work: Path) -> dict[str, object]:
             "--json",
             "--dir",
             str(work),
+            *extra,
         ],
         capture_output=True,
         text=True,

@@ -315,3 +315,30 @@ def test_check_ocr_models__sha256_and_a_timed_run(tmp_path: Path) -> None:
     det, rec = check_ocr_models(cfg)
     assert det.status == FAIL and "differs from the manifest's 000000000000" in det.message
     assert rec.status == FAIL and "missing.onnx: missing" in rec.message
+
+
+def test_doctor__j1939_bus_is_listened_to_and_named(tmp_path: Path) -> None:
+    from edge_agent.cli.doctor.devices import check_serial_device, serial_devices
+    from edge_agent.drivers.j1939.twin import DEFAULT_VIN, J1939Twin
+    from edge_agent.settings import parse_config
+
+    twin = J1939Twin(tmp_path / "ttyACM0").start()
+    try:
+        cfg = parse_config(
+            {
+                "profile": "truck",
+                "device": {"id": "t1", "site": "s"},
+                "telematics": {
+                    "can": {"kind": "j1939", "interface": "slcan", "channel": twin.path, "sleep_after_open_s": 0}
+                },
+            },
+            "c.toml",
+        )
+        devices = serial_devices(cfg)
+        assert [p for p, _ in devices] == ["telematics.can"]
+        check = check_serial_device(*devices[0], listen_s=LISTEN_S)
+    finally:
+        twin.stop()
+    assert check.name == "telematics.can (j1939)" and check.status == OK, check.line()
+    assert f"VIN {DEFAULT_VIN}" in check.message and "LFE1(65266)" in check.message
+    assert twin.sent_by_host == []

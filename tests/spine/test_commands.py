@@ -31,6 +31,7 @@ from edge_agent.spine.remote.message import MAX_TTL_S, CommandRefused, sign_comm
 from edge_agent.spine.remote.nonces import NonceStore
 from edge_agent.spine.sync import MqttSync, topic_base
 from tests.broker import Broker, Subscriber, publish
+from tests.helpers import wait_until
 
 NOW = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
 CENTRAL = Ed25519PrivateKey.generate()
@@ -270,15 +271,11 @@ class Rig:
         return sign_command(self.central, device=self.agent.cfg.device.id, name=name, args=args or {}, ttl_s=ttl_s)
 
     def wait_outcomes(self, n: int, timeout_s: float = 10.0) -> list[dict[str, Any]]:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            got = list(self.agent.commands.outcomes)
-            if len(got) >= n:
-                assert self.agent.writer is not None
-                self.agent.writer.flush(5)
-                return got
-            time.sleep(0.05)
-        raise TimeoutError(f"expected {n} command outcome(s), got {self.agent.commands.outcomes}")
+        if not wait_until(lambda: len(self.agent.commands.outcomes) >= n, timeout_s):
+            raise TimeoutError(f"expected {n} command outcome(s), got {self.agent.commands.outcomes}")
+        assert self.agent.writer is not None
+        self.agent.writer.flush(5)
+        return list(self.agent.commands.outcomes)
 
     def records(self, kind: str | None = None) -> list[dict[str, Any]]:
         ob = Outbox(self.agent.cfg.db_path, readonly=True)
@@ -291,6 +288,8 @@ class Rig:
     def wait_connected(self) -> None:
         assert self.agent.sync is not None
         assert self.agent.sync.connected.wait(10), self.agent.sync.last_error
+        # Commands sent before the SUBACK of a first connection have no session to wait in.
+        assert self.agent.sync.subscribed.wait(10), "no SUBACK for the command subscription"
 
 
 def start_agent(tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch, profile: str = "sensors") -> Rig:
@@ -338,6 +337,11 @@ def rig(tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch) -> Iter
         yield r
     finally:
         stop_agent(r)
+
+
+def _depth(rig: Rig) -> int:
+    with Outbox(rig.agent.cfg.db_path, readonly=True) as ob:
+        return ob.stats().depth
 
 
 def _events(rig: Rig, event: str) -> list[dict[str, Any]]:
@@ -431,9 +435,7 @@ def test_commands__resend_republishes_a_delivered_range_and_reports_pruned(rig: 
         first = sub.wait_for(5)
         seqs = sorted(parse_line(m.payload)["seq"] for m in first)
         assert seqs == [1, 2, 3, 4, 5]
-        deadline = time.monotonic() + 5
-        while Outbox(rig.agent.cfg.db_path, readonly=True).stats().depth and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert wait_until(lambda: _depth(rig) == 0, 5)
         rig.send(rig.signed("resend", {"first_seq": 2, "last_seq": 4}))
         (done,) = rig.wait_outcomes(1)
         assert done["event"] == "command_done"
@@ -449,9 +451,7 @@ def test_commands__resend_republishes_a_delivered_range_and_reports_pruned(rig: 
         again = [parse_line(m.payload) for m in got[5:]]
         assert sorted(r["seq"] for r in again if r["kind"] == "event" and r["body"].get("event") == "test") == [2, 3, 4]
         # Everything delivered so far is pruned: a resend reports it missing, signed.
-        deadline = time.monotonic() + 5
-        while Outbox(rig.agent.cfg.db_path, readonly=True).stats().depth and time.monotonic() < deadline:
-            time.sleep(0.05)
+        assert wait_until(lambda: _depth(rig) == 0, 5)
         ob = Outbox(rig.agent.cfg.db_path)
         pruned = ob.prune_delivered(0)
         ob.close()

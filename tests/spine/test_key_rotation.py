@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import stat
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,59 @@ def test_key_rotation__a_rotation_not_signed_by_a_known_key_announces_nothing(ro
     v = verify_records([*recs, fake_rot, follow], [old.public])
     fails = {(f.what, f.seq) for f in v.findings if f.level == FAIL}
     assert fails == {("unknown_key", fake_rot["seq"]), ("unknown_key", follow["seq"])}
+
+
+def test_verify__records_signed_by_the_old_key_after_a_rotation_fail(tmp_path: Path) -> None:
+    """After a key_rotation, the old key is retired: a record it signs later is refused (issue 9, defect 10)."""
+    from edge_agent.spine.clock import Clock
+    from edge_agent.spine.keys import generate_key, public_raw_b64
+    from edge_agent.spine.outbox import Outbox
+    from edge_agent.spine.verify import Verifier
+
+    old = generate_key(tmp_path / "old.key")
+    new = generate_key(tmp_path / "new.key")
+    ob, _ = Outbox.open_checked(tmp_path / "o.db")
+    body = {"old_key_id": old.key_id, "new_key_id": new.key_id, "new_public_key": public_raw_b64(new.public)}
+    # The writer's way: the batch switches key right after the rotation record.
+    ob.append(
+        [("event", {"i": 1}), ("key_rotation", body), ("event", {"i": 2})],
+        device="d",
+        key=old,
+        clock=Clock(),
+        max_bytes=1 << 30,
+        rotate_to=new,
+    )
+    good = [json.loads(x) for x in ob.export()]
+    assert [r["key"] for r in good] == [old.key_id, old.key_id, new.key_id]
+    # A stolen old key keeps signing after the rotation.
+    ob.append([("event", {"i": 3})], device="d", key=old, clock=Clock(), max_bytes=1 << 30)
+    recs = [json.loads(x) for x in ob.export()]
+    v = Verifier([old.public])
+    for r in recs:
+        v.add(r)
+    findings = v.finish()
+    assert [(f.what, f.seq) for f in findings if f.level == "fail"] == [("retired_key", 4)]
+    ob.close()
+
+
+def test_finish_rotation__a_crash_between_commit_and_swap_is_finished_at_start(tmp_path: Path) -> None:
+    from edge_agent.spine.checkpoint import finish_rotation
+    from edge_agent.spine.clock import Clock
+    from edge_agent.spine.keys import generate_key
+    from edge_agent.spine.outbox import Outbox
+
+    key_path = tmp_path / "keys" / "device.key"
+    old = generate_key(key_path)
+    new = generate_key(key_path.with_name("device.key.new"))
+    ob, _ = Outbox.open_checked(tmp_path / "o.db")
+    body = {"old_key_id": old.key_id, "new_key_id": new.key_id, "new_public_key": public_raw_b64(new.public)}
+    ob.append([("key_rotation", body)], device="d", key=old, clock=Clock(), max_bytes=1 << 30, rotate_to=new)
+    finish_rotation(key_path, ob)  # the agent died before os.replace
+    assert load_key(key_path).key_id == new.key_id
+    assert not key_path.with_name("device.key.new").exists()
+    # A new key that was never announced is dropped, the device key stays.
+    stray = generate_key(key_path.with_name("device.key.new"))
+    finish_rotation(key_path, ob)
+    assert load_key(key_path).key_id == new.key_id != stray.key_id
+    assert not key_path.with_name("device.key.new").exists()
+    ob.close()

@@ -120,3 +120,36 @@ def test_outbox__prune_keeps_undelivered(tmp_path: Path) -> None:
         ob.conn.execute("SELECT 1").fetchone()
     except sqlite3.Error as exc:  # pragma: no cover
         raise AssertionError(exc) from exc
+
+
+def test_outbox__max_bytes_is_a_bound_even_for_tiny_records(tmp_path: Path) -> None:
+    """Each eviction's gap record used to be bigger than what it freed, and never evicted (issue 9, defect 2)."""
+    key = generate_key(tmp_path / "k")
+    ob, _ = Outbox.open_checked(tmp_path / "o.db")
+    bound = 20_000
+    for i in range(300):
+        ob.append(
+            [("telemetry", {"i": i, "j": j}) for j in range(5)], device="d", key=key, clock=Clock(), max_bytes=bound
+        )
+        assert ob.stats().stored_bytes <= bound, i
+    kinds = [json.loads(x)["kind"] for x in ob.export()]
+    assert kinds.count("gap") == 1  # older undelivered gaps are merged into the newest
+    assert kinds.count("telemetry") > 30  # the bound holds records (about 350 bytes each), not only gaps
+    v = verify_export(ob, key)
+    assert v.ok, [f.line() for f in v.findings if f.level == "fail"]
+    assert not any(f.what == "hole" for f in v.findings)
+
+
+def test_chain_writer__bound_lowered_on_a_full_disk_comes_back_with_space(tmp_path: Path) -> None:
+    key = generate_key(tmp_path / "k")
+    ob, _ = Outbox.open_checked(tmp_path / "o.db")
+    w = ChainWriter(ob, device="d", key=key, clock=Clock(), max_bytes=1 << 30)
+    w.max_bytes = 64 * 1024  # as _emergency_room leaves it on a full disk
+    w.start()
+    try:
+        w.emit("event", {"e": 1})
+        assert w.flush(10)
+        assert w.max_bytes == 1 << 30 or w.max_bytes > 64 * 1024  # this disk has room: raised again
+    finally:
+        w.stop()
+        ob.close()

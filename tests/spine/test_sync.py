@@ -86,8 +86,10 @@ def test_sync__broker_outage_loses_nothing(broker: Broker, tmp_path: Path) -> No
             clock=Clock(),
             max_bytes=1 << 30,
         )
+        t0 = time.monotonic()
         sync.notify()
-        time.sleep(0.5)
+        # The publisher has gone round its loop a few times since (it beats on each turn) and sent nothing.
+        assert wait_until(lambda: sync.heartbeat > t0 + 0.5, 10)
         assert ob.stats().depth == 200
         broker.restart()
         sub.start()
@@ -206,7 +208,7 @@ def test_verify_mqtt__shared_subscription_checks_live_stream(broker: Broker, tmp
         text=True,
     )
     assert wait_until(lambda: "as edge-verify-" in broker.log_text(), 15), broker.log_text()[-500:]
-    time.sleep(0.5)  # its SUBSCRIBE follows the CONNACK
+    assert wait_until(lambda: "Received SUBSCRIBE from edge-verify-" in broker.log_text(), 15)
     with running_sync(cfg):
         out, _ = proc.communicate(timeout=60)
     assert proc.returncode == 0, out

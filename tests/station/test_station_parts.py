@@ -28,6 +28,9 @@ def _cfg(station: dict[str, Any]) -> Any:
 def test_station_config__defaults_are_loopback_without_sign_in() -> None:
     st = _cfg({}).bench.station
     assert st.listen == "127.0.0.1" and not st.sign_in_required and st.url == "http://127.0.0.1:8480/"
+    assert st.enabled_for("bench") and not st.enabled_for("truck") and not st.enabled_for("sensors")
+    on = _cfg({"enabled": True}).bench.station
+    assert on.enabled_for("truck") and not _cfg({"enabled": False}).bench.station.enabled_for("bench")
 
 
 def test_station_config__lan_listen_needs_an_operators_file(tmp_path: Path) -> None:
@@ -145,7 +148,27 @@ def test_verdict_view__kinds_levels_and_plain_reasons() -> None:
     v = verdict_view(
         _body(quality=glare, review_reasons=[{"code": "image_quality", "field": None, "message": "x"}]), LEVELS
     )
-    assert v["kind"] == "retake" and v["retake"] == glare["reasons"] and v["reasons"] == []
+    assert v["kind"] == "retake" and v["retake"] == glare["reasons"] and v["reasons"] == [], (
+        "a body from before `retake`"
+    )
+    cause = "glare over 12% of the label: tilt the slip or the lamp"
+    missing = [{"code": "missing_field", "field": f, "message": f"{f}: not found"} for f in ("sku", "quantity")]
+    mismatch = {"code": "order_mismatch", "field": "order_no", "message": "order_no differs between sources"}
+    v = verdict_view(
+        _body(
+            retake=[{"field": "sku", "cause": cause}, {"field": "quantity", "cause": cause}],
+            review_reasons=[*missing, mismatch],
+        ),
+        LEVELS,
+    )
+    assert v["kind"] == "retake" and v["retake"] == [f"{cause} (SKU, Quantity)"]
+    assert v["reasons"] == ["Order: scan, barcode and slip disagree"]
+    assert {f["name"] for f in v["fields"] if f["doubtful"]} == {"sku", "quantity", "order_no"}
+    faint = [{"field": "sku", "cause": "nothing wrong with the photo was measured: the print may be faint"}]
+    v = verdict_view(_body(retake=faint, review_reasons=missing[:1]), LEVELS)
+    assert v["kind"] == "review" and v["retake"] == [] and v["reasons"] == ["SKU: not found on the slip"]
+    blank = [{"field": None, "cause": "no slip in the photo: put the slip under the camera"}]
+    assert verdict_view(_body(retake=blank), LEVELS)["retake"] == [blank[0]["cause"]]
     v = verdict_view(_body(human_reviewed=True, decision="corrected", reviewer="li.lei"), LEVELS)
     assert v["kind"] == "reviewed" and {f["level"] for f in v["fields"]} == {"high", "missing"}
     assert verdict_view(_body(human_reviewed=True, decision="rejected"), LEVELS)["kind"] == "rejected"
@@ -193,3 +216,62 @@ def test_strip__red_with_the_remedy_when_a_device_or_the_broker_is_gone() -> Non
         0,
     )
     assert truck["state"] == "ok" and [i["name"] for i in truck["items"]] == ["Broker", "Outbox", "gps"]
+    assert truck["devices"] == [{"name": "gps", "connected": True}] and truck["summary"] == {"records": 4}
+
+
+def test_station_server__tls_serves_https_with_secure_cookies_and_stops_with_the_event(
+    tmp_path: Path, broker_pki: Any
+) -> None:
+    import http.client
+    import socket
+    import ssl
+    import threading
+
+    from edge_agent.spine.outbox import Outbox
+    from edge_agent.station.config import StationConfig
+    from edge_agent.station.server import Station, StationDeps
+
+    Outbox.open_checked(tmp_path / "outbox.db")[0].close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    cfg = StationConfig(port=port, tls_cert=broker_pki.server_pem, tls_key=broker_pki.server_key)
+    stop = threading.Event()
+    station = Station(
+        StationDeps(cfg, "b1", "bench", tmp_path / "outbox.db", LEVELS, None, lambda: {"broker": {}}, stop)
+    )
+    station.start()
+    try:
+        assert station.url == f"https://127.0.0.1:{port}/"
+        ctx = ssl.create_default_context(cafile=str(broker_pki.ca_pem))
+        ctx.check_hostname = False  # the test server certificate names localhost; the chain is what matters
+        conn = http.client.HTTPSConnection("127.0.0.1", port, context=ctx, timeout=10)
+        conn.request("GET", "/")
+        r = conn.getresponse()
+        r.read()
+        conn.close()
+        assert r.status == 200
+        cookie = r.getheader("set-cookie") or ""
+        assert "Secure" in cookie and "HttpOnly" in cookie and "SameSite=strict" in cookie
+        assert r.getheader("strict-transport-security") == "max-age=31536000"
+        plain = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        with pytest.raises((http.client.HTTPException, OSError)):
+            plain.request("GET", "/")
+            plain.getresponse().read()
+    finally:
+        stop.set()
+        station.stop()
+    assert not station.running, "the stop event ends the station"
+
+
+def test_operators_cli__add_reads_the_pin_from_stdin_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    ops = tmp_path / "operators.toml"
+    cmd = [sys.executable, "-m", "edge_agent.station.operators", "add", str(ops), "wang.fang", "--role", "supervisor"]
+    r = subprocess.run(cmd, input="2468\n", capture_output=True, text=True, check=False)
+    assert r.returncode == 0 and "operator wang.fang (supervisor) saved" in r.stdout
+    assert "2468" not in ops.read_text() and authenticate(load_operators(ops), "wang.fang", "2468") is not None
+    r = subprocess.run([*cmd[:-2], "--role", "operator"], input="12\n", capture_output=True, text=True, check=False)
+    assert r.returncode == 2 and "PIN: expected 4 to 12 digits" in r.stderr

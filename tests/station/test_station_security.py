@@ -119,6 +119,19 @@ def test_station_security__lan_bind_requires_sign_in(lan_rig: BenchRig) -> None:
     assert c.send("GET", "/history")[0] == 403, "the queue history is for supervisors"
 
 
+def test_station_security__guessing_pins_is_slowed_down(lan_rig: BenchRig) -> None:
+    c = Client(lan_rig.port)
+    _, _, html = c.send("GET", "/signin")
+    form = f"csrf={_csrf(html)}&who=mallory&pin=".encode()
+    codes = [
+        c.send("POST", "/signin", form + str(1000 + i).encode(), {"Content-Type": "application/x-www-form-urlencoded"})[
+            0
+        ]
+        for i in range(7)
+    ]
+    assert codes == [401] * 5 + [429] * 2
+
+
 def test_station_security__csrf_token_required(lan_rig: BenchRig) -> None:
     # The sign-in form itself needs the token.
     c = Client(lan_rig.port)

@@ -16,7 +16,8 @@ from typing import Any, Literal
 
 from eth_account.signers.local import LocalAccount
 from web3 import HTTPProvider, Web3
-from web3.exceptions import TimeExhausted
+from web3.exceptions import ContractLogicError, TimeExhausted
+from web3.middleware import ExtraDataToPOAMiddleware
 
 from edge_agent.central.anchor.contract import artifact
 from edge_agent.errors import EdgeAgentError
@@ -88,6 +89,9 @@ def connect(rpc_url: str, *, timeout_s: float = 30.0) -> Web3:
             f"--rpc {rpc_url!r}: expected an http:// or https:// JSON-RPC URL (e.g. http://127.0.0.1:8545)"
         )
     w3 = Web3(HTTPProvider(rpc_url, request_kwargs={"timeout": timeout_s}))
+    # QBFT, IBFT and Clique put validator data in a block's extraData (more than the 32 bytes
+    # Ethereum mainnet allows); without this web3 refuses every block those chains return.
+    w3.middleware_onion.inject(ExtraDataToPOAMiddleware, layer=0)
     try:
         w3.eth.chain_id  # noqa: B018 - the first request tells whether anyone answers
     except Exception as exc:  # noqa: BLE001 - requests, JSON and RPC errors all mean the same here
@@ -99,6 +103,13 @@ def revert_reason(exc: BaseException) -> str:
     """The contract's message out of whichever exception the provider raised."""
     text = str(exc.args[0] if exc.args and isinstance(exc.args[0], str) else exc)
     return text.removeprefix("execution reverted: ").removeprefix("execution reverted:").strip() or text
+
+
+def _refusal_or_error(action: str, exc: Exception) -> AnchorError:
+    """A revert is the contract saying no (ContractRefused); anything else is the node or the link failing."""
+    if isinstance(exc, ContractLogicError) or "revert" in str(exc).lower():
+        return ContractRefused(action, revert_reason(exc))
+    return AnchorError(f"{action}: the node could not prepare the transaction ({exc.__class__.__name__}: {exc})")
 
 
 def _send(w3: Web3, account: LocalAccount, tx: dict[str, Any]) -> str:
@@ -129,7 +140,7 @@ def deploy(
     try:
         tx = ctor.build_transaction(_tx_params(w3, account))
     except Exception as exc:  # noqa: BLE001 - eth_estimateGas reverts arrive as provider-specific types
-        raise ContractRefused("the deployment", revert_reason(exc)) from None
+        raise _refusal_or_error("the deployment", exc) from None
     tx_hash = _send(w3, account, tx)
     receipt = _wait(w3, tx_hash, timeout_s)
     if receipt is None:
@@ -231,7 +242,7 @@ class AnchorContract:
             fn.call({"from": account.address})
             tx = fn.build_transaction(_tx_params(self.w3, account))
         except Exception as exc:  # noqa: BLE001 - reverts arrive as ContractLogicError or the provider's own type
-            raise ContractRefused(action, revert_reason(exc)) from None
+            raise _refusal_or_error(action, exc) from None
         return _send(self.w3, account, tx)
 
     def send_anchor(self, batch_id: bytes, root: bytes, record_count: int, ranges: Sequence[DeviceRange]) -> str:

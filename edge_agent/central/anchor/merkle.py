@@ -8,9 +8,9 @@ million leaves is about 2 million SHA-256 calls and 64 MB of digests, and every 
 walk up the levels with no hashing at all.
 
 pymerkle implements the same tree; tests/central/test_anchor_merkle.py checks both agree, and
-benchmarks/bench_central.py compares their cost. We keep our own because the anchor builds a
+benchmarks/bench_anchor.py compares their cost. We keep our own because the anchor builds a
 tree per batch from hashes already in the database, and pymerkle's append-one-entry API costs
-about five times as much per leaf.
+about ten times as much per leaf (benchmarks/results/anchor.md).
 """
 
 from __future__ import annotations

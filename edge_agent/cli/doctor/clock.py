@@ -21,6 +21,7 @@ from edge_agent.cli.doctor.base import (
     run_quietly,
 )
 from edge_agent.settings import AgentConfig
+from edge_agent.spine.outbox import Outbox
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +76,11 @@ def check_clock_sync(facts: ClockFacts) -> Check:
 def last_record_time(cfg: AgentConfig) -> datetime | None:
     if not cfg.db_path.exists():
         return None
-    conn = sqlite3.connect(f"file:{cfg.db_path}?mode=ro", uri=True, timeout=1)
     try:
-        row = conn.execute("SELECT ts FROM records ORDER BY seq DESC LIMIT 1").fetchone()
+        with Outbox(cfg.db_path, readonly=True) as ob:
+            row = ob.latest()
     except sqlite3.Error:
         return None
-    finally:
-        conn.close()
     return datetime.fromisoformat(row[0].replace("Z", "+00:00")) if row else None
 
 
@@ -105,17 +104,15 @@ def last_gps_skew_s(cfg: AgentConfig) -> tuple[float | None, str | None]:
     """GPS minus system time from the newest health record, and that record's time."""
     if not cfg.db_path.exists():
         return None, None
-    conn = sqlite3.connect(f"file:{cfg.db_path}?mode=ro", uri=True, timeout=1)
     try:
-        row = conn.execute("SELECT data FROM records WHERE kind = 'health' ORDER BY seq DESC LIMIT 1").fetchone()
+        with Outbox(cfg.db_path, readonly=True) as ob:
+            row = ob.latest("health")
     except sqlite3.Error:
         return None, None
-    finally:
-        conn.close()
     if not row:
         return None, None
     with contextlib.suppress(ValueError, KeyError, TypeError, AttributeError):
-        rec = json.loads(row[0])
+        rec = json.loads(row[1])
         skew = rec["body"]["clock"]["gps_skew_s"]
         return (float(skew) if skew is not None else None), rec["ts"]
     return None, None

@@ -59,12 +59,9 @@ def check_outbox(cfg: AgentConfig) -> Check:  # noqa: PLR0911 - one verdict per 
     if not cfg.db_path.exists():
         return Check("outbox", OK, f"{cfg.db_path} not created yet (the agent has not run)")
     try:
-        conn = sqlite3.connect(f"file:{cfg.db_path}?mode=ro", uri=True, timeout=1)
-        try:
-            result = conn.execute("PRAGMA quick_check").fetchone()[0]
-            rows = conn.execute("SELECT seq, data FROM records ORDER BY seq DESC LIMIT ?", (CHAIN_TAIL,)).fetchall()
-        finally:
-            conn.close()
+        with Outbox(cfg.db_path, readonly=True) as probe:
+            result = probe.quick_check()
+            rows = probe.tail(CHAIN_TAIL)  # oldest first
     except sqlite3.DatabaseError as exc:
         result, rows = str(exc), []
     if result != "ok":
@@ -80,7 +77,7 @@ def check_outbox(cfg: AgentConfig) -> Check:  # noqa: PLR0911 - one verdict per 
         st = ob.stats()
     finally:
         ob.close()
-    recs = [json.loads(d) for _, d in reversed(rows)]
+    recs = [json.loads(d) for _, d in rows]
     for a, b in itertools.pairwise(recs):
         if b["seq"] == a["seq"] + 1 and b.get("prev") != a.get("hash"):
             return Check(

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from edge_agent.pipelines.bench.fields import FieldValue, Issue
+from edge_agent.pipelines.bench.normalize import DIGIT_FOR
 from edge_agent.pipelines.bench.rules_config import FieldsConfig
 from edge_agent.pipelines.bench.types import Barcode, QualityReport
 
@@ -34,22 +35,40 @@ def order_key(text: str) -> str:
     return re.sub(r"[^0-9A-Z]", "", text.upper())
 
 
+def confusable_key(text: str) -> str:
+    """order_key with letters OCR confuses with digits read as those digits (ZTO596 and ZT0596 meet)."""
+    return "".join(DIGIT_FOR.get(c, c) for c in order_key(text))
+
+
 def cross_check_order(
-    ocr: FieldValue, scan: str | None, barcodes: Sequence[Barcode], pattern: re.Pattern[str]
+    ocr: FieldValue,
+    scan: str | None,
+    barcodes: Sequence[Barcode],
+    pattern: re.Pattern[str],
+    other_codes: Collection[str] = (),
 ) -> tuple[OrderCheck, FieldValue, list[Issue]]:
     """Compare the order number from the RF scan, the photo's barcodes and the slip text.
 
     Returns the check, the order number to use, and an issue when they disagree. Barcodes
-    that do not look like an order number (an EAN on the product, a URL) are ignored.
+    that do not look like an order number (an EAN on the product, a URL) are ignored, and so is
+    one the slip prints as another code (`other_codes`: the waybill number under 快递单号).
     """
     scan = scan.strip() if scan and scan.strip() else None
-    bars = list(dict.fromkeys(b.text.strip() for b in barcodes if pattern.fullmatch(b.text.strip().upper())))
     ocr_text = str(ocr.value) if ocr.value is not None else None
+    elsewhere = {confusable_key(c) for c in other_codes} - {confusable_key(ocr_text or "")}
+    bars = list(
+        dict.fromkeys(
+            b.text.strip()
+            for b in barcodes
+            if pattern.fullmatch(b.text.strip().upper()) and confusable_key(b.text) not in elsewhere
+        )
+    )
     # Several order-like barcodes: prefer one that another source confirms.
-    others = {order_key(x) for x in (scan, ocr_text) if x}
-    barcode = next((b for b in bars if order_key(b) in others), bars[0] if bars else None)
+    others = {confusable_key(x) for x in (scan, ocr_text) if x}
+    barcode = next((b for b in bars if confusable_key(b) in others), bars[0] if bars else None)
     present = [x for x in (scan, barcode, ocr_text) if x]
-    keys = {order_key(x) for x in present} | {order_key(b) for b in bars}
+    # Readings that differ only in confusable letters/digits agree: the machine-read one is taken.
+    keys = {confusable_key(x) for x in present} | {confusable_key(b) for b in bars}
     agree = None if len(present) < 2 else len(keys) == 1
     check = OrderCheck(scan, barcode, ocr_text, agree)
     if not present:
@@ -120,6 +139,33 @@ def review_reasons(
             seen.add((i.code, i.field, i.message))
             unique.append(i)
     return tuple(unique)
+
+
+def settle_confusables(
+    values: dict[str, FieldValue],
+    issues: list[Issue],
+    machine_read: Mapping[str, Sequence[tuple[str, str]]],
+) -> list[Issue]:
+    """Settle letter/digit ambiguities with a machine-read value that matches up to confusables.
+
+    `machine_read` maps a field to (exact value, source) from elsewhere: the photo's barcodes ("barcode"),
+    the manifest's SKUs and customer of the order ("manifest"). One match takes its exact text at
+    AGREED_CONFIDENCE and drops the field's ambiguous_value issue; none or several leave the review
+    reason as it is.
+    """
+    out = list(issues)
+    for name, candidates in machine_read.items():
+        fv = values.get(name)
+        amb = [i for i in out if i.field == name and i.code == "ambiguous_value"]
+        if fv is None or fv.value is None or not amb:
+            continue
+        key = confusable_key(str(fv.value))
+        matches = {c.strip().upper(): src for c, src in candidates if c and confusable_key(c) == key}
+        if len(matches) == 1:
+            text, src = matches.popitem()
+            values[name] = FieldValue(name, text, AGREED_CONFIDENCE, src)
+            out = [i for i in out if i not in amb]
+    return out
 
 
 def retake_advice(reasons: Sequence[Issue], quality: QualityReport | None) -> tuple[Retake, ...]:

@@ -6,14 +6,17 @@ import logging
 import re
 import tomllib
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import ConfigError
+from edge_agent.pipelines.bench.locate import SHAPE_ONLY, Labels, locate
 from edge_agent.pipelines.bench.normalize import (
     ReasonTable,
-    clean_code_token,
+    ambiguous_positions,
+    clean_code_token_conf,
+    ean13_valid,
     fix_code,
     fold,
     hamming,
@@ -36,7 +39,6 @@ PRIVACY_ROLES = ("name", "address", "phone", "id")
 # and two different values for one field each make a wrong value likelier.
 PER_SUBSTITUTION = 0.9
 FUZZY_LABEL = 0.85
-NEXT_ROW = 0.95
 CONFLICT = 0.5
 AMBIGUOUS_CODE = 0.6
 
@@ -287,6 +289,7 @@ class LabelMatcher:
             roles.setdefault(squash(lab), "other")
         roles.pop("", None)
         self.roles = roles
+        self.labels = Labels(roles, FIELD_NAMES)
         alts = []
         for lab in sorted(roles, key=len, reverse=True):
             body = r"\s*".join(re.escape(c) for c in lab)
@@ -340,7 +343,7 @@ class FieldValue:
     name: str
     value: str | int | None
     confidence: float
-    source: str = "ocr"  # "ocr", "barcode", "scan", "review"
+    source: str = "ocr"  # "ocr", "barcode", "scan", "manifest", "review"
 
 
 @dataclass(frozen=True, slots=True)
@@ -359,6 +362,7 @@ class Extraction:
     issues: tuple[Issue, ...]
     rows: tuple[Row, ...]
     spans: tuple[Span, ...]
+    where: dict[str, TextLine] = field(default_factory=dict)  # the OCR box each found value was read from
 
 
 @dataclass(frozen=True, slots=True)
@@ -373,32 +377,46 @@ def _span_conf(row: Row, start: int, end: int) -> float:
     return min(vals) if vals else 0.0
 
 
-def _parse_code(spec: FieldSpec, text: str, reasons: ReasonTable) -> tuple[str | int | None, float, str | None]:
-    token = clean_code_token(text)
+def _parse_code(
+    spec: FieldSpec, text: str, reasons: ReasonTable, conf: tuple[float, ...] = ()
+) -> tuple[str | int | None, float, str | None]:
+    token, tconf = clean_code_token_conf(text, conf)
     if not token:
         return None, 0.0, "empty"
     fixed = fix_code(token, spec.pattern)
     if fixed is None:
         return None, 0.0, f"{token[:40]!r} does not match the expected pattern"
-    factor = PER_SUBSTITUTION**fixed.substitutions * (AMBIGUOUS_CODE if fixed.ambiguous else 1.0)
+    # Confusable letters and digits where the pattern allows both: a review reason, not a guess
+    # (a barcode, the scan, the manifest or a check digit may settle it later).
+    amb = [] if ean13_valid(fixed.value) else ambiguous_positions(fixed.value, spec.pattern, tconf)
+    factor = PER_SUBSTITUTION**fixed.substitutions * (AMBIGUOUS_CODE if fixed.ambiguous or amb else 1.0)
+    if amb:
+        where = ", ".join(f"{a} or {b} at character {i + 1}" for i, a, b in amb[:4])
+        return fixed.value, factor, f"{fixed.value[:40]} could be read two ways ({where})"
     return fixed.value, factor, ("could be read two ways (letter or digit)" if fixed.ambiguous else None)
 
 
-def _parse_int(spec: FieldSpec, text: str, reasons: ReasonTable) -> tuple[str | int | None, float, str | None]:
+def _parse_int(
+    spec: FieldSpec, text: str, reasons: ReasonTable, conf: tuple[float, ...] = ()
+) -> tuple[str | int | None, float, str | None]:
     q = parse_quantity(text)
     if q is None:
         return None, 0.0, "not a whole number" if text.strip() else "empty"
     return q[0], PER_SUBSTITUTION ** q[1], None
 
 
-def _parse_date(spec: FieldSpec, text: str, reasons: ReasonTable) -> tuple[str | int | None, float, str | None]:
+def _parse_date(
+    spec: FieldSpec, text: str, reasons: ReasonTable, conf: tuple[float, ...] = ()
+) -> tuple[str | int | None, float, str | None]:
     d = parse_date(text)
     if d is None:
         return None, 0.0, "not a date (expected e.g. 2025-03-27)" if text.strip() else "empty"
     return d[0].isoformat(), PER_SUBSTITUTION ** d[1], None
 
 
-def _parse_reason(spec: FieldSpec, text: str, reasons: ReasonTable) -> tuple[str | int | None, float, str | None]:
+def _parse_reason(
+    spec: FieldSpec, text: str, reasons: ReasonTable, conf: tuple[float, ...] = ()
+) -> tuple[str | int | None, float, str | None]:
     r = match_reason(text, reasons)
     if r is None:
         return None, 0.0, "not one of the configured reasons" if text.strip() else "empty"
@@ -416,32 +434,48 @@ def extract_fields(
     matcher = matcher or LabelMatcher(template)
     rows = group_rows(lines)
     row_hits = [matcher.find(r) for r in rows]
-    cands: dict[str, list[_Candidate]] = {f.name: [] for f in template.fields}
     spans: list[Span] = []
     for i, (row, hits) in enumerate(zip(rows, row_hits, strict=True)):
         for j, hit in enumerate(hits):
             end = hits[j + 1].start if j + 1 < len(hits) else len(row.text)
-            vrow, vstart, vend, factor = i, hit.end, end, 1.0
+            vrow, vstart, vend = i, hit.end, end
             if not row.text[vstart:vend].strip() and j + 1 == len(hits) and i + 1 < len(rows):
                 nxt = row_hits[i + 1]
                 if not nxt or nxt[0].start > 0:
-                    # The value sits under its label, on the next row.
-                    vrow, vstart, vend, factor = i + 1, 0, nxt[0].start if nxt else len(rows[i + 1].text), NEXT_ROW
+                    vrow, vstart, vend = i + 1, 0, nxt[0].start if nxt else len(rows[i + 1].text)
             spans.append(Span(vrow, vstart, vend, hit.role))
-            if hit.role not in cands:
-                continue
-            spec = template.spec(hit.role)
-            vtext = rows[vrow].text[vstart:vend]
-            value, f, problem = _PARSERS[spec.kind](spec, vtext, reasons)
-            conf = _span_conf(rows[vrow], vstart, vend) * f * factor * (FUZZY_LABEL if hit.fuzzy else 1.0)
-            cands[hit.role].append(_Candidate(value, conf, problem))
+    kinds = {f.name: f.kind for f in template.fields}
+
+    def parse(name: str, text: str, conf: tuple[float, ...] = ()) -> tuple[str | int | None, float, str | None]:
+        spec = template.spec(name)
+        return _PARSERS[spec.kind](spec, text, reasons, conf)
+
+    found = locate(lines, matcher.labels, kinds, lambda n, t: parse(n, t)[0] is not None)
+    cands: dict[str, list[_Candidate]] = {f.name: [] for f in template.fields}
+    boxes: dict[str, dict[object, TextLine]] = {f.name: {} for f in template.fields}
+    for name, items in found.items():
+        for it in items:
+            value, f, problem = parse(name, it.text, it.char_conf)
+            conf = it.confidence * f * (FUZZY_LABEL if it.fuzzy else 1.0)
+            cands[name].append(_Candidate(value, conf, problem))
+            boxes[name].setdefault(value, it.line)
+    if not cands["return_date"]:
+        # No label names a date: a date-shaped text anywhere, with a confidence that asks a person.
+        for ln in lines:
+            value, f, problem = parse("return_date", ln.text)
+            if value is not None:
+                cands["return_date"].append(_Candidate(value, ln.confidence * f * SHAPE_ONLY, problem))
+                boxes["return_date"].setdefault(value, ln)
     values: dict[str, FieldValue] = {}
     issues: list[Issue] = []
+    where: dict[str, TextLine] = {}
     for spec in template.fields:
         fv, found_issues = _choose(spec, cands[spec.name])
         values[spec.name] = fv
         issues += found_issues
-    return Extraction(values, tuple(issues), rows, tuple(spans))
+        if fv.value is not None and fv.value in boxes[spec.name]:
+            where[spec.name] = boxes[spec.name][fv.value]
+    return Extraction(values, tuple(issues), rows, tuple(spans), where)
 
 
 def _choose(spec: FieldSpec, cands: list[_Candidate]) -> tuple[FieldValue, list[Issue]]:

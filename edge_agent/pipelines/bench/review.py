@@ -406,4 +406,9 @@ class ReviewDesk:
             return None
         if self.cfg.keep_images == "until_reviewed" and item.status != "pending":
             return None
+        if self.cfg.keep_images == "hours":
+            # Not just until the next purge pass: past its hours a photo is gone for the page at once.
+            created = datetime.fromisoformat(item.created_at.replace("Z", "+00:00"))
+            if datetime.now(UTC) - created > timedelta(hours=self.cfg.keep_images_h):
+                return None
         return path

@@ -5,9 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edge_agent.drivers.modbus.config import ModbusMeterConfig
+from edge_agent.errors import ConfigError
 from edge_agent.schema import Expect
 
 if TYPE_CHECKING:
@@ -30,14 +31,6 @@ class GridConfig(BaseModel):
         Field(min_length=1),
         Expect('the name of an electricity (kWh) row of the emission factor table, e.g. "grid_uk_2025"'),
     ] = DEFAULT_GRID_FACTOR
-
-    @field_validator("factor")
-    @classmethod
-    def _known_factor(cls, v: str, info: ValidationInfo) -> str:
-        if "factors_file" not in info.data:
-            return v  # factors_file itself is wrong; that error is reported
-        lookup_grid_factor(info.data["factors_file"], v)
-        return v
 
 
 def lookup_grid_factor(factors_file: Path | None, name: str) -> Factor:
@@ -69,6 +62,29 @@ class SensorsConfig(BaseModel):
     # Deadband for registers whose map gives none: an absolute change in the register's unit.
     default_deadband: Annotated[float, Field(ge=0), Expect("an absolute change >= 0")] = 0.0
     grid: GridConfig = Field(default_factory=GridConfig)
+
+    def check_references(self, source: str) -> list[str]:
+        """Problems with what this section names outside the config (the factor table and its grid row).
+
+        Read when the config is loaded (so `config check` reports them), not in a validator: a
+        validator does no file I/O.
+        """
+        from edge_agent.pipelines.emissions import load_factors
+
+        try:
+            table = load_factors(self.grid.factors_file)
+        except ConfigError as exc:
+            return exc.problems
+        try:
+            factor = table.get(self.grid.factor)
+        except KeyError:
+            factor = None
+        if factor is None or factor.activity != "electricity" or factor.unit != "kWh":
+            return [
+                f"{source}: sensors.grid.factor: expected the name of an electricity (kWh) row of the emission "
+                f'factor table, e.g. "grid_uk_2025", got "{self.grid.factor}"'
+            ]
+        return []
 
     @field_validator("meters")
     @classmethod

@@ -123,3 +123,19 @@ class TelematicsConfig(_Section):
     route_format: Annotated[str, Field(min_length=1, max_length=200), Expect("a text with {start} and {end}")] = (
         "从{start}到{end}"
     )
+
+    def check_references(self, source: str) -> list[str]:
+        """Problems with what this section names outside the config: the factor table, the grid row.
+
+        Read when the config is loaded (so `config check` reports them), not in a validator.
+        """
+        from edge_agent.errors import ConfigError
+        from edge_agent.pipelines.emissions import check_grid_factor, load_factors
+
+        try:
+            table = load_factors(self.emissions.factors_file)
+            if self.fuel_type == "electricity":
+                check_grid_factor(table, self.emissions.grid_factor)
+        except ConfigError as exc:
+            return [p if p.startswith(f"{source}:") else f"{source}: {p}" for p in exc.problems]
+        return []

@@ -7,17 +7,9 @@ from typing import Any
 
 from edge_agent.drivers.readings import ActiveFaults, Fix, FuelLevel, FuelRate, VehicleSpeed, VehicleValue, Weighing
 from edge_agent.pipelines.emissions import FactorTable, estimate_emissions
-from edge_agent.pipelines.truck.clean import (
-    CounterTrack,
-    DriftGate,
-    FixFilter,
-    FixLimits,
-    FuelEvent,
-    FuelTracker,
-    LoadTracker,
-    SpeedTrack,
-)
+from edge_agent.pipelines.truck.clean import DriftGate, FixFilter, FixLimits, FuelEvent, FuelTracker, LoadTracker
 from edge_agent.pipelines.truck.config import TelematicsConfig
+from edge_agent.pipelines.truck.counters import CounterTrack, SpeedTrack
 from edge_agent.pipelines.truck.geo import distance_m, place_name, route_words
 from edge_agent.pipelines.truck.trips import Trip, TripDetector
 from edge_agent.schema import format_ts

@@ -43,9 +43,15 @@
           i.remedy ? el("span", { class: "remedy", text: " → " + i.remedy }) : null)
       )
     );
-    if (status.trip !== undefined) {
-      const d = $("#device-details");
-      if (d) d.textContent = status.trip ? "Trip: " + JSON.stringify(status.trip) : "No trip running";
+    const d = $("#device-details");
+    if (d && status.devices) {
+      const cols = ["name", "connected", "frames_ok", "polls_ok", "frames_bad", "polls_bad", "reconnects", "records", "last_error"];
+      const used = cols.filter((c) => status.devices.some((x) => x[c] !== undefined));
+      const head = el("tr", {}, ...used.map((c) => el("th", { text: c.replace("_", " ") })));
+      const rows = status.devices.map((x) => el("tr", { class: x.connected ? "" : "down" },
+        ...used.map((c) => el("td", { text: x[c] == null ? "—" : String(x[c]) }))));
+      const sum = Object.entries(status.summary || {}).map(([k, v]) => el("tr", {}, el("th", { text: k.replace(/_/g, " ") }), el("td", { text: String(v) })));
+      d.replaceChildren(el("table", { class: "history devices" }, head, ...rows), el("h2", { text: "Pipeline" }), el("table", { class: "fields summary" }, ...sum));
     }
   }
 

@@ -1,0 +1,320 @@
+"""Field finding that generalises: tolerant label matching on OCR boxes, the value beside, under or after it.
+
+Merchants' labels form an open set (平台订单编号, 退货商品SKU码, 实退数量(件), 售后申请日期/Date, 订 单 号).
+The tolerance lives in the matcher, not in longer synonym lists: a template label (a keyword) counts
+inside a longer label, full- or half-width, in any case, with spaces or brackets between its
+characters, with one OCR confusion (3+ characters), with a colon or none. The value is looked for
+after the label in the same box, then in the box to its right on the same line (the next table cell,
+the second field of a line), then in the box under it (values under their labels, header tables).
+A field no label names falls back to its value's shape (a date), with a confidence that sends it to
+review.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Collection, Sequence
+from dataclasses import dataclass
+
+from edge_agent.pipelines.bench.normalize import hamming, to_halfwidth
+from edge_agent.pipelines.bench.types import TextLine
+
+# Characters a label may have between or around its keyword's characters without changing it.
+_IGNORED = set(" \t\u3000[]()（）【】<>《》「」『』·•*_")
+_COLON = set(":：;；")
+# A Latin keyword must not be the tail of a longer word ("date" in "update").
+_LATIN = re.compile(r"[a-z]")
+# How far after a label its value may start in the same box, in characters of decoration
+# ("(件)", "/Qty", "码", " ID").
+MAX_DECORATION = 10
+# Confidence factors (docs/records-bench.md, "Calibration"): a label read with one wrong character,
+# a value under its label rather than beside it, a value found by its shape alone.
+FUZZY_LABEL = 0.85
+BELOW = 0.97
+SHAPE_ONLY = 0.6
+
+
+@dataclass(frozen=True, slots=True)
+class Folded:
+    """A text lower-cased and half-width with ignorable characters dropped, and each char's original index."""
+
+    text: str
+    index: tuple[int, ...]
+
+
+def fold_label(text: str) -> Folded:
+    out: list[str] = []
+    idx: list[int] = []
+    for i, ch in enumerate(to_halfwidth(text)):
+        if ch in _IGNORED or ch.isspace():
+            continue
+        low = ch.lower()
+        out.append(low if len(low) == 1 else ch)
+        idx.append(i)
+    return Folded("".join(out), tuple(idx))
+
+
+@dataclass(frozen=True, slots=True)
+class Hit:
+    """A label in one box: what it names (a field, or another role), where it starts and ends in the box text."""
+
+    role: str
+    start: int
+    end: int  # index after the label's last character
+    fuzzy: bool
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """One candidate value for a field: the text it is parsed from, the box(es) it came from, how found."""
+
+    field: str
+    text: str
+    confidence: float  # of the OCR box the value sits in, times the factors of how it was found
+    line: TextLine
+    how: str  # "same", "right", "below", "unparsed"
+    fuzzy: bool
+    label: TextLine | None
+    char_conf: tuple[float, ...] = ()  # each character's OCR probability, aligned with text (when known)
+
+
+def _cc(line: TextLine, start: int, stop: int) -> tuple[float, ...]:
+    return line.char_conf[start:stop] if len(line.char_conf) == len(line.text) else ()
+
+
+class Labels:
+    """Template labels as keywords, matched tolerantly inside a box's text."""
+
+    def __init__(self, roles: dict[str, str], fuzzy_roles: Collection[str] = ()) -> None:
+        # keyword (folded) -> role; longest first so 订单编号 wins over 编号-like shorter ones
+        folded = {fold_label(k).text: r for k, r in roles.items()}
+        folded.pop("", None)
+        self.keywords = sorted(folded.items(), key=lambda kv: -len(kv[0]))
+        # Only field labels are guessed when misread: a guessed 退货人 in 退货请... would hide text.
+        self.fuzzy = [(k, r) for k, r in self.keywords if len(k) >= 3 and not k.isascii() and r in fuzzy_roles]
+
+    def find(self, text: str) -> list[Hit]:
+        f = fold_label(text)
+        taken = [False] * len(f.text)
+        hits: list[tuple[int, int, str, bool]] = []
+        for kw, role in self.keywords:
+            start = f.text.find(kw)
+            while start >= 0:
+                end = start + len(kw)
+                latin_ok = not (_LATIN.match(kw[0]) and start > 0 and _LATIN.match(f.text[start - 1]))
+                if latin_ok and not any(taken[start:end]):
+                    for k in range(start, end):
+                        taken[k] = True
+                    hits.append((start, end, role, False))
+                start = f.text.find(kw, start + 1)
+        if not any(not fz and r != "other" for _, _, r, fz in hits):
+            for kw, role in self.fuzzy:
+                n = len(kw)
+                for s in range(len(f.text) - n + 1):
+                    if not any(taken[s : s + n]) and hamming(f.text[s : s + n], kw) == 1:
+                        for k in range(s, s + n):
+                            taken[k] = True
+                        hits.append((s, s + n, role, True))
+                        break
+        hits.sort()
+        merged: list[tuple[int, int, str, bool]] = []
+        for h in hits:
+            # 退货日期/Date, 商品编号／Item No.: two keywords of one field make one label
+            gap = f.text[merged[-1][1] : h[0]] if merged else ""
+            if merged and merged[-1][2] == h[2] and len(gap) <= 2 and all(c in "/|-" for c in gap):
+                s, _, r, fz = merged[-1]
+                merged[-1] = (s, h[1], r, fz and h[3])
+            else:
+                merged.append(h)
+        return [Hit(r, f.index[s], f.index[e - 1] + 1, fz) for s, e, r, fz in merged]
+
+
+def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Callable[[str, str], bool]) -> list[Hit]:
+    """The hits that are labels, not a keyword inside a value.
+
+    A field's keyword counts when it is followed by a colon or ends the box, or when only label text
+    precedes it (平台 in 平台订单号, no digits) and either a separator follows or what follows reads
+    as its value (退货原因尺码不符). So 理由 in the reason 七天无理由退货 is no label, nor SKU in
+    "SKU: SKU252239748". Other labels (privacy, noise) count before a colon or at the end of a box
+    only, so 尺码 does not end the reason 尺码不符, nor 买家 start a label in 买家退货原因.
+    """
+    out: list[Hit] = []
+    for h in hits:
+        after = text[h.end : h.end + 4].lstrip(" )）】]")
+        if not after.strip() or after[:1] in _COLON:
+            out.append(h)
+            continue
+        if h.role not in kinds:
+            continue
+        before = text[: h.start]
+        leading = not any(o.role in kinds for o in out) and len(before.strip()) <= 6
+        leading = leading and not any(c.isdigit() for c in before)
+        runs_on = "\u4e00" <= after[0] <= "\u9fff" and h.start > 0
+        vs = value_start(text, h.end, kinds[h.role])
+        if leading and (not runs_on or (vs is not None and parses(h.role, text[vs:]))):
+            out.append(h)
+    return out
+
+
+def _is_label(text: str, hits: list[Hit], kinds: dict[str, str]) -> bool:
+    """Is this box a label (so not the value of the label beside or above it)?
+
+    It starts with a label; a field's label may carry decoration without digits (退回数量(个)), any other
+    label needs a colon or nothing after it (尺码 starts the reason 尺码不符 but is no label there).
+    """
+    if not hits:
+        return False
+    before = text[: hits[0].start]
+    if len(before.strip()) > 6 or any(c.isdigit() for c in before):
+        return False
+    rest = text[hits[0].end :].strip()
+    if not rest or rest[0] in _COLON:
+        return True
+    return hits[0].role in kinds and not any(c.isdigit() for c in rest)
+
+
+def _vcentre(b: TextLine) -> float:
+    return b.box[1] + b.box[3] / 2
+
+
+def _same_line(a: TextLine, b: TextLine) -> bool:
+    return a.box[1] <= _vcentre(b) <= a.box[1] + a.box[3] and b.box[1] <= _vcentre(a) <= b.box[1] + b.box[3]
+
+
+def _x_overlap(a: TextLine, b: TextLine) -> float:
+    lo = max(a.box[0], b.box[0])
+    hi = min(a.box[0] + a.box[2], b.box[0] + b.box[2])
+    return max(0, hi - lo) / max(1, min(a.box[2], b.box[2]))
+
+
+def value_start(text: str, start: int, kind: str) -> int | None:
+    """Where a value of `kind` begins in text[start:], skipping label decoration and a colon; None if none."""
+    limit = min(len(text), start + MAX_DECORATION + 1)
+    colon = next((i for i in range(start, limit) if text[i] in _COLON), None)
+    if colon is not None and not any(c.isdigit() for c in text[start:colon]):
+        start = colon + 1
+    if kind in ("code", "int"):
+        for i in range(start, min(len(text), start + MAX_DECORATION + 1)):
+            ch = to_halfwidth(text[i])
+            if kind == "int" and (
+                ch.isdigit() or ch in "零〇一二两三四五六七八九十" or (i == start and ch in "lIOoSB|")
+            ):
+                # x2, ×2, 共2件: keep a multiplication sign just before the number
+                return i - 1 if i > start and to_halfwidth(text[i - 1]) in "xX×*" else i
+            if kind == "code" and ch.isascii() and ch.isalnum() and (i == start or not _ascii_alnum(text[i - 1])):
+                run = re.match(r"[A-Za-z0-9][A-Za-z0-9\-_/.]*", to_halfwidth(text[i:]))
+                if run and any(c.isdigit() for c in run.group(0)):
+                    return i
+        return None
+    return start
+
+
+def _ascii_alnum(ch: str) -> bool:
+    ch = to_halfwidth(ch)
+    return ch.isascii() and ch.isalnum()
+
+
+def locate(
+    lines: Sequence[TextLine],
+    labels: Labels,
+    kinds: dict[str, str],
+    parses: Callable[[str, str], bool],
+) -> dict[str, list[Found]]:
+    """Candidate values per field. `kinds` maps field -> kind; `parses(field, text)` says a text holds a value."""
+    boxes = [ln for ln in lines if ln.text.strip()]
+    hits = [_labels_only(b.text, labels.find(b.text), kinds, parses) for b in boxes]
+    is_label = [_is_label(b.text, h, kinds) for b, h in zip(boxes, hits, strict=True)]
+    found: dict[str, list[Found]] = {f: [] for f in kinds}
+    for bi, (box, bh) in enumerate(zip(boxes, hits, strict=True)):
+        for j, hit in enumerate(bh):
+            if hit.role not in kinds:
+                continue
+            kind = kinds[hit.role]
+            stop = bh[j + 1].start if j + 1 < len(bh) else len(box.text)
+            start = value_start(box.text[:stop], hit.end, kind)
+            if start is not None and box.text[start:stop].strip() and parses(hit.role, box.text[start:stop]):
+                text, conf, cc = box.text[start:stop], box.confidence, _cc(box, start, stop)
+                if kind == "code" and stop == len(box.text):
+                    text, conf, cc = _continued(text, conf, cc, box, boxes=boxes, is_label=is_label)
+                found[hit.role].append(Found(hit.role, text, conf, box, "same", hit.fuzzy, box, cc))
+                continue
+            # A label with a colon and something after it that is no value: a format issue, not a missing field.
+            raw = re.split(r"[:：;；]", box.text[hit.end : stop], maxsplit=1)
+            unparsed = raw[1].strip() if len(raw) == 2 else ""
+            if j + 1 < len(bh) or unparsed:
+                if unparsed:
+                    found[hit.role].append(Found(hit.role, unparsed, box.confidence, box, "unparsed", hit.fuzzy, box))
+                continue  # nothing to look for beside or under this label
+            for how, other in _neighbours(bi, boxes, is_label):
+                text = other.text
+                oh = hits[boxes.index(other)]
+                if oh and oh[0].start > 0:
+                    text = text[: oh[0].start]
+                vs = value_start(text, 0, kind) if kind in ("code", "int") else 0
+                if vs is not None and text[vs:].strip() and parses(hit.role, text[vs:]):
+                    cc = _cc(other, vs, len(text))
+                    text, conf = text[vs:], other.confidence * (BELOW if how == "below" else 1.0)
+                    if kind == "code" and not oh:
+                        text, conf, cc = _continued(text, conf, cc, other, boxes=boxes, is_label=is_label)
+                    found[hit.role].append(Found(hit.role, text, conf, other, how, hit.fuzzy, box, cc))
+                    break
+    return found
+
+
+def _continued(
+    text: str, conf: float, cc: tuple[float, ...], box: TextLine, *, boxes: list[TextLine], is_label: list[bool]
+) -> tuple[str, float, tuple[float, ...]]:
+    """A code the detector split in two ("24101592" "683426"): the boxes that continue it on its line,
+    closer than a character's height, joined; the confidence is the lowest of the parts."""
+    cur = box
+    while True:
+        h = cur.box[3]
+        nxt = [
+            (k, b)
+            for k, b in enumerate(boxes)
+            if b is not cur and _same_line(cur, b) and 0 <= b.box[0] - (cur.box[0] + cur.box[2]) <= 0.8 * h
+        ]
+        if not nxt:
+            return text, conf, cc
+        k, b = min(nxt, key=lambda kb: kb[1].box[0])
+        if is_label[k] or not re.match(r"[A-Za-z0-9\-_/.]", to_halfwidth(b.text.strip())[:1]):
+            return text, conf, cc
+        more = _cc(b, 0, len(b.text))
+        cc = (*cc, 1.0, *more) if cc and more and b.text == b.text.strip() else ()
+        text, conf, cur = text + " " + b.text.strip(), min(conf, b.confidence), b
+
+
+def _neighbours(bi: int, boxes: list[TextLine], is_label: list[bool]) -> list[tuple[str, TextLine]]:
+    """The box right of boxes[bi] on its line (unless that is a label), then the box under it."""
+    me = boxes[bi]
+    out: list[tuple[str, TextLine]] = []
+    right = [
+        b for k, b in enumerate(boxes) if k != bi and _same_line(me, b) and b.box[0] >= me.box[0] + me.box[2] * 0.6
+    ]
+    if right:
+        nearest = min(right, key=lambda b: b.box[0])
+        if not is_label[boxes.index(nearest)]:
+            out.append(("right", nearest))
+    me_bottom = me.box[1] + me.box[3]
+    # A header row of labels (header tables, stacked labels): each box under it belongs to the label
+    # whose centre is nearest, as cells are centred or left-aligned under wider labels.
+    row = [b for k, b in enumerate(boxes) if is_label[k] and _same_line(me, b)] or [me]
+
+    def cx(b: TextLine) -> float:
+        return b.box[0] + b.box[2] / 2
+
+    below = [
+        b
+        for b in boxes
+        if b is not me
+        and b.box[1] >= me_bottom - me.box[3] * 0.3
+        and b.box[1] - me_bottom <= 2.5 * me.box[3]
+        and (_x_overlap(me, b) >= 0.3 or min(row, key=lambda lab: abs(cx(lab) - cx(b))) is me)
+    ]
+    if below:
+        top = min(b.box[1] for b in below)
+        first = [b for b in below if b.box[1] <= top + me.box[3] * 0.5]
+        nearest = min(first, key=lambda b: abs(cx(b) - cx(me)))
+        if not is_label[boxes.index(nearest)]:
+            out.append(("below", nearest))
+    return out

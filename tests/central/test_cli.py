@@ -1,0 +1,136 @@
+"""`edge-agent central devices|status|anomalies|export`: what a person types, what they read."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pytest
+
+from edge_agent.central.db import open_db
+from edge_agent.central.ingest import Ingestor, Message
+from edge_agent.central.simulate import build_fleet, step
+from edge_agent.cli.main import main
+from edge_agent.spine.keys import generate_key, public_pem
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    try:
+        rc = main(["central", *args])
+    except SystemExit as exc:  # usage errors exit 2, as argparse's own do
+        rc = int(exc.code or 0)
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+def _ingest(dsn: str, fleet_size: int = 2, rounds: int = 20, **misbehave: int) -> list:  # type: ignore[type-arg]
+    fleet = build_fleet(fleet_size, seed="cli", misbehave=misbehave)
+    db = open_db(dsn)
+    try:
+        from edge_agent.central.registry import add_devices, parse_public_key
+
+        add_devices(db, [(d.device, d.site, parse_public_key(d.keys[0], "test")) for d in fleet])
+        ing = Ingestor(db)
+        msgs = []
+        for _ in range(rounds):
+            now = datetime.now(UTC)
+            for d in fleet:
+                msgs += [Message(o.topic, o.payload, now.timestamp()) for o in step(d, "edge", now)]
+        ing.process(msgs)
+    finally:
+        db.close()
+    return fleet
+
+
+def test_devices__add_list_revoke(tmp_path: Path, sqlite_dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    key = generate_key(tmp_path / "device.key")
+    pem = tmp_path / "device.pub.pem"
+    pem.write_bytes(public_pem(key.public))
+    rc, out, _ = _run(
+        capsys, "devices", "add", "--db", sqlite_dsn, "--device", "truck-7", "--site", "bj", "--pubkey", str(pem)
+    )
+    assert rc == 0 and key.key_id in out
+    rc, _, err = _run(
+        capsys, "devices", "add", "--db", sqlite_dsn, "--device", "truck-7", "--site", "bj", "--pubkey", str(pem)
+    )
+    assert rc == 1 and "already registered" in err and "--replace" in err
+    rc, out, _ = _run(capsys, "devices", "list", "--db", sqlite_dsn, "--json")
+    assert [(d["device"], d["status"], d["key_id"]) for d in json.loads(out)] == [("truck-7", "active", key.key_id)]
+    rc, out, _ = _run(capsys, "devices", "revoke", "--db", sqlite_dsn, "--device", "truck-7")
+    assert rc == 0 and "after seq 0" in out
+    rc, out, _ = _run(capsys, "devices", "list", "--db", sqlite_dsn)
+    assert "revoked" in out
+    rc, _, err = _run(capsys, "devices", "revoke", "--db", sqlite_dsn, "--device", "nope")
+    assert rc == 1 and "not registered" in err
+
+
+def test_devices__add_refuses_a_bad_key_file_and_a_topic_unsafe_id(
+    tmp_path: Path, sqlite_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    bad = tmp_path / "bad.pem"
+    bad.write_text("not a key")
+    rc, _, err = _run(
+        capsys, "devices", "add", "--db", sqlite_dsn, "--device", "d", "--site", "s", "--pubkey", str(bad)
+    )
+    assert rc == 1 and "expected a PEM public key or 32 raw bytes in base64" in err
+    key = generate_key(tmp_path / "k")
+    (tmp_path / "k.pem").write_bytes(public_pem(key.public))
+    rc, _, err = _run(
+        capsys,
+        "devices",
+        "add",
+        "--db",
+        sqlite_dsn,
+        "--device",
+        "a/b",
+        "--site",
+        "s",
+        "--pubkey",
+        str(tmp_path / "k.pem"),
+    )
+    assert rc == 1 and "topic level" in err
+
+
+def test_status__json_keys_per_device(dsn: str, capsys: pytest.CaptureFixture[str]) -> None:
+    _ingest(dsn, forge=1)
+    rc, out, _ = _run(capsys, "status", "--db", dsn, "--json")
+    rows = json.loads(out)
+    assert rc == 0 and len(rows) == 2
+    for key in ("device", "head_seq", "verified_through", "lag_s", "last_seen", "anomalies", "by_kind"):
+        assert all(key in r for r in rows), key
+    first = rows[0]
+    assert first["head_seq"] == 20 and first["verified_through"] == 20 and first["anomalies"] == 1
+    assert first["by_kind"] == {"telemetry": 19, "trip": 1}
+    assert first["lag_s"] is not None and 0 <= first["lag_s"] < 60
+    rc, out, _ = _run(capsys, "anomalies", "--db", dsn)
+    assert "bad_signature" in out and "sim-00000" in out
+    rc, out, _ = _run(capsys, "anomalies", "--db", dsn, "--json", "--kind", "bad_signature")
+    assert json.loads(out)[0]["evidence"]["seq"] == 3
+
+
+def test_export__jsonl_is_the_records_as_received_and_csv_has_columns(
+    dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    _ingest(dsn, rounds=25)
+    rc, out, err = _run(capsys, "export", "--db", dsn, "--device", "sim-00001", "--kind", "trip")
+    lines = out.splitlines()
+    assert rc == 0 and "exported 1 record(s)" in err
+    assert [json.loads(x)["seq"] for x in lines] == [20]
+    rc, out, err = _run(capsys, "export", "--db", dsn, "--since", "1h", "--format", "csv")
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 50 and set(rows[0]) == {"device", "seq", "kind", "ts", "ingested_at", "verified", "record"}
+    assert [int(r["seq"]) for r in rows[:3]] == [1, 2, 3]
+    rc, out, _ = _run(capsys, "export", "--db", dsn, "--since", "2999-01-01")
+    assert out == ""
+    rc, _, err = _run(capsys, "export", "--db", dsn, "--since", "yesterday")
+    assert rc == 2 and "expected an ISO 8601 time" in err
+
+
+def test_cli__a_wrong_dsn_says_what_a_dsn_looks_like(capsys: pytest.CaptureFixture[str]) -> None:
+    rc, _, err = _run(capsys, "status", "--db", "mysql://x@y/z")
+    assert rc == 1 and "sqlite:///path/to/central.db or postgresql://" in err
+    rc, _, err = _run(capsys, "status", "--db", "sqlite:////nonexistent/dir/c.db")
+    assert rc == 1 and "does not exist" in err
