@@ -432,6 +432,25 @@ SECTIONS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
 }
 
 
+# ---------------------------------------------------------------- anchoring (ledger anchor; issue 12)
+
+
+def section_anchor(ctx: dict[str, Any]) -> list[str]:
+    """Merkle tree + proofs against the ingest's CPU per record, a proof in a 1,000,000-record batch, one
+    transaction for 100,000 records; the tables of benchmarks/bench_anchor.py, run on one core."""
+    from benchmarks.bench_anchor import section_lines
+
+    before = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, {CORES[0]})
+    try:
+        return section_lines(bool(ctx.get("quick")), ctx.get("one_worker_per_s"))
+    finally:
+        os.sched_setaffinity(0, before)
+
+
+SECTIONS["anchor"] = section_anchor
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--records", type=int, default=60000, help="records in the throughput stream")
@@ -459,6 +478,7 @@ def main() -> None:
             "stream": make_stream(args.devices, per, "bench"),
             "soak_devices": args.soak_devices,
             "soak_duration": args.soak_duration,
+            "quick": args.quick,
         }
         print(
             f"# bench_central  ({datetime.now(UTC):%Y-%m-%d %H:%M} UTC, cores {CORES}, python {sys.version.split()[0]})"

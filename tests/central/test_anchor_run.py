@@ -401,3 +401,20 @@ def test_endorse__a_member_endorses_only_roots_its_own_records_give(tmp_path: Pa
         assert not c_a.is_confirmed(bytes.fromhex(second))
         checks = verify_proof(build_proof(a, "truck-01", 7), contract=c_a)
         assert [ch.name for ch in checks if not ch.ok] == ["chain"]
+
+
+def test_anchor__two_members_anchoring_different_views_are_told_to_endorse_instead(
+    tmp_path: Path, chain: Chain, caplog: pytest.LogCaptureFixture
+) -> None:
+    import edge_agent.central.anchor.store  # noqa: F401
+
+    c_a = deployed(chain, k=2)
+    c_b = AnchorContract(chain.w3, c_a.address, chain.members[1])
+    with open_db(f"sqlite:///{tmp_path / 'a.db'}") as a, open_db(f"sqlite:///{tmp_path / 'b.db'}") as b:
+        keys = fill_fleet(a, tmp_path / "keys", {"truck-01": 6})
+        _mirror(a, b, keys, "seq <= 5")  # b has not received seq 6 yet
+        anchor_once(a, c_a)
+        report = anchor_once(b, c_b)
+        assert report.failed and not report.anchored
+        assert "range overlaps an earlier anchor" in caplog.text
+        assert "the others `central anchor endorse`" in caplog.text

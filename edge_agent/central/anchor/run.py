@@ -193,7 +193,16 @@ def _finish(  # noqa: PLR0911 - each return is one outcome of the batch, logged 
         tx = contract.send_anchor(bytes.fromhex(b.batch_id), bytes.fromhex(b.root), b.record_count, list(b.ranges))
     except ContractRefused as exc:
         mark_error(db, b.batch_id, str(exc))
-        log.error("batch %s not sent: %s; it stays pending and is tried again on the next run", b.batch_id[:16], exc)
+        hint = ""
+        if exc.reason == "range overlaps an earlier anchor":
+            # Only an anchor by someone else can have covered these seqs: this database did not.
+            hint = (
+                " (another member has anchored these devices' records: in a consortium one member runs "
+                "`central anchor` and the others `central anchor endorse`)"
+            )
+        log.error(
+            "batch %s not sent: %s%s; it stays pending and is tried again on the next run", b.batch_id[:16], exc, hint
+        )
         report.failed.append(b.batch_id)
         return
     mark_sent(db, b.batch_id, tx)
