@@ -393,7 +393,7 @@ def section_soak(ctx: dict[str, Any]) -> list[str]:
                 t = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
                 lags.append(float(at) - t)
             verified = int(db.query("SELECT COUNT(*) FROM records WHERE verified = 1")[0][0])
-            anomalies = int(db.query("SELECT COUNT(*) FROM anomalies")[0][0])
+            anomalies = ", ".join(f"{k} {n}" for k, n in db.query("SELECT kind, COUNT(*) FROM anomalies GROUP BY kind"))
         finally:
             db.close()
     finally:
@@ -416,7 +416,8 @@ def section_soak(ctx: dict[str, Any]) -> list[str]:
         "|---|---:|",
         f"| records published / stored / chain-verified | {want:,} / {got:,} / {verified:,} |",
         f"| lost | {want - got:,} |",
-        f"| anomalies | {anomalies} |",
+        f"| anomalies | {anomalies or 'none'} |",
+        f"| machine load average during the run | {os.getloadavg()[0]:.1f} on {len(CORES)} cores |",
         f"| ingest lag p50 / p99 (commit time - device time) | {p50:.3f} s / {p99:.3f} s |",
         f"| worker RSS first fifth / last fifth of the run | {first:.0f} MB / {last:.0f} MB |",
         "",

@@ -12,7 +12,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.pipelines.bench.config import BenchConfig
-from edge_agent.pipelines.bench.decide import OrderCheck, Retake, cross_check_order, retake_advice, review_reasons
+from edge_agent.pipelines.bench.decide import (
+    OrderCheck,
+    Retake,
+    cross_check_order,
+    retake_advice,
+    review_reasons,
+    settle_confusables,
+)
 from edge_agent.pipelines.bench.fields import (
     FieldValue,
     Issue,
@@ -41,7 +48,7 @@ _CODE_RUN = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{5,}")
 # hard): tesseract read 2 of 74 fields wrong at 0.90-0.95, the ONNX engine none of 533 at >= 0.85.
 ENGINE_CONFIDENCE = {"onnx": 1.0, "tesseract": 0.9}
 # Extraction issues about the order number that a barcode or scan reading makes moot.
-_ORDER_ISSUES_FILLED = ("missing_field", "bad_format")
+_ORDER_ISSUES_FILLED = ("missing_field", "bad_format", "ambiguous_value", "low_confidence")
 
 
 @dataclass(frozen=True, slots=True)
@@ -144,6 +151,13 @@ def evaluate(
         issues = [i for i in issues if not (i.field == "order_no" and i.code in _ORDER_ISSUES_FILLED)]
     values["order_no"] = order_value
     issues += order_issues
+    # Letter/digit ambiguities a barcode in the photo or the manifest settles (issue 13, class 3).
+    machine = {n: [(b.text, "barcode") for b in reading.barcodes] for n in ("sku", "customer_id")}
+    order = manifest.get(str(order_value.value)) if manifest is not None and order_value.value else None
+    if order is not None:
+        machine["sku"] += [(sku, "manifest") for sku in order.items]
+        machine["customer_id"] += [(order.customer_id, "manifest")] if order.customer_id else []
+    issues = settle_confusables(values, issues, machine)
     issues += validate_fields(
         values, rules.template, rules.cfg.validation, rules.reasons, manifest=manifest, today=today
     )

@@ -232,6 +232,11 @@ def rec_batches(crops: list[NDArray[Any]], batch: int, squeeze: float) -> list[t
 
 def ctc_decode(probs: NDArray[Any], charset: list[str]) -> list[tuple[str, float]]:
     """Greedy CTC: collapse repeats, drop blanks (index 0); confidence = mean probability of the kept symbols."""
+    return [(text, conf) for text, conf, _ in ctc_decode_chars(probs, charset)]
+
+
+def ctc_decode_chars(probs: NDArray[Any], charset: list[str]) -> list[tuple[str, float, tuple[float, ...]]]:
+    """ctc_decode with each character's probability (aligned with the text, spaces at the ends dropped)."""
     idx = probs.argmax(axis=2)
     pmax = probs.max(axis=2)
     out = []
@@ -240,8 +245,15 @@ def ctc_decode(probs: NDArray[Any], charset: list[str]) -> list[tuple[str, float
         keep[1:] = row[1:] != row[:-1]
         keep &= row != 0
         chars = [charset[i] if i < len(charset) else "" for i in row[keep]]
-        conf = float(prow[keep].mean()) if keep.any() else 0.0
-        out.append(("".join(chars).strip(), conf))
+        ps = [float(p) for p in prow[keep]]
+        conf = float(np.mean(ps)) if ps else 0.0
+        pairs = [(c, p) for c, p in zip(chars, ps, strict=True) for _ in c]  # a symbol may be 0 or 2 chars
+        while pairs and pairs[0][0].isspace():
+            pairs.pop(0)
+        while pairs and pairs[-1][0].isspace():
+            pairs.pop()
+        text = "".join(chars).strip()
+        out.append((text, conf, tuple(round(p, 4) for _, p in pairs) if len(pairs) == len(text) else ()))
     return out
 
 
@@ -290,11 +302,11 @@ class OnnxOcr:
         p = self.cls.run(None, {"x": cls_input(crops)})[0]
         return [bool(row[1] > 0.9 and row[1] > row[0]) for row in p]
 
-    def recognize(self, crops: list[NDArray[Any]]) -> list[tuple[str, float]]:
-        res: list[tuple[str, float]] = [("", 0.0)] * len(crops)
+    def recognize(self, crops: list[NDArray[Any]]) -> list[tuple[str, float, tuple[float, ...]]]:
+        res: list[tuple[str, float, tuple[float, ...]]] = [("", 0.0, ())] * len(crops)
         for idx, x in rec_batches(crops, self.cfg.rec_batch, self.cfg.rec_squeeze):
             probs = self.rec.run(None, {"x": x})[0]
-            for i, r in zip(idx, ctc_decode(probs, self.charset), strict=True):
+            for i, r in zip(idx, ctc_decode_chars(probs, self.charset), strict=True):
                 res[i] = r
         return res
 
@@ -321,12 +333,14 @@ class OnnxOcr:
         texts = self.recognize(crops)
         timing["rec"] = (time.perf_counter() - t2) * 1000
         lines = []
-        for (pts, _), (text, conf) in zip(boxes, texts, strict=True):
+        for (pts, _), (text, conf, char_conf) in zip(boxes, texts, strict=True):
             if not text or conf < self.cfg.min_confidence:
                 continue
             x0, y0 = np.floor(pts.min(axis=0)).astype(int)
             x1, y1 = np.ceil(pts.max(axis=0)).astype(int)
-            lines.append(TextLine(text, round(conf, 4), (int(x0), int(y0), int(x1 - x0), int(y1 - y0))))
+            quad = tuple((round(float(x), 1), round(float(y), 1)) for x, y in pts)
+            box = (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
+            lines.append(TextLine(text, round(conf, 4), box, char_conf, quad))
         if all(flips) and flips:
             lines.reverse()  # an upside-down label reads bottom line first
         return tuple(lines), timing

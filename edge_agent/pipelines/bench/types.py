@@ -7,11 +7,17 @@ from dataclasses import dataclass, field
 
 @dataclass(frozen=True, slots=True)
 class TextLine:
-    """One line of recognised text with its box (x, y, w, h in the cropped label image) and confidence 0-1."""
+    """One line of recognised text with its box (x, y, w, h in the cropped label image) and confidence 0-1.
+
+    `char_conf` holds each character's probability when the engine gives it (aligned with `text`), and
+    `quad` the text's four corners (tl, tr, br, bl) in the label image, when it is a turned box.
+    """
 
     text: str
     confidence: float
     box: tuple[int, int, int, int]
+    char_conf: tuple[float, ...] = ()
+    quad: tuple[tuple[float, float], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
