@@ -204,3 +204,27 @@ def test_ocr_config__errors_name_key_and_expectation() -> None:
     assert "config.toml: bench.ocr.rec_squeeze: expected a factor 0.4-1.0, got 2" in problems
     assert 'bench.preprocess.binarize: expected "off", "otsu" or "adaptive", got "yes"' in problems
     assert "bench.quality.max_glare_frac: expected a fraction 0-1, got 3" in problems
+
+
+def test_inspector__field_boxes_land_on_the_slip_in_photo_coordinates() -> None:
+    import json
+    from datetime import date
+
+    import cv2
+
+    from edge_agent.pipelines.bench.config import BenchConfig
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    img, truth = generate_slip(5, "typical")  # turned and in perspective: the mapping back must undo both
+    res = Inspector(BenchConfig(), today=lambda: date(2030, 1, 1)).inspect(img)
+    out = json.loads(json.dumps(res.to_json()))  # what the station page gets
+    label = np.asarray(truth["label_quad"], np.float32)
+    boxed = {name: quad for name, quad in out["field_boxes"].items() if quad is not None}
+    assert len(boxed) >= 5
+    for name, quad in boxed.items():
+        assert len(quad) == 4
+        for x, y in quad:
+            assert cv2.pointPolygonTest(label, (float(x), float(y)), True) > -15, (name, quad)
+    # distinct fields sit on distinct lines of the slip
+    centres = {name: tuple(np.mean(quad, axis=0).round()) for name, quad in boxed.items()}
+    assert len(set(centres.values())) >= 4

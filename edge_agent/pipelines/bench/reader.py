@@ -114,7 +114,10 @@ class ImageReader:
             for k, (name, img) in enumerate(prepared.steps, start=1):
                 _write(debug_dir, f"{k:02d}_{name}.png", img)
             _write(debug_dir, f"{len(prepared.steps) + 1:02d}_lines.png", _draw_lines(prepared.image, lines))
-        return ImageReading(quality, lines, barcodes, self.engine_name, timing)
+        to_photo = (
+            None if prepared.to_photo is None else tuple(tuple(float(v) for v in row) for row in prepared.to_photo)
+        )
+        return ImageReading(quality, lines, barcodes, self.engine_name, timing, to_photo)
 
 
 def _draw_lines(label: NDArray[Any], lines: tuple[TextLine, ...]) -> NDArray[Any]:

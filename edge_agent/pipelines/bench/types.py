@@ -52,3 +52,5 @@ class ImageReading:
     barcodes: tuple[Barcode, ...]
     engine: str  # "onnx" | "tesseract"
     timing_ms: dict[str, float] = field(default_factory=dict)
+    # 3x3 homography (rows) from the label image the lines' boxes are in to the photo's pixels
+    to_photo: tuple[tuple[float, ...], ...] | None = None
