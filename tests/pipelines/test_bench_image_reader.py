@@ -228,3 +228,27 @@ def test_inspector__field_boxes_land_on_the_slip_in_photo_coordinates() -> None:
     # distinct fields sit on distinct lines of the slip
     centres = {name: tuple(np.mean(quad, axis=0).round()) for name, quad in boxed.items()}
     assert len(set(centres.values())) >= 4
+
+
+def test_inspector__cascade_reads_again_at_higher_resolution_when_the_first_read_falls_short() -> None:
+    from datetime import date, timedelta
+
+    from edge_agent.pipelines.bench.config import BenchConfig
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    img, truth = generate_slip(2, "clean")
+    day = date.fromisoformat(truth["return_date"]) + timedelta(days=1)
+    coarse = BenchConfig()
+    coarse.ocr.det_px = 160  # a first pass too coarse to find the small print
+    one_pass = coarse.model_copy(deep=True)
+    one_pass.ocr.second_pass_det_px = 0
+    first_only = Inspector(one_pass, today=lambda: day).inspect(img)
+    assert "second_pass" not in first_only.timing_ms
+    assert sum(v is not None for v in first_only.fields.values()) < 6
+    cascade = Inspector(coarse, today=lambda: day).inspect(img)
+    assert "second_pass" in cascade.timing_ms and "det_2" in cascade.timing_ms
+    assert cascade.fields["sku"] == truth["sku"] and cascade.fields["quantity"] == truth["quantity"]
+    assert sum(v is not None for v in cascade.fields.values()) > sum(v is not None for v in first_only.fields.values())
+    # an easy photo at the default sizes stays on the fast path
+    easy = Inspector(BenchConfig(), today=lambda: day).inspect(img)
+    assert not easy.needs_review and "second_pass" not in easy.timing_ms

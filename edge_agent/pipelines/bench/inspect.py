@@ -229,6 +229,18 @@ def _field_boxes(
     return out
 
 
+# What a second, finer read can fix: fields not read, misread or read doubtfully.
+_SHORTFALL = ("missing_field", "bad_format", "low_confidence", "conflicting_values")
+
+
+def _shortfall(result: InspectionResult) -> int:
+    return sum(1 for i in result.review_reasons if i.code in _SHORTFALL)
+
+
+def _falls_short(result: InspectionResult) -> bool:
+    return result.quality.blank is None and _shortfall(result) > 0
+
+
 def _today_utc() -> date:
     return datetime.now(UTC).date()
 
@@ -266,9 +278,19 @@ class Inspector:
     ) -> InspectionResult:
         t0 = time.perf_counter()
         reading = self.reader.read(image_bgr, debug_dir=debug_dir)
-        result = evaluate(
-            reading, self.rules, manifest=self.manifest, today=self.today(), scan=scan, image_name=image_name
-        )
+        today = self.today()
+        result = evaluate(reading, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name)
+        if _falls_short(result) and self.rules.cfg.ocr.second_pass_det_px > 0:
+            # The cascade: easy photos stay fast, a hard one gets the resolution it needs.
+            again = self.reader.second_pass(reading)
+            if again is not None:
+                second = evaluate(
+                    again, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name
+                )
+                if _shortfall(second) < _shortfall(result):
+                    result = second
+                else:
+                    result.timing_ms.update({k: v for k, v in again.timing_ms.items() if k not in result.timing_ms})
         result.timing_ms["total"] = round((time.perf_counter() - t0) * 1000, 2)
         log.debug(
             "inspected %s: review %s (%s reasons)",
