@@ -252,3 +252,29 @@ def test_inspector__cascade_reads_again_at_higher_resolution_when_the_first_read
     # an easy photo at the default sizes stays on the fast path
     easy = Inspector(BenchConfig(), today=lambda: day).inspect(img)
     assert not easy.needs_review and "second_pass" not in easy.timing_ms
+
+
+def test_inspector__glare_is_a_hint_a_photo_read_well_passes_one_read_badly_says_why() -> None:
+    from datetime import date, timedelta
+
+    from edge_agent.pipelines.bench.config import BenchConfig
+    from edge_agent.pipelines.bench.inspect import Inspector
+    from edge_agent.pipelines.bench.manifest import parse_manifest
+
+    ins = Inspector(BenchConfig())
+    results = {}
+    for seed in (1, 2):
+        img, t = generate_slip(seed, "typical", defect="glare")
+        day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
+        ins.today = lambda day=day: day
+        row = f"{t['order_no']},{t['sku']},9,{t['customer_id']}\n"
+        ins.set_manifest(parse_manifest(("order_no,sku,quantity,customer_id\n" + row).encode()))
+        results[seed] = (ins.inspect(img, scan=t["order_no"]), t)
+    read_well, t = results[2]
+    assert not read_well.quality.ok and read_well.quality.reasons[0].startswith("glare on the label")
+    assert not read_well.needs_review, read_well.review_reasons  # whatever its glare
+    assert read_well.fields["sku"] == t["sku"] and read_well.retakes == ()
+    read_badly, _ = results[1]
+    assert read_badly.needs_review and read_badly.retakes
+    assert all(r.field is not None and r.cause.startswith("glare on the label") for r in read_badly.retakes)
+    assert any("(likely cause: glare on the label" in i.message for i in read_badly.review_reasons)

@@ -21,7 +21,9 @@ def _default_symbologies() -> list[Symbology]:
 
 
 class QualityConfig(BaseModel):
-    """The gate that refuses a photo before OCR so the operator can retake it at once."""
+    """Quality measures of a photo. They are hints: a photo is read whatever they say, and they name the
+    likely cause when a field falls short (enabled = false: no hints). Only a photo with nothing on it
+    (all black, an even surface) is refused before OCR."""
 
     model_config = ConfigDict(extra="forbid")
 
