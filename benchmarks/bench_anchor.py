@@ -2,7 +2,7 @@
 in a 1,000,000-record batch, and one anchor transaction for 100,000+ records on a real EVM (py-evm).
 
 Run on one core:  taskset -c 0 .venv/bin/python benchmarks/bench_anchor.py [--quick]
-benchmarks/bench_central.py runs the same section at its end. Prints Markdown tables; the tree rows
+benchmarks/bench_central.py runs the same tables as its `anchor` section. Prints Markdown tables; the tree rows
 have pymerkle (the library a user would reach for) beside ours, measured in the same run.
 """
 
@@ -227,22 +227,29 @@ def one_transaction(tmp: Path, devices: int, per_device: int) -> dict[str, Any]:
     }
 
 
-def run(quick: bool = False) -> None:
+def section_lines(quick: bool = False, worker_per_s: float | None = None) -> list[str]:
+    """The anchoring tables as Markdown lines; `worker_per_s` is bench_central's one-worker rate, if measured."""
+    out: list[str] = []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         devices, rounds = (20, 50) if quick else (50, 200)
         ingest_us, n_ingest = ingest_cpu_per_record_us(tmp, devices, rounds)
         sizes = [10_000, 100_000] if quick else [10_000, 100_000, 1_000_000]
-        print("\n## Anchoring: Merkle tree and proofs against the ingest's own CPU (one core)\n")
-        print(
+        out += [
+            "### Merkle tree and proofs against the ingest's own CPU (one core)",
+            "",
             f"Ingest (real Ingestor, SQLite, {n_ingest} records of {devices} simulated devices): "
-            f"**{ingest_us:.1f} µs CPU per record**.\n"
-        )
-        print(
+            f"**{ingest_us:.1f} µs CPU per record**."
+            + (
+                f" One ingest worker into PostgreSQL (throughput section): {1e6 / worker_per_s:.1f} µs per record."
+                if worker_per_s
+                else ""
+            ),
+            "",
             "| leaves | ours: tree µs/rec | ours: every proof µs/rec | ours: share of ingest "
-            "| pymerkle: tree µs/rec | pymerkle: one proof µs |"
-        )
-        print("|---:|---:|---:|---:|---:|---:|")
+            "| pymerkle: tree µs/rec | pymerkle: one proof µs |",
+            "|---:|---:|---:|---:|---:|---:|",
+        ]
         for n in sizes:
             hashes = [hashlib.sha256(i.to_bytes(8, "big")).hexdigest() for i in range(n)]
             tree_us, proofs_us = ours_tree_and_proofs_us(hashes)
@@ -252,32 +259,36 @@ def run(quick: bool = False) -> None:
                 pm = f"{pm_tree:.2f} | {pm_proof:.0f}"
             else:
                 pm = "not run (≈ same per leaf as 100k) | -"
-            print(f"| {n:,} | {tree_us:.2f} | {proofs_us:.2f} | {share:.1f} % | {pm} |")
+            out.append(f"| {n:,} | {tree_us:.2f} | {proofs_us:.2f} | {share:.1f} % | {pm} |")
         big = 100_000 if quick else 1_000_000
         p = proof_in_big_batch(big, tmp)
-        print(f"\n## A proof in a {big:,}-record batch\n")
-        print(
+        out += [
+            "",
+            f"### A proof in a {big:,}-record batch",
+            "",
             "| audit path | proof without the record | whole document, compact (record included) "
-            "| whole document, indented | verify (parse + Ed25519 + path), median | path alone |"
-        )
-        print("|---:|---:|---:|---:|---:|---:|")
-        print(
+            "| whole document, indented | verify (parse + Ed25519 + path), median | path alone |",
+            "|---:|---:|---:|---:|---:|---:|",
             f"| {p['path_len']} hashes | {p['bytes'] - p['record_bytes']:,} B | {p['bytes']:,} B "
             f"({p['record_bytes']} B record) | {p['bytes_pretty']:,} B | {p['verify_ms']:.3f} ms "
-            f"| {p['path_only_ms']:.3f} ms |"
-        )
-        devs, per = (100, 1_000) if not quick else (20, 500)
+            f"| {p['path_only_ms']:.3f} ms |",
+        ]
+        devs, per = (20, 500) if quick else (100, 1_000)
         t = one_transaction(tmp, devs, per)
-        print(f"\n## One anchor transaction ({devs} devices x {per:,} records, py-evm)\n")
-        print("| records | transactions | gas | calldata | anchor run wall | anchor run CPU/record |")
-        print("|---:|---:|---:|---:|---:|---:|")
-        print(
+        out += [
+            "",
+            f"### One anchor transaction ({devs} devices x {per:,} records, py-evm)",
+            "",
+            "| records | transactions | gas | calldata | anchor run wall | anchor run CPU/record |",
+            "|---:|---:|---:|---:|---:|---:|",
             f"| {t['records']:,} | {t['batches']} | {t['gas']:,} | {t['calldata']:,} B | {t['wall_s']:.1f} s "
-            f"| {t['cpu_us_per_record']:.1f} µs |"
-        )
+            f"| {t['cpu_us_per_record']:.1f} µs |",
+        ]
+    return out
 
 
 if __name__ == "__main__":
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--quick", action="store_true", help="small sizes, for a smoke run")
-    run(ap.parse_args().quick)
+    print("## Anchoring\n")
+    print("\n".join(section_lines(ap.parse_args().quick)))

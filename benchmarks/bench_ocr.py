@@ -361,6 +361,26 @@ def layout_table(items: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -
     return _table(["engine", "split", *layouts], rows)
 
 
+def wrong_passed_list(items: list[dict[str, Any]], runs: dict[str, dict[str, Any]], limit: int = 20) -> str:
+    """Values ours passed without review that are wrong, TUNING split only (seed, tier, field, got, want):
+    what to look at next. Held-out cases are only counted above, never listed."""
+    lines = []
+    run = runs.get("ours")
+    if run is None:
+        return ""
+    for it, r in zip(items, run["results"], strict=True):
+        if it["split"] != "tune" or r["review"] is not False:
+            continue
+        for f in FIELDS:
+            if not _same(r["fields"].get(f), it["truth"][f]):
+                got, want = r["fields"].get(f), it["truth"][f]
+                lines.append(f"- seed {it['seed']} {it['tier']} ({it['layout']}): {f} {got!r}, slip says {want!r}")
+    if not lines:
+        return "None on the tuning split."
+    more = f"\n- ... and {len(lines) - limit} more" if len(lines) > limit else ""
+    return "\n".join(lines[:limit]) + more
+
+
 def review_table(items: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -> str:
     """Why photos went to review: review-reason codes per split and tier, most common first."""
     rows = []
@@ -498,6 +518,9 @@ def report(
         print(accuracy_table(items, runs, split) + "\n")
     print("### All six right per layout (photos, all tiers)\n")
     print(layout_table(items, runs) + "\n")
+    if "ours" in runs and "tune" in args.splits:
+        print("### Wrong values ours passed without review (tuning split only)\n")
+        print(wrong_passed_list(items, runs) + "\n")
     print("### Why photos went to review\n")
     print(review_table(items, runs) + "\n")
     print("### Latency per stage\n")

@@ -50,6 +50,19 @@ REQUESTED_PGNS = (PGN_VI, 65257, 65253)
 _RECV_SLICE_S = 0.2
 
 
+class _Raw:
+    """A frame as candump writes it, formatted only when a reading keeps it."""
+
+    __slots__ = ("arbitration_id", "data", "tp_bytes")
+
+    def __init__(self, arbitration_id: int, data: bytes, tp_bytes: int = 0) -> None:
+        self.arbitration_id, self.data, self.tp_bytes = arbitration_id, data, tp_bytes
+
+    def __str__(self) -> str:
+        text = f"{self.arbitration_id:08X}#{self.data.hex().upper()}"
+        return f"{text} (TP {self.tp_bytes} bytes)" if self.tp_bytes else text
+
+
 class J1939Driver:
     """One J1939 bus; read() returns one reading, or None when nothing usable arrived in time."""
 
@@ -175,22 +188,22 @@ class J1939Driver:
         cid = parse_can_id(arbitration_id)
         self.pgns_seen[cid.pgn] += 1
         self.sources_seen[cid.source] += 1
-        raw = f"{arbitration_id:08X}#{data.hex().upper()}"
+        raw = _Raw(arbitration_id, data)
         if cid.pgn in (PGN_TP_CM, PGN_TP_DT):
             done = self._tp.feed(cid, data, t_mono)
             if done is not None:
                 self.pgns_seen[done.pgn] += 1
-                self._message(done.pgn, done.source, done.payload, t_mono, f"{raw} (TP {len(done.payload)} bytes)")
+                tp_raw = _Raw(arbitration_id, data, len(done.payload))
+                self._message(done.pgn, done.source, done.payload, t_mono, tp_raw)
             return
         self._message(cid.pgn, cid.source, data, t_mono, raw)
 
-    def _message(self, pgn: int, source: int, payload: bytes, t_mono: float, raw: str) -> None:
-        t_utc = datetime.now(UTC)
+    def _message(self, pgn: int, source: int, payload: bytes, t_mono: float, raw: _Raw) -> None:
         if pgn == PGN_VI:
             vin = decode_vin(payload)
             if vin != self.vin:
                 self.vin = vin
-                self._pending.append(VehicleId(t_mono, t_utc, vin, f"j1939:VI/SA{source}", raw))
+                self._pending.append(VehicleId(t_mono, datetime.now(UTC), vin, f"j1939:VI/SA{source}", str(raw)))
             return
         if pgn == PGN_DM1:
             dm1 = decode_dm1(payload)
@@ -199,28 +212,34 @@ class J1939Driver:
                 self._faults[source] = dtcs
                 self._pending.append(
                     ActiveFaults(
-                        t_mono, t_utc, source, dm1.amber_warning == 1, dm1.red_stop == 1, dm1.mil == 1, dtcs, raw
+                        t_mono,
+                        datetime.now(UTC),
+                        source,
+                        dm1.amber_warning == 1,
+                        dm1.red_stop == 1,
+                        dm1.mil == 1,
+                        dtcs,
+                        str(raw),
                     )
                 )
             return
         for spn in self.table.spns(pgn):
             if spn.quantity:
-                self._quantity(spn, source, payload, t_mono, t_utc, raw)
+                self._quantity(spn, source, payload, t_mono, raw)
 
-    def _quantity(  # noqa: PLR0917 - one frame's facts, passed on as they are
-        self, spn: Spn, source: int, payload: bytes, t_mono: float, t_utc: datetime, raw: str
-    ) -> None:
-        value = decode_spn(payload, spn)
-        if value is None:
-            return
-        chosen = self._source_for.setdefault(spn.quantity, source)
-        if chosen != source:
+    def _quantity(self, spn: Spn, source: int, payload: bytes, t_mono: float, raw: _Raw) -> None:
+        chosen = self._source_for.get(spn.quantity)
+        if chosen is not None and chosen != source:
             return
         last = self._last_emit.get(spn.quantity)
         if last is not None and t_mono - last < self.cfg.emit_interval_s:
+            return  # EEC1 at 50 Hz: most frames end here, before any decoding
+        value = decode_spn(payload, spn)
+        if value is None:
             return
+        self._source_for.setdefault(spn.quantity, source)
         self._last_emit[spn.quantity] = t_mono
-        self._pending.append(self._reading(spn, source, value, t_mono, t_utc, raw))
+        self._pending.append(self._reading(spn, source, value, t_mono, datetime.now(UTC), str(raw)))
 
     @staticmethod
     def _reading(  # noqa: PLR0917 - one frame's facts, passed on as they are

@@ -121,12 +121,40 @@ class Database:
         out = self._sql_cache.get(text)
         if out is None:
             out = text.replace("%", "%%").replace("?", "%s")
-            self._sql_cache[text] = out
+            if len(self._sql_cache) < 512:  # multi-row statements vary in length: keep memory bounded
+                self._sql_cache[text] = out
         return out
 
     def in_list(self, n: int) -> str:
         """`(?, ?, ?)` for n values (both dialects accept it; n must be >= 1)."""
         return "(" + ",".join("?" * n) + ")"
+
+    def in_values(self, column: str, values: Sequence[Any]) -> tuple[str, list[Any]]:
+        """`column IN (...)` for SQLite, `column = ANY(array)` for PostgreSQL (one parameter, no SQL to parse)."""
+        if self.dialect == POSTGRESQL:
+            return f"{column} = ANY(?)", [list(values)]
+        return f"{column} IN {self.in_list(len(values))}", list(values)
+
+    def in_pairs(self, a: str, b: str, pairs: Sequence[tuple[str, int]]) -> tuple[str, list[Any]]:
+        """`(a, b) IN` a list of (text, integer) pairs: VALUES on SQLite, two unnested arrays on PostgreSQL."""
+        if self.dialect == POSTGRESQL:
+            return f"({a}, {b}) IN (SELECT * FROM unnest(?::text[], ?::bigint[]))", [
+                [p[0] for p in pairs],
+                [p[1] for p in pairs],
+            ]
+        return f"({a}, {b}) IN (VALUES {','.join(['(?, ?)'] * len(pairs))})", [v for p in pairs for v in p]
+
+    def copy_rows(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Bulk insert of rows known not to conflict: COPY on PostgreSQL, executemany on SQLite."""
+        if not rows:
+            return
+        if self.dialect == POSTGRESQL:
+            with self.conn.cursor() as cur, cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as cp:
+                for r in rows:
+                    cp.write_row(r)
+            return
+        marks = ",".join("?" * len(columns))
+        self.conn.executemany(f"INSERT INTO {table} ({', '.join(columns)}) VALUES ({marks})", rows)
 
     @property
     def for_update(self) -> str:

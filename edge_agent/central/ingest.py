@@ -356,20 +356,18 @@ class Ingestor:
                         {"topic": r.msg.topic, "seq": r.seq, "hash": r.hash, "key": r.key_id},
                     )
                 )
-        pending_done = [r.msg for r in recs if r.msg.from_pending]
+        # Parked records taken back: they leave `pending` once decided (stored or refused), not while still waiting.
+        pending_done = {(r.device, r.seq, r.hash) for r in recs if r.msg.from_pending}
 
         with self.db.transaction():
             locked = sorted({r.device for r in good} | {r.device for r in waiting} | {c.device for c in cps})
             state: dict[str, list[Any]] = {}
             for i in range(0, len(locked), 500):
-                part = locked[i : i + 500]
+                where, params = self.db.in_values("device", locked[i : i + 500])
                 for row in self.db.query(
                     "SELECT device, site, status, revoked_after_seq, head_seq, verified_through, verified_hash,"
-                    " checkpoint_seq FROM devices WHERE device IN "
-                    + self.db.in_list(len(part))
-                    + " ORDER BY device"
-                    + self.db.for_update,
-                    part,
+                    " checkpoint_seq FROM devices WHERE " + where + " ORDER BY device" + self.db.for_update,
+                    params,
                 ):
                     state[row[0]] = list(row)
             if waiting:
@@ -382,6 +380,7 @@ class Ingestor:
                         good.append(r)
                     elif verdict == "unknown_key":
                         still.append(r)
+                pending_done -= {(r.device, r.seq, r.hash) for r in still}
                 self.db.insert_many(
                     "pending",
                     ("device", "seq", "hash", "key_id", "record", "received_at"),
@@ -424,18 +423,12 @@ class Ingestor:
             existing: dict[tuple[str, int], tuple[str, float]] = {}
             declared: dict[tuple[str, int], str] = {}
             for i in range(0, len(pairs), 1000):
-                chunk = pairs[i : i + 1000]
-                values = ",".join(["(?, ?)"] * len(chunk))
-                flat = [v for p in chunk for v in p]
+                where, params = self.db.in_pairs("device", "seq", pairs[i : i + 1000])
                 for d, s, h, at in self.db.query(
-                    f"SELECT device, seq, hash, ingested_at FROM records WHERE (device, seq) IN (VALUES {values})",
-                    flat,
+                    "SELECT device, seq, hash, ingested_at FROM records WHERE " + where, params
                 ):
                     existing[(d, int(s))] = (h, float(at))
-                for d, s, h in self.db.query(
-                    f"SELECT device, seq, hash FROM gap_declared WHERE (device, seq) IN (VALUES {values})",
-                    flat,
-                ):
+                for d, s, h in self.db.query("SELECT device, seq, hash FROM gap_declared WHERE " + where, params):
                     declared[(d, int(s))] = h
             fresh: dict[str, dict[int, _Rec]] = defaultdict(dict)
             dup_count: dict[str, int] = defaultdict(int)
@@ -549,11 +542,11 @@ class Ingestor:
                         device,
                     )
                 )
-            self.db.insert_many(
+            # No conflict is possible: every (device, seq) was checked above under the device's row lock.
+            self.db.copy_rows(
                 "records",
                 ("device", "seq", "hash", "prev", "kind", "ts", "key_id", "record", "ingested_at", "verified"),
                 rows,
-                conflict="ON CONFLICT (device, seq) DO NOTHING",
             )
             out.stored = len(rows)
             for device, lo, hi in verified_ranges:
@@ -561,12 +554,7 @@ class Ingestor:
                     "UPDATE records SET verified = 1 WHERE device = ? AND seq > ? AND seq <= ? AND verified = 0",
                     (device, lo, hi),
                 )
-            self.db.executemany(
-                "UPDATE devices SET head_seq = ?, verified_through = ?, verified_hash = ?,"
-                " last_seen = COALESCE(?, last_seen), last_ts = COALESCE(?, last_ts),"
-                " received = received + ?, duplicates = duplicates + ? WHERE device = ?",
-                updates,
-            )
+            self._update_devices(updates)
             self.db.insert_many(
                 "gap_declared",
                 ("device", "seq", "hash", "kind", "gap_seq"),
@@ -580,8 +568,7 @@ class Ingestor:
                 self._checkpoint(c, state.get(c.device), now, out)
             if pending_done:
                 self.db.executemany(
-                    "DELETE FROM pending WHERE device = ? AND seq = ? AND hash = ?",
-                    [(r.device, r.seq, r.hash) for r in recs if r.msg.from_pending],
+                    "DELETE FROM pending WHERE device = ? AND seq = ? AND hash = ?", sorted(pending_done)
                 )
             self._drop_links_explained_by_forks(out)
             self.record_anomalies(out.anomalies, now)
@@ -590,6 +577,28 @@ class Ingestor:
         return out
 
     # ------------------------------------------------------------ helpers inside the transaction
+    def _update_devices(self, updates: list[tuple[Any, ...]]) -> None:
+        """New chain state per device: one UPDATE over unnested arrays on PostgreSQL, executemany on SQLite."""
+        if not updates:
+            return
+        if self.db.dialect == "postgresql":
+            cols = list(zip(*updates, strict=True))
+            self.db.execute(
+                "UPDATE devices SET head_seq = v.head, verified_through = v.vt, verified_hash = v.vh,"
+                " last_seen = COALESCE(v.seen, devices.last_seen), last_ts = COALESCE(v.ts, devices.last_ts),"
+                " received = devices.received + v.n, duplicates = devices.duplicates + v.dups"
+                " FROM unnest(?::bigint[], ?::bigint[], ?::text[], ?::float8[], ?::text[], ?::bigint[], ?::bigint[],"
+                " ?::text[]) AS v(head, vt, vh, seen, ts, n, dups, device) WHERE devices.device = v.device",
+                [list(c) for c in cols],
+            )
+            return
+        self.db.executemany(
+            "UPDATE devices SET head_seq = ?, verified_through = ?, verified_hash = ?,"
+            " last_seen = COALESCE(?, last_seen), last_ts = COALESCE(?, last_ts),"
+            " received = received + ?, duplicates = duplicates + ? WHERE device = ?",
+            updates,
+        )
+
     def _drop_links_explained_by_forks(self, out: BatchResult) -> None:
         """A broken link at n+1 whose prev is the refused side of a fork at n is that fork, reported once."""
         for a in [a for a in out.anomalies if a.kind == "fork"]:

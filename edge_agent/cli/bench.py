@@ -15,7 +15,7 @@ from edge_agent.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, add_config_ar
 from edge_agent.errors import ConfigError, EdgeAgentError
 from edge_agent.pipelines.bench.config import BenchConfig
 from edge_agent.pipelines.bench.fields import load_reasons
-from edge_agent.pipelines.bench.manifest import ManifestError, load_manifest
+from edge_agent.pipelines.bench.manifest import ManifestError, load_manifest, parse_manifest
 from edge_agent.pipelines.bench.review import ReviewError, ReviewItem, ReviewQueue, ReviewRequest, decide, queue_path
 from edge_agent.pipelines.bench.rules_config import FIELD_NAMES
 
@@ -39,7 +39,8 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--samples",
         action="store_true",
-        help="read the sample slips shipped with edge-agent (each judged on the day after its printed date)",
+        help="read the sample slips shipped with edge-agent, with their expected returns (each judged on "
+        "the day after its printed date)",
     )
     add_config_arg(p)
     p.add_argument("images", nargs="*", metavar="IMAGE")
@@ -127,6 +128,11 @@ def _ocr_inspector(args: argparse.Namespace) -> Inspector | int:
             for line in exc.problems:
                 print(line, file=sys.stderr)
             return EXIT_CONFIG
+    if manifest is None and args.samples:
+        # The sample slips come with their expected returns, as a bench gets them from central.
+        from edge_agent.demo.bench import demo_slips, sample_manifest
+
+        manifest = parse_manifest(sample_manifest(demo_slips()[1]), "sample slips' expected returns")
     try:
         return Inspector(bench, engine=args.engine, manifest=manifest, base_dir=base)
     except ConfigError as exc:

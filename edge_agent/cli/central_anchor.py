@@ -60,13 +60,26 @@ def register_anchor(cs: Any) -> None:
     a.add_argument("--max-records", type=int, default=1_000_000, help="leaves per batch (default 1000000)")
     a.add_argument("--receipt-timeout-s", type=float, default=120.0, help="wait for a receipt this long (default 120)")
     a.set_defaults(func=cmd_anchor)
-    asub = a.add_subparsers(dest="anchor_cmd", metavar="[deploy|key]")
+    asub = a.add_subparsers(dest="anchor_cmd", metavar="[deploy|endorse|key]")
 
     d = asub.add_parser("deploy", help="deploy the RecordAnchor contract with its members and k")
     _add_chain_args(d, key=True, contract=False)
     d.add_argument("--members", metavar="ADDR,...", help="consortium member addresses, comma separated")
     d.add_argument("--k", type=int, default=1, help="members that must submit the same root to confirm it (default 1)")
     d.set_defaults(func=cmd_deploy)
+
+    e = asub.add_parser(
+        "endorse",
+        help="check other members' batches against this database's verified records and endorse those that match",
+        description="For k-of-n: each other member runs this instead of `central anchor`. Every batch on the "
+        "contract not yet stored here is rebuilt from this database's own verified records (device seq ranges "
+        "read from its transaction); an identical root is endorsed and the batch stored here, so this member "
+        "can prove its records too. Batches whose records are not all verified here yet wait for a later run.",
+    )
+    e.add_argument("--db", metavar="DSN", help="this member's central database")
+    _add_chain_args(e, key=True, contract=True)
+    e.add_argument("--every", metavar="DURATION", help="keep running, one pass every DURATION (e.g. 10m)")
+    e.set_defaults(func=cmd_endorse)
 
     k = asub.add_parser("key", help="create a member's Ethereum key, or show its address")
     ksub = k.add_subparsers(dest="key_cmd", metavar="ACTION")
@@ -106,23 +119,51 @@ def register_anchor(cs: Any) -> None:
 # ---------------------------------------------------------------- anchor
 
 
-def cmd_anchor(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one exit per kind of bad input
+def cmd_anchor(args: argparse.Namespace) -> int:
+    if args.max_records < 1:
+        return fail(f"--max-records: expected at least 1, got {args.max_records}", EXIT_CONFIG)
+    from edge_agent.central.anchor.run import AnchorSettings, anchor_once
+
+    settings = AnchorSettings(max_records=args.max_records, receipt_timeout_s=args.receipt_timeout_s)
+
+    def one(db: Any, contract: Any) -> bool:
+        report = anchor_once(db, contract, settings)
+        _print_report(report)
+        return report.complete
+
+    return _member_loop(args, "central anchor", one)
+
+
+def cmd_endorse(args: argparse.Namespace) -> int:
+    from edge_agent.central.anchor.run import endorse_once
+
+    def one(db: Any, contract: Any) -> bool:
+        report = endorse_once(db, contract)
+        print(
+            f"checked and stored {len(report.recorded)} batch(es) of other members, endorsed {len(report.endorsed)}; "
+            f"{len(report.not_yet)} waiting for records not verified here yet; {len(report.mismatched)} mismatched"
+        )
+        for b in report.mismatched:
+            print(f"batch {b}: this database's records give another root: NOT endorsed")
+        return report.complete
+
+    return _member_loop(args, "central anchor endorse", one)
+
+
+def _member_loop(args: argparse.Namespace, what: str, one: Any) -> int:
+    """Open the key, the database and the contract, then run `one` once or every --every until SIGTERM."""
     problem = _need(args, "db", "rpc", "contract", "key")
     if problem:
-        return fail(f"central anchor: {problem}", EXIT_CONFIG)
+        return fail(f"{what}: {problem}", EXIT_CONFIG)
     try:
         every_s = parse_duration_s(args.every) if args.every else None
     except ValueError as exc:
         return fail(str(exc), EXIT_CONFIG)
-    if args.max_records < 1:
-        return fail(f"--max-records: expected at least 1, got {args.max_records}", EXIT_CONFIG)
     from edge_agent.central.anchor import store  # noqa: F401 - registers the anchor tables before open_db migrates
     from edge_agent.central.anchor.chain import AnchorContract, connect
     from edge_agent.central.anchor.ethkeys import load_eth_key
-    from edge_agent.central.anchor.run import AnchorSettings, anchor_once
     from edge_agent.central.db import open_db
 
-    settings = AnchorSettings(max_records=args.max_records, receipt_timeout_s=args.receipt_timeout_s)
     try:
         account = load_eth_key(Path(args.key))
         db = open_db(args.db)
@@ -139,14 +180,12 @@ def cmd_anchor(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one exit per
                 contract = AnchorContract(connect(args.rpc), args.contract, account)
                 if not contract.is_member(account.address):
                     return fail(f"{account.address} is not a member of the anchor contract {contract.address}")
-                report = anchor_once(db, contract, settings)
-                _print_report(report)
-                code = EXIT_OK if report.complete else EXIT_FAIL
+                code = EXIT_OK if one(db, contract) else EXIT_FAIL
             except EdgeAgentError as exc:
                 if every_s is None:
                     return fail(str(exc))
-                # A node restart or a network blip must not end a long-running anchor: try next time.
-                log.warning("anchor run failed: %s; next try in %.0f s", exc, every_s)
+                # A node restart or a network blip must not end a long-running run: try next time.
+                log.warning("%s failed: %s; next try in %.0f s", what, exc, every_s)
                 code = EXIT_FAIL
             if every_s is None or stop.wait(every_s):
                 return code

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import io
 import json
 import threading
 from datetime import UTC, date, datetime, timedelta
@@ -73,13 +74,19 @@ class BenchOperator:
             self._thread.join(2)
 
 
+def sample_manifest(truth: dict[str, dict[str, Any]]) -> bytes:
+    """The expected returns for the demo slips (CSV), as central would send them."""
+    out = io.StringIO(newline="")
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["order_no", "sku", "quantity", "customer_id"])
+    for t in truth.values():
+        w.writerow([t["order_no"], t["sku"], max(int(t["quantity"]), 1) + 1, t["customer_id"]])
+    return out.getvalue().encode("utf-8")
+
+
 def write_manifest(path: Path, truth: dict[str, dict[str, Any]]) -> None:
     """The expected returns for the demo slips, as central would send them."""
-    with path.open("w", newline="", encoding="utf-8") as f:
-        w = csv.writer(f)
-        w.writerow(["order_no", "sku", "quantity", "customer_id"])
-        for t in truth.values():
-            w.writerow([t["order_no"], t["sku"], max(int(t["quantity"]), 1) + 1, t["customer_id"]])
+    path.write_bytes(sample_manifest(truth))
 
 
 def station_url(cfg_path: Path) -> str:

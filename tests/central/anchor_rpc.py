@@ -56,9 +56,6 @@ class RpcBridge:
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)
-                hook = getattr(self, "_after", None)
-                if hook:
-                    hook()
 
             def log_message(self, *_a: object) -> None:
                 pass

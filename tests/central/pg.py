@@ -51,7 +51,8 @@ def _stop(pg_ctl: str, data: Path, user: pwd.struct_passwd | None) -> None:
 class Postgres:
     """A real postgres server owned by the test session; `dsn()` gives a fresh database per call."""
 
-    def __init__(self, base_dir: Path | None = None) -> None:
+    def __init__(self, base_dir: Path | None = None, *, durable: bool = False) -> None:
+        self.durable = durable  # benchmarks: PostgreSQL's own durable defaults; tests: no fsync
         self.user = _run_as()
         self.dir = Path(tempfile.mkdtemp(prefix="pg-", dir=base_dir))
         self.data = self.dir / "data"
@@ -83,8 +84,10 @@ class Postgres:
             raise RuntimeError(f"initdb failed: {r.stderr.decode(errors='replace')[-2000:]}")
         opts = (
             f"-c listen_addresses=127.0.0.1 -c port={self.port} -c unix_socket_directories={self.dir} "
-            "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=50"
+            "-c max_connections=50"
         )
+        if not self.durable:
+            opts += " -c fsync=off -c synchronous_commit=off -c full_page_writes=off"
         r = self._as_owner(
             [
                 self.pg_ctl,

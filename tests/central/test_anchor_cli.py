@@ -227,3 +227,33 @@ def test_cli__bad_arguments_say_what_is_expected(tmp_path: Path, rpc: RpcBridge,
     garbage.write_text("{not json")
     r = cli("verify-proof", str(garbage), "--offline")
     assert r.returncode == 2 and "not JSON" in r.stderr
+
+
+def test_cli__second_member_endorses_and_the_proof_then_verifies(tmp_path: Path, rpc: RpcBridge, chain: Chain) -> None:
+    a_dsn, b_dsn = f"sqlite:///{tmp_path / 'a.db'}", f"sqlite:///{tmp_path / 'b.db'}"
+    with open_db(a_dsn) as a:
+        fill_fleet(a, tmp_path / "keys", {"truck-01": 8})
+        rows = a.query("SELECT device, site, pubkey, key_id, added_at FROM devices")
+        keys = a.query("SELECT device, key_id, pubkey, from_seq, source, added_at FROM device_keys")
+        recs = a.query("SELECT device, seq, hash, prev, kind, ts, key_id, record, ingested_at, verified FROM records")
+    with open_db(b_dsn) as b:
+        b.insert_many("devices", ("device", "site", "pubkey", "key_id", "added_at"), rows)
+        b.insert_many("device_keys", ("device", "key_id", "pubkey", "from_seq", "source", "added_at"), keys)
+        cols = ("device", "seq", "hash", "prev", "kind", "ts", "key_id", "record", "ingested_at", "verified")
+        b.insert_many("records", cols, recs)
+    members = ",".join(m.address for m in chain.members)
+    key_a, key_b = str(chain.key_files[0]), str(chain.key_files[1])
+    d = cli("anchor", "deploy", "--rpc", rpc.url, "--key", key_a, "--members", members, "--k", "2")
+    address = d.stdout.split("contract:")[1].split()[0]
+    assert cli("anchor", "--db", a_dsn, "--rpc", rpc.url, "--contract", address, "--key", key_a).returncode == 0
+    proof = tmp_path / "p.json"
+    assert cli("prove", "--db", a_dsn, "--device", "truck-01", "--seq", "8", "--out", str(proof)).returncode == 0
+    v = cli("verify-proof", str(proof), "--rpc", rpc.url)
+    assert v.returncode == 1 and "confirmed by 1 of the 2 members needed" in v.stdout
+    e = cli("anchor", "endorse", "--db", b_dsn, "--rpc", rpc.url, "--contract", address, "--key", key_b)
+    assert e.returncode == 0, e.stderr
+    assert "checked and stored 1 batch(es) of other members, endorsed 1" in e.stdout
+    assert cli("verify-proof", str(proof), "--rpc", rpc.url).returncode == 0
+    # b can hand out the same proof from its own database
+    pb = cli("prove", "--db", b_dsn, "--device", "truck-01", "--seq", "8")
+    assert json.loads(pb.stdout) == json.loads(proof.read_text())

@@ -340,3 +340,81 @@ def test_anchor__a_record_verified_after_its_device_was_anchored_past_it_is_repo
     # seq 3 cannot go on chain any more (the contract would refuse the overlap); 7 and 8 still do
     assert report.skipped_late == 1 and report.records == 2 and report.complete
     assert db.query_one("SELECT COUNT(*) FROM anchor_leaves WHERE device = 'truck-01' AND seq = 3") == (0,)
+
+
+_RECORD_COLS = ("device", "seq", "hash", "prev", "kind", "ts", "key_id", "record", "ingested_at", "verified")
+
+
+def _mirror(src: Database, dst: Database, keys: dict, where: str = "1 = 1") -> None:  # type: ignore[type-arg]
+    """Another member's central database, fed the same device streams."""
+    for device, key in keys.items():
+        if not dst.query_one("SELECT 1 FROM devices WHERE device = ?", (device,)):
+            add_device(dst, device, key)
+    rows = src.query(f"SELECT {', '.join(_RECORD_COLS)} FROM records WHERE {where}")  # noqa: S608
+    dst.insert_many("records", _RECORD_COLS, rows, conflict="ON CONFLICT DO NOTHING")
+
+
+def test_endorse__a_member_endorses_only_roots_its_own_records_give(tmp_path: Path, chain: Chain) -> None:
+    import edge_agent.central.anchor.store  # noqa: F401
+    from edge_agent.central.anchor.run import endorse_once
+
+    c_a = deployed(chain, k=2)
+    c_b = AnchorContract(chain.w3, c_a.address, chain.members[1])
+    with open_db(f"sqlite:///{tmp_path / 'a.db'}") as a, open_db(f"sqlite:///{tmp_path / 'b.db'}") as b:
+        keys = fill_fleet(a, tmp_path / "keys", {"truck-01": 6, "truck-02": 4})
+        _mirror(a, b, keys)
+        with b.transaction():  # b's ingest has not verified truck-02's tail yet
+            b.execute("UPDATE records SET verified = 0 WHERE device = 'truck-02' AND seq >= 3")
+        (first,) = anchor_once(a, c_a).anchored
+        assert not c_a.is_confirmed(bytes.fromhex(first))
+        waiting = endorse_once(b, c_b)
+        assert waiting.not_yet == [first] and not waiting.endorsed
+        with b.transaction():
+            b.execute("UPDATE records SET verified = 1")
+        done = endorse_once(b, c_b)
+        assert done.endorsed == [first] == done.recorded and done.complete
+        assert c_a.is_confirmed(bytes.fromhex(first))
+        proof_b = build_proof(b, "truck-02", 4)
+        assert proof_b["anchor"] == build_proof(a, "truck-02", 4)["anchor"]
+        assert _ok(verify_proof(proof_b, contract=c_b))
+        assert endorse_once(b, c_b).recorded == []  # nothing new
+
+        # a's database is tampered with before its next anchor: b's honest records refuse the root
+        add_records(a, "truck-01", keys["truck-01"], 7, 3, prev=_head(a, "truck-01", 6))
+        _mirror(a, b, keys, "seq >= 7")
+        with a.transaction():
+            row = a.query_one("SELECT record FROM records WHERE device = 'truck-01' AND seq = 8")
+            forged = json.loads(str(row[0]))  # type: ignore[index]
+            forged["body"]["co2_kg"] = 0.0
+            import hashlib
+
+            from edge_agent.spine.records import encode, signing_bytes
+
+            forged["hash"] = hashlib.sha256(signing_bytes(forged)).hexdigest()
+            a.execute(
+                "UPDATE records SET record = ?, hash = ? WHERE device = 'truck-01' AND seq = 8",
+                (encode(forged).decode(), forged["hash"]),
+            )
+        (second,) = anchor_once(a, c_a).anchored
+        refused = endorse_once(b, c_b)
+        assert refused.mismatched == [second] and not refused.endorsed and not refused.complete
+        assert not c_a.is_confirmed(bytes.fromhex(second))
+        checks = verify_proof(build_proof(a, "truck-01", 7), contract=c_a)
+        assert [ch.name for ch in checks if not ch.ok] == ["chain"]
+
+
+def test_anchor__two_members_anchoring_different_views_are_told_to_endorse_instead(
+    tmp_path: Path, chain: Chain, caplog: pytest.LogCaptureFixture
+) -> None:
+    import edge_agent.central.anchor.store  # noqa: F401
+
+    c_a = deployed(chain, k=2)
+    c_b = AnchorContract(chain.w3, c_a.address, chain.members[1])
+    with open_db(f"sqlite:///{tmp_path / 'a.db'}") as a, open_db(f"sqlite:///{tmp_path / 'b.db'}") as b:
+        keys = fill_fleet(a, tmp_path / "keys", {"truck-01": 6})
+        _mirror(a, b, keys, "seq <= 5")  # b has not received seq 6 yet
+        anchor_once(a, c_a)
+        report = anchor_once(b, c_b)
+        assert report.failed and not report.anchored
+        assert "range overlaps an earlier anchor" in caplog.text
+        assert "the others `central anchor endorse`" in caplog.text

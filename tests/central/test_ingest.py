@@ -232,3 +232,37 @@ def test_process__tail_shorter_than_the_signed_checkpoint_is_reported_then_resol
         assert queries.status(db)[0]["checkpoint_seq"] == 6
     finally:
         db.close()
+
+
+def test_process__a_key_never_announced_stays_parked_and_becomes_unknown_key(dsn: str) -> None:
+    from edge_agent.central.simulate import device_key
+    from edge_agent.spine.records import make_record
+
+    db, ing, fleet, clock = _setup(dsn, 1, rotate=1)
+    try:
+        d = fleet[0]
+        msgs = _messages(fleet, 5, clock)
+        stranger = device_key("someone else", d.device)
+        odd = make_record(
+            device=d.device,
+            seq=9,
+            ts="2026-01-01T00:00:00.000Z",
+            clock="ntp",
+            kind="telemetry",
+            body={},
+            prev="e" * 64,
+            key=stranger,
+        )
+        ing.process([Message("edge/sim/sim-00000/rec/telemetry", encode(odd), clock.t)])
+        r = ing.process(msgs)
+        assert r.rotated == {"sim-00000"}
+        ing.process(ing.take_pending(r.rotated))  # taken back, still unknown: stays parked
+        assert db.query("SELECT seq FROM pending") == [(9,)]
+        ing.sweep()
+        assert _kinds(db) == []
+        clock.t += 61
+        ing.sweep()
+        assert _kinds(db) == [("sim-00000", "unknown_key")]
+        assert queries.anomalies(db)[0]["evidence"]["key"] == stranger.key_id
+    finally:
+        db.close()

@@ -21,6 +21,7 @@ from edge_agent.drivers.camera.twin import FolderCameraTwin
 from edge_agent.drivers.scanner.twin import ScannerTwin
 from edge_agent.errors import ConfigError
 from edge_agent.pipelines.bench.inspect import Inspector
+from edge_agent.pipelines.bench.manifest import parse_manifest
 from edge_agent.pipelines.bench.review import IMAGES_DIR, ReviewQueue, queue_path
 from edge_agent.pipelines.bench.service import BenchService
 from edge_agent.service import ServiceContext
@@ -79,7 +80,10 @@ def _bench_cfg(tmp_path: Path, bench: dict[str, Any]) -> AgentConfig:
 def _inspector(cfg: AgentConfig, truth: dict[str, Any]) -> Inspector:
     # The generated slips carry fixed dates: inspect them as on a day inside the return window.
     today = date.fromisoformat(truth["return_date"]) + timedelta(days=3)
-    return Inspector(cfg.bench, today=lambda: today)
+    # The expected returns, as a bench has them: they settle a SKU whose 0/O the photo leaves open.
+    row = f"{truth['order_no']},{truth['sku']},{int(truth['quantity']) + 1},{truth['customer_id']}\n"
+    manifest = parse_manifest(("order_no,sku,quantity,customer_id\n" + row).encode(), "expected-returns.csv")
+    return Inspector(cfg.bench, today=lambda: today, manifest=manifest)
 
 
 @pytest.fixture

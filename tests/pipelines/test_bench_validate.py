@@ -19,8 +19,9 @@ from edge_agent.pipelines.bench.manifest import (
     parse_manifest,
     replace_manifest,
 )
+from edge_agent.pipelines.bench.normalize import ambiguous_positions, ean13_valid
 from edge_agent.pipelines.bench.rules_config import FieldsConfig, ValidationConfig
-from edge_agent.pipelines.bench.types import Barcode, QualityReport
+from edge_agent.pipelines.bench.types import Barcode, ImageReading, QualityReport, TextLine
 from edge_agent.pipelines.bench.validate import validate_fields
 
 TEMPLATE = load_template(FieldsConfig())
@@ -234,3 +235,71 @@ def test_bench_toml__shipped_section_is_valid_and_matches_defaults() -> None:
     defaults = BenchConfig()
     for section in ("fields", "validation", "review", "privacy"):
         assert getattr(bench, section) == getattr(defaults, section)
+
+
+def _ambiguous_reading(sku_conf: tuple[float, ...], barcodes: tuple[Barcode, ...] = ()) -> ImageReading:
+    text = "SKU:O10W-BCA"
+    lines = (
+        TextLine("订单号:1234567890", 0.99, (20, 0, 400, 30), char_conf=(1.0,) * 14),
+        TextLine(text, 0.99, (20, 40, 400, 30), char_conf=(1.0,) * 4 + sku_conf),
+        TextLine("数量:1", 0.99, (20, 80, 400, 30)),
+        TextLine("原因:破损", 0.99, (20, 120, 400, 30)),
+        TextLine("客户ID:C1234567", 0.99, (20, 160, 400, 30), char_conf=(1.0,) * 13),
+        TextLine("退货日期:2025-03-01", 0.99, (20, 200, 400, 30)),
+    )
+    return ImageReading(QualityReport(True, (), 900.0, 180.0, 0.0, True), lines, barcodes, "onnx")
+
+
+def test_evaluate__confusable_pair_both_legal_is_a_review_reason_not_a_guess() -> None:
+    from edge_agent.pipelines.bench.config import BenchConfig
+    from edge_agent.pipelines.bench.inspect import Rules, evaluate
+
+    rules = Rules.from_config(BenchConfig())
+    day = date(2025, 3, 2)
+    # O read with high confidence, but not the certainty the model shows for O/0 it gets right
+    doubtful = evaluate(_ambiguous_reading((0.999, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 1.0)), rules, manifest=None, today=day)
+    assert doubtful.fields["sku"] == "O10W-BCA" and doubtful.needs_review
+    [amb] = [i for i in doubtful.review_reasons if i.code == "ambiguous_value"]
+    assert amb.field == "sku" and "O or 0 at character 1" in amb.message
+    assert doubtful.confidence["sku"] < FieldsConfig().default_min_confidence
+    # the model's certainty (>= 0.99995 on every confusable) passes
+    sure = evaluate(_ambiguous_reading((1.0,) * 8), rules, manifest=None, today=day)
+    assert not sure.needs_review and sure.fields["sku"] == "O10W-BCA"
+    # a barcode in the photo that reads the same up to confusables settles it, with its exact text
+    settled = evaluate(
+        _ambiguous_reading((0.99,) * 8, (Barcode("010W-BCA", "Code128"),)), rules, manifest=None, today=day
+    )
+    assert not settled.needs_review
+    assert settled.fields["sku"] == "010W-BCA" and settled.sources["sku"] == "barcode"
+
+
+def test_evaluate__manifest_settles_a_confusable_sku(tmp_path: Path) -> None:
+    from edge_agent.pipelines.bench.config import BenchConfig
+    from edge_agent.pipelines.bench.inspect import Rules, evaluate
+    from edge_agent.pipelines.bench.manifest import load_manifest
+
+    path = tmp_path / "m.csv"
+    path.write_text("order_no,sku,quantity,customer_id\n1234567890,O10W-BCA,2,C1234567\n", encoding="utf-8")
+    res = evaluate(
+        _ambiguous_reading((0.9,) * 8),
+        Rules.from_config(BenchConfig()),
+        manifest=load_manifest(path),
+        today=date(2025, 3, 2),
+    )
+    assert not res.needs_review, res.review_reasons
+    assert res.fields["sku"] == "O10W-BCA" and res.sources["sku"] == "manifest"
+
+
+def test_ambiguous_positions__pattern_and_check_digit_decide_what_is_ambiguous() -> None:
+    import re
+
+    sku = re.compile(r"[A-Z0-9](?:[A-Z0-9]|[-_/.](?=[A-Z0-9])){2,31}")
+    order = re.compile(r"[A-Z]{0,4}\d{3,24}(?:-\d{4,20}){0,2}")
+    assert [p for p, _, _ in ambiguous_positions("AK05", sku)] == [2, 3]  # no probabilities: all doubtful
+    assert ambiguous_positions("AK05", sku, (1.0, 1.0, 1.0, 1.0)) == []
+    assert ambiguous_positions("AK05", sku, (1.0, 1.0, 0.9999, 1.0)) == [(2, "0", "O")]
+    assert ambiguous_positions("AK05", sku, (1.0, 1.0, 1.0, 0.9995)) == []  # 5/S: 0.999 is sure enough
+    # digits only after a letter prefix: an O inside the digits cannot be meant, only at the boundary
+    assert ambiguous_positions("SO749737", order) == [(1, "O", "0")]
+    assert ambiguous_positions("7204567890", order) == []
+    assert ean13_valid("6951506339283") and not ean13_valid("6951506339281")

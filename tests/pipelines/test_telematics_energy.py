@@ -79,7 +79,8 @@ def test_trip__cng_truck_counts_kg_with_the_cng_factor() -> None:
     assert trip["fuel_used_l"] is None
     assert trip["emission"]["activity_unit"] == "kg"
     assert trip["co2_ttw_kg"] == pytest.approx(3.0 * 2.6928, rel=1e-3)
-    assert [f["name"] for f in trip["emission"]["factors"]] == ["cng_ttw"]
+    assert [f["name"] for f in trip["emission"]["factors"]] == ["cng_ttw", "cng_ttw", "cng_wtt"]
+    assert trip["co2_wtw_kg"] == pytest.approx(3.0 * (2.6928 + 0.53078), rel=1e-3) and trip["co2_boundary"] == "WTW"
 
 
 def test_trip__battery_electric_van_records_kwh_co2_and_grid_factor() -> None:
@@ -112,9 +113,11 @@ def test_factor_table__china_regional_grids_and_gas_rows_cite_their_source() -> 
     national = table.get("grid_cn_2022").kg_co2e_per_unit
     values = [table.get(n).kg_co2e_per_unit for n in regions]
     assert min(values) < national < max(values)  # the national mean lies between the regions
-    for name in ("petrol_ttw", "cng_ttw", "lng_ttw"):
-        f = table.get(name)
-        assert f.source and f.year >= 2019 and f.boundary == "TTW"
+    for fuel in ("petrol", "cng", "lng"):
+        ttw, wtt = table.get(f"{fuel}_ttw"), table.get(f"{fuel}_wtt")
+        assert ttw.source and ttw.year >= 2019 and ttw.boundary == "TTW"
+        assert "DESNZ" in wtt.source and wtt.year == 2025 and wtt.unit == ttw.unit
+    assert table.get("lng_wtt").kg_co2e_per_unit > table.get("cng_wtt").kg_co2e_per_unit  # liquefaction
     # The TTW rows follow from the IPCC defaults their notes give: kg CO2/TJ x TJ/Gg.
     assert table.get("cng_ttw").kg_co2e_per_unit == pytest.approx(56_100 * 48.0 / 1e6, abs=1e-4)
     assert table.get("petrol_ttw").kg_co2e_per_unit == pytest.approx(69_300 * 44.3 / 1e6 * 0.745, abs=1e-4)

@@ -30,11 +30,13 @@ PROBE = """
 import json, sys
 from edge_agent.settings import load_config
 from edge_agent.drivers.registry import make_driver
-from edge_agent.pipelines.truck.service import TelematicsService
 
 cfg = load_config(sys.argv[1])
 after_config = sorted(m for m in {heavy!r} if m in sys.modules)
-service = TelematicsService()
+from edge_agent.app import make_service  # the composition root's own path: PROFILES -> the truck service
+
+service = make_service(cfg)
+assert type(service).__name__ == "TelematicsService", type(service)
 drivers = [make_driver(d) for d in (cfg.telematics.gps, cfg.telematics.fuel, cfg.telematics.weight)]
 after_service = sorted(m for m in {heavy!r} if m in sys.modules)
 print(json.dumps({{"config": after_config, "service": after_service, "drivers": [d.name for d in drivers]}}))

@@ -38,11 +38,16 @@ def rig(broker: Broker, tmp_path: Path) -> Iterator[BenchRig]:
     operators = tmp_path / "operators.toml"
     add_operator(operators, OPERATOR, "supervisor", PIN, None)
     r = BenchRig(tmp_path / "bench", broker.url, station={"operators_file": operators})
+    LOG_TAIL.append(r)
     try:
         yield r.start()
     finally:
+        LOG_TAIL.remove(r)
         rc = r.stop()
         assert rc == 0, "the daemon must stop cleanly:\n" + r.log()
+
+
+LOG_TAIL: list[BenchRig] = []  # the running rig, so a failed wait can show what the daemon said
 
 
 def _wait(driver: Any, what: str, cond: Any, timeout_s: float = WAIT_S) -> Any:
@@ -51,7 +56,11 @@ def _wait(driver: Any, what: str, cond: Any, timeout_s: float = WAIT_S) -> Any:
     try:
         return WebDriverWait(driver, timeout_s, poll_frequency=0.05).until(cond)
     except Exception as exc:
-        raise AssertionError(f"browser: {what} did not happen within {timeout_s} s") from exc
+        page = driver.execute_script("return document.body && document.body.innerText") or ""
+        log = LOG_TAIL[-1].log() if LOG_TAIL else ""
+        raise AssertionError(
+            f"browser: {what} did not happen within {timeout_s} s\n--- page ---\n{page[:1500]}\n--- agent log ---\n{log}"
+        ) from exc
 
 
 def _text(driver: Any, css: str) -> str:
@@ -121,11 +130,9 @@ def test_station_browser__verdict_queue_keyboard_correction_scan_and_signed_reco
             lambda d: d.execute_script("return document.body.dataset.scannerArmed") == "1",
         )
         rig.scanner.scan(doubtful["order_no"])
-        _wait(
-            d,
-            "the scan in the focused field",
-            lambda d: d.execute_script("return document.activeElement.value") == doubtful["order_no"],
-        )
+        # The slip's barcode already gave this value, so wait for the scan itself, not for the value.
+        scanned = "const a = document.activeElement; return a.id === 'f-order_no' && a.classList.contains('scanned') && a.value"
+        _wait(d, "the scan in the focused field", lambda d: d.execute_script(scanned) == doubtful["order_no"])
         # Then the quantity, by its key: Esc leaves the field, 3 jumps to quantity, type, Enter saves.
         new_qty = str(int(doubtful["quantity"]) + 1)
         _keys(d, Keys.ESCAPE, "3")

@@ -262,3 +262,16 @@ def test_station_server__tls_serves_https_with_secure_cookies_and_stops_with_the
         stop.set()
         station.stop()
     assert not station.running, "the stop event ends the station"
+
+
+def test_operators_cli__add_reads_the_pin_from_stdin_and_refuses_a_bad_one(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    ops = tmp_path / "operators.toml"
+    cmd = [sys.executable, "-m", "edge_agent.station.operators", "add", str(ops), "wang.fang", "--role", "supervisor"]
+    r = subprocess.run(cmd, input="2468\n", capture_output=True, text=True, check=False)
+    assert r.returncode == 0 and "operator wang.fang (supervisor) saved" in r.stdout
+    assert "2468" not in ops.read_text() and authenticate(load_operators(ops), "wang.fang", "2468") is not None
+    r = subprocess.run([*cmd[:-2], "--role", "operator"], input="12\n", capture_output=True, text=True, check=False)
+    assert r.returncode == 2 and "PIN: expected 4 to 12 digits" in r.stderr

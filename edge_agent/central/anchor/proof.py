@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from web3.exceptions import Web3Exception
 
 from edge_agent.central.anchor.chain import AnchorContract, AnchorError, batch_id_for
 from edge_agent.central.anchor.merkle import MerkleTree, ProofError, record_leaf, root_from_path
@@ -125,11 +126,21 @@ def check_root(proof: dict[str, Any]) -> Check:
     return Check("root", True, f"leaf {index} of {size} leads to root {root.hex()}")
 
 
-def check_chain(proof: dict[str, Any], contract: AnchorContract) -> Check:  # noqa: PLR0911 - one exit per check, in order
+def check_chain(proof: dict[str, Any], contract: AnchorContract) -> Check:
     """The contract (with the shipped code) held the proof's root for its batch at the proof's block."""
+    try:
+        return _check_chain(proof, contract)
+    except (Web3Exception, OSError, ValueError, TypeError, KeyError) as exc:
+        # A block or transaction the node does not have, an RPC error, a dropped connection: not verified.
+        return Check("chain", False, f"the node could not confirm it ({exc.__class__.__name__}: {exc})")
+
+
+def _check_chain(proof: dict[str, Any], contract: AnchorContract) -> Check:  # noqa: PLR0911 - one exit per check
     try:
         a = proof["anchor"]
         block_number = int(a["block_number"])
+        if block_number < 0:
+            raise ValueError(f"block_number {block_number} is negative")
         root = bytes.fromhex(str(proof["root"]))
         batch_id = batch_id_for(root)
         block_hash = str(a["block_hash"]).lower()

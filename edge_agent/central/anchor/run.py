@@ -16,8 +16,16 @@ from __future__ import annotations
 import logging
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
-from edge_agent.central.anchor.chain import AnchorContract, AnchorError, ContractRefused, DeviceRange, batch_id_for
+from edge_agent.central.anchor.chain import (
+    AnchorContract,
+    AnchorError,
+    ContractRefused,
+    DeviceRange,
+    batch_id_for,
+    device_key,
+)
 from edge_agent.central.anchor.merkle import MerkleTree
 from edge_agent.central.anchor.store import (
     ANCHORED,
@@ -185,7 +193,16 @@ def _finish(  # noqa: PLR0911 - each return is one outcome of the batch, logged 
         tx = contract.send_anchor(bytes.fromhex(b.batch_id), bytes.fromhex(b.root), b.record_count, list(b.ranges))
     except ContractRefused as exc:
         mark_error(db, b.batch_id, str(exc))
-        log.error("batch %s not sent: %s; it stays pending and is tried again on the next run", b.batch_id[:16], exc)
+        hint = ""
+        if exc.reason == "range overlaps an earlier anchor":
+            # Only an anchor by someone else can have covered these seqs: this database did not.
+            hint = (
+                " (another member has anchored these devices' records: in a consortium one member runs "
+                "`central anchor` and the others `central anchor endorse`)"
+            )
+        log.error(
+            "batch %s not sent: %s%s; it stays pending and is tried again on the next run", b.batch_id[:16], exc, hint
+        )
         report.failed.append(b.batch_id)
         return
     mark_sent(db, b.batch_id, tx)
@@ -224,3 +241,116 @@ def _still_known(contract: AnchorContract, tx_hash: str) -> bool:
     except TransactionNotFound:
         return False
     return True
+
+
+# ---------------------------------------------------------------- endorsing another member's batches
+
+
+@dataclass
+class EndorseReport:
+    endorsed: list[str] = field(default_factory=list)  # batches this member checked and endorsed in this run
+    recorded: list[str] = field(default_factory=list)  # checked and stored here (endorsed now or before)
+    not_yet: list[str] = field(default_factory=list)  # this database lacks some of the batch's records so far
+    mismatched: list[str] = field(default_factory=list)  # all records here, and they give another root
+
+    @property
+    def complete(self) -> bool:
+        return not self.mismatched
+
+
+def endorse_once(db: Database, contract: AnchorContract, *, from_block: int = 0) -> EndorseReport:
+    """Check every batch other members anchored against this member's own verified records; endorse those that match.
+
+    For each Anchored event not yet stored here, the batch's device ranges are read from its
+    transaction, the same verified records are taken from this database, and the tree is rebuilt:
+    only an identical root is endorsed. The batch is then stored here as anchored, so this member
+    can also prove its records. A batch whose records are not all verified here yet is tried again
+    on the next run; one whose records give another root is reported and never endorsed.
+    """
+    report = EndorseReport()
+    if contract.account is None:
+        raise AnchorError("endorsing needs a member key (--key)")
+    known = {str(b) for (b,) in db.query("SELECT batch_id FROM anchor_batches WHERE status = ?", (ANCHORED,))}
+    by_key = {device_key(str(d)): str(d) for (d,) in db.query("SELECT device FROM devices")}
+    chain_id = int(contract.w3.eth.chain_id)
+    for ev in contract.contract.events.Anchored.get_logs(from_block=from_block):
+        bid = bytes(ev["args"]["batch_id"])
+        if bid.hex() in known:
+            continue
+        tx = contract.w3.eth.get_transaction(ev["transactionHash"])
+        _fn, params = contract.contract.decode_function_input(tx["input"])
+        ranges = []
+        for r in params["ranges"]:
+            # web3 decodes a struct as a dict (or, in older releases, a tuple)
+            dkey, first, last = (r["device"], r["first_seq"], r["last_seq"]) if isinstance(r, dict) else r
+            device = by_key.get(bytes(dkey))
+            if device is None:
+                log.info("batch %s names a device this registry does not know; not endorsed yet", bid.hex()[:16])
+                break
+            ranges.append(DeviceRange(device, int(first), int(last)))
+        else:
+            leaves = [
+                Candidate(str(d), int(q), str(h))
+                for r in ranges
+                for d, q, h in db.query(
+                    "SELECT device, seq, hash FROM records WHERE device = ? AND seq BETWEEN ? AND ? AND verified = 1"
+                    " ORDER BY seq",
+                    (r.device, r.first_seq, r.last_seq),
+                )
+            ]
+            if len(leaves) == int(params["record_count"]):
+                _endorse_batch(db, contract, ev, leaves=leaves, ranges=ranges, chain_id=chain_id, report=report)
+                continue
+        report.not_yet.append(bid.hex())
+    return report
+
+
+def _endorse_batch(
+    db: Database,
+    contract: AnchorContract,
+    ev: Any,
+    *,
+    leaves: list[Candidate],
+    ranges: list[DeviceRange],
+    chain_id: int,
+    report: EndorseReport,
+) -> None:
+    bid, root = bytes(ev["args"]["batch_id"]), bytes(ev["args"]["root"])
+    me = contract.account.address if contract.account else ""
+    ours = MerkleTree.from_record_hashes([c.hash for c in leaves]).root
+    if ours != root:
+        log.error(
+            "batch %s anchored by %s has root %s, but this database's verified records for its ranges give %s; "
+            "not endorsed",
+            bid.hex()[:16],
+            ev["args"]["member"],
+            root.hex(),
+            ours.hex(),
+        )
+        report.mismatched.append(bid.hex())
+        return
+    if not contract.contract.functions.endorsed(bid, me).call():
+        receipt = contract.wait(contract.send_endorse(bid, root), 120.0)
+        if receipt is None or receipt["status"] != 1:
+            raise AnchorError(f"batch {bid.hex()[:16]}: the endorsement was not mined; the next run tries again")
+        report.endorsed.append(bid.hex())
+    write_batch(
+        db,
+        batch_id=bid.hex(),
+        root=root.hex(),
+        leaves=leaves,
+        ranges=ranges,
+        contract=contract.address,
+        chain_id=chain_id,
+    )
+    tx_hash = "0x" + bytes(ev["transactionHash"]).hex().removeprefix("0x")
+    mark_anchored(
+        db, bid.hex(), tx_hash, int(ev["blockNumber"]), "0x" + bytes(ev["blockHash"]).hex().removeprefix("0x")
+    )
+    report.recorded.append(bid.hex())
+    log.info(
+        "batch %s of %s: root checked against %d record(s) here; endorsed and stored",
+        bid.hex()[:16],
+        ev["args"]["member"],
+        len(leaves),
+    )

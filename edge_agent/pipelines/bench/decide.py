@@ -64,10 +64,11 @@ def cross_check_order(
         )
     )
     # Several order-like barcodes: prefer one that another source confirms.
-    others = {order_key(x) for x in (scan, ocr_text) if x}
-    barcode = next((b for b in bars if order_key(b) in others), bars[0] if bars else None)
+    others = {confusable_key(x) for x in (scan, ocr_text) if x}
+    barcode = next((b for b in bars if confusable_key(b) in others), bars[0] if bars else None)
     present = [x for x in (scan, barcode, ocr_text) if x]
-    keys = {order_key(x) for x in present} | {order_key(b) for b in bars}
+    # Readings that differ only in confusable letters/digits agree: the machine-read one is taken.
+    keys = {confusable_key(x) for x in present} | {confusable_key(b) for b in bars}
     agree = None if len(present) < 2 else len(keys) == 1
     check = OrderCheck(scan, barcode, ocr_text, agree)
     if not present:
@@ -138,6 +139,33 @@ def review_reasons(
             seen.add((i.code, i.field, i.message))
             unique.append(i)
     return tuple(unique)
+
+
+def settle_confusables(
+    values: dict[str, FieldValue],
+    issues: list[Issue],
+    machine_read: Mapping[str, Sequence[tuple[str, str]]],
+) -> list[Issue]:
+    """Settle letter/digit ambiguities with a machine-read value that matches up to confusables.
+
+    `machine_read` maps a field to (exact value, source) from elsewhere: the photo's barcodes ("barcode"),
+    the manifest's SKUs and customer of the order ("manifest"). One match takes its exact text at
+    AGREED_CONFIDENCE and drops the field's ambiguous_value issue; none or several leave the review
+    reason as it is.
+    """
+    out = list(issues)
+    for name, candidates in machine_read.items():
+        fv = values.get(name)
+        amb = [i for i in out if i.field == name and i.code == "ambiguous_value"]
+        if fv is None or fv.value is None or not amb:
+            continue
+        key = confusable_key(str(fv.value))
+        matches = {c.strip().upper(): src for c, src in candidates if c and confusable_key(c) == key}
+        if len(matches) == 1:
+            text, src = matches.popitem()
+            values[name] = FieldValue(name, text, AGREED_CONFIDENCE, src)
+            out = [i for i in out if i not in amb]
+    return out
 
 
 def retake_advice(reasons: Sequence[Issue], quality: QualityReport | None) -> tuple[Retake, ...]:

@@ -14,7 +14,9 @@ from edge_agent.errors import ConfigError
 from edge_agent.pipelines.bench.locate import SHAPE_ONLY, Labels, locate
 from edge_agent.pipelines.bench.normalize import (
     ReasonTable,
-    clean_code_token,
+    ambiguous_positions,
+    clean_code_token_conf,
+    ean13_valid,
     fix_code,
     fold,
     hamming,
@@ -341,7 +343,7 @@ class FieldValue:
     name: str
     value: str | int | None
     confidence: float
-    source: str = "ocr"  # "ocr", "barcode", "scan", "review"
+    source: str = "ocr"  # "ocr", "barcode", "scan", "manifest", "review"
 
 
 @dataclass(frozen=True, slots=True)
@@ -375,32 +377,46 @@ def _span_conf(row: Row, start: int, end: int) -> float:
     return min(vals) if vals else 0.0
 
 
-def _parse_code(spec: FieldSpec, text: str, reasons: ReasonTable) -> tuple[str | int | None, float, str | None]:
-    token = clean_code_token(text)
+def _parse_code(
+    spec: FieldSpec, text: str, reasons: ReasonTable, conf: tuple[float, ...] = ()
+) -> tuple[str | int | None, float, str | None]:
+    token, tconf = clean_code_token_conf(text, conf)
     if not token:
         return None, 0.0, "empty"
     fixed = fix_code(token, spec.pattern)
     if fixed is None:
         return None, 0.0, f"{token[:40]!r} does not match the expected pattern"
-    factor = PER_SUBSTITUTION**fixed.substitutions * (AMBIGUOUS_CODE if fixed.ambiguous else 1.0)
+    # Confusable letters and digits where the pattern allows both: a review reason, not a guess
+    # (a barcode, the scan, the manifest or a check digit may settle it later).
+    amb = [] if ean13_valid(fixed.value) else ambiguous_positions(fixed.value, spec.pattern, tconf)
+    factor = PER_SUBSTITUTION**fixed.substitutions * (AMBIGUOUS_CODE if fixed.ambiguous or amb else 1.0)
+    if amb:
+        where = ", ".join(f"{a} or {b} at character {i + 1}" for i, a, b in amb[:4])
+        return fixed.value, factor, f"{fixed.value[:40]} could be read two ways ({where})"
     return fixed.value, factor, ("could be read two ways (letter or digit)" if fixed.ambiguous else None)
 
 
-def _parse_int(spec: FieldSpec, text: str, reasons: ReasonTable) -> tuple[str | int | None, float, str | None]:
+def _parse_int(
+    spec: FieldSpec, text: str, reasons: ReasonTable, conf: tuple[float, ...] = ()
+) -> tuple[str | int | None, float, str | None]:
     q = parse_quantity(text)
     if q is None:
         return None, 0.0, "not a whole number" if text.strip() else "empty"
     return q[0], PER_SUBSTITUTION ** q[1], None
 
 
-def _parse_date(spec: FieldSpec, text: str, reasons: ReasonTable) -> tuple[str | int | None, float, str | None]:
+def _parse_date(
+    spec: FieldSpec, text: str, reasons: ReasonTable, conf: tuple[float, ...] = ()
+) -> tuple[str | int | None, float, str | None]:
     d = parse_date(text)
     if d is None:
         return None, 0.0, "not a date (expected e.g. 2025-03-27)" if text.strip() else "empty"
     return d[0].isoformat(), PER_SUBSTITUTION ** d[1], None
 
 
-def _parse_reason(spec: FieldSpec, text: str, reasons: ReasonTable) -> tuple[str | int | None, float, str | None]:
+def _parse_reason(
+    spec: FieldSpec, text: str, reasons: ReasonTable, conf: tuple[float, ...] = ()
+) -> tuple[str | int | None, float, str | None]:
     r = match_reason(text, reasons)
     if r is None:
         return None, 0.0, "not one of the configured reasons" if text.strip() else "empty"
@@ -430,16 +446,16 @@ def extract_fields(
             spans.append(Span(vrow, vstart, vend, hit.role))
     kinds = {f.name: f.kind for f in template.fields}
 
-    def parse(name: str, text: str) -> tuple[str | int | None, float, str | None]:
+    def parse(name: str, text: str, conf: tuple[float, ...] = ()) -> tuple[str | int | None, float, str | None]:
         spec = template.spec(name)
-        return _PARSERS[spec.kind](spec, text, reasons)
+        return _PARSERS[spec.kind](spec, text, reasons, conf)
 
     found = locate(lines, matcher.labels, kinds, lambda n, t: parse(n, t)[0] is not None)
     cands: dict[str, list[_Candidate]] = {f.name: [] for f in template.fields}
     boxes: dict[str, dict[object, TextLine]] = {f.name: {} for f in template.fields}
     for name, items in found.items():
         for it in items:
-            value, f, problem = parse(name, it.text)
+            value, f, problem = parse(name, it.text, it.char_conf)
             conf = it.confidence * f * (FUZZY_LABEL if it.fuzzy else 1.0)
             cands[name].append(_Candidate(value, conf, problem))
             boxes[name].setdefault(value, it.line)

@@ -72,9 +72,14 @@ class Found:
     text: str
     confidence: float  # of the OCR box the value sits in, times the factors of how it was found
     line: TextLine
-    how: str  # "same", "right", "below", "shape"
+    how: str  # "same", "right", "below", "unparsed"
     fuzzy: bool
     label: TextLine | None
+    char_conf: tuple[float, ...] = ()  # each character's OCR probability, aligned with text (when known)
+
+
+def _cc(line: TextLine, start: int, stop: int) -> tuple[float, ...]:
+    return line.char_conf[start:stop] if len(line.char_conf) == len(line.text) else ()
 
 
 class Labels:
@@ -228,10 +233,10 @@ def locate(
             stop = bh[j + 1].start if j + 1 < len(bh) else len(box.text)
             start = value_start(box.text[:stop], hit.end, kind)
             if start is not None and box.text[start:stop].strip() and parses(hit.role, box.text[start:stop]):
-                text, conf = box.text[start:stop], box.confidence
+                text, conf, cc = box.text[start:stop], box.confidence, _cc(box, start, stop)
                 if kind == "code" and stop == len(box.text):
-                    text, conf = _continued(text, conf, box, boxes, is_label)
-                found[hit.role].append(Found(hit.role, text, conf, box, "same", hit.fuzzy, box))
+                    text, conf, cc = _continued(text, conf, cc, box, boxes=boxes, is_label=is_label)
+                found[hit.role].append(Found(hit.role, text, conf, box, "same", hit.fuzzy, box, cc))
                 continue
             # A label with a colon and something after it that is no value: a format issue, not a missing field.
             raw = re.split(r"[:：;；]", box.text[hit.end : stop], maxsplit=1)
@@ -247,15 +252,18 @@ def locate(
                     text = text[: oh[0].start]
                 vs = value_start(text, 0, kind) if kind in ("code", "int") else 0
                 if vs is not None and text[vs:].strip() and parses(hit.role, text[vs:]):
+                    cc = _cc(other, vs, len(text))
                     text, conf = text[vs:], other.confidence * (BELOW if how == "below" else 1.0)
                     if kind == "code" and not oh:
-                        text, conf = _continued(text, conf, other, boxes, is_label)
-                    found[hit.role].append(Found(hit.role, text, conf, other, how, hit.fuzzy, box))
+                        text, conf, cc = _continued(text, conf, cc, other, boxes=boxes, is_label=is_label)
+                    found[hit.role].append(Found(hit.role, text, conf, other, how, hit.fuzzy, box, cc))
                     break
     return found
 
 
-def _continued(text: str, conf: float, box: TextLine, boxes: list[TextLine], is_label: list[bool]) -> tuple[str, float]:
+def _continued(
+    text: str, conf: float, cc: tuple[float, ...], box: TextLine, *, boxes: list[TextLine], is_label: list[bool]
+) -> tuple[str, float, tuple[float, ...]]:
     """A code the detector split in two ("24101592" "683426"): the boxes that continue it on its line,
     closer than a character's height, joined; the confidence is the lowest of the parts."""
     cur = box
@@ -264,13 +272,18 @@ def _continued(text: str, conf: float, box: TextLine, boxes: list[TextLine], is_
         nxt = [
             (k, b)
             for k, b in enumerate(boxes)
-            if b is not cur and _same_line(cur, b) and 0 <= b.box[0] - (cur.box[0] + cur.box[2]) <= 0.8 * h
+            if b is not cur
+            and _same_line(cur, b)
+            and -0.8 * h <= b.box[0] - (cur.box[0] + cur.box[2]) <= 0.8 * h
+            and b.box[0] > cur.box[0] + cur.box[2] / 2
         ]
         if not nxt:
-            return text, conf
+            return text, conf, cc
         k, b = min(nxt, key=lambda kb: kb[1].box[0])
         if is_label[k] or not re.match(r"[A-Za-z0-9\-_/.]", to_halfwidth(b.text.strip())[:1]):
-            return text, conf
+            return text, conf, cc
+        more = _cc(b, 0, len(b.text))
+        cc = (*cc, 1.0, *more) if cc and more and b.text == b.text.strip() else ()
         text, conf, cur = text + " " + b.text.strip(), min(conf, b.confidence), b
 
 

@@ -3,15 +3,22 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
 class TextLine:
-    """One line of recognised text with its box (x, y, w, h in the cropped label image) and confidence 0-1."""
+    """One line of recognised text with its box (x, y, w, h in the cropped label image) and confidence 0-1.
+
+    `char_conf` holds each character's probability when the engine gives it (aligned with `text`), and
+    `quad` the text's four corners (tl, tr, br, bl) in the label image, when it is a turned box.
+    """
 
     text: str
     confidence: float
     box: tuple[int, int, int, int]
+    char_conf: tuple[float, ...] = ()
+    quad: tuple[tuple[float, float], ...] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,3 +53,7 @@ class ImageReading:
     barcodes: tuple[Barcode, ...]
     engine: str  # "onnx" | "tesseract"
     timing_ms: dict[str, float] = field(default_factory=dict)
+    # 3x3 homography (rows) from the label image the lines' boxes are in to the photo's pixels
+    to_photo: tuple[tuple[float, ...], ...] | None = None
+    # the prepared label image itself, for a second pass; never serialised
+    label_image: Any = field(default=None, repr=False, compare=False)
