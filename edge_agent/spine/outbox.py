@@ -17,9 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.errors import LedgerError
 from edge_agent.spine.clock import Clock, format_ts
@@ -27,6 +25,9 @@ from edge_agent.spine.gaps import gap_body, highest, loss_gap, ranges_text, seq_
 from edge_agent.spine.headfile import HeadSidecar, read_head_sidecar
 from edge_agent.spine.keys import DeviceKey
 from edge_agent.spine.records import GENESIS_PREV, KIND_PRIORITY, NEVER_EVICT, encode, make_record
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,12 @@ class Stats:
     stored_bytes: int
 
 
-def connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection with the outbox's pragmas: WAL, synchronous=FULL, a busy timeout."""
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
     else:
-        conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-    db = sqlite_utils.Database(conn)
+        db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA busy_timeout=10000")
     if not readonly:
         # Switching to WAL needs an exclusive lock; only the first connection ever has to.
@@ -116,8 +116,7 @@ class Outbox:
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
         self.readonly = readonly
-        self.db: sqlite_utils.Database = connect(path, readonly=readonly)
-        self.conn: sqlite3.Connection = self.db.conn
+        self.conn: sqlite3.Connection = connect(path, readonly=readonly)
         self.sidecar = HeadSidecar(path)
 
     # ------------------------------------------------------------ opening
@@ -137,7 +136,7 @@ class Outbox:
             try:
                 probe = connect(path)
                 result = probe.execute("PRAGMA quick_check").fetchone()[0]
-                probe.conn.close()
+                probe.close()
                 if result != "ok":
                     corrupt_reason = str(result)[:200]
             except sqlite3.DatabaseError as exc:
@@ -191,9 +190,13 @@ class Outbox:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         for target in sorted(MIGRATIONS):
             if target > version:
-                with self.db.conn:
+                # sqlite-utils (and, through it, numpy when installed) is imported only to build
+                # the schema once, so a running agent and every CLI call stay light.
+                import sqlite_utils
+
+                with self.conn:
                     self.conn.execute("BEGIN IMMEDIATE")
-                    MIGRATIONS[target](self.db)
+                    MIGRATIONS[target](sqlite_utils.Database(self.conn))
                     self.conn.execute(f"PRAGMA user_version={target}")
                 log.info("outbox schema migrated to version %d", target)
         if version > SCHEMA_VERSION:
