@@ -98,6 +98,34 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return db
 
 
+def _import_sqlite_utils() -> Any:
+    """sqlite-utils, imported only to build the schema, without the numpy and pandas it would load.
+
+    sqlite-utils imports numpy and pandas when they are installed (opencv brings numpy), only to map
+    their types in inserts, which the outbox never makes: 13 MB that a truck would carry all day
+    after its first start. While no other thread runs (the agent opens its outbox before starting
+    any), they are hidden for the import; with other threads running, the import is plain, so
+    nothing else can ever fail to import them.
+    """
+    import sys
+    import threading
+
+    if "sqlite_utils" in sys.modules or threading.active_count() > 1:
+        import sqlite_utils
+
+        return sqlite_utils
+    hidden = [m for m in ("numpy", "pandas") if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None  # type: ignore[assignment]  # makes `import m` raise ImportError
+    try:
+        import sqlite_utils
+    finally:
+        for m in hidden:
+            if sys.modules.get(m, 0) is None:
+                del sys.modules[m]
+    return sqlite_utils
+
+
 def _salvage_meta(path: Path) -> tuple[tuple[int, str], int] | None:
     """((head seq, head hash), last delivered seq) from a damaged file's meta table, if it still reads."""
     with contextlib.suppress(Exception):
@@ -190,10 +218,7 @@ class Outbox:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         for target in sorted(MIGRATIONS):
             if target > version:
-                # sqlite-utils (and, through it, numpy when installed) is imported only to build
-                # the schema once, so a running agent and every CLI call stay light.
-                import sqlite_utils
-
+                sqlite_utils = _import_sqlite_utils()
                 with self.conn:
                     self.conn.execute("BEGIN IMMEDIATE")
                     MIGRATIONS[target](sqlite_utils.Database(self.conn))

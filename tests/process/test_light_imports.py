@@ -91,3 +91,20 @@ def test_cli__status_and_config_check_import_no_heavy_library(tmp_path: Path) ->
     for argv in (["status", "--config", str(path)], ["config", "check", "--config", str(path)]):
         got = _run(CLI_PROBE.format(heavy=CLI_HEAVY), *argv)
         assert got == {"rc": 0, "heavy": []}, argv
+
+
+OUTBOX_PROBE = """
+import json, sys
+from pathlib import Path
+from edge_agent.spine.outbox import Outbox
+
+ob, _ = Outbox.open_checked(Path(sys.argv[1]))  # a fresh file: the schema is built with sqlite-utils
+ob.close()
+print(json.dumps({"heavy": sorted(m for m in ("numpy", "pandas") if m in sys.modules)}))
+"""
+
+
+def test_outbox__building_the_schema_leaves_numpy_unloaded(tmp_path: Path) -> None:
+    # sqlite-utils would import numpy (installed with opencv) for type mapping the outbox never uses
+    got = _run(OUTBOX_PROBE, str(tmp_path / "outbox.db"))
+    assert got == {"heavy": []}
