@@ -821,8 +821,11 @@ class Ingestor:
         limit = now - self.s.hole_after_s
         found: list[Anomaly] = []
         with self.db.transaction():
+            # Devices whose hole is already reported are skipped: a sweep stays cheap while holes stay open.
             for device, v, head in self.db.query(
-                "SELECT device, verified_through, head_seq FROM devices WHERE head_seq > verified_through"
+                "SELECT device, verified_through, head_seq FROM devices d WHERE head_seq > verified_through"
+                " AND NOT EXISTS (SELECT 1 FROM anomalies a"
+                " WHERE a.dedupe = 'hole:' || d.device || ':' || CAST(d.verified_through + 1 AS TEXT))"
             ):
                 row = self.db.query_one(
                     "SELECT seq, ingested_at FROM records WHERE device = ? AND seq > ? ORDER BY seq LIMIT 1",
