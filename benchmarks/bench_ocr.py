@@ -546,6 +546,7 @@ def main() -> int:
     ap.add_argument("--memory", type=int, default=0, help="also run this many distinct photos in one process (500)")
     ap.add_argument("--memory-engines", default="ours", help="engines for --memory (default ours)")
     ap.add_argument("--barcodes", action="store_true", help="also compare zxing-cpp alone with edge-agent ocr")
+    ap.add_argument("--reuse", type=Path, help="a folder of photos an interrupted run left (with its items json)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--items", help=argparse.SUPPRESS)
@@ -566,7 +567,12 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_ocr_") as tmp:
         folder = Path(tmp)
         t = time.perf_counter()
-        items = make_set(folder, args.splits, tiers, args.n)
+        if args.reuse:  # the photos of an interrupted run (its folder, kept): same seeds, same pixels
+            items = json.loads(next(args.reuse.glob("items_*_acc.json")).read_text(encoding="utf-8"))
+            for it in items:
+                it["path"] = str(args.reuse / Path(it["path"]).name)
+        else:
+            items = make_set(folder, args.splits, tiers, args.n)
         elapsed["generate"] = time.perf_counter() - t
         print(f"generated {len(items)} photos in {elapsed['generate']:.0f} s", file=sys.stderr)
         t = time.perf_counter()
