@@ -535,7 +535,7 @@ def report(
         print(memory_table(mem) + "\n")
 
 
-def main() -> int:
+def main() -> int:  # noqa: PLR0915 - one linear script: parse, generate or reuse, run, report
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument(
         "--n", type=int, default=30, help="slips per split; each is photographed in every tier (default 30)"
@@ -547,6 +547,8 @@ def main() -> int:
     ap.add_argument("--memory-engines", default="ours", help="engines for --memory (default ours)")
     ap.add_argument("--barcodes", action="store_true", help="also compare zxing-cpp alone with edge-agent ocr")
     ap.add_argument("--reuse", type=Path, help="a folder of photos an interrupted run left (with its items json)")
+    ap.add_argument("--save", type=Path, help="also write the raw results as JSON to this file")
+    ap.add_argument("--combine", type=Path, nargs="+", help="print the tables of runs saved with --save")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--items", help=argparse.SUPPRESS)
@@ -556,6 +558,18 @@ def main() -> int:
         print(json.dumps(run_engine(args.child, items, args.child_memory)))
         return 0
     args.splits = [s for s in args.splits.split(",") if s]
+    if args.combine:
+        parts = [json.loads(f.read_text(encoding="utf-8")) for f in args.combine]
+        if any(p["items"] != parts[0]["items"] for p in parts):
+            ap.error("--combine: the saved runs were made on different photos")
+        runs = {k: v for p in parts for k, v in p["runs"].items()}
+        mem = {k: v for p in parts for k, v in p["mem"].items()}
+        elapsed = {k: max(p["elapsed"].get(k, 0.0) for p in parts) for k in ("generate", "read", "memory")}
+        report(args, parts[0]["items"], runs, mem, elapsed)
+        if args.barcodes:
+            print("### Real barcode photos (tests/data/barcodes and ../shared/data/barcodes)\n")
+            print(barcode_table()[0] + "\n")
+        return 0
     tiers = [t for t in args.tiers.split(",") if t]
     engines = [e for e in args.engines.split(",") if e]
     bad = [x for x in args.splits if x not in SPLITS] + [x for x in tiers if x not in TIERS]
@@ -587,6 +601,10 @@ def main() -> int:
                 name: _child(name, mem_items, folder, memory=True) for name in args.memory_engines.split(",") if name
             }
             elapsed["memory"] = time.perf_counter() - t
+    if args.save:  # engines run apart (e.g. on two cores at once) are printed together with --combine
+        args.save.write_text(
+            json.dumps({"items": items, "runs": runs, "mem": mem, "elapsed": elapsed}), encoding="utf-8"
+        )
     report(args, items, runs, mem, elapsed)
     if args.barcodes:
         print("### Real barcode photos (tests/data/barcodes and ../shared/data/barcodes)\n")
