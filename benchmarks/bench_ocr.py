@@ -307,7 +307,7 @@ def accuracy_table(items: list[dict[str, Any]], runs: dict[str, dict[str, Any]],
         for tier in TIERS:
             pairs = [
                 (it, r)
-                for it, r in zip(items, run["results"], strict=True)
+                for it, r in zip(run.get("items", items), run["results"], strict=True)
                 if (it["split"], it["tier"]) == (split, tier)
             ]
             if not pairs:
@@ -351,7 +351,7 @@ def layout_table(items: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -
             for lay in layouts:
                 pairs = [
                     (it, r)
-                    for it, r in zip(items, run["results"], strict=True)
+                    for it, r in zip(run.get("items", items), run["results"], strict=True)
                     if (it["split"], it["layout"]) == (split, lay)
                 ]
                 ok = sum(all(_same(r["fields"].get(f), it["truth"][f]) for f in FIELDS) for it, r in pairs)
@@ -368,7 +368,7 @@ def wrong_passed_list(items: list[dict[str, Any]], runs: dict[str, dict[str, Any
     run = runs.get("ours")
     if run is None:
         return ""
-    for it, r in zip(items, run["results"], strict=True):
+    for it, r in zip(run.get("items", items), run["results"], strict=True):
         if it["split"] != "tune" or r["review"] is not False:
             continue
         for f in FIELDS:
@@ -388,7 +388,7 @@ def review_table(items: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -
         for split in SPLITS:
             for tier in TIERS:
                 counts: dict[str, int] = {}
-                for it, r in zip(items, run["results"], strict=True):
+                for it, r in zip(run.get("items", items), run["results"], strict=True):
                     if (it["split"], it["tier"]) == (split, tier):
                         for code in r.get("reasons", ()):
                             counts[code] = counts.get(code, 0) + 1
@@ -403,7 +403,7 @@ def stage_table(items: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) ->
     for name, run in runs.items():
         for tier in TIERS:
             stages: dict[str, list[float]] = {}
-            for it, r in zip(items, run["results"], strict=True):
+            for it, r in zip(run.get("items", items), run["results"], strict=True):
                 if it["tier"] == tier:
                     for k, v in r["timing"].items():
                         stages.setdefault(k, []).append(v)
@@ -419,7 +419,7 @@ def reliability_table(items: list[dict[str, Any]], runs: dict[str, dict[str, Any
     for name, run in runs.items():
         for split in SPLITS:
             counts = [[0, 0, 0] for _ in BUCKETS[:-1]]  # values, right, passed without review
-            for it, r in zip(items, run["results"], strict=True):
+            for it, r in zip(run.get("items", items), run["results"], strict=True):
                 if it["split"] != split:
                     continue
                 for f in FIELDS:
@@ -560,8 +560,9 @@ def main() -> int:  # noqa: PLR0915 - one linear script: parse, generate or reus
     args.splits = [s for s in args.splits.split(",") if s]
     if args.combine:
         parts = [json.loads(f.read_text(encoding="utf-8")) for f in args.combine]
-        if any(p["items"] != parts[0]["items"] for p in parts):
-            ap.error("--combine: the saved runs were made on different photos")
+        for part in parts:  # each engine is scored on the photos it read (a quick engine may have read more)
+            for v in part["runs"].values():
+                v["items"] = part["items"]
         runs = {k: v for p in parts for k, v in p["runs"].items()}
         mem = {k: v for p in parts for k, v in p["mem"].items()}
         elapsed = {k: max(p["elapsed"].get(k, 0.0) for p in parts) for k in ("generate", "read", "memory")}
@@ -583,6 +584,7 @@ def main() -> int:  # noqa: PLR0915 - one linear script: parse, generate or reus
         t = time.perf_counter()
         if args.reuse:  # the photos of an interrupted run (its folder, kept): same seeds, same pixels
             items = json.loads(next(args.reuse.glob("items_*_acc.json")).read_text(encoding="utf-8"))
+            items = [it for it in items if it["seed"] % 1_000_000 < args.n and it["split"] in args.splits]
             for it in items:
                 it["path"] = str(args.reuse / Path(it["path"]).name)
         else:
