@@ -320,7 +320,7 @@ def section_throughput(ctx: dict[str, Any]) -> list[str]:
     ]
 
 
-def section_soak(ctx: dict[str, Any]) -> list[str]:
+def section_soak(ctx: dict[str, Any]) -> list[str]:  # noqa: PLR0915 - one run, measured in one place
     """N devices at 1 record/s each for the duration: nothing lost, p99 ingest lag, worker RSS over time."""
     import psutil
 
@@ -393,7 +393,7 @@ def section_soak(ctx: dict[str, Any]) -> list[str]:
                 t = datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
                 lags.append(float(at) - t)
             verified = int(db.query("SELECT COUNT(*) FROM records WHERE verified = 1")[0][0])
-            anomalies = int(db.query("SELECT COUNT(*) FROM anomalies")[0][0])
+            anomalies = ", ".join(f"{k} {n}" for k, n in db.query("SELECT kind, COUNT(*) FROM anomalies GROUP BY kind"))
         finally:
             db.close()
     finally:
@@ -402,6 +402,9 @@ def section_soak(ctx: dict[str, Any]) -> list[str]:
         if worker is not None:
             stop(worker)
         broker.stop()
+    wlog = log.read_text(errors="replace")
+    shutil.copy(log, Path(tempfile.gettempdir()) / "bench-central-soak-worker.log")
+    connects = wlog.count("ingest connected")
     lags.sort()
     p50 = statistics.median(lags)
     p99 = lags[min(len(lags) - 1, int(len(lags) * 0.99))]
@@ -416,7 +419,9 @@ def section_soak(ctx: dict[str, Any]) -> list[str]:
         "|---|---:|",
         f"| records published / stored / chain-verified | {want:,} / {got:,} / {verified:,} |",
         f"| lost | {want - got:,} |",
-        f"| anomalies | {anomalies} |",
+        f"| anomalies | {anomalies or 'none'} |",
+        f"| machine load average during the run | {os.getloadavg()[0]:.1f} on {len(CORES)} cores |",
+        f"| worker connections to the broker (1 = never reconnected) | {connects} |",
         f"| ingest lag p50 / p99 (commit time - device time) | {p50:.3f} s / {p99:.3f} s |",
         f"| worker RSS first fifth / last fifth of the run | {first:.0f} MB / {last:.0f} MB |",
         "",

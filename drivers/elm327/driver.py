@@ -119,6 +119,8 @@ class Elm327Driver:
         self.ecu_support: dict[str, set[int]] = {}
         # PID -> the ECU whose answer is used: the first (lowest header) that advertises it.
         self.pid_source: dict[int, str] = {}
+        self._header = "7DF"
+        self._physical = True
 
     # -- lifecycle ---------------------------------------------------------
     def open(self) -> None:
@@ -132,6 +134,8 @@ class Elm327Driver:
         self._supported = None
         self.ecu_support.clear()
         self.pid_source.clear()
+        self._header = "7DF"  # after ATZ the adapter sends functional (broadcast) requests
+        self._physical = True
         self._no_data.clear()
         self._dropped.clear()
         try:
@@ -297,10 +301,33 @@ class Elm327Driver:
         if not self._queue:
             return False
         pid = self._queue.popleft()
+        self._address(pid)
         self._buf.clear()
         self._send_raw(f"01{pid:02X}\r".encode("ascii"))
         self._pending = _Pending(pid, now)
         return True
+
+    def _address(self, pid: int) -> None:
+        """With several ECUs on CAN 11-bit, ask the PID's own ECU (ATSH 7E0-7E7); support queries go to all (7DF).
+
+        ISO 15765-4: an ECU answering on 7E8+n listens on 7E0+n. One ECU alone needs no addressing.
+        An adapter that refuses ATSH goes on with functional requests, picking the right ECU's line.
+        """
+        if not self._physical or len(self.ecu_support) < 2:
+            return
+        ecu = None if pid in SUPPORT_PIDS else self.pid_source.get(pid)
+        want = "7DF"
+        can11 = ecu is not None and len(ecu) == 3 and all(c in "0123456789ABCDEF" for c in ecu)
+        if ecu is not None and can11 and 0x7E8 <= int(ecu, 16) <= 0x7EF:
+            want = f"{int(ecu, 16) - 8:03X}"
+        if want == self._header:
+            return
+        answer = self._at(f"ATSH{want}", 1.0)
+        if "OK" in answer.upper():
+            self._header = want
+        else:
+            self._physical = False
+            log.info("%s: adapter refuses ATSH (%r): functional requests from now on", self.name, answer.strip()[:20])
 
     def _take_answer(self, pending: _Pending, now: float) -> tuple[bool, ObdReading | None]:
         """(answered, reading) once the `>` prompt is in; raises on timeouts and bad answers."""

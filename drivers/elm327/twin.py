@@ -223,6 +223,7 @@ class Elm327Twin(PtyTwin):
         self._reset_state()
 
     def _reset_state(self) -> None:
+        self.request_header = "7DF"
         self.echo = True
         self.linefeeds = False
         self.spaces = True
@@ -282,6 +283,9 @@ class Elm327Twin(PtyTwin):
             answer = "OK"
         elif body[:2] in ("ST", "AT") and 3 <= len(body) <= 4:
             answer = "OK"
+        elif body[:2] == "SH" and len(body) == 5 and all(c in "0123456789ABCDEF" for c in body[2:]):
+            self.request_header = body[2:]  # ISO 15765-4: 7DF all ECUs, 7E0+n the ECU answering on 7E8+n
+            answer = "OK"
         return self._lines(answer)
 
     def _obd(self, cmd: str) -> bytes:
@@ -298,8 +302,10 @@ class Elm327Twin(PtyTwin):
         mode, pid = int(cmd[:2], 16), int(cmd[2:4], 16)
         if mode != 0x01:
             return self._lines(*prefix, "NO DATA")
-        answers = [("7E8", self._pid_bytes(pid, self.vehicle.supported))]
-        if self.second_ecu is not None:
+        answers = []
+        if self.request_header in ("7DF", "7E0"):
+            answers.append(("7E8", self._pid_bytes(pid, self.vehicle.supported)))
+        if self.second_ecu is not None and self.request_header in ("7DF", "7E1"):
             answers.append(("7E9", self._pid_bytes(pid, self.second_ecu)))
         sep = " " if self.spaces else ""
         lines = []

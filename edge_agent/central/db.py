@@ -121,7 +121,8 @@ class Database:
         out = self._sql_cache.get(text)
         if out is None:
             out = text.replace("%", "%%").replace("?", "%s")
-            self._sql_cache[text] = out
+            if len(self._sql_cache) < 512:  # multi-row statements vary in length: keep memory bounded
+                self._sql_cache[text] = out
         return out
 
     def in_list(self, n: int) -> str:

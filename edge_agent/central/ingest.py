@@ -356,7 +356,8 @@ class Ingestor:
                         {"topic": r.msg.topic, "seq": r.seq, "hash": r.hash, "key": r.key_id},
                     )
                 )
-        pending_done = [r.msg for r in recs if r.msg.from_pending]
+        # Parked records taken back: they leave `pending` once decided (stored or refused), not while still waiting.
+        pending_done = {(r.device, r.seq, r.hash) for r in recs if r.msg.from_pending}
 
         with self.db.transaction():
             locked = sorted({r.device for r in good} | {r.device for r in waiting} | {c.device for c in cps})
@@ -379,6 +380,7 @@ class Ingestor:
                         good.append(r)
                     elif verdict == "unknown_key":
                         still.append(r)
+                pending_done -= {(r.device, r.seq, r.hash) for r in still}
                 self.db.insert_many(
                     "pending",
                     ("device", "seq", "hash", "key_id", "record", "received_at"),
@@ -566,8 +568,7 @@ class Ingestor:
                 self._checkpoint(c, state.get(c.device), now, out)
             if pending_done:
                 self.db.executemany(
-                    "DELETE FROM pending WHERE device = ? AND seq = ? AND hash = ?",
-                    [(r.device, r.seq, r.hash) for r in recs if r.msg.from_pending],
+                    "DELETE FROM pending WHERE device = ? AND seq = ? AND hash = ?", sorted(pending_done)
                 )
             self._drop_links_explained_by_forks(out)
             self.record_anomalies(out.anomalies, now)
@@ -820,8 +821,11 @@ class Ingestor:
         limit = now - self.s.hole_after_s
         found: list[Anomaly] = []
         with self.db.transaction():
+            # Devices whose hole is already reported are skipped: a sweep stays cheap while holes stay open.
             for device, v, head in self.db.query(
-                "SELECT device, verified_through, head_seq FROM devices WHERE head_seq > verified_through"
+                "SELECT device, verified_through, head_seq FROM devices d WHERE head_seq > verified_through"
+                " AND NOT EXISTS (SELECT 1 FROM anomalies a"
+                " WHERE a.dedupe = 'hole:' || d.device || ':' || CAST(d.verified_through + 1 AS TEXT))"
             ):
                 row = self.db.query_one(
                     "SELECT seq, ingested_at FROM records WHERE device = ? AND seq > ? ORDER BY seq LIMIT 1",

@@ -146,8 +146,10 @@ class IngestWorker:
         ing = Ingestor(db, self.s.ingest)
         self._connect()
         self.client.loop_start()
-        next_sweep = time.monotonic() + self.s.sweep_every_s
         carry: list[Message] = []
+        # The sweeper has its own thread and connection: scanning for holes never holds up a batch.
+        sweeper = threading.Thread(target=self._sweep_loop, name="central-sweep", daemon=True)
+        sweeper.start()
         try:
             while not self.stop.is_set():
                 batch = carry or self._take_batch()
@@ -172,38 +174,38 @@ class IngestWorker:
                     self._account(result, len(batch))
                     if result.rotated:
                         carry = ing.take_pending(result.rotated)
-                if time.monotonic() >= next_sweep:
-                    next_sweep = time.monotonic() + self.s.sweep_every_s
-                    back = self._sweep(ing)
-                    if back is None:  # the database went away: reconnect before the next batch
-                        db.close()
-                        db = self._open_db()
-                        if db is None:
-                            return
-                        ing = Ingestor(db, self.s.ingest)
-                    else:
-                        carry = carry or back
         finally:
             self.client.disconnect()
             self.client.loop_stop()
             if db is not None:
                 db.close()
+            sweeper.join(5)
 
-    def _sweep(self, ing: Ingestor) -> list[Message] | None:
-        """Look for holes, short tails and unknown keys; returns parked records whose key is known now.
-
-        None when the database failed: the caller reconnects.
-        """
+    def _sweep_loop(self) -> None:
+        """Every sweep_every_s: holes, short tails, unknown keys; parked records whose key is known go back in."""
+        db: Database | None = None
         try:
-            found = ing.sweep()
-            back = ing.take_pending(ing.releasable())
-        except Exception as exc:  # noqa: BLE001 - reconnect and try again at the next sweep
-            log.warning("ingest: sweep failed (%s); reconnecting to the database", exc)
-            self.last_error = f"database: {exc}"
-            return None
-        if self.metrics is not None:
-            self.metrics.sweep(found)
-        return back
+            while not self.stop.wait(self.s.sweep_every_s):
+                if db is None:
+                    db = self._open_db()
+                    if db is None:
+                        return
+                ing = Ingestor(db, self.s.ingest)
+                try:
+                    found = ing.sweep()
+                    back = ing.take_pending(ing.releasable())
+                except Exception as exc:  # noqa: BLE001 - reconnect and try again at the next sweep
+                    log.warning("ingest: sweep failed (%s); reconnecting to the database", exc)
+                    db.close()
+                    db = None
+                    continue
+                if self.metrics is not None:
+                    self.metrics.sweep(found)
+                for m in back:
+                    self.q.put(m)
+        finally:
+            if db is not None:
+                db.close()
 
     def _open_db(self) -> Database | None:
         delay = 1.0

@@ -187,6 +187,9 @@ def _print_result(data: dict[str, Any]) -> None:
         print(f"  barcode      {b['text']} ({b['symbology']})")
     for reason in data["review_reasons"]:
         print(f"  review: {reason['message']}")
+    if data.get("retake"):
+        fields = ", ".join(r["field"] or "the photo" for r in data["retake"])
+        print(f"  retake would help with: {fields} (likely cause: {data['retake'][0]['cause']})")
     total = data["timing_ms"].get("total")
     if total is not None:
         print(f"  time: {total:.0f} ms")

@@ -7,7 +7,6 @@ import time
 from typing import Any
 
 from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, add_config_arg, fail, load_or_exit
-from edge_agent.pipelines.bench.triggers import request_capture, request_path
 
 
 def register(subparsers: Any) -> None:
@@ -33,6 +32,10 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_capture(args: argparse.Namespace) -> int:
+    # here, not at the top: triggers.py holds the motion trigger too (cv2, numpy), which no other
+    # command should pay for at start
+    from edge_agent.pipelines.bench.triggers import request_capture, request_path
+
     cfg = load_or_exit(args)
     if cfg.profile != "bench":
         return fail(f"bench capture: this device runs the {cfg.profile} profile, not bench")

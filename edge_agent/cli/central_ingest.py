@@ -34,6 +34,8 @@ def _mqtt_config(args: argparse.Namespace, url: str, client_id: str | None) -> A
             backoff_max_s=10.0,
         )
     except ValidationError as exc:
+        if any(e["loc"] and e["loc"][0] == "url" for e in exc.errors()):
+            raise SystemExit(fail(f"{url!r}: expected mqtt://host:port or mqtts://host:port", EXIT_USAGE)) from None
         problems = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise SystemExit(fail(f"MQTT options: {problems}", EXIT_USAGE)) from None
 

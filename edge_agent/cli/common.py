@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import importlib
 import sys
+from collections.abc import Callable
 
 from edge_agent.errors import ConfigError
 from edge_agent.settings import AgentConfig, load_config, resolve_config_path
@@ -38,3 +40,17 @@ def fail(message: str, code: int = EXIT_FAIL) -> int:
     """Print one short error line to stderr and return the exit code."""
     print(f"edge-agent: {message}", file=sys.stderr)
     return code
+
+
+def lazy(module: str, func: str) -> Callable[[argparse.Namespace], int]:
+    """A command handler that imports its module when the command runs, not when the CLI starts.
+
+    Every group registers its commands at start; a group whose handlers need pynmea2, cv2 or web3
+    points at them through this, so `edge-agent status` never pays for them.
+    """
+
+    def run(args: argparse.Namespace) -> int:
+        handler: Callable[[argparse.Namespace], int] = getattr(importlib.import_module(module), func)
+        return handler(args)
+
+    return run

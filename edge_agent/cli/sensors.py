@@ -8,12 +8,14 @@ import queue
 import sys
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.cli.common import EXIT_CONFIG, EXIT_OK, add_config_arg, fail, load_or_exit
-from edge_agent.cli.probe import ProbeResult, probe_port
 from edge_agent.drivers.base import DriverRunner
 from edge_agent.drivers.readings import MeterReading
+
+if TYPE_CHECKING:
+    from edge_agent.cli.probe import ProbeResult
 from edge_agent.settings import AgentConfig, resolve_config_path
 
 
@@ -93,6 +95,8 @@ def _ports_to_list(args: argparse.Namespace, cfg: AgentConfig | None) -> dict[st
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from edge_agent.cli.probe import probe_port  # the probes load each protocol's parser (pynmea2...)
+
     ports = _ports_to_list(args, _optional_config(args))
     if not ports:
         print("no serial ports found (plug in the adapter, or pass --port URL)")
@@ -107,7 +111,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 )
                 _print_entry(args, entry)
                 continue
-            r: ProbeResult = probe_port(entry["port"], timeout_s=args.timeout_s)
+            r = probe_port(entry["port"], timeout_s=args.timeout_s)
             entry.update(likely=r.protocol, baud=r.baud, detail=r.detail, error=r.error)
             if r.protocol in ("slcan", "elm327"):
                 entry["detail"] += "; " + _vehicle_bus(entry["port"], r, args.timeout_s)

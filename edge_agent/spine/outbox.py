@@ -17,9 +17,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
-
-import sqlite_utils
+from typing import TYPE_CHECKING, Any
 
 from edge_agent.errors import LedgerError
 from edge_agent.spine.clock import Clock, format_ts
@@ -27,6 +25,9 @@ from edge_agent.spine.gaps import gap_body, highest, loss_gap, ranges_text, seq_
 from edge_agent.spine.headfile import HeadSidecar, read_head_sidecar
 from edge_agent.spine.keys import DeviceKey
 from edge_agent.spine.records import GENESIS_PREV, KIND_PRIORITY, NEVER_EVICT, encode, make_record
+
+if TYPE_CHECKING:
+    import sqlite_utils
 
 log = logging.getLogger(__name__)
 
@@ -79,13 +80,12 @@ class Stats:
     stored_bytes: int
 
 
-def connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection with the outbox's pragmas: WAL, synchronous=FULL, a busy timeout."""
     if readonly:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
     else:
-        conn = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-    db = sqlite_utils.Database(conn)
+        db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
     db.execute("PRAGMA busy_timeout=10000")
     if not readonly:
         # Switching to WAL needs an exclusive lock; only the first connection ever has to.
@@ -96,6 +96,34 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite_utils.Database:
         # over outbox.max_mb on disk, and what it needs free when the disk fills.
         db.execute(f"PRAGMA journal_size_limit={WAL_LIMIT_BYTES}")
     return db
+
+
+def _import_sqlite_utils() -> Any:
+    """sqlite-utils, imported only to build the schema, without the numpy and pandas it would load.
+
+    sqlite-utils imports numpy and pandas when they are installed (opencv brings numpy), only to map
+    their types in inserts, which the outbox never makes: 13 MB that a truck would carry all day
+    after its first start. While no other thread runs (the agent opens its outbox before starting
+    any), they are hidden for the import; with other threads running, the import is plain, so
+    nothing else can ever fail to import them.
+    """
+    import sys
+    import threading
+
+    if "sqlite_utils" in sys.modules or threading.active_count() > 1:
+        import sqlite_utils
+
+        return sqlite_utils
+    hidden = [m for m in ("numpy", "pandas") if m not in sys.modules]
+    for m in hidden:
+        sys.modules[m] = None  # type: ignore[assignment]  # makes `import m` raise ImportError
+    try:
+        import sqlite_utils
+    finally:
+        for m in hidden:
+            if sys.modules.get(m, 0) is None:
+                del sys.modules[m]
+    return sqlite_utils
 
 
 def _salvage_meta(path: Path) -> tuple[tuple[int, str], int] | None:
@@ -116,8 +144,7 @@ class Outbox:
     def __init__(self, path: Path, *, readonly: bool = False) -> None:
         self.path = path
         self.readonly = readonly
-        self.db: sqlite_utils.Database = connect(path, readonly=readonly)
-        self.conn: sqlite3.Connection = self.db.conn
+        self.conn: sqlite3.Connection = connect(path, readonly=readonly)
         self.sidecar = HeadSidecar(path)
 
     # ------------------------------------------------------------ opening
@@ -137,7 +164,7 @@ class Outbox:
             try:
                 probe = connect(path)
                 result = probe.execute("PRAGMA quick_check").fetchone()[0]
-                probe.conn.close()
+                probe.close()
                 if result != "ok":
                     corrupt_reason = str(result)[:200]
             except sqlite3.DatabaseError as exc:
@@ -191,9 +218,10 @@ class Outbox:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         for target in sorted(MIGRATIONS):
             if target > version:
-                with self.db.conn:
+                sqlite_utils = _import_sqlite_utils()
+                with self.conn:
                     self.conn.execute("BEGIN IMMEDIATE")
-                    MIGRATIONS[target](self.db)
+                    MIGRATIONS[target](sqlite_utils.Database(self.conn))
                     self.conn.execute(f"PRAGMA user_version={target}")
                 log.info("outbox schema migrated to version %d", target)
         if version > SCHEMA_VERSION:

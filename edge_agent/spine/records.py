@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 from typing import Any, Protocol
 
 import rfc8785
@@ -185,8 +186,36 @@ def _no_duplicates(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return out
 
 
+MAX_JSON_DEPTH = 64  # records and commands nest a handful of levels; anything deeper is hostile
+_JSON_TOKENS = re.compile(rb'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def json_depth_ok(data: str | bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether no array or object nests deeper than `limit`, strings skipped.
+
+    Checked before parsing and independent of the interpreter's recursion limit, which a library
+    may raise (py-evm sets it to 12,288): past that, json would parse an absurd nesting or exhaust
+    the C stack instead of refusing it.
+    """
+    raw = data.encode("utf-8", "surrogatepass") if isinstance(data, str) else data
+    if raw.count(b"[") + raw.count(b"{") <= limit:  # cannot nest deeper than it has brackets
+        return True
+    depth = 0
+    for m in _JSON_TOKENS.finditer(raw):
+        tok = m.group()
+        if tok in (b"[", b"{"):
+            depth += 1
+            if depth > limit:
+                return False
+        elif tok in (b"]", b"}"):
+            depth -= 1
+    return True
+
+
 def loads_strict(data: str | bytes) -> Any:
     """JSON as I-JSON reads it: duplicate keys, bad UTF-8 and absurd nesting are a ValueError with a reason."""
+    if not json_depth_ok(data):
+        raise ValueError("not JSON this program accepts (nested too deeply)")
     try:
         return json.loads(data, object_pairs_hook=_no_duplicates)
     except json.JSONDecodeError as exc:

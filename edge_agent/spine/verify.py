@@ -10,7 +10,7 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.spine.keys import key_id_for
-from edge_agent.spine.records import GENESIS_PREV, check_record, parse_line
+from edge_agent.spine.records import GENESIS_PREV, check_record, parse_line, verify_detached
 
 FAIL = "fail"
 INFO = "info"
@@ -290,7 +290,7 @@ def _span(seqs: Iterable[int]) -> str:
     return ",".join(parts)
 
 
-# ------------------------------------------- checkpoints (added with edge_agent/spine/remote/commands.py)
+# ------------------------------------------- checkpoints (made by edge_agent/spine/checkpoint.py)
 
 
 def _announced_keys(verifier: Verifier, given: list[Ed25519PublicKey]) -> dict[str, Ed25519PublicKey]:
@@ -313,10 +313,6 @@ def check_checkpoint(  # noqa: PLR0911 - one finding per way a checkpoint can be
     verifier: Verifier, checkpoint: dict[str, Any], keys: list[Ed25519PublicKey]
 ) -> list[Finding]:
     """Compare a device's signed checkpoint with the stream: a stream ending before it is a truncated tail."""
-    from cryptography.exceptions import InvalidSignature
-
-    from edge_agent.spine.records import canonical
-
     out: list[Finding] = []
     cp_seq = checkpoint.get("seq") if isinstance(checkpoint, dict) else None
     if not isinstance(checkpoint, dict) or not isinstance(cp_seq, int) or isinstance(cp_seq, bool):
@@ -336,10 +332,7 @@ def check_checkpoint(  # noqa: PLR0911 - one finding per way a checkpoint can be
                 f"checkpoint signed by key {checkpoint['key']!r}, which is neither given nor announced",
             )
         ]
-    try:
-        data = canonical({k: v for k, v in checkpoint.items() if k != "sig"})
-        public.verify(base64.b64decode(checkpoint["sig"], validate=True), data)
-    except (ValueError, TypeError, InvalidSignature):
+    if not verify_detached(public, checkpoint, checkpoint["sig"]):
         return [Finding(FAIL, "bad_checkpoint", cp_seq, "checkpoint signature does not verify")]
     if verifier.device is not None and checkpoint["device"] != verifier.device:
         return [

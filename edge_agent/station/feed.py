@@ -107,7 +107,8 @@ def verdict_view(body: dict[str, Any], levels: Levels, **extra: Any) -> dict[str
     issues = list(body.get("review_reasons", []))
     retake, retake_fields = _retake(body)
     doubtful = {str(i.get("field")) for i in issues if i.get("field")} | retake_fields
-    boxes = body.get("boxes") or {}
+    # the reader's `field_boxes`: per field, the four corners of the text it was read from, in photo pixels
+    boxes = body.get("field_boxes") or body.get("boxes") or {}
     reviewed = bool(body.get("human_reviewed"))
     rows = []
     for name, label in FIELD_LABELS.items():

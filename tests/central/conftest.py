@@ -10,6 +10,19 @@ import pytest
 from tests.central.pg import Postgres
 
 
+@pytest.fixture(autouse=True)
+def _no_worker_left_running() -> Iterator[None]:
+    """A test that fails between starting a worker and stopping it must not leave the process behind."""
+    from tests.central.procs import LIVE
+
+    yield
+    while LIVE:
+        w = LIVE.pop()
+        if w.proc is not None and w.proc.poll() is None:
+            w.proc.kill()
+            w.proc.wait(10)
+
+
 @pytest.fixture(scope="session")
 def postgres() -> Iterator[Postgres]:
     pg = Postgres().start()

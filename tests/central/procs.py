@@ -20,6 +20,9 @@ from tests.helpers import wait_until
 
 CLI = [sys.executable, "-m", "edge_agent.cli", "central"]
 
+# Every worker a test starts, so the conftest can stop what a failing test left running.
+LIVE: list[Worker] = []
+
 
 class Worker:
     """`edge-agent central ingest` as a process, logging to a file; restartable with the same client id."""
@@ -53,6 +56,7 @@ class Worker:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)
         self.starts += 1
+        LIVE.append(self)
         if not wait_until(
             lambda: self.log_text().count("subscribed to") > mark or self.proc.poll() is not None, timeout_s
         ):

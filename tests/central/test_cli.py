@@ -134,3 +134,10 @@ def test_cli__a_wrong_dsn_says_what_a_dsn_looks_like(capsys: pytest.CaptureFixtu
     assert rc == 1 and "sqlite:///path/to/central.db or postgresql://" in err
     rc, _, err = _run(capsys, "status", "--db", "sqlite:////nonexistent/dir/c.db")
     assert rc == 1 and "does not exist" in err
+
+
+def test_cli__a_wrong_broker_url_says_what_a_url_looks_like(
+    sqlite_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, _, err = _run(capsys, "ingest", "--mqtt", "http://broker:1883", "--db", sqlite_dsn)
+    assert rc == 2 and "'http://broker:1883': expected mqtt://host:port or mqtts://host:port" in err

@@ -232,3 +232,104 @@ def test_process__tail_shorter_than_the_signed_checkpoint_is_reported_then_resol
         assert queries.status(db)[0]["checkpoint_seq"] == 6
     finally:
         db.close()
+
+
+def test_process__a_key_never_announced_stays_parked_and_becomes_unknown_key(dsn: str) -> None:
+    from edge_agent.central.simulate import device_key
+    from edge_agent.spine.records import make_record
+
+    db, ing, fleet, clock = _setup(dsn, 1, rotate=1)
+    try:
+        d = fleet[0]
+        msgs = _messages(fleet, 5, clock)
+        stranger = device_key("someone else", d.device)
+        odd = make_record(
+            device=d.device,
+            seq=9,
+            ts="2026-01-01T00:00:00.000Z",
+            clock="ntp",
+            kind="telemetry",
+            body={},
+            prev="e" * 64,
+            key=stranger,
+        )
+        ing.process([Message("edge/sim/sim-00000/rec/telemetry", encode(odd), clock.t)])
+        r = ing.process(msgs)
+        assert r.rotated == {"sim-00000"}
+        ing.process(ing.take_pending(r.rotated))  # taken back, still unknown: stays parked
+        assert db.query("SELECT seq FROM pending") == [(9,)]
+        ing.sweep()
+        assert _kinds(db) == []
+        clock.t += 61
+        ing.sweep()
+        assert _kinds(db) == [("sim-00000", "unknown_key")]
+        assert queries.anomalies(db)[0]["evidence"]["key"] == stranger.key_id
+    finally:
+        db.close()
+
+
+def test_views__trips_and_return_inspections_read_as_columns(dsn: str) -> None:
+    from edge_agent.spine.records import make_record
+
+    db, ing, fleet, clock = _setup(dsn, 1)
+    try:
+        d = fleet[0]
+        fields = {
+            "order_no": "RT-2026-0001",
+            "sku": "SKU-9",
+            "quantity": 2,
+            "reason": "少件",
+            "customer_id": "C-77",
+            "return_date": "2026-03-27",
+        }
+        bodies = [
+            (
+                "trip",
+                {
+                    "timestamp": "2026-03-27T08:15:00.000Z",
+                    "transport_id": "京A12345",
+                    "route": "北京-天津",
+                    "distance_km": 118.4,
+                    "fuel_used_l": 31.2,
+                    "co2_kg": 99.76,
+                    "load_avg_kg": 1800,
+                    "load_source": "scale",
+                    "emission": {"method": "fuel", "factors": [{"source": "GLEC v3"}]},
+                },
+            ),
+            ("return_inspection", {"v": 1, "fields": fields, "human_reviewed": False}),
+            (
+                "return_inspection",
+                {"v": 1, "fields": dict(fields, quantity=1), "human_reviewed": True, "decision": "corrected"},
+            ),
+        ]
+        prev, msgs = "0" * 64, []
+        for seq, (kind, body) in enumerate(bodies, 1):
+            rec = make_record(
+                device=d.device,
+                seq=seq,
+                ts="2026-03-27T09:00:00.000Z",
+                clock="gps",
+                kind=kind,
+                body=body,
+                prev=prev,
+                key=d.key,
+            )
+            prev = rec["hash"]
+            msgs.append(Message(f"edge/sim/{d.device}/rec/{kind}", encode(rec), clock.t))
+        ing.process(msgs)
+        assert db.query(
+            "SELECT transport_id, route, distance_km, co2_kg, load_avg_kg, load_source, factor_source,"
+            " verified FROM trips"
+        ) == [("京A12345", "北京-天津", 118.4, 99.76, 1800.0, "scale", "GLEC v3", 1)]
+        rows = db.query(
+            "SELECT order_no, sku, quantity, reason, customer_id, return_date, verdict, human_reviewed"
+            " FROM return_inspections ORDER BY seq"
+        )
+        assert [r[:7] for r in rows] == [
+            ("RT-2026-0001", "SKU-9", 2, "少件", "C-77", "2026-03-27", "accepted"),
+            ("RT-2026-0001", "SKU-9", 1, "少件", "C-77", "2026-03-27", "corrected"),
+        ]
+        assert [bool(r[7]) for r in rows] == [False, True]
+    finally:
+        db.close()

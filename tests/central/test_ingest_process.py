@@ -8,6 +8,7 @@ from pathlib import Path
 
 from tests.broker import Broker
 from tests.central.procs import (
+    LIVE,
     Worker,
     anomaly_pairs,
     check_chains,
@@ -247,6 +248,7 @@ def test_ingest__mtls_and_password_brokers_with_the_device_side_options(
         import subprocess
 
         bad.proc = subprocess.Popen(bad.args, stdout=log, stderr=subprocess.STDOUT)
+        LIVE.append(bad)
     try:
         assert wait_until(lambda: "client certificate missing or rejected" in bad.log_text(), 20), bad.log_text()
         assert bad.alive

@@ -414,6 +414,11 @@ def test_elm327_driver__maf_only_on_second_ecu_is_polled_from_it(tmp_path: Path)
     described = driver.describe_sources()
     assert "ECU 7E8" in described and "ECU 7E9" in described and "10 MAF" in described
     assert "ATH1" in twin.requests
+    # With two ECUs each PID is asked of its own ECU: MAF of 7E9 (ATSH 7E1), speed of 7E8 (ATSH 7E0).
+    maf_at = twin.requests.index("0110")
+    assert [r for r in twin.requests[:maf_at] if r.startswith("ATSH")][-1] == "ATSH7E1"
+    speed_after = [i for i, r in enumerate(twin.requests) if r == "010D" and i > maf_at]
+    assert speed_after and [r for r in twin.requests[: speed_after[0]] if r.startswith("ATSH")][-1] == "ATSH7E0"
 
 
 @pytest.mark.parametrize(

@@ -204,3 +204,77 @@ def test_ocr_config__errors_name_key_and_expectation() -> None:
     assert "config.toml: bench.ocr.rec_squeeze: expected a factor 0.4-1.0, got 2" in problems
     assert 'bench.preprocess.binarize: expected "off", "otsu" or "adaptive", got "yes"' in problems
     assert "bench.quality.max_glare_frac: expected a fraction 0-1, got 3" in problems
+
+
+def test_inspector__field_boxes_land_on_the_slip_in_photo_coordinates() -> None:
+    import json
+    from datetime import date
+
+    import cv2
+
+    from edge_agent.pipelines.bench.config import BenchConfig
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    img, truth = generate_slip(5, "typical")  # turned and in perspective: the mapping back must undo both
+    res = Inspector(BenchConfig(), today=lambda: date(2030, 1, 1)).inspect(img)
+    out = json.loads(json.dumps(res.to_json()))  # what the station page gets
+    label = np.asarray(truth["label_quad"], np.float32)
+    boxed = {name: quad for name, quad in out["field_boxes"].items() if quad is not None}
+    assert len(boxed) >= 5
+    for name, quad in boxed.items():
+        assert len(quad) == 4
+        for x, y in quad:
+            assert cv2.pointPolygonTest(label, (float(x), float(y)), True) > -15, (name, quad)
+    # distinct fields sit on distinct lines of the slip
+    centres = {name: tuple(np.mean(quad, axis=0).round()) for name, quad in boxed.items()}
+    assert len(set(centres.values())) >= 4
+
+
+def test_inspector__cascade_reads_again_at_higher_resolution_when_the_first_read_falls_short() -> None:
+    from datetime import date, timedelta
+
+    from edge_agent.pipelines.bench.config import BenchConfig
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    img, truth = generate_slip(2, "clean")
+    day = date.fromisoformat(truth["return_date"]) + timedelta(days=1)
+    coarse = BenchConfig()
+    coarse.ocr.det_px = 160  # a first pass too coarse to find the small print
+    one_pass = coarse.model_copy(deep=True)
+    one_pass.ocr.second_pass_det_px = 0
+    first_only = Inspector(one_pass, today=lambda: day).inspect(img)
+    assert "second_pass" not in first_only.timing_ms
+    assert sum(v is not None for v in first_only.fields.values()) < 6
+    cascade = Inspector(coarse, today=lambda: day).inspect(img)
+    assert "second_pass" in cascade.timing_ms and "det_2" in cascade.timing_ms
+    assert cascade.fields["sku"] == truth["sku"] and cascade.fields["quantity"] == truth["quantity"]
+    assert sum(v is not None for v in cascade.fields.values()) > sum(v is not None for v in first_only.fields.values())
+    # an easy photo at the default sizes stays on the fast path
+    easy = Inspector(BenchConfig(), today=lambda: day).inspect(img)
+    assert not easy.needs_review and "second_pass" not in easy.timing_ms
+
+
+def test_inspector__glare_is_a_hint_a_photo_read_well_passes_one_read_badly_says_why() -> None:
+    from datetime import date, timedelta
+
+    from edge_agent.pipelines.bench.config import BenchConfig
+    from edge_agent.pipelines.bench.inspect import Inspector
+    from edge_agent.pipelines.bench.manifest import parse_manifest
+
+    ins = Inspector(BenchConfig())
+    results = {}
+    for seed in (1, 2):
+        img, t = generate_slip(seed, "typical", defect="glare")
+        day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
+        ins.today = lambda day=day: day
+        row = f"{t['order_no']},{t['sku']},9,{t['customer_id']}\n"
+        ins.set_manifest(parse_manifest(("order_no,sku,quantity,customer_id\n" + row).encode()))
+        results[seed] = (ins.inspect(img, scan=t["order_no"]), t)
+    read_well, t = results[2]
+    assert not read_well.quality.ok and read_well.quality.reasons[0].startswith("glare on the label")
+    assert not read_well.needs_review, read_well.review_reasons  # whatever its glare
+    assert read_well.fields["sku"] == t["sku"] and read_well.retakes == ()
+    read_badly, _ = results[1]
+    assert read_badly.needs_review and read_badly.retakes
+    assert all(r.field is not None and r.cause.startswith("glare on the label") for r in read_badly.retakes)
+    assert any("(likely cause: glare on the label" in i.message for i in read_badly.review_reasons)

@@ -30,11 +30,13 @@ PROBE = """
 import json, sys
 from edge_agent.settings import load_config
 from edge_agent.drivers.registry import make_driver
-from edge_agent.pipelines.truck.service import TelematicsService
 
 cfg = load_config(sys.argv[1])
 after_config = sorted(m for m in {heavy!r} if m in sys.modules)
-service = TelematicsService()
+from edge_agent.app import make_service  # the composition root's own path: PROFILES -> the truck service
+
+service = make_service(cfg)
+assert type(service).__name__ == "TelematicsService", type(service)
 drivers = [make_driver(d) for d in (cfg.telematics.gps, cfg.telematics.fuel, cfg.telematics.weight)]
 after_service = sorted(m for m in {heavy!r} if m in sys.modules)
 print(json.dumps({{"config": after_config, "service": after_service, "drivers": [d.name for d in drivers]}}))
@@ -67,3 +69,42 @@ def test_driver_configs__each_imports_only_pydantic_and_the_stdlib() -> None:
         + ") if m in sys.modules)}))\n"
     )
     assert _run(code) == {"loaded": []}
+
+
+CLI_PROBE = """
+import contextlib, io, json, sys
+from edge_agent.cli.main import main
+
+with contextlib.redirect_stdout(io.StringIO()):
+    rc = main(sys.argv[1:])
+print(json.dumps({{"rc": rc, "heavy": sorted(m for m in {heavy!r} if m in sys.modules)}}))
+"""
+
+CLI_HEAVY = (*HEAVY, "sqlite_utils", "web3", "eth", "psycopg", "starlette", "uvicorn", "can", "serial", "pynmea2")
+
+
+def test_cli__status_and_config_check_import_no_heavy_library(tmp_path: Path) -> None:
+    # Every CLI call pays for what the parser imports: command groups register with light modules
+    # and import their handlers' libraries when those commands run.
+    path = tmp_path / "config.toml"
+    path.write_text(TRUCK_CONFIG.format(state=tmp_path / "state"))
+    for argv in (["status", "--config", str(path)], ["config", "check", "--config", str(path)]):
+        got = _run(CLI_PROBE.format(heavy=CLI_HEAVY), *argv)
+        assert got == {"rc": 0, "heavy": []}, argv
+
+
+OUTBOX_PROBE = """
+import json, sys
+from pathlib import Path
+from edge_agent.spine.outbox import Outbox
+
+ob, _ = Outbox.open_checked(Path(sys.argv[1]))  # a fresh file: the schema is built with sqlite-utils
+ob.close()
+print(json.dumps({"heavy": sorted(m for m in ("numpy", "pandas") if m in sys.modules)}))
+"""
+
+
+def test_outbox__building_the_schema_leaves_numpy_unloaded(tmp_path: Path) -> None:
+    # sqlite-utils would import numpy (installed with opencv) for type mapping the outbox never uses
+    got = _run(OUTBOX_PROBE, str(tmp_path / "outbox.db"))
+    assert got == {"heavy": []}

@@ -103,3 +103,26 @@ def test_readme_worked_example_verifies() -> None:
     assert check_record(rec, public) == []
     shown = re.search(r"<!-- example-canonical -->\s*```\n(.*?)\n```", text, re.S).group(1)
     assert shown.encode() == signing_bytes(rec)
+
+
+def test_loads_strict__deep_nesting_is_refused_whatever_the_recursion_limit() -> None:
+    # py-evm raises the interpreter's recursion limit at import; the refusal must not depend on it
+    import sys
+
+    from edge_agent.spine.records import MAX_JSON_DEPTH, loads_strict
+
+    old = sys.getrecursionlimit()
+    sys.setrecursionlimit(100_000)
+    try:
+        for deep in (
+            b"[" * 50_000 + b"]" * 50_000,
+            b'{"a":' * (MAX_JSON_DEPTH + 1) + b"1" + b"}" * (MAX_JSON_DEPTH + 1),
+        ):
+            with pytest.raises(ValueError, match="nested too deeply"):
+                loads_strict(deep)
+    finally:
+        sys.setrecursionlimit(old)
+    at_limit = b"[" * MAX_JSON_DEPTH + b"]" * MAX_JSON_DEPTH
+    assert loads_strict(at_limit) is not None
+    # brackets inside strings are text, not nesting
+    assert loads_strict(b'{"note": "' + b"[{" * 200 + b'"}') == {"note": "[{" * 200}

@@ -275,3 +275,12 @@ def test_operators_cli__add_reads_the_pin_from_stdin_and_refuses_a_bad_one(tmp_p
     assert "2468" not in ops.read_text() and authenticate(load_operators(ops), "wang.fang", "2468") is not None
     r = subprocess.run([*cmd[:-2], "--role", "operator"], input="12\n", capture_output=True, text=True, check=False)
     assert r.returncode == 2 and "PIN: expected 4 to 12 digits" in r.stderr
+
+
+def test_verdict_view__field_boxes_from_the_reader_reach_the_page() -> None:
+    # InspectionResult.record_body() names them `field_boxes` (corners in photo pixels)
+    corners = [[10.0, 20.0], [110.0, 20.0], [110.0, 40.0], [10.0, 40.0]]
+    v = verdict_view(_body(field_boxes={"order_no": corners, "sku": None}), LEVELS)
+    boxes = {f["name"]: f["box"] for f in v["fields"]}
+    assert boxes["order_no"] == corners
+    assert boxes["sku"] is None and boxes["quantity"] is None

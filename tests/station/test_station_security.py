@@ -114,9 +114,14 @@ def test_station_security__lan_bind_requires_sign_in(lan_rig: BenchRig) -> None:
     status, _, body = anon.send("POST", "/signin", form, {"Content-Type": "application/x-www-form-urlencoded"})
     assert status == 401 and b"Wrong id, PIN or badge" in body
     assert anon.send("GET", "/api/state")[0] == 401
-    c, _ = _signed_in(lan_rig)
+    c, csrf = _signed_in(lan_rig)
     assert c.send("GET", "/api/state")[0] == 200
     assert c.send("GET", "/history")[0] == 403, "the queue history is for supervisors"
+    form_h = {"Content-Type": "application/x-www-form-urlencoded"}
+    assert c.send("POST", "/signout", b"csrf=wrong", form_h)[0] == 403
+    status, hdrs, _ = c.send("POST", "/signout", f"csrf={csrf}".encode(), form_h)
+    assert status == 303 and hdrs["location"] == "/signin"
+    assert c.send("GET", "/api/state")[0] == 401, "signed out: the old session is gone"
 
 
 def test_station_security__guessing_pins_is_slowed_down(lan_rig: BenchRig) -> None:

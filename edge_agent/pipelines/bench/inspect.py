@@ -6,10 +6,12 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+import numpy as np
 
 from edge_agent.pipelines.bench.config import BenchConfig
 from edge_agent.pipelines.bench.decide import (
@@ -33,11 +35,10 @@ from edge_agent.pipelines.bench.manifest import Manifest
 from edge_agent.pipelines.bench.normalize import ReasonTable, to_halfwidth
 from edge_agent.pipelines.bench.privacy import mask_text, masked_slip_text
 from edge_agent.pipelines.bench.rules_config import FIELD_NAMES
-from edge_agent.pipelines.bench.types import Barcode, ImageReading, QualityReport
+from edge_agent.pipelines.bench.types import Barcode, ImageReading, QualityReport, TextLine
 from edge_agent.pipelines.bench.validate import validate_fields
 
 if TYPE_CHECKING:
-    import numpy as np
     from numpy.typing import NDArray
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,8 @@ class InspectionResult:
     manifest_sha256: str | None
     scan: str | None
     retakes: tuple[Retake, ...] = ()  # fields a new photo could give, with the likely cause
+    # per field, the four corners (tl, tr, br, bl) of the text or barcode it was read from, in photo pixels
+    field_boxes: dict[str, list[list[float]] | None] = field(default_factory=dict)
 
     def to_json(self) -> dict[str, Any]:
         """The `edge-agent ocr --json` line for this image."""
@@ -96,6 +99,7 @@ class InspectionResult:
             "needs_review": self.needs_review,
             "review_reasons": [i.to_json() for i in self.review_reasons],
             "retake": [r.to_json() for r in self.retakes],
+            "field_boxes": dict(self.field_boxes),
             "timing_ms": dict(self.timing_ms),
         }
 
@@ -119,6 +123,7 @@ class InspectionResult:
                 "blank": self.quality.blank,
             },
             "retake": [r.to_json() for r in self.retakes],
+            "field_boxes": dict(self.field_boxes),
             "manifest_sha256": self.manifest_sha256,
             "review_reasons": [i.to_json() for i in self.review_reasons],
             "timing_ms": dict(self.timing_ms),
@@ -194,7 +199,46 @@ def evaluate(
         manifest_sha256=manifest.sha256 if manifest is not None else None,
         scan=scan,
         retakes=retake_advice(reasons, reading.quality),
+        field_boxes=_field_boxes(values, ext.where, reading),
     )
+
+
+def _field_boxes(
+    values: dict[str, FieldValue], where: dict[str, TextLine], reading: ImageReading
+) -> dict[str, list[list[float]] | None]:
+    """Where each value was read, as four corners in the photo: the OCR box mapped back, or the barcode's."""
+    out: dict[str, list[list[float]] | None] = {}
+    h = None if reading.to_photo is None else np.asarray(reading.to_photo, np.float64)
+    for name in FIELD_NAMES:
+        fv = values[name]
+        pts: list[tuple[float, float]] | None = None
+        if fv.source == "ocr" and name in where and h is not None:
+            ln = where[name]
+            x, y, w, hh = ln.box
+            quad = ln.quad or ((x, y), (x + w, y), (x + w, y + hh), (x, y + hh))
+            p = np.asarray([[qx, qy, 1.0] for qx, qy in quad]) @ h.T
+            pts = [(float(px / pw), float(py / pw)) for px, py, pw in p]
+        elif fv.source == "barcode":
+            bar = next((b for b in reading.barcodes if b.box and b.text.strip().upper() == str(fv.value).upper()), None)
+            if bar is not None and bar.box is not None:
+                bx, by, bw, bh = (float(v) for v in bar.box)
+                if bh < 0.1 * bw:  # zxing places a 1D code by its scan line: show the bars around it
+                    by, bh = by - 0.15 * bw, bh + 0.3 * bw
+                pts = [(bx, by), (bx + bw, by), (bx + bw, by + bh), (bx, by + bh)]
+        out[name] = None if pts is None else [[round(px, 1), round(py, 1)] for px, py in pts]
+    return out
+
+
+# What a second, finer read can fix: fields not read, misread or read doubtfully.
+_SHORTFALL = ("missing_field", "bad_format", "low_confidence", "conflicting_values")
+
+
+def _shortfall(result: InspectionResult) -> int:
+    return sum(1 for i in result.review_reasons if i.code in _SHORTFALL)
+
+
+def _falls_short(result: InspectionResult) -> bool:
+    return result.quality.blank is None and _shortfall(result) > 0
 
 
 def _today_utc() -> date:
@@ -234,9 +278,19 @@ class Inspector:
     ) -> InspectionResult:
         t0 = time.perf_counter()
         reading = self.reader.read(image_bgr, debug_dir=debug_dir)
-        result = evaluate(
-            reading, self.rules, manifest=self.manifest, today=self.today(), scan=scan, image_name=image_name
-        )
+        today = self.today()
+        result = evaluate(reading, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name)
+        if _falls_short(result) and self.rules.cfg.ocr.second_pass_det_px > 0:
+            # The cascade: easy photos stay fast, a hard one gets the resolution it needs.
+            again = self.reader.second_pass(reading)
+            if again is not None:
+                second = evaluate(
+                    again, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name
+                )
+                if _shortfall(second) < _shortfall(result):
+                    result = second
+                else:
+                    result.timing_ms.update({k: v for k, v in again.timing_ms.items() if k not in result.timing_ms})
         result.timing_ms["total"] = round((time.perf_counter() - t0) * 1000, 2)
         log.debug(
             "inspected %s: review %s (%s reasons)",

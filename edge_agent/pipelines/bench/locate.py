@@ -272,7 +272,10 @@ def _continued(
         nxt = [
             (k, b)
             for k, b in enumerate(boxes)
-            if b is not cur and _same_line(cur, b) and 0 <= b.box[0] - (cur.box[0] + cur.box[2]) <= 0.8 * h
+            if b is not cur
+            and _same_line(cur, b)
+            and -0.8 * h <= b.box[0] - (cur.box[0] + cur.box[2]) <= 0.8 * h
+            and b.box[0] > cur.box[0] + cur.box[2] / 2
         ]
         if not nxt:
             return text, conf, cc

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,8 @@ class Prepared:
     skew_deg: float
     crop: NDArray[Any] | None  # the label cut from the photo, in colour, before any other step
     steps: tuple[tuple[str, NDArray[Any]], ...] = field(default=())
+    # 3x3 homography from `image` pixels back to the photo's, so what OCR found can be shown on the photo
+    to_photo: NDArray[Any] | None = None
 
 
 def order_quad(pts: NDArray[Any]) -> Quad:
@@ -98,15 +101,20 @@ def find_label_quad(small_bgr: NDArray[Any]) -> Quad | None:
     return max(candidates, key=lambda qa: qa[1])[0]
 
 
-def warp_label(image: NDArray[Any], quad: Quad, long_px: int) -> NDArray[Any]:
-    """The label cut out along its quad and made rectangular; never larger than its size in the photo."""
+def label_warp(quad: Quad, long_px: int) -> tuple[NDArray[Any], int, int]:
+    """The photo -> label homography for a quad, and the label's width and height."""
     tl, tr, br, bl = quad
     w = max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl))
     h = max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr))
     scale = min(1.0, long_px / max(float(w), float(h), 1.0))
     ow, oh = max(int(w * scale), 16), max(int(h * scale), 16)
     dst = np.array([[0, 0], [ow - 1, 0], [ow - 1, oh - 1], [0, oh - 1]], np.float32)
-    m = cv2.getPerspectiveTransform(quad.astype(np.float32), dst)
+    return cv2.getPerspectiveTransform(quad.astype(np.float32), dst), ow, oh
+
+
+def warp_label(image: NDArray[Any], quad: Quad, long_px: int) -> NDArray[Any]:
+    """The label cut out along its quad and made rectangular; never larger than its size in the photo."""
+    m, ow, oh = label_warp(quad, long_px)
     return cv2.warpPerspective(image, m, (ow, oh), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE)
 
 
@@ -145,41 +153,8 @@ def rotate(gray: NDArray[Any], deg: float) -> NDArray[Any]:
     return cv2.warpAffine(gray, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
 
-def preprocess(
-    image_bgr: NDArray[Any], cfg: PreprocessConfig, quad: Quad | None = None, keep_steps: bool = False
-) -> Prepared:
-    """The label image for OCR: cropped along `quad` (found here when None), grey, cleaned and upright."""
-    steps: list[tuple[str, NDArray[Any]]] = []
-
-    def keep(name: str, img: NDArray[Any]) -> None:
-        if keep_steps:
-            steps.append((name, img))
-
-    img = image_bgr
-    crop = None
-    if cfg.crop_label:
-        if quad is None:
-            s = min(1.0, 640 / max(image_bgr.shape[:2]))
-            q = find_label_quad(cv2.resize(image_bgr, None, fx=s, fy=s, interpolation=cv2.INTER_AREA))
-            quad = None if q is None else q / s
-        if quad is not None:
-            img = crop = warp_label(image_bgr, quad, cfg.label_px)
-            keep("crop", img)
-    if not cfg.crop_label or quad is None:
-        s = min(1.0, cfg.label_px / max(img.shape[:2]))
-        if s < 1:
-            img = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
-    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
-    keep("gray", gray)
-    if cfg.denoise:
-        gray = cv2.fastNlMeansDenoising(gray, None, h=7, templateWindowSize=7, searchWindowSize=15)
-        keep("denoise", gray)
-    skew = 0.0
-    if cfg.deskew:
-        skew = estimate_skew_deg(gray, cfg.max_deskew_deg)
-        if abs(skew) >= 0.3:
-            gray = rotate(gray, skew)
-            keep("deskew", gray)
+def _enhance(gray: NDArray[Any], cfg: PreprocessConfig, keep: Callable[[str, NDArray[Any]], None]) -> NDArray[Any]:
+    """Contrast, sharpening and binarisation, each as configured."""
     if cfg.normalize_contrast:
         tiles = max(2, min(8, max(gray.shape) // 160))
         gray = cv2.createCLAHE(clipLimit=2.0, tileGridSize=(tiles, tiles)).apply(gray)
@@ -195,4 +170,51 @@ def preprocess(
         block = max(15, (max(gray.shape) // 40) | 1)
         gray = cv2.adaptiveThreshold(gray, 255, cv2.ADAPTIVE_THRESH_GAUSSIAN_C, cv2.THRESH_BINARY, block, 12)
         keep("binarize", gray)
-    return Prepared(gray, quad, skew, crop, tuple(steps))
+    return gray
+
+
+def preprocess(
+    image_bgr: NDArray[Any], cfg: PreprocessConfig, quad: Quad | None = None, keep_steps: bool = False
+) -> Prepared:
+    """The label image for OCR: cropped along `quad` (found here when None), grey, cleaned and upright."""
+    steps: list[tuple[str, NDArray[Any]]] = []
+
+    def keep(name: str, img: NDArray[Any]) -> None:
+        if keep_steps:
+            steps.append((name, img))
+
+    img = image_bgr
+    crop = None
+    to_label = np.eye(3)  # photo -> the image handed on, step by step
+    if cfg.crop_label:
+        if quad is None:
+            s = min(1.0, 640 / max(image_bgr.shape[:2]))
+            q = find_label_quad(cv2.resize(image_bgr, None, fx=s, fy=s, interpolation=cv2.INTER_AREA))
+            quad = None if q is None else q / s
+        if quad is not None:
+            m, ow, oh = label_warp(quad, cfg.label_px)
+            img = crop = cv2.warpPerspective(
+                image_bgr, m, (ow, oh), flags=cv2.INTER_AREA, borderMode=cv2.BORDER_REPLICATE
+            )
+            to_label = m
+            keep("crop", img)
+    if not cfg.crop_label or quad is None:
+        s = min(1.0, cfg.label_px / max(img.shape[:2]))
+        if s < 1:
+            img = cv2.resize(img, None, fx=s, fy=s, interpolation=cv2.INTER_AREA)
+            to_label = np.diag([s, s, 1.0])
+    gray = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY) if img.ndim == 3 else img
+    keep("gray", gray)
+    if cfg.denoise:
+        gray = cv2.fastNlMeansDenoising(gray, None, h=7, templateWindowSize=7, searchWindowSize=15)
+        keep("denoise", gray)
+    skew = 0.0
+    if cfg.deskew:
+        skew = estimate_skew_deg(gray, cfg.max_deskew_deg)
+        if abs(skew) >= 0.3:
+            h, w = gray.shape[:2]
+            to_label = np.vstack([cv2.getRotationMatrix2D((w / 2, h / 2), skew, 1.0), [0, 0, 1]]) @ to_label
+            gray = rotate(gray, skew)
+            keep("deskew", gray)
+    gray = _enhance(gray, cfg, keep)
+    return Prepared(gray, quad, skew, crop, tuple(steps), np.linalg.inv(to_label))

@@ -114,7 +114,28 @@ class ImageReader:
             for k, (name, img) in enumerate(prepared.steps, start=1):
                 _write(debug_dir, f"{k:02d}_{name}.png", img)
             _write(debug_dir, f"{len(prepared.steps) + 1:02d}_lines.png", _draw_lines(prepared.image, lines))
-        return ImageReading(quality, lines, barcodes, self.engine_name, timing)
+        to_photo = (
+            None if prepared.to_photo is None else tuple(tuple(float(v) for v in row) for row in prepared.to_photo)
+        )
+        return ImageReading(quality, lines, barcodes, self.engine_name, timing, to_photo, prepared.image)
+
+    def second_pass(self, first: ImageReading) -> ImageReading | None:
+        """The cascade's second pass: the same label read again at a higher detector size and without the
+        horizontal squeeze, for a photo whose first read fell short; None when the engine has no such
+        setting or there is no label image."""
+        from edge_agent.pipelines.bench.ocr_onnx import OnnxOcr
+
+        if not isinstance(self.engine, OnnxOcr) or first.label_image is None:
+            return None
+        t0 = time.perf_counter()
+        det_px = max(self.cfg.ocr.det_px, self.cfg.ocr.second_pass_det_px)
+        lines, engine_timing = self.engine.read(first.label_image, det_px=det_px, squeeze=1.0)
+        timing = dict(first.timing_ms)
+        timing.update({f"{k}_2": round(v, 2) for k, v in engine_timing.items()})
+        timing["second_pass"] = round((time.perf_counter() - t0) * 1000, 2)
+        return ImageReading(
+            first.quality, lines, first.barcodes, first.engine, timing, first.to_photo, first.label_image
+        )
 
 
 def _draw_lines(label: NDArray[Any], lines: tuple[TextLine, ...]) -> NDArray[Any]:

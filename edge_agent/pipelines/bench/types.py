@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +53,7 @@ class ImageReading:
     barcodes: tuple[Barcode, ...]
     engine: str  # "onnx" | "tesseract"
     timing_ms: dict[str, float] = field(default_factory=dict)
+    # 3x3 homography (rows) from the label image the lines' boxes are in to the photo's pixels
+    to_photo: tuple[tuple[float, ...], ...] | None = None
+    # the prepared label image itself, for a second pass; never serialised
+    label_image: Any = field(default=None, repr=False, compare=False)
