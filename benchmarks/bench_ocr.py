@@ -307,7 +307,7 @@ def accuracy_table(items: list[dict[str, Any]], runs: dict[str, dict[str, Any]],
         for tier in TIERS:
             pairs = [
                 (it, r)
-                for it, r in zip(items, run["results"], strict=True)
+                for it, r in zip(run.get("items", items), run["results"], strict=True)
                 if (it["split"], it["tier"]) == (split, tier)
             ]
             if not pairs:
@@ -351,7 +351,7 @@ def layout_table(items: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -
             for lay in layouts:
                 pairs = [
                     (it, r)
-                    for it, r in zip(items, run["results"], strict=True)
+                    for it, r in zip(run.get("items", items), run["results"], strict=True)
                     if (it["split"], it["layout"]) == (split, lay)
                 ]
                 ok = sum(all(_same(r["fields"].get(f), it["truth"][f]) for f in FIELDS) for it, r in pairs)
@@ -368,7 +368,7 @@ def wrong_passed_list(items: list[dict[str, Any]], runs: dict[str, dict[str, Any
     run = runs.get("ours")
     if run is None:
         return ""
-    for it, r in zip(items, run["results"], strict=True):
+    for it, r in zip(run.get("items", items), run["results"], strict=True):
         if it["split"] != "tune" or r["review"] is not False:
             continue
         for f in FIELDS:
@@ -388,7 +388,7 @@ def review_table(items: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) -
         for split in SPLITS:
             for tier in TIERS:
                 counts: dict[str, int] = {}
-                for it, r in zip(items, run["results"], strict=True):
+                for it, r in zip(run.get("items", items), run["results"], strict=True):
                     if (it["split"], it["tier"]) == (split, tier):
                         for code in r.get("reasons", ()):
                             counts[code] = counts.get(code, 0) + 1
@@ -403,7 +403,7 @@ def stage_table(items: list[dict[str, Any]], runs: dict[str, dict[str, Any]]) ->
     for name, run in runs.items():
         for tier in TIERS:
             stages: dict[str, list[float]] = {}
-            for it, r in zip(items, run["results"], strict=True):
+            for it, r in zip(run.get("items", items), run["results"], strict=True):
                 if it["tier"] == tier:
                     for k, v in r["timing"].items():
                         stages.setdefault(k, []).append(v)
@@ -419,7 +419,7 @@ def reliability_table(items: list[dict[str, Any]], runs: dict[str, dict[str, Any
     for name, run in runs.items():
         for split in SPLITS:
             counts = [[0, 0, 0] for _ in BUCKETS[:-1]]  # values, right, passed without review
-            for it, r in zip(items, run["results"], strict=True):
+            for it, r in zip(run.get("items", items), run["results"], strict=True):
                 if it["split"] != split:
                     continue
                 for f in FIELDS:
@@ -535,7 +535,7 @@ def report(
         print(memory_table(mem) + "\n")
 
 
-def main() -> int:
+def main() -> int:  # noqa: PLR0915 - one linear script: parse, generate or reuse, run, report
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument(
         "--n", type=int, default=30, help="slips per split; each is photographed in every tier (default 30)"
@@ -546,6 +546,9 @@ def main() -> int:
     ap.add_argument("--memory", type=int, default=0, help="also run this many distinct photos in one process (500)")
     ap.add_argument("--memory-engines", default="ours", help="engines for --memory (default ours)")
     ap.add_argument("--barcodes", action="store_true", help="also compare zxing-cpp alone with edge-agent ocr")
+    ap.add_argument("--reuse", type=Path, help="a folder of photos an interrupted run left (with its items json)")
+    ap.add_argument("--save", type=Path, help="also write the raw results as JSON to this file")
+    ap.add_argument("--combine", type=Path, nargs="+", help="print the tables of runs saved with --save")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     ap.add_argument("--child-memory", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--items", help=argparse.SUPPRESS)
@@ -555,6 +558,19 @@ def main() -> int:
         print(json.dumps(run_engine(args.child, items, args.child_memory)))
         return 0
     args.splits = [s for s in args.splits.split(",") if s]
+    if args.combine:
+        parts = [json.loads(f.read_text(encoding="utf-8")) for f in args.combine]
+        for part in parts:  # each engine is scored on the photos it read (a quick engine may have read more)
+            for v in part["runs"].values():
+                v["items"] = part["items"]
+        runs = {k: v for p in parts for k, v in p["runs"].items()}
+        mem = {k: v for p in parts for k, v in p["mem"].items()}
+        elapsed = {k: max(p["elapsed"].get(k, 0.0) for p in parts) for k in ("generate", "read", "memory")}
+        report(args, parts[0]["items"], runs, mem, elapsed)
+        if args.barcodes:
+            print("### Real barcode photos (tests/data/barcodes and ../shared/data/barcodes)\n")
+            print(barcode_table()[0] + "\n")
+        return 0
     tiers = [t for t in args.tiers.split(",") if t]
     engines = [e for e in args.engines.split(",") if e]
     bad = [x for x in args.splits if x not in SPLITS] + [x for x in tiers if x not in TIERS]
@@ -566,7 +582,13 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench_ocr_") as tmp:
         folder = Path(tmp)
         t = time.perf_counter()
-        items = make_set(folder, args.splits, tiers, args.n)
+        if args.reuse:  # the photos of an interrupted run (its folder, kept): same seeds, same pixels
+            items = json.loads(next(args.reuse.glob("items_*_acc.json")).read_text(encoding="utf-8"))
+            items = [it for it in items if it["seed"] % 1_000_000 < args.n and it["split"] in args.splits]
+            for it in items:
+                it["path"] = str(args.reuse / Path(it["path"]).name)
+        else:
+            items = make_set(folder, args.splits, tiers, args.n)
         elapsed["generate"] = time.perf_counter() - t
         print(f"generated {len(items)} photos in {elapsed['generate']:.0f} s", file=sys.stderr)
         t = time.perf_counter()
@@ -581,6 +603,10 @@ def main() -> int:
                 name: _child(name, mem_items, folder, memory=True) for name in args.memory_engines.split(",") if name
             }
             elapsed["memory"] = time.perf_counter() - t
+    if args.save:  # engines run apart (e.g. on two cores at once) are printed together with --combine
+        args.save.write_text(
+            json.dumps({"items": items, "runs": runs, "mem": mem, "elapsed": elapsed}), encoding="utf-8"
+        )
     report(args, items, runs, mem, elapsed)
     if args.barcodes:
         print("### Real barcode photos (tests/data/barcodes and ../shared/data/barcodes)\n")

@@ -16,6 +16,7 @@ from numpy.typing import NDArray
 from PIL import Image, ImageDraw, ImageFont
 
 from edge_agent.demo.slipgen.code128 import render_code128, render_qr
+from edge_agent.demo.slipgen.photo import background, place
 
 log = logging.getLogger(__name__)
 
@@ -375,38 +376,8 @@ def _render_slip(rng: random.Random, t: dict[str, Any]) -> tuple[Image.Image, st
 # ---------------------------------------------------------------- photo simulation
 
 
-def _background(rng: np.random.Generator) -> NDArray[Any]:
-    # desk grey, wood, dark bench mat, green cutting mat, steel (BGR)
-    palette = np.array([[95, 95, 98], [70, 105, 140], [45, 45, 50], [70, 115, 75], [140, 140, 135]], np.float32)
-    base = palette[rng.integers(len(palette))] + rng.normal(0, 10, 3).astype(np.float32)
-    low = cv2.resize(
-        rng.normal(0, 14, (6, 8, 1)).astype(np.float32), (FRAME_W, FRAME_H), interpolation=cv2.INTER_CUBIC
-    )[..., None]
-    grain = rng.normal(0, 5, (FRAME_H, FRAME_W, 1)).astype(np.float32)
-    out: NDArray[Any] = np.clip(base + low + grain, 0, 255)
-    return out
-
-
-def _place(rng: random.Random, slip_w: int, slip_h: int, spec: TierSpec) -> NDArray[Any]:
-    """Frame corners (tl, tr, br, bl) where the slip lands."""
-    fill = rng.uniform(*spec.fill)
-    scale = min(fill * FRAME_H / slip_h, 0.92 * FRAME_W / slip_w)
-    ang = np.deg2rad(rng.uniform(-spec.rotation_deg, spec.rotation_deg))
-    hw, hh = slip_w * scale / 2, slip_h * scale / 2
-    c, s = np.cos(ang), np.sin(ang)
-    pts = np.array([[-hw, -hh], [hw, -hh], [hw, hh], [-hw, hh]], np.float32)
-    pts = pts @ np.array([[c, s], [-s, c]], np.float32)
-    jitter = spec.perspective * max(hw, hh) * 2
-    pts += np.array([[rng.uniform(-jitter, jitter), rng.uniform(-jitter, jitter)] for _ in range(4)], np.float32)
-    # keep the whole slip inside the frame with a margin
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    span = hi - lo
-    shrink = min(1.0, (FRAME_W - 40) / span[0], (FRAME_H - 40) / span[1])
-    pts *= shrink
-    lo, hi = pts.min(axis=0), pts.max(axis=0)
-    cx = rng.uniform(20 - lo[0], FRAME_W - 20 - hi[0])
-    cy = rng.uniform(20 - lo[1], FRAME_H - 20 - hi[1])
-    return pts + np.array([cx, cy], np.float32)
+# the classic style's five surfaces (the diverse style adds cardboard); kept so its photos stay byte-identical
+CLASSIC_SURFACES = ((95, 95, 98), (70, 105, 140), (45, 45, 50), (70, 115, 75), (140, 140, 135))
 
 
 def _light_field(rng: random.Random, strength: float) -> NDArray[Any]:
@@ -489,8 +460,8 @@ def generate_classic(
     slip, layout = _render_slip(rng, truth)
     slip_bgr = cv2.cvtColor(np.asarray(slip), cv2.COLOR_RGB2BGR)
     sh, sw = slip_bgr.shape[:2]
-    quad = _place(rng, sw, sh, spec)
-    frame = _background(nrng)
+    quad = place(rng, sw, sh, spec)
+    frame = background(nrng, CLASSIC_SURFACES)
     if defect != "no_label":
         src = np.array([[0, 0], [sw - 1, 0], [sw - 1, sh - 1], [0, sh - 1]], np.float32)
         m = cv2.getPerspectiveTransform(src, quad)

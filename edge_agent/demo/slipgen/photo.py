@@ -124,11 +124,13 @@ def _paper_effects(
     return out, applied
 
 
-def _background(rng: np.random.Generator) -> NDArray[Any]:
-    # desk grey, wood, dark bench mat, green cutting mat, steel, cardboard (BGR)
-    palette = np.array(
-        [[95, 95, 98], [70, 105, 140], [45, 45, 50], [70, 115, 75], [140, 140, 135], [90, 140, 175]], np.float32
-    )
+# desk grey, wood, dark bench mat, green cutting mat, steel, cardboard (BGR)
+SURFACES = ((95, 95, 98), (70, 105, 140), (45, 45, 50), (70, 115, 75), (140, 140, 135), (90, 140, 175))
+
+
+def background(rng: np.random.Generator, surfaces: tuple[tuple[int, int, int], ...] = SURFACES) -> NDArray[Any]:
+    """The bench surface around the slip: one of `surfaces`, with low-frequency shading and grain."""
+    palette = np.array(surfaces, np.float32)
     base = palette[rng.integers(len(palette))] + rng.normal(0, 10, 3).astype(np.float32)
     low = cv2.resize(
         rng.normal(0, 14, (6, 8, 1)).astype(np.float32), (FRAME_W, FRAME_H), interpolation=cv2.INTER_CUBIC
@@ -138,7 +140,7 @@ def _background(rng: np.random.Generator) -> NDArray[Any]:
     return out
 
 
-def _place(rng: random.Random, slip_w: int, slip_h: int, spec: Tier) -> NDArray[Any]:
+def place(rng: random.Random, slip_w: int, slip_h: int, spec: Any) -> NDArray[Any]:
     """Frame corners (tl, tr, br, bl) where the slip lands: rotated, tilted, wholly inside the frame."""
     fill = rng.uniform(*spec.fill)
     scale = min(fill * FRAME_H / slip_h, 0.92 * FRAME_W / slip_w)
@@ -233,9 +235,9 @@ def photograph(
     flat, paper = _paper_effects(rng, slip_rgb, tier, thermal, defect)
     slip_bgr = cv2.cvtColor(flat, cv2.COLOR_RGB2BGR)
     sh, sw = slip_bgr.shape[:2]
-    quad = _place(rng, sw, sh, spec)
+    quad = place(rng, sw, sh, spec)
     nrng = np.random.default_rng(rng.randrange(2**32))
-    frame = _background(nrng)
+    frame = background(nrng)
     if defect != "no_label":
         src = np.array([[0, 0], [sw - 1, 0], [sw - 1, sh - 1], [0, sh - 1]], np.float32)
         m = cv2.getPerspectiveTransform(src, quad)
