@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.central.db import Database
 from edge_agent.central.registry import KeySpan, load_keys
+from edge_agent.spine.gaps import read_gap
 from edge_agent.spine.keys import key_id_for, public_raw_b64
 from edge_agent.spine.records import ENVELOPE_FIELDS, canonical, check_record
 
@@ -465,6 +466,7 @@ class Ingestor:
             updates: list[tuple[Any, ...]] = []
             verified_ranges: list[tuple[str, int, int]] = []
             gap_rows: list[tuple[Any, ...]] = []
+            range_rows: list[tuple[Any, ...]] = []
             rotations: list[_Rec] = []
             for device in sorted(set(fresh) | set(dup_count)):
                 st = state[device]
@@ -472,11 +474,15 @@ class Ingestor:
                 new = fresh.get(device, {})
                 chain: dict[int, tuple[str, str]] = {s: (r.hash, r.prev) for s, r in new.items()}
                 gaps: dict[int, str] = {}
+                spans: list[tuple[int, int, str]] = []  # declared ranges: (first, last, hash of last or "")
                 for r in new.values():
                     if r.kind == "gap":
                         hashes = self._gap_hashes(r)
                         gaps.update(hashes)
                         gap_rows.extend((device, s, h, k, r.seq) for s, (h, k) in self._gap_items(r).items())
+                        for a, b in self._gap_ranges(r):
+                            spans.append((a, b, hashes.get(b, "")))
+                            range_rows.append((device, a, b, hashes.get(b, ""), r.seq))
                         out.anomalies.append(self._gap_anomaly(r, hashes))
                     elif r.kind == "key_rotation":
                         rotations.append(r)
@@ -492,12 +498,20 @@ class Ingestor:
                         "SELECT seq, hash FROM gap_declared WHERE device = ? AND seq > ?", (device, v)
                     ):
                         gaps.setdefault(int(s), h)
+                    spans.extend(
+                        (int(a), int(b), str(h))
+                        for a, b, h in self.db.query(
+                            "SELECT first_seq, last_seq, end_hash FROM gap_ranges WHERE device = ? AND last_seq > ?",
+                            (device, v),
+                        )
+                    )
                 start_v = v
                 while True:
                     nxt = v + 1
                     if nxt in chain:
                         h, p = chain[nxt]
-                        if p != vhash and not self._continues_fork(device, v, p, out):
+                        # vhash "" : the previous seq was declared lost by a gap that could not give its hash
+                        if vhash and p != vhash and not self._continues_fork(device, v, p, out):
                             out.anomalies.append(
                                 Anomaly(
                                     device,
@@ -511,6 +525,9 @@ class Ingestor:
                         v, vhash = nxt, h
                     elif nxt in gaps:
                         v, vhash = nxt, gaps[nxt]
+                    elif span := next(((a, b, h) for a, b, h in spans if a <= nxt <= b), None):
+                        # a declared range: jump to its end, linking on by the end's hash when given
+                        v, vhash = span[1], gaps.get(span[1], span[2])
                     else:
                         break
                 if parked_from_db and v > start_v:
@@ -560,6 +577,12 @@ class Ingestor:
                 ("device", "seq", "hash", "kind", "gap_seq"),
                 gap_rows,
                 conflict="ON CONFLICT (device, seq) DO NOTHING",
+            )
+            self.db.insert_many(
+                "gap_ranges",
+                ("device", "first_seq", "last_seq", "end_hash", "gap_seq"),
+                range_rows,
+                conflict="ON CONFLICT (device, first_seq, gap_seq) DO NOTHING",
             )
             for r in rotations:
                 if self._rotate(r, now):
@@ -639,19 +662,15 @@ class Ingestor:
     @staticmethod
     def _gap_items(r: _Rec) -> dict[int, tuple[str, str | None]]:
         body = r.body.get("body") if isinstance(r.body, dict) else None
-        items: dict[int, tuple[str, str | None]] = {}
-        if isinstance(body, dict):
-            for item in body.get("hashes") or []:
-                if (
-                    isinstance(item, list)
-                    and len(item) >= 2
-                    and isinstance(item[0], int)
-                    and isinstance(item[1], str)
-                    and 0 < item[0] < r.seq
-                ):
-                    kind = item[2] if len(item) > 2 and isinstance(item[2], str) else None
-                    items[item[0]] = (item[1], kind)
-        return items
+        got = read_gap(body, r.seq)
+        return got[0] if got else {}
+
+    @staticmethod
+    def _gap_ranges(r: _Rec) -> list[tuple[int, int]]:
+        """The seq ranges a gap declares dropped: the authority, whether or not each seq's hash is given."""
+        body = r.body.get("body") if isinstance(r.body, dict) else None
+        got = read_gap(body, r.seq)
+        return got[1] if got else []
 
     def _gap_hashes(self, r: _Rec) -> dict[int, str]:
         return {s: h for s, (h, _k) in self._gap_items(r).items()}
@@ -660,7 +679,7 @@ class Ingestor:
     def _gap_anomaly(r: _Rec, hashes: dict[int, str]) -> Anomaly:
         body = r.body.get("body") if isinstance(r.body, dict) else {}
         reason = body.get("reason") if isinstance(body, dict) else None
-        ranges = _span(list(hashes))
+        ranges = [list(x) for x in Ingestor._gap_ranges(r)] or _span(list(hashes))
         text = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges)
         return Anomaly(
             r.device,

@@ -168,4 +168,21 @@ MIGRATIONS = [
     ),
 ]
 
+MIGRATIONS.append(
+    Migration(
+        4,
+        "gap_ranges: seq ranges a signed gap declares, with the end's hash when the gap gives it",
+        sql=[
+            """CREATE TABLE IF NOT EXISTS gap_ranges (
+        device TEXT NOT NULL,
+        first_seq BIGINT NOT NULL,
+        last_seq BIGINT NOT NULL,
+        end_hash TEXT NOT NULL,
+        gap_seq BIGINT NOT NULL,
+        PRIMARY KEY (device, first_seq, gap_seq)
+    )""",
+        ],
+    )
+)
+
 register_migrations("central", MIGRATIONS)

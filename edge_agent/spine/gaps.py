@@ -113,3 +113,32 @@ def loss_gap(reason: str, detail: str, head: tuple[int, str] | None, delivered: 
         "ranges": ranges,
         "hashes": [],
     }
+
+
+def read_gap(body: Any, gap_seq: int) -> tuple[dict[int, tuple[str, str | None]], list[tuple[int, int]]] | None:
+    """What a signed gap declares: {seq: (hash, kind)} and the dropped seq ranges, all below `gap_seq`.
+
+    `ranges` is the authority on what was dropped; `hashes` gives the hash of some of those seqs
+    (each range's last, the newest ones) so a verifier can link across them. None when the body is
+    malformed (`hashes` or `ranges` not lists). Used by `verify` and by central ingest alike.
+    """
+    if not isinstance(body, dict):
+        return None
+    hashes, ranges = body.get("hashes", []), body.get("ranges", [])
+    if not isinstance(hashes, list) or not isinstance(ranges, list):
+        return None
+    items: dict[int, tuple[str, str | None]] = {}
+    for item in hashes:
+        if isinstance(item, list) and len(item) >= 2 and _is_seq(item[0]) and item[0] < gap_seq:
+            kind = item[2] if len(item) > 2 and isinstance(item[2], str) else None
+            items[item[0]] = (str(item[1]), kind)
+    declared = [
+        (r[0], r[1])
+        for r in ranges
+        if isinstance(r, list) and len(r) == 2 and _is_seq(r[0]) and _is_seq(r[1]) and r[0] <= r[1] < gap_seq
+    ]
+    return items, declared
+
+
+def _is_seq(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool) and x >= 1

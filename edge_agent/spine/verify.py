@@ -9,6 +9,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
+from edge_agent.spine.gaps import read_gap
 from edge_agent.spine.keys import key_id_for
 from edge_agent.spine.records import GENESIS_PREV, check_record, parse_line, verify_detached
 
@@ -204,18 +205,13 @@ class Verifier:
         self, seq: int, body: dict[str, Any], gap_hashes: dict[int, str], declared: list[tuple[int, int]]
     ) -> None:
         """Collect what a signed gap declares; a malformed one is a failure, never a traceback."""
-        hashes, ranges = body.get("hashes", []), body.get("ranges", [])
-        if not isinstance(hashes, list) or not isinstance(ranges, list):
+        got = read_gap(body, seq)
+        if got is None:
             self.findings.append(Finding(FAIL, "malformed", seq, "gap record: `hashes` and `ranges` must be lists"))
             return
-        for item in hashes:
-            if isinstance(item, list) and len(item) >= 2 and _is_int(item[0]) and 1 <= item[0] < seq:
-                gap_hashes[item[0]] = str(item[1])
-        declared.extend(
-            (r[0], r[1])
-            for r in ranges
-            if isinstance(r, list) and len(r) == 2 and _is_int(r[0]) and _is_int(r[1]) and 1 <= r[0] <= r[1] < seq
-        )
+        items, ranges = got
+        gap_hashes.update((s, h) for s, (h, _kind) in items.items())
+        declared.extend(ranges)
 
     def _check_start(self, first: int) -> None:
         """A stream that does not start at seq 1 (or --from-seq) has lost its beginning, unless vouched for."""

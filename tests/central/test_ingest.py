@@ -333,3 +333,44 @@ def test_views__trips_and_return_inspections_read_as_columns(dsn: str) -> None:
         assert [bool(r[7]) for r in rows] == [False, True]
     finally:
         db.close()
+
+
+def test_process__gaps_declaring_ranges_without_every_hash_are_followed(dsn: str) -> None:
+    # The device's outbox declares what it dropped in `ranges`; `hashes` gives only some of them
+    # (each range's end and the newest, to bound the gap's size), and none when the file was lost.
+    from edge_agent.spine.gaps import gap_body, loss_gap
+
+    db, ing, fleet, clock = _setup(dsn, 1)
+    d = fleet[0]
+    ts = datetime.fromtimestamp(clock.t, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    base = f"edge/{d.site}/{d.device}/rec"
+    sent: list[Message] = []
+
+    def send(rec: dict[str, Any]) -> None:
+        sent.append(Message(f"{base}/{rec['kind']}", encode(rec), clock.t))
+
+    try:
+        for i in range(2):
+            send(d.make("telemetry", {"i": i}, ts))
+        evicted = [(r["seq"], r["hash"], "telemetry") for r in (d.make("telemetry", {"i": i}, ts) for i in range(40))]
+        full = gap_body("outbox_full", evicted, max_bytes=2000)
+        assert len(full["hashes"]) < len(evicted) and full["ranges"] == [[3, 42]]
+        send(d.make("gap", full, ts))  # seq 43
+        send(d.make("telemetry", {"i": 99}, ts))  # seq 44
+        for i in range(5):  # seq 45-49: lost with the outbox file
+            d.make("telemetry", {"i": i}, ts)
+        lost = loss_gap("outbox_lost", "file zeroed", (d.seq, d.prev), 44)
+        assert lost["hashes"] == [] and lost["ranges"] == [[45, 49]]
+        send(d.make("gap", lost, ts))  # seq 50
+        send(d.make("telemetry", {"i": 100}, ts))  # seq 51
+        ing.process(sent[:3])
+        ing.process(sent[3:])  # the lost range arrives in a later batch than the first gap
+        clock.t += 61
+        ing.sweep()
+        st = queries.status(db)[0]
+        assert st["head_seq"] == 51 and st["verified_through"] == 51
+        assert _kinds(db) == [(d.device, "signed_gap"), (d.device, "signed_gap")]
+        ranges = sorted(a["evidence"]["ranges"] for a in queries.anomalies(db, kind="signed_gap"))
+        assert ranges == [[[3, 42]], [[45, 49]]]
+    finally:
+        db.close()
