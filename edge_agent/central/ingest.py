@@ -26,7 +26,7 @@ from edge_agent.central.db import Database
 from edge_agent.central.registry import KeySpan, load_keys
 from edge_agent.spine.gaps import read_gap
 from edge_agent.spine.keys import key_id_for, public_raw_b64
-from edge_agent.spine.records import ENVELOPE_FIELDS, canonical, check_record
+from edge_agent.spine.records import ENVELOPE_FIELDS, canonical, check_record, loads_strict
 
 log = logging.getLogger(__name__)
 
@@ -203,12 +203,13 @@ class Ingestor:
         site, device, what, topic_kind = where
         try:
             text = msg.payload.decode("utf-8")
-            obj = json.loads(text)
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            reason = (
-                "not UTF-8" if isinstance(exc, UnicodeDecodeError) else f"not JSON ({exc.msg} at column {exc.colno})"
-            )
-            out.anomalies.append(self._malformed(msg, reason, device))
+            # I-JSON as the device's verifier reads it: duplicate keys and absurd nesting refused
+            obj = loads_strict(text)
+        except UnicodeDecodeError:
+            out.anomalies.append(self._malformed(msg, "not UTF-8", device))
+            return None
+        except ValueError as exc:
+            out.anomalies.append(self._malformed(msg, str(exc), device))
             return None
         if not isinstance(obj, dict):
             out.anomalies.append(self._malformed(msg, f"expected a JSON object, got {type(obj).__name__}", device))

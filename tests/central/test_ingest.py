@@ -144,6 +144,8 @@ def test_process__hostile_messages_are_anomalies_not_crashes(dsn: str) -> None:
             Message("edge/sim/sim-00000/rec/telemetry", b"x" * (300 * 1024), t),
             Message("edge/sim/sim-00000/rec/telemetry", b"\xff\xfe not json", t),
             Message("edge/sim/sim-00000/rec/telemetry", b"[1, 2]", t),
+            Message("edge/sim/sim-00000/rec/telemetry", b"[" * 100_000 + b"]" * 100_000, t),  # nested to the hilt
+            Message("edge/sim/sim-00000/rec/telemetry", other.payload[:-1] + b', "body": {}}', t),  # a second body
             Message("edge/sim/sim-00001/rec/telemetry", other.payload, t),  # ... under sim-00001's topic
             Message("edge/sim/ghost/rec/telemetry", other.payload.replace(b"sim-00000", b"ghost"), t),
         ]
@@ -152,9 +154,11 @@ def test_process__hostile_messages_are_anomalies_not_crashes(dsn: str) -> None:
         clock.t += 601
         ing.process(msgs[:2])  # a replay of old records
         assert sorted(k for _d, k in _kinds(db)) == sorted(
-            ["oversize", "malformed", "malformed", "topic_mismatch", "unknown_device", "replay", "replay"]
+            ["oversize", *["malformed"] * 4, "topic_mismatch", "unknown_device", "replay", "replay"]
         )
         assert db.query("SELECT COUNT(*) FROM records") == [(6,)]
+        details = " ".join(a["message"] for a in queries.anomalies(db, kind="malformed"))
+        assert "nested too deeply" in details and "duplicate key 'body'" in details
         big = queries.anomalies(db, kind="oversize")[0]
         assert big["evidence"]["size"] == 300 * 1024 and "record" not in big["evidence"]
     finally:
