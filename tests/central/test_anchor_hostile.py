@@ -110,3 +110,15 @@ def test_hostile__bad_anchor_sections_fail_cleanly_on_chain(
 def test_hostile__a_proof_that_is_not_a_proof(anchored: tuple[Chain, AnchorContract, dict[str, Any]]) -> None:
     for proof in ({}, {"format": "edge-agent/anchor-proof/1"}, {"format": "something/else", "record": {}}):
         assert not all(c.ok for c in verify_proof(proof))  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("field", ["leaf_index", "tree_size"])
+def test_hostile__an_infinite_index_is_a_failed_root_check(
+    anchored: tuple[Chain, AnchorContract, dict[str, Any]], field: str
+) -> None:
+    # found by the property test above: json reads 1e999 as inf, and int(inf) raises OverflowError
+    _chain, _contract, proof = anchored
+    bad = json.loads(json.dumps(proof).replace(f'"{field}": {proof[field]}', f'"{field}": 1e999'))
+    assert bad[field] == float("inf")
+    root = next(c for c in verify_proof(bad) if c.name == "root")
+    assert not root.ok and "OverflowError" in root.detail

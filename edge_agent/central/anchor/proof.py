@@ -119,7 +119,7 @@ def check_root(proof: dict[str, Any]) -> Check:
         index, size = int(proof["leaf_index"]), int(proof["tree_size"])
         root = bytes.fromhex(str(proof["root"]))
         got = root_from_path(leaf, index, size, path)
-    except (KeyError, TypeError, ValueError, binascii.Error) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError, binascii.Error) as exc:  # Overflow: int(inf)
         return Check("root", False, f"malformed proof ({exc.__class__.__name__}: {exc})")
     if got != root:
         return Check("root", False, f"the audit path leads to {got.hex()}, not to the proof's root {root.hex()}")
@@ -146,7 +146,7 @@ def _check_chain(proof: dict[str, Any], contract: AnchorContract) -> Check:  # n
         block_hash = str(a["block_hash"]).lower()
         tx_hash = str(a["tx_hash"])
         chain_id = int(a["chain_id"])
-    except (KeyError, TypeError, ValueError) as exc:
+    except (KeyError, TypeError, ValueError, OverflowError) as exc:  # OverflowError: int(inf)
         return Check("chain", False, f"malformed anchor section ({exc.__class__.__name__}: {exc})")
     w3 = contract.w3
     if int(w3.eth.chain_id) != chain_id:
