@@ -462,13 +462,6 @@ def barcode_table() -> tuple[str, int, int, int]:
     for txt in sorted(data.glob("*.txt")):
         if txt.with_suffix(".png").exists():  # not the .metadata.txt files
             photos[txt.stem] = (txt.with_suffix(".png"), txt.read_text(encoding="utf-8").rstrip("\n"))
-    shared = ROOT.parent / "shared" / "data" / "barcodes"
-    tsv = shared / "expected.tsv"
-    if tsv.exists():
-        for ln in tsv.read_text(encoding="utf-8").splitlines()[1:]:
-            cols = ln.split("\t")
-            if len(cols) >= 3 and (shared / "zxing" / cols[0]).exists():
-                photos.setdefault(Path(cols[0]).stem, (shared / "zxing" / cols[0], cols[2].strip('"')))
     inspector = Inspector(BenchConfig())
     rows = []
     alone = ours = lost = masked = 0
@@ -568,7 +561,7 @@ def main() -> int:  # noqa: PLR0915 - one linear script: parse, generate or reus
         elapsed = {k: max(p["elapsed"].get(k, 0.0) for p in parts) for k in ("generate", "read", "memory")}
         report(args, parts[0]["items"], runs, mem, elapsed)
         if args.barcodes:
-            print("### Real barcode photos (tests/data/barcodes and ../shared/data/barcodes)\n")
+            print("### Real barcode photos (tests/data/barcodes)\n")
             print(barcode_table()[0] + "\n")
         return 0
     tiers = [t for t in args.tiers.split(",") if t]
@@ -609,7 +602,7 @@ def main() -> int:  # noqa: PLR0915 - one linear script: parse, generate or reus
         )
     report(args, items, runs, mem, elapsed)
     if args.barcodes:
-        print("### Real barcode photos (tests/data/barcodes and ../shared/data/barcodes)\n")
+        print("### Real barcode photos (tests/data/barcodes)\n")
         print(barcode_table()[0] + "\n")
     print(f"The whole run took {time.perf_counter() - t_all:.0f} s (wall clock) on one core.")
     return 0
