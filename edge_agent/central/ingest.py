@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.central.db import Database
 from edge_agent.central.registry import KeySpan, load_keys
-from edge_agent.spine.gaps import read_gap
+from edge_agent.spine.gaps import read_gap, seq_ranges
 from edge_agent.spine.keys import key_id_for, public_raw_b64
 from edge_agent.spine.records import ENVELOPE_FIELDS, canonical, check_record, loads_strict
 
@@ -132,16 +132,6 @@ def _parse_ts(ts: str) -> float | None:
         return datetime.fromisoformat(ts.replace("Z", "+00:00")).timestamp()
     except (ValueError, AttributeError):
         return None
-
-
-def _span(seqs: list[int]) -> list[list[int]]:
-    out: list[list[int]] = []
-    for s in sorted(seqs):
-        if out and s == out[-1][1] + 1:
-            out[-1][1] = s
-        else:
-            out.append([s, s])
-    return out
 
 
 class Ingestor:
@@ -680,7 +670,7 @@ class Ingestor:
     def _gap_anomaly(r: _Rec, hashes: dict[int, str]) -> Anomaly:
         body = r.body.get("body") if isinstance(r.body, dict) else {}
         reason = body.get("reason") if isinstance(body, dict) else None
-        ranges = [list(x) for x in Ingestor._gap_ranges(r)] or _span(list(hashes))
+        ranges = [list(x) for x in Ingestor._gap_ranges(r)] or seq_ranges(list(hashes))
         text = ",".join(f"{a}-{b}" if a != b else str(a) for a, b in ranges)
         return Anomaly(
             r.device,
