@@ -8,6 +8,7 @@ misunderstanding cannot hide in both.
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -218,6 +219,9 @@ class NmeaTwin(PtyTwin):
 
     def _scenario(self) -> None:
         start_t = self.start_t or datetime.now(UTC).replace(microsecond=0)
+        # Epochs are paced on the wall clock, not by sleeping a fixed time after each: on a busy
+        # machine sleeps add up and the route would run slower than the other twins' clocks.
+        t0 = time.monotonic()
         for n, (t, lat, lon, v, course) in enumerate(
             drive(self.legs, self.start_lat, self.start_lon, start_t, self.epoch_s), 1
         ):
@@ -227,4 +231,4 @@ class NmeaTwin(PtyTwin):
                 self._send(line)
             self.epochs_sent += 1
             self._noise(n)
-            self.stop_event.wait(self.epoch_s / self.speedup)
+            self.stop_event.wait(max(0.0, t0 + n * self.epoch_s / self.speedup - time.monotonic()))
