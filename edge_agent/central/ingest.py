@@ -26,7 +26,7 @@ from edge_agent.central.db import Database
 from edge_agent.central.registry import KeySpan, load_keys
 from edge_agent.spine.gaps import read_gap, seq_ranges
 from edge_agent.spine.keys import key_id_for, public_raw_b64
-from edge_agent.spine.records import ENVELOPE_FIELDS, canonical, check_record, loads_strict
+from edge_agent.spine.records import ENVELOPE_FIELDS, canonical, check_record, loads_wire
 
 log = logging.getLogger(__name__)
 
@@ -91,6 +91,7 @@ class _Rec:
     key_id: str
     text: str
     body: Any
+    signing: bytes | None  # RFC 8785 bytes when loads_wire had them, else check_record computes them
     site: str
     received_at: float
     msg: Message
@@ -193,8 +194,9 @@ class Ingestor:
         site, device, what, topic_kind = where
         try:
             text = msg.payload.decode("utf-8")
-            # I-JSON as the device's verifier reads it: duplicate keys and absurd nesting refused
-            obj = loads_strict(text)
+            # I-JSON as the device's verifier reads it: duplicate keys and absurd nesting refused;
+            # a payload in the device's own encoding also gives its signing bytes in the same pass
+            obj, signing = loads_wire(msg.payload, text)
         except UnicodeDecodeError:
             out.anomalies.append(self._malformed(msg, "not UTF-8", device))
             return None
@@ -238,6 +240,7 @@ class Ingestor:
             key_id=obj["key"],
             text=text,
             body=obj,
+            signing=signing,
             site=site,
             received_at=msg.received_at,
             msg=msg,
@@ -262,7 +265,7 @@ class Ingestor:
         span = keys.get(rec.key_id)
         if span is None:
             return "unknown_key"
-        problems = check_record(rec.body, span.public)
+        problems = check_record(rec.body, span.public, signing=rec.signing)
         if problems:
             out.verify_failures += 1
             kind = (

@@ -8,6 +8,7 @@ import json
 import re
 from typing import Any, Protocol
 
+import orjson
 import rfc8785
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -151,8 +152,11 @@ def encode(record: dict[str, Any]) -> bytes:
     return json.dumps(record, separators=(",", ":"), ensure_ascii=False, allow_nan=False).encode("utf-8")
 
 
-def check_record(record: dict[str, Any], public: Ed25519PublicKey | None) -> list[str]:
-    """Problems with one record on its own (shape, hash, signature); empty when it is sound."""
+def check_record(record: dict[str, Any], public: Ed25519PublicKey | None, *, signing: bytes | None = None) -> list[str]:
+    """Problems with one record on its own (shape, hash, signature); empty when it is sound.
+
+    `signing`: the record's signing bytes when the caller already has them (loads_wire), else computed here.
+    """
     problems = []
     missing = [f for f in ENVELOPE_FIELDS if f not in record]
     if missing:
@@ -163,7 +167,7 @@ def check_record(record: dict[str, Any], public: Ed25519PublicKey | None) -> lis
     if not isinstance(record["seq"], int) or isinstance(record["seq"], bool) or record["seq"] < 1:
         return [*problems, f"seq: expected an integer >= 1, got {record['seq']!r}"]
     try:
-        data = signing_bytes(record)
+        data = signing_bytes(record) if signing is None else signing
     except ValueError as exc:
         return [*problems, str(exc)]
     if hashlib.sha256(data).hexdigest() != record["hash"]:
@@ -232,3 +236,47 @@ def parse_line(line: str | bytes) -> dict[str, Any]:
     if not isinstance(obj, dict):
         raise ValueError(f"expected a JSON object, got {type(obj).__name__}")
     return obj
+
+
+# In the compact JSON encode() writes, a number follows `":`, `[` or `,`. One written with an exponent
+# or with 16 or more integer digits prints differently in RFC 8785; a 4-byte UTF-8 character may be in
+# a key that RFC 8785 sorts by UTF-16 units. Either sends a payload to the reference path (so may a
+# string that merely looks like one: that costs time, never correctness).
+_WIRE_HARD = re.compile(rb'(?:":|[\[,])-?(?:\d+(?:\.\d+)?[eE]|\d{16})|[\xf0-\xff]')
+
+
+_UNSIGNED = frozenset(("hash", "sig"))
+
+
+def _integral_floats_as_ints(obj: Any) -> Any:
+    """A copy with 1.0 as 1 (RFC 8785 prints integral numbers without a fraction); the rest unchanged."""
+    t = type(obj)
+    if t is dict:
+        return {k: _integral_floats_as_ints(v) for k, v in obj.items()}
+    if t is list:
+        return [_integral_floats_as_ints(v) for v in obj]
+    if t is float and obj.is_integer():
+        return int(obj)  # |obj| < 1e15 here: larger ones have 16+ digits and took the reference path
+    return obj
+
+
+def loads_wire(payload: bytes, text: str | None = None) -> tuple[Any, bytes | None]:
+    """A record as received: (the JSON value, its signing bytes) in one pass when the payload is exactly
+    what encode() writes, else (loads_strict's value, None) and the caller canonicalises as before.
+
+    The fast path parses with orjson and re-encodes the value: equal bytes prove the payload is compact,
+    has no duplicate key (a re-encoded object has none) and prints every number as Python does, so the
+    signing bytes are the sorted re-encoding (integral floats as integers) -- the RFC 8785 bytes that
+    signing_bytes() gives, without walking the value in Python. Whatever else arrives takes the
+    reference path, with its errors (`text`: the payload already decoded).
+    tests/spine/test_records.py checks both paths agree.
+    """
+    if json_depth_ok(payload) and not _WIRE_HARD.search(payload):
+        try:
+            obj = orjson.loads(payload)
+            if type(obj) is dict and orjson.dumps(obj) == payload:
+                unsigned = {k: v for k, v in obj.items() if k not in _UNSIGNED}
+                return obj, orjson.dumps(_integral_floats_as_ints(unsigned), option=orjson.OPT_SORT_KEYS)
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+            pass
+    return loads_strict(payload.decode("utf-8") if text is None else text), None

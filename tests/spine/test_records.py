@@ -126,3 +126,98 @@ def test_loads_strict__deep_nesting_is_refused_whatever_the_recursion_limit() ->
     assert loads_strict(at_limit) is not None
     # brackets inside strings are text, not nesting
     assert loads_strict(b'{"note": "' + b"[{" * 200 + b'"}') == {"note": "[{" * 200}
+
+
+def _wire_record(body: object) -> dict[str, object]:
+    return {
+        "v": 1,
+        "device": "d",
+        "seq": 7,
+        "ts": "2026-01-01T00:00:00.000Z",
+        "clock": "ntp",
+        "kind": "event",
+        "body": body,
+        "prev": GENESIS_PREV,
+        "key": "ed25519:0011223344556677",
+        "hash": "ab" * 32,
+        "sig": "c2ln",
+    }
+
+
+@settings(max_examples=600, deadline=None)
+@given(json_values)
+def test_loads_wire__agrees_with_the_reference_path(body: object) -> None:
+    """Whichever path a payload takes, loads_wire gives the value json reads and the bytes signing_bytes gives."""
+    import json
+
+    from edge_agent.spine.records import encode, loads_wire
+
+    rec = _wire_record(body)
+    payload = encode(rec)
+    obj, signing = loads_wire(payload)
+    assert obj == json.loads(payload)
+    try:
+        expected = signing_bytes(json.loads(payload))
+    except ValueError:
+        assert signing is None  # not canonicalisable: check_record reports it as before
+        return
+    assert signing is None or signing == expected
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"speed_kmh": 1.0, "lat": 39.900999999999996, "neg": -0.0, "list": [2.0, 0.5, -3.0]},
+        {"note": "plain text", "n": 12, "nested": {"z": 1, "a": [True, None, "x"]}},
+        {"ctrl": 'a\u0001b\n\t"\\', "bmp": "\u2028\ufeff\ue000 ü 中"},
+    ],
+)
+def test_loads_wire__device_payloads_take_the_one_pass_path(body: object) -> None:
+    from edge_agent.spine.records import encode, loads_wire
+
+    rec = _wire_record(body)
+    obj, signing = loads_wire(encode(rec))
+    assert obj == rec
+    assert signing == signing_bytes(rec)
+
+
+@pytest.mark.parametrize(
+    ("payload", "why"),
+    [
+        (b'{"v":1,"v":2}', "duplicate key"),
+        (b'{"a":{"b":1,"b":1}}', "duplicate key"),
+        (b'{"a":' * 65 + b"1" + b"}" * 65, "nested too deeply"),
+        (b'{"a":NaN}', None),
+    ],
+)
+def test_loads_wire__hostile_payloads_get_the_reference_verdict(payload: bytes, why: str | None) -> None:
+    from edge_agent.spine.records import loads_strict, loads_wire
+
+    if why is None:  # json reads NaN; canonicalising it then fails, as on the reference path
+        obj, signing = loads_wire(payload)
+        assert signing is None
+        assert math.isnan(obj["a"])
+        assert loads_strict(payload.decode()).keys() == obj.keys()
+        return
+    with pytest.raises(ValueError, match=why):
+        loads_wire(payload)
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        b'{"b":1e-05,"a":1}',  # Python writes an exponent RFC 8785 does not
+        b'{"b":12345678901234567,"a":1}',  # beyond 2**53
+        b'{"b":1.0e2,"a":1}',  # not how encode() writes it
+        b'{"b": 1,"a":1}',  # not compact
+        '{"😀":1,"\ue000":2}'.encode(),  # sorted by UTF-16 units in RFC 8785
+    ],
+)
+def test_loads_wire__other_encodings_take_the_reference_path(payload: bytes) -> None:
+    import json
+
+    from edge_agent.spine.records import loads_wire
+
+    obj, signing = loads_wire(payload)
+    assert obj == json.loads(payload)
+    assert signing is None
