@@ -238,25 +238,32 @@ def parse_line(line: str | bytes) -> dict[str, Any]:
     return obj
 
 
-# In the compact JSON encode() writes, a number follows `":`, `[` or `,`. One written with an exponent
-# or with 16 or more integer digits prints differently in RFC 8785; a 4-byte UTF-8 character may be in
-# a key that RFC 8785 sorts by UTF-16 units. Either sends a payload to the reference path (so may a
-# string that merely looks like one: that costs time, never correctness).
-_WIRE_HARD = re.compile(rb'(?:":|[\[,])-?(?:\d+(?:\.\d+)?[eE]|\d{16})|[\xf0-\xff]')
-
-
 _UNSIGNED = frozenset(("hash", "sig"))
+_NON_BMP_UTF8 = re.compile(rb"[\xf0-\xff]")  # lead bytes of 4-byte UTF-8 (and invalid ones)
 
 
-def _integral_floats_as_ints(obj: Any) -> Any:
-    """A copy with 1.0 as 1 (RFC 8785 prints integral numbers without a fraction); the rest unchanged."""
+def _jcs_numbers(obj: Any) -> Any:
+    """A copy orjson prints as RFC 8785 does: integral floats as integers (1.0 as 1), the rest unchanged.
+
+    orjson prints other floats with Python's shortest round-trip digits, as ECMAScript does, while
+    1e-4 <= |x| < 1e16; outside that (exponents) and for integers beyond 2**53 the payload takes the
+    reference path (_NeedsSlowPath).
+    """
     t = type(obj)
     if t is dict:
-        return {k: _integral_floats_as_ints(v) for k, v in obj.items()}
+        return {k: _jcs_numbers(v) for k, v in obj.items()}
     if t is list:
-        return [_integral_floats_as_ints(v) for v in obj]
-    if t is float and obj.is_integer():
-        return int(obj)  # |obj| < 1e15 here: larger ones have 16+ digits and took the reference path
+        return [_jcs_numbers(v) for v in obj]
+    if t is float:
+        if obj.is_integer():
+            if -_MAX_SAFE_INT <= obj <= _MAX_SAFE_INT:
+                return int(obj)
+            raise _NeedsSlowPath
+        if -1e-4 < obj < 1e-4:
+            raise _NeedsSlowPath
+        return obj
+    if t is int and not -_MAX_SAFE_INT <= obj <= _MAX_SAFE_INT:
+        raise _NeedsSlowPath
     return obj
 
 
@@ -264,19 +271,19 @@ def loads_wire(payload: bytes, text: str | None = None) -> tuple[Any, bytes | No
     """A record as received: (the JSON value, its signing bytes) in one pass when the payload is exactly
     what encode() writes, else (loads_strict's value, None) and the caller canonicalises as before.
 
-    The fast path parses with orjson and re-encodes the value: equal bytes prove the payload is compact,
-    has no duplicate key (a re-encoded object has none) and prints every number as Python does, so the
-    signing bytes are the sorted re-encoding (integral floats as integers) -- the RFC 8785 bytes that
-    signing_bytes() gives, without walking the value in Python. Whatever else arrives takes the
-    reference path, with its errors (`text`: the payload already decoded).
-    tests/spine/test_records.py checks both paths agree.
+    The fast path parses with orjson and re-encodes the value: equal bytes prove the payload is compact
+    and has no duplicate key (a re-encoded object has none). The signing bytes are then the sorted
+    re-encoding without hash and sig, numbers in RFC 8785 form (_jcs_numbers): the bytes signing_bytes()
+    gives, at a fraction of the cost. Whatever else arrives takes the reference path, with its errors
+    (`text`: the payload already decoded). tests/spine/test_records.py checks both paths agree.
     """
-    if json_depth_ok(payload) and not _WIRE_HARD.search(payload):
+    # A 4-byte UTF-8 character may be in a key, which RFC 8785 sorts by UTF-16 units, not code points.
+    if json_depth_ok(payload) and (payload.isascii() or not _NON_BMP_UTF8.search(payload)):
         try:
             obj = orjson.loads(payload)
             if type(obj) is dict and orjson.dumps(obj) == payload:
                 unsigned = {k: v for k, v in obj.items() if k not in _UNSIGNED}
-                return obj, orjson.dumps(_integral_floats_as_ints(unsigned), option=orjson.OPT_SORT_KEYS)
-        except (orjson.JSONDecodeError, orjson.JSONEncodeError):
+                return obj, orjson.dumps(_jcs_numbers(unsigned), option=orjson.OPT_SORT_KEYS)
+        except (orjson.JSONDecodeError, orjson.JSONEncodeError, _NeedsSlowPath):
             pass
     return loads_strict(payload.decode("utf-8") if text is None else text), None

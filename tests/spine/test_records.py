@@ -209,6 +209,8 @@ def test_loads_wire__hostile_payloads_get_the_reference_verdict(payload: bytes, 
         b'{"b":1e-05,"a":1}',  # Python writes an exponent RFC 8785 does not
         b'{"b":12345678901234567,"a":1}',  # beyond 2**53
         b'{"b":1.0e2,"a":1}',  # not how encode() writes it
+        b'{"b":0.00001,"a":1}',  # how orjson writes 1e-05: RFC 8785 form left to the reference
+        b'{"b":1e+16,"a":1}',  # an integral float beyond 2**53
         b'{"b": 1,"a":1}',  # not compact
         '{"😀":1,"\ue000":2}'.encode(),  # sorted by UTF-16 units in RFC 8785
     ],
