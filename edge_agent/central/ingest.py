@@ -18,7 +18,7 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -56,9 +56,12 @@ ANOMALY_KINDS = {
 _EVIDENCE_MAX = 64 * 1024  # bytes of a record kept as evidence
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
-    """One MQTT message as received; `token` is what the transport needs to acknowledge it."""
+class Message(NamedTuple):
+    """One MQTT message as received; `token` is what the transport needs to acknowledge it.
+
+    A named tuple, not a frozen dataclass: one is made per message on paho's thread, where every
+    microsecond is taken from verification.
+    """
 
     topic: str
     payload: bytes
@@ -103,6 +106,19 @@ class _Checkpoint:
     site: str
     cp: dict[str, Any]
     text: str
+
+
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A batch after stage 1 (Ingestor.prepare): parsed, classified, verified where the key was cached."""
+
+    batch: list[Message]
+    recs: list[_Rec]
+    cps: list[_Checkpoint]
+    good: list[_Rec]  # signature and hash verified with a cached key
+    deferred: list[_Rec]  # device or key id not cached: verified in commit()
+    anomalies: list[Anomaly]
+    verify_failures: int
 
 
 @dataclass
@@ -158,6 +174,11 @@ class Ingestor:
         if len(rest) == 3 and rest[2] == "checkpoint":
             return rest[0], rest[1], "checkpoint", ""
         return None
+
+    def use_db(self, db: Database) -> None:
+        """A new connection after a failure; cached keys are dropped, as they may be what went stale."""
+        self.db = db
+        self._keys = {}
 
     # ------------------------------------------------------------ keys
     def forget_keys(self, devices: Iterable[str]) -> None:
@@ -314,9 +335,18 @@ class Ingestor:
         return "ok"
 
     # ------------------------------------------------------------ stage 2: one transaction
-    def process(self, batch: list[Message]) -> BatchResult:  # noqa: PLR0912, PLR0915 - the batch's one pass
+    def process(self, batch: list[Message]) -> BatchResult:
+        """prepare() then commit(): the whole decision for one batch."""
+        return self.commit(self.prepare(batch))
+
+    def prepare(self, batch: list[Message]) -> Prepared:
+        """Stage 1, the CPU work and no database: parse, classify, verify against the cached keys.
+
+        Safe on another thread than commit() (the worker prepares the next batch while the previous
+        one commits). A record whose device or key id is not cached waits for commit(), which loads
+        keys; a cached key's span is checked again there, under the device's row lock.
+        """
         out = BatchResult()
-        now = self.clock()
         recs: list[_Rec] = []
         cps: list[_Checkpoint] = []
         for msg in batch:
@@ -325,15 +355,30 @@ class Ingestor:
                 recs.append(got)
             elif isinstance(got, _Checkpoint):
                 cps.append(got)
-        devices = {r.device for r in recs} | {c.device for c in cps}
-        self._ensure_keys(devices)
-        retry = {r.device for r in recs if r.device in self._keys and r.key_id not in self._keys[r.device]}
-        retry |= {d for d in devices if not self._keys.get(d)}
-        if retry:
-            self._ensure_keys(set(), force=retry)  # registered or rotated since we cached them
         good: list[_Rec] = []
-        waiting: list[_Rec] = []
+        deferred: list[_Rec] = []
         for r in recs:
+            keys = self._keys.get(r.device)
+            if not keys or r.key_id not in keys:
+                deferred.append(r)
+            elif self._verify(r, out) == "ok":
+                good.append(r)
+        return Prepared(batch, recs, cps, good, deferred, out.anomalies, out.verify_failures)
+
+    def commit(self, prep: Prepared) -> BatchResult:  # noqa: PLR0912, PLR0915 - the batch's one transaction
+        """Stage 2: keys not cached, registry state, chains, storage and anomalies, in one transaction.
+
+        May be called again with the same Prepared after a failure (nothing in `prep` is changed).
+        """
+        out = BatchResult(anomalies=list(prep.anomalies), verify_failures=prep.verify_failures)
+        now = self.clock()
+        recs, cps = prep.recs, prep.cps
+        self._ensure_keys({c.device for c in cps})
+        good: list[_Rec] = list(prep.good)
+        waiting: list[_Rec] = []
+        if prep.deferred:
+            self._ensure_keys(set(), force={r.device for r in prep.deferred})  # registered or rotated since cached
+        for r in prep.deferred:
             verdict = self._verify(r, out)
             if verdict == "ok":
                 good.append(r)
@@ -361,10 +406,11 @@ class Ingestor:
                 where, params = self.db.in_values("device", locked[i : i + 500])
                 for row in self.db.query(
                     "SELECT device, site, status, revoked_after_seq, head_seq, verified_through, verified_hash,"
-                    " checkpoint_seq FROM devices WHERE " + where + " ORDER BY device" + self.db.for_update,
+                    " checkpoint_seq, key_id FROM devices WHERE " + where + " ORDER BY device" + self.db.for_update,
                     params,
                 ):
                     state[row[0]] = list(row)
+            good = self._recheck_spans(good, state, out)
             if waiting:
                 # Under the lock, a rotation committed by another worker is visible now.
                 self._ensure_keys(set(), force={r.device for r in waiting})
@@ -594,6 +640,24 @@ class Ingestor:
         return out
 
     # ------------------------------------------------------------ helpers inside the transaction
+    def _recheck_spans(self, good: list[_Rec], state: dict[str, list[Any]], out: BatchResult) -> list[_Rec]:
+        """Records verified with a cached key other than the device's current one, checked on fresh spans.
+
+        A rotation committed since the cache was filled (by this worker's previous batch, or by another
+        worker on the shared subscription) ends the old key's span; the locked `devices` row names the
+        current key, so only records signed by another key cost a reload.
+        """
+        stale = {r.device for r in good if r.device in state and r.key_id != state[r.device][8]}
+        if not stale:
+            return good
+        self._ensure_keys(set(), force=stale)
+        kept: list[_Rec] = []
+        for r in good:
+            if r.device in stale and self._verify(r, out) != "ok":
+                continue
+            kept.append(r)
+        return kept
+
     def _update_devices(self, updates: list[tuple[Any, ...]]) -> None:
         """New chain state per device: one UPDATE over unnested arrays on PostgreSQL, executemany on SQLite."""
         if not updates:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import queue
+import struct
 import threading
 import time
 from dataclasses import dataclass, field
@@ -14,12 +15,16 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.central.db import Database, open_db
-from edge_agent.central.ingest import BatchResult, Ingestor, IngestSettings, Message
+from edge_agent.central.ingest import BatchResult, Ingestor, IngestSettings, Message, Prepared
 from edge_agent.central.metrics import Metrics
 from edge_agent.spine.config import MqttConfig
 from edge_agent.spine.sync import describe_connect_error, make_client
 
 log = logging.getLogger(__name__)
+
+PUBACK = 0x40
+# PUBACK: type, remaining length 2, packet id (MQTT 3.1.1; in 5.0 the same bytes mean reason Success, 3.4.2.1)
+_PUBACK = struct.Struct("!BBH")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,7 +55,7 @@ class IngestWorker:
         self.s = settings
         self.stop = stop
         self.metrics = metrics
-        self.q: queue.Queue[Message] = queue.Queue()
+        self.q: queue.SimpleQueue[Message] = queue.SimpleQueue()  # C-level put/get: one per message
         self.connected = threading.Event()
         self._generation = 0  # bumps on every connection: a mid is only ackable on the connection it came on
         self._gen_lock = threading.Lock()
@@ -107,8 +112,7 @@ class IngestWorker:
         self.connected.clear()
 
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
-        token = (self._generation, msg.mid, msg.qos)
-        self.q.put(Message(msg.topic, bytes(msg.payload), time.time(), token))
+        self.q.put(Message(msg.topic, bytes(msg.payload), time.time(), (self._generation, msg.mid, msg.qos)))
 
     # ------------------------------------------------------------ connection
     def _connect(self) -> None:
@@ -129,57 +133,123 @@ class IngestWorker:
                 delay = min(delay * 2, self.s.mqtt.backoff_max_s)
 
     def _ack(self, batch: list[Message]) -> None:
+        """PUBACK the batch's QoS 1 messages received on this connection (a mid means nothing on another).
+
+        paho's ack(mid) queues one packet, wakes its network thread and sends it on its own; a batch of
+        1,000 is one write instead (the same 4-byte PUBACKs, in order), through paho's own output queue
+        so it never interleaves with what paho sends. QoS 2 (not subscribed to) goes through ack().
+        """
         gen = self._generation
+        mids = []
         for m in batch:
             if m.token is None:
                 continue
             g, mid, qos = m.token
-            if g == gen and qos > 0:
+            if g != gen:
+                continue
+            if qos == 1:
+                mids.append(mid)
+            elif qos == 2:
                 self.client.ack(mid, qos)
+        if not mids:
+            return
+        queue_packet = getattr(self.client, "_packet_queue", None)
+        if queue_packet is None:  # pragma: no cover - a paho without it: one ack() each
+            for mid in mids:
+                self.client.ack(mid, 1)
+            return
+        queue_packet(PUBACK, b"".join([_PUBACK.pack(PUBACK, 2, mid) for mid in mids]), 0, 0)
 
     # ------------------------------------------------------------ main loop
     def run(self) -> None:
-        """Connect, then batch -> verify -> commit -> ack until stopped. Database errors retry the same batch."""
+        """Connect, then batch -> verify -> commit -> ack until stopped. Database errors retry the same batch.
+
+        Two stages overlap: this thread parses and verifies the next batch (CPU) while the commit thread
+        stores the previous one and waits for PostgreSQL's round trips and fsync; the handoff holds one
+        prepared batch, so at most three batches are unacknowledged. Acks follow each commit, in order.
+        """
         db = self._open_db()
         if db is None:
             return
         ing = Ingestor(db, self.s.ingest)
         self._connect()
         self.client.loop_start()
-        carry: list[Message] = []
+        handoff: queue.Queue[Prepared | None] = queue.Queue(maxsize=1)
+        committer = threading.Thread(target=self._commit_loop, args=(ing, handoff), name="central-commit")
+        committer.start()
         # The sweeper has its own thread and connection: scanning for holes never holds up a batch.
         sweeper = threading.Thread(target=self._sweep_loop, name="central-sweep", daemon=True)
         sweeper.start()
+        carry: list[Message] = []
         try:
-            while not self.stop.is_set():
+            while not self.stop.is_set() and committer.is_alive():
                 batch = carry or self._take_batch()
                 carry = []
-                if batch:
+                if not batch:
+                    continue
+                try:
+                    prepared = ing.prepare(batch)
+                except Exception:  # a bug, not bad input (that is an anomaly): say so, keep the batch
+                    log.exception("ingest: batch of %d not verified; retrying, nothing acknowledged", len(batch))
+                    carry = batch
+                    self.stop.wait(1.0)
+                    continue
+                while not self.stop.is_set() and committer.is_alive():
                     try:
-                        result = ing.process(batch)
+                        handoff.put(prepared, timeout=0.2)
+                        break
+                    except queue.Full:
+                        continue
+            if not self.stop.is_set():
+                log.error(
+                    "ingest: the commit thread stopped unexpectedly; stopping (unacknowledged records are redelivered)"
+                )
+        finally:
+            # The batch in the commit thread finishes (stored and acked, or left for redelivery).
+            while committer.is_alive():
+                try:
+                    handoff.put(None, timeout=0.2)
+                    break
+                except queue.Full:
+                    continue
+            committer.join()
+            self.client.disconnect()
+            self.client.loop_stop()
+            sweeper.join(5)
+
+    def _commit_loop(self, ing: Ingestor, handoff: queue.Queue[Prepared | None]) -> None:
+        """Commit prepared batches in order, then acknowledge them; a database error retries the same batch."""
+        try:
+            while True:
+                prepared = handoff.get()
+                if prepared is None:
+                    return
+                while True:
+                    try:
+                        result = ing.commit(prepared)
+                        break
                     except Exception as exc:  # noqa: BLE001 - any DB failure: keep the batch, reconnect, retry
-                        log.error(
-                            "ingest: batch of %d not stored (%s); retrying, nothing acknowledged", len(batch), exc
-                        )
+                        n = len(prepared.batch)
+                        log.error("ingest: batch of %d not stored (%s); retrying, nothing acknowledged", n, exc)
                         self.last_error = f"database: {exc}"
-                        carry = batch
-                        db.close()
+                        ing.db.close()
                         self.stop.wait(1.0)
                         db = self._open_db()
                         if db is None:
-                            return
-                        ing = Ingestor(db, self.s.ingest)
-                        continue
-                    self._ack(batch)
-                    self._account(result, len(batch))
-                    if result.rotated:
-                        carry = ing.take_pending(result.rotated)
+                            return  # stopping: the batch stays unacknowledged and is redelivered
+                        ing.use_db(db)
+                self._ack(prepared.batch)
+                self._account(result, len(prepared.batch))
+                if result.rotated:
+                    try:
+                        back = ing.take_pending(result.rotated)
+                    except Exception as exc:  # noqa: BLE001 - the sweeper takes them back later
+                        log.warning("ingest: records parked for a new key not taken back yet (%s)", exc)
+                        back = []
+                    for m in back:
+                        self.q.put(m)
         finally:
-            self.client.disconnect()
-            self.client.loop_stop()
-            if db is not None:
-                db.close()
-            sweeper.join(5)
+            ing.db.close()
 
     def _sweep_loop(self) -> None:
         """Every sweep_every_s: holes, short tails, unknown keys; parked records whose key is known go back in."""
