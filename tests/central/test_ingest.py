@@ -378,3 +378,41 @@ def test_process__gaps_declaring_ranges_without_every_hash_are_followed(dsn: str
         assert ranges == [[[3, 42]], [[45, 49]]]
     finally:
         db.close()
+
+
+def test_commit__a_key_cached_before_another_worker_stored_its_rotation_is_retired(dsn: str) -> None:
+    """Two workers on one shared subscription: B cached the first key, A stored the rotation that ends it;
+    a record after the rotation signed with the old key reaches B, which must not trust its cache."""
+    import json
+
+    from edge_agent.central.simulate import device_key
+    from edge_agent.spine.records import make_record
+
+    db, ing_a, fleet, clock = _setup(dsn, 1, rotate=1)
+    db_b = open_db(dsn)
+    try:
+        ing_b = Ingestor(db_b, IngestSettings(hole_after_s=60, replay_window_s=600), clock=clock)
+        msgs = _messages(fleet, 6, clock)
+        rot = next(i for i, m in enumerate(msgs) if "/key_rotation" in m.topic)
+        ing_b.process(msgs[:1])  # B caches the device's keys: the first one, open-ended
+        assert ing_a.process(msgs[1 : rot + 1]).rotated == {"sim-00000"}
+        rotation = json.loads(msgs[rot].payload)
+        old = device_key("t", "sim-00000", 0)
+        assert old.key_id == rotation["key"]
+        late = make_record(
+            device="sim-00000",
+            seq=rotation["seq"] + 1,
+            ts=rotation["ts"],
+            clock="ntp",
+            kind="telemetry",
+            body={"speed_kmh": 1.0},
+            prev=rotation["hash"],
+            key=old,
+        )
+        r = ing_b.process([Message("edge/sim/sim-00000/rec/telemetry", encode(late), clock.t)])
+        assert r.stored == 0
+        assert [(a.kind, a.seq) for a in r.anomalies] == [("retired_key", rotation["seq"] + 1)]
+        assert db.query("SELECT COUNT(*) FROM records WHERE seq > ?", (rotation["seq"],)) == [(0,)]
+    finally:
+        db_b.close()
+        db.close()
