@@ -35,13 +35,13 @@ def topic_base(cfg: SpineConfig) -> str:
     return f"{cfg.mqtt.topic_prefix}/{cfg.device.site}/{cfg.device.id}"
 
 
-def make_client(m: MqttConfig, client_id: str) -> mqtt.Client:
+def make_client(m: MqttConfig, client_id: str, client_class: type[mqtt.Client] = mqtt.Client) -> mqtt.Client:
     """A paho 2.x client (callback API v2) with TLS, mTLS and credentials as configured."""
     protocol = mqtt.MQTTv5 if m.protocol == "5" else mqtt.MQTTv311
     kwargs: dict[str, Any] = {}
     if protocol == mqtt.MQTTv311:
         kwargs["clean_session"] = False
-    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **kwargs)
+    client = client_class(CallbackAPIVersion.VERSION2, client_id=client_id, protocol=protocol, **kwargs)
     if m.tls:
         if m.ca_file is not None and not Path(m.ca_file).exists():
             raise SyncError(f"mqtt.ca_file: {m.ca_file} not found (the CA that signed the broker's certificate)")
