@@ -43,6 +43,7 @@ REASON_WORDS = {
     "low_confidence": "not sure of the reading",
     "missing_field": "not found on the slip",
     "bad_format": "does not look right",
+    "glare_on_value": "glare over the value",
     "order_mismatch": "scan, barcode and slip disagree",
     "image_quality": "photo quality",
 }

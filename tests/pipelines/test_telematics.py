@@ -169,6 +169,17 @@ def test_pipeline__tonne_km_when_fuel_unknown() -> None:
     assert trip["co2_kg"] == pytest.approx(720 * 0.09516, abs=0.01) and trip["co2_boundary"] == "TTW"
 
 
+def test_pipeline__a_fuel_level_that_does_not_fall_is_unknown_fuel_not_zero() -> None:
+    """A sensor too coarse for the trip (or only slosh) shows no drop: the CO2 comes from tonne-km, not 0."""
+    cfg = _cfg(vehicle_class="rigid_26_32t", emissions={"default_load_kg": 10_000})
+    pipe = TruckPipeline(cfg, load_factors(), "t")
+    readings = [r for r in _scenario(rate=False, levels=True) if not isinstance(r[2], FuelLevel)]
+    readings += [(t, 2, FuelLevel(0.0, T0 + timedelta(seconds=t), None, 300.0, "lls", "")) for t in range(0, 4500, 5)]
+    trip = next(b for k, b in _run(pipe, readings) if k == "trip")
+    assert trip["fuel_used_l"] is None and trip["fuel_source"] == "none"
+    assert trip["emission"]["method"] == "tonne_km" and trip["co2_kg"] == pytest.approx(720 * 0.09516, abs=0.01)
+
+
 def test_pipeline__parked_truck_gains_no_kilometres_from_drift() -> None:
     rnd = random.Random(3)
     pipe = TruckPipeline(_cfg(), load_factors(), "t")

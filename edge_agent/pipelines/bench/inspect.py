@@ -11,6 +11,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 
 from edge_agent.pipelines.bench.config import BenchConfig
@@ -175,6 +176,8 @@ def evaluate(
     barcodes = tuple(
         Barcode(mask_text(b.text, privacy, keep=keep, labels=labels), b.symbology, b.box) for b in reading.barcodes
     )
+    boxes = _field_boxes(values, ext.where, reading)
+    issues += glare_over_values(boxes, values, reading.quality)
     reasons = review_reasons(values, issues, rules.cfg.fields, reading.quality)
     # A reviewer reads these; the text of a value can carry a phone number, so mask them too.
     reasons = tuple(Issue(i.code, i.field, mask_text(i.message, privacy, keep=keep, labels=labels)) for i in reasons)
@@ -199,8 +202,43 @@ def evaluate(
         manifest_sha256=manifest.sha256 if manifest is not None else None,
         scan=scan,
         retakes=retake_advice(reasons, reading.quality),
-        field_boxes=_field_boxes(values, ext.where, reading),
+        field_boxes=boxes,
     )
+
+
+# Glare that blows out part of a line can hide the start or end of a value, and the rest then reads as a
+# shorter value that still fits its pattern (a customer id C5366281069 read as 1069 passed that way).
+GLARE_REACH = 1.5  # line heights either side of a value's box where glare may have hidden part of it
+GLARE_ON_VALUE = 0.03  # share of that stretch blown out that makes the reading doubtful
+
+
+def glare_over_values(
+    boxes: dict[str, list[list[float]] | None], values: dict[str, FieldValue], quality: QualityReport
+) -> list[Issue]:
+    """A read problem for each value read from text whose line, stretched GLARE_REACH line heights either
+    way, lies partly under a glare spot (QualityReport.glare_spots)."""
+    if quality.glare_spots is None:
+        return []
+    spots, k = quality.glare_spots
+    out = []
+    for name, quad in boxes.items():
+        if quad is None or values[name].source != "ocr":
+            continue
+        tl, tr, br, bl = np.asarray(quad, np.float64) * k
+        along = tr - tl
+        length = float(np.linalg.norm(along))
+        if length < 1:
+            continue
+        reach = along / length * GLARE_REACH * max(float(np.linalg.norm(bl - tl)), 1.0)
+        stretch = np.zeros(spots.shape, np.uint8)
+        cv2.fillConvexPoly(stretch, np.rint([tl - reach, tr + reach, br + reach, bl - reach]).astype(np.int32), 1)
+        area = int(stretch.sum())
+        frac = int((spots & stretch).sum()) / area if area else 0.0
+        if frac >= GLARE_ON_VALUE:
+            out.append(
+                Issue("glare_on_value", name, f"{name}: glare over the value ({frac:.0%} of its line blown out)")
+            )
+    return out
 
 
 def _field_boxes(

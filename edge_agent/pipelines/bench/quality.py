@@ -16,6 +16,7 @@ from edge_agent.pipelines.bench.types import QualityReport
 log = logging.getLogger(__name__)
 
 GLARE_LEVEL = 250  # grey level treated as blown out
+GLARE_PAPER_MAX = 245  # paper at least this bright is white, not a glare spot
 TILE_PX = 32
 # Nothing to read: a photo this dark overall (lens cap, lights off), or this even (empty bench, a wall,
 # all white). A slip, even blurred or in dim light, has print on paper: its grey levels spread far wider.
@@ -43,6 +44,16 @@ def blur_variance(gray: NDArray[Any], mask: NDArray[Any] | None = None) -> float
     return float(np.percentile(var, 90))
 
 
+def glare_spots(gray: NDArray[Any], label: NDArray[Any]) -> NDArray[Any] | None:
+    """Pixels blown out by glare, as a mask of `gray`'s size: those at GLARE_LEVEL on a label whose paper
+    (the median of `label`'s pixels) is darker than GLARE_PAPER_MAX. None when there are none, or when the
+    paper itself is that white: then a value's print still stands out and nothing is hidden."""
+    if label.size == 0 or float(np.median(label)) >= GLARE_PAPER_MAX:
+        return None
+    spots = (gray >= GLARE_LEVEL).astype(np.uint8)
+    return spots if spots.any() else None
+
+
 def assess(image_bgr: NDArray[Any], cfg: QualityConfig) -> tuple[QualityReport, Quad | None]:
     """Measure the photo: `ok` False with reasons when something may spoil the read (hints, acted on only
     when the read falls short), `blank` when there is nothing on it to read at all.
@@ -68,6 +79,7 @@ def assess(image_bgr: NDArray[Any], cfg: QualityConfig) -> tuple[QualityReport, 
     region = gray[mask > 0] if mask is not None else gray.ravel()
     brightness = float(region.mean())
     glare_frac = float((region >= GLARE_LEVEL).mean())
+    spots = glare_spots(gray, region)
     blur_var = blur_variance(gray, mask)
     reasons = []
     label_found = quad_small is not None
@@ -98,6 +110,7 @@ def assess(image_bgr: NDArray[Any], cfg: QualityConfig) -> tuple[QualityReport, 
         glare_frac=round(glare_frac, 4),
         label_found=label_found,
         blank=blank,
+        glare_spots=None if spots is None else (spots, scale),
     )
     quad = None if quad_small is None else quad_small / scale
     return report, quad

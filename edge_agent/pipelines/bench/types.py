@@ -42,6 +42,9 @@ class QualityReport:
     glare_frac: float
     label_found: bool
     blank: str | None = None  # why the photo holds nothing to read (all black, empty bench), else None
+    # Spots blown out by glare on a label whose paper is darker (quality.glare_spots): a uint8 mask and
+    # its scale from photo pixels; None when there are none. Never serialised.
+    glare_spots: tuple[Any, float] | None = field(default=None, repr=False, compare=False)
 
 
 @dataclass(frozen=True, slots=True)

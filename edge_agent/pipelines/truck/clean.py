@@ -272,7 +272,9 @@ class FuelTracker:
         return _interp(self._lvl_t, self._lvl_l, t)
 
     def level_used_l(self, t0: float, t1: float) -> float | None:
-        """Level drop between t0 and t1, corrected for refuels (added back) and drains (taken out)."""
+        """Level drop between t0 and t1, corrected for refuels (added back) and drains (taken out); None when
+        the level did not fall: the trip burnt less than the sensor resolves (or slosh hid it), which is no
+        measure of zero fuel, so the trip's CO2 falls back to its tonne-km."""
         i, j = bisect.bisect_left(self._lvl_t, t0), bisect.bisect_right(self._lvl_t, t1)
         if j - i < 2:
             return None
@@ -280,7 +282,7 @@ class FuelTracker:
         for e in self.events:
             if t0 <= e.t_start and e.t_end <= t1:
                 drop += e.amount_l if e.kind == "refuel" else -e.amount_l
-        return max(drop, 0.0)
+        return drop if drop > 0 else None
 
     def events_between(self, t0: float, t1: float) -> list[FuelEvent]:
         return [e for e in self.events if t0 <= e.t_start and e.t_end <= t1]
