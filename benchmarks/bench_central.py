@@ -3,8 +3,9 @@ two workers against one, and a fleet soak (p99 ingest lag, worker RSS over time,
 
 Run:  .venv/bin/python benchmarks/bench_central.py [--records 60000] [--soak-devices 2000] [--soak-duration 600]
       .venv/bin/python benchmarks/bench_central.py --quick          (a short run while developing)
-Each worker is pinned to one core with `taskset` (worker 1 on core 0, worker 2 on core 1); mosquitto,
-PostgreSQL and the publisher float. PostgreSQL runs with its durable defaults (fsync, synchronous_commit).
+Each worker is pinned to one core with `taskset` (worker 1 on core 0, worker 2 on core 1, or as --cores
+says); mosquitto, PostgreSQL and the publisher float. PostgreSQL runs with its durable defaults (fsync,
+synchronous_commit).
 Sections are functions in SECTIONS, so others can add theirs (--only NAME runs one).
 """
 
@@ -490,7 +491,14 @@ def main() -> None:
     ap.add_argument("--soak-duration", type=float, default=600.0, help="seconds (the target run is 600)")
     ap.add_argument("--only", choices=sorted(SECTIONS), action="append")
     ap.add_argument("--quick", action="store_true", help="20,000 records, a 200-device 30 s soak")
+    ap.add_argument(
+        "--cores",
+        help="cores for worker 1, worker 2 (and the in-process verify rows, on worker 1's), e.g. 1,0 when "
+        "something else holds core 0; default: the cores this process may use, in order",
+    )
     args = ap.parse_args()
+    if args.cores:
+        CORES[:] = [int(c) for c in args.cores.split(",")]
     if args.quick:
         args.records, args.soak_devices, args.soak_duration = 20000, 200, 30.0
     tmp = Path(tempfile.mkdtemp(prefix="bench-central-"))
