@@ -19,6 +19,7 @@ ENVELOPE_VERSION = 1
 # The first record of a device chains to 64 zeros: a value no SHA-256 output is known to take.
 GENESIS_PREV = "0" * 64
 ENVELOPE_FIELDS = ("v", "device", "seq", "ts", "clock", "kind", "body", "prev", "key", "hash", "sig")
+_ENVELOPE_SET = frozenset(ENVELOPE_FIELDS)
 
 # Eviction priority when the outbox is full: lower goes first. Kinds not listed are 1.
 KIND_PRIORITY = {
@@ -161,7 +162,7 @@ def check_record(record: dict[str, Any], public: Ed25519PublicKey | None, *, sig
     missing = [f for f in ENVELOPE_FIELDS if f not in record]
     if missing:
         return [f"missing field(s) {', '.join(missing)}"]
-    extra = sorted(set(record) - set(ENVELOPE_FIELDS))
+    extra = sorted(record.keys() - _ENVELOPE_SET)
     if extra:
         problems.append(f"unexpected field(s) {', '.join(extra)}")
     if not isinstance(record["seq"], int) or isinstance(record["seq"], bool) or record["seq"] < 1:
@@ -282,8 +283,8 @@ def loads_wire(payload: bytes, text: str | None = None) -> tuple[Any, bytes | No
         try:
             obj = orjson.loads(payload)
             if type(obj) is dict and orjson.dumps(obj) == payload:
-                unsigned = {k: v for k, v in obj.items() if k not in _UNSIGNED}
-                return obj, orjson.dumps(_jcs_numbers(unsigned), option=orjson.OPT_SORT_KEYS)
+                unsigned = {k: v if type(v) is str else _jcs_numbers(v) for k, v in obj.items() if k not in _UNSIGNED}
+                return obj, orjson.dumps(unsigned, option=orjson.OPT_SORT_KEYS)
         except (orjson.JSONDecodeError, orjson.JSONEncodeError, _NeedsSlowPath):
             pass
     return loads_strict(payload.decode("utf-8") if text is None else text), None
