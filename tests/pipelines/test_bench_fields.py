@@ -340,3 +340,9 @@ def test_extract_fields__values_beside_under_and_in_header_tables() -> None:
 def test_extract_fields__keyword_inside_a_value_is_no_label() -> None:
     got = extract(lines_of("原因：七天无理由退货", "SKU：SKU252239748", "退货人：王** 寄件地址：广东省深圳市"))
     assert got["reason"] == "七天无理由" and got["sku"] == "SKU252239748"
+
+
+def test_extract_fields__a_capital_i_read_as_a_bar_still_names_a_latin_label() -> None:
+    """Seen on a generated slip: 'Item Code' came back '|tem Code:6909423430652' and the SKU was lost."""
+    assert extract(lines_of("|tem Code:6909423430652"))["sku"] == "6909423430652"
+    assert extract(lines_of("!tem Code: AB-1234-BLK"))["sku"] == "AB-1234-BLK"

@@ -22,6 +22,8 @@ from edge_agent.pipelines.bench.types import TextLine
 # Characters a label may have between or around its keyword's characters without changing it.
 _IGNORED = set(" \t\u3000[]()（）【】<>《》「」『』·•*_")
 _COLON = set(":：;；")
+# What OCR makes of a capital I at the start of a Latin label ("|tem Code"); never a label's own character.
+_LATIN_LOOKALIKE = {"|": "i", "!": "i", "¦": "i"}
 # A Latin keyword must not be the tail of a longer word ("date" in "update").
 _LATIN = re.compile(r"[a-z]")
 # How far after a label its value may start in the same box, in characters of decoration
@@ -48,7 +50,7 @@ def fold_label(text: str) -> Folded:
     for i, ch in enumerate(to_halfwidth(text)):
         if ch in _IGNORED or ch.isspace():
             continue
-        low = ch.lower()
+        low = _LATIN_LOOKALIKE.get(ch, ch.lower())
         out.append(low if len(low) == 1 else ch)
         idx.append(i)
     return Folded("".join(out), tuple(idx))
