@@ -144,6 +144,8 @@ def test_extract_fields__not_an_integer_quantity_is_a_format_issue() -> None:
         ("２０２５－０３－２７", "2025-03-27"),
         ("2025.03.27", "2025-03-27"),
         ("2O25-03-27", "2025-03-27"),
+        ("2025.01.0b", "2025-01-06"),  # a 6 read as b (seen on a generated slip)
+        ("2025-0g-1q", "2025-09-19"),
         ("20250327", "2025-03-27"),
     ],
 )
@@ -340,3 +342,15 @@ def test_extract_fields__values_beside_under_and_in_header_tables() -> None:
 def test_extract_fields__keyword_inside_a_value_is_no_label() -> None:
     got = extract(lines_of("原因：七天无理由退货", "SKU：SKU252239748", "退货人：王** 寄件地址：广东省深圳市"))
     assert got["reason"] == "七天无理由" and got["sku"] == "SKU252239748"
+
+
+def test_extract_fields__a_capital_i_read_as_a_bar_still_names_a_latin_label() -> None:
+    """Seen on a generated slip: 'Item Code' came back '|tem Code:6909423430652' and the SKU was lost."""
+    assert extract(lines_of("|tem Code:6909423430652"))["sku"] == "6909423430652"
+    assert extract(lines_of("!tem Code: AB-1234-BLK"))["sku"] == "AB-1234-BLK"
+
+
+def test_extract_fields__value_under_its_label_in_a_tight_stack_whose_boxes_overlap() -> None:
+    """Seen on a stacked slip: the detector's padded boxes of 数量(件) and 1个 overlap by 12 of 35 px."""
+    lines = [TextLine("数量(件)", 0.85, (28, 471, 73, 35)), TextLine("1个", 0.99, (31, 494, 40, 32))]
+    assert extract(lines)["quantity"] == 1

@@ -22,6 +22,8 @@ from edge_agent.pipelines.bench.types import TextLine
 # Characters a label may have between or around its keyword's characters without changing it.
 _IGNORED = set(" \t\u3000[]()（）【】<>《》「」『』·•*_")
 _COLON = set(":：;；")
+# What OCR makes of a capital I at the start of a Latin label ("|tem Code"); never a label's own character.
+_LATIN_LOOKALIKE = {"|": "i", "!": "i", "¦": "i"}
 # A Latin keyword must not be the tail of a longer word ("date" in "update").
 _LATIN = re.compile(r"[a-z]")
 # How far after a label its value may start in the same box, in characters of decoration
@@ -48,7 +50,7 @@ def fold_label(text: str) -> Folded:
     for i, ch in enumerate(to_halfwidth(text)):
         if ch in _IGNORED or ch.isspace():
             continue
-        low = ch.lower()
+        low = _LATIN_LOOKALIKE.get(ch, ch.lower())
         out.append(low if len(low) == 1 else ch)
         idx.append(i)
     return Folded("".join(out), tuple(idx))
@@ -310,7 +312,8 @@ def _neighbours(bi: int, boxes: list[TextLine], is_label: list[bool]) -> list[tu
         b
         for b in boxes
         if b is not me
-        and b.box[1] >= me_bottom - me.box[3] * 0.3
+        # detector boxes are padded: a tight stack overlaps by up to a third of a line (measured 12 px of 35)
+        and b.box[1] >= me_bottom - me.box[3] * 0.5
         and b.box[1] - me_bottom <= 2.5 * me.box[3]
         and (_x_overlap(me, b) >= 0.3 or min(row, key=lambda lab: abs(cx(lab) - cx(b))) is me)
     ]
