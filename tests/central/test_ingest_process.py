@@ -280,3 +280,62 @@ def test_ingest__prometheus_endpoint_counts_records_and_anomalies(
         assert 'central_device_lag_seconds{device="sim-00000"}' in text
     finally:
         w.stop()
+
+
+def test_ingest__publishes_with_properties_or_qos_0_take_paho_s_own_path_and_are_stored(
+    broker: Broker, sqlite_dsn: str, tmp_path: Path
+) -> None:
+    """The worker's client hands a bare QoS 1 PUBLISH straight to its queue; one with MQTT 5
+    properties or at QoS 0 goes through paho's own decoding. Both kinds end up stored and chained."""
+    import base64
+    from datetime import UTC, datetime
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+    from paho.mqtt.packettypes import PacketTypes
+    from paho.mqtt.properties import Properties
+
+    from edge_agent.central import queries
+    from edge_agent.central.db import open_db
+    from edge_agent.central.registry import add_devices
+    from edge_agent.central.simulate import build_fleet, step
+    from tests.broker import connect_and_wait, new_client
+
+    fleet = build_fleet(1, seed="props")
+    db = open_db(sqlite_dsn)
+    try:
+        add_devices(
+            db, [(d.device, d.site, Ed25519PublicKey.from_public_bytes(base64.b64decode(d.keys[0]))) for d in fleet]
+        )
+    finally:
+        db.close()
+    msgs = [(o.topic, o.payload) for _ in range(6) for o in step(fleet[0], "edge", datetime.now(UTC))]
+    w = Worker(broker, sqlite_dsn, tmp_path, "wp", share=None).start()
+    client = new_client("props-pub")
+    try:
+        assert not connect_and_wait(client, broker).is_failure
+        props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        props.UserProperty = ("source", "test")
+        props.ContentType = "application/json"
+        infos = []
+        for i, (topic, payload) in enumerate(msgs):
+            if i % 3 == 1:
+                infos.append(client.publish(topic, payload, qos=1, properties=props))
+            elif i % 3 == 2:
+                infos.append(client.publish(topic, payload, qos=0))
+            else:
+                infos.append(client.publish(topic, payload, qos=1))
+        for info in infos:
+            info.wait_for_publish(5)
+        assert wait_until(lambda: stored_count(sqlite_dsn) == len(msgs), 20)
+        db = open_db(sqlite_dsn, migrate=False)
+        try:
+            st = queries.status(db)[0]
+            assert st["verified_through"] == st["head_seq"] == len(msgs)
+            assert queries.anomalies(db) == []
+        finally:
+            db.close()
+        assert w.alive
+    finally:
+        client.disconnect()
+        client.loop_stop()
+        assert w.stop() == 0
