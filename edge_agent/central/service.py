@@ -50,7 +50,7 @@ def run_ingest(settings: WorkerSettings, *, metrics_port: int | None = None, met
         worker = IngestWorker(settings, stop, metrics)
         worker.run()
     log.info("ingest stopped: %d record(s) stored in %d batch(es)", worker.stored, worker.batches)
-    return 0
+    return 1 if worker.failed else 0
 
 
 def run_simulation(

@@ -149,6 +149,7 @@ class IngestWorker:
         self.stored = 0
         self.batches = 0
         self.last_error: str | None = None
+        self.failed = False
 
     # ------------------------------------------------------------ paho callbacks (network thread: enqueue only)
     def _on_connect(self, client: mqtt.Client, _ud: Any, flags: Any, reason: Any, _props: Any) -> None:
@@ -247,7 +248,8 @@ class IngestWorker:
 
         Two stages overlap: this thread parses and verifies the next batch (CPU) while the commit thread
         stores the previous one and waits for PostgreSQL's round trips and fsync; the handoff holds one
-        prepared batch, so at most three batches are unacknowledged. Acks follow each commit, in order.
+        prepared batch, so at most three batches are between verification and their acks (the broker's
+        Receive Maximum bounds what is unacknowledged in all). Acks follow each commit, in order.
         """
         db = self._open_db()
         if db is None:
@@ -282,6 +284,7 @@ class IngestWorker:
                     except queue.Full:
                         continue
             if not self.stop.is_set():
+                self.failed = True  # the service exits non-zero, so systemd restarts it
                 log.error(
                     "ingest: the commit thread stopped unexpectedly; stopping (unacknowledged records are redelivered)"
                 )
