@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import os
 import queue
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -219,6 +220,7 @@ class Elm327Twin(PtyTwin):
         self.mute = False
         self.requests: list[str] = []
         self._inject: queue.SimpleQueue[bytes] = queue.SimpleQueue()
+        self.answering = threading.Event()  # set once the host has been sent its first vehicle reading
         self._t0 = time.monotonic()
         self._reset_state()
 
@@ -255,6 +257,8 @@ class Elm327Twin(PtyTwin):
             if self.stale_at_open:
                 reply, self.stale_at_open = self.stale_at_open + reply, b""
             self.write(reply)
+            if not command.startswith("AT"):
+                self.answering.set()
 
     # -- answers -------------------------------------------------------------
     def _lines(self, *lines: str) -> bytes:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import struct
+import threading
 import time
 from collections import deque
 from collections.abc import Callable
@@ -93,6 +94,7 @@ class J1939Twin(PtyTwin):
         self._later: deque[tuple[float, int, bytes]] = deque()
         self._tp_free_at: dict[int, float] = {}
         self._t0 = time.monotonic()
+        self.answering = threading.Event()  # set when the host first opens the bus (the truck's clock starts)
 
     # -- the simulated truck -----------------------------------------------------
     def truck_s(self) -> float:
@@ -177,6 +179,10 @@ class J1939Twin(PtyTwin):
             else:
                 self.open_mode = line
                 self.write(ok)
+                if not self.answering.is_set():
+                    # The route starts when the host first listens, as the GPS twin's does.
+                    self._t0 = time.monotonic()
+                    self.answering.set()
         elif line == "C":
             self.open_mode = None
             self.write(ok)

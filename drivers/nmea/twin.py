@@ -8,6 +8,7 @@ misunderstanding cannot hide in both.
 from __future__ import annotations
 
 import math
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ from operator import xor
 from pathlib import Path
 
 from edge_agent.drivers.ptytwin import PtyTwin
+
+START_WAIT_S = 30.0  # longest a scenario route waits for start_after
 
 EARTH_RADIUS_M = 6_371_008.8  # mean radius; the twin's own (spherical) dead reckoning
 
@@ -149,8 +152,13 @@ class NmeaTwin(PtyTwin):
         speedup: float = 1.0,
         talker: str = "GN",
         garbage_every: int = 0,
+        start_after: threading.Event | None = None,
     ) -> None:
         super().__init__(link)
+        # A scenario route starts once this is set (the vehicle bus answered the agent), at most
+        # START_WAIT_S later: on a busy machine the agent may open the bus seconds after the GPS, and a
+        # trip that began before it would have no fuel readings.
+        self.start_after = start_after
         if (log is None) == (legs is None):
             raise ValueError("NmeaTwin: expected exactly one of log= (replay) or legs= (scenario)")
         self.log = Path(log) if log is not None else None
@@ -218,7 +226,15 @@ class NmeaTwin(PtyTwin):
         return None
 
     def _scenario(self) -> None:
-        start_t = self.start_t or datetime.now(UTC).replace(microsecond=0)
+        waited = time.monotonic()
+        if self.start_after is not None:
+            deadline = waited + START_WAIT_S
+            while not self.start_after.wait(0.05) and not self.stop_event.is_set() and time.monotonic() < deadline:
+                pass
+        waited = time.monotonic() - waited
+        start_t = (
+            (self.start_t + timedelta(seconds=waited)) if self.start_t else datetime.now(UTC).replace(microsecond=0)
+        )
         # Epochs are paced on the wall clock, not by sleeping a fixed time after each: on a busy
         # machine sleeps add up and the route would run slower than the other twins' clocks.
         t0 = time.monotonic()

@@ -46,19 +46,9 @@ def setup_truck(cfg_path: Path, work: Path, twins: Any, bus: str = "obd") -> Non
     from edge_agent.drivers.scale.twin import ScaleTwin
 
     legs = truck_legs()
-    gps = twins.add(
-        NmeaTwin(
-            link=work / "gps",
-            legs=legs,
-            start_lat=TRUCK_START[0],
-            start_lon=TRUCK_START[1],
-            start_t=datetime.now(UTC),
-            speedup=TRUCK_SPEEDUP,
-        )
-    )
     if bus == "j1939":
         # The same route on the truck's CAN bus: speed, total fuel used, odometer, weight, VIN, a DM1.
-        can = twins.add(
+        vehicle = can = twins.add(
             J1939Twin(
                 link=work / "can",
                 route=tuple(CanLeg(leg.duration_s, leg.speed_kmh) for leg in legs),
@@ -70,12 +60,24 @@ def setup_truck(cfg_path: Path, work: Path, twins: Any, bus: str = "obd") -> Non
             "sleep_after_open_s = 0.0\n\n"
         )
     else:
-        obd = twins.add(Elm327Twin(link=work / "obd", time_scale=TRUCK_SPEEDUP))
+        vehicle = obd = twins.add(Elm327Twin(link=work / "obd", time_scale=TRUCK_SPEEDUP))
         scale = twins.add(ScaleTwin(link=work / "axle", fmt="and", time_scale=TRUCK_SPEEDUP))
         devices = (
             f'[telematics.fuel]\nkind = "elm327"\nport = "{obd.path}"\n\n'
             f'[telematics.weight]\nkind = "scale"\nport = "{scale.path}"\nprotocol = "continuous"\n\n'
         )
+    # The route starts when the vehicle bus has answered the agent, so every trip has its fuel readings.
+    gps = twins.add(
+        NmeaTwin(
+            link=work / "gps",
+            legs=legs,
+            start_lat=TRUCK_START[0],
+            start_lon=TRUCK_START[1],
+            start_t=datetime.now(UTC),
+            speedup=TRUCK_SPEEDUP,
+            start_after=vehicle.answering,
+        )
+    )
     set_value(cfg_path, "telematics.transport_id", '"京A12345"')
     set_value(cfg_path, "telematics.gps.port", f'"{gps.path}"')
     mid_lat, mid_lon = _end_of(legs[:2])
@@ -85,6 +87,8 @@ def setup_truck(cfg_path: Path, work: Path, twins: Any, bus: str = "obd") -> Non
             "\n# ---- added by `edge-agent demo`: the twins' pseudo-terminals and the run's geofences\n"
             + devices
             + "[telematics.trips]\nmin_trip_s = 120.0\nmin_parking_s = 240.0\n\n"
+            # the demo's time runs TRUCK_SPEEDUP times faster: one OBD poll a second is 30 s of the truck's
+            + "[telematics.cleaning]\nfuel_rate_max_gap_s = 300.0\n\n"
             f'[[telematics.geofences]]\nname = "北京仓库"\nlat = {TRUCK_START[0]}\nlon = {TRUCK_START[1]}\n'
             "radius_m = 500.0\n\n"
             f'[[telematics.geofences]]\nname = "廊坊中转站"\nlat = {mid_lat:.6f}\nlon = {mid_lon:.6f}\n'

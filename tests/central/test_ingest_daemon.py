@@ -62,6 +62,7 @@ def truck(tmp_path: Path, broker: Broker) -> Iterator[Path]:
     cfg = cfg_dir / "config.toml"
     twins = Twins()
     try:
+        obd = twins.add(Elm327Twin(link=tmp_path / "obd", time_scale=SPEEDUP))
         gps = twins.add(
             NmeaTwin(
                 link=tmp_path / "gps",
@@ -70,9 +71,9 @@ def truck(tmp_path: Path, broker: Broker) -> Iterator[Path]:
                 start_lon=116.4074,
                 start_t=datetime.now(UTC),
                 speedup=SPEEDUP,
+                start_after=obd.answering,  # the drive starts once the agent reads the OBD-II adapter
             )
         )
-        obd = twins.add(Elm327Twin(link=tmp_path / "obd", time_scale=SPEEDUP))
         set_value(cfg, "telematics.transport_id", '"京A12345"')
         set_value(cfg, "telematics.gps.port", f'"{gps.path}"')
         set_value(cfg, "checkpoint.interval_s", "2")
@@ -80,7 +81,9 @@ def truck(tmp_path: Path, broker: Broker) -> Iterator[Path]:
         with cfg.open("a", encoding="utf-8") as f:
             f.write(
                 f'\n[telematics.fuel]\nkind = "elm327"\nport = "{obd.path}"\n\n'
-                "[telematics.trips]\nmin_trip_s = 60.0\nmin_parking_s = 120.0\n"
+                "[telematics.trips]\nmin_trip_s = 60.0\nmin_parking_s = 120.0\n\n"
+                # time runs SPEEDUP times faster: one poll a second is a minute of the truck's time
+                "[telematics.cleaning]\nfuel_rate_max_gap_s = 600.0\n"
             )
         yield cfg
     finally:

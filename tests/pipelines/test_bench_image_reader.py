@@ -255,6 +255,34 @@ def test_inspector__cascade_reads_again_at_higher_resolution_when_the_first_read
     assert not easy.needs_review and "second_pass" not in easy.timing_ms
 
 
+def test_inspector__second_pass_cuts_the_label_again_with_a_margin() -> None:
+    """Diverse seed 27 (typical, thermal): the label outline found cuts the slip's left edge, so the first
+    read loses the start of 'QTY' and '订单号'; the second pass cuts again with a margin and reads them."""
+    from datetime import date, timedelta
+
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    img, t = generate_slip(27, "typical", style="diverse")
+    ins = Inspector(BenchConfig())
+    day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
+    ins.today = lambda: day
+    first = ins.reader.read(img)
+    assert not any(ln.text.startswith("QTY") for ln in first.lines)
+    again = ins.reader.second_pass(first, img)
+    assert again is not None and any(ln.text.startswith("QTY") for ln in again.lines)
+    res = ins.inspect(img)
+    assert "second_pass" in res.timing_ms
+    assert res.fields["order_no"] == t["order_no"] and res.fields["quantity"] == t["quantity"]
+    # the boxes of the second read still land on the slip in the photo
+    quad = np.asarray(t["label_quad"])
+    for corners in (c for c in res.field_boxes.values() if c is not None):
+        for x, y in corners:
+            assert (
+                quad[:, 0].min() - 40 <= x <= quad[:, 0].max() + 40
+                and quad[:, 1].min() - 40 <= y <= quad[:, 1].max() + 40
+            )
+
+
 def test_inspector__glare_is_a_hint_a_photo_read_well_passes_one_read_badly_says_why() -> None:
     from datetime import date, timedelta
 

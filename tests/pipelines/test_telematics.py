@@ -180,6 +180,15 @@ def test_pipeline__a_fuel_level_that_does_not_fall_is_unknown_fuel_not_zero() ->
     assert trip["emission"]["method"] == "tonne_km" and trip["co2_kg"] == pytest.approx(720 * 0.09516, abs=0.01)
 
 
+def test_pipeline__fuel_rate_that_starts_late_in_a_trip_is_not_the_trips_fuel() -> None:
+    """An adapter that answered only for the second half (it connected late) would report half the fuel."""
+    cfg = _cfg(vehicle_class="rigid_26_32t", emissions={"default_load_kg": 10_000})
+    pipe = TruckPipeline(cfg, load_factors(), "t")
+    late = [r for r in _scenario(rate=True, levels=False) if not (isinstance(r[2], FuelRate) and r[0] < 2000)]
+    trip = next(b for k, b in _run(pipe, late) if k == "trip")
+    assert trip["fuel_used_l"] is None and trip["emission"]["method"] == "tonne_km"
+
+
 def test_pipeline__parked_truck_gains_no_kilometres_from_drift() -> None:
     rnd = random.Random(3)
     pipe = TruckPipeline(_cfg(), load_factors(), "t")

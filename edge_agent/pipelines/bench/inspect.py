@@ -268,12 +268,13 @@ def _field_boxes(
     return out
 
 
-# What a second, finer read can fix: fields not read, misread or read doubtfully.
-_SHORTFALL = ("missing_field", "bad_format", "low_confidence", "conflicting_values")
+# What a second, finer read can fix, and how much each falls short: a value not read at all, or read
+# as no value, weighs more than one read doubtfully, which a reviewer can at least confirm.
+_SHORTFALL = {"missing_field": 2, "bad_format": 2, "low_confidence": 1, "conflicting_values": 1}
 
 
 def _shortfall(result: InspectionResult) -> int:
-    return sum(1 for i in result.review_reasons if i.code in _SHORTFALL)
+    return sum(_SHORTFALL.get(i.code, 0) for i in result.review_reasons)
 
 
 def _falls_short(result: InspectionResult) -> bool:
@@ -286,7 +287,7 @@ def _today_utc() -> date:
 
 def _malloc_trim() -> Callable[[int], int] | None:
     try:
-        return ctypes.CDLL(None).malloc_trim  # type: ignore[no-any-return]
+        return ctypes.CDLL(None).malloc_trim
     except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to call
         return None
 
@@ -338,7 +339,7 @@ class Inspector:
         result = evaluate(reading, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name)
         if _falls_short(result) and self.rules.cfg.ocr.second_pass_det_px > 0:
             # The cascade: easy photos stay fast, a hard one gets the resolution it needs.
-            again = self.reader.second_pass(reading)
+            again = self.reader.second_pass(reading, image_bgr)
             if again is not None:
                 second = evaluate(
                     again, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name

@@ -47,10 +47,13 @@ class Folded:
 def fold_label(text: str) -> Folded:
     out: list[str] = []
     idx: list[int] = []
-    for i, ch in enumerate(to_halfwidth(text)):
+    half = to_halfwidth(text)
+    for i, ch in enumerate(half):
         if ch in _IGNORED or ch.isspace():
             continue
         low = _LATIN_LOOKALIKE.get(ch, ch.lower())
+        if ch == "0" and any(0 <= k < len(half) and half[k].isascii() and half[k].isalpha() for k in (i - 1, i + 1)):
+            low = "o"  # a letter O inside a Latin word read as a zero ("0RDER ID")
         out.append(low if len(low) == 1 else ch)
         idx.append(i)
     return Folded("".join(out), tuple(idx))
@@ -243,6 +246,8 @@ def locate(
             # A label with a colon and something after it that is no value: a format issue, not a missing field.
             raw = re.split(r"[:：;；]", box.text[hit.end : stop], maxsplit=1)
             unparsed = raw[1].strip() if len(raw) == 2 else ""
+            if not any(c.isalnum() for c in unparsed):
+                unparsed = ""  # a stray bracket or dash after the colon ("订单号(平台):(") is no value
             if j + 1 < len(bh) or unparsed:
                 if unparsed:
                     found[hit.role].append(Found(hit.role, unparsed, box.confidence, box, "unparsed", hit.fuzzy, box))

@@ -229,9 +229,7 @@ def _cn_number(text: str) -> int | None:
 
 _DATE = re.compile(r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})(?!\d)\s*日?")
 _DATE_COMPACT = re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?!\d)")
-_DATE_FIXABLE = re.compile(r"[OoDQIl|SsBZzbGgq]")
-# Lower-case letters that OCR gives for digits by their own shape (b for 6, g and q for 9), not upper-cased.
-_LOWER_DIGIT_FOR = {"b": "6", "g": "9", "q": "9"}
+_DATE_FIXABLE = re.compile(r"[OoDQIl|SsBZz]")
 
 
 def parse_date(segment: str) -> tuple[date, int] | None:
@@ -240,9 +238,7 @@ def parse_date(segment: str) -> tuple[date, int] | None:
     found = _find_date(text)
     if found is not None:
         return found, 0
-    fixed = _DATE_FIXABLE.sub(
-        lambda m: _LOWER_DIGIT_FOR.get(m.group(0)) or DIGIT_FOR.get(m.group(0).upper(), m.group(0)), text
-    )
+    fixed = _DATE_FIXABLE.sub(lambda m: DIGIT_FOR.get(m.group(0).upper(), m.group(0)), text)
     if fixed != text:
         found = _find_date(fixed)
         if found is not None:

@@ -22,6 +22,7 @@ from edge_agent.pipelines.bench.types import Barcode, ImageReading, TextLine
 log = logging.getLogger(__name__)
 
 ENGINES = ("onnx", "tesseract")
+RECUT_MARGIN = 0.05  # the second pass cuts the label again this much larger each way (a share of its size)
 MAX_IMAGE_PX = MAX_IMAGE_PIXELS  # decompression bombs are refused from the header, before OpenCV allocates them
 
 
@@ -119,23 +120,41 @@ class ImageReader:
         )
         return ImageReading(quality, lines, barcodes, self.engine_name, timing, to_photo, prepared.image)
 
-    def second_pass(self, first: ImageReading) -> ImageReading | None:
-        """The cascade's second pass: the same label read again at a higher detector size and without the
-        horizontal squeeze, for a photo whose first read fell short; None when the engine has no such
-        setting or there is no label image."""
+    def second_pass(self, first: ImageReading, image_bgr: NDArray[Any] | None = None) -> ImageReading | None:
+        """The cascade's second pass, for a photo whose first read fell short: the label read again at a
+        higher detector size and without the horizontal squeeze. With the photo, the label is cut again
+        from the photo, around the first cut with a margin and without straightening its perspective, so
+        text a wrong label outline cut off is read too. None when the engine has no such setting or there
+        is no label image."""
         from edge_agent.pipelines.bench.ocr_onnx import OnnxOcr
 
         if not isinstance(self.engine, OnnxOcr) or first.label_image is None:
             return None
         t0 = time.perf_counter()
+        label, to_photo = first.label_image, first.to_photo
+        if image_bgr is not None and first.to_photo is not None:
+            label, to_photo = self._recut(image_bgr, first)
         det_px = max(self.cfg.ocr.det_px, self.cfg.ocr.second_pass_det_px)
-        lines, engine_timing = self.engine.read(first.label_image, det_px=det_px, squeeze=1.0)
+        lines, engine_timing = self.engine.read(label, det_px=det_px, squeeze=1.0)
         timing = dict(first.timing_ms)
         timing.update({f"{k}_2": round(v, 2) for k, v in engine_timing.items()})
         timing["second_pass"] = round((time.perf_counter() - t0) * 1000, 2)
-        return ImageReading(
-            first.quality, lines, first.barcodes, first.engine, timing, first.to_photo, first.label_image
-        )
+        return ImageReading(first.quality, lines, first.barcodes, first.engine, timing, to_photo, label)
+
+    def _recut(
+        self, image_bgr: NDArray[Any], first: ImageReading
+    ) -> tuple[NDArray[Any], tuple[tuple[float, ...], ...]]:
+        """The label cut from the photo again along the first outline grown RECUT_MARGIN each way, and
+        prepared as before (straightened, grey, deskewed, contrast), with its homography back to the photo."""
+        h, w = first.label_image.shape[:2]
+        corners = np.array([[0, 0, 1], [w, 0, 1], [w, h, 1], [0, h, 1]], np.float64) @ np.asarray(first.to_photo).T
+        pts = corners[:, :2] / corners[:, 2:3]
+        centre = pts.mean(axis=0)
+        grown = centre + (pts - centre) * (1 + 2 * RECUT_MARGIN)
+        ph, pw = image_bgr.shape[:2]
+        grown = np.clip(grown, 0, [pw - 1, ph - 1]).astype(np.float32)
+        prepared = preprocess(image_bgr, self.cfg.preprocess, grown)
+        return prepared.image, tuple(tuple(float(v) for v in row) for row in np.asarray(prepared.to_photo))
 
 
 def _draw_lines(label: NDArray[Any], lines: tuple[TextLine, ...]) -> NDArray[Any]:

@@ -21,6 +21,9 @@ REANCHOR_AFTER_JUMPS = 3
 DRIFT_EXITS = 3
 # A refuel or drain is over when the filtered level has not moved on for this long.
 FUEL_SETTLE_S = 60.0
+# Share of a trip the fuel-rate integral must cover to stand for the trip's fuel (a dropped sample or
+# two is fine; an adapter that was silent for a quarter of the trip is not).
+RATE_COVERAGE = 0.9
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,6 +196,7 @@ class FuelTracker:
         self.c = c
         self._rate_t: list[float] = []
         self._rate_cum_l: list[float] = []
+        self._rate_cum_s: list[float] = []  # seconds integrated so far (gaps over fuel_rate_max_gap_s are not)
         self._last_rate: tuple[float, float] | None = None
         self._raw: deque[float] = deque(maxlen=c.fuel_median_samples)
         self._lvl_t: list[float] = []
@@ -207,6 +211,7 @@ class FuelTracker:
         if not math.isfinite(rate_lph) or rate_lph < 0:
             return
         cum = self._rate_cum_l[-1] if self._rate_cum_l else 0.0
+        cum_s = self._rate_cum_s[-1] if self._rate_cum_s else 0.0
         if self._last_rate is not None:
             t0, r0 = self._last_rate
             dt = t - t0
@@ -214,16 +219,27 @@ class FuelTracker:
                 return
             if dt <= self.c.fuel_rate_max_gap_s:
                 cum += (r0 + rate_lph) / 2.0 * dt / 3600.0  # trapezoid
+                cum_s += dt
         self._last_rate = (t, rate_lph)
         self._rate_t.append(t)
         self._rate_cum_l.append(cum)
+        self._rate_cum_s.append(cum_s)
 
     def rate_used_l(self, t0: float, t1: float) -> float | None:
-        """Litres burnt between t0 and t1 by the rate integral; None when no rate sample falls inside."""
+        """Litres burnt between t0 and t1 by the rate integral; None unless the integral covers at least
+        RATE_COVERAGE of the span: an adapter that answered only for part of a trip (it connected late,
+        or its samples came further apart than fuel_rate_max_gap_s) would report a fraction of the fuel
+        as all of it, down to 0 L."""
         i, j = bisect.bisect_left(self._rate_t, t0), bisect.bisect_right(self._rate_t, t1)
         if j - i < 2:
             return None
+        covered_s = _interp(self._rate_t, self._rate_cum_s, t1) - _interp(self._rate_t, self._rate_cum_s, t0)
+        if covered_s < RATE_COVERAGE * (t1 - t0):
+            return None
         return _interp(self._rate_t, self._rate_cum_l, t1) - _interp(self._rate_t, self._rate_cum_l, t0)
+
+    def _covers(self, first_t: float, last_t: float, t0: float, t1: float) -> bool:
+        return first_t - t0 <= self.c.fuel_rate_max_gap_s and t1 - last_t <= self.c.fuel_rate_max_gap_s
 
     # -- level ------------------------------------------------------------
     def push_level(self, t: float, level_l: float, moving: bool) -> FuelEvent | None:
@@ -276,7 +292,7 @@ class FuelTracker:
         the level did not fall: the trip burnt less than the sensor resolves (or slosh hid it), which is no
         measure of zero fuel, so the trip's CO2 falls back to its tonne-km."""
         i, j = bisect.bisect_left(self._lvl_t, t0), bisect.bisect_right(self._lvl_t, t1)
-        if j - i < 2:
+        if j - i < 2 or not self._covers(self._lvl_t[i], self._lvl_t[j - 1], t0, t1):
             return None
         drop = _interp(self._lvl_t, self._lvl_l, t0) - _interp(self._lvl_t, self._lvl_l, t1)
         for e in self.events:
@@ -289,9 +305,10 @@ class FuelTracker:
 
     def prune(self, before_t: float) -> None:
         """Forget samples older than `before_t` (nothing open needs them)."""
-        for ts, vs in ((self._rate_t, self._rate_cum_l), (self._lvl_t, self._lvl_l)):
-            k = max(bisect.bisect_left(ts, before_t) - 1, 0)
-            del ts[:k], vs[:k]
+        k = max(bisect.bisect_left(self._rate_t, before_t) - 1, 0)
+        del self._rate_t[:k], self._rate_cum_l[:k], self._rate_cum_s[:k]
+        k = max(bisect.bisect_left(self._lvl_t, before_t) - 1, 0)
+        del self._lvl_t[:k], self._lvl_l[:k]
         self.events = [e for e in self.events if e.t_end >= before_t]
 
 
