@@ -366,3 +366,11 @@ def test_extract_fields__a_letter_o_read_as_zero_inside_a_latin_label() -> None:
     assert extract(lines_of("0RDER ID:24012490505072"))["order_no"] == "24012490505072"
     # a zero among digits stays a zero: no label is made of a value
     assert extract(lines_of("SKU：SKU0105030"))["sku"] == "SKU0105030"
+
+
+def test_extract_fields__a_code_that_ends_on_a_separator_was_cut_off() -> None:
+    """Seen on a hard tuning slip: '订单编号：DD20240613-' (the -39939 unread) passed as DD20240613."""
+    ext = extract_fields(lines_of("订单编号：DD20240613-", "货号：AB-1234-BLK"), TEMPLATE, REASONS, MATCHER)
+    assert ext.values["order_no"].value is None
+    assert [i.code for i in ext.issues if i.field == "order_no"] == ["bad_format"]
+    assert ext.values["sku"].value == "AB-1234-BLK"  # separators inside a code are fine

@@ -15,6 +15,7 @@ from edge_agent.pipelines.bench.locate import SHAPE_ONLY, Labels, locate
 from edge_agent.pipelines.bench.normalize import (
     ReasonTable,
     ambiguous_positions,
+    dangling_separator,
     clean_code_token_conf,
     ean13_valid,
     fix_code,
@@ -383,6 +384,9 @@ def _parse_code(
     token, tconf = clean_code_token_conf(text, conf)
     if not token:
         return None, 0.0, "empty"
+    cut = dangling_separator(text)
+    if cut is not None:
+        return None, 0.0, f"{token[:40]}{cut} ends in {cut!r}: the rest of the code was not read"
     fixed = fix_code(token, spec.pattern)
     if fixed is None:
         return None, 0.0, f"{token[:40]!r} does not match the expected pattern"

@@ -96,6 +96,16 @@ def clean_code_token(segment: str) -> str:
     return m.group(0).rstrip(".-_/") if m else ""
 
 
+def dangling_separator(segment: str) -> str | None:
+    """The separator a code run ends on when nothing follows it ("DD20240613-"): the rest of the code was
+    not read (cut off by glare, the label's edge or the detector). None for a code that ends cleanly."""
+    text = re.sub(r"(?<=[A-Za-z0-9]) (?=[A-Za-z0-9])", "", to_halfwidth(segment).strip().lstrip("#:;,. "))
+    m = _CODE_CHARS.match(text)
+    if m is None or m.end() != len(text) or len(m.group(0)) < 2:
+        return None
+    return m.group(0)[-1] if m.group(0)[-1] in "-_/" else None
+
+
 def clean_code_token_conf(segment: str, conf: tuple[float, ...]) -> tuple[str, tuple[float, ...]]:
     """clean_code_token, with each kept character's OCR probability (() when `conf` does not fit)."""
     token = clean_code_token(segment)
