@@ -15,8 +15,8 @@ from edge_agent.pipelines.bench.locate import SHAPE_ONLY, Labels, locate
 from edge_agent.pipelines.bench.normalize import (
     ReasonTable,
     ambiguous_positions,
-    dangling_separator,
     clean_code_token_conf,
+    dangling_separator,
     ean13_valid,
     fix_code,
     fold,
