@@ -300,7 +300,7 @@ def _table(head: list[str], rows: list[list[str]]) -> str:
 
 
 def accuracy_table(items: list[dict[str, Any]], runs: dict[str, dict[str, Any]], split: str) -> str:
-    head = ["engine", "tier", "all six", *[SHORT[f] for f in FIELDS], "review", "refused", "wrong values"]
+    head = ["engine", "tier", "all six", *[SHORT[f] for f in FIELDS], "review", "quality hint", "wrong values"]
     head += ["wrong passed", "median ms", "p95 ms"]
     rows = []
     for name, run in runs.items():

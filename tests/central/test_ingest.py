@@ -208,6 +208,30 @@ def _unused(_: Any) -> None:
     pass
 
 
+def test_process__checkpoint_signed_by_a_key_not_yet_announced_is_not_judged(dsn: str) -> None:
+    """Checkpoints and records travel on different topics: a checkpoint signed by the device's new key
+    may arrive before the key_rotation record. That is no forgery (seen as bad_checkpoint under load)."""
+    import json
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    from edge_agent.spine.checkpoint import make_checkpoint
+    from edge_agent.spine.keys import DeviceKey, key_id_for
+
+    db, ing, fleet, clock = _setup(dsn, 1)
+    try:
+        d = fleet[0]
+        ing.process(_messages(fleet, 3, clock))
+        private = Ed25519PrivateKey.generate()
+        new_key = DeviceKey(private, key_id_for(private.public_key()))
+        cp = make_checkpoint(new_key, device=d.device, seq=3, head_hash=d.hashes[3], ts="2026-01-01T00:00:00.000Z")
+        ing.process([Message("edge/sim/sim-00000/checkpoint", json.dumps(cp).encode(), clock.t)])
+        ing.sweep()
+        assert _kinds(db) == []
+    finally:
+        db.close()
+
+
 def test_process__tail_shorter_than_the_signed_checkpoint_is_reported_then_resolved(dsn: str) -> None:
     import json
 

@@ -154,7 +154,7 @@ def test_ingest__real_truck_daemon_trips_verify_and_a_signed_key_rotation_is_fol
             30,
         )
         st = queries.status(db, DEVICE)[0]
-        assert st["head_seq"] == st["verified_through"] and st["anomalies"] == 0, st
+        assert st["head_seq"] == st["verified_through"] and st["anomalies"] == 0, (st, queries.anomalies(db))
         assert queries.anomalies(db) == []
         keys = load_public_keys(pub)
         v = Verifier(keys, strict_order=True)
