@@ -283,6 +283,22 @@ def test_inspector__second_pass_cuts_the_label_again_with_a_margin() -> None:
             )
 
 
+def test_inspector__a_code_the_first_read_saw_cut_off_stays_doubtful_when_the_second_reads_less() -> None:
+    """Diverse seed 44 (hard, tuning split): the first read gives '订单编号：DD20240613-', the second
+    '订单编号：DD20240613'; the order number is DD20240613-39939 and must not pass as DD20240613."""
+    from datetime import date, timedelta
+
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    img, t = generate_slip(44, "hard", style="diverse")
+    ins = Inspector(BenchConfig())
+    day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
+    ins.today = lambda: day
+    res = ins.inspect(img)
+    assert res.fields["order_no"] == t["order_no"] or res.needs_review
+    assert any(i.field == "order_no" and i.code == "bad_format" for i in res.review_reasons)
+
+
 def test_inspector__glare_is_a_hint_a_photo_read_well_passes_one_read_badly_says_why() -> None:
     from datetime import date, timedelta
 

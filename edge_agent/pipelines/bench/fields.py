@@ -32,6 +32,8 @@ from edge_agent.resources import config_file
 
 log = logging.getLogger(__name__)
 
+CUT_OFF = "the rest of the code was not read"  # the problem of a code that ends on a separator
+
 KINDS = ("code", "int", "date", "reason")
 PRIVACY_ROLES = ("name", "address", "phone", "id")
 
@@ -386,7 +388,7 @@ def _parse_code(
         return None, 0.0, "empty"
     cut = dangling_separator(text)
     if cut is not None:
-        return None, 0.0, f"{token[:40]}{cut} ends in {cut!r}: the rest of the code was not read"
+        return None, 0.0, f"{token[:40]}{cut} ends in {cut!r}: {CUT_OFF}"
     fixed = fix_code(token, spec.pattern)
     if fixed is None:
         return None, 0.0, f"{token[:40]!r} does not match the expected pattern"

@@ -7,7 +7,7 @@ import logging
 import re
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +25,7 @@ from edge_agent.pipelines.bench.decide import (
     settle_confusables,
 )
 from edge_agent.pipelines.bench.fields import (
+    CUT_OFF,
     FieldValue,
     Issue,
     LabelMatcher,
@@ -277,6 +278,25 @@ def _shortfall(result: InspectionResult) -> int:
     return sum(_SHORTFALL.get(i.code, 0) for i in result.review_reasons)
 
 
+def _still_cut_off(first: InspectionResult, second: InspectionResult) -> InspectionResult:
+    """The second reading, where the first saw a code cut off ("DD20240613-") and the second reads only
+    its start ("DD20240613"): still a read problem, not a shorter code (a hard slip passed that way)."""
+    cut = {
+        i.field: i.message
+        for i in first.review_reasons
+        if i.field is not None and i.code == "bad_format" and CUT_OFF in i.message
+    }
+    more = []
+    for name, message in cut.items():
+        value = second.fields.get(name)
+        if value is not None and message.split(": ", 1)[-1].startswith(str(value)):
+            more.append(Issue("bad_format", name, f"{name}: the first read showed more of this code ({message})"))
+    if not more:
+        return second
+    reasons = (*second.review_reasons, *more)
+    return replace(second, review_reasons=reasons, needs_review=True, retakes=retake_advice(reasons, second.quality))
+
+
 def _falls_short(result: InspectionResult) -> bool:
     return result.quality.blank is None and _shortfall(result) > 0
 
@@ -345,7 +365,7 @@ class Inspector:
                     again, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name
                 )
                 if _shortfall(second) < _shortfall(result):
-                    result = second
+                    result = _still_cut_off(result, second)
                 else:
                     result.timing_ms.update({k: v for k, v in again.timing_ms.items() if k not in result.timing_ms})
         result.timing_ms["total"] = round((time.perf_counter() - t0) * 1000, 2)
