@@ -524,7 +524,8 @@ def report(
     rows = [[n, f"{r['peak_rss_mb']:.0f}", f"{r['load_ms']:.0f}"] for n, r in runs.items()]
     print(_table(["engine", f"peak RSS MB after the {len(items)} photos above", "load ms"], rows) + "\n")
     if mem:
-        print(f"{args.memory} distinct photos (all tiers, tuning split) in one process:\n")
+        count = max(len(r["results"]) for r in mem.values())  # also right for --combine, where --memory is 0
+        print(f"{count} distinct photos (all tiers, tuning split) in one process:\n")
         print(memory_table(mem) + "\n")
 
 
