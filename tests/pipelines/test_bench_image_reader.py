@@ -88,8 +88,7 @@ def test_onnx_ocr__confidence_separates_text_from_noise(reader: ImageReader) -> 
     img, _ = generate_slip(23, "typical")
     lines, _ = engine.read(reader_label(reader, img))
     noise = np.random.default_rng(3).integers(0, 256, (48, 400, 3), dtype=np.uint8)
-    (noise_read,) = engine.recognize([noise])
-    noise_conf = noise_read.confidence
+    ((_, noise_conf, _),) = engine.recognize([noise])
     assert np.median([ln.confidence for ln in lines]) > 0.95
     assert noise_conf < 0.8
 
@@ -297,6 +296,24 @@ def test_inspector__a_code_the_first_read_saw_cut_off_stays_doubtful_when_the_se
     res = ins.inspect(img)
     assert res.fields["order_no"] == t["order_no"] or res.needs_review
     assert any(i.field == "order_no" and i.code == "bad_format" for i in res.review_reasons)
+
+
+def test_inspector__an_o_read_as_0_in_a_monospaced_font_goes_to_review() -> None:
+    """Diverse seed 101 (clean, tuning split, LXGW WenKai Mono): SKU SA-7568-GRY-O1 reads ...-01 with
+    probability 0.9999, and in a monospaced font an O is as narrow as a 0: neither settles it."""
+    from datetime import date, timedelta
+
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    img, t = generate_slip(101, "clean", style="diverse")
+    assert t["font"] == "LXGWWenKaiMono-Regular.ttf" and t["sku"] == "SA-7568-GRY-O1"
+    ins = Inspector(BenchConfig())
+    day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
+    ins.today = lambda: day
+    res = ins.inspect(img)
+    assert res.fields["sku"] == t["sku"] or any(
+        i.field == "sku" and i.code == "ambiguous_value" for i in res.review_reasons
+    )
 
 
 def test_inspector__glare_is_a_hint_a_photo_read_well_passes_one_read_badly_says_why() -> None:

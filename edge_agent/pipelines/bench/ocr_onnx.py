@@ -15,7 +15,6 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent.pipelines.bench.glyphs import SHAPE_AGREES, SHAPE_MIN_P, letter_or_zero
 from edge_agent.pipelines.bench.image_config import OcrConfig
 from edge_agent.pipelines.bench.types import TextLine
 
@@ -209,11 +208,8 @@ def crop_box(label: NDArray[Any], pts: NDArray[Any]) -> NDArray[Any]:
     return np.ascontiguousarray(crop)
 
 
-def rec_batches(
-    crops: list[NDArray[Any]], batch: int, squeeze: float
-) -> list[tuple[list[int], NDArray[Any], list[int]]]:
-    """Crops grouped by width (narrow with narrow, so little padding is computed), as rec input tensors,
-    with each crop's width in the tensor before padding."""
+def rec_batches(crops: list[NDArray[Any]], batch: int, squeeze: float) -> list[tuple[list[int], NDArray[Any]]]:
+    """Crops grouped by width (narrow with narrow, so little padding is computed), as rec input tensors."""
     widths = [max(8, round(c.shape[1] * REC_HEIGHT / c.shape[0] * squeeze)) for c in crops]
     order = sorted(range(len(crops)), key=lambda i: widths[i])
     groups: list[list[int]] = []
@@ -236,62 +232,34 @@ def rec_batches(
         for j, i in enumerate(idx):
             r = cv2.resize(crops[i], (widths[i], REC_HEIGHT), interpolation=cv2.INTER_AREA)
             x[j, :, :, : widths[i]] = _normalize(r)
-        out.append((idx, x, [widths[i] for i in idx]))
+        out.append((idx, x))
     return out
 
 
 def ctc_decode(probs: NDArray[Any], charset: list[str]) -> list[tuple[str, float]]:
     """Greedy CTC: collapse repeats, drop blanks (index 0); confidence = mean probability of the kept symbols."""
-    return [(r.text, r.confidence) for r in ctc_decode_chars(probs, charset)]
+    return [(text, conf) for text, conf, _ in ctc_decode_chars(probs, charset)]
 
 
-@dataclass(frozen=True, slots=True)
-class Recognised:
-    """One crop's text, its mean confidence, and per character (aligned with the text, or () when a
-    symbol did not map to one character): its probability and its centre as a share of the input width."""
-
-    text: str
-    confidence: float
-    char_conf: tuple[float, ...] = ()
-    char_x: tuple[float, ...] = ()
-
-
-def ctc_decode_chars(probs: NDArray[Any], charset: list[str], widths: list[int] | None = None) -> list[Recognised]:
-    """ctc_decode with each character's probability and centre (spaces at the ends dropped).
-
-    A kept symbol's centre is the middle of its run of frames; each output frame covers 8 input columns
-    of the row's `widths` entry (the crop's width before padding; the tensor's width when not given)."""
+def ctc_decode_chars(probs: NDArray[Any], charset: list[str]) -> list[tuple[str, float, tuple[float, ...]]]:
+    """ctc_decode with each character's probability (aligned with the text, spaces at the ends dropped)."""
     idx = probs.argmax(axis=2)
     pmax = probs.max(axis=2)
     out = []
-    for r, (row, prow) in enumerate(zip(idx, pmax, strict=True)):
+    for row, prow in zip(idx, pmax, strict=True):
         keep = np.ones(len(row), bool)
         keep[1:] = row[1:] != row[:-1]
         keep &= row != 0
-        starts = np.flatnonzero(keep)
-        # a symbol's run: from its first frame while the argmax stays the same
-        ends = [int(s) + 1 + int(np.argmax(np.append(row[s + 1 :] != row[s], True))) for s in starts]
-        width = (widths[r] if widths is not None else len(row) * 8) or 1
-        centres = [min(1.0, (s + e) / 2 * 8 / width) for s, e in zip(starts, ends, strict=True)]
         chars = [charset[i] if i < len(charset) else "" for i in row[keep]]
         ps = [float(p) for p in prow[keep]]
         conf = float(np.mean(ps)) if ps else 0.0
-        # a symbol may be 0 or 2 chars
-        trip = [(c, p, x) for ch, p, x in zip(chars, ps, centres, strict=True) for c in ch]
-        while trip and trip[0][0].isspace():
-            trip.pop(0)
-        while trip and trip[-1][0].isspace():
-            trip.pop()
+        pairs = [(c, p) for c, p in zip(chars, ps, strict=True) for _ in c]  # a symbol may be 0 or 2 chars
+        while pairs and pairs[0][0].isspace():
+            pairs.pop(0)
+        while pairs and pairs[-1][0].isspace():
+            pairs.pop()
         text = "".join(chars).strip()
-        aligned = len(trip) == len(text)
-        out.append(
-            Recognised(
-                text,
-                conf,
-                tuple(round(p, 4) for _, p, _ in trip) if aligned else (),
-                tuple(round(x, 4) for _, _, x in trip) if aligned else (),
-            )
-        )
+        out.append((text, conf, tuple(round(p, 4) for _, p in pairs) if len(pairs) == len(text) else ()))
     return out
 
 
@@ -303,18 +271,6 @@ def cls_input(crops: list[NDArray[Any]]) -> NDArray[Any]:
         w = min(cw, max(1, round(c.shape[1] * ch / c.shape[0])))
         x[j, :, :, :w] = _normalize(cv2.resize(c, (w, ch)))
     return x
-
-
-def settle_letter_or_zero(crop: NDArray[Any], r: Recognised) -> tuple[float, ...]:
-    """The characters' probabilities, with each O or 0 that the model read with at least SHAPE_MIN_P and
-    whose printed shape agrees made sure (glyphs.py says why the model alone cannot tell the pair)."""
-    if not r.char_conf or not any(c in "O0" for c in r.text):
-        return r.char_conf
-    shapes = letter_or_zero(crop, r.text, r.char_x)
-    return tuple(
-        max(p, SHAPE_AGREES) if shapes.get(i) == r.text[i] and p >= SHAPE_MIN_P else p
-        for i, p in enumerate(r.char_conf)
-    )
 
 
 # ---------------------------------------------------------------- the engine
@@ -352,11 +308,13 @@ class OnnxOcr:
         p = self.cls.run(None, {"x": cls_input(crops)})[0]
         return [bool(row[1] > 0.9 and row[1] > row[0]) for row in p]
 
-    def recognize(self, crops: list[NDArray[Any]], squeeze: float | None = None) -> list[Recognised]:
-        res: list[Recognised] = [Recognised("", 0.0)] * len(crops)
-        for idx, x, widths in rec_batches(crops, self.cfg.rec_batch, squeeze or self.cfg.rec_squeeze):
+    def recognize(
+        self, crops: list[NDArray[Any]], squeeze: float | None = None
+    ) -> list[tuple[str, float, tuple[float, ...]]]:
+        res: list[tuple[str, float, tuple[float, ...]]] = [("", 0.0, ())] * len(crops)
+        for idx, x in rec_batches(crops, self.cfg.rec_batch, squeeze or self.cfg.rec_squeeze):
             probs = self.rec.run(None, {"x": x})[0]
-            for i, r in zip(idx, ctc_decode_chars(probs, self.charset, widths), strict=True):
+            for i, r in zip(idx, ctc_decode_chars(probs, self.charset), strict=True):
                 res[i] = r
         return res
 
@@ -388,11 +346,9 @@ class OnnxOcr:
         texts = self.recognize(crops, squeeze)
         timing["rec"] = (time.perf_counter() - t2) * 1000
         lines = []
-        for (pts, _), crop, r in zip(boxes, crops, texts, strict=True):
-            text, conf, char_conf = r.text, r.confidence, r.char_conf
+        for (pts, _), (text, conf, char_conf) in zip(boxes, texts, strict=True):
             if not text or conf < self.cfg.min_confidence:
                 continue
-            char_conf = settle_letter_or_zero(crop, r)
             x0, y0 = np.floor(pts.min(axis=0)).astype(int)
             x1, y1 = np.ceil(pts.max(axis=0)).astype(int)
             quad = tuple((round(float(x), 1), round(float(y), 1)) for x, y in pts)
