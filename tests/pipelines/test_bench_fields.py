@@ -374,3 +374,19 @@ def test_extract_fields__a_code_that_ends_on_a_separator_was_cut_off() -> None:
     assert ext.values["order_no"].value is None
     assert [i.code for i in ext.issues if i.field == "order_no"] == ["bad_format"]
     assert ext.values["sku"].value == "AB-1234-BLK"  # separators inside a code are fine
+
+
+def test_extract_fields__the_next_cell_of_a_table_does_not_continue_a_code() -> None:
+    """Seen on a header table: the order number's cell and the quantity's '2件/pcs' beside it were joined
+    into 66663993979421095682."""
+    lines = [
+        TextLine("【原始订单号】", 0.99, (20, 100, 140, 30)),
+        TextLine("申请数量", 0.99, (262, 100, 80, 30)),
+        TextLine("6666399397942109568", 0.99, (20, 140, 230, 30)),
+        TextLine("2件/pcs", 0.99, (262, 140, 80, 30)),
+    ]
+    got = extract(lines)
+    assert got["order_no"] == "6666399397942109568" and got["quantity"] == 2
+    # a code the detector split in two is still joined
+    split = [TextLine("订单号：24101592", 0.99, (20, 0, 200, 30)), TextLine("683426", 0.99, (225, 0, 80, 30))]
+    assert extract(split)["order_no"] == "24101592683426"

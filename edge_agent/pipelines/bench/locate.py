@@ -287,7 +287,8 @@ def _continued(
         if not nxt:
             return text, conf, cc
         k, b = min(nxt, key=lambda kb: kb[1].box[0])
-        if is_label[k] or not re.match(r"[A-Za-z0-9\-_/.]", to_halfwidth(b.text.strip())[:1]):
+        # Only a box that is all code continues one: "2件/pcs" in the next cell of a table is a quantity.
+        if is_label[k] or not re.fullmatch(r"[A-Za-z0-9\-_/.]+", to_halfwidth(b.text.strip())):
             return text, conf, cc
         more = _cc(b, 0, len(b.text))
         cc = (*cc, 1.0, *more) if cc and more and b.text == b.text.strip() else ()
