@@ -390,3 +390,11 @@ def test_extract_fields__the_next_cell_of_a_table_does_not_continue_a_code() -> 
     # a code the detector split in two is still joined
     split = [TextLine("订单号：24101592", 0.99, (20, 0, 200, 30)), TextLine("683426", 0.99, (225, 0, 80, 30))]
     assert extract(split)["order_no"] == "24101592683426"
+
+
+def test_extract_fields__a_code_split_by_a_misread_dot_is_not_read_whole() -> None:
+    """Seen on a thermal slip: SKU D27440.11 came back 'D27440,11' and passed as D27440."""
+    ext = extract_fields(lines_of("物料编码：D27440,11", "订单号：1234567890, 退货数量：2"), TEMPLATE, REASONS, MATCHER)
+    assert ext.values["sku"].value is None
+    assert [i.code for i in ext.issues if i.field == "sku"] == ["bad_format"]
+    assert ext.values["order_no"].value == "1234567890"  # a comma and a space after a code end it cleanly

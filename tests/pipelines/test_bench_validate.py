@@ -186,6 +186,17 @@ def test_cross_check_order__barcode_and_text_agree_and_barcode_keeps_the_dash() 
     assert value.value == "250307-123456789012345" and value.confidence > 0.99 and value.source == "barcode"
 
 
+def test_cross_check_order__slip_text_that_is_only_part_of_a_longer_code_on_the_slip() -> None:
+    """Seen on a grid slip: 'ORDER ID 4131247' while 11474131247 is printed under the barcode."""
+    ocr = FieldValue("order_no", "4131247", 0.99)
+    _, value, issues = cross_check_order(ocr, None, [], PATTERN, {"11474131247", "4131247", "YT12"})
+    assert [i.code for i in issues] == ["order_mismatch"] and "11474131247" in issues[0].message
+    assert value.confidence <= 0.5
+    # the whole number printed twice is no problem
+    _, whole, none = cross_check_order(FieldValue("order_no", "11474131247", 0.99), None, [], PATTERN, {"11474131247"})
+    assert none == [] and whole.value == "11474131247"
+
+
 def test_cross_check_order__disagreement_is_a_review_reason() -> None:
     ocr = FieldValue("order_no", "123456789012", 0.99)
     check, value, issues = cross_check_order(ocr, "123456789013", [Barcode("123456789012", "Code128")], PATTERN)

@@ -73,6 +73,20 @@ def cross_check_order(
     check = OrderCheck(scan, barcode, ocr_text, agree)
     if not present:
         return check, ocr, []
+    if ocr_text is not None and barcode is None and scan is None:
+        # The slip text alone, and it is only the start or the end of a longer order-shaped code the slip
+        # prints elsewhere (4131247 of 11474131247): part of the number was not read.
+        key = confusable_key(ocr_text)
+        longer = sorted(
+            c
+            for c in other_codes
+            if len(c) > len(ocr_text)
+            and pattern.fullmatch(c.upper())
+            and (confusable_key(c).startswith(key) or confusable_key(c).endswith(key))
+        )
+        if longer:
+            issue = Issue("order_mismatch", "order_no", f"order_no {ocr_text} is only part of {longer[0]} on the slip")
+            return check, FieldValue("order_no", ocr_text, round(min(ocr.confidence, 0.5), 4), "ocr"), [issue]
     if len(keys) > 1:
         parts = [
             f"{name} {v}"

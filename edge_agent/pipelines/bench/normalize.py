@@ -97,13 +97,17 @@ def clean_code_token(segment: str) -> str:
 
 
 def dangling_separator(segment: str) -> str | None:
-    """The separator a code run ends on when nothing follows it ("DD20240613-"): the rest of the code was
-    not read (cut off by glare, the label's edge or the detector). None for a code that ends cleanly."""
+    """Where a code run was not read whole: the separator it ends on when nothing follows ("DD20240613-",
+    cut off by glare, the label's edge or the detector), or the punctuation that splits it with more code
+    right after ("D27440,11": a dot read as a comma). None for a code that ends cleanly."""
     text = re.sub(r"(?<=[A-Za-z0-9]) (?=[A-Za-z0-9])", "", to_halfwidth(segment).strip().lstrip("#:;,. "))
     m = _CODE_CHARS.match(text)
-    if m is None or m.end() != len(text) or len(m.group(0)) < 2:
+    if m is None or len(m.group(0)) < 2:
         return None
-    return m.group(0)[-1] if m.group(0)[-1] in "-_/" else None
+    if m.end() == len(text):
+        return m.group(0)[-1] if m.group(0)[-1] in "-_/" else None
+    after = text[m.end() : m.end() + 2]
+    return after[0] if len(after) == 2 and after[0] in ",;:·" and after[1].isascii() and after[1].isalnum() else None
 
 
 def clean_code_token_conf(segment: str, conf: tuple[float, ...]) -> tuple[str, tuple[float, ...]]:
