@@ -107,6 +107,12 @@ class FixAssembler:
             ep.raw.append(s.raw)
         return out
 
+    def open_has_motion(self) -> bool:
+        """Whether the open epoch has its position and its speed (RMC or VTG seen), so handing it on
+        before the next epoch starts loses nothing."""
+        ep = self._epoch
+        return ep is not None and ep.lat is not None and ep.speed_kmh is not None
+
     def flush(self) -> Fix | None:
         """Hand on the open epoch (if it has a position and a date) and close it."""
         ep, self._epoch = self._epoch, None
@@ -184,6 +190,9 @@ class NmeaDecoder:
 
     def flush(self) -> Fix | None:
         return self.assembler.flush()
+
+    def open_has_motion(self) -> bool:
+        return self.assembler.open_has_motion()
 
 
 def decode_lines(lines: Any, decoder: NmeaDecoder | None = None) -> list[Fix]:

@@ -28,6 +28,7 @@ from edge_agent.drivers.nmea.twin import Leg, NmeaTwin, drive, epoch_sentences, 
 from edge_agent.drivers.readings import Fix
 from edge_agent.errors import ConfigError
 from edge_agent.settings import parse_config
+from tests.helpers import wait_until
 
 DATA = Path(__file__).parents[1] / "data" / "nmea"
 LOGS = sorted(DATA.glob("*.log"))
@@ -217,10 +218,8 @@ def test_driver__reads_a_scenario_drive_from_the_twin(tmp_path: Path) -> None:
         runner, sink, stop, _ = _run(twin)
         try:
             assert sink.wait_for(44, 10)
-            deadline = time.monotonic() + 5
-            while not twin.done and time.monotonic() < deadline:
-                time.sleep(0.05)
-            time.sleep(0.4)
+            # the last epoch is handed on once the line goes quiet, not at a next epoch that never comes
+            assert wait_until(lambda: twin.done and sink.fixes and sink.fixes[-1].t_utc == max(expected), 10)
         finally:
             stop.set()
             runner.join()
@@ -231,6 +230,23 @@ def test_driver__reads_a_scenario_drive_from_the_twin(tmp_path: Path) -> None:
         _, lat, lon, v, _c = expected[f.t_utc]
         assert f.lat == pytest.approx(lat, abs=2e-6) and f.lon == pytest.approx(lon, abs=2e-6)
         assert f.speed_kmh == pytest.approx(v, abs=0.01)
+
+
+def test_decoder__an_epoch_split_before_its_speed_is_not_complete() -> None:
+    """A busy host can split an epoch's burst after GGA: the driver then waits for RMC/VTG before handing it
+    on (a loaded soak run got a fix with no speed)."""
+    dec = NmeaDecoder()
+    for line in epoch_sentences(START, 39.9, 116.4, 36.0, 90.0):  # a first epoch, which gives the date
+        dec.feed_line(line.decode().strip())
+    later = epoch_sentences(START.replace(second=1), 39.9, 116.4, 36.0, 90.0)
+    gga2 = next(x for x in later if b"GGA" in x)
+    rmc2 = next(x for x in later if b"RMC" in x)
+    assert dec.feed_line(gga2.decode().strip()) is not None  # the first epoch, complete
+    assert not dec.open_has_motion()
+    dec.feed_line(rmc2.decode().strip())
+    assert dec.open_has_motion()
+    fix = dec.flush()
+    assert fix is not None and fix.speed_kmh == pytest.approx(36.0, abs=0.01)
 
 
 def test_driver__survives_unplug_and_replug(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
