@@ -26,18 +26,14 @@ def _cpu() -> float:
 
 def ingest_cpu_per_record_us(tmp: Path, devices: int, rounds: int) -> tuple[float, int]:
     """CPU per record of the real Ingestor (verify signature, hash, chain; store in SQLite), simulated fleet."""
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     from edge_agent.central.db import open_db
     from edge_agent.central.ingest import Ingestor, IngestSettings, Message
-    from edge_agent.central.registry import add_devices
-    from edge_agent.central.simulate import build_fleet, step
+    from edge_agent.central.simulate import build_fleet, register_fleet, step
 
     fleet = build_fleet(devices, seed="bench")
     db = open_db(f"sqlite:///{tmp / 'ingest.db'}")
-    add_devices(
-        db, [(d.device, d.site, Ed25519PublicKey.from_public_bytes(base64.b64decode(d.keys[0]))) for d in fleet]
-    )
+    register_fleet(db, fleet)
     ing = Ingestor(db, IngestSettings())
     now = datetime.now(UTC)
     batches = [

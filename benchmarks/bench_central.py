@@ -37,7 +37,7 @@ import paho.mqtt.client as mqtt  # noqa: E402
 from paho.mqtt.enums import CallbackAPIVersion  # noqa: E402
 
 from edge_agent.central.db import open_db  # noqa: E402
-from edge_agent.central.simulate import build_fleet, step  # noqa: E402
+from edge_agent.central.simulate import build_fleet, register_fleet, step  # noqa: E402
 from tests.central.pg import Postgres  # noqa: E402
 
 PY = sys.executable
@@ -122,15 +122,9 @@ def publish_all(url_port: int, msgs: list[tuple[str, bytes]]) -> float:
 
 
 def register(dsn: str, fleet: list[Any]) -> None:
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
-    from edge_agent.central.registry import add_devices
-
     db = open_db(dsn)
     try:
-        add_devices(
-            db, [(d.device, d.site, Ed25519PublicKey.from_public_bytes(base64.b64decode(d.keys[0]))) for d in fleet]
-        )
+        register_fleet(db, fleet)
     finally:
         db.close()
 

@@ -70,18 +70,12 @@ def run_simulation(
 ) -> int:
     fleet = build_fleet(devices, seed=seed, site=site, misbehave=misbehave, at_seq=at_seq, name_prefix=name_prefix)
     if register_dsn:
-        import base64
-
-        from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-
         from edge_agent.central.db import open_db
-        from edge_agent.central.registry import add_devices
+        from edge_agent.central.simulate import register_fleet
 
         db = open_db(register_dsn)
         try:
-            n = add_devices(
-                db, [(d.device, d.site, Ed25519PublicKey.from_public_bytes(base64.b64decode(d.keys[0]))) for d in fleet]
-            )
+            n = register_fleet(db, fleet)
         finally:
             db.close()
         log.info("registered %d simulated device(s) in %s", n, db.where)

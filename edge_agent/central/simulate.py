@@ -11,6 +11,7 @@ The report (`--report FILE`, JSON) lists what was published and what central sho
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import logging
@@ -21,8 +22,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
 
+from edge_agent.central.db import Database
+from edge_agent.central.registry import add_devices
 from edge_agent.spine.clock import format_ts
 from edge_agent.spine.config import MqttConfig
 from edge_agent.spine.keys import DeviceKey, key_id_for, public_raw_b64
@@ -99,6 +102,13 @@ def _body(dev: SimDevice, ts: str) -> tuple[str, dict[str, Any]]:
 class Outgoing:
     topic: str
     payload: bytes
+
+
+def register_fleet(db: Database, fleet: list[SimDevice]) -> int:
+    """Register each simulated device's first public key in the central registry (known ones skipped)."""
+    return add_devices(
+        db, [(d.device, d.site, Ed25519PublicKey.from_public_bytes(base64.b64decode(d.keys[0]))) for d in fleet]
+    )
 
 
 def build_fleet(

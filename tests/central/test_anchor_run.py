@@ -248,21 +248,15 @@ def test_prove__unknown_and_unanchored_records(db: Database, chain: Chain, tmp_p
 def test_anchor__records_from_the_real_ingest_of_a_misbehaving_fleet(dsn: str, chain: Chain) -> None:
     """Simulated devices (one drops records with a signed gap, one withholds one, one forges one) through the
     Ingestor: exactly the verified records are anchored, and each later run picks up where the last ended."""
-    import base64
     from datetime import UTC, datetime
-
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
     import edge_agent.central.anchor.store  # noqa: F401
     from edge_agent.central.ingest import Ingestor, IngestSettings, Message
-    from edge_agent.central.registry import add_devices
-    from edge_agent.central.simulate import build_fleet, step
+    from edge_agent.central.simulate import build_fleet, register_fleet, step
 
     fleet = build_fleet(5, seed="anchor", misbehave={"gap": 1, "hole": 1, "forge": 1}, at_seq=4)
     with open_db(dsn) as db:
-        add_devices(
-            db, [(d.device, d.site, Ed25519PublicKey.from_public_bytes(base64.b64decode(d.keys[0]))) for d in fleet]
-        )
+        register_fleet(db, fleet)
         ing = Ingestor(db, IngestSettings(hole_after_s=3600, replay_window_s=3600))
 
         def rounds(n: int) -> None:

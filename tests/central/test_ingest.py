@@ -2,17 +2,14 @@
 
 from __future__ import annotations
 
-import base64
 from datetime import UTC, datetime
 from typing import Any
-
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
 from edge_agent.central import queries
 from edge_agent.central.db import Database, open_db
 from edge_agent.central.ingest import Ingestor, IngestSettings, Message
-from edge_agent.central.registry import add_devices, revoke_device
-from edge_agent.central.simulate import SimDevice, build_fleet, flush_late, step
+from edge_agent.central.registry import revoke_device
+from edge_agent.central.simulate import SimDevice, build_fleet, flush_late, register_fleet, step
 from edge_agent.spine.records import encode
 
 
@@ -29,9 +26,7 @@ class FakeTime:
 def _setup(dsn: str, n: int, **misbehave: int) -> tuple[Database, Ingestor, list[SimDevice], FakeTime]:
     db = open_db(dsn)
     fleet = build_fleet(n, seed="t", misbehave=misbehave, at_seq=3)
-    add_devices(
-        db, [(d.device, d.site, Ed25519PublicKey.from_public_bytes(base64.b64decode(d.keys[0]))) for d in fleet]
-    )
+    register_fleet(db, fleet)
     clock = FakeTime()
     ing = Ingestor(db, IngestSettings(hole_after_s=60, replay_window_s=600), clock=clock)
     return db, ing, fleet, clock

@@ -287,25 +287,20 @@ def test_ingest__publishes_with_properties_or_qos_0_take_paho_s_own_path_and_are
 ) -> None:
     """The worker's client hands a bare QoS 1 PUBLISH straight to its queue; one with MQTT 5
     properties or at QoS 0 goes through paho's own decoding. Both kinds end up stored and chained."""
-    import base64
     from datetime import UTC, datetime
 
-    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
     from paho.mqtt.packettypes import PacketTypes
     from paho.mqtt.properties import Properties
 
     from edge_agent.central import queries
     from edge_agent.central.db import open_db
-    from edge_agent.central.registry import add_devices
-    from edge_agent.central.simulate import build_fleet, step
+    from edge_agent.central.simulate import build_fleet, register_fleet, step
     from tests.broker import connect_and_wait, new_client
 
     fleet = build_fleet(1, seed="props")
     db = open_db(sqlite_dsn)
     try:
-        add_devices(
-            db, [(d.device, d.site, Ed25519PublicKey.from_public_bytes(base64.b64decode(d.keys[0]))) for d in fleet]
-        )
+        register_fleet(db, fleet)
     finally:
         db.close()
     msgs = [(o.topic, o.payload) for _ in range(6) for o in step(fleet[0], "edge", datetime.now(UTC))]
