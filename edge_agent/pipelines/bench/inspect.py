@@ -25,7 +25,6 @@ from edge_agent.pipelines.bench.decide import (
     settle_confusables,
 )
 from edge_agent.pipelines.bench.fields import (
-    CUT_OFF,
     FieldValue,
     Issue,
     LabelMatcher,
@@ -35,7 +34,7 @@ from edge_agent.pipelines.bench.fields import (
     load_template,
 )
 from edge_agent.pipelines.bench.manifest import Manifest
-from edge_agent.pipelines.bench.normalize import ReasonTable, to_halfwidth
+from edge_agent.pipelines.bench.normalize import ReasonTable, dangling_separator, to_halfwidth
 from edge_agent.pipelines.bench.privacy import mask_text, masked_slip_text
 from edge_agent.pipelines.bench.rules_config import FIELD_NAMES
 from edge_agent.pipelines.bench.types import Barcode, ImageReading, QualityReport, TextLine
@@ -278,19 +277,20 @@ def _shortfall(result: InspectionResult) -> int:
     return sum(_SHORTFALL.get(i.code, 0) for i in result.review_reasons)
 
 
-def _still_cut_off(first: InspectionResult, second: InspectionResult) -> InspectionResult:
-    """The second reading, where the first saw a code cut off ("DD20240613-") and the second reads only
-    its start ("DD20240613"): still a read problem, not a shorter code (a hard slip passed that way)."""
-    cut = {
-        i.field: i.message
-        for i in first.review_reasons
-        if i.field is not None and i.code == "bad_format" and CUT_OFF in i.message
-    }
+def _still_cut_off(first: ImageReading, second: InspectionResult) -> InspectionResult:
+    """The second reading, unless a code it gives was printed cut off in the first reading's lines
+    ("DD20240613-" where the second reads "DD20240613"): then still a read problem, not a shorter code."""
     more = []
-    for name, message in cut.items():
+    for name in ("order_no", "sku", "customer_id"):
         value = second.fields.get(name)
-        if value is not None and message.split(": ", 1)[-1].startswith(str(value)):
-            more.append(Issue("bad_format", name, f"{name}: the first read showed more of this code ({message})"))
+        if value is None or second.sources.get(name) != "ocr":
+            continue
+        for ln in first.lines:
+            at = ln.text.find(str(value))
+            if at >= 0 and dangling_separator(ln.text[at:]) is not None:
+                # the value itself only: the rest of the line may hold personal data, and this is not masked
+                more.append(Issue("bad_format", name, f"{name}: the first read showed more of this code after {value}"))
+                break
     if not more:
         return second
     reasons = (*second.review_reasons, *more)
@@ -365,7 +365,7 @@ class Inspector:
                     again, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name
                 )
                 if _shortfall(second) < _shortfall(result):
-                    result = _still_cut_off(result, second)
+                    result = _still_cut_off(reading, second)
                 else:
                     result.timing_ms.update({k: v for k, v in again.timing_ms.items() if k not in result.timing_ms})
         result.timing_ms["total"] = round((time.perf_counter() - t0) * 1000, 2)

@@ -87,12 +87,17 @@ class Fixed:
 _CODE_CHARS = re.compile(r"[A-Za-z0-9\-_/.|!$]+")
 
 
-def clean_code_token(segment: str) -> str:
-    """The leading code-like run of a value segment, spaces inside removed, trailing dots dropped."""
+def _code_run(segment: str) -> tuple[str, re.Match[str] | None]:
+    """A value segment made half-width and trimmed, and its leading code-like run."""
     text = to_halfwidth(segment).strip().lstrip("#:;,. ")
     # OCR sometimes splits a long number with spaces: join runs separated by single spaces.
     text = re.sub(r"(?<=[A-Za-z0-9]) (?=[A-Za-z0-9])", "", text)
-    m = _CODE_CHARS.match(text)
+    return text, _CODE_CHARS.match(text)
+
+
+def clean_code_token(segment: str) -> str:
+    """The leading code-like run of a value segment, spaces inside removed, trailing dots dropped."""
+    _, m = _code_run(segment)
     return m.group(0).rstrip(".-_/") if m else ""
 
 
@@ -100,8 +105,7 @@ def dangling_separator(segment: str) -> str | None:
     """Where a code run was not read whole: the separator it ends on when nothing follows ("DD20240613-",
     cut off by glare, the label's edge or the detector), or the punctuation that splits it with more code
     right after ("D27440,11": a dot read as a comma). None for a code that ends cleanly."""
-    text = re.sub(r"(?<=[A-Za-z0-9]) (?=[A-Za-z0-9])", "", to_halfwidth(segment).strip().lstrip("#:;,. "))
-    m = _CODE_CHARS.match(text)
+    text, m = _code_run(segment)
     if m is None or len(m.group(0)) < 2:
         return None
     if m.end() == len(text):

@@ -123,9 +123,8 @@ class ImageReader:
     def second_pass(self, first: ImageReading, image_bgr: NDArray[Any] | None = None) -> ImageReading | None:
         """The cascade's second pass, for a photo whose first read fell short: the label read again at a
         higher detector size and without the horizontal squeeze. With the photo, the label is cut again
-        from the photo, around the first cut with a margin and without straightening its perspective, so
-        text a wrong label outline cut off is read too. None when the engine has no such setting or there
-        is no label image."""
+        along the first outline grown RECUT_MARGIN each way, so text a wrong outline cut off is read too.
+        None when the engine has no such setting or there is no label image."""
         from edge_agent.pipelines.bench.ocr_onnx import OnnxOcr
 
         if not isinstance(self.engine, OnnxOcr) or first.label_image is None:
