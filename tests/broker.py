@@ -543,6 +543,9 @@ class Subscriber:
         subscribed = threading.Event()
         client.on_message = self._on_message
         client.on_subscribe = lambda *_a: subscribed.set()
+        # Back soon after a broker restart, as central's worker is; paho's default backoff grows to 120 s,
+        # and meanwhile the broker queues this session's messages in memory only.
+        client.reconnect_delay_set(min_delay=1, max_delay=1)
         self._client = client
         ack = connect_and_wait(
             client, self.broker, clean_start=False, session_expiry_s=self.session_expiry_s, timeout_s=timeout_s
