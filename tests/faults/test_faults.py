@@ -10,7 +10,7 @@ Promises, checked after all rounds:
 - the chain verifies;
 - the outbox (database and WAL) stayed under outbox.max_mb plus the stated headroom;
 - the agent was running after every restart, and stopped cleanly at the end.
-The seed is in the test's id; `--faults-seed N` replays a run (tests/faults/conftest.py).
+The seed is printed (and in the test's id); `--faults-seed N` replays a run (tests/faults/conftest.py).
 """
 
 from __future__ import annotations
@@ -264,6 +264,7 @@ def test_faults__promises_hold_under_random_faults(
     tmp_path: Path, fault_seed: int, fault_rounds: int, state_dir: tuple[Path, bool]
 ) -> None:
     state, on_tmpfs = state_dir
+    print(f"\nfault injection seed: {fault_seed} (replay: pytest -m faults tests/faults --faults-seed {fault_seed})")
     rng = random.Random(fault_seed)
     broker = Broker(tmp_path / "broker").start()
     central_key = Ed25519PrivateKey.generate()
