@@ -340,3 +340,61 @@ def test_inspector__glare_is_a_hint_a_photo_read_well_passes_one_read_badly_says
     assert read_badly.needs_review and read_badly.retakes
     assert all(r.field is not None and r.cause.startswith("glare on the label") for r in read_badly.retakes)
     assert any("(likely cause: glare on the label" in i.message for i in read_badly.review_reasons)
+
+
+def test_reader__confirm_lines_reads_again_unsqueezed_and_keeps_the_surer_confidence(reader: ImageReader) -> None:
+    """The second look at a doubtful value's line: the same text read without the squeeze raises what it
+    is surer of; a line the second read does not agree with comes back as it was."""
+    from dataclasses import replace
+
+    img, _t = generate_slip(6, "clean", style="diverse")
+    reading = reader.read(img)
+    lines = [ln for ln in reading.lines if ln.quad is not None and len(ln.char_conf) == len(ln.text)]
+    assert len(lines) >= 6
+    again = reader.confirm_lines(reading, lines)
+    assert [a.text for a in again] == [ln.text for ln in lines]
+    for ln, a in zip(lines, again, strict=True):
+        assert all(x >= y for x, y in zip(a.char_conf, ln.char_conf, strict=True)), ln.text
+    assert any(a.char_conf != ln.char_conf for ln, a in zip(lines, again, strict=True))
+    # The same place claimed to say something else: the second read disagrees, the line stays as given.
+    wrong = replace(lines[0], text="X" * len(lines[0].text))
+    assert reader.confirm_lines(reading, [wrong]) == [wrong]
+
+
+def test_evaluate__a_second_look_that_is_sure_settles_a_letter_or_digit_doubt() -> None:
+    from datetime import date
+
+    from edge_agent.pipelines.bench.inspect import Rules, evaluate
+    from edge_agent.pipelines.bench.types import ImageReading, QualityReport, TextLine
+
+    def line(text: str, y: int, sure_of_zero: bool) -> TextLine:
+        conf = tuple(0.99 if c == "0" and not sure_of_zero else 1.0 for c in text)
+        quad = ((20.0, y), (600.0, y), (600.0, y + 30.0), (20.0, y + 30.0))
+        return TextLine(text, 0.99, (20, y, 580, 30), conf, quad)
+
+    texts = [
+        "订单号：123456789012",
+        "商品编码：EE-1300-WHT-XL",
+        "数量：1",
+        "退货原因：质量问题",
+        "客户ID：KH-2024-12345",
+    ]
+    texts.append("日期：2025-01-01")
+    quality = QualityReport(True, (), 900.0, 180.0, 0.0, True)
+    reading = ImageReading(quality, tuple(line(t, 40 * i, False) for i, t in enumerate(texts)), (), "onnx")
+    rules = Rules.from_config(BenchConfig())
+
+    def sure(_r: ImageReading, lines: list[TextLine]) -> list[TextLine]:
+        return [line(ln.text, ln.box[1], True) for ln in lines]
+
+    def unsure(_r: ImageReading, lines: list[TextLine]) -> list[TextLine]:
+        return lines
+
+    codes = {}
+    for confirm in (None, unsure, sure):
+        res = evaluate(reading, rules, manifest=None, today=date(2025, 1, 2), confirm=confirm)
+        assert res.fields["sku"] == "EE-1300-WHT-XL"
+        codes[confirm] = {(i.code, i.field) for i in res.review_reasons}
+    assert ("ambiguous_value", "sku") in codes[None]
+    assert ("ambiguous_value", "sku") in codes[unsure]
+    assert ("ambiguous_value", "sku") not in codes[sure]

@@ -141,10 +141,26 @@ def evaluate(
     today: date,
     scan: str | None = None,
     image_name: str = "",
+    confirm: Callable[[ImageReading, list[TextLine]], list[TextLine]] | None = None,
 ) -> InspectionResult:
-    """Steps 5-8 on what the image stages read: fields, cross-check, validation, masking, verdict."""
+    """Steps 5-8 on what the image stages read: fields, cross-check, validation, masking, verdict.
+
+    `confirm` reads the lines of values with a letter/digit ambiguity again (Reader.confirm_lines); the
+    fields are found again on what it returns."""
     t0 = time.perf_counter()
     ext = extract_fields(reading.lines, rules.template, rules.reasons, rules.matcher)
+    doubtful = list(
+        {ext.where[i.field]: None for i in ext.issues if i.code == "ambiguous_value" and i.field in ext.where}
+    )
+    if confirm is not None and doubtful:
+        tc = time.perf_counter()
+        again = dict(zip(doubtful, confirm(reading, doubtful), strict=True))
+        took = time.perf_counter() - tc
+        t0 += took  # the fields stage is timed without the second look
+        lines = tuple(again.get(ln, ln) for ln in reading.lines)
+        reading = replace(reading, lines=lines, timing_ms={**reading.timing_ms, "confirm": round(took * 1000, 2)})
+        if any(again[ln] != ln for ln in doubtful):
+            ext = extract_fields(reading.lines, rules.template, rules.reasons, rules.matcher)
     scale = ENGINE_CONFIDENCE.get(reading.engine, 0.9)
     values = {n: FieldValue(n, fv.value, round(fv.confidence * scale, 4), fv.source) for n, fv in ext.values.items()}
     t1 = time.perf_counter()
@@ -356,13 +372,22 @@ class Inspector:
         t0 = time.perf_counter()
         reading = self.reader.read(image_bgr, debug_dir=debug_dir)
         today = self.today()
-        result = evaluate(reading, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name)
+        confirm = self.reader.confirm_lines
+        result = evaluate(
+            reading, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name, confirm=confirm
+        )
         if _falls_short(result) and self.rules.cfg.ocr.second_pass_det_px > 0:
             # The cascade: easy photos stay fast, a hard one gets the resolution it needs.
             again = self.reader.second_pass(reading, image_bgr)
             if again is not None:
                 second = evaluate(
-                    again, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name
+                    again,
+                    self.rules,
+                    manifest=self.manifest,
+                    today=today,
+                    scan=scan,
+                    image_name=image_name,
+                    confirm=confirm,
                 )
                 if _shortfall(second) < _shortfall(result):
                     result = _still_cut_off(reading, second)

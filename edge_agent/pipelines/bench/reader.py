@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -139,6 +140,25 @@ class ImageReader:
         timing.update({f"{k}_2": round(v, 2) for k, v in engine_timing.items()})
         timing["second_pass"] = round((time.perf_counter() - t0) * 1000, 2)
         return ImageReading(first.quality, lines, first.barcodes, first.engine, timing, to_photo, label)
+
+    def confirm_lines(self, reading: ImageReading, lines: list[TextLine]) -> list[TextLine]:
+        """The lines read again without the first pass's horizontal squeeze, which narrows an O towards a 0.
+        Where both reads give the same text, each character keeps the higher of its two confidences (the
+        thresholds that settle a letter/digit ambiguity are unchanged); any other line is returned as is."""
+        from edge_agent.pipelines.bench.ocr_onnx import OnnxOcr, crop_box
+
+        if not isinstance(self.engine, OnnxOcr) or reading.label_image is None:
+            return lines
+        todo = [ln for ln in lines if ln.quad is not None and len(ln.char_conf) == len(ln.text)]
+        crops = [crop_box(reading.label_image, np.asarray(ln.quad, np.float32)) for ln in todo]
+        again = dict(zip(todo, self.engine.recognize(crops, squeeze=1.0), strict=True)) if crops else {}
+        out = []
+        for ln in lines:
+            text, _conf, chars = again.get(ln, ("", 0.0, ()))
+            same = text == ln.text and len(chars) == len(text)
+            best = tuple(max(a, b) for a, b in zip(ln.char_conf, chars, strict=True)) if same else ()
+            out.append(replace(ln, char_conf=best) if same else ln)
+        return out
 
     def _recut(
         self, image_bgr: NDArray[Any], first: ImageReading
