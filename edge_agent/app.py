@@ -169,11 +169,18 @@ class Agent:
         cfg = self.cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         from edge_agent.spine.chain import ChainWriter
-        from edge_agent.spine.outbox import Outbox
         from edge_agent.spine.sync import MqttSync
 
+        # First: a stop that comes during a slow start (a locked or damaged outbox) is a clean stop.
+        self._install_signals()
         self._lock_fd = acquire_lock(cfg.state_dir)
-        self.outbox, startup_gap = Outbox.open_checked(cfg.db_path)
+        opened = self._open_outbox()
+        if opened is None:
+            log.info("stopped before the outbox could be opened")
+            os.close(self._lock_fd)
+            self._lock_fd = None
+            return 0
+        self.outbox, startup_gap = opened
         from edge_agent.spine.checkpoint import finish_rotation
 
         finish_rotation(cfg.key_path, self.outbox)
@@ -188,7 +195,6 @@ class Agent:
             batch_max=cfg.outbox.batch_max,
             on_commit=self._on_commit,
         )
-        self._install_signals()
         self.writer.start()
         if startup_gap is not None:
             self.writer.emit("gap", startup_gap)
@@ -216,6 +222,18 @@ class Agent:
         self._loop()
         self._shutdown()
         return 0
+
+    def _open_outbox(self) -> tuple[Outbox, dict[str, Any] | None] | None:
+        """The outbox, once no other process holds its lock; None when the agent is stopped meanwhile."""
+        from edge_agent.spine.outbox import Outbox, OutboxBusy
+
+        while True:
+            try:
+                return Outbox.open_checked(self.cfg.db_path)
+            except OutboxBusy as exc:
+                log.warning("%s", exc)
+                if self.stop_event.wait(1.0):
+                    return None
 
     def _new_context(self) -> ServiceContext:
         """A context for one pipeline run, with its own stop event (set when the agent stops, too)."""

@@ -80,13 +80,25 @@ class Stats:
     stored_bytes: int
 
 
+BUSY_TIMEOUT_S = 10.0
+
+
+class OutboxBusy(LedgerError):
+    """Another process holds the outbox's lock past the busy timeout."""
+
+
+def _is_busy(exc: sqlite3.Error) -> bool:
+    """SQLITE_BUSY or SQLITE_LOCKED (extended codes included): a lock someone holds, not a damaged file."""
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     """A connection with the outbox's pragmas: WAL, synchronous=FULL, a busy timeout."""
     if readonly:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
     else:
-        db = sqlite3.connect(path, timeout=10, isolation_level=None, check_same_thread=False)
-    db.execute("PRAGMA busy_timeout=10000")
+        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+    db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
     if not readonly:
         # Switching to WAL needs an exclusive lock; only the first connection ever has to.
         if db.execute("PRAGMA journal_mode").fetchone()[0] != "wal":
@@ -150,13 +162,26 @@ class Outbox:
     # ------------------------------------------------------------ opening
     @classmethod
     def open_checked(cls, path: Path) -> tuple[Outbox, dict[str, Any] | None]:
-        """Open (creating, migrating); a corrupt file is moved aside, never deleted.
+        """Open (creating, migrating); a corrupt file is moved aside, never deleted; OutboxBusy when another
+        process holds its lock past the busy timeout (that is not corruption: the file is left alone).
 
         Returns the outbox and, when records were lost, the body of the signed `gap` to append
         first: `outbox_corrupt` (file moved aside) or `outbox_lost` (the file is empty, missing
         or older than the head sidecar: zeroed, deleted, or its WAL tail lost). Either way the
         chain continues after the highest seq ever made, never reusing one.
         """
+        try:
+            return cls._open_checked(path)
+        except sqlite3.OperationalError as exc:
+            if not _is_busy(exc):
+                raise
+            raise OutboxBusy(
+                f"outbox {path} is locked by another process (for over {BUSY_TIMEOUT_S:.0f} s: a backup, an "
+                "sqlite3 shell, a copy of the agent?); waiting for it"
+            ) from None
+
+    @classmethod
+    def _open_checked(cls, path: Path) -> tuple[Outbox, dict[str, Any] | None]:
         path.parent.mkdir(parents=True, exist_ok=True)
         side = read_head_sidecar(path)
         corrupt_reason = None
@@ -168,6 +193,8 @@ class Outbox:
                 if result != "ok":
                     corrupt_reason = str(result)[:200]
             except sqlite3.DatabaseError as exc:
+                if _is_busy(exc):
+                    raise
                 corrupt_reason = str(exc)
         if corrupt_reason is not None:
             salvaged = _salvage_meta(path)

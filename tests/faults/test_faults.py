@@ -68,6 +68,7 @@ class Rig:
         return load_config(self.cfg_path).db_path
 
     def start_agent(self) -> None:
+        started = self._starts()
         with self.log.open("ab") as out:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(self.cfg_path)],
@@ -75,9 +76,20 @@ class Rig:
                 stderr=subprocess.STDOUT,
             )
         head = self.head()
-        # Running and producing: the head moves past where it was.
-        assert wait_until(lambda: self.head() > head or self.proc is None or self.proc.poll() is not None, 60)
+        # Running (it says so once its pipeline started) and producing: the head moves past where it was.
+        assert wait_until(
+            lambda: (
+                (self._starts() > started and self.head() > head) or self.proc is None or self.proc.poll() is not None
+            ),
+            60,
+        )
         assert self.proc.poll() is None, f"the agent did not keep running:\n{self.log_tail()}"
+
+    def _starts(self) -> int:
+        try:
+            return self.log.read_bytes().count(b" running: device ")
+        except FileNotFoundError:
+            return 0
 
     def kill_agent(self) -> None:
         if self.proc is not None:

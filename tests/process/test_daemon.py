@@ -352,3 +352,50 @@ def test_daemon__sigterm_during_a_reload_is_not_lost(broker: Broker, tmp_path: P
         assert agent.ctx.stop.is_set()
     finally:
         agent._shutdown()
+
+
+def test_daemon__outbox_locked_by_another_process_is_waited_for_not_moved_aside_and_sigterm_stops_it(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """Found by the fault suite (issue 9): a SIGTERM during a slow start killed the agent outright (its
+    handler came after the outbox was opened), and a lock held past the busy timeout ("database is locked")
+    was taken for corruption, so the outbox was moved aside and its undelivered records left unsent."""
+    cfg = provision(tmp_path, broker.url)
+    db = load_config(cfg).db_path
+    with Outbox(db) as ob:
+        ob.migrate()
+    hold = sqlite3.connect(db, isolation_level=None)  # a backup tool or an sqlite3 shell, say
+    hold.execute("PRAGMA locking_mode=EXCLUSIVE")
+    hold.execute("BEGIN EXCLUSIVE")
+    hold.execute("UPDATE meta SET value = value")
+    hold.execute("COMMIT")
+    log = tmp_path / "agent.log"
+    try:
+        with log.open("w") as out:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(cfg)],
+                stdout=out,
+                stderr=subprocess.STDOUT,
+            )
+        try:
+            assert wait_until(lambda: "is locked by another process" in log.read_text(), 60), log.read_text()
+            proc.send_signal(signal.SIGTERM)
+            assert proc.wait(30) == 0, log.read_text()
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+    finally:
+        hold.close()
+    assert not list(db.parent.glob("*.corrupt-*")), log.read_text()
+    assert "integrity" not in log.read_text()
+    # Once the lock is gone the same outbox opens, and the agent runs on it.
+    proc = start_agent(cfg)
+
+    def head() -> int:
+        with Outbox(db, readonly=True) as ob:
+            return ob.head()[0]
+
+    assert wait_until(lambda: head() > 0, 30)
+    rc, out = stop_agent(proc)
+    assert rc == 0, out
