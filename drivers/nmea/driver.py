@@ -49,7 +49,7 @@ __all__ = [
 
 log = logging.getLogger(__name__)
 EPOCH_QUIET_S = 0.2  # a line this long quiet after an epoch with position and speed: the epoch is complete
-EPOCH_QUIET_LONG_S = 1.0  # ... and after an epoch with a position only
+EPOCH_QUIET_LONG_S = 1.0  # ... and after an epoch with a position only, from a receiver that gives no speed
 
 
 # ---------------------------------------------------------------- the driver
@@ -148,10 +148,14 @@ class NmeaDriver:
             quiet_s = _time.monotonic() - self._last_byte_mono
             if quiet_s > self.cfg.silence_timeout_s:
                 raise DeviceUnavailable(f"{self.cfg.port}: no data for {quiet_s:.0f} s")
-            if quiet_s >= EPOCH_QUIET_S and (self.decoder.open_has_motion() or quiet_s >= EPOCH_QUIET_LONG_S):
+            dec = self.decoder
+            if quiet_s >= EPOCH_QUIET_S and (
+                dec.open_has_motion() or (quiet_s >= EPOCH_QUIET_LONG_S and not dec.sends_speed())
+            ):
                 # The burst of this epoch is over: hand the fix on now rather than at the next epoch. A
-                # burst a busy host split after GGA still has RMC/VTG to come: wait for it a little longer
-                # (a GGA-only receiver's epoch goes after EPOCH_QUIET_LONG_S, or at the next epoch).
+                # burst a busy host split after GGA still has RMC/VTG to come, for as long as the host
+                # keeps it: a receiver that gave a speed last epoch waits for it (or the next epoch);
+                # a GGA-only receiver's epoch goes after EPOCH_QUIET_LONG_S.
                 fix = self.decoder.flush()
                 if fix is not None:
                     return fix

@@ -65,6 +65,9 @@ class FixAssembler:
         self._day: date | None = None
         self._last_tod: time | None = None
         self._done_tod: time | None = None
+        # Whether this receiver gives a speed (RMC/VTG) with its epochs, as the last closed epoch showed;
+        # until one closed, assume it does.
+        self._sends_speed = True
 
     def feed(self, s: Sentence) -> Fix | None:  # noqa: PLR0912 - one branch per sentence type
         """Add one sentence; return the previous epoch's Fix when this one starts a new epoch."""
@@ -113,12 +116,19 @@ class FixAssembler:
         ep = self._epoch
         return ep is not None and ep.lat is not None and ep.speed_kmh is not None
 
+    def sends_speed(self) -> bool:
+        """Whether the last closed epoch with a position had a speed: an open epoch still without one
+        then waits for it (or for the next epoch), however long a busy host keeps the rest of its burst."""
+        return self._sends_speed
+
     def flush(self) -> Fix | None:
         """Hand on the open epoch (if it has a position and a date) and close it."""
         ep, self._epoch = self._epoch, None
         if ep is None:
             return None
         self._done_tod = ep.tod
+        if ep.lat is not None:
+            self._sends_speed = ep.speed_kmh is not None
         self.stats.epochs += 1
         if ep.lat is None or ep.lon is None:
             self.stats.epochs_no_position += 1
@@ -193,6 +203,9 @@ class NmeaDecoder:
 
     def open_has_motion(self) -> bool:
         return self.assembler.open_has_motion()
+
+    def sends_speed(self) -> bool:
+        return self.assembler.sends_speed()
 
 
 def decode_lines(lines: Any, decoder: NmeaDecoder | None = None) -> list[Fix]:
