@@ -5,7 +5,8 @@ Promises, checked after all rounds:
 - every seq 1..N reached the persistent-session subscriber, or is declared in a signed gap it received;
   the one exception is what a broker killed with SIGKILL had acknowledged and not yet passed on or saved
   (mosquitto keeps a session's queue in memory until its next autosave): central sees that as a hole,
-  and a signed `resend` command must bring every such record back from the device's outbox;
+  and a signed `resend` command must bring back every such record the device still stores (the ones it
+  names in the command's outcome as evicted may stay missing);
 - no seq ever arrived with two different hashes;
 - the chain verifies;
 - the outbox (database and WAL) stayed under outbox.max_mb plus the stated headroom;
