@@ -149,8 +149,10 @@ def evaluate(
     fields are found again on what it returns."""
     t0 = time.perf_counter()
     ext = extract_fields(reading.lines, rules.template, rules.reasons, rules.matcher)
-    doubtful = list(
-        {ext.where[i.field]: None for i in ext.issues if i.code == "ambiguous_value" and i.field in ext.where}
+    doubtful = (
+        list({ext.where[i.field]: None for i in ext.issues if i.code == "ambiguous_value" and i.field in ext.where})
+        if confirm is not None
+        else []
     )
     if confirm is not None and doubtful:
         tc = time.perf_counter()
