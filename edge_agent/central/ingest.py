@@ -27,6 +27,7 @@ from edge_agent.central.registry import KeySpan, load_keys
 from edge_agent.spine.gaps import read_gap, seq_ranges
 from edge_agent.spine.keys import key_id_for, public_raw_b64
 from edge_agent.spine.records import ENVELOPE_FIELDS, canonical, check_record, loads_wire
+from edge_agent.spine.remote.message import MAX_RESEND_SPAN
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +139,21 @@ class IngestSettings:
     max_bytes: int = 256 * 1024
     hole_after_s: float = 300.0
     replay_window_s: float = 600.0
+    # Asking devices for their holes again (central ingest --resend-key): at most once per resend_every_s
+    # per hole, only after the device was heard from since the last ask, at most resend_max times.
+    resend_every_s: float = 600.0
+    resend_max: int = 6
+
+
+@dataclass(frozen=True, slots=True)
+class ResendDue:
+    """A hole to ask its device for: the seqs first..last, on `<prefix>/<site>/<device>/cmd/resend`."""
+
+    device: str
+    site: str
+    first_seq: int
+    last_seq: int
+    attempt: int
 
 
 def _sha256(data: bytes) -> str:
@@ -903,6 +919,41 @@ class Ingestor:
             "SELECT DISTINCT p.device FROM pending p JOIN device_keys k ON k.device = p.device AND k.key_id = p.key_id"
         )
         return {str(r[0]) for r in rows}
+
+    def resends_due(self, limit: int = 100) -> list[ResendDue]:
+        """Open holes to ask their devices for again, each claimed for this worker alone.
+
+        A hole is due when it was never asked for, or when resend_every_s have passed since the last ask
+        and the device has been heard from since (an offline device gets nothing it would refuse as
+        expired), up to resend_max asks. The claim is a conditional UPDATE, so of several workers
+        sweeping at once only one sends. The range is read now: late records may have narrowed it.
+        """
+        now = self.clock()
+        again = now - self.s.resend_every_s
+        out: list[ResendDue] = []
+        with self.db.transaction():
+            rows = self.db.query(
+                "SELECT a.id, a.device, d.site, d.verified_through, a.resends FROM anomalies a"
+                " JOIN devices d ON d.device = a.device"
+                " WHERE a.kind = 'hole' AND a.resolved_at IS NULL AND d.status = 'active' AND a.resends < ?"
+                " AND (a.resend_at IS NULL OR (a.resend_at <= ? AND d.last_seen > a.resend_at))"
+                " ORDER BY a.id LIMIT ?",
+                (self.s.resend_max, again, limit),
+            )
+            for anomaly_id, device, site, verified, resends in rows:
+                nxt = self.db.query_one("SELECT MIN(seq) FROM records WHERE device = ? AND seq > ?", (device, verified))
+                if nxt is None or nxt[0] is None or int(nxt[0]) <= int(verified) + 1:
+                    continue  # filled meanwhile: the sweep resolves it
+                claimed = self.db.execute(
+                    "UPDATE anomalies SET resend_at = ?, resends = resends + 1"
+                    " WHERE id = ? AND resends = ? AND (resend_at IS NULL OR resend_at <= ?)",
+                    (now, anomaly_id, resends, again),
+                )
+                if claimed.rowcount == 1:
+                    first = int(verified) + 1
+                    last = min(int(nxt[0]) - 1, first + MAX_RESEND_SPAN - 1)
+                    out.append(ResendDue(str(device), str(site), first, last, int(resends) + 1))
+        return out
 
     def sweep(self) -> list[Anomaly]:
         """Holes older than hole_after_s, tails short of a checkpoint, keys never announced; resolve healed holes."""

@@ -21,6 +21,7 @@ class Metrics:
         self.verify_failures = Counter(
             "central_verify_failures", "records whose signature or hash did not verify", registry=r
         )
+        self.resends = Counter("central_resends", "signed resend commands sent to devices for holes", registry=r)
         self.anomalies = Counter("central_anomalies", "anomalies recorded, by kind", ["kind"], registry=r)
         self.lag = Gauge(
             "central_device_lag_seconds", "ingest time minus device time of the newest record", ["device"], registry=r

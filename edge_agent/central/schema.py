@@ -185,4 +185,15 @@ MIGRATIONS.append(
     )
 )
 
+MIGRATIONS.append(
+    Migration(
+        5,
+        "anomalies: when central last asked the device to resend a hole, and how often",
+        sql=[
+            "ALTER TABLE anomalies ADD COLUMN resend_at DOUBLE PRECISION",
+            "ALTER TABLE anomalies ADD COLUMN resends BIGINT NOT NULL DEFAULT 0",
+        ],
+    )
+)
+
 register_migrations("central", MIGRATIONS)

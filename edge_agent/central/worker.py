@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import struct
@@ -17,9 +18,10 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 
 from edge_agent.central.db import Database, open_db
-from edge_agent.central.ingest import BatchResult, Ingestor, IngestSettings, Message, Prepared
+from edge_agent.central.ingest import BatchResult, Ingestor, IngestSettings, Message, Prepared, ResendDue
 from edge_agent.central.metrics import Metrics
 from edge_agent.spine.config import MqttConfig
+from edge_agent.spine.remote.message import sign_command
 from edge_agent.spine.sync import describe_connect_error, make_client
 
 log = logging.getLogger(__name__)
@@ -42,6 +44,8 @@ class WorkerSettings:
     session_expiry_s: int = 3600
     sweep_every_s: float = 5.0
     ingest: IngestSettings = field(default_factory=IngestSettings)
+    # Central's command key (Ed25519PrivateKey): when set, holes are asked for again with a signed resend.
+    resend_key: Any = None
 
 
 class _ReadAhead:
@@ -348,6 +352,7 @@ class IngestWorker:
                 try:
                     found = ing.sweep()
                     back = ing.take_pending(ing.releasable())
+                    due = ing.resends_due() if self.s.resend_key is not None and self.connected.is_set() else []
                 except Exception as exc:  # noqa: BLE001 - reconnect and try again at the next sweep
                     log.warning("ingest: sweep failed (%s); reconnecting to the database", exc)
                     db.close()
@@ -357,9 +362,43 @@ class IngestWorker:
                     self.metrics.sweep(found)
                 for m in back:
                     self.q.put(m)
+                for hole in due:
+                    self._ask_resend(hole)
         finally:
             if db is not None:
                 db.close()
+
+    def _ask_resend(self, hole: ResendDue) -> None:
+        """Publish a signed resend for one hole to its device (QoS 1; the broker keeps it for an offline device)."""
+        ing = self.s.ingest
+        msg = sign_command(
+            self.s.resend_key,
+            device=hole.device,
+            name="resend",
+            args={"first_seq": hole.first_seq, "last_seq": hole.last_seq},
+            ttl_s=ing.resend_every_s,
+        )
+        topic = f"{ing.topic_prefix}/{hole.site}/{hole.device}/cmd/resend"
+        info = self.client.publish(topic, json.dumps(msg, separators=(",", ":")).encode("utf-8"), qos=1)
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            log.warning(
+                "ingest: resend for %s seq %d-%d not sent (%s); asking again later",
+                hole.device,
+                hole.first_seq,
+                hole.last_seq,
+                mqtt.error_string(info.rc),
+            )
+            return
+        log.info(
+            "ingest: hole on %s: asked it to resend seq %d-%d (ask %d of %d)",
+            hole.device,
+            hole.first_seq,
+            hole.last_seq,
+            hole.attempt,
+            ing.resend_max,
+        )
+        if self.metrics is not None:
+            self.metrics.resends.inc()
 
     def _open_db(self) -> Database | None:
         delay = 1.0

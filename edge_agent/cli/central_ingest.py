@@ -116,6 +116,21 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     client_id = args.client_id or f"edge-central-{socket.gethostname()}-{args.share or 'solo'}"
     m = _mqtt_config(args, args.mqtt, client_id)
     open_db(args.db).close()  # a wrong DSN fails now, with its message, not in a retry loop
+    from edge_agent.spine.remote.message import MAX_TTL_S
+
+    if not 0 < args.resend_every_s <= MAX_TTL_S:
+        return fail(f"--resend-every-s: expected seconds in (0, {MAX_TTL_S:.0f}], got {args.resend_every_s}")
+    if args.resend_max < 1:
+        return fail(f"--resend-max: expected at least 1, got {args.resend_max}")
+    resend_key = None
+    if args.resend_key:
+        from edge_agent.cli.central import load_private
+        from edge_agent.errors import KeyError_
+
+        try:
+            resend_key = load_private(Path(args.resend_key))
+        except KeyError_ as exc:
+            return fail(f"--resend-key: {exc}")
     settings = WorkerSettings(
         dsn=args.db,
         mqtt=m,
@@ -130,7 +145,10 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             max_bytes=args.max_bytes,
             hole_after_s=args.hole_after_s,
             replay_window_s=args.replay_window_s,
+            resend_every_s=args.resend_every_s,
+            resend_max=args.resend_max,
         ),
+        resend_key=resend_key,
     )
     return run_ingest(settings, metrics_port=args.metrics_port, metrics_addr=args.metrics_addr)
 
@@ -299,6 +317,18 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
     s.add_argument("--hole-after-s", type=float, default=300.0, help="a silent hole older than this is an anomaly")
     s.add_argument("--replay-window-s", type=float, default=600.0, help="a record resent later than this is a replay")
     s.add_argument("--sweep-every-s", type=float, default=5.0, help="how often to look for holes and short tails")
+    s.add_argument(
+        "--resend-key",
+        metavar="PRIV",
+        help="central's command key (central keygen): ask devices to resend their holes with a signed resend",
+    )
+    s.add_argument(
+        "--resend-every-s",
+        type=float,
+        default=600.0,
+        help="ask again for a hole still open after this long, once the device was heard from (default 600)",
+    )
+    s.add_argument("--resend-max", type=int, default=6, help="asks per hole before leaving it to a person (default 6)")
     s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
     s.add_argument("--metrics-addr", default="127.0.0.1", help="address for the metrics endpoint (default 127.0.0.1)")
     s.add_argument("--verbose", "-v", action="store_true")

@@ -141,3 +141,18 @@ def test_cli__a_wrong_broker_url_says_what_a_url_looks_like(
 ) -> None:
     rc, _, err = _run(capsys, "ingest", "--mqtt", "http://broker:1883", "--db", sqlite_dsn)
     assert rc == 2 and "'http://broker:1883': expected mqtt://host:port or mqtts://host:port" in err
+
+
+def test_cli__bad_resend_options_say_what_is_expected(
+    sqlite_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    base = ("ingest", "--mqtt", "mqtt://127.0.0.1:1", "--db", sqlite_dsn)
+    rc, _, err = _run(capsys, *base, "--resend-key", str(tmp_path / "missing.key"))
+    assert rc == 1 and "--resend-key: " in err and "missing.key: cannot read the central key" in err
+    (tmp_path / "not.key").write_text("not a key\n")
+    rc, _, err = _run(capsys, *base, "--resend-key", str(tmp_path / "not.key"))
+    assert rc == 1 and "not a PEM private key" in err
+    rc, _, err = _run(capsys, *base, "--resend-every-s", "0")
+    assert rc == 1 and "--resend-every-s: expected seconds in (0, 604800], got 0.0" in err
+    rc, _, err = _run(capsys, *base, "--resend-max", "0")
+    assert rc == 1 and "--resend-max: expected at least 1, got 0" in err

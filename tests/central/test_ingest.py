@@ -435,3 +435,38 @@ def test_commit__a_key_cached_before_another_worker_stored_its_rotation_is_retir
     finally:
         db_b.close()
         db.close()
+
+
+def test_resends_due__an_open_hole_is_asked_for_once_per_period_by_one_worker_while_its_device_is_heard_from(
+    dsn: str,
+) -> None:
+    """Two workers sweep the same database: each open hole is claimed by one of them; it is asked for again
+    only after resend_every_s and once the device has sent something since, and at most resend_max times."""
+    db, ing_a, fleet, clock = _setup(dsn, 2, hole=1)
+    settings = IngestSettings(hole_after_s=60, replay_window_s=600, resend_every_s=600, resend_max=2)
+    ing_a = Ingestor(db, settings, clock=clock)
+    db_b = open_db(dsn)
+    try:
+        ing_b = Ingestor(db_b, settings, clock=clock)
+        ing_a.process(_messages(fleet, 6, clock))
+        assert ing_a.resends_due() == []  # missing, but not for hole_after_s yet: not a hole
+        clock.t += 61
+        (hole,) = ing_a.sweep()
+        first, last = hole.evidence["first_missing"], hole.evidence["last_missing"]
+        due = ing_a.resends_due()
+        assert [(d.device, d.site, d.first_seq, d.last_seq, d.attempt) for d in due] == [
+            (hole.device, "sim", first, last, 1)
+        ]
+        assert ing_b.resends_due() == []  # claimed by the first worker
+        clock.t += 601
+        assert ing_b.resends_due() == []  # the device has been silent since: it would get nothing
+        ing_a.process(_messages(fleet, 1, clock))
+        assert [(d.first_seq, d.last_seq, d.attempt) for d in ing_b.resends_due()] == [(first, last, 2)]
+        clock.t += 601
+        ing_a.process(_messages(fleet, 1, clock))
+        assert ing_a.resends_due() == []  # resend_max asks made: left to a person
+        (row,) = db.query("SELECT resends, resolved_at FROM anomalies WHERE kind = 'hole'")
+        assert row == (2, None)
+    finally:
+        db_b.close()
+        db.close()

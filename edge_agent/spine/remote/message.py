@@ -206,6 +206,9 @@ class PatchConfigArgs(_Args):
     ]
 
 
+MAX_RESEND_SPAN = 1_000_000  # records one resend may ask for
+
+
 class ResendArgs(_Args):
     first_seq: Annotated[int, Field(ge=1), Expect("a seq >= 1")]
     last_seq: Annotated[int, Field(ge=1), Expect("a seq >= first_seq")]

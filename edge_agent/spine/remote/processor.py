@@ -16,6 +16,7 @@ from edge_agent.spine.clock import format_ts
 from edge_agent.spine.config import SpineConfig
 from edge_agent.spine.outbox import Outbox, seq_ranges
 from edge_agent.spine.remote.message import (
+    MAX_RESEND_SPAN,
     CommandMessage,
     CommandRefused,
     NoArgs,
@@ -32,7 +33,6 @@ from edge_agent.spine.remote.nonces import NONCES_DB, NonceStore
 log = logging.getLogger(__name__)
 
 QUEUE_MAX = 32
-MAX_RESEND_SPAN = 1_000_000
 # Refusals are recorded as events, but a flood of garbage on the cmd topic must not fill the outbox.
 REFUSAL_EVENTS_PER_MIN = 20
 
