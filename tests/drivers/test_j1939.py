@@ -292,7 +292,7 @@ def test_j1939_probe__doctor_and_port_scan_find_the_bus(tmp_path: Path) -> None:
     twin = J1939Twin(tmp_path / "ttyACM0").start()
     try:
         outcome = probe_device(_slcan(twin.path), 1.5)
-        scan = probe_port(twin.path, timeout_s=0.3)
+        scan = probe_port(twin.path, timeout_s=1.0)  # only the silent protocols before slcan wait it out
     finally:
         twin.stop()
     assert outcome.status == "ok", outcome
