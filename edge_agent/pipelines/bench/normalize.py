@@ -134,14 +134,18 @@ def clean_code_token_conf(segment: str, conf: tuple[float, ...]) -> tuple[str, t
 
 
 # Confusable letter/digit pairs. Where a pattern allows both, a character is ambiguous unless the
-# recognition model was sure of it. The model reads a printed letter O as 0 with high confidence:
-# measured on the tuning split (diverse slips, seeds 5000-5019, all tiers), 6 of the 7 confusable
-# errors in 1124 characters were O read as 0, at probabilities 0.73-0.9999, while 152 of 196 zeros
-# read right had >= 0.99995; so O and 0 need SURE_O0, the other pairs SURE_CHAR.
+# recognition model was sure of it, with a threshold per character AS READ (the errors go one way).
+# Measured by benchmarks/calibrate_confusables.py on the tuning split (seeds 0-299, three tiers, 5,098
+# confusable characters in codes), wrong readings per character as read and their highest probability:
+#   0 (a printed O): 53 of 532, up to 1.0 (in a monospaced font whose O and 0 are alike), 0.9999 elsewhere
+#   O (a printed 0): 7 of 151, up to 0.987     1 (a printed I): 14 of 560, up to 0.9989
+#   S (a printed 5): 1 of 245, at 0.987        B (a printed 8): 1 of 155, at 0.787
+#   I, 2, Z, 5, 6, G, 8: none wrong in 3,240, at any probability
+# So 0 and O need 0.99995, 1, S and B 0.999, and the reads never seen wrong 0.99.
 CONFUSABLE_PAIRS = {"O": "0", "0": "O", "I": "1", "1": "I", "S": "5", "5": "S", "B": "8", "8": "B"}
 CONFUSABLE_PAIRS |= {"Z": "2", "2": "Z", "G": "6", "6": "G"}
-SURE_O0 = 0.99995
-SURE_CHAR = 0.999
+SURE_AS_READ = {"0": 0.99995, "O": 0.99995, "1": 0.999, "S": 0.999, "B": 0.999}
+SURE_DEFAULT = 0.99
 
 
 def ambiguous_positions(
@@ -154,8 +158,7 @@ def ambiguous_positions(
         other = CONFUSABLE_PAIRS.get(ch)
         if other is None or not pattern.fullmatch(value[:i] + other + value[i + 1 :]):
             continue
-        sure = SURE_O0 if ch in "O0" else SURE_CHAR
-        if len(conf) == len(value) and conf[i] >= sure:
+        if len(conf) == len(value) and conf[i] >= SURE_AS_READ.get(ch, SURE_DEFAULT):
             continue
         out.append((i, ch, other))
     return out
