@@ -338,6 +338,25 @@ def test_extract_fields__values_beside_under_and_in_header_tables() -> None:
     }
 
 
+def test_extract_fields__a_keyword_with_a_short_suffix_is_a_label_when_the_box_holds_no_value() -> None:
+    def box(text: str, x: int, y: int, w: int) -> TextLine:
+        return TextLine(text, 0.98, (x, y, w, 40))
+
+    # a header table: 【客户退货原因说明】 names the reason under it; 说明 is no reason
+    got = extract(
+        [
+            box("金额", 265, 449, 66),
+            box("【客户退货原因说明】", 527, 451, 232),
+            box("¥1307.90", 73, 504, 133),
+            box("商品质量问题", 518, 500, 187),
+        ]
+    )
+    assert got["reason"] == "质量问题"
+    # a keyword with a short run-on that reads as the field's value is that value, not a label
+    assert extract(lines_of("退货原因", "七天无理由退货"))["reason"] == "七天无理由"
+    assert extract(lines_of("退货原因尺码不符"))["reason"] == "尺码不合适"
+
+
 def test_extract_fields__keyword_inside_a_value_is_no_label() -> None:
     got = extract(lines_of("原因：七天无理由退货", "SKU：SKU252239748", "退货人：王** 寄件地址：广东省深圳市"))
     assert got["reason"] == "七天无理由" and got["sku"] == "SKU252239748"

@@ -158,7 +158,19 @@ def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Call
         vs = value_start(text, h.end, kinds[h.role])
         if leading and (not runs_on or (vs is not None and parses(h.role, text[vs:]))):
             out.append(h)
+        elif leading and _label_suffix(text, h.end) and not parses(h.role, text):
+            # 原因说明, 退货原因描述: the keyword with a short suffix, and the box holds no value of the field
+            out.append(h)
     return out
+
+
+# How many characters a label may run on after its keyword (说明, 描述, 类型) when the box holds no value.
+MAX_LABEL_SUFFIX = 4
+
+
+def _label_suffix(text: str, end: int) -> bool:
+    rest = fold_label(text[end:]).text
+    return 0 < len(rest) <= MAX_LABEL_SUFFIX and not any(c.isdigit() for c in rest)
 
 
 def _is_label(text: str, hits: list[Hit], kinds: dict[str, str]) -> bool:
