@@ -354,6 +354,11 @@ def test_extract_fields__a_keyword_with_a_short_suffix_is_a_label_when_the_box_h
     assert got["reason"] == "质量问题"
     # a keyword with a short run-on that reads as the field's value is that value, not a label
     assert extract(lines_of("退货原因", "七天无理由退货"))["reason"] == "七天无理由"
+
+
+def test_extract_fields__a_keyword_ending_the_value_of_its_own_field_is_no_label() -> None:
+    # 理由 ends the box, like a label would, but it is the end of the reason after 原因
+    assert extract(lines_of("买家退货原因 七天无理由", "客户ID:", "HY877640062"))["reason"] == "七天无理由"
     assert extract(lines_of("退货原因尺码不符"))["reason"] == "尺码不合适"
 
 

@@ -161,7 +161,23 @@ def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Call
         elif leading and _label_suffix(text, h.end) and not parses(h.role, text):
             # 原因说明, 退货原因描述: the keyword with a short suffix, and the box holds no value of the field
             out.append(h)
-    return out
+    return _not_inside_a_value(text, out, kinds, parses)
+
+
+def _not_inside_a_value(
+    text: str, hits: list[Hit], kinds: dict[str, str], parses: Callable[[str, str], bool]
+) -> list[Hit]:
+    """Drops a field's keyword that sits inside the value after an earlier label of the same field
+    (理由 in 买家退货原因 七天无理由, where it ends the box and so looked like a label of its own)."""
+    kept: list[Hit] = []
+    for h in hits:
+        prev = next((k for k in reversed(kept) if k.role == h.role), None)
+        if prev is not None and h.role in kinds:
+            vs = value_start(text, prev.end, kinds[h.role])
+            if vs is not None and parses(h.role, text[vs:]):
+                continue
+        kept.append(h)
+    return kept
 
 
 # How many characters a label may run on after its keyword (说明, 描述, 类型) when the box holds no value.
