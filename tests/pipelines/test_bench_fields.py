@@ -362,6 +362,18 @@ def test_extract_fields__a_keyword_ending_the_value_of_its_own_field_is_no_label
     assert extract(lines_of("退货原因尺码不符"))["reason"] == "尺码不合适"
 
 
+def test_extract_fields__a_code_that_starts_with_a_latin_keyword_is_no_label() -> None:
+    def box(text: str, x: int, y: int, w: int) -> TextLine:
+        return TextLine(text, 0.98, (x, y, w, 40))
+
+    ext = extract_fields(
+        [box("商品编号", 638, 183, 111), box("SKU01557005210", 636, 225, 211)], TEMPLATE, REASONS, MATCHER
+    )
+    assert ext.values["sku"].value == "SKU01557005210"
+    assert not [i for i in ext.issues if i.code == "conflicting_values"]  # not also "01557005210" after "SKU"
+    assert extract(lines_of("SKU 01557005210"))["sku"] == "01557005210"  # a separator: label then value
+
+
 def test_extract_fields__keyword_inside_a_value_is_no_label() -> None:
     got = extract(lines_of("原因：七天无理由退货", "SKU：SKU252239748", "退货人：王** 寄件地址：广东省深圳市"))
     assert got["reason"] == "七天无理由" and got["sku"] == "SKU252239748"

@@ -145,6 +145,12 @@ def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Call
     """
     out: list[Hit] = []
     for h in hits:
+        if (
+            kinds.get(h.role) == "code"
+            and _ascii_alnum(text[h.end - 1])
+            and _ascii_alnum(text[h.end : h.end + 1] or " ")
+        ):
+            continue  # SKU01557005210: a Latin keyword running straight on into letters or digits starts a code
         after = text[h.end : h.end + 4].lstrip(" )）】]")
         if not after.strip() or after[:1] in _COLON:
             out.append(h)
