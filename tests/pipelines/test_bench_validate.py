@@ -319,3 +319,20 @@ def test_ambiguous_positions__pattern_and_check_digit_decide_what_is_ambiguous()
     assert ambiguous_positions("SO749737", order) == [(1, "O", "0")]
     assert ambiguous_positions("7204567890", order) == []
     assert ean13_valid("6951506339283") and not ean13_valid("6951506339281")
+
+
+def test_evaluate__a_waybill_barcode_printed_in_groups_is_no_order_number() -> None:
+    """A courier's barcode that fits the order pattern, printed in groups for reading aloud (ZT08 6598 ...,
+    an O read as 0), is the waybill, not a second order number that disagrees with the slip's."""
+    from edge_agent.pipelines.bench.config import BenchConfig
+    from edge_agent.pipelines.bench.inspect import Rules, evaluate
+
+    base = _ambiguous_reading((1.0,) * 8, (Barcode("ZTO865981113595157", "Code128"),))
+    grouped = TextLine("ZT08 6598 1113 5951 57", 0.97, (20, 240, 400, 30))
+    reading = ImageReading(base.quality, (*base.lines, grouped), base.barcodes, "onnx")
+    res = evaluate(reading, Rules.from_config(BenchConfig()), manifest=None, today=date(2025, 3, 2))
+    assert res.fields["order_no"] == "1234567890"
+    assert not [i for i in res.review_reasons if i.code == "order_mismatch"], res.review_reasons
+    # without the grouped print on the slip, the same barcode is a second order number: a disagreement
+    alone = evaluate(base, Rules.from_config(BenchConfig()), manifest=None, today=date(2025, 3, 2))
+    assert [i.code for i in alone.review_reasons if i.code == "order_mismatch"] == ["order_mismatch"]

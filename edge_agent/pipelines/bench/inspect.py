@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 
 BODY_VERSION = 1
 _CODE_RUN = re.compile(r"[A-Za-z0-9][A-Za-z0-9-]{5,}")
+# A code printed in groups for reading aloud (a waybill number: ZTO8 6598 1113 5951 57).
+_GROUPED_CODE = re.compile(r"[A-Za-z0-9]{2,6}(?: [A-Za-z0-9]{2,6}){2,}")
 # Engines' line confidences are not equally honest. Measured on 36 generated slips (clean, typical,
 # hard): tesseract read 2 of 74 fields wrong at 0.90-0.95, the ONNX engine none of 533 at >= 0.85.
 ENGINE_CONFIDENCE = {"onnx": 1.0, "tesseract": 0.9}
@@ -168,6 +170,9 @@ def evaluate(
     t1 = time.perf_counter()
     order_spec = rules.template.spec("order_no")
     codes = {m.group(0) for ln in reading.lines for m in _CODE_RUN.finditer(to_halfwidth(ln.text))}
+    codes |= {
+        m.group(0).replace(" ", "") for ln in reading.lines for m in _GROUPED_CODE.finditer(to_halfwidth(ln.text))
+    }
     check, order_value, order_issues = cross_check_order(
         values["order_no"], scan, reading.barcodes, order_spec.pattern, codes
     )
