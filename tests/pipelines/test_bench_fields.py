@@ -434,3 +434,17 @@ def test_extract_fields__a_code_split_by_a_misread_dot_is_not_read_whole() -> No
     assert ext.values["sku"].value is None
     assert [i.code for i in ext.issues if i.field == "sku"] == ["bad_format"]
     assert ext.values["order_no"].value == "1234567890"  # a comma and a space after a code end it cleanly
+
+
+def test_extract_fields__a_quantity_no_label_names_is_taken_by_its_shape_and_asks_a_person() -> None:
+    ext = extract_fields(
+        lines_of("订单号：987654321012", "[QV]: 20 PCS", "商品：真丝枕套 2只装"), TEMPLATE, REASONS, MATCHER
+    )
+    qty = ext.values["quantity"]
+    assert qty.value == 20  # after the colon of a label not read; not the 2 of the product's name
+    assert qty.confidence < FieldsConfig().default_min_confidence
+    assert not [i for i in ext.issues if i.field == "quantity"]  # found: low confidence is decided later
+    # a count with its unit alone in its box, as in a table cell
+    assert extract(lines_of("订单号：987654321012", "3件"))["quantity"] == 3
+    # a number without a unit, or inside other text, is no quantity
+    assert extract(lines_of("订单号：987654321012", "退款金额:¥1677.00", "真丝枕套 2只装"))["quantity"] is None

@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import tomllib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +25,7 @@ from edge_agent.pipelines.bench.normalize import (
     parse_date,
     parse_quantity,
     squash,
+    to_halfwidth,
 )
 from edge_agent.pipelines.bench.rules_config import FIELD_NAMES, FieldsConfig, PrivacyConfig, ValidationConfig
 from edge_agent.pipelines.bench.types import TextLine
@@ -429,6 +430,9 @@ def _parse_reason(
     return r.reason, r.quality, ("names more than one reason" if r.ambiguous else None)
 
 
+# A quantity by its shape alone: a count with its unit ("20 PCS", "共3件"), nothing else in the segment.
+_QTY_SHAPE = re.compile(r"(?:共\s*)?[0-9]{1,5}\s*(?:件|个|只|双|套|箱|台|包|盒|瓶|条|本|pcs|PCS|Pcs)")
+
 # (value, factor, problem) for one value segment, by field kind; problem says why it is not usable.
 _PARSERS = {"code": _parse_code, "int": _parse_int, "date": _parse_date, "reason": _parse_reason}
 
@@ -465,13 +469,7 @@ def extract_fields(
             conf = it.confidence * f * (FUZZY_LABEL if it.fuzzy else 1.0)
             cands[name].append(_Candidate(value, conf, problem))
             boxes[name].setdefault(value, it.line)
-    if not cands["return_date"]:
-        # No label names a date: a date-shaped text anywhere, with a confidence that asks a person.
-        for ln in lines:
-            value, f, problem = parse("return_date", ln.text)
-            if value is not None:
-                cands["return_date"].append(_Candidate(value, ln.confidence * f * SHAPE_ONLY, problem))
-                boxes["return_date"].setdefault(value, ln)
+    _by_shape(lines, template, cands, boxes, parse)
     values: dict[str, FieldValue] = {}
     issues: list[Issue] = []
     where: dict[str, TextLine] = {}
@@ -482,6 +480,33 @@ def extract_fields(
         if fv.value is not None and fv.value in boxes[spec.name]:
             where[spec.name] = boxes[spec.name][fv.value]
     return Extraction(values, tuple(issues), rows, tuple(spans), where)
+
+
+def _by_shape(
+    lines: Sequence[TextLine],
+    template: Template,
+    cands: dict[str, list[_Candidate]],
+    boxes: dict[str, dict[object, TextLine]],
+    parse: Callable[[str, str], tuple[str | int | None, float, str | None]],
+) -> None:
+    """Candidates for a date or a quantity no label names, found by their shape alone (SHAPE_ONLY)."""
+    if not cands["return_date"]:
+        # A date-shaped text anywhere, with a confidence that asks a person.
+        for ln in lines:
+            value, f, problem = parse("return_date", ln.text)
+            if value is not None:
+                cands["return_date"].append(_Candidate(value, ln.confidence * f * SHAPE_ONLY, problem))
+                boxes["return_date"].setdefault(value, ln)
+    if not cands["quantity"] and template.spec("quantity").kind == "int":
+        # A count with its unit (20 PCS, 3件) alone in a box or after the colon of a label that was not
+        # read (Qty read as QV).
+        for ln in lines:
+            segment = re.split(r"[:：]", to_halfwidth(ln.text))[-1].strip()
+            if _QTY_SHAPE.fullmatch(segment):
+                value, f, problem = parse("quantity", segment)
+                if value is not None:
+                    cands["quantity"].append(_Candidate(value, ln.confidence * f * SHAPE_ONLY, problem))
+                    boxes["quantity"].setdefault(value, ln)
 
 
 def _choose(spec: FieldSpec, cands: list[_Candidate]) -> tuple[FieldValue, list[Issue]]:
