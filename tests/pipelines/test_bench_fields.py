@@ -448,3 +448,22 @@ def test_extract_fields__a_quantity_no_label_names_is_taken_by_its_shape_and_ask
     assert extract(lines_of("订单号：987654321012", "3件"))["quantity"] == 3
     # a number without a unit, or inside other text, is no quantity
     assert extract(lines_of("订单号：987654321012", "退款金额:¥1677.00", "真丝枕套 2只装"))["quantity"] is None
+
+
+def test_extract_fields__a_grid_cell_beside_its_own_label_is_not_the_value_of_the_label_above() -> None:
+    def box(text: str, x: int, y: int, w: int) -> TextLine:
+        return TextLine(text, 0.98, (x, y, w, 45))
+
+    # two label/value pairs a row; the customer id beside its label was cut short (no valid code), and
+    # the waybill number under it, in the next row, is the value of 物流单号 on its left
+    lines = [
+        box("售后申请时间", 57, 429, 180),
+        box("2024/05/13 11:50", 306, 435, 278),
+        box("Customer ID", 604, 439, 177),
+        box("KH", 845, 437, 60),
+        box("物流单号", 55, 491, 126),
+        box("ZTO339698490056", 308, 496, 295),
+    ]
+    ext = extract_fields(lines, TEMPLATE, REASONS, MATCHER)
+    assert ext.values["customer_id"].value is None
+    assert [i.code for i in ext.issues if i.field == "customer_id"] == ["missing_field"]

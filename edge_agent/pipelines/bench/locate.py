@@ -329,6 +329,16 @@ def _continued(
         text, conf, cur = text + " " + b.text.strip(), min(conf, b.confidence), b
 
 
+def _right_of_a_label(b: TextLine, boxes: list[TextLine], is_label: list[bool]) -> bool:
+    """Is the nearest box left of b on its line a label? Then b is that label's value (a grid's next cell),
+    not the value of a label above it."""
+    left = [o for o in boxes if o is not b and _same_line(o, b) and o.box[0] + o.box[2] / 2 < b.box[0]]
+    if not left:
+        return False
+    nearest = max(left, key=lambda o: o.box[0] + o.box[2])
+    return is_label[boxes.index(nearest)]
+
+
 def _neighbours(bi: int, boxes: list[TextLine], is_label: list[bool]) -> list[tuple[str, TextLine]]:
     """The box right of boxes[bi] on its line (unless that is a label), then the box under it."""
     me = boxes[bi]
@@ -356,6 +366,7 @@ def _neighbours(bi: int, boxes: list[TextLine], is_label: list[bool]) -> list[tu
         and b.box[1] >= me_bottom - me.box[3] * 0.5
         and b.box[1] - me_bottom <= 2.5 * me.box[3]
         and (_x_overlap(me, b) >= 0.3 or min(row, key=lambda lab: abs(cx(lab) - cx(b))) is me)
+        and not _right_of_a_label(b, boxes, is_label)
     ]
     if below:
         top = min(b.box[1] for b in below)
