@@ -467,3 +467,14 @@ def test_extract_fields__a_grid_cell_beside_its_own_label_is_not_the_value_of_th
     ext = extract_fields(lines, TEMPLATE, REASONS, MATCHER)
     assert ext.values["customer_id"].value is None
     assert [i.code for i in ext.issues if i.field == "customer_id"] == ["missing_field"]
+
+
+def test_extract_fields__a_reason_after_the_colon_of_a_misread_label_is_taken_for_review() -> None:
+    ext = extract_fields(
+        lines_of("订单号：987654321012", "原园：发错商品", "备注：质量问题请加急"), TEMPLATE, REASONS, MATCHER
+    )
+    reason = ext.values["reason"]
+    assert reason.value == "发错货"  # 原因 read as 原园; the remark is labelled (备注), so it is no candidate
+    assert reason.confidence < FieldsConfig().default_min_confidence
+    # a reason phrase in text with no colon (a footer's policy line) is not taken
+    assert extract(lines_of("订单号：987654321012", "支持七天无理由退货"))["reason"] is None

@@ -469,7 +469,7 @@ def extract_fields(
             conf = it.confidence * f * (FUZZY_LABEL if it.fuzzy else 1.0)
             cands[name].append(_Candidate(value, conf, problem))
             boxes[name].setdefault(value, it.line)
-    _by_shape(lines, template, cands, boxes, parse)
+    _by_shape(lines, template, labels=matcher.labels, cands=cands, boxes=boxes, parse=parse)
     values: dict[str, FieldValue] = {}
     issues: list[Issue] = []
     where: dict[str, TextLine] = {}
@@ -485,28 +485,40 @@ def extract_fields(
 def _by_shape(
     lines: Sequence[TextLine],
     template: Template,
+    *,
+    labels: Labels,
     cands: dict[str, list[_Candidate]],
     boxes: dict[str, dict[object, TextLine]],
     parse: Callable[[str, str], tuple[str | int | None, float, str | None]],
 ) -> None:
-    """Candidates for a date or a quantity no label names, found by their shape alone (SHAPE_ONLY)."""
+    """Candidates for fields no label names, found by their shape alone (SHAPE_ONLY: a person decides)."""
     if not cands["return_date"]:
-        # A date-shaped text anywhere, with a confidence that asks a person.
+        # A date-shaped text anywhere.
         for ln in lines:
             value, f, problem = parse("return_date", ln.text)
             if value is not None:
                 cands["return_date"].append(_Candidate(value, ln.confidence * f * SHAPE_ONLY, problem))
                 boxes["return_date"].setdefault(value, ln)
-    if not cands["quantity"] and template.spec("quantity").kind == "int":
-        # A count with its unit (20 PCS, 3件) alone in a box or after the colon of a label that was not
-        # read (Qty read as QV).
-        for ln in lines:
-            segment = re.split(r"[:：]", to_halfwidth(ln.text))[-1].strip()
-            if _QTY_SHAPE.fullmatch(segment):
-                value, f, problem = parse("quantity", segment)
-                if value is not None:
-                    cands["quantity"].append(_Candidate(value, ln.confidence * f * SHAPE_ONLY, problem))
-                    boxes["quantity"].setdefault(value, ln)
+    # After the colon of a label that was not read (Qty read as QV, 原因 as 原园), in a box with no label
+    # that was: a count with its unit (20 PCS, 3件; also alone in a box, as in a table cell), or one of
+    # the configured reasons.
+    wanted = [
+        n for n, kind in (("quantity", "int"), ("reason", "reason")) if not cands[n] and template.spec(n).kind == kind
+    ]
+    for ln in lines if wanted else ():
+        parts = re.split(r"[:：]", to_halfwidth(ln.text))
+        segment = parts[-1].strip()
+        if not segment or labels.find(ln.text):
+            continue
+        for name in wanted:
+            if name == "quantity" and not _QTY_SHAPE.fullmatch(segment):
+                continue
+            if name == "reason" and len(parts) < 2:
+                continue
+            value, f, problem = parse(name, segment)
+            if value is not None:
+                cands[name].append(_Candidate(value, ln.confidence * f * SHAPE_ONLY, problem))
+                boxes[name].setdefault(value, ln)
 
 
 def _choose(spec: FieldSpec, cands: list[_Candidate]) -> tuple[FieldValue, list[Issue]]:
