@@ -478,3 +478,37 @@ def test_extract_fields__a_reason_after_the_colon_of_a_misread_label_is_taken_fo
     assert reason.confidence < FieldsConfig().default_min_confidence
     # a reason phrase in text with no colon (a footer's policy line) is not taken
     assert extract(lines_of("订单号：987654321012", "支持七天无理由退货"))["reason"] is None
+
+
+def test_extract_fields__a_slanted_photo_is_laid_out_in_the_texts_own_frame() -> None:
+    """A grid of labels and values shot at 12 degrees (the label outline was not found, so nothing
+    straightened it): axis-aligned boxes of one row reach into the rows above and below."""
+    import math
+
+    def slanted(text: str, x: int, y: int, w: int, deg: float = 12.0) -> TextLine:
+        c, s = math.cos(math.radians(deg)), math.sin(math.radians(deg))
+        pts = [(x, y), (x + w, y), (x + w, y + 40), (x, y + 40)]
+        quad = tuple((round(px * c - py * s + 300, 1), round(px * s + py * c, 1)) for px, py in pts)
+        xs, ys = [p[0] for p in quad], [p[1] for p in quad]
+        box = (int(min(xs)), int(min(ys)), int(max(xs) - min(xs)), int(max(ys) - min(ys)))
+        return TextLine(text, 0.98, box, (), quad)
+
+    rows = [
+        ("订单编号", "4557044490689339674"),
+        ("客户编号", "KH713255294"),
+        ("退回日期", "2025.06.14"),
+        ("商品编码", "AB-1234-BLK"),
+        ("退货原因", "质量问题"),
+        ("退货数量", "5件"),
+    ]
+    lines = []
+    for i, (label, value) in enumerate(rows):
+        lines += [slanted(label, 40, 60 + 48 * i, 120), slanted(value, 200, 60 + 48 * i, 24 * len(value))]
+    assert extract(lines) == {
+        "order_no": "4557044490689339674",
+        "customer_id": "KH713255294",
+        "return_date": "2025-06-14",
+        "sku": "AB-1234-BLK",
+        "reason": "质量问题",
+        "quantity": 5,
+    }

@@ -12,9 +12,11 @@ review.
 
 from __future__ import annotations
 
+import math
 import re
+import statistics
 from collections.abc import Callable, Collection, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from edge_agent.pipelines.bench.normalize import hamming, to_halfwidth
 from edge_agent.pipelines.bench.types import TextLine
@@ -253,6 +255,40 @@ def _ascii_alnum(ch: str) -> bool:
     return ch.isascii() and ch.isalnum()
 
 
+# Text slanted by more than this (a photo whose label outline could not be straightened) is laid out again
+# in its own frame before "beside" and "under" are judged: axis-aligned boxes of slanted lines overlap
+# the lines above and below them.
+MAX_SLANT_DEG = 2.0
+
+
+def text_slant(lines: Sequence[TextLine]) -> float:
+    """The slant of the text in degrees: the median angle of the top edges of lines at least twice as wide
+    as they are high (0 with fewer than three such lines)."""
+    angles = []
+    for ln in lines:
+        q = ln.quad
+        if q is None or len(q) != 4:
+            continue
+        dx, dy = q[1][0] - q[0][0], q[1][1] - q[0][1]
+        if dx > 2 * math.hypot(q[3][0] - q[0][0], q[3][1] - q[0][1]):
+            angles.append(math.degrees(math.atan2(dy, dx)))
+    return statistics.median(angles) if len(angles) >= 3 else 0.0
+
+
+def _unslanted(lines: Sequence[TextLine], degrees: float) -> list[TextLine]:
+    """The lines with their boxes taken in the text's own frame (rotated by -degrees)."""
+    c, s = math.cos(math.radians(-degrees)), math.sin(math.radians(-degrees))
+    out = []
+    for ln in lines:
+        x, y, w, h = ln.box
+        pts = ln.quad if ln.quad is not None else ((x, y), (x + w, y), (x + w, y + h), (x, y + h))
+        xs = [px * c - py * s for px, py in pts]
+        ys = [px * s + py * c for px, py in pts]
+        x0, y0 = math.floor(min(xs)), math.floor(min(ys))
+        out.append(replace(ln, box=(x0, y0, math.ceil(max(xs)) - x0, math.ceil(max(ys)) - y0)))
+    return out
+
+
 def locate(
     lines: Sequence[TextLine],
     labels: Labels,
@@ -261,6 +297,26 @@ def locate(
 ) -> dict[str, list[Found]]:
     """Candidate values per field. `kinds` maps field -> kind; `parses(field, text)` says a text holds a value."""
     boxes = [ln for ln in lines if ln.text.strip()]
+    slant = text_slant(boxes)
+    if abs(slant) <= MAX_SLANT_DEG:
+        return _locate(boxes, labels, kinds, parses)
+    level = _unslanted(boxes, slant)
+    original = {id(g): b for g, b in zip(level, boxes, strict=True)}
+    return {
+        name: [
+            replace(f, line=original[id(f.line)], label=None if f.label is None else original[id(f.label)])
+            for f in found
+        ]
+        for name, found in _locate(level, labels, kinds, parses).items()
+    }
+
+
+def _locate(
+    boxes: list[TextLine],
+    labels: Labels,
+    kinds: dict[str, str],
+    parses: Callable[[str, str], bool],
+) -> dict[str, list[Found]]:
     hits = [_labels_only(b.text, labels.find(b.text), kinds, parses) for b in boxes]
     is_label = [_is_label(b.text, h, kinds) for b, h in zip(boxes, hits, strict=True)]
     found: dict[str, list[Found]] = {f: [] for f in kinds}
