@@ -145,6 +145,8 @@ def test_extract_fields__not_an_integer_quantity_is_a_format_issue() -> None:
         ("2025.03.27", "2025-03-27"),
         ("2O25-03-27", "2025-03-27"),
         ("20250327", "2025-03-27"),
+        ("2024-08-0304:23:42", "2024-08-03"),  # the space before the time lost by the OCR
+        ("2024/8/3 4:23", "2024-08-03"),
     ],
 )
 def test_parse_date__formats_merchants_print(text: str, expected: str) -> None:
@@ -153,7 +155,9 @@ def test_parse_date__formats_merchants_print(text: str, expected: str) -> None:
 
 
 # "0b": the b was an 8 on one generated slip and would be a 6 on another: no guess.
-@pytest.mark.parametrize("text", ["2025-02-30", "2025-13-01", "27/03/2025", "昨天", "", "2025.01.0b"])
+@pytest.mark.parametrize(
+    "text", ["2025-02-30", "2025-13-01", "27/03/2025", "昨天", "", "2025.01.0b", "2025-01-034", "2025-01-0345"]
+)
 def test_parse_date__invalid_dates_are_refused(text: str) -> None:
     assert parse_date(text) is None
 

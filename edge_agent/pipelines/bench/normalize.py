@@ -248,7 +248,8 @@ def _cn_number(text: str) -> int | None:
     return None
 
 
-_DATE = re.compile(r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{1,2})(?!\d)\s*日?")
+# The day ends the date, or runs straight into a time the OCR joined to it (2024-08-0304:23:42).
+_DATE = re.compile(r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{2}(?=\d{1,2}:\d{2})|\d{1,2}(?!\d))\s*日?")
 _DATE_COMPACT = re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?!\d)")
 _DATE_FIXABLE = re.compile(r"[OoDQIl|SsBZz]")
 
