@@ -363,6 +363,9 @@ def test_extract_fields__a_keyword_with_a_short_suffix_is_a_label_when_the_box_h
 def test_extract_fields__a_keyword_ending_the_value_of_its_own_field_is_no_label() -> None:
     # 理由 ends the box, like a label would, but it is the end of the reason after 原因
     assert extract(lines_of("买家退货原因 七天无理由", "客户ID:", "HY877640062"))["reason"] == "七天无理由"
+    # the same in the next cell: the box that reads as a reason is the value, not a second label
+    cells = [TextLine("买家退货原因", 0.99, (43, 634, 214, 48)), TextLine("七天无理由", 0.99, (263, 637, 184, 43))]
+    assert extract(cells)["reason"] == "七天无理由"
     assert extract(lines_of("退货原因尺码不符"))["reason"] == "尺码不合适"
 
 

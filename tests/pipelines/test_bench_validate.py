@@ -204,6 +204,19 @@ def test_cross_check_order__disagreement_is_a_review_reason() -> None:
     assert value.confidence <= 0.5
 
 
+def test_cross_check_order__a_barcode_the_slip_prints_as_another_code_with_one_misread_is_ignored() -> None:
+    """The courier's barcode fits the order pattern; the slip prints its number, read with 3 as 8."""
+    ocr = FieldValue("order_no", "55542869098", 0.99)
+    bars = [Barcode("ZTO865981113595157", "Code128")]
+    _, value, issues = cross_check_order(ocr, None, bars, PATTERN, {"ZT0865981118595157", "55542869098"})
+    assert issues == [] and value.value == "55542869098"
+    # an order number read with one character wrong still disagrees with its own barcode
+    ocr = FieldValue("order_no", "55542869099", 0.99)
+    bars = [Barcode("55542869098", "Code128")]
+    _, value, issues = cross_check_order(ocr, None, bars, PATTERN, {"55542869099", "55542869098"})
+    assert [i.code for i in issues] == ["order_mismatch"] and value.value == "55542869098"
+
+
 def test_cross_check_order__barcode_fills_an_unread_order_and_product_barcodes_are_ignored() -> None:
     ocr = FieldValue("order_no", None, 0.0)
     bars = [Barcode("http://example.com/x", "QRCode"), Barcode("123456789012", "Code128")]

@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from edge_agent.pipelines.bench.fields import FieldValue, Issue
-from edge_agent.pipelines.bench.normalize import DIGIT_FOR
+from edge_agent.pipelines.bench.normalize import DIGIT_FOR, hamming
 from edge_agent.pipelines.bench.rules_config import FieldsConfig
 from edge_agent.pipelines.bench.types import Barcode, QualityReport
 
@@ -40,6 +40,11 @@ def confusable_key(text: str) -> str:
     return "".join(DIGIT_FOR.get(c, c) for c in order_key(text))
 
 
+def _one_off(a: str, b: str) -> bool:
+    """Two long codes (10+ characters) of one length that differ in one character: one misread."""
+    return len(a) == len(b) >= 10 and hamming(a, b) == 1
+
+
 def cross_check_order(
     ocr: FieldValue,
     scan: str | None,
@@ -55,12 +60,21 @@ def cross_check_order(
     """
     scan = scan.strip() if scan and scan.strip() else None
     ocr_text = str(ocr.value) if ocr.value is not None else None
-    elsewhere = {confusable_key(c) for c in other_codes} - {confusable_key(ocr_text or "")}
+    ocr_key = confusable_key(ocr_text or "")
+    elsewhere = {confusable_key(c) for c in other_codes} - {ocr_key}
+
+    def printed_elsewhere(text: str) -> bool:
+        # the same code, or with one character misread in a long one (ZT08 6598 1118 ... for ...1113...)
+        key = confusable_key(text)
+        if key == ocr_key or _one_off(key, ocr_key):
+            return False
+        return key in elsewhere or any(_one_off(key, k) for k in elsewhere)
+
     bars = list(
         dict.fromkeys(
             b.text.strip()
             for b in barcodes
-            if pattern.fullmatch(b.text.strip().upper()) and confusable_key(b.text) not in elsewhere
+            if pattern.fullmatch(b.text.strip().upper()) and not printed_elsewhere(b.text)
         )
     )
     # Several order-like barcodes: prefer one that another source confirms.

@@ -154,6 +154,8 @@ def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Call
         ):
             continue  # SKU01557005210: a Latin keyword running straight on into letters or digits starts a code
         after = text[h.end : h.end + 4].lstrip(" )）】]")
+        if not after.strip() and h.start > 0 and h.role in kinds and parses(h.role, text):
+            continue  # 七天无理由: a value that ends with its field's keyword, not a label
         if not after.strip() or after[:1] in _COLON:
             out.append(h)
             continue
