@@ -45,6 +45,7 @@ REASON_WORDS = {
     "bad_format": "does not look right",
     "glare_on_value": "glare over the value",
     "order_mismatch": "scan, barcode and slip disagree",
+    "reads_disagree": "two reads of the line differ",
     "image_quality": "photo quality",
 }
 

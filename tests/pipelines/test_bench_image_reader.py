@@ -356,9 +356,29 @@ def test_reader__confirm_lines_reads_again_unsqueezed_and_keeps_the_surer_confid
     for ln, a in zip(lines, again, strict=True):
         assert all(x >= y for x, y in zip(a.char_conf, ln.char_conf, strict=True)), ln.text
     assert any(a.char_conf != ln.char_conf for ln, a in zip(lines, again, strict=True))
-    # The same place claimed to say something else: the second read disagrees, the line stays as given.
+    # The same place claimed to say something else: the second read disagrees and comes back in its place,
+    # for the caller to see the difference.
     wrong = replace(lines[0], text="X" * len(lines[0].text))
-    assert reader.confirm_lines(reading, [wrong]) == [wrong]
+    [back] = reader.confirm_lines(reading, [wrong])
+    assert back.text == lines[0].text and back.box == wrong.box and back.quad == wrong.quad
+
+
+def test_inspect__a_repeated_digit_the_squeezed_read_merged_is_read_again_at_full_width() -> None:
+    """Tuning split, seed 9, typical: squeezed to 0.8, the line 'CustomerID:75755552142' reads
+    '...7575552142' (two of the four 5s merged) with high confidence, and passed as such."""
+    from datetime import date, timedelta
+
+    from edge_agent.demo.slipgen import field_truth
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    ins = Inspector(BenchConfig())
+    img, truth = generate_slip(9, "typical", style="diverse")
+    t = field_truth(truth)
+    day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
+    ins.today = lambda: day
+    res = ins.inspect(img)
+    assert t["customer_id"] == "75755552142"
+    assert res.fields["customer_id"] == "75755552142", (res.fields, res.review_reasons)
 
 
 def test_evaluate__a_second_look_that_is_sure_settles_a_letter_or_digit_doubt() -> None:
@@ -398,3 +418,20 @@ def test_evaluate__a_second_look_that_is_sure_settles_a_letter_or_digit_doubt() 
     assert ("ambiguous_value", "sku") in codes[None]
     assert ("ambiguous_value", "sku") in codes[unsure]
     assert ("ambiguous_value", "sku") not in codes[sure]
+
+    # A second read that gives another value: the full-width one stands, and a person looks.
+    def longer(_r: ImageReading, lines: list[TextLine]) -> list[TextLine]:
+        return [line(ln.text.replace("KH-2024-12345", "KH-2024-123455"), ln.box[1], True) for ln in lines]
+
+    res = evaluate(reading, rules, manifest=None, today=date(2025, 1, 2), confirm=longer)
+    assert res.fields["customer_id"] == "KH-2024-123455" and res.needs_review
+    [why] = [i for i in res.review_reasons if i.code == "reads_disagree"]
+    assert why.field == "customer_id" and "(KH-2024-12345 / KH-2024-123455)" in why.message
+
+    # A second read that loses the value: the first value stands, and a person looks.
+    def lost(_r: ImageReading, lines: list[TextLine]) -> list[TextLine]:
+        return [line(ln.text.replace("KH-2024-12345", "--"), ln.box[1], True) for ln in lines]
+
+    res = evaluate(reading, rules, manifest=None, today=date(2025, 1, 2), confirm=lost)
+    assert res.fields["customer_id"] == "KH-2024-12345" and res.needs_review
+    assert [i.field for i in res.review_reasons if i.code == "reads_disagree"] == ["customer_id"]

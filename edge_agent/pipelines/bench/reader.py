@@ -142,9 +142,11 @@ class ImageReader:
         return ImageReading(first.quality, lines, first.barcodes, first.engine, timing, to_photo, label)
 
     def confirm_lines(self, reading: ImageReading, lines: list[TextLine]) -> list[TextLine]:
-        """The lines read again without the first pass's horizontal squeeze, which narrows an O towards a 0.
-        Where both reads give the same text, each character keeps the higher of its two confidences (the
-        thresholds that settle a letter/digit ambiguity are unchanged); any other line is returned as is."""
+        """The lines read again without the first pass's horizontal squeeze, which narrows an O towards a 0
+        and can merge repeated characters (5555 read as 555). Where both reads give the same text, each
+        character keeps the higher of its two confidences (the thresholds that settle a letter/digit
+        ambiguity are unchanged); where they differ beyond spaces, the full-width read is returned, for the
+        caller to see the difference. A line that cannot be read again is returned as is."""
         from edge_agent.pipelines.bench.ocr_onnx import OnnxOcr, crop_box
 
         if not isinstance(self.engine, OnnxOcr) or reading.label_image is None:
@@ -154,10 +156,15 @@ class ImageReader:
         again = dict(zip(todo, self.engine.recognize(crops, squeeze=1.0), strict=True)) if crops else {}
         out = []
         for ln in lines:
-            text, _conf, chars = again.get(ln, ("", 0.0, ()))
-            same = text == ln.text and len(chars) == len(text)
-            best = tuple(max(a, b) for a, b in zip(ln.char_conf, chars, strict=True)) if same else ()
-            out.append(replace(ln, char_conf=best) if same else ln)
+            text, conf, chars = again.get(ln, ("", 0.0, ()))
+            if not text:
+                out.append(ln)
+            elif text == ln.text and len(chars) == len(text):
+                out.append(replace(ln, char_conf=tuple(max(a, b) for a, b in zip(ln.char_conf, chars, strict=True))))
+            elif "".join(text.split()) == "".join(ln.text.split()):
+                out.append(ln)  # only spaces differ ("Cust omer ID"): the first read stands
+            else:
+                out.append(replace(ln, text=text, confidence=round(conf, 4), char_conf=chars))
         return out
 
     def _recut(
