@@ -413,7 +413,9 @@ class Inspector:
             reading, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name, confirm=confirm
         )
         if _falls_short(result) and self.rules.cfg.ocr.second_pass_det_px > 0:
-            # The cascade: easy photos stay fast, a hard one gets the resolution it needs.
+            # The cascade: easy photos stay fast, a hard one gets the resolution it needs. What the first
+            # pass freed goes back to the kernel first, so the finer pass's tensors do not stack on it.
+            release_freed_memory()
             again = self.reader.second_pass(reading, image_bgr)
             if again is not None:
                 second = evaluate(
