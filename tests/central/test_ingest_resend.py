@@ -12,6 +12,7 @@ from edge_agent.cli.main import render_config
 from edge_agent.settings import load_config
 from edge_agent.spine.keys import generate_key
 from edge_agent.spine.outbox import Outbox
+from edge_agent.spine.sync import STALE_S
 from tests.broker import Broker
 from tests.central.procs import Worker
 from tests.helpers import wait_until
@@ -23,6 +24,14 @@ def _cli(*args: str) -> str:
     r = subprocess.run([sys.executable, "-m", "edge_agent.cli", *args], capture_output=True, text=True, check=False)
     assert r.returncode == 0, r.stdout + r.stderr
     return r.stdout
+
+
+def _outbox_state(outbox: Path) -> str:
+    try:
+        with Outbox(outbox, readonly=True) as ob:
+            return f"outbox: head seq {ob.head()[0]}, first undelivered {ob.first_undelivered_seq()}"
+    except Exception as exc:  # noqa: BLE001 - for the failure message only
+        return f"outbox: not readable ({exc})"
 
 
 def _delivered_through(outbox: Path) -> int:
@@ -73,7 +82,10 @@ def test_ingest__a_device_hole_is_asked_for_with_a_signed_resend_and_filled(
     try:
         # Nobody subscribes yet: the broker acknowledges these records and drops them, as a broker that
         # dies without saving its queues does. The device counts them delivered; central never sees them.
-        assert wait_until(lambda: _delivered_through(outbox) >= 10, 60), log_path.read_text()[-3000:]
+        # Longer than sync.STALE_S: a record whose acknowledgement never came is published again after it.
+        assert wait_until(lambda: _delivered_through(outbox) >= 10, STALE_S + 30), (
+            f"{_outbox_state(outbox)}\n{log_path.read_text()[-3000:]}\n{broker.log_text()[-2000:]}"
+        )
         lost = _delivered_through(outbox)
         pub = tmp_path / "device.pub.pem"
         pub.write_text(_cli("keys", "export-public", "--config", str(cfg)))
