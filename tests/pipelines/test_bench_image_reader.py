@@ -434,4 +434,6 @@ def test_evaluate__a_second_look_that_is_sure_settles_a_letter_or_digit_doubt() 
 
     res = evaluate(reading, rules, manifest=None, today=date(2025, 1, 2), confirm=lost)
     assert res.fields["customer_id"] == "KH-2024-12345" and res.needs_review
-    assert [i.field for i in res.review_reasons if i.code == "reads_disagree"] == ["customer_id"]
+    assert [(i.code, i.field) for i in res.review_reasons if i.field == "customer_id"] == [
+        ("reads_disagree", "customer_id")
+    ]  # not also "missing": the first read's value stands

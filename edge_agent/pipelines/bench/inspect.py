@@ -17,6 +17,7 @@ import numpy as np
 
 from edge_agent.pipelines.bench.config import BenchConfig
 from edge_agent.pipelines.bench.decide import (
+    READ_PROBLEMS,
     OrderCheck,
     Retake,
     cross_check_order,
@@ -165,6 +166,7 @@ def evaluate(
         else []
     )
     disagree: list[Issue] = []
+    restored: set[str] = set()
     if confirm is not None and doubtful:
         tc = time.perf_counter()
         again = dict(zip(doubtful, confirm(reading, doubtful), strict=True))
@@ -174,7 +176,7 @@ def evaluate(
         reading = replace(reading, lines=lines, timing_ms={**reading.timing_ms, "confirm": round(took * 1000, 2)})
         if any(again[ln] != ln for ln in doubtful):
             first, ext = ext, extract_fields(reading.lines, rules.template, rules.reasons, rules.matcher)
-            disagree = _reads_disagree(first, ext, ext.values)
+            disagree, restored = _reads_disagree(first, ext, ext.values)
     scale = ENGINE_CONFIDENCE.get(reading.engine, 0.9)
     values = {n: FieldValue(n, fv.value, round(fv.confidence * scale, 4), fv.source) for n, fv in ext.values.items()}
     t1 = time.perf_counter()
@@ -186,7 +188,8 @@ def evaluate(
     check, order_value, order_issues = cross_check_order(
         values["order_no"], scan, reading.barcodes, order_spec.pattern, codes
     )
-    issues = [*ext.issues, *disagree]
+    # A value the full-width read lost stands from the first read: it is not also "missing" or malformed.
+    issues = [i for i in ext.issues if not (i.field in restored and i.code in READ_PROBLEMS)] + disagree
     if order_value.source != "ocr" and not order_issues:
         issues = [i for i in issues if not (i.field == "order_no" and i.code in _ORDER_ISSUES_FILLED)]
     values["order_no"] = order_value
@@ -306,18 +309,22 @@ def _field_boxes(
 SECOND_READ_FIELDS = ("order_no", "sku", "customer_id", "quantity", "return_date")
 
 
-def _reads_disagree(first: Extraction, second: Extraction, values: dict[str, FieldValue]) -> list[Issue]:
+def _reads_disagree(
+    first: Extraction, second: Extraction, values: dict[str, FieldValue]
+) -> tuple[list[Issue], set[str]]:
     """A review reason for each value the two reads of its line give differently. The full-width read's
-    value stands (it keeps repeated characters), or the first one's when the second gives none."""
-    out = []
+    value stands (it keeps repeated characters), or the first one's when the second gives none: those
+    fields are returned too."""
+    out, restored = [], set()
     for name in SECOND_READ_FIELDS:
         a, b = first.values[name], second.values[name]
         if a.value is None or a.value == b.value:
             continue
         if b.value is None:
             values[name] = a
+            restored.add(name)
         out.append(Issue("reads_disagree", name, f"{name}: two reads of its line differ ({a.value} / {b.value})"))
-    return out
+    return out, restored
 
 
 # What a second, finer read can fix, and how much each falls short: a value not read at all, or read
