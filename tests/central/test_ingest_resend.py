@@ -13,7 +13,7 @@ from edge_agent.settings import load_config
 from edge_agent.spine.keys import generate_key
 from edge_agent.spine.outbox import Outbox
 from edge_agent.spine.sync import STALE_S
-from tests.broker import Broker
+from tests.broker import Broker, Subscriber
 from tests.central.procs import Worker
 from tests.helpers import wait_until
 
@@ -74,19 +74,22 @@ def test_ingest__a_device_hole_is_asked_for_with_a_signed_resend_and_filled(
     generate_key(loaded.key_path)
     outbox = loaded.state_dir / "outbox.db"
     log_path = tmp_path / "agent.log"
+    # Something else takes the first records (the broker acknowledges them as delivered), and central is
+    # not there yet: what a broker that dies without saving its queues leaves central with.
+    elsewhere = Subscriber(broker, "edge/+/+/rec/+", client_id="not-central", session_expiry_s=0).start()
     with log_path.open("wb") as log:
         agent = subprocess.Popen(
             [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(cfg)], stdout=log, stderr=subprocess.STDOUT
         )
     worker: Worker | None = None
     try:
-        # Nobody subscribes yet: the broker acknowledges these records and drops them, as a broker that
-        # dies without saving its queues does. The device counts them delivered; central never sees them.
+        # The device counts these records delivered; central never sees them.
         # Longer than sync.STALE_S: a record whose acknowledgement never came is published again after it.
         assert wait_until(lambda: _delivered_through(outbox) >= 10, STALE_S + 30), (
             f"{_outbox_state(outbox)}\n{log_path.read_text()[-3000:]}\n{broker.log_text()[-2000:]}"
         )
         lost = _delivered_through(outbox)
+        elsewhere.stop()
         pub = tmp_path / "device.pub.pem"
         pub.write_text(_cli("keys", "export-public", "--config", str(cfg)))
         _cli("central", "devices", "add", "--db", dsn, "--device", DEVICE, "--site", SITE, "--pubkey", str(pub))
@@ -123,6 +126,7 @@ def test_ingest__a_device_hole_is_asked_for_with_a_signed_resend_and_filled(
             db.close()
         assert f"hole on {DEVICE}: asked it to resend seq 1-" in worker.log_text()
     finally:
+        elsewhere.stop()
         agent.terminate()
         agent.wait(20)
         if worker is not None:
