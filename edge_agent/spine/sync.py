@@ -128,6 +128,22 @@ def probe_connect(m: MqttConfig, client_id: str, timeout_s: float) -> str | None
         client.loop_stop()
 
 
+def resume_cursor(outbox: Outbox, in_flight: set[int]) -> int:
+    """The seq the publisher continues after: just before the first undelivered record, past those paho
+    still has in flight (it re-sends them itself), or the head when everything is delivered.
+
+    The head is read first. The agent appends while this runs: read after the first-undelivered query,
+    the head could already hold records that query did not see, and the cursor would jump over them for
+    as long as the connection lasts (seen: seq 1 never sent, 449 records later).
+    """
+    head = outbox.head()[0]
+    first = outbox.first_undelivered_seq()
+    cursor = (first - 1) if first is not None else head
+    while cursor + 1 in in_flight:
+        cursor += 1
+    return cursor
+
+
 class MqttSync:
     """Owns the MQTT connection: a network thread (connect, backoff with jitter) and a publisher thread."""
 
@@ -361,12 +377,7 @@ class MqttSync:
                     self._wake.clear()
                     continue
                 if cursor is None:
-                    first = outbox.first_undelivered_seq()
-                    in_flight = set(pending.values())
-                    cursor = (first - 1) if first is not None else outbox.head()[0]
-                    # paho re-sends what it had in flight itself; skip those.
-                    while cursor + 1 in in_flight:
-                        cursor += 1
+                    cursor = resume_cursor(outbox, set(pending.values()))
                 room = window - len(pending)
                 if room > 0:
                     rows = outbox.undelivered(cursor, room)

@@ -215,3 +215,42 @@ def test_verify_mqtt__shared_subscription_checks_live_stream(broker: Broker, tmp
     assert proc.returncode == 0, out
     assert "INTACT: device dev-1, 400 record(s)" in out
     assert ob.stats().depth == 0
+
+
+def test_resume_cursor__a_record_the_agent_commits_meanwhile_is_not_jumped_over(tmp_path: Path) -> None:
+    """Where the publisher (re)starts, while the agent's own thread commits records. Seen in a soak: the
+    publisher asked for the first undelivered record before seq 1 was committed and for the head after,
+    started after seq 1 and never sent it on that connection."""
+    from edge_agent.spine.sync import resume_cursor
+
+    key = generate_key(tmp_path / "k")
+    writer, _ = Outbox.open_checked(tmp_path / "o.db")
+
+    def commit_one() -> None:
+        writer.append([("event", {"i": 1})], device="d", key=key, clock=Clock(), max_bytes=1 << 30)
+
+    class Interleaved(Outbox):
+        """The publisher's own connection to the same file; the writer commits between its two reads."""
+
+        def head(self) -> tuple[int, str]:
+            got = super().head()
+            commit_one()
+            return got
+
+        def first_undelivered_seq(self) -> int | None:
+            got = super().first_undelivered_seq()
+            commit_one()
+            return got
+
+    reader = Interleaved(tmp_path / "o.db")
+    try:
+        cursor = resume_cursor(reader, set())
+        assert cursor == 0  # seq 1 (committed between the reads) and seq 2 (after them) are both still ahead
+        assert [seq for seq, _kind, _data in reader.undelivered(cursor, 10)] == [1, 2]
+        writer.mark_delivered([1, 2])
+        assert resume_cursor(reader, set()) == 2  # seq 3 came between the reads: still ahead
+        # What paho still has in flight it re-sends itself: the publisher goes on after it.
+        assert resume_cursor(writer, {3, 4}) == 4
+    finally:
+        reader.close()
+        writer.close()
