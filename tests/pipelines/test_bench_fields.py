@@ -25,6 +25,11 @@ def lines_of(*texts: str, conf: float = 0.97) -> list[TextLine]:
     return [TextLine(t, conf, (20, 40 * i, 600, 30)) for i, t in enumerate(texts)]
 
 
+def box(text: str, x: int, y: int, w: int, h: int = 40) -> TextLine:
+    """One OCR box where the layout puts it: label and value cells of tables, grids and stacks."""
+    return TextLine(text, 0.98, (x, y, w, h))
+
+
 def extract(lines: list[TextLine]) -> dict[str, object]:
     return {k: v.value for k, v in extract_fields(lines, TEMPLATE, REASONS, MATCHER).values.items()}
 
@@ -310,9 +315,6 @@ def test_extract_fields__open_ended_labels_matched_by_keyword() -> None:
 
 
 def test_extract_fields__values_beside_under_and_in_header_tables() -> None:
-    def box(text: str, x: int, y: int, w: int) -> TextLine:
-        return TextLine(text, 0.98, (x, y, w, 40))
-
     lines = [
         # a header row of labels centred in wide cells, values left-aligned in the row under them
         box("订单编号", 213, 214, 107),
@@ -343,9 +345,6 @@ def test_extract_fields__values_beside_under_and_in_header_tables() -> None:
 
 
 def test_extract_fields__a_keyword_with_a_short_suffix_is_a_label_when_the_box_holds_no_value() -> None:
-    def box(text: str, x: int, y: int, w: int) -> TextLine:
-        return TextLine(text, 0.98, (x, y, w, 40))
-
     # a header table: 【客户退货原因说明】 names the reason under it; 说明 is no reason
     got = extract(
         [
@@ -370,9 +369,6 @@ def test_extract_fields__a_keyword_ending_the_value_of_its_own_field_is_no_label
 
 
 def test_extract_fields__a_code_that_starts_with_a_latin_keyword_is_no_label() -> None:
-    def box(text: str, x: int, y: int, w: int) -> TextLine:
-        return TextLine(text, 0.98, (x, y, w, 40))
-
     ext = extract_fields(
         [box("商品编号", 638, 183, 111), box("SKU01557005210", 636, 225, 211)], TEMPLATE, REASONS, MATCHER
     )
@@ -458,18 +454,15 @@ def test_extract_fields__a_quantity_no_label_names_is_taken_by_its_shape_and_ask
 
 
 def test_extract_fields__a_grid_cell_beside_its_own_label_is_not_the_value_of_the_label_above() -> None:
-    def box(text: str, x: int, y: int, w: int) -> TextLine:
-        return TextLine(text, 0.98, (x, y, w, 45))
-
     # two label/value pairs a row; the customer id beside its label was cut short (no valid code), and
     # the waybill number under it, in the next row, is the value of 物流单号 on its left
     lines = [
-        box("售后申请时间", 57, 429, 180),
-        box("2024/05/13 11:50", 306, 435, 278),
-        box("Customer ID", 604, 439, 177),
-        box("KH", 845, 437, 60),
-        box("物流单号", 55, 491, 126),
-        box("ZTO339698490056", 308, 496, 295),
+        box("售后申请时间", 57, 429, 180, 45),
+        box("2024/05/13 11:50", 306, 435, 278, 45),
+        box("Customer ID", 604, 439, 177, 45),
+        box("KH", 845, 437, 60, 45),
+        box("物流单号", 55, 491, 126, 45),
+        box("ZTO339698490056", 308, 496, 295, 45),
     ]
     ext = extract_fields(lines, TEMPLATE, REASONS, MATCHER)
     assert ext.values["customer_id"].value is None
