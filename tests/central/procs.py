@@ -20,6 +20,14 @@ from tests.helpers import wait_until
 
 CLI = [sys.executable, "-m", "edge_agent.cli", "central"]
 
+
+def cli_out(*args: str) -> str:
+    """`edge-agent ARGS...` as a process; its stdout, after asserting it succeeded (its output if not)."""
+    r = subprocess.run([sys.executable, "-m", "edge_agent.cli", *args], capture_output=True, text=True, check=False)
+    assert r.returncode == 0, r.stdout + r.stderr
+    return r.stdout
+
+
 # Every worker a test starts, so the conftest can stop what a failing test left running.
 LIVE: list[Worker] = []
 

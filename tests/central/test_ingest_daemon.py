@@ -19,17 +19,11 @@ from edge_agent.settings import set_value
 from edge_agent.spine.keys import load_public_keys
 from edge_agent.spine.verify import Verifier
 from tests.broker import Broker
-from tests.central.procs import Worker
+from tests.central.procs import Worker, cli_out
 from tests.helpers import wait_until
 
 DEVICE, SITE = "truck-7", "bj"
 SPEEDUP = 60.0  # 10 simulated minutes of driving take 10 s
-
-
-def _cli(*args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "edge_agent.cli", *args], capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
 
 
 @pytest.fixture
@@ -95,9 +89,9 @@ def test_ingest__real_truck_daemon_trips_verify_and_a_signed_key_rotation_is_fol
 ) -> None:
     cfg = truck
     pub = tmp_path / "device.pub.pem"
-    pub.write_text(_cli("keys", "export-public", "--config", str(cfg)))
-    _cli("central", "devices", "add", "--db", pg_dsn, "--device", DEVICE, "--site", SITE, "--pubkey", str(pub))
-    _cli("central", "keygen", "--out", str(tmp_path / "central"))
+    pub.write_text(cli_out("keys", "export-public", "--config", str(cfg)))
+    cli_out("central", "devices", "add", "--db", pg_dsn, "--device", DEVICE, "--site", SITE, "--pubkey", str(pub))
+    cli_out("central", "keygen", "--out", str(tmp_path / "central"))
     set_value(cfg, "commands.trusted_keys", json.dumps([str(tmp_path / "central" / "central.pub.pem")]))
     worker = Worker(broker, pg_dsn, tmp_path, "wd", "--hole-after-s", "5", share=None).start()
     log = (tmp_path / "agent.log").open("wb")
@@ -114,7 +108,7 @@ def test_ingest__real_truck_daemon_trips_verify_and_a_signed_key_rotation_is_fol
         assert route.startswith("从") and co2_kg is not None
         old_key = db.query_one("SELECT key_id FROM devices WHERE device = ?", (DEVICE,))[0]
 
-        _cli(
+        cli_out(
             "central",
             "sign-command",
             "--key",
@@ -143,7 +137,7 @@ def test_ingest__real_truck_daemon_trips_verify_and_a_signed_key_rotation_is_fol
         assert db.query("SELECT COUNT(*) FROM records WHERE seq > ? AND key_id = ?", (rot_seq, old_key)) == [(0,)]
         agent.terminate()
         agent.wait(20)
-        outbox_head = json.loads(_cli("status", "--config", str(cfg), "--json")).get("outbox", {}).get("head_seq")
+        outbox_head = json.loads(cli_out("status", "--config", str(cfg), "--json")).get("outbox", {}).get("head_seq")
         # Everything the agent committed reaches central and verifies, with no anomaly.
         assert wait_until(
             lambda: (

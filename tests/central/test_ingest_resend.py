@@ -12,18 +12,12 @@ from edge_agent.cli.main import render_config
 from edge_agent.settings import load_config
 from edge_agent.spine.keys import generate_key
 from edge_agent.spine.outbox import Outbox
-from edge_agent.spine.sync import STALE_S
+from edge_agent.spine.sync import STALE_S, resume_cursor
 from tests.broker import Broker, Subscriber
-from tests.central.procs import Worker
+from tests.central.procs import Worker, cli_out
 from tests.helpers import wait_until
 
 DEVICE, SITE = "shelf-3", "wh-9"
-
-
-def _cli(*args: str) -> str:
-    r = subprocess.run([sys.executable, "-m", "edge_agent.cli", *args], capture_output=True, text=True, check=False)
-    assert r.returncode == 0, r.stdout + r.stderr
-    return r.stdout
 
 
 def _outbox_state(outbox: Path) -> str:
@@ -35,11 +29,11 @@ def _outbox_state(outbox: Path) -> str:
 
 
 def _delivered_through(outbox: Path) -> int:
-    """The highest seq the broker has acknowledged with every seq below it (-1 while the outbox is not there)."""
+    """The highest seq the broker has acknowledged with every seq below it (-1 while the outbox is not there):
+    where the device's publisher would resume."""
     try:
         with Outbox(outbox, readonly=True) as ob:
-            nxt = ob.first_undelivered_seq()
-            return nxt - 1 if nxt is not None else ob.head()[0]
+            return resume_cursor(ob, set())
     except Exception:  # noqa: BLE001 - the agent may still be creating it
         return -1
 
@@ -64,7 +58,7 @@ def _holes(dsn: str) -> list[tuple[object, ...]]:
 def test_ingest__a_device_hole_is_asked_for_with_a_signed_resend_and_filled(
     dsn: str, broker: Broker, tmp_path: Path
 ) -> None:
-    _cli("central", "keygen", "--out", str(tmp_path / "central"))
+    cli_out("central", "keygen", "--out", str(tmp_path / "central"))
     text = render_config("sensors", DEVICE, SITE, broker.url, tmp_path / "state")
     text = text.replace("trusted_keys = []", f'trusted_keys = ["{tmp_path / "central" / "central.pub.pem"}"]', 1)
     text = text.replace("interval_s = 60", "interval_s = 0.2", 1)  # health: records keep coming
@@ -91,8 +85,8 @@ def test_ingest__a_device_hole_is_asked_for_with_a_signed_resend_and_filled(
         lost = _delivered_through(outbox)
         elsewhere.stop()
         pub = tmp_path / "device.pub.pem"
-        pub.write_text(_cli("keys", "export-public", "--config", str(cfg)))
-        _cli("central", "devices", "add", "--db", dsn, "--device", DEVICE, "--site", SITE, "--pubkey", str(pub))
+        pub.write_text(cli_out("keys", "export-public", "--config", str(cfg)))
+        cli_out("central", "devices", "add", "--db", dsn, "--device", DEVICE, "--site", SITE, "--pubkey", str(pub))
         worker = Worker(
             broker,
             dsn,
