@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from paho.mqtt.enums import MQTTErrorCode, MQTTProtocolVersion
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
@@ -44,8 +45,8 @@ class WorkerSettings:
     session_expiry_s: int = 3600
     sweep_every_s: float = 5.0
     ingest: IngestSettings = field(default_factory=IngestSettings)
-    # Central's command key (Ed25519PrivateKey): when set, holes are asked for again with a signed resend.
-    resend_key: Any = None
+    # Central's command key: when set, holes are asked for again with a signed resend.
+    resend_key: Ed25519PrivateKey | None = None
 
 
 class _ReadAhead:
@@ -352,7 +353,8 @@ class IngestWorker:
                 try:
                     found = ing.sweep()
                     back = ing.take_pending(ing.releasable())
-                    due = ing.resends_due() if self.s.resend_key is not None and self.connected.is_set() else []
+                    key = self.s.resend_key
+                    due = ing.resends_due() if key is not None and self.connected.is_set() else []
                 except Exception as exc:  # noqa: BLE001 - reconnect and try again at the next sweep
                     log.warning("ingest: sweep failed (%s); reconnecting to the database", exc)
                     db.close()
@@ -362,17 +364,18 @@ class IngestWorker:
                     self.metrics.sweep(found)
                 for m in back:
                     self.q.put(m)
-                for hole in due:
-                    self._ask_resend(hole)
+                if key is not None:
+                    for hole in due:
+                        self._ask_resend(hole, key)
         finally:
             if db is not None:
                 db.close()
 
-    def _ask_resend(self, hole: ResendDue) -> None:
+    def _ask_resend(self, hole: ResendDue, key: Ed25519PrivateKey) -> None:
         """Publish a signed resend for one hole to its device (QoS 1; the broker keeps it for an offline device)."""
         ing = self.s.ingest
         msg = sign_command(
-            self.s.resend_key,
+            key,
             device=hole.device,
             name="resend",
             args={"first_seq": hole.first_seq, "last_seq": hole.last_seq},

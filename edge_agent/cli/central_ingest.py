@@ -111,13 +111,11 @@ def cmd_ingest(args: argparse.Namespace) -> int:
     from edge_agent.central.ingest import IngestSettings
     from edge_agent.central.service import run_ingest
     from edge_agent.central.worker import WorkerSettings
+    from edge_agent.spine.remote.message import MAX_TTL_S
 
     _log_setup(args.verbose)
     client_id = args.client_id or f"edge-central-{socket.gethostname()}-{args.share or 'solo'}"
     m = _mqtt_config(args, args.mqtt, client_id)
-    open_db(args.db).close()  # a wrong DSN fails now, with its message, not in a retry loop
-    from edge_agent.spine.remote.message import MAX_TTL_S
-
     if not 0 < args.resend_every_s <= MAX_TTL_S:
         return fail(f"--resend-every-s: expected seconds in (0, {MAX_TTL_S:.0f}], got {args.resend_every_s}")
     if args.resend_max < 1:
@@ -131,6 +129,7 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             resend_key = load_private(Path(args.resend_key))
         except KeyError_ as exc:
             return fail(f"--resend-key: {exc}")
+    open_db(args.db).close()  # a wrong DSN fails now, with its message, not in a retry loop
     settings = WorkerSettings(
         dsn=args.db,
         mqtt=m,

@@ -154,7 +154,7 @@ def evaluate(
     t0 = time.perf_counter()
     ext = extract_fields(reading.lines, rules.template, rules.reasons, rules.matcher)
     # The lines of values with digits, and of any letter/digit doubt, get a second read at full width.
-    doubtful = (
+    second_read = (
         list(
             {
                 ext.where[n]: None
@@ -167,16 +167,16 @@ def evaluate(
     )
     disagree: list[Issue] = []
     restored: set[str] = set()
-    if confirm is not None and doubtful:
+    if confirm is not None and second_read:
         tc = time.perf_counter()
-        again = dict(zip(doubtful, confirm(reading, doubtful), strict=True))
+        again = dict(zip(second_read, confirm(reading, second_read), strict=True))
         took = time.perf_counter() - tc
         t0 += took  # the fields stage is timed without the second look
         lines = tuple(again.get(ln, ln) for ln in reading.lines)
         reading = replace(reading, lines=lines, timing_ms={**reading.timing_ms, "confirm": round(took * 1000, 2)})
-        if any(again[ln] != ln for ln in doubtful):
+        if any(again[ln] != ln for ln in second_read):
             first, ext = ext, extract_fields(reading.lines, rules.template, rules.reasons, rules.matcher)
-            disagree, restored = _reads_disagree(first, ext, ext.values)
+            disagree, restored = _reads_disagree(first, ext)
     scale = ENGINE_CONFIDENCE.get(reading.engine, 0.9)
     values = {n: FieldValue(n, fv.value, round(fv.confidence * scale, 4), fv.source) for n, fv in ext.values.items()}
     t1 = time.perf_counter()
@@ -309,19 +309,17 @@ def _field_boxes(
 SECOND_READ_FIELDS = ("order_no", "sku", "customer_id", "quantity", "return_date")
 
 
-def _reads_disagree(
-    first: Extraction, second: Extraction, values: dict[str, FieldValue]
-) -> tuple[list[Issue], set[str]]:
+def _reads_disagree(first: Extraction, second: Extraction) -> tuple[list[Issue], set[str]]:
     """A review reason for each value the two reads of its line give differently. The full-width read's
     value stands (it keeps repeated characters), or the first one's when the second gives none: those
-    fields are returned too."""
+    are put back into `second` and their fields returned too."""
     out, restored = [], set()
     for name in SECOND_READ_FIELDS:
         a, b = first.values[name], second.values[name]
         if a.value is None or a.value == b.value:
             continue
         if b.value is None:
-            values[name] = a
+            second.values[name] = a
             restored.add(name)
         out.append(Issue("reads_disagree", name, f"{name}: two reads of its line differ ({a.value} / {b.value})"))
     return out, restored
