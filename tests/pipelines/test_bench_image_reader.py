@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -437,3 +438,54 @@ def test_evaluate__a_second_look_that_is_sure_settles_a_letter_or_digit_doubt() 
     assert [(i.code, i.field) for i in res.review_reasons if i.field == "customer_id"] == [
         ("reads_disagree", "customer_id")
     ]  # not also "missing": the first read's value stands
+
+
+def test_keep_found__a_value_only_the_first_pass_read_is_kept_and_placed_on_the_photo() -> None:
+    from datetime import date
+
+    from edge_agent.pipelines.bench.inspect import Rules, judge, keep_found, read_fields
+    from edge_agent.pipelines.bench.types import ImageReading, QualityReport, TextLine
+
+    def line(text: str, y: int, conf: float = 1.0) -> TextLine:
+        quad = ((20.0, y), (600.0, y), (600.0, y + 30.0), (20.0, y + 30.0))
+        return TextLine(text, conf, (20, y, 580, 30), tuple(conf for _ in text), quad)
+
+    texts = ["订单号：123456789012", "商品编码：EE-1300-WHT-XL", "数量：1", "退货原因：质量问题"]
+    texts += ["客户ID：KH-2024-12345", "日期：2025-01-01"]
+    quality = QualityReport(True, (), 900.0, 180.0, 0.0, True)
+    rules = Rules.from_config(BenchConfig())
+    day = date(2025, 1, 2)
+    # The first pass's label is the photo at half size; the finer pass's is the photo itself.
+    half = ((2.0, 0.0, 0.0), (0.0, 2.0, 0.0), (0.0, 0.0, 1.0))
+    same = ((1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, 0.0, 1.0))
+    first = ImageReading(quality, tuple(line(t, 40 * i) for i, t in enumerate(texts)), (), "onnx", to_photo=half)
+    lost = [t.replace("KH-2024-12345", "") for t in texts]
+    finer = ImageReading(quality, tuple(line(t, 80 * i) for i, t in enumerate(lost)), (), "onnx", to_photo=same)
+
+    alone = judge(read_fields(finer, rules), rules, manifest=None, today=day)
+    assert alone.fields["customer_id"] is None and alone.needs_review
+
+    res = judge(
+        keep_found(read_fields(finer, rules), read_fields(first, rules), rules), rules, manifest=None, today=day
+    )
+    assert res.fields["customer_id"] == "KH-2024-12345", res.review_reasons
+    assert not res.needs_review
+    # where the first pass read it (line 4 at y 160..190 of the half-size label), in photo pixels
+    xs, ys = zip(*res.field_boxes["customer_id"], strict=True)
+    assert (min(xs), max(xs), min(ys), max(ys)) == (40.0, 1200.0, 320.0, 380.0)
+
+    # A value the first pass doubted is not taken over: the finer pass's "missing" stands.
+    doubtful = replace(first, lines=tuple(line(t, 40 * i, 0.5 if "KH" in t else 1.0) for i, t in enumerate(texts)))
+    res = judge(
+        keep_found(read_fields(finer, rules), read_fields(doubtful, rules), rules), rules, manifest=None, today=day
+    )
+    assert res.fields["customer_id"] is None
+    assert ("missing_field", "customer_id") in {(i.code, i.field) for i in res.review_reasons}
+
+    # A value the finer pass read differently is its own: nothing is mixed into it.
+    other = [t.replace("KH-2024-12345", "KH-2024-12346") for t in texts]
+    finer2 = replace(finer, lines=tuple(line(t, 80 * i) for i, t in enumerate(other)))
+    res = judge(
+        keep_found(read_fields(finer2, rules), read_fields(first, rules), rules), rules, manifest=None, today=day
+    )
+    assert res.fields["customer_id"] == "KH-2024-12346"

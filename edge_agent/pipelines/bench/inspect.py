@@ -137,17 +137,25 @@ class InspectionResult:
         }
 
 
-def evaluate(
+@dataclass(frozen=True, slots=True)
+class ReadFields:
+    """What one pass found on the slip: the reading (its value lines read twice where `confirm` was given),
+    the fields extracted from it, the two reads' disagreements, the fields a read problem of the second
+    read is not held against, and the time extraction took (without the second read)."""
+
+    reading: ImageReading
+    ext: Extraction
+    disagree: tuple[Issue, ...] = ()
+    restored: frozenset[str] = frozenset()
+    took_s: float = 0.0
+
+
+def read_fields(
     reading: ImageReading,
     rules: Rules,
-    *,
-    manifest: Manifest | None,
-    today: date,
-    scan: str | None = None,
-    image_name: str = "",
     confirm: Callable[[ImageReading, list[TextLine]], list[TextLine]] | None = None,
-) -> InspectionResult:
-    """Steps 5-8 on what the image stages read: fields, cross-check, validation, masking, verdict.
+) -> ReadFields:
+    """Step 5: the fields found on what the image stages read.
 
     `confirm` reads the lines of values with a letter/digit ambiguity again (Reader.confirm_lines); the
     fields are found again on what it returns."""
@@ -177,9 +185,81 @@ def evaluate(
         if any(again[ln] != ln for ln in second_read):
             first, ext = ext, extract_fields(reading.lines, rules.template, rules.reasons, rules.matcher)
             disagree, restored = _reads_disagree(first, ext)
+    return ReadFields(reading, ext, tuple(disagree), frozenset(restored), time.perf_counter() - t0)
+
+
+def keep_found(finer: ReadFields, first: ReadFields, rules: Rules) -> ReadFields:
+    """The finer pass's fields, with each value it did not find at all taken from the first pass, when that
+    pass found it with no doubt of its own (no issue, confidence over the field's review threshold): a
+    finer detector can lose a line the first one read well.
+    The value's line is carried over into the finer reading's label, so its box and glare checks hold."""
+    if finer.reading.to_photo is None or first.reading.to_photo is None:
+        return finer
+    to_finer = np.linalg.inv(np.asarray(finer.reading.to_photo, np.float64)) @ np.asarray(
+        first.reading.to_photo, np.float64
+    )
+    values, where, taken = dict(finer.ext.values), dict(finer.ext.where), set()
+    doubted = {i.field for i in (*first.ext.issues, *first.disagree)}
+    scale = ENGINE_CONFIDENCE.get(first.reading.engine, 0.9)
+    for name in FIELD_NAMES:
+        mine, theirs = values.get(name), first.ext.values.get(name)
+        if mine is None or mine.value is not None or theirs is None or theirs.value is None or name in doubted:
+            continue
+        if theirs.confidence * scale < rules.cfg.fields.threshold(name):
+            continue
+        values[name] = theirs
+        line = first.ext.where.get(name)
+        if line is not None:
+            where[name] = _moved(line, to_finer)
+        taken.add(name)
+    if not taken:
+        return finer
+    issues = tuple(i for i in finer.ext.issues if i.field not in taken)
+    ext = replace(finer.ext, values=values, where=where, issues=issues)
+    return replace(finer, ext=ext, disagree=tuple(i for i in finer.disagree if i.field not in taken))
+
+
+def _moved(line: TextLine, h: NDArray[Any]) -> TextLine:
+    """`line` with its corners taken through the homography `h` (one label's pixels to another's)."""
+    x, y, w, hh = line.box
+    quad = line.quad or ((x, y), (x + w, y), (x + w, y + hh), (x, y + hh))
+    p = np.asarray([[qx, qy, 1.0] for qx, qy in quad]) @ h.T
+    pts = tuple((float(px / pw), float(py / pw)) for px, py, pw in p)
+    xs, ys = [q[0] for q in pts], [q[1] for q in pts]
+    box = (round(min(xs)), round(min(ys)), round(max(xs) - min(xs)), round(max(ys) - min(ys)))
+    return replace(line, box=box, quad=pts)
+
+
+def evaluate(
+    reading: ImageReading,
+    rules: Rules,
+    *,
+    manifest: Manifest | None,
+    today: date,
+    scan: str | None = None,
+    image_name: str = "",
+    confirm: Callable[[ImageReading, list[TextLine]], list[TextLine]] | None = None,
+) -> InspectionResult:
+    """Steps 5-8 on what the image stages read: fields, cross-check, validation, masking, verdict."""
+    found = read_fields(reading, rules, confirm)
+    return judge(found, rules, manifest=manifest, today=today, scan=scan, image_name=image_name)
+
+
+def judge(
+    found: ReadFields,
+    rules: Rules,
+    *,
+    manifest: Manifest | None,
+    today: date,
+    scan: str | None = None,
+    image_name: str = "",
+) -> InspectionResult:
+    """Steps 6-8 on the fields one pass found: cross-check, validation, masking, verdict."""
+    reading, ext, disagree, restored = found.reading, found.ext, list(found.disagree), found.restored
     scale = ENGINE_CONFIDENCE.get(reading.engine, 0.9)
     values = {n: FieldValue(n, fv.value, round(fv.confidence * scale, 4), fv.source) for n, fv in ext.values.items()}
     t1 = time.perf_counter()
+    t0 = t1 - found.took_s
     order_spec = rules.template.spec("order_no")
     codes = {m.group(0) for ln in reading.lines for m in _CODE_RUN.finditer(to_halfwidth(ln.text))}
     codes |= {
@@ -414,30 +494,22 @@ class Inspector:
         reading = self.reader.read(image_bgr, debug_dir=debug_dir)
         today = self.today()
         confirm = self.reader.confirm_lines
-        result = evaluate(
-            reading, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name, confirm=confirm
-        )
+        first = read_fields(reading, self.rules, confirm)
+        result = judge(first, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name)
         if _falls_short(result) and self.rules.cfg.ocr.second_pass_det_px > 0:
             # The cascade: easy photos stay fast, a hard one gets the resolution it needs. What the first
             # pass freed goes back to the kernel first, so the finer pass's tensors do not stack on it.
             release_freed_memory()
             again = self.reader.second_pass(reading, image_bgr)
             if again is not None:
-                second = evaluate(
-                    again,
-                    self.rules,
-                    manifest=self.manifest,
-                    today=today,
-                    scan=scan,
-                    image_name=image_name,
-                    confirm=confirm,
-                )
+                finer = keep_found(read_fields(again, self.rules, confirm), first, self.rules)
+                second = judge(finer, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name)
                 if _shortfall(second) < _shortfall(result):
                     result = _still_cut_off(reading, second)
                 else:
                     result.timing_ms.update({k: v for k, v in again.timing_ms.items() if k not in result.timing_ms})
         result.timing_ms["total"] = round((time.perf_counter() - t0) * 1000, 2)
-        del reading
+        del reading, first
         release_freed_memory()
         log.debug(
             "inspected %s: review %s (%s reasons)",
