@@ -9,6 +9,9 @@ Engines, each in its own process (so peak RSS is per engine), on the same PNG ph
 
 * ours: the agent's `edge-agent ocr` path (Inspector: reader, fields, validation, review decision),
   with a return window that accepts each slip's date (the date rule alone must not send it to review);
+* ours+manifest: the same, with the expected-returns manifest a bench has loaded in production (each
+  slip's order: its SKU, quantity and customer id): the letter/digit doubts it settles, and the wrong
+  reads it catches, show what a site with a manifest sees; the issue's measure is the row without;
 * stock: RapidOCR 3.10 with its default settings on the full frame, and a plain regex field
   extractor written here (label keyword, then the value on the same line or the line below);
 * tesseract: Tesseract chi_sim+eng on the full frame (one thread), with the same regex extractor.
@@ -48,7 +51,7 @@ SHORT = dict(zip(FIELDS, ("order", "sku", "qty", "reason", "cust", "date"), stri
 STAGE_ORDER = ("quality", "preprocess", "barcodes", "det", "cls", "rec", "ocr", "fields", "validate", "decide", "total")
 TIERS = ("clean", "typical", "hard")
 SPLITS = ("tune", "heldout")
-ENGINES = ("ours", "stock", "tesseract")
+ENGINES = ("ours", "ours+manifest", "stock", "tesseract")
 MEMORY_MARKS = (1, 10, 100, 500)
 BUCKETS = (0.0, 0.5, 0.7, 0.85, 0.95, 0.99, 1.0001)
 
@@ -187,6 +190,18 @@ class _Ours:
         }
 
 
+class _OursManifest(_Ours):
+    """Ours with a manifest holding the slip's order, as the bench's expected returns would."""
+
+    def __call__(self, img: Any, truth: dict[str, Any]) -> dict[str, Any]:
+        from edge_agent.pipelines.bench.manifest import Manifest, Order
+
+        order_no = str(truth["order_no"]).upper()
+        order = Order(order_no, {str(truth["sku"]).upper(): int(truth["quantity"])}, str(truth["customer_id"]).upper())
+        self.inspector.set_manifest(Manifest({order_no: order}, "bench", "0" * 64))
+        return super().__call__(img, truth)
+
+
 class _Stock:
     def __init__(self) -> None:
         from rapidocr import RapidOCR
@@ -236,7 +251,7 @@ class _Tesseract:
 
 
 def _engine(name: str) -> Any:
-    return {"ours": _Ours, "stock": _Stock, "tesseract": _Tesseract}[name]()
+    return {"ours": _Ours, "ours+manifest": _OursManifest, "stock": _Stock, "tesseract": _Tesseract}[name]()
 
 
 def run_engine(name: str, items: list[dict[str, Any]], memory: bool) -> dict[str, Any]:
