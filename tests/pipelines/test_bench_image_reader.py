@@ -255,6 +255,22 @@ def test_inspector__cascade_reads_again_at_higher_resolution_when_the_first_read
     assert not easy.needs_review and "second_pass" not in easy.timing_ms
 
 
+def test_inspector__a_value_only_the_first_pass_read_is_kept_by_the_cascade() -> None:
+    """Diverse seed 40 (typical, stacked): the first pass reads the SKU but misreads the quantity's label;
+    the finer pass reads the quantity and loses the SKU's line. The slip comes out whole, unreviewed."""
+    from datetime import date, timedelta
+
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    img, truth = generate_slip(40, "typical", style="diverse")
+    day = date.fromisoformat(truth["return_date"]) + timedelta(days=1)
+    res = Inspector(BenchConfig(), today=lambda: day).inspect(img)
+    assert "second_pass" in res.timing_ms
+    assert res.fields["sku"] == truth["sku"] and res.fields["quantity"] == truth["quantity"]
+    assert not res.needs_review, res.review_reasons
+    assert res.field_boxes["sku"] is not None
+
+
 def test_inspector__second_pass_cuts_the_label_again_with_a_margin() -> None:
     """Diverse seed 27 (typical, thermal): the label outline found cuts the slip's left edge, so the first
     read loses the start of 'QTY' and '订单号'; the second pass cuts again with a margin and reads them."""
