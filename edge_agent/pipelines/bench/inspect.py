@@ -219,12 +219,17 @@ def keep_found(finer: ReadFields, first: ReadFields, rules: Rules) -> ReadFields
     return replace(finer, ext=ext, disagree=tuple(i for i in finer.disagree if i.field not in taken))
 
 
-def _moved(line: TextLine, h: NDArray[Any]) -> TextLine:
-    """`line` with its corners taken through the homography `h` (one label's pixels to another's)."""
+def _corners(line: TextLine, h: NDArray[Any]) -> tuple[tuple[float, float], ...]:
+    """The four corners of `line` (its quad, else its box) taken through the homography `h`."""
     x, y, w, hh = line.box
     quad = line.quad or ((x, y), (x + w, y), (x + w, y + hh), (x, y + hh))
     p = np.asarray([[qx, qy, 1.0] for qx, qy in quad]) @ h.T
-    pts = tuple((float(px / pw), float(py / pw)) for px, py, pw in p)
+    return tuple((float(px / pw), float(py / pw)) for px, py, pw in p)
+
+
+def _moved(line: TextLine, h: NDArray[Any]) -> TextLine:
+    """`line` with its corners taken through the homography `h` (one label's pixels to another's)."""
+    pts = _corners(line, h)
     xs, ys = [q[0] for q in pts], [q[1] for q in pts]
     box = (round(min(xs)), round(min(ys)), round(max(xs) - min(xs)), round(max(ys) - min(ys)))
     return replace(line, box=box, quad=pts)
@@ -368,11 +373,7 @@ def _field_boxes(
         fv = values[name]
         pts: list[tuple[float, float]] | None = None
         if fv.source == "ocr" and name in where and h is not None:
-            ln = where[name]
-            x, y, w, hh = ln.box
-            quad = ln.quad or ((x, y), (x + w, y), (x + w, y + hh), (x, y + hh))
-            p = np.asarray([[qx, qy, 1.0] for qx, qy in quad]) @ h.T
-            pts = [(float(px / pw), float(py / pw)) for px, py, pw in p]
+            pts = list(_corners(where[name], h))
         elif fv.source == "barcode":
             bar = next((b for b in reading.barcodes if b.box and b.text.strip().upper() == str(fv.value).upper()), None)
             if bar is not None and bar.box is not None:
