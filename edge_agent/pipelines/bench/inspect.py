@@ -140,13 +140,12 @@ class InspectionResult:
 @dataclass(frozen=True, slots=True)
 class ReadFields:
     """What one pass found on the slip: the reading (its value lines read twice where `confirm` was given),
-    the fields extracted from it, the two reads' disagreements, the fields a read problem of the second
-    read is not held against, and the time extraction took (without the second read)."""
+    the fields extracted from it, the two reads' disagreements, and the time extraction took (without
+    the second read)."""
 
     reading: ImageReading
     ext: Extraction
     disagree: tuple[Issue, ...] = ()
-    restored: frozenset[str] = frozenset()
     took_s: float = 0.0
 
 
@@ -174,7 +173,6 @@ def read_fields(
         else []
     )
     disagree: list[Issue] = []
-    restored: set[str] = set()
     if confirm is not None and second_read:
         tc = time.perf_counter()
         again = dict(zip(second_read, confirm(reading, second_read), strict=True))
@@ -185,7 +183,10 @@ def read_fields(
         if any(again[ln] != ln for ln in second_read):
             first, ext = ext, extract_fields(reading.lines, rules.template, rules.reasons, rules.matcher)
             disagree, restored = _reads_disagree(first, ext)
-    return ReadFields(reading, ext, tuple(disagree), frozenset(restored), time.perf_counter() - t0)
+            # A value the full-width read lost stands from the first read: not also "missing" or malformed.
+            kept = tuple(i for i in ext.issues if not (i.field in restored and i.code in READ_PROBLEMS))
+            ext = replace(ext, issues=kept)
+    return ReadFields(reading, ext, tuple(disagree), time.perf_counter() - t0)
 
 
 def keep_found(finer: ReadFields, first: ReadFields, rules: Rules) -> ReadFields:
@@ -260,11 +261,10 @@ def judge(
     image_name: str = "",
 ) -> InspectionResult:
     """Steps 6-8 on the fields one pass found: cross-check, validation, masking, verdict."""
-    reading, ext, disagree, restored = found.reading, found.ext, list(found.disagree), found.restored
+    reading, ext = found.reading, found.ext
     scale = ENGINE_CONFIDENCE.get(reading.engine, 0.9)
     values = {n: FieldValue(n, fv.value, round(fv.confidence * scale, 4), fv.source) for n, fv in ext.values.items()}
     t1 = time.perf_counter()
-    t0 = t1 - found.took_s
     order_spec = rules.template.spec("order_no")
     codes = {m.group(0) for ln in reading.lines for m in _CODE_RUN.finditer(to_halfwidth(ln.text))}
     codes |= {
@@ -273,8 +273,7 @@ def judge(
     check, order_value, order_issues = cross_check_order(
         values["order_no"], scan, reading.barcodes, order_spec.pattern, codes
     )
-    # A value the full-width read lost stands from the first read: it is not also "missing" or malformed.
-    issues = [i for i in ext.issues if not (i.field in restored and i.code in READ_PROBLEMS)] + disagree
+    issues = [*ext.issues, *found.disagree]
     if order_value.source != "ocr" and not order_issues:
         issues = [i for i in issues if not (i.field == "order_no" and i.code in _ORDER_ISSUES_FILLED)]
     values["order_no"] = order_value
@@ -306,7 +305,7 @@ def judge(
     t3 = time.perf_counter()
     timing = dict(reading.timing_ms)
     timing.update(
-        fields=round((t1 - t0) * 1000, 2), validate=round((t2 - t1) * 1000, 2), decide=round((t3 - t2) * 1000, 2)
+        fields=round(found.took_s * 1000, 2), validate=round((t2 - t1) * 1000, 2), decide=round((t3 - t2) * 1000, 2)
     )
     return InspectionResult(
         image=image_name,
