@@ -72,15 +72,15 @@ class FixAssembler:
     def feed(self, s: Sentence) -> Fix | None:  # noqa: PLR0912 - one branch per sentence type
         """Add one sentence; return the previous epoch's Fix when this one starts a new epoch."""
         out: Fix | None = None
-        if s.day is not None:
-            self._day = s.day
         if s.tod is not None and (self._epoch is None or s.tod != self._epoch.tod):
             if self._epoch is None and s.tod == self._done_tod:
                 self.stats.late += 1
                 return None
-            out = self.flush()
+            out = self.flush()  # the closing epoch keeps its own date: a new day is this sentence's
             self._epoch = _Epoch(tod=s.tod)
             self._roll_date(s.tod)
+        if s.day is not None:
+            self._day = s.day
         ep = self._epoch
         if ep is None:
             return out

@@ -254,6 +254,31 @@ def test_decoder__an_epoch_split_before_its_speed_is_not_complete() -> None:
     assert fix is not None and fix.speed_kmh == pytest.approx(36.0, abs=0.01)
 
 
+@pytest.mark.parametrize("order", ["RMC first", "GGA first", "GGA only after one RMC"])
+def test_decoder__fixes_keep_their_date_across_midnight_utc(order: str) -> None:
+    """Every truck in China crosses midnight UTC at 08:00 local time. The date of the first RMC after
+    midnight used to be given to the last epoch before it, and then rolled on once more: 23:59:59 came
+    out a day ahead, and the trip ended there as a gap of 24 h (the J1939 demo run at 23:48 UTC)."""
+    from datetime import timedelta
+
+    t0 = datetime(2026, 11, 30, 23, 59, 57, tzinfo=UTC)
+    dec = NmeaDecoder()
+    fixes = []
+    for k in range(6):
+        lines = epoch_sentences(t0 + timedelta(seconds=k), 39.9, 116.4, 36.0, 90.0)
+        if order == "GGA first":
+            lines = sorted(lines, key=lambda x: b"GGA" not in x)
+        elif order == "GGA only after one RMC" and k > 0:
+            lines = [x for x in lines if b"GGA" in x]
+        for line in lines:
+            fix = dec.feed_line(line.decode().strip())
+            if fix is not None:
+                fixes.append(fix.t_utc)
+    last = dec.flush()
+    assert last is not None
+    assert [*fixes, last.t_utc] == [t0 + timedelta(seconds=k) for k in range(6)]
+
+
 def test_decoder__a_receiver_that_gave_a_speed_is_expected_to_give_it_again() -> None:
     """An epoch without its speed is only handed on by a quiet line when the receiver gives no speed (GGA-only):
     one that gave RMC/VTG last epoch waits for it however long a busy host holds the rest of the burst."""
