@@ -359,9 +359,9 @@ def test_inspector__glare_is_a_hint_a_photo_read_well_passes_one_read_badly_says
     assert any("(likely cause: glare on the label" in i.message for i in read_badly.review_reasons)
 
 
-def test_reader__confirm_lines_reads_again_unsqueezed_and_keeps_the_surer_confidence(reader: ImageReader) -> None:
-    """The second look at a doubtful value's line: the same text read without the squeeze raises what it
-    is surer of; a line the second read does not agree with comes back as it was."""
+def test_reader__confirm_lines_reads_again_squeezed_and_keeps_the_surer_confidence(reader: ImageReader) -> None:
+    """The second look at a doubtful value's line: the same text read squeezed raises what it is surer of;
+    a line the second read does not agree with comes back as the full-width first read had it."""
     from dataclasses import replace
 
     img, _t = generate_slip(6, "clean", style="diverse")
@@ -373,22 +373,28 @@ def test_reader__confirm_lines_reads_again_unsqueezed_and_keeps_the_surer_confid
     for ln, a in zip(lines, again, strict=True):
         assert all(x >= y for x, y in zip(a.char_conf, ln.char_conf, strict=True)), ln.text
     assert any(a.char_conf != ln.char_conf for ln, a in zip(lines, again, strict=True))
-    # The same place claimed to say something else: the second read disagrees and comes back in its place,
-    # for the caller to see the difference.
+    # The same place claimed to say something else: the squeezed second read disagrees, and the first
+    # (full-width) read stands, doubts and all.
     wrong = replace(lines[0], text="X" * len(lines[0].text))
-    [back] = reader.confirm_lines(reading, [wrong])
+    assert reader.confirm_lines(reading, [wrong]) == [wrong]
+    # After a squeezed first read, the second look is the full-width one: it comes back in the line's
+    # place, for the caller to see the difference.
+    squeezed = ImageReader(BenchConfig(ocr=OcrConfig(rec_squeeze=0.8)))
+    [back] = squeezed.confirm_lines(reading, [wrong])
     assert back.text == lines[0].text and back.box == wrong.box and back.quad == wrong.quad
 
 
-def test_inspect__a_repeated_digit_the_squeezed_read_merged_is_read_again_at_full_width() -> None:
+@pytest.mark.parametrize("squeeze", [1.0, 0.8])
+def test_inspect__a_repeated_digit_is_not_merged_at_full_width_nor_after_a_squeezed_read(squeeze: float) -> None:
     """Tuning split, seed 9, typical: squeezed to 0.8, the line 'CustomerID:75755552142' reads
-    '...7575552142' (two of the four 5s merged) with high confidence, and passed as such."""
+    '...7575552142' (two of the four 5s merged) with high confidence, and passed as such. The first pass
+    now reads at full width; a bench configured to squeeze reads the digit fields' lines again unsqueezed."""
     from datetime import date, timedelta
 
     from edge_agent.demo.slipgen import field_truth
     from edge_agent.pipelines.bench.inspect import Inspector
 
-    ins = Inspector(BenchConfig())
+    ins = Inspector(BenchConfig(ocr=OcrConfig(rec_squeeze=squeeze)))
     img, truth = generate_slip(9, "typical", style="diverse")
     t = field_truth(truth)
     day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
@@ -401,7 +407,7 @@ def test_inspect__a_repeated_digit_the_squeezed_read_merged_is_read_again_at_ful
 def test_evaluate__a_second_look_that_is_sure_settles_a_letter_or_digit_doubt() -> None:
     from datetime import date
 
-    from edge_agent.pipelines.bench.inspect import Rules, evaluate
+    from edge_agent.pipelines.bench.inspect import SECOND_READ_FIELDS, Rules, evaluate
     from edge_agent.pipelines.bench.types import ImageReading, QualityReport, TextLine
 
     def line(text: str, y: int, sure_of_zero: bool) -> TextLine:
@@ -440,7 +446,9 @@ def test_evaluate__a_second_look_that_is_sure_settles_a_letter_or_digit_doubt() 
     def longer(_r: ImageReading, lines: list[TextLine]) -> list[TextLine]:
         return [line(ln.text.replace("KH-2024-12345", "KH-2024-123455"), ln.box[1], True) for ln in lines]
 
-    res = evaluate(reading, rules, manifest=None, today=date(2025, 1, 2), confirm=longer)
+    # (After a squeezed first read, the lines of the fields with digits are all read again: `recheck`.)
+    recheck = SECOND_READ_FIELDS
+    res = evaluate(reading, rules, manifest=None, today=date(2025, 1, 2), confirm=longer, recheck=recheck)
     assert res.fields["customer_id"] == "KH-2024-123455" and res.needs_review
     [why] = [i for i in res.review_reasons if i.code == "reads_disagree"]
     assert why.field == "customer_id" and "(KH-2024-12345 / KH-2024-123455)" in why.message
@@ -449,7 +457,7 @@ def test_evaluate__a_second_look_that_is_sure_settles_a_letter_or_digit_doubt() 
     def lost(_r: ImageReading, lines: list[TextLine]) -> list[TextLine]:
         return [line(ln.text.replace("KH-2024-12345", "--"), ln.box[1], True) for ln in lines]
 
-    res = evaluate(reading, rules, manifest=None, today=date(2025, 1, 2), confirm=lost)
+    res = evaluate(reading, rules, manifest=None, today=date(2025, 1, 2), confirm=lost, recheck=recheck)
     assert res.fields["customer_id"] == "KH-2024-12345" and res.needs_review
     assert [(i.code, i.field) for i in res.review_reasons if i.field == "customer_id"] == [
         ("reads_disagree", "customer_id")

@@ -153,20 +153,21 @@ def read_fields(
     reading: ImageReading,
     rules: Rules,
     confirm: Callable[[ImageReading, list[TextLine]], list[TextLine]] | None = None,
+    recheck: tuple[str, ...] = (),
 ) -> ReadFields:
     """Step 5: the fields found on what the image stages read.
 
-    `confirm` reads the lines of values with a letter/digit ambiguity again (Reader.confirm_lines); the
-    fields are found again on what it returns."""
+    `confirm` reads the lines of values with a letter/digit ambiguity again (Reader.confirm_lines), and
+    those of the `recheck` fields whatever their doubt (SECOND_READ_FIELDS after a squeezed first read,
+    which can merge repeated digits); the fields are found again on what it returns."""
     t0 = time.perf_counter()
     ext = extract_fields(reading.lines, rules.template, rules.reasons, rules.matcher)
-    # The lines of values with digits, and of any letter/digit doubt, get a second read at full width.
     second_read = (
         list(
             {
                 ext.where[n]: None
                 for n in ext.where
-                if n in SECOND_READ_FIELDS or any(i.field == n and i.code == "ambiguous_value" for i in ext.issues)
+                if n in recheck or any(i.field == n and i.code == "ambiguous_value" for i in ext.issues)
             }
         )
         if confirm is not None
@@ -245,9 +246,10 @@ def evaluate(
     scan: str | None = None,
     image_name: str = "",
     confirm: Callable[[ImageReading, list[TextLine]], list[TextLine]] | None = None,
+    recheck: tuple[str, ...] = (),
 ) -> InspectionResult:
     """Steps 5-8 on what the image stages read: fields, cross-check, validation, masking, verdict."""
-    found = read_fields(reading, rules, confirm)
+    found = read_fields(reading, rules, confirm, recheck)
     return judge(found, rules, manifest=manifest, today=today, scan=scan, image_name=image_name)
 
 
@@ -384,8 +386,9 @@ def _field_boxes(
     return out
 
 
-# Fields whose values hold digits: their lines are read again at full width, because the first read's
-# squeeze can merge repeated characters (75755552142 read as 7575552142 on the tuning split, seed 9).
+# Fields whose values hold digits: after a squeezed first read (rec_squeeze below 1.0) their lines are read
+# again at full width, because a squeeze can merge repeated characters (75755552142 read as 7575552142 at
+# 0.8 on the tuning split, seed 9).
 SECOND_READ_FIELDS = ("order_no", "sku", "customer_id", "quantity", "return_date")
 
 
@@ -494,7 +497,8 @@ class Inspector:
         reading = self.reader.read(image_bgr, debug_dir=debug_dir)
         today = self.today()
         confirm = self.reader.confirm_lines
-        first = read_fields(reading, self.rules, confirm)
+        recheck = SECOND_READ_FIELDS if self.rules.cfg.ocr.rec_squeeze < 1.0 else ()
+        first = read_fields(reading, self.rules, confirm, recheck)
         result = judge(first, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name)
         if _falls_short(result) and self.rules.cfg.ocr.second_pass_det_px > 0:
             # The cascade: easy photos stay fast, a hard one gets the resolution it needs. What the first
@@ -502,7 +506,7 @@ class Inspector:
             release_freed_memory()
             again = self.reader.second_pass(reading, image_bgr)
             if again is not None:
-                finer = keep_found(read_fields(again, self.rules, confirm), first, self.rules)
+                finer = keep_found(read_fields(again, self.rules, confirm, recheck), first, self.rules)
                 second = judge(finer, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name)
                 if _shortfall(second) < _shortfall(result):
                     result = _still_cut_off(reading, second)

@@ -24,6 +24,7 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("onnx", "tesseract")
 RECUT_MARGIN = 0.05  # the second pass cuts the label again this much larger each way (a share of its size)
+CONFIRM_SQUEEZE = 0.8  # the second look at a doubtful line narrows it to this (confirm_lines)
 MAX_IMAGE_PX = MAX_IMAGE_PIXELS  # decompression bombs are refused from the header, before OpenCV allocates them
 
 
@@ -142,18 +143,22 @@ class ImageReader:
         return ImageReading(first.quality, lines, first.barcodes, first.engine, timing, to_photo, label)
 
     def confirm_lines(self, reading: ImageReading, lines: list[TextLine]) -> list[TextLine]:
-        """The lines read again without the first pass's horizontal squeeze, which narrows an O towards a 0
-        and can merge repeated characters (5555 read as 555). Where both reads give the same text, each
-        character keeps the higher of its two confidences (the thresholds that settle a letter/digit
-        ambiguity are unchanged); where they differ beyond spaces, the full-width read is returned, for the
-        caller to see the difference. A line that cannot be read again is returned as is."""
+        """The lines read again with another horizontal scale: a second view of glyphs the first read had
+        doubts about. The first pass reads at full width (rec_squeeze 1.0), and this look squeezes the lines
+        to CONFIRM_SQUEEZE; after a squeezed first pass it reads them at full width instead.
+        Where both reads give the same text, each character keeps the higher of its two confidences (the
+        thresholds that settle a letter/digit ambiguity were measured on exactly this). Where they differ
+        beyond spaces, the full-width read is returned (a squeeze can merge repeated characters), for the
+        caller to see any difference. A line that cannot be read again is returned as is."""
         from edge_agent.pipelines.bench.ocr_onnx import OnnxOcr, crop_box
 
         if not isinstance(self.engine, OnnxOcr) or reading.label_image is None:
             return lines
+        squeezed_first = self.cfg.ocr.rec_squeeze < 1.0
         todo = [ln for ln in lines if ln.quad is not None and len(ln.char_conf) == len(ln.text)]
         crops = [crop_box(reading.label_image, np.asarray(ln.quad, np.float32)) for ln in todo]
-        again = dict(zip(todo, self.engine.recognize(crops, squeeze=1.0), strict=True)) if crops else {}
+        squeeze = 1.0 if squeezed_first else CONFIRM_SQUEEZE
+        again = dict(zip(todo, self.engine.recognize(crops, squeeze=squeeze), strict=True)) if crops else {}
         out = []
         for ln in lines:
             text, conf, chars = again.get(ln, ("", 0.0, ()))
@@ -161,8 +166,8 @@ class ImageReader:
                 out.append(ln)
             elif text == ln.text and len(chars) == len(text):
                 out.append(replace(ln, char_conf=tuple(max(a, b) for a, b in zip(ln.char_conf, chars, strict=True))))
-            elif "".join(text.split()) == "".join(ln.text.split()):
-                out.append(ln)  # only spaces differ ("Cust omer ID"): the first read stands
+            elif "".join(text.split()) == "".join(ln.text.split()) or not squeezed_first:
+                out.append(ln)  # only spaces differ ("Cust omer ID"), or this line's first read is the full-width one
             else:
                 out.append(replace(ln, text=text, confidence=round(conf, 4), char_conf=chars))
         return out
