@@ -217,6 +217,22 @@ def test_cross_check_order__a_barcode_the_slip_prints_as_another_code_with_one_m
     assert [i.code for i in issues] == ["order_mismatch"] and value.value == "55542869098"
 
 
+def test_cross_check_order__a_second_barcode_is_another_code_when_one_is_the_order_the_slip_prints() -> None:
+    """Tuning split, seed 106 (waybill): the order's barcode matches the slip text, and the courier's
+    SF556425265184080 fits the order pattern too; it is another code, not a disagreement. With no
+    barcode that another source confirms, two order-like barcodes still disagree."""
+    ocr = FieldValue("order_no", "26020455059611", 0.99)
+    bars = [Barcode("SF556425265184080", "Code128"), Barcode("26020455059611", "Code128")]
+    check, value, issues = cross_check_order(ocr, None, bars, PATTERN)
+    assert issues == [] and check.agree is True and value.value == "26020455059611"
+    assert value.source == "barcode"
+    unread = FieldValue("order_no", None, 0.0)
+    _, _, issues = cross_check_order(unread, None, bars, PATTERN)
+    assert [i.code for i in issues] == ["order_mismatch"]
+    _, _, issues = cross_check_order(ocr, "26020455059612", bars, PATTERN)  # the scan disagrees
+    assert [i.code for i in issues] == ["order_mismatch"]
+
+
 def test_cross_check_order__barcode_fills_an_unread_order_and_product_barcodes_are_ignored() -> None:
     ocr = FieldValue("order_no", None, 0.0)
     bars = [Barcode("http://example.com/x", "QRCode"), Barcode("123456789012", "Code128")]

@@ -81,8 +81,11 @@ def cross_check_order(
     others = {confusable_key(x) for x in (scan, ocr_text) if x}
     barcode = next((b for b in bars if confusable_key(b) in others), bars[0] if bars else None)
     present = [x for x in (scan, barcode, ocr_text) if x]
-    # Readings that differ only in confusable letters/digits agree: the machine-read one is taken.
-    keys = {confusable_key(x) for x in present} | {confusable_key(b) for b in bars}
+    # Readings that differ only in confusable letters/digits agree: the machine-read one is taken. Every
+    # order-like barcode counts, unless one of them is the order number another source read: the rest are
+    # then other codes (a courier's waybill barcode whose number the slip does not print legibly).
+    confirmed = barcode is not None and confusable_key(barcode) in others
+    keys = {confusable_key(x) for x in present} | ({confusable_key(b) for b in bars} if not confirmed else set())
     agree = None if len(present) < 2 else len(keys) == 1
     check = OrderCheck(scan, barcode, ocr_text, agree)
     if not present:
