@@ -144,6 +144,10 @@ def resume_cursor(outbox: Outbox, in_flight: set[int]) -> int:
     return cursor
 
 
+def _loop_writes(_client: mqtt.Client, _userdata: Any, _sock: Any) -> None:
+    """paho's write hook: nothing to register, the network thread's loop() writes (MqttSync.__init__)."""
+
+
 class MqttSync:
     """Owns the MQTT connection: a network thread (connect, backoff with jitter) and a publisher thread."""
 
@@ -171,6 +175,11 @@ class MqttSync:
         self.client.on_publish = self._on_publish
         self.client.on_message = self._on_message
         self.client.on_subscribe = self._on_subscribe
+        # Only the network thread writes to the socket. paho writes a packet from the thread that calls
+        # publish() when it sees no loop thread of its own (ours is a manual loop), and two threads taking
+        # packets off its queue at once can put seq 56 on the wire before seq 55 (seen under load after a
+        # broker outage). With this hook set, publish() only queues the packet and wakes our loop.
+        self.client.on_socket_register_write = _loop_writes
         self.connected = threading.Event()
         # Set once the broker acknowledged the command subscription of this connection: commands
         # published before that, on a first connection, have no session to wait in.
@@ -231,6 +240,8 @@ class MqttSync:
             self.client.disconnect()
         for t in self._threads:
             t.join(3)
+        with contextlib.suppress(Exception):
+            self.client.loop_write()  # the DISCONNECT, if the network thread ended before it was queued
 
     # ------------------------------------------------------------ callbacks (paho thread: enqueue only)
     def _on_connect(self, client: mqtt.Client, _ud: Any, flags: Any, reason: Any, _props: Any) -> None:

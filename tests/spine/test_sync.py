@@ -101,6 +101,23 @@ def test_sync__broker_outage_loses_nothing(broker: Broker, tmp_path: Path) -> No
         sub.stop()
 
 
+def test_sync__only_the_network_loop_writes_to_the_socket(broker: Broker, tmp_path: Path) -> None:
+    """publish() from the publisher thread only queues its packet: paho would otherwise write it from the
+    calling thread, racing the network thread for its queue (seq 56 reached the broker before 55 once,
+    in a full run under load, after a broker outage). Here the test thread plays the network thread."""
+    cfg = make_cfg(tmp_path, broker.url)
+    sync = MqttSync(cfg, cfg.db_path)  # not started: no thread of its own
+    client = sync.client
+    client.connect(broker.host, broker.port, 30)
+    assert wait_until(lambda: client.loop(0.05) == 0 and sync.connected.is_set(), 5)
+    info = client.publish("edge/site-a/dev-1/rec/telemetry", b"{}", qos=1)
+    assert client.want_write()  # queued, not written by publish() itself
+    assert wait_until(lambda: client.loop(0.05) == 0 and info.is_published(), 5)
+    assert not client.want_write()
+    client.disconnect()
+    client.loop_write()
+
+
 def test_sync__tls_and_mtls(tls_broker: Broker, tmp_path: Path) -> None:
     pki = tls_broker.pki
     cfg = make_cfg(tmp_path, tls_broker.url, ca_file=str(pki.ca_pem))
