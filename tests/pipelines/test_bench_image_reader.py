@@ -379,8 +379,7 @@ def test_reader__confirm_lines_reads_again_squeezed_and_keeps_the_surer_confiden
     assert reader.confirm_lines(reading, [wrong]) == [wrong]
     # After a squeezed first read, the second look is the full-width one: it comes back in the line's
     # place, for the caller to see the difference.
-    squeezed = ImageReader(BenchConfig(ocr=OcrConfig(rec_squeeze=0.8)))
-    [back] = squeezed.confirm_lines(reading, [wrong])
+    [back] = reader.confirm_lines(replace(reading, rec_squeeze=0.8), [wrong])
     assert back.text == lines[0].text and back.box == wrong.box and back.quad == wrong.quad
 
 
@@ -407,7 +406,7 @@ def test_inspect__a_repeated_digit_is_not_merged_at_full_width_nor_after_a_squee
 def test_evaluate__a_second_look_that_is_sure_settles_a_letter_or_digit_doubt() -> None:
     from datetime import date
 
-    from edge_agent.pipelines.bench.inspect import SECOND_READ_FIELDS, Rules, evaluate
+    from edge_agent.pipelines.bench.inspect import Rules, evaluate
     from edge_agent.pipelines.bench.types import ImageReading, QualityReport, TextLine
 
     def line(text: str, y: int, sure_of_zero: bool) -> TextLine:
@@ -446,9 +445,9 @@ def test_evaluate__a_second_look_that_is_sure_settles_a_letter_or_digit_doubt() 
     def longer(_r: ImageReading, lines: list[TextLine]) -> list[TextLine]:
         return [line(ln.text.replace("KH-2024-12345", "KH-2024-123455"), ln.box[1], True) for ln in lines]
 
-    # (After a squeezed first read, the lines of the fields with digits are all read again: `recheck`.)
-    recheck = SECOND_READ_FIELDS
-    res = evaluate(reading, rules, manifest=None, today=date(2025, 1, 2), confirm=longer, recheck=recheck)
+    # (After a squeezed first read, the lines of the fields with digits are all read again.)
+    squeezed = replace(reading, rec_squeeze=0.8)
+    res = evaluate(squeezed, rules, manifest=None, today=date(2025, 1, 2), confirm=longer)
     assert res.fields["customer_id"] == "KH-2024-123455" and res.needs_review
     [why] = [i for i in res.review_reasons if i.code == "reads_disagree"]
     assert why.field == "customer_id" and "(KH-2024-12345 / KH-2024-123455)" in why.message
@@ -457,7 +456,7 @@ def test_evaluate__a_second_look_that_is_sure_settles_a_letter_or_digit_doubt() 
     def lost(_r: ImageReading, lines: list[TextLine]) -> list[TextLine]:
         return [line(ln.text.replace("KH-2024-12345", "--"), ln.box[1], True) for ln in lines]
 
-    res = evaluate(reading, rules, manifest=None, today=date(2025, 1, 2), confirm=lost, recheck=recheck)
+    res = evaluate(squeezed, rules, manifest=None, today=date(2025, 1, 2), confirm=lost)
     assert res.fields["customer_id"] == "KH-2024-12345" and res.needs_review
     assert [(i.code, i.field) for i in res.review_reasons if i.field == "customer_id"] == [
         ("reads_disagree", "customer_id")

@@ -153,15 +153,15 @@ def read_fields(
     reading: ImageReading,
     rules: Rules,
     confirm: Callable[[ImageReading, list[TextLine]], list[TextLine]] | None = None,
-    recheck: tuple[str, ...] = (),
 ) -> ReadFields:
     """Step 5: the fields found on what the image stages read.
 
     `confirm` reads the lines of values with a letter/digit ambiguity again (Reader.confirm_lines), and
-    those of the `recheck` fields whatever their doubt (SECOND_READ_FIELDS after a squeezed first read,
-    which can merge repeated digits); the fields are found again on what it returns."""
+    after a squeezed read (which can merge repeated digits) those of SECOND_READ_FIELDS whatever their
+    doubt; the fields are found again on what it returns."""
     t0 = time.perf_counter()
     ext = extract_fields(reading.lines, rules.template, rules.reasons, rules.matcher)
+    recheck = SECOND_READ_FIELDS if reading.rec_squeeze < 1.0 else ()
     second_read = (
         list(
             {
@@ -246,10 +246,9 @@ def evaluate(
     scan: str | None = None,
     image_name: str = "",
     confirm: Callable[[ImageReading, list[TextLine]], list[TextLine]] | None = None,
-    recheck: tuple[str, ...] = (),
 ) -> InspectionResult:
     """Steps 5-8 on what the image stages read: fields, cross-check, validation, masking, verdict."""
-    found = read_fields(reading, rules, confirm, recheck)
+    found = read_fields(reading, rules, confirm)
     return judge(found, rules, manifest=manifest, today=today, scan=scan, image_name=image_name)
 
 
@@ -497,8 +496,7 @@ class Inspector:
         reading = self.reader.read(image_bgr, debug_dir=debug_dir)
         today = self.today()
         confirm = self.reader.confirm_lines
-        recheck = SECOND_READ_FIELDS if self.rules.cfg.ocr.rec_squeeze < 1.0 else ()
-        first = read_fields(reading, self.rules, confirm, recheck)
+        first = read_fields(reading, self.rules, confirm)
         result = judge(first, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name)
         if _falls_short(result) and self.rules.cfg.ocr.second_pass_det_px > 0:
             # The cascade: easy photos stay fast, a hard one gets the resolution it needs. What the first
@@ -506,7 +504,7 @@ class Inspector:
             release_freed_memory()
             again = self.reader.second_pass(reading, image_bgr)
             if again is not None:
-                finer = keep_found(read_fields(again, self.rules, confirm, recheck), first, self.rules)
+                finer = keep_found(read_fields(again, self.rules, confirm), first, self.rules)
                 second = judge(finer, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name)
                 if _shortfall(second) < _shortfall(result):
                     result = _still_cut_off(reading, second)

@@ -120,7 +120,8 @@ class ImageReader:
         to_photo = (
             None if prepared.to_photo is None else tuple(tuple(float(v) for v in row) for row in prepared.to_photo)
         )
-        return ImageReading(quality, lines, barcodes, self.engine_name, timing, to_photo, prepared.image)
+        squeeze = self.cfg.ocr.rec_squeeze if self.engine_name == "onnx" else 1.0
+        return ImageReading(quality, lines, barcodes, self.engine_name, timing, to_photo, prepared.image, squeeze)
 
     def second_pass(self, first: ImageReading, image_bgr: NDArray[Any] | None = None) -> ImageReading | None:
         """The cascade's second pass, for a photo whose first read fell short: the label read again at a
@@ -144,8 +145,8 @@ class ImageReader:
 
     def confirm_lines(self, reading: ImageReading, lines: list[TextLine]) -> list[TextLine]:
         """The lines read again with another horizontal scale: a second view of glyphs the first read had
-        doubts about. The first pass reads at full width (rec_squeeze 1.0), and this look squeezes the lines
-        to CONFIRM_SQUEEZE; after a squeezed first pass it reads them at full width instead.
+        doubts about. Lines read at full width (the default, and the cascade's pass) are squeezed to
+        CONFIRM_SQUEEZE; lines read squeezed (rec_squeeze below 1.0) are read at full width instead.
         Where both reads give the same text, each character keeps the higher of its two confidences (the
         thresholds that settle a letter/digit ambiguity were measured on exactly this). Where they differ
         beyond spaces, the full-width read is returned (a squeeze can merge repeated characters), for the
@@ -154,7 +155,7 @@ class ImageReader:
 
         if not isinstance(self.engine, OnnxOcr) or reading.label_image is None:
             return lines
-        squeezed_first = self.cfg.ocr.rec_squeeze < 1.0
+        squeezed_first = reading.rec_squeeze < 1.0
         todo = [ln for ln in lines if ln.quad is not None and len(ln.char_conf) == len(ln.text)]
         crops = [crop_box(reading.label_image, np.asarray(ln.quad, np.float32)) for ln in todo]
         squeeze = 1.0 if squeezed_first else CONFIRM_SQUEEZE

@@ -60,3 +60,5 @@ class ImageReading:
     to_photo: tuple[tuple[float, ...], ...] | None = None
     # the prepared label image itself, for a second pass; never serialised
     label_image: Any = field(default=None, repr=False, compare=False)
+    # the horizontal squeeze the lines were recognised at (1.0: full width; the cascade's pass is always 1.0)
+    rec_squeeze: float = 1.0
