@@ -42,6 +42,7 @@ SUBSCRIBER_QUEUE = 32  # a page this far behind is dropped; its EventSource reco
 REASON_WORDS = {
     "low_confidence": "not sure of the reading",
     "missing_field": "not found on the slip",
+    "found_by_shape": "no label names it",
     "bad_format": "does not look right",
     "glare_on_value": "glare over the value",
     "order_mismatch": "scan, barcode and slip disagree",

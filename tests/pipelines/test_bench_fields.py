@@ -377,6 +377,62 @@ def test_extract_fields__a_code_that_starts_with_a_latin_keyword_is_no_label() -
     assert extract(lines_of("SKU 01557005210"))["sku"] == "01557005210"  # a separator: label then value
 
 
+def test_extract_fields__a_code_of_capital_letters_alone_in_its_cell_or_after_the_colon_is_the_value() -> None:
+    """Seen on generated slips: SKUs BSCJER (no digit at all) and OIRV0LQI (its zero read as O) were lost,
+    as a code was looked for only where it holds a digit."""
+    got = extract_fields(
+        [box("商品SKU号", 821, 296, 128), box("BSCJER", 818, 345, 122)], TEMPLATE, REASONS, MATCHER
+    ).values["sku"]
+    assert got.value == "BSCJER"
+    assert extract(lines_of("货号：BSCJER"))["sku"] == "BSCJER"
+    ext = extract_fields([box("商品编码:", 47, 239, 141), box("OIRVOLQI", 47, 278, 148)], TEMPLATE, REASONS, MATCHER)
+    assert ext.values["sku"].value == "OIRVOLQI"
+    assert [i.code for i in ext.issues if i.field == "sku"] == ["ambiguous_value"]  # O or 0, I or 1: a person looks
+    # label decoration without a colon is still no value, and a customer id needs its digits
+    assert extract(lines_of("货号 ID"))["sku"] is None
+    assert extract(lines_of("客户ID:", "VIPABCD"))["customer_id"] is None
+
+
+def test_extract_fields__a_latin_keyword_run_on_by_a_few_letters_is_a_label() -> None:
+    """Seen on a generated header table: 退货商品SKUID over its value, which starts left of the label."""
+    lines = [box("退货商品SKUID", 161, 368, 172), box("数量", 606, 359, 68, 51)]
+    lines += [box("OQ4273T", 49, 416, 131, 42), box("10pcs", 435, 410, 99, 52)]
+    got = extract(lines)
+    assert got["sku"] == "OQ4273T" and got["quantity"] == 10
+    assert extract(lines_of("SKUNO: AB-1234"))["sku"] == "AB-1234"
+    assert extract(lines_of("SKUAB1234"))["sku"] is None  # letters then digits: a code, not a label
+
+
+def test_extract_fields__a_sku_whose_label_was_not_read_is_taken_by_its_shape_for_review() -> None:
+    """Seen on a generated stacked slip under glare: the SKU's label was not detected, its value was."""
+    lines = [
+        box("[订单编号]", 56, 179, 108, 39),
+        box("客户编号", 609, 174, 93, 43),
+        box("6486220983904289703", 55, 211, 369, 48),
+        box("28473916", 611, 206, 164, 51),
+        box("VO-3520-WHT-S", 613, 287, 253, 53),
+        box("运单号", 615, 506, 72, 32),
+        box("JDV056305531324036", 614, 536, 340, 48),  # under a label that is no field: claimed
+        box("有机绿茶 250g罐装", 57, 615, 310, 59),
+    ]
+    ext = extract_fields(lines, TEMPLATE, REASONS, MATCHER)
+    sku = ext.values["sku"]
+    assert sku.value == "VO-3520-WHT-S" and sku.confidence < 0.85 * 0.98  # found by shape: a person decides
+    assert "found_by_shape" in [i.code for i in ext.issues if i.field == "sku"]
+    # shaped like an order or waybill number (YT6143564467180): not taken for a SKU
+    waybill = [TextLine("YT6143564467180", 0.99, ln.box) if ln.text.startswith("VO") else ln for ln in lines]
+    assert extract(waybill)["sku"] is None
+    assert ext.values["order_no"].value == "6486220983904289703"
+    # read with doubt (noise on a hard photo reads as J00.00 at 0.89): not taken
+    doubtful = [TextLine("VO-3520-WHT-S", 0.93, ln.box) if ln.text.startswith("VO") else ln for ln in lines]
+    assert extract(doubtful)["sku"] is None
+    # two code-shaped boxes no label names: neither is guessed
+    assert extract([*lines, box("AB12345X", 57, 700, 200)])["sku"] is None
+    # an order number repeated under its barcode is that field's value, not a SKU
+    order = [box("Order#", 48, 161, 89), box("TH2026042311376", 50, 211, 239), box("TH2026042311376", 68, 852, 167)]
+    assert extract(order) == {**dict.fromkeys(ext.values), "order_no": "TH2026042311376"}
+
+
 def test_extract_fields__keyword_inside_a_value_is_no_label() -> None:
     got = extract(lines_of("原因：七天无理由退货", "SKU：SKU252239748", "退货人：王** 寄件地址：广东省深圳市"))
     assert got["reason"] == "七天无理由" and got["sku"] == "SKU252239748"

@@ -123,7 +123,7 @@ def cross_check_order(
 
 
 # Issues that mean the photo did not give a usable reading (as opposed to a reading that breaks a rule).
-READ_PROBLEMS = ("missing_field", "bad_format", "low_confidence", "glare_on_value", "reads_disagree")
+READ_PROBLEMS = ("missing_field", "found_by_shape", "bad_format", "low_confidence", "glare_on_value", "reads_disagree")
 NO_QUALITY_HINT = "nothing wrong with the photo was measured: the print may be faint, damaged or absent"
 
 

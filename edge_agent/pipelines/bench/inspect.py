@@ -409,7 +409,14 @@ def _reads_disagree(first: Extraction, second: Extraction) -> tuple[list[Issue],
 
 # What a second, finer read can fix, and how much each falls short: a value not read at all, or read
 # as no value, weighs more than one read doubtfully, which a reviewer can at least confirm.
-_SHORTFALL = {"missing_field": 2, "bad_format": 2, "low_confidence": 1, "conflicting_values": 1, "reads_disagree": 1}
+_SHORTFALL = {
+    "missing_field": 2,
+    "found_by_shape": 2,  # its label was not read: as short as a value not found, for the finer pass to find
+    "bad_format": 2,
+    "low_confidence": 1,
+    "conflicting_values": 1,
+    "reads_disagree": 1,
+}
 
 
 def _shortfall(result: InspectionResult) -> int:

@@ -151,6 +151,7 @@ def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Call
             kinds.get(h.role) == "code"
             and _ascii_alnum(text[h.end - 1])
             and _ascii_alnum(text[h.end : h.end + 1] or " ")
+            and not _LABEL_RUN_ON.match(to_halfwidth(text[h.end :]))
         ):
             continue  # SKU01557005210: a Latin keyword running straight on into letters or digits starts a code
         after = text[h.end : h.end + 4].lstrip(" )）】]")
@@ -192,6 +193,9 @@ def _not_inside_a_value(
 
 # How many characters a label may run on after its keyword (说明, 描述, 类型) when the box holds no value.
 MAX_LABEL_SUFFIX = 4
+# A Latin keyword run straight on by a few letters that end the word (SKUID, SKUNO, SKUCODE) is a label:
+# a code that starts with the keyword goes on with digits (SKU01557005210).
+_LABEL_RUN_ON = re.compile(r"[A-Za-z]{1,4}(?![A-Za-z0-9])")
 
 
 def _label_suffix(text: str, end: int) -> bool:
@@ -248,8 +252,17 @@ def value_start(text: str, start: int, kind: str) -> int | None:
                 run = re.match(r"[A-Za-z0-9][A-Za-z0-9\-_/.]*", to_halfwidth(text[i:]))
                 if run and any(c.isdigit() for c in run.group(0)):
                     return i
+        if kind == "code" and (start == 0 or colon is not None):
+            # A code of capital letters only (BSCJER, or OIRV0LQI with its zero read as O) when it is all
+            # there is after the colon or in the box: label decoration ("ID", "/Qty") never stands alone.
+            whole = _LETTERS_CODE.fullmatch(to_halfwidth(text[start:]))
+            if whole:
+                return start + whole.start(1)
         return None
     return start
+
+
+_LETTERS_CODE = re.compile(r"\s*([A-Z](?:[A-Z]|[-_/.](?=[A-Z])){3,31})\s*")
 
 
 def _ascii_alnum(ch: str) -> bool:
@@ -291,6 +304,16 @@ def _unslanted(lines: Sequence[TextLine], degrees: float) -> list[TextLine]:
     return out
 
 
+def _text_frame(lines: Sequence[TextLine]) -> tuple[list[TextLine], dict[int, TextLine]]:
+    """The boxes with text, laid out level when the text is slanted, and each level box's original."""
+    boxes = [ln for ln in lines if ln.text.strip()]
+    slant = text_slant(boxes)
+    if abs(slant) <= MAX_SLANT_DEG:
+        return boxes, {id(b): b for b in boxes}
+    level = _unslanted(boxes, slant)
+    return level, {id(g): b for g, b in zip(level, boxes, strict=True)}
+
+
 def locate(
     lines: Sequence[TextLine],
     labels: Labels,
@@ -298,19 +321,39 @@ def locate(
     parses: Callable[[str, str], bool],
 ) -> dict[str, list[Found]]:
     """Candidate values per field. `kinds` maps field -> kind; `parses(field, text)` says a text holds a value."""
-    boxes = [ln for ln in lines if ln.text.strip()]
-    slant = text_slant(boxes)
-    if abs(slant) <= MAX_SLANT_DEG:
-        return _locate(boxes, labels, kinds, parses)
-    level = _unslanted(boxes, slant)
-    original = {id(g): b for g, b in zip(level, boxes, strict=True)}
+    boxes, original = _text_frame(lines)
     return {
         name: [
             replace(f, line=original[id(f.line)], label=None if f.label is None else original[id(f.label)])
             for f in found
         ]
-        for name, found in _locate(level, labels, kinds, parses).items()
+        for name, found in _locate(boxes, labels, kinds, parses).items()
     }
+
+
+def unclaimed(
+    lines: Sequence[TextLine],
+    labels: Labels,
+    kinds: dict[str, str],
+    parses: Callable[[str, str], bool],
+) -> list[TextLine]:
+    """The boxes no label names: no label in them, and not the box beside or under a label of any kind
+    (a waybill number under 运单号 is claimed even though it is no field)."""
+    boxes, original = _text_frame(lines)
+    _, is_label = _label_hits(boxes, labels, kinds, parses)
+    claimed = {id(b) for b in boxes if labels.find(b.text)}
+    for bi, lab in enumerate(is_label):
+        if lab:
+            claimed |= {id(other) for _, other in _neighbours(bi, boxes, is_label)}
+    return [original[id(b)] for b in boxes if id(b) not in claimed]
+
+
+def _label_hits(
+    boxes: list[TextLine], labels: Labels, kinds: dict[str, str], parses: Callable[[str, str], bool]
+) -> tuple[list[list[Hit]], list[bool]]:
+    """Per box: the labels in it (not keywords inside a value), and whether the box is a label."""
+    hits = [_labels_only(b.text, labels.find(b.text), kinds, parses) for b in boxes]
+    return hits, [_is_label(b.text, h, kinds) for b, h in zip(boxes, hits, strict=True)]
 
 
 def _locate(
@@ -319,8 +362,7 @@ def _locate(
     kinds: dict[str, str],
     parses: Callable[[str, str], bool],
 ) -> dict[str, list[Found]]:
-    hits = [_labels_only(b.text, labels.find(b.text), kinds, parses) for b in boxes]
-    is_label = [_is_label(b.text, h, kinds) for b, h in zip(boxes, hits, strict=True)]
+    hits, is_label = _label_hits(boxes, labels, kinds, parses)
     found: dict[str, list[Found]] = {f: [] for f in kinds}
     for bi, (box, bh) in enumerate(zip(boxes, hits, strict=True)):
         for j, hit in enumerate(bh):
