@@ -206,7 +206,17 @@ class _Stock:
     def __init__(self) -> None:
         from rapidocr import RapidOCR
 
-        self.engine = RapidOCR(params={"Global.log_level": "error"})
+        # One inference thread, as ours runs. With its default (-1) onnxruntime starts a worker thread per
+        # core and pins each one itself, which overrides taskset: under `taskset -c 0` a worker ran on core
+        # 1 (567 ms a clean photo, against 880 ms on one core), and under `taskset -c 1` the pinning made
+        # it slower still (1453 ms). run_engine records the cores every thread was allowed on.
+        self.engine = RapidOCR(
+            params={
+                "Global.log_level": "error",
+                "EngineConfig.onnxruntime.intra_op_num_threads": 1,
+                "EngineConfig.onnxruntime.inter_op_num_threads": 1,
+            }
+        )
 
     def __call__(self, img: Any, truth: dict[str, Any]) -> dict[str, Any]:
         t = time.perf_counter()
@@ -276,7 +286,29 @@ def run_engine(name: str, items: list[dict[str, Any]], memory: bool) -> dict[str
         results.append(r)
         if k in MEMORY_MARKS or k == len(items):
             marks[k] = _rss_mb()
-    return {"engine": name, "results": results, "rss_marks": marks, "peak_rss_mb": _rss_mb()[1], "load_ms": load_ms}
+    return {
+        "engine": name,
+        "results": results,
+        "rss_marks": marks,
+        "peak_rss_mb": _rss_mb()[1],
+        "load_ms": load_ms,
+        "cores": _thread_cores(),
+    }
+
+
+def _thread_cores() -> str:
+    """The cores this process's threads may run on, all of them together (Cpus_allowed_list per thread):
+    a library that pins its own threads can leave the core taskset gave the process."""
+    cores: set[str] = set()
+    for status in Path("/proc/self/task").glob("*/status"):
+        try:
+            text = status.read_text()
+        except OSError:  # the thread ended meanwhile
+            continue
+        for line in text.splitlines():
+            if line.startswith("Cpus_allowed_list:"):
+                cores.add(line.split(":", 1)[1].strip())
+    return ",".join(sorted(cores)) or "unknown"
 
 
 def _child(name: str, items: list[dict[str, Any]], folder: Path, memory: bool = False) -> dict[str, Any]:
@@ -536,8 +568,11 @@ def report(
     print("### Reliability: per confidence bucket, the share of values actually right\n")
     print(reliability_table(items, runs) + "\n")
     print("### Memory\n")
-    rows = [[n, f"{r['peak_rss_mb']:.0f}", f"{r['load_ms']:.0f}"] for n, r in runs.items()]
-    print(_table(["engine", f"peak RSS MB after the {len(items)} photos above", "load ms"], rows) + "\n")
+    rows = [
+        [n, f"{r['peak_rss_mb']:.0f}", f"{r['load_ms']:.0f}", r.get("cores", "not recorded")] for n, r in runs.items()
+    ]
+    heads = ["engine", f"peak RSS MB after the {len(items)} photos above", "load ms", "cores its threads ran on"]
+    print(_table(heads, rows) + "\n")
     if mem:
         count = max(len(r["results"]) for r in mem.values())  # also right for --combine, where --memory is 0
         print(f"{count} distinct photos (all tiers, tuning split) in one process:\n")
