@@ -10,7 +10,13 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from edge_agent.pipelines.bench.decide import Retake, cross_check_order, retake_advice, review_reasons
+from edge_agent.pipelines.bench.decide import (
+    PHOTO_BARCODE_ALONE,
+    Retake,
+    cross_check_order,
+    retake_advice,
+    review_reasons,
+)
 from edge_agent.pipelines.bench.fields import FieldValue, Issue, load_reasons, load_template
 from edge_agent.pipelines.bench.manifest import (
     ManifestError,
@@ -233,11 +239,37 @@ def test_cross_check_order__a_second_barcode_is_another_code_when_one_is_the_ord
     assert [i.code for i in issues] == ["order_mismatch"]
 
 
-def test_cross_check_order__barcode_fills_an_unread_order_and_product_barcodes_are_ignored() -> None:
+def test_cross_check_order__barcode_fills_an_unread_order_for_a_person_and_product_barcodes_are_ignored() -> None:
     ocr = FieldValue("order_no", None, 0.0)
     bars = [Barcode("http://example.com/x", "QRCode"), Barcode("123456789012", "Code128")]
     check, value, issues = cross_check_order(ocr, None, bars, PATTERN)
-    assert value.value == "123456789012" and check.agree is None and issues == []
+    assert value.value == "123456789012" and check.agree is None
+    # a courier's waybill barcode is order-shaped too: a barcode alone is not enough to pass
+    assert [(i.code, i.message) for i in issues] == [("low_confidence", PHOTO_BARCODE_ALONE)]
+    # the operator's RF scan alone is: the operator chose what to scan
+    _, scanned, none = cross_check_order(ocr, "123456789012", [], PATTERN)
+    assert scanned.value == "123456789012" and scanned.source == "scan" and none == []
+
+
+def test_evaluate__an_order_number_only_a_barcode_gives_goes_to_a_person_unless_the_manifest_knows_it(
+    tmp_path: Path,
+) -> None:
+    """Seen on generated slip 313 (typical, waybill): the printed order number was cut off, and the
+    courier's barcode ZTO6933473774288 became the order number."""
+    from edge_agent.pipelines.bench.config import BenchConfig
+    from edge_agent.pipelines.bench.inspect import Rules, evaluate
+    from edge_agent.pipelines.bench.manifest import load_manifest
+
+    rules = Rules.from_config(BenchConfig())
+    full = _ambiguous_reading((1.0,) * 8, (Barcode("ZTO6933473774288", "Code128"),))
+    reading = ImageReading(full.quality, full.lines[1:], full.barcodes, full.engine)  # the order line unread
+    res = evaluate(reading, rules, manifest=None, today=date(2025, 3, 2))
+    assert res.fields["order_no"] == "ZTO6933473774288" and res.needs_review
+    assert [i.message for i in res.review_reasons if i.field == "order_no"] == [PHOTO_BARCODE_ALONE]
+    path = tmp_path / "m.csv"
+    path.write_text("order_no,sku,quantity,customer_id\nZTO6933473774288,O10W-BCA,2,C1234567\n", encoding="utf-8")
+    known = evaluate(reading, rules, manifest=load_manifest(path), today=date(2025, 3, 2))
+    assert not known.needs_review, known.review_reasons
 
 
 def test_review_reasons__quality_is_a_hint_read_first_judge_after() -> None:

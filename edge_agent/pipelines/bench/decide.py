@@ -15,6 +15,10 @@ from edge_agent.pipelines.bench.types import Barcode, QualityReport
 # more likely right than either alone.
 AGREED_CONFIDENCE = 0.995
 BARCODE_ONLY_CONFIDENCE = 0.95
+# An order number that only a barcode in the photo gives (the slip text unread, no scan) goes to a person
+# unless the manifest knows it: a courier's waybill barcode is order-shaped too (tuning seed 313, typical:
+# ZTO6933473774288 taken for 373-7394116-4867555 when the printed number was cut off).
+PHOTO_BARCODE_ALONE = "order_no: read from a barcode in the photo alone; no slip text or scan agrees"
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,7 +122,8 @@ def cross_check_order(
     if barcode is not None or scan is not None:
         value = barcode or scan
         conf = AGREED_CONFIDENCE if len(present) >= 2 else BARCODE_ONLY_CONFIDENCE
-        return check, FieldValue("order_no", value, max(conf, ocr.confidence), "barcode" if barcode else "scan"), []
+        alone = [Issue("low_confidence", "order_no", PHOTO_BARCODE_ALONE)] if present == [barcode] else []
+        return check, FieldValue("order_no", value, max(conf, ocr.confidence), "barcode" if barcode else "scan"), alone
     return check, ocr, []
 
 
