@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from edge_agent.pipelines.bench.decide import (
     PHOTO_BARCODE_ALONE,
     Retake,
+    barcode_alone,
     cross_check_order,
     retake_advice,
     review_reasons,
@@ -243,12 +244,14 @@ def test_cross_check_order__barcode_fills_an_unread_order_for_a_person_and_produ
     ocr = FieldValue("order_no", None, 0.0)
     bars = [Barcode("http://example.com/x", "QRCode"), Barcode("123456789012", "Code128")]
     check, value, issues = cross_check_order(ocr, None, bars, PATTERN)
-    assert value.value == "123456789012" and check.agree is None
-    # a courier's waybill barcode is order-shaped too: a barcode alone is not enough to pass
-    assert [(i.code, i.message) for i in issues] == [("low_confidence", PHOTO_BARCODE_ALONE)]
+    assert value.value == "123456789012" and check.agree is None and issues == []
+    # a courier's waybill barcode is order-shaped too: a barcode alone is not enough to pass (judge)
+    assert barcode_alone(check)
     # the operator's RF scan alone is: the operator chose what to scan
-    _, scanned, none = cross_check_order(ocr, "123456789012", [], PATTERN)
+    scan_check, scanned, none = cross_check_order(ocr, "123456789012", [], PATTERN)
     assert scanned.value == "123456789012" and scanned.source == "scan" and none == []
+    assert not barcode_alone(scan_check)
+    assert not barcode_alone(cross_check_order(FieldValue("order_no", "123456789012", 0.9), None, bars, PATTERN)[0])
 
 
 def test_evaluate__an_order_number_only_a_barcode_gives_goes_to_a_person_unless_the_manifest_knows_it(

@@ -122,9 +122,13 @@ def cross_check_order(
     if barcode is not None or scan is not None:
         value = barcode or scan
         conf = AGREED_CONFIDENCE if len(present) >= 2 else BARCODE_ONLY_CONFIDENCE
-        alone = [Issue("low_confidence", "order_no", PHOTO_BARCODE_ALONE)] if present == [barcode] else []
-        return check, FieldValue("order_no", value, max(conf, ocr.confidence), "barcode" if barcode else "scan"), alone
+        return check, FieldValue("order_no", value, max(conf, ocr.confidence), "barcode" if barcode else "scan"), []
     return check, ocr, []
+
+
+def barcode_alone(check: OrderCheck) -> bool:
+    """Did only a barcode in the photo give the order number (no slip text, no RF scan)?"""
+    return check.barcode is not None and check.ocr is None and check.scan is None
 
 
 # Issues that mean the photo did not give a usable reading (as opposed to a reading that breaks a rule).

@@ -21,6 +21,7 @@ from edge_agent.pipelines.bench.decide import (
     READ_PROBLEMS,
     OrderCheck,
     Retake,
+    barcode_alone,
     cross_check_order,
     retake_advice,
     review_reasons,
@@ -277,11 +278,11 @@ def judge(
     )
     issues = [*ext.issues, *found.disagree]
     order = manifest.get(str(order_value.value)) if manifest is not None and order_value.value else None
-    if order is not None:
-        # the expected returns know the number a barcode alone gave: not a courier's code
-        order_issues = [i for i in order_issues if i.message != PHOTO_BARCODE_ALONE]
-    if order_value.source != "ocr" and all(i.message == PHOTO_BARCODE_ALONE for i in order_issues):
+    if order_value.source != "ocr" and not order_issues:
         issues = [i for i in issues if not (i.field == "order_no" and i.code in _ORDER_ISSUES_FILLED)]
+    if barcode_alone(check) and order is None and not order_issues:
+        # a courier's waybill barcode is order-shaped too: a person confirms, unless the manifest knows it
+        order_issues = [*order_issues, Issue("low_confidence", "order_no", PHOTO_BARCODE_ALONE)]
     values["order_no"] = order_value
     issues += order_issues
     # Letter/digit ambiguities a barcode in the photo or the manifest settles (issue 13, class 3).

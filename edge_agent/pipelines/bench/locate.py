@@ -340,8 +340,9 @@ def unclaimed(
     """The boxes no label names: no label in them, and not the box beside or under a label of any kind
     (a waybill number under 运单号 is claimed even though it is no field)."""
     boxes, original = _text_frame(lines)
-    _, is_label = _label_hits(boxes, labels, kinds, parses)
-    claimed = {id(b) for b in boxes if labels.find(b.text)}
+    raw = [labels.find(b.text) for b in boxes]
+    _, is_label = _label_hits(boxes, raw, kinds, parses)
+    claimed = {id(b) for b, found in zip(boxes, raw, strict=True) if found}
     for bi, lab in enumerate(is_label):
         if lab:
             claimed |= {id(other) for _, other in _neighbours(bi, boxes, is_label)}
@@ -349,10 +350,11 @@ def unclaimed(
 
 
 def _label_hits(
-    boxes: list[TextLine], labels: Labels, kinds: dict[str, str], parses: Callable[[str, str], bool]
+    boxes: list[TextLine], raw: list[list[Hit]], kinds: dict[str, str], parses: Callable[[str, str], bool]
 ) -> tuple[list[list[Hit]], list[bool]]:
-    """Per box: the labels in it (not keywords inside a value), and whether the box is a label."""
-    hits = [_labels_only(b.text, labels.find(b.text), kinds, parses) for b in boxes]
+    """Per box, from its keywords (`raw`, Labels.find): the labels in it (not keywords inside a value), and
+    whether the box is a label."""
+    hits = [_labels_only(b.text, h, kinds, parses) for b, h in zip(boxes, raw, strict=True)]
     return hits, [_is_label(b.text, h, kinds) for b, h in zip(boxes, hits, strict=True)]
 
 
@@ -362,7 +364,7 @@ def _locate(
     kinds: dict[str, str],
     parses: Callable[[str, str], bool],
 ) -> dict[str, list[Found]]:
-    hits, is_label = _label_hits(boxes, labels, kinds, parses)
+    hits, is_label = _label_hits(boxes, [labels.find(b.text) for b in boxes], kinds, parses)
     found: dict[str, list[Found]] = {f: [] for f in kinds}
     for bi, (box, bh) in enumerate(zip(boxes, hits, strict=True)):
         for j, hit in enumerate(bh):
