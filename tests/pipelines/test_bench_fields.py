@@ -471,6 +471,24 @@ def test_extract_fields__a_code_that_ends_on_a_separator_was_cut_off() -> None:
     assert ext.values["sku"].value == "AB-1234-BLK"  # separators inside a code are fine
 
 
+def test_extract_fields__a_space_inside_a_code_may_be_a_separator_that_was_not_read() -> None:
+    """Seen on typical tuning slip 434: the underscore of SKU P33879_67 came back as a space, and the code
+    passed as P3387967 (here with digits that have no confusable twin). Where the pattern allows a separator at the space, a person decides."""
+    ext = extract_fields(lines_of("货号：P33479 47", "客户ID：KH3 7099436749"), TEMPLATE, REASONS, MATCHER)
+    assert ext.values["sku"].value == "P3347947"
+    sku_issues = [i for i in ext.issues if i.field == "sku"]
+    assert [i.code for i in sku_issues] == ["ambiguous_value"]
+    assert "a space before character 7" in sku_issues[0].message
+    assert ext.values["sku"].confidence < 0.9
+    # a customer id allows no separator after KH3: the space was only a gap, and the id passes
+    assert ext.values["customer_id"].value == "KH37099436749"
+    assert not [i for i in ext.issues if i.field == "customer_id"]
+    # nor does a code read without a space change
+    plain = extract_fields(lines_of("货号：P33479_47"), TEMPLATE, REASONS, MATCHER)
+    assert plain.values["sku"].value == "P33479_47"
+    assert not [i for i in plain.issues if i.field == "sku"]
+
+
 def test_extract_fields__the_next_cell_of_a_table_does_not_continue_a_code() -> None:
     """Seen on a header table: the order number's cell and the quantity's '2件/pcs' beside it were joined
     into 66663993979421095682."""

@@ -13,6 +13,7 @@ from typing import Any
 from edge_agent.errors import ConfigError
 from edge_agent.pipelines.bench.locate import SHAPE_ONLY, Labels, locate, unclaimed
 from edge_agent.pipelines.bench.normalize import (
+    CODE_SEPARATORS,
     ReasonTable,
     ambiguous_positions,
     clean_code_token_conf,
@@ -26,6 +27,7 @@ from edge_agent.pipelines.bench.normalize import (
     parse_quantity,
     squash,
     to_halfwidth,
+    unread_separators,
 )
 from edge_agent.pipelines.bench.rules_config import FIELD_NAMES, FieldsConfig, PrivacyConfig, ValidationConfig
 from edge_agent.pipelines.bench.types import TextLine
@@ -396,10 +398,13 @@ def _parse_code(
     # Confusable letters and digits where the pattern allows both: a review reason, not a guess
     # (a barcode, the scan, the manifest or a check digit may settle it later).
     amb = [] if ean13_valid(fixed.value) else ambiguous_positions(fixed.value, spec.pattern, tconf)
-    factor = PER_SUBSTITUTION**fixed.substitutions * (AMBIGUOUS_CODE if fixed.ambiguous or amb else 1.0)
-    if amb:
-        where = ", ".join(f"{a} or {b} at character {i + 1}" for i, a, b in amb[:4])
-        return fixed.value, factor, f"{fixed.value[:40]} could be read two ways ({where})"
+    gaps = unread_separators(text, fixed.value, spec.pattern)
+    factor = PER_SUBSTITUTION**fixed.substitutions * (AMBIGUOUS_CODE if fixed.ambiguous or amb or gaps else 1.0)
+    if amb or gaps:
+        where = [f"{a} or {b} at character {i + 1}" for i, a, b in amb[:4]]
+        seps = " ".join(CODE_SEPARATORS)
+        where += [f"a space before character {i + 1}: a separator ({seps}) or none" for i in gaps[:2]]
+        return fixed.value, factor, f"{fixed.value[:40]} could be read two ways ({', '.join(where)})"
     return fixed.value, factor, ("could be read two ways (letter or digit)" if fixed.ambiguous else None)
 
 

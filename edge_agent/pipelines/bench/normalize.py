@@ -85,14 +85,33 @@ class Fixed:
 
 
 _CODE_CHARS = re.compile(r"[A-Za-z0-9\-_/.|!$]+")
+_INNER_SPACE = re.compile(r"(?<=[A-Za-z0-9]) (?=[A-Za-z0-9])")
+CODE_SEPARATORS = "-_/."
+
+
+def _trimmed(segment: str) -> str:
+    return to_halfwidth(segment).strip().lstrip("#:;,. ")
 
 
 def _code_run(segment: str) -> tuple[str, re.Match[str] | None]:
     """A value segment made half-width and trimmed, and its leading code-like run."""
-    text = to_halfwidth(segment).strip().lstrip("#:;,. ")
-    # OCR sometimes splits a long number with spaces: join runs separated by single spaces.
-    text = re.sub(r"(?<=[A-Za-z0-9]) (?=[A-Za-z0-9])", "", text)
+    # OCR sometimes splits a code with spaces: join runs separated by single spaces (unread_separators
+    # says where that may have lost a separator).
+    text = _INNER_SPACE.sub("", _trimmed(segment))
     return text, _CODE_CHARS.match(text)
+
+
+def unread_separators(segment: str, value: str, pattern: re.Pattern[str]) -> list[int]:
+    """Where the code run of `segment` (cleaned to `value`, of the same length) was joined across a space
+    that the pattern also allows to be a separator: the position in `value` of the character after it.
+    On the tuning slips a space inside a code was an unread separator 7 times in 8 (an underscore below
+    the line, a thin hyphen), so the joined value is only one of the readings."""
+    out = []
+    for k, m in enumerate(_INNER_SPACE.finditer(_trimmed(segment))):
+        p = m.start() - k  # each earlier space joined moves the rest one to the left
+        if 0 < p < len(value) and any(pattern.fullmatch(value[:p] + s + value[p:]) for s in CODE_SEPARATORS):
+            out.append(p)
+    return out
 
 
 def clean_code_token(segment: str) -> str:
