@@ -527,6 +527,20 @@ def test_extract_fields__a_quantity_no_label_names_is_taken_by_its_shape_and_ask
     assert extract(lines_of("订单号：987654321012", "退款金额:¥1677.00", "真丝枕套 2只装"))["quantity"] is None
 
 
+def test_extract_fields__a_reason_alone_in_its_box_is_taken_by_its_shape_and_asks_a_person() -> None:
+    """Seen on stacked hard tuning slips (415, 429, 468, 497): the small grey 退货原因 above the value was
+    lost in noise, and 尺码不对 under it stood alone in its box."""
+    ext = extract_fields(lines_of("订单号：987654321012", "尺码不对", "请尽快处理"), TEMPLATE, REASONS, MATCHER)
+    reason = ext.values["reason"]
+    assert reason.value == "尺码不合适"
+    assert reason.confidence < FieldsConfig().default_min_confidence  # a person decides
+    # with a detail after it
+    assert extract(lines_of("订单号：987654321012", "破损，外箱压扁"))["reason"] == "破损"
+    # a remark that only mentions a reason somewhere inside is no reason
+    assert extract(lines_of("订单号：987654321012", "如有质量问题请联系客服热线"))["reason"] is None
+    assert extract(lines_of("订单号：987654321012", "破损商品请拍照后联系客服"))["reason"] is None
+
+
 def test_extract_fields__a_grid_cell_beside_its_own_label_is_not_the_value_of_the_label_above() -> None:
     # two label/value pairs a row; the customer id beside its label was cut short (no valid code), and
     # the waybill number under it, in the next row, is the value of 物流单号 on its left

@@ -23,6 +23,7 @@ from edge_agent.pipelines.bench.normalize import (
     fold,
     hamming,
     match_reason,
+    opens_with_reason,
     parse_date,
     parse_quantity,
     squash,
@@ -474,7 +475,7 @@ def extract_fields(
             conf = it.confidence * f * (FUZZY_LABEL if it.fuzzy else 1.0)
             cands[name].append(_Candidate(value, conf, problem))
             boxes[name].setdefault(value, it.line)
-    _by_shape(lines, template, labels=matcher.labels, cands=cands, boxes=boxes, parse=parse)
+    _by_shape(lines, template, labels=matcher.labels, reasons=reasons, cands=cands, boxes=boxes, parse=parse)
     by_shape = None
     if not cands["sku"] and template.spec("sku").kind == "code":
         free = unclaimed(lines, matcher.labels, kinds, lambda n, t: parse(n, t)[0] is not None)
@@ -498,6 +499,7 @@ def _by_shape(
     template: Template,
     *,
     labels: Labels,
+    reasons: ReasonTable,
     cands: dict[str, list[_Candidate]],
     boxes: dict[str, dict[object, TextLine]],
     parse: Callable[[str, str], tuple[str | int | None, float, str | None]],
@@ -512,19 +514,25 @@ def _by_shape(
                 boxes["return_date"].setdefault(value, ln)
     # After the colon of a label that was not read (Qty read as QV, 原因 as 原园), in a box with no label
     # that was: a count with its unit (20 PCS, 3件; also alone in a box, as in a table cell), or one of
-    # the configured reasons.
+    # the configured reasons (also alone in a box when the box opens with it: a stacked slip's small grey
+    # label lost on a hard photo, and 尺码不对 under it).
     wanted = [
         n for n, kind in (("quantity", "int"), ("reason", "reason")) if not cands[n] and template.spec(n).kind == kind
     ]
     for ln in lines if wanted else ():
         parts = re.split(r"[:：]", to_halfwidth(ln.text))
         segment = parts[-1].strip()
-        if not segment or labels.find(ln.text):
+        if not segment:
+            continue
+        # A box that is one of the reasons (尺码不对) may hold a word that is also a label (尺码).
+        alone = len(parts) < 2 and opens_with_reason(segment, reasons)
+        hits = labels.find(ln.text)
+        if hits and not (alone and all(h.role not in cands for h in hits)):
             continue
         for name in wanted:
             if name == "quantity" and not _QTY_SHAPE.fullmatch(segment):
                 continue
-            if name == "reason" and len(parts) < 2:
+            if name == "reason" and len(parts) < 2 and not alone:
                 continue
             value, f, problem = parse(name, segment)
             if value is not None:

@@ -357,6 +357,13 @@ def match_reason(segment: str, table: ReasonTable) -> ReasonMatch | None:
     return best
 
 
+def opens_with_reason(segment: str, table: ReasonTable) -> bool:
+    """Does the text start with one of the reasons' phrases, as at least half of it or followed by
+    punctuation ("尺码不对", "破损，外箱压扁"), rather than name a reason inside a longer text (a remark)?"""
+    text = squash(segment)
+    return any(text.startswith(p) and (2 * len(p) >= len(text) or not text[len(p)].isalnum()) for p, _ in table.phrases)
+
+
 def hamming(a: str, b: str) -> int:
     """Number of positions where two equally long strings differ."""
     return sum(1 for x, y in zip(a, b, strict=True) if x != y)
