@@ -536,6 +536,8 @@ def test_extract_fields__a_reason_alone_in_its_box_is_taken_by_its_shape_and_ask
     assert reason.confidence < FieldsConfig().default_min_confidence  # a person decides
     # with a detail after it
     assert extract(lines_of("订单号：987654321012", "破损，外箱压扁"))["reason"] == "破损"
+    assert extract(lines_of("订单号：987654321012", "故障 赠品未收到"))["reason"] == "质量问题"
+    assert extract(lines_of("订单号：987654321012", "wrong item, box torn"))["reason"] == "发错货"
     # a remark that only mentions a reason somewhere inside is no reason
     assert extract(lines_of("订单号：987654321012", "如有质量问题请联系客服热线"))["reason"] is None
     assert extract(lines_of("订单号：987654321012", "破损商品请拍照后联系客服"))["reason"] is None

@@ -358,10 +358,23 @@ def match_reason(segment: str, table: ReasonTable) -> ReasonMatch | None:
 
 
 def opens_with_reason(segment: str, table: ReasonTable) -> bool:
-    """Does the text start with one of the reasons' phrases, as at least half of it or followed by
-    punctuation ("尺码不对", "破损，外箱压扁"), rather than name a reason inside a longer text (a remark)?"""
-    text = squash(segment)
-    return any(text.startswith(p) and (2 * len(p) >= len(text) or not text[len(p)].isalnum()) for p, _ in table.phrases)
+    """Does the text start with one of the reasons' phrases, as at least half of it or ended by a space
+    or punctuation ("尺码不对", "破损，外箱压扁", "故障 赠品未收到"), rather than name a reason inside a
+    longer text (a remark)?"""
+    printed = fold(segment).strip()
+    text = "".join(printed.split())  # squash(segment): one character for each non-space one printed
+    for phrase, _ in table.phrases:
+        if not text.startswith(phrase):
+            continue
+        if 2 * len(phrase) >= len(text):
+            return True
+        seen = i = 0
+        while seen < len(phrase):  # where the phrase ends in the text as printed
+            seen += not printed[i].isspace()
+            i += 1
+        if not printed[i].isalnum():
+            return True
+    return False
 
 
 def hamming(a: str, b: str) -> int:
