@@ -168,14 +168,18 @@ def test_parse_date__invalid_dates_are_refused(text: str) -> None:
 
 
 @pytest.mark.parametrize(
-    ("text", "expected"), [("2", 2), ("2件", 2), ("x3", 3), ("两件", 2), ("十二个", 12), ("1O", 10), ("12 pcs", 12)]
+    ("text", "expected"),
+    [
+        *[("2", 2), ("2件", 2), ("x3", 3), ("两件", 2), ("十二个", 12), ("1O", 10), ("12 pcs", 12), ("1pc", 1)],
+        *[("1pes", 1), ("3PCS数量", 3)],  # 1pes: how typical tuning slip 466's 1pcs came back
+    ],
 )
 def test_parse_quantity__forms(text: str, expected: int) -> None:
     got = parse_quantity(text)
     assert got is not None and got[0] == expected
 
 
-@pytest.mark.parametrize("text", ["1.5", "abc", "-", "2a"])
+@pytest.mark.parametrize("text", ["1.5", "abc", "-", "2a", "1peso"])
 def test_parse_quantity__not_integers(text: str) -> None:
     assert parse_quantity(text) is None
 

@@ -14,7 +14,14 @@ from hypothesis import strategies as st
 from edge_agent.demo.slipgen import generate_slip
 from edge_agent.pipelines.bench.config import BenchConfig
 from edge_agent.pipelines.bench.image_config import OcrConfig
-from edge_agent.pipelines.bench.ocr_onnx import ModelError, OnnxOcr, ctc_decode, default_manifest_path, load_manifest
+from edge_agent.pipelines.bench.ocr_onnx import (
+    ModelError,
+    OnnxOcr,
+    crop_box,
+    ctc_decode,
+    default_manifest_path,
+    load_manifest,
+)
 from edge_agent.pipelines.bench.ocr_tesseract import join_words
 from edge_agent.pipelines.bench.reader import ImageReader, load_image
 from edge_agent.settings import parse_config
@@ -128,6 +135,37 @@ def test_ctc_decode__collapses_repeats_and_blanks() -> None:
     ((text, conf),) = ctc_decode(probs, charset)
     assert text == "112"
     assert conf == pytest.approx((0.9 + 0.9 + 0.6) / 3, abs=1e-5)
+
+
+def test_crop_box__a_lone_glyph_gets_paper_around_it_a_column_of_text_stays_turned() -> None:
+    label = np.full((200, 400, 3), 255, np.uint8)
+
+    def quad(x: float, y: float, w: float, h: float) -> np.ndarray:
+        return np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float32)
+
+    lone = crop_box(label, quad(100, 50, 24, 36))  # a tight box round one tall digit
+    assert lone.shape[:2] == (36, 45)  # 0.3 of its height more on each side: 24 + 2 x 10.8
+    assert crop_box(label, quad(0, 50, 24, 36)).shape[1] < lone.shape[1]  # the margin stops at the label's edge
+    assert crop_box(label, quad(100, 50, 200, 36)).shape[:2] == (36, 200)  # a line of text: as detected
+    column = crop_box(label, quad(100, 20, 30, 150))  # vertical text: turned to read left to right, no margin
+    assert column.shape[:2] == (30, 150)
+
+
+def test_inspector__a_lone_digit_in_a_table_cell_is_read() -> None:
+    """Typical tuning slip 410 (a ruled grid): the quantity 1, alone in its cell, was cut so tight that it
+    was taken for vertical text and read at 0.27, below the floor; the slip went to review without it."""
+    from datetime import date, timedelta
+
+    from edge_agent.demo.slipgen import field_truth
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    img, truth = generate_slip(410, "typical", style="diverse")
+    t = field_truth(truth)
+    assert truth["layout"] == "grid" and t["quantity"] == 1
+    day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
+    result = Inspector(BenchConfig(), today=lambda: day).inspect(img)
+    assert result.fields["quantity"] == 1
+    assert {k: str(v) for k, v in result.fields.items()} == {k: str(v) for k, v in t.items()}
 
 
 def test_join_words__cjk_without_spaces_latin_with() -> None:

@@ -14,6 +14,7 @@ from edge_agent.errors import ConfigError
 from edge_agent.pipelines.bench.locate import SHAPE_ONLY, Labels, locate, unclaimed
 from edge_agent.pipelines.bench.normalize import (
     CODE_SEPARATORS,
+    QTY_UNITS,
     ReasonTable,
     ambiguous_positions,
     clean_code_token_conf,
@@ -437,7 +438,7 @@ def _parse_reason(
 
 
 # A quantity by its shape alone: a count with its unit ("20 PCS", "共3件"), nothing else in the segment.
-_QTY_SHAPE = re.compile(r"(?:共\s*)?[0-9]{1,5}\s*(?:件|个|只|双|套|箱|台|包|盒|瓶|条|本|pcs|PCS|Pcs)")
+_QTY_SHAPE = re.compile(r"(?:共\s*)?[0-9]{1,5}\s*" + QTY_UNITS)
 
 # (value, factor, problem) for one value segment, by field kind; problem says why it is not usable.
 _PARSERS = {"code": _parse_code, "int": _parse_int, "date": _parse_date, "reason": _parse_reason}
