@@ -24,7 +24,7 @@ DEFAULT_MANIFEST = Path(__file__).resolve().parents[2] / "models" / "manifest.js
 REC_HEIGHT = 48
 CLS_SHAPE = (48, 192)
 UNCLIP_RATIO = 1.6
-NARROW_BOX = 1.2  # crop_box: boxes narrower than this many heights get a margin
+NARROW_BOX = 1.0  # crop_box: boxes narrower than this many heights get a margin
 NARROW_PAD = 0.3  # each side, as a share of the box's height
 MAX_CANDIDATES = 1000
 # The recognizer's output is [N, W/8, 18710] float32, and as large again inside the model: eight wide lines
@@ -197,7 +197,7 @@ def sort_reading_order(boxes: list[tuple[NDArray[Any], float]]) -> list[tuple[ND
 def crop_box(label: NDArray[Any], pts: NDArray[Any]) -> NDArray[Any]:
     """The text in one box, warped upright; tall crops (vertical text) are turned to read left to right.
 
-    A box narrower than NARROW_BOX times its height (a lone character or two digits) but not twice as tall as
+    A box narrower than NARROW_BOX times its height (a lone character) but not twice as tall as
     wide (a column of vertical text) is cut NARROW_PAD of its height wider on each side: the recogniser
     needs paper around a lone glyph, and a lone tall digit cut tight looks like vertical text (typical
     tuning slip 410: quantity 1 read at 0.27, dropped; 1.0 with the margin)."""
