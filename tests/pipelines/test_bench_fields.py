@@ -509,6 +509,18 @@ def test_extract_fields__the_next_cell_of_a_table_does_not_continue_a_code() -> 
     assert extract(split)["order_no"] == "24101592683426"
 
 
+def test_extract_fields__a_code_with_an_ellipsis_was_not_read_whole() -> None:
+    """Seen on hard tuning slip 595: the recogniser gave '[Item Code]:MU-7... ULV-XL' for MU-7912-OLV-XL,
+    and MU-7 passed (trailing dots are dropped from a code)."""
+    for text in ("[Item Code]:MU-7... ULV-XL", "[Item Code]:MU-7…ULV-XL"):
+        ext = extract_fields(lines_of(text, "订单号：1234567890"), TEMPLATE, REASONS, MATCHER)
+        assert ext.values["sku"].value is None
+        assert [i.code for i in ext.issues if i.field == "sku"] == ["bad_format"]
+    # one dot inside a code, or a full stop after it, is no ellipsis
+    assert extract(lines_of("SKU: B91851.42", "订单号：1234567890."))["sku"] == "B91851.42"
+    assert extract(lines_of("SKU: B91851.42", "订单号：1234567890."))["order_no"] == "1234567890"
+
+
 def test_extract_fields__a_code_split_by_a_misread_dot_is_not_read_whole() -> None:
     """Seen on a thermal slip: SKU D27440.11 came back 'D27440,11' and passed as D27440."""
     ext = extract_fields(lines_of("物料编码：D27440,11", "订单号：1234567890, 退货数量：2"), TEMPLATE, REASONS, MATCHER)

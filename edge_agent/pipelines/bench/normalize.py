@@ -123,10 +123,15 @@ def clean_code_token(segment: str) -> str:
 def dangling_separator(segment: str) -> str | None:
     """Where a code run was not read whole: the separator it ends on when nothing follows ("DD20240613-",
     cut off by glare, the label's edge or the detector), or the punctuation that splits it with more code
-    right after ("D27440,11": a dot read as a comma). None for a code that ends cleanly."""
+    right after ("D27440,11": a dot read as a comma), or an ellipsis, where the recogniser saw text it
+    could not read ("MU-7... ULV-XL" on hard tuning slip 595 passed as MU-7). None for a code that ends
+    cleanly."""
     text, m = _code_run(segment)
     if m is None or len(m.group(0)) < 2:
         return None
+    ellipsis = re.search(r"\.{2,}|…", text[: m.end() + 1])
+    if ellipsis is not None:
+        return ellipsis.group(0)
     if m.end() == len(text):
         return m.group(0)[-1] if m.group(0)[-1] in "-_/" else None
     after = text[m.end() : m.end() + 2]
