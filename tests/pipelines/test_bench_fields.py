@@ -194,6 +194,21 @@ def test_fix_code__letter_prefix_and_digit_body() -> None:
     assert fix_code("hello", rx) is None
 
 
+def test_order_no__a_short_number_is_the_start_of_a_longer_one_not_a_letter_code() -> None:
+    """Hard tuning slip 413: the order number's tail faded out in low ink, and 54857488 passed for
+    548574889923. Digits alone make an order number from 9 up; and 8 digits are not made into a
+    letter-prefixed code (S4857488) to fit."""
+    order = TEMPLATE.spec("order_no").pattern
+    assert fix_code("54857488", order) is None
+    assert fix_code("548574889923", order) == Fixed("548574889923", 0, False)
+    assert fix_code("5F1234", order) == Fixed("SF1234", 1, False)  # a letter in the prefix: a misread S
+    for whole in ("123-4567890-1234567", "250530-269464586000132", "SO1234", "RT20240115-00321", "SN12345678901"):
+        assert fix_code(whole, order) == Fixed(whole, 0, False), whole
+    ext = extract_fields(lines_of("Order No. :54857488", "SKU: AB-1234-BLK"), TEMPLATE, REASONS, MATCHER)
+    assert ext.values["order_no"].value is None
+    assert [i.code for i in ext.issues if i.field == "order_no"] == ["bad_format"]
+
+
 def test_fix_code__alphanumeric_pattern_keeps_letters() -> None:
     # A SKU may hold letters and digits anywhere: nothing to fix, nothing changed.
     rx = re.compile(r"[A-Z0-9][A-Z0-9-]{2,31}")

@@ -372,12 +372,9 @@ def _locate(
                 continue
             kind = kinds[hit.role]
             stop = bh[j + 1].start if j + 1 < len(bh) else len(box.text)
-            start = value_start(box.text[:stop], hit.end, kind)
-            if start is not None and box.text[start:stop].strip() and parses(hit.role, box.text[start:stop]):
-                text, conf, cc = box.text[start:stop], box.confidence, _cc(box, start, stop)
-                if kind == "code" and stop == len(box.text):
-                    text, conf, cc = _continued(text, conf, cc, box, boxes=boxes, is_label=is_label)
-                found[hit.role].append(Found(hit.role, text, conf, box, "same", hit.fuzzy, box, cc))
+            same = _value_beside(box, hit, stop, kind, boxes=boxes, is_label=is_label, parses=parses)
+            if same is not None:
+                found[hit.role].append(same)
                 continue
             # A label with a colon and something after it that is no value: a format issue, not a missing field.
             raw = re.split(r"[:：;；]", box.text[hit.end : stop], maxsplit=1)
@@ -402,6 +399,27 @@ def _locate(
                     found[hit.role].append(Found(hit.role, text, conf, other, how, hit.fuzzy, box, cc))
                     break
     return found
+
+
+def _value_beside(
+    box: TextLine,
+    hit: Hit,
+    stop: int,
+    kind: str,
+    *,
+    boxes: list[TextLine],
+    is_label: list[bool],
+    parses: Callable[[str, str], bool],
+) -> Found | None:
+    """The value after a label in its own box, up to `stop`, when it parses."""
+    start = value_start(box.text[:stop], hit.end, kind)
+    if start is None or not box.text[start:stop].strip():
+        return None
+    text, conf, cc = box.text[start:stop], box.confidence, _cc(box, start, stop)
+    if kind == "code" and stop == len(box.text):
+        # joined first: a part of a code need not be a value on its own (8 digits of an order number)
+        text, conf, cc = _continued(text, conf, cc, box, boxes=boxes, is_label=is_label)
+    return Found(hit.role, text, conf, box, "same", hit.fuzzy, box, cc) if parses(hit.role, text) else None
 
 
 def _continued(

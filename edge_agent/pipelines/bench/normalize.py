@@ -200,8 +200,8 @@ def ean13_valid(value: str) -> bool:
 def fix_code(token: str, pattern: re.Pattern[str], *, max_prefix: int = 6) -> Fixed | None:
     """The token made to match `pattern`, fixing letter/digit confusions where it needs digits.
 
-    Tries the token as read, then every split into a letter prefix (digits read as letters are
-    turned back: 5F -> SF) and a digit body (O -> 0, I -> 1, S -> 5, B -> 8 ...), keeping the
+    Tries the token as read, then every split into a letter prefix that holds a letter (digits read
+    as letters are turned back: 5F -> SF) and a digit body (O -> 0, I -> 1, S -> 5, B -> 8 ...), keeping the
     reading with the fewest changes. None when no reading matches.
     """
     token = token.upper()
@@ -211,6 +211,8 @@ def fix_code(token: str, pattern: re.Pattern[str], *, max_prefix: int = 6) -> Fi
         return Fixed(token, 0, _boundary_ambiguous(token, pattern))
     best: Fixed | None = None
     for k in range(min(len(token), max_prefix) + 1):
+        if k and not any(c.isalpha() for c in token[:k]):
+            continue  # digits alone are no letter prefix misread (54857488 is not S4857488)
         prefix = "".join(LETTER_FOR.get(c, c) for c in token[:k])
         body = "".join(DIGIT_FOR.get(c, c) for c in token[k:])
         cand = prefix + body
