@@ -525,10 +525,10 @@ def _by_shape(
         segment = parts[-1].strip()
         if not segment:
             continue
-        # A box that is one of the reasons (尺码不对) may hold a word that is also a label (尺码).
         alone = len(parts) < 2 and opens_with_reason(segment, reasons)
         hits = labels.find(ln.text)
-        if hits and not (alone and all(h.role not in cands for h in hits)):
+        # A box that is one of the reasons (尺码不对) may hold a word that is another kind of label (尺码).
+        if any(h.role in cands for h in hits) or (hits and not alone):
             continue
         for name in wanted:
             if name == "quantity" and not _QTY_SHAPE.fullmatch(segment):
