@@ -63,14 +63,19 @@ class _ReadAhead:
         self._pos = 0
 
     def recv(self, n: int) -> bytes:
-        if self._pos >= len(self._buf):
+        buf, p = self._buf, self._pos
+        if p >= len(buf):
             data: bytes = self._sock.recv(65536)  # BlockingIOError / SSLWantReadError go to paho as before
             if len(data) <= n:
+                self._buf, self._pos = b"", 0
                 return data
-            self._buf, self._pos = data, 0
-        p = self._pos
-        self._pos = p + n
-        return self._buf[p : p + n]
+            buf, p = data, 0
+            self._buf = buf
+        # A packet longer than what is buffered gets what there is: paho asks again for the rest. The
+        # position never passes the end, so pending() is never negative (truthy: paho would spin on it).
+        end = min(p + n, len(buf))
+        self._pos = end
+        return buf[p:end]
 
     def pending(self) -> int:
         inner = self._sock.pending() if hasattr(self._sock, "pending") else 0

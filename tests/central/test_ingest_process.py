@@ -334,3 +334,22 @@ def test_ingest__publishes_with_properties_or_qos_0_take_paho_s_own_path_and_are
         client.disconnect()
         client.loop_stop()
         assert w.stop() == 0
+
+
+def test_ingest__a_publish_longer_than_one_socket_read_then_silence_still_stops_at_once(
+    broker: Broker, sqlite_dsn: str, tmp_path: Path
+) -> None:
+    # The worker reads its socket 64 KiB at a time. A message longer than that, with nothing after it,
+    # once left the network thread spinning on a read that could never complete: no keepalive, no acks,
+    # and a SIGTERM that never ended the process.
+    from tests.broker import publish
+
+    w = Worker(broker, sqlite_dsn, tmp_path, "wl", share=None).start()
+    try:
+        publish(broker, "edge/sim/sim-00000/rec/telemetry", [b"{" + b"x" * (200 * 1024) + b"}"], client_id="long")
+        assert wait_until(lambda: anomaly_pairs(sqlite_dsn) == [("sim-00000", "malformed")], 20), anomaly_pairs(
+            sqlite_dsn
+        )
+    finally:
+        assert w.stop() == 0
+    assert "ingest stopped: 0 record(s)" in w.log_text()
