@@ -153,10 +153,12 @@ def check_chains(dsn: str, report: dict[str, Any]) -> dict[str, Verifier]:
         db.close()
 
 
-def anomaly_pairs(dsn: str) -> list[tuple[str, str]]:
+def anomaly_pairs(dsn: str, *, resolved: bool | None = None) -> list[tuple[str, str]]:
+    """(device, kind) of every anomaly, or only of the open (resolved=False) or resolved (True) ones."""
     db = open_db(dsn, migrate=False)
     try:
-        return sorted((str(d), str(k)) for d, k in db.query("SELECT device, kind FROM anomalies"))
+        rows = db.query("SELECT device, kind, resolved_at FROM anomalies")
+        return sorted((str(d), str(k)) for d, k, at in rows if resolved is None or (at is not None) == resolved)
     finally:
         db.close()
 
