@@ -544,6 +544,38 @@ def test_extract_fields__a_code_split_by_a_misread_dot_is_not_read_whole() -> No
     assert ext.values["order_no"].value == "1234567890"  # a comma and a space after a code end it cleanly
 
 
+def test_extract_fields__a_customer_id_whose_label_was_not_read_is_taken_by_its_shape_for_review() -> None:
+    """Seen on a stacked hard tuning slip (433): 客户编号 came back as '8794' under low ink and blur; its
+    value under it was read, and so were the SKU and the order number with their labels."""
+    lines = [
+        box("网络订单号：", 57, 495, 119, 36),
+        box("132-5734145-5855766", 54, 526, 322, 44),
+        box("SKU:", 630, 577, 55, 36),
+        box("XZ-2552-RED-L", 629, 605, 224, 43),
+        box("8794", 54, 335, 97, 46),
+        box("KH-2022-49094", 52, 372, 226, 43),
+        box("M系电法", 633, 263, 99, 41),  # 联系电话, not read: the phone number under it is free too
+        box("16944601222", 634, 296, 192, 43),
+    ]
+    ext = extract_fields(lines, TEMPLATE, REASONS, MATCHER)
+    cust = ext.values["customer_id"]
+    assert cust.value == "KH-2022-49094" and cust.confidence < FieldsConfig().default_min_confidence
+    assert [i.code for i in ext.issues if i.field == "customer_id"] == ["found_by_shape"]
+    assert ext.values["sku"].value == "XZ-2552-RED-L" and ext.values["order_no"].value == "132-5734145-5855766"
+    # Digits alone are a phone number as often as an id: not taken.
+    digits_only = [ln for ln in lines if ln.text != "KH-2022-49094"]
+    assert extract(digits_only)["customer_id"] is None
+    # A waybill number whose label was not read has letters then digits too, 12 digits and more: not taken.
+    waybill = [box("YD246211012983789", 52, 372, 300, 43) if ln.text == "KH-2022-49094" else ln for ln in lines]
+    assert extract(waybill)["customer_id"] is None
+    # Two free codes of its shape: neither is taken.
+    assert extract([*lines, box("JD-2024-7777", 52, 700, 226, 43)])["customer_id"] is None
+    # The SKU's label not read either: the one free code is taken as the SKU (found first), not twice.
+    no_sku_label = [ln for ln in lines if ln.text not in ("SKU:", "XZ-2552-RED-L")]
+    got = extract(no_sku_label)
+    assert got["sku"] == "KH-2022-49094" and got["customer_id"] is None
+
+
 def test_extract_fields__a_quantity_no_label_names_is_taken_by_its_shape_and_asks_a_person() -> None:
     ext = extract_fields(
         lines_of("订单号：987654321012", "[QV]: 20 PCS", "商品：真丝枕套 2只装"), TEMPLATE, REASONS, MATCHER

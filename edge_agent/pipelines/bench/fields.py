@@ -477,10 +477,14 @@ def extract_fields(
             cands[name].append(_Candidate(value, conf, problem))
             boxes[name].setdefault(value, it.line)
     _by_shape(lines, template, labels=matcher.labels, reasons=reasons, cands=cands, boxes=boxes, parse=parse)
-    by_shape = None
-    if not cands["sku"] and template.spec("sku").kind == "code":
+    by_shape: dict[str, str] = {}
+    shaped = [n for n in _CODE_SHAPES if not cands[n] and template.spec(n).kind == "code"]
+    if shaped:
         free = unclaimed(lines, matcher.labels, kinds, lambda n, t: parse(n, t)[0] is not None)
-        by_shape = _sku_by_shape(free, template, cands=cands, boxes=boxes, parse=parse)
+        for name in shaped:  # the SKU first: a customer id is taken only beside a SKU already found
+            value = _code_by_shape(name, free, template, cands=cands, boxes=boxes, parse=parse)
+            if value is not None:
+                by_shape[name] = value
     values: dict[str, FieldValue] = {}
     issues: list[Issue] = []
     where: dict[str, TextLine] = {}
@@ -488,8 +492,11 @@ def extract_fields(
         fv, found_issues = _choose(spec, cands[spec.name])
         values[spec.name] = fv
         issues += found_issues
-        if spec.name == "sku" and by_shape is not None and fv.value == by_shape:
-            issues.append(Issue("found_by_shape", "sku", f"sku: no label names it; {by_shape} taken by its shape"))
+        shape_value = by_shape.get(spec.name)
+        if shape_value is not None and fv.value == shape_value:
+            issues.append(
+                Issue("found_by_shape", spec.name, f"{spec.name}: no label names it; {shape_value} taken by its shape")
+            )
         if fv.value is not None and fv.value in boxes[spec.name]:
             where[spec.name] = boxes[spec.name][fv.value]
     return Extraction(values, tuple(issues), rows, tuple(spans), where)
@@ -545,11 +552,19 @@ def _by_shape(
 # clearly. On the tuning split (seeds 0-99, three tiers) reads below these took noise for a SKU on hard
 # photos (J00.00 at 0.89, 5P89/0 at 0.73; a character at 0.33).
 _SKU_SHAPE = re.compile(r"(?=[A-Z0-9\-_/.]*[A-Z])(?=[A-Z0-9\-_/.]*[0-9])[A-Z0-9][A-Z0-9\-_/.]*")
+# A customer id by its shape alone: letters, then digits (KH-2022-49094, C0535067271, VIP05796006), at
+# most 11 digits. Digits alone are not taken (a phone number, an amount or a postcode has that shape too),
+# nor 12 digits and more: a waybill number whose label was not read (YD246211012983789, ZTO8848...; tuning
+# seeds 492, 514, 527).
+_CUSTOMER_SHAPE = re.compile(r"(?!(?:[^0-9]*[0-9]){12})[A-Z]{1,4}[-_]?[0-9][A-Z0-9\-_/.]*")
+# The fields taken by their shape when no label names them, in that order.
+_CODE_SHAPES = {"sku": _SKU_SHAPE, "customer_id": _CUSTOMER_SHAPE}
 SKU_SHAPE_MIN_LINE = 0.95
 SKU_SHAPE_MIN_CHAR = 0.9
 
 
-def _sku_by_shape(
+def _code_by_shape(
+    name: str,
     free: Sequence[TextLine],
     template: Template,
     *,
@@ -557,27 +572,33 @@ def _sku_by_shape(
     boxes: dict[str, dict[object, TextLine]],
     parse: Callable[[str, str, tuple[float, ...]], tuple[str | int | None, float, str | None]],
 ) -> str | None:
-    """The SKU when its label was not read: the one box no label names that holds nothing but a code of
-    letters and digits, is not the value of another field (the order number under its barcode) and is
-    not shaped like an order or waybill number (YT6143564467180). Two such boxes: none is taken. A
-    person decides (SHAPE_ONLY, and the issue found_by_shape). Returns the value taken."""
-    taken = {str(c.value) for n in ("order_no", "customer_id") for c in cands[n] if c.value is not None}
+    """The SKU or customer id when its label was not read: the one box no label names that holds nothing
+    but a code of its shape (_CODE_SHAPES), read clearly, and is not the value of another field (the
+    order number under its barcode). A SKU is not shaped like an order or waybill number
+    (YT6143564467180); a customer id is taken only when the SKU was found, so that the one free code is
+    not the SKU. Two such boxes: none is taken. A person decides (SHAPE_ONLY, and the issue
+    found_by_shape). Returns the value taken."""
+    if name == "customer_id" and not any(c.value is not None for c in cands["sku"]):
+        return None
+    taken = {str(c.value) for n in ("order_no", "sku", "customer_id") for c in cands[n] if c.value is not None}
     order_shape = re.compile(template.spec("order_no").pattern)
     found: dict[str | int, tuple[_Candidate, TextLine]] = {}
     for ln in free:
         text = to_halfwidth(ln.text).strip()
-        if not _SKU_SHAPE.fullmatch(text) or ln.confidence < SKU_SHAPE_MIN_LINE or order_shape.fullmatch(text):
+        if not _CODE_SHAPES[name].fullmatch(text) or ln.confidence < SKU_SHAPE_MIN_LINE:
+            continue
+        if name == "sku" and order_shape.fullmatch(text):
             continue
         if ln.char_conf and min(ln.char_conf) < SKU_SHAPE_MIN_CHAR:
             continue
-        value, f, problem = parse("sku", text, ln.char_conf if len(ln.char_conf) == len(ln.text) else ())
+        value, f, problem = parse(name, text, ln.char_conf if len(ln.char_conf) == len(ln.text) else ())
         if value is not None and str(value) not in taken:
             found.setdefault(value, (_Candidate(value, ln.confidence * f * SHAPE_ONLY, problem), ln))
     if len(found) != 1:
         return None
     ((value, (cand, ln)),) = found.items()
-    cands["sku"].append(cand)
-    boxes["sku"].setdefault(value, ln)
+    cands[name].append(cand)
+    boxes[name].setdefault(value, ln)
     return str(value)
 
 
