@@ -522,6 +522,18 @@ def test_extract_fields__the_next_cell_of_a_table_does_not_continue_a_code() -> 
     # a code the detector split in two is still joined
     split = [TextLine("订单号：24101592", 0.99, (20, 0, 200, 30)), TextLine("683426", 0.99, (225, 0, 80, 30))]
     assert extract(split)["order_no"] == "24101592683426"
+    # Tuning slips 551 and 560: the order number fills its cell up to the customer id in the next one,
+    # each under its own header; joined, neither was read.
+    header = [
+        box("退货商品编码", 74, 387, 160, 38),
+        box("ORDER ID", 571, 388, 138, 37),
+        box("客户ID", 971, 382, 98, 51),
+        box("BBT1IKPR8", 69, 438, 179, 44),
+        box("241108-170943469411238", 447, 437, 364, 45),
+        box("285249298", 822, 438, 168, 43),
+    ]
+    got = extract(header)
+    assert got["order_no"] == "241108-170943469411238" and got["customer_id"] == "285249298"
 
 
 def test_extract_fields__a_code_with_an_ellipsis_was_not_read_whole() -> None:

@@ -395,7 +395,7 @@ def _locate(
                     cc = _cc(other, vs, len(text))
                     text, conf = text[vs:], other.confidence * (BELOW if how == "below" else 1.0)
                     if kind == "code" and not oh:
-                        text, conf, cc = _continued(text, conf, cc, other, boxes=boxes, is_label=is_label)
+                        text, conf, cc = _continued(text, conf, cc, other, box, boxes=boxes, is_label=is_label)
                     found[hit.role].append(Found(hit.role, text, conf, other, how, hit.fuzzy, box, cc))
                     break
     return found
@@ -418,15 +418,24 @@ def _value_beside(
     text, conf, cc = box.text[start:stop], box.confidence, _cc(box, start, stop)
     if kind == "code" and stop == len(box.text):
         # joined first: a part of a code need not be a value on its own (8 digits of an order number)
-        text, conf, cc = _continued(text, conf, cc, box, boxes=boxes, is_label=is_label)
+        text, conf, cc = _continued(text, conf, cc, box, box, boxes=boxes, is_label=is_label)
     return Found(hit.role, text, conf, box, "same", hit.fuzzy, box, cc) if parses(hit.role, text) else None
 
 
 def _continued(
-    text: str, conf: float, cc: tuple[float, ...], box: TextLine, *, boxes: list[TextLine], is_label: list[bool]
+    text: str,
+    conf: float,
+    cc: tuple[float, ...],
+    box: TextLine,
+    label: TextLine,
+    *,
+    boxes: list[TextLine],
+    is_label: list[bool],
 ) -> tuple[str, float, tuple[float, ...]]:
     """A code the detector split in two ("24101592" "683426"): the boxes that continue it on its line,
-    closer than a character's height, joined; the confidence is the lowest of the parts."""
+    closer than a character's height, joined; the confidence is the lowest of the parts. A box that is
+    another label's value is no continuation: in a header table an order number fills its cell up to
+    the customer id in the next (tuning seeds 551, 560)."""
     cur = box
     while True:
         h = cur.box[3]
@@ -444,9 +453,21 @@ def _continued(
         # Only a box that is all code continues one: "2件/pcs" in the next cell of a table is a quantity.
         if is_label[k] or not re.fullmatch(r"[A-Za-z0-9\-_/.]+", to_halfwidth(b.text.strip())):
             return text, conf, cc
+        if _value_of_another_label(b, label, boxes, is_label):
+            return text, conf, cc
         more = _cc(b, 0, len(b.text))
         cc = (*cc, 1.0, *more) if cc and more and b.text == b.text.strip() else ()
         text, conf, cur = text + " " + b.text.strip(), min(conf, b.confidence), b
+
+
+def _value_of_another_label(b: TextLine, label: TextLine, boxes: list[TextLine], is_label: list[bool]) -> bool:
+    """Is b the box beside or under a label other than `label`?"""
+    return any(
+        other is b
+        for li, lab in enumerate(is_label)
+        if lab and boxes[li] is not label
+        for _, other in _neighbours(li, boxes, is_label)
+    )
 
 
 def _right_of_a_label(b: TextLine, boxes: list[TextLine], is_label: list[bool]) -> bool:
