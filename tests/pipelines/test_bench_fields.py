@@ -422,6 +422,16 @@ def test_extract_fields__a_latin_keyword_run_on_by_a_few_letters_is_a_label() ->
     assert extract(lines_of("SKUAB1234"))["sku"] is None  # letters then digits: a code, not a label
 
 
+def test_extract_fields__a_latin_keyword_that_starts_the_code_is_not_part_of_the_label_before_it() -> None:
+    """Tuning slip 564, all three tiers: '货号 SKU90601227' was one label 货号 SKU running on into digits,
+    so the box was no label at all and the SKU was not found."""
+    assert extract(lines_of("货号 SKU90601227", "订单号：1234567890"))["sku"] == "SKU90601227"
+    assert extract(lines_of("货号SKU90601227"))["sku"] == "SKU90601227"
+    # two keywords of one field still make one label
+    assert extract(lines_of("货号 SKU: AB-1234"))["sku"] == "AB-1234"
+    assert extract(lines_of("退货日期/Date: 2024-06-26"))["return_date"] == "2024-06-26"
+
+
 def test_extract_fields__a_sku_whose_label_was_not_read_is_taken_by_its_shape_for_review() -> None:
     """Seen on a generated stacked slip under glare: the SKU's label was not detected, its value was."""
     lines = [

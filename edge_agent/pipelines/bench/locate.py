@@ -126,9 +126,11 @@ class Labels:
         hits.sort()
         merged: list[tuple[int, int, str, bool]] = []
         for h in hits:
-            # 退货日期/Date, 商品编号／Item No.: two keywords of one field make one label
+            # 退货日期/Date, 商品编号／Item No.: two keywords of one field make one label, unless the second
+            # is a Latin keyword running straight on into a code: in 货号 SKU90601227 the SKU starts the value.
             gap = f.text[merged[-1][1] : h[0]] if merged else ""
-            if merged and merged[-1][2] == h[2] and len(gap) <= 2 and all(c in "/|-" for c in gap):
+            starts_code = _LATIN.match(f.text[h[0]]) and _runs_into_code(f.text, h[1])
+            if merged and merged[-1][2] == h[2] and len(gap) <= 2 and all(c in "/|-" for c in gap) and not starts_code:
                 s, _, r, fz = merged[-1]
                 merged[-1] = (s, h[1], r, fz and h[3])
             else:
@@ -147,12 +149,7 @@ def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Call
     """
     out: list[Hit] = []
     for h in hits:
-        if (
-            kinds.get(h.role) == "code"
-            and _ascii_alnum(text[h.end - 1])
-            and _ascii_alnum(text[h.end : h.end + 1] or " ")
-            and not _LABEL_RUN_ON.match(to_halfwidth(text[h.end :]))
-        ):
+        if kinds.get(h.role) == "code" and _ascii_alnum(text[h.end - 1]) and _runs_into_code(text, h.end):
             continue  # SKU01557005210: a Latin keyword running straight on into letters or digits starts a code
         after = text[h.end : h.end + 4].lstrip(" )）】]")
         if not after.strip() and h.start > 0 and h.role in kinds and parses(h.role, text):
@@ -196,6 +193,12 @@ MAX_LABEL_SUFFIX = 4
 # A Latin keyword run straight on by a few letters that end the word (SKUID, SKUNO, SKUCODE) is a label:
 # a code that starts with the keyword goes on with digits (SKU01557005210).
 _LABEL_RUN_ON = re.compile(r"[A-Za-z]{1,4}(?![A-Za-z0-9])")
+
+
+def _runs_into_code(text: str, end: int) -> bool:
+    """Does a Latin keyword ending at `end` run straight on into a code (SKU01557005210), rather than into
+    a short run of letters that ends the label (SKUID)?"""
+    return _ascii_alnum(text[end : end + 1] or " ") and not _LABEL_RUN_ON.match(to_halfwidth(text[end:]))
 
 
 def _label_suffix(text: str, end: int) -> bool:
