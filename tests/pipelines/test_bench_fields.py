@@ -427,6 +427,8 @@ def test_extract_fields__a_latin_keyword_that_starts_the_code_is_not_part_of_the
     so the box was no label at all and the SKU was not found."""
     assert extract(lines_of("货号 SKU90601227", "订单号：1234567890"))["sku"] == "SKU90601227"
     assert extract(lines_of("货号SKU90601227"))["sku"] == "SKU90601227"
+    # after label text that is no keyword, the keyword ends the label: the space before the code was lost
+    assert extract(lines_of("退货SKUX63603-18", "订单号：1234567890"))["sku"] == "X63603-18"
     # two keywords of one field still make one label
     assert extract(lines_of("货号 SKU: AB-1234"))["sku"] == "AB-1234"
     assert extract(lines_of("退货日期/Date: 2024-06-26"))["return_date"] == "2024-06-26"

@@ -149,7 +149,14 @@ def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Call
     """
     out: list[Hit] = []
     for h in hits:
-        if kinds.get(h.role) == "code" and _ascii_alnum(text[h.end - 1]) and _runs_into_code(text, h.end):
+        if (
+            kinds.get(h.role) == "code"
+            and _ascii_alnum(text[h.end - 1])
+            and _runs_into_code(text, h.end)
+            # 退货SKUX63603-18: after label text that is no keyword (退货) the keyword ends the label, and
+            # the space before the code was not read (tuning 575)
+            and not (h.start > 0 and "\u4e00" <= text[h.start - 1] <= "\u9fff" and all(o.end != h.start for o in hits))
+        ):
             continue  # SKU01557005210: a Latin keyword running straight on into letters or digits starts a code
         after = text[h.end : h.end + 4].lstrip(" )）】]")
         if not after.strip() and h.start > 0 and h.role in kinds and parses(h.role, text):
