@@ -568,6 +568,25 @@ def test_extract_fields__a_code_split_by_a_misread_dot_is_not_read_whole() -> No
     assert ext.values["order_no"].value == "1234567890"  # a comma and a space after a code end it cleanly
 
 
+def test_extract_fields__a_sku_after_a_label_no_keyword_names_is_taken_by_its_shape_for_review() -> None:
+    """Hard tuning slip 586: 商品 of 商品编码 was lost, and 编码：GU-7117-BOX-L sat under 退款金额：V1460.90,
+    a label whose value is in its own box, so the box under it is not that label's."""
+    lines = [
+        box("组货订单号:2505279653678351", 29, 242, 349, 40),
+        box("实退数量：1件", 30, 343, 169, 39),
+        box("退款金额：V1460.90", 31, 545, 226, 36),
+        box("编码：GU-7117-BOX-L", 27, 577, 309, 44),
+    ]
+    ext = extract_fields(lines, TEMPLATE, REASONS, MATCHER)
+    assert ext.values["sku"].value == "GU-7117-BOX-L"
+    assert "found_by_shape" in [i.code for i in ext.issues if i.field == "sku"]
+    # under a label with nothing after it, the box is that label's value, not a free code
+    bare = [box("退款金额", 31, 545, 120, 36) if ln.text.startswith("退款金额") else ln for ln in lines]
+    assert extract(bare)["sku"] is None
+    # a long text before the colon is no label
+    assert extract([*lines[:3], box("请在七天内寄回并备注：GU-7117-BOX-L", 27, 577, 500, 44)])["sku"] is None
+
+
 def test_extract_fields__a_customer_id_whose_label_was_not_read_is_taken_by_its_shape_for_review() -> None:
     """Seen on a stacked hard tuning slip (433): 客户编号 came back as '8794' under low ink and blur; its
     value under it was read, and so were the SKU and the order number with their labels."""

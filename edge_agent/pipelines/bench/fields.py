@@ -573,7 +573,8 @@ def _code_by_shape(
     parse: Callable[[str, str, tuple[float, ...]], tuple[str | int | None, float, str | None]],
 ) -> str | None:
     """The SKU or customer id when its label was not read: the one box no label names that holds nothing
-    but a code of its shape (_CODE_SHAPES), read clearly, and is not the value of another field (the
+    but a code of its shape (_CODE_SHAPES), alone or after the colon of a short label no keyword names
+    (编码：, the 商品 of 商品编码 lost on a hard photo), read clearly, and is not the value of another field (the
     order number under its barcode). A SKU is not shaped like an order or waybill number
     (YT6143564467180); a customer id is taken only when the SKU was found, so that the one free code is
     not the SKU. Two such boxes: none is taken. A person decides (SHAPE_ONLY, and the issue
@@ -584,14 +585,22 @@ def _code_by_shape(
     order_shape = re.compile(template.spec("order_no").pattern)
     found: dict[str | int, tuple[_Candidate, TextLine]] = {}
     for ln in free:
-        text = to_halfwidth(ln.text).strip()
+        raw, chars = ln.text, ln.char_conf
+        k = max(raw.rfind(":"), raw.rfind("："))
+        if k >= 0 and 0 < len(raw[:k].strip()) <= 8 and not any(c.isdigit() for c in raw[:k]):
+            # after the colon of a label no keyword names (编码：GU-7117-BOX-L): the value's characters
+            lead = len(raw) - len(raw[k + 1 :].lstrip())
+            raw = raw[lead:].rstrip()
+            chars = chars[lead : lead + len(raw)] if len(chars) == len(ln.text) else chars
+        text = to_halfwidth(raw).strip()
+        cc = chars if len(chars) == len(raw) else ()
         if not _CODE_SHAPES[name].fullmatch(text) or ln.confidence < SKU_SHAPE_MIN_LINE:
             continue
         if name == "sku" and order_shape.fullmatch(text):
             continue
-        if ln.char_conf and min(ln.char_conf) < SKU_SHAPE_MIN_CHAR:
+        if chars and min(chars) < SKU_SHAPE_MIN_CHAR:
             continue
-        value, f, problem = parse(name, text, ln.char_conf if len(ln.char_conf) == len(ln.text) else ())
+        value, f, problem = parse(name, text, cc)
         if value is not None and str(value) not in taken:
             found.setdefault(value, (_Candidate(value, ln.confidence * f * SHAPE_ONLY, problem), ln))
     if len(found) != 1:

@@ -348,13 +348,14 @@ def unclaimed(
     parses: Callable[[str, str], bool],
 ) -> list[TextLine]:
     """The boxes no label names: no label in them, and not the box beside or under a label of any kind
-    (a waybill number under 运单号 is claimed even though it is no field)."""
+    (a waybill number under 运单号 is claimed even though it is no field) unless the label's value is
+    in its own box (退款金额：V1460.90 over 编码：GU-7117-BOX-L)."""
     boxes, original = _text_frame(lines)
     raw = [labels.find(b.text) for b in boxes]
-    _, is_label = _label_hits(boxes, raw, kinds, parses)
+    hits, is_label = _label_hits(boxes, raw, kinds, parses)
     claimed = {id(b) for b, found in zip(boxes, raw, strict=True) if found}
     for bi, lab in enumerate(is_label):
-        if lab:
+        if lab and not any(c.isalnum() for c in boxes[bi].text[max(h.end for h in hits[bi]) :]):
             claimed |= {id(other) for _, other in _neighbours(bi, boxes, is_label)}
     return [original[id(b)] for b in boxes if id(b) not in claimed]
 
