@@ -422,6 +422,14 @@ def test_extract_fields__a_latin_keyword_run_on_by_a_few_letters_is_a_label() ->
     assert extract(lines_of("SKUAB1234"))["sku"] is None  # letters then digits: a code, not a label
 
 
+def test_extract_fields__a_second_field_after_a_gap_in_one_box_is_found() -> None:
+    """Hard tuning slip 572: the detector took the address and the customer id beside it as one box."""
+    got = extract(lines_of("地址：四川省成都市武侯区光谷大道572号 客户ID U39201798", "订单编号：625949542750498099"))
+    assert got["customer_id"] == "U39201798" and got["order_no"] == "625949542750498099"
+    # the keyword after a gap with no code of its field to the end of the box is no label
+    assert extract(lines_of("备注：请核对 客户ID 后寄回", "订单编号：625949542750498099"))["customer_id"] is None
+
+
 def test_extract_fields__a_latin_keyword_that_starts_the_code_is_not_part_of_the_label_before_it() -> None:
     """Tuning slip 564, all three tiers: '货号 SKU90601227' was one label 货号 SKU running on into digits,
     so the box was no label at all and the SKU was not found."""
