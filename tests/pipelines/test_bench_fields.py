@@ -637,6 +637,9 @@ def test_extract_fields__a_quantity_no_label_names_is_taken_by_its_shape_and_ask
     assert not [i for i in ext.issues if i.field == "quantity"]  # found: low confidence is decided later
     # a count with its unit alone in its box, as in a table cell
     assert extract(lines_of("订单号：987654321012", "3件"))["quantity"] == 3
+    # or after a times sign (hard tuning slip 437: the label 数量 lost, x8 under it)
+    assert extract(lines_of("订单号：987654321012", "x8"))["quantity"] == 8
+    assert extract(lines_of("订单号：987654321012", "×2件"))["quantity"] == 2
     # a number without a unit, or inside other text, is no quantity
     assert extract(lines_of("订单号：987654321012", "退款金额:¥1677.00", "真丝枕套 2只装"))["quantity"] is None
 
