@@ -651,6 +651,10 @@ def test_extract_fields__a_reason_alone_in_its_box_is_taken_by_its_shape_and_ask
     reason = ext.values["reason"]
     assert reason.value == "尺码不合适"
     assert reason.confidence < FieldsConfig().default_min_confidence  # a person decides
+    # after the colon of a label not read, with words of other labels in it (hard tuning slip 438)
+    assert extract(lines_of("订单号：987654321012", "问题原图：尺码不符-颜色不对"))["reason"] == "尺码不合适"
+    # with the reason's own keyword inside it (hard tuning slip 434: 退货原因 above it read as 退款原园)
+    assert extract(lines_of("订单号：987654321012", "退款原园", "七天无理由退货"))["reason"] == "七天无理由"
     # with a detail after it
     assert extract(lines_of("订单号：987654321012", "破损，外箱压扁"))["reason"] == "破损"
     assert extract(lines_of("订单号：987654321012", "故障 赠品未收到"))["reason"] == "质量问题"

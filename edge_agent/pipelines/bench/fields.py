@@ -534,9 +534,12 @@ def _by_shape(
         if not segment:
             continue
         alone = len(parts) < 2 and opens_with_reason(segment, reasons)
-        hits = labels.find(ln.text)
-        # A box that is one of the reasons (尺码不对) may hold a word that is another kind of label (尺码).
-        if any(h.role in cands for h in hits) or (hits and not alone):
+        # Words of other labels after the last colon are the value's (问题原图：尺码不符-颜色不对: 尺码, 颜色).
+        colon = max(ln.text.rfind(":"), ln.text.rfind("："))
+        hits = [h for h in labels.find(ln.text) if h.role in cands or h.start < colon or colon < 0]
+        # A box that is one of the reasons (尺码不对) may hold a word that is another kind of label (尺码),
+        # or the reason's own keyword (理由 in 七天无理由退货, hard tuning slip 434).
+        if any(h.role in cands and not (alone and h.role == "reason") for h in hits) or (hits and not alone):
             continue
         for name in wanted:
             if name == "quantity" and not _QTY_SHAPE.fullmatch(segment):
