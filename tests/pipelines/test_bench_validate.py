@@ -391,19 +391,18 @@ def test_evaluate__a_waybill_barcode_printed_in_groups_is_no_order_number() -> N
     from edge_agent.pipelines.bench.config import BenchConfig
     from edge_agent.pipelines.bench.inspect import Rules, evaluate
 
-    base = _ambiguous_reading((1.0,) * 8, (Barcode("ZTO865981113595157", "Code128"),))
-    grouped = TextLine("ZT08 6598 1113 5951 57", 0.97, (20, 240, 400, 30))
-    reading = ImageReading(base.quality, (*base.lines, grouped), base.barcodes, "onnx")
-    res = evaluate(reading, Rules.from_config(BenchConfig()), manifest=None, today=date(2025, 3, 2))
-    assert res.fields["order_no"] == "1234567890"
-    assert not [i for i in res.review_reasons if i.code == "order_mismatch"], res.review_reasons
-    # without the grouped print on the slip, the same barcode is a second order number: a disagreement
-    alone = evaluate(base, Rules.from_config(BenchConfig()), manifest=None, today=date(2025, 3, 2))
-    assert [i.code for i in alone.review_reasons if i.code == "order_mismatch"] == ["order_mismatch"]
-    # Tuning slip 577: the last group is one character (YD88 1726 3460 2193 0)
-    yd = _ambiguous_reading((1.0,) * 8, (Barcode("YD881726346021930", "Code128"),))
-    yd_grouped = TextLine("YD88 1726 3460 2193 0", 0.97, (20, 240, 400, 30))
-    reading = ImageReading(yd.quality, (*yd.lines, yd_grouped), yd.barcodes, "onnx")
-    res = evaluate(reading, Rules.from_config(BenchConfig()), manifest=None, today=date(2025, 3, 2))
-    assert res.fields["order_no"] == "1234567890"
-    assert not [i for i in res.review_reasons if i.code == "order_mismatch"], res.review_reasons
+    rules = Rules.from_config(BenchConfig())
+    # the last group as short as one character: tuning slip 577
+    for code, printed in (
+        ("ZTO865981113595157", "ZT08 6598 1113 5951 57"),
+        ("YD881726346021930", "YD88 1726 3460 2193 0"),
+    ):
+        base = _ambiguous_reading((1.0,) * 8, (Barcode(code, "Code128"),))
+        grouped = TextLine(printed, 0.97, (20, 240, 400, 30))
+        reading = ImageReading(base.quality, (*base.lines, grouped), base.barcodes, "onnx")
+        res = evaluate(reading, rules, manifest=None, today=date(2025, 3, 2))
+        assert res.fields["order_no"] == "1234567890", printed
+        assert not [i for i in res.review_reasons if i.code == "order_mismatch"], (printed, res.review_reasons)
+        # without the grouped print on the slip, the same barcode is a second order number: a disagreement
+        alone = evaluate(base, rules, manifest=None, today=date(2025, 3, 2))
+        assert [i.code for i in alone.review_reasons if i.code == "order_mismatch"] == ["order_mismatch"]

@@ -535,7 +535,7 @@ def _by_shape(
             continue
         alone = len(parts) < 2 and opens_with_reason(segment, reasons)
         # Words of other labels after the last colon are the value's (问题原图：尺码不符-颜色不对: 尺码, 颜色).
-        colon = max(ln.text.rfind(":"), ln.text.rfind("："))
+        colon = _last_colon(ln.text)
         hits = [h for h in labels.find(ln.text) if h.role in cands or h.start < colon or colon < 0]
         # A box that is one of the reasons (尺码不对) may hold a word that is another kind of label (尺码),
         # or the reason's own keyword (理由 in 七天无理由退货, hard tuning slip 434).
@@ -550,6 +550,11 @@ def _by_shape(
             if value is not None:
                 cands[name].append(_Candidate(value, ln.confidence * f * SHAPE_ONLY, problem))
                 boxes[name].setdefault(value, ln)
+
+
+def _last_colon(text: str) -> int:
+    """Index of the last colon, half- or full-width; -1 when there is none."""
+    return max(text.rfind(":"), text.rfind("："))
 
 
 # A SKU by its shape alone: one box of letters and digits together (AB-1234-BLK-M, T82528/06), read
@@ -590,7 +595,7 @@ def _code_by_shape(
     found: dict[str | int, tuple[_Candidate, TextLine]] = {}
     for ln in free:
         raw, chars = ln.text, ln.char_conf
-        k = max(raw.rfind(":"), raw.rfind("："))
+        k = _last_colon(raw)
         if k >= 0 and 0 < len(raw[:k].strip()) <= 8 and not any(c.isdigit() for c in raw[:k]):
             # after the colon of a label no keyword names (编码：GU-7117-BOX-L): the value's characters
             lead = len(raw) - len(raw[k + 1 :].lstrip())

@@ -155,7 +155,7 @@ def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Call
             and _runs_into_code(text, h.end)
             # 退货SKUX63603-18: after label text that is no keyword (退货) the keyword ends the label, and
             # the space before the code was not read (tuning 575)
-            and not (h.start > 0 and "\u4e00" <= text[h.start - 1] <= "\u9fff" and all(o.end != h.start for o in hits))
+            and not (h.start > 0 and _ideograph(text[h.start - 1]) and all(o.end != h.start for o in hits))
         ):
             continue  # SKU01557005210: a Latin keyword running straight on into letters or digits starts a code
         after = text[h.end : h.end + 4].lstrip(" )）】]")
@@ -169,7 +169,7 @@ def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Call
         before = text[: h.start]
         leading = not any(o.role in kinds for o in out) and len(before.strip()) <= 6
         leading = leading and not any(c.isdigit() for c in before)
-        runs_on = "\u4e00" <= after[0] <= "\u9fff" and h.start > 0
+        runs_on = _ideograph(after[0]) and h.start > 0
         vs = value_start(text, h.end, kinds[h.role])
         if leading and (not runs_on or (vs is not None and parses(h.role, text[vs:]))):
             out.append(h)
@@ -204,6 +204,10 @@ MAX_LABEL_SUFFIX = 4
 # A Latin keyword run straight on by a few letters that end the word (SKUID, SKUNO, SKUCODE) is a label:
 # a code that starts with the keyword goes on with digits (SKU01557005210).
 _LABEL_RUN_ON = re.compile(r"[A-Za-z]{1,4}(?![A-Za-z0-9])")
+
+
+def _ideograph(ch: str) -> bool:
+    return "\u4e00" <= ch <= "\u9fff"
 
 
 def _runs_into_code(text: str, end: int) -> bool:
