@@ -337,6 +337,31 @@ def test_inspector__second_pass_cuts_the_label_again_with_a_margin() -> None:
             )
 
 
+def test_inspector__second_pass_reads_the_whole_photo_when_the_outline_found_holds_no_text() -> None:
+    """Diverse seed 409 (hard, waybill): a shadow's edge is taken for the label's outline, and the crop
+    along it is bare table top. Grown by a margin it is still bare, so the second pass reads the whole
+    photo, and the fields come out with boxes on the slip."""
+    from datetime import date, timedelta
+
+    from edge_agent.pipelines.bench.inspect import Inspector
+    from edge_agent.pipelines.bench.reader import FEW_LINES
+
+    img, t = generate_slip(409, "hard", style="diverse")
+    ins = Inspector(BenchConfig())
+    day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
+    ins.today = lambda: day
+    first = ins.reader.read(img)
+    assert len(first.lines) < FEW_LINES
+    again = ins.reader.second_pass(first, img)
+    assert again is not None and len(again.lines) >= FEW_LINES
+    res = ins.inspect(img)
+    assert res.fields["order_no"] == t["order_no"] and res.fields["customer_id"] == t["customer_id"]
+    quad = np.asarray(t["label_quad"])
+    for name in ("order_no", "customer_id"):
+        for x, y in res.field_boxes[name] or []:
+            assert quad[:, 0].min() <= x <= quad[:, 0].max() and quad[:, 1].min() <= y <= quad[:, 1].max()
+
+
 def test_inspector__a_code_the_first_read_saw_cut_off_stays_doubtful_when_the_second_reads_less() -> None:
     """Diverse seed 44 (hard, tuning split): the first read gives '订单编号：DD20240613-', the second
     '订单编号：DD20240613'; the order number is DD20240613-39939 and must not pass as DD20240613."""

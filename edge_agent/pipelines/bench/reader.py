@@ -24,6 +24,9 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("onnx", "tesseract")
 RECUT_MARGIN = 0.05  # the second pass cuts the label again this much larger each way (a share of its size)
+# A label that gave fewer lines than this cannot hold the six fields: its outline was probably something
+# else (a shadow's edge, tape, the bench), so the second pass reads the whole photo instead.
+FEW_LINES = 6
 CONFIRM_SQUEEZE = 0.8  # the second look at a doubtful line narrows it to this (confirm_lines)
 MAX_IMAGE_PX = MAX_IMAGE_PIXELS  # decompression bombs are refused from the header, before OpenCV allocates them
 
@@ -126,8 +129,9 @@ class ImageReader:
     def second_pass(self, first: ImageReading, image_bgr: NDArray[Any] | None = None) -> ImageReading | None:
         """The cascade's second pass, for a photo whose first read fell short: the label read again at a
         higher detector size and without the horizontal squeeze. With the photo, the label is cut again
-        along the first outline grown RECUT_MARGIN each way, so text a wrong outline cut off is read too.
-        None when the engine has no such setting or there is no label image."""
+        along the first outline grown RECUT_MARGIN each way, so text a wrong outline cut off is read too;
+        when the first label gave fewer than FEW_LINES lines, the outline was not the slip's and the whole
+        photo is read instead. None when the engine has no such setting or there is no label image."""
         from edge_agent.pipelines.bench.ocr_onnx import OnnxOcr
 
         if not isinstance(self.engine, OnnxOcr) or first.label_image is None:
@@ -135,7 +139,7 @@ class ImageReader:
         t0 = time.perf_counter()
         label, to_photo = first.label_image, first.to_photo
         if image_bgr is not None and first.to_photo is not None:
-            label, to_photo = self._recut(image_bgr, first)
+            label, to_photo = self._recut(image_bgr, first, whole=len(first.lines) < FEW_LINES)
         det_px = max(self.cfg.ocr.det_px, self.cfg.ocr.second_pass_det_px)
         lines, engine_timing = self.engine.read(label, det_px=det_px, squeeze=1.0)
         timing = dict(first.timing_ms)
@@ -174,17 +178,21 @@ class ImageReader:
         return out
 
     def _recut(
-        self, image_bgr: NDArray[Any], first: ImageReading
+        self, image_bgr: NDArray[Any], first: ImageReading, whole: bool = False
     ) -> tuple[NDArray[Any], tuple[tuple[float, ...], ...]]:
-        """The label cut from the photo again along the first outline grown RECUT_MARGIN each way, and
-        prepared as before (straightened, grey, deskewed, contrast), with its homography back to the photo."""
-        h, w = first.label_image.shape[:2]
-        corners = np.array([[0, 0, 1], [w, 0, 1], [w, h, 1], [0, h, 1]], np.float64) @ np.asarray(first.to_photo).T
-        pts = corners[:, :2] / corners[:, 2:3]
-        centre = pts.mean(axis=0)
-        grown = centre + (pts - centre) * (1 + 2 * RECUT_MARGIN)
+        """The label cut from the photo again along the first outline grown RECUT_MARGIN each way (or the
+        whole photo), and prepared as before (straightened, grey, deskewed, contrast), with its homography
+        back to the photo."""
         ph, pw = image_bgr.shape[:2]
-        grown = np.clip(grown, 0, [pw - 1, ph - 1]).astype(np.float32)
+        if whole:
+            grown = np.array([[0, 0], [pw - 1, 0], [pw - 1, ph - 1], [0, ph - 1]], np.float32)
+        else:
+            h, w = first.label_image.shape[:2]
+            corners = np.array([[0, 0, 1], [w, 0, 1], [w, h, 1], [0, h, 1]], np.float64) @ np.asarray(first.to_photo).T
+            pts = corners[:, :2] / corners[:, 2:3]
+            centre = pts.mean(axis=0)
+            grown = centre + (pts - centre) * (1 + 2 * RECUT_MARGIN)
+            grown = np.clip(grown, 0, [pw - 1, ph - 1]).astype(np.float32)
         prepared = preprocess(image_bgr, self.cfg.preprocess, grown)
         return prepared.image, tuple(tuple(float(v) for v in row) for row in np.asarray(prepared.to_photo))
 
