@@ -90,6 +90,17 @@ def test_image_reader__photo_with_nothing_on_it_is_refused_at_once(
     assert out.lines == () and "det" not in out.timing_ms
 
 
+def test_image_reader__a_dark_photo_with_a_slip_on_it_is_read_not_refused(reader: ImageReader) -> None:
+    """Diverse seed 445 (typical): the photo averages 6 of 255, under the black level, but a slip's
+    outline shows in it and its lower lines are readable. Dark is a hint, not "nothing on the photo"."""
+    img, _ = generate_slip(445, "typical", style="diverse")
+    assert img.mean() < 12
+    out = reader.read(img)
+    assert out.quality.blank is None and out.quality.label_found
+    assert any(r.startswith("too dark") for r in out.quality.reasons)
+    assert any("运单号" in ln.text for ln in out.lines)
+
+
 def test_onnx_ocr__confidence_separates_text_from_noise(reader: ImageReader) -> None:
     engine = reader.engine
     assert isinstance(engine, OnnxOcr)
