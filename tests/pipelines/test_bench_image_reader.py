@@ -373,6 +373,35 @@ def test_inspector__second_pass_reads_the_whole_photo_when_the_outline_found_hol
             assert quad[:, 0].min() <= x <= quad[:, 0].max() and quad[:, 1].min() <= y <= quad[:, 1].max()
 
 
+def test_inspector__second_pass_reads_the_whole_photo_when_the_outline_cut_through_the_print(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Diverse seed 491 (typical, header table): the outline found runs through the slip and 9 lines
+    touch the label image's edge. Cut again with a 5 % margin the customer id's label is still lost;
+    the whole photo gives it, and the slip passes whole."""
+    from datetime import date, timedelta
+
+    from edge_agent.demo.slipgen import field_truth
+    from edge_agent.pipelines.bench import reader as reader_mod
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    img, t = generate_slip(491, "typical", style="diverse")
+    ins = Inspector(BenchConfig())
+    day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
+    ins.today = lambda: day
+    first = ins.reader.read(img)
+    w = first.label_image.shape[1]
+    assert len(first.lines) >= reader_mod.FEW_LINES
+    assert sum(ln.box[0] <= 1 or ln.box[0] + ln.box[2] >= w - 1 for ln in first.lines) >= reader_mod.CUT_LINES
+    res = ins.inspect(img)
+    assert res.fields == {k: field_truth(t)[k] for k in res.fields}
+    assert not res.needs_review, res.review_reasons
+    with monkeypatch.context() as m:
+        m.setattr(reader_mod, "CUT_LINES", 10**6)  # the margin's recut only
+        margin_only = ins.inspect(img)
+    assert margin_only.fields["customer_id"] is None
+
+
 def test_inspector__a_code_the_first_read_saw_cut_off_stays_doubtful_when_the_second_reads_less() -> None:
     """Diverse seed 44 (hard, tuning split): the first read gives '订单编号：DD20240613-', the second
     '订单编号：DD20240613'; the order number is DD20240613-39939 and must not pass as DD20240613."""

@@ -27,6 +27,9 @@ RECUT_MARGIN = 0.05  # the second pass cuts the label again this much larger eac
 # A label that gave fewer lines than this cannot hold the six fields: its outline was probably something
 # else (a shadow's edge, tape, the bench), so the second pass reads the whole photo instead.
 FEW_LINES = 6
+# Lines that touch the label image's edge were cut through by its outline (a shadow's edge across the
+# slip); this many of them and the second pass reads the whole photo too, as a margin will not reach.
+CUT_LINES = 3
 CONFIRM_SQUEEZE = 0.8  # the second look at a doubtful line narrows it to this (confirm_lines)
 MAX_IMAGE_PX = MAX_IMAGE_PIXELS  # decompression bombs are refused from the header, before OpenCV allocates them
 
@@ -130,8 +133,9 @@ class ImageReader:
         """The cascade's second pass, for a photo whose first read fell short: the label read again at a
         higher detector size and without the horizontal squeeze. With the photo, the label is cut again
         along the first outline grown RECUT_MARGIN each way, so text a wrong outline cut off is read too;
-        when the first label gave fewer than FEW_LINES lines, the outline was not the slip's and the whole
-        photo is read instead. None when the engine has no such setting or there is no label image."""
+        when the first label gave fewer than FEW_LINES lines, the outline was not the slip's, and when
+        CUT_LINES of them touch its left or right edge, it cut through the print: then the whole photo is
+        read instead. None when the engine has no such setting or there is no label image."""
         from edge_agent.pipelines.bench.ocr_onnx import OnnxOcr
 
         if not isinstance(self.engine, OnnxOcr) or first.label_image is None:
@@ -139,7 +143,8 @@ class ImageReader:
         t0 = time.perf_counter()
         label, to_photo = first.label_image, first.to_photo
         if image_bgr is not None and first.to_photo is not None:
-            label, to_photo = self._recut(image_bgr, first, whole=len(first.lines) < FEW_LINES)
+            whole = len(first.lines) < FEW_LINES or _cut_by_outline(first) >= CUT_LINES
+            label, to_photo = self._recut(image_bgr, first, whole=whole)
         det_px = max(self.cfg.ocr.det_px, self.cfg.ocr.second_pass_det_px)
         lines, engine_timing = self.engine.read(label, det_px=det_px, squeeze=1.0)
         timing = dict(first.timing_ms)
@@ -195,6 +200,12 @@ class ImageReader:
             grown = np.clip(grown, 0, [pw - 1, ph - 1]).astype(np.float32)
         prepared = preprocess(image_bgr, self.cfg.preprocess, grown)
         return prepared.image, tuple(tuple(float(v) for v in row) for row in np.asarray(prepared.to_photo))
+
+
+def _cut_by_outline(reading: ImageReading) -> int:
+    """How many lines touch the left or right edge of the label image: print the outline cut through."""
+    w = reading.label_image.shape[1]
+    return sum(1 for ln in reading.lines if ln.box[0] <= 1 or ln.box[0] + ln.box[2] >= w - 1)
 
 
 def _draw_lines(label: NDArray[Any], lines: tuple[TextLine, ...]) -> NDArray[Any]:
