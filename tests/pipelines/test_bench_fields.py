@@ -159,6 +159,28 @@ def test_parse_date__formats_merchants_print(text: str, expected: str) -> None:
     assert got is not None and got[0].isoformat() == expected
 
 
+@pytest.mark.parametrize(
+    ("date_text", "doubtful"),
+    [
+        ("退货时间：2025/04/2", True),  # typical tuning slip 562: 2025/04/24 with its 4 under a washed-out spot
+        ("申请日期：2025-04-2 ", True),
+        ("退货时间：2025/04/24", False),
+        ("退货时间：2025/4/2", False),  # printed unpadded: nothing was cut
+        ("申请日期：2025年04月2日", False),  # the 日 after the day: its end was read
+        ("退货时间：2025/04/2 17:48", False),
+    ],
+)
+def test_extract_fields__a_date_padded_in_its_month_but_ending_on_a_one_digit_day_is_doubtful(
+    date_text: str, doubtful: bool
+) -> None:
+    ext = extract_fields(lines_of("订单编号：1234567890123456789", date_text), TEMPLATE, REASONS, MATCHER)
+    assert ext.values["return_date"].value is not None
+    issues = [i for i in ext.issues if i.field == "return_date"]
+    assert bool(issues) == doubtful, issues
+    if doubtful:
+        assert issues[0].code == "ambiguous_value" and "day" in issues[0].message
+
+
 # "0b": the b was an 8 on one generated slip and would be a 6 on another: no guess.
 @pytest.mark.parametrize(
     "text", ["2025-02-30", "2025-13-01", "27/03/2025", "昨天", "", "2025.01.0b", "2025-01-034", "2025-01-0345"]

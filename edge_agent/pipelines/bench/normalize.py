@@ -297,6 +297,15 @@ def parse_date(segment: str) -> tuple[date, int] | None:
     return None
 
 
+def date_cut_short(segment: str) -> bool:
+    """A date that pads its month with a 0 but ends on a one-digit day (2025/04/2): a slip prints both
+    padded or neither, so the day's second digit was cut off at the box's end (faded or under glare,
+    typical tuning slip 562: 2025/04/24 read as 2025/04/2)."""
+    text = to_halfwidth(segment)
+    m = _DATE.search(text)
+    return m is not None and m.group(2).startswith("0") and len(m.group(3)) == 1 and not text[m.end(3) :].strip()
+
+
 def _find_date(text: str) -> date | None:
     for rx in (_DATE, _DATE_COMPACT):
         m = rx.search(text)
