@@ -369,7 +369,9 @@ def test_inspector__second_pass_reads_the_whole_photo_when_the_outline_found_hol
     assert res.fields["order_no"] == t["order_no"] and res.fields["customer_id"] == t["customer_id"]
     quad = np.asarray(t["label_quad"])
     for name in ("order_no", "customer_id"):
-        for x, y in res.field_boxes[name] or []:
+        corners = res.field_boxes[name]
+        assert corners is not None
+        for x, y in corners:
             assert quad[:, 0].min() <= x <= quad[:, 0].max() and quad[:, 1].min() <= y <= quad[:, 1].max()
 
 
