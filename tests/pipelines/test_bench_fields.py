@@ -164,6 +164,7 @@ def test_parse_date__formats_merchants_print(text: str, expected: str) -> None:
     [
         ("退货时间：2025/04/2", True),  # typical tuning slip 562: 2025/04/24 with its 4 under a washed-out spot
         ("申请日期：2025-04-2 ", True),
+        ("退货时间：2O25/04/2", True),  # cut short as well when a letter OCR read for a digit is fixed
         ("退货时间：2025/04/24", False),
         ("退货时间：2025/4/2", False),  # printed unpadded: nothing was cut
         ("申请日期：2025年04月2日", False),  # the 日 after the day: its end was read

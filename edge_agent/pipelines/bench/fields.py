@@ -19,7 +19,6 @@ from edge_agent.pipelines.bench.normalize import (
     ambiguous_positions,
     clean_code_token_conf,
     dangling_separator,
-    date_cut_short,
     ean13_valid,
     fix_code,
     fold,
@@ -426,10 +425,11 @@ def _parse_date(
     d = parse_date(text)
     if d is None:
         return None, 0.0, "not a date (expected e.g. 2025-03-27)" if text.strip() else "empty"
-    if date_cut_short(text):
-        cut = f"{d[0].isoformat()} or a later day: its month is padded with a 0 and its day is one digit at the end"
-        return d[0].isoformat(), PER_SUBSTITUTION ** d[1] * AMBIGUOUS_CODE, cut
-    return d[0].isoformat(), PER_SUBSTITUTION ** d[1], None
+    value, factor = d.day.isoformat(), PER_SUBSTITUTION**d.substitutions
+    if d.cut_short:
+        cut = f"{value} or a later day: its month is padded with a 0 and its day is one digit at the end"
+        return value, factor * AMBIGUOUS_CODE, cut
+    return value, factor, None
 
 
 def _parse_reason(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from datetime import date
+from typing import NamedTuple
 
 # Full-width ASCII block U+FF01-U+FF5E maps 1:1 onto U+0021-U+007E; U+3000 is the ideographic space.
 _FULLWIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)}
@@ -282,38 +283,42 @@ _DATE_COMPACT = re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?!\d)")
 _DATE_FIXABLE = re.compile(r"[OoDQIl|SsBZz]")
 
 
-def parse_date(segment: str) -> tuple[date, int] | None:
-    """(date, substitutions) for 2025-03-27, 2025/03/27, 2025.03.27, 2025年03月27日, 20250327; None if none is valid."""
+class ParsedDate(NamedTuple):
+    """A date found in a segment: the day, how many letters OCR reads for digits were fixed, and whether
+    it was cut short: it pads its month with a 0 but ends on a one-digit day (2025/04/2). A slip prints
+    both padded or neither, so the day's second digit was cut off at the box's end (faded or under glare,
+    typical tuning slip 562: 2025/04/24 read as 2025/04/2)."""
+
+    day: date
+    substitutions: int
+    cut_short: bool
+
+
+def parse_date(segment: str) -> ParsedDate | None:
+    """The date in 2025-03-27, 2025/03/27, 2025.03.27, 2025年03月27日, 20250327; None if none is valid."""
     text = to_halfwidth(segment)
     found = _find_date(text)
     if found is not None:
-        return found, 0
+        return ParsedDate(found[0], 0, found[1])
     fixed = _DATE_FIXABLE.sub(lambda m: DIGIT_FOR.get(m.group(0).upper(), m.group(0)), text)
     if fixed != text:
         found = _find_date(fixed)
         if found is not None:
             subs = sum(1 for a, b in zip(text, fixed, strict=True) if a != b)
-            return found, subs
+            return ParsedDate(found[0], subs, found[1])
     return None
 
 
-def date_cut_short(segment: str) -> bool:
-    """A date that pads its month with a 0 but ends on a one-digit day (2025/04/2): a slip prints both
-    padded or neither, so the day's second digit was cut off at the box's end (faded or under glare,
-    typical tuning slip 562: 2025/04/24 read as 2025/04/2)."""
-    text = to_halfwidth(segment)
-    m = _DATE.search(text)
-    return m is not None and m.group(2).startswith("0") and len(m.group(3)) == 1 and not text[m.end(3) :].strip()
-
-
-def _find_date(text: str) -> date | None:
+def _find_date(text: str) -> tuple[date, bool] | None:
+    """The first date in text, and whether it was cut short (see ParsedDate)."""
     for rx in (_DATE, _DATE_COMPACT):
         m = rx.search(text)
         if m:
             try:
-                return date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+                day = date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
             except ValueError:
                 return None
+            return day, m.group(2).startswith("0") and len(m.group(3)) == 1 and not text[m.end(3) :].strip()
     return None
 
 
