@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ctypes
 import logging
 import re
 import time
@@ -37,6 +36,7 @@ from edge_agent.pipelines.bench.fields import (
     load_reasons,
     load_template,
 )
+from edge_agent.pipelines.bench.heap import release_freed_memory
 from edge_agent.pipelines.bench.manifest import Manifest
 from edge_agent.pipelines.bench.normalize import ReasonTable, dangling_separator, to_halfwidth
 from edge_agent.pipelines.bench.privacy import mask_text, masked_slip_text
@@ -455,23 +455,6 @@ def _falls_short(result: InspectionResult) -> bool:
 
 def _today_utc() -> date:
     return datetime.now(UTC).date()
-
-
-def _malloc_trim() -> Callable[[int], int] | None:
-    try:
-        return ctypes.CDLL(None).malloc_trim
-    except (OSError, AttributeError):  # not glibc (musl, macOS): nothing to call
-        return None
-
-
-_TRIM = _malloc_trim()
-
-
-def release_freed_memory() -> None:
-    """Hand the heap's free pages back to the kernel after a photo. Each photo's tensors have new shapes;
-    glibc keeps what they freed, so a bench that runs all day would otherwise only ever grow."""
-    if _TRIM is not None:
-        _TRIM(0)
 
 
 class Inspector:

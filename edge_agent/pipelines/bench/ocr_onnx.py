@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from edge_agent.pipelines.bench.heap import large_blocks_mapped
 from edge_agent.pipelines.bench.image_config import OcrConfig
 from edge_agent.pipelines.bench.types import TextLine
 
@@ -311,9 +312,10 @@ class OnnxOcr:
         log.info("onnx ocr ready: model %s, %s threads", cfg.model, cfg.threads)
 
     def detect(self, label: NDArray[Any], det_px: int | None = None) -> list[tuple[NDArray[Any], float]]:
-        x, fx, fy = det_input(label, det_px or self.cfg.det_px)
-        prob = self.det.run(None, {"x": x})[0][0, 0]
-        return sort_reading_order(boxes_from_probmap(prob, self.cfg.det_thresh, self.cfg.box_thresh, fx, fy))
+        with large_blocks_mapped():
+            x, fx, fy = det_input(label, det_px or self.cfg.det_px)
+            prob = self.det.run(None, {"x": x})[0][0, 0]
+            return sort_reading_order(boxes_from_probmap(prob, self.cfg.det_thresh, self.cfg.box_thresh, fx, fy))
 
     def upside_down(self, crops: list[NDArray[Any]]) -> list[bool]:
         """Per crop: does the direction classifier say it reads upside down (with > 0.9 confidence)?"""
