@@ -18,9 +18,10 @@ M_MMAP_THRESHOLD = -3  # mallopt parameter (malloc.h)
 # Blocks from this size on are mapped on their own while the detector runs: its feature maps, not the
 # small blocks of the code around it. glibc's own default is 128 KiB, before it starts to adapt.
 MAPPED_FROM = 128 * 1024
-# Afterwards: the ceiling glibc's adaptive threshold reaches by itself (32 MiB on 64-bit), so the
-# recogniser's buffers come from the heap as before and are not faulted in anew on every batch.
-HEAP_UP_TO = 32 * 1024 * 1024
+# Afterwards: the ceiling glibc's adaptive threshold reaches by itself (DEFAULT_MMAP_THRESHOLD_MAX: 32 MiB
+# on 64-bit, 16 MiB on 32-bit), so the recogniser's buffers come from the heap as before and are not
+# faulted in anew on every batch.
+HEAP_UP_TO = 4 * 1024 * 1024 * ctypes.sizeof(ctypes.c_long)
 
 
 def _libc_function(name: str) -> Callable[..., int] | None:
@@ -47,9 +48,9 @@ def release_freed_memory() -> None:
 def large_blocks_mapped() -> Iterator[None]:
     """Within the block, allocations of MAPPED_FROM or more are mmapped and go back to the kernel when freed.
 
-    Measured on 60 tuning photos (seeds 700-719, three tiers, one core): peak RSS 369-408 MB without it
-    over four runs, 308-318 MB with it over two; the detector's stage took 10-50 ms longer (page faults),
-    the whole photo 3-10 %."""
+    On the OCR benchmark's 300 photos (one core) peak RSS fell from 454 to 343 MB. The price is page
+    faults: the second pass's detector took 546 ms against 356 ms (median, clean photos), and only
+    photos with a second pass pay it (benchmarks/results/ocr.md)."""
     if _MALLOPT is not None:
         _MALLOPT(M_MMAP_THRESHOLD, MAPPED_FROM)
     try:
