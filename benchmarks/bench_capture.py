@@ -28,16 +28,10 @@ from edge_agent.drivers.camera.twin import FolderCameraTwin
 from edge_agent.drivers.scanner.twin import ScannerTwin
 from edge_agent.pipelines.bench.inspect import Inspector
 from edge_agent.pipelines.bench.service import BenchService
+from edge_agent.proc import memory_mb
 from edge_agent.service import ServiceContext
 from edge_agent.settings import parse_config
 from edge_agent.spine.clock import Clock
-
-
-def rss_mb() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) / 1024
-    return 0.0
 
 
 def run_service(slips: list[tuple[Path, dict[str, Any]]], work: Path) -> tuple[list[float], list[float], float]:
@@ -81,7 +75,7 @@ def run_service(slips: list[tuple[Path, dict[str, Any]]], work: Path) -> tuple[l
                 t1, _ = verdicts[-1]
                 totals.append(t1 - t0)
                 inspect_s.append(svc.last_inspect_ms / 1000 if svc.last_inspect_ms else 0.0)
-            rss = rss_mb()
+            rss = memory_mb()
         finally:
             svc.stop()
     return totals, inspect_s, rss

@@ -160,8 +160,9 @@ def regex_fields(lines: list[tuple[str, float]]) -> tuple[dict[str, Any], dict[s
 
 def _rss_mb() -> tuple[float, float]:
     """(current RSS, peak RSS) of this process in MB, from /proc (VmHWM is this process image's own peak)."""
-    status = dict(ln.split(":", 1) for ln in Path("/proc/self/status").read_text().splitlines() if ln.startswith("Vm"))
-    return int(status["VmRSS"].split()[0]) / 1024, int(status["VmHWM"].split()[0]) / 1024
+    from edge_agent.proc import memory_mb
+
+    return memory_mb("VmRSS"), memory_mb("VmHWM")
 
 
 class _Ours:

@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 from edge_agent import __version__
 from edge_agent.errors import ConfigError, EdgeAgentError, KeyError_
 from edge_agent.files import atomic_write
+from edge_agent.proc import memory_mb
 from edge_agent.service import Service, ServiceContext
 from edge_agent.settings import AgentConfig, load_config, patch_text
 from edge_agent.spine.clock import Clock, format_ts
@@ -124,14 +125,6 @@ def cpu_temp_c() -> float | None:
     with contextlib.suppress(OSError, ValueError):
         return int(Path("/sys/class/thermal/thermal_zone0/temp").read_text().strip()) / 1000.0
     return None
-
-
-def rss_mb() -> float:
-    with contextlib.suppress(OSError, ValueError, IndexError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) / 1024.0
-    return 0.0
 
 
 class Agent:
@@ -453,7 +446,7 @@ class Agent:
                 "max_mb": self.cfg.outbox.max_mb,
             },
             "disk_free_mb": round(disk.free / 1048576, 1),
-            "mem_rss_mb": round(rss_mb(), 1),
+            "mem_rss_mb": round(memory_mb(), 1),
             "cpu_temp_c": cpu_temp_c(),
             "load_1m": round(os.getloadavg()[0], 2),
             "versions": {"edge_agent": __version__, "python": platform.python_version()},

@@ -20,21 +20,16 @@ import json, sys
 import cv2
 from edge_agent.pipelines.bench.image_config import OcrConfig
 from edge_agent.pipelines.bench.ocr_onnx import OnnxOcr
-
-def mb(key):
-    for line in open("/proc/self/status"):
-        if line.startswith(key + ":"):
-            return int(line.split()[1]) / 1024
-    raise SystemExit("no " + key + " in /proc/self/status")
+from edge_agent.proc import memory_mb
 
 photo = cv2.imread(sys.argv[1])
 ocr = OnnxOcr(OcrConfig())
 ocr.detect(photo, det_px=160)  # the session's first run sets up what stays for good
-before = mb("VmRSS")
+before = memory_mb("VmRSS")
 with open("/proc/self/clear_refs", "w") as f:
     f.write("5")
 boxes = ocr.detect(photo, det_px=800)
-print(json.dumps({"boxes": len(boxes), "before": before, "after": mb("VmRSS"), "peak": mb("VmHWM")}))
+print(json.dumps({"boxes": len(boxes), "before": before, "after": memory_mb("VmRSS"), "peak": memory_mb("VmHWM")}))
 """
 
 
