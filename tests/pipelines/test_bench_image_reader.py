@@ -404,6 +404,37 @@ def test_inspector__second_pass_reads_the_whole_photo_when_the_outline_cut_throu
     assert margin_only.fields["customer_id"] is None
 
 
+def test_inspector__second_pass_reads_the_whole_photo_when_the_print_runs_off_the_top(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Diverse seed 472 (hard, colon lines, tuning split): shadows' edges are taken for the outline, and
+    the label cut along it turns the print askew, so most lines run off its top edge rather than its
+    sides ('退货原因：与描' for 退货原因：与描述不符). The whole photo gives the reason, the customer id and
+    the date; the margin's recut alone gives none of them."""
+    from datetime import date, timedelta
+
+    from edge_agent.demo.slipgen import field_truth
+    from edge_agent.pipelines.bench import reader as reader_mod
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    img, t = generate_slip(472, "hard", style="diverse")
+    truth = field_truth(t)
+    ins = Inspector(BenchConfig())
+    day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
+    ins.today = lambda: day
+    first = ins.reader.read(img)
+    w = first.label_image.shape[1]
+    assert sum(ln.box[0] <= 1 or ln.box[0] + ln.box[2] >= w - 1 for ln in first.lines) < reader_mod.CUT_LINES
+    assert sum(ln.box[1] <= 1 for ln in first.lines) >= reader_mod.CUT_LINES
+    read = ("reason", "customer_id", "return_date")
+    res = ins.inspect(img)
+    assert {k: res.fields[k] for k in read} == {k: truth[k] for k in read}
+    with monkeypatch.context() as m:
+        m.setattr(reader_mod, "CUT_LINES", 10**6)  # the margin's recut only
+        margin_only = ins.inspect(img)
+    assert all(margin_only.fields[k] != truth[k] for k in read)
+
+
 def test_inspector__a_code_the_first_read_saw_cut_off_stays_doubtful_when_the_second_reads_less() -> None:
     """Diverse seed 44 (hard, tuning split): the first read gives '订单编号：DD20240613-', the second
     '订单编号：DD20240613'; the order number is DD20240613-39939 and must not pass as DD20240613."""

@@ -28,7 +28,8 @@ RECUT_MARGIN = 0.05  # the second pass cuts the label again this much larger eac
 # else (a shadow's edge, tape, the bench), so the second pass reads the whole photo instead.
 FEW_LINES = 6
 # Lines that touch the label image's edge were cut through by its outline (a shadow's edge across the
-# slip); this many of them and the second pass reads the whole photo too, as a margin will not reach.
+# slip, or one that turned the print askew so its lines run off the top); this many of them and the
+# second pass reads the whole photo too, as a margin will not reach.
 CUT_LINES = 3
 CONFIRM_SQUEEZE = 0.8  # the second look at a doubtful line narrows it to this (confirm_lines)
 MAX_IMAGE_PX = MAX_IMAGE_PIXELS  # decompression bombs are refused from the header, before OpenCV allocates them
@@ -134,8 +135,8 @@ class ImageReader:
         higher detector size and without the horizontal squeeze. With the photo, the label is cut again
         along the first outline grown RECUT_MARGIN each way, so text a wrong outline cut off is read too;
         when the first label gave fewer than FEW_LINES lines, the outline was not the slip's, and when
-        CUT_LINES of them touch its left or right edge, it cut through the print: then the whole photo is
-        read instead. None when the engine has no such setting or there is no label image."""
+        CUT_LINES of them touch its edge, it cut through the print: then the whole photo is read instead.
+        None when the engine has no such setting or there is no label image."""
         from edge_agent.pipelines.bench.ocr_onnx import OnnxOcr
 
         if not isinstance(self.engine, OnnxOcr) or first.label_image is None:
@@ -203,9 +204,13 @@ class ImageReader:
 
 
 def _cut_by_outline(reading: ImageReading) -> int:
-    """How many lines touch the left or right edge of the label image: print the outline cut through."""
-    w = reading.label_image.shape[1]
-    return sum(1 for ln in reading.lines if ln.box[0] <= 1 or ln.box[0] + ln.box[2] >= w - 1)
+    """How many lines touch an edge of the label image: print the outline cut through."""
+    h, w = reading.label_image.shape[:2]
+    return sum(
+        1
+        for ln in reading.lines
+        if min(ln.box[0], ln.box[1]) <= 1 or ln.box[0] + ln.box[2] >= w - 1 or ln.box[1] + ln.box[3] >= h - 1
+    )
 
 
 def _draw_lines(label: NDArray[Any], lines: tuple[TextLine, ...]) -> NDArray[Any]:
