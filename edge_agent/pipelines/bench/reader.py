@@ -135,8 +135,8 @@ class ImageReader:
         higher detector size and without the horizontal squeeze. With the photo, the label is cut again
         along the first outline grown RECUT_MARGIN each way, so text a wrong outline cut off is read too;
         when the first label gave fewer than FEW_LINES lines, the outline was not the slip's, and when
-        CUT_LINES of them touch its edge, it cut through the print: then the whole photo is read instead.
-        None when the engine has no such setting or there is no label image."""
+        CUT_LINES of them touch one of its edges, it cut through the print: then the whole photo is read
+        instead. None when the engine has no such setting or there is no label image."""
         from edge_agent.pipelines.bench.ocr_onnx import OnnxOcr
 
         if not isinstance(self.engine, OnnxOcr) or first.label_image is None:
@@ -206,11 +206,8 @@ class ImageReader:
 def _cut_by_outline(reading: ImageReading) -> int:
     """How many lines touch an edge of the label image: print the outline cut through."""
     h, w = reading.label_image.shape[:2]
-    return sum(
-        1
-        for ln in reading.lines
-        if min(ln.box[0], ln.box[1]) <= 1 or ln.box[0] + ln.box[2] >= w - 1 or ln.box[1] + ln.box[3] >= h - 1
-    )
+    boxes = (ln.box for ln in reading.lines)
+    return sum(1 for x, y, bw, bh in boxes if min(x, y) <= 1 or x + bw >= w - 1 or y + bh >= h - 1)
 
 
 def _draw_lines(label: NDArray[Any], lines: tuple[TextLine, ...]) -> NDArray[Any]:
