@@ -23,7 +23,6 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any
 
 from edge_agent import __version__
@@ -32,6 +31,7 @@ from edge_agent.files import atomic_write
 from edge_agent.proc import memory_mb
 from edge_agent.service import Service, ServiceContext
 from edge_agent.settings import AgentConfig, load_config, patch_text
+from edge_agent.signals import SignalRelay
 from edge_agent.spine.clock import Clock, format_ts
 from edge_agent.spine.config import RESTART_ONLY_KEYS, SpineConfig
 from edge_agent.spine.keys import DeviceKey, load_key
@@ -159,13 +159,16 @@ class Agent:
 
     # ------------------------------------------------------------ running
     def run(self) -> int:
+        # First: a stop that comes during a slow start (a locked or damaged outbox) is a clean stop.
+        with SignalRelay(self._on_signal, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
+            return self._run()
+
+    def _run(self) -> int:
         cfg = self.cfg
         cfg.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         from edge_agent.spine.chain import ChainWriter
         from edge_agent.spine.sync import MqttSync
 
-        # First: a stop that comes during a slow start (a locked or damaged outbox) is a clean stop.
-        self._install_signals()
         self._lock_fd = acquire_lock(cfg.state_dir)
         opened = self._open_outbox()
         if opened is None:
@@ -355,17 +358,13 @@ class Agent:
             self._write_runtime()
 
     # ------------------------------------------------------------ signals and reload
-    def _install_signals(self) -> None:
-        def on_stop(signum: int, _frame: FrameType | None) -> None:
-            log.info("received %s", signal.Signals(signum).name)
-            self.request_stop()
-
-        def on_hup(_signum: int, _frame: FrameType | None) -> None:
+    def _on_signal(self, signum: int) -> None:
+        """SIGTERM and SIGINT stop the agent, SIGHUP reloads its config (from the `signals` thread)."""
+        if signum == signal.SIGHUP:
             self._reload.set()
-
-        signal.signal(signal.SIGTERM, on_stop)
-        signal.signal(signal.SIGINT, on_stop)
-        signal.signal(signal.SIGHUP, on_hup)
+            return
+        log.info("received %s", signal.Signals(signum).name)
+        self.request_stop()
 
     def reload(self) -> bool:
         """SIGHUP: re-read and validate; a bad file is refused and the running config stays."""

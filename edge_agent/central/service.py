@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import signal
 import threading
 import time
 from collections.abc import Iterator
-from typing import Any
 
 from edge_agent.central.metrics import Metrics
 from edge_agent.central.simulate import Publisher, build_fleet, run, write_report
 from edge_agent.central.worker import IngestWorker, WorkerSettings
+from edge_agent.signals import SignalRelay
 from edge_agent.spine.config import MqttConfig
 
 log = logging.getLogger(__name__)
@@ -22,18 +21,8 @@ log = logging.getLogger(__name__)
 def stop_on_signals() -> Iterator[threading.Event]:
     """One stop event, set by SIGTERM and SIGINT (systemd stop, Ctrl-C)."""
     stop = threading.Event()
-    old = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
-
-    def handler(_signo: int, _frame: Any) -> None:
-        stop.set()
-
-    for s in old:
-        signal.signal(s, handler)
-    try:
+    with SignalRelay(lambda _signum: stop.set()):
         yield stop
-    finally:
-        for s, h in old.items():
-            signal.signal(s, h)
 
 
 def run_ingest(settings: WorkerSettings, *, metrics_port: int | None = None, metrics_addr: str = "127.0.0.1") -> int:

@@ -9,7 +9,6 @@ import argparse
 import json
 import logging
 import re
-import signal
 import sys
 import threading
 from pathlib import Path
@@ -17,6 +16,7 @@ from typing import Any
 
 from edge_agent.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, fail
 from edge_agent.errors import EdgeAgentError
+from edge_agent.signals import SignalRelay
 
 log = logging.getLogger(__name__)
 
@@ -170,9 +170,7 @@ def _member_loop(args: argparse.Namespace, what: str, one: Any) -> int:
     except EdgeAgentError as exc:
         return fail(str(exc))
     stop = threading.Event()
-    if every_s is not None:
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            signal.signal(sig, lambda *_: stop.set())
+    relay = SignalRelay(lambda _signum: stop.set()).start() if every_s is not None else None
     code = EXIT_OK
     try:
         while True:
@@ -190,6 +188,8 @@ def _member_loop(args: argparse.Namespace, what: str, one: Any) -> int:
             if every_s is None or stop.wait(every_s):
                 return code
     finally:
+        if relay is not None:
+            relay.stop()
         db.close()
 
 

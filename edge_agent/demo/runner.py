@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, fail
+from edge_agent.signals import SignalRelay
 
 
 def free_port() -> int:
@@ -191,8 +192,9 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - start
     watcher: Watcher | None = None
     station: str | None = None
     stop = threading.Event()
-    with contextlib.suppress(ValueError):
-        signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    relay = SignalRelay(lambda _signum: stop.set(), (signal.SIGTERM,))
+    with contextlib.suppress(ValueError):  # not the main thread (a test's): no handler, Ctrl-C or --duration ends it
+        relay.start()
     try:
         try:
             url = broker.start()
@@ -279,6 +281,7 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - start
                 print_lines(watcher.take_new())  # what arrived while the agent shut down (the last trip)
         twins.stop()
         broker.stop()
+        relay.stop()
     result = {
         "type": "summary",
         "profile": args.profile,

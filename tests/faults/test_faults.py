@@ -306,7 +306,11 @@ def test_faults__promises_hold_under_random_faults(
         # Drain: keep the agent running until everything it holds reached the subscriber.
         assert wait_until(lambda: _undelivered(r) == 0, 120), f"not drained:\n{r.log_tail()}"
         r.proc.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        assert r.proc.wait(30) == 0, r.log_tail()  # type: ignore[union-attr]
+        try:
+            rc = r.proc.wait(30)  # type: ignore[union-attr]
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the agent did not stop within 30 s of SIGTERM:\n{r.log_tail()}")
+        assert rc == 0, r.log_tail()
         r.proc = None
         head = _sidecar_head(r.db)
         assert wait_until(lambda: _max_seq(sub) >= head, 30)
