@@ -193,7 +193,7 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - start
     station: str | None = None
     stop = threading.Event()
     relay = SignalRelay(lambda _signum: stop.set(), (signal.SIGTERM,))
-    with contextlib.suppress(ValueError):  # not the main thread (a test's): no handler, Ctrl-C or --duration ends it
+    with contextlib.suppress(ValueError):  # outside the main thread there is no handler: --duration ends it
         relay.start()
     try:
         try:
