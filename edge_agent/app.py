@@ -8,6 +8,7 @@ each other. PROFILES is the one table of what a profile brings.
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import fcntl
 import importlib
 import json
@@ -159,9 +160,17 @@ class Agent:
 
     # ------------------------------------------------------------ running
     def run(self) -> int:
-        # First: a stop that comes during a slow start (a locked or damaged outbox) is a clean stop.
-        with SignalRelay(self._on_signal, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
-            return self._run()
+        # A stuck agent says where: every thread's stack goes to stderr (the journal) on SIGUSR1, and on
+        # the SIGABRT with which systemd's watchdog kills it. Both are written from C, without Python's help.
+        if not faulthandler.is_enabled():
+            faulthandler.enable(all_threads=True)
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        try:
+            # First: a stop that comes during a slow start (a locked or damaged outbox) is a clean stop.
+            with SignalRelay(self._on_signal, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
+                return self._run()
+        finally:
+            faulthandler.unregister(signal.SIGUSR1)
 
     def _run(self) -> int:
         cfg = self.cfg

@@ -137,6 +137,39 @@ def test_daemon__sighup_refuses_bad_config_and_applies_good(broker: Broker, tmp_
     assert "config reloaded" in out
 
 
+def test_daemon__sigusr1_and_the_watchdogs_sigabrt_write_every_threads_stack(broker: Broker, tmp_path: Path) -> None:
+    """A stuck agent says where it is stuck: SIGUSR1 on demand (it keeps running), and the SIGABRT
+    systemd's watchdog kills it with."""
+    cfg = provision(tmp_path, broker.url)
+    log = tmp_path / "agent.log"
+    with log.open("w") as out:
+        agent = [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(cfg)]
+        # No core file from the SIGABRT; exec keeps the agent's pid.
+        proc = subprocess.Popen(
+            ["sh", "-c", 'ulimit -c 0 && exec "$0" "$@"', *agent], stdout=out, stderr=subprocess.STDOUT
+        )
+    try:
+        assert wait_until(lambda: " running: device " in log.read_text(), 60), log.read_text()
+        proc.send_signal(signal.SIGUSR1)
+
+        def stacks(text: str) -> int:
+            return text.count("Thread 0x") + text.count("Current thread 0x")
+
+        # The main loop, the chain writer, the MQTT threads, the command processor and the signal relay.
+        assert wait_until(lambda: " in _loop" in log.read_text() and stacks(log.read_text()) >= 5, 10), log.read_text()
+        assert proc.poll() is None, "SIGUSR1 must not stop the agent"
+        proc.send_signal(signal.SIGABRT)
+        assert proc.wait(30) == -signal.SIGABRT
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+    text = log.read_text()
+    assert "Fatal Python error: Aborted" in text, text
+    after = text.split("Fatal Python error: Aborted", 1)[1]
+    assert " in _loop" in after and stacks(after) >= 5, after
+
+
 def test_daemon__kill_9_mid_drain_loses_nothing(broker: Broker, tmp_path: Path) -> None:
     cfg_path = provision(tmp_path, broker.url)
     cfg = load_config(cfg_path)
