@@ -98,6 +98,7 @@ def test_unit__has_the_service_contract() -> None:
     assert (one["Service.StateDirectory"], one["Service.StateDirectoryMode"]) == ("edge-agent", "0700")
     assert one["Service.ConfigurationDirectory"] == "edge-agent"
     assert one["Service.TimeoutStopSec"] == "15"
+    assert one["Service.TimeoutStopFailureMode"] == "abort"  # a stuck stop leaves its stacks in the journal
     assert one["Install.WantedBy"] == "multi-user.target"
 
 
