@@ -161,7 +161,7 @@ class Agent:
     # ------------------------------------------------------------ running
     def run(self) -> int:
         # A stuck agent says where: every thread's stack goes to stderr (the journal) on SIGUSR1, and on
-        # the SIGABRT with which systemd's watchdog kills it. Both are written from C, without Python's help.
+        # SIGABRT (systemd's watchdog, or a stop stuck past TimeoutStopSec). faulthandler writes them from C.
         if not faulthandler.is_enabled():
             faulthandler.enable(all_threads=True)
         faulthandler.register(signal.SIGUSR1, all_threads=True)
