@@ -153,14 +153,13 @@ def test_daemon__sigusr1_and_the_watchdogs_sigabrt_write_every_threads_stack(bro
         assert wait_until(lambda: " running: device " in log.read_text(), 60), log.read_text()
         proc.send_signal(signal.SIGUSR1)
 
-        def stacks(text: str) -> int:
-            return text.count("Thread 0x") + text.count("Current thread 0x")
+        def dumped(text: str) -> bool:
+            """Stacks of the main thread (Agent.run is under whatever it does), the chain writer, the MQTT
+            threads, the command processor and the signal relay: 5 or more."""
+            stacks = text.count("Thread 0x") + text.count("Current thread 0x")
+            return stacks >= 5 and re.search(r'edge_agent/app\.py", line \d+ in run$', text, re.MULTILINE) is not None
 
-        def main_thread(text: str) -> bool:  # Agent.run is under whatever the main thread does
-            return re.search(r'edge_agent/app\.py", line \d+ in run$', text, re.MULTILINE) is not None
-
-        # The main thread, the chain writer, the MQTT threads, the command processor and the signal relay.
-        assert wait_until(lambda: main_thread(log.read_text()) and stacks(log.read_text()) >= 5, 10), log.read_text()
+        assert wait_until(lambda: dumped(log.read_text()), 10), log.read_text()
         assert proc.poll() is None, "SIGUSR1 must not stop the agent"
         proc.send_signal(signal.SIGABRT)
         assert proc.wait(30) == -signal.SIGABRT
@@ -171,7 +170,7 @@ def test_daemon__sigusr1_and_the_watchdogs_sigabrt_write_every_threads_stack(bro
     text = log.read_text()
     assert "Fatal Python error: Aborted" in text, text
     after = text.split("Fatal Python error: Aborted", 1)[1]
-    assert main_thread(after) and stacks(after) >= 5, after
+    assert dumped(after), after
 
 
 def test_daemon__kill_9_mid_drain_loses_nothing(broker: Broker, tmp_path: Path) -> None:
