@@ -59,6 +59,8 @@ _GROUPED_CODE = re.compile(r"[A-Za-z0-9]{2,6}(?: [A-Za-z0-9]{2,6}){2,}(?: [A-Za-
 ENGINE_CONFIDENCE = {"onnx": 1.0, "tesseract": 0.9}
 # Extraction issues about the order number that a barcode or scan reading makes moot.
 _ORDER_ISSUES_FILLED = ("missing_field", "bad_format", "ambiguous_value", "low_confidence")
+# Reader.read_on: the ends of lines' boxes read on to the right, each as (text, character probabilities).
+ReadOn = Callable[[ImageReading, list[TextLine]], list[tuple[str, tuple[float, ...]]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,12 +158,14 @@ def read_fields(
     reading: ImageReading,
     rules: Rules,
     confirm: Callable[[ImageReading, list[TextLine]], list[TextLine]] | None = None,
+    read_on: ReadOn | None = None,
 ) -> ReadFields:
     """Step 5: the fields found on what the image stages read.
 
     `confirm` reads the lines of values with a letter/digit ambiguity again (Reader.confirm_lines), and
     after a squeezed read (which can merge repeated digits) those of SECOND_READ_FIELDS whatever their
-    doubt; the fields are found again on what it returns."""
+    doubt; the fields are found again on what it returns. `read_on` reads the boxes of the codes read
+    without doubt again, grown to the right (Reader.read_on): see _runs_on."""
     t0 = time.perf_counter()
     ext = extract_fields(reading.lines, rules.template, rules.reasons, rules.matcher)
     recheck = SECOND_READ_FIELDS if reading.rec_squeeze < 1.0 else ()
@@ -190,7 +194,63 @@ def read_fields(
             # A value the full-width read lost stands from the first read: not also "missing" or malformed.
             kept = tuple(i for i in ext.issues if not (i.field in restored and i.code in READ_PROBLEMS))
             ext = replace(ext, issues=kept)
+    if read_on is not None:
+        tc = time.perf_counter()
+        disagree += _runs_on(reading, ext, read_on)
+        took = time.perf_counter() - tc
+        t0 += took
+        reading = replace(reading, timing_ms={**reading.timing_ms, "read_on": round(took * 1000, 2)})
     return ReadFields(reading, ext, tuple(disagree), time.perf_counter() - t0)
+
+
+# The codes whose box may end before the value does (read_on).
+READ_ON_FIELDS = ("order_no", "sku", "customer_id")
+
+
+def _code_chars(text: str) -> str:
+    """The letters and digits of a text, upper case: a code without its separators (KH-2021-852 -> KH2021852;
+    a fill-in line after a value, read as ___, adds nothing)."""
+    return re.sub(r"[^A-Z0-9]", "", to_halfwidth(text).upper())
+
+
+# read_on's text must hold the last this many characters of the box, for the characters straight after
+# them to be the value's going on, each read with at least READ_ON_SURE: the noise of a hard photo
+# between a value and the next box reads as a character too, but not surely (hard tuning slip 431:
+# SN61366753114, then a 3 at 0.27 or a 2 at 0.72-0.88, where slip 615's 26 read at 1.0).
+READ_ON_ANCHOR = 3
+READ_ON_SURE = 0.95
+
+
+def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> list[Issue]:
+    """reads_disagree for each code read without doubt at the end of its box when the end of that box, read
+    again grown to the right, gives its last characters and more after them: the value went on past the
+    box, which a stain across its end can cut short (typical tuning slip 615: P532489 read at 0.9998 for
+    P53248926)."""
+    doubted = {i.field for i in ext.issues}
+    todo: list[tuple[str, str, TextLine]] = []
+    for name in READ_ON_FIELDS:
+        fv, ln = ext.values.get(name), ext.where.get(name)
+        if fv is None or fv.value is None or ln is None or name in doubted:
+            continue
+        if _code_chars(ln.text).endswith(_code_chars(str(fv.value))):
+            todo.append((name, str(fv.value), ln))
+    if not todo:
+        return []
+    out = []
+    for (name, value, ln), (text, chars) in zip(todo, read_on(reading, [ln for _, _, ln in todo]), strict=True):
+        first = _code_chars(ln.text)
+        if len(first) < READ_ON_ANCHOR or len(chars) != len(text):
+            continue
+        # The box's last characters, then more code straight after them: no space between (a speck of the
+        # stain read after a gap, "30831 =7", is not the value's), a separator only between characters.
+        anchor = "[-_/.]?".join(re.escape(c) for c in first[-READ_ON_ANCHOR:])
+        found = list(re.finditer(anchor + r"((?:[-_/.]?[A-Z0-9])+)", to_halfwidth(text).upper()))
+        if not found or min(chars[found[-1].start(1) : found[-1].end(1)]) < READ_ON_SURE:
+            continue
+        more = _code_chars(found[-1].group(1))
+        if more:
+            out.append(Issue("reads_disagree", name, f"{name}: {value} may go on past its box (read wider: ...{more})"))
+    return out
 
 
 def keep_found(finer: ReadFields, first: ReadFields, rules: Rules) -> ReadFields:
@@ -249,9 +309,10 @@ def evaluate(
     scan: str | None = None,
     image_name: str = "",
     confirm: Callable[[ImageReading, list[TextLine]], list[TextLine]] | None = None,
+    read_on: ReadOn | None = None,
 ) -> InspectionResult:
     """Steps 5-8 on what the image stages read: fields, cross-check, validation, masking, verdict."""
-    found = read_fields(reading, rules, confirm)
+    found = read_fields(reading, rules, confirm, read_on)
     return judge(found, rules, manifest=manifest, today=today, scan=scan, image_name=image_name)
 
 
@@ -491,8 +552,8 @@ class Inspector:
         t0 = time.perf_counter()
         reading = self.reader.read(image_bgr, debug_dir=debug_dir)
         today = self.today()
-        confirm = self.reader.confirm_lines
-        first = read_fields(reading, self.rules, confirm)
+        confirm, read_on = self.reader.confirm_lines, self.reader.read_on
+        first = read_fields(reading, self.rules, confirm, read_on)
         result = judge(first, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name)
         if _falls_short(result) and self.rules.cfg.ocr.second_pass_det_px > 0:
             # The cascade: easy photos stay fast, a hard one gets the resolution it needs. What the first
@@ -500,7 +561,7 @@ class Inspector:
             release_freed_memory()
             again = self.reader.second_pass(reading, image_bgr)
             if again is not None:
-                finer = keep_found(read_fields(again, self.rules, confirm), first, self.rules)
+                finer = keep_found(read_fields(again, self.rules, confirm, read_on), first, self.rules)
                 second = judge(finer, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name)
                 if _shortfall(second) < _shortfall(result):
                     result = _still_cut_off(reading, second)

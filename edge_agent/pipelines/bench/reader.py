@@ -32,6 +32,12 @@ FEW_LINES = 6
 # second pass reads the whole photo too, as a margin will not reach.
 CUT_LINES = 3
 CONFIRM_SQUEEZE = 0.8  # the second look at a doubtful line narrows it to this (confirm_lines)
+# The end of a value's box is read again, grown this many line heights to the right (read_on): a stain
+# across the end of a value can end the detector's box early (typical tuning slip 615: P532489 at 0.9998
+# for P53248926; grown by 1.0 or more, the whole code is read). Only the box's last READ_ON_TAIL heights
+# are read with it (about three characters to find the place by), a fifth of the cost of the whole line.
+READ_ON = 1.5
+READ_ON_TAIL = 2.0
 MAX_IMAGE_PX = MAX_IMAGE_PIXELS  # decompression bombs are refused from the header, before OpenCV allocates them
 
 
@@ -181,6 +187,46 @@ class ImageReader:
                 out.append(ln)  # only spaces differ ("Cust omer ID"), or this line's first read is the full-width one
             else:
                 out.append(replace(ln, text=text, confidence=round(conf, 4), char_conf=chars))
+        return out
+
+    def read_on(self, reading: ImageReading, lines: list[TextLine]) -> list[tuple[str, tuple[float, ...]]]:
+        """The end of each line's box (its last READ_ON_TAIL line heights) read again with the box grown
+        READ_ON line heights to the right, but not into the next box on its line nor past the label's edge:
+        the text the detector's box may have left out, after the characters the box ended with, with each
+        character's probability. ("", ()) for a line with no room to grow, or when the engine cannot read a
+        box again."""
+        from edge_agent.pipelines.bench.ocr_onnx import OnnxOcr, crop_box
+
+        if not isinstance(self.engine, OnnxOcr) or reading.label_image is None:
+            return [("", ())] * len(lines)
+        width = reading.label_image.shape[1]
+        todo: list[int] = []
+        crops: list[NDArray[Any]] = []
+        for i, ln in enumerate(lines):
+            if ln.quad is None:
+                continue
+            q = np.asarray(ln.quad, np.float32)
+            along = q[1] - q[0]
+            length, height = float(np.linalg.norm(along)), float(np.linalg.norm(q[3] - q[0]))
+            if length < 1 or height < 1 or along[0] <= 0:
+                continue
+            x, y, w, h = ln.box
+            room = width - 1 - (x + w)  # in x, up to the label's edge
+            for ox, oy, _ow, oh in (o.box for o in reading.lines if o.box != ln.box):
+                if ox >= x + w - 2 and min(y + h, oy + oh) - max(y, oy) > min(h, oh) / 2:
+                    room = min(room, ox - (x + w) - 1)  # or the next box on this line
+            grow = min(READ_ON * height, room * length / float(along[0]))  # along the line's slant
+            if grow < height / 4:
+                continue
+            unit = along / length
+            cut = unit * max(0.0, length - READ_ON_TAIL * height)  # from the last characters of the box
+            todo.append(i)
+            grown = np.array([q[0] + cut, q[1] + unit * grow, q[2] + unit * grow, q[3] + cut], np.float32)
+            crops.append(crop_box(reading.label_image, grown))
+        out: list[tuple[str, tuple[float, ...]]] = [("", ())] * len(lines)
+        read = self.engine.recognize(crops, squeeze=1.0) if crops else []
+        for i, (text, _conf, chars) in zip(todo, read, strict=True):
+            out[i] = (text, chars)
         return out
 
     def _recut(
