@@ -227,29 +227,27 @@ def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> list[Is
     box, which a stain across its end can cut short (typical tuning slip 615: P532489 read at 0.9998 for
     P53248926)."""
     doubted = {i.field for i in ext.issues}
-    todo: list[tuple[str, str, TextLine]] = []
+    todo: list[tuple[str, str, TextLine, str]] = []
     for name in READ_ON_FIELDS:
         fv, ln = ext.values.get(name), ext.where.get(name)
         if fv is None or fv.value is None or ln is None or name in doubted:
             continue
-        if _code_chars(ln.text).endswith(_code_chars(str(fv.value))):
-            todo.append((name, str(fv.value), ln))
+        boxed = _code_chars(ln.text)
+        if boxed.endswith(_code_chars(str(fv.value))) and len(boxed) >= READ_ON_ANCHOR:
+            todo.append((name, str(fv.value), ln, boxed[-READ_ON_ANCHOR:]))
     if not todo:
         return []
     out = []
-    for (name, value, ln), (text, chars) in zip(todo, read_on(reading, [ln for _, _, ln in todo]), strict=True):
-        first = _code_chars(ln.text)
-        if len(first) < READ_ON_ANCHOR or len(chars) != len(text):
-            continue
+    again = read_on(reading, [ln for _, _, ln, _ in todo])
+    for (name, value, _ln, last), (text, chars) in zip(todo, again, strict=True):
         # The box's last characters, then more code straight after them: no space between (a speck of the
         # stain read after a gap, "30831 =7", is not the value's), a separator only between characters.
-        anchor = "[-_/.]?".join(re.escape(c) for c in first[-READ_ON_ANCHOR:])
+        anchor = "[-_/.]?".join(re.escape(c) for c in last)
         found = list(re.finditer(anchor + r"((?:[-_/.]?[A-Z0-9])+)", to_halfwidth(text).upper()))
-        if not found or min(chars[found[-1].start(1) : found[-1].end(1)]) < READ_ON_SURE:
+        if not found or len(chars) != len(text) or min(chars[found[-1].start(1) : found[-1].end(1)]) < READ_ON_SURE:
             continue
         more = _code_chars(found[-1].group(1))
-        if more:
-            out.append(Issue("reads_disagree", name, f"{name}: {value} may go on past its box (read wider: ...{more})"))
+        out.append(Issue("reads_disagree", name, f"{name}: {value} may go on past its box (read wider: ...{more})"))
     return out
 
 

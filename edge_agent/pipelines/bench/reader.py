@@ -35,7 +35,8 @@ CONFIRM_SQUEEZE = 0.8  # the second look at a doubtful line narrows it to this (
 # The end of a value's box is read again, grown this many line heights to the right (read_on): a stain
 # across the end of a value can end the detector's box early (typical tuning slip 615: P532489 at 0.9998
 # for P53248926; grown by 1.0 or more, the whole code is read). Only the box's last READ_ON_TAIL heights
-# are read with it (about three characters to find the place by), a fifth of the cost of the whole line.
+# are read with it (about three characters to find the place by): a third of the cost of reading the whole
+# line again (50-70 against 140-190 ms a photo on one core).
 READ_ON = 1.5
 READ_ON_TAIL = 2.0
 MAX_IMAGE_PX = MAX_IMAGE_PIXELS  # decompression bombs are refused from the header, before OpenCV allocates them
