@@ -493,6 +493,19 @@ def test_image_reader__read_on_reads_what_a_box_cut_short_left_out_up_to_the_nex
     assert reader.read_on(replace(reading, lines=(cut, beside)), [cut]) == [("", ())]
 
 
+def test_read_past__the_code_straight_after_the_longest_end_of_the_box_read_surely() -> None:
+    from edge_agent.pipelines.bench.inspect import _read_past
+
+    sure = (1.0,) * 12
+    assert _read_past("P532489", "3248926", sure[:7]) == "26"  # the box ended at a stain
+    assert _read_past("KH2021852", "1-852-27", sure[:8]) == "27"  # a separator between characters
+    assert _read_past("U92933659", "33659___", sure[:8]) == ""  # a fill-in line
+    assert _read_past("B1755555", "55-55", sure[:5]) == ""  # its end repeats: held as late as it can be
+    assert _read_past("251106734265488430831", "30831 =7", sure[:8]) == ""  # a speck after a gap
+    assert _read_past("SN61366753114", "531143", (1.0,) * 5 + (0.27,)) == ""  # noise, not read surely
+    assert _read_past("P532489", "ABC", sure[:3]) == ""  # the box's end not found in the read
+
+
 def test_inspector__a_code_whose_box_a_stain_ended_early_is_not_passed_cut_short() -> None:
     """Diverse seed 615 (typical, tuning split): a speckled stain across the end of the SKU P53248926 ends
     the first pass's box two characters early, and the box reads P532489 at 0.9998. The box's end, read

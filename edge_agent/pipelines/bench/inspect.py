@@ -213,8 +213,8 @@ def _code_chars(text: str) -> str:
     return re.sub(r"[^A-Z0-9]", "", to_halfwidth(text).upper())
 
 
-# read_on's text must hold the last this many characters of the box, for the characters straight after
-# them to be the value's going on, each read with at least READ_ON_SURE: the noise of a hard photo
+# read_on's text must hold at least the last this many characters of the box, for the characters straight
+# after them to be the value's going on, each read with at least READ_ON_SURE: the noise of a hard photo
 # between a value and the next box reads as a character too, but not surely (hard tuning slip 431:
 # SN61366753114, then a 3 at 0.27 or a 2 at 0.72-0.88, where slip 615's 26 read at 1.0).
 READ_ON_ANCHOR = 3
@@ -234,21 +234,41 @@ def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> list[Is
             continue
         boxed = _code_chars(ln.text)
         if boxed.endswith(_code_chars(str(fv.value))) and len(boxed) >= READ_ON_ANCHOR:
-            todo.append((name, str(fv.value), ln, boxed[-READ_ON_ANCHOR:]))
+            todo.append((name, str(fv.value), ln, boxed))
     if not todo:
         return []
     out = []
     again = read_on(reading, [ln for _, _, ln, _ in todo])
-    for (name, value, _ln, last), (text, chars) in zip(todo, again, strict=True):
-        # The box's last characters, then more code straight after them: no space between (a speck of the
-        # stain read after a gap, "30831 =7", is not the value's), a separator only between characters.
-        anchor = "[-_/.]?".join(re.escape(c) for c in last)
-        found = list(re.finditer(anchor + r"((?:[-_/.]?[A-Z0-9])+)", to_halfwidth(text).upper()))
-        if not found or len(chars) != len(text) or min(chars[found[-1].start(1) : found[-1].end(1)]) < READ_ON_SURE:
-            continue
-        more = _code_chars(found[-1].group(1))
-        out.append(Issue("reads_disagree", name, f"{name}: {value} may go on past its box (read wider: ...{more})"))
+    for (name, value, _ln, boxed), (text, chars) in zip(todo, again, strict=True):
+        more = _read_past(boxed, text, chars)
+        if more:
+            out.append(Issue("reads_disagree", name, f"{name}: {value} may go on past its box (read wider: ...{more})"))
     return out
+
+
+def _read_past(boxed: str, text: str, chars: tuple[float, ...]) -> str:
+    """The code read past the end of a box: `text` (the box's end read on, with `chars`, its characters'
+    probabilities) holds the longest end of `boxed` (the box's letters and digits) it can, at least
+    READ_ON_ANCHOR long and as late as it can (a value ending 5-55 is not going on because the read
+    holds 55-5 before its last 5); what follows straight after, with no space between (a speck of a stain
+    read after a gap, "30831 =7", is not the value's) and every character at least READ_ON_SURE, is
+    returned. "" when nothing is."""
+    raw = to_halfwidth(text).upper()
+    if len(chars) != len(raw):
+        return ""
+    at = [i for i, c in enumerate(raw) if "A" <= c <= "Z" or "0" <= c <= "9"]
+    code = "".join(raw[i] for i in at)
+    for k in range(min(len(boxed), len(code)), READ_ON_ANCHOR - 1, -1):
+        pos = code.rfind(boxed[-k:])
+        if pos >= 0:
+            break
+    else:
+        return ""
+    end = at[pos + k - 1] + 1
+    run = re.match(r"[-_/.]?((?:[A-Z0-9]|[-_/.](?=[A-Z0-9]))+)", raw[end:])
+    if run is None or min(chars[end + run.start(1) : end + run.end(1)]) < READ_ON_SURE:
+        return ""
+    return _code_chars(run.group(1))
 
 
 def keep_found(finer: ReadFields, first: ReadFields, rules: Rules) -> ReadFields:
