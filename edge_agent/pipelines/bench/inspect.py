@@ -22,6 +22,7 @@ from edge_agent.pipelines.bench.decide import (
     Retake,
     barcode_alone,
     cross_check_order,
+    order_key,
     retake_advice,
     review_reasons,
     settle_confusables,
@@ -208,9 +209,9 @@ READ_ON_FIELDS = ("order_no", "sku", "customer_id")
 
 
 def _code_chars(text: str) -> str:
-    """The letters and digits of a text, upper case: a code without its separators (KH-2021-852 -> KH2021852;
-    a fill-in line after a value, read as ___, adds nothing)."""
-    return re.sub(r"[^A-Z0-9]", "", to_halfwidth(text).upper())
+    """The letters and digits of a text, full-width ones too: a code without its separators (KH-2021-852 ->
+    KH2021852; a fill-in line after a value, read as ___, adds nothing)."""
+    return order_key(to_halfwidth(text))
 
 
 # read_on's text must hold at least the last this many characters of the box, for the characters straight
