@@ -8,7 +8,6 @@ each other. PROFILES is the one table of what a profile brings.
 from __future__ import annotations
 
 import contextlib
-import faulthandler
 import fcntl
 import importlib
 import json
@@ -32,7 +31,7 @@ from edge_agent.files import atomic_write
 from edge_agent.proc import memory_mb
 from edge_agent.service import Service, ServiceContext
 from edge_agent.settings import AgentConfig, load_config, patch_text
-from edge_agent.signals import SignalRelay
+from edge_agent.signals import SignalRelay, stack_dumps
 from edge_agent.spine.clock import Clock, format_ts
 from edge_agent.spine.config import RESTART_ONLY_KEYS, SpineConfig
 from edge_agent.spine.keys import DeviceKey, load_key
@@ -160,17 +159,10 @@ class Agent:
 
     # ------------------------------------------------------------ running
     def run(self) -> int:
-        # A stuck agent says where: every thread's stack goes to stderr (the journal) on SIGUSR1, and on
-        # SIGABRT (systemd's watchdog, or a stop stuck past TimeoutStopSec). faulthandler writes them from C.
-        if not faulthandler.is_enabled():
-            faulthandler.enable(all_threads=True)
-        faulthandler.register(signal.SIGUSR1, all_threads=True)
-        try:
-            # First: a stop that comes during a slow start (a locked or damaged outbox) is a clean stop.
-            with SignalRelay(self._on_signal, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
-                return self._run()
-        finally:
-            faulthandler.unregister(signal.SIGUSR1)
+        # Stacks on SIGUSR1/SIGABRT; and a stop that comes during a slow start (a locked or damaged outbox)
+        # is a clean stop.
+        with stack_dumps(), SignalRelay(self._on_signal, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):
+            return self._run()
 
     def _run(self) -> int:
         cfg = self.cfg

@@ -13,11 +13,12 @@ the pipe and calls `on_signal(signum)` as ordinary code, which may then log, set
 from __future__ import annotations
 
 import contextlib
+import faulthandler
 import logging
 import os
 import signal
 import threading
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from types import FrameType, TracebackType
 from typing import Any
 
@@ -100,3 +101,17 @@ class SignalRelay:
             with contextlib.suppress(OSError):
                 os.close(fd)
         self._r = self._w = -1
+
+
+@contextlib.contextmanager
+def stack_dumps() -> Iterator[None]:
+    """A stuck process says where: every thread's stack goes to stderr (the journal) on SIGUSR1, and on
+    SIGABRT (systemd's watchdog, or a stop stuck past TimeoutStopSec). faulthandler writes them from C,
+    so they come out even when every Python thread is blocked."""
+    if not faulthandler.is_enabled():
+        faulthandler.enable(all_threads=True)
+    faulthandler.register(signal.SIGUSR1, all_threads=True)
+    try:
+        yield
+    finally:
+        faulthandler.unregister(signal.SIGUSR1)

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from edge_agent.central.metrics import Metrics
 from edge_agent.central.simulate import Publisher, build_fleet, run, write_report
 from edge_agent.central.worker import IngestWorker, WorkerSettings
-from edge_agent.signals import SignalRelay
+from edge_agent.signals import SignalRelay, stack_dumps
 from edge_agent.spine.config import MqttConfig
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ def run_ingest(settings: WorkerSettings, *, metrics_port: int | None = None, met
             log.error("metrics: cannot listen on %s:%s (%s)", metrics_addr, metrics_port, exc.strerror)
             return 1
         log.info("metrics on http://%s:%s/metrics", metrics_addr, metrics_port)
-    with stop_on_signals() as stop:
+    with stack_dumps(), stop_on_signals() as stop:
         worker = IngestWorker(settings, stop, metrics)
         worker.run()
     log.info("ingest stopped: %d record(s) stored in %d batch(es)", worker.stored, worker.batches)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import faulthandler
 import json
 import logging
 import queue
@@ -28,6 +30,8 @@ from edge_agent.spine.sync import describe_connect_error, make_client
 log = logging.getLogger(__name__)
 
 PUBACK = 0x40
+# A stop taking longer than this logs what it waits for, and every thread's stack.
+STOP_SLOW_S = 5.0
 # PUBACK: type, remaining length 2, packet id (MQTT 3.1.1; in 5.0 the same bytes mean reason Success, 3.4.2.1)
 _PUBACK = struct.Struct("!BBH")
 
@@ -299,17 +303,49 @@ class IngestWorker:
                     "ingest: the commit thread stopped unexpectedly; stopping (unacknowledged records are redelivered)"
                 )
         finally:
-            # The batch in the commit thread finishes (stored and acked, or left for redelivery).
-            while committer.is_alive():
-                try:
-                    handoff.put(None, timeout=0.2)
-                    break
-                except queue.Full:
-                    continue
-            committer.join()
-            self.client.disconnect()
-            self.client.loop_stop()
-            sweeper.join(5)
+            self._stop_threads(committer, handoff, sweeper)
+
+    def _stop_threads(
+        self, committer: threading.Thread, handoff: queue.Queue[Prepared | None], sweeper: threading.Thread
+    ) -> None:
+        """The batch in the commit thread finishes (stored and acked, or left for redelivery), then the MQTT
+        connection closes. A stop taking longer than STOP_SLOW_S says what it waits for, with every thread's
+        stack (once), so that a stuck stop is found the first time it happens rather than reproduced."""
+        next_say = time.monotonic() + STOP_SLOW_S
+        told = False
+
+        def slow(what: str, *, now: bool = False) -> None:
+            nonlocal next_say, told
+            if not now and time.monotonic() < next_say:
+                return
+            next_say = time.monotonic() + STOP_SLOW_S
+            log.warning("ingest: stopping is slow: waiting for %s", what)
+            if not told:
+                told = True
+                with contextlib.suppress(AttributeError, ValueError, OSError):  # stderr without a file
+                    faulthandler.dump_traceback(all_threads=True)
+
+        while committer.is_alive():
+            try:
+                handoff.put(None, timeout=0.2)
+                break
+            except queue.Full:
+                slow("the batch being stored (the database)")
+        while committer.is_alive():
+            committer.join(0.2)
+            if committer.is_alive():
+                slow("the batch being stored (the database)")
+        self.client.disconnect()
+        # paho's loop_stop() joins its network thread without a bound; that thread is a daemon, so a stuck
+        # one is left behind (with its stack in the log) instead of keeping the process from exiting.
+        closer = threading.Thread(target=self.client.loop_stop, name="mqtt-stop", daemon=True)
+        closer.start()
+        closer.join(STOP_SLOW_S)
+        if closer.is_alive():
+            slow("the MQTT network thread, which did not stop; exiting without it", now=True)
+        sweeper.join(STOP_SLOW_S)
+        if sweeper.is_alive():
+            slow("the sweep (the database), which did not stop; exiting without it", now=True)
 
     def _commit_loop(self, ing: Ingestor, handoff: queue.Queue[Prepared | None]) -> None:
         """Commit prepared batches in order, then acknowledge them; a database error retries the same batch."""

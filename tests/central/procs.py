@@ -93,9 +93,16 @@ class Worker:
         try:
             return self.proc.wait(15)
         except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait(5)
-            raise
+            # SIGABRT: faulthandler writes every thread's stack to the log before the process dies.
+            self.proc.send_signal(signal.SIGABRT)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(5)
+            raise AssertionError(
+                f"worker {self.client_id} did not stop within 15 s of SIGTERM:\n{self.log_text()[-8000:]}"
+            ) from None
 
     @property
     def alive(self) -> bool:

@@ -356,3 +356,44 @@ def test_ingest__a_publish_longer_than_one_socket_read_then_silence_still_stops_
     finally:
         assert w.stop() == 0
     assert "ingest stopped: 0 record(s)" in w.log_text()
+
+
+def test_ingest__a_stop_during_a_stuck_commit_says_where_it_waits_and_still_stores_the_batch(
+    broker: Broker, pg_dsn: str, tmp_path: Path
+) -> None:
+    # Another session holds the records table (SHARE: reads go on, inserts wait). The worker's commit waits
+    # on it when SIGTERM comes: the stop must not drop the batch, and after STOP_SLOW_S it says what it is
+    # waiting for, with every thread's stack, so that a stuck stop in the field is found the first time.
+    import signal
+
+    import psycopg
+
+    from edge_agent.central.worker import STOP_SLOW_S
+
+    w = Worker(broker, pg_dsn, tmp_path, "ws", share=None).start()
+    assert w.proc is not None
+    with psycopg.connect(pg_dsn) as holder:
+        holder.execute("LOCK TABLE records IN SHARE MODE")
+        try:
+            simulate(broker, pg_dsn, tmp_path / "s.json", "--devices", "1", "--records", "3", "--seed", "stuck")
+
+            def commit_waits() -> bool:
+                with psycopg.connect(pg_dsn, autocommit=True) as c:
+                    row = c.execute(
+                        "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation IS NOT NULL"
+                    ).fetchone()
+                return bool(row and row[0])
+
+            assert wait_until(commit_waits, 20), w.log_text()[-3000:]
+            w.proc.send_signal(signal.SIGTERM)
+            said = "ingest: stopping is slow: waiting for the batch being stored (the database)"
+            assert wait_until(lambda: said in w.log_text(), STOP_SLOW_S + 10), w.log_text()[-3000:]
+            text = w.log_text()
+            assert re.search(r'central/worker\.py", line \d+ in _commit_loop$', text, re.MULTILINE), text[-3000:]
+            assert re.search(r'central/worker\.py", line \d+ in _stop_threads$', text, re.MULTILINE), text[-3000:]
+            assert w.alive and stored_count(pg_dsn) == 0
+        finally:
+            holder.rollback()
+    assert w.proc.wait(20) == 0, w.log_text()[-3000:]
+    assert stored_count(pg_dsn) == 3
+    assert "ingest stopped: 3 record(s)" in w.log_text()
