@@ -93,9 +93,9 @@ def assess(image_bgr: NDArray[Any], cfg: QualityConfig) -> tuple[QualityReport, 
     if cfg.require_label and not label_found:
         reasons.append("no label found: put the slip flat and whole inside the frame")
     if brightness < cfg.min_brightness:
-        reasons.append(f"too dark: brightness {brightness:.0f} < {cfg.min_brightness:.0f}")
+        reasons.append(f"too dark: brightness {brightness:.1f} < {cfg.min_brightness:.0f}")
     if brightness > cfg.max_brightness:
-        reasons.append(f"overexposed: brightness {brightness:.0f} > {cfg.max_brightness:.0f}")
+        reasons.append(f"overexposed: brightness {brightness:.1f} > {cfg.max_brightness:.0f}")
     if glare_frac > cfg.max_glare_frac:
         reasons.append(
             f"glare on the label: {glare_frac:.0%} blown out > {cfg.max_glare_frac:.0%}; tilt the slip or the light"
