@@ -553,6 +553,36 @@ def test_inspector__a_code_whose_box_a_stain_ended_early_is_not_passed_cut_short
     assert not [i for i in found.disagree if i.field == "order_no"]
 
 
+def test_inspector__the_order_barcode_fills_an_order_whose_label_ocr_lost_and_beats_a_digit_read_in() -> None:
+    """Diverse seeds 638 and 652 (typical, tuning split). On 638 OCR reads the label Order# as Order, so no
+    label names the order number printed under it, and the order's QR code was ignored as a code the slip
+    prints as something else: the order was missing. On 652 the slip text reads a 5 before the order
+    number, and the barcode whose digits are printed under it was ignored the same way. Both now give the
+    barcode's order number, and a person still confirms each (a barcode alone; the sources disagree)."""
+    from datetime import date, timedelta
+
+    from edge_agent.demo.slipgen import field_truth
+    from edge_agent.pipelines.bench.decide import PHOTO_BARCODE_ALONE
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    ins = Inspector(BenchConfig())
+    img, truth = generate_slip(638, "typical", style="diverse")
+    t = field_truth(truth)
+    assert truth["labels"]["order_no"] == "Order#"
+    ins.today = lambda: date.fromisoformat(t["return_date"]) + timedelta(days=1)
+    res = ins.inspect(img)
+    assert res.fields["order_no"] == t["order_no"] == "322-6165130-9460406"
+    [why] = [i.message for i in res.review_reasons if i.field == "order_no"]
+    assert why.startswith(PHOTO_BARCODE_ALONE), why  # with the likely cause: the photo is dim
+
+    img, truth = generate_slip(652, "typical", style="diverse")
+    t = field_truth(truth)
+    ins.today = lambda: date.fromisoformat(t["return_date"]) + timedelta(days=1)
+    res = ins.inspect(img)
+    assert res.fields["order_no"] == t["order_no"] == "8467243867784731752"
+    assert "order_mismatch" in [i.code for i in res.review_reasons if i.field == "order_no"]
+
+
 def test_inspector__glare_is_a_hint_a_photo_read_well_passes_one_read_badly_says_why() -> None:
     from datetime import date, timedelta
 

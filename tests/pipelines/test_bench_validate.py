@@ -240,6 +240,42 @@ def test_cross_check_order__a_second_barcode_is_another_code_when_one_is_the_ord
     assert [i.code for i in issues] == ["order_mismatch"]
 
 
+def test_cross_check_order__a_code_no_label_names_is_the_unread_orders_own_print_not_another_code() -> None:
+    """Tuning slips 638 (typical, hard) and 642 (hard): OCR lost the # of Order#, so no label named the order
+    number printed under it, and the order's barcode was ignored as "printed as another code". Only a code
+    a label names is another code when the slip text gave no order number; with one, every printed code
+    still is (the grouped waybill print under its barcode)."""
+    unread = FieldValue("order_no", None, 0.0)
+    bars = [Barcode("DD2025103071169", "QRCode"), Barcode("DD2025103071169", "Code128")]
+    printed = {"DD2025103071169", "ZTO681145477741", "15183510454"}
+    check, value, issues = cross_check_order(unread, None, bars, PATTERN, printed, labelled_codes=set())
+    assert value.value == "DD2025103071169" and value.source == "barcode" and issues == []
+    assert barcode_alone(check)  # a person still confirms (judge): it could be a courier's code
+    # printed under a label of something else (运单号), it is that code
+    named = {"DD2025103071169"}
+    _, value, issues = cross_check_order(unread, None, bars, PATTERN, printed, labelled_codes=named)
+    assert value.value is None and issues == []
+    # without labelled_codes, as before: every printed code is another code
+    _, value, _ = cross_check_order(unread, None, bars, PATTERN, printed)
+    assert value.value is None
+
+
+def test_cross_check_order__a_barcode_one_digit_read_in_apart_from_the_slip_is_its_order_read_wrong() -> None:
+    """Tuning slip 652 (typical): the slip text read 58467243867784731752 for 8467243867784731752, whose
+    barcode and its digits under it say otherwise. One character read in (or lost) apart, the barcode is the
+    same order read wrong, not another code: the sources disagree, and the barcode's value is shown."""
+    ocr = FieldValue("order_no", "58467243867784731752", 0.97)
+    bars = [Barcode("8467243867784731752", "Code128")]
+    printed = {"58467243867784731752", "8467243867784731752"}
+    check, value, issues = cross_check_order(ocr, None, bars, PATTERN, printed, labelled_codes={"58467243867784731752"})
+    assert [i.code for i in issues] == ["order_mismatch"] and check.agree is False
+    assert value.value == "8467243867784731752" and value.source == "barcode"
+    # two codes further apart are two codes: the waybill under its barcode is not this order
+    far = [Barcode("8467243867784731799", "Code128")]
+    _, value, issues = cross_check_order(ocr, None, far, PATTERN, {*printed, "8467243867784731799"})
+    assert value.value == "58467243867784731752" and issues == []
+
+
 def test_cross_check_order__barcode_fills_an_unread_order_for_a_person_and_product_barcodes_are_ignored() -> None:
     ocr = FieldValue("order_no", None, 0.0)
     bars = [Barcode("http://example.com/x", "QRCode"), Barcode("123456789012", "Code128")]

@@ -45,8 +45,16 @@ def confusable_key(text: str) -> str:
 
 
 def _one_off(a: str, b: str) -> bool:
-    """Two long codes (10+ characters) of one length that differ in one character: one misread."""
-    return len(a) == len(b) >= 10 and hamming(a, b) == 1
+    """Two long codes (10+ characters) one misread apart: a character read wrong, or one read in or lost."""
+    if min(len(a), len(b)) < 10 or a == b:
+        return False
+    if len(a) == len(b):
+        return hamming(a, b) == 1
+    short, long_ = sorted((a, b), key=len)
+    if len(long_) - len(short) != 1:
+        return False
+    i = next((k for k, (x, y) in enumerate(zip(short, long_, strict=False)) if x != y), len(short))
+    return short[i:] == long_[i + 1 :]
 
 
 def cross_check_order(
@@ -55,20 +63,28 @@ def cross_check_order(
     barcodes: Sequence[Barcode],
     pattern: re.Pattern[str],
     other_codes: Collection[str] = (),
+    *,
+    labelled_codes: Collection[str] | None = None,
 ) -> tuple[OrderCheck, FieldValue, list[Issue]]:
     """Compare the order number from the RF scan, the photo's barcodes and the slip text.
 
     Returns the check, the order number to use, and an issue when they disagree. Barcodes
     that do not look like an order number (an EAN on the product, a URL) are ignored, and so is
-    one the slip prints as another code (`other_codes`: the waybill number under 快递单号).
+    one the slip prints as another code (`other_codes`: the waybill number under 快递单号, or printed
+    in groups under its barcode). When the slip text gave no order number, only the codes some label
+    names (`labelled_codes`, when given) are other codes: a code printed with no label is then as
+    likely the order number whose label OCR lost (Order# read as Order) as the digits under its
+    barcode.
     """
     scan = scan.strip() if scan and scan.strip() else None
     ocr_text = str(ocr.value) if ocr.value is not None else None
     ocr_key = confusable_key(ocr_text or "")
-    elsewhere = {confusable_key(c) for c in other_codes} - {ocr_key}
+    named = other_codes if ocr_text is not None or labelled_codes is None else labelled_codes
+    elsewhere = {confusable_key(c) for c in named} - {ocr_key}
 
     def printed_elsewhere(text: str) -> bool:
-        # the same code, or with one character misread in a long one (ZT08 6598 1118 ... for ...1113...)
+        # The same code as the slip's, or one misread apart in a long one (a digit read in: 58467... for
+        # 8467...), is this order number; so is one printed elsewhere with one misread (ZT08 6598 1118 ...).
         key = confusable_key(text)
         if key == ocr_key or _one_off(key, ocr_key):
             return False

@@ -371,6 +371,7 @@ class Extraction:
     rows: tuple[Row, ...]
     spans: tuple[Span, ...]
     where: dict[str, TextLine] = field(default_factory=dict)  # the OCR box each found value was read from
+    unclaimed: tuple[TextLine, ...] = ()  # the boxes no label names (locate.unclaimed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,8 +485,8 @@ def extract_fields(
     _by_shape(lines, template, labels=matcher.labels, reasons=reasons, cands=cands, boxes=boxes, parse=parse)
     by_shape: dict[str, str] = {}
     shaped = [n for n in _CODE_SHAPES if not cands[n] and template.spec(n).kind == "code"]
+    free = unclaimed(lines, matcher.labels, kinds, lambda n, t: parse(n, t)[0] is not None)
     if shaped:
-        free = unclaimed(lines, matcher.labels, kinds, lambda n, t: parse(n, t)[0] is not None)
         for name in shaped:  # the SKU first: a customer id is taken only beside a SKU already found
             value = _code_by_shape(name, free, template, cands=cands, boxes=boxes, parse=parse)
             if value is not None:
@@ -504,7 +505,7 @@ def extract_fields(
             )
         if fv.value is not None and fv.value in boxes[spec.name]:
             where[spec.name] = boxes[spec.name][fv.value]
-    return Extraction(values, tuple(issues), rows, tuple(spans), where)
+    return Extraction(values, tuple(issues), rows, tuple(spans), where, tuple(free))
 
 
 def _by_shape(

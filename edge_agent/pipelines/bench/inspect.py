@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
@@ -335,6 +335,12 @@ def evaluate(
     return judge(found, rules, manifest=manifest, today=today, scan=scan, image_name=image_name)
 
 
+def _printed_codes(lines: Sequence[TextLine]) -> set[str]:
+    """The code-like runs printed in `lines` (grouped ones joined)."""
+    codes = {m.group(0) for ln in lines for m in _CODE_RUN.finditer(to_halfwidth(ln.text))}
+    return codes | {m.group(0).replace(" ", "") for ln in lines for m in _GROUPED_CODE.finditer(to_halfwidth(ln.text))}
+
+
 def judge(
     found: ReadFields,
     rules: Rules,
@@ -350,12 +356,15 @@ def judge(
     values = {n: FieldValue(n, fv.value, round(fv.confidence * scale, 4), fv.source) for n, fv in ext.values.items()}
     t1 = time.perf_counter()
     order_spec = rules.template.spec("order_no")
-    codes = {m.group(0) for ln in reading.lines for m in _CODE_RUN.finditer(to_halfwidth(ln.text))}
-    codes |= {
-        m.group(0).replace(" ", "") for ln in reading.lines for m in _GROUPED_CODE.finditer(to_halfwidth(ln.text))
-    }
+    free = {id(ln) for ln in ext.unclaimed}
+    codes = _printed_codes(reading.lines)
     check, order_value, order_issues = cross_check_order(
-        values["order_no"], scan, reading.barcodes, order_spec.pattern, codes
+        values["order_no"],
+        scan,
+        reading.barcodes,
+        order_spec.pattern,
+        codes,
+        labelled_codes=_printed_codes([ln for ln in reading.lines if id(ln) not in free]),
     )
     issues = [*ext.issues, *found.disagree]
     order = manifest.get(str(order_value.value)) if manifest is not None and order_value.value else None
