@@ -714,6 +714,44 @@ def test_extract_fields__a_reason_after_the_colon_of_a_misread_label_is_taken_fo
     assert extract(lines_of("订单号：987654321012", "支持七天无理由退货"))["reason"] is None
 
 
+def test_extract_fields__a_photo_in_perspective_is_laid_out_with_every_row_level() -> None:
+    """A grid shot in perspective with no label outline found (hard tuning slip 663): the rows fan out
+    from a vanishing point, 2 degrees at the top and 17 at the foot. Turned by their median slant, the top
+    rows' values came out a line below their labels and the order number was lost; mapped so that the
+    rows through that point are level, every value is beside its label."""
+
+    def fanned(text: str, x: int, y: int, w: int) -> TextLine:
+        g = 0.0006  # the vanishing point 1,667 px to the right, on the top edge
+        pts = [(x, y), (x + w, y), (x + w, y + 40), (x, y + 40)]
+        quad = tuple((round(px / (1 + g * px), 1), round(py / (1 + g * px), 1)) for px, py in pts)
+        xs, ys = [p[0] for p in quad], [p[1] for p in quad]
+        box = (int(min(xs)), int(min(ys)), int(max(xs) - min(xs)), int(max(ys) - min(ys)))
+        return TextLine(text, 0.98, box, (), quad)
+
+    rows = [
+        ("订单编号", "4557044490689339674"),
+        ("客户编号", "KH713255294"),
+        ("退回日期", "2025.06.14"),
+        ("商品编码", "AB-1234-BLK"),
+        ("退货原因", "质量问题"),
+        ("退货数量", "5件"),
+        ("收货地址", "北京市朝阳区星湖街282号"),
+        ("退款金额", "¥535.90"),
+        ("快递单号", "YT9560106873981"),
+    ]
+    lines = []
+    for i, (label, value) in enumerate(rows):
+        lines += [fanned(label, 40, 60 + 56 * i, 120), fanned(value, 200, 60 + 56 * i, 24 * len(value))]
+    assert extract(lines) == {
+        "order_no": "4557044490689339674",
+        "customer_id": "KH713255294",
+        "return_date": "2025-06-14",
+        "sku": "AB-1234-BLK",
+        "reason": "质量问题",
+        "quantity": 5,
+    }
+
+
 def test_extract_fields__a_slanted_photo_is_laid_out_in_the_texts_own_frame() -> None:
     """A grid of labels and values shot at 12 degrees (the label outline was not found, so nothing
     straightened it): axis-aligned boxes of one row reach into the rows above and below."""
