@@ -752,6 +752,18 @@ def test_extract_fields__a_photo_in_perspective_is_laid_out_with_every_row_level
     }
 
 
+def test_unfanned__no_map_for_a_point_above_the_text_or_beside_it() -> None:
+    """A vanishing point the rows cannot run through (straight above the text) or one so near that the map
+    would stretch the text out of all proportion gives no map; the turned layout stands."""
+    from edge_agent.pipelines.bench.locate import _unfanned
+
+    lines = [TextLine(f"行{i}", 0.98, (40, 60 + 50 * i, 400, 40), (), None) for i in range(6)]
+    assert _unfanned(lines, (240.0, -5000.0)) is None  # above
+    assert _unfanned(lines, (700.0, 200.0)) is None  # 460 px right of the centre of text 400 px wide
+    level = _unfanned(lines, (5000.0, 200.0))
+    assert level is not None and len(level[0]) == 6
+
+
 def test_extract_fields__a_slanted_photo_is_laid_out_in_the_texts_own_frame() -> None:
     """A grid of labels and values shot at 12 degrees (the label outline was not found, so nothing
     straightened it): axis-aligned boxes of one row reach into the rows above and below."""

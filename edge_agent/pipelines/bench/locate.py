@@ -296,8 +296,10 @@ MAX_SLANT_DEG = 2.0
 # vanishing point (a photo in perspective) rather than all being turned alike.
 MIN_FAN_DEG = 4.0
 MIN_FAN_LINES = 5
-# A vanishing point nearer the text than this many times its width is no perspective to undo.
+# A vanishing point nearer the text than this many times its width is no perspective to undo; nor is one
+# whose direction from the text is steeper than 45 degrees (cosine below this).
 FAN_MIN_DISTANCE = 1.5
+FAN_MAX_TILT = 0.7
 
 
 def text_slant(lines: Sequence[TextLine]) -> float:
@@ -389,8 +391,12 @@ def _unfanned(lines: Sequence[TextLine], vp: tuple[float, float]) -> tuple[list[
     if d < FAN_MIN_DISTANCE * span:
         return None
     ux, uy = ux / d, uy / d
+    if abs(ux) < FAN_MAX_TILT:  # rows meeting above or below the text: no row through that point reads across
+        return None
     if ux < 0:  # the point is left of the text: keep the rows reading left to right
         ux, uy, d = -ux, -uy, -d
+    if min(1.0 - ((px - cx) * ux + (py - cy) * uy) / d for px, py in pts) < 1 - 1 / FAN_MIN_DISTANCE:
+        return None  # some text near the point: the map would stretch it out of all proportion
 
     def to_level(px: float, py: float) -> tuple[float, float]:
         x, y = (px - cx) * ux + (py - cy) * uy, -(px - cx) * uy + (py - cy) * ux
@@ -404,7 +410,8 @@ def _unfanned(lines: Sequence[TextLine], vp: tuple[float, float]) -> tuple[list[
         xs, ys = [p[0] for p in m], [p[1] for p in m]
         x0, y0 = math.floor(min(xs)), math.floor(min(ys))
         out.append(replace(ln, box=(x0, y0, math.ceil(max(xs)) - x0, math.ceil(max(ys)) - y0)))
-    return out, statistics.median(abs(_angle(ax)) for ax in _row_axes(mapped))
+    axes = _row_axes(mapped)
+    return (out, statistics.median(abs(_angle(ax)) for ax in axes)) if axes else None
 
 
 def _text_frame(lines: Sequence[TextLine]) -> tuple[list[TextLine], dict[int, TextLine]]:
