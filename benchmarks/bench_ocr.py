@@ -317,13 +317,14 @@ def _child(name: str, items: list[dict[str, Any]], folder: Path, memory: bool = 
     path.write_text(json.dumps(items, ensure_ascii=False), encoding="utf-8")
     cmd = [sys.executable, __file__, "--child", name, "--items", str(path)] + (["--child-memory"] if memory else [])
     t = time.perf_counter()
+    commit = code_commit()  # what this process is about to import
     out = subprocess.run(cmd, check=False, capture_output=True, text=True, timeout=6 * 3600)
     if out.returncode != 0:
         sys.stderr.write(out.stderr[-4000:])
         raise SystemExit(f"bench_ocr: engine {name} failed (exit {out.returncode})")
     print(f"  {name}{' (memory)' if memory else ''}: {time.perf_counter() - t:.0f} s", file=sys.stderr)
     res: dict[str, Any] = json.loads(out.stdout.strip().splitlines()[-1])
-    return res
+    return {**res, "commit": commit}
 
 
 # ---------------------------------------------------------------- report
@@ -535,6 +536,15 @@ def barcode_table() -> tuple[str, int, int, int]:
     return head + ("\n\n" + table if table else ""), len(photos), alone, ours
 
 
+def code_commit() -> str:
+    """HEAD of this checkout, short, marked when tracked files differ from it."""
+    head = ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]
+    commit = subprocess.run(head, check=False, capture_output=True, text=True).stdout.strip() or "unknown"
+    status = ["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"]
+    dirty = subprocess.run(status, check=False, capture_output=True, text=True).stdout.strip()
+    return f"{commit} with uncommitted changes" if dirty else commit
+
+
 def report(
     args: argparse.Namespace,
     items: list[dict[str, Any]],
@@ -543,10 +553,14 @@ def report(
     elapsed_s: dict[str, float],
 ) -> None:
     per = args.n
-    git = ["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"]
-    commit = subprocess.run(git, check=False, capture_output=True, text=True).stdout.strip() or "unknown"
+    # The code each engine's process ran: taken as it started, as a commit made during the run would not be.
+    commits = {name: r.get("commit") or "unknown" for name, r in runs.items()}
+    if len(set(commits.values())) <= 1:
+        code = f"Code at commit {next(iter(commits.values()), 'unknown')}"
+    else:
+        code = "Code at commit " + ", ".join(f"{c} ({name})" for name, c in commits.items())
     print(
-        f"## OCR on diverse generated slips\n\nCode at commit {commit}. {per} slips per split, "
+        f"## OCR on diverse generated slips\n\n{code}. {per} slips per split, "
         "each photographed in the three tiers "
         f"(1600x1200); one core (affinity {sorted(os.sched_getaffinity(0))}); "
         f"generated in {elapsed_s['generate']:.0f} s, read in {elapsed_s['read']:.0f} s"
