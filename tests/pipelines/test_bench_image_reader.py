@@ -583,6 +583,32 @@ def test_inspector__the_order_barcode_fills_an_order_whose_label_ocr_lost_and_be
     assert "order_mismatch" in [i.code for i in res.review_reasons if i.field == "order_no"]
 
 
+def test_inspector__a_doubtful_order_gets_its_barcode_read_again_finer_and_the_barcode_settles_it() -> None:
+    """Diverse seed 694 (typical, tuning split): the slip text reads the order WO565176 with an O that could be
+    a 0, and zxing reads no barcode on the photo nor on the label. Read again on the label doubled and put
+    through a 3x3 median, the order's Code 128 comes out, and it settles the letter: no review."""
+    from datetime import date, timedelta
+
+    from edge_agent.demo.slipgen import field_truth
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    img, truth = generate_slip(694, "typical", style="diverse")
+    t = field_truth(truth)
+    ins = Inspector(BenchConfig())
+    reading = ins.reader.read(img)
+    assert reading.barcodes == ()
+    assert [b.text for b in ins.reader.barcodes_again(reading)] == [t["order_no"]] == ["WO565176"]
+    ins.today = lambda: date.fromisoformat(t["return_date"]) + timedelta(days=1)
+    res = ins.inspect(img)
+    assert res.fields["order_no"] == "WO565176" and res.sources["order_no"] == "barcode"
+    assert not res.needs_review, res.review_reasons
+    assert "barcodes_again" in res.timing_ms
+    # a photo whose order is read without doubt is not read again
+    img, truth = generate_slip(21, "clean")
+    ins.today = lambda: date.fromisoformat(field_truth(truth)["return_date"]) + timedelta(days=1)
+    assert "barcodes_again" not in ins.inspect(img).timing_ms
+
+
 def test_inspector__glare_is_a_hint_a_photo_read_well_passes_one_read_badly_says_why() -> None:
     from datetime import date, timedelta
 

@@ -62,6 +62,18 @@ def read_barcodes(image: NDArray[Any], formats: Iterable[str] = DEFAULT_FORMATS)
     return tuple(out)
 
 
+def read_barcodes_finer(image: NDArray[Any], formats: Iterable[str] = DEFAULT_FORMATS) -> tuple[Barcode, ...]:
+    """read_barcodes on the image doubled in size and put through a 3x3 median: a blurred or grainy photo's
+    thin bars and spaces, merged or broken at their own size, come apart again. On 100 hard tuning photos
+    (seeds 600-699) the label read this way gave 13 of the 78 barcodes the usual reads missed, in about
+    33 ms a photo on one core; the photo itself read this way, one."""
+    if image.ndim == 3:
+        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+    big = cv2.resize(image, None, fx=2, fy=2, interpolation=cv2.INTER_CUBIC)
+    found = read_barcodes(cv2.medianBlur(big, 3), formats)
+    return tuple(Barcode(b.text, b.symbology, None) for b in found)  # boxes of the doubled image mean nothing
+
+
 def _symbology(fmt: object) -> str:
     # zxing-cpp's enum names (Code128, EAN13, Code39, QRCode, ...) are the names the config uses
     name = getattr(fmt, "name", None)

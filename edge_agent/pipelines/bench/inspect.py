@@ -538,6 +538,12 @@ def _still_cut_off(first: ImageReading, second: InspectionResult) -> InspectionR
     return replace(second, review_reasons=reasons, needs_review=True, retakes=retake_advice(reasons, second.quality))
 
 
+def _order_in_doubt(result: InspectionResult) -> bool:
+    """No barcode gave the order number, and it is missing or a person must look at it."""
+    missing = result.fields.get("order_no") is None
+    return result.order_check.barcode is None and (missing or any(i.field == "order_no" for i in result.review_reasons))
+
+
 def _falls_short(result: InspectionResult) -> bool:
     return result.quality.blank is None and _shortfall(result) > 0
 
@@ -583,6 +589,7 @@ class Inspector:
         confirm, read_on = self.reader.confirm_lines, self.reader.read_on
         first = read_fields(reading, self.rules, confirm, read_on)
         result = judge(first, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name)
+        chosen, cut_off = first, False
         if _falls_short(result) and self.rules.cfg.ocr.second_pass_det_px > 0:
             # The cascade: easy photos stay fast, a hard one gets the resolution it needs. What the first
             # pass freed goes back to the kernel first, so the finer pass's tensors do not stack on it.
@@ -592,9 +599,27 @@ class Inspector:
                 finer = keep_found(read_fields(again, self.rules, confirm, read_on), first, self.rules)
                 second = judge(finer, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name)
                 if _shortfall(second) < _shortfall(result):
-                    result = _still_cut_off(reading, second)
+                    result, chosen, cut_off = _still_cut_off(reading, second), finer, True
                 else:
                     result.timing_ms.update({k: v for k, v in again.timing_ms.items() if k not in result.timing_ms})
+        if _order_in_doubt(result) and self.rules.cfg.ocr.barcodes:
+            # The order number is missing or doubtful and no barcode in the photo gave it: the label's
+            # barcodes are read once more, finer (a blurred photo's bars), and the verdict is taken again.
+            t1 = time.perf_counter()
+            more = self.reader.barcodes_again(chosen.reading)
+            took = round((time.perf_counter() - t1) * 1000, 2)
+            if more:
+                reading_more = replace(chosen.reading, barcodes=(*chosen.reading.barcodes, *more))
+                result = judge(
+                    replace(chosen, reading=reading_more),
+                    self.rules,
+                    manifest=self.manifest,
+                    today=today,
+                    scan=scan,
+                    image_name=image_name,
+                )
+                result = _still_cut_off(reading, result) if cut_off else result
+            result.timing_ms["barcodes_again"] = took
         result.timing_ms["total"] = round((time.perf_counter() - t0) * 1000, 2)
         del reading, first
         release_freed_memory()

@@ -14,7 +14,7 @@ from numpy.typing import NDArray
 
 from edge_agent.drivers.base import FrameError
 from edge_agent.drivers.camera.imagefile import MAX_IMAGE_PIXELS, check_image_bytes, read_image_file
-from edge_agent.pipelines.bench.barcodes import read_barcodes
+from edge_agent.pipelines.bench.barcodes import read_barcodes, read_barcodes_finer
 from edge_agent.pipelines.bench.config import BenchConfig
 from edge_agent.pipelines.bench.preprocess import preprocess
 from edge_agent.pipelines.bench.quality import assess
@@ -136,6 +136,14 @@ class ImageReader:
         )
         squeeze = self.cfg.ocr.rec_squeeze if self.engine_name == "onnx" else 1.0
         return ImageReading(quality, lines, barcodes, self.engine_name, timing, to_photo, prepared.image, squeeze)
+
+    def barcodes_again(self, reading: ImageReading) -> tuple[Barcode, ...]:
+        """The label's barcodes read finer (read_barcodes_finer), those the reading does not hold already."""
+        if reading.label_image is None:
+            return ()
+        seen = {(b.text, b.symbology) for b in reading.barcodes}
+        found = read_barcodes_finer(reading.label_image, self.cfg.ocr.barcode_formats)
+        return tuple(b for b in found if (b.text, b.symbology) not in seen)
 
     def second_pass(self, first: ImageReading, image_bgr: NDArray[Any] | None = None) -> ImageReading | None:
         """The cascade's second pass, for a photo whose first read fell short: the label read again at a
