@@ -610,7 +610,7 @@ class Inspector:
             took = round((time.perf_counter() - t1) * 1000, 2)
             if more:
                 reading_more = replace(chosen.reading, barcodes=(*chosen.reading.barcodes, *more))
-                result = judge(
+                redone = judge(
                     replace(chosen, reading=reading_more),
                     self.rules,
                     manifest=self.manifest,
@@ -618,7 +618,9 @@ class Inspector:
                     scan=scan,
                     image_name=image_name,
                 )
-                result = _still_cut_off(reading, result) if cut_off else result
+                # the stages already timed stay (a second pass that was run but not kept, too)
+                redone.timing_ms.update({k: v for k, v in result.timing_ms.items() if k not in redone.timing_ms})
+                result = _still_cut_off(reading, redone) if cut_off else redone
             result.timing_ms["barcodes_again"] = took
         result.timing_ms["total"] = round((time.perf_counter() - t0) * 1000, 2)
         del reading, first
