@@ -714,6 +714,25 @@ def test_extract_fields__a_reason_after_the_colon_of_a_misread_label_is_taken_fo
     assert extract(lines_of("订单号：987654321012", "支持七天无理由退货"))["reason"] is None
 
 
+# A grid of labels and values, and the fields it holds: the slanted and perspective layouts below.
+GRID_ROWS = [
+    ("订单编号", "4557044490689339674"),
+    ("客户编号", "KH713255294"),
+    ("退回日期", "2025.06.14"),
+    ("商品编码", "AB-1234-BLK"),
+    ("退货原因", "质量问题"),
+    ("退货数量", "5件"),
+]
+GRID_FIELDS = {
+    "order_no": "4557044490689339674",
+    "customer_id": "KH713255294",
+    "return_date": "2025-06-14",
+    "sku": "AB-1234-BLK",
+    "reason": "质量问题",
+    "quantity": 5,
+}
+
+
 def test_extract_fields__a_photo_in_perspective_is_laid_out_with_every_row_level() -> None:
     """A grid shot in perspective with no label outline found (hard tuning slip 663): the rows fan out
     from a vanishing point, 2 degrees at the top and 17 at the foot. Turned by their median slant, the top
@@ -729,12 +748,7 @@ def test_extract_fields__a_photo_in_perspective_is_laid_out_with_every_row_level
         return TextLine(text, 0.98, box, (), quad)
 
     rows = [
-        ("订单编号", "4557044490689339674"),
-        ("客户编号", "KH713255294"),
-        ("退回日期", "2025.06.14"),
-        ("商品编码", "AB-1234-BLK"),
-        ("退货原因", "质量问题"),
-        ("退货数量", "5件"),
+        *GRID_ROWS,
         ("收货地址", "北京市朝阳区星湖街282号"),
         ("退款金额", "¥535.90"),
         ("快递单号", "YT9560106873981"),
@@ -742,14 +756,7 @@ def test_extract_fields__a_photo_in_perspective_is_laid_out_with_every_row_level
     lines = []
     for i, (label, value) in enumerate(rows):
         lines += [fanned(label, 40, 60 + 56 * i, 120), fanned(value, 200, 60 + 56 * i, 24 * len(value))]
-    assert extract(lines) == {
-        "order_no": "4557044490689339674",
-        "customer_id": "KH713255294",
-        "return_date": "2025-06-14",
-        "sku": "AB-1234-BLK",
-        "reason": "质量问题",
-        "quantity": 5,
-    }
+    assert extract(lines) == GRID_FIELDS
 
 
 def test_unfanned__no_map_for_a_point_above_the_text_or_beside_it() -> None:
@@ -777,22 +784,8 @@ def test_extract_fields__a_slanted_photo_is_laid_out_in_the_texts_own_frame() ->
         box = (int(min(xs)), int(min(ys)), int(max(xs) - min(xs)), int(max(ys) - min(ys)))
         return TextLine(text, 0.98, box, (), quad)
 
-    rows = [
-        ("订单编号", "4557044490689339674"),
-        ("客户编号", "KH713255294"),
-        ("退回日期", "2025.06.14"),
-        ("商品编码", "AB-1234-BLK"),
-        ("退货原因", "质量问题"),
-        ("退货数量", "5件"),
-    ]
+    rows = GRID_ROWS
     lines = []
     for i, (label, value) in enumerate(rows):
         lines += [slanted(label, 40, 60 + 48 * i, 120), slanted(value, 200, 60 + 48 * i, 24 * len(value))]
-    assert extract(lines) == {
-        "order_no": "4557044490689339674",
-        "customer_id": "KH713255294",
-        "return_date": "2025-06-14",
-        "sku": "AB-1234-BLK",
-        "reason": "质量问题",
-        "quantity": 5,
-    }
+    assert extract(lines) == GRID_FIELDS
