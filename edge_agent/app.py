@@ -182,7 +182,6 @@ class Agent:
 
         finish_rotation(cfg.key_path, self.outbox)
         key = load_key(cfg.key_path)
-        self.sync = MqttSync(cfg, cfg.db_path, on_command=self._on_command)
         self.writer = ChainWriter(
             self.outbox,
             device=cfg.device.id,
@@ -192,6 +191,7 @@ class Agent:
             batch_max=cfg.outbox.batch_max,
             on_commit=self._on_commit,
         )
+        self.sync = MqttSync(cfg, cfg.db_path, on_command=self._on_command, on_damage=self.writer.report_damage)
         self.writer.start()
         if startup_gap is not None:
             self.writer.emit("gap", startup_gap)
@@ -294,10 +294,9 @@ class Agent:
 
     def _reader(self) -> Outbox:
         """The main thread's own read-only connection (the writer's belongs to its thread)."""
-        if self._read_outbox is None:
-            from edge_agent.spine.outbox import Outbox
+        from edge_agent.spine.outbox import reader
 
-            self._read_outbox = Outbox(self.cfg.db_path, readonly=True)
+        self._read_outbox = reader(self.cfg.db_path, self._read_outbox)
         return self._read_outbox
 
     def stale_stages(self) -> list[str]:
@@ -476,12 +475,20 @@ class Agent:
             return None
 
     def _prune(self) -> None:
-        from edge_agent.spine.outbox import Outbox
+        import sqlite3
 
-        with contextlib.suppress(Exception), Outbox(self.cfg.db_path) as ob:
-            n = ob.prune_delivered(self.cfg.outbox.retention_h * 3600)
-            if n:
-                log.info("pruned %d delivered record(s) older than %.0f h", n, self.cfg.outbox.retention_h)
+        from edge_agent.spine.outbox import Outbox, is_damage
+
+        try:
+            with Outbox(self.cfg.db_path) as ob:
+                n = ob.prune_delivered(self.cfg.outbox.retention_h * 3600)
+        except sqlite3.Error as exc:
+            log.warning("pruning delivered records failed (%s); trying again in 10 min", exc)
+            if is_damage(exc) and self.writer is not None:
+                self.writer.report_damage(exc)
+            return
+        if n:
+            log.info("pruned %d delivered record(s) older than %.0f h", n, self.cfg.outbox.retention_h)
 
     def _write_runtime(self, *, running: bool = True) -> None:
         data = {

@@ -14,7 +14,7 @@ from typing import Any
 
 from edge_agent.spine.clock import Clock
 from edge_agent.spine.keys import DeviceKey
-from edge_agent.spine.outbox import Outbox
+from edge_agent.spine.outbox import Outbox, is_damage
 from edge_agent.spine.records import canonical
 
 log = logging.getLogger(__name__)
@@ -63,6 +63,7 @@ class ChainWriter:
         self.committed = 0
         self.last_error: str | None = None
         self.head_seq = outbox.head()[0]
+        self._damage: sqlite3.Error | None = None  # found by another connection (report_damage)
 
     def emit(self, kind: str, body: dict[str, Any]) -> None:
         """Queue a record; blocks while the queue is full (back-pressure), never drops."""
@@ -81,6 +82,11 @@ class ChainWriter:
         """Queue a `key_rotation` record (signed by the current key); every record after it is signed by new_key."""
         self._rotate_to = new_key
         self.emit("key_rotation", body)
+
+    def report_damage(self, exc: sqlite3.Error) -> None:
+        """Another connection (the MQTT publisher) found the outbox damaged: the writer mends it or moves it
+        aside, on its own thread, between two batches."""
+        self._damage = exc
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="chain-writer", daemon=True)
@@ -110,18 +116,15 @@ class ChainWriter:
         batch: list[tuple[str, dict[str, Any]]] = []
         while True:
             self.heartbeat = time.monotonic()
+            if self._damage is not None:
+                batch = self._recover(self._damage, batch)
+                continue
             if not batch:
-                try:
-                    batch.append(self._q.get(timeout=0.2))
-                except queue.Empty:
+                batch = self._next_batch()
+                if not batch:
                     if self._stop.is_set():
                         return
                     continue
-                while len(batch) < self.batch_max:
-                    try:
-                        batch.append(self._q.get_nowait())
-                    except queue.Empty:
-                        break
             rotate_to = self._rotate_to
             try:
                 records = self.outbox.append(
@@ -138,14 +141,7 @@ class ChainWriter:
                 batch = good
                 continue
             except sqlite3.Error as exc:
-                # Disk full or I/O error: keep the batch in memory and retry; producers feel back-pressure.
-                self.last_error = f"outbox write failed: {exc}"
-                log.error("outbox write failed (%s); keeping %d record(s) in memory and retrying", exc, len(batch))
-                if "full" in str(exc).lower():
-                    self._emergency_room()
-                self._stop.wait(1.0)
-                if self._stop.is_set() and self._q.empty():
-                    self._stop.wait(1.0)
+                batch = self._write_failed(exc, batch)
                 continue
             if rotate_to is not None and any(
                 r["kind"] == "key_rotation" and r["body"].get("new_key_id") == rotate_to.key_id for r in records
@@ -159,6 +155,55 @@ class ChainWriter:
             batch = []
             if self.on_commit is not None:
                 self.on_commit(self.head_seq)
+
+    def _next_batch(self) -> list[tuple[str, dict[str, Any]]]:
+        """Up to batch_max queued items; waits at most 0.2 s for the first."""
+        try:
+            batch = [self._q.get(timeout=0.2)]
+        except queue.Empty:
+            return []
+        while len(batch) < self.batch_max:
+            try:
+                batch.append(self._q.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _write_failed(
+        self, exc: sqlite3.Error, batch: list[tuple[str, dict[str, Any]]]
+    ) -> list[tuple[str, dict[str, Any]]]:
+        """A damaged outbox is mended or moved aside; a full disk or an I/O error keeps the batch in memory for
+        the next try, one second later (producers feel back-pressure)."""
+        if is_damage(exc):
+            return self._recover(exc, batch)
+        self.last_error = f"outbox write failed: {exc}"
+        log.error("outbox write failed (%s); keeping %d record(s) in memory and retrying", exc, len(batch))
+        if "full" in str(exc).lower():
+            self._emergency_room()
+        self._stop.wait(1.0)
+        if self._stop.is_set() and self._q.empty():
+            self._stop.wait(1.0)
+        return batch
+
+    def _recover(self, exc: sqlite3.Error, batch: list[tuple[str, dict[str, Any]]]) -> list[tuple[str, dict[str, Any]]]:
+        """The outbox is damaged: mend it, or move it aside and start a fresh one whose signed gap goes first.
+
+        Retrying the write would fail forever. The batch is kept either way; it is committed after the gap.
+        """
+        self._damage = None
+        try:
+            self.outbox, gap = self.outbox.recover(exc)
+        except (OSError, sqlite3.Error) as again:
+            self.last_error = f"outbox damaged ({exc}) and not mended: {again}"
+            log.error("outbox damaged (%s) and could not be moved aside (%s); trying again in 1 s", exc, again)
+            self._damage = exc
+            self._stop.wait(1.0)
+            return batch
+        if gap is None:
+            return batch
+        with self._cond:
+            self._pending += 1
+        return [("gap", gap), *batch]
 
     def _done(self, n: int) -> None:
         with self._cond:

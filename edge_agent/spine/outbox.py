@@ -32,6 +32,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
+SQLITE_CORRUPT_INDEX = 779  # the extended code: an index disagrees with its table
 WAL_LIMIT_BYTES = 4 * 1024 * 1024
 
 
@@ -90,6 +91,22 @@ class OutboxBusy(LedgerError):
 def _is_busy(exc: sqlite3.Error) -> bool:
     """SQLITE_BUSY or SQLITE_LOCKED (extended codes included): a lock someone holds, not a damaged file."""
     return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED)
+
+
+def is_damage(exc: BaseException) -> bool:
+    """The outbox file itself is damaged (SQLITE_CORRUPT, SQLITE_NOTADB), or its rows contradict its head (a
+    seq stored above it): not a lock, a full disk or an I/O error, so retrying the same write cannot help."""
+    if isinstance(exc, sqlite3.IntegrityError):
+        return True
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _file_ident(path: Path) -> tuple[int, int] | None:
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -157,6 +174,7 @@ class Outbox:
         self.path = path
         self.readonly = readonly
         self.conn: sqlite3.Connection = connect(path, readonly=readonly)
+        self._ident = _file_ident(path)
         self.sidecar = HeadSidecar(path)
 
     # ------------------------------------------------------------ opening
@@ -197,29 +215,7 @@ class Outbox:
                     raise
                 corrupt_reason = str(exc)
         if corrupt_reason is not None:
-            salvaged = _salvage_meta(path)
-            head = highest(salvaged[0] if salvaged else None, side)
-            delivered = salvaged[1] if salvaged else 0
-            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-            moved = path.with_name(f"{path.name}.corrupt-{stamp}")
-            for suffix in ("", "-wal", "-shm"):
-                src = Path(str(path) + suffix)
-                if src.exists():
-                    os.replace(src, Path(str(moved) + suffix))
-            log.critical(
-                "outbox %s failed its integrity check (%s); moved it aside to %s and started a fresh one. "
-                "Undelivered records in it were not sent; keep the file for recovery",
-                path,
-                corrupt_reason,
-                moved,
-            )
-            ob = cls(path)
-            ob.migrate()
-            gap = loss_gap("outbox_corrupt", corrupt_reason, head, delivered)
-            gap["moved_to"] = moved.name
-            if head is not None:
-                ob._set_meta({"head_seq": str(head[0]), "head_hash": head[1]})
-            return ob, gap
+            return cls._move_aside(path, corrupt_reason)
         ob = cls(path)
         ob.migrate()
         db_head = ob.head()
@@ -241,6 +237,38 @@ class Outbox:
             return ob, loss_gap("outbox_lost", detail, side, max(delivered, db_head[0]))
         return ob, None
 
+    @classmethod
+    def _move_aside(cls, path: Path, reason: str) -> tuple[Outbox, dict[str, Any]]:
+        """Move a damaged outbox aside (never deleted) and start a fresh one that continues after the highest
+        seq ever made; returns it with the `outbox_corrupt` gap to append first."""
+        salvaged = _salvage_meta(path)
+        head = highest(salvaged[0] if salvaged else None, read_head_sidecar(path))
+        delivered = salvaged[1] if salvaged else 0
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+        moved = path.with_name(f"{path.name}.corrupt-{stamp}")
+        n = 1
+        while moved.exists():  # twice in one second: never over an earlier one
+            n += 1
+            moved = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+        for suffix in ("", "-wal", "-shm"):
+            src = Path(str(path) + suffix)
+            if src.exists():
+                os.replace(src, Path(str(moved) + suffix))
+        log.critical(
+            "outbox %s is damaged (%s); moved it aside to %s and started a fresh one. "
+            "Undelivered records in it were not sent; keep the file for recovery",
+            path,
+            reason,
+            moved,
+        )
+        ob = cls(path)
+        ob.migrate()
+        gap = loss_gap("outbox_corrupt", reason, head, delivered)
+        gap["moved_to"] = moved.name
+        if head is not None:
+            ob._set_meta({"head_seq": str(head[0]), "head_hash": head[1]})
+        return ob, gap
+
     def migrate(self) -> None:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         for target in sorted(MIGRATIONS):
@@ -256,6 +284,45 @@ class Outbox:
                 f"{self.path}: schema version {version} is newer than this edge-agent knows ({SCHEMA_VERSION}); "
                 "upgrade edge-agent"
             )
+
+    def replaced(self) -> bool:
+        """The file at the path is no longer the one this connection reads: the agent moved a damaged outbox
+        aside and started a fresh one (see recover). A reader then opens the path again to follow it."""
+        now = _file_ident(self.path)
+        return now is not None and now != self._ident
+
+    def recover(self, exc: sqlite3.Error) -> tuple[Outbox, dict[str, Any] | None]:
+        """A write found this outbox damaged (is_damage). Damage to an index alone is mended by rebuilding the
+        indexes from the records, and nothing is lost: (self, None). Any other damage closes this connection,
+        moves the file aside and starts a fresh one, as at start: (the new outbox, the gap to append first)."""
+        reason = str(exc)
+        if isinstance(exc, sqlite3.IntegrityError):
+            reason = f"{exc}: the file's head is behind its records"
+        elif getattr(exc, "sqlite_errorcode", 0) == SQLITE_CORRUPT_INDEX:
+            try:
+                self.conn.execute("REINDEX")
+                problem = self._inconsistency()
+            except sqlite3.Error as again:
+                problem = str(again)
+            if problem is None:
+                log.warning(
+                    "outbox %s: an index was damaged (%s); rebuilt it from the records, none lost", self.path, exc
+                )
+                return self, None
+            reason = f"{reason}; rebuilding its indexes did not mend it: {problem}"
+        self.close()
+        return Outbox._move_aside(self.path, reason)
+
+    def _inconsistency(self) -> str | None:
+        """What quick_check finds, or a record stored above the head; None when the outbox is whole."""
+        result = self.quick_check()
+        if result != "ok":
+            return result[:200]
+        top = self.conn.execute("SELECT MAX(seq) FROM records").fetchone()[0]
+        head = self.head()[0]
+        if top is not None and top > head:
+            return f"seq {top} is stored above the head, seq {head}"
+        return None
 
     def close(self) -> None:
         self.sidecar.close()
@@ -567,9 +634,19 @@ class Outbox:
             yield _blob(data)
 
 
+def reader(path: Path, current: Outbox | None) -> Outbox:
+    """A read-only connection to the outbox at path: `current` while it still reads the file there, else a
+    new one (the agent moved a damaged outbox aside and started a fresh one)."""
+    if current is not None:
+        if not current.replaced():
+            return current
+        current.close()
+    return Outbox(path, readonly=True)
+
+
 def _blob(data: bytes | str) -> bytes:
     """A stored record's bytes; a row someone rewrote by hand may hold TEXT (doctor must still read it)."""
     return data.encode("utf-8") if isinstance(data, str) else bytes(data)
 
 
-__all__ = ["Outbox", "Stats", "gap_body", "read_head_sidecar", "seq_ranges"]
+__all__ = ["Outbox", "Stats", "gap_body", "is_damage", "read_head_sidecar", "reader", "seq_ranges"]

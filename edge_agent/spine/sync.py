@@ -22,7 +22,7 @@ from paho.mqtt.properties import Properties
 
 from edge_agent.errors import SyncError
 from edge_agent.spine.config import MqttConfig, SpineConfig
-from edge_agent.spine.outbox import Outbox
+from edge_agent.spine.outbox import Outbox, is_damage
 
 log = logging.getLogger(__name__)
 
@@ -157,6 +157,7 @@ class MqttSync:
         db_path: Path,
         *,
         on_command: Callable[[str, bytes], None] | None = None,
+        on_damage: Callable[[sqlite3.Error], None] | None = None,
     ) -> None:
         self.cfg = cfg
         self.m = cfg.mqtt
@@ -165,6 +166,7 @@ class MqttSync:
         self.status_topic = f"{self.base}/status"
         self.cmd_filter = f"{self.base}/cmd/+"
         self.on_command = on_command
+        self.on_damage = on_damage  # the chain writer mends a damaged outbox (ChainWriter.report_damage)
         self.client_id = self.m.client_id or f"edge-agent-{cfg.device.site}-{cfg.device.id}"
         self.client = make_client(self.m, self.client_id)
         self.client.will_set(self.status_topic, b"offline", qos=1, retain=True)
@@ -347,6 +349,8 @@ class MqttSync:
                 self._publish_until_stopped()
             except sqlite3.Error as exc:
                 self.last_error = f"outbox read failed: {exc}"
+                if is_damage(exc) and self.on_damage is not None:
+                    self.on_damage(exc)
                 if not warned:
                     log.error("MQTT publisher: outbox read failed (%s); retrying every second", exc)
                     warned = True
@@ -363,6 +367,9 @@ class MqttSync:
         try:
             while not self._pub_stop.is_set():
                 self.heartbeat = time.monotonic()
+                if outbox.replaced():
+                    log.warning("MQTT publisher: the outbox was moved aside; publishing from the fresh one")
+                    return
                 while True:
                     try:
                         mid = self._acks.get_nowait()

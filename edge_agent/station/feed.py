@@ -20,7 +20,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.spine.outbox import Outbox
+from edge_agent.spine.outbox import Outbox, reader
 
 if TYPE_CHECKING:
     from edge_agent.pipelines.bench.review import ReviewDesk, ReviewItem
@@ -340,8 +340,7 @@ class Feed:
                 self._outbox = None
 
     def _reader(self) -> Outbox:
-        if self._outbox is None:
-            self._outbox = Outbox(self.db_path, readonly=True)
+        self._outbox = reader(self.db_path, self._outbox)
         return self._outbox
 
     def _catch_up_today(self) -> None:

@@ -4,14 +4,17 @@ from __future__ import annotations
 
 import json
 import shutil
+import sqlite3
 from pathlib import Path
 
 import pytest
 
+from edge_agent.spine.chain import ChainWriter
 from edge_agent.spine.clock import Clock
 from edge_agent.spine.keys import DeviceKey, generate_key
-from edge_agent.spine.outbox import Outbox
+from edge_agent.spine.outbox import Outbox, is_damage, reader
 from edge_agent.spine.verify import Verifier
+from tests.helpers import wait_until
 
 
 def _append(ob: Outbox, key: DeviceKey, n: int, tag: str) -> list[dict[str, object]]:
@@ -97,3 +100,126 @@ def test_outbox__corrupt_file_declares_every_undelivered_seq(tmp_path: Path) -> 
     (a, b) = gap["ranges"][0]
     assert a <= 10 and b == 18
     assert ob.head()[0] == 18
+
+
+# ---------------------------------------------------------------- damage found while running
+
+
+def _stale_index_page(db: Path, index: str, old: bytes) -> None:
+    """Put back one index's page as it was in `old`: what a WAL cut after a checkpoint leaves. The b-trees
+    stay well formed (quick_check passes) but the index lacks the newer rows, so deleting one of them, or
+    taking it out of that index, fails with "database disk image is malformed"."""
+    conn = sqlite3.connect(db)
+    size = conn.execute("PRAGMA page_size").fetchone()[0]
+    (root,) = conn.execute("SELECT rootpage FROM sqlite_schema WHERE name = ?", (index,)).fetchone()
+    conn.close()
+    data = bytearray(db.read_bytes())
+    data[(root - 1) * size : root * size] = old[(root - 1) * size : root * size]
+    db.write_bytes(bytes(data))
+
+
+def _damaged_index(tmp_path: Path) -> tuple[Path, DeviceKey]:
+    key = generate_key(tmp_path / "k")
+    db = tmp_path / "o.db"
+    ob, _ = Outbox.open_checked(db)
+    _append(ob, key, 10, "a")
+    ob.checkpoint_truncate()
+    old = db.read_bytes()
+    _append(ob, key, 10, "b")
+    ob.checkpoint_truncate()
+    ob.close()
+    _stale_index_page(db, "records_undelivered", old)
+    return db, key
+
+
+def _writer(ob: Outbox, key: DeviceKey, max_bytes: int = 1 << 30) -> ChainWriter:
+    w = ChainWriter(ob, device="d", key=key, clock=Clock(), max_bytes=max_bytes)
+    w.start()
+    return w
+
+
+def test_chain_writer__a_damaged_index_is_rebuilt_and_no_record_is_lost(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db, key = _damaged_index(tmp_path)
+    ob, gap = Outbox.open_checked(db)
+    assert gap is None and ob.quick_check() == "ok"  # the start's check cannot see it
+    # A bound so tight that this batch evicts undelivered records, which the damaged index lacks.
+    w = _writer(ob, key, max_bytes=ob.stats().stored_bytes // 3)
+    try:
+        for i in range(5):
+            w.emit("event", {"t": "c", "i": i})
+        assert w.flush(10), w.last_error
+    finally:
+        w.stop()
+    assert w.outbox is ob and not list(tmp_path.glob("o.db.corrupt-*"))
+    assert any("rebuilt it from the records" in r.getMessage() for r in caplog.records)
+    assert ob.conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+    assert w.head_seq >= 25  # 20, the 5 new ones and the outbox_full gap declaring what was evicted
+    v = Verifier([key.public])
+    for data in ob.export():
+        v.add(json.loads(data))
+    v.finish()
+    assert v.ok, [f.line() for f in v.findings]
+    ob.close()
+
+
+def test_chain_writer__damage_another_connection_found_is_mended_by_the_writer(tmp_path: Path) -> None:
+    db, key = _damaged_index(tmp_path)
+    ob, _ = Outbox.open_checked(db)
+    publisher = Outbox(db)  # as the MQTT publisher's own connection
+    with pytest.raises(sqlite3.DatabaseError) as caught:
+        publisher.mark_delivered([15])
+    assert is_damage(caught.value)
+    w = _writer(ob, key)
+    try:
+        w.report_damage(caught.value)
+
+        def delivered() -> bool:
+            try:
+                publisher.mark_delivered([15])
+            except sqlite3.DatabaseError:
+                return False
+            return True
+
+        assert wait_until(delivered, 10), w.last_error
+        assert publisher.first_undelivered_seq() == 1
+        assert [s for s, _, _ in publisher.undelivered(14, 2)] == [16, 17]
+    finally:
+        w.stop()
+        publisher.close()
+        ob.close()
+
+
+def test_chain_writer__a_damaged_outbox_is_moved_aside_and_the_chain_goes_on_after_a_signed_gap(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = generate_key(tmp_path / "k")
+    db = tmp_path / "o.db"
+    ob, _ = Outbox.open_checked(db)
+    made = _append(ob, key, 10, "a")
+    ob.mark_delivered(range(1, 4))
+    # The file's head went back while its rows did not (meta and records from two different moments).
+    ob.conn.execute("UPDATE meta SET value = '5' WHERE key = 'head_seq'")
+    follower = Outbox(db, readonly=True)  # the station's or status line's reader
+    w = _writer(ob, key)
+    try:
+        w.emit("event", {"t": "b"})
+        assert w.flush(10), w.last_error
+        assert w.outbox is not ob
+        assert w.head_seq == 12  # never seq 6 again: the gap is 11, the record 12
+    finally:
+        w.stop()
+    assert any(r.levelname == "CRITICAL" and "is damaged" in r.getMessage() for r in caplog.records)
+    (moved,) = tmp_path.glob("o.db.corrupt-*Z")
+    assert Outbox(moved, readonly=True).head()[0] == 5
+    assert follower.replaced()
+    fresh = reader(db, follower)
+    assert fresh is not follower and not fresh.replaced()
+    (g, r) = [json.loads(d) for d in fresh.export()]
+    assert g["kind"] == "gap" and g["body"]["reason"] == "outbox_corrupt"
+    assert g["body"]["ranges"] == [[4, 10]] and g["prev"] == made[-1]["hash"]
+    assert "head is behind its records" in g["body"]["detail"]
+    assert r["seq"] == 12 and r["body"] == {"t": "b"}
+    fresh.close()
+    w.outbox.close()

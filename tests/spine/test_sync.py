@@ -12,6 +12,7 @@ import pytest
 
 from edge_agent.errors import SyncError
 from edge_agent.settings import AgentConfig, parse_config
+from edge_agent.spine.chain import ChainWriter
 from edge_agent.spine.clock import Clock
 from edge_agent.spine.keys import DeviceKey, generate_key
 from edge_agent.spine.outbox import Outbox
@@ -271,3 +272,28 @@ def test_resume_cursor__a_record_the_agent_commits_meanwhile_is_not_jumped_over(
     finally:
         reader.close()
         writer.close()
+
+
+def test_sync__publishes_from_the_fresh_outbox_once_a_damaged_one_is_moved_aside(
+    broker: Broker, tmp_path: Path
+) -> None:
+    cfg = make_cfg(tmp_path, broker.url)
+    key = generate_key(cfg.key_path)
+    ob = fill(cfg, key, 20)
+    writer = ChainWriter(ob, device="dev-1", key=key, clock=Clock(), max_bytes=1 << 30)
+    with Subscriber(broker, "edge/site-a/dev-1/rec/#", client_id="central") as sub, running_sync(cfg) as sync:
+        assert wait_until(lambda: seqs_of(sub) == list(range(1, 21)), 10)
+        ob.conn.execute("UPDATE meta SET value = '5' WHERE key = 'head_seq'")  # the head went back: damage
+        writer.start()
+        try:
+            writer.emit("telemetry", {"after": True})
+            assert writer.flush(10), writer.last_error
+            assert writer.outbox is not ob
+            # The publisher left the moved file for the fresh one: the gap (21) and the new record (22).
+            assert wait_until(lambda: seqs_of(sub) == list(range(1, 23)), 10), sync.last_error
+            assert wait_until(lambda: writer.outbox.stats().depth == 0, 10)
+        finally:
+            writer.stop()
+            writer.outbox.close()
+    gap = json.loads(sub.messages()[20].payload)
+    assert gap["kind"] == "gap" and gap["body"]["reason"] == "outbox_corrupt"
