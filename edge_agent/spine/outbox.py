@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import sqlite3
 import time
 from collections.abc import Iterable, Sequence
@@ -167,6 +168,32 @@ def _salvage_meta(path: Path) -> tuple[tuple[int, str], int] | None:
     return None
 
 
+_INDEX_ONLY = re.compile(r"(row \d+ missing from|wrong # of entries in|non-unique entry in) index \w+")
+
+
+def _check(path: Path) -> str | None:
+    """What is damaged in the outbox at path, or None. After a clean stop, PRAGMA quick_check (the pages and
+    their b-trees); after an unclean one (its WAL left behind), PRAGMA integrity_check, which also finds
+    an index that disagrees with its records (a WAL cut after a checkpoint). Such an index is rebuilt
+    from the records, and nothing is lost."""
+    wal = Path(f"{path}-wal")
+    unclean = wal.exists() and wal.stat().st_size > 0
+    probe = connect(path)
+    try:
+        found = [str(r[0]) for r in probe.execute(f"PRAGMA {'integrity_check' if unclean else 'quick_check'}")]
+        if found != ["ok"] and all(_INDEX_ONLY.fullmatch(f) for f in found):
+            probe.execute("REINDEX")
+            log.warning(
+                "outbox %s: after an unclean stop an index disagreed with the records (%s); rebuilt it, none lost",
+                path,
+                found[0],
+            )
+            found = [str(r[0]) for r in probe.execute("PRAGMA integrity_check")]
+    finally:
+        probe.close()
+    return None if found == ["ok"] else "; ".join(found)[:200]
+
+
 class Outbox:
     """One connection to the outbox. The chain writer owns one; the MQTT sync and the CLI open their own."""
 
@@ -205,11 +232,7 @@ class Outbox:
         corrupt_reason = None
         if path.exists():
             try:
-                probe = connect(path)
-                result = probe.execute("PRAGMA quick_check").fetchone()[0]
-                probe.close()
-                if result != "ok":
-                    corrupt_reason = str(result)[:200]
+                corrupt_reason = _check(path)
             except sqlite3.DatabaseError as exc:
                 if _is_busy(exc):
                     raise

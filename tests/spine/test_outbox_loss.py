@@ -164,6 +164,27 @@ def test_chain_writer__a_damaged_index_is_rebuilt_and_no_record_is_lost(
     ob.close()
 
 
+def test_outbox__after_an_unclean_stop_a_damaged_index_is_found_and_rebuilt_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db, key = _damaged_index(tmp_path)
+    # An unclean stop: the WAL holds a commit no checkpoint has copied into the file.
+    live = sqlite3.connect(db)
+    live.execute("PRAGMA wal_autocheckpoint=0")
+    live.execute("INSERT INTO meta(key, value) VALUES ('note', 'a commit left in the WAL')")
+    live.commit()
+    stopped = tmp_path / "stopped"
+    stopped.mkdir()
+    for name in ("o.db", "o.db-wal", "o.db.head"):
+        shutil.copy(tmp_path / name, stopped / name)
+    live.close()
+    ob, gap = Outbox.open_checked(stopped / "o.db")
+    assert gap is None and not list(stopped.glob("*.corrupt-*"))
+    assert any("an index disagreed with the records" in r.getMessage() for r in caplog.records)
+    assert [s for s, _, _ in ob.undelivered(0, 100)] == list(range(1, 21))  # 11-20 were missing from it
+    ob.close()
+
+
 def test_chain_writer__damage_another_connection_found_is_mended_by_the_writer(tmp_path: Path) -> None:
     db, key = _damaged_index(tmp_path)
     ob, _ = Outbox.open_checked(db)
