@@ -167,7 +167,7 @@ def test_chain_writer__a_damaged_index_is_rebuilt_and_no_record_is_lost(
 def test_outbox__after_an_unclean_stop_a_damaged_index_is_found_and_rebuilt_at_start(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    db, key = _damaged_index(tmp_path)
+    db, _ = _damaged_index(tmp_path)
     # An unclean stop: the WAL holds a commit no checkpoint has copied into the file.
     live = sqlite3.connect(db)
     live.execute("PRAGMA wal_autocheckpoint=0")
