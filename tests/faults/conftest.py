@@ -42,6 +42,14 @@ def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     metafunc.parametrize("fault_seed", seeds, ids=[f"seed{s}" for s in seeds])
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    # 40 rounds take 5-10 minutes: past the suite's 300 s per test (setup.cfg), which is for the 6 rounds.
+    if config.getoption("--long"):
+        for item in items:
+            if "fault_seed" in getattr(item, "fixturenames", ()):
+                item.add_marker(pytest.mark.timeout(1800))
+
+
 @pytest.fixture
 def fault_rounds(request: pytest.FixtureRequest) -> int:
     return 40 if request.config.getoption("--long") else 6
