@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import re
 import tomllib
@@ -371,7 +372,9 @@ class Extraction:
     rows: tuple[Row, ...]
     spans: tuple[Span, ...]
     where: dict[str, TextLine] = field(default_factory=dict)  # the OCR box each found value was read from
-    unclaimed: tuple[TextLine, ...] = ()  # the boxes no label names (locate.unclaimed)
+    # The boxes no label names (locate.unclaimed), worked out when first asked: only a code found by its
+    # shape, or an order number the slip text did not give, needs them.
+    unclaimed: Callable[[], tuple[TextLine, ...]] = tuple
 
 
 @dataclass(frozen=True, slots=True)
@@ -485,10 +488,13 @@ def extract_fields(
     _by_shape(lines, template, labels=matcher.labels, reasons=reasons, cands=cands, boxes=boxes, parse=parse)
     by_shape: dict[str, str] = {}
     shaped = [n for n in _CODE_SHAPES if not cands[n] and template.spec(n).kind == "code"]
-    free = unclaimed(lines, matcher.labels, kinds, lambda n, t: parse(n, t)[0] is not None)
+    seen = tuple(lines)  # as they are now, whenever asked
+    free = functools.cache(
+        lambda: tuple(unclaimed(seen, matcher.labels, kinds, lambda n, t: parse(n, t)[0] is not None))
+    )
     if shaped:
         for name in shaped:  # the SKU first: a customer id is taken only beside a SKU already found
-            value = _code_by_shape(name, free, template, cands=cands, boxes=boxes, parse=parse)
+            value = _code_by_shape(name, free(), template, cands=cands, boxes=boxes, parse=parse)
             if value is not None:
                 by_shape[name] = value
     values: dict[str, FieldValue] = {}
@@ -505,7 +511,7 @@ def extract_fields(
             )
         if fv.value is not None and fv.value in boxes[spec.name]:
             where[spec.name] = boxes[spec.name][fv.value]
-    return Extraction(values, tuple(issues), rows, tuple(spans), where, tuple(free))
+    return Extraction(values, tuple(issues), rows, tuple(spans), where, free)
 
 
 def _by_shape(

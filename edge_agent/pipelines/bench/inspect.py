@@ -356,15 +356,13 @@ def judge(
     values = {n: FieldValue(n, fv.value, round(fv.confidence * scale, 4), fv.source) for n, fv in ext.values.items()}
     t1 = time.perf_counter()
     order_spec = rules.template.spec("order_no")
-    free = {id(ln) for ln in ext.unclaimed}
     codes = _printed_codes(reading.lines)
+    labelled = None
+    if values["order_no"].value is None:  # only then are the codes a label names the other codes
+        free = {id(ln) for ln in ext.unclaimed()}
+        labelled = _printed_codes([ln for ln in reading.lines if id(ln) not in free])
     check, order_value, order_issues = cross_check_order(
-        values["order_no"],
-        scan,
-        reading.barcodes,
-        order_spec.pattern,
-        codes,
-        labelled_codes=_printed_codes([ln for ln in reading.lines if id(ln) not in free]),
+        values["order_no"], scan, reading.barcodes, order_spec.pattern, codes, labelled_codes=labelled
     )
     issues = [*ext.issues, *found.disagree]
     order = manifest.get(str(order_value.value)) if manifest is not None and order_value.value else None
