@@ -100,19 +100,34 @@ def highest(a: tuple[int, str] | None, b: tuple[int, str] | None) -> tuple[int, 
     return max(known) if known else None
 
 
-def loss_gap(reason: str, detail: str, head: tuple[int, str] | None, delivered: int) -> dict[str, Any]:
-    """A gap body for records lost with the file: at least last_delivered+1 .. the highest seq made."""
+def loss_gap(
+    reason: str, detail: str, head: tuple[int, str] | None, delivered: int, kept: Sequence[int] = ()
+) -> dict[str, Any]:
+    """A gap body for records lost with the file: at least last_delivered+1 .. the highest seq made, but for
+    the undelivered records `kept` (read whole from a damaged file and queued again, ascending)."""
     last = head[0] if head else 0
-    first = min(delivered, last) + 1
-    ranges = [[first, last]] if last >= first else []
-    return {
+    lo = min(delivered, last) + 1
+    ranges = []
+    n_kept = 0
+    for s in kept:
+        if lo <= s <= last:
+            if s > lo:
+                ranges.append([lo, s - 1])
+            lo = s + 1
+            n_kept += 1
+    if lo <= last:
+        ranges.append([lo, last])
+    body = {
         "reason": reason,
         "detail": detail,
         "last_known_seq": last,
-        "count": last - first + 1 if ranges else 0,
+        "count": sum(b - a + 1 for a, b in ranges),
         "ranges": ranges,
         "hashes": [],
     }
+    if n_kept:
+        body["kept"] = n_kept
+    return body
 
 
 def read_gap(body: Any, gap_seq: int) -> tuple[dict[int, tuple[str, str | None]], list[tuple[int, int]]] | None:

@@ -25,7 +25,7 @@ from edge_agent.spine.clock import Clock, format_ts
 from edge_agent.spine.gaps import gap_body, highest, loss_gap, ranges_text, seq_ranges
 from edge_agent.spine.headfile import HeadSidecar, read_head_sidecar
 from edge_agent.spine.keys import DeviceKey
-from edge_agent.spine.records import GENESIS_PREV, KIND_PRIORITY, NEVER_EVICT, encode, make_record
+from edge_agent.spine.records import GENESIS_PREV, KIND_PRIORITY, NEVER_EVICT, check_record, encode, make_record
 
 if TYPE_CHECKING:
     import sqlite_utils
@@ -34,6 +34,8 @@ log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
 SQLITE_CORRUPT_INDEX = 779  # the extended code: an index disagrees with its table
+# How long moving a damaged outbox aside may spend reading whole records out of it (the chain writer waits).
+SALVAGE_BUDGET_S = 5.0
 WAL_LIMIT_BYTES = 4 * 1024 * 1024
 
 
@@ -156,16 +158,73 @@ def _import_sqlite_utils() -> Any:
     return sqlite_utils
 
 
+def _damaged(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a damaged outbox. writable_schema lets SQLite read a file shorter than its
+    header says (truncated), up to where it ends; mode=ro keeps the file as it is."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+    conn.execute("PRAGMA writable_schema=ON")
+    return conn
+
+
 def _salvage_meta(path: Path) -> tuple[tuple[int, str], int] | None:
     """((head seq, head hash), last delivered seq) from a damaged file's meta table, if it still reads."""
     with contextlib.suppress(Exception):
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+        conn = _damaged(path)
         try:
             rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
             return (int(rows["head_seq"]), str(rows["head_hash"])), int(rows.get("last_delivered_seq", 0))
         finally:
             conn.close()
     return None
+
+
+def _salvage_rows(moved: Path, after: int, upto: int) -> list[tuple[Any, ...]]:
+    """The undelivered records seq after+1 .. upto still whole in a damaged outbox, ascending: each row's bytes
+    parse, hash to its stored hash, and carry its seq and kind. Reading goes on past a damaged page by seq
+    (a few times), and stops after SALVAGE_BUDGET_S: the writer waits meanwhile, and the rest stay in the file."""
+    rows: list[tuple[Any, ...]] = []
+    if upto <= after:
+        return rows
+    try:
+        conn = _damaged(moved)
+    except sqlite3.Error:
+        return rows
+    deadline = time.monotonic() + SALVAGE_BUDGET_S
+    last, step = after, 1
+    try:
+        for _ in range(24):
+            try:
+                for row in conn.execute(
+                    "SELECT seq, kind, priority, ts, data, hash, size, created_at, delivered_at "
+                    "FROM records NOT INDEXED WHERE seq > ? AND seq <= ? ORDER BY seq",
+                    (last, upto),
+                ):
+                    last, step = int(row[0]), 1
+                    if row[8] is None and _whole(row):
+                        rows.append(tuple(row[:8]))
+                    if time.monotonic() > deadline:
+                        log.error("outbox salvage: stopped after %.0f s at seq %d", SALVAGE_BUDGET_S, last)
+                        return rows
+                return rows
+            except (sqlite3.Error, TypeError, ValueError):
+                last, step = last + step, step * 2  # past the damaged page, further each time
+    finally:
+        conn.close()
+    return rows
+
+
+def _whole(row: tuple[Any, ...]) -> bool:
+    try:
+        rec = json.loads(_blob(row[4]))
+    except (ValueError, TypeError):
+        return False
+    return (
+        isinstance(rec, dict)
+        and rec.get("seq") == row[0]
+        and rec.get("kind") == row[1]
+        and rec.get("hash") == row[5]
+        and not check_record(rec, None)
+    )
 
 
 _INDEX_ONLY = re.compile(r"(row \d+ missing from|wrong # of entries in|non-unique entry in) index \w+")
@@ -277,19 +336,31 @@ class Outbox:
             src = Path(str(path) + suffix)
             if src.exists():
                 os.replace(src, Path(str(moved) + suffix))
+        ob = cls(path)
+        ob.migrate()
+        rows = _salvage_rows(moved, delivered, head[0] if head else 0)
+        kept = [r[0] for r in rows]
+        gap = loss_gap("outbox_corrupt", reason, head, delivered, kept)
+        gap["moved_to"] = moved.name
         log.critical(
-            "outbox %s is damaged (%s); moved it aside to %s and started a fresh one. "
-            "Undelivered records in it were not sent; keep the file for recovery",
+            "outbox %s is damaged (%s); moved it aside to %s and started a fresh one. %d undelivered record(s) "
+            "read whole from it are queued again; %d declared lost in a signed gap record. Keep the file",
             path,
             reason,
             moved,
+            len(kept),
+            gap["count"],
         )
-        ob = cls(path)
-        ob.migrate()
-        gap = loss_gap("outbox_corrupt", reason, head, delivered)
-        gap["moved_to"] = moved.name
-        if head is not None:
-            ob._set_meta({"head_seq": str(head[0]), "head_hash": head[1]})
+        with ob.conn:
+            ob.conn.execute("BEGIN IMMEDIATE")
+            ob.conn.executemany(
+                "INSERT INTO records(seq, kind, priority, ts, data, hash, size, created_at) VALUES (?,?,?,?,?,?,?,?)",
+                rows,
+            )
+            meta = {"bytes": str(sum(r[6] for r in rows))}
+            if head is not None:
+                meta |= {"head_seq": str(head[0]), "head_hash": head[1]}
+            ob._set_meta(meta)
         return ob, gap
 
     def migrate(self) -> None:

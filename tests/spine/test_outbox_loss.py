@@ -11,6 +11,7 @@ import pytest
 
 from edge_agent.spine.chain import ChainWriter
 from edge_agent.spine.clock import Clock
+from edge_agent.spine.gaps import loss_gap
 from edge_agent.spine.keys import DeviceKey, generate_key
 from edge_agent.spine.outbox import Outbox, is_damage, reader
 from edge_agent.spine.verify import Verifier
@@ -100,6 +101,49 @@ def test_outbox__corrupt_file_declares_every_undelivered_seq(tmp_path: Path) -> 
     (a, b) = gap["ranges"][0]
     assert a <= 10 and b == 18
     assert ob.head()[0] == 18
+
+
+def test_outbox__records_still_whole_in_a_damaged_file_are_sent_and_only_the_rest_declared(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    key = generate_key(tmp_path / "k")
+    db = tmp_path / "o.db"
+    ob, _ = Outbox.open_checked(db)
+    made = _append(ob, key, 200, "a" * 200)
+    ob.mark_delivered(range(1, 51))
+    # One stored record altered in place: it still parses, but no longer hashes to its hash.
+    ob.conn.execute("UPDATE records SET data = replace(data, '\"i\":60', '\"i\":61') WHERE seq = 61")
+    ob.checkpoint_truncate()
+    ob.close()
+    with db.open("r+b") as f:  # the file loses its last 40 %
+        f.truncate(db.stat().st_size * 6 // 10 // 4096 * 4096)
+    ob, gap = Outbox.open_checked(db)
+    assert gap is not None and gap["reason"] == "outbox_corrupt"
+    kept = [s for s, _, _ in ob.undelivered(0, 1000)]
+    declared = {s for a, b in gap["ranges"] for s in range(a, b + 1)}
+    assert 20 < len(kept) == gap["kept"] < 150, gap
+    assert 61 in declared and 61 not in kept  # the altered one is not sent
+    assert not declared & set(kept) and declared | set(kept) == set(range(51, 201))
+    assert gap["count"] == len(declared)
+    assert any(f"{len(kept)} undelivered record(s) read whole" in r.getMessage() for r in caplog.records)
+    (g,) = ob.append([("gap", gap)], device="d", key=key, clock=Clock(), max_bytes=1 << 30)
+    assert g["seq"] == 201 and g["prev"] == made[-1]["hash"]
+    # Central had 1-50; with what the device sends now, every seq is there or declared, and all verify.
+    v = Verifier([key.public])
+    for r in made[:50]:
+        v.add(json.loads(json.dumps(r)))
+    for data in ob.export(51):
+        v.add(json.loads(data))
+    v.finish()
+    assert v.ok, [f.line() for f in v.findings]
+    assert not [f for f in v.findings if f.what == "hole"]
+    ob.close()
+
+
+def test_loss_gap__declares_the_range_but_the_records_kept() -> None:
+    body = loss_gap("outbox_corrupt", "x", (20, "h"), 5, [6, 7, 10, 20, 25])
+    assert body["ranges"] == [[8, 9], [11, 19]] and body["count"] == 11 and body["kept"] == 4
+    assert loss_gap("outbox_corrupt", "x", (20, "h"), 5)["ranges"] == [[6, 20]]
 
 
 # ---------------------------------------------------------------- damage found while running
@@ -237,9 +281,13 @@ def test_chain_writer__a_damaged_outbox_is_moved_aside_and_the_chain_goes_on_aft
     assert follower.replaced()
     fresh = reader(db, follower)
     assert fresh is not follower and not fresh.replaced()
-    (g, r) = [json.loads(d) for d in fresh.export()]
+    exported = [json.loads(d) for d in fresh.export()]
+    # The undelivered 4-10 were read whole from the moved file and are sent from the fresh one: none is lost.
+    assert [e["seq"] for e in exported] == list(range(4, 13))
+    assert [e["hash"] for e in exported[:7]] == [m["hash"] for m in made[3:]]
+    g, r = exported[-2:]
     assert g["kind"] == "gap" and g["body"]["reason"] == "outbox_corrupt"
-    assert g["body"]["ranges"] == [[4, 10]] and g["prev"] == made[-1]["hash"]
+    assert g["body"]["ranges"] == [] and g["body"]["kept"] == 7 and g["prev"] == made[-1]["hash"]
     assert "head is behind its records" in g["body"]["detail"]
     assert r["seq"] == 12 and r["body"] == {"t": "b"}
     fresh.close()
