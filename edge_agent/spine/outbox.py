@@ -163,7 +163,11 @@ def _damaged(path: Path) -> sqlite3.Connection:
     """A read-only connection to a damaged outbox. writable_schema lets SQLite read a file shorter than its
     header says (truncated), up to where it ends; mode=ro keeps the file as it is."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
-    conn.execute("PRAGMA writable_schema=ON")
+    try:
+        conn.execute("PRAGMA writable_schema=ON")
+    except sqlite3.Error:
+        conn.close()
+        raise
     return conn
 
 
@@ -204,7 +208,13 @@ def _salvage_rows(moved: Path, after: int, upto: int) -> list[tuple[Any, ...]]:
                     if row[8] is None and _whole(row):
                         rows.append(tuple(row[:8]))
                     if time.monotonic() > deadline:
-                        log.error("outbox salvage: stopped after %.0f s at seq %d", SALVAGE_BUDGET_S, last)
+                        log.error(
+                            "outbox salvage: stopped after %.0f s at seq %d; the records after it are declared "
+                            "lost and stay in %s",
+                            SALVAGE_BUDGET_S,
+                            last,
+                            moved,
+                        )
                         return rows
                 return rows
             except (sqlite3.Error, TypeError, ValueError):
@@ -743,9 +753,12 @@ def reader(path: Path, current: Outbox | None) -> Outbox:
     return Outbox(path, readonly=True)
 
 
-def _blob(data: bytes | str) -> bytes:
-    """A stored record's bytes; a row someone rewrote by hand may hold TEXT (doctor must still read it)."""
-    return data.encode("utf-8") if isinstance(data, str) else bytes(data)
+def _blob(data: bytes | str | float | None) -> bytes:
+    """A stored record's bytes; a row someone rewrote by hand may hold TEXT (doctor must still read it), and a
+    damaged one any type (an INTEGER is no length: bytes(10**12) would take a terabyte)."""
+    if isinstance(data, bytes):
+        return data
+    return (data if isinstance(data, str) else str(data)).encode("utf-8")
 
 
 __all__ = ["Outbox", "Stats", "gap_body", "is_damage", "read_head_sidecar", "reader", "seq_ranges"]
