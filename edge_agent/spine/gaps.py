@@ -108,16 +108,14 @@ def loss_gap(
     last = head[0] if head else 0
     lo = min(delivered, last) + 1
     ranges = []
-    n_kept = 0
     for s in kept:
         if lo <= s <= last:
             if s > lo:
                 ranges.append([lo, s - 1])
             lo = s + 1
-            n_kept += 1
     if lo <= last:
         ranges.append([lo, last])
-    body = {
+    return {
         "reason": reason,
         "detail": detail,
         "last_known_seq": last,
@@ -125,9 +123,6 @@ def loss_gap(
         "ranges": ranges,
         "hashes": [],
     }
-    if n_kept:
-        body["kept"] = n_kept
-    return body
 
 
 def read_gap(body: Any, gap_seq: int) -> tuple[dict[int, tuple[str, str | None]], list[tuple[int, int]]] | None:

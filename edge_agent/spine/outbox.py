@@ -37,6 +37,8 @@ SCHEMA_VERSION = 1
 SQLITE_CORRUPT_INDEX = 779  # the extended code: an index disagrees with its table
 # How long moving a damaged outbox aside may spend reading whole records out of it (the chain writer waits).
 SALVAGE_BUDGET_S = 5.0
+# How far below the last delivered seq it looks for records not yet acknowledged (twice mqtt.inflight_max's default).
+SALVAGE_BEHIND = 1000
 WAL_LIMIT_BYTES = 4 * 1024 * 1024
 
 
@@ -113,12 +115,23 @@ def _file_ident(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
-    """A connection with the outbox's pragmas: WAL, synchronous=FULL, a busy timeout."""
+def connect(path: Path, *, readonly: bool = False, create: bool = False) -> sqlite3.Connection:
+    """A connection with the outbox's pragmas: WAL, synchronous=FULL, a busy timeout.
+
+    Only the agent's start and moving a damaged outbox aside make the file (`create`). Any other connection
+    fails while there is none: opening the path in the moment a damaged file has been moved and its WAL not
+    yet, it would make an empty database there and pair it with the old WAL.
+    """
     if readonly:
         db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
     else:
-        db = sqlite3.connect(path, timeout=BUSY_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        db = sqlite3.connect(
+            str(path) if create else f"file:{path}?mode=rw",
+            uri=not create,
+            timeout=BUSY_TIMEOUT_S,
+            isolation_level=None,
+            check_same_thread=False,
+        )
     db.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
     if not readonly:
         # Switching to WAL needs an exclusive lock; only the first connection ever has to.
@@ -183,21 +196,27 @@ def _salvage_meta(path: Path) -> tuple[tuple[int, str], int] | None:
     return None
 
 
-def _salvage_rows(moved: Path, after: int, upto: int) -> list[tuple[Any, ...]]:
-    """The undelivered records seq after+1 .. upto still whole in a damaged outbox, ascending: each row's bytes
-    parse, hash to its stored hash, and carry its seq and kind. Reading goes on past a damaged page by seq
-    (a few times), and stops after SALVAGE_BUDGET_S: the writer waits meanwhile, and the rest stay in the file."""
+def _salvage_rows(moved: Path, delivered: int, upto: int) -> tuple[list[tuple[Any, ...]], int]:
+    """The undelivered records still whole in a damaged outbox up to seq `upto`, ascending, and the last
+    delivered seq they go with: read in one snapshot, as the MQTT publisher may still be marking records
+    delivered in the moved file. A record is whole when its bytes parse, hash to its stored hash, and carry
+    its seq and kind. Reading starts SALVAGE_BEHIND below the last delivered seq (acknowledgements come out of
+    order within the in-flight window), goes on past a damaged page by seq (a few times), and stops after
+    SALVAGE_BUDGET_S: the writer waits meanwhile, and the rest stay in the file."""
     rows: list[tuple[Any, ...]] = []
-    if upto <= after:
-        return rows
     try:
         conn = _damaged(moved)
     except sqlite3.Error:
-        return rows
+        return rows, delivered
     deadline = time.monotonic() + SALVAGE_BUDGET_S
-    last, step = after, 1
     try:
+        conn.execute("BEGIN")  # one snapshot for the meta and the rows
+        with contextlib.suppress(sqlite3.Error, ValueError):
+            delivered = int(dict(conn.execute("SELECT key, value FROM meta").fetchall())["last_delivered_seq"])
+        last, step = max(0, delivered - SALVAGE_BEHIND), 1
         for _ in range(24):
+            if last >= upto:
+                break
             try:
                 for row in conn.execute(
                     "SELECT seq, kind, priority, ts, data, hash, size, created_at, delivered_at "
@@ -215,13 +234,13 @@ def _salvage_rows(moved: Path, after: int, upto: int) -> list[tuple[Any, ...]]:
                             last,
                             moved,
                         )
-                        return rows
-                return rows
-            except (sqlite3.Error, TypeError, ValueError):
+                        return rows, delivered
+                break
+            except (sqlite3.Error, TypeError, ValueError, KeyError):
                 last, step = last + step, step * 2  # past the damaged page, further each time
     finally:
         conn.close()
-    return rows
+    return rows, delivered
 
 
 def _whole(row: tuple[Any, ...]) -> bool:
@@ -271,10 +290,10 @@ def _check(path: Path) -> str | None:
 class Outbox:
     """One connection to the outbox. The chain writer owns one; the MQTT sync and the CLI open their own."""
 
-    def __init__(self, path: Path, *, readonly: bool = False) -> None:
+    def __init__(self, path: Path, *, readonly: bool = False, create: bool = False) -> None:
         self.path = path
         self.readonly = readonly
-        self.conn: sqlite3.Connection = connect(path, readonly=readonly)
+        self.conn: sqlite3.Connection = connect(path, readonly=readonly, create=create)
         self._ident = _file_ident(path)
         self.sidecar = HeadSidecar(path)
 
@@ -313,7 +332,7 @@ class Outbox:
                 corrupt_reason = str(exc)
         if corrupt_reason is not None:
             return cls._move_aside(path, corrupt_reason)
-        ob = cls(path)
+        ob = cls(path, create=True)
         ob.migrate()
         db_head = ob.head()
         if side is not None and side[0] > db_head[0]:
@@ -351,12 +370,14 @@ class Outbox:
             src = Path(str(path) + suffix)
             if src.exists():
                 os.replace(src, Path(str(moved) + suffix))
-        ob = cls(path)
+        ob = cls(path, create=True)
         ob.migrate()
-        rows = _salvage_rows(moved, delivered, head[0] if head else 0)
+        rows, delivered = _salvage_rows(moved, delivered, head[0] if head else 0)
         kept = [r[0] for r in rows]
         gap = loss_gap("outbox_corrupt", reason, head, delivered, kept)
         gap["moved_to"] = moved.name
+        if kept:
+            gap["kept"] = len(kept)
         log.critical(
             "outbox %s is damaged (%s); moved it aside to %s and started a fresh one. %d undelivered record(s) "
             "read whole from it are queued again; %d declared lost in a signed gap record. Keep the file",
