@@ -224,8 +224,22 @@ def _salvage_rows(moved: Path, delivered: int, upto: int) -> tuple[list[tuple[An
                     (last, upto),
                 ):
                     last, step = int(row[0]), 1
-                    if row[8] is None and _whole(row):
-                        rows.append(tuple(row[:8]))
+                    rec = _whole(row) if row[8] is None else None
+                    if rec is not None:  # its row made anew from the record: the other cells may be damaged
+                        data = _blob(row[4])
+                        made = row[7] if isinstance(row[7], float) else time.time()
+                        rows.append(
+                            (
+                                last,
+                                rec["kind"],
+                                KIND_PRIORITY.get(rec["kind"], 1),
+                                rec["ts"],
+                                data,
+                                rec["hash"],
+                                len(data),
+                                made,
+                            )
+                        )
                     if time.monotonic() > deadline:
                         log.error(
                             "outbox salvage: stopped after %.0f s at seq %d; the records after it are declared "
@@ -243,13 +257,16 @@ def _salvage_rows(moved: Path, delivered: int, upto: int) -> tuple[list[tuple[An
     return rows, delivered
 
 
-def _whole(row: tuple[Any, ...]) -> bool:
+def _whole(row: tuple[Any, ...]) -> dict[str, Any] | None:
+    """The record a damaged outbox's row holds, when it is whole; else None."""
     try:
         rec = json.loads(_blob(row[4]))
     except (ValueError, TypeError):
-        return False
+        return None
     if not isinstance(rec, dict) or (rec.get("seq"), rec.get("kind"), rec.get("hash")) != (row[0], row[1], row[5]):
-        return False
+        return None
+    if not isinstance(rec.get("ts"), str):
+        return None
     # Plain JSON with sorted keys is the canonical form for most records (not for a float like 5.0): when it
     # hashes to the record's hash the record is whole, at a fifth of the cost of canonicalising it.
     plain = json.dumps(
@@ -258,7 +275,9 @@ def _whole(row: tuple[Any, ...]) -> bool:
         separators=(",", ":"),
         ensure_ascii=False,
     )
-    return hashlib.sha256(plain.encode()).hexdigest() == row[5] or not check_record(rec, None)
+    if hashlib.sha256(plain.encode()).hexdigest() == row[5] or not check_record(rec, None):
+        return rec
+    return None
 
 
 _INDEX_ONLY = re.compile(r"(row \d+ missing from|wrong # of entries in|non-unique entry in) index \w+")

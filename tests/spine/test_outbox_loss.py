@@ -118,6 +118,8 @@ def test_outbox__records_still_whole_in_a_damaged_file_are_sent_and_only_the_res
     ob.conn.execute("UPDATE records SET data = replace(data, '\"i\":8}', '\"i\":9}') WHERE seq = 70")
     # And one whose cell now holds an integer, not a blob (bytes() of it would be a terabyte of zeros).
     ob.conn.execute("UPDATE records SET data = 1000000000000 WHERE seq = 75")
+    # And one whose other cells were damaged: its row is made anew from its record.
+    ob.conn.execute("UPDATE records SET size = 'x', priority = 'y' WHERE seq = 80")
     ob.checkpoint_truncate()
     ob.close()
     with db.open("r+b") as f:  # the file loses its last 40 %
@@ -129,6 +131,7 @@ def test_outbox__records_still_whole_in_a_damaged_file_are_sent_and_only_the_res
     assert 20 < len(kept) == gap["kept"] < 150, gap
     assert 70 in declared and 70 not in kept  # the altered one is not sent
     assert 61 in kept and 69 in kept and 71 in kept and 75 in declared
+    assert 80 in kept and ob.stats().stored_bytes == sum(len(d) for d in ob.export())
     assert not declared & set(kept) and declared | set(kept) == set(range(51, 201))
     assert gap["count"] == len(declared)
     assert any(f"{len(kept)} undelivered record(s) read whole" in r.getMessage() for r in caplog.records)
