@@ -398,7 +398,7 @@ def test_daemon__outbox_locked_by_another_process_is_waited_for_not_moved_aside_
     was taken for corruption, so the outbox was moved aside and its undelivered records left unsent."""
     cfg = provision(tmp_path, broker.url)
     db = load_config(cfg).db_path
-    with Outbox(db) as ob:
+    with Outbox(db, create=True) as ob:
         ob.migrate()
     hold = sqlite3.connect(db, isolation_level=None)  # a backup tool or an sqlite3 shell, say
     hold.execute("PRAGMA locking_mode=EXCLUSIVE")
