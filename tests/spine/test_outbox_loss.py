@@ -24,6 +24,13 @@ def _append(ob: Outbox, key: DeviceKey, n: int, tag: str) -> list[dict[str, obje
     )
 
 
+def _new_outbox(tmp_path: Path) -> tuple[DeviceKey, Path, Outbox]:
+    """A device key and a new outbox, opened as the agent opens it."""
+    key = generate_key(tmp_path / "k")
+    db = tmp_path / "o.db"
+    return key, db, Outbox.open_checked(db)[0]
+
+
 def _zero(db: Path) -> None:
     db.write_bytes(b"")
     for s in ("-wal", "-shm"):
@@ -39,9 +46,7 @@ def _delete(db: Path) -> None:
 def test_outbox__lost_file_continues_after_the_highest_seq_with_a_signed_gap(
     tmp_path: Path, lose: object, caplog: pytest.LogCaptureFixture
 ) -> None:
-    key = generate_key(tmp_path / "k")
-    db = tmp_path / "o.db"
-    ob, _ = Outbox.open_checked(db)
+    key, db, ob = _new_outbox(tmp_path)
     first = _append(ob, key, 5, "a")
     ob.mark_delivered([1, 2])
     ob.close()
@@ -66,9 +71,7 @@ def test_outbox__lost_file_continues_after_the_highest_seq_with_a_signed_gap(
 
 def test_outbox__lost_wal_tail_never_reuses_a_seq(tmp_path: Path) -> None:
     """The DB file as it was before the last commits (their WAL frames lost): the sidecar knows better."""
-    key = generate_key(tmp_path / "k")
-    db = tmp_path / "o.db"
-    ob, _ = Outbox.open_checked(db)
+    key, db, ob = _new_outbox(tmp_path)
     _append(ob, key, 4, "a")
     ob.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     ob.close()
@@ -86,9 +89,7 @@ def test_outbox__lost_wal_tail_never_reuses_a_seq(tmp_path: Path) -> None:
 
 
 def test_outbox__corrupt_file_declares_every_undelivered_seq(tmp_path: Path) -> None:
-    key = generate_key(tmp_path / "k")
-    db = tmp_path / "o.db"
-    ob, _ = Outbox.open_checked(db)
+    key, db, ob = _new_outbox(tmp_path)
     _append(ob, key, 18, "a")
     ob.mark_delivered(range(1, 10))
     ob.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
@@ -106,9 +107,7 @@ def test_outbox__corrupt_file_declares_every_undelivered_seq(tmp_path: Path) -> 
 def test_outbox__records_still_whole_in_a_damaged_file_are_sent_and_only_the_rest_declared(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    key = generate_key(tmp_path / "k")
-    db = tmp_path / "o.db"
-    ob, _ = Outbox.open_checked(db)
+    key, db, ob = _new_outbox(tmp_path)
     made = _append(ob, key, 60, "a" * 200)
     # seq 61 holds a float whose canonical form (5) is not Python's (5.0): it must be kept all the same.
     made += ob.append([("event", {"w": 5.0})], device="d", key=key, clock=Clock(), max_bytes=1 << 30)
@@ -172,9 +171,7 @@ def _stale_index_page(db: Path, index: str, old: bytes) -> None:
 
 
 def _damaged_index(tmp_path: Path) -> tuple[Path, DeviceKey]:
-    key = generate_key(tmp_path / "k")
-    db = tmp_path / "o.db"
-    ob, _ = Outbox.open_checked(db)
+    key, db, ob = _new_outbox(tmp_path)
     _append(ob, key, 10, "a")
     ob.checkpoint_truncate()
     old = db.read_bytes()
@@ -268,9 +265,7 @@ def test_chain_writer__damage_another_connection_found_is_mended_by_the_writer(t
 def test_chain_writer__a_damaged_outbox_is_moved_aside_and_the_chain_goes_on_after_a_signed_gap(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    key = generate_key(tmp_path / "k")
-    db = tmp_path / "o.db"
-    ob, _ = Outbox.open_checked(db)
+    key, db, ob = _new_outbox(tmp_path)
     made = _append(ob, key, 10, "a")
     ob.mark_delivered(range(1, 4))
     # The file's head went back while its rows did not (meta and records from two different moments).
