@@ -23,6 +23,7 @@ from paho.mqtt.properties import Properties
 from edge_agent.central.db import Database, open_db
 from edge_agent.central.ingest import BatchResult, Ingestor, IngestSettings, Message, Prepared, ResendDue
 from edge_agent.central.metrics import Metrics
+from edge_agent.signals import get_within
 from edge_agent.spine.config import MqttConfig
 from edge_agent.spine.remote.message import sign_command
 from edge_agent.spine.sync import describe_connect_error, make_client
@@ -458,7 +459,7 @@ class IngestWorker:
 
     def _take_batch(self) -> list[Message]:
         try:
-            first = self.q.get(timeout=0.2)
+            first = get_within(self.q, 0.2)
         except queue.Empty:
             return []
         batch = [first]
@@ -473,7 +474,7 @@ class IngestWorker:
             if left <= 0:
                 break
             try:
-                batch.append(self.q.get(timeout=left))
+                batch.append(get_within(self.q, left))
             except queue.Empty:
                 break
         return batch
