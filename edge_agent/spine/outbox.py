@@ -15,6 +15,7 @@ import os
 import re
 import sqlite3
 import time
+import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -115,6 +116,11 @@ def _file_ident(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
+def _uri(path: Path, mode: str) -> str:
+    """SQLite's URI for the file at path: `?`, `#` and `%` in a folder's name are data, not URI syntax."""
+    return f"file:{urllib.parse.quote(str(path))}?mode={mode}"
+
+
 def connect(path: Path, *, readonly: bool = False, create: bool = False) -> sqlite3.Connection:
     """A connection with the outbox's pragmas: WAL, synchronous=FULL, a busy timeout.
 
@@ -123,10 +129,10 @@ def connect(path: Path, *, readonly: bool = False, create: bool = False) -> sqli
     yet, it would make an empty database there and pair it with the old WAL.
     """
     if readonly:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=5, check_same_thread=False)
+        db = sqlite3.connect(_uri(path, "ro"), uri=True, timeout=5, check_same_thread=False)
     else:
         db = sqlite3.connect(
-            str(path) if create else f"file:{path}?mode=rw",
+            str(path) if create else _uri(path, "rw"),
             uri=not create,
             timeout=BUSY_TIMEOUT_S,
             isolation_level=None,
@@ -175,7 +181,7 @@ def _import_sqlite_utils() -> Any:
 def _damaged(path: Path) -> sqlite3.Connection:
     """A read-only connection to a damaged outbox. writable_schema lets SQLite read a file shorter than its
     header says (truncated), up to where it ends; mode=ro keeps the file as it is."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=1)
+    conn = sqlite3.connect(_uri(path, "ro"), uri=True, timeout=1)
     try:
         conn.execute("PRAGMA writable_schema=ON")
     except sqlite3.Error:

@@ -9,7 +9,7 @@ from pathlib import Path
 from edge_agent.spine.chain import ChainWriter
 from edge_agent.spine.clock import Clock
 from edge_agent.spine.keys import DeviceKey, generate_key
-from edge_agent.spine.outbox import Outbox
+from edge_agent.spine.outbox import Outbox, reader
 from edge_agent.spine.verify import Verifier
 
 
@@ -106,6 +106,35 @@ def test_outbox__corrupt_file_is_moved_aside_and_chain_continues(tmp_path: Path)
     assert moved, "the corrupt file must be kept"
     rec = ob2.append_gap(gap, device="d", key=key, clock=Clock())
     assert rec["seq"] == 51
+
+
+def test_outbox__in_a_folder_whose_name_holds_uri_characters_every_connection_opens_it(tmp_path: Path) -> None:
+    # SQLite reads `?` as the start of a URI's query, `#` as a fragment and `%41` as "A".
+    key = generate_key(tmp_path / "k")
+    folder = tmp_path / "state ?#%41"
+    folder.mkdir()
+    db = folder / "o.db"
+    ob, _ = Outbox.open_checked(db)
+    ob.append(
+        [("event", {"i": i, "pad": "a" * 200}) for i in range(200)],
+        device="d",
+        key=key,
+        clock=Clock(),
+        max_bytes=1 << 30,
+    )
+    ro = reader(db, None)  # the status line's and the station's
+    assert [json.loads(x)["seq"] for x in ro.export()] == list(range(1, 201))
+    ro.close()
+    rw = Outbox(db)  # the publisher's
+    rw.mark_delivered(range(1, 51))
+    rw.close()
+    ob.checkpoint_truncate()
+    ob.close()
+    with db.open("r+b") as f:  # the file loses its last 40 %: what is still whole in it is read from there
+        f.truncate(db.stat().st_size * 6 // 10 // 4096 * 4096)
+    ob, gap = Outbox.open_checked(db)
+    assert gap is not None and gap["reason"] == "outbox_corrupt" and gap["kept"] > 20, gap
+    ob.close()
 
 
 def test_outbox__prune_keeps_undelivered(tmp_path: Path) -> None:
