@@ -125,10 +125,10 @@ def stack_dumps() -> Iterator[None]:
 def get_within(q: queue.SimpleQueue[T], timeout: float) -> T:
     """`q.get(timeout=timeout)`, but sure to end by its timeout (queue.Empty) when a signal lands meanwhile.
 
-    CPython 3.11's C SimpleQueue.get waits for ever when a signal interrupts its wait and the deadline
-    passes before it waits again (running the handler, or getting the GIL back): the time left turns
-    negative, which the lock reads as "no timeout". The ingest worker's main thread sat in get(timeout=0.2)
-    for good after SIGTERM in CI. Here the handled signals are blocked in this thread for the wait, so
+    The C SimpleQueue.get of CPython 3.11 and 3.12 (not 3.13) waits for ever when a signal interrupts its
+    wait and the deadline passes before it waits again (running the handler, or getting the GIL back): the
+    time left turns negative, which the lock reads as "no timeout". The ingest worker's main thread sat in
+    get(timeout=0.2) for good after SIGTERM in CI. Here the handled signals are blocked in this thread for the wait, so
     none can interrupt it: the kernel gives them to another thread, and Python runs their handlers in the
     main thread as soon as the wait ends (at the latest when the mask is restored). queue.Queue has no
     such fault, but costs ten times as much per message.

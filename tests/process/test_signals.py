@@ -66,7 +66,7 @@ def test_signal_relay__outside_the_main_thread_refuses_and_leaves_the_handlers_a
 
 # One thread, waiting in a SimpleQueue for 1 s, three times; SIGHUP comes while it waits. The handler is still
 # running when the wait's deadline passes, as a handler (or the wait for the GIL after one) does on a busy
-# machine. CPython 3.11's own get(timeout=...) then waits for ever: the ingest worker did, after SIGTERM.
+# machine. CPython 3.11's and 3.12's own get(timeout=...) then wait for ever: the ingest worker did, after SIGTERM.
 SLOW_HANDLER_CHILD = """
 import queue, signal, threading, time
 from edge_agent.signals import get_within
