@@ -197,35 +197,30 @@ def _damaged(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _salvage_meta(path: Path) -> tuple[tuple[int, str], int] | None:
-    """((head seq, head hash), last delivered seq) from a damaged file's meta table, if it still reads."""
-    with contextlib.suppress(Exception):
-        conn = _damaged(path)
-        try:
-            rows = dict(conn.execute("SELECT key, value FROM meta").fetchall())
-            return (int(rows["head_seq"]), str(rows["head_hash"])), int(rows.get("last_delivered_seq", 0))
-        finally:
-            conn.close()
-    return None
+def _salvage(moved: Path, head: tuple[int, str] | None) -> tuple[list[tuple[Any, ...]], tuple[int, str] | None, int]:
+    """What a damaged outbox still gives, read in one snapshot: its undelivered records still whole, ascending;
+    the head (the highest of its meta's and `head`, the sidecar's); and the last delivered seq the records go
+    with. One snapshot, as the MQTT publisher may still be marking records delivered in the moved file.
 
-
-def _salvage_rows(moved: Path, delivered: int, upto: int) -> tuple[list[tuple[Any, ...]], int]:
-    """The undelivered records still whole in a damaged outbox up to seq `upto`, ascending, and the last
-    delivered seq they go with: read in one snapshot, as the MQTT publisher may still be marking records
-    delivered in the moved file. A record is whole when its bytes parse, hash to its stored hash, and carry
-    its seq and kind. Reading starts SALVAGE_BEHIND below the last delivered seq (acknowledgements come out of
-    order within the in-flight window), goes on past a damaged page by seq (a few times), and stops after
-    SALVAGE_BUDGET_S: the writer waits meanwhile, and the rest stay in the file."""
+    A record is whole when its bytes parse, hash to its stored hash, and carry its seq and kind. Reading starts
+    SALVAGE_BEHIND below the last delivered seq (acknowledgements come out of order within the in-flight
+    window), goes on past a damaged page by seq (a few times), and stops after SALVAGE_BUDGET_S: the writer
+    waits meanwhile, and the rest stay in the file."""
     rows: list[tuple[Any, ...]] = []
+    delivered = 0
     try:
         conn = _damaged(moved)
     except sqlite3.Error:
-        return rows, delivered
+        return rows, head, delivered
     deadline = time.monotonic() + SALVAGE_BUDGET_S
     try:
         conn.execute("BEGIN")  # one snapshot for the meta and the rows
-        with contextlib.suppress(sqlite3.Error, ValueError):
-            delivered = int(dict(conn.execute("SELECT key, value FROM meta").fetchall())["last_delivered_seq"])
+        with contextlib.suppress(sqlite3.Error, ValueError, TypeError):
+            meta = dict(conn.execute("SELECT key, value FROM meta").fetchall())
+            delivered = int(meta.get("last_delivered_seq", 0))
+            if "head_seq" in meta and "head_hash" in meta:
+                head = highest((int(meta["head_seq"]), str(meta["head_hash"])), head)
+        upto = head[0] if head else 0
         last, step = max(0, delivered - SALVAGE_BEHIND), 1
         for _ in range(24):
             if last >= upto:
@@ -261,13 +256,13 @@ def _salvage_rows(moved: Path, delivered: int, upto: int) -> tuple[list[tuple[An
                             last,
                             moved,
                         )
-                        return rows, delivered
+                        return rows, head, delivered
                 break
             except (sqlite3.Error, TypeError, ValueError, KeyError):
                 last, step = last + step, step * 2  # past the damaged page, further each time
     finally:
         conn.close()
-    return rows, delivered
+    return rows, head, delivered
 
 
 def _whole(row: tuple[Any, ...]) -> dict[str, Any] | None:
@@ -380,9 +375,7 @@ class Outbox:
     def _move_aside(cls, path: Path, reason: str) -> tuple[Outbox, dict[str, Any]]:
         """Move a damaged outbox aside (never deleted) and start a fresh one that continues after the highest
         seq ever made; returns it with the `outbox_corrupt` gap to append first."""
-        salvaged = _salvage_meta(path)
-        head = highest(salvaged[0] if salvaged else None, read_head_sidecar(path))
-        delivered = salvaged[1] if salvaged else 0
+        sidecar = read_head_sidecar(path)  # before a fresh outbox opens its own
         stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
         moved = path.with_name(f"{path.name}.corrupt-{stamp}")
         n = 1
@@ -395,7 +388,7 @@ class Outbox:
                 os.replace(src, Path(str(moved) + suffix))
         ob = cls(path, create=True)
         ob.migrate()
-        rows, delivered = _salvage_rows(moved, delivered, head[0] if head else 0)
+        rows, head, delivered = _salvage(moved, sidecar)
         kept = [r[0] for r in rows]
         gap = loss_gap("outbox_corrupt", reason, head, delivered, kept)
         gap["moved_to"] = moved.name

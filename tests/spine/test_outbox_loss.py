@@ -148,6 +148,21 @@ def test_outbox__records_still_whole_in_a_damaged_file_are_sent_and_only_the_res
     ob.close()
 
 
+def test_outbox__a_damaged_file_whose_meta_lost_a_row_is_still_moved_aside_and_salvaged(tmp_path: Path) -> None:
+    key, db, ob = _new_outbox(tmp_path)
+    _append(ob, key, 200, "a" * 200)
+    ob.conn.execute("DELETE FROM meta WHERE key = 'last_delivered_seq'")  # as a damaged page may leave it
+    ob.checkpoint_truncate()
+    ob.close()
+    with db.open("r+b") as f:
+        f.truncate(db.stat().st_size * 6 // 10 // 4096 * 4096)
+    ob, gap = Outbox.open_checked(db)
+    assert gap is not None and gap["reason"] == "outbox_corrupt" and gap["last_known_seq"] == 200
+    kept = [s for s, _, _ in ob.undelivered(0, 1000)]
+    assert len(kept) == gap["kept"] > 20 and gap["count"] == 200 - len(kept)
+    ob.close()
+
+
 def test_loss_gap__declares_the_range_but_the_records_kept() -> None:
     body = loss_gap("outbox_corrupt", "x", (20, "h"), 5, [6, 7, 10, 20, 25])
     assert body["ranges"] == [[8, 9], [11, 19]] and body["count"] == 11
