@@ -20,6 +20,7 @@ from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from edge_agent.pipelines.bench.normalize import doubts_named
 from edge_agent.spine.outbox import Outbox, reader
 
 if TYPE_CHECKING:
@@ -41,6 +42,7 @@ READ_TIMES_MAX = 5000
 SUBSCRIBER_QUEUE = 32  # a page this far behind is dropped; its EventSource reconnects and starts afresh
 REASON_WORDS = {
     "low_confidence": "not sure of the reading",
+    "ambiguous_value": "could be read two ways",
     "missing_field": "not found on the slip",
     "found_by_shape": "no label names it",
     "bad_format": "does not look right",
@@ -49,6 +51,8 @@ REASON_WORDS = {
     "reads_disagree": "two reads of the line differ",
     "image_quality": "photo quality",
 }
+
+DETAILED = ("low_confidence", "ambiguous_value")  # their message's (...) is worth the operator's glance
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,7 +78,7 @@ def _plain_reason(issue: dict[str, Any]) -> str:
     label = FIELD_LABELS.get(str(field), "") if field else ""
     words = REASON_WORDS.get(str(code))
     if label and words:
-        detail = message.split("(", 1)[1].rstrip(")") if "(" in message and code == "low_confidence" else ""
+        detail = message.split("(", 1)[1].rstrip(")") if "(" in message and code in DETAILED else ""
         return f"{label}: {words}" + (f" ({detail})" if detail else "")
     return message[:1].upper() + message[1:]
 
@@ -104,6 +108,20 @@ def _retake(body: dict[str, Any]) -> tuple[list[str], set[str]]:
     return lines, fields
 
 
+def _doubts(issues: list[dict[str, Any]], name: str, value: object) -> list[dict[str, Any]]:
+    """The characters of a field's value the reader could read two ways (letter or digit), with the other
+    reading: the review page shows each as a switch."""
+    if not isinstance(value, str):
+        return []
+    named = [
+        d
+        for i in issues
+        if i.get("code") == "ambiguous_value" and i.get("field") == name
+        for d in doubts_named(str(i.get("message", "")), value)
+    ]
+    return [{"at": at, "read": a, "other": b} for at, a, b in sorted(set(named))]
+
+
 def verdict_view(body: dict[str, Any], levels: Levels, **extra: Any) -> dict[str, Any]:
     """The page's view of one return_inspection body (a record's, or a queued item's)."""
     fields, conf = body.get("fields", {}), body.get("confidence", {})
@@ -128,6 +146,7 @@ def verdict_view(body: dict[str, Any], levels: Levels, **extra: Any) -> dict[str
                 "doubtful": name in doubtful,
                 "source": body.get("field_source", {}).get(name),
                 "box": boxes.get(name) if isinstance(boxes, dict) else None,
+                "doubts": _doubts(issues, name, value),
             }
         )
     check = body.get("order_check") or {}

@@ -166,3 +166,74 @@ def test_station_browser__verdict_queue_keyboard_correction_scan_and_signed_reco
     assert [f for f in verify_records(stored, [rig.pub_key()]).findings if f.level == FAIL] == []
     for png in ("live.png", "reviewed.png"):
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_station_browser__a_character_read_two_ways_is_switched_with_one_click(
+    rig: BenchRig, broker: Broker, browser: Any
+) -> None:
+    """A generated slip (tuning seed 600, clean) whose SKU mixes letters and digits, printed in a font whose
+    O and 0 (and I and 1) the reader cannot tell apart: it goes to review, and the page offers each doubtful
+    character as a switch. One click puts the other reading in the field; saving records that correction."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.common.keys import Keys
+
+    from edge_agent.demo.slipgen import encode_png, field_truth, generate_slip
+
+    img, meta = generate_slip(600, "clean", style="diverse")
+    truth = field_truth(meta)
+    d = browser
+    with Subscriber(broker, f"edge/{SITE}/{DEVICE}/rec/return_inspection", client_id="central-test") as central:
+        d.get(rig.url)
+        _wait(d, "the sign-in page", lambda d: _active_id(d) == "who")
+        _keys(d, OPERATOR, Keys.TAB, PIN, Keys.ENTER)
+        _wait(d, "the live page after sign-in", lambda d: d.execute_script("return document.body.dataset.connected"))
+        rig.scanner.scan(truth["order_no"])
+        rig.camera.drop_bytes(encode_png(img), ext=".png")
+        _wait(d, "the queued item", lambda d: _text(d, "#queue-count") == "1")
+        _keys(d, Keys.ENTER)
+        _wait(d, "the review page", lambda d: d.execute_script("return document.body.dataset.page") == "review")
+
+        sku = d.find_element(By.ID, "f-sku")
+        read = sku.get_attribute("value")
+        flips = d.find_elements(By.CSS_SELECTOR, "#d-sku .flip")
+        assert flips, "the SKU's doubtful characters are switches:\n" + _text(d, ".reasons")
+        reasons = _text(d, ".reasons")
+        strip = "".join(c.text for c in d.find_elements(By.CSS_SELECTOR, "#d-sku > *"))
+        assert strip == read, "the strip shows the value as read, one cell per character"
+        for b in flips:
+            at, pair = int(b.get_attribute("data-at")), b.get_attribute("data-pair")
+            assert b.text == read[at] == pair[0] and f"{pair[0]} or {pair[1]} at character {at + 1}" in reasons
+
+        first = flips[0]
+        at, other = int(first.get_attribute("data-at")), first.get_attribute("data-pair")[1]
+        switched = read[:at] + other + read[at + 1 :]
+        first.click()
+        _wait(d, "the other reading in the field", lambda _d: sku.get_attribute("value") == switched)
+        assert first.text == other and "flipped" in first.get_attribute("class")
+        assert "edited" in d.find_element(By.CSS_SELECTOR, 'label.field[data-field="sku"]').get_attribute("class")
+        first.click()  # and back: the field is as read again, not edited
+        _wait(d, "the reading as it was", lambda _d: sku.get_attribute("value") == read)
+        assert "edited" not in d.find_element(By.CSS_SELECTOR, 'label.field[data-field="sku"]').get_attribute("class")
+        # Keyboard: Enter on the focused switch switches it, and does not save the form.
+        first.send_keys(Keys.ENTER)
+        _wait(d, "the other reading again, by Enter", lambda _d: sku.get_attribute("value") == switched)
+        assert d.execute_script("return document.body.dataset.page") == "review" and not d.execute_script(
+            "return document.body.dataset.decided"
+        )
+        # A typed change of length hides the strip, which no longer lines up with the value.
+        sku.send_keys(Keys.END, "X")
+        _wait(d, "the strip hidden", lambda d: d.execute_script("return document.querySelector('#d-sku').hidden"))
+        sku.send_keys(Keys.BACKSPACE)
+        _wait(d, "the strip back", lambda d: not d.execute_script("return document.querySelector('#d-sku').hidden"))
+        sku.send_keys(Keys.ENTER)  # save
+        _wait(d, "back on the live page", lambda d: d.execute_script("return document.body.dataset.page") == "live")
+
+        def reviewed() -> list[dict[str, Any]]:
+            return [r for r in (json.loads(m.payload) for m in central.messages()) if r["body"]["human_reviewed"]]
+
+        _wait(d, "the reviewed record on the broker", lambda _d: reviewed())
+    [rec] = reviewed()
+    body = rec["body"]
+    assert body["decision"] == "corrected" and body["fields"]["sku"] == switched
+    assert body["changes"]["sku"] == {"from": read, "to": switched} and body["why"] == "misread by OCR"
+    assert check_record(rec, rig.pub_key()) == []

@@ -284,3 +284,38 @@ def test_verdict_view__field_boxes_from_the_reader_reach_the_page() -> None:
     boxes = {f["name"]: f["box"] for f in v["fields"]}
     assert boxes["order_no"] == corners
     assert boxes["sku"] is None and boxes["quantity"] is None
+
+
+def test_verdict_view__the_characters_the_reader_could_read_two_ways_become_switches() -> None:
+    from edge_agent.pipelines.bench.fields import LabelMatcher, extract_fields, load_reasons, load_template
+    from edge_agent.pipelines.bench.rules_config import FieldsConfig, ValidationConfig
+    from edge_agent.pipelines.bench.types import TextLine
+
+    template = load_template(FieldsConfig())
+    # The reader is sure of every character but the I at 1 and the 0 at 7, which its pattern allows both ways.
+    value = "I1P4G10R"
+    conf = tuple(0.8 if i in (0, 6) else 1.0 for i in range(len(value)))
+    line = TextLine(value, 0.95, (300, 100, 220, 40), conf)
+    lines = [TextLine("商品编码:", 0.99, (100, 100, 150, 40), (1.0,) * 5), line]
+    ext = extract_fields(lines, template, load_reasons(ValidationConfig()), LabelMatcher(template))
+    assert ext.values["sku"].value == value
+    issues = [i.to_json() for i in ext.issues if i.field == "sku"]
+    assert [i["code"] for i in issues] == ["ambiguous_value"]
+    v = verdict_view(_body(fields={**_body()["fields"], "sku": value}, review_reasons=issues), LEVELS)
+    assert v["reasons"] == ["SKU: could be read two ways (I or 1 at character 1, 0 or O at character 7)"]
+    doubts = {f["name"]: f["doubts"] for f in v["fields"]}
+    assert doubts["sku"] == [{"at": 0, "read": "I", "other": "1"}, {"at": 6, "read": "0", "other": "O"}]
+    assert all(d == [] for n, d in doubts.items() if n != "sku")
+    # A value that no longer holds the character as read (a person corrected it) names no switch there.
+    v = verdict_view(_body(fields={**_body()["fields"], "sku": "I1P4G1OR"}, review_reasons=issues), LEVELS)
+    assert next(f["doubts"] for f in v["fields"] if f["name"] == "sku") == [{"at": 0, "read": "I", "other": "1"}]
+    # A separator doubt is no letter/digit switch.
+    gap = {
+        "code": "ambiguous_value",
+        "field": "sku",
+        "message": "sku: AB12 CD could be read two ways (a space before character 5: a separator (- _ / .) or none)",
+    }
+    assert (
+        next(f["doubts"] for f in verdict_view(_body(review_reasons=[gap]), LEVELS)["fields"] if f["name"] == "sku")
+        == []
+    )

@@ -20,6 +20,7 @@ from edge_agent.pipelines.bench.normalize import (
     ambiguous_positions,
     clean_code_token_conf,
     dangling_separator,
+    doubt_phrase,
     ean13_valid,
     fix_code,
     fold,
@@ -407,7 +408,7 @@ def _parse_code(
     gaps = unread_separators(text, fixed.value, spec.pattern)
     factor = PER_SUBSTITUTION**fixed.substitutions * (AMBIGUOUS_CODE if fixed.ambiguous or amb or gaps else 1.0)
     if amb or gaps:
-        where = [f"{a} or {b} at character {i + 1}" for i, a, b in amb[:4]]
+        where = [doubt_phrase(i, a, b) for i, a, b in amb[:4]]
         seps = " ".join(CODE_SEPARATORS)
         where += [f"a space before character {i + 1}: a separator ({seps}) or none" for i in gaps[:2]]
         return fixed.value, factor, f"{fixed.value[:40]} could be read two ways ({', '.join(where)})"

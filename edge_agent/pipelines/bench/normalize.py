@@ -189,6 +189,25 @@ def ambiguous_positions(
     return out
 
 
+def doubt_phrase(position: int, as_read: str, other: str) -> str:
+    """How a review reason names one letter/digit doubt: "0 or O at character 7" (counted from 1)."""
+    return f"{as_read} or {other} at character {position + 1}"
+
+
+_DOUBT = re.compile(r"(?<![^\s(,])(\S) or (\S) at character (\d+)(?=[,)])")
+
+
+def doubts_named(message: str, value: str) -> list[tuple[int, str, str]]:
+    """(position, as read, other reading) of each doubt_phrase in a review reason's message, where the value
+    still holds that character as read (a value a person or a later step changed names none)."""
+    out = []
+    for m in _DOUBT.finditer(message):
+        a, b, i = m.group(1), m.group(2), int(m.group(3)) - 1
+        if CONFUSABLE_PAIRS.get(a) == b and 0 <= i < len(value) and value[i] == a:
+            out.append((i, a, b))
+    return out
+
+
 def ean13_valid(value: str) -> bool:
     """A 13-digit code whose last digit is its GS1 check digit."""
     if len(value) != 13 or not value.isdigit():

@@ -310,6 +310,31 @@
     return (free.value.trim() || sel.value).trim();
   }
 
+  // A character the reader could read two ways (letter or digit) is a switch: one click puts the other
+  // reading in the field. The strip follows what is typed, and hides when the value's length changes.
+  function syncDoubts(input) {
+    const strip = input.closest(".field").querySelector(".doubts");
+    if (!strip) return;
+    const cells = [...strip.children], v = input.value, orig = input.dataset.original || "";
+    strip.hidden = v.length !== cells.length;
+    input.closest(".field").querySelector(".doubts-hint").hidden = strip.hidden;
+    if (strip.hidden) return;
+    cells.forEach((c, i) => {
+      c.textContent = v[i];
+      if (!c.classList.contains("flip")) return;
+      c.disabled = !c.dataset.pair.includes(v[i]);
+      c.classList.toggle("flipped", v[i] !== orig[i]);
+    });
+  }
+
+  function flip(button) {
+    const input = button.closest(".field").querySelector("input");
+    const at = Number(button.dataset.at), pair = button.dataset.pair, v = input.value;
+    if (!pair.includes(v[at])) return;
+    input.value = v.slice(0, at) + (v[at] === pair[0] ? pair[1] : pair[0]) + v.slice(at + 1);
+    input.dispatchEvent(new Event("input", { bubbles: true }));
+  }
+
   function setupReview() {
     const form = $("#review-form");
     setupZoom();
@@ -323,7 +348,15 @@
     form.addEventListener("input", (e) => {
       const f = e.target.closest(".field");
       if (f) f.classList.toggle("edited", e.target.value.trim() !== (e.target.dataset.original || ""));
+      if (f) syncDoubts(e.target);
     });
+    for (const b of form.querySelectorAll(".doubts .flip")) {
+      b.addEventListener("click", (e) => { e.preventDefault(); flip(b); });
+      // Enter switches the focused character (Space does by the button's own click); it must not also save.
+      b.addEventListener("keydown", (e) => {
+        if (e.key === "Enter") { e.preventDefault(); e.stopPropagation(); flip(b); }
+      });
+    }
     form.addEventListener("submit", (e) => {
       e.preventDefault();
       if (!$("#reject-box").hidden) { decide("reject", { why: $("#reject-why").value }); return; }
