@@ -168,6 +168,28 @@ def test_station_browser__verdict_queue_keyboard_correction_scan_and_signed_reco
         assert (tmp_path / png).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def _box(d: Any, field: str = "sku") -> dict[str, float]:
+    """Where a field's box is drawn on the screen (after the photo's zoom), and the photo panel's middle."""
+    return dict(
+        d.execute_script(
+            "const r = document.querySelector(`#overlay polygon[data-field='${arguments[0]}']`).getBoundingClientRect();"
+            "const p = document.querySelector('#review-photo').getBoundingClientRect();"
+            "return {width: r.width, cx: r.x + r.width / 2, cy: r.y + r.height / 2,"
+            " px: p.x + p.width / 2, py: p.y + p.height / 2, pw: p.width};",
+            field,
+        )
+    )
+
+
+def _zoomed_on(d: Any, fit: dict[str, float]) -> bool:
+    b = _box(d)
+    return (
+        b["width"] >= 2 * fit["width"]
+        and abs(b["cx"] - b["px"]) < 0.05 * b["pw"]
+        and abs(b["cy"] - b["py"]) < 0.05 * b["pw"]
+    )
+
+
 def test_station_browser__a_character_read_two_ways_is_switched_with_one_click(
     rig: BenchRig, broker: Broker, browser: Any
 ) -> None:
@@ -204,6 +226,16 @@ def test_station_browser__a_character_read_two_ways_is_switched_with_one_click(
             at, pair = int(b.get_attribute("data-at")), b.get_attribute("data-pair")
             assert b.text == read[at] == pair[0] and f"{pair[0]} or {pair[1]} at character {at + 1}" in reasons
 
+        _wait(
+            d,
+            "the photo with the SKU's box",
+            lambda d: (
+                d.execute_script("return document.querySelector('#photo-img').naturalWidth > 0")
+                and d.find_elements(By.CSS_SELECTOR, '#overlay polygon[data-field="sku"]')
+            ),
+        )
+        fit = _box(d)
+
         first = flips[0]
         at, other = int(first.get_attribute("data-at")), first.get_attribute("data-pair")[1]
         switched = read[:at] + other + read[at + 1 :]
@@ -211,9 +243,16 @@ def test_station_browser__a_character_read_two_ways_is_switched_with_one_click(
         _wait(d, "the other reading in the field", lambda _d: sku.get_attribute("value") == switched)
         assert first.text == other and "flipped" in first.get_attribute("class")
         assert "edited" in d.find_element(By.CSS_SELECTOR, 'label.field[data-field="sku"]').get_attribute("class")
+        # ... and the photo zooms onto the SKU's box, in the middle of the panel, to check the glyph there.
+        _wait(d, "the photo zoomed onto the SKU", lambda d: _zoomed_on(d, fit))
         first.click()  # and back: the field is as read again, not edited
         _wait(d, "the reading as it was", lambda _d: sku.get_attribute("value") == read)
         assert "edited" not in d.find_element(By.CSS_SELECTOR, 'label.field[data-field="sku"]').get_attribute("class")
+        # Z (no field being typed in) goes back to the whole photo, and again onto the field.
+        _keys(d, "z")
+        _wait(d, "the whole photo again", lambda d: abs(_box(d)["width"] - fit["width"]) < 2)
+        _keys(d, "z")
+        _wait(d, "the photo zoomed onto the SKU again", lambda d: _zoomed_on(d, fit))
         # Keyboard: Enter on the focused switch switches it, and does not save the form.
         first.send_keys(Keys.ENTER)
         _wait(d, "the other reading again, by Enter", lambda _d: sku.get_attribute("value") == switched)

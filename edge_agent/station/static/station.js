@@ -84,17 +84,18 @@
     svg.setAttribute("viewBox", `0 0 ${w} ${h}`);
     svg.replaceChildren();
     const ns = "http://www.w3.org/2000/svg";
-    const poly = (pts, cls) => {
+    const poly = (pts, cls, field) => {
       const p = document.createElementNS(ns, "polygon");
       p.setAttribute("points", pts.map((q) => q.join(",")).join(" "));
       p.setAttribute("class", cls);
+      if (field) p.dataset.field = field;
       svg.append(p);
     };
     const label = boxPoints(view.label_box);
     if (label) poly(label, "label");
     for (const f of view.fields || []) {
       const pts = boxPoints(f.box);
-      if (pts) poly(pts, "box " + f.level + (f.doubtful ? " doubtful" : "") + (focus === f.name ? " focus" : ""));
+      if (pts) poly(pts, "box " + f.level + (f.doubtful ? " doubtful" : "") + (focus === f.name ? " focus" : ""), f.name);
     }
   }
 
@@ -243,7 +244,33 @@
     const z = $("#zoom");
     if (z) z.style.transform = `translate(${zoom.x}px, ${zoom.y}px) scale(${zoom.s})`;
   }
-  function zoomBy(f) { zoom.s = Math.min(8, Math.max(1, zoom.s * f)); if (zoom.s === 1) { zoom.x = 0; zoom.y = 0; } applyZoom(); }
+  function zoomBy(f) { zoom.s = Math.min(8, Math.max(1, zoom.s * f)); if (zoom.s === 1) { zoom.x = 0; zoom.y = 0; } zoomedOn = null; applyZoom(); }
+
+  // The photo zoomed onto a field's box (where its value was read), or back to the whole photo when it already
+  // is and `toggle` says so. The zoom layer sits centred in the panel and scales about its own centre.
+  let zoomedOn = null;
+  function zoomToField(name, toggle) {
+    const img = $("#photo-img"), panel = $("#review-photo");
+    const f = ((initial.item && initial.item.fields) || []).find((x) => x.name === name);
+    const pts = f ? boxPoints(f.box) : null;
+    if (!img || !panel || !pts || !img.naturalWidth) return;
+    if (toggle && zoomedOn === name) { zoom = { s: 1, x: 0, y: 0 }; zoomedOn = null; applyZoom(); return; }
+    const k = img.clientWidth / img.naturalWidth;
+    const xs = pts.map((p) => p[0] * k), ys = pts.map((p) => p[1] * k);
+    const bw = Math.max(1, Math.max(...xs) - Math.min(...xs)), bh = Math.max(1, Math.max(...ys) - Math.min(...ys));
+    const s = Math.min(8, Math.max(1, Math.min(panel.clientWidth / (bw * 1.5), panel.clientHeight / (bh * 4))));
+    const bx = (Math.max(...xs) + Math.min(...xs)) / 2 - img.clientWidth / 2;
+    const by = (Math.max(...ys) + Math.min(...ys)) / 2 - img.clientHeight / 2;
+    zoom = { s, x: -s * bx, y: -s * by };
+    zoomedOn = name;
+    applyZoom();
+  }
+
+  let lastField = null;  // the review field last focused (its switches included), for Z
+  function focusedField() {
+    const f = document.activeElement && document.activeElement.closest && document.activeElement.closest(".field");
+    return f ? f.dataset.field : null;
+  }
 
   function setupZoom() {
     const box = $("#review-photo");
@@ -255,7 +282,7 @@
     box.addEventListener("pointermove", (e) => { if (drag && zoom.s > 1) { zoom.x = e.clientX - drag.x; zoom.y = e.clientY - drag.y; applyZoom(); } });
     const img = $("#photo-img");
     if (img && initial.item) {
-      const draw = () => drawOverlay($("#overlay"), img, initial.item, document.activeElement && document.activeElement.name);
+      const draw = () => drawOverlay($("#overlay"), img, initial.item, focusedField());
       if (img.complete) draw(); else img.addEventListener("load", draw);
       document.addEventListener("focusin", draw);
     }
@@ -341,7 +368,11 @@
     if (!form) return;
     const fields = [...form.querySelectorAll(".field input")];
     const first = form.querySelector(".field.doubtful input") || fields[0];
-    form.addEventListener("focusin", (e) => { if (e.target.tagName === "INPUT" && e.target.closest(".field")) armScanner(true); });
+    form.addEventListener("focusin", (e) => {
+      const f = e.target.closest(".field");
+      if (f) lastField = f.dataset.field;
+      if (e.target.tagName === "INPUT" && f) armScanner(true);
+    });
     form.addEventListener("focusout", (e) => {
       if (!e.relatedTarget || !e.relatedTarget.closest || !e.relatedTarget.closest(".field")) armScanner(false);
     });
@@ -351,10 +382,11 @@
       if (f) syncDoubts(e.target);
     });
     for (const b of form.querySelectorAll(".doubts .flip")) {
-      b.addEventListener("click", (e) => { e.preventDefault(); flip(b); });
+      const use = () => { flip(b); zoomToField(b.closest(".field").dataset.field, false); };  // and show it
+      b.addEventListener("click", (e) => { e.preventDefault(); use(); });
       // Enter switches the focused character (Space does by the button's own click); it must not also save.
       b.addEventListener("keydown", (e) => {
-        if (e.key === "Enter") { e.preventDefault(); e.stopPropagation(); flip(b); }
+        if (e.key === "Enter") { e.preventDefault(); e.stopPropagation(); use(); }
       });
     }
     form.addEventListener("submit", (e) => {
@@ -386,7 +418,8 @@
       else if (k === "n") { e.preventDefault(); location.href = "/review/next"; }
       else if (k === "+" || k === "=") zoomBy(1.25);
       else if (k === "-") zoomBy(0.8);
-      else if (k === "0") { zoom = { s: 1, x: 0, y: 0 }; applyZoom(); }
+      else if (k === "0") { zoom = { s: 1, x: 0, y: 0 }; zoomedOn = null; applyZoom(); }
+      else if (k === "z") { e.preventDefault(); zoomToField(lastField || (first && first.name), true); }
       else if (k === "enter") { e.preventDefault(); form.requestSubmit(); }
       else if (/^[1-6]$/.test(k)) { e.preventDefault(); const f = fields[Number(k) - 1]; if (f) { f.focus(); f.select(); } }
     });
