@@ -22,6 +22,7 @@ from edge_agent.cli.doctor import (
     ClockFacts,
     check_client_cert,
     check_clock_sync,
+    check_expected_returns,
     check_ocr_models,
     run_checks,
 )
@@ -315,6 +316,38 @@ def test_check_ocr_models__sha256_and_a_timed_run(tmp_path: Path) -> None:
     det, rec = check_ocr_models(cfg)
     assert det.status == FAIL and "differs from the manifest's 000000000000" in det.message
     assert rec.status == FAIL and "missing.onnx: missing" in rec.message
+
+
+def test_check_expected_returns__none_broken_old_and_central_s(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('profile = "bench"\nstate_dir = "state"\n[device]\nid = "b1"\nsite = "w"\n')
+    cfg = load_config(path)
+    now = datetime.now(UTC)
+    none = check_expected_returns(cfg, now)
+    assert none.status == WARN and "no manifest" in none.message and "bench.validation.manifest" in none.remedy
+    # A configured file, relative to the config, with two orders (one on two lines).
+    (tmp_path / "returns.csv").write_text(
+        "order_no,sku,quantity,customer_id,order_date\n"
+        "DD1001,SKU-A1,1,C100,2026-11-20\nDD1001,SKU-B2,2,C100,2026-11-20\nDD1002,SKU-A1,1,C200,2026-11-21\n"
+    )
+    cfg.bench.validation.manifest = Path("returns.csv")
+    ok = check_expected_returns(cfg, now)
+    assert ok.status == OK and ok.message.startswith(f"2 orders {tmp_path / 'returns.csv'}, updated "), ok.line()
+    # Not updated for over a week: returns announced since are missing.
+    week = (now - timedelta(days=8)).timestamp()
+    os.utime(tmp_path / "returns.csv", (week, week))
+    old = check_expected_returns(cfg, now)
+    assert old.status == WARN and "updated 8.0 days ago" in old.message and "unknown orders" in old.remedy
+    # A broken one says where and what, as the bench would refuse it.
+    (tmp_path / "returns.csv").write_text("order_no,sku,quantity\nDD1001,SKU-A1,none\nDD1002,,1\nDD1003,X,0\n")
+    bad = check_expected_returns(cfg, now)
+    assert bad.status == FAIL and "returns.csv" in bad.message and "quantity" in bad.message, bad.line()
+    assert "(and 1 more)" in bad.message and "does not start" in bad.remedy
+    # The one central sent wins over the configured file.
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "manifest.csv").write_text("order_no,sku,quantity\nDD2001,SKU-C3,1\n")
+    central = check_expected_returns(cfg, now)
+    assert central.status == OK and central.message.startswith("1 order from central"), central.line()
 
 
 def test_doctor__j1939_bus_is_listened_to_and_named(tmp_path: Path) -> None:

@@ -33,7 +33,7 @@ from edge_agent.cli.doctor.keys import (
     check_trusted_keys,
     service_user,
 )
-from edge_agent.cli.doctor.models import check_camera, check_ocr_models
+from edge_agent.cli.doctor.models import check_camera, check_expected_returns, check_ocr_models
 from edge_agent.cli.doctor.storage import check_disk, check_outbox
 from edge_agent.cli.doctor.systemd import check_systemd
 from edge_agent.settings import resolve_config_path
@@ -47,6 +47,7 @@ __all__ = [
     "Status",
     "check_client_cert",
     "check_clock_sync",
+    "check_expected_returns",
     "check_ocr_models",
     "cmd_doctor",
     "register",
@@ -107,6 +108,7 @@ def run_checks(
                 add(check_camera(path, m))
         for c in check_ocr_models(cfg):
             add(c)
+        add(check_expected_returns(cfg, t))
     for c in check_systemd(root):
         add(c)
     return results

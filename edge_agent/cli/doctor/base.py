@@ -25,6 +25,7 @@ DISK_MARGIN_MB = 100.0
 SERIAL_LISTEN_S = 3.0
 BROKER_TIMEOUT_S = 5.0
 OCR_SLOW_S = 5.0
+MANIFEST_OLD_S = 7 * 24 * 3600.0  # an expected-returns manifest not updated for a week misses new returns
 CHAIN_TAIL = 200  # how many of the newest stored records the link check walks
 
 

@@ -1,4 +1,5 @@
-"""Doctor checks of the bench: cameras and the OCR models (hash against the manifest, one timed run)."""
+"""Doctor checks of the bench: cameras, the OCR models (hash against the manifest, one timed run) and the
+expected-returns manifest."""
 
 from __future__ import annotations
 
@@ -6,15 +7,18 @@ import importlib.util
 import json
 import logging
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from edge_agent.cli.doctor.base import (
     FAIL,
+    MANIFEST_OLD_S,
     OCR_SLOW_S,
     OK,
     WARN,
     Check,
+    human_s,
 )
 from edge_agent.settings import AgentConfig
 
@@ -27,6 +31,52 @@ def check_camera(path: str, cam: Any) -> Check:
 
     outcome = probe(cam)
     return Check(f"{path} ({cam.kind})", outcome.status, outcome.message, outcome.remedy)
+
+
+def check_expected_returns(cfg: AgentConfig, now: datetime) -> Check:
+    """The expected-returns manifest the bench would use (central's, else the configured file): readable, how
+    many orders, how old. Without one, a letter/digit doubt in a SKU or customer id has nothing to settle it."""
+    from edge_agent.errors import EdgeAgentError
+    from edge_agent.pipelines.bench.manifest import active_manifest
+
+    name = "expected returns"
+    configured = cfg.bench.validation.manifest
+    if configured is not None and not configured.is_absolute() and cfg.source is not None:
+        configured = cfg.source.parent / configured
+    try:
+        manifest = active_manifest(cfg.state_dir, configured)
+    except EdgeAgentError as exc:
+        problems = str(exc).splitlines()
+        more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
+        return Check(
+            name,
+            FAIL,
+            "; ".join(problems[:2]) + more,
+            "fix the file (columns order_no, sku, quantity, customer_id, order_date), or have central send one: "
+            "the bench does not start with a manifest it cannot read",
+        )
+    if manifest is None:
+        return Check(
+            name,
+            WARN,
+            "no manifest: slips are checked against nothing, and a SKU or customer id whose O/0 or I/1 the "
+            "reader cannot tell apart always goes to review",
+            "set bench.validation.manifest to the expected-returns CSV or JSON (edge-agent config set), or have "
+            "central send one (edge-agent central sign-command --name replace_manifest --manifest FILE)",
+        )
+    age_s = max(0.0, now.timestamp() - Path(manifest.source).stat().st_mtime)
+    where = "from central" if Path(manifest.source).parent == Path(cfg.state_dir) else manifest.source
+    n = len(manifest.orders)
+    message = f"{n} order{'' if n == 1 else 's'} {where}, updated {human_s(age_s)} ago"
+    if age_s > MANIFEST_OLD_S:
+        return Check(
+            name,
+            WARN,
+            message,
+            "returns announced since then are not in it, and their slips go to review as unknown orders: "
+            "update the file, or have central send a new one",
+        )
+    return Check(name, OK, message)
 
 
 def _manifest_path(cfg: AgentConfig) -> Path:
