@@ -17,6 +17,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from edge_agent.demo.slipgen import encode_png, field_truth, generate_slip  # noqa: E402
 from edge_agent.station.operators import add_operator  # noqa: E402
 from tests.broker import Broker  # noqa: E402
 from tests.station.harness import BenchRig, start_chromium  # noqa: E402
@@ -94,6 +95,27 @@ def main() -> int:  # noqa: PLR0915 - one walk through the pages, in order
             _until(driver, "return document.body.dataset.verdictKind === 'rejected'", "the rejected record")
             driver.get(rig.url + "history")
             _shot(driver, "history")
+            driver.get(rig.url)
+            _until(driver, "return document.body.dataset.connected === '1'", "live page")
+            # A generated slip (tuning seed 691) whose SKU PN-2123-WHT-O1 the reader reads ...-01, in doubt:
+            # the switch puts the O back.
+            img, meta = generate_slip(691, "clean", style="diverse")
+            truth = field_truth(meta)
+            rig.scanner.scan(truth["order_no"])
+            rig.camera.drop_bytes(encode_png(img), ext=".png")
+            _until(driver, "return document.querySelector('#queue-count').textContent === '1'", "the queued slip")
+            ActionChains(driver).send_keys(Keys.ENTER).perform()
+            _until(driver, "const i = document.querySelector('#photo-img'); return i && i.naturalWidth > 0", "photo")
+            _until(driver, "return document.querySelector('#d-sku .flip') !== null", "the SKU's switches")
+            driver.execute_script(
+                "const sku = arguments[0];"
+                "for (const b of document.querySelectorAll('#d-sku .flip'))"
+                "  if (b.textContent !== sku[b.dataset.at]) b.click();",
+                truth["sku"],
+            )
+            _until(driver, "return document.querySelector('.field.edited') !== null", "the switched character")
+            _until(driver, "return getComputedStyle(document.querySelector('#zoom')).transform !== 'none'", "zoom")
+            _shot(driver, "review-switch")
             driver.get(rig.url)
             _until(driver, "return document.body.dataset.connected === '1'", "live page")
             rig.scanner.stop()  # unplugged
