@@ -212,6 +212,11 @@ def test_station_browser__a_character_read_two_ways_is_switched_with_one_click(
         rig.scanner.scan(truth["order_no"])
         rig.camera.drop_bytes(encode_png(img), ext=".png")
         _wait(d, "the queued item", lambda d: _text(d, "#queue-count") == "1")
+        # The live verdict marks the characters in doubt.
+        marks = '#verdict-fields tr[data-field="sku"] td.value mark'
+        _wait(d, "the SKU's doubtful characters marked", lambda d: d.find_elements(By.CSS_SELECTOR, marks))
+        live_sku = _text(d, '#verdict-fields tr[data-field="sku"] td.value')
+        live_marks = [m.text for m in d.find_elements(By.CSS_SELECTOR, marks)]
         _keys(d, Keys.ENTER)
         _wait(d, "the review page", lambda d: d.execute_script("return document.body.dataset.page") == "review")
 
@@ -221,7 +226,8 @@ def test_station_browser__a_character_read_two_ways_is_switched_with_one_click(
         assert flips, "the SKU's doubtful characters are switches:\n" + _text(d, ".reasons")
         reasons = _text(d, ".reasons")
         strip = "".join(c.text for c in d.find_elements(By.CSS_SELECTOR, "#d-sku > *"))
-        assert strip == read, "the strip shows the value as read, one cell per character"
+        assert strip == read == live_sku, "the strip shows the value as read, one cell per character"
+        assert live_marks == [b.text for b in flips], "the live page marked the same characters"
         for b in flips:
             at, pair = int(b.get_attribute("data-at")), b.get_attribute("data-pair")
             assert b.text == read[at] == pair[0] and f"{pair[0]} or {pair[1]} at character {at + 1}" in reasons

@@ -114,6 +114,14 @@
   }
 
   // ---------------------------------------------------------------- live page
+  // A value as text, its characters read two ways marked (the review page makes them switches).
+  function valueCells(f) {
+    if (f.value == null) return ["—"];
+    const v = String(f.value), at = new Map((f.doubts || []).map((d) => [d.at, d]));
+    if (!at.size) return [v];
+    return [...v].map((ch, i) => (at.has(i) ? el("mark", { text: ch, title: `${at.get(i).read} or ${at.get(i).other}` }) : ch));
+  }
+
   function renderVerdict(view) {
     if (!view || !$("#verdict")) return;
     const badge = $("#verdict-badge");
@@ -130,7 +138,7 @@
       ...(view.fields || []).map((f) =>
         el("tr", { class: f.level + (f.doubtful ? " doubtful" : ""), "data-field": f.name },
           el("th", { text: f.label }),
-          el("td", { class: "value", text: f.value == null ? "—" : String(f.value) }),
+          el("td", { class: "value" }, ...valueCells(f)),
           el("td", { class: "conf" },
             el("span", { class: "bar" }, el("span", { class: "fill", style: `width:${Math.round(f.confidence * 100)}%` })),
             el("span", { text: f.value == null ? "" : f.confidence.toFixed(2) })))
