@@ -13,6 +13,7 @@ import logging
 import os
 import sqlite3
 import sys
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -216,6 +217,8 @@ def status_data(cfg: Any) -> dict[str, Any]:
     else:
         data["chain_head"] = None
         data["outbox"] = None
+    if cfg.profile == "bench":
+        data["review"] = _review_waiting(cfg.state_dir)
     rt = read_runtime(cfg.state_dir)
     data["daemon"] = "running" if rt and rt.get("alive") else "not running"
     if rt and rt.get("runtime_error"):
@@ -225,6 +228,23 @@ def status_data(cfg: Any) -> dict[str, Any]:
     data["last_error"] = (rt or {}).get("mqtt_last_error") or (rt or {}).get("writer_last_error")
     data["stale_stages"] = (rt or {}).get("stale_stages", [])
     return data
+
+
+def _review_waiting(state_dir: Path) -> dict[str, Any] | None:
+    """The bench's review queue for `status`: items waiting and the oldest one's age, or why it cannot be read."""
+    from edge_agent.pipelines.bench.review import waiting
+
+    try:
+        got = waiting(state_dir)
+    except sqlite3.Error as exc:
+        return {"error": f"{state_dir / 'review.db'}: cannot read ({exc})"}
+    if got is None:
+        return None
+    n, oldest = got
+    age = None
+    if oldest:  # _now(): ISO with a Z
+        age = round((datetime.now(UTC) - datetime.fromisoformat(oldest.replace("Z", "+00:00"))).total_seconds(), 1)
+    return {"waiting": n, "oldest_queued_at": oldest, "oldest_age_s": age}
 
 
 def cmd_status(args: argparse.Namespace) -> int:
@@ -245,6 +265,17 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"last delivered: {f'seq {last}' if last else 'none yet'}")
     else:
         print("outbox:        none yet (the agent has not run)")
+    if data.get("profile") == "bench":
+        from edge_agent.cli.doctor.base import human_s
+
+        rv = data.get("review")
+        if rv is None:
+            print("review queue:  none yet")
+        elif "error" in rv:
+            print(f"review queue:  {rv['error']}")
+        else:
+            oldest = f", oldest queued {human_s(rv['oldest_age_s'])} ago" if rv["oldest_age_s"] is not None else ""
+            print(f"review queue:  {rv['waiting']} waiting{oldest}")
     if data["stale_stages"]:
         print(f"stuck stages:  {', '.join(data['stale_stages'])}")
     print(f"last error:    {data['last_error'] or data.get('outbox_error') or data.get('runtime_error') or '-'}")

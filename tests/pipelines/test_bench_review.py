@@ -266,3 +266,26 @@ def test_review_desk__photo_only_while_kept(tmp_path: Path) -> None:
         assert never.photo(gone) is None
     finally:
         never.close()
+
+
+def test_status__the_bench_review_queue_waiting_read_beside_an_open_queue(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["status", "--config", str(config_file)]) == 0
+    assert "review queue:  none yet" in capsys.readouterr().out
+    with ReviewQueue(config_file.parent / "state" / "review.db") as q:  # open, as the daemon holds it
+        first, _second = q.add(result(), None), q.add(result(), None)
+        assert main(["status", "--json", "--config", str(config_file)]) == 0
+        review = json.loads(capsys.readouterr().out)["review"]
+        assert review["waiting"] == 2 and review["oldest_queued_at"] == q.get(first).created_at
+        assert 0 <= review["oldest_age_s"] < 600
+        q.accept(first, "li.lei")
+        assert main(["status", "--config", str(config_file)]) == 0
+        assert "review queue:  1 waiting, oldest queued " in capsys.readouterr().out
+    # A file that is not a queue says so, and status still prints the rest.
+    (config_file.parent / "state" / "review.db").unlink()
+    (config_file.parent / "state" / "review.db").write_bytes(b"not a database" * 100)
+    assert main(["status", "--config", str(config_file)]) == 0
+    out = capsys.readouterr().out
+    assert "review queue:  " in out and "review.db: cannot read (file is not a database)" in out
+    assert "last error:" in out

@@ -13,6 +13,7 @@ import logging
 import os
 import sqlite3
 import threading
+import urllib.parse
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -326,6 +327,21 @@ def save_image(state_dir: Path, image_bgr: NDArray[np.uint8], cfg: ReviewConfig)
 
 def queue_path(state_dir: Path) -> Path:
     return Path(state_dir) / "review.db"
+
+
+def waiting(state_dir: Path) -> tuple[int, str | None] | None:
+    """How many items wait for a person and when the oldest was queued (UTC ISO), read without writing; None
+    when there is no queue yet. For `edge-agent status`, which may run beside the daemon."""
+    path = queue_path(state_dir)
+    if not path.exists():
+        return None
+    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+    db = sqlite3.connect(uri, uri=True, timeout=DB_TIMEOUT_S)
+    try:
+        n, oldest = db.execute("SELECT COUNT(*), MIN(created_at) FROM items WHERE status = 'pending'").fetchone()
+    finally:
+        db.close()
+    return int(n), oldest
 
 
 # ---------------------------------------------------------------- the one review implementation
