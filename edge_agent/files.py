@@ -29,3 +29,21 @@ def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
         os.fsync(dfd)
     finally:
         os.close(dfd)
+
+
+def move_aside(path: Path, tag: str = "corrupt") -> Path:
+    """Move a damaged SQLite file, with its -wal and -shm, to `<name>.<tag>-<UTC time>` beside it (never over an
+    earlier one: -2, -3 within one second) and return the new path. Nothing is deleted."""
+    from datetime import UTC, datetime
+
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    moved = path.with_name(f"{path.name}.{tag}-{stamp}")
+    n = 1
+    while moved.exists():
+        n += 1
+        moved = path.with_name(f"{path.name}.{tag}-{stamp}-{n}")
+    for suffix in ("", "-wal", "-shm"):
+        src = Path(str(path) + suffix)
+        if src.exists():
+            os.replace(src, Path(str(moved) + suffix))
+    return moved

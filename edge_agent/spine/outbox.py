@@ -17,11 +17,12 @@ import time
 import urllib.parse
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.errors import LedgerError
+from edge_agent.files import move_aside
 from edge_agent.spine.clock import Clock, format_ts
 from edge_agent.spine.gaps import gap_body, highest, loss_gap, ranges_text, seq_ranges
 from edge_agent.spine.headfile import HeadSidecar, read_head_sidecar
@@ -376,16 +377,7 @@ class Outbox:
         """Move a damaged outbox aside (never deleted) and start a fresh one that continues after the highest
         seq ever made; returns it with the `outbox_corrupt` gap to append first."""
         sidecar = read_head_sidecar(path)  # before a fresh outbox opens its own
-        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-        moved = path.with_name(f"{path.name}.corrupt-{stamp}")
-        n = 1
-        while moved.exists():  # twice in one second: never over an earlier one
-            n += 1
-            moved = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
-        for suffix in ("", "-wal", "-shm"):
-            src = Path(str(path) + suffix)
-            if src.exists():
-                os.replace(src, Path(str(moved) + suffix))
+        moved = move_aside(path)
         ob = cls(path, create=True)
         ob.migrate()
         rows, head, delivered = _salvage(moved, sidecar)

@@ -289,3 +289,39 @@ def test_status__the_bench_review_queue_waiting_read_beside_an_open_queue(
     out = capsys.readouterr().out
     assert "review queue:  " in out and "review.db: cannot read (file is not a database)" in out
     assert "last error:" in out
+
+
+def test_review_queue__a_damaged_file_is_moved_aside_and_the_items_still_readable_carried_over(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "review.db"
+    with ReviewQueue(db) as q:
+        ids = [q.add(result(), None) for _ in range(300)]
+        q.accept(ids[0], "li.lei")
+        q.correct(ids[1], "li.lei", {"quantity": 3}, "counted")
+        q.mark_emitted(ids[1])
+        before = {i.id: i for i in q.list("all")}
+        q._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    pages = db.stat().st_size // 4096
+    with db.open("r+b") as f:  # one page of the table two thirds in overwritten, and the last page
+        f.seek(pages * 2 // 3 * 4096)
+        f.write(b"\xa5" * 4096)
+        f.seek((pages - 1) * 4096)
+        f.write(b"\xa5" * 4096)
+    # Not the daemon: the file is left alone, and the error says what to do.
+    with pytest.raises(ReviewError, match=r"review.db is damaged .*restart the agent"):
+        ReviewQueue(db)
+    assert db.exists() and not list(tmp_path.glob("review.db.corrupt-*"))
+    # The daemon's bench worker mends it.
+    with ReviewQueue(db, mend=True) as q:
+        after = {i.id: i for i in q.list("all")}
+        assert 200 < len(after) < 300, len(after)
+        assert all(after[k] == before[k] for k in after), "every item carried over is as it was"
+        assert after[ids[0]].status == "decided" and after[ids[1]].status == "emitted"
+        assert max(ids) not in after, "the last page was lost"
+        new = q.add(result(), None)
+        assert new == max(ids) + 1, "ids go on after the highest ever given, a lost item's too"
+    [moved] = [p for p in tmp_path.glob("review.db.corrupt-*") if not p.name.endswith(("-wal", "-shm"))]
+    assert moved.stat().st_size == pages * 4096, "the damaged file is kept as it was"
+    [msg] = [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"]
+    assert f"moved it aside to {moved.name}" in msg and f"with the {len(after)} item(s) still readable" in msg

@@ -219,6 +219,25 @@ def test_bench_service__broken_file_does_not_stop_the_bench(
     assert (camera.folder / "rejected").is_dir() and len(list((camera.folder / "rejected").iterdir())) == 1
 
 
+def test_bench_service__a_damaged_review_queue_is_moved_aside_and_the_bench_starts(
+    tmp_path: Path, slips: dict[str, tuple[np.ndarray, dict[str, Any]]]
+) -> None:
+    camera = {"kind": "folder", "path": str(tmp_path / "drop"), "settle_s": 0}
+    cfg = _bench_cfg(tmp_path, {"camera": camera, "trigger": {"mode": "still"}})
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "review.db").write_bytes(b"this is not a database " * 300)
+    svc = BenchService(inspector=_inspector(cfg, slips["good"][1]))
+    records = Records()
+    ctx = ServiceContext(config=cfg, emit=records.emit, clock=Clock(), state_dir=cfg.state_dir, stop=threading.Event())
+    svc.start(ctx)
+    try:
+        assert [p.name[:18] for p in (tmp_path / "state").glob("review.db.corrupt-*")] == ["review.db.corrupt-"]
+        with ReviewQueue(queue_path(cfg.state_dir)) as rq:
+            assert rq.counts() == {"pending": 0, "decided": 0, "emitted": 0}
+    finally:
+        svc.stop()
+
+
 def _write_video(path: Path, image: np.ndarray, n: int = 3) -> None:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 5, (image.shape[1], image.shape[0]))
     for _ in range(n):

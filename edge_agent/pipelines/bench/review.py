@@ -8,6 +8,7 @@ bench worker turns a decided item into its `return_inspection` record (the only 
 from __future__ import annotations
 
 import builtins
+import contextlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from edge_agent.errors import EdgeAgentError
+from edge_agent.files import move_aside
 from edge_agent.pipelines.bench.normalize import ReasonTable, match_reason
 from edge_agent.pipelines.bench.rules_config import FIELD_NAMES, ReviewConfig
 
@@ -106,17 +108,69 @@ def clean_correction(field: str, raw: Any) -> str | int:
 class ReviewQueue:
     """Items waiting for a person; decided items wait again until the daemon has emitted their record."""
 
-    def __init__(self, db_path: Path, *, review_cfg: ReviewConfig | None = None) -> None:
+    def __init__(self, db_path: Path, *, review_cfg: ReviewConfig | None = None, mend: bool = False) -> None:
+        """Open (creating) the queue. A damaged file is moved aside and its readable items carried over into a
+        fresh one when `mend` (the daemon's bench worker, the queue's one long-lived owner); otherwise it is a
+        ReviewError that says so, and the file is left alone (a CLI beside the daemon must not move it)."""
         self.db_path = Path(db_path)
         self.cfg = review_cfg or ReviewConfig()
         self.db_path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(self.db_path, timeout=DB_TIMEOUT_S, isolation_level=None, check_same_thread=False)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute(f"PRAGMA busy_timeout={int(DB_TIMEOUT_S * 1000)}")
-        self._db.execute(_TABLE)
-        self._db.execute(_INDEX)
-        self._migrate()
+        try:
+            self._db = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not _is_damage(exc):
+                raise
+            if not mend:
+                raise ReviewError(
+                    f"review queue {self.db_path} is damaged ({exc}): restart the agent, which keeps the file "
+                    "aside and carries over the items it can still read"
+                ) from None
+            self._db = self._mend(str(exc))
         os.chmod(self.db_path, 0o600)
+
+    def _open(self) -> sqlite3.Connection:
+        db = sqlite3.connect(self.db_path, timeout=DB_TIMEOUT_S, isolation_level=None, check_same_thread=False)
+        try:
+            db.execute("PRAGMA journal_mode=WAL")
+            db.execute(f"PRAGMA busy_timeout={int(DB_TIMEOUT_S * 1000)}")
+            found = [str(r[0]) for r in db.execute("PRAGMA quick_check")]
+            if found != ["ok"]:
+                raise sqlite3.DatabaseError("; ".join(found)[:200])
+            db.execute(_TABLE)
+            db.execute(_INDEX)
+            self._db = db
+            self._migrate()
+        except BaseException:
+            db.close()
+            raise
+        return db
+
+    def _mend(self, reason: str) -> sqlite3.Connection:
+        """Move the damaged file aside (kept), start a fresh queue, and carry over every item still readable."""
+        moved = move_aside(self.db_path)
+        rows, highest = _readable_items(moved)
+        db = self._open()
+        db.execute("BEGIN IMMEDIATE")
+        for row in rows:
+            with contextlib.suppress(sqlite3.IntegrityError):  # a cell its CHECK refuses: that item is lost
+                db.execute("INSERT INTO items VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", row)
+        # New ids go on after the highest ever given, lost items' included: records name items by id.
+        db.execute("DELETE FROM sqlite_sequence WHERE name = 'items'")
+        db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('items', ?)", (highest,))
+        db.execute("COMMIT")
+        kept = db.execute("SELECT COUNT(*) FROM items").fetchone()[0]
+        waiting = db.execute("SELECT COUNT(*) FROM items WHERE status != 'emitted'").fetchone()[0]
+        log.critical(
+            "review queue %s was damaged (%s); moved it aside to %s and started a fresh one with the %d item(s) "
+            "still readable (%d waiting for a person or for their record). Slips whose items were lost must be "
+            "inspected again; keep the file",
+            self.db_path,
+            reason,
+            moved.name,
+            kept,
+            waiting,
+        )
+        return db
 
     def _migrate(self) -> None:
         """Queues made before `rejected` existed: SQLite cannot alter a CHECK, so the table is rebuilt once."""
@@ -323,6 +377,41 @@ def save_image(state_dir: Path, image_bgr: NDArray[np.uint8], cfg: ReviewConfig)
     with os.fdopen(fd, "wb") as f:
         f.write(buf.tobytes())
     return path
+
+
+def _is_damage(exc: sqlite3.DatabaseError) -> bool:
+    """The file itself is damaged (SQLITE_CORRUPT, SQLITE_NOTADB, or a failed quick_check): not a lock or I/O."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code is None or code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def _readable_items(path: Path) -> tuple[list[tuple[Any, ...]], int]:
+    """The items of a damaged queue file that can still be read whole (their body parses), in id order, and the
+    highest id it ever gave (as far as can be read); past a damaged page, reading goes on from the next ids (a
+    few times)."""
+    rows: list[tuple[Any, ...]] = []
+    highest = 0
+    try:
+        db = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, timeout=DB_TIMEOUT_S)
+    except sqlite3.Error:
+        return rows, highest
+    last, step = 0, 1
+    try:
+        with contextlib.suppress(sqlite3.Error, TypeError, ValueError):
+            highest = int(db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()[0])
+        for _ in range(24):
+            try:
+                for row in db.execute("SELECT * FROM items NOT INDEXED WHERE id > ? ORDER BY id", (last,)):
+                    last, step = int(row[0]), 1
+                    with contextlib.suppress(ValueError, TypeError):
+                        if len(row) == 11 and row[2] in STATUSES and isinstance(json.loads(row[3]), dict):
+                            rows.append(tuple(row))
+                break
+            except sqlite3.Error:
+                last, step = last + step, step * 2
+    finally:
+        db.close()
+    return rows, max(highest, max((int(r[0]) for r in rows), default=0))
 
 
 def queue_path(state_dir: Path) -> Path:

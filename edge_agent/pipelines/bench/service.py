@@ -144,7 +144,7 @@ class BenchService:
         else:
             self._inspector = self._given_inspector
             self._manifest_mtimes = self._manifest_stamp()
-        self._queue = ReviewQueue(queue_path(state_dir), review_cfg=cfg.review)
+        self._queue = ReviewQueue(queue_path(state_dir), review_cfg=cfg.review, mend=True)
         self._started = True
         camera = make_camera(cfg.camera)
         self._camera_runner = DriverRunner(camera, self._on_frame, self._stop)
