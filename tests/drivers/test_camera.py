@@ -34,6 +34,7 @@ from edge_agent.drivers.readings import Frame
 from edge_agent.errors import ConfigError
 from edge_agent.settings import parse_config
 from tests.bombs import bomb_png
+from tests.helpers import wait_until
 
 DATA = Path(__file__).parents[1] / "data" / "bench_capture"
 EAN_PHOTO = DATA / "ean13-2_04.png"
@@ -223,8 +224,8 @@ def test_folder_camera__runner_recovers_when_share_comes_back(tmp_path: Path) ->
     )
     runner.start()
     try:
-        time.sleep(0.2)
-        assert not runner.connected and runner.last_error is not None
+        assert wait_until(lambda: runner.last_error is not None, 3), "the missing folder was not reported"
+        assert not runner.connected
         FolderCameraTwin(cfg.path).drop(CODE128_SCAN)  # the share is mounted again
         deadline = time.monotonic() + 3
         while not got and time.monotonic() < deadline:
@@ -237,7 +238,7 @@ def test_folder_camera__runner_recovers_when_share_comes_back(tmp_path: Path) ->
         for p in sorted(cfg.path.rglob("*"), reverse=True):
             p.rmdir()
         cfg.path.rmdir()
-        time.sleep(0.3)
+        assert wait_until(lambda: not runner.connected, 3), "the share going away was not noticed"
         FolderCameraTwin(cfg.path).drop(EAN_PHOTO)
         deadline = time.monotonic() + 3
         while len(got) < 2 and time.monotonic() < deadline:

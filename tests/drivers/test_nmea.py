@@ -305,7 +305,7 @@ def test_driver__survives_unplug_and_replug(tmp_path: Path, caplog: pytest.LogCa
         try:
             assert sink.wait_for(5, 5)
             twin.unplug()
-            time.sleep(0.5)
+            assert wait_until(lambda: not runner.connected, 10), "the unplug was not noticed"
             n_unplugged = len(sink.fixes)
             twin.replug()
             assert sink.wait_for(n_unplugged + 5, 10), "no fixes after replug"
