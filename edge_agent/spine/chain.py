@@ -192,7 +192,7 @@ class ChainWriter:
         """
         self._damage = None
         try:
-            self.outbox, gap = self.outbox.recover(exc)
+            self.outbox, gap = self.outbox.recover(exc, beat=self._beat)
         except (OSError, sqlite3.Error) as again:
             self.last_error = f"outbox damaged ({exc}) and not mended: {again}"
             log.error("outbox damaged (%s) and could not be moved aside (%s); trying again in 1 s", exc, again)
@@ -204,6 +204,10 @@ class ChainWriter:
         with self._cond:
             self._pending += 1
         return [("gap", gap), *batch]
+
+    def _beat(self) -> None:
+        """The heartbeat, from inside a long recovery: SQLite is still making progress (Outbox.recover)."""
+        self.heartbeat = time.monotonic()
 
     def _done(self, n: int) -> None:
         with self._cond:

@@ -15,7 +15,7 @@ import re
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -198,7 +198,42 @@ def _damaged(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def _salvage(moved: Path, head: tuple[int, str] | None) -> tuple[list[tuple[Any, ...]], tuple[int, str] | None, int]:
+# How often a long statement of a recovery lets the caller's heartbeat beat: every this many SQLite VM steps
+# (a few milliseconds of work here).
+BEAT_EVERY_OPS = 100_000
+
+
+@contextlib.contextmanager
+def _beating(conn: sqlite3.Connection, beat: Callable[[], None] | None) -> Iterator[None]:
+    """While the block runs, `beat()` is called as SQLite makes progress (its progress handler): a REINDEX,
+    integrity check or salvage of a large outbox takes seconds on a Pi, and the writer's heartbeat must show
+    it is working, not stuck. A statement that stops making progress stops the beats too."""
+    if beat is None:
+        yield
+        return
+    _beat_on(conn, beat)
+    try:
+        yield
+    finally:
+        with contextlib.suppress(sqlite3.Error):
+            conn.set_progress_handler(None, 0)
+
+
+def _beat_on(conn: sqlite3.Connection, beat: Callable[[], None]) -> None:
+    """`beat()` every BEAT_EVERY_OPS SQLite VM steps on this connection, until it is closed (see _beating)."""
+
+    def handler() -> int:
+        # A failing beat must not interrupt the recovery (an exception here makes SQLite stop the statement).
+        with contextlib.suppress(Exception):
+            beat()
+        return 0  # 0: go on
+
+    conn.set_progress_handler(handler, BEAT_EVERY_OPS)
+
+
+def _salvage(
+    moved: Path, head: tuple[int, str] | None, beat: Callable[[], None] | None = None
+) -> tuple[list[tuple[Any, ...]], tuple[int, str] | None, int]:
     """What a damaged outbox still gives, read in one snapshot: its undelivered records still whole, ascending;
     the head (the highest of its meta's and `head`, the sidecar's); and the last delivered seq the records go
     with. One snapshot, as the MQTT publisher may still be marking records delivered in the moved file.
@@ -213,6 +248,8 @@ def _salvage(moved: Path, head: tuple[int, str] | None) -> tuple[list[tuple[Any,
         conn = _damaged(moved)
     except sqlite3.Error:
         return rows, head, delivered
+    if beat is not None:
+        _beat_on(conn, beat)
     deadline = time.monotonic() + SALVAGE_BUDGET_S
     try:
         conn.execute("BEGIN")  # one snapshot for the meta and the rows
@@ -373,14 +410,16 @@ class Outbox:
         return ob, None
 
     @classmethod
-    def _move_aside(cls, path: Path, reason: str) -> tuple[Outbox, dict[str, Any]]:
+    def _move_aside(
+        cls, path: Path, reason: str, beat: Callable[[], None] | None = None
+    ) -> tuple[Outbox, dict[str, Any]]:
         """Move a damaged outbox aside (never deleted) and start a fresh one that continues after the highest
         seq ever made; returns it with the `outbox_corrupt` gap to append first."""
         sidecar = read_head_sidecar(path)  # before a fresh outbox opens its own
         moved = move_aside(path)
         ob = cls(path, create=True)
         ob.migrate()
-        rows, head, delivered = _salvage(moved, sidecar)
+        rows, head, delivered = _salvage(moved, sidecar, beat)
         kept = [r[0] for r in rows]
         gap = loss_gap("outbox_corrupt", reason, head, delivered, kept)
         gap["moved_to"] = moved.name
@@ -395,7 +434,7 @@ class Outbox:
             len(kept),
             gap["count"],
         )
-        with ob.conn:
+        with _beating(ob.conn, beat), ob.conn:
             ob.conn.execute("BEGIN IMMEDIATE")
             ob.conn.executemany(
                 "INSERT INTO records(seq, kind, priority, ts, data, hash, size, created_at) VALUES (?,?,?,?,?,?,?,?)",
@@ -429,17 +468,21 @@ class Outbox:
         now = _file_ident(self.path)
         return now is not None and now != self._ident
 
-    def recover(self, exc: sqlite3.Error) -> tuple[Outbox, dict[str, Any] | None]:
+    def recover(
+        self, exc: sqlite3.Error, beat: Callable[[], None] | None = None
+    ) -> tuple[Outbox, dict[str, Any] | None]:
         """A write found this outbox damaged (is_damage). Damage to an index alone is mended by rebuilding the
         indexes from the records, and nothing is lost: (self, None). Any other damage closes this connection,
-        moves the file aside and starts a fresh one, as at start: (the new outbox, the gap to append first)."""
+        moves the file aside and starts a fresh one, as at start: (the new outbox, the gap to append first).
+        `beat` is called while SQLite works on it (see _beating): the chain writer's heartbeat."""
         reason = str(exc)
         if isinstance(exc, sqlite3.IntegrityError):
             reason = f"{exc}: the file's head is behind its records"
         elif getattr(exc, "sqlite_errorcode", 0) == SQLITE_CORRUPT_INDEX:
             try:
-                self.conn.execute("REINDEX")
-                problem = self._inconsistency()
+                with _beating(self.conn, beat):
+                    self.conn.execute("REINDEX")
+                    problem = self._inconsistency()
             except sqlite3.Error as again:
                 problem = str(again)
             if problem is None:
@@ -449,7 +492,7 @@ class Outbox:
                 return self, None
             reason = f"{reason}; rebuilding its indexes did not mend it: {problem}"
         self.close()
-        return Outbox._move_aside(self.path, reason)
+        return Outbox._move_aside(self.path, reason, beat)
 
     def _inconsistency(self) -> str | None:
         """What quick_check finds, or a record stored above the head; None when the outbox is whole."""

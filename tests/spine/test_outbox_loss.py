@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
@@ -311,3 +312,24 @@ def test_chain_writer__a_damaged_outbox_is_moved_aside_and_the_chain_goes_on_aft
     assert r["seq"] == 12 and r["body"] == {"t": "b"}
     fresh.close()
     w.outbox.close()
+
+
+def test_outbox__a_long_recovery_beats_the_callers_heartbeat(tmp_path: Path) -> None:
+    """REINDEX, the integrity check and a move-aside's salvage take seconds on a Pi with a large outbox; the
+    chain writer's heartbeat must not go stale meanwhile (the watchdog would kill the agent mid-recovery)."""
+    db, key = _damaged_index(tmp_path)  # seq 11-20 are missing from an index
+    ob = Outbox(db)
+    for _ in range(20):
+        _append(ob, key, 1000, "c" * 100)
+    with pytest.raises(sqlite3.DatabaseError) as caught:
+        ob.conn.execute("UPDATE records SET delivered_at = 1.0 WHERE seq = 15")
+    assert is_damage(caught.value)
+    beats: list[float] = []
+    same, gap = ob.recover(caught.value, beat=lambda: beats.append(time.monotonic()))
+    assert same is ob and gap is None and ob.quick_check() == "ok"
+    assert len(beats) >= 3, "REINDEX and the check of 20,020 records beat the heartbeat"
+    # Damage no index mends: moved aside, and the salvage of every record beats too.
+    beats.clear()
+    fresh, gap = ob.recover(sqlite3.IntegrityError("a seq stored above the head"), beat=lambda: beats.append(1.0))
+    assert gap is not None and gap["kept"] == 20020 and len(beats) >= 3
+    fresh.close()
