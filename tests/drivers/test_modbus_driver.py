@@ -18,6 +18,7 @@ from edge_agent.drivers.modbus.driver import ModbusMeterConfig, ModbusMeterDrive
 from edge_agent.drivers.modbus.twin import ModbusTwin, sdm120_scenario, xy_md02_scenario
 from edge_agent.drivers.ptytwin import PtyTwin
 from edge_agent.drivers.readings import MeterReading
+from tests.helpers import wait_until
 
 DATA = Path(__file__).parents[1] / "data" / "modbus"
 
@@ -233,14 +234,19 @@ def test_driver_runner__modbus_meter_survives_unplug_and_replug(
     try:
         assert got.wait(5)
         sdm120.unplug()
-        time.sleep(0.8)
+        assert wait_until(lambda: not runner.connected, 5), "the unplug was not noticed"
         n_unplugged = len(readings)
-        time.sleep(0.4)
-        assert len(readings) == n_unplugged  # nothing while the cable is out
+
+        def tries() -> int:
+            return sum("still unavailable" in r.getMessage() for r in list(caplog.records))
+
+        assert wait_until(lambda: tries() >= 2, 5), "no attempt to reopen"
+        assert len(readings) == n_unplugged  # nothing while the cable is out, over two reopen attempts
         got.clear()
         sdm120.replug()
         assert got.wait(5)
-        time.sleep(0.3)
+        back = [r for r in list(caplog.records) if "device back" in r.getMessage()]
+        assert back, "logged before the first reading after the replug"
     finally:
         stop.set()
         runner.join(3)
