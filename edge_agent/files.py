@@ -1,8 +1,10 @@
-"""Durable file writes shared by every layer: write beside, fsync, rename, fsync the folder."""
+"""Durable files shared by every layer: atomic writes (write beside, fsync, rename, fsync the folder), and
+SQLite files found damaged (checked at open, moved aside, never deleted)."""
 
 from __future__ import annotations
 
 import os
+import sqlite3
 import tempfile
 from pathlib import Path
 
@@ -47,3 +49,22 @@ def move_aside(path: Path, tag: str = "corrupt") -> Path:
         if src.exists():
             os.replace(src, Path(str(moved) + suffix))
     return moved
+
+
+class QuickCheckFailed(sqlite3.DatabaseError):
+    """PRAGMA quick_check found the file damaged; the message is what it found."""
+
+
+def sqlite_damaged(exc: BaseException) -> bool:
+    """The SQLite file itself is damaged: SQLITE_CORRUPT or SQLITE_NOTADB (extended codes too), or its quick
+    check failed. Not a lock, a full disk, an I/O error or a closed connection."""
+    if isinstance(exc, QuickCheckFailed):
+        return True
+    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+
+
+def quick_check_or_raise(conn: sqlite3.Connection) -> None:
+    """PRAGMA quick_check on a file just opened; QuickCheckFailed naming what it found when not "ok"."""
+    found = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
+    if found != ["ok"]:
+        raise QuickCheckFailed("; ".join(found)[:200])

@@ -174,6 +174,28 @@ def test_nonce_store__refuses_a_replay_across_reopen_and_prunes_old(tmp_path: Pa
     store.close()
 
 
+def test_nonce_store__a_damaged_file_is_moved_aside_and_commands_issued_before_are_refused(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    db = tmp_path / "commands.db"
+    store = NonceStore(db)
+    assert store.floor is None and store.claim("k1", "n" * 16, NOW + timedelta(minutes=5), "status", now=NOW)
+    store.close()
+    db.write_bytes(b"not a database " * 400)  # its nonces are gone
+    mended = NOW + timedelta(minutes=1)
+    store = NonceStore(db, now=mended)
+    assert store.floor == mended and store.count() == 0
+    assert store.claim("k1", "m" * 16, mended + timedelta(minutes=5), "status", now=mended)
+    store.close()
+    [moved] = [p for p in tmp_path.glob("commands.db.corrupt-*") if not p.name.endswith(("-wal", "-shm"))]
+    assert moved.read_bytes().startswith(b"not a database")
+    [msg] = [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"]
+    assert moved.name in msg and "Commands issued before 2025-03-01T12:01:00.000Z are refused" in msg
+    store = NonceStore(db, now=NOW + timedelta(days=1))  # the floor stays across restarts
+    assert store.floor == mended and not store.claim("k1", "m" * 16, mended + timedelta(minutes=5), "status")
+    store.close()
+
+
 CONFIG_TEXT = """\
 # edge-agent test config
 profile = "sensors"
@@ -300,7 +322,7 @@ def start_agent(tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch,
     cfg_path.write_text(CONFIG_TEXT.replace("@URL@", broker.url).replace('"sensors"', f'"{profile}"'))
     (tmp_path / "central.pub.pem").write_bytes(public_pem(CENTRAL.public_key()))
     cfg = load_config(cfg_path)
-    key = generate_key(cfg.key_path)
+    key = load_key(cfg.key_path) if cfg.key_path.exists() else generate_key(cfg.key_path)  # a restart keeps it
     agent = daemon.Agent(cfg, config_path=cfg_path)
     agent.outbox, _ = Outbox.open_checked(cfg.db_path)
     agent.sync = MqttSync(cfg, cfg.db_path, on_command=agent._on_command)
@@ -386,6 +408,39 @@ def test_commands__status_runs_once_and_a_replay_is_refused_across_restart(
     finally:
         agent._shutdown()
         agent.commands.stop()
+
+
+def test_commands__after_the_replay_guard_was_damaged_a_command_issued_before_is_refused(
+    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The nonces of commands.db are lost with the file: a command captured before could be replayed, so
+    every command issued before the guard was started afresh is refused; one signed after it runs."""
+    rig = start_agent(tmp_path, broker, monkeypatch)
+    msg = rig.signed("status", ttl_s=3600)
+    try:
+        rig.send(msg)
+        (done,) = rig.wait_outcomes(1)
+        assert done["event"] == "command_done"
+    finally:
+        stop_agent(rig)
+    state = load_config(rig.cfg_path).state_dir
+    for suffix in ("-wal", "-shm"):
+        (state / f"commands.db{suffix}").unlink(missing_ok=True)
+    (state / "commands.db").write_bytes(b"\x00" * 8192)
+    rig2 = start_agent(tmp_path, broker, monkeypatch)
+    try:
+        rig2.send(msg)  # the replay, within its lifetime
+        (refused,) = rig2.wait_outcomes(1)
+        assert (refused["event"], refused["reason"]) == ("command_refused", "replayed")
+        assert "before the replay guard was started afresh" in refused["detail"]
+        assert len(rig2.records("health")) == 1, "not run a second time"
+        fresh = rig2.signed("status")
+        rig2.send(fresh)
+        again = rig2.wait_outcomes(2)[1]
+        assert again["event"] == "command_done" and again["nonce"] == fresh["nonce"]
+        assert list(state.glob("commands.db.corrupt-*"))
+    finally:
+        stop_agent(rig2)
 
 
 def test_commands__refused_messages_change_nothing_and_are_recorded(rig: Rig) -> None:

@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from edge_agent.errors import EdgeAgentError
-from edge_agent.files import move_aside
+from edge_agent.files import move_aside, quick_check_or_raise, sqlite_damaged
 from edge_agent.pipelines.bench.normalize import ReasonTable, match_reason
 from edge_agent.pipelines.bench.rules_config import FIELD_NAMES, ReviewConfig
 
@@ -118,7 +118,7 @@ class ReviewQueue:
         try:
             self._db = self._open()
         except sqlite3.DatabaseError as exc:
-            if not _is_damage(exc):
+            if not sqlite_damaged(exc):
                 raise
             if not mend:
                 raise ReviewError(
@@ -133,9 +133,7 @@ class ReviewQueue:
         try:
             db.execute("PRAGMA journal_mode=WAL")
             db.execute(f"PRAGMA busy_timeout={int(DB_TIMEOUT_S * 1000)}")
-            found = [str(r[0]) for r in db.execute("PRAGMA quick_check")]
-            if found != ["ok"]:
-                raise sqlite3.DatabaseError("; ".join(found)[:200])
+            quick_check_or_raise(db)
             db.execute(_TABLE)
             db.execute(_INDEX)
             self._db = db
@@ -377,12 +375,6 @@ def save_image(state_dir: Path, image_bgr: NDArray[np.uint8], cfg: ReviewConfig)
     with os.fdopen(fd, "wb") as f:
         f.write(buf.tobytes())
     return path
-
-
-def _is_damage(exc: sqlite3.DatabaseError) -> bool:
-    """The file itself is damaged (SQLITE_CORRUPT, SQLITE_NOTADB, or a failed quick_check): not a lock or I/O."""
-    code = getattr(exc, "sqlite_errorcode", None)
-    return code is None or code & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
 
 
 def _readable_items(path: Path) -> tuple[list[tuple[Any, ...]], int]:

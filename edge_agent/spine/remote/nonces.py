@@ -3,9 +3,15 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import sqlite3
 from datetime import UTC, datetime
 from pathlib import Path
+
+from edge_agent.files import move_aside, quick_check_or_raise, sqlite_damaged
+from edge_agent.spine.clock import format_ts
+
+log = logging.getLogger(__name__)
 
 # Nonces are kept this long past their command's expiry, in case the device clock steps back.
 NONCE_GRACE_S = 24 * 3600
@@ -20,16 +26,48 @@ class NonceStore:
     command outlive its nonce.
     """
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, *, now: datetime | None = None) -> None:
+        """Open (creating) the store. A damaged file is moved aside (kept) and a fresh store started whose
+        `floor` is `now` (the security clock): the nonces it held are lost, so every command issued before
+        that moment is refused as a possible replay. Commands live at most 7 days, so that costs nothing
+        after a week, and central signs a fresh one meanwhile."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self.conn = sqlite3.connect(path, timeout=1.0, isolation_level=None, check_same_thread=False)
-        self.conn.execute("PRAGMA journal_mode=WAL")
-        self.conn.execute("PRAGMA synchronous=FULL")
-        self.conn.execute(
-            "CREATE TABLE IF NOT EXISTS nonces (key_id TEXT NOT NULL, nonce TEXT NOT NULL, "
-            "expires_at REAL NOT NULL, seen_at REAL NOT NULL, name TEXT NOT NULL, PRIMARY KEY (key_id, nonce))"
-        )
+        try:
+            self.conn = self._open()
+        except sqlite3.DatabaseError as exc:
+            if not sqlite_damaged(exc):
+                raise
+            moved = move_aside(path)
+            self.conn = self._open()
+            floor = now or datetime.now(UTC)
+            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('floor', ?)", (floor.timestamp(),))
+            log.critical(
+                "replay guard %s was damaged (%s); moved it aside to %s and started a fresh one. Commands issued "
+                "before %s are refused as possible replays (their nonces were lost): central must sign them again",
+                path,
+                exc,
+                moved.name,
+                format_ts(floor),
+            )
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'floor'").fetchone()
+        self.floor: datetime | None = datetime.fromtimestamp(float(row[0]), UTC) if row else None
+
+    def _open(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(self.path, timeout=1.0, isolation_level=None, check_same_thread=False)
+        try:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=FULL")
+            quick_check_or_raise(conn)
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS nonces (key_id TEXT NOT NULL, nonce TEXT NOT NULL, "
+                "expires_at REAL NOT NULL, seen_at REAL NOT NULL, name TEXT NOT NULL, PRIMARY KEY (key_id, nonce))"
+            )
+            conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value REAL NOT NULL)")
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     def __enter__(self) -> NonceStore:
         return self

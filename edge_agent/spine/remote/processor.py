@@ -12,6 +12,7 @@ from collections.abc import Callable, Mapping
 from datetime import datetime
 from typing import Any, Protocol
 
+from edge_agent.files import sqlite_damaged
 from edge_agent.spine.clock import format_ts
 from edge_agent.spine.config import SpineConfig
 from edge_agent.spine.outbox import Outbox, seq_ranges
@@ -114,7 +115,7 @@ class CommandProcessor:
     @property
     def nonces(self) -> NonceStore:
         if self._nonces is None:
-            self._nonces = NonceStore(self.host.config().state_dir / NONCES_DB)
+            self._nonces = NonceStore(self.host.config().state_dir / NONCES_DB, now=self.host.security_now())
         return self._nonces
 
     def enqueue(self, topic: str, payload: bytes) -> None:
@@ -170,10 +171,7 @@ class CommandProcessor:
                 max_bytes=cfg.commands.max_bytes,
             )
             args = parse_args(msg.name, msg.args)
-            # The nonce is spent once a command is accepted, whatever its outcome: a failed
-            # rotation must not be replayable either.
-            if not self.nonces.claim(msg.key, msg.nonce, msg.expires_at, msg.name, now=now):
-                raise CommandRefused("replayed", f"nonce {msg.nonce[:12]}... was already used")
+            self._claim(msg, now)
         except CommandRefused as refused:
             return self._refuse(refused, topic_name, msg)
         log.info("command %s accepted (key %s, nonce %s...)", msg.name, msg.key, msg.nonce[:12])
@@ -194,6 +192,32 @@ class CommandProcessor:
             log.info("command %s done", msg.name)
         self._record(outcome)
         return outcome
+
+    def _claim(self, msg: CommandMessage, now: datetime) -> None:
+        """Spend the command's nonce, or CommandRefused("replayed"). The nonce is spent once a command is
+        accepted, whatever its outcome: a failed rotation must not be replayable either. A replay guard that
+        cannot be read or written refuses (it fails closed); a damaged one is dropped, to be started afresh
+        (NonceStore) on the next command."""
+        try:
+            floor = self.nonces.floor
+            if floor is not None and msg.issued_at < floor:
+                raise CommandRefused(
+                    "replayed",
+                    f"issued at {format_ts(msg.issued_at)}, before the replay guard was started afresh at "
+                    f"{format_ts(floor)} (its file was damaged and its nonces lost): sign it again",
+                )
+            if not self.nonces.claim(msg.key, msg.nonce, msg.expires_at, msg.name, now=now):
+                raise CommandRefused("replayed", f"nonce {msg.nonce[:12]}... was already used")
+        except sqlite3.Error as exc:
+            damaged = sqlite_damaged(exc)
+            if damaged and self._nonces is not None:
+                self._nonces.close()
+                self._nonces = None
+            raise CommandRefused(
+                "replayed",
+                f"the replay guard {NONCES_DB} cannot be used ({exc})"
+                + ("; it is started afresh: sign the command again" if damaged else ""),
+            ) from None
 
     def _refuse(self, refused: CommandRefused, topic_name: str | None, msg: CommandMessage | None) -> Outcome:
         outcome: Outcome = {
