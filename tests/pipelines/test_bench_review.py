@@ -300,13 +300,12 @@ def test_review_queue__a_damaged_file_is_moved_aside_and_the_items_still_readabl
         q.accept(ids[0], "li.lei")
         q.correct(ids[1], "li.lei", {"quantity": 3}, "counted")
         q.mark_emitted(ids[1])
+        q._db.execute("DELETE FROM items WHERE id = ?", (ids[-1],))  # the newest item gone, its id still given
         before = {i.id: i for i in q.list("all")}
         q._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     pages = db.stat().st_size // 4096
-    with db.open("r+b") as f:  # one page of the table two thirds in overwritten, and the last page
+    with db.open("r+b") as f:  # one page two thirds in overwritten
         f.seek(pages * 2 // 3 * 4096)
-        f.write(b"\xa5" * 4096)
-        f.seek((pages - 1) * 4096)
         f.write(b"\xa5" * 4096)
     # Not the daemon: the file is left alone, and the error says what to do.
     with pytest.raises(ReviewError, match=r"review.db is damaged .*restart the agent"):
@@ -318,7 +317,6 @@ def test_review_queue__a_damaged_file_is_moved_aside_and_the_items_still_readabl
         assert 200 < len(after) < 300, len(after)
         assert all(after[k] == before[k] for k in after), "every item carried over is as it was"
         assert after[ids[0]].status == "decided" and after[ids[1]].status == "emitted"
-        assert max(ids) not in after, "the last page was lost"
         new = q.add(result(), None)
         assert new == max(ids) + 1, "ids go on after the highest ever given, a lost item's too"
     [moved] = [p for p in tmp_path.glob("review.db.corrupt-*") if not p.name.endswith(("-wal", "-shm"))]
