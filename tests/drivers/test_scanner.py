@@ -185,7 +185,6 @@ def test_serial_scanner__unplug_replug_reconnects_through_the_runner(tmp_path: P
             _wait(lambda: runner.reconnects >= 1)
             twin.replug()
             _wait(lambda: runner.connected)
-            time.sleep(0.1)
             twin.scan("SECOND")
             _wait(lambda: len(got) == 2)
         finally:
