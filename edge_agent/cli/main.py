@@ -285,6 +285,8 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_outbox_export(args: argparse.Namespace) -> int:
     from edge_agent.spine.outbox import Outbox
 
+    if args.file is not None:
+        return _export_damaged(Path(args.file), args.since or 0)
     cfg = load_or_exit(args)
     if not cfg.db_path.exists():
         return fail(f"{cfg.db_path}: no outbox yet (has the agent run?)")
@@ -297,6 +299,33 @@ def cmd_outbox_export(args: argparse.Namespace) -> int:
         pass
     finally:
         ob.close()
+    return EXIT_OK
+
+
+def _export_damaged(path: Path, since: int) -> int:
+    """`outbox export --file`: the whole records of an outbox the agent moved aside, on stdout; a count on stderr."""
+    from edge_agent.spine.outbox import export_damaged
+
+    if not path.is_file():
+        return fail(f"{path}: no such file (the agent keeps a damaged outbox as outbox.db.corrupt-<UTC time>)")
+    out = sys.stdout.buffer
+    seqs: list[int] = []
+    try:
+        for data in export_damaged(path, since):
+            out.write(data + b"\n")
+            seqs.append(int(json.loads(data)["seq"]))
+    except BrokenPipeError:
+        return EXIT_OK
+    except sqlite3.Error as exc:
+        return fail(f"{path}: cannot be read as an outbox ({exc})")
+    n = len(seqs)
+    span = f", seq {seqs[0]}-{seqs[-1]}" if n else ""
+    missing = seqs[-1] - seqs[0] + 1 - n if n else 0
+    print(
+        f"{n} whole record(s) from {path}{span}; {missing} seq(s) in between not readable. "
+        "Check them with: edge-agent verify --pubkey device.pub.pem FILE",
+        file=sys.stderr,
+    )
     return EXIT_OK
 
 
@@ -435,6 +464,11 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the command ta
     s = o.add_parser("export", help="records as JSON lines on stdout")
     add_config_arg(s)
     s.add_argument("--since", type=int, metavar="SEQ", help="first seq to export")
+    s.add_argument(
+        "--file",
+        metavar="PATH",
+        help="a damaged outbox the agent moved aside (outbox.db.corrupt-...): every record still whole in it",
+    )
     s.set_defaults(func=cmd_outbox_export)
 
     s = sub.add_parser("verify", help="check a record stream: signatures, links, seq, gaps (exit 0 only if intact)")

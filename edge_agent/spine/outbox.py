@@ -259,48 +259,70 @@ def _salvage(
             if "head_seq" in meta and "head_hash" in meta:
                 head = highest((int(meta["head_seq"]), str(meta["head_hash"])), head)
         upto = head[0] if head else 0
-        last, step = max(0, delivered - SALVAGE_BEHIND), 1
-        for _ in range(24):
-            if last >= upto:
-                break
-            try:
-                for row in conn.execute(
-                    "SELECT seq, kind, priority, ts, data, hash, size, created_at, delivered_at "
-                    "FROM records NOT INDEXED WHERE seq > ? AND seq <= ? ORDER BY seq",
-                    (last, upto),
-                ):
-                    last, step = int(row[0]), 1
-                    rec = _whole(row) if row[8] is None else None
-                    if rec is not None:  # its row made anew from the record: the other cells may be damaged
-                        data = _blob(row[4])
-                        made = row[7] if isinstance(row[7], float) else time.time()
-                        rows.append(
-                            (
-                                last,
-                                rec["kind"],
-                                KIND_PRIORITY.get(rec["kind"], 1),
-                                rec["ts"],
-                                data,
-                                rec["hash"],
-                                len(data),
-                                made,
-                            )
-                        )
-                    if time.monotonic() > deadline:
-                        log.error(
-                            "outbox salvage: stopped after %.0f s at seq %d; the records after it are declared "
-                            "lost and stay in %s",
-                            SALVAGE_BUDGET_S,
-                            last,
-                            moved,
-                        )
-                        return rows, head, delivered
-                break
-            except (sqlite3.Error, TypeError, ValueError, KeyError):
-                last, step = last + step, step * 2  # past the damaged page, further each time
+        for row in _rows_past_damage(conn, max(0, delivered - SALVAGE_BEHIND), upto):
+            rec = _whole(row) if row[8] is None else None
+            if rec is not None:  # its row made anew from the record: the other cells may be damaged
+                data = _blob(row[4])
+                made = row[7] if isinstance(row[7], float) else time.time()
+                rows.append(
+                    (
+                        row[0],
+                        rec["kind"],
+                        KIND_PRIORITY.get(rec["kind"], 1),
+                        rec["ts"],
+                        data,
+                        rec["hash"],
+                        len(data),
+                        made,
+                    )
+                )
+            if time.monotonic() > deadline:
+                log.error(
+                    "outbox salvage: stopped after %.0f s at seq %d; the records after it are declared lost and "
+                    "stay in %s (edge-agent outbox export --file reads them all)",
+                    SALVAGE_BUDGET_S,
+                    row[0],
+                    moved,
+                )
+                return rows, head, delivered
     finally:
         conn.close()
     return rows, head, delivered
+
+
+def _rows_past_damage(conn: sqlite3.Connection, after: int, upto: int) -> Iterator[tuple[Any, ...]]:
+    """The rows of a damaged outbox by seq, after `after` up to `upto`, read without the indexes, going on past a
+    damaged page by seq (24 times at most, further each time). Each row: seq (an int), kind, priority, ts, data,
+    hash, size, created_at, delivered_at, as stored."""
+    last, step = after, 1
+    for _ in range(24):
+        if last >= upto:
+            return
+        try:
+            for row in conn.execute(
+                "SELECT seq, kind, priority, ts, data, hash, size, created_at, delivered_at "
+                "FROM records NOT INDEXED WHERE seq > ? AND seq <= ? ORDER BY seq",
+                (last, upto),
+            ):
+                last, step = int(row[0]), 1
+                yield (last, *row[1:])
+            return
+        except (sqlite3.Error, TypeError, ValueError):
+            last, step = last + step, step * 2  # past the damaged page, further each time
+
+
+def export_damaged(path: Path, since_seq: int = 0) -> Iterator[bytes]:
+    """Every record from `since_seq` on still whole in a damaged or moved-aside outbox, delivered or not,
+    ascending, with no time budget: what a technician recovers (`edge-agent outbox export --file`) beyond what
+    the agent's salvage kept. Whole as in salvage: the bytes parse, hash to the stored hash and carry the row's
+    seq and kind."""
+    conn = _damaged(path)
+    try:
+        for row in _rows_past_damage(conn, max(0, since_seq - 1), 2**62):
+            if _whole(row) is not None:
+                yield _blob(row[4])
+    finally:
+        conn.close()
 
 
 def _whole(row: tuple[Any, ...]) -> dict[str, Any] | None:

@@ -333,3 +333,38 @@ def test_outbox__a_long_recovery_beats_the_callers_heartbeat(tmp_path: Path) -> 
     fresh, gap = ob.recover(sqlite3.IntegrityError("a seq stored above the head"), beat=lambda: beats.append(1.0))
     assert gap is not None and gap["kept"] == 20020 and len(beats) >= 3
     fresh.close()
+
+
+def test_outbox_export_file__every_record_still_whole_in_a_moved_aside_outbox(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes]
+) -> None:
+    """What the agent's salvage (bounded in time, undelivered records only) leaves in the moved file, a
+    technician gets out: every record still whole, delivered or not, each the one that was made."""
+    from edge_agent.cli.main import main
+    from edge_agent.spine.records import check_record
+
+    key, db, ob = _new_outbox(tmp_path)
+    made = _append(ob, key, 200, "a" * 200)
+    ob.mark_delivered(range(1, 51))
+    ob.conn.execute("UPDATE records SET data = replace(data, '\"i\":8}', '\"i\":9}') WHERE seq = 9")  # no longer whole
+    ob.checkpoint_truncate()
+    ob.close()
+    with db.open("r+b") as f:  # the file loses its last 40 %
+        f.truncate(db.stat().st_size * 6 // 10 // 4096 * 4096)
+    fresh, gap = Outbox.open_checked(db)
+    fresh.close()
+    assert gap is not None
+    moved = tmp_path / str(gap["moved_to"])
+    assert main(["outbox", "export", "--file", str(moved)]) == 0
+    out, err = capsysbinary.readouterr()
+    got = [json.loads(line) for line in out.splitlines()]
+    seqs = [r["seq"] for r in got]
+    assert seqs == sorted(seqs) and 9 not in seqs and {1, 8, 10, 50, 51} <= set(seqs)
+    assert len(got) > gap.get("kept", 0), "delivered records too, not only what the salvage queued again"
+    assert all(r == json.loads(json.dumps(made[r["seq"] - 1])) and check_record(r, key.public) == [] for r in got)
+    summary = err.decode()
+    assert f"{len(got)} whole record(s) from {moved}, seq 1-{seqs[-1]}; {seqs[-1] - len(got)} seq(s)" in summary
+    assert main(["outbox", "export", "--file", str(moved), "--since", "40"]) == 0
+    assert [json.loads(line)["seq"] for line in capsysbinary.readouterr()[0].splitlines()][:2] == [40, 41]
+    assert main(["outbox", "export", "--file", str(tmp_path / "nothing")]) == 1
+    assert "no such file" in capsysbinary.readouterr()[1].decode()
