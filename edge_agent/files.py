@@ -6,7 +6,10 @@ from __future__ import annotations
 import os
 import sqlite3
 import tempfile
+import urllib.parse
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 
 def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
@@ -68,3 +71,26 @@ def quick_check_or_raise(conn: sqlite3.Connection) -> None:
     found = [str(r[0]) for r in conn.execute("PRAGMA quick_check")]
     if found != ["ok"]:
         raise QuickCheckFailed("; ".join(found)[:200])
+
+
+def sqlite_uri(path: Path, mode: str) -> str:
+    """SQLite's URI for the file at path: `?`, `#` and `%` in a folder's name are data, not URI syntax."""
+    return f"file:{urllib.parse.quote(str(path))}?mode={mode}"
+
+
+def rows_past_damage(conn: sqlite3.Connection, select: str, after: int, upto: int) -> Iterator[tuple[Any, ...]]:
+    """The rows of `select` on a damaged file, read past damaged pages. `select` takes (after, upto) and returns
+    rows whose first column is an integer key above `after` and at most `upto`, in key order (a table read NOT
+    INDEXED: its indexes may be the damage). Where a page cannot be read, reading goes on after the last key
+    read, further each time (24 times at most). Each row comes with its key as an int."""
+    last, step = after, 1
+    for _ in range(24):
+        if last >= upto:
+            return
+        try:
+            for row in conn.execute(select, (last, upto)):
+                last, step = int(row[0]), 1
+                yield (last, *row[1:])
+            return
+        except (sqlite3.Error, TypeError, ValueError):
+            last, step = last + step, step * 2  # past the damaged page, further each time

@@ -14,7 +14,6 @@ import os
 import re
 import sqlite3
 import time
-import urllib.parse
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -22,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.errors import LedgerError
-from edge_agent.files import move_aside
+from edge_agent.files import move_aside, rows_past_damage, sqlite_uri
 from edge_agent.spine.clock import Clock, format_ts
 from edge_agent.spine.gaps import gap_body, highest, loss_gap, ranges_text, seq_ranges
 from edge_agent.spine.headfile import HeadSidecar, read_head_sidecar
@@ -124,11 +123,6 @@ def _file_ident(path: Path) -> tuple[int, int] | None:
     return st.st_dev, st.st_ino
 
 
-def _uri(path: Path, mode: str) -> str:
-    """SQLite's URI for the file at path: `?`, `#` and `%` in a folder's name are data, not URI syntax."""
-    return f"file:{urllib.parse.quote(str(path))}?mode={mode}"
-
-
 def connect(path: Path, *, readonly: bool = False, create: bool = False) -> sqlite3.Connection:
     """A connection with the outbox's pragmas: WAL, synchronous=FULL, a busy timeout.
 
@@ -137,10 +131,10 @@ def connect(path: Path, *, readonly: bool = False, create: bool = False) -> sqli
     yet, it would make an empty database there and pair it with the old WAL.
     """
     if readonly:
-        db = sqlite3.connect(_uri(path, "ro"), uri=True, timeout=5, check_same_thread=False)
+        db = sqlite3.connect(sqlite_uri(path, "ro"), uri=True, timeout=5, check_same_thread=False)
     else:
         db = sqlite3.connect(
-            str(path) if create else _uri(path, "rw"),
+            str(path) if create else sqlite_uri(path, "rw"),
             uri=not create,
             timeout=BUSY_TIMEOUT_S,
             isolation_level=None,
@@ -189,7 +183,7 @@ def _import_sqlite_utils() -> Any:
 def _damaged(path: Path) -> sqlite3.Connection:
     """A read-only connection to a damaged outbox. writable_schema lets SQLite read a file shorter than its
     header says (truncated), up to where it ends; mode=ro keeps the file as it is."""
-    conn = sqlite3.connect(_uri(path, "ro"), uri=True, timeout=1)
+    conn = sqlite3.connect(sqlite_uri(path, "ro"), uri=True, timeout=1)
     try:
         conn.execute("PRAGMA writable_schema=ON")
     except sqlite3.Error:
@@ -259,7 +253,7 @@ def _salvage(
             if "head_seq" in meta and "head_hash" in meta:
                 head = highest((int(meta["head_seq"]), str(meta["head_hash"])), head)
         upto = head[0] if head else 0
-        for row in _rows_past_damage(conn, max(0, delivered - SALVAGE_BEHIND), upto):
+        for row in rows_past_damage(conn, _RECORDS_BY_SEQ, max(0, delivered - SALVAGE_BEHIND), upto):
             rec = _whole(row) if row[8] is None else None
             if rec is not None:  # its row made anew from the record: the other cells may be damaged
                 data = _blob(row[4])
@@ -290,25 +284,11 @@ def _salvage(
     return rows, head, delivered
 
 
-def _rows_past_damage(conn: sqlite3.Connection, after: int, upto: int) -> Iterator[tuple[Any, ...]]:
-    """The rows of a damaged outbox by seq, after `after` up to `upto`, read without the indexes, going on past a
-    damaged page by seq (24 times at most, further each time). Each row: seq (an int), kind, priority, ts, data,
-    hash, size, created_at, delivered_at, as stored."""
-    last, step = after, 1
-    for _ in range(24):
-        if last >= upto:
-            return
-        try:
-            for row in conn.execute(
-                "SELECT seq, kind, priority, ts, data, hash, size, created_at, delivered_at "
-                "FROM records NOT INDEXED WHERE seq > ? AND seq <= ? ORDER BY seq",
-                (last, upto),
-            ):
-                last, step = int(row[0]), 1
-                yield (last, *row[1:])
-            return
-        except (sqlite3.Error, TypeError, ValueError):
-            last, step = last + step, step * 2  # past the damaged page, further each time
+# A damaged outbox's records by seq, without the indexes (rows_past_damage).
+_RECORDS_BY_SEQ = (
+    "SELECT seq, kind, priority, ts, data, hash, size, created_at, delivered_at "
+    "FROM records NOT INDEXED WHERE seq > ? AND seq <= ? ORDER BY seq"
+)
 
 
 def export_damaged(path: Path, since_seq: int = 0) -> Iterator[bytes]:
@@ -318,7 +298,7 @@ def export_damaged(path: Path, since_seq: int = 0) -> Iterator[bytes]:
     seq and kind."""
     conn = _damaged(path)
     try:
-        for row in _rows_past_damage(conn, max(0, since_seq - 1), 2**62):
+        for row in rows_past_damage(conn, _RECORDS_BY_SEQ, max(0, since_seq - 1), 2**62):
             if _whole(row) is not None:
                 yield _blob(row[4])
     finally:

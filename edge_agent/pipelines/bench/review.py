@@ -14,7 +14,6 @@ import logging
 import os
 import sqlite3
 import threading
-import urllib.parse
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from edge_agent.errors import EdgeAgentError
-from edge_agent.files import move_aside, quick_check_or_raise, sqlite_damaged
+from edge_agent.files import move_aside, quick_check_or_raise, rows_past_damage, sqlite_damaged, sqlite_uri
 from edge_agent.pipelines.bench.normalize import ReasonTable, match_reason
 from edge_agent.pipelines.bench.rules_config import FIELD_NAMES, ReviewConfig
 
@@ -384,23 +383,17 @@ def _readable_items(path: Path) -> tuple[list[tuple[Any, ...]], int]:
     rows: list[tuple[Any, ...]] = []
     highest = 0
     try:
-        db = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True, timeout=DB_TIMEOUT_S)
+        db = sqlite3.connect(sqlite_uri(path, "ro"), uri=True, timeout=DB_TIMEOUT_S)
     except sqlite3.Error:
         return rows, highest
-    last, step = 0, 1
     try:
         with contextlib.suppress(sqlite3.Error, TypeError, ValueError):
             highest = int(db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'items'").fetchone()[0])
-        for _ in range(24):
-            try:
-                for row in db.execute("SELECT * FROM items NOT INDEXED WHERE id > ? ORDER BY id", (last,)):
-                    last, step = int(row[0]), 1
-                    with contextlib.suppress(ValueError, TypeError):
-                        if len(row) == 11 and row[2] in STATUSES and isinstance(json.loads(row[3]), dict):
-                            rows.append(tuple(row))
-                break
-            except sqlite3.Error:
-                last, step = last + step, step * 2
+        select = "SELECT * FROM items NOT INDEXED WHERE id > ? AND id <= ? ORDER BY id"
+        for row in rows_past_damage(db, select, 0, 2**62):
+            with contextlib.suppress(ValueError, TypeError):
+                if len(row) == 11 and row[2] in STATUSES and isinstance(json.loads(row[3]), dict):
+                    rows.append(row)
     finally:
         db.close()
     return rows, max(highest, max((int(r[0]) for r in rows), default=0))
@@ -416,8 +409,7 @@ def waiting(state_dir: Path) -> tuple[int, str | None] | None:
     path = queue_path(state_dir)
     if not path.exists():
         return None
-    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
-    db = sqlite3.connect(uri, uri=True, timeout=DB_TIMEOUT_S)
+    db = sqlite3.connect(sqlite_uri(path, "ro"), uri=True, timeout=DB_TIMEOUT_S)
     try:
         n, oldest = db.execute("SELECT COUNT(*), MIN(created_at) FROM items WHERE status = 'pending'").fetchone()
     finally:
