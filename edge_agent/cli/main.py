@@ -309,18 +309,18 @@ def _export_damaged(path: Path, since: int) -> int:
     if not path.is_file():
         return fail(f"{path}: no such file (the agent keeps a damaged outbox as outbox.db.corrupt-<UTC time>)")
     out = sys.stdout.buffer
-    seqs: list[int] = []
+    n = first = last = 0
     try:
         for data in export_damaged(path, since):
             out.write(data + b"\n")
-            seqs.append(int(json.loads(data)["seq"]))
+            last = int(json.loads(data)["seq"])
+            first, n = first or last, n + 1
     except BrokenPipeError:
         return EXIT_OK
     except sqlite3.Error as exc:
         return fail(f"{path}: cannot be read as an outbox ({exc})")
-    n = len(seqs)
-    span = f", seq {seqs[0]}-{seqs[-1]}" if n else ""
-    missing = seqs[-1] - seqs[0] + 1 - n if n else 0
+    span = f", seq {first}-{last}" if n else ""
+    missing = last - first + 1 - n if n else 0
     print(
         f"{n} whole record(s) from {path}{span}; {missing} seq(s) in between not readable. "
         "Check them with: edge-agent verify --pubkey device.pub.pem FILE",

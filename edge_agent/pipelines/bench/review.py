@@ -135,8 +135,7 @@ class ReviewQueue:
             quick_check_or_raise(db)
             db.execute(_TABLE)
             db.execute(_INDEX)
-            self._db = db
-            self._migrate()
+            self._migrate(db)
         except BaseException:
             db.close()
             raise
@@ -169,21 +168,21 @@ class ReviewQueue:
         )
         return db
 
-    def _migrate(self) -> None:
+    def _migrate(self, db: sqlite3.Connection) -> None:
         """Queues made before `rejected` existed: SQLite cannot alter a CHECK, so the table is rebuilt once."""
-        row = self._db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'items'").fetchone()
+        row = db.execute("SELECT sql FROM sqlite_master WHERE type = 'table' AND name = 'items'").fetchone()
         if row is None or "'rejected'" in row[0]:
             return
-        self._db.execute("BEGIN IMMEDIATE")
+        db.execute("BEGIN IMMEDIATE")
         try:
-            self._db.execute("ALTER TABLE items RENAME TO items_v1")
-            self._db.execute(_TABLE)
-            self._db.execute("INSERT INTO items SELECT * FROM items_v1")
-            self._db.execute("DROP TABLE items_v1")
-            self._db.execute(_INDEX)
-            self._db.execute("COMMIT")
+            db.execute("ALTER TABLE items RENAME TO items_v1")
+            db.execute(_TABLE)
+            db.execute("INSERT INTO items SELECT * FROM items_v1")
+            db.execute("DROP TABLE items_v1")
+            db.execute(_INDEX)
+            db.execute("COMMIT")
         except BaseException:
-            self._db.execute("ROLLBACK")
+            db.execute("ROLLBACK")
             raise
         log.info("review queue %s: schema updated (reject decisions)", self.db_path)
 
