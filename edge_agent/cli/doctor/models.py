@@ -37,14 +37,11 @@ def check_expected_returns(cfg: AgentConfig, now: datetime) -> Check:
     """The expected-returns manifest the bench would use (central's, else the configured file): readable, how
     many orders, how old. Without one, a letter/digit doubt in a SKU or customer id has nothing to settle it."""
     from edge_agent.errors import EdgeAgentError
-    from edge_agent.pipelines.bench.manifest import active_manifest
+    from edge_agent.pipelines.bench.manifest import active_manifest, configured_path
 
     name = "expected returns"
-    configured = cfg.bench.validation.manifest
-    if configured is not None and not configured.is_absolute() and cfg.source is not None:
-        configured = cfg.source.parent / configured
     try:
-        manifest = active_manifest(cfg.state_dir, configured)
+        manifest = active_manifest(cfg.state_dir, configured_path(cfg.bench.validation.manifest, cfg.source))
     except EdgeAgentError as exc:
         problems = str(exc).splitlines()
         more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""

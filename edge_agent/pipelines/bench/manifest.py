@@ -180,6 +180,13 @@ def replace_manifest(state_dir: Path, data: bytes) -> Manifest:
     return Manifest(manifest.orders, str(target), manifest.sha256)
 
 
+def configured_path(configured: Path | None, config_source: Path | None) -> Path | None:
+    """bench.validation.manifest as a file: a relative path is taken from the config file's folder."""
+    if configured is not None and not configured.is_absolute() and config_source is not None:
+        return config_source.parent / configured
+    return configured
+
+
 def active_manifest(state_dir: Path | None, configured: Path | None) -> Manifest | None:
     """The manifest central sent (in the state dir) if any, else the configured file, else None."""
     if state_dir is not None:

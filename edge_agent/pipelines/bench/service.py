@@ -30,7 +30,7 @@ from edge_agent.drivers.camera.driver import CameraDriverConfig, check_camera, i
 from edge_agent.drivers.readings import Frame, Scan
 from edge_agent.drivers.scanner.driver import make_scanner
 from edge_agent.errors import ConfigError, EdgeAgentError
-from edge_agent.pipelines.bench.manifest import CENTRAL_NAMES, active_manifest
+from edge_agent.pipelines.bench.manifest import CENTRAL_NAMES, active_manifest, configured_path
 from edge_agent.pipelines.bench.review import ReviewQueue, queue_path, save_image
 from edge_agent.pipelines.bench.triggers import (
     DebounceState,
@@ -466,11 +466,7 @@ class BenchService:
         return tuple(stamps)
 
     def _configured_manifest(self) -> Path | None:
-        ctx, cfg = self._ctx, self._cfg
-        path = cfg.validation.manifest
-        if path is not None and not path.is_absolute() and ctx.config.source is not None:
-            path = ctx.config.source.parent / path
-        return path
+        return configured_path(self._cfg.validation.manifest, self._ctx.config.source)
 
     def _load_manifest(self) -> Manifest | None:
         ctx = self._ctx
