@@ -84,6 +84,16 @@ def _active_id(driver: Any) -> str:
     return str(driver.execute_script("return document.activeElement && document.activeElement.id"))
 
 
+def _sign_in(d: Any, rig: BenchRig) -> None:
+    """Sign in with the keyboard alone (id, Tab, PIN, Enter) and wait for the live page's stream."""
+    from selenium.webdriver.common.keys import Keys
+
+    d.get(rig.url)
+    _wait(d, "the sign-in page", lambda d: _active_id(d) == "who")
+    _keys(d, OPERATOR, Keys.TAB, PIN, Keys.ENTER)
+    _wait(d, "the live page after sign-in", lambda d: d.execute_script("return document.body.dataset.connected"))
+
+
 def test_station_browser__verdict_queue_keyboard_correction_scan_and_signed_record(
     rig: BenchRig, broker: Broker, browser: Any, tmp_path: Path
 ) -> None:
@@ -91,11 +101,7 @@ def test_station_browser__verdict_queue_keyboard_correction_scan_and_signed_reco
 
     d = browser
     with Subscriber(broker, f"edge/{SITE}/{DEVICE}/rec/return_inspection", client_id="central-test") as central:
-        # Sign in with the keyboard alone: id, Tab, PIN, Enter.
-        d.get(rig.url)
-        _wait(d, "the sign-in page", lambda d: _active_id(d) == "who")
-        _keys(d, OPERATOR, Keys.TAB, PIN, Keys.ENTER)
-        _wait(d, "the live page after sign-in", lambda d: d.execute_script("return document.body.dataset.connected"))
+        _sign_in(d, rig)
         assert OPERATOR in _text(d, "#operator")
 
         # 1. A slip drops in: the page shows its verdict, pushed, with the values read.
@@ -205,10 +211,7 @@ def test_station_browser__a_character_read_two_ways_is_switched_with_one_click(
     truth = field_truth(meta)
     d = browser
     with Subscriber(broker, f"edge/{SITE}/{DEVICE}/rec/return_inspection", client_id="central-test") as central:
-        d.get(rig.url)
-        _wait(d, "the sign-in page", lambda d: _active_id(d) == "who")
-        _keys(d, OPERATOR, Keys.TAB, PIN, Keys.ENTER)
-        _wait(d, "the live page after sign-in", lambda d: d.execute_script("return document.body.dataset.connected"))
+        _sign_in(d, rig)
         rig.scanner.scan(truth["order_no"])
         rig.camera.drop_bytes(encode_png(img), ext=".png")
         _wait(d, "the queued item", lambda d: _text(d, "#queue-count") == "1")
