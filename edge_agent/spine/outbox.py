@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from edge_agent.errors import LedgerError
-from edge_agent.files import move_aside, rows_past_damage, sqlite_uri
+from edge_agent.files import move_aside, rows_past_damage, sqlite_damaged, sqlite_uri
 from edge_agent.spine.clock import Clock, format_ts
 from edge_agent.spine.gaps import gap_body, highest, loss_gap, ranges_text, seq_ranges
 from edge_agent.spine.headfile import HeadSidecar, read_head_sidecar
@@ -110,9 +110,7 @@ def _is_busy(exc: sqlite3.Error) -> bool:
 def is_damage(exc: BaseException) -> bool:
     """The outbox file itself is damaged (SQLITE_CORRUPT, SQLITE_NOTADB), or its rows contradict its head (a
     seq stored above it): not a lock, a full disk or an I/O error, so retrying the same write cannot help."""
-    if isinstance(exc, sqlite3.IntegrityError):
-        return True
-    return getattr(exc, "sqlite_errorcode", 0) & 0xFF in (sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB)
+    return isinstance(exc, sqlite3.IntegrityError) or sqlite_damaged(exc)
 
 
 def _file_ident(path: Path) -> tuple[int, int] | None:
