@@ -178,8 +178,8 @@ def test_nonce_store__a_damaged_file_is_moved_aside_and_commands_issued_before_a
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     db = tmp_path / "commands.db"
-    store = NonceStore(db)
-    assert store.floor is None and store.claim("k1", "n" * 16, NOW + timedelta(minutes=5), "status", now=NOW)
+    store = NonceStore(db, now=NOW)
+    assert store.floor == NOW and store.claim("k1", "n" * 16, NOW + timedelta(minutes=5), "status", now=NOW)
     store.close()
     db.write_bytes(b"not a database " * 400)  # its nonces are gone
     mended = NOW + timedelta(minutes=1)
@@ -410,11 +410,13 @@ def test_commands__status_runs_once_and_a_replay_is_refused_across_restart(
         agent.commands.stop()
 
 
-def test_commands__after_the_replay_guard_was_damaged_a_command_issued_before_is_refused(
-    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch
+@pytest.mark.parametrize("loss", ["damaged", "deleted", "emptied"])
+def test_commands__after_the_replay_guard_was_lost_a_command_issued_before_is_refused(
+    tmp_path: Path, broker: Broker, monkeypatch: pytest.MonkeyPatch, loss: str
 ) -> None:
-    """The nonces of commands.db are lost with the file: a command captured before could be replayed, so
-    every command issued before the guard was started afresh is refused; one signed after it runs."""
+    """The nonces of commands.db are lost with the file, whether it was damaged, deleted or emptied: a
+    command captured before could be replayed, so every command issued before the guard was started afresh
+    is refused; one signed after it runs."""
     rig = start_agent(tmp_path, broker, monkeypatch)
     msg = rig.signed("status", ttl_s=3600)
     try:
@@ -426,19 +428,22 @@ def test_commands__after_the_replay_guard_was_damaged_a_command_issued_before_is
     state = load_config(rig.cfg_path).state_dir
     for suffix in ("-wal", "-shm"):
         (state / f"commands.db{suffix}").unlink(missing_ok=True)
-    (state / "commands.db").write_bytes(b"\x00" * 8192)
+    if loss == "deleted":
+        (state / "commands.db").unlink()
+    else:
+        (state / "commands.db").write_bytes(b"\x00" * 8192 if loss == "damaged" else b"")
     rig2 = start_agent(tmp_path, broker, monkeypatch)
     try:
         rig2.send(msg)  # the replay, within its lifetime
         (refused,) = rig2.wait_outcomes(1)
         assert (refused["event"], refused["reason"]) == ("command_refused", "replayed")
-        assert "before the replay guard was started afresh" in refused["detail"]
+        assert "before the replay guard commands.db was started at" in refused["detail"]
         assert len(rig2.records("health")) == 1, "not run a second time"
         fresh = rig2.signed("status")
         rig2.send(fresh)
         again = rig2.wait_outcomes(2)[1]
         assert again["event"] == "command_done" and again["nonce"] == fresh["nonce"]
-        assert list(state.glob("commands.db.corrupt-*"))
+        assert bool(list(state.glob("commands.db.corrupt-*"))) == (loss == "damaged")
     finally:
         stop_agent(rig2)
 

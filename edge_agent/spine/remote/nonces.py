@@ -27,12 +27,13 @@ class NonceStore:
     """
 
     def __init__(self, path: Path, *, now: datetime | None = None) -> None:
-        """Open (creating) the store. A damaged file is moved aside (kept) and a fresh store started whose
-        `floor` is `now` (the security clock): the nonces it held are lost, so every command issued before
-        that moment is refused as a possible replay. Commands live at most 7 days, so that costs nothing
-        after a week, and central signs a fresh one meanwhile."""
+        """Open (creating) the store. A store starts with a `floor`, `now` on the security clock: every command
+        issued before it is refused as a possible replay, since the nonces of any earlier store are not in it.
+        That holds for a file deleted as for one found damaged, which is moved aside (kept) first. Commands
+        live at most 7 days, so that costs nothing after a week, and central signs a fresh one meanwhile."""
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
+        floor = now or datetime.now(UTC)
         try:
             self.conn = self._open()
         except sqlite3.DatabaseError as exc:
@@ -40,8 +41,7 @@ class NonceStore:
                 raise
             moved = move_aside(path)
             self.conn = self._open()
-            floor = now or datetime.now(UTC)
-            self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('floor', ?)", (floor.timestamp(),))
+            self._set_floor(floor)
             log.critical(
                 "replay guard %s was damaged (%s); moved it aside to %s and started a fresh one. Commands issued "
                 "before %s are refused as possible replays (their nonces were lost): central must sign them again",
@@ -50,8 +50,15 @@ class NonceStore:
                 moved.name,
                 format_ts(floor),
             )
+        else:
+            if self._created:
+                self._set_floor(floor)
+                log.info("replay guard %s started: commands issued before %s are refused", path, format_ts(floor))
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'floor'").fetchone()
         self.floor: datetime | None = datetime.fromtimestamp(float(row[0]), UTC) if row else None
+
+    def _set_floor(self, floor: datetime) -> None:
+        self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('floor', ?)", (floor.timestamp(),))
 
     def _open(self) -> sqlite3.Connection:
         conn = sqlite3.connect(self.path, timeout=1.0, isolation_level=None, check_same_thread=False)
@@ -59,6 +66,8 @@ class NonceStore:
             conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("PRAGMA synchronous=FULL")
             quick_check_or_raise(conn)
+            # A file with no nonces table is new, or was emptied: either way its nonces are not here.
+            self._created = conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'nonces'").fetchone() is None
             conn.execute(
                 "CREATE TABLE IF NOT EXISTS nonces (key_id TEXT NOT NULL, nonce TEXT NOT NULL, "
                 "expires_at REAL NOT NULL, seen_at REAL NOT NULL, name TEXT NOT NULL, PRIMARY KEY (key_id, nonce))"

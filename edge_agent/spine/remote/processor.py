@@ -97,6 +97,10 @@ class CommandProcessor:
             "rotate_key": self._do_rotate_key,
             "replace_manifest": self._do_replace_manifest,
         }
+        # The replay guard is opened now: a new one refuses commands issued before it started (NonceStore),
+        # and that must be the agent's start, not the first command's arrival.
+        with contextlib.suppress(sqlite3.Error, OSError):
+            _ = self.nonces
         if start:
             self.start()
 
@@ -203,8 +207,8 @@ class CommandProcessor:
             if floor is not None and msg.issued_at < floor:
                 raise CommandRefused(
                     "replayed",
-                    f"issued at {format_ts(msg.issued_at)}, before the replay guard was started afresh at "
-                    f"{format_ts(floor)} (its file was damaged and its nonces lost): sign it again",
+                    f"issued at {format_ts(msg.issued_at)}, before the replay guard {NONCES_DB} was started at "
+                    f"{format_ts(floor)} (the nonces of commands before it are not kept): sign it again",
                 )
             if not self.nonces.claim(msg.key, msg.nonce, msg.expires_at, msg.name, now=now):
                 raise CommandRefused("replayed", f"nonce {msg.nonce[:12]}... was already used")
