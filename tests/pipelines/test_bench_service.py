@@ -21,7 +21,7 @@ from edge_agent.drivers.camera.twin import FolderCameraTwin
 from edge_agent.drivers.scanner.twin import ScannerTwin
 from edge_agent.errors import ConfigError
 from edge_agent.pipelines.bench.inspect import Inspector
-from edge_agent.pipelines.bench.manifest import parse_manifest
+from edge_agent.pipelines.bench.manifest import parse_manifest, replace_manifest
 from edge_agent.pipelines.bench.review import IMAGES_DIR, ReviewQueue, queue_path
 from edge_agent.pipelines.bench.service import BenchService
 from edge_agent.service import ServiceContext
@@ -234,6 +234,46 @@ def test_bench_service__a_damaged_review_queue_is_moved_aside_and_the_bench_star
         assert [p.name[:18] for p in (tmp_path / "state").glob("review.db.corrupt-*")] == ["review.db.corrupt-"]
         with ReviewQueue(queue_path(cfg.state_dir)) as rq:
             assert rq.counts() == {"pending": 0, "decided": 0, "emitted": 0}
+    finally:
+        svc.stop()
+
+
+def test_bench_service__a_damaged_manifest_sends_slips_to_review_until_central_replaces_it(
+    tmp_path: Path, slips: dict[str, tuple[np.ndarray, dict[str, Any]]]
+) -> None:
+    """The bench used to refuse to start on a manifest it could not read, and the agent with it: central could
+    not even send a good one. Now it runs, a person checks each slip, and a replaced manifest is taken up."""
+    image, truth = slips["good"]
+    camera = {"kind": "folder", "path": str(tmp_path / "drop"), "settle_s": 0, "poll_interval_s": 0.05}
+    # The slips carry 2025 dates: a window wide enough that the date alone sends none to review.
+    bench = {"camera": camera, "trigger": {"mode": "still"}, "validation": {"return_window_days": 3650}}
+    cfg = _bench_cfg(tmp_path, bench)
+    cfg.state_dir.mkdir(parents=True)
+    (cfg.state_dir / "manifest.csv").write_bytes(b"order_no,sku,quantity\n\xff\xfe damaged")
+    svc = BenchService()  # its own inspector, which takes the manifest as the daemon's does
+    records = Records()
+    ctx = ServiceContext(config=cfg, emit=records.emit, clock=Clock(), state_dir=cfg.state_dir, stop=threading.Event())
+    svc.start(ctx)
+    try:
+        problem = svc.status()["manifest"]["problem"]
+        assert "manifest.csv" in problem and "UTF-8" in problem
+        shot = FolderCameraTwin(tmp_path / "drop")
+        shot.drop(image, ".png")
+        _wait(lambda: records.of("event", "bench_review_queued"), 60)
+        [event] = records.of("event", "bench_review_queued")
+        assert "manifest_unreadable" in event["reasons"]
+        with ReviewQueue(queue_path(cfg.state_dir)) as rq:
+            [item] = rq.list("pending")
+        [reason] = [r for r in item.body["review_reasons"] if r["code"] == "manifest_unreadable"]
+        assert "order was not checked" in reason["message"] and "manifest.csv" in reason["message"]
+        row = f"{truth['order_no']},{truth['sku']},{truth['quantity']},{truth['customer_id']}\n"
+        replace_manifest(cfg.state_dir, ("order_no,sku,quantity,customer_id\n" + row).encode())
+        _wait(lambda: (svc.status()["manifest"] or {}).get("orders") == 1, 20)
+        shot.drop(image, ".png")
+        _wait(lambda: records.of("return_inspection"), 60)
+        [body] = records.of("return_inspection")
+        assert body["review_reasons"] == [] and body["manifest_sha256"] == svc.status()["manifest"]["sha256"]
+        assert body["fields"]["sku"] == truth["sku"]
     finally:
         svc.stop()
 

@@ -342,7 +342,7 @@ def test_check_expected_returns__none_broken_old_and_central_s(tmp_path: Path) -
     (tmp_path / "returns.csv").write_text("order_no,sku,quantity\nDD1001,SKU-A1,none\nDD1002,,1\nDD1003,X,0\n")
     bad = check_expected_returns(cfg, now)
     assert bad.status == FAIL and "returns.csv" in bad.message and "quantity" in bad.message, bad.line()
-    assert "(and 1 more)" in bad.message and "does not start" in bad.remedy
+    assert "(and 1 more)" in bad.message and "every slip to review" in bad.remedy
     # The one central sent wins over the configured file.
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "manifest.csv").write_text("order_no,sku,quantity\nDD2001,SKU-C3,1\n")

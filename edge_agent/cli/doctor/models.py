@@ -50,7 +50,7 @@ def check_expected_returns(cfg: AgentConfig, now: datetime) -> Check:
             FAIL,
             "; ".join(problems[:2]) + more,
             "fix the file (columns order_no, sku, quantity, customer_id, order_date), or have central send one: "
-            "the bench does not start with a manifest it cannot read",
+            "until then the bench sends every slip to review (manifest_unreadable)",
         )
     if manifest is None:
         return Check(

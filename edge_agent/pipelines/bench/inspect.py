@@ -58,6 +58,7 @@ _GROUPED_CODE = re.compile(r"[A-Za-z0-9]{2,6}(?: [A-Za-z0-9]{2,6}){2,}(?: [A-Za-
 # Engines' line confidences are not equally honest. Measured on 36 generated slips (clean, typical,
 # hard): tesseract read 2 of 74 fields wrong at 0.90-0.95, the ONNX engine none of 533 at >= 0.85.
 ENGINE_CONFIDENCE = {"onnx": 1.0, "tesseract": 0.9}
+MANIFEST_UNREADABLE = "the expected-returns manifest cannot be read, so the order was not checked against it"
 # Extraction issues about the order number that a barcode or scan reading makes moot.
 _ORDER_ISSUES_FILLED = ("missing_field", "bad_format", "ambiguous_value", "low_confidence")
 # Reader.read_on: the ends of lines' boxes read on to the right, each as (text, character probabilities).
@@ -567,11 +568,14 @@ class Inspector:
         self.rules = Rules.from_config(cfg, base_dir)
         self.reader = ImageReader(cfg, engine=engine)
         self.manifest = manifest
+        self.manifest_problem: str | None = None
         self.today = today
 
-    def set_manifest(self, manifest: Manifest | None) -> None:
-        """Swap the expected-returns manifest (e.g. after central replaced it)."""
+    def set_manifest(self, manifest: Manifest | None, problem: str | None = None) -> None:
+        """Swap the expected-returns manifest (e.g. after central replaced it). With `problem`, the bench has a
+        manifest it cannot read: the slips it cannot check against one go to a person (`manifest_unreadable`)."""
         self.manifest = manifest
+        self.manifest_problem = problem
 
     def inspect(
         self,
@@ -620,6 +624,9 @@ class Inspector:
                 redone.timing_ms.update({k: v for k, v in result.timing_ms.items() if k not in redone.timing_ms})
                 result = _still_cut_off(reading, redone) if cut_off else redone
             result.timing_ms["barcodes_again"] = took
+        if self.manifest_problem is not None and self.manifest is None:
+            unchecked = Issue("manifest_unreadable", None, f"{MANIFEST_UNREADABLE}: {self.manifest_problem}"[:300])
+            result = replace(result, needs_review=True, review_reasons=(*result.review_reasons, unchecked))
         result.timing_ms["total"] = round((time.perf_counter() - t0) * 1000, 2)
         del reading, first
         release_freed_memory()

@@ -100,7 +100,7 @@ class BenchService:
         self._debounce = DebounceState()
         self._scans: deque[PendingScan] = deque()
         self._held: deque[Shot] = deque()
-        self._manifest_mtimes: tuple[float, ...] = ()
+        self._manifest_mtimes: tuple[float | None, ...] = ()
         self.counts = {
             "scans": 0,
             "double_scans": 0,
@@ -140,7 +140,8 @@ class BenchService:
             from edge_agent.pipelines.bench.inspect import Inspector
 
             base = ctx.config.source.parent if ctx.config.source is not None else None
-            self._inspector = Inspector(cfg, engine=self._engine, manifest=self._load_manifest(), base_dir=base)
+            self._inspector = Inspector(cfg, engine=self._engine, base_dir=base)
+            self._set_manifest(previous=None)
         else:
             self._inspector = self._given_inspector
             self._manifest_mtimes = self._manifest_stamp()
@@ -199,7 +200,19 @@ class BenchService:
             "last_inspect_ms": self.last_inspect_ms,
             "waiting_scans": len(self._scans),
             "waiting_photos": len(self._held),
+            "manifest": self._manifest_status(),
         }
+
+    def _manifest_status(self) -> dict[str, Any] | None:
+        """The expected-returns manifest in use (central sees it in health records), or why there is none."""
+        inspector = self._inspector if self._started else None
+        if inspector is None:
+            return None
+        m = inspector.manifest
+        if m is not None:
+            return {"orders": len(m.orders), "sha256": m.sha256, "problem": None}
+        problem = inspector.manifest_problem
+        return None if problem is None else {"orders": None, "sha256": None, "problem": problem[:200]}
 
     # ------------------------------------------------------------ driver callbacks (driver threads)
 
@@ -457,30 +470,46 @@ class BenchService:
         if purged:
             log.info("deleted %d raw image(s) past their keeping time", purged)
 
-    def _manifest_stamp(self) -> tuple[float, ...]:
-        ctx = self._ctx
-        stamps = []
-        for name in CENTRAL_NAMES:
-            with contextlib.suppress(OSError):
-                stamps.append(Path(ctx.state_dir, name).stat().st_mtime)
+    def _manifest_stamp(self) -> tuple[float | None, ...]:
+        paths = [Path(self._ctx.state_dir, name) for name in CENTRAL_NAMES]
+        configured = self._configured_manifest()
+        if configured is not None:
+            paths.append(configured)
+        stamps: list[float | None] = []
+        for p in paths:
+            try:
+                stamps.append(p.stat().st_mtime)
+            except OSError:
+                stamps.append(None)
         return tuple(stamps)
 
     def _configured_manifest(self) -> Path | None:
         return configured_path(self._cfg.validation.manifest, self._ctx.config.source)
 
-    def _load_manifest(self) -> Manifest | None:
-        ctx = self._ctx
+    def _set_manifest(self, previous: Manifest | None) -> bool:
+        """Load the active manifest into the inspector; False when it cannot be read. Then the bench keeps
+        running (central can send a good one, a technician fix the file): with the previous manifest on a
+        reload, and with none at start, where every slip goes to a person (`manifest_unreadable`)."""
         self._manifest_mtimes = self._manifest_stamp()
         try:
-            return active_manifest(Path(ctx.state_dir), self._configured_manifest())
+            manifest = active_manifest(Path(self._ctx.state_dir), self._configured_manifest())
         except EdgeAgentError as exc:
-            raise ConfigError([str(exc)]) from None
+            problems = getattr(exc, "problems", None) or [str(exc)]
+            if previous is not None:
+                log.error("expected-returns manifest not reloaded, keeping the previous one: %s", problems[0])
+                return False
+            log.error(
+                "expected-returns manifest cannot be read: %s. Every slip goes to review until it is fixed "
+                "(it is read again when it changes; `edge-agent doctor` checks it)",
+                "; ".join(problems[:3]),
+            )
+            self._inspector.set_manifest(None, problem=problems[0])
+            return False
+        self._inspector.set_manifest(manifest)
+        return True
 
     def _reload_manifest_if_changed(self) -> None:
         if self._manifest_stamp() == self._manifest_mtimes:
             return
-        try:
-            self._inspector.set_manifest(self._load_manifest())
+        if self._set_manifest(previous=self._inspector.manifest):
             log.info("expected-returns manifest reloaded")
-        except ConfigError as exc:
-            log.error("manifest not reloaded, keeping the previous one: %s", exc)
