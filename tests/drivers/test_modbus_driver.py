@@ -170,7 +170,8 @@ def test_modbus_meter_driver__corrupt_crc_and_garbage_then_recovers(md02: Modbus
         with pytest.raises(FrameError, match="unit 1: unreadable reply 01 04 04"):
             driver.poll()
         md02.inject(b"\x00\xff\x55\xaa" * 8)  # noise on the idle line between polls...
-        time.sleep(0.1)  # ...lands before the next request (the pty delivers it asynchronously)
+        # ...has landed before the next request (the pty delivers it asynchronously)
+        assert wait_until(lambda: driver._client is not None and driver._client.socket.in_waiting >= 32, 5)
         good = driver.poll()
         assert good is not None and good.values["humidity_pct"] == pytest.approx(61.5)
     finally:
