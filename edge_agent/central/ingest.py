@@ -899,7 +899,7 @@ class Ingestor:
         """Records parked for an unknown key, as messages to process again (after a rotation)."""
         out: list[Message] = []
         for d in sorted(devices):
-            site = self.db.query_one("SELECT site FROM devices WHERE device = ?", (d,))
+            site = self.site_of(d)
             if site is None:
                 continue
             for _seq, kind_text, received_at in self.db.query(
@@ -909,9 +909,19 @@ class Ingestor:
                     kind = json.loads(kind_text).get("kind", "")
                 except (ValueError, AttributeError):
                     kind = ""
-                topic = f"{self.s.topic_prefix}/{site[0]}/{d}/rec/{kind}"
+                topic = self.records_topic(site, d, kind)
                 out.append(Message(topic, kind_text.encode("utf-8"), float(received_at), None, from_pending=True))
         return out
+
+    def site_of(self, device: str) -> str | None:
+        """The site a device is registered at, or None for a device not registered."""
+        row = self.db.query_one("SELECT site FROM devices WHERE device = ?", (device,))
+        return None if row is None else str(row[0])
+
+    def records_topic(self, site: str, device: str, kind: str) -> str:
+        """The topic a device's record of `kind` arrives on: records that come another way (parked, imported)
+        go through the same checks as if they had."""
+        return f"{self.s.topic_prefix}/{site}/{device}/rec/{kind}"
 
     def releasable(self) -> set[str]:
         """Devices with parked records whose key has been announced since: feed take_pending() with them."""

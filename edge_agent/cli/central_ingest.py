@@ -1,4 +1,4 @@
-"""`edge-agent central devices|ingest|status|anomalies|export|simulate`: the receiving side's commands."""
+"""`edge-agent central devices|ingest|import|status|anomalies|export|simulate`: the receiving side's commands."""
 
 from __future__ import annotations
 
@@ -230,6 +230,92 @@ def cmd_export(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------- import
+
+
+def _import_message(ing: Any, sites: dict[str, str | None], line: bytes, max_bytes: int) -> Any:
+    """One exported line as the message it would have come as, or why it cannot be (a str)."""
+    import time
+
+    from edge_agent.central.ingest import Message
+
+    if len(line) > max_bytes:
+        return f"{len(line)} bytes, more than --max-bytes {max_bytes}"
+    try:
+        obj = json.loads(line)
+        device, kind = obj["device"], obj["kind"]
+        if not isinstance(device, str) or not isinstance(kind, str):
+            raise TypeError
+    except (ValueError, KeyError, TypeError):
+        return "not a record (expected a JSON object with device and kind)"
+    if device not in sites:
+        sites[device] = ing.site_of(device)
+    site = sites[device]
+    if site is None:
+        return f"device {device!r} is not registered (central devices add)"
+    return Message(ing.records_topic(site, device, kind), line, time.time())
+
+
+def cmd_import(args: argparse.Namespace) -> int:
+    """Records from files (`edge-agent outbox export`, or `central export`) through the ingest's own checks."""
+    import math
+    from collections import Counter
+
+    from edge_agent.central.ingest import Ingestor, IngestSettings, Message
+
+    # A record that comes back days later is expected here, not a replay; everything else is checked as live.
+    settings = IngestSettings(topic_prefix=args.topic_prefix, max_bytes=args.max_bytes, replay_window_s=math.inf)
+    counts: Counter[str] = Counter()
+    anomalies: Counter[str] = Counter()
+    refused: list[str] = []
+    sites: dict[str, str | None] = {}
+    db = _open(args.db)
+    ing = Ingestor(db, settings)
+
+    def run(batch: list[Message]) -> None:
+        while batch:
+            result = ing.process(batch)
+            counts.update(stored=result.stored, duplicates=result.duplicates)
+            anomalies.update(a.kind for a in result.anomalies)
+            batch = ing.take_pending(result.rotated) if result.rotated else []
+
+    try:
+        batch: list[Message] = []
+        for name in args.files:
+            try:
+                f = open(name, "rb")  # noqa: SIM115 - closed below, read line by line
+            except OSError as exc:
+                return fail(f"{name}: cannot read: {exc.strerror or exc}")
+            with f:
+                for n, raw in enumerate(f, 1):
+                    line = raw.rstrip(b"\r\n")
+                    if line.strip():
+                        counts["lines"] += 1
+                        got = _import_message(ing, sites, line, args.max_bytes)
+                        if isinstance(got, str):
+                            refused.append(f"{name}:{n}: {got}")
+                        else:
+                            batch.append(got)
+                    if len(batch) >= args.batch_max:
+                        run(batch)
+                        batch = []
+        run(batch)
+        run(ing.take_pending(ing.releasable()))
+    finally:
+        db.close()
+    for why in refused[:10]:
+        print(why, file=sys.stderr)
+    if len(refused) > 10:
+        print(f"... and {len(refused) - 10} more line(s) refused", file=sys.stderr)
+    kinds = ", ".join(f"{k} {v}" for k, v in sorted(anomalies.items()))
+    print(
+        f"{counts['lines']} line(s): {counts['stored']} record(s) stored, {counts['duplicates']} already stored, "
+        f"{len(refused)} refused" + (f"; anomalies recorded: {kinds} (central anomalies)" if anomalies else ""),
+        file=sys.stderr,
+    )
+    return EXIT_FAIL if refused or anomalies else EXIT_OK
+
+
 # ---------------------------------------------------------------- simulate
 
 
@@ -348,6 +434,18 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
     s.add_argument("--limit", type=int, default=1000)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_anomalies)
+
+    s = cs.add_parser(
+        "import",
+        help="verify and store records from JSON-lines files (edge-agent outbox export, central export), "
+        "with the same checks as ingest",
+    )
+    s.add_argument("files", nargs="+", metavar="FILE", help="one record per line, as exported")
+    s.add_argument("--db", required=True, help=db_help)
+    s.add_argument("--topic-prefix", default="edge")
+    s.add_argument("--batch-max", type=int, default=1000, help="records per database transaction (default 1000)")
+    s.add_argument("--max-bytes", type=int, default=256 * 1024, help="larger lines are refused (default 256 KiB)")
+    s.set_defaults(func=cmd_import)
 
     s = cs.add_parser("export", help="stored records as JSON lines (exactly as received) or CSV")
     s.add_argument("--db", required=True, help=db_help)
