@@ -23,6 +23,10 @@ class DeviceUnavailable(DriverError):
     """Port missing or silent: the runner reopens with backoff."""
 
 
+class PortBusy(DeviceUnavailable):
+    """Another process holds the port's lock: the running agent, when a probe (doctor, sensors list) asks."""
+
+
 class FrameError(DriverError):
     """One malformed frame: counted and dropped, never fatal."""
 
@@ -162,13 +166,21 @@ def open_serial(port: str, **settings: Any) -> Any:
     """serial.serial_for_url(port, **settings); DeviceUnavailable naming the port when it cannot open.
 
     A pty path, /dev/ttyUSB0, /dev/serial/by-id/... and pyserial URLs (socket://, rfc2217://) all work.
+    The port is locked for this process (`exclusive`, an flock): a probe run beside the agent (doctor,
+    sensors list) then finds it busy (PortBusy) instead of resetting an adapter the agent is using.
     """
     import serial
 
+    settings.setdefault("exclusive", True)
     try:
         return serial.serial_for_url(port, **settings)
     except (serial.SerialException, OSError, ValueError) as exc:
+        if "exclusively lock" in str(exc):
+            raise PortBusy(f"{port}: {BUSY}") from None
         raise DeviceUnavailable(f"{port}: cannot open: {exc}") from None
+
+
+BUSY = "in use by another process (the running agent?), left alone"
 
 
 def close_quietly(ser: Any, name: str) -> None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from edge_agent.drivers.base import DeviceUnavailable, FrameError
+from edge_agent.drivers.base import BUSY, DeviceUnavailable, FrameError, PortBusy
 
 log = logging.getLogger(__name__)
 
@@ -27,6 +27,11 @@ class ProbeOutcome:
     status: Status
     message: str
     remedy: str = ""
+
+
+def busy(port: str) -> ProbeOutcome:
+    """The verdict on a configured port another process holds: the agent, which `edge-agent status` reports on."""
+    return ProbeOutcome("ok", f"{port}: {BUSY}; not probed", "edge-agent status shows what the running agent reads")
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +130,8 @@ def probe_port(url: str, timeout_s: float = 1.2, plan: Sequence[tuple[str, int]]
                 url, baudrate=baud, timeout=0.05, write_timeout=min(timeout_s, 1.0), exclusive=True
             )
         except (serial.SerialException, OSError, ValueError) as exc:
+            if "exclusively lock" in str(exc):
+                return ProbeResult(url, None, None, "busy", error=BUSY)
             return ProbeResult(url, None, None, "cannot open", error=str(exc))
         try:
             for protocol in protocols:
@@ -164,6 +171,8 @@ def probe_with_driver(
                 continue
             if reading is not None:
                 return ProbeOutcome("ok", f"{port}: {what} ({describe_reading(reading)})")
+    except PortBusy:
+        return busy(port)
     except DeviceUnavailable as exc:
         return ProbeOutcome("fail", str(exc), wiring)
     finally:

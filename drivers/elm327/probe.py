@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import re
 
-from edge_agent.drivers.base import DeviceUnavailable
+from edge_agent.drivers.base import DeviceUnavailable, PortBusy
 from edge_agent.drivers.elm327.config import Elm327Config
-from edge_agent.drivers.probing import ProbeOutcome, Recogniser
+from edge_agent.drivers.probing import ProbeOutcome, Recogniser, busy
 
 _ELM = re.compile(rb"ELM327 v(\d+\.\d+[A-Za-z]?)")
 
@@ -32,6 +32,8 @@ def probe(cfg: Elm327Config, listen_s: float) -> ProbeOutcome:
     try:
         driver.open()
         ecus = driver.discover(listen_s)
+    except PortBusy:
+        return busy(cfg.port)
     except DeviceUnavailable as exc:
         text = str(exc)
         if "no '>' prompt" in text or "got ''" in text:

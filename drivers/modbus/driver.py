@@ -11,7 +11,7 @@ from pymodbus.client import ModbusSerialClient
 from pymodbus.exceptions import ConnectionException, ModbusException
 from pymodbus.framer import FramerType
 
-from edge_agent.drivers.base import DeviceUnavailable, FrameError
+from edge_agent.drivers.base import DeviceUnavailable, FrameError, open_serial
 from edge_agent.drivers.modbus.config import (
     FUNCTION_CODES,
     MAX_READ_REGISTERS,
@@ -72,7 +72,7 @@ log = logging.getLogger(__name__)
 class ModbusMeterDriver:
     """Polls one meter every poll_interval_s through pymodbus's serial RTU client.
 
-    The port is opened by us with serial.serial_for_url (so a pty, /dev/ttyUSB0 or a
+    The port is opened by us with open_serial (so a pty, /dev/ttyUSB0 or a
     pyserial URL all work and open errors carry pyserial's message) and handed to the
     pymodbus client, which then frames requests and replies (CRC, resync on garbage).
     """
@@ -89,19 +89,15 @@ class ModbusMeterDriver:
 
     def open(self) -> None:
         self.close()
-        try:
-            port = serial.serial_for_url(
-                self.cfg.port,
-                baudrate=self.cfg.baud,
-                parity=self.cfg.parity,
-                stopbits=self.cfg.stop_bits,
-                bytesize=8,
-                timeout=self.cfg.timeout_s,
-                write_timeout=self.cfg.timeout_s,
-                exclusive=True,
-            )
-        except (serial.SerialException, OSError, ValueError) as exc:
-            raise DeviceUnavailable(f"{self.cfg.port}: {exc}") from None
+        port = open_serial(
+            self.cfg.port,
+            baudrate=self.cfg.baud,
+            parity=self.cfg.parity,
+            stopbits=self.cfg.stop_bits,
+            bytesize=8,
+            timeout=self.cfg.timeout_s,
+            write_timeout=self.cfg.timeout_s,
+        )
         _quiet_pymodbus()
         client = ModbusSerialClient(
             self.cfg.port,

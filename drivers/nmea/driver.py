@@ -9,7 +9,7 @@ from typing import Any
 
 import serial
 
-from edge_agent.drivers.base import DeviceUnavailable, FrameError, close_quietly
+from edge_agent.drivers.base import DeviceUnavailable, FrameError, close_quietly, open_serial
 from edge_agent.drivers.nmea.config import NmeaConfig
 from edge_agent.drivers.nmea.epochs import FixAssembler, NmeaDecoder, NmeaStats, decode_lines
 from edge_agent.drivers.nmea.protocol import (
@@ -81,10 +81,7 @@ class NmeaDriver:
         )
         last_exc: Exception | None = None
         for rate in rates:
-            try:
-                ser = serial.serial_for_url(self.cfg.port, baudrate=rate, timeout=0.2)
-            except (serial.SerialException, OSError, ValueError) as exc:
-                raise DeviceUnavailable(f"{self.cfg.port}: cannot open: {exc}") from None
+            ser = open_serial(self.cfg.port, baudrate=rate, timeout=0.2)
             if not self.cfg.autobaud or self._probe(ser):
                 self._ser, self.baud = ser, rate
                 self._buf.clear()

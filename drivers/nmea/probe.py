@@ -5,10 +5,10 @@ from __future__ import annotations
 import re
 import time
 
-from edge_agent.drivers.base import FrameError
+from edge_agent.drivers.base import DeviceUnavailable, FrameError, PortBusy, open_serial
 from edge_agent.drivers.nmea.config import NmeaConfig
 from edge_agent.drivers.nmea.protocol import split_checksum
-from edge_agent.drivers.probing import ProbeOutcome, Recogniser
+from edge_agent.drivers.probing import ProbeOutcome, Recogniser, busy
 
 _SENTENCE = re.compile(rb"\$[A-Z][A-Z0-9]{2,9},[^*\r\n$]*\*[0-9A-Fa-f]{2}")
 
@@ -41,11 +41,11 @@ def probe(cfg: NmeaConfig, listen_s: float) -> ProbeOutcome:
 
     port = cfg.port
     try:
-        ser = serial.serial_for_url(port, baudrate=cfg.baud, timeout=0.2)
-    except (serial.SerialException, OSError, ValueError) as exc:
-        return ProbeOutcome(
-            "fail", f"{port}: cannot open ({exc})", "plug the GPS in and check the port (ls -l /dev/serial/by-id/)"
-        )
+        ser = open_serial(port, baudrate=cfg.baud, timeout=0.2)
+    except PortBusy:
+        return busy(port)
+    except DeviceUnavailable as exc:
+        return ProbeOutcome("fail", str(exc), "plug the GPS in and check the port (ls -l /dev/serial/by-id/)")
     got = bytearray()
     heard = bytearray()
     types: dict[str, int] = {}

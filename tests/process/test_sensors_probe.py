@@ -146,3 +146,42 @@ def test_sensors_list__says_which_ecu_answers_what_behind_an_elm327(
     (entry,) = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert entry["likely"] == "elm327"
     assert "ECU 7E8" in entry["detail"] and "ECU 7E9" in entry["detail"] and "10 MAF" in entry["detail"]
+
+
+def test_probes__leave_a_port_the_agent_holds_alone(tmp_path: Path) -> None:
+    """doctor and sensors list beside the running agent: a port its driver holds is reported busy, and not
+    one byte is written to it (an ATZ to a live adapter resets it under the agent)."""
+    from edge_agent.drivers.elm327.config import Elm327Config
+    from edge_agent.drivers.elm327.driver import Elm327Driver
+    from edge_agent.drivers.elm327.probe import probe as probe_elm327
+    from edge_agent.drivers.nmea.config import NmeaConfig
+    from edge_agent.drivers.nmea.driver import NmeaDriver
+    from edge_agent.drivers.nmea.probe import probe as probe_nmea
+
+    with Elm327Twin(tmp_path / "obd") as twin:
+        cfg = Elm327Config(kind="elm327", port=twin.path)
+        agent = Elm327Driver(cfg)
+        agent.open()
+        try:
+            asked = list(twin.requests)
+            assert "ATZ" in asked or "ATWS" in asked  # the agent's own start-up reached the adapter
+            outcome = probe_elm327(cfg, 0.5)
+            scan = probe_port(twin.path, timeout_s=FAST)
+            assert (outcome.status, scan.detail) == ("ok", "busy")
+            assert "in use by another process" in outcome.message and "not probed" in outcome.message
+            assert scan.error is not None and "the running agent" in scan.error
+            assert twin.requests == asked, "the probes wrote nothing to the adapter"
+        finally:
+            agent.close()
+        freed = probe_elm327(cfg, 2.0)
+        assert freed.status == "ok" and "adapter answers ELM327 v1.5" in freed.message  # free again: probed
+    with NmeaTwin(tmp_path / "gps", legs=[Leg(600, 50.0, 90.0)], epoch_s=1.0, speedup=10.0) as gps:
+        gps_cfg = NmeaConfig(kind="nmea", port=gps.path)
+        receiver = NmeaDriver(gps_cfg)
+        receiver.open()
+        try:
+            outcome = probe_nmea(gps_cfg, 0.5)
+            assert outcome.status == "ok" and "not probed" in outcome.message
+        finally:
+            receiver.close()
+        assert "NMEA sentence(s) with good checksums" in probe_nmea(gps_cfg, 5.0).message  # free again: probed
