@@ -71,12 +71,23 @@ def load_key(path: Path, *, check_mode: bool = True) -> DeviceKey:
         st = path.stat()
     except FileNotFoundError:
         raise KeyError_(f"{path}: device key not found (create it with `edge-agent init`)") from None
+    except OSError as exc:
+        raise KeyError_(f"{path}: cannot reach the device key ({exc.strerror or exc}); check its folder") from None
     if check_mode and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyError_(
             f"{path}: key file mode is {stat.S_IMODE(st.st_mode):04o}, expected 0600 (run: chmod 600 {path})"
         )
+    if not stat.S_ISREG(st.st_mode):
+        raise KeyError_(f"{path}: expected the device key file, got a folder or device")
     try:
-        private = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        data = path.read_bytes()
+    except OSError as exc:
+        raise KeyError_(
+            f"{path}: cannot read the device key ({exc.strerror or exc}); it must belong to the user the agent "
+            f"runs as (chown, then chmod 600 {path})"
+        ) from None
+    try:
+        private = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError) as exc:
         raise KeyError_(f"{path}: not a PEM Ed25519 private key ({exc})") from None
     if not isinstance(private, Ed25519PrivateKey):

@@ -65,7 +65,10 @@ def make_client(m: MqttConfig, client_id: str, client_class: type[mqtt.Client] =
             ) from None
     elif m.ca_file or m.cert_file:
         log.warning("mqtt.ca_file/cert_file are set but mqtt.url is not mqtts://; they are ignored")
-    password = m.password_value()
+    try:
+        password = m.password_value()
+    except OSError as exc:
+        raise SyncError(f"mqtt.password_file: {m.password_file}: cannot read ({exc.strerror or exc})") from None
     if m.username is not None:
         client.username_pw_set(m.username, password)
     return client

@@ -220,6 +220,28 @@ def test_doctor__broken_truck_fails_each_check_with_a_remedy(
     assert "       -> run: chmod 600" in out
 
 
+def test_doctor__a_key_it_cannot_read_fails_its_check_and_the_rest_still_run(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A device key path that is a folder (or unreadable) stopped doctor with a traceback after its first line."""
+    path = tmp_path / "config.toml"
+    state = tmp_path / "state"
+    path.write_text(
+        f'profile = "sensors"\nstate_dir = "{state}"\n[device]\nid = "s1"\nsite = "s"\n'
+        '[mqtt]\nurl = "mqtt://127.0.0.1:9"\npassword_file = "/nonexistent/broker.password"\nusername = "u"\n'
+    )
+    (state / "keys" / "device.key").mkdir(parents=True)
+    (state / "keys" / "device.key").chmod(0o700)  # mode and owner as a key's: only reading it fails
+    rc = cli.main(["doctor", "-c", str(path), "--root", str(tmp_path), "--json"])
+    checks = {c["name"]: c for c in json.loads(capsys.readouterr().out)}
+    assert rc == 1
+    key = checks["device key"]
+    assert key["status"] == FAIL and "expected the device key file, got a folder" in key["message"], key
+    pw = checks["mqtt password file"]
+    assert pw["status"] == FAIL and "broker password there, on one line" in pw["remedy"], pw
+    assert {"disk", "outbox", "broker reachable"} <= set(checks)
+
+
 def test_doctor__invalid_config_fails_first_and_says_where(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     path = tmp_path / "config.toml"
     path.write_text('profile = "van"\n[device]\nid = "a/b"\nsite = "s"\n')

@@ -6,6 +6,7 @@ import base64
 import copy
 import hashlib
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -13,6 +14,7 @@ import rfc8785
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from edge_agent.errors import KeyError_
 from edge_agent.spine.keys import generate_key, key_id_for, load_key
 from edge_agent.spine.records import GENESIS_PREV, canonical, check_record, make_record, signing_bytes
 
@@ -87,6 +89,22 @@ def test_keys__mode_0600_and_refuse_overwrite(tmp_path: Path) -> None:
     p.chmod(0o644)
     with pytest.raises(Exception, match="expected 0600"):
         load_key(p)
+
+
+def test_keys__a_key_that_cannot_be_read_is_a_clear_error(tmp_path: Path) -> None:
+    """A key path that is a folder, a FIFO or under a file used to escape load_key as a traceback (doctor
+    and run stopped there); each is a KeyError_ naming the path and what is wrong."""
+    folder = tmp_path / "device.key"
+    folder.mkdir(mode=0o700)
+    with pytest.raises(KeyError_, match=r"device.key: expected the device key file, got a folder or device"):
+        load_key(folder)
+    fifo = tmp_path / "fifo.key"
+    os.mkfifo(fifo, 0o600)
+    with pytest.raises(KeyError_, match="got a folder or device"):
+        load_key(fifo)  # refused from its metadata: opening a FIFO would wait for a writer
+    (tmp_path / "afile").write_text("")
+    with pytest.raises(KeyError_, match=r"afile/device.key: cannot reach the device key \(Not a directory\)"):
+        load_key(tmp_path / "afile" / "device.key")
 
 
 def test_readme_worked_example_verifies() -> None:

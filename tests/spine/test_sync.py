@@ -186,6 +186,12 @@ def test_sync__missing_ca_file_is_refused_at_setup(tmp_path: Path) -> None:
         MqttSync(cfg, cfg.db_path)
 
 
+def test_sync__missing_password_file_is_refused_at_setup(tmp_path: Path) -> None:
+    cfg = make_cfg(tmp_path, "mqtt://127.0.0.1:1883", username="u", password_file=str(tmp_path / "nope.password"))
+    with pytest.raises(SyncError, match=r"mqtt.password_file: .*nope.password: cannot read \(No such file"):
+        MqttSync(cfg, cfg.db_path)
+
+
 def test_sync__mqtt_311_setting_delivers(broker: Broker, tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, broker.url, protocol="3.1.1")
     key = generate_key(cfg.key_path)

@@ -83,10 +83,14 @@ def run_checks(
     t = now or datetime.now(UTC)
     user = service_user(root)
     add(check_device_key(cfg, user))
-    for name in ("key_file", "password_file"):
+    makes = {
+        "key_file": "put the client certificate's private key there (from the central team; chmod 600)",
+        "password_file": "write the broker password there, on one line (chmod 600)",
+    }
+    for name, make in makes.items():
         p = getattr(cfg.mqtt, name)
         if p is not None:
-            add(check_secret_file(f"mqtt {name.replace('_', ' ')}", Path(p), user))
+            add(check_secret_file(f"mqtt {name.replace('_', ' ')}", Path(p), user, make))
     add(check_trusted_keys(cfg))
     add(check_clock_sync(gather_clock_facts(root)))
     add(check_clock_vs_records(cfg, t))

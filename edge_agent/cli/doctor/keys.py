@@ -54,17 +54,13 @@ def _owner(st: os.stat_result) -> str:
         return str(st.st_uid)
 
 
-def check_secret_file(name: str, path: Path, user: str) -> Check:
-    """A key or password file: present, mode 0600 (no group/other bits), owned by the service user."""
+def check_secret_file(name: str, path: Path, user: str, make: str) -> Check:
+    """A key or password file: present, mode 0600 (no group/other bits), owned by the service user. `make`
+    says how to create it when it is missing."""
     try:
         st = path.stat()
     except FileNotFoundError:
-        return Check(
-            name,
-            FAIL,
-            f"{path} is missing",
-            "create it (`edge-agent init` makes the device key) or fix the path in the config",
-        )
+        return Check(name, FAIL, f"{path} is missing", f"{make}, or fix the path in the config")
     except OSError as exc:
         return Check(
             name,
@@ -89,7 +85,7 @@ def check_secret_file(name: str, path: Path, user: str) -> Check:
 def check_device_key(cfg: AgentConfig, user: str) -> Check:
     from edge_agent.spine.keys import load_key
 
-    base = check_secret_file("device key", cfg.key_path, user)
+    base = check_secret_file("device key", cfg.key_path, user, "create it with `edge-agent init` or `keys generate`")
     if base.status == FAIL:
         return base
     try:
