@@ -290,15 +290,22 @@ def cmd_outbox_export(args: argparse.Namespace) -> int:
     cfg = load_or_exit(args)
     if not cfg.db_path.exists():
         return fail(f"{cfg.db_path}: no outbox yet (has the agent run?)")
-    ob = Outbox(cfg.db_path, readonly=True)
     out = sys.stdout.buffer
     try:
-        for data in ob.export(args.since or 0):
-            out.write(data + b"\n")
+        ob = Outbox(cfg.db_path, readonly=True)
+        try:
+            for data in ob.export(args.since or 0):
+                out.write(data + b"\n")
+        finally:
+            ob.close()
     except BrokenPipeError:
         pass
-    finally:
-        ob.close()
+    except sqlite3.Error as exc:
+        return fail(
+            f"{cfg.db_path}: damaged ({exc}). Start the agent: it moves a damaged outbox aside and sends what it "
+            "can; then `edge-agent outbox export --file outbox.db.corrupt-<time>` gives the rest "
+            "(`edge-agent doctor` says what is wrong)"
+        )
     return EXIT_OK
 
 
@@ -307,7 +314,8 @@ def _export_damaged(path: Path, since: int) -> int:
     from edge_agent.spine.outbox import export_damaged
 
     if not path.is_file():
-        return fail(f"{path}: no such file (the agent keeps a damaged outbox as outbox.db.corrupt-<UTC time>)")
+        what = "not a file" if path.exists() else "no such file"
+        return fail(f"{path}: {what} (the agent keeps a damaged outbox as outbox.db.corrupt-<UTC time>)")
     out = sys.stdout.buffer
     n = first = last = 0
     try:
@@ -317,7 +325,7 @@ def _export_damaged(path: Path, since: int) -> int:
             first, n = first or last, n + 1
     except BrokenPipeError:
         return EXIT_OK
-    except sqlite3.Error as exc:
+    except (sqlite3.Error, OSError) as exc:
         return fail(f"{path}: cannot be read as an outbox ({exc})")
     span = f", seq {first}-{last}" if n else ""
     missing = last - first + 1 - n if n else 0

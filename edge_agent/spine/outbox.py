@@ -293,9 +293,19 @@ def export_damaged(path: Path, since_seq: int = 0) -> Iterator[bytes]:
     """Every record from `since_seq` on still whole in a damaged or moved-aside outbox, delivered or not,
     ascending, with no time budget: what a technician recovers (`edge-agent outbox export --file`) beyond what
     the agent's salvage kept. Whole as in salvage: the bytes parse, hash to the stored hash and carry the row's
-    seq and kind."""
+    seq and kind. sqlite3.DatabaseError when the file is no SQLite database or holds no records table (a
+    file taken for an outbox by mistake would otherwise give nothing, as if every record were lost)."""
+    with path.open("rb") as f:
+        if f.read(16) != b"SQLite format 3\x00":
+            raise sqlite3.DatabaseError("not an SQLite database (no SQLite header)")
     conn = _damaged(path)
     try:
+        try:
+            tables = {str(r[0]) for r in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+        except sqlite3.Error:
+            tables = {"records"}  # a damaged schema page: read what the records' pages still hold
+        if "records" not in tables:
+            raise sqlite3.DatabaseError("no records table: not an edge-agent outbox")
         for row in rows_past_damage(conn, _RECORDS_BY_SEQ, max(0, since_seq - 1), 2**62):
             if _whole(row) is not None:
                 yield _blob(row[4])

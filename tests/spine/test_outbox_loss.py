@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from edge_agent.settings import AgentConfig
 from edge_agent.spine.chain import ChainWriter
 from edge_agent.spine.clock import Clock
 from edge_agent.spine.gaps import loss_gap
@@ -368,3 +369,33 @@ def test_outbox_export_file__every_record_still_whole_in_a_moved_aside_outbox(
     assert [json.loads(line)["seq"] for line in capsysbinary.readouterr()[0].splitlines()][:2] == [40, 41]
     assert main(["outbox", "export", "--file", str(tmp_path / "nothing")]) == 1
     assert "no such file" in capsysbinary.readouterr()[1].decode()
+
+
+def test_outbox_export__a_file_that_is_no_outbox_and_a_damaged_outbox_say_so(
+    tmp_path: Path, capsysbinary: pytest.CaptureFixture[bytes], device: tuple[AgentConfig, DeviceKey]
+) -> None:
+    """`--file` on a photo or another SQLite file used to print "0 whole record(s)" and exit 0, as if every
+    record were lost; export of a damaged live outbox stopped with a traceback."""
+    from edge_agent.cli.main import main
+
+    photo = tmp_path / "slip.jpg"
+    photo.write_bytes(b"\xff\xd8\xff\xe0" + bytes(5000))
+    other = tmp_path / "review.db"
+    sqlite3.connect(other).execute("CREATE TABLE items (id INTEGER PRIMARY KEY)").connection.close()
+    expect = {
+        photo: "cannot be read as an outbox (not an SQLite database",
+        other: "cannot be read as an outbox (no records table: not an edge-agent outbox)",
+        tmp_path: "not a file",
+    }
+    for path, message in expect.items():
+        assert main(["outbox", "export", "--file", str(path)]) == 1
+        out, err = capsysbinary.readouterr()
+        assert out == b"" and message in err.decode(), err
+    cfg, _key = device
+    cfg.state_dir.mkdir(parents=True, exist_ok=True)
+    cfg.db_path.write_bytes(b"\x5a" * 65536)  # the live outbox, damaged
+    config = tmp_path / "config.toml"
+    config.write_text(f'profile = "sensors"\nstate_dir = "{cfg.state_dir}"\n[device]\nid = "dev-1"\nsite = "site-a"\n')
+    assert main(["outbox", "export", "-c", str(config)]) == 1
+    err = capsysbinary.readouterr()[1].decode()
+    assert "outbox.db: damaged (" in err and "Start the agent" in err and "Traceback" not in err
