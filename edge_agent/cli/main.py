@@ -22,7 +22,15 @@ from edge_agent.cli.central import add_mqtt_args
 from edge_agent.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, add_config_arg, fail, load_or_exit
 from edge_agent.errors import ConfigError, EdgeAgentError, KeyError_
 from edge_agent.resources import config_file
-from edge_agent.settings import atomic_write, load_config, masked_dict, parse_config, resolve_config_path, set_value
+from edge_agent.settings import (
+    atomic_write,
+    load_config,
+    masked_dict,
+    parse_config,
+    resolve_config_path,
+    run_problems,
+    set_value,
+)
 from edge_agent.spine.keys import generate_key, load_key, load_public_keys, public_pem, public_raw_b64
 
 log = logging.getLogger(__name__)
@@ -137,10 +145,13 @@ def cmd_keys_export(args: argparse.Namespace) -> int:
 def cmd_config_check(args: argparse.Namespace) -> int:
     path = resolve_config_path(args.config)
     try:
-        load_config(path)
+        cfg = load_config(path)
+        problems = run_problems(cfg, str(path))
     except ConfigError as exc:
-        for p in exc.problems:
-            print(p, file=sys.stderr)
+        problems = exc.problems
+    for p in problems:
+        print(p, file=sys.stderr)
+    if problems:
         return EXIT_CONFIG
     print(f"{path}: ok")
     return EXIT_OK

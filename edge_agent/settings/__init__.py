@@ -14,6 +14,7 @@ from edge_agent.settings.load import (
     masked_dict,
     parse_config,
     resolve_config_path,
+    run_problems,
 )
 from edge_agent.settings.model import (
     AgentConfig,
@@ -55,6 +56,7 @@ __all__ = [
     "parse_config",
     "patch_text",
     "resolve_config_path",
+    "run_problems",
     "set_value",
     "validate_text",
 ]

@@ -38,9 +38,17 @@ def parse_config(data: dict[str, Any], source: str = "config") -> AgentConfig:
     section = {"truck": cfg.telematics, "sensors": cfg.sensors}.get(cfg.profile)
     check = getattr(section, "check_references", None)
     problems: list[str] = check(source) if check is not None else []
+    if cfg.state_dir.exists() and not cfg.state_dir.is_dir():
+        problems.append(f"{source}: state_dir: expected a folder, got a file ({cfg.state_dir})")
     if problems:
         raise ConfigError(problems)
     return cfg
+
+
+def run_problems(cfg: AgentConfig, source: str) -> list[str]:
+    """What the daemon needs beyond a valid config (a bench's camera): `config check` and doctor say it first."""
+    check = getattr({"bench": cfg.bench}.get(cfg.profile), "check_runnable", None)
+    return check(source) if check is not None else []
 
 
 def load_config(path: str | os.PathLike[str]) -> AgentConfig:

@@ -85,6 +85,35 @@ def test_config_check__cli_exit_codes_and_no_traceback(tmp_path: Path) -> None:
     assert f'{good}: mqtt.keepalive_s: expected an integer 5-3600, got "x"' in r.stderr
 
 
+def test_config_check__a_fresh_bench_needs_its_camera_before_run_and_says_so(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`init --profile bench` writes the camera commented out. `config check` and doctor passed that, and `run`
+    then exited on it (under systemd, a restart loop): both now say what `run` would."""
+    from edge_agent.cli.doctor import FAIL, run_checks
+
+    path = write_config(tmp_path, profile="bench")
+    assert main(["config", "check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: bench.camera: expected a [bench.camera] section" in err and "uncomment the one" in err
+    checks = {c.name: c for c in run_checks(path, root=tmp_path, listen_s=0.1)}
+    assert checks["config"].status == FAIL and "bench.camera" in checks["config"].message
+    assert "disk" in checks, "the other checks still run on a config that is valid"
+    path.write_text(path.read_text() + f'\n[bench.camera]\nkind = "folder"\npath = "{tmp_path}"\n')
+    assert main(["config", "check", "--config", str(path)]) == 2  # the default trigger wants a scanner too
+    assert "bench.scanner: expected a [bench.scanner] section" in capsys.readouterr().err
+    path.write_text(path.read_text().replace('mode = "scan-then-capture"', 'mode = "manual"'))
+    assert main(["config", "check", "--config", str(path)]) == 0, capsys.readouterr().err
+
+
+def test_config_check__a_state_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
+    path = write_config(tmp_path)
+    (tmp_path / "state").write_text("not a folder")
+    with pytest.raises(ConfigError) as exc:
+        load_config(path)
+    assert exc.value.problems == [f"{path}: state_dir: expected a folder, got a file ({tmp_path / 'state'})"]
+
+
 def test_config_path__cli_then_env_then_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("EDGE_AGENT_CONFIG", "/x/env.toml")
     assert resolve_config_path("/x/cli.toml") == Path("/x/cli.toml")

@@ -17,7 +17,7 @@ from edge_agent.cli.doctor.base import (
 )
 from edge_agent.cli.doctor.systemd import find_unit
 from edge_agent.errors import ConfigError, EdgeAgentError
-from edge_agent.settings import AgentConfig, load_config
+from edge_agent.settings import AgentConfig, load_config, run_problems
 
 log = logging.getLogger(__name__)
 
@@ -26,14 +26,18 @@ def check_config(path: Path) -> tuple[Check, AgentConfig | None]:
     try:
         cfg = load_config(path)
     except ConfigError as exc:
-        shown = exc.problems[:5] + ([f"... and {len(exc.problems) - 5} more"] if len(exc.problems) > 5 else [])
-        return Check(
-            "config",
-            FAIL,
-            "; ".join(shown),
-            f"fix the key(s) named above in {path}, then run `edge-agent config check`",
-        ), None
+        return _config_fails(path, exc.problems), None
+    missing = run_problems(cfg, str(path))
+    if missing:  # valid, and the checks below can run on it; `run` would exit on it all the same
+        return _config_fails(path, missing), cfg
     return Check("config", OK, f"{path} is valid ({cfg.profile} profile, device {cfg.device.id})"), cfg
+
+
+def _config_fails(path: Path, problems: list[str]) -> Check:
+    shown = problems[:5] + ([f"... and {len(problems) - 5} more"] if len(problems) > 5 else [])
+    return Check(
+        "config", FAIL, "; ".join(shown), f"fix the key(s) named above in {path}, then run `edge-agent config check`"
+    )
 
 
 def service_user(root: Path) -> str:

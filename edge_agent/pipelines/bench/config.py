@@ -40,3 +40,13 @@ class BenchConfig(BaseModel):
                 '"scan-then-capture" (or set mode = "still" or "manual")',
             )
         return v
+
+    def check_runnable(self, source: str) -> list[str]:
+        """What `run` needs beyond the schema, so `config check` and doctor report it before `run` exits on it: a
+        camera. Other commands (ocr, review) need none, and other profiles carry the default bench section."""
+        if self.camera is None:
+            return [
+                f'{source}: bench.camera: expected a [bench.camera] section (kind = "opencv", "picamera2" or '
+                '"folder") for the bench profile, got none: uncomment the one in the config and adapt it'
+            ]
+        return []
