@@ -270,8 +270,10 @@ class Database:
         return {m: int(v) for m, v in rows}
 
 
-def open_db(dsn: str, *, migrate: bool = True, busy_timeout_s: float = 30.0) -> Database:
-    """Open `sqlite:///path` or `postgresql://...`; run the registered migrations unless told not to."""
+def open_db(dsn: str, *, migrate: bool = True, busy_timeout_s: float = 30.0, must_exist: bool = False) -> Database:
+    """Open `sqlite:///path` or `postgresql://...`; run the registered migrations unless told not to. With
+    `must_exist` (commands that read, or need devices registered), an SQLite file that is not there or empty
+    is an error instead of a new database: a mistyped path would otherwise show an empty central."""
     # The central schema registers itself on import; importing it here keeps open_db() self-sufficient.
     import edge_agent.central.schema  # noqa: F401
 
@@ -280,6 +282,11 @@ def open_db(dsn: str, *, migrate: bool = True, busy_timeout_s: float = 30.0) -> 
         path = Path(target)
         if not path.parent.exists():
             raise CentralDbError(f"--db {dsn}: directory {path.parent} does not exist")
+        if must_exist and (not path.is_file() or path.stat().st_size == 0):
+            raise CentralDbError(
+                f"--db {dsn}: no central database at {path} (`central devices add` and `central ingest` make one; "
+                "check the path)"
+            )
         try:
             conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)
             conn.execute("PRAGMA journal_mode=WAL")

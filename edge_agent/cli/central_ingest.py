@@ -40,10 +40,11 @@ def _mqtt_config(args: argparse.Namespace, url: str, client_id: str | None) -> A
         raise SystemExit(fail(f"MQTT options: {problems}", EXIT_USAGE)) from None
 
 
-def _open(dsn: str) -> Any:
+def _open(dsn: str, *, must_exist: bool = True) -> Any:
+    """The central database; one that is not there yet is made only by the commands that fill it."""
     from edge_agent.central.db import open_db
 
-    return open_db(dsn)
+    return open_db(dsn, must_exist=must_exist)
 
 
 def _log_setup(verbose: bool) -> None:
@@ -61,7 +62,7 @@ def cmd_devices_add(args: argparse.Namespace) -> int:
     from edge_agent.central.registry import add_device, load_key_file
 
     public = load_key_file(Path(args.pubkey))
-    db = _open(args.db)
+    db = _open(args.db, must_exist=False)
     try:
         kid = add_device(db, args.device, args.site, public, replace=args.replace)
     finally:

@@ -189,6 +189,20 @@ def test_cli__a_wrong_dsn_says_what_a_dsn_looks_like(capsys: pytest.CaptureFixtu
     assert rc == 1 and "does not exist" in err
 
 
+def test_cli__reading_commands_do_not_make_a_database_of_a_mistyped_path(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`central status --db sqlite:///typo.db` showed an empty central (and left a new database behind)."""
+    typo = tmp_path / "centrl.db"
+    empty = tmp_path / "empty.db"
+    empty.write_bytes(b"")
+    for path in (typo, empty):
+        for args in (("status",), ("anomalies",), ("export",), ("devices", "list"), ("import", str(path))):
+            rc, out, err = _run(capsys, *args, "--db", f"sqlite:///{path}")
+            assert rc == 1 and f"no central database at {path}" in err and out == "", (args, err)
+    assert not typo.exists() and empty.read_bytes() == b""
+
+
 def test_cli__a_wrong_broker_url_says_what_a_url_looks_like(
     sqlite_dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
