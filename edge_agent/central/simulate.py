@@ -26,12 +26,13 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from edge_agent.central.db import Database
 from edge_agent.central.registry import add_devices
+from edge_agent.errors import SyncError
 from edge_agent.spine.clock import format_ts
 from edge_agent.spine.config import MqttConfig
 from edge_agent.spine.keys import DeviceKey, key_id_for, public_raw_b64
 from edge_agent.spine.outbox import gap_body
 from edge_agent.spine.records import GENESIS_PREV, encode, make_record
-from edge_agent.spine.sync import make_client
+from edge_agent.spine.sync import describe_connect_error, make_client
 
 log = logging.getLogger(__name__)
 
@@ -243,10 +244,13 @@ class Publisher:
     def connect(self, timeout_s: float = 10.0) -> None:
         ready = threading.Event()
         self.client.on_connect = lambda *_a: ready.set()
-        self.client.connect(self.m.host, self.m.port, self.m.keepalive_s)
+        try:
+            self.client.connect(self.m.host, self.m.port, self.m.keepalive_s)
+        except OSError as exc:
+            raise SyncError(describe_connect_error(exc, self.m)) from None
         self.client.loop_start()
         if not ready.wait(timeout_s):
-            raise TimeoutError(f"no CONNACK from {self.m.host}:{self.m.port} within {timeout_s} s")
+            raise SyncError(f"no CONNACK from {self.m.host}:{self.m.port} within {timeout_s:g} s")
 
     def publish(self, msgs: list[Outgoing]) -> None:
         for o in msgs:

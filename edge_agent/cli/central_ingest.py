@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, fail
+from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, fail, number_in
 
 EXIT_USAGE = 2
 
@@ -415,7 +415,7 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
         help="ask again for a hole still open after this long, once the device was heard from (default 600)",
     )
     s.add_argument("--resend-max", type=int, default=6, help="asks per hole before leaving it to a person (default 6)")
-    s.add_argument("--metrics-port", type=int, help="serve Prometheus metrics on this port")
+    s.add_argument("--metrics-port", type=number_in(int, 1, 65535), help="serve Prometheus metrics on this port")
     s.add_argument("--metrics-addr", default="127.0.0.1", help="address for the metrics endpoint (default 127.0.0.1)")
     s.add_argument("--verbose", "-v", action="store_true")
     s.set_defaults(func=cmd_ingest)
@@ -458,9 +458,11 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
     s.set_defaults(func=cmd_export)
 
     s = cs.add_parser("simulate", help="a fleet of virtual devices with real signed chains (load tests, demos)")
-    s.add_argument("--devices", type=int, required=True, metavar="N")
-    s.add_argument("--rate", type=float, default=1.0, metavar="R", help="records per second per device")
-    s.add_argument("--duration", type=float, default=60.0, metavar="S", help="seconds (default 60)")
+    s.add_argument("--devices", type=number_in(int, 1, 1_000_000), required=True, metavar="N")
+    s.add_argument(
+        "--rate", type=number_in(float, 0.001), default=1.0, metavar="R", help="records per second per device"
+    )
+    s.add_argument("--duration", type=number_in(float, 0), default=60.0, metavar="S", help="seconds (default 60)")
     s.add_argument("--records", type=int, help="instead of --duration: this many records per device, unpaced")
     s.add_argument("--broker", required=True, metavar="URL", help="mqtt://host:port or mqtts://host:port")
     s.add_argument("--register", metavar="DSN", help="also register the devices' keys in this central database")

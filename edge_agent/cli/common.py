@@ -36,6 +36,24 @@ def load_or_exit(args: argparse.Namespace) -> AgentConfig:
         raise SystemExit(EXIT_CONFIG) from None
 
 
+def number_in(kind: type[int] | type[float], lo: float, hi: float | None = None) -> Callable[[str], float]:
+    """An argparse type: a number of `kind` from lo (to hi); anything else is a usage error that says so."""
+
+    def parse(text: str) -> float:
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value < lo or (hi is not None and value > hi):
+            fmt = "d" if kind is int else "g"
+            span = f"{lo:{fmt}}-{hi:{fmt}}" if hi is not None else f">= {lo:{fmt}}"
+            noun = "an integer" if kind is int else "a number"
+            raise argparse.ArgumentTypeError(f"expected {noun} {span}, got {text!r}")
+        return value
+
+    return parse
+
+
 def fail(message: str, code: int = EXIT_FAIL) -> int:
     """Print one short error line to stderr and return the exit code."""
     print(f"edge-agent: {message}", file=sys.stderr)

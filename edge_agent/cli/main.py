@@ -351,7 +351,7 @@ def _export_damaged(path: Path, since: int) -> int:
 # ---------------------------------------------------------------- verify
 
 
-def cmd_verify(args: argparse.Namespace) -> int:  # noqa: PLR0912 - one exit per kind of bad input
+def cmd_verify(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 - one exit per kind of bad input
     from edge_agent.spine.verify import FAIL, Verifier, check_checkpoint
     from edge_agent.spine.verify_feed import MqttSource, feed_lines, feed_mqtt
 
@@ -405,6 +405,9 @@ def cmd_verify(args: argparse.Namespace) -> int:  # noqa: PLR0912 - one exit per
         if finding.level == FAIL or args.verbose or finding.what in ("signed_gap", "checkpoint", "start"):
             print(finding.line())
     s = v.summary()
+    if not s["received"]:
+        where = args.mqtt if args.mqtt else args.records if args.records not in (None, "-") else "stdin"
+        return fail(f"{where}: no records to verify (expected JSON lines, one record each)")
     verdict = "INTACT" if v.ok else "NOT INTACT"
     tail = f"; checkpoint seq {cp.get('seq')!r}" if isinstance(cp, dict) else ""
     print(

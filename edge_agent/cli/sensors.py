@@ -10,7 +10,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.cli.common import EXIT_CONFIG, EXIT_OK, add_config_arg, fail, load_or_exit
+from edge_agent.cli.common import EXIT_CONFIG, EXIT_OK, add_config_arg, fail, load_or_exit, number_in
 from edge_agent.drivers.base import DriverRunner
 from edge_agent.drivers.readings import MeterReading
 
@@ -39,7 +39,9 @@ def register(subparsers: Any) -> None:
     ls.add_argument(
         "--port", action="append", default=[], metavar="URL", help="probe only this port or pyserial URL (repeatable)"
     )
-    ls.add_argument("--timeout-s", type=float, default=1.2, help="per protocol and baud rate (default 1.2)")
+    ls.add_argument(
+        "--timeout-s", type=number_in(float, 0.05, 60), default=1.2, help="per protocol and baud rate (default 1.2)"
+    )
     ls.add_argument("--no-probe", action="store_true", help="only list the ports")
     ls.add_argument("--json", action="store_true", help="one JSON object per port")
     ls.set_defaults(func=cmd_list)

@@ -18,7 +18,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, fail
+from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, fail, number_in
 from edge_agent.signals import SignalRelay
 
 
@@ -93,7 +93,7 @@ class Twins:
 class Watcher:
     """A central-side subscriber that verifies every record as it arrives."""
 
-    def __init__(self, url: str, pub_pem: Path, topic: str) -> None:
+    def __init__(self, url: str, pub_pem: Path, topic: str, from_seq: int | None = None) -> None:
         import paho.mqtt.client as mqtt
         from paho.mqtt.enums import CallbackAPIVersion
 
@@ -101,6 +101,7 @@ class Watcher:
         from edge_agent.spine.verify import Verifier
 
         self.verifier = Verifier(load_public_keys(pub_pem))
+        self.verifier.from_seq = from_seq  # a demo folder used before: its chain goes on from there
         self.lock = threading.Lock()
         self.by_kind: dict[str, int] = {}
         self.recent: list[dict[str, Any]] = []
@@ -183,6 +184,22 @@ def describe(rec: dict[str, Any]) -> str:
     return json.dumps(b, ensure_ascii=False)[:80]
 
 
+def _next_seq(state_dir: Path) -> int | None:
+    """The seq a demo run in a folder used before starts its records at (the chain goes on), else None."""
+    from edge_agent.spine.outbox import Outbox
+
+    db = state_dir / "outbox.db"
+    if not db.exists():
+        return None
+    with contextlib.suppress(Exception):  # a damaged outbox: the agent moves it aside; verify from seq 1
+        ob = Outbox(db, readonly=True)
+        try:
+            return ob.stats().head_seq + 1
+        finally:
+            ob.close()
+    return None
+
+
 def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - start and tear down in one place
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix=f"edge-agent-demo-{args.profile}-"))
     work.mkdir(parents=True, exist_ok=True)
@@ -244,7 +261,7 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - start
                 stdout=f,
                 check=True,
             )
-        watcher = Watcher(url, pub, f"edge/demo/demo-{args.profile}/rec/#")
+        watcher = Watcher(url, pub, f"edge/demo/demo-{args.profile}/rec/#", from_seq=_next_seq(work / "state"))
         log_file = open(work / "agent.log", "wb")  # noqa: SIM115
         agent = subprocess.Popen(
             [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(cfg_path)],
@@ -371,7 +388,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         default="obd",
         help="truck: an OBD-II adapter and an axle scale (a van), or a J1939 CAN bus through slcan (a truck)",
     )
-    s.add_argument("--duration", type=float, default=0, help="seconds to run (default: until Ctrl-C)")
+    s.add_argument("--duration", type=number_in(float, 0), default=0, help="seconds to run (default: until Ctrl-C)")
     s.add_argument("--json", action="store_true", help="no live table; print one JSON summary line at the end")
     s.add_argument("--dir", help="work folder (default: a new temp folder)")
     s.add_argument("--no-station", action="store_true", help="bench: leave the operator station off")

@@ -203,6 +203,19 @@ def test_cli__reading_commands_do_not_make_a_database_of_a_mistyped_path(
     assert not typo.exists() and empty.read_bytes() == b""
 
 
+def test_cli__numbers_out_of_range_and_a_broker_that_is_down_are_one_line(
+    sqlite_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--metrics-port 99999 was an OverflowError traceback, --devices -3 blamed --misbehave, and simulate
+    against a broker that is down was a ConnectionRefusedError traceback."""
+    rc, _, err = _run(capsys, "ingest", "--mqtt", "mqtt://127.0.0.1:1", "--db", sqlite_dsn, "--metrics-port", "99999")
+    assert rc == 2 and "argument --metrics-port: expected an integer 1-65535, got '99999'" in err
+    rc, _, err = _run(capsys, "simulate", "--devices", "-3", "--broker", "mqtt://127.0.0.1:1")
+    assert rc == 2 and "argument --devices: expected an integer 1-1000000, got '-3'" in err
+    rc, _, err = _run(capsys, "simulate", "--devices", "2", "--broker", "mqtt://127.0.0.1:1", "--duration", "1")
+    assert rc == 1 and "broker 127.0.0.1:1 refused the TCP connection" in err and "Traceback" not in err
+
+
 def test_cli__a_wrong_broker_url_says_what_a_url_looks_like(
     sqlite_dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:

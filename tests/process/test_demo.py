@@ -74,6 +74,9 @@ def test_demo__bench_inspections_are_signed_delivered_and_verified(tmp_path: Pat
     kinds = s["by_kind"]
     assert isinstance(kinds, dict)
     assert kinds.get("return_inspection", 0) >= 2, kinds
+    # Again in the same folder: the device's chain goes on, and that is no broken chain (it was NOT INTACT).
+    again = run_demo("bench", 10, tmp_path)
+    assert again["verified"] is True and isinstance(again["first_seq"], int) and again["first_seq"] > 1, again
 
 
 def test_demo__not_a_terminal_prints_plain_lines_as_records_arrive(tmp_path: Path) -> None:

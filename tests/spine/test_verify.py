@@ -103,3 +103,19 @@ def test_verify__wrong_key_and_garbage(stream: tuple[list[bytes], Path], tmp_pat
     r = run_verify([b"not json", *lines], stream[1])
     assert r.returncode == 1
     assert "line 1: not JSON" in r.stdout
+
+
+def test_verify_cli__an_input_with_no_records_is_not_called_intact(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """It printed "INTACT: device None, 0 record(s)" and exited 1: a verdict and an exit code that disagree."""
+    from edge_agent.cli.main import main
+
+    key = generate_key(tmp_path / "k")
+    pem = tmp_path / "k.pem"
+    pem.write_bytes(public_pem(key.public))
+    empty = tmp_path / "records.jsonl"
+    empty.write_bytes(b"\n")
+    assert main(["verify", "--pubkey", str(pem), str(empty)]) == 1
+    out, err = capsys.readouterr()
+    assert "INTACT" not in out and f"{empty}: no records to verify" in err
