@@ -67,14 +67,20 @@ def load_key_file(path: Path) -> Ed25519PublicKey:
     return parse_public_key(text, str(path))
 
 
+def topic_level_problem(option: str, value: str) -> str | None:
+    """What is wrong with a device or site id as one MQTT topic level, or None."""
+    if not value or "/" in value or "+" in value or "#" in value:
+        return f"{option} {value!r}: expected an id without '/', '+' or '#' (it is a topic level)"
+    return None
+
+
 def add_device(
     db: Database, device: str, site: str, public: Ed25519PublicKey, *, now: float | None = None, replace: bool = False
 ) -> str:
     """Register a device with its current key; returns the key id. Refuses a known device unless `replace`."""
-    if not device or "/" in device or "+" in device or "#" in device:
-        raise RegistryError(f"--device {device!r}: expected an id without '/', '+' or '#' (it is a topic level)")
-    if not site or "/" in site or "+" in site or "#" in site:
-        raise RegistryError(f"--site {site!r}: expected a site id without '/', '+' or '#' (it is a topic level)")
+    for problem in (topic_level_problem("--device", device), topic_level_problem("--site", site)):
+        if problem:
+            raise RegistryError(problem)
     now = time.time() if now is None else now
     kid = key_id_for(public)
     raw = public_raw_b64(public)

@@ -64,7 +64,7 @@ def cmd_central_keygen(args: argparse.Namespace) -> int:
     out = Path(args.out)
     priv_path, pub_path = out / "central.key", out / "central.pub.pem"
     try:
-        key = generate_key(priv_path, force=args.force)
+        key = generate_key(priv_path, force=args.force, what="central key")
     except KeyError_ as exc:
         return fail(str(exc))
     atomic_write(pub_path, public_pem(key.public), mode=0o644)
@@ -92,6 +92,9 @@ def cmd_central_sign(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one ex
             return fail(f"--manifest: {args.manifest}: cannot read: {exc.strerror}")
     if args.name not in COMMANDS:
         return fail(f"--name: expected one of {', '.join(COMMANDS)}, got {args.name!r}")
+    problem = _publish_problem(args)  # before anything is signed or printed
+    if problem:
+        return fail(problem)
     try:
         parse_args(args.name, cmd_args)
         msg = sign_command(private, device=args.device, name=args.name, args=cmd_args, ttl_s=args.ttl_s)
@@ -100,14 +103,31 @@ def cmd_central_sign(args: argparse.Namespace) -> int:  # noqa: PLR0911 - one ex
     data = json.dumps(msg, ensure_ascii=False, separators=(",", ":"))
     print(data)
     if args.publish:
-        if not args.site:
-            return fail("--publish needs --site (topics are <prefix>/<site>/<device>/cmd/<name>)")
         topic = f"{args.topic_prefix}/{args.site}/{args.device}/cmd/{args.name}"
         err = publish_once(args.publish, args, topic, data.encode("utf-8"))
         if err:
             return fail(err)
         print(f"published to {topic}", file=sys.stderr)
     return EXIT_OK
+
+
+def _publish_problem(args: argparse.Namespace) -> str | None:
+    """What is wrong with the device id, and with --publish, --site and the broker URL, or None."""
+    from edge_agent.central.registry import topic_level_problem
+
+    problem = topic_level_problem("--device", args.device)
+    if problem or not args.publish:
+        return problem
+    if not args.site:
+        return "--publish needs --site (topics are <prefix>/<site>/<device>/cmd/<name>)"
+    problem = topic_level_problem("--site", args.site)
+    if problem:
+        return problem
+    try:
+        mqtt_config(args.publish, args)
+    except ValidationError:
+        return f"--publish {args.publish!r}: expected mqtt://host:port or mqtts://host:port"
+    return None
 
 
 def publish_once(url: str, args: argparse.Namespace, topic: str, payload: bytes) -> str | None:
@@ -158,7 +178,11 @@ def _register_commands(cs: Any) -> None:
 
 def register(sub: Any) -> Any:
     """`edge-agent central ACTION`; returns the group's subparsers so other modules can add actions."""
-    c = sub.add_parser("central", help="tools for the central team: command keys, signed commands")
+    c = sub.add_parser(
+        "central",
+        help="the central side: device registry, verified ingest and import, status and anomalies, signed "
+        "commands, ledger anchoring and proofs",
+    )
     cs = c.add_subparsers(dest="central_cmd", metavar="ACTION")
     cs.required = True
     _register_commands(cs)

@@ -44,10 +44,10 @@ class DeviceKey:
         return self.private.sign(data)
 
 
-def generate_key(path: Path, *, force: bool = False) -> DeviceKey:
+def generate_key(path: Path, *, force: bool = False, what: str = "device key") -> DeviceKey:
     """Write a new Ed25519 key (PKCS#8 PEM, mode 0600); refuse to overwrite unless force."""
     if path.exists() and not force:
-        raise KeyError_(f"{path}: a device key already exists; refusing to overwrite it (use --force to replace it)")
+        raise KeyError_(f"{path}: a {what} already exists; refusing to overwrite it (use --force to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     private = Ed25519PrivateKey.generate()
     pem = private.private_bytes(

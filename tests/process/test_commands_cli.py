@@ -68,17 +68,21 @@ def test_central_sign_command__prints_a_message_the_device_accepts(
         (["--args", '{"first_seq": 0, "last_seq": 1}'], "resend: first_seq: expected a seq >= 1, got 0"),
         (["--ttl-s", "99999999"], "ttl_s: expected seconds in"),
         (["--publish", "mqtt://127.0.0.1:1"], "--publish needs --site"),
+        (["--publish", "http://x:1", "--site", "bj"], "--publish 'http://x:1': expected mqtt://host:port"),
+        (["--device", "a/#"], "--device 'a/#': expected an id without '/', '+' or '#'"),
     ],
 )
 def test_central_sign_command__bad_input_exits_1_with_a_reason(
     tmp_path: Path, capsys: pytest.CaptureFixture[str], argv: list[str], message: str
 ) -> None:
     cli.main(["central", "keygen", "--out", str(tmp_path)])
+    capsys.readouterr()
     base = ["central", "sign-command", "--key", str(tmp_path / "central.key"), "--device", "d", "--name", "resend"]
     if "--args" not in argv:
         base += ["--args", '{"first_seq": 1, "last_seq": 2}']
     assert cli.main(base + argv) == 1
-    assert message in capsys.readouterr().err
+    out, err = capsys.readouterr()
+    assert message in err and out == "", "nothing is signed and printed before the input is checked"
 
 
 def test_central_sign_command__publish_reaches_the_device(
