@@ -55,6 +55,12 @@ def register(subparsers: Any) -> None:
     add_config_arg(w)
     w.add_argument("name", metavar="NAME", help="a meter name from [[sensors.meters]]")
     w.add_argument("--count", type=int, default=0, help="stop after this many readings (default: run until Ctrl-C)")
+    w.add_argument(
+        "--timeout-s",
+        type=number_in(float, 0.1),
+        default=None,
+        help="give up with an error after this long without a reading (default: 60 with --count, else never)",
+    )
     w.add_argument("--json", action="store_true", help="one JSON object per reading")
     w.set_defaults(func=cmd_watch)
 
@@ -205,17 +211,22 @@ def cmd_watch(args: argparse.Namespace) -> int:
     )
     runner.start()
     seen, was_connected, since = 0, False, time.monotonic()
+    limit = args.timeout_s if args.timeout_s is not None else 60.0 if args.count > 0 else None
+    last_reading = time.monotonic()
     try:
         while args.count <= 0 or seen < args.count:
             try:
                 r = readings.get(timeout=0.5)
             except queue.Empty:
+                if limit is not None and time.monotonic() - last_reading > limit:
+                    why = "connected, but no reading came" if runner.connected else runner.last_error
+                    return fail(f"{meter.name}: no reading in {limit:g} s ({why})")
                 if runner.connected != was_connected or (not was_connected and time.monotonic() - since > 5):
                     state = "connected" if runner.connected else f"waiting for the meter: {runner.last_error}"
                     print(f"-- {state}", file=sys.stderr, flush=True)
                     was_connected, since = runner.connected, time.monotonic()
                 continue
-            was_connected = True
+            was_connected, last_reading = True, time.monotonic()
             seen += 1
             if args.json:
                 print(

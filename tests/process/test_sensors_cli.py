@@ -121,3 +121,13 @@ def test_sensors_watch__unknown_meter_exits_2(tmp_path: Path, capsys: pytest.Cap
     cfg = write_config(tmp_path, [{"name": "a", "port": "/dev/x", "map": "xy-md02"}])
     assert main(["sensors", "watch", "b", "--config", str(cfg)]) == 2
     assert "sensors.meters: no meter named 'b' (meters: a)" in capsys.readouterr().err
+
+
+def test_sensors_watch__with_count_it_gives_up_on_a_meter_that_never_answers(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--count 2` on a missing port waited for ever; a script gets an error instead, with the reason."""
+    cfg = write_config(tmp_path, [{"name": "cold-room", "port": str(tmp_path / "ttyNOPE"), "map": "xy-md02"}])
+    assert main(["sensors", "watch", "cold-room", "--config", str(cfg), "--count", "2", "--timeout-s", "0.5"]) == 1
+    err = capsys.readouterr().err
+    assert "cold-room: no reading in 0.5 s (" in err and "ttyNOPE: cannot open" in err
