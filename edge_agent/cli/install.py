@@ -174,13 +174,14 @@ def install_service(
     user: str = DEFAULT_USER,
     venv: Path,
     dry_run: bool,
+    write: bool = True,
 ) -> list[str]:
     """Install edge-agent as a systemd service below `root`; return the commands run (or, dry, to run).
 
-    Folders and the unit are always written below `root`; commands (useradd, chown, chmod,
-    systemctl) run only when not `dry_run`. With a `root` other than "/" (an image being
-    built) useradd and systemctl act on that root, chown uses the target's numeric ids and
-    daemon-reload is skipped.
+    Folders and the unit are written below `root` unless not `write` (a dry run on the live system, which
+    then writes nothing and lists them as would-be steps); commands (useradd, chown, chmod, systemctl) run
+    only when not `dry_run`. With a `root` other than "/" (an image being built) useradd and systemctl act
+    on that root, chown uses the target's numeric ids and daemon-reload is skipped.
     """
     venv_p = _check_names(user, venv)
     try:
@@ -189,7 +190,7 @@ def install_service(
         raise InstallError(f"{unit_src}: cannot read the unit file: {exc.strerror}") from None
     rendered = render_unit(unit_text, venv=venv_p, user=user)
     executable = _under(root, venv_p / "bin" / "edge-agent")
-    if not dry_run and not os.access(executable, os.X_OK):
+    if (not dry_run or not write) and not os.access(executable, os.X_OK):
         raise InstallError(
             f"--venv: expected {venv_p}/bin/edge-agent to be an executable below {root}, "
             "got none (pip install edge-agent into that venv first)"
@@ -211,8 +212,11 @@ def install_service(
     config_dir = _under(root, CONFIG_DIR)
     state_dir = _under(root, STATE_DIR)
     for folder, mode in ((config_dir, CONFIG_DIR_MODE), (state_dir, STATE_DIR_MODE)):
-        folder.mkdir(parents=True, exist_ok=True)
-        folder.chmod(mode)
+        if write:
+            folder.mkdir(parents=True, exist_ok=True)
+            folder.chmod(mode)
+        else:
+            commands.append(["install", "-d", "-m", f"{mode:o}", str(folder)])
     owner, group = _owner_spec(root, user, chroot=chroot)
     run(["chown", "-R", f"root:{group}", str(config_dir)])
     run(["chmod", "-R", "g+rX,g-w,o=", str(config_dir)])
@@ -220,8 +224,11 @@ def install_service(
 
     # 3. the unit, with ExecStart pointing at this venv
     unit_path = _under(root, UNIT_DIR / UNIT_NAME)
-    atomic_write(unit_path, rendered.encode("utf-8"), mode=UNIT_MODE)
-    log.info("wrote %s", unit_path)
+    if write:
+        atomic_write(unit_path, rendered.encode("utf-8"), mode=UNIT_MODE)
+        log.info("wrote %s", unit_path)
+    else:
+        commands.append(["write", str(unit_path), f"(mode {UNIT_MODE:o}; ExecStart={venv_p}/bin/edge-agent run)"])
 
     # 4. systemd picks it up and starts it at boot
     if chroot:
@@ -265,7 +272,8 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     s.add_argument(
         "--dry-run",
         action="store_true",
-        help="write files below --root but only print the commands (useradd, chown, systemctl)",
+        help="print what would be done; below --root DIR (an image) the files are written there, on the live "
+        "system nothing is",
     )
     s.set_defaults(func=cmd_install_service)
 
@@ -280,7 +288,13 @@ def cmd_install_service(args: argparse.Namespace) -> int:
     venv: Path = args.venv if args.venv is not None else _default_venv()
     try:
         commands = install_service(
-            args.unit or default_unit_path(), root=root, user=args.user, venv=venv, dry_run=args.dry_run
+            args.unit or default_unit_path(),
+            root=root,
+            user=args.user,
+            venv=venv,
+            dry_run=args.dry_run,
+            # A dry run on the live system writes nothing; below --root DIR (an image) it writes its files.
+            write=not (args.dry_run and root.resolve() == Path("/")),
         )
     except InstallError as exc:
         return fail(str(exc), EXIT_CONFIG)

@@ -240,6 +240,24 @@ def test_install_service__dry_run_writes_files_and_records_commands(tmp_path: Pa
     assert not (root / "etc/systemd/system/multi-user.target.wants").exists()
 
 
+def test_install_service__a_dry_run_on_the_live_system_writes_nothing_and_checks_the_venv(tmp_path: Path) -> None:
+    """`install-service --dry-run` on / wrote a real unit, with ExecStart on a venv that did not exist. The CLI
+    now passes write=False there (root "/"); the root below stands for it, so this test touches no /etc."""
+    root = tmp_path / "root"
+    root.mkdir()
+    with pytest.raises(InstallError, match=r"--venv: expected /nowhere/venv/bin/edge-agent to be an executable"):
+        install_service(UNIT, root=root, venv=Path("/nowhere/venv"), dry_run=True, write=False)
+    exe = root / "opt/ea/venv/bin/edge-agent"
+    exe.parent.mkdir(parents=True)
+    exe.write_text("#!/bin/sh\n")
+    exe.chmod(0o755)
+    commands = install_service(UNIT, root=root, venv=Path("/opt/ea/venv"), dry_run=True, write=False)
+    written = sorted(str(p.relative_to(root)) for p in root.rglob("*"))
+    assert written == ["opt", "opt/ea", "opt/ea/venv", "opt/ea/venv/bin", "opt/ea/venv/bin/edge-agent"]
+    assert f"install -d -m 750 {root}/etc/edge-agent" in commands
+    assert any(c.startswith(f"write {root}/etc/systemd/system/edge-agent.service") for c in commands)
+
+
 def test_install_service__skips_useradd_and_missing_groups(tmp_path: Path) -> None:
     root = tmp_path / "root"
     (root / "etc").mkdir(parents=True)
