@@ -76,6 +76,24 @@ def render_config(profile: str, device_id: str, site: str, broker: str, state_di
 # ---------------------------------------------------------------- init / keys
 
 
+INIT_SOURCE = "edge-agent init"
+# Config keys init fills from its options: a problem with one names the option, not a file not yet written.
+_INIT_OPTIONS = {
+    "mqtt.url": "--broker",
+    "device.id": "--device-id",
+    "device.site": "--site",
+    "state_dir": "--state-dir",
+}
+
+
+def _init_option(problem: str) -> str:
+    text = problem.removeprefix(f"{INIT_SOURCE}: ")
+    for key, option in _INIT_OPTIONS.items():
+        if text.startswith(f"{key}: "):
+            return f"{INIT_SOURCE}: {option} ({key}): {text[len(key) + 2 :]}"
+    return problem
+
+
 def cmd_init(args: argparse.Namespace) -> int:
     cfg_dir = Path(args.dir)
     cfg_path = cfg_dir / "config.toml"
@@ -88,20 +106,26 @@ def cmd_init(args: argparse.Namespace) -> int:
     import tomllib
 
     try:
-        cfg = parse_config(tomllib.loads(text), str(cfg_path))
+        cfg = parse_config(tomllib.loads(text), INIT_SOURCE)
     except ConfigError as exc:
         for p in exc.problems:
-            print(p, file=sys.stderr)
+            print(_init_option(p), file=sys.stderr)
         return EXIT_CONFIG
-    cfg_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write(cfg_path, text.encode("utf-8"), mode=0o640)
-    state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-    try:
-        key = generate_key(cfg.key_path, force=args.force_key)
-        made = "generated"
-    except KeyError_:
-        key = load_key(cfg.key_path)
-        made = "kept existing"
+    for option, folder in (("--dir", cfg_dir), ("--state-dir", state_dir)):
+        if folder.exists() and not folder.is_dir():
+            return fail(f"{option} {folder}: expected a folder, got a file", EXIT_CONFIG)
+    try:  # the state dir (and key) first: a config is only written for a device that can run
+        state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        try:
+            key = generate_key(cfg.key_path, force=args.force_key)
+            made = "generated"
+        except KeyError_:
+            key = load_key(cfg.key_path)
+            made = "kept existing"
+        cfg_dir.mkdir(parents=True, exist_ok=True)
+        atomic_write(cfg_path, text.encode("utf-8"), mode=0o640)
+    except OSError as exc:
+        return fail(f"{exc.filename or cfg_dir}: cannot create it ({exc.strerror or exc})")
     print(f"config:     {cfg_path}")
     print(f"state dir:  {state_dir}")
     print(f"device id:  {cfg.device.id}")

@@ -159,6 +159,30 @@ def test_init__writes_config_key_and_refuses_second_time(tmp_path: Path, capsys:
     assert "BEGIN PUBLIC KEY" in capsys.readouterr().out
 
 
+def test_init__bad_folders_and_options_are_named_and_nothing_is_left_behind(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A file where a folder goes was a traceback, and left a config.toml that needed --force to redo; a bad
+    --broker was reported against a config.toml that was never written."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    base = ["init", "--profile", "truck", "--device-id", "t1", "--site", "bj"]
+    assert main([*base, "--dir", str(afile)]) == 2
+    assert f"--dir {afile}: expected a folder, got a file" in capsys.readouterr().err
+    assert main([*base, "--dir", str(tmp_path / "etc"), "--state-dir", str(afile)]) == 2
+    assert (
+        f"edge-agent init: --state-dir (state_dir): expected a folder, got a file ({afile})" in capsys.readouterr().err
+    )
+    assert main([*base, "--dir", str(tmp_path / "etc"), "--broker", "http://x:1"]) == 2
+    err = capsys.readouterr().err
+    assert (
+        'edge-agent init: --broker (mqtt.url): expected mqtt://host:port or mqtts://host:port, got "http://x:1"' in err
+    )
+    assert main([*base, "--dir", str(afile / "etc")]) == 1
+    assert "cannot create it (Not a directory)" in capsys.readouterr().err
+    assert not (tmp_path / "etc").exists(), "nothing written for a device that cannot run"
+
+
 def test_config__relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     etc = tmp_path / "etc"
     etc.mkdir()
