@@ -21,6 +21,7 @@ from edge_agent.pipelines.bench.rules_config import FIELD_NAMES
 
 if TYPE_CHECKING:
     from edge_agent.pipelines.bench.inspect import Inspector
+    from edge_agent.settings import AgentConfig
 
 
 def register(subparsers: Any) -> None:
@@ -198,9 +199,14 @@ def _print_result(data: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- review
 
 
-def _queue(args: argparse.Namespace) -> ReviewQueue:
-    cfg = load_or_exit(args)
-    return ReviewQueue(queue_path(cfg.state_dir), review_cfg=cfg.bench.review)
+def _queue(args: argparse.Namespace, cfg: AgentConfig | None = None) -> ReviewQueue:
+    """The bench's review queue. One the daemon has not made yet is not made here: a `sudo edge-agent review`
+    would leave a root-owned review.db the agent cannot open."""
+    cfg = cfg or load_or_exit(args)
+    path = queue_path(cfg.state_dir)
+    if not path.exists():
+        raise ReviewError(f"no review queue yet at {path} (the bench has queued nothing)")
+    return ReviewQueue(path, review_cfg=cfg.bench.review)
 
 
 def _item_json(item: ReviewItem) -> dict[str, Any]:
@@ -219,8 +225,13 @@ def _item_json(item: ReviewItem) -> dict[str, Any]:
 
 
 def cmd_review_list(args: argparse.Namespace) -> int:
+    cfg = load_or_exit(args)
+    if not queue_path(cfg.state_dir).exists():
+        if not args.json:  # JSON lines: none
+            print("the review queue is empty (the bench has queued nothing yet)")
+        return EXIT_OK
     try:
-        with _queue(args) as q:
+        with _queue(args, cfg) as q:
             items = q.list(args.status)
     except (ReviewError, OSError) as exc:
         return fail(f"review: {exc}")
@@ -277,7 +288,7 @@ def _decide(args: argparse.Namespace, request: ReviewRequest) -> ReviewItem | in
     cfg = load_or_exit(args)
     try:
         reasons = load_reasons(cfg.bench.validation)
-        with ReviewQueue(queue_path(cfg.state_dir), review_cfg=cfg.bench.review) as q:
+        with _queue(args, cfg) as q:
             return decide(q, request, reasons)
     except (ReviewError, OSError) as exc:
         return fail(f"review: {exc}")

@@ -134,6 +134,18 @@ def config_file(tmp_path: Path) -> Path:
     return cfg
 
 
+def test_review_cli__before_the_bench_queued_anything_it_makes_no_queue(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`review list` made review.db: run with sudo before the agent's first start, a root-owned file the
+    agent could not open."""
+    assert main(["review", "list", "--config", str(config_file)]) == 0
+    assert "the review queue is empty (the bench has queued nothing yet)" in capsys.readouterr().out
+    assert main(["review", "accept", "7", "--config", str(config_file)]) == 1
+    assert "no review queue yet at" in capsys.readouterr().err
+    assert not (config_file.parent / "state" / "review.db").exists()
+
+
 def test_review_cli__list_show_correct_accept(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with ReviewQueue(config_file.parent / "state" / "review.db") as q:
         first, second = q.add(result(), None), q.add(result(), None)
