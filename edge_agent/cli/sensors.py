@@ -79,7 +79,7 @@ def _optional_config(args: argparse.Namespace) -> AgentConfig | None:
 def _ports_to_list(args: argparse.Namespace, cfg: AgentConfig | None) -> dict[str, dict[str, Any]]:
     """Port -> row: the --port URLs if given, else the machine's ports and the config's; meters noted."""
     ports: dict[str, dict[str, Any]] = {}
-    meters = cfg.sensors.meters if cfg is not None else []
+    configured = _configured_ports(cfg)
     if args.port:
         for url in args.port:
             ports.setdefault(url, {"port": url, "description": "", "configured": ""})
@@ -92,14 +92,32 @@ def _ports_to_list(args: argparse.Namespace, cfg: AgentConfig | None) -> dict[st
 
         for name in socketcan_interfaces():
             ports[name] = {"port": name, "description": "SocketCAN interface", "configured": ""}
-        for m in meters:
-            ports.setdefault(m.port, {"port": m.port, "description": "", "configured": ""})
-    for m in meters:
-        if m.port in ports:
-            configured = f"meter {m.name} ({m.model_name or 'modbus'}, unit {m.unit_id})"
-            previous = ports[m.port]["configured"]
-            ports[m.port]["configured"] = f"{previous}; {configured}" if previous else configured
+        for port, _what in configured:
+            ports.setdefault(port, {"port": port, "description": "", "configured": ""})
+    for port, what in configured:
+        if port in ports:
+            previous = ports[port]["configured"]
+            ports[port]["configured"] = f"{previous}; {what}" if previous else what
     return ports
+
+
+def _configured_ports(cfg: AgentConfig | None) -> list[tuple[str, str]]:
+    """(port, what the config puts there) for the active profile's serial devices: the sensors' meters, a
+    truck's GPS, OBD adapter, fuel sensor and scale, a bench's scanner (the same list doctor checks)."""
+    if cfg is None:
+        return []
+    from edge_agent.cli.doctor.devices import serial_devices
+
+    out = []
+    for path, dev in serial_devices(cfg):
+        port = getattr(dev, "port", None)
+        if not isinstance(port, str):  # a CAN channel (J1939) or a camera: not a serial port
+            continue
+        if cfg.profile == "sensors" and hasattr(dev, "unit_id"):
+            out.append((port, f"meter {dev.name} ({dev.model_name or 'modbus'}, unit {dev.unit_id})"))
+        else:
+            out.append((port, f"{path} ({dev.kind})"))
+    return out
 
 
 def cmd_list(args: argparse.Namespace) -> int:

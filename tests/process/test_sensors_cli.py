@@ -131,3 +131,17 @@ def test_sensors_watch__with_count_it_gives_up_on_a_meter_that_never_answers(
     assert main(["sensors", "watch", "cold-room", "--config", str(cfg), "--count", "2", "--timeout-s", "0.5"]) == 1
     err = capsys.readouterr().err
     assert "cold-room: no reading in 0.5 s (" in err and "ttyNOPE: cannot open" in err
+
+
+def test_sensors_list__shows_a_trucks_configured_ports(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """It listed only [[sensors.meters]]: on a truck, the GPS and OBD adapter of the config were missing."""
+    text = render_config("truck", "t1", "bj", "mqtt://127.0.0.1:1883", tmp_path / "state")
+    text = text.replace(
+        "[telematics.gps]", f'[telematics.fuel]\nkind = "elm327"\nport = "{tmp_path}/obd"\n\n[telematics.gps]'
+    )
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    gps_port = load_config(path).telematics.gps.port  # type: ignore[union-attr]
+    assert main(["sensors", "list", "--config", str(path), "--no-probe", "--json"]) == 0
+    rows = {r["port"]: r["configured"] for r in map(json.loads, capsys.readouterr().out.splitlines())}
+    assert rows[gps_port] == "telematics.gps (nmea)" and rows[f"{tmp_path}/obd"] == "telematics.fuel (elm327)"
