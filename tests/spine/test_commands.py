@@ -711,3 +711,20 @@ def test_mqtt_sync__asks_the_broker_for_a_maximum_packet_size(rig: Rig) -> None:
     rig.send(rig.signed("status", {}))
     out = rig.wait_outcomes(before + 1)[before:]
     assert [o["event"] for o in out] == ["command_done"], out
+
+
+def test_commands__a_trusted_key_that_does_not_load_is_logged_at_start(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """`config check` passes a trusted key file that is not there, and the agent said nothing until a command
+    came and was refused: now the journal says it when the agent starts."""
+    cfg_path = tmp_path / "config.toml"
+    cfg_path.write_text(CONFIG_TEXT.replace("@URL@", "mqtt://127.0.0.1:9"))  # central.pub.pem never written
+    agent = daemon.Agent(load_config(cfg_path), config_path=cfg_path)
+    agent._setup_commands()
+    try:
+        errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+        assert any(m.startswith("commands.trusted_keys: ") and "central.pub.pem" in m for m in errors), errors
+        assert "remote commands will be refused" in caplog.text
+    finally:
+        agent.commands.stop()

@@ -101,6 +101,10 @@ class CommandProcessor:
         # and that must be the agent's start, not the first command's arrival.
         with contextlib.suppress(sqlite3.Error, OSError):
             _ = self.nonces
+        # A trusted key file that does not load is logged now, at start, not first at a command's refusal.
+        named = host.config().commands.trusted_keys
+        if named and not load_trusted(named):
+            log.warning("commands.trusted_keys: no central key loaded; remote commands will be refused")
         if start:
             self.start()
 
