@@ -149,6 +149,12 @@ def cmd_ocr(args: argparse.Namespace) -> int:
 
     if not args.images and not args.samples:
         return fail("ocr: expected one or more IMAGE files, or --samples for the shipped sample slips", EXIT_FAIL)
+    if args.debug_dir is not None:
+        try:
+            args.debug_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:  # checked once here: else each image's failure would be blamed on the image
+            got = "a file" if args.debug_dir.exists() else exc.strerror or exc
+            return fail(f"ocr: --debug-dir {args.debug_dir}: expected a folder it can write, got {got}")
     images = _ocr_images(args)
     inspector = _ocr_inspector(args)
     if isinstance(inspector, int):

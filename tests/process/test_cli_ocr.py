@@ -197,3 +197,12 @@ def test_cli_ocr__every_barcode_zxing_reads_alone_comes_out(capsys: pytest.Captu
     missed = [name for name in sorted(alone) if mask_text(expected[name], labels=labels) not in out[name]]
     assert missed == []
     assert "srowen" not in str(out) and "Sean Owen" not in str(out)
+
+
+def test_cli_ocr__a_debug_dir_that_is_a_file_is_named_not_the_image(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    afile = tmp_path / "debug"
+    afile.write_text("")
+    assert main(["ocr", "--debug-dir", str(afile), str(tmp_path / "slip.jpg")]) == 1
+    assert f"ocr: --debug-dir {afile}: expected a folder it can write, got a file" in capsys.readouterr().err
