@@ -571,7 +571,22 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         os.close(devnull)
         return 141
+    except OSError as exc:
+        # A path a command did not expect to be wrong (a file where a folder goes, no rights): the path and
+        # why, not a traceback. Errors with no path (network) are the command's own to word.
+        if exc.filename is None:
+            raise
+        return fail(_path_error(exc))
     return rc
+
+
+def _path_error(exc: OSError) -> str:
+    where = f"{exc.filename} -> {exc.filename2}" if exc.filename2 else exc.filename
+    if isinstance(exc, FileExistsError):
+        return f"{where}: expected a folder (or nothing), got a file"
+    if isinstance(exc, NotADirectoryError):
+        return f"{where}: part of this path is a file, where a folder was expected"
+    return f"{where}: {exc.strerror or exc} (check the path and its rights)"
 
 
 if __name__ == "__main__":

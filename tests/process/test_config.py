@@ -262,3 +262,17 @@ def test_keys_generate__makes_the_key_doctor_asks_for(tmp_path: Path, capsys: py
     assert "key id:     ed25519:" in capsys.readouterr().out
     assert main(["keys", "generate", "--config", str(p)]) == 1  # never replaced silently
     assert "refusing to overwrite" in capsys.readouterr().err
+
+
+def test_cli__a_path_no_command_expected_to_be_wrong_is_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """central keygen, anchor key new, demo and install-service --root on a file were tracebacks."""
+    afile = tmp_path / "afile"
+    afile.write_text("")
+    assert main(["central", "keygen", "--out", str(afile)]) == 1
+    assert capsys.readouterr().err.strip() == f"edge-agent: {afile}: expected a folder (or nothing), got a file"
+    assert main(["install-service", "--dry-run", "--root", str(afile)]) == 1
+    err = capsys.readouterr().err
+    assert f"{afile}/etc/passwd: part of this path is a file, where a folder was expected" in err
+    assert "Traceback" not in err
