@@ -298,6 +298,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         print(f"outbox:        {ob['depth']} undelivered{age}; {ob['stored']} stored ({ob['stored_mb']} MB)")
         last = data["last_delivered_seq"]
         print(f"last delivered: {f'seq {last}' if last else 'none yet'}")
+    elif data.get("outbox_error"):
+        print(f"outbox:        {data['outbox_error']}")
     else:
         print("outbox:        none yet (the agent has not run)")
     if data.get("profile") == "bench":
@@ -313,7 +315,7 @@ def cmd_status(args: argparse.Namespace) -> int:
             print(f"review queue:  {rv['waiting']} waiting{oldest}")
     if data["stale_stages"]:
         print(f"stuck stages:  {', '.join(data['stale_stages'])}")
-    print(f"last error:    {data['last_error'] or data.get('outbox_error') or data.get('runtime_error') or '-'}")
+    print(f"last error:    {data['last_error'] or data.get('runtime_error') or '-'}")
     return EXIT_OK
 
 

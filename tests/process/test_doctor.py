@@ -397,3 +397,16 @@ def test_doctor__j1939_bus_is_listened_to_and_named(tmp_path: Path) -> None:
     assert check.name == "telematics.can (j1939)" and check.status == OK, check.line()
     assert f"VIN {DEFAULT_VIN}" in check.message and "LFE1(65266)" in check.message
     assert twin.sent_by_host == []
+
+
+def test_status__a_damaged_outbox_is_named_not_called_none_yet(
+    tmp_path: Path, broker: Broker, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """status said "outbox: none yet (the agent has not run)" beside "last error: ... cannot read"."""
+    path = _sensors_config(tmp_path, broker.url)
+    cfg = load_config(path)
+    cfg.db_path.parent.mkdir(parents=True, exist_ok=True)
+    cfg.db_path.write_bytes(b"\x5a" * 65536)
+    assert cli.main(["status", "--config", str(path)]) == 0
+    out = capsys.readouterr().out
+    assert f"outbox:        {cfg.db_path}: cannot read (" in out and "none yet" not in out
