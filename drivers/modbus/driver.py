@@ -1,10 +1,12 @@
-"""The Modbus RTU meter driver: polls register blocks through pymodbus on a port it opens itself."""
+"""The Modbus RTU meter driver: polls register blocks through pymodbus, on a port the meters of one line share."""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from datetime import UTC, datetime
+from typing import Any
 
 import serial
 from pymodbus.client import ModbusSerialClient
@@ -69,6 +71,53 @@ log = logging.getLogger(__name__)
 # ---------------------------------------------------------------- the driver
 
 
+class _Line:
+    """One RS-485 line, opened once in this process and shared by every meter on it (each by its unit id):
+    a second open of the port would find it locked, and two clients' requests would cross on the wire.
+    A request and its reply hold `lock`."""
+
+    def __init__(self, port: Any) -> None:
+        self.port = port
+        self.lock = threading.Lock()
+        self.users = 0
+
+
+_LINES: dict[str, _Line] = {}
+_LINES_LOCK = threading.Lock()
+
+
+def _attach(cfg: ModbusMeterConfig) -> _Line:
+    with _LINES_LOCK:
+        line = _LINES.get(cfg.port)
+        if line is None or not line.port.is_open:
+            port = open_serial(
+                cfg.port,
+                baudrate=cfg.baud,
+                parity=cfg.parity,
+                stopbits=cfg.stop_bits,
+                bytesize=8,
+                timeout=cfg.timeout_s,
+                write_timeout=cfg.timeout_s,
+            )
+            line = _LINES[cfg.port] = _Line(port)
+        line.users += 1
+        return line
+
+
+def _detach(url: str, line: _Line, name: str) -> None:
+    """The last meter off a line closes its port; a port that failed is opened afresh by the next attach."""
+    with _LINES_LOCK:
+        line.users -= 1
+        if line.users > 0:
+            return
+        if _LINES.get(url) is line:
+            del _LINES[url]
+        try:
+            line.port.close()
+        except (OSError, serial.SerialException):
+            log.debug("%s: error closing port", name)
+
+
 class ModbusMeterDriver:
     """Polls one meter every poll_interval_s through pymodbus's serial RTU client.
 
@@ -82,6 +131,7 @@ class ModbusMeterDriver:
         self.name = cfg.name
         self.blocks = plan_blocks(cfg.all_registers, cfg.max_registers_per_read or 64, cfg.max_gap_registers)
         self._client: ModbusSerialClient | None = None
+        self._line: _Line | None = None
         self._next_poll_mono = 0.0
         self._silent_polls = 0
         self._rx = bytearray()
@@ -89,15 +139,8 @@ class ModbusMeterDriver:
 
     def open(self) -> None:
         self.close()
-        port = open_serial(
-            self.cfg.port,
-            baudrate=self.cfg.baud,
-            parity=self.cfg.parity,
-            stopbits=self.cfg.stop_bits,
-            bytesize=8,
-            timeout=self.cfg.timeout_s,
-            write_timeout=self.cfg.timeout_s,
-        )
+        self._line = _attach(self.cfg)
+        port = self._line.port
         _quiet_pymodbus()
         client = ModbusSerialClient(
             self.cfg.port,
@@ -131,14 +174,11 @@ class ModbusMeterDriver:
 
     def close(self) -> None:
         client, self._client = self._client, None
-        port = client.socket if client is not None else None
         if client is not None:
-            client.socket = None
-        if port is not None:
-            try:
-                port.close()
-            except (OSError, serial.SerialException):
-                log.debug("%s: error closing port", self.name)
+            client.socket = None  # the line's port is not the client's to close
+        line, self._line = self._line, None
+        if line is not None:
+            _detach(self.cfg.port, line, self.name)
 
     def read(self, timeout_s: float) -> MeterReading | None:
         """Wait (at most timeout_s) until the next poll is due, then poll every block once."""
@@ -204,14 +244,15 @@ class ModbusMeterDriver:
         raise FrameError(f"{self.cfg.port}: unit {self.cfg.unit_id}: " + "; ".join(problems))
 
     def _read_block(self, block: Block) -> list[int]:
-        client = self._client
-        if client is None or client.socket is None:
+        client, line = self._client, self._line
+        if client is None or client.socket is None or line is None:
             raise DeviceUnavailable(f"{self.cfg.port}: port closed")
         try:
-            if block.function == FUNCTION_CODES["input"]:
-                rr = client.read_input_registers(block.address, count=block.count, device_id=self.cfg.unit_id)
-            else:
-                rr = client.read_holding_registers(block.address, count=block.count, device_id=self.cfg.unit_id)
+            with line.lock:  # one request and its reply at a time on the line
+                if block.function == FUNCTION_CODES["input"]:
+                    rr = client.read_input_registers(block.address, count=block.count, device_id=self.cfg.unit_id)
+                else:
+                    rr = client.read_holding_registers(block.address, count=block.count, device_id=self.cfg.unit_id)
         except (ConnectionException, OSError, serial.SerialException):
             raise DeviceUnavailable(f"{self.cfg.port}: serial port went away (read or write failed)") from None
         except ModbusException:

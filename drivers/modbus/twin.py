@@ -97,11 +97,16 @@ class ModbusTwin(PtyTwin):
         unit_id: int = 1,
         scenario: Scenario | None = None,
         reply_delay_s: float = 0.0,
+        others: dict[int, Scenario] | None = None,
     ) -> None:
         super().__init__(link)
         self.unit_id = unit_id
         self.bank = RegisterBank()
         self.scenario = scenario
+        # More slaves on the same RS-485 line: unit id -> its scenario (each gets its own bank).
+        self.others = {u: (RegisterBank(), sc) for u, sc in (others or {}).items()}
+        for other_bank, other_scenario in self.others.values():
+            other_scenario(0.0, other_bank)
         self.reply_delay_s = reply_delay_s
         self.silent = False
         self.garbage_before_reply = b""
@@ -121,6 +126,8 @@ class ModbusTwin(PtyTwin):
             chunk = self.read_available(0.05)
             if self.scenario is not None:
                 self.scenario(time.monotonic() - self._t0, self.bank)
+            for other_bank, other_scenario in self.others.values():
+                other_scenario(time.monotonic() - self._t0, other_bank)
             if not chunk:
                 # An RTU frame ends with a silent gap: whatever is left is noise or a torn frame.
                 if buf:
@@ -149,7 +156,11 @@ class ModbusTwin(PtyTwin):
 
     def _answer(self, request: bytes) -> None:
         unit, function = request[0], request[1]
-        if unit != self.unit_id:
+        if unit == self.unit_id:
+            bank = self.bank
+        elif unit in self.others:
+            bank = self.others[unit][0]
+        else:
             return  # another slave on the bus (or a broadcast, which reads never use)
         self.requests.append(request)
         if self.silent:
@@ -158,14 +169,14 @@ class ModbusTwin(PtyTwin):
             address, count = struct.unpack(">HH", request[2:6])
             table: Table = "holding" if function == READ_HOLDING else "input"
             if not 1 <= count <= 125:
-                reply = self._exception(function, EXC_ILLEGAL_VALUE)
-            elif (words := self.bank.get(table, address, count)) is None:
-                reply = self._exception(function, EXC_ILLEGAL_ADDRESS)
+                reply = self._exception(function, EXC_ILLEGAL_VALUE, unit)
+            elif (words := bank.get(table, address, count)) is None:
+                reply = self._exception(function, EXC_ILLEGAL_ADDRESS, unit)
             else:
                 data = b"".join(w.to_bytes(2, "big") for w in words)
-                reply = with_crc(bytes((self.unit_id, function, len(data))) + data)
+                reply = with_crc(bytes((unit, function, len(data))) + data)
         else:
-            reply = self._exception(function, EXC_ILLEGAL_FUNCTION)
+            reply = self._exception(function, EXC_ILLEGAL_FUNCTION, unit)
         if self.reply_delay_s:
             self.stop_event.wait(self.reply_delay_s)
         if self.corrupt_replies > 0:
@@ -175,8 +186,8 @@ class ModbusTwin(PtyTwin):
             reply, self.garbage_before_reply = self.garbage_before_reply + reply, b""
         self.write(reply)
 
-    def _exception(self, function: int, code: int) -> bytes:
-        return with_crc(bytes((self.unit_id, (function | 0x80) & 0xFF, code)))
+    def _exception(self, function: int, code: int, unit: int) -> bytes:
+        return with_crc(bytes((unit, (function | 0x80) & 0xFF, code)))
 
 
 def _write_frame_len(buf: bytearray) -> int:

@@ -237,3 +237,73 @@ def test_sensors_service__emits_sensor_records_from_two_meters(tmp_path: Path) -
     assert cold[1]["reason"] in ("change", "heartbeat")
     assert cold[-1]["values"]["temperature_c"] > cold[0]["values"]["temperature_c"]
     assert cold[0]["t"].endswith("Z")
+
+
+def test_sensors_service__two_meters_share_one_rs485_line(tmp_path: Path) -> None:
+    """The template says several meters can share one RS-485 line (one port, different unit ids). Each meter's
+    driver opened the port itself: the second found it locked and never read. Now the line is opened once."""
+    line = ModbusTwin(
+        tmp_path / "ttyRS485",
+        unit_id=1,
+        scenario=sdm120_scenario(start_kwh=500.0, time_scale=3000),
+        others={7: xy_md02_scenario(start_c=3.0, drift_c_per_s=1.0)},
+    ).start()
+    meters = [
+        {
+            "name": "main-board",
+            "port": line.path,
+            "map": "eastron-sdm120",
+            "unit_id": 1,
+            "baud": 9600,
+            "poll_interval_s": 0.1,
+        },
+        {"name": "cold-room", "port": line.path, "map": "xy-md02", "unit_id": 7, "baud": 9600, "poll_interval_s": 0.1},
+    ]
+    cfg = parse_config(
+        {
+            "profile": "sensors",
+            "device": {"id": "d1", "site": "wh1"},
+            "state_dir": str(tmp_path),
+            "sensors": {"max_interval_s": 1.0, "meters": meters},
+        }
+    )
+    records: list[dict[str, Any]] = []
+    lock = threading.Lock()
+
+    def emit(_kind: str, body: dict[str, Any]) -> None:
+        with lock:
+            records.append(body)
+
+    service = SensorsService()
+    service.start(ServiceContext(config=cfg, emit=emit, clock=Clock(), state_dir=tmp_path, stop=threading.Event()))
+    try:
+
+        def both(n: int) -> bool:
+            with lock:
+                return all(sum(b["meter"] == m for b in records) >= n for m in ("main-board", "cold-room"))
+
+        assert wait_for(lambda: both(3), 10), service.status()
+    finally:
+        service.stop()
+        line.stop()
+    assert line.bad_requests == 0, "no request crossed another on the wire"
+    cold = [b for b in records if b["meter"] == "cold-room"]
+    assert cold[0]["units"] == {"humidity_pct": "%RH", "temperature_c": "°C"}
+    with pytest.raises(ConfigError, match=r"meters sharing a port \(one RS-485 line\) need different unit_id"):
+        parse_config(
+            {
+                "profile": "sensors",
+                "device": {"id": "d", "site": "s"},
+                "sensors": {"meters": [meters[0], dict(meters[1], unit_id=1)]},
+            },
+            "c.toml",
+        )
+    with pytest.raises(ConfigError, match="the same baud, parity and stop_bits"):
+        parse_config(
+            {
+                "profile": "sensors",
+                "device": {"id": "d", "site": "s"},
+                "sensors": {"meters": [meters[0], dict(meters[1], baud=19200)]},
+            },
+            "c.toml",
+        )

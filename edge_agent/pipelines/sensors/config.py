@@ -52,9 +52,13 @@ class SensorsConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    meters: Annotated[list[ModbusMeterConfig], Expect("a list of [[sensors.meters]] tables with unique names")] = Field(
-        default_factory=list
-    )
+    meters: Annotated[
+        list[ModbusMeterConfig],
+        Expect(
+            "a list of [[sensors.meters]] tables with unique names; meters sharing a port (one RS-485 line) need "
+            "different unit_id and the same baud, parity and stop_bits"
+        ),
+    ] = Field(default_factory=list)
     # Send a meter's values at least this often even when nothing moved beyond its deadband.
     max_interval_s: Annotated[float, Field(ge=1, le=86400), Expect("a number of seconds 1-86400")] = 300.0
     # Never send one meter more often than this, however much it moves (0: every poll may send).
@@ -92,4 +96,13 @@ class SensorsConfig(BaseModel):
         names = [m.name for m in v]
         if len(set(names)) != len(names):
             raise ValueError("duplicate meter names")
+        lines: dict[str, ModbusMeterConfig] = {}
+        units: set[tuple[str, int]] = set()
+        for m in v:  # one line is opened once, with the settings of the first meter on it
+            first = lines.setdefault(m.port, m)
+            if (m.baud, m.parity, m.stop_bits) != (first.baud, first.parity, first.stop_bits):
+                raise ValueError("meters on one port with different line settings")
+            if (m.port, m.unit_id) in units:
+                raise ValueError("two meters with one unit id on one port")
+            units.add((m.port, m.unit_id))
         return v
