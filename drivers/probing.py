@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from edge_agent.drivers.base import BUSY, DeviceUnavailable, FrameError, PortBusy
+from edge_agent.drivers.base import BUSY, DeviceUnavailable, FrameError, PortBusy, open_serial
 
 log = logging.getLogger(__name__)
 
@@ -125,13 +125,11 @@ def probe_port(url: str, timeout_s: float = 1.2, plan: Sequence[tuple[str, int]]
         by_baud.setdefault(baud, []).append(protocol)
     for baud, protocols in by_baud.items():
         try:
-            # exclusive: a port the agent is using stays the agent's (the probe reports it busy).
-            port = serial.serial_for_url(
-                url, baudrate=baud, timeout=0.05, write_timeout=min(timeout_s, 1.0), exclusive=True
-            )
-        except (serial.SerialException, OSError, ValueError) as exc:
-            if "exclusively lock" in str(exc):
-                return ProbeResult(url, None, None, "busy", error=BUSY)
+            # open_serial locks the port: one the agent is using stays the agent's (reported busy).
+            port = open_serial(url, baudrate=baud, timeout=0.05, write_timeout=min(timeout_s, 1.0))
+        except PortBusy:
+            return ProbeResult(url, None, None, "busy", error=BUSY)
+        except DeviceUnavailable as exc:
             return ProbeResult(url, None, None, "cannot open", error=str(exc))
         try:
             for protocol in protocols:
