@@ -80,6 +80,7 @@ class _Line:
         self.port = port
         self.lock = threading.Lock()
         self.users = 0
+        self.failed = False  # the port itself failed (unplugged): the next meter to attach opens it afresh
 
 
 _LINES: dict[str, _Line] = {}
@@ -89,7 +90,7 @@ _LINES_LOCK = threading.Lock()
 def _attach(cfg: ModbusMeterConfig) -> _Line:
     with _LINES_LOCK:
         line = _LINES.get(cfg.port)
-        if line is None or not line.port.is_open:
+        if line is None or line.failed or not line.port.is_open:
             port = open_serial(
                 cfg.port,
                 baudrate=cfg.baud,
@@ -254,6 +255,7 @@ class ModbusMeterDriver:
                 else:
                     rr = client.read_holding_registers(block.address, count=block.count, device_id=self.cfg.unit_id)
         except (ConnectionException, OSError, serial.SerialException):
+            line.failed = True
             raise DeviceUnavailable(f"{self.cfg.port}: serial port went away (read or write failed)") from None
         except ModbusException:
             if client.socket is None:
