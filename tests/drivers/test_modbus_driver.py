@@ -354,3 +354,36 @@ def test_modbus_meter_driver__replayed_wizmodbus_capture_low_word_first(tmp_path
     assert reading.values["v1002"] == pytest.approx(11049.11, abs=0.2)
     assert reading.values["v1004"] == pytest.approx(22160.11, abs=0.2)
     assert all(1e4 < v < 5e4 for v in reading.values.values())
+
+
+def test_driver_runner__two_meters_on_one_line_both_come_back_after_an_unplug(tmp_path: Path) -> None:
+    """The meters of one RS-485 line share its port: when the adapter is pulled, neither may keep the dead
+    port open for the other (the line is opened afresh once it failed), and both read again after the replug."""
+    with ModbusTwin(tmp_path / "tty", unit_id=1, scenario=sdm120_scenario(), others={2: xy_md02_scenario()}) as line:
+        got: dict[str, threading.Event] = {"a": threading.Event(), "b": threading.Event()}
+        stop = threading.Event()
+        runners = [
+            DriverRunner(
+                ModbusMeterDriver(meter(line.path, map=m, unit_id=u, name=n, baud=9600)),
+                lambda r: got[r.meter].set(),
+                stop,
+                backoff_min_s=0.05,
+                backoff_max_s=0.2,
+                read_timeout_s=0.2,
+            )
+            for n, m, u in (("a", "eastron-sdm120", 1), ("b", "xy-md02", 2))
+        ]
+        for r in runners:
+            r.start()
+        try:
+            assert all(e.wait(5) for e in got.values())
+            line.unplug()
+            assert wait_until(lambda: not any(r.connected for r in runners), 5), "the unplug was not noticed"
+            for e in got.values():
+                e.clear()
+            line.replug()
+            assert all(e.wait(10) for e in got.values()), [r.last_error for r in runners]
+        finally:
+            stop.set()
+            for r in runners:
+                r.join(3)
