@@ -73,12 +73,12 @@ def load_key(path: Path, *, check_mode: bool = True) -> DeviceKey:
         raise KeyError_(f"{path}: device key not found (create it with `edge-agent init`)") from None
     except OSError as exc:
         raise KeyError_(f"{path}: cannot reach the device key ({exc.strerror or exc}); check its folder") from None
+    if not stat.S_ISREG(st.st_mode):  # before its mode: `chmod 600` is no remedy for a folder
+        raise KeyError_(f"{path}: expected the device key file, got a folder or device")
     if check_mode and st.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyError_(
             f"{path}: key file mode is {stat.S_IMODE(st.st_mode):04o}, expected 0600 (run: chmod 600 {path})"
         )
-    if not stat.S_ISREG(st.st_mode):
-        raise KeyError_(f"{path}: expected the device key file, got a folder or device")
     try:
         data = path.read_bytes()
     except OSError as exc:

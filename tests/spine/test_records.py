@@ -95,7 +95,7 @@ def test_keys__a_key_that_cannot_be_read_is_a_clear_error(tmp_path: Path) -> Non
     """A key path that is a folder, a FIFO or under a file used to escape load_key as a traceback (doctor
     and run stopped there); each is a KeyError_ naming the path and what is wrong."""
     folder = tmp_path / "device.key"
-    folder.mkdir(mode=0o700)
+    folder.mkdir(mode=0o755)  # named as a folder, not as a mode to chmod
     with pytest.raises(KeyError_, match=r"device.key: expected the device key file, got a folder or device"):
         load_key(folder)
     fifo = tmp_path / "fifo.key"

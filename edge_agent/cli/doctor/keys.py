@@ -72,6 +72,8 @@ def check_secret_file(name: str, path: Path, user: str, make: str) -> Check:
             f"{path}: cannot read its metadata ({exc.strerror})",
             f"check the folder rights of {path.parent}",
         )
+    if not stat.S_ISREG(st.st_mode):  # before its mode: `chmod 600` is no remedy for a folder
+        return Check(name, FAIL, f"{path}: expected a file, got a folder or device", f"{make}, or fix the path")
     problems, remedies = [], []
     mode = stat.S_IMODE(st.st_mode)
     if mode & 0o077:
