@@ -9,6 +9,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -184,14 +185,13 @@ def describe(rec: dict[str, Any]) -> str:
     return json.dumps(b, ensure_ascii=False)[:80]
 
 
-def _next_seq(state_dir: Path) -> int | None:
+def _next_seq(db: Path) -> int | None:
     """The seq a demo run in a folder used before starts its records at (the chain goes on), else None."""
     from edge_agent.spine.outbox import Outbox
 
-    db = state_dir / "outbox.db"
     if not db.exists():
         return None
-    with contextlib.suppress(Exception):  # a damaged outbox: the agent moves it aside; verify from seq 1
+    with contextlib.suppress(sqlite3.Error):  # a damaged outbox: the agent moves it aside; verify from seq 1
         ob = Outbox(db, readonly=True)
         try:
             return ob.stats().head_seq + 1
@@ -244,7 +244,7 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - start
             return rc
         cfg_path = cfg_dir / "config.toml"
         from edge_agent.demo import profiles as demo_profiles
-        from edge_agent.settings import set_value
+        from edge_agent.settings import load_config, set_value
 
         set_value(cfg_path, "health.interval_s", "5")
         set_value(cfg_path, "checkpoint.interval_s", "10")
@@ -261,7 +261,8 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - start
                 stdout=f,
                 check=True,
             )
-        watcher = Watcher(url, pub, f"edge/demo/demo-{args.profile}/rec/#", from_seq=_next_seq(work / "state"))
+        next_seq = _next_seq(load_config(cfg_path).db_path)
+        watcher = Watcher(url, pub, f"edge/demo/demo-{args.profile}/rec/#", from_seq=next_seq)
         log_file = open(work / "agent.log", "wb")  # noqa: SIM115
         agent = subprocess.Popen(
             [sys.executable, "-m", "edge_agent.cli", "run", "--config", str(cfg_path)],
