@@ -250,6 +250,9 @@ class ModbusMeterDriver:
             raise DeviceUnavailable(f"{self.cfg.port}: port closed")
         try:
             with line.lock:  # one request and its reply at a time on the line
+                # Another meter's failed request may have closed the shared port (pymodbus closes it).
+                if line.failed or not line.port.is_open:
+                    raise DeviceUnavailable(f"{self.cfg.port}: serial port went away (the line failed)")
                 if block.function == FUNCTION_CODES["input"]:
                     rr = client.read_input_registers(block.address, count=block.count, device_id=self.cfg.unit_id)
                 else:

@@ -387,3 +387,30 @@ def test_driver_runner__two_meters_on_one_line_both_come_back_after_an_unplug(tm
             stop.set()
             for r in runners:
                 r.join(3)
+
+
+def test_modbus_meter_driver__a_meter_reopens_a_failed_line_while_another_still_holds_it(tmp_path: Path) -> None:
+    """The second meter of a line may still hold the pulled adapter's port when the first comes back: the
+    first must open the line afresh, not share the dead port because it is still open in this process."""
+    with ModbusTwin(tmp_path / "tty", unit_id=1, scenario=sdm120_scenario(), others={2: xy_md02_scenario()}) as line:
+        a = ModbusMeterDriver(meter(line.path, map="eastron-sdm120", unit_id=1, name="a", baud=9600))
+        b = ModbusMeterDriver(meter(line.path, map="xy-md02", unit_id=2, name="b", baud=9600))
+        a.open()
+        b.open()
+        try:
+            assert a.poll() is not None and b.poll() is not None
+            line.unplug()
+            with pytest.raises(DeviceUnavailable, match="went away"):
+                a.poll()
+            a.close()  # b has not noticed yet: it still holds the old port
+            line.replug()
+            a.open()
+            assert a.poll() is not None, "the meter came back on the dead port"
+            with pytest.raises(DeviceUnavailable):
+                b.poll()
+            b.close()
+            b.open()
+            assert a.poll() is not None and b.poll() is not None
+        finally:
+            a.close()
+            b.close()
