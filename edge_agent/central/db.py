@@ -284,8 +284,7 @@ def open_db(dsn: str, *, migrate: bool = True, busy_timeout_s: float = 30.0, mus
             raise CentralDbError(f"--db {dsn}: directory {path.parent} does not exist")
         if must_exist and (not path.is_file() or path.stat().st_size == 0):
             raise CentralDbError(
-                f"--db {dsn}: no central database at {path} (`central devices add` and `central ingest` make one; "
-                "check the path)"
+                f"--db {dsn}: no central database at {path} (`central devices add` makes one; check the path)"
             )
         try:
             conn = sqlite3.connect(str(path), timeout=busy_timeout_s, isolation_level=None, check_same_thread=False)

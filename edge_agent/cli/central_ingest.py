@@ -130,7 +130,21 @@ def cmd_ingest(args: argparse.Namespace) -> int:
             resend_key = load_private(Path(args.resend_key))
         except KeyError_ as exc:
             return fail(f"--resend-key: {exc}")
-    open_db(args.db).close()  # a wrong DSN fails now, with its message, not in a retry loop
+    # A wrong DSN fails now, with its message, not in a retry loop. A mistyped SQLite path must not become a
+    # new database that takes every record in as an unknown device's (and acknowledges it).
+    from edge_agent.central.registry import list_devices
+
+    db = open_db(args.db, must_exist=True)
+    try:
+        registered, where = len(list_devices(db)), db.where
+    finally:
+        db.close()
+    if not registered:
+        logging.getLogger("edge_agent.central").warning(
+            "no device is registered in %s: every record will be stored as an unknown_device anomaly until "
+            "its device is added (central devices add); check --db",
+            where,
+        )
     settings = WorkerSettings(
         dsn=args.db,
         mqtt=m,
@@ -162,8 +176,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     db = _open(args.db)
     try:
         rows = queries.status(db, args.device)
+        where = db.where
     finally:
         db.close()
+    if args.device and not rows:
+        return fail(f"--device {args.device}: no such device is registered in {where} (central devices list)")
     if args.json:
         print(json.dumps(rows, indent=1, ensure_ascii=False))
         return EXIT_OK
@@ -180,7 +197,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 def cmd_anomalies(args: argparse.Namespace) -> int:
     from edge_agent.central import queries
+    from edge_agent.central.ingest import ANOMALY_KINDS
 
+    if args.kind is not None and args.kind not in ANOMALY_KINDS:
+        return fail(f"--kind {args.kind}: expected one of {', '.join(sorted(ANOMALY_KINDS))}", EXIT_USAGE)
     since = _since(args.since)
     db = _open(args.db)
     try:
@@ -223,12 +243,35 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.out in (None, "-"):
             n = queries.write_export(rows, args.format, sys.stdout)
         else:
-            with open(args.out, "w", encoding="utf-8", newline="") as f:
-                n = queries.write_export(rows, args.format, f)
+            # Written beside --out and moved over it only when something matched: a mistyped filter must
+            # not leave an empty file where a good export was.
+            out = Path(args.out)
+            tmp = out.with_name(f".{out.name}.partial")
+            try:
+                with tmp.open("w", encoding="utf-8", newline="") as f:
+                    n = queries.write_export(rows, args.format, f)
+                if n or not (args.device or args.kind):
+                    tmp.replace(out)
+            finally:
+                tmp.unlink(missing_ok=True)
+        if n == 0 and (args.device or args.kind):
+            return fail(_nothing_matched(db, args.device, args.kind))
     finally:
         db.close()
     print(f"exported {n} record(s)", file=sys.stderr)
     return EXIT_OK
+
+
+def _nothing_matched(db: Any, device: str | None, kind: str | None) -> str:
+    """Why a filtered export found nothing: a device or kind that was never stored, named with the ones there."""
+    if device and not db.query("SELECT 1 FROM devices WHERE device = ?", (device,)):
+        return f"--device {device}: no such device is registered in {db.where} (central devices list); nothing written"
+    if kind:
+        kinds = [r[0] for r in db.query("SELECT DISTINCT kind FROM records ORDER BY kind")]
+        if kind not in kinds:
+            stored = ", ".join(kinds) or "none"
+            return f"--kind {kind}: no record of that kind is stored (stored: {stored}); nothing written"
+    return "no record matches the filters; nothing written"
 
 
 # ---------------------------------------------------------------- import

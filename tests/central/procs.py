@@ -60,6 +60,9 @@ class Worker:
         self.starts = 0
 
     def start(self, timeout_s: float = 20.0) -> Worker:
+        from edge_agent.central.db import open_db
+
+        open_db(self.dsn).close()  # the database exists, as `central devices add` leaves it (ingest makes none)
         mark = self.log_text().count("subscribed to")
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(self.args, stdout=log, stderr=subprocess.STDOUT)

@@ -129,6 +129,29 @@ def test_export__jsonl_is_the_records_as_received_and_csv_has_columns(
     assert rc == 2 and "expected an ISO 8601 time" in err
 
 
+def test_cli__a_mistyped_filter_says_so_and_leaves_a_good_export_alone(
+    dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`export --kind trips` and `--device truck-42` exported 0 records with exit 0 (over a good --out file),
+    `anomalies --kind forks` said "no anomalies" and `status --device nosuch` printed an empty table."""
+    _ingest(dsn, rounds=5)
+    out = tmp_path / "good.jsonl"
+    rc, _, err = _run(capsys, "export", "--db", dsn, "--out", str(out))
+    assert rc == 0 and "exported 10 record(s)" in err
+    good = out.read_bytes()
+    rc, _, err = _run(capsys, "export", "--db", dsn, "--kind", "trips", "--out", str(out))
+    assert rc == 1 and "--kind trips: no record of that kind is stored (stored: telemetry); nothing written" in err
+    rc, _, err = _run(capsys, "export", "--db", dsn, "--device", "sim-0", "--out", str(out))
+    assert rc == 1 and "--device sim-0: no such device is registered in " in err
+    assert out.read_bytes() == good and sorted(p.name for p in tmp_path.iterdir() if "good" in p.name) == [out.name]
+    rc, _, err = _run(capsys, "export", "--db", dsn, "--device", "sim-00000", "--kind", "telemetry", "--out", str(out))
+    assert rc == 0 and "exported 5 record(s)" in err and out.read_bytes() != good
+    rc, out_text, err = _run(capsys, "anomalies", "--db", dsn, "--kind", "forks")
+    assert rc == 2 and "--kind forks: expected one of " in err and "fork," in err and out_text == ""
+    rc, out_text, err = _run(capsys, "status", "--db", dsn, "--device", "nosuch")
+    assert rc == 1 and "--device nosuch: no such device is registered in " in err and out_text == ""
+
+
 def test_import__a_technicians_outbox_export_fills_the_hole_central_saw(
     dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
@@ -197,7 +220,14 @@ def test_cli__reading_commands_do_not_make_a_database_of_a_mistyped_path(
     empty = tmp_path / "empty.db"
     empty.write_bytes(b"")
     for path in (typo, empty):
-        for args in (("status",), ("anomalies",), ("export",), ("devices", "list"), ("import", str(path))):
+        for args in (
+            ("status",),
+            ("anomalies",),
+            ("export",),
+            ("devices", "list"),
+            ("import", str(path)),
+            ("ingest", "--mqtt", "mqtt://127.0.0.1:1"),  # it took records in as unknown devices' and acked them
+        ):
             rc, out, err = _run(capsys, *args, "--db", f"sqlite:///{path}")
             assert rc == 1 and f"no central database at {path}" in err and out == "", (args, err)
     assert not typo.exists() and empty.read_bytes() == b""

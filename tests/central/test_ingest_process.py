@@ -397,3 +397,18 @@ def test_ingest__a_stop_during_a_stuck_commit_says_where_it_waits_and_still_stor
     assert w.proc.wait(20) == 0, w.log_text()[-3000:]
     assert stored_count(pg_dsn) == 3
     assert "ingest stopped: 3 record(s)" in w.log_text()
+
+
+def test_ingest__a_database_with_no_device_registered_is_named_at_start(
+    broker: Broker, sqlite_dsn: str, tmp_path: Path
+) -> None:
+    """A worker on a database nobody registered a device in (a --db that is not the one meant) says so at
+    start, before it stores every record as an unknown device's."""
+    w = Worker(broker, sqlite_dsn, tmp_path, "wempty", share=None).start()
+    try:
+        simulate(broker, None, tmp_path / "e.json", "--devices", "1", "--records", "2")
+        assert wait_until(lambda: ("sim-00000", "unknown_device") in anomaly_pairs(sqlite_dsn), 20)
+    finally:
+        w.stop()
+    log = w.log_text()
+    assert "no device is registered in " in log and "check --db" in log
