@@ -66,6 +66,8 @@ def test_central_sign_command__prints_a_message_the_device_accepts(
         (["--args", "{oops"], "--args: expected a JSON object, got invalid JSON"),
         (["--args", "[1]"], "--args: expected a JSON object, got list"),
         (["--args", '{"first_seq": 0, "last_seq": 1}'], "resend: first_seq: expected a seq >= 1, got 0"),
+        # signed and published with exit 0 before, then refused by the device
+        (["--args", '{"first_seq": 5, "last_seq": 1}'], "resend: last_seq: expected a seq from first_seq to"),
         (["--ttl-s", "99999999"], "ttl_s: expected seconds in"),
         (["--publish", "mqtt://127.0.0.1:1"], "--publish needs --site"),
         (["--publish", "http://x:1", "--site", "bj"], "--publish 'http://x:1': expected mqtt://host:port"),

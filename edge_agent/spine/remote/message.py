@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey, Ed25519PublicKey
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 from edge_agent.errors import EdgeAgentError, KeyError_
 from edge_agent.schema import Expect, format_validation_error
@@ -211,7 +211,16 @@ MAX_RESEND_SPAN = 1_000_000  # records one resend may ask for
 
 class ResendArgs(_Args):
     first_seq: Annotated[int, Field(ge=1), Expect("a seq >= 1")]
-    last_seq: Annotated[int, Field(ge=1), Expect("a seq >= first_seq")]
+    last_seq: Annotated[int, Field(ge=1), Expect(f"a seq from first_seq to first_seq + {MAX_RESEND_SPAN - 1:,}")]
+
+    @field_validator("last_seq")
+    @classmethod
+    def _within_span(cls, last: int, info: ValidationInfo) -> int:
+        # Checked where the command is signed (central sign-command) as well as where it is obeyed.
+        first = info.data.get("first_seq")
+        if first is not None and not first <= last < first + MAX_RESEND_SPAN:
+            raise ValueError("outside the span")
+        return last
 
 
 class ReplaceManifestArgs(_Args):

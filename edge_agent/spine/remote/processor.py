@@ -17,7 +17,6 @@ from edge_agent.spine.clock import format_ts
 from edge_agent.spine.config import SpineConfig
 from edge_agent.spine.outbox import Outbox, seq_ranges
 from edge_agent.spine.remote.message import (
-    MAX_RESEND_SPAN,
     CommandMessage,
     CommandRefused,
     NoArgs,
@@ -267,10 +266,7 @@ class CommandProcessor:
         return {"health_emitted": True, "outbox_depth": body["outbox"]["depth"], "uptime_s": body["uptime_s"]}
 
     def _do_resend(self, args: ResendArgs) -> Outcome:
-        if args.last_seq < args.first_seq:
-            raise CommandRefused("bad_args", f"resend: last_seq {args.last_seq} is before first_seq {args.first_seq}")
-        if args.last_seq - args.first_seq >= MAX_RESEND_SPAN:
-            raise CommandRefused("bad_args", f"resend: at most {MAX_RESEND_SPAN} records at once")
+        # ResendArgs has checked that last_seq is within MAX_RESEND_SPAN of first_seq.
         with Outbox(self.host.config().db_path) as ob:
             head = ob.head()[0]
             last = min(args.last_seq, head)
