@@ -200,9 +200,19 @@ def _next_seq(db: Path) -> int | None:
     return None
 
 
+DEMO_MARK = ".edge-agent-demo"  # what tells a demo's own folder from any other (a device's state)
+
+
 def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - start and tear down in one place
     work = Path(args.dir) if args.dir else Path(tempfile.mkdtemp(prefix=f"edge-agent-demo-{args.profile}-"))
+    if work.is_dir() and not (work / DEMO_MARK).exists() and any(work.iterdir()):
+        # A device's folder (init --dir) holds its key and outbox: the demo would sign into its chain.
+        return fail(
+            f"--dir {work}: holds files a demo did not make (a device's config or state?); "
+            "give an empty or new folder, or one an earlier demo made"
+        )
     work.mkdir(parents=True, exist_ok=True)
+    (work / DEMO_MARK).write_text("made by edge-agent demo; it runs again in this folder\n", encoding="utf-8")
     broker = LocalBroker(work)
     twins = Twins()
     agent: subprocess.Popen[bytes] | None = None

@@ -107,3 +107,18 @@ def test_demo__not_a_terminal_prints_plain_lines_as_records_arrive(tmp_path: Pat
     assert "(INTACT)" in footer
     assert "{" not in footer and "event 1" in footer  # counts for people, not a Python dict
     assert "connection lost" not in (tmp_path / "agent.log").read_text().lower()
+
+
+def test_demo__refuses_a_device_s_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`demo --dir` on a folder `init --dir` made took the device's key and outbox: it signed demo records
+    into the device's chain, which then failed verify."""
+    from edge_agent.cli.main import main
+
+    dev = tmp_path / "truck"
+    assert main(["init", "--profile", "truck", "--device-id", "truck-042", "--site", "bj", "--dir", str(dev)]) == 0
+    before = sorted(p.relative_to(dev) for p in dev.rglob("*"))
+    capsys.readouterr()
+    assert main(["demo", "--profile", "truck", "--duration", "5", "--dir", str(dev)]) == 1
+    err = capsys.readouterr().err
+    assert f"--dir {dev}: holds files a demo did not make" in err
+    assert sorted(p.relative_to(dev) for p in dev.rglob("*")) == before
