@@ -1,6 +1,7 @@
 """Who may sign in to the station: the operators file, PINs and badges hashed with scrypt, checked in constant time.
 
-File format (TOML, mode 0600), written by `python -m edge_agent.station.operators add FILE ID`:
+File format (TOML; mode 0600, or 0640 in a folder shared with the agent's group), written by
+`python -m edge_agent.station.operators add FILE ID`:
 
     [[operator]]
     id = "han.mei"
@@ -19,13 +20,18 @@ import hmac
 import os
 import re
 import secrets
+import stat
 import sys
+import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from edge_agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    from tomlkit import TOMLDocument
 
 Role = Literal["operator", "supervisor"]
 ROLES: tuple[Role, ...] = ("operator", "supervisor")
@@ -137,15 +143,105 @@ def authenticate(operators: dict[str, Operator], who: str, pin: str) -> Operator
 # ---------------------------------------------------------------- `python -m edge_agent.station.operators add`
 
 
+def read_operators_doc(path: Path) -> TOMLDocument:
+    """The operators file as an editable document (empty when the file is new); refuse anything else.
+
+    The agent's own config.toml given by mistake must stay untouched: an operators file holds
+    [[operator]] tables and nothing else, so any other key means another file.
+    """
+    import tomlkit
+
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        if not path.parent.is_dir():
+            raise ConfigError(
+                [
+                    f"{path}: the folder {path.parent} does not exist; expected an existing folder "
+                    "(create it, or fix the path)"
+                ]
+            ) from None
+        return tomlkit.document()
+    except IsADirectoryError:
+        raise ConfigError(
+            [f"{path}: is a folder; expected the operators FILE to write, e.g. {path / 'operators.toml'}"]
+        ) from None
+    except OSError as exc:
+        raise ConfigError(
+            [f"{path}: cannot read the operators file: {exc.strerror or exc} (check the path and its rights)"]
+        ) from None
+    try:
+        doc = tomlkit.parse(raw.decode("utf-8"))
+    except (UnicodeDecodeError, tomlkit.exceptions.ParseError) as exc:
+        raise ConfigError(
+            [f"{path}: not valid TOML ({exc}); expected an operators file of [[operator]] tables, left it unchanged"]
+        ) from None
+    for key in doc:
+        if key != "operator":
+            raise ConfigError(
+                [
+                    f"{path}: found key {key!r}, but an operators file holds only [[operator]] tables: this looks like "
+                    "another file (the agent's config.toml?); left it unchanged, give the operators file's path"
+                ]
+            )
+    table = doc.get("operator")
+    if table is not None and not isinstance(table, tomlkit.items.AoT):
+        raise ConfigError(
+            [f"{path}: operator: expected [[operator]] tables, got {type(table).__name__}; left it unchanged"]
+        )
+    return doc
+
+
+def _write_operators(path: Path, text: str) -> None:
+    """Replace the file atomically, readable by whom it was before and never by others.
+
+    The station reads the file inside the agent, which runs as the service user (systemd/edge-agent.service);
+    install-service makes /etc/edge-agent root:edge-agent 0750 and its files 0640. So an existing file keeps its
+    owner, group and mode less any bits for others (never wider); a new file is 0640 with the folder's group
+    when the folder is shared with its group and closed to others (as install-service makes it), else 0600.
+    """
+    target = path.resolve()  # through a symlink: the link stays, its target is replaced
+    try:
+        st = target.stat()
+    except FileNotFoundError:
+        st = None
+    folder = target.parent
+    if st is not None:
+        mode, uid, gid = stat.S_IMODE(st.st_mode) & 0o770, st.st_uid, st.st_gid
+    else:
+        fmode = folder.stat().st_mode
+        shared = fmode & 0o010 and not fmode & 0o007
+        mode, uid, gid = (0o640, -1, folder.stat().st_gid) if shared else (0o600, -1, -1)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
+    try:
+        try:
+            os.fchown(fd, uid, gid)
+        except PermissionError:
+            if st is not None:
+                raise ConfigError(
+                    [f"{path}: cannot keep its owner and group ({st.st_uid}:{st.st_gid}); run as root or as its owner"]
+                ) from None
+            mode = 0o600  # the folder's group is not ours to give: private to us
+        os.fchmod(fd, mode)
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
 def add_operator(path: Path, oid: str, role: Role, pin: str | None, badge: str | None) -> None:
-    """Add or replace one operator in the file (created with mode 0600)."""
+    """Add or replace one operator in the file; any other file is refused and left untouched."""
     import tomlkit
 
     if not ID_RE.match(oid):
         raise ConfigError([f"operator id: expected 1-64 letters, digits or ._@-, got {oid!r}"])
     if pin is not None and not PIN_RE.match(pin):
         raise ConfigError(["PIN: expected 4 to 12 digits"])
-    doc = tomlkit.parse(path.read_text(encoding="utf-8")) if path.exists() else tomlkit.document()
+    doc = read_operators_doc(path)
     table = doc.get("operator")
     if table is None:
         table = tomlkit.aot()
@@ -160,10 +256,12 @@ def add_operator(path: Path, oid: str, role: Role, pin: str | None, badge: str |
     table.clear()
     for t in [*kept, entry]:
         table.append(t)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(tomlkit.dumps(doc))
-    os.chmod(path, 0o600)
+    try:
+        _write_operators(path, tomlkit.dumps(doc))
+    except OSError as exc:
+        raise ConfigError(
+            [f"{path}: cannot write the operators file: {exc.strerror or exc} (check the folder's rights)"]
+        ) from None
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -177,6 +275,12 @@ def main(argv: list[str] | None = None) -> int:
     a.add_argument("--no-pin", action="store_true", help="badge only")
     args = ap.parse_args(argv)
     interactive = sys.stdin.isatty()
+    try:
+        read_operators_doc(args.file)  # a wrong path is said before the PIN is typed
+    except ConfigError as exc:
+        for line in exc.problems:
+            print(f"error: {line}", file=sys.stderr)
+        return 2
 
     def ask(prompt: str) -> str:
         return getpass.getpass(prompt) if interactive else sys.stdin.readline().strip()

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -275,6 +277,66 @@ def test_operators_cli__add_reads_the_pin_from_stdin_and_refuses_a_bad_one(tmp_p
     assert "2468" not in ops.read_text() and authenticate(load_operators(ops), "wang.fang", "2468") is not None
     r = subprocess.run([*cmd[:-2], "--role", "operator"], input="12\n", capture_output=True, text=True, check=False)
     assert r.returncode == 2 and "PIN: expected 4 to 12 digits" in r.stderr
+
+
+def _add_cli(path: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "edge_agent.station.operators", "add", str(path), "li.na", *args]
+    return subprocess.run(cmd, input="1234\n", capture_output=True, text=True, check=False)
+
+
+def test_operators_cli__add__the_agents_config_is_refused_and_left_untouched(tmp_path: Path) -> None:
+    # The mistake: the config.toml given where the operators file goes (service install: 0640).
+    config = tmp_path / "config.toml"
+    head = b'profile = "bench"\nstate_dir = "state"\n\n[device]\nid = "b1"\nsite = "s"\n\n'
+    shipped = head + (Path(__file__).parents[2] / "config" / "bench.toml").read_bytes()
+    config.write_bytes(shipped)
+    config.chmod(0o640)
+    r = _add_cli(config)
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr.count("\n") == 1 and r.stderr.startswith(
+        f"error: {config}: found key 'profile', but an operators file holds only"
+    )
+    assert "this looks like another file (the agent's config.toml?); left it unchanged" in r.stderr
+    assert config.read_bytes() == shipped and config.stat().st_mode & 0o777 == 0o640
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["config.toml"], "no temporary file left"
+
+
+def test_operators_cli__add__a_folder_or_a_missing_folder_is_one_line_naming_the_path(tmp_path: Path) -> None:
+    r = _add_cli(tmp_path)
+    assert r.returncode == 2
+    assert (
+        r.stderr
+        == f"error: {tmp_path}: is a folder; expected the operators FILE to write, e.g. {tmp_path}/operators.toml\n"
+    )
+    missing = tmp_path / "nope" / "operators.toml"
+    r = _add_cli(missing)
+    assert r.returncode == 2
+    assert r.stderr.startswith(f"error: {missing}: the folder {missing.parent} does not exist")
+    assert r.stderr.count("\n") == 1 and not missing.parent.exists()
+
+
+def test_operators__mode_never_widens_and_a_new_file_follows_a_folder_shared_with_the_agent(tmp_path: Path) -> None:
+    # install-service: /etc/edge-agent is root:edge-agent 0750 and the agent reads its files through the group.
+    group = 4242 if os.geteuid() == 0 else os.getgid()
+    etc = tmp_path / "etc-edge-agent"
+    etc.mkdir()
+    os.chown(etc, -1, group)
+    etc.chmod(0o750)
+    add_operator(etc / "operators.toml", "a", "operator", "1234", None)
+    st = (etc / "operators.toml").stat()
+    assert (st.st_mode & 0o777, st.st_gid) == (0o640, group), "the agent's group can read it, others cannot"
+    # An existing file keeps its owner, group and mode, less anything for others.
+    existing = tmp_path / "operators.toml"
+    add_operator(existing, "a", "operator", "1234", None)
+    assert existing.stat().st_mode & 0o777 == 0o600, "a private folder: a private file"
+    os.chown(existing, -1, group)
+    existing.chmod(0o664)
+    add_operator(existing, "b", "operator", "5678", None)
+    st = existing.stat()
+    assert (st.st_mode & 0o777, st.st_gid) == (0o660, group)
+    existing.chmod(0o640)
+    add_operator(existing, "c", "operator", "9012", None)
+    assert existing.stat().st_mode & 0o777 == 0o640 and sorted(load_operators(existing)) == ["a", "b", "c"]
 
 
 def test_verdict_view__field_boxes_from_the_reader_reach_the_page() -> None:
