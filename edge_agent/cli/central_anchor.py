@@ -85,7 +85,7 @@ def register_anchor(cs: Any) -> None:
     ksub = k.add_subparsers(dest="key_cmd", metavar="ACTION")
     ksub.required = True
     kn = ksub.add_parser("new", help="new secp256k1 key, written as hex with mode 0600; prints the address")
-    kn.add_argument("--out", required=True, metavar="FILE")
+    kn.add_argument("--out", required=True, metavar="FILE", help="the key file to write (a file, not a folder)")
     kn.add_argument("--force", action="store_true", help="replace an existing key file")
     kn.set_defaults(func=cmd_key_new)
     ks = ksub.add_parser("show", help="the address of a key file (never the key)")

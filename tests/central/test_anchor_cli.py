@@ -82,6 +82,36 @@ def test_cli__key_new_is_0600_and_never_printed(tmp_path: Path) -> None:
     assert loose.returncode == 1 and "expected 0600" in loose.stderr and secret not in loose.stderr
 
 
+def test_cli__key_new_refuses_a_folder_as_out_with_or_without_force(tmp_path: Path) -> None:
+    folder = tmp_path / "keys"
+    folder.mkdir()
+    for force in ([], ["--force"]):
+        r = cli("anchor", "key", "new", "--out", str(folder), *force)
+        assert r.returncode == 1
+        assert r.stderr == (
+            f"edge-agent: {folder}: is a folder; --out is the key FILE to write, e.g. --out {folder}/anchor.key "
+            "(unlike `central keygen --out DIR`)\n"
+        )
+    assert list(tmp_path.rglob("*")) == [folder], "no key written, no temporary file left"
+
+
+def test_key_new__a_failed_rename_leaves_no_private_key_behind(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from edge_agent.central.anchor.ethkeys import new_eth_key
+
+    out = tmp_path / "member.key"
+    rename = os.replace
+
+    def folder_appears_first(src: str, dst: Path) -> None:
+        # The race the up-front check cannot close: a folder made at --out after it; the real rename then fails.
+        out.mkdir()
+        rename(src, dst)
+
+    monkeypatch.setattr(os, "replace", folder_appears_first)
+    with pytest.raises(IsADirectoryError):
+        new_eth_key(out, force=True)
+    assert list(tmp_path.rglob("*")) == [out], "the temporary private key is removed"
+
+
 def test_cli__anchor_prove_verify(tmp_path: Path, setup: tuple[str, str, str], rpc: RpcBridge, chain: Chain) -> None:
     dsn, address, key = setup
     r = cli("anchor", "--db", dsn, "--rpc", rpc.url, "--contract", address, "--key", key)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import stat
+import tempfile
 from pathlib import Path
 
 from eth_account import Account
@@ -14,19 +15,29 @@ from edge_agent.errors import KeyError_
 
 def new_eth_key(path: Path, *, force: bool = False) -> LocalAccount:
     """Write a fresh secp256k1 private key as one line of hex, mode 0600; refuse to overwrite unless force."""
+    if path.is_dir():
+        # `central keygen --out DIR` takes a folder; this one names the file, --force or not.
+        raise KeyError_(
+            f"{path}: is a folder; --out is the key FILE to write, e.g. --out {path / 'anchor.key'} "
+            "(unlike `central keygen --out DIR`)"
+        )
     if path.exists() and not force:
         raise KeyError_(f"{path}: an Ethereum key already exists; refusing to overwrite it (use --force to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     account: LocalAccount = Account.create()
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # mkstemp: a fresh name, created 0600 with O_EXCL, so no stale or planted .tmp is followed or reused.
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
-        os.fchmod(fd, 0o600)
-        os.write(fd, (account.key.hex().removeprefix("0x") + "\n").encode("ascii"))
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
+        try:
+            os.fchmod(fd, 0o600)
+            os.write(fd, (account.key.hex().removeprefix("0x") + "\n").encode("ascii"))
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)  # never leave a private key behind
+        raise
     return account
 
 
