@@ -379,10 +379,11 @@ def _export_damaged(path: Path, since: int) -> int:
 
 def cmd_verify(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 - one exit per kind of bad input
     from edge_agent.spine.verify import FAIL, Verifier, check_checkpoint
-    from edge_agent.spine.verify_feed import MqttSource, feed_lines, feed_mqtt
+    from edge_agent.spine.verify_feed import MqttSource, Sideline, feed_lines, feed_mqtt
 
     keys = load_public_keys(Path(args.pubkey))  # a KeyError_ becomes one clean line in main()
     cp: Any = None
+    side = Sideline()
     if args.checkpoint:
         try:
             cp = json.loads(Path(args.checkpoint).read_bytes())
@@ -395,7 +396,7 @@ def cmd_verify(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 - one
 
         from edge_agent.cli.central import mqtt_config
 
-        v = Verifier(keys, strict_order=False, from_seq=args.from_seq)
+        v = Verifier(keys, strict_order=False, from_seq=args.from_seq, live=True)
         try:
             m = mqtt_config(args.mqtt, args)
         except ValidationError as exc:
@@ -408,7 +409,7 @@ def cmd_verify(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 - one
             idle_s=args.idle,
             timeout_s=args.timeout,
         )
-        err = feed_mqtt(v, src)
+        err = feed_mqtt(v, src, side)
         if err is not None:
             return fail(err)
     else:
@@ -427,6 +428,11 @@ def cmd_verify(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 - one
     if cp is not None:
         findings = findings + check_checkpoint(v, cp, keys)
         v.findings[:] = findings
+    elif side.checkpoints:
+        findings = findings + _live_checkpoints(v, side.checkpoints, keys)
+        v.findings[:] = findings
+    if side.line():
+        print(side.line())
     for finding in findings:
         if finding.level == FAIL or args.verbose or finding.what in ("signed_gap", "checkpoint", "start"):
             print(finding.line())
@@ -441,6 +447,22 @@ def cmd_verify(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 - one
         f"{s['received']} received, {s['failures']} failure(s){tail}"
     )
     return EXIT_OK if v.ok and s["unique"] > 0 else EXIT_FAIL
+
+
+def _live_checkpoints(v: Any, checkpoints: list[tuple[str, bytes]], keys: list[Any]) -> list[Any]:
+    """Each checkpoint a live subscription saw (.../checkpoint, retained), checked against the records seen."""
+    from edge_agent.spine.records import parse_line
+    from edge_agent.spine.verify import FAIL, Finding, check_live_checkpoint
+
+    out: list[Any] = []
+    for topic, payload in checkpoints:
+        try:
+            cp = parse_line(payload)
+        except ValueError as exc:
+            out.append(Finding(FAIL, "bad_checkpoint", None, f"{topic}: {exc}"))
+            continue
+        out.extend(check_live_checkpoint(v, cp, keys))
+    return out
 
 
 # ---------------------------------------------------------------- parser

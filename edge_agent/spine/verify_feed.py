@@ -9,8 +9,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import paho.mqtt.client as mqtt
@@ -48,8 +49,35 @@ class MqttSource:
     timeout_s: float = 300.0
 
 
-def feed_mqtt(v: Verifier, src: MqttSource) -> str | None:
-    """Subscribe and feed every message until count, idle or timeout; an error message, or None."""
+@dataclass
+class Sideline:
+    """What a subscription brought besides records: skipped messages by topic kind, and checkpoints."""
+
+    skipped: Counter[str] = field(default_factory=Counter)
+    checkpoints: list[tuple[str, bytes]] = field(default_factory=list)  # (topic, payload)
+
+    def line(self) -> str:
+        """`skipped 2 message(s) that are not records: 1 status, 1 checkpoint`, or "" when none."""
+        if not self.skipped:
+            return ""
+        kinds = ", ".join(f"{n} {kind}" for kind, n in sorted(self.skipped.items()))
+        return f"skipped {self.skipped.total()} message(s) that are not records (not on .../rec/<kind>): {kinds}"
+
+
+def topic_kind(topic: str) -> str:
+    """`rec` for a record topic (<prefix>/<site>/<device>/rec/<kind>); else status, checkpoint, cmd or other."""
+    levels = topic.split("/")
+    if len(levels) >= 2 and levels[-2] in ("rec", "cmd"):
+        return levels[-2]
+    return levels[-1] if levels[-1] in ("status", "checkpoint") else "other"
+
+
+def feed_mqtt(v: Verifier, src: MqttSource, side: Sideline | None = None) -> str | None:
+    """Subscribe and feed every message until count, idle or timeout; an error message, or None.
+
+    Only record topics reach the verifier (a `#` filter also brings status, checkpoint and cmd
+    messages); the others are counted in `side`, checkpoints kept there to be checked after."""
+    side = side if side is not None else Sideline()
     try:
         client = make_client(src.mqtt, src.client_id)
     except (SyncError, ValueError) as exc:
@@ -67,9 +95,15 @@ def feed_mqtt(v: Verifier, src: MqttSource) -> str | None:
         connected.set()
 
     def on_message(_c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        kind = topic_kind(msg.topic)
         with lock:
             last_msg[0] = time.monotonic()
-            _add_safely(v, bytes(msg.payload), f"{msg.topic}: ")
+            if kind == "rec":
+                _add_safely(v, bytes(msg.payload), f"{msg.topic}: ")
+                return
+            side.skipped[kind] += 1
+            if kind == "checkpoint":
+                side.checkpoints.append((msg.topic, bytes(msg.payload)))
 
     client.on_connect = on_connect
     client.on_message = on_message
