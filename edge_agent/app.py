@@ -156,6 +156,7 @@ class Agent:
         self.command_handler: Callable[[str, bytes], None] | None = None
         self._lock_fd: int | None = None
         self.station: Any = None  # edge_agent.station.server.Station, when [bench.station] is on
+        self.station_error: str | None = None  # why the station did not start (for `status`)
 
     # ------------------------------------------------------------ running
     def run(self) -> int:
@@ -353,8 +354,13 @@ class Agent:
             broker = {"connected": bool(sync and sync.connected.is_set()), "error": sync.last_error if sync else None}
             return {"broker": broker, "pipeline": service.status() if service is not None else {}}
 
-        self.station = start_station(self.cfg, status, self.stop_event, self.service)
-        if self.station is not None:
+        try:
+            self.station = start_station(self.cfg, status, self.stop_event, self.service)
+        except ConfigError as exc:
+            self.station_error = "; ".join(exc.problems)
+            for line in exc.problems:
+                log.error("station not started, the daemon runs on without it: %s", line)
+        if self.station is not None or self.station_error is not None:
             self._write_runtime()
 
     # ------------------------------------------------------------ signals and reload
@@ -457,6 +463,15 @@ class Agent:
                 body["pipeline"] = self.service.status()
         return body
 
+    def _device_states(self) -> dict[str, dict[str, Any]]:
+        """Each driver's state from the pipeline's own status, for `status`; {} when it cannot be read."""
+        if self.service is None:
+            return {}
+        try:
+            return device_states(self.service.status())
+        except Exception:  # noqa: BLE001 - the runtime snapshot must be written whatever a pipeline does
+            return {}
+
     def emit_health(self) -> None:
         if self.writer is not None:
             self.writer.emit("health", self.health_body())
@@ -502,6 +517,10 @@ class Agent:
             "writer_last_error": self.writer.last_error if self.writer else None,
             "stale_stages": self.stale_stages() if running else [],
             "station_url": self.station.url if self.station is not None and running else None,
+            "station_error": (self.station.failed if self.station is not None else self.station_error)
+            if running
+            else None,
+            "devices": self._device_states() if running else {},
         }
         with contextlib.suppress(OSError):
             atomic_write(self.cfg.state_dir / RUNTIME_FILE, json.dumps(data).encode(), mode=0o600)
@@ -645,6 +664,28 @@ def daemon_alive(state_dir: Path) -> bool:
     finally:
         os.close(fd)
     return False
+
+
+def device_states(pipeline: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """The drivers in a pipeline's status(), by name: {connected, last_error, reconnects}.
+
+    The pipelines report their driver runners as `{"connected": ..., "last_error": ...}` either at the top
+    (bench: camera, scanner) or in a group (truck: drivers, sensors: meters)."""
+    out: dict[str, dict[str, Any]] = {}
+
+    def take(name: str, d: dict[str, Any]) -> None:
+        out[name] = {k: d.get(k) for k in ("connected", "last_error", "reconnects")}
+
+    for name, value in pipeline.items():
+        if not isinstance(value, dict):
+            continue
+        if "connected" in value:
+            take(name, value)
+            continue
+        for sub, d in value.items():
+            if isinstance(d, dict) and "connected" in d:
+                take(str(sub), d)
+    return out
 
 
 def read_runtime(state_dir: Path) -> dict[str, Any] | None:

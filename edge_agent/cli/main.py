@@ -260,9 +260,42 @@ def status_data(cfg: Any) -> dict[str, Any]:
         data["runtime_error"] = rt["runtime_error"]
     alive = bool(rt and rt.get("alive"))
     data["broker"] = ("connected" if rt and rt.get("mqtt_connected") else "disconnected") if alive else "unknown"
-    data["last_error"] = (rt or {}).get("mqtt_last_error") or (rt or {}).get("writer_last_error")
+    live = rt if alive and rt else {}
+    data["station"] = live.get("station_url")
+    data["station_error"] = live.get("station_error")
+    data["devices"] = live.get("devices") or {}
+    faults = [f"{name}: {d['last_error']}" for name, d in data["devices"].items() if _device_fault(d)]
+    station_fault = f"station not started: {data['station_error']}" if data["station_error"] else None
+    data["last_error"] = (
+        (rt or {}).get("mqtt_last_error")
+        or (rt or {}).get("writer_last_error")
+        or station_fault
+        or (faults[0] if faults else None)
+    )
     data["stale_stages"] = (rt or {}).get("stale_stages", [])
     return data
+
+
+def _station_and_device_lines(data: dict[str, Any]) -> list[str]:
+    """`station:` (its address, or why it did not start) and one `device NAME:` line per driver."""
+    lines = []
+    if data["station"]:
+        lines.append(f"station:       {data['station']}")
+    elif data["station_error"]:
+        lines.append(f"station:       not started: {data['station_error']}")
+    for name, d in data["devices"].items():
+        if d.get("connected"):
+            state = "connected"
+        else:
+            tries = f" (lost {d['reconnects']} times)" if d.get("reconnects") else ""
+            state = f"not connected{tries}: {d.get('last_error') or 'not opened yet'}"
+        lines.append(f"{f'device {name}:':<14} {state}")
+    return lines
+
+
+def _device_fault(d: dict[str, Any]) -> bool:
+    """A driver that is not connected and says why (a fresh one, not yet tried, has no error)."""
+    return not d.get("connected") and bool(d.get("last_error"))
 
 
 def _review_waiting(state_dir: Path) -> dict[str, Any] | None:
@@ -313,6 +346,8 @@ def cmd_status(args: argparse.Namespace) -> int:
         else:
             oldest = f", oldest queued {human_s(rv['oldest_age_s'])} ago" if rv["oldest_age_s"] is not None else ""
             print(f"review queue:  {rv['waiting']} waiting{oldest}")
+    for line in _station_and_device_lines(data):
+        print(line)
     if data["stale_stages"]:
         print(f"stuck stages:  {', '.join(data['stale_stages'])}")
     print(f"last error:    {data['last_error'] or data.get('runtime_error') or '-'}")

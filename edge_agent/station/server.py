@@ -249,9 +249,10 @@ class Station:
 def start_station(
     cfg: Any, status: Callable[[], dict[str, Any]], stop: threading.Event, service: Any = None
 ) -> Station | None:
-    """Start the station for a running daemon (any profile), or None when it is off or cannot start.
+    """Start the station for a running daemon (any profile), or None when it is off.
 
-    `cfg` is the AgentConfig; a station that cannot start is logged and left out: the daemon runs on.
+    `cfg` is the AgentConfig. A station that cannot start (port taken, no operators) raises ConfigError
+    with one line per problem; the daemon logs it, shows it in `status` and runs on without it.
     """
     scfg: StationConfig = cfg.bench.station
     if not scfg.enabled_for(cfg.profile):
@@ -270,12 +271,10 @@ def start_station(
         station = Station(
             StationDeps(scfg, cfg.device.id, cfg.profile, Path(cfg.db_path), levels, desk, status, stop, base)
         )
-    except ConfigError as exc:
+    except ConfigError:
         if desk is not None:
             desk.close()
-        for line in exc.problems:
-            log.error("station not started, the daemon runs on without it: %s", line)
-        return None
+        raise
     station.start()
     if service is not None and hasattr(service, "scan_tap"):
         service.scan_tap = station.take_scan  # scans fill the focused review field while one waits
