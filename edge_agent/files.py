@@ -12,11 +12,15 @@ from pathlib import Path
 from typing import Any
 
 
-def atomic_write(path: Path, data: bytes, mode: int | None = None) -> None:
-    """Write to a temp file in the same folder, fsync, rename over the target, fsync the folder."""
+def atomic_write(path: Path, data: bytes, mode: int | None = None, owner: tuple[int, int] | None = None) -> None:
+    """Write to a temp file in the same folder, fsync, rename over the target, fsync the folder.
+
+    `mode` defaults to the target's own; `owner` (uid, gid; -1 keeps either) is given to the file first."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
+        if owner is not None:
+            os.fchown(fd, *owner)
         if mode is not None:
             os.fchmod(fd, mode)
         elif path.exists():

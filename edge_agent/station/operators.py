@@ -22,13 +22,13 @@ import re
 import secrets
 import stat
 import sys
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from edge_agent.errors import ConfigError
+from edge_agent.files import atomic_write
 
 if TYPE_CHECKING:
     from tomlkit import TOMLDocument
@@ -201,36 +201,27 @@ def _write_operators(path: Path, text: str) -> None:
     when the folder is shared with its group and closed to others (as install-service makes it), else 0600.
     """
     target = path.resolve()  # through a symlink: the link stays, its target is replaced
+    groups = {os.getegid(), *os.getgroups()}
+    root = os.geteuid() == 0
     try:
         st = target.stat()
     except FileNotFoundError:
         st = None
-    folder = target.parent
     if st is not None:
-        mode, uid, gid = stat.S_IMODE(st.st_mode) & 0o770, st.st_uid, st.st_gid
+        if not root and (st.st_uid != os.geteuid() or st.st_gid not in groups):
+            raise ConfigError(
+                [f"{path}: cannot keep its owner and group ({st.st_uid}:{st.st_gid}); run as root or as its owner"]
+            )
+        mode, owner = stat.S_IMODE(st.st_mode) & 0o770, (st.st_uid, st.st_gid)
     else:
-        fmode = folder.stat().st_mode
-        shared = fmode & 0o010 and not fmode & 0o007
-        mode, uid, gid = (0o640, -1, folder.stat().st_gid) if shared else (0o600, -1, -1)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=folder)
-    try:
-        try:
-            os.fchown(fd, uid, gid)
-        except PermissionError:
-            if st is not None:
-                raise ConfigError(
-                    [f"{path}: cannot keep its owner and group ({st.st_uid}:{st.st_gid}); run as root or as its owner"]
-                ) from None
-            mode = 0o600  # the folder's group is not ours to give: private to us
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+        fst = target.parent.stat()
+        shared = fst.st_mode & 0o010 and not fst.st_mode & 0o007
+        # The folder's group is ours to give only as root or as one of its members: else private to us.
+        if shared and (root or fst.st_gid in groups):
+            mode, owner = 0o640, (-1, fst.st_gid)
+        else:
+            mode, owner = 0o600, None
+    atomic_write(target, text.encode("utf-8"), mode=mode, owner=owner)
 
 
 def add_operator(path: Path, oid: str, role: Role, pin: str | None, badge: str | None) -> None:
