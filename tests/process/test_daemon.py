@@ -65,6 +65,17 @@ def stop_agent(proc: subprocess.Popen[str], sig: int = signal.SIGTERM, timeout_s
     return proc.returncode, out
 
 
+def run_status(cfg: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """`edge-agent status` on `cfg` as a technician runs it, in its own process."""
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "status", *extra, "--config", str(cfg)],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+
+
 def kinds_in(db: Path) -> list[str]:
     """Kinds of the records stored so far; empty while the agent is still creating the outbox."""
     try:
@@ -281,13 +292,7 @@ def test_status__works_with_and_without_daemon(broker: Broker, tmp_path: Path, r
                 pytest.fail(f"nothing delivered in 20 s; agent said:\n{out[-3000:]}")
             state = load_config(cfg).state_dir
             assert wait_until(lambda: (read_runtime(state) or {}).get("mqtt_connected"), 20)
-        r = subprocess.run(
-            [sys.executable, "-m", "edge_agent.cli", "status", "--json", "--config", str(cfg)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        r = run_status(cfg, "--json")
     finally:
         if proc:
             stop_agent(proc)
@@ -309,13 +314,7 @@ def test_status__says_running_when_runtime_json_cannot_be_written(broker: Broker
         assert wait_until((state / "runtime.json").exists, 20)
         (state / "runtime.json").unlink()
         (state / "runtime.json").mkdir()  # cannot be replaced by a file: as good as a full disk
-        r = subprocess.run(
-            [sys.executable, "-m", "edge_agent.cli", "status", "--config", str(cfg)],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            check=False,
-        )
+        r = run_status(cfg)
         assert "daemon:        running" in r.stdout, r.stdout + r.stderr
         # And a second agent on the same state dir is refused, naming the remedy.
         second = subprocess.run(
@@ -337,13 +336,7 @@ def test_status__last_delivered_says_none_before_any_delivery(tmp_path: Path) ->
     ob, _ = Outbox.open_checked(c.db_path)
     ob.append([("event", {"e": 1})], device=DEVICE, key=load_key(c.key_path), clock=Clock(), max_bytes=1 << 30)
     ob.close()
-    r = subprocess.run(
-        [sys.executable, "-m", "edge_agent.cli", "status", "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    r = run_status(cfg)
     assert "last delivered: none yet" in r.stdout, r.stdout
     assert "seq 0" not in r.stdout
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import socket
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,7 +15,7 @@ from edge_agent.settings import load_config
 from edge_agent.spine.keys import generate_key
 from tests.broker import Broker, free_port
 from tests.helpers import wait_until
-from tests.process.test_daemon import start_agent, stop_agent
+from tests.process.test_daemon import run_status, start_agent, stop_agent
 
 
 def _truck(tmp_path: Path, url: str, station_port: int) -> Path:
@@ -31,25 +29,24 @@ def _truck(tmp_path: Path, url: str, station_port: int) -> Path:
     return cfg
 
 
-def _status_once_settled(cfg: Path, proc: subprocess.Popen[str]) -> str:
-    """`status` once the daemon's runtime.json has the GPS fault (the driver tried to open it)."""
+def _status_of_running_agent(cfg: Path) -> tuple[str, str]:
+    """`status` of a running agent once its runtime.json has the GPS fault (the driver tried to open it), and
+    the agent's log after it stopped."""
     state = load_config(cfg).state_dir
 
     def gps_failed() -> object:
         return ((read_runtime(state) or {}).get("devices") or {}).get("gps", {}).get("last_error")
 
-    if not wait_until(gps_failed, 30):
-        _, out = stop_agent(proc)
-        pytest.fail(f"no GPS fault in runtime.json in 30 s; agent said:\n{out[-3000:]}")
-    r = subprocess.run(
-        [sys.executable, "-m", "edge_agent.cli", "status", "--config", str(cfg)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        check=False,
-    )
+    proc = start_agent(cfg)
+    try:
+        r = run_status(cfg) if wait_until(gps_failed, 30) else None
+    finally:
+        code, log = stop_agent(proc)
+    if r is None:
+        pytest.fail(f"no GPS fault in runtime.json in 30 s; agent said:\n{log[-3000:]}")
+    assert code == 0, log[-3000:]
     assert r.returncode == 0, r.stderr
-    return r.stdout
+    return r.stdout, log
 
 
 @pytest.fixture
@@ -65,12 +62,7 @@ def test_status__says_why_the_station_did_not_start_and_which_device_is_missing(
     broker: Broker, tmp_path: Path, taken_port: int
 ) -> None:
     cfg = _truck(tmp_path, broker.url, taken_port)
-    proc = start_agent(cfg)
-    try:
-        out = _status_once_settled(cfg, proc)
-    finally:
-        code, log = stop_agent(proc)
-    assert code == 0, log[-3000:]
+    out, log = _status_of_running_agent(cfg)
     assert "station not started, the daemon runs on without it" in log  # the log line stays
     want = f"station:       not started: bench.station: cannot listen on 127.0.0.1:{taken_port}: Address already in use"
     assert want in out, out
@@ -82,11 +74,6 @@ def test_status__says_why_the_station_did_not_start_and_which_device_is_missing(
 def test_status__shows_the_station_address_while_it_serves(broker: Broker, tmp_path: Path) -> None:
     port = free_port()
     cfg = _truck(tmp_path, broker.url, port)
-    proc = start_agent(cfg)
-    try:
-        out = _status_once_settled(cfg, proc)
-    finally:
-        code, log = stop_agent(proc)
-    assert code == 0, log[-3000:]
+    out, _ = _status_of_running_agent(cfg)
     assert f"station:       http://127.0.0.1:{port}/" in out, out
     assert "last error:    gps: " in out, out
