@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import contextlib
 import json
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -200,38 +202,28 @@ def test_sync__mqtt_311_setting_delivers(broker: Broker, tmp_path: Path) -> None
         assert wait_until(lambda: ob.stats().depth == 0), sync.last_error
 
 
-def test_verify_mqtt__shared_subscription_checks_live_stream(broker: Broker, tmp_path: Path) -> None:
-    import subprocess
-    import sys
-
+def signing_device(tmp_path: Path, url: str) -> tuple[AgentConfig, DeviceKey, Path]:
+    """A device's config, its key and its public key's PEM file (for verify --pubkey)."""
     from edge_agent.spine.keys import public_pem
 
-    cfg = make_cfg(tmp_path, broker.url)
+    cfg = make_cfg(tmp_path, url)
     key = generate_key(cfg.key_path)
     pub = tmp_path / "pub.pem"
     pub.write_bytes(public_pem(key.public))
+    return cfg, key, pub
+
+
+def verify_live(broker: Broker, pub: Path, topic: str, *extra: str) -> subprocess.Popen[str]:
+    """`edge-agent verify --mqtt` on `topic`, running until --count, --idle or a 60 s timeout."""
+    cmd = [sys.executable, "-m", "edge_agent.cli", "verify", "--pubkey", str(pub), "--mqtt", broker.url]
+    cmd += ["--topic", topic, "--timeout", "60", *extra]
+    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+def test_verify_mqtt__shared_subscription_checks_live_stream(broker: Broker, tmp_path: Path) -> None:
+    cfg, key, pub = signing_device(tmp_path, broker.url)
     ob = fill(cfg, key, 400)
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "edge_agent.cli",
-            "verify",
-            "--pubkey",
-            str(pub),
-            "--mqtt",
-            broker.url,
-            "--topic",
-            "$share/central/edge/site-a/dev-1/rec/#",
-            "--count",
-            "400",
-            "--timeout",
-            "60",
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
+    proc = verify_live(broker, pub, "$share/central/edge/site-a/dev-1/rec/#", "--count", "400")
     assert wait_until(lambda: "as edge-verify-" in broker.log_text(), 15), broker.log_text()[-500:]
     assert wait_until(lambda: "Received SUBSCRIBE from edge-verify-" in broker.log_text(), 15)
     with running_sync(cfg):

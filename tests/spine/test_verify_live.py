@@ -2,21 +2,12 @@
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 from edge_agent.spine.checkpoint import publish_checkpoint
-from edge_agent.spine.keys import generate_key, public_pem
 from tests.broker import Broker
 from tests.helpers import wait_until
-from tests.spine.test_sync import fill, make_cfg, running_sync
-
-
-def _verify_live(broker: Broker, pub: Path, topic: str, *extra: str) -> subprocess.Popen[str]:
-    cmd = [sys.executable, "-m", "edge_agent.cli", "verify", "--pubkey", str(pub), "--mqtt", broker.url]
-    cmd += ["--topic", topic, "--idle", "5", "--timeout", "60", *extra]
-    return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+from tests.spine.test_sync import fill, running_sync, signing_device, verify_live
 
 
 def _joined(broker: Broker) -> bool:
@@ -27,15 +18,12 @@ def test_verify_mqtt__whole_device_filter_on_a_running_device_checks_records_onl
     broker: Broker, tmp_path: Path
 ) -> None:
     """`edge/SITE/DEVICE/#` also brings the retained status and checkpoint; the device ran before verify joined."""
-    cfg = make_cfg(tmp_path, broker.url)
-    key = generate_key(cfg.key_path)
-    pub = tmp_path / "pub.pem"
-    pub.write_bytes(public_pem(key.public))
+    cfg, key, pub = signing_device(tmp_path, broker.url)
     ob = fill(cfg, key, 200)
     with running_sync(cfg) as sync:
         assert wait_until(lambda: ob.stats().depth == 0), sync.last_error
         publish_checkpoint(cfg, key, sync, "2026-03-27T09:00:00.000Z")  # retained, at seq 200
-        proc = _verify_live(broker, pub, "edge/site-a/dev-1/#")
+        proc = verify_live(broker, pub, "edge/site-a/dev-1/#", "--idle", "5")
         assert wait_until(lambda: _joined(broker), 15), broker.log_text()[-500:]
         fill(cfg, key, 50)  # seq 201-250, published while verify listens
         sync.notify()
@@ -53,14 +41,11 @@ def test_verify_mqtt__whole_device_filter_on_a_running_device_checks_records_onl
 
 def test_verify_mqtt__joining_mid_chain_starts_at_the_first_seq_seen(broker: Broker, tmp_path: Path) -> None:
     """A live subscriber never sees the past: without --from-seq a later start is said, not failed."""
-    cfg = make_cfg(tmp_path, broker.url)
-    key = generate_key(cfg.key_path)
-    pub = tmp_path / "pub.pem"
-    pub.write_bytes(public_pem(key.public))
+    cfg, key, pub = signing_device(tmp_path, broker.url)
     ob = fill(cfg, key, 20)
     with running_sync(cfg) as sync:
         assert wait_until(lambda: ob.stats().depth == 0), sync.last_error
-        proc = _verify_live(broker, pub, "edge/site-a/dev-1/rec/#", "--count", "5")
+        proc = verify_live(broker, pub, "edge/site-a/dev-1/rec/#", "--idle", "5", "--count", "5")
         assert wait_until(lambda: _joined(broker), 15), broker.log_text()[-500:]
         fill(cfg, key, 5)  # seq 21-25
         sync.notify()
