@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-import os
 import stat
-import tempfile
 from pathlib import Path
 
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 
 from edge_agent.errors import KeyError_
+from edge_agent.files import atomic_write
 
 
 def new_eth_key(path: Path, *, force: bool = False) -> LocalAccount:
@@ -25,19 +24,8 @@ def new_eth_key(path: Path, *, force: bool = False) -> LocalAccount:
         raise KeyError_(f"{path}: an Ethereum key already exists; refusing to overwrite it (use --force to replace it)")
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
     account: LocalAccount = Account.create()
-    # mkstemp: a fresh name, created 0600 with O_EXCL, so no stale or planted .tmp is followed or reused.
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        try:
-            os.fchmod(fd, 0o600)
-            os.write(fd, (account.key.hex().removeprefix("0x") + "\n").encode("ascii"))
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)  # never leave a private key behind
-        raise
+    # atomic_write: a fresh temporary name, 0600 before the key is in it, removed if anything fails.
+    atomic_write(path, (account.key.hex().removeprefix("0x") + "\n").encode("ascii"), mode=0o600)
     return account
 
 
