@@ -46,9 +46,18 @@ def parse_config(data: dict[str, Any], source: str = "config") -> AgentConfig:
 
 
 def run_problems(cfg: AgentConfig, source: str) -> list[str]:
-    """What the daemon needs beyond a valid config (a bench's camera): `config check` and doctor say it first."""
+    """What the daemon needs beyond a valid config: the MQTT client's files (CA, client certificate, password
+    file), made as `run` makes them, and a bench's camera. `config check` and doctor say it first."""
+    from edge_agent.errors import SyncError
+    from edge_agent.spine.sync import make_client
+
+    problems = []
+    try:
+        make_client(cfg.mqtt, "edge-agent-config-check")
+    except SyncError as exc:
+        problems.append(f"{source}: {exc}")
     check = getattr({"bench": cfg.bench}.get(cfg.profile), "check_runnable", None)
-    return check(source) if check is not None else []
+    return problems + (check(source) if check is not None else [])
 
 
 def load_config(path: str | os.PathLike[str]) -> AgentConfig:

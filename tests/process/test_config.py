@@ -106,6 +106,25 @@ def test_config_check__a_fresh_bench_needs_its_camera_before_run_and_says_so(
     assert main(["config", "check", "--config", str(path)]) == 0, capsys.readouterr().err
 
 
+def test_config_check__the_mqtt_files_run_needs_are_checked_as_run_opens_them(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`config check` said ok to a password file or CA file that is not there, and `run` then exited on it."""
+    path = write_config(tmp_path)
+    assert main(["config", "set", "--config", str(path), "mqtt.username", "truck"]) == 0
+    assert main(["config", "set", "--config", str(path), "mqtt.password_file", str(tmp_path / "nope")]) == 0
+    capsys.readouterr()
+    assert main(["config", "check", "--config", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert f"{path}: mqtt.password_file: {tmp_path / 'nope'}: cannot read (No such file or directory)" in err
+    (tmp_path / "nope").write_text("secret\n")
+    assert main(["config", "set", "--config", str(path), "mqtt.url", "mqtts://127.0.0.1:8883"]) == 0
+    assert main(["config", "set", "--config", str(path), "mqtt.ca_file", str(tmp_path / "ca.pem")]) == 0
+    capsys.readouterr()
+    assert main(["config", "check", "--config", str(path)]) == 2
+    assert f"{path}: mqtt.ca_file: {tmp_path / 'ca.pem'} not found" in capsys.readouterr().err
+
+
 def test_config_check__a_state_dir_that_is_a_file_is_named(tmp_path: Path) -> None:
     path = write_config(tmp_path)
     (tmp_path / "state").write_text("not a folder")
