@@ -70,7 +70,9 @@ def load_key(path: Path, *, check_mode: bool = True) -> DeviceKey:
     try:
         st = path.stat()
     except FileNotFoundError:
-        raise KeyError_(f"{path}: device key not found (create it with `edge-agent init`)") from None
+        raise KeyError_(
+            f"{path}: device key not found (make one with `edge-agent keys generate`; init makes one with a new config)"
+        ) from None
     except OSError as exc:
         raise KeyError_(f"{path}: cannot reach the device key ({exc.strerror or exc}); check its folder") from None
     if not stat.S_ISREG(st.st_mode):  # before its mode: `chmod 600` is no remedy for a folder

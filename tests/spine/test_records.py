@@ -105,6 +105,9 @@ def test_keys__a_key_that_cannot_be_read_is_a_clear_error(tmp_path: Path) -> Non
     (tmp_path / "afile").write_text("")
     with pytest.raises(KeyError_, match=r"afile/device.key: cannot reach the device key \(Not a directory\)"):
         load_key(tmp_path / "afile" / "device.key")
+    # A missing key on a device that has its config: `init` would refuse to write over the config.
+    with pytest.raises(KeyError_, match=r"device key not found \(make one with `edge-agent keys generate`"):
+        load_key(tmp_path / "missing.key")
 
 
 def test_readme_worked_example_verifies() -> None:

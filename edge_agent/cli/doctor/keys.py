@@ -91,7 +91,7 @@ def check_secret_file(name: str, path: Path, user: str, make: str) -> Check:
 def check_device_key(cfg: AgentConfig, user: str) -> Check:
     from edge_agent.spine.keys import load_key
 
-    base = check_secret_file("device key", cfg.key_path, user, "create it with `edge-agent init` or `keys generate`")
+    base = check_secret_file("device key", cfg.key_path, user, "make one with `edge-agent keys generate`")
     if base.status == FAIL:
         return base
     try:
