@@ -422,7 +422,12 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
     s.add_argument("--db", required=True, help=db_help)
     s.add_argument("--device", required=True, metavar="ID")
     s.add_argument("--site", required=True)
-    s.add_argument("--pubkey", required=True, metavar="FILE", help="PEM (edge-agent keys export-public) or raw base64")
+    s.add_argument(
+        "--pubkey",
+        required=True,
+        metavar="FILE",
+        help="a file: the PEM of edge-agent keys export-public, or the raw key in base64 on one line",
+    )
     s.add_argument("--replace", action="store_true", help="replace the key of a known device (re-provisioned)")
     s.set_defaults(func=cmd_devices_add)
     s = ds.add_parser("list", help="registered devices and their chain heads")
