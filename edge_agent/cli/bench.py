@@ -205,10 +205,19 @@ def _print_result(data: dict[str, Any]) -> None:
 # ---------------------------------------------------------------- review
 
 
+def _bench_only(cfg: AgentConfig) -> None:
+    """Another profile has no review queue (on a truck's config `review list` said the queue was empty)."""
+    if cfg.profile != "bench":
+        raise ReviewError(
+            f"{cfg.source}: profile {cfg.profile!r} has no review queue (only a bench's slips are reviewed)"
+        )
+
+
 def _queue(args: argparse.Namespace, cfg: AgentConfig | None = None) -> ReviewQueue:
     """The bench's review queue. One the daemon has not made yet is not made here: a `sudo edge-agent review`
     would leave a root-owned review.db the agent cannot open."""
     cfg = cfg or load_or_exit(args)
+    _bench_only(cfg)
     path = queue_path(cfg.state_dir)
     if not path.exists():
         raise ReviewError(f"no review queue yet at {path} (the bench has queued nothing)")
@@ -232,6 +241,10 @@ def _item_json(item: ReviewItem) -> dict[str, Any]:
 
 def cmd_review_list(args: argparse.Namespace) -> int:
     cfg = load_or_exit(args)
+    try:
+        _bench_only(cfg)
+    except ReviewError as exc:
+        return fail(f"review: {exc}")
     if not queue_path(cfg.state_dir).exists():
         if not args.json:  # JSON lines: none
             print("the review queue is empty (the bench has queued nothing yet)")

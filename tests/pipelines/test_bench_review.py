@@ -146,6 +146,15 @@ def test_review_cli__before_the_bench_queued_anything_it_makes_no_queue(
     assert not (config_file.parent / "state" / "review.db").exists()
 
 
+def test_review_cli__another_profile_has_no_review_queue(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """On a truck's config `review list` said the bench had queued nothing yet."""
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(f'profile = "truck"\nstate_dir = "{tmp_path}"\n[device]\nid = "t"\nsite = "s"\n', encoding="utf-8")
+    for argv in (["review", "list"], ["review", "accept", "7"]):
+        assert main([*argv, "--config", str(cfg)]) == 1
+        assert f"review: {cfg}: profile 'truck' has no review queue" in capsys.readouterr().err
+
+
 def test_review_cli__list_show_correct_accept(config_file: Path, capsys: pytest.CaptureFixture[str]) -> None:
     with ReviewQueue(config_file.parent / "state" / "review.db") as q:
         first, second = q.add(result(), None), q.add(result(), None)
