@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 PUBACK = 0x40
 # A stop taking longer than this logs what it waits for, and every thread's stack.
 STOP_SLOW_S = 5.0
+TAKEN_OVER_S = 10.0  # a connection lost sooner after it was made may have been taken over (same client id)
 # PUBACK: type, remaining length 2, packet id (MQTT 3.1.1; in 5.0 the same bytes mean reason Success, 3.4.2.1)
 _PUBACK = struct.Struct("!BBH")
 
@@ -161,6 +162,7 @@ class IngestWorker:
             max(1, int(settings.mqtt.backoff_min_s)), max(1, int(settings.mqtt.backoff_max_s))
         )
         self._warned_refused = False
+        self._connected_at = 0.0
         self.stored = 0
         self.batches = 0
         self.last_error: str | None = None
@@ -177,6 +179,7 @@ class IngestWorker:
             return
         with self._gen_lock:
             self._generation += 1
+        self._connected_at = time.monotonic()
         self.connected.set()
         filters = record_filters(self.s.mqtt.topic_prefix, self.s.share)
         client.subscribe([(f, 1) for f in filters])
@@ -194,7 +197,11 @@ class IngestWorker:
             self.connected.clear()
             return
         if self.connected.is_set():
-            log.warning("ingest: connection lost (%s); unacknowledged messages will be redelivered", reason)
+            # Mosquitto closes the older of two clients with one id without a reason ("Unspecified error"):
+            # two workers started with one --client-id knock each other off every second or so.
+            short = time.monotonic() - self._connected_at < TAKEN_OVER_S
+            hint = f"; if this repeats, another client may be using --client-id {self.s.client_id}" if short else ""
+            log.warning("ingest: connection lost (%s)%s; unacknowledged messages will be redelivered", reason, hint)
             self._warned_refused = False
         elif not self._warned_refused:
             self.last_error = (

@@ -412,3 +412,20 @@ def test_ingest__a_database_with_no_device_registered_is_named_at_start(
         w.stop()
     log = w.log_text()
     assert "no device is registered in " in log and "check --db" in log
+
+
+def test_ingest__two_workers_with_one_client_id_are_told_apart_in_the_log(
+    broker: Broker, sqlite_dsn: str, tmp_path: Path
+) -> None:
+    """Two workers started with one --client-id knock each other off every second; the log said only
+    "connection lost (Unspecified error)"."""
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    first = Worker(broker, sqlite_dsn, tmp_path / "a", "same-id", share=None).start()
+    second = Worker(broker, sqlite_dsn, tmp_path / "b", "same-id", share=None).start()
+    try:
+        hint = "another client may be using --client-id same-id"
+        assert wait_until(lambda: hint in first.log_text() or hint in second.log_text(), 20), first.log_text()
+    finally:
+        second.stop()
+        first.stop()
