@@ -189,7 +189,10 @@ class ModbusMeterDriver:
             if self._next_poll_mono - time.monotonic() > 0:
                 return None
         now = time.monotonic()
-        self._next_poll_mono = max(self._next_poll_mono + self.cfg.poll_interval_s, now)
+        # On schedule: the next poll one interval after this one was due (no drift). The first poll, or
+        # one more than an interval late, sets the schedule afresh from now: no second poll at once.
+        due = self._next_poll_mono + self.cfg.poll_interval_s
+        self._next_poll_mono = due if due > now else now + self.cfg.poll_interval_s
         return self.poll()
 
     def poll(self) -> MeterReading | None:

@@ -414,3 +414,14 @@ def test_modbus_meter_driver__a_meter_reopens_a_failed_line_while_another_still_
         finally:
             a.close()
             b.close()
+
+
+def test_modbus_meter_driver__the_first_poll_is_not_followed_by_a_second_at_once(md02: ModbusTwin) -> None:
+    """The first poll set the next one due at once (`sensors watch` showed two readings 5 ms apart)."""
+    d = ModbusMeterDriver(meter(md02.path, map="xy-md02", poll_interval_s=30))
+    d.open()
+    try:
+        assert read_n(d, 1)
+        assert d.read(0.0) is None, "a second poll came before its interval"
+    finally:
+        d.close()
