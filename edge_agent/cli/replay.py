@@ -196,16 +196,18 @@ def _side_readings(data: bytes, t0: float, timed: list[_Timed], parse: Any, cfg:
         text = raw.decode("ascii", "replace").strip()
         if not text or text.startswith("#"):
             continue
-        t, payload = _split_time(text, t0, n)
-        try:
-            reading = parse(t, payload, cfg)
-        except (FrameError, ValueError, IndexError):
+        # A frame may itself start with a number ('41 5E 01 90', KERN '+0026.90 G S'): when the line does not
+        # read as time + frame, it is read as a frame without a time.
+        for t, payload in dict.fromkeys((_split_time(text, t0, n), (t0 + n, text))):
+            try:
+                reading = parse(t, payload, cfg)
+            except (FrameError, ValueError, IndexError):
+                continue
+            if reading is not None:
+                timed.append(_Timed(t, len(timed), reading))
+                break
+        else:
             bad += 1
-            continue
-        if reading is None:
-            bad += 1
-            continue
-        timed.append(_Timed(t, len(timed), reading))
     return bad
 
 

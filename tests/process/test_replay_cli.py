@@ -2,21 +2,47 @@
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
 
+DATA = Path(__file__).parents[1] / "data"
+NMEA = DATA / "nmea" / "nl2008u.log"
 
-def test_replay__a_file_that_is_not_nmea_fails_and_says_so(tmp_path: Path) -> None:
-    log = tmp_path / "notes.txt"
-    log.write_text("delivery notes\nno GNSS here\n", encoding="utf-8")
-    r = subprocess.run(
-        [sys.executable, "-m", "edge_agent.cli", "telematics", "replay", str(log)],
+
+def _replay(*args: str | Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "telematics", "replay", *map(str, args)],
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
+
+
+def _summary(r: subprocess.CompletedProcess[str]) -> dict[str, object]:
+    last: dict[str, object] = json.loads(r.stdout.splitlines()[-1])
+    assert last["type"] == "summary", r.stdout
+    return last
+
+
+def test_replay__a_file_that_is_not_nmea_fails_and_says_so(tmp_path: Path) -> None:
+    log = tmp_path / "notes.txt"
+    log.write_text("delivery notes\nno GNSS here\n", encoding="utf-8")
+    r = _replay(log)
     assert r.returncode == 1
     assert "no NMEA sentence found" in r.stderr and str(log) in r.stderr
     assert "Traceback" not in r.stderr
+
+
+def test_replay__side_frames_without_a_time_that_start_with_a_number_are_read(tmp_path: Path) -> None:
+    # A KERN line ('+0026.90 G S', a real recording) and an ELM327 answer ('41 5E 01 90', the help's example)
+    # both start with a number; without a time in front they are frames, not a time and a broken frame.
+    fuel = tmp_path / "fuel.txt"
+    fuel.write_text("41 5E 01 90\n41 2F 80\n", encoding="ascii")
+    kern = DATA / "scale" / "kern_ew_6200-2nm_26_9g_stable.bin"
+    r = _replay("--json", "--fuel", fuel, "--weight", kern, NMEA)
+    assert r.returncode == 0, r.stderr
+    s = _summary(r)
+    assert (s["fuel_bad_lines"], s["weight_bad_lines"]) == (0, 0)
