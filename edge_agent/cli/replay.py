@@ -23,6 +23,14 @@ from edge_agent.pipelines.truck.config import TelematicsConfig
 from edge_agent.pipelines.truck.pipeline import Record, TruckPipeline
 
 PID_FUEL_RATE, PID_FUEL_LEVEL = 0x5E, 0x2F
+FUEL_EXPECTED = (
+    "one reading a line: an optional time, then an ELM327 answer to PID 5E or 2F such as '41 5E 01 90', "
+    "or an LLS frame in hex given --config with an lls fuel sensor"
+)
+WEIGHT_EXPECTED = (
+    "one reading a line: an optional time, then a scale line such as 'S S     12.34 kg' (MT-SICS), "
+    "'ST,GS,+00012.34kg' or '+0026.90 G S'"
+)
 
 
 @dataclass
@@ -62,8 +70,15 @@ def cmd_replay(args: argparse.Namespace) -> int:
             EXIT_FAIL,
         )
     t0 = timed[0].t if timed else 0.0
-    fuel_bad = _side_readings(fuel_bytes, t0, timed, _fuel_reading, cfg)
-    weight_bad = _side_readings(weight_bytes, t0, timed, _weight_reading, cfg)
+    fuel_used, fuel_bad = _side_readings(fuel_bytes, t0, timed, _fuel_reading, cfg)
+    weight_used, weight_bad = _side_readings(weight_bytes, t0, timed, _weight_reading, cfg)
+    for path, used, bad, what, expected in (
+        (args.fuel, fuel_used, fuel_bad, "fuel", FUEL_EXPECTED),
+        (args.weight, weight_used, weight_bad, "scale", WEIGHT_EXPECTED),
+    ):
+        if path and not used:
+            found = f"none of its {bad} line(s) is a {what} reading" if bad else "no line in it"
+            return fail(f"{path}: {found} (expected {expected}); is this a {what} log?", EXIT_FAIL)
     timed.sort(key=lambda x: (x.t, x.order))
 
     pipe = TruckPipeline(cfg, factors, transport_id)
@@ -169,6 +184,9 @@ def _print_summary(s: dict[str, Any], out: Any) -> None:
         "events",
     ):
         out.write(f"  {key:<17} {s[key]}\n")
+    for key in ("fuel_bad_lines", "weight_bad_lines"):
+        if s[key]:
+            out.write(f"  {key:<17} {s[key]}\n")
     if s["rejected"]:
         out.write("  rejected by       " + ", ".join(f"{k} {v}" for k, v in sorted(s["rejected"].items())) + "\n")
     out.write("  sentence types    " + ", ".join(f"{k} {v}" for k, v in s["by_type"].items()) + "\n")
@@ -190,8 +208,9 @@ def _split_time(line: str, t0: float, n: int) -> tuple[float, str]:
     return t0 + n, line.strip()
 
 
-def _side_readings(data: bytes, t0: float, timed: list[_Timed], parse: Any, cfg: TelematicsConfig) -> int:
-    bad = 0
+def _side_readings(data: bytes, t0: float, timed: list[_Timed], parse: Any, cfg: TelematicsConfig) -> tuple[int, int]:
+    """Append each line's reading to timed; (lines used, bad lines), blank and '#' lines being neither."""
+    used = bad = 0
     for n, raw in enumerate(data.splitlines()):
         text = raw.decode("ascii", "replace").strip()
         if not text or text.startswith("#"):
@@ -205,10 +224,11 @@ def _side_readings(data: bytes, t0: float, timed: list[_Timed], parse: Any, cfg:
                 continue
             if reading is not None:
                 timed.append(_Timed(t, len(timed), reading))
+                used += 1
                 break
         else:
             bad += 1
-    return bad
+    return used, bad
 
 
 def _utc(t: float) -> datetime:

@@ -46,3 +46,34 @@ def test_replay__side_frames_without_a_time_that_start_with_a_number_are_read(tm
     assert r.returncode == 0, r.stderr
     s = _summary(r)
     assert (s["fuel_bad_lines"], s["weight_bad_lines"]) == (0, 0)
+
+
+def test_replay__a_fuel_or_weight_file_without_one_reading_fails_and_names_the_format(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.txt"
+    empty.write_bytes(b"")
+    csv = DATA / "obd" / "ufpe3.csv"  # decoded OBD columns, not ELM327 answers
+    png = DATA / "barcodes" / "code128-1_3.png"  # binary
+    cases = [
+        ("--fuel", csv, "none of its 809 line(s) is a fuel reading", "'41 5E 01 90'"),
+        ("--fuel", empty, "no line in it", "'41 5E 01 90'"),
+        ("--weight", csv, "none of its 809 line(s) is a scale reading", "'+0026.90 G S'"),
+        ("--weight", png, "is a scale reading", "'+0026.90 G S'"),
+        ("--weight", empty, "no line in it", "'+0026.90 G S'"),
+    ]
+    for option, path, found, example in cases:
+        for json_flag in ([], ["--json"]):
+            r = _replay(*json_flag, option, path, NMEA)
+            assert r.returncode == 1, (option, path, r.stdout)
+            assert r.stderr.count("\n") == 1 and f"{path}: " in r.stderr, r.stderr
+            assert found in r.stderr and example in r.stderr, r.stderr
+
+
+def test_replay__bad_fuel_and_weight_lines_are_counted_in_the_text_summary(tmp_path: Path) -> None:
+    weight = tmp_path / "weight.txt"
+    kern = (DATA / "scale" / "kern_ew_6200-2nm_26_9g_stable.bin").read_bytes()
+    weight.write_bytes(kern + b"not a weight\n" + kern + b"\x00\xff\n")
+    fuel = tmp_path / "fuel.txt"
+    fuel.write_text("0 41 5E 01 90\n1 41 0D 20\n", encoding="ascii")  # 0D: speed, not a fuel PID
+    r = _replay("--fuel", fuel, "--weight", weight, NMEA)
+    assert r.returncode == 0, r.stderr
+    assert "  fuel_bad_lines    1\n" in r.stdout and "  weight_bad_lines  2\n" in r.stdout, r.stdout
