@@ -62,11 +62,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         return fail(f"cannot read {exc.filename}: {exc.strerror}", EXIT_FAIL)
 
     decoder, timed, comments = _decode_nmea(nmea_bytes)
-    # An empty log is an empty drive (a summary of zeros); text that is not NMEA at all is a wrong file.
-    if decoder.stats.sentences == 0 and nmea_bytes.strip():
+    # A drive without movement still has sentences (a summary of zeros); a file without any, empty or
+    # not NMEA at all, is a wrong file.
+    if decoder.stats.sentences == 0:
+        empty = "" if nmea_bytes.strip() else "empty file, "
         return fail(
-            f"{args.log}: no NMEA sentence found (expected lines such as $GPRMC,...*hh from a GNSS receiver); "
-            "is this an NMEA log?",
+            f"{args.log}: {empty}no NMEA sentence found (expected lines such as $GPRMC,...*hh from a GNSS "
+            "receiver); is this an NMEA log?",
             EXIT_FAIL,
         )
     t0 = timed[0].t if timed else 0.0

@@ -338,9 +338,7 @@ def test_cli_replay__json_summary_on_every_real_log_and_broken_ones(tmp_path: Pa
     broken = tmp_path / "broken.log"
     good = (DATA / "nl2008u.log").read_bytes()
     broken.write_bytes(b"\x00\xff\xfe" * 50 + good[: len(good) // 2] + b"$GPRMC,1234\n$$$*ZZ\n" + bytes(range(256)))
-    empty = tmp_path / "empty.log"
-    empty.write_bytes(b"")
-    logs = [*sorted(DATA.glob("*.log")), broken, empty]
+    logs = [*sorted(DATA.glob("*.log")), broken]
     # One process for all: the CLI entry point is what a user runs.
     code = (
         "import sys, argparse\n"
@@ -367,7 +365,7 @@ def test_cli_replay__json_summary_on_every_real_log_and_broken_ones(tmp_path: Pa
             assert key in s
     by_log = {Path(s["log"]).name: s for s in summaries}
     assert by_log["firefly-II.log"]["bad_checksum"] == 23
-    assert by_log["broken.log"]["bad_frames"] >= 2 and by_log["empty.log"]["sentences"] == 0
+    assert by_log["broken.log"]["bad_frames"] >= 2
 
 
 def test_cli_replay__human_output_and_missing_file() -> None:

@@ -77,3 +77,14 @@ def test_replay__bad_fuel_and_weight_lines_are_counted_in_the_text_summary(tmp_p
     r = _replay("--fuel", fuel, "--weight", weight, NMEA)
     assert r.returncode == 0, r.stderr
     assert "  fuel_bad_lines    1\n" in r.stdout and "  weight_bad_lines  2\n" in r.stdout, r.stdout
+
+
+def test_replay__an_empty_nmea_log_fails_like_a_file_that_is_not_nmea(tmp_path: Path) -> None:
+    # An empty file given by hand is far more likely the wrong file than a drive (a drive has sentences).
+    for content in (b"", b"\n\r\n  \n"):
+        log = tmp_path / "empty.log"
+        log.write_bytes(content)
+        for json_flag in ([], ["--json"]):
+            r = _replay(*json_flag, log)
+            assert r.returncode == 1 and r.stdout == "", r.stdout
+            assert f"{log}: empty file, no NMEA sentence found" in r.stderr and "is this an NMEA log?" in r.stderr
