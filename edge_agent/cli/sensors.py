@@ -10,7 +10,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any
 
-from edge_agent.cli.common import EXIT_CONFIG, EXIT_OK, add_config_arg, fail, load_or_exit, number_in
+from edge_agent.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, add_config_arg, fail, load_or_exit, number_in
 from edge_agent.drivers.base import DriverRunner
 from edge_agent.drivers.readings import MeterReading
 
@@ -127,6 +127,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not ports:
         print("no serial ports found (plug in the adapter, or pass --port URL)")
         return EXIT_OK
+    unopened = []
     for entry in ports.values():
         if args.no_probe:
             entry.update(likely=None, baud=None, detail="not probed", error=None)
@@ -139,9 +140,17 @@ def cmd_list(args: argparse.Namespace) -> int:
                 continue
             r = probe_port(entry["port"], timeout_s=args.timeout_s)
             entry.update(likely=r.protocol, baud=r.baud, detail=r.detail, error=r.error)
+            if r.detail == "cannot open":
+                unopened.append(entry["port"])
             if r.protocol in ("slcan", "elm327"):
                 entry["detail"] += "; " + _vehicle_bus(entry["port"], r, args.timeout_s)
         _print_entry(args, entry)
+    if args.port and len(unopened) == len(ports):  # only the --port URLs are listed then
+        return fail(
+            f"none of the ports given with --port could be opened ({', '.join(unopened)}): expected a serial "
+            "device, a pty or a pyserial URL; check the path (ls -l /dev/serial/by-id/)",
+            EXIT_FAIL,
+        )
     return EXIT_OK
 
 

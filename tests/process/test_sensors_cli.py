@@ -76,10 +76,29 @@ def test_sensors_list__probes_port_and_shows_configured_meter(
 def test_sensors_list__no_probe_and_missing_port_text(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     missing = str(tmp_path / "ttyGone")
     cfg = write_config(tmp_path, [])
-    assert main(["sensors", "list", "--config", str(cfg), "--port", missing, "--timeout-s", "0.1"]) == 0
+    assert main(["sensors", "list", "--config", str(cfg), "--port", missing, "--timeout-s", "0.1"]) == 1
     out = capsys.readouterr().out
     line = next(x for x in out.splitlines() if x.startswith(missing))
     assert "ttyGone" in line.split(":", 1)[1]  # pyserial's reason names the missing device
+
+
+def test_sensors_list__exits_1_only_when_no_port_given_could_be_opened(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = str(tmp_path / "ttyGone")
+    regular = tmp_path / "notes.txt"
+    regular.write_text("not a serial port\n")
+    for extra in ([], ["--json"]):
+        rc = main(["sensors", "list", "--port", missing, "--port", str(regular), "--timeout-s", "0.1", *extra])
+        out, err = capsys.readouterr()
+        assert rc == 1
+        assert len(out.splitlines()) == 2 and f"{regular}: cannot open" in out  # what was found is still printed
+        assert err.count("\n") == 1 and f"could be opened ({missing}, {regular})" in err, err
+    with ModbusTwin(tmp_path / "ttyRS485", scenario=xy_md02_scenario()) as twin:
+        rc = main(["sensors", "list", "--port", missing, "--port", twin.path, "--json", "--timeout-s", "0.3"])
+    out, err = capsys.readouterr()
+    assert rc == 0 and err == ""
+    assert [json.loads(x)["likely"] for x in out.splitlines()] == [None, "modbus"]
 
 
 def test_sensors_list__bad_config_exits_2_with_the_key(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
