@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import random
 import threading
 import time
@@ -177,6 +178,11 @@ def open_serial(port: str, **settings: Any) -> Any:
     except (serial.SerialException, OSError, ValueError) as exc:
         if "exclusively lock" in str(exc):
             raise PortBusy(f"{port}: {BUSY}") from None
+        if os.path.isfile(port):  # pyserial only says "Inappropriate ioctl for device"
+            raise DeviceUnavailable(
+                f"{port}: cannot open: a regular file, not a serial device (expected a tty such as /dev/ttyUSB0, "
+                "a pty or a pyserial URL such as socket://host:port)"
+            ) from None
         raise DeviceUnavailable(f"{port}: cannot open: {exc}") from None
 
 

@@ -122,6 +122,17 @@ def test_probe_port__missing_port_reports_the_error(tmp_path: Path) -> None:
     assert r.error is not None and "ttyUSB7" in r.error
 
 
+def test_probe_port__a_regular_file_is_not_a_serial_device(tmp_path: Path) -> None:
+    regular = tmp_path / "gps.log"
+    regular.write_bytes((Path(__file__).parents[1] / "data" / "nmea" / "nl2008u.log").read_bytes())
+    r = probe_port(str(regular), timeout_s=0.2)
+    assert r.protocol is None
+    assert r.error == (
+        f"{regular}: cannot open: a regular file, not a serial device (expected a tty such as /dev/ttyUSB0, "
+        "a pty or a pyserial URL such as socket://host:port)"
+    )
+
+
 def test_probe_port__unknown_protocol_in_plan_is_a_value_error(tmp_path: Path) -> None:
     with ModbusTwin(tmp_path / "tty") as twin, pytest.raises(ValueError, match="unknown protocol 'can'"):
         probe_port(twin.path, timeout_s=0.1, plan=[("can", 9600)])
