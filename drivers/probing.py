@@ -34,6 +34,9 @@ def busy(port: str) -> ProbeOutcome:
     return ProbeOutcome("ok", f"{port}: {BUSY}; not probed", "edge-agent status shows what the running agent reads")
 
 
+CANNOT_OPEN = "cannot open"  # a ProbeResult's detail when the port could not be opened (missing, not serial)
+
+
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
     """What an unknown port looked like: the protocol heard (None: nothing recognised) and how."""
@@ -130,7 +133,7 @@ def probe_port(url: str, timeout_s: float = 1.2, plan: Sequence[tuple[str, int]]
         except PortBusy:
             return ProbeResult(url, None, None, "busy", error=BUSY)
         except DeviceUnavailable as exc:
-            return ProbeResult(url, None, None, "cannot open", error=str(exc))
+            return ProbeResult(url, None, None, CANNOT_OPEN, error=str(exc))
         try:
             for protocol in protocols:
                 hit = try_protocol(port, protocol, timeout_s)

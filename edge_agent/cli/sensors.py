@@ -122,6 +122,7 @@ def _configured_ports(cfg: AgentConfig | None) -> list[tuple[str, str]]:
 
 def cmd_list(args: argparse.Namespace) -> int:
     from edge_agent.cli.probe import probe_port  # the probes load each protocol's parser (pynmea2...)
+    from edge_agent.drivers.probing import CANNOT_OPEN
 
     ports = _ports_to_list(args, _optional_config(args))
     if not ports:
@@ -140,7 +141,7 @@ def cmd_list(args: argparse.Namespace) -> int:
                 continue
             r = probe_port(entry["port"], timeout_s=args.timeout_s)
             entry.update(likely=r.protocol, baud=r.baud, detail=r.detail, error=r.error)
-            if r.detail == "cannot open":
+            if r.detail == CANNOT_OPEN:
                 unopened.append(entry["port"])
             if r.protocol in ("slcan", "elm327"):
                 entry["detail"] += "; " + _vehicle_bus(entry["port"], r, args.timeout_s)
