@@ -160,6 +160,28 @@ def check_grid_factor(table: FactorTable, name: str, key: str = "telematics.emis
     return factor
 
 
+def tonne_km_classes(table: FactorTable) -> list[str]:
+    """Vehicle classes with a tonne-km row at a boundary `co2_kg` can report (TTW or WTW; WTT alone gives none)."""
+    return [k for k in table.keys("tonne_km") if table.find("tonne_km", k, "TTW") or table.find("tonne_km", k, "WTW")]
+
+
+def check_vehicle_class(table: FactorTable, name: str, key: str = "telematics.vehicle_class") -> str:
+    """The class when the table has a tonne-km TTW or WTW row for it; ConfigError naming the key and the classes."""
+    classes = tonne_km_classes(table)
+    if name in classes:
+        return name
+    problem = (
+        f"{table.origin}: {key}: expected a vehicle class with a tonne-km TTW or WTW row, got {name!r} "
+        f"(classes: {', '.join(classes) or 'none'})"
+    )
+    if name in table.keys("tonne_km"):  # a WTT row alone: the upstream part, no trip CO2 from it
+        problem += (
+            f"; {name!r} has only well-to-tank rows: add its TTW or WTW tonne-km row, with its source, to a"
+            " table of your own (telematics.emissions.factors_file)"
+        )
+    raise ConfigError([problem])
+
+
 @dataclass(frozen=True, slots=True)
 class Emission:
     """CO2e of one trip, both boundaries where the table allows, and which factors gave them."""

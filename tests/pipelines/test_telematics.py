@@ -324,6 +324,64 @@ def test_truck_toml_section__validates_with_defaults() -> None:
     assert cfg.telematics.gps is not None and cfg.telematics.cleaning.max_hdop == 5.0
 
 
+TRUCK_TOML = 'profile = "truck"\n[device]\nid = "t1"\nsite = "s"\n[telematics]\n'
+
+
+def test_config__vehicle_class_needs_a_tonne_km_ttw_or_wtw_row(tmp_path: Path) -> None:
+    """A class the table cannot turn into trip CO2 is refused at load, naming the file, key and valid classes."""
+    from edge_agent.settings import load_config
+
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(TRUCK_TOML, encoding="utf-8")
+    assert load_config(cfg).telematics.vehicle_class == "rigid_26_32t"  # the default has a row
+    cfg.write_text(TRUCK_TOML + 'vehicle_class = "nonsense"\n', encoding="utf-8")
+    with pytest.raises(ConfigError) as exc:
+        load_config(cfg)
+    [line] = exc.value.problems
+    assert line.startswith(f"{cfg}: ") and "telematics.vehicle_class: expected a vehicle class with a tonne-km" in line
+    assert "got 'nonsense' (classes: " in line and "rigid_26_32t" in line
+    # A battery-electric van's CO2 comes from its kWh only: the class is not read, so not checked.
+    cfg.write_text(TRUCK_TOML + 'vehicle_class = "nonsense"\nfuel_type = "electricity"\n', encoding="utf-8")
+    assert load_config(cfg).telematics.fuel_type == "electricity"
+
+
+def test_config__a_class_with_only_a_wtt_row_is_refused_with_the_remedy(tmp_path: Path) -> None:
+    table = tmp_path / "factors.csv"
+    table.write_text(
+        "name,activity,key,boundary,unit,kg_co2e_per_unit,source,year,url,note\n"
+        "van_ttw,tonne_km,van,TTW,tonne.km,0.5,test source,2025,,\n"
+        "artic_wtt,tonne_km,artic,WTT,tonne.km,0.02,test source,2025,,\n",
+        encoding="utf-8",
+    )
+    from edge_agent.settings import load_config
+
+    cfg = tmp_path / "config.toml"
+    body = f'vehicle_class = "artic"\n[telematics.emissions]\nfactors_file = "{table}"\n'
+    cfg.write_text(TRUCK_TOML + body, encoding="utf-8")
+    with pytest.raises(ConfigError, match=r"got 'artic' \(classes: van\); 'artic' has only well-to-tank rows: add"):
+        load_config(cfg)
+    cfg.write_text(TRUCK_TOML + body.replace('"artic"', '"van"'), encoding="utf-8")
+    assert load_config(cfg).telematics.vehicle_class == "van"
+
+
+def test_cli_config_set__refuses_a_vehicle_class_without_factors(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(TRUCK_TOML, encoding="utf-8")
+    cli = [sys.executable, "-m", "edge_agent.cli", "config"]
+    r = subprocess.run(
+        [*cli, "set", "-c", str(cfg), "telematics.vehicle_class", "nonsense"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert r.returncode == 2 and "telematics.vehicle_class: expected a vehicle class" in r.stderr
+    assert cfg.read_text(encoding="utf-8") == TRUCK_TOML
+    cfg.write_text(TRUCK_TOML + 'vehicle_class = "nonsense"\n', encoding="utf-8")  # edited by hand
+    r = subprocess.run([*cli, "check", "-c", str(cfg)], capture_output=True, text=True, timeout=60, check=False)
+    assert r.returncode == 2 and "got 'nonsense'" in r.stdout + r.stderr
+
+
 def _replay(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "edge_agent.cli", "telematics", "replay", *args],

@@ -101,9 +101,13 @@ class TelematicsConfig(_Section):
 
     # The fleet's id for this vehicle (a plate number or fleet number); empty: the device id.
     transport_id: Annotated[str, Field(max_length=64), Expect("a vehicle id, up to 64 characters")] = ""
+    # The tonne-km factor's class when a trip's fuel is unknown: a `key` of the factor table with a tonne-km
+    # TTW or WTW row (checked when the config is loaded; not used for fuel_type = "electricity").
     vehicle_class: Annotated[
-        str, Field(pattern=r"^[a-z0-9_]{1,64}$"), Expect("a vehicle class key of the factor table, e.g. hgv_all")
-    ] = "hgv_all"
+        str,
+        Field(pattern=r"^[a-z0-9_]{1,64}$"),
+        Expect("a vehicle class key of the factor table, e.g. rigid_26_32t"),
+    ] = "rigid_26_32t"
     # What the vehicle runs on: litres of diesel or petrol, kg of CNG or LNG, or kWh for a battery-electric van.
     fuel_type: Annotated[
         Literal["diesel", "petrol", "cng", "lng", "electricity"],
@@ -125,17 +129,19 @@ class TelematicsConfig(_Section):
     )
 
     def check_references(self, source: str) -> list[str]:
-        """Problems with what this section names outside the config: the factor table, the grid row.
+        """Problems with what this section names outside the config: the factor table, the grid row, the class.
 
         Read when the config is loaded (so `config check` reports them), not in a validator.
         """
         from edge_agent.errors import ConfigError
-        from edge_agent.pipelines.emissions import check_grid_factor, load_factors
+        from edge_agent.pipelines.emissions import check_grid_factor, check_vehicle_class, load_factors
 
         try:
             table = load_factors(self.emissions.factors_file)
             if self.fuel_type == "electricity":
                 check_grid_factor(table, self.emissions.grid_factor)
+            else:
+                check_vehicle_class(table, self.vehicle_class)
         except ConfigError as exc:
             return [p if p.startswith(f"{source}:") else f"{source}: {p}" for p in exc.problems]
         return []

@@ -23,7 +23,7 @@ from edge_agent.drivers.readings import (
     Weighing,
 )
 from edge_agent.drivers.registry import make_driver
-from edge_agent.pipelines.emissions import check_grid_factor, load_factors
+from edge_agent.pipelines.emissions import check_grid_factor, check_vehicle_class, load_factors
 from edge_agent.pipelines.truck.pipeline import TruckPipeline
 from edge_agent.service import Heartbeat, ServiceContext
 
@@ -58,6 +58,8 @@ class TelematicsService:
         factors = load_factors(cfg.emissions.factors_file)  # ConfigError: unrecoverable setup
         if cfg.fuel_type == "electricity":
             check_grid_factor(factors, cfg.emissions.grid_factor)  # read here, not in a validator
+        else:
+            check_vehicle_class(factors, cfg.vehicle_class)
         self._ctx = ctx
         self._pipeline = TruckPipeline(cfg, factors, cfg.transport_id or ctx.config.device.id)
         if cfg.gps is not None:
