@@ -169,6 +169,24 @@ def test_pipeline__tonne_km_when_fuel_unknown() -> None:
     assert trip["co2_kg"] == pytest.approx(720 * 0.09516, abs=0.01) and trip["co2_boundary"] == "TTW"
 
 
+def test_pipeline__tonne_km_for_an_articulated_truck_reports_wtw() -> None:
+    cfg = _cfg(vehicle_class="artic_34_40t", emissions={"default_load_kg": 10_000})
+    pipe = TruckPipeline(cfg, load_factors(), "t")
+    trip = next(b for k, b in _run(pipe, _scenario(rate=False, levels=False)) if k == "trip")
+    # 720 tonne-km x DESNZ 2025 HGV articulated >33 t, average laden: 0.07703 TTW, 0.09502 WTW (+ 0.01799 WTT).
+    assert trip["emission"]["method"] == "tonne_km" and trip["co2_boundary"] == "WTW"
+    assert trip["co2_kg"] == pytest.approx(720 * 0.09502, abs=0.01)
+    assert trip["co2_ttw_kg"] == pytest.approx(720 * 0.07703, abs=0.01)
+    assert [f["name"] for f in trip["emission"]["factors"]] == ["artic_34_40t_ttw", "artic_34_40t_wtw"]
+
+
+def test_shipped_factors__every_tonne_km_class_gives_a_trip_co2() -> None:
+    from edge_agent.pipelines.emissions import tonne_km_classes
+
+    table = load_factors()
+    assert tonne_km_classes(table) == table.keys("tonne_km") == ["artic_34_40t", "rigid_26_32t"]
+
+
 def test_pipeline__a_fuel_level_that_does_not_fall_is_unknown_fuel_not_zero() -> None:
     """A sensor too coarse for the trip (or only slosh) shows no drop: the CO2 comes from tonne-km, not 0."""
     cfg = _cfg(vehicle_class="rigid_26_32t", emissions={"default_load_kg": 10_000})
@@ -424,6 +442,20 @@ def test_cli_replay__json_summary_on_every_real_log_and_broken_ones(tmp_path: Pa
     by_log = {Path(s["log"]).name: s for s in summaries}
     assert by_log["firefly-II.log"]["bad_checksum"] == 23
     assert by_log["broken.log"]["bad_frames"] >= 2
+
+
+def test_cli_replay__articulated_truck_with_a_default_load_gets_co2(tmp_path: Path) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        TRUCK_TOML + 'vehicle_class = "artic_34_40t"\n[telematics.emissions]\ndefault_load_kg = 10000\n',
+        encoding="utf-8",
+    )
+    r = _replay("--config", str(cfg), "--json", str(DATA / "nl2008u.log"))
+    assert r.returncode == 0, r.stderr
+    trips = [o for o in map(json.loads, r.stdout.splitlines()) if o.get("type") == "trip"]
+    assert trips and all(t["emission"]["method"] == "tonne_km" and t["co2_boundary"] == "WTW" for t in trips)
+    for t in trips:
+        assert t["co2_kg"] == pytest.approx(t["emission"]["activity"] * 0.09502, abs=0.01)
 
 
 def test_cli_replay__human_output_and_missing_file() -> None:
