@@ -88,6 +88,13 @@ def add_device(
         row = db.query_one("SELECT key_id FROM devices WHERE device = ?" + db.for_update, (device,))
         if row is not None and not replace:
             raise RegistryError(f"device {device!r} is already registered (key {row[0]}); use --replace to change it")
+        other = db.query_one("SELECT device FROM device_keys WHERE pubkey = ? AND device <> ? LIMIT 1", (raw, device))
+        if other is not None:
+            # Either device could sign as the other; usually an SD card cloned from a set-up device.
+            raise RegistryError(
+                f"key {kid} is already device {other[0]!r}'s; two devices must not share a key (a cloned SD card?):"
+                f" run `edge-agent keys generate --force` on {device} and register the key it prints"
+            )
         if row is None:
             db.execute(
                 "INSERT INTO devices (device, site, pubkey, key_id, status, added_at) VALUES (?, ?, ?, ?, 'active', ?)",

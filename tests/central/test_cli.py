@@ -67,6 +67,26 @@ def test_devices__add_list_revoke(tmp_path: Path, sqlite_dsn: str, capsys: pytes
     assert rc == 1 and "not registered" in err
 
 
+def test_devices__add_refuses_a_key_another_device_has(
+    tmp_path: Path, sqlite_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Two benches set up from one cloned SD card hold one key: either could sign as the other.
+    key = generate_key(tmp_path / "device.key")
+    pem = tmp_path / "device.pub.pem"
+    pem.write_bytes(public_pem(key.public))
+    add = ("devices", "add", "--db", sqlite_dsn, "--site", "bj", "--pubkey", str(pem))
+    assert _run(capsys, *add, "--device", "bench-1")[0] == 0
+    rc, _, err = _run(capsys, *add, "--device", "bench-2")
+    assert rc == 1 and "already device 'bench-1'" in err and "keys generate --force" in err
+    rc, _, err = _run(capsys, *add, "--device", "bench-2", "--replace")
+    assert rc == 1 and "already device 'bench-1'" in err
+    rc, out, _ = _run(capsys, "devices", "list", "--db", sqlite_dsn, "--json")
+    assert [d["device"] for d in json.loads(out)] == ["bench-1"]
+    # bench-1 registering its own key again (--replace) is not a clash
+    rc, out, _ = _run(capsys, *add, "--device", "bench-1", "--replace")
+    assert rc == 0 and key.key_id in out
+
+
 def test_devices__add_refuses_a_bad_key_file_and_a_topic_unsafe_id(
     tmp_path: Path, sqlite_dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
