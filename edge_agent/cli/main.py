@@ -431,14 +431,15 @@ def cmd_verify(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 - one
 
         from edge_agent.cli.central import mqtt_config
 
-        v = Verifier(keys, strict_order=False, from_seq=args.from_seq, live=True)
+        v = Verifier(keys, strict_order=False, from_seq=args.from_seq, live=True, only_device=args.device)
         try:
             m = mqtt_config(args.mqtt, args)
         except ValidationError as exc:
             return fail(f"--mqtt: expected mqtt://host:port or mqtts://host:port ({exc.error_count()} problem(s))")
+        topic = args.topic or f"edge/+/{args.device or '+'}/rec/#"
         src = MqttSource(
             m,
-            args.topic,
+            topic,
             args.client_id or f"edge-verify-{os.getpid()}",
             count=args.count,
             idle_s=args.idle,
@@ -448,7 +449,7 @@ def cmd_verify(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 - one
         if err is not None:
             return fail(err)
     else:
-        v = Verifier(keys, strict_order=True, from_seq=args.from_seq)
+        v = Verifier(keys, strict_order=True, from_seq=args.from_seq, only_device=args.device)
         src_name = args.records
         if src_name in (None, "-"):
             feed_lines(v, sys.stdin.buffer, None)
@@ -466,15 +467,15 @@ def cmd_verify(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 - one
     elif side.checkpoints:
         findings = findings + _live_checkpoints(v, side.checkpoints, keys)
         v.findings[:] = findings
-    if side.line():
-        print(side.line())
+    for line in (side.line(), v.others_line()):
+        if line:
+            print(line)
     for finding in findings:
         if finding.level == FAIL or args.verbose or finding.what in ("signed_gap", "checkpoint", "start"):
             print(finding.line())
     s = v.summary()
     if not s["received"]:
-        where = args.mqtt if args.mqtt else args.records if args.records not in (None, "-") else "stdin"
-        return fail(f"{where}: no records to verify (expected JSON lines, one record each)")
+        return fail(_no_records(args))
     verdict = "INTACT" if v.ok else "NOT INTACT"
     tail = f"; checkpoint seq {cp.get('seq')!r}" if isinstance(cp, dict) else ""
     print(
@@ -482,6 +483,13 @@ def cmd_verify(args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 - one
         f"{s['received']} received, {s['failures']} failure(s){tail}"
     )
     return EXIT_OK if v.ok and s["unique"] > 0 else EXIT_FAIL
+
+
+def _no_records(args: argparse.Namespace) -> str:
+    where = args.mqtt if args.mqtt else args.records if args.records not in (None, "-") else "stdin"
+    if args.device:
+        return f"{where}: no records of device {args.device!r} to verify (check --device)"
+    return f"{where}: no records to verify (expected JSON lines, one record each)"
 
 
 def _live_checkpoints(v: Any, checkpoints: list[tuple[str, bytes]], keys: list[Any]) -> list[Any]:
@@ -496,6 +504,8 @@ def _live_checkpoints(v: Any, checkpoints: list[tuple[str, bytes]], keys: list[A
         except ValueError as exc:
             out.append(Finding(FAIL, "bad_checkpoint", None, f"{topic}: {exc}"))
             continue
+        if v.device is not None and cp.get("device") != v.device:
+            continue  # another device's (edge/#): counted among the skipped checkpoints, not this stream's
         out.extend(check_live_checkpoint(v, cp, keys))
     return out
 
@@ -580,7 +590,15 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the command ta
     s.add_argument("--pubkey", required=True, help="device public key PEM (from `keys export-public`)")
     s.add_argument("records", nargs="?", help="JSON-lines file, or - for stdin (default)")
     s.add_argument("--mqtt", metavar="URL", help="subscribe to a broker instead of reading a file")
-    s.add_argument("--topic", default="edge/+/+/rec/#", help="topic filter, e.g. $share/verify/edge/site/dev/rec/#")
+    s.add_argument(
+        "--device",
+        metavar="ID",
+        help="check this device's records only (others are counted); with --mqtt the default topic is edge/+/ID/rec/#",
+    )
+    s.add_argument(
+        "--topic",
+        help="topic filter (default edge/+/+/rec/#: the first device seen is checked unless --device)",
+    )
     s.add_argument("--count", type=int, default=0, help="stop after this many records")
     s.add_argument("--idle", type=float, default=5.0, help="stop after this many seconds without records")
     s.add_argument("--timeout", type=float, default=300.0, help="stop after this many seconds in all")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -48,6 +49,10 @@ class Verifier:
     # Read live from a broker (verify --mqtt): a subscriber never sees what was published before it joined,
     # so without from_seq the stream starts at the lowest seq seen, and says so.
     live: bool = False
+    # Check only this device's records (verify --device); the others are counted in other_devices. Live, the
+    # first device seen is the one checked when none is named: a `+` in the topic brings a fleet's records.
+    only_device: str | None = None
+    other_devices: Counter[str] = field(default_factory=Counter)
     _last_seq_seen: int | None = None
 
     def add_line(self, line: str | bytes, where: str = "") -> None:
@@ -62,6 +67,11 @@ class Verifier:
         self.add(rec, where)
 
     def add(self, rec: dict[str, Any], where: str = "") -> None:
+        dev = rec.get("device")
+        chosen = self.only_device or (self.device if self.live else None)
+        if chosen is not None and dev != chosen:
+            self.other_devices[str(dev)] += 1
+            return
         self.received += 1
         seq = rec.get("seq")
         if not isinstance(seq, int) or isinstance(seq, bool):
@@ -75,7 +85,8 @@ class Verifier:
                     FAIL,
                     "malformed",
                     seq,
-                    f"{where}record of device {rec.get('device')!r} in a stream of {self.device!r}",
+                    f"{where}record of device {rec.get('device')!r} in a stream of {self.device!r}"
+                    " (verify one device at a time: --device ID)",
                 )
             )
             return
@@ -257,6 +268,16 @@ class Verifier:
     @property
     def ok(self) -> bool:
         return not any(f.level == FAIL for f in self.findings)
+
+    def others_line(self) -> str:
+        """`skipped 5 record(s) of other devices: bench-2 3, bench-3 2 (...)`, or "" when none."""
+        if not self.other_devices:
+            return ""
+        devs = ", ".join(f"{d} {n}" for d, n in sorted(self.other_devices.items()))
+        return (
+            f"skipped {self.other_devices.total()} record(s) of other devices: {devs}"
+            " (one device is checked at a time: --device ID)"
+        )
 
     def summary(self) -> dict[str, Any]:
         seqs = sorted(self.records)

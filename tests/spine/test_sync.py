@@ -23,11 +23,11 @@ from tests.broker import TEST_USERS, Broker, Subscriber
 from tests.helpers import wait_until
 
 
-def make_cfg(tmp_path: Path, url: str, **mqtt: object) -> AgentConfig:
+def make_cfg(tmp_path: Path, url: str, *, device: str = "dev-1", **mqtt: object) -> AgentConfig:
     return parse_config(
         {
             "profile": "sensors",
-            "device": {"id": "dev-1", "site": "site-a"},
+            "device": {"id": device, "site": "site-a"},
             "state_dir": str(tmp_path / "state"),
             "mqtt": {"url": url, "backoff_min_s": 0.2, "backoff_max_s": 1.0, **mqtt},
         }
@@ -202,21 +202,21 @@ def test_sync__mqtt_311_setting_delivers(broker: Broker, tmp_path: Path) -> None
         assert wait_until(lambda: ob.stats().depth == 0), sync.last_error
 
 
-def signing_device(tmp_path: Path, url: str) -> tuple[AgentConfig, DeviceKey, Path]:
+def signing_device(tmp_path: Path, url: str, device: str = "dev-1") -> tuple[AgentConfig, DeviceKey, Path]:
     """A device's config, its key and its public key's PEM file (for verify --pubkey)."""
     from edge_agent.spine.keys import public_pem
 
-    cfg = make_cfg(tmp_path, url)
+    cfg = make_cfg(tmp_path, url, device=device)
     key = generate_key(cfg.key_path)
     pub = tmp_path / "pub.pem"
     pub.write_bytes(public_pem(key.public))
     return cfg, key, pub
 
 
-def verify_live(broker: Broker, pub: Path, topic: str, *extra: str) -> subprocess.Popen[str]:
-    """`edge-agent verify --mqtt` on `topic`, running until --count, --idle or a 60 s timeout."""
+def verify_live(broker: Broker, pub: Path, topic: str | None, *extra: str) -> subprocess.Popen[str]:
+    """`edge-agent verify --mqtt` on `topic` (None: its default), running until --count, --idle or a 60 s timeout."""
     cmd = [sys.executable, "-m", "edge_agent.cli", "verify", "--pubkey", str(pub), "--mqtt", broker.url]
-    cmd += ["--topic", topic, "--timeout", "60", *extra]
+    cmd += ([] if topic is None else ["--topic", topic]) + ["--timeout", "60", *extra]
     return subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
 
 

@@ -119,3 +119,27 @@ def test_verify_cli__an_input_with_no_records_is_not_called_intact(
     assert main(["verify", "--pubkey", str(pem), str(empty)]) == 1
     out, err = capsys.readouterr()
     assert "INTACT" not in out and f"{empty}: no records to verify" in err
+
+
+def test_verify_cli__an_export_of_two_devices_is_checked_one_device_at_a_time(
+    stream: tuple[list[bytes], Path], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`central export` without --device writes every device's records into one file."""
+    from edge_agent.cli.main import main
+
+    lines, pub = stream
+    key = generate_key(tmp_path / "k2")
+    ob, _ = Outbox.open_checked(tmp_path / "o2.db")
+    ob.append([("event", {"i": i}) for i in range(5)], device="e", key=key, clock=Clock(), max_bytes=1 << 30)
+    both = tmp_path / "both.jsonl"
+    both.write_bytes(b"\n".join(lines + list(ob.export())) + b"\n")
+    assert main(["verify", "--pubkey", str(pub), str(both)]) == 1
+    out, _ = capsys.readouterr()
+    assert "record of device 'e' in a stream of 'd' (verify one device at a time: --device ID)" in out
+    assert main(["verify", "--pubkey", str(pub), "--device", "d", str(both)]) == 0
+    out, _ = capsys.readouterr()
+    assert "skipped 5 record(s) of other devices: e 5" in out
+    assert "INTACT: device d, 20 record(s) (seq 1..20), 20 received, 0 failure(s)" in out
+    assert main(["verify", "--pubkey", str(pub), "--device", "f", str(both)]) == 1
+    _, err = capsys.readouterr()
+    assert f"{both}: no records of device 'f' to verify (check --device)" in err

@@ -54,3 +54,28 @@ def test_verify_mqtt__joining_mid_chain_starts_at_the_first_seq_seen(broker: Bro
     assert "INFO seq 21: start: live stream: the first record seen is seq 21; seq 1-20 were published" in out
     assert "skipped" not in out
     assert "INTACT: device dev-1, 5 record(s) (seq 21..25)" in out
+
+
+def test_verify_mqtt__default_topic_with_two_devices_checks_one_and_counts_the_other(
+    broker: Broker, tmp_path: Path
+) -> None:
+    """The default filter edge/+/+/rec/# brings every device's records: they are not one broken stream."""
+    cfg1, key1, pub1 = signing_device(tmp_path / "a", broker.url, "dev-1")
+    cfg2, key2, pub2 = signing_device(tmp_path / "b", broker.url, "dev-2")
+    first = verify_live(broker, pub1, None, "--idle", "5")
+    chosen = verify_live(broker, pub2, None, "--device", "dev-2", "--count", "7")
+    assert wait_until(lambda: broker.log_text().count("Received SUBSCRIBE from edge-verify-") == 2, 15)
+    assert "edge/+/dev-2/rec/#" in broker.log_text()  # --device narrows the default filter
+    ob1 = fill(cfg1, key1, 12)
+    with running_sync(cfg1) as sync:
+        assert wait_until(lambda: ob1.stats().depth == 0), sync.last_error
+    ob2 = fill(cfg2, key2, 7)
+    with running_sync(cfg2) as sync:
+        assert wait_until(lambda: ob2.stats().depth == 0), sync.last_error
+        out2, _ = chosen.communicate(timeout=90)
+    out1, _ = first.communicate(timeout=90)
+    assert first.returncode == 0, out1
+    assert "skipped 7 record(s) of other devices: dev-2 7 (one device is checked at a time: --device ID)" in out1
+    assert "INTACT: device dev-1, 12 record(s) (seq 1..12), 12 received, 0 failure(s)" in out1
+    assert chosen.returncode == 0, out2
+    assert "skipped" not in out2 and "INTACT: device dev-2, 7 record(s) (seq 1..7)" in out2
