@@ -125,6 +125,7 @@ def _view_sql(dialect: str) -> list[str]:
         {num("body.fuel_used_l")} AS fuel_used_l,
         {num("body.co2_kg")} AS co2_kg,
         {txt("body.co2_boundary")} AS co2_boundary,
+        {txt("body.co2_gas")} AS co2_gas,
         {num("body.load_avg_kg")} AS load_avg_kg,
         {txt("body.load_source")} AS load_source,
         {txt("body.fuel_source")} AS fuel_source,
@@ -193,6 +194,15 @@ MIGRATIONS.append(
             "ALTER TABLE anomalies ADD COLUMN resend_at DOUBLE PRECISION",
             "ALTER TABLE anomalies ADD COLUMN resends BIGINT NOT NULL DEFAULT 0",
         ],
+    )
+)
+
+MIGRATIONS.append(
+    Migration(
+        6,
+        "trips view: co2_gas (CO2e, CO2 or 'CO2 + CO2e': what co2_kg counts)",
+        sqlite=_view_sql("sqlite"),
+        postgresql=_view_sql("postgresql"),
     )
 )
 

@@ -1,4 +1,4 @@
-"""CO2e = activity x emission factor, from a cited factor table (fuel litres, tonne-km, grid kWh)."""
+"""CO2e (or CO2, as the factor says) = activity x emission factor, from a cited table (fuel, tonne-km, grid kWh)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from edge_agent.errors import ConfigError
 
 ACTIVITIES = ("fuel", "tonne_km", "electricity")
 BOUNDARIES = ("TTW", "WTT", "WTW", "generation")
-COLUMNS = ("name", "activity", "key", "boundary", "unit", "kg_co2e_per_unit", "source", "year", "url", "note")
+COLUMNS = ("name", "activity", "key", "boundary", "unit", "kg_co2e_per_unit", "source", "year", "url", "note", "gas")
+# What a factor counts: CO2e (CO2, CH4 and N2O at their GWP), or CO2 alone (China's grid factors, IPCC's
+# combustion defaults). An optional column; a table without it counts CO2e.
+GASES = ("CO2e", "CO2")
 
 
 @dataclass(frozen=True, slots=True)
@@ -31,12 +34,14 @@ class Factor:
     year: int
     url: str = ""
     note: str = ""
+    gas: str = "CO2e"
 
     def describe(self) -> dict[str, object]:
         """What a record says about the factor it used."""
         return {
             "name": self.name,
             "boundary": self.boundary,
+            "gas": self.gas,
             "kg_co2e_per_unit": self.kg_co2e_per_unit,
             "unit": self.unit,
             "source": self.source,
@@ -126,6 +131,9 @@ def parse_factors(text: str, origin: str = "factors") -> FactorTable:
         except ValueError:
             problems.append(f"{where}: year: expected a year such as 2025, got {raw_year!r}")
             year = 0
+        gas = (row.get("gas") or "").strip() or "CO2e"
+        if gas not in GASES:
+            problems.append(f"{where}: gas: expected {' or '.join(GASES)} (what the factor counts), got {gas!r}")
         source = (row.get("source") or "").strip()
         if not source:
             problems.append(f"{where}: source: expected where the number comes from, got nothing")
@@ -141,6 +149,7 @@ def parse_factors(text: str, origin: str = "factors") -> FactorTable:
                 year=year,
                 url=(row.get("url") or "").strip(),
                 note=(row.get("note") or "").strip(),
+                gas=gas,
             )
         )
     if problems:
@@ -199,6 +208,13 @@ class Emission:
         if boundary == "WTW" and self.co2_wtw_kg is not None:
             return self.co2_wtw_kg, "WTW"
         return self.co2_ttw_kg, "TTW" if self.co2_ttw_kg is not None else "none"
+
+    def gas(self, boundary: str) -> str | None:
+        """What `co2_kg(boundary)` counts: CO2e, CO2 (a factor of CO2 alone), or "CO2 + CO2e" (a sum of both)."""
+        used = self.co2_kg(boundary)[1]
+        factors = self.wtw if used == "WTW" else (self.ttw,) if used == "TTW" and self.ttw else ()
+        gases = sorted({f.gas for f in factors})
+        return " + ".join(gases) if gases else None
 
 
 def _both(table: FactorTable, activity: str, key: str) -> tuple[Factor | None, tuple[Factor, ...]]:

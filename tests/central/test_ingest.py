@@ -315,6 +315,7 @@ def test_views__trips_and_return_inspections_read_as_columns(dsn: str) -> None:
                     "distance_km": 118.4,
                     "fuel_used_l": 31.2,
                     "co2_kg": 99.76,
+                    "co2_gas": "CO2e",
                     "load_avg_kg": 1800,
                     "load_source": "scale",
                     "emission": {"method": "fuel", "factors": [{"source": "GLEC v3"}]},
@@ -342,9 +343,9 @@ def test_views__trips_and_return_inspections_read_as_columns(dsn: str) -> None:
             msgs.append(Message(f"edge/sim/{d.device}/rec/{kind}", encode(rec), clock.t))
         ing.process(msgs)
         assert db.query(
-            "SELECT transport_id, route, distance_km, co2_kg, load_avg_kg, load_source, factor_source,"
+            "SELECT transport_id, route, distance_km, co2_kg, co2_gas, load_avg_kg, load_source, factor_source,"
             " verified FROM trips"
-        ) == [("京A12345", "北京-天津", 118.4, 99.76, 1800.0, "scale", "GLEC v3", 1)]
+        ) == [("京A12345", "北京-天津", 118.4, 99.76, "CO2e", 1800.0, "scale", "GLEC v3", 1)]
         rows = db.query(
             "SELECT order_no, sku, quantity, reason, customer_id, return_date, verdict, human_reviewed"
             " FROM return_inspections ORDER BY seq"

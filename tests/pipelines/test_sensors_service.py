@@ -109,8 +109,10 @@ def test_meter_sampler__held_values_stay_within_deadband_and_interval(
 def test_energy_part__delta_times_grid_factor() -> None:
     part = energy_part(1250.0, 1240.0, UK, "total_active_energy_kwh")
     assert part["kwh_delta"] == 10.0
-    assert part["co2e_kg"] == pytest.approx(10.0 * 0.177)
-    assert part["factor"]["name"] == "grid_uk_2025"
+    assert part["co2_kg"] == pytest.approx(10.0 * 0.177)
+    assert part["factor"]["name"] == "grid_uk_2025" and part["gas"] == part["factor"]["gas"] == "CO2e"
+    cn = energy_part(1250.0, 1240.0, lookup_grid_factor(None, "grid_cn_2022"), "total_active_energy_kwh")
+    assert cn["co2_kg"] == pytest.approx(10.0 * 0.5366) and cn["gas"] == "CO2"  # MEE/NBS count CO2 alone
     assert part["factor"]["year"] == 2025 and "DESNZ" in part["factor"]["source"]
     assert part["counter_reset"] is False
 
@@ -118,7 +120,7 @@ def test_energy_part__delta_times_grid_factor() -> None:
 def test_energy_part__first_record_and_counter_reset_have_no_delta() -> None:
     assert energy_part(5.0, None, UK, "e")["kwh_delta"] is None
     reset = energy_part(5.0, 1240.0, UK, "e")
-    assert reset["counter_reset"] is True and reset["co2e_kg"] is None
+    assert reset["counter_reset"] is True and reset["co2_kg"] is None
 
 
 @given(st.lists(st.floats(0.0, 5.0), min_size=2, max_size=50))
@@ -134,7 +136,7 @@ def test_meter_sampler__co2e_over_records_adds_up_to_total_kwh(increments: list[
         body = sampler.offer(reading(t_s, meter="e", total_active_energy_kwh=kwh))
         if body is not None:
             bodies.append(body)
-            co2e += body["energy"]["co2e_kg"] or 0.0
+            co2e += body["energy"]["co2_kg"] or 0.0
     first, last = bodies[0]["energy"]["kwh_total"], bodies[-1]["energy"]["kwh_total"]
     assert co2e == pytest.approx((last - first) * 0.177, abs=1e-4)
 
@@ -231,7 +233,7 @@ def test_sensors_service__emits_sensor_records_from_two_meters(tmp_path: Path) -
     assert energy[0]["model"] == "Eastron SDM120-Modbus"
     later = energy[-1]["energy"]
     assert later["kwh_delta"] > 0
-    assert later["co2e_kg"] == pytest.approx(later["kwh_delta"] * 0.177, rel=1e-4)
+    assert later["co2_kg"] == pytest.approx(later["kwh_delta"] * 0.177, rel=1e-4)
     assert cold[0]["units"] == {"humidity_pct": "%RH", "temperature_c": "°C"}
     assert "energy" not in cold[0]
     assert cold[1]["reason"] in ("change", "heartbeat")

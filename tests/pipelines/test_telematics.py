@@ -312,6 +312,30 @@ def test_estimate_emissions__wtw_summed_from_ttw_and_wtt_when_no_wtw_row() -> No
     table = parse_factors(header + "a,fuel,diesel,TTW,L,2.5,s,2025,,\nb,fuel,diesel,WTT,L,0.5,s,2025,,\n")
     em = estimate_emissions(table, fuel_used_l=10, fuel_type="diesel", distance_km=1, load_kg=None, vehicle_class="x")
     assert (em.co2_ttw_kg, em.co2_wtw_kg) == (25.0, 30.0) and [f.name for f in em.wtw] == ["a", "b"]
+    assert em.gas("WTW") == em.gas("TTW") == "CO2e"  # a table without the gas column counts CO2e
+
+
+def test_emission_factor_table__what_each_factor_counts_is_said() -> None:
+    """China's grid factors and IPCC's combustion defaults count CO2 alone; a record must not call them CO2e."""
+    table = load_factors()
+    co2_only = sorted(n for n in table.names() if table.get(n).gas == "CO2")
+    assert co2_only == sorted(
+        ["cng_ttw", "lng_ttw", "petrol_ttw"] + [n for n in table.names() if n.startswith("grid_cn")]
+    )
+    assert table.get("grid_cn_2022").describe()["gas"] == "CO2"
+    petrol = estimate_emissions(
+        table, fuel_used_l=40, fuel_type="petrol", distance_km=300, load_kg=None, vehicle_class="rigid_26_32t"
+    )
+    assert (petrol.gas("TTW"), petrol.gas("WTW")) == ("CO2", "CO2 + CO2e")  # IPCC TTW + DESNZ WTT
+    diesel = estimate_emissions(
+        table, fuel_used_l=40, fuel_type="diesel", distance_km=300, load_kg=None, vehicle_class="rigid_26_32t"
+    )
+    assert diesel.gas("WTW") == "CO2e"
+    header = "name,activity,key,boundary,unit,kg_co2e_per_unit,source,year,url,note,gas\n"
+    with pytest.raises(
+        ConfigError, match=r"f\.csv: line 2: gas: expected CO2e or CO2 \(what the factor counts\), got 'CH4'"
+    ):
+        parse_factors(header + "x,fuel,diesel,TTW,L,1.0,DEFRA,2025,,,CH4\n", "f.csv")
 
 
 # ---------------------------------------------------------------- config and CLI

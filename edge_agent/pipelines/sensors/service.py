@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 QUEUE_MAX = 256  # polls waiting for the sampler; it is far faster than any meter
-BODY_VERSION = 1
+BODY_VERSION = 2  # 2: energy.co2e_kg became co2_kg with energy.gas (China's grid factors count CO2 alone)
 
 
 # ---------------------------------------------------------------- pure sampling
@@ -73,7 +73,7 @@ def send_reason(last: LastSent | None, reading: MeterReading, s: SampleSettings)
 
 
 def energy_part(kwh_total: float, last_kwh: float | None, factor: Factor, register: str) -> dict[str, Any]:
-    """kWh since the previous record and its CO2e (grid factor), for an energy meter's record."""
+    """kWh since the previous record and its emissions (grid factor: CO2e, or CO2 as the factor says)."""
     delta_kwh: float | None = None
     reset = False
     if last_kwh is not None:
@@ -85,7 +85,8 @@ def energy_part(kwh_total: float, last_kwh: float | None, factor: Factor, regist
         "register": register,
         "kwh_total": kwh_total,
         "kwh_delta": delta_kwh,
-        "co2e_kg": None if delta_kwh is None else round(delta_kwh * factor.kg_co2e_per_unit, 6),
+        "co2_kg": None if delta_kwh is None else round(delta_kwh * factor.kg_co2e_per_unit, 6),
+        "gas": factor.gas,
         "counter_reset": reset,
         "factor": factor.describe(),
     }

@@ -255,6 +255,7 @@ class TruckPipeline:
             "fuel_used_l": _r(fuel_l, 2),
             "co2_kg": _r(co2, 2),
             "co2_boundary": boundary,
+            "co2_gas": em.gas(cfg.emissions.report_boundary),
             "co2_ttw_kg": _r(em.co2_ttw_kg, 2),
             "co2_wtw_kg": _r(em.co2_wtw_kg, 2),
             "start": {
