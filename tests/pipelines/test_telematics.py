@@ -131,9 +131,9 @@ def test_pipeline__trip_with_stop_and_refuel_from_fuel_rate() -> None:
     # 21.6 L/h for one hour of driving; the trapezoid loses at most half a second at each edge.
     assert trip["fuel_source"] == "fuel_rate"
     assert trip["fuel_used_l"] == pytest.approx(21.6, abs=0.02)
-    # DEFRA 2025 diesel (average biofuel blend): WTW 3.19747, TTW 2.57082 kg CO2e/L.
+    # DEFRA 2025 diesel (average biofuel blend): WTW 3.18183, TTW 2.57082 kg CO2e/L.
     assert trip["co2_boundary"] == "WTW"
-    assert trip["co2_kg"] == pytest.approx(21.6 * 3.19747, abs=0.07)
+    assert trip["co2_kg"] == pytest.approx(21.6 * 3.18183, abs=0.07)
     assert trip["co2_ttw_kg"] == pytest.approx(21.6 * 2.57082, abs=0.06)
     assert [f["name"] for f in trip["emission"]["factors"]] == ["diesel_b7_ttw", "diesel_b7_wtw"]
     assert trip["refuels_l"] == pytest.approx(100.0, abs=1.5)
@@ -153,7 +153,7 @@ def test_pipeline__fuel_from_level_drop_corrected_for_refuel() -> None:
     # trip and of the refuel, and lags ~35 s (0.2 L at 0.006 L/s): 1 L covers 3 sigma.
     assert trip["fuel_used_l"] == pytest.approx(21.6, abs=1.0)
     assert trip["refuels_l"] == pytest.approx(100.0, abs=1.0)
-    assert trip["co2_kg"] == pytest.approx(trip["fuel_used_l"] * 3.19747, abs=0.01)
+    assert trip["co2_kg"] == pytest.approx(trip["fuel_used_l"] * 3.18183, abs=0.01)
     # Stable weighings only: 8000 kg for the first half (incl. 60 s of the stop), 5000 kg after.
     assert trip["load_peak_kg"] == 8000.0
     expected_avg = (8000 * (1980 - 119) + 5000 * (3900 - 1980)) / (3900 - 119)
@@ -293,7 +293,8 @@ def test_emission_factor_table__every_row_cited_and_wtw_is_ttw_plus_wtt() -> Non
         f = table.get(name)
         assert f.source and f.year >= 2019 and f.boundary and f.unit
     ttw, wtt, wtw = (table.get(f"diesel_b7_{b}").kg_co2e_per_unit for b in ("ttw", "wtt", "wtw"))
-    assert (ttw, wtw) == (2.57082, 3.19747) and ttw + wtt == pytest.approx(wtw, abs=1e-9)
+    # DESNZ 2025 flat file: WTT- fuels, Diesel (average biofuel blend), litres, ID 11_101_1011_8_1 (not Gas oil)
+    assert (ttw, wtt, wtw) == (2.57082, 0.61101, 3.18183) and ttw + wtt == pytest.approx(wtw, abs=1e-9)
     assert table.get("grid_cn_2022").unit == "kWh" and table.get("grid_uk_2025").kg_co2e_per_unit == 0.177
 
 

@@ -54,7 +54,7 @@ def test_trip__total_fuel_used_counter_is_preferred_to_the_rate() -> None:
     assert trip["distance_source"] == "odometer_hr"
     assert trip["distance_km"] == pytest.approx(6.05, abs=0.01)
     assert trip["quality"]["gps_distance_km"] == pytest.approx(6.0, abs=0.05)
-    assert trip["co2_wtw_kg"] == pytest.approx(2.345 * 3.19747, abs=0.03)
+    assert trip["co2_wtw_kg"] == pytest.approx(2.345 * 3.18183, abs=0.03)
 
 
 def test_trip__low_resolution_counter_when_no_high_resolution_one() -> None:
