@@ -24,6 +24,10 @@ class DeviceUnavailable(DriverError):
     """Port missing or silent: the runner reopens with backoff."""
 
 
+class NotSerialDevice(DeviceUnavailable):
+    """The port is a regular file (a recorded log, a mistyped path that exists): no plugging in will help."""
+
+
 class PortBusy(DeviceUnavailable):
     """Another process holds the port's lock: the running agent, when a probe (doctor, sensors list) asks."""
 
@@ -179,7 +183,7 @@ def open_serial(port: str, **settings: Any) -> Any:
         if "exclusively lock" in str(exc):
             raise PortBusy(f"{port}: {BUSY}") from None
         if os.path.isfile(port):  # pyserial only says "Inappropriate ioctl for device"
-            raise DeviceUnavailable(
+            raise NotSerialDevice(
                 f"{port}: cannot open: a regular file, not a serial device (expected a tty such as /dev/ttyUSB0, "
                 "a pty or a pyserial URL such as socket://host:port)"
             ) from None

@@ -13,7 +13,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from edge_agent.drivers.base import BUSY, DeviceUnavailable, FrameError, PortBusy, open_serial
+from edge_agent.drivers.base import BUSY, DeviceUnavailable, FrameError, NotSerialDevice, PortBusy, open_serial
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +32,17 @@ class ProbeOutcome:
 def busy(port: str) -> ProbeOutcome:
     """The verdict on a configured port another process holds: the agent, which `edge-agent status` reports on."""
     return ProbeOutcome("ok", f"{port}: {BUSY}; not probed", "edge-agent status shows what the running agent reads")
+
+
+NOT_SERIAL_REMEDY = (
+    "set the port to the device's serial port (ls -l /dev/serial/by-id/), not a file;"
+    " a recorded NMEA or CAN log is read by `edge-agent telematics replay`"
+)
+
+
+def unavailable(exc: DeviceUnavailable, remedy: str) -> ProbeOutcome:
+    """The verdict on a port that could not be opened: `remedy`, unless the port is a file (no plugging in helps)."""
+    return ProbeOutcome("fail", str(exc), NOT_SERIAL_REMEDY if isinstance(exc, NotSerialDevice) else remedy)
 
 
 CANNOT_OPEN = "cannot open"  # a ProbeResult's detail when the port could not be opened (missing, not serial)
@@ -175,7 +186,7 @@ def probe_with_driver(
     except PortBusy:
         return busy(port)
     except DeviceUnavailable as exc:
-        return ProbeOutcome("fail", str(exc), wiring)
+        return unavailable(exc, wiring)
     finally:
         driver.close()
     if frames:

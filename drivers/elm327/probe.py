@@ -10,7 +10,7 @@ import re
 
 from edge_agent.drivers.base import DeviceUnavailable, PortBusy
 from edge_agent.drivers.elm327.config import Elm327Config
-from edge_agent.drivers.probing import ProbeOutcome, Recogniser, busy
+from edge_agent.drivers.probing import ProbeOutcome, Recogniser, busy, unavailable
 
 _ELM = re.compile(rb"ELM327 v(\d+\.\d+[A-Za-z]?)")
 
@@ -41,7 +41,7 @@ def probe(cfg: Elm327Config, listen_s: float) -> ProbeOutcome:
                 "fail", f"{cfg.port}: no answer to ATZ/ATI", "switch the ignition on and check the adapter's power LED"
             )
         if "cannot open" in text:
-            return ProbeOutcome("fail", text, "plug the OBD adapter in (ignition on) and check the port in the config")
+            return unavailable(exc, "plug the OBD adapter in (ignition on) and check the port in the config")
         return ProbeOutcome("fail", text, "check the baud rate (38400 for most USB adapters) and the ignition")
     finally:
         driver.close()

@@ -8,7 +8,7 @@ import time
 from edge_agent.drivers.base import DeviceUnavailable, FrameError, PortBusy, open_serial
 from edge_agent.drivers.nmea.config import NmeaConfig
 from edge_agent.drivers.nmea.protocol import split_checksum
-from edge_agent.drivers.probing import ProbeOutcome, Recogniser, busy
+from edge_agent.drivers.probing import ProbeOutcome, Recogniser, busy, unavailable
 
 _SENTENCE = re.compile(rb"\$[A-Z][A-Z0-9]{2,9},[^*\r\n$]*\*[0-9A-Fa-f]{2}")
 
@@ -45,7 +45,7 @@ def probe(cfg: NmeaConfig, listen_s: float) -> ProbeOutcome:
     except PortBusy:
         return busy(port)
     except DeviceUnavailable as exc:
-        return ProbeOutcome("fail", str(exc), "plug the GPS in and check the port (ls -l /dev/serial/by-id/)")
+        return unavailable(exc, "plug the GPS in and check the port (ls -l /dev/serial/by-id/)")
     got = bytearray()
     heard = bytearray()
     types: dict[str, int] = {}

@@ -133,6 +133,26 @@ def test_probe_port__a_regular_file_is_not_a_serial_device(tmp_path: Path) -> No
     )
 
 
+def test_device_probes__a_regular_file_as_port_is_not_told_to_plug_the_device_in(tmp_path: Path) -> None:
+    """doctor's remedy for a GPS or OBD port that is a recorded log: set the port, not "plug the GPS in"."""
+    from edge_agent.drivers.elm327.config import Elm327Config
+    from edge_agent.drivers.elm327.probe import probe as probe_elm327
+    from edge_agent.drivers.nmea.config import NmeaConfig
+    from edge_agent.drivers.nmea.probe import probe as probe_nmea
+
+    regular = tmp_path / "gps.log"
+    regular.write_bytes((DATA / "nmea" / "nl2008u.log").read_bytes())
+    for outcome in (
+        probe_nmea(NmeaConfig(kind="nmea", port=str(regular)), 0.2),
+        probe_elm327(Elm327Config(kind="elm327", port=str(regular)), 0.2),
+    ):
+        assert outcome.status == "fail" and "a regular file, not a serial device" in outcome.message
+        assert outcome.remedy.startswith("set the port to the device's serial port") and "plug" not in outcome.remedy
+        assert "edge-agent telematics replay" in outcome.remedy
+    missing = probe_nmea(NmeaConfig(kind="nmea", port=str(tmp_path / "ttyACM9")), 0.2)  # a device not plugged in: as before
+    assert missing.status == "fail" and missing.remedy.startswith("plug the GPS in")
+
+
 def test_probe_port__unknown_protocol_in_plan_is_a_value_error(tmp_path: Path) -> None:
     with ModbusTwin(tmp_path / "tty") as twin, pytest.raises(ValueError, match="unknown protocol 'can'"):
         probe_port(twin.path, timeout_s=0.1, plan=[("can", 9600)])
