@@ -149,7 +149,8 @@ def test_device_probes__a_regular_file_as_port_is_not_told_to_plug_the_device_in
         assert outcome.status == "fail" and "a regular file, not a serial device" in outcome.message
         assert outcome.remedy.startswith("set the port to the device's serial port") and "plug" not in outcome.remedy
         assert "edge-agent telematics replay" in outcome.remedy
-    missing = probe_nmea(NmeaConfig(kind="nmea", port=str(tmp_path / "ttyACM9")), 0.2)  # a device not plugged in: as before
+    # a device not plugged in: as before
+    missing = probe_nmea(NmeaConfig(kind="nmea", port=str(tmp_path / "ttyACM9")), 0.2)
     assert missing.status == "fail" and missing.remedy.startswith("plug the GPS in")
 
 
