@@ -20,7 +20,7 @@ DEFAULT_GRID_FACTOR = "grid_uk_2025"
 
 
 class GridConfig(BaseModel):
-    """Which emission factor turns a warehouse's kWh into CO2e."""
+    """Which emission factor turns a warehouse's kWh into CO2e (or CO2, as the factor says)."""
 
     model_config = ConfigDict(extra="forbid")
 
