@@ -560,7 +560,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the command ta
     s.set_defaults(func=cmd_config_show)
     s = c.add_parser("set", help="change one dotted key in place (comments kept, validated, atomic)")
     add_config_arg(s)
-    s.add_argument("key")
+    s.add_argument("key", help="dotted, e.g. mqtt.url; one meter by its name or index: sensors.meters.NAME.port")
     s.add_argument("value")
     s.set_defaults(func=cmd_config_set)
 

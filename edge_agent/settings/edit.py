@@ -45,22 +45,54 @@ def edit_text(old_text: str, changes: Mapping[str, Any], source: str, *, locked:
         if keys[0] in locked:
             problems.append(f"{source}: {dotted}: changes only on the device (needs a restart), not remotely")
             continue
-        table: Any = doc
-        for k in keys[:-1]:
-            if k not in table:
-                table[k] = tomlkit.table()
-            table = table[k]
-            if not isinstance(table, dict):
-                problems.append(f"{source}: {dotted}: {k} is a value, not a section")
-                break
+        problem, table = _section(doc, keys)
+        if problem:
+            problems.append(f"{source}: {dotted}: {problem}")
+            continue
+        if value is REMOVE:
+            table.pop(keys[-1], None)
         else:
-            if value is REMOVE:
-                table.pop(keys[-1], None)
-            else:
-                table[keys[-1]] = value
+            table[keys[-1]] = value
     if problems:
         raise ConfigError(problems)
     return tomlkit.dumps(doc)
+
+
+def _section(doc: Any, keys: list[str]) -> tuple[str, Any]:
+    """("", the table that holds keys[-1]), made where missing; (what is wrong, None) otherwise."""
+    table: Any = doc
+    for n, k in enumerate(keys[:-1]):
+        if isinstance(table, list):  # [[sensors.meters]]: one table of the list, by its name or index
+            problem, table = _element(table, k, ".".join(keys[:n]))
+            if problem:
+                return problem, None
+            continue
+        if k not in table:
+            table[k] = tomlkit.table()
+        table = table[k]
+        if isinstance(table, list) and table and all(isinstance(t, dict) for t in table):
+            continue
+        if not isinstance(table, dict):
+            return f"{k} is a value, not a section", None
+    if isinstance(table, list):
+        where = ".".join(keys[:-1])
+        return f"{where} is a list of tables: name one, e.g. {where}.NAME.{keys[-1]}", None
+    return "", table
+
+
+def _element(tables: list[Any], key: str, where: str) -> tuple[str, Any]:
+    """("", the table) of a list of tables by its `name` or its index; (what is wrong, None) otherwise."""
+    for t in tables:
+        if t.get("name") == key:
+            return "", t
+    if key.isdigit() and int(key) < len(tables):
+        return "", tables[int(key)]
+    names = ", ".join(str(t.get("name")) for t in tables if "name" in t) or "none"
+    return (
+        f"{where} has no table named {key!r} (names: {names}; or an index 0-{len(tables) - 1});"
+        f" a new one is added by editing the file",
+        None,
+    )
 
 
 def validate_text(text: str, path: Path) -> AgentConfig:

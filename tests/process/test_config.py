@@ -156,6 +156,52 @@ def test_config_set__keeps_comments_validates_and_is_atomic(tmp_path: Path) -> N
     assert load_config(p).health.interval_s == 0.5
 
 
+METERS = """
+[[sensors.meters]]
+kind = "modbus"
+name = "main-board"  # the incomer
+port = "/dev/ttyUSB0"
+map = "eastron-sdm120"
+baud = 9600
+unit_id = 1
+
+[[sensors.meters]]
+kind = "modbus"
+name = "cold-room-1"
+port = "/dev/ttyUSB0"
+map = "xy-md02"
+unit_id = 2
+"""
+
+
+def test_config_set__a_meter_of_the_list_by_its_name_or_index(tmp_path: Path) -> None:
+    """`config set sensors.meters.0.port` said the meters were "a table"; a technician had to edit by hand."""
+    p = write_config(tmp_path, METERS, profile="sensors")
+    set_value(p, "sensors.meters.cold-room-1.poll_interval_s", "60")
+    set_value(p, "sensors.meters.0.port", "/dev/ttyUSB3")
+    set_value(p, "sensors.meters.1.port", "/dev/ttyUSB3")  # one RS-485 line: same port, other unit_id
+    meters = {m.name: m for m in load_config(p).sensors.meters}
+    assert meters["cold-room-1"].poll_interval_s == 60.0
+    assert meters["main-board"].port == meters["cold-room-1"].port == "/dev/ttyUSB3"
+    text = p.read_text()
+    assert 'name = "main-board"  # the incomer' in text and text.splitlines().count("[[sensors.meters]]") == 2
+    with pytest.raises(
+        ConfigError,
+        match=r"sensors\.meters has no table named 'chiller' \(names: main-board, "
+        r"cold-room-1; or an index 0-1\); a new one is added by editing the file",
+    ):
+        set_value(p, "sensors.meters.chiller.port", "/dev/ttyUSB1")
+    with pytest.raises(
+        ConfigError,
+        match=r"sensors\.meters is a list of tables: name one, e\.g\. "
+        r"sensors\.meters\.NAME\.port",
+    ):
+        set_value(p, "sensors.meters.port", "/dev/ttyUSB1")
+    with pytest.raises(ConfigError, match=r"sensors\.meters: .*unit_id"):  # validated as a whole, as ever
+        set_value(p, "sensors.meters.main-board.unit_id", "2")
+    assert p.read_text() == text
+
+
 def test_config_show__masks_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = write_config(tmp_path)
     p.write_text(p.read_text().replace('protocol = "5"', 'protocol = "5"\nusername = "u"\npassword = "hunter2"'))
