@@ -180,6 +180,13 @@ def describe(rec: dict[str, Any]) -> str:
         f = b.get("fields", {})
         who = " (reviewed)" if b.get("human_reviewed") else ""
         return f"order {f.get('order_no')} sku {f.get('sku')} x{f.get('quantity')} {f.get('reason')}{who}"
+    if k == "sensor":
+        vals = b.get("values", {})
+        names = [n for n in b.get("changed", []) if n in vals][:3] or list(vals)[:3]
+        values = ", ".join(f"{name} {vals[name]:g}" for name in names)
+        e = b.get("energy") or {}
+        energy = f"; {e['kwh_delta']:g} kWh, {e.get('co2_kg', 0):.3f} kg {e.get('gas')}" if e.get("kwh_delta") else ""
+        return f"{b.get('meter')} ({b.get('reason')}): {values}{energy}"
     if k == "event":
         return str(b.get("event") or b.get("type") or json.dumps(b, ensure_ascii=False)[:80])
     return json.dumps(b, ensure_ascii=False)[:80]
@@ -260,6 +267,8 @@ def cmd_demo(args: argparse.Namespace) -> int:  # noqa: PLR0912, PLR0915 - start
         set_value(cfg_path, "checkpoint.interval_s", "10")
         if args.profile == "truck":
             demo_profiles.setup_truck(cfg_path, work, twins, bus=args.bus)
+        elif args.profile == "sensors":
+            demo_profiles.setup_sensors(cfg_path, work, twins)
         else:
             demo_profiles.setup_bench(cfg_path, work, twins)
         if args.no_station:
@@ -392,7 +401,7 @@ def _live(
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     s = sub.add_parser("demo", help="run a profile on simulated devices with a local broker and a verifying subscriber")
-    s.add_argument("--profile", choices=["truck", "bench"], default="truck")
+    s.add_argument("--profile", choices=["truck", "bench", "sensors"], default="truck")
     s.add_argument(
         "--bus",
         choices=["obd", "j1939"],

@@ -6,6 +6,7 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -36,6 +37,16 @@ def run_demo(profile: str, duration_s: int, work: Path, *extra: str) -> dict[str
     return summary
 
 
+def _exported(work: Path) -> list[dict[str, Any]]:
+    out = subprocess.run(
+        [sys.executable, "-m", "edge_agent.cli", "outbox", "export", "--config", str(work / "etc" / "config.toml")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return [json.loads(line) for line in out.splitlines()]
+
+
 @pytest.mark.slow
 def test_demo__truck_trips_are_signed_delivered_and_verified(tmp_path: Path) -> None:
     s = run_demo("truck", 55, tmp_path)
@@ -44,23 +55,7 @@ def test_demo__truck_trips_are_signed_delivered_and_verified(tmp_path: Path) -> 
     assert isinstance(kinds, dict)
     assert kinds.get("trip", 0) >= 1, kinds
     assert kinds.get("telemetry", 0) >= 5, kinds
-    trips = [
-        json.loads(line)
-        for line in subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "edge_agent.cli",
-                "outbox",
-                "export",
-                "--config",
-                str(tmp_path / "etc" / "config.toml"),
-            ],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout.splitlines()
-    ]
+    trips = _exported(tmp_path)
     trip = next(r["body"] for r in trips if r["kind"] == "trip")
     assert trip["route"] == "从北京仓库到廊坊中转站"
     assert 10 < trip["distance_km"] < 25  # 15 min at 72 km/h = 18 km
@@ -77,6 +72,23 @@ def test_demo__bench_inspections_are_signed_delivered_and_verified(tmp_path: Pat
     # Again in the same folder: the device's chain goes on, and that is no broken chain (it was NOT INTACT).
     again = run_demo("bench", 10, tmp_path)
     assert again["verified"] is True and isinstance(again["first_seq"], int) and again["first_seq"] > 1, again
+
+
+@pytest.mark.slow
+def test_demo__sensors_meters_on_one_line_are_signed_delivered_and_verified(tmp_path: Path) -> None:
+    """The third profile's demo: a kWh meter and a thermometer on one RS-485 twin, kWh turned into CO2."""
+    s = run_demo("sensors", 15, tmp_path)
+    assert s["verified"] is True and s["intact"] is True
+    kinds = s["by_kind"]
+    assert isinstance(kinds, dict) and kinds.get("sensor", 0) >= 3, kinds
+    bodies = [r["body"] for r in _exported(tmp_path) if r["kind"] == "sensor"]
+    assert {b["meter"] for b in bodies} == {"main-board", "cold-room-1"}
+    energy = [b["energy"] for b in bodies if b["meter"] == "main-board" and b["energy"]["kwh_delta"]]
+    assert energy, bodies
+    for e in energy:  # North China's grid factor counts CO2 alone, and the record says so
+        assert e["gas"] == e["factor"]["gas"] == "CO2" and e["factor"]["name"] == "grid_cn_north_2022"
+        assert e["co2_kg"] == pytest.approx(e["kwh_delta"] * 0.6776, rel=1e-6)
+    assert any("temperature_c" in b["values"] for b in bodies if b["meter"] == "cold-room-1")
 
 
 def test_demo__not_a_terminal_prints_plain_lines_as_records_arrive(tmp_path: Path) -> None:
