@@ -44,7 +44,22 @@ class CounterTrack:
             return None
         if self._t[i] - t0 > self.max_edge_s or t1 - self._t[j] > self.max_edge_s:
             return None
-        return self._v[j] - self._v[i]
+        return self._at(t1, j, j + 1) - self._at(t0, i, i - 1)
+
+    def _at(self, t: float, inside: int, outside: int) -> float:
+        """The counter at a trip's end t: between the trip's first (or last) sample and its neighbour outside
+        the trip, when the two bracket t within max_edge_s in one series; else the sample inside.
+
+        A counter read once a second (in the demo, every 30 s of the truck's sped-up time) has moved on by
+        its first sample in a trip: taking that sample for the trip's start lost the road (or litres)
+        driven before it, and likewise at the trip's end.
+        """
+        if not 0 <= outside < len(self._t) or self._series[outside] != self._series[inside]:
+            return self._v[inside]
+        (ta, va), (tb, vb) = sorted(((self._t[inside], self._v[inside]), (self._t[outside], self._v[outside])))
+        if not ta <= t <= tb or tb - ta > self.max_edge_s:
+            return self._v[inside]
+        return va + (vb - va) * (t - ta) / (tb - ta)
 
     def prune(self, before_t: float) -> None:
         k = max(bisect.bisect_left(self._t, before_t) - 1, 0)
