@@ -84,6 +84,7 @@ def _body(dev: SimDevice, ts: str) -> tuple[str, dict[str, Any]]:
             "fuel_used_l": round(3 + (n % 11) * 0.4, 1),
             "co2_kg": round(8 + (n % 11) * 1.05, 2),
             "co2_boundary": "WTW",
+            "co2_gas": "CO2e",
             "load_avg_kg": 1200 + (n % 9) * 50,
             "load_source": "config",
             "fuel_source": "fuel_rate",
