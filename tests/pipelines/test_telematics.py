@@ -169,22 +169,31 @@ def test_pipeline__tonne_km_when_fuel_unknown() -> None:
     assert trip["co2_kg"] == pytest.approx(720 * 0.09516, abs=0.01) and trip["co2_boundary"] == "TTW"
 
 
-def test_pipeline__tonne_km_for_an_articulated_truck_reports_wtw() -> None:
-    cfg = _cfg(vehicle_class="artic_34_40t", emissions={"default_load_kg": 10_000})
+@pytest.mark.parametrize(
+    ("vehicle_class", "ttw", "wtw"),
+    [
+        # DESNZ 2025 HGV (all diesel), average laden: articulated >33 t 0.07703 + WTT 0.01799; rigid >17 t
+        # 0.17146 + WTT 0.03736 (the UK fleet's average loads, one source for both classes).
+        ("artic_34_40t", 0.07703, 0.09502),
+        ("rigid_gt17t", 0.17146, 0.20882),
+    ],
+)
+def test_pipeline__tonne_km_for_a_desnz_class_reports_wtw(vehicle_class: str, ttw: float, wtw: float) -> None:
+    cfg = _cfg(vehicle_class=vehicle_class, emissions={"default_load_kg": 10_000})
     pipe = TruckPipeline(cfg, load_factors(), "t")
     trip = next(b for k, b in _run(pipe, _scenario(rate=False, levels=False)) if k == "trip")
-    # 720 tonne-km x DESNZ 2025 HGV articulated >33 t, average laden: 0.07703 TTW, 0.09502 WTW (+ 0.01799 WTT).
+    # 720 tonne-km
     assert trip["emission"]["method"] == "tonne_km" and trip["co2_boundary"] == "WTW"
-    assert trip["co2_kg"] == pytest.approx(720 * 0.09502, abs=0.01)
-    assert trip["co2_ttw_kg"] == pytest.approx(720 * 0.07703, abs=0.01)
-    assert [f["name"] for f in trip["emission"]["factors"]] == ["artic_34_40t_ttw", "artic_34_40t_wtw"]
+    assert trip["co2_kg"] == pytest.approx(720 * wtw, abs=0.01)
+    assert trip["co2_ttw_kg"] == pytest.approx(720 * ttw, abs=0.01)
+    assert [f["name"] for f in trip["emission"]["factors"]] == [f"{vehicle_class}_ttw", f"{vehicle_class}_wtw"]
 
 
 def test_shipped_factors__every_tonne_km_class_gives_a_trip_co2() -> None:
     from edge_agent.pipelines.emissions import tonne_km_classes
 
     table = load_factors()
-    assert tonne_km_classes(table) == table.keys("tonne_km") == ["artic_34_40t", "rigid_26_32t"]
+    assert tonne_km_classes(table) == table.keys("tonne_km") == ["artic_34_40t", "rigid_26_32t", "rigid_gt17t"]
 
 
 def test_pipeline__a_fuel_level_that_does_not_fall_is_unknown_fuel_not_zero() -> None:
