@@ -1,7 +1,7 @@
 """Resident memory of the running agent per profile, and the start-up cost of the CLI.
 
 Run on one core:  taskset -c 0 .venv/bin/python benchmarks/bench_memory.py
-For each profile it runs `edge-agent demo --profile P` (twins, mosquitto, the agent as its own
+For each profile (truck, bench, sensors) it runs `edge-agent demo --profile P` (twins, mosquitto, the agent as its own
 process), samples the agent process's RSS every 0.5 s and prints idle (median of the last half)
 and peak. The side-by-side row is a bare Python process holding a paho MQTT client: the floor
 any Python agent starts from.
@@ -267,6 +267,7 @@ def main() -> int:
     ap.add_argument("--runs", type=int, default=7, help="runs per CLI command")
     ap.add_argument("--cli-only", action="store_true", help="skip the demo profiles")
     ap.add_argument("--station-only", action="store_true", help="only the operator station's share of the bench")
+    ap.add_argument("--profiles", default="truck,bench,sensors", help="demo profiles (bench adds the station)")
     args = ap.parse_args()
     if args.station_only:
         return print_station(args.duration)
@@ -279,18 +280,19 @@ def main() -> int:
     if args.cli_only:
         return 0
     rows = []
-    for profile in ("truck", "bench"):
+    profiles = [p for p in args.profiles.split(",") if p]
+    for profile in profiles:
         idle, peak = agent_rss(profile, args.duration)
         rows.append((profile, idle, peak))
     floor = bare_paho_rss()
     print("| agent process | idle RSS | peak RSS | goal |")
     print("|---|---|---|---|")
-    goals = {"truck": "< 60 MB", "bench": "< 400 MB with models loaded"}
+    goals = {"truck": "< 60 MB", "bench": "< 400 MB with models loaded", "sensors": "< 60 MB"}
     for profile, idle, peak in rows:
         print(f"| {profile} profile on the demo twins | {idle:.0f} MB | {peak:.0f} MB | {goals[profile]} |")
     print(f"| bare Python + paho client (the floor) | {floor:.0f} MB | - | - |")
     print()
-    return print_station(args.duration)
+    return print_station(args.duration) if "bench" in profiles else 0
 
 
 def print_station(duration_s: float, rounds: int = 3) -> int:
