@@ -23,6 +23,8 @@ from edge_agent.signals import SignalRelay
 
 held = threading.Lock()
 got, both = [], threading.Event()
+# What the process had before: under nohup SIGHUP is ignored (SIG_IGN), and that is what comes back.
+before = (signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGHUP))
 
 def on_signal(signum):
     with held:
@@ -35,7 +37,7 @@ with SignalRelay(on_signal, (signal.SIGTERM, signal.SIGHUP)):
         signal.raise_signal(signal.SIGTERM)
         signal.raise_signal(signal.SIGHUP)
     print(both.wait(30), got, flush=True)
-print(signal.getsignal(signal.SIGTERM) is signal.SIG_DFL, signal.getsignal(signal.SIGHUP) is signal.SIG_DFL)
+print(signal.getsignal(signal.SIGTERM) is before[0], signal.getsignal(signal.SIGHUP) is before[1])
 """
 
 
