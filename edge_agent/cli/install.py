@@ -132,6 +132,25 @@ def _check_names(user: str, venv: Path) -> PurePosixPath:
     return PurePosixPath(str(venv))
 
 
+def _check_state_dir(root: Path) -> None:
+    """Refuse a config whose state_dir is not the unit's: the sandbox lets the agent write only STATE_DIR, and the
+    config folder is made group-readable, which would expose a device key kept below it (init --dir without
+    --state-dir puts it in DIR/state)."""
+    import tomllib
+
+    path = _under(root, CONFIG_DIR / "config.toml")
+    try:
+        state_dir = tomllib.loads(path.read_text(encoding="utf-8")).get("state_dir", str(STATE_DIR))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError):
+        return  # no config yet, or one `config check` reports: the folders are still right for the unit
+    if isinstance(state_dir, str) and PurePosixPath(state_dir) != STATE_DIR:
+        raise InstallError(
+            f"{CONFIG_DIR}/config.toml: state_dir: expected {STATE_DIR} (the only folder the service may write), "
+            f"got {state_dir!r}; nothing changed. Move that folder's files into {STATE_DIR}, run "
+            f"`edge-agent config set state_dir {STATE_DIR}`, then install-service again"
+        )
+
+
 def _useradd_command(root: Path, user: str, *, chroot: bool) -> list[str]:
     """useradd for a system user in the device groups that exist on the target."""
     known_groups = _read_db(root, "group")
@@ -189,6 +208,7 @@ def install_service(
     except OSError as exc:
         raise InstallError(f"{unit_src}: cannot read the unit file: {exc.strerror}") from None
     rendered = render_unit(unit_text, venv=venv_p, user=user)
+    _check_state_dir(root)
     executable = _under(root, venv_p / "bin" / "edge-agent")
     if (not dry_run or not write) and not os.access(executable, os.X_OK):
         raise InstallError(

@@ -290,6 +290,21 @@ def test_install_service__bad_arguments_are_named(tmp_path: Path, kwargs: dict[s
     assert not (tmp_path / "etc/systemd/system/edge-agent.service").exists()
 
 
+def test_install_service__refuses_a_config_whose_state_dir_the_service_cannot_use(tmp_path: Path) -> None:
+    """`init --dir /etc/edge-agent` without --state-dir keeps the key in /etc/edge-agent/state: install-service
+    made it group-readable (chmod -R g+r on the config folder) and the sandboxed agent could not write there."""
+    root = tmp_path / "root"
+    conf = root / "etc/edge-agent/config.toml"
+    conf.parent.mkdir(parents=True)
+    conf.write_text('profile = "truck"\nstate_dir = "/etc/edge-agent/state"\n')
+    with pytest.raises(InstallError, match=r"state_dir: expected /var/lib/edge-agent .* got '/etc/edge-agent/state'"):
+        install_service(UNIT, root=root, venv=Path("/opt/edge-agent/venv"), dry_run=True)
+    assert not (root / "etc/systemd/system/edge-agent.service").exists()
+    conf.write_text('profile = "truck"\nstate_dir = "/var/lib/edge-agent"\n')
+    install_service(UNIT, root=root, venv=Path("/opt/edge-agent/venv"), dry_run=True)
+    assert (root / "etc/systemd/system/edge-agent.service").exists()
+
+
 def test_install_service__missing_unit_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(InstallError, match=r"nope\.service: cannot read the unit file"):
         install_service(tmp_path / "nope.service", root=tmp_path, venv=Path("/v"), dry_run=True)
