@@ -233,6 +233,7 @@ class Broker:
         tls: bool = False,
         mtls: bool = False,
         users: dict[str, str] | None = None,
+        acl: str | None = None,
         persistence: bool = True,
         port: int | None = None,
         pki: Pki | None = None,
@@ -244,6 +245,7 @@ class Broker:
         self.tls = tls or mtls
         self.mtls = mtls
         self.users = dict(users) if users else {}
+        self.acl = acl  # mosquitto acl_file text (`topic readwrite ...` lines), none when unset
         self.persistence = persistence
         self._fixed_port = port is not None
         self.port = port if port is not None else free_port()
@@ -319,6 +321,10 @@ class Broker:
             lines += ["allow_anonymous false", f"password_file {pw_file}"]
         else:
             lines.append("allow_anonymous true")
+        if self.acl is not None:
+            acl_file = self.dir / "acl"
+            acl_file.write_text(self.acl)
+            lines.append(f"acl_file {acl_file}")
         if self.tls:
             if self._pki is None:
                 self._pki = make_pki(self.dir / "pki")

@@ -194,6 +194,7 @@ class MqttSync:
         self.delivered = 0
         self.heartbeat = time.monotonic()
         self._acks: queue.SimpleQueue[int] = queue.SimpleQueue()
+        self._refusals: queue.SimpleQueue[tuple[int, str]] = queue.SimpleQueue()
         self._wake = threading.Event()
         self._rewind = threading.Event()
         self._stop = threading.Event()
@@ -284,6 +285,8 @@ class MqttSync:
     def _on_publish(self, _c: mqtt.Client, _ud: Any, mid: int, reason: Any, _props: Any) -> None:
         if reason is None or not getattr(reason, "is_failure", False):
             self._acks.put(mid)
+        else:  # an MQTT 5 PUBACK with a failure code (Not authorized: the broker's ACL): the publisher says so
+            self._refusals.put((mid, str(reason)))
         self._wake.set()
 
     def _on_message(self, _c: mqtt.Client, _ud: Any, msg: mqtt.MQTTMessage) -> None:
@@ -359,12 +362,42 @@ class MqttSync:
                     warned = True
                 self._pub_stop.wait(1.0)
 
+    def _note_refusals(self, pending: dict[int, int], refused: set[int]) -> None:
+        """Records the broker refused (MQTT 5 PUBACK with a failure code): last_error and one log line say which
+        and why. They stay in flight, so the stale check sends them again (an ACL may be mended meanwhile)."""
+        while True:
+            try:
+                mid, reason = self._refusals.get_nowait()
+            except queue.Empty:
+                return
+            seq = pending.get(mid)
+            if seq is None:
+                continue  # the `online` status, or a record already given up on
+            self.last_error = (
+                f"broker {self.m.host}:{self.m.port} refused record seq {seq}: {reason} (check that the broker's ACL "
+                f"lets this client publish to {self.base}/rec/#); it stays in the outbox and is sent again"
+            )
+            if not refused:
+                log.error("MQTT: %s", self.last_error)
+            refused.add(seq)
+
+    def _clear_refusal(self, refused: set[int], seq: int) -> None:
+        """`seq` was acknowledged: once every refused record has been, a refusal is no longer the last word."""
+        if seq not in refused:
+            return
+        refused.discard(seq)
+        if not refused:
+            if self.last_error is not None and " refused record seq " in self.last_error:
+                self.last_error = None
+            log.info("MQTT: the broker accepts records again")
+
     def _publish_until_stopped(self) -> None:  # noqa: PLR0912, PLR0915 - one loop owns the in-flight window
         outbox = Outbox(self.db_path)
         pending: dict[int, int] = {}  # mid -> seq, for messages paho has in flight
         cursor: int | None = None
         sent_at: dict[int, float] = {}
         acked: list[int] = []
+        refused: set[int] = set()  # seqs the broker refused and has not accepted since (last_error says so)
         last_flush = last_stale_check = time.monotonic()
         window = self.m.inflight_max
         try:
@@ -382,6 +415,8 @@ class MqttSync:
                     sent_at.pop(mid, None)
                     if seq is not None:
                         acked.append(seq)
+                        self._clear_refusal(refused, seq)
+                self._note_refusals(pending, refused)
                 now = time.monotonic()
                 if acked and (len(acked) >= 256 or now - last_flush > 0.05 or not pending):
                     outbox.mark_delivered(acked)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import re
 import subprocess
 import sys
 import time
@@ -192,6 +193,24 @@ def test_sync__missing_password_file_is_refused_at_setup(tmp_path: Path) -> None
     cfg = make_cfg(tmp_path, "mqtt://127.0.0.1:1883", username="u", password_file=str(tmp_path / "nope.password"))
     with pytest.raises(SyncError, match=r"mqtt.password_file: .*nope.password: cannot read \(No such file"):
         MqttSync(cfg, cfg.db_path)
+
+
+def test_sync__records_the_broker_refuses_are_named_in_last_error_and_the_log(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An ACL without .../rec/#: mosquitto answers each record with PUBACK 'Not authorized'. The agent said
+    nothing (status: broker connected, last error -) while its outbox grew."""
+    acl = "topic readwrite edge/site-a/dev-1/status\ntopic read edge/site-a/dev-1/cmd/#\n"
+    with Broker(tmp_path / "acl-broker", acl=acl) as broker:
+        cfg = make_cfg(tmp_path, broker.url)
+        ob = fill(cfg, generate_key(cfg.key_path), 3)
+        with running_sync(cfg) as sync:
+            assert wait_until(lambda: sync.last_error is not None, 10)
+            assert re.search(r"refused record seq [123]: Not authorized", sync.last_error or ""), sync.last_error
+            assert "edge/site-a/dev-1/rec/#" in sync.last_error
+            assert sync.connected.is_set() and ob.stats().depth == 3
+    errors = [r.getMessage() for r in caplog.records if r.levelname == "ERROR"]
+    assert len(errors) == 1 and "refused record seq" in errors[0], errors
 
 
 def test_sync__mqtt_311_setting_delivers(broker: Broker, tmp_path: Path) -> None:
