@@ -684,6 +684,31 @@ def test_commands__spoofed_gps_does_not_revive_an_expired_command(rig: Rig) -> N
     assert out["reason"] == "expired", out
 
 
+def test_commands__a_clock_set_back_does_not_revive_a_command_whose_nonce_was_pruned(rig: Rig) -> None:
+    """Unsynced device, GPS time an attacker controls: the guard prunes a spent nonce while the clock is ahead,
+    then the clock is set back into the command's window, and the same command was obeyed a second time."""
+    from edge_agent.spine.clock import Clock
+
+    real = datetime.now(UTC)
+    rig.agent.clock = Clock(synced=lambda: False)
+    rig.agent.clock.observe_gps(real)
+    msg = rig.signed("status", ttl_s=600)
+    rig.send(msg)
+    first = rig.wait_outcomes(1)[-1]
+    assert first["event"] == "command_done", first
+    rig.agent.clock.observe_gps(real + timedelta(days=2))  # ahead: the spent nonce is pruned
+    assert rig.agent.commands.nonces.prune(rig.agent.security_now()) == 1
+    rig.agent.clock.observe_gps(real + timedelta(minutes=1))  # back inside the command's window
+    rig.send(msg)
+    out = rig.wait_outcomes(2)[-1]
+    assert (out["event"], out.get("reason")) == ("command_refused", "replayed"), out
+    assert "no longer keeps the nonces" in out["detail"]
+    # Commands that expire after the pruned ones are judged as before (their nonces were never forgotten).
+    rig.send(rig.signed("status", ttl_s=3 * 24 * 3600))
+    last = rig.wait_outcomes(3)[-1]
+    assert last["event"] == "command_done", last
+
+
 # ---------------------------------------------------------------- hostile payloads (issue 9, defect 7)
 
 

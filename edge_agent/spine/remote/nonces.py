@@ -57,6 +57,13 @@ class NonceStore:
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'floor'").fetchone()
         self.floor: datetime | None = datetime.fromtimestamp(float(row[0]), UTC) if row else None
 
+    @property
+    def forgotten_before(self) -> datetime | None:
+        """Nonces of commands that expired before this time may have been pruned: such a command is refused
+        whatever the clock now says (a clock set back, by a spoofed GPS on an unsynced device, would revive it)."""
+        row = self.conn.execute("SELECT value FROM meta WHERE key = 'forgotten_before'").fetchone()
+        return datetime.fromtimestamp(float(row[0]), UTC) if row else None
+
     def _set_floor(self, floor: datetime) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('floor', ?)", (floor.timestamp(),))
 
@@ -95,7 +102,16 @@ class NonceStore:
     def prune(self, now: datetime) -> int:
         """Forget nonces of commands that expired more than NONCE_GRACE_S before `now` (the expiry clock)."""
         cutoff = now.timestamp() - NONCE_GRACE_S
-        return self.conn.execute("DELETE FROM nonces WHERE expires_at < ?", (cutoff,)).rowcount
+        with self.conn:
+            self.conn.execute("BEGIN IMMEDIATE")
+            n = int(self.conn.execute("DELETE FROM nonces WHERE expires_at < ?", (cutoff,)).rowcount)
+            if n:
+                self.conn.execute(
+                    "INSERT INTO meta (key, value) VALUES ('forgotten_before', ?) "
+                    "ON CONFLICT(key) DO UPDATE SET value = MAX(value, excluded.value)",
+                    (cutoff,),
+                )
+        return n
 
     def count(self) -> int:
         return int(self.conn.execute("SELECT COUNT(*) FROM nonces").fetchone()[0])

@@ -213,6 +213,13 @@ class CommandProcessor:
                     f"issued at {format_ts(msg.issued_at)}, before the replay guard {NONCES_DB} was started at "
                     f"{format_ts(floor)} (the nonces of commands before it are not kept): sign it again",
                 )
+            forgotten = self.nonces.forgotten_before
+            if forgotten is not None and msg.expires_at < forgotten:
+                raise CommandRefused(
+                    "replayed",
+                    f"expired at {format_ts(msg.expires_at)}, before {format_ts(forgotten)}: the replay guard no "
+                    f"longer keeps the nonces of commands that old (device time {format_ts(now)} is behind?)",
+                )
             if not self.nonces.claim(msg.key, msg.nonce, msg.expires_at, msg.name, now=now):
                 raise CommandRefused("replayed", f"nonce {msg.nonce[:12]}... was already used")
         except sqlite3.Error as exc:
