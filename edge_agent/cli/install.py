@@ -203,6 +203,7 @@ def install_service(
     on that root, chown uses the target's numeric ids and daemon-reload is skipped.
     """
     venv_p = _check_names(user, venv)
+    root = root.absolute()  # useradd --root and systemctl --root take absolute paths only
     try:
         unit_text = Path(unit_src).read_text(encoding="utf-8")
     except OSError as exc:

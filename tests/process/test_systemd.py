@@ -305,6 +305,17 @@ def test_install_service__refuses_a_config_whose_state_dir_the_service_cannot_us
     assert (root / "etc/systemd/system/edge-agent.service").exists()
 
 
+def test_install_service__a_relative_root_is_given_to_useradd_and_systemctl_absolute(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`--root img` ran `useradd --root img`: 'invalid chroot path 'img', only absolute paths are supported'."""
+    (tmp_path / "img").mkdir()
+    monkeypatch.chdir(tmp_path)
+    commands = install_service(UNIT, root=Path("img"), venv=Path("/opt/edge-agent/venv"), dry_run=True)
+    assert commands[0].endswith(f"--root {tmp_path}/img edge-agent"), commands[0]
+    assert commands[-1] == f"systemctl --root={tmp_path}/img enable edge-agent.service"
+
+
 def test_install_service__missing_unit_file_is_named(tmp_path: Path) -> None:
     with pytest.raises(InstallError, match=r"nope\.service: cannot read the unit file"):
         install_service(tmp_path / "nope.service", root=tmp_path, venv=Path("/v"), dry_run=True)
