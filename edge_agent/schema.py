@@ -5,6 +5,7 @@ A leaf: settings, drivers and pipelines all phrase config errors through it, so 
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime
 from typing import Any
 
@@ -23,9 +24,34 @@ class Expect:
         self.text = text
 
 
+_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(\S+)")
+SECRET_MASK = "********"  # noqa: S105 - the mask, not a password
+
+
+def _mask_one_url(m: re.Match[str]) -> str:
+    """scheme://user:secret@host/... -> scheme://user:********@host/...
+
+    The password may itself hold '@' (or '/'), so the credentials run to the LAST '@' of the URL;
+    masking a little too much is better than showing part of a password.
+    """
+    scheme, rest = m.group(1), m.group(2)
+    at = rest.rfind("@")
+    if at < 0:
+        return m.group(0)
+    user, colon, _secret = rest[:at].partition(":")
+    if not colon or "/" in user:
+        return m.group(0)
+    return f"{scheme}{user}:{SECRET_MASK}@{rest[at + 1 :]}"
+
+
+def mask_url_credentials(text: str) -> str:
+    """Every URL's password in `text` masked: what a config holds may be shown, logged or shared."""
+    return _URL.sub(_mask_one_url, text)
+
+
 def _describe_got(value: Any) -> str:
     if isinstance(value, str):
-        return '"' + value.replace('"', '\\"') + '"'
+        return '"' + mask_url_credentials(value).replace('"', '\\"') + '"'
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, dict):
@@ -118,6 +144,7 @@ def format_validation_error(source: str, exc: ValidationError, model: type[BaseM
                     expected = "one of " + err["ctx"]["expected"]
                 else:
                     expected = _EXPECT_BY_TYPE.get(etype, err["msg"].lower())
-            msg = f"{source}: {path}: expected {expected}, got {_describe_got(got)}"
+            shown_got = SECRET_MASK if "password" in shown[-1:] else _describe_got(got)
+            msg = f"{source}: {path}: expected {expected}, got {shown_got}"
         problems.append(msg)
     return problems

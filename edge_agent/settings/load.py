@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from pathlib import Path
 from typing import Any
@@ -11,7 +10,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from edge_agent.errors import ConfigError
-from edge_agent.schema import format_validation_error
+from edge_agent.schema import SECRET_MASK, format_validation_error, mask_url_credentials
 from edge_agent.settings.model import AgentConfig
 
 DEFAULT_CONFIG_PATH = Path("/etc/edge-agent/config.toml")
@@ -140,34 +139,15 @@ def masked_dict(cfg: AgentConfig) -> dict[str, Any]:
     """The effective config as plain data, secrets masked."""
     data = cfg.model_dump(mode="json")
     if cfg.mqtt.password is not None:
-        data["mqtt"]["password"] = "********"  # noqa: S105 - the mask, not a password
+        data["mqtt"]["password"] = SECRET_MASK
     masked: dict[str, Any] = _mask_url_credentials(data)
     return masked
-
-
-_URL = re.compile(r"([A-Za-z][A-Za-z0-9+.-]*://)(\S+)")
-
-
-def _mask_one_url(m: re.Match[str]) -> str:
-    """scheme://user:secret@host/... -> scheme://user:********@host/...
-
-    The password may itself hold '@' (or '/'), so the credentials run to the LAST '@' of the URL;
-    masking a little too much is better than showing part of a password.
-    """
-    scheme, rest = m.group(1), m.group(2)
-    at = rest.rfind("@")
-    if at < 0:
-        return m.group(0)
-    user, colon, _secret = rest[:at].partition(":")
-    if not colon or "/" in user:
-        return m.group(0)
-    return f"{scheme}{user}:********@{rest[at + 1 :]}"
 
 
 def _mask_url_credentials(node: Any) -> Any:
     """rtsp://user:secret@cam/... -> rtsp://user:********@cam/... anywhere in the config."""
     if isinstance(node, str):
-        return _URL.sub(_mask_one_url, node)
+        return mask_url_credentials(node)
     if isinstance(node, dict):
         return {k: _mask_url_credentials(v) for k, v in node.items()}
     if isinstance(node, list):

@@ -299,6 +299,26 @@ def test_config_show__masks_a_password_holding_at_signs(tmp_path: Path, capsys: 
     assert "mqtts://admin:********@broker.example:8883" in out
 
 
+def test_config_check__a_refused_value_never_shows_a_password(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A bad mqtt.url (here its port) was echoed whole, password included, by config check, status, run and a
+    refused SIGHUP (the journal, whose excerpts go to support)."""
+    p = tmp_path / "config.toml"
+    p.write_text(
+        'profile = "sensors"\n[device]\nid = "d"\nsite = "s"\n'
+        '[mqtt]\nurl = "mqtt://bob:s3cret@127.0.0.1:99999"\npassword = 12345678\n'
+    )
+    assert main(["config", "check", "--config", str(p)]) == 2
+    err = capsys.readouterr().err
+    assert "s3cret" not in err and "12345678" not in err, err
+    assert (
+        f'{p}: mqtt.url: expected mqtt://host:port or mqtts://host:port, got "mqtt://bob:********@127.0.0.1:99999"'
+        in err
+    )
+    assert f"{p}: mqtt.password: expected " in err and "got ********" in err
+
+
 def test_cli__output_into_a_closed_pipe_ends_quietly(tmp_path: Path) -> None:
     """`edge-agent config show | head -c 20`: no BrokenPipeError traceback (issue 9, defect 13)."""
     p = tmp_path / "config.toml"
