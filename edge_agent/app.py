@@ -330,7 +330,11 @@ class Agent:
         if self.writer is not None:
             self.writer.stop(2)
         self._write_runtime(running=False)
-        for ob in (self.outbox, self._read_outbox):
+        # Readers first, the writer's outbox (a fresh one if it moved a damaged file aside) last: only the last
+        # connection to close, when it may write, folds the WAL in and removes it. A WAL left behind makes the
+        # next start take a clean stop for an unclean one (integrity_check instead of quick_check).
+        writer_ob = self.writer.outbox if self.writer is not None else None
+        for ob in dict.fromkeys((self._read_outbox, self.outbox, writer_ob)):
             if ob is not None:
                 ob.close()
         if self._lock_fd is not None:

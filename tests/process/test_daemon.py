@@ -124,6 +124,18 @@ def test_daemon__sigterm_flushes_says_offline_and_exits_0(broker: Broker, tmp_pa
     assert {"event", "health"} <= kinds
 
 
+def test_daemon__a_clean_stop_leaves_no_wal_behind(broker: Broker, tmp_path: Path) -> None:
+    """The writer's connection closed before the agent's read-only one, which cannot fold the WAL in: every
+    clean stop left outbox.db-wal, and every start then ran the unclean stop's integrity_check."""
+    cfg = provision(tmp_path, broker.url, health="0.2")
+    db = load_config(cfg).db_path
+    proc = start_agent(cfg)
+    assert wait_until(lambda: last_delivered(db) >= 3), "no records delivered"
+    rc, out = stop_agent(proc)
+    assert rc == 0, out
+    assert not Path(f"{db}-wal").exists(), out
+
+
 def test_daemon__sighup_refuses_bad_config_and_applies_good(broker: Broker, tmp_path: Path) -> None:
     cfg = provision(tmp_path, broker.url, health="0")
     proc = start_agent(cfg)
