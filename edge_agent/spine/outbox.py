@@ -807,6 +807,16 @@ class Outbox:
             ).fetchone()
         return (str(row[0]), _blob(row[1])) if row else None
 
+    def chain_device(self) -> str | None:
+        """The device id the newest stored record carries (whose chain this outbox continues); None when none."""
+        newest = self.latest()
+        if newest is None:
+            return None
+        with contextlib.suppress(ValueError, TypeError, AttributeError):
+            device = json.loads(newest[1]).get("device")
+            return device if isinstance(device, str) else None
+        return None
+
     def checkpoint_truncate(self) -> None:
         """Copy the WAL into the database and cut the WAL file to zero (frees disk space at once)."""
         self.conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -136,6 +136,26 @@ def test_daemon__a_clean_stop_leaves_no_wal_behind(broker: Broker, tmp_path: Pat
     assert not Path(f"{db}-wal").exists(), out
 
 
+def test_daemon__refuses_an_outbox_that_holds_another_devices_chain(broker: Broker, tmp_path: Path) -> None:
+    """`init --force --device-id NEW` (or config set device.id) on the same state dir: the new id's records went
+    on from the old id's head (seq 125, never seq 1), and its undelivered ones went out on the new id's topic."""
+    cfg = provision(tmp_path, broker.url, health="0.2")
+    db = load_config(cfg).db_path
+    proc = start_agent(cfg)
+    assert wait_until(lambda: last_delivered(db) >= 2), "no records delivered"
+    assert stop_agent(proc)[0] == 0
+    before = kinds_in(db)
+    cfg.write_text(cfg.read_text().replace(f'id = "{DEVICE}"', 'id = "dev-2"'))
+    proc = start_agent(cfg)
+    # It exits on its own; the unfixed agent ran on and signed under the new id instead.
+    assert wait_until(lambda: proc.poll() is not None or len(kinds_in(db)) > len(before), 30)
+    rc, out = stop_agent(proc)
+    assert rc == 1, out
+    assert f"the outbox holds the chain of device '{DEVICE}'" in out and "not of 'dev-2'" in out, out
+    assert "Traceback" not in out
+    assert kinds_in(db) == before  # nothing signed under the new id
+
+
 def test_daemon__sighup_refuses_bad_config_and_applies_good(broker: Broker, tmp_path: Path) -> None:
     cfg = provision(tmp_path, broker.url, health="0")
     proc = start_agent(cfg)
