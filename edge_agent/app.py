@@ -709,6 +709,8 @@ def read_runtime(state_dir: Path) -> dict[str, Any] | None:
     alive = daemon_alive(state_dir)
     try:
         data: dict[str, Any] = json.loads((state_dir / RUNTIME_FILE).read_text())
+        if not isinstance(data, dict):  # JSON, but not the agent's snapshot (`null`, a list): as unreadable
+            raise ValueError(f"expected a JSON object, got {type(data).__name__}")
     except (OSError, ValueError) as exc:
         if not alive:
             return None

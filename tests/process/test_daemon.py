@@ -373,6 +373,15 @@ def test_status__last_delivered_says_none_before_any_delivery(tmp_path: Path) ->
     assert "seq 0" not in r.stdout
 
 
+@pytest.mark.parametrize("snapshot", ["null", "[1, 2]", "7"])
+def test_status__a_runtime_json_that_is_not_an_object_is_no_traceback(tmp_path: Path, snapshot: str) -> None:
+    cfg = provision(tmp_path, "mqtt://127.0.0.1:1")
+    (load_config(cfg).state_dir / "runtime.json").write_text(snapshot)
+    r = run_status(cfg)
+    assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+    assert "daemon:        not running" in r.stdout, r.stdout
+
+
 def test_daemon__health_interval_below_the_tick_is_kept(broker: Broker, tmp_path: Path) -> None:
     """health.interval_s = 0.05 gives about 20 records a second, not 2 (issue 9, defect 13)."""
     cfg = provision(tmp_path, broker.url, health="0.05")
