@@ -179,18 +179,14 @@ class Agent:
             self._lock_fd = None
             return 0
         self.outbox, startup_gap = opened
-        owner = self.outbox.chain_device()
-        if owner is not None and owner != cfg.device.id:
-            head_seq = self.outbox.head()[0]
+        foreign = self.outbox.foreign_chain(cfg.device.id)
+        if foreign is not None:
             self.outbox.close()
             os.close(self._lock_fd)
             self._lock_fd = None
-            raise LedgerError(
-                f"{cfg.db_path}: the outbox holds the chain of device {owner!r} (up to seq {head_seq}), "
-                f"not of {cfg.device.id!r} (device.id): a device keeps its id for life. Put {owner!r} back in "
-                "device.id, or give the new id its own state_dir (edge-agent init --state-dir NEW_DIR), which "
-                "makes it a new key and a chain from seq 1"
-            )
+            from edge_agent.spine.outbox import FOREIGN_CHAIN_REMEDY
+
+            raise LedgerError(f"{foreign}: {FOREIGN_CHAIN_REMEDY}")
         from edge_agent.spine.checkpoint import finish_rotation
 
         finish_rotation(cfg.key_path, self.outbox)

@@ -48,6 +48,10 @@ SALVAGE_BUDGET_S = 5.0
 # How far below the last delivered seq it looks for records not yet acknowledged (twice mqtt.inflight_max's default).
 SALVAGE_BEHIND = 1000
 WAL_LIMIT_BYTES = 4 * 1024 * 1024
+FOREIGN_CHAIN_REMEDY = (
+    "a device keeps its id for life: put the old id back in device.id, or give the new id its own state_dir "
+    "(edge-agent init --state-dir NEW_DIR), which makes it a new key and a chain from seq 1"
+)
 
 
 def _migrate_1(db: sqlite_utils.Database) -> None:
@@ -807,15 +811,20 @@ class Outbox:
             ).fetchone()
         return (str(row[0]), _blob(row[1])) if row else None
 
-    def chain_device(self) -> str | None:
-        """The device id the newest stored record carries (whose chain this outbox continues); None when none."""
+    def foreign_chain(self, device_id: str) -> str | None:
+        """What is wrong when the newest stored record belongs to another device than `device_id` (its id was
+        changed on a device that had run: its records would go on from that device's head); else None."""
         newest = self.latest()
-        if newest is None:
+        owner = None
+        if newest is not None:
+            with contextlib.suppress(ValueError, TypeError, AttributeError):
+                owner = json.loads(newest[1]).get("device")
+        if not isinstance(owner, str) or owner == device_id:
             return None
-        with contextlib.suppress(ValueError, TypeError, AttributeError):
-            device = json.loads(newest[1]).get("device")
-            return device if isinstance(device, str) else None
-        return None
+        return (
+            f"{self.path}: the outbox holds the chain of device {owner!r} (up to seq {self.head()[0]}), not of "
+            f"{device_id!r} (device.id)"
+        )
 
     def checkpoint_truncate(self) -> None:
         """Copy the WAL into the database and cut the WAL file to zero (frees disk space at once)."""

@@ -288,6 +288,16 @@ def test_doctor__broker_down_and_outbox_damage(tmp_path: Path, broker: Broker) -
     assert "moves the damaged file aside" in outbox.remedy
 
 
+def test_doctor__an_outbox_of_another_device_id_fails_with_the_remedy(tmp_path: Path) -> None:
+    path = _sensors_config(tmp_path, "mqtt://127.0.0.1:1")
+    _records(path, [("event", {"i": 1})])
+    path.write_text(path.read_text().replace('id = "m1"', 'id = "m2"'))
+    outbox = _by_name(run_checks(path, root=tmp_path, listen_s=LISTEN_S))["outbox"]
+    assert outbox.status == FAIL, outbox
+    assert "holds the chain of device 'm1' (up to seq 1), not of 'm2'" in outbox.message
+    assert "the agent refuses to start on it" in outbox.remedy and "init --state-dir" in outbox.remedy
+
+
 def test_doctor__tls_checks_with_the_right_and_a_wrong_ca(tmp_path: Path, mtls_broker: Broker) -> None:
     pki = mtls_broker.pki
     extra = f'ca_file = "{pki.ca_pem}"\ncert_file = "{pki.client_pem}"\nkey_file = "{pki.client_key}"\n'

@@ -54,7 +54,7 @@ def check_disk(cfg: AgentConfig) -> Check:
 
 def check_outbox(cfg: AgentConfig) -> Check:  # noqa: PLR0911 - one verdict per kind of damage
     """SQLite integrity, the chain links of the newest records, the head, and the oldest undelivered age."""
-    from edge_agent.spine.outbox import Outbox
+    from edge_agent.spine.outbox import FOREIGN_CHAIN_REMEDY, Outbox
 
     if not cfg.db_path.exists():
         return Check("outbox", OK, f"{cfg.db_path} not created yet (the agent has not run)")
@@ -75,8 +75,11 @@ def check_outbox(cfg: AgentConfig) -> Check:  # noqa: PLR0911 - one verdict per 
     ob = Outbox(cfg.db_path, readonly=True)
     try:
         st = ob.stats()
+        foreign = ob.foreign_chain(cfg.device.id)
     finally:
         ob.close()
+    if foreign is not None:
+        return Check("outbox", FAIL, foreign, f"the agent refuses to start on it; {FOREIGN_CHAIN_REMEDY}")
     recs = [json.loads(d) for _, d in rows]
     for a, b in itertools.pairwise(recs):
         if b["seq"] == a["seq"] + 1 and b.get("prev") != a.get("hash"):
