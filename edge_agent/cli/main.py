@@ -114,6 +114,11 @@ def cmd_init(args: argparse.Namespace) -> int:
     for option, folder in (("--dir", cfg_dir), ("--state-dir", state_dir)):
         if folder.exists() and not folder.is_dir():
             return fail(f"{option} {folder}: expected a folder, got a file", EXIT_CONFIG)
+    foreign = _foreign_chain(cfg)
+    if foreign is not None:
+        from edge_agent.spine.outbox import FOREIGN_CHAIN_REMEDY
+
+        return fail(f"--device-id: {foreign}; nothing written: {FOREIGN_CHAIN_REMEDY}", EXIT_CONFIG)
     try:  # the state dir (and key) first: a config is only written for a device that can run
         state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
         try:
@@ -134,6 +139,19 @@ def cmd_init(args: argparse.Namespace) -> int:
     print(f"public key: {public_raw_b64(key.public)} (raw Ed25519, base64)")
     print("Register the device centrally with: edge-agent keys export-public --config", cfg_path, "> device.pub.pem")
     return EXIT_OK
+
+
+def _foreign_chain(cfg: Any) -> str | None:
+    """Why the state dir's outbox cannot take cfg's device id (it holds another device's chain), or None."""
+    from edge_agent.spine.outbox import Outbox
+
+    if not cfg.db_path.exists():
+        return None
+    try:
+        with Outbox(cfg.db_path, readonly=True) as ob:
+            return ob.foreign_chain(cfg.device.id)
+    except sqlite3.Error:
+        return None  # a damaged outbox is the agent's to move aside; `doctor` reports it
 
 
 def cmd_keys_show(args: argparse.Namespace) -> int:

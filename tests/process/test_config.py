@@ -224,6 +224,30 @@ def test_init__writes_config_key_and_refuses_second_time(tmp_path: Path, capsys:
     assert "BEGIN PUBLIC KEY" in capsys.readouterr().out
 
 
+def test_init__force_with_another_device_id_on_a_used_state_dir_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """init --force --device-id NEW kept the state dir, whose outbox the new id would continue from the old head."""
+    from edge_agent.spine.clock import Clock
+    from edge_agent.spine.keys import load_key
+    from edge_agent.spine.outbox import Outbox
+
+    d = tmp_path / "etc"
+    assert main(["init", "--profile", "sensors", "--device-id", "m1", "--site", "w", "--dir", str(d)]) == 0
+    cfg = load_config(d / "config.toml")
+    ob, _ = Outbox.open_checked(cfg.db_path)
+    ob.append([("event", {"i": 1})], device="m1", key=load_key(cfg.key_path), clock=Clock(), max_bytes=1 << 30)
+    ob.close()
+    before = (d / "config.toml").read_bytes()
+    capsys.readouterr()
+    rc = main(["init", "--force", "--profile", "sensors", "--device-id", "m2", "--site", "w", "--dir", str(d)])
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    assert "holds the chain of device 'm1' (up to seq 1), not of 'm2'" in err and "init --state-dir" in err
+    assert (d / "config.toml").read_bytes() == before
+    assert main(["init", "--force", "--profile", "sensors", "--device-id", "m1", "--site", "w", "--dir", str(d)]) == 0
+
+
 def test_init__bad_folders_and_options_are_named_and_nothing_is_left_behind(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
