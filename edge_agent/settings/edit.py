@@ -119,8 +119,21 @@ def read_text(path: Path) -> str:
 def set_value(path: str | os.PathLike[str], dotted: str, raw_value: str) -> AgentConfig:
     """Change one dotted key in place, keeping comments; validate first; write atomically."""
     p = Path(path)
-    new_text = edit_text(read_text(p), {dotted: _parse_value(raw_value)}, str(p))
-    cfg = validate_text(new_text, p)
+    old_text = read_text(p)
+    value = _parse_value(raw_value)
+    new_text = edit_text(old_text, {dotted: value}, str(p))
+    try:
+        cfg = validate_text(new_text, p)
+    except ConfigError as first:
+        if isinstance(value, str):
+            raise
+        # A key that takes text, given digits (`mqtt.protocol 5`, `device.id 1042`, a numeric password): the
+        # value as typed, as a string, when that is what the key accepts; else the first error stands.
+        new_text = edit_text(old_text, {dotted: raw_value}, str(p))
+        try:
+            cfg = validate_text(new_text, p)
+        except ConfigError:
+            raise first from None
     atomic_write(p, new_text.encode("utf-8"))
     return cfg
 

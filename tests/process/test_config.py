@@ -297,6 +297,19 @@ def test_config__union_sections_name_the_key_without_the_tag(tmp_path: Path) -> 
     assert any(line.startswith(f"{p}: bench.camera.width: expected") for line in exc.value.problems), exc.value.problems
 
 
+def test_config_set__digits_for_a_key_that_takes_text_are_kept_as_text(tmp_path: Path) -> None:
+    """`config set mqtt.protocol 5` said: expected "5" or "3.1.1", got 5 (the digits were read as a number)."""
+    p = tmp_path / "config.toml"
+    p.write_text('profile = "sensors"\n[device]\nid = "d"\nsite = "s"\n[mqtt]\nprotocol = "3.1.1"\n')
+    assert main(["config", "set", "--config", str(p), "mqtt.protocol", "5"]) == 0
+    assert main(["config", "set", "--config", str(p), "device.id", "1042"]) == 0
+    assert main(["config", "set", "--config", str(p), "health.interval_s", "30"]) == 0
+    cfg = load_config(p)
+    assert (cfg.mqtt.protocol, cfg.device.id, cfg.health.interval_s) == ("5", "1042", 30)
+    assert 'protocol = "5"' in p.read_text()
+    assert main(["config", "set", "--config", str(p), "health.interval_s", "-1"]) == 2  # still refused
+
+
 def test_config_show__masks_credentials_in_urls(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     p = tmp_path / "config.toml"
     p.write_text(
