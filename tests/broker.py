@@ -234,6 +234,7 @@ class Broker:
         mtls: bool = False,
         users: dict[str, str] | None = None,
         acl: str | None = None,
+        max_packet_size: int | None = None,
         persistence: bool = True,
         port: int | None = None,
         pki: Pki | None = None,
@@ -246,6 +247,7 @@ class Broker:
         self.mtls = mtls
         self.users = dict(users) if users else {}
         self.acl = acl  # mosquitto acl_file text (`topic readwrite ...` lines), none when unset
+        self.max_packet_size = max_packet_size  # mosquitto's max_packet_size, unlimited when unset
         self.persistence = persistence
         self._fixed_port = port is not None
         self.port = port if port is not None else free_port()
@@ -321,6 +323,8 @@ class Broker:
             lines += ["allow_anonymous false", f"password_file {pw_file}"]
         else:
             lines.append("allow_anonymous true")
+        if self.max_packet_size is not None:
+            lines.append(f"max_packet_size {self.max_packet_size}")
         if self.acl is not None:
             acl_file = self.dir / "acl"
             acl_file.write_text(self.acl)

@@ -147,6 +147,16 @@ def resume_cursor(outbox: Outbox, in_flight: set[int]) -> int:
     return cursor
 
 
+def _varint(n: int) -> bytes:
+    """MQTT's Variable Byte Integer (the remaining length of a packet)."""
+    out = bytearray()
+    while True:
+        n, digit = divmod(n, 128)
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
+
+
 def _loop_writes(_client: mqtt.Client, _userdata: Any, _sock: Any) -> None:
     """paho's write hook: nothing to register, the network thread's loop() writes (MqttSync.__init__)."""
 
@@ -203,6 +213,8 @@ class MqttSync:
         self._threads: list[threading.Thread] = []
         self._connected_since: float | None = None
         self._got_connack = False
+        # The broker's Maximum Packet Size (MQTT 5 CONNACK): it drops the connection on a larger PUBLISH.
+        self.broker_max_packet: int | None = None
 
     # ------------------------------------------------------------ lifecycle
     def start(self) -> None:
@@ -250,8 +262,10 @@ class MqttSync:
             self.client.loop_write()  # the DISCONNECT, if the network thread ended before it was queued
 
     # ------------------------------------------------------------ callbacks (paho thread: enqueue only)
-    def _on_connect(self, client: mqtt.Client, _ud: Any, flags: Any, reason: Any, _props: Any) -> None:
+    def _on_connect(self, client: mqtt.Client, _ud: Any, flags: Any, reason: Any, props: Any) -> None:
         self._got_connack = True
+        limit = getattr(props, "MaximumPacketSize", None)
+        self.broker_max_packet = limit if isinstance(limit, int) else None
         if reason.is_failure:
             self.last_error = (
                 f"broker {self.m.host}:{self.m.port} refused the connection: {reason} "
@@ -362,6 +376,27 @@ class MqttSync:
                     warned = True
                 self._pub_stop.wait(1.0)
 
+    def _over_broker_limit(self, seq: int, topic: str, data: bytes) -> bool:
+        """True when the PUBLISH of this record would be larger than the broker's Maximum Packet Size: the broker
+        would close the connection at once, again after every reconnect, and nothing after it would get through
+        (commands included). Said once per record, in last_error and the log."""
+        limit = self.broker_max_packet
+        if limit is None:
+            return False
+        body = 2 + len(topic.encode("utf-8")) + 2 + 1 + len(data)  # topic, packet id, no properties, payload
+        size = 1 + len(_varint(body)) + body
+        if size <= limit:
+            return False
+        message = (
+            f"record seq {seq} is a {size}-byte packet, over broker {self.m.host}:{self.m.port}'s maximum packet "
+            f"size of {limit} bytes; it and every record after it wait in the outbox until the broker's "
+            "max_packet_size (mosquitto) is raised"
+        )
+        if self.last_error != message:
+            log.error("MQTT: %s", message)
+        self.last_error = message
+        return True
+
     def _note_refusals(self, pending: dict[int, int], refused: set[int]) -> None:
         """Records the broker refused (MQTT 5 PUBACK with a failure code): last_error and one log line say which
         and why. They stay in flight, so the stale check sends them again (an ACL may be mended meanwhile)."""
@@ -435,10 +470,15 @@ class MqttSync:
                 if cursor is None:
                     cursor = resume_cursor(outbox, set(pending.values()))
                 room = window - len(pending)
+                blocked = False
                 if room > 0:
                     rows = outbox.undelivered(cursor, room)
                     for seq, kind, data in rows:
-                        info = self.client.publish(f"{self.base}/rec/{kind}", data, qos=1)
+                        topic = f"{self.base}/rec/{kind}"
+                        if self._over_broker_limit(seq, topic, data):
+                            blocked = True  # it waits, in seq order, for a broker that takes it
+                            break
+                        info = self.client.publish(topic, data, qos=1)
                         if info.rc not in (mqtt.MQTT_ERR_SUCCESS, mqtt.MQTT_ERR_NO_CONN):
                             log.warning(
                                 "MQTT publish of seq %d failed (%s); will retry", seq, mqtt.error_string(info.rc)
@@ -448,7 +488,7 @@ class MqttSync:
                         pending[info.mid] = seq
                         sent_at[info.mid] = now
                         cursor = seq
-                    if rows:
+                    if rows and not blocked:
                         continue
                 if pending and now - last_stale_check > 5:
                     last_stale_check = now

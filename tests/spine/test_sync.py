@@ -213,6 +213,25 @@ def test_sync__records_the_broker_refuses_are_named_in_last_error_and_the_log(
     assert len(errors) == 1 and "refused record seq" in errors[0], errors
 
 
+def test_sync__a_record_over_the_brokers_packet_limit_is_named_and_the_connection_kept(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """mosquitto closes a connection on a PUBLISH over its max_packet_size: the agent reconnected and sent the
+    same record again every second, forever, with status saying nothing (last error -)."""
+    with Broker(tmp_path / "small-broker", max_packet_size=700) as broker:
+        cfg = make_cfg(tmp_path, broker.url)
+        ob, _ = Outbox.open_checked(cfg.db_path)
+        items = [("event", {"i": 1}), ("event", {"blob": "x" * 2000}), ("event", {"i": 3})]
+        ob.append(items, device="dev-1", key=generate_key(cfg.key_path), clock=Clock(), max_bytes=1 << 30)
+        with running_sync(cfg) as sync:
+            assert wait_until(lambda: sync.last_error is not None and ob.stats().last_delivered_seq == 1, 10)
+            assert sync.last_error is not None
+            assert "record seq 2 is a " in sync.last_error and "maximum packet size of 700 bytes" in sync.last_error
+            assert sync.connected.is_set() and ob.stats().depth == 2
+    assert "connection lost" not in caplog.text
+    assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [f"MQTT: {sync.last_error}"]
+
+
 def test_sync__mqtt_311_setting_delivers(broker: Broker, tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, broker.url, protocol="3.1.1")
     key = generate_key(cfg.key_path)
