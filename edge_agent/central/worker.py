@@ -26,14 +26,13 @@ from edge_agent.central.metrics import Metrics
 from edge_agent.signals import get_within
 from edge_agent.spine.config import MqttConfig
 from edge_agent.spine.remote.message import sign_command
-from edge_agent.spine.sync import describe_connect_error, make_client
+from edge_agent.spine.sync import TAKEN_OVER_S, describe_connect_error, make_client
 
 log = logging.getLogger(__name__)
 
 PUBACK = 0x40
 # A stop taking longer than this logs what it waits for, and every thread's stack.
 STOP_SLOW_S = 5.0
-TAKEN_OVER_S = 10.0  # a connection lost sooner after it was made may have been taken over (same client id)
 # PUBACK: type, remaining length 2, packet id (MQTT 3.1.1; in 5.0 the same bytes mean reason Success, 3.4.2.1)
 _PUBACK = struct.Struct("!BBH")
 

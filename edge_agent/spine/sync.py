@@ -27,6 +27,9 @@ from edge_agent.spine.outbox import Outbox, is_damage
 log = logging.getLogger(__name__)
 
 STALE_S = 60  # a record in flight this long while connected is published again
+# A connection lost sooner after it was made may have been taken over: mosquitto closes the older of two clients
+# with one client id, without a reason (paho says "Unspecified error"), and the two knock each other off.
+TAKEN_OVER_S = 10.0
 # Room for the fixed header, topic and properties around a command payload of commands.max_bytes.
 PACKET_OVERHEAD_BYTES = 4096
 
@@ -212,6 +215,7 @@ class MqttSync:
         self._drained = threading.Event()
         self._threads: list[threading.Thread] = []
         self._connected_since: float | None = None
+        self._taken_over: str | None = None  # last_error of connections lost soon after they were made
         self._got_connack = False
         # The broker's Maximum Packet Size (MQTT 5 CONNACK): it drops the connection on a larger PUBLISH.
         self.broker_max_packet: int | None = None
@@ -273,7 +277,8 @@ class MqttSync:
             )
             log.error("MQTT: %s", self.last_error)
             return
-        self.last_error = None
+        if self.last_error != self._taken_over:  # that one stays until a connection outlives TAKEN_OVER_S
+            self.last_error = None
         self.connected.set()
         self._connected_since = time.monotonic()
         log.info("MQTT connected to %s:%s (session present: %s)", self.m.host, self.m.port, flags.session_present)
@@ -293,8 +298,22 @@ class MqttSync:
         was = self.connected.is_set()
         self.connected.clear()
         self.subscribed.clear()
-        if was and not self._stop.is_set():
-            log.warning("MQTT connection lost (%s); records stay in the outbox and are re-sent on reconnect", reason)
+        if not was or self._stop.is_set():
+            return
+        since = self._connected_since
+        if since is not None and time.monotonic() - since < TAKEN_OVER_S:
+            repeat = self._taken_over is not None
+            self._taken_over = self.last_error = (
+                f"connection lost within {TAKEN_OVER_S:.0f} s of being made to {self.m.host}:{self.m.port} "
+                f"({reason}): if this repeats, another client uses client id {self.client_id} (a second agent, or "
+                "a device cloned from this one: each needs its own device.id and key)"
+            )
+            if repeat:
+                log.debug("MQTT: %s", self.last_error)
+            else:
+                log.warning("MQTT: %s; records stay in the outbox", self.last_error)
+            return
+        log.warning("MQTT connection lost (%s); records stay in the outbox and are re-sent on reconnect", reason)
 
     def _on_publish(self, _c: mqtt.Client, _ud: Any, mid: int, reason: Any, _props: Any) -> None:
         if reason is None or not getattr(reason, "is_failure", False):
@@ -376,6 +395,16 @@ class MqttSync:
                     warned = True
                 self._pub_stop.wait(1.0)
 
+    def _clear_taken_over(self) -> None:
+        """A connection that outlived TAKEN_OVER_S was not taken over: its warning is no longer the last word."""
+        since = self._connected_since
+        if self._taken_over is None or since is None or time.monotonic() - since < TAKEN_OVER_S:
+            return
+        if self.last_error == self._taken_over:
+            self.last_error = None
+        self._taken_over = None
+        log.info("MQTT: connected for over %.0f s again", TAKEN_OVER_S)
+
     def _over_broker_limit(self, seq: int, topic: str, data: bytes) -> bool:
         """True when the PUBLISH of this record would be larger than the broker's Maximum Packet Size: the broker
         would close the connection at once, again after every reconnect, and nothing after it would get through
@@ -438,6 +467,7 @@ class MqttSync:
         try:
             while not self._pub_stop.is_set():
                 self.heartbeat = time.monotonic()
+                self._clear_taken_over()
                 if outbox.replaced():
                     log.warning("MQTT publisher: the outbox was moved aside; publishing from the fresh one")
                     return

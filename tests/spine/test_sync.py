@@ -232,6 +232,24 @@ def test_sync__a_record_over_the_brokers_packet_limit_is_named_and_the_connectio
     assert [r.getMessage() for r in caplog.records if r.levelname == "ERROR"] == [f"MQTT: {sync.last_error}"]
 
 
+def test_sync__two_clients_with_one_client_id_are_named_not_an_unspecified_error(
+    broker: Broker, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A device cloned from another's SD card (same device.id, same client id): mosquitto closed one connection
+    after the other, every second, and the agent said 'connection lost (Unspecified error)', status nothing."""
+    first = make_cfg(tmp_path / "a", broker.url)
+    clone = make_cfg(tmp_path / "b", broker.url)
+    with running_sync(first) as a:
+        assert a.connected.wait(10), a.last_error
+        with running_sync(clone):
+            assert wait_until(lambda: a.last_error is not None and "another client uses client id" in a.last_error)
+            assert a.last_error is not None and "edge-agent-site-a-dev-1" in a.last_error
+    warnings = [r.getMessage() for r in caplog.records if "another client uses client id" in r.getMessage()]
+    assert warnings and all(
+        r.levelname in ("WARNING", "DEBUG") for r in caplog.records if "client id" in r.getMessage()
+    )
+
+
 def test_sync__mqtt_311_setting_delivers(broker: Broker, tmp_path: Path) -> None:
     cfg = make_cfg(tmp_path, broker.url, protocol="3.1.1")
     key = generate_key(cfg.key_path)
