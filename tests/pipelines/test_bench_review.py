@@ -344,3 +344,15 @@ def test_review_queue__a_damaged_file_is_moved_aside_and_the_items_still_readabl
     assert moved.stat().st_size == pages * 4096, "the damaged file is kept as it was"
     [msg] = [r.getMessage() for r in caplog.records if r.levelname == "CRITICAL"]
     assert f"moved it aside to {moved.name}" in msg and f"with the {len(after)} item(s) still readable" in msg
+
+
+def test_review_queue__personal_data_in_the_why_is_masked_in_the_record(tmp_path: Path) -> None:
+    # A reviewer's free text leaves the device in the record: a phone or a name in it is masked like the slip's.
+    with ReviewQueue(tmp_path / "review.db") as q:
+        item_id = q.add(result(), None)
+        q.correct(item_id, "li.lei", {"quantity": "3"}, "王芳 13812345678 called: 3 in the box of C0123456789")
+        [(_, body)] = q.pending_records()
+    assert "13812345678" not in body["why"] and "王芳" not in body["why"]
+    assert body["why"] == "[NAME] [PHONE] called: 3 in the box of C0123456789"
+    with ReviewQueue(tmp_path / "review.db") as q:
+        assert q.get(item_id).why.startswith("王芳 13812345678")  # the device's own queue keeps what was typed

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any, Literal
 from edge_agent.errors import EdgeAgentError
 from edge_agent.files import move_aside, quick_check_or_raise, rows_past_damage, sqlite_damaged, sqlite_uri
 from edge_agent.pipelines.bench.normalize import ReasonTable, match_reason
-from edge_agent.pipelines.bench.rules_config import FIELD_NAMES, ReviewConfig
+from edge_agent.pipelines.bench.privacy import mask_text
+from edge_agent.pipelines.bench.rules_config import FIELD_NAMES, PrivacyConfig, ReviewConfig
 
 if TYPE_CHECKING:
     import numpy as np
@@ -102,6 +103,10 @@ def clean_correction(field: str, raw: Any) -> str | int:
     if not text:
         raise ReviewError(f"correct: {field}: expected a value, got an empty string")
     return text if field == "reason" else text.upper()
+
+
+# Field values sent in clear anyway: kept readable where a masked text repeats them.
+SENT_CODES = ("order_no", "sku", "customer_id")
 
 
 class ReviewQueue:
@@ -301,8 +306,11 @@ class ReviewQueue:
 
     # ------------------------------------------------------------ emitting (the daemon)
 
-    def pending_records(self) -> builtins.list[tuple[int, dict[str, Any]]]:
-        """(id, return_inspection body) of every decided item not yet emitted, oldest first."""
+    def pending_records(self, privacy: PrivacyConfig | None = None) -> builtins.list[tuple[int, dict[str, Any]]]:
+        """(id, return_inspection body) of every decided item not yet emitted, oldest first.
+
+        The reviewer's `why` is free text that leaves the device: it is masked like the slip's text.
+        """
         out = []
         for item in self.list("decided"):
             body = dict(item.body)
@@ -323,7 +331,7 @@ class ReviewQueue:
                 reviewed_at=item.reviewed_at,
                 decision=item.decision,
                 changes=item.changes,
-                why=item.why or "",
+                why=mask_text(item.why or "", privacy, keep=[str(fields[n]) for n in SENT_CODES if fields.get(n)]),
             )
             out.append((item.id, body))
         return out

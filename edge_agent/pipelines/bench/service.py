@@ -432,7 +432,7 @@ class BenchService:
 
     def _emit_reviewed(self) -> None:
         ctx, rq = self._ctx, self._queue
-        for item_id, body in rq.pending_records():
+        for item_id, body in rq.pending_records(self._cfg.privacy):
             ctx.emit("return_inspection", body)
             rq.mark_emitted(item_id)
             self.counts["reviewed_emitted"] += 1
