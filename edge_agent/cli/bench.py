@@ -308,7 +308,7 @@ def _decide(args: argparse.Namespace, request: ReviewRequest) -> ReviewItem | in
     try:
         reasons = load_reasons(cfg.bench.validation)
         with _queue(args, cfg) as q:
-            return decide(q, request, reasons)
+            return decide(q, request, reasons, cfg.bench.validation.max_quantity)
     except (ReviewError, OSError) as exc:
         return fail(f"review: {exc}")
 

@@ -264,7 +264,12 @@ def start_station(
             from edge_agent.pipelines.bench.fields import load_reasons
             from edge_agent.pipelines.bench.review import ReviewDesk
 
-            desk = ReviewDesk(Path(cfg.state_dir), cfg.bench.review, load_reasons(cfg.bench.validation))
+            desk = ReviewDesk(
+                Path(cfg.state_dir),
+                cfg.bench.review,
+                load_reasons(cfg.bench.validation),
+                cfg.bench.validation.max_quantity,
+            )
         from edge_agent.pipelines.bench.rules_config import FIELD_NAMES
 
         levels = Levels({n: cfg.bench.fields.threshold(n) for n in FIELD_NAMES})

@@ -17,6 +17,7 @@ from edge_agent.pipelines.bench.inspect import InspectionResult, Rules, evaluate
 from edge_agent.pipelines.bench.review import ReviewDesk, ReviewError, ReviewQueue, ReviewRequest, decide, save_image
 from edge_agent.pipelines.bench.rules_config import ReviewConfig
 from edge_agent.pipelines.bench.types import Barcode, ImageReading, QualityReport, TextLine
+from edge_agent.settings import set_value
 
 RULES = Rules.from_config(BenchConfig())
 OK = QualityReport(True, (), 300.0, 140.0, 0.0, True)
@@ -215,8 +216,8 @@ def test_review_decide__reject_is_recorded_with_why_and_needs_one(tmp_path: Path
     with ReviewQueue(tmp_path / "review.db") as q:
         item_id = q.add(result(), None)
         with pytest.raises(ReviewError, match=r"reject: expected a reason"):
-            decide(q, ReviewRequest(item_id, "li.lei", "reject", why=" "), reasons)
-        decide(q, ReviewRequest(item_id, "li.lei", "reject", why="duplicate"), reasons)
+            decide(q, ReviewRequest(item_id, "li.lei", "reject", why=" "), reasons, 999)
+        decide(q, ReviewRequest(item_id, "li.lei", "reject", why="duplicate"), reasons, 999)
         [(_, body)] = q.pending_records()
         assert [i.id for i in q.history()] == [item_id]
     assert body["decision"] == "rejected" and body["why"] == "duplicate" and body["human_reviewed"] is True
@@ -228,10 +229,12 @@ def test_review_decide__correct_normalises_the_reason_and_refuses_an_unknown_act
     with ReviewQueue(tmp_path / "review.db") as q:
         item_id = q.add(result(), None)
         with pytest.raises(ReviewError, match=r"action: expected one of accept, correct, reject, got 'delete'"):
-            decide(q, ReviewRequest(item_id, "li.lei", "delete", why="x"), reasons)  # type: ignore[arg-type]
+            decide(q, ReviewRequest(item_id, "li.lei", "delete", why="x"), reasons, 999)  # type: ignore[arg-type]
         with pytest.raises(ReviewError, match=r"reason: expected one of 破损"):
-            decide(q, ReviewRequest(item_id, "li.lei", "correct", {"reason": "不想要"}, "x"), reasons)
-        item = decide(q, ReviewRequest(item_id, "li.lei", "correct", {"reason": "少件，缺配件"}, "misread"), reasons)
+            decide(q, ReviewRequest(item_id, "li.lei", "correct", {"reason": "不想要"}, "x"), reasons, 999)
+        item = decide(
+            q, ReviewRequest(item_id, "li.lei", "correct", {"reason": "少件，缺配件"}, "misread"), reasons, 999
+        )
     assert item.changes == {"reason": {"from": "破损", "to": "少件"}} and item.reviewer == "li.lei"
 
 
@@ -261,7 +264,7 @@ def test_review_queue__old_queue_gains_the_reject_decision(tmp_path: Path) -> No
 def test_review_desk__photo_only_while_kept(tmp_path: Path) -> None:
     reasons = load_reasons(BenchConfig().validation)
     img = np.full((40, 60, 3), 200, np.uint8)
-    desk = ReviewDesk(tmp_path, ReviewConfig(), reasons)
+    desk = ReviewDesk(tmp_path, ReviewConfig(), reasons, 999)
     try:
         path = save_image(tmp_path, img, ReviewConfig())
         with ReviewQueue(tmp_path / "review.db") as q:
@@ -271,7 +274,7 @@ def test_review_desk__photo_only_while_kept(tmp_path: Path) -> None:
         assert desk.photo(kept) is None and path is not None and not path.exists()
     finally:
         desk.close()
-    hours = ReviewDesk(tmp_path, ReviewConfig(keep_images="hours", keep_images_h=1), reasons)
+    hours = ReviewDesk(tmp_path, ReviewConfig(keep_images="hours", keep_images_h=1), reasons, 999)
     try:
         old_path = save_image(tmp_path, img, ReviewConfig())
         with ReviewQueue(tmp_path / "review.db") as q:
@@ -282,7 +285,7 @@ def test_review_desk__photo_only_while_kept(tmp_path: Path) -> None:
         assert hours.photo(fresh) == old_path and hours.photo(fresh + 1) is None, "past its hours: not served"
     finally:
         hours.close()
-    never = ReviewDesk(tmp_path, ReviewConfig(keep_images="never"), reasons)
+    never = ReviewDesk(tmp_path, ReviewConfig(keep_images="never"), reasons, 999)
     try:
         assert never.photo(gone) is None
     finally:
@@ -356,3 +359,16 @@ def test_review_queue__personal_data_in_the_why_is_masked_in_the_record(tmp_path
     assert body["why"] == "[NAME] [PHONE] called: 3 in the box of C0123456789"
     with ReviewQueue(tmp_path / "review.db") as q:
         assert q.get(item_id).why.startswith("王芳 13812345678")  # the device's own queue keeps what was typed
+
+
+def test_review_cli__a_corrected_quantity_above_max_quantity_is_refused(
+    config_file: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    set_value(config_file, "bench.validation.max_quantity", "50")
+    with ReviewQueue(config_file.parent / "state" / "review.db") as q:
+        item_id = q.add(result(), None)
+    base = ["review", "correct", str(item_id), "--why", "recount", "--config", str(config_file)]
+    assert main([*base, "--set", "quantity=100000"]) == 1
+    err = capsys.readouterr().err
+    assert "quantity: expected a whole number 1-50 (bench.validation.max_quantity), got 100000" in err
+    assert main([*base, "--set", "quantity=50"]) == 0

@@ -438,8 +438,11 @@ class ReviewRequest:
     why: str = ""
 
 
-def decide(queue: ReviewQueue, request: ReviewRequest, reasons: ReasonTable) -> ReviewItem:
-    """Check and record a decision; the daemon emits the item's record on its next pass."""
+def decide(queue: ReviewQueue, request: ReviewRequest, reasons: ReasonTable, max_quantity: int) -> ReviewItem:
+    """Check and record a decision; the daemon emits the item's record on its next pass.
+
+    A corrected quantity obeys the bench's `max_quantity` as a read one does (a typed 100000 for 10 is refused).
+    """
     if request.action == "accept":
         return queue.accept(request.item_id, request.reviewer, request.why)
     if request.action == "reject":
@@ -454,6 +457,13 @@ def decide(queue: ReviewQueue, request: ReviewRequest, reasons: ReasonTable) -> 
                 f"correct: reason: expected one of {', '.join(reasons.canonical)}, got {changes['reason']!r}"
             )
         changes["reason"] = m.reason
+    if "quantity" in changes:
+        qty = clean_correction("quantity", changes["quantity"])
+        if isinstance(qty, int) and qty > max_quantity:
+            raise ReviewError(
+                f"correct: quantity: expected a whole number 1-{max_quantity} "
+                f"(bench.validation.max_quantity), got {qty}"
+            )
     return queue.correct(request.item_id, request.reviewer, changes, request.why)
 
 
@@ -463,9 +473,10 @@ class ReviewDesk:
     One connection shared by the web server's threads, so calls are serialised by a lock.
     """
 
-    def __init__(self, state_dir: Path, review_cfg: ReviewConfig, reasons: ReasonTable) -> None:
+    def __init__(self, state_dir: Path, review_cfg: ReviewConfig, reasons: ReasonTable, max_quantity: int) -> None:
         self.cfg = review_cfg
         self.reasons = reasons
+        self.max_quantity = max_quantity
         self._queue = ReviewQueue(queue_path(state_dir), review_cfg=review_cfg)
         self._lock = threading.Lock()
 
@@ -487,7 +498,7 @@ class ReviewDesk:
 
     def decide(self, request: ReviewRequest) -> ReviewItem:
         with self._lock:
-            return decide(self._queue, request, self.reasons)
+            return decide(self._queue, request, self.reasons, self.max_quantity)
 
     def photo(self, item_id: int) -> Path | None:
         """The kept photo of an item, or None when the config does not (or no longer) keep it."""
