@@ -134,9 +134,11 @@ class FolderCamera:
             raise FrameError(f"{path.name}: cannot read: {exc}") from None
         try:
             image = decode_image(data, str(path))
-        except FrameError:
+        except FrameError as exc:
             self.rejected += 1
-            self._dispose(path, self.cfg.rejected, "rejected")
+            moved = self._dispose(path, self.cfg.rejected, "rejected")
+            # A dropped photo is a slip someone is waiting on: say why it was not read, not only at debug.
+            log.warning("%s: photo not inspected: %s; moved to %s", self.name, exc, moved)
             raise
         kept = self._dispose(path, self.cfg.processed if self.cfg.after == "move" else None, "processed")
         return Frame(t_mono=t_mono, t_utc=t_utc, image=image, source=self.name, path=str(kept) if kept else None)

@@ -141,7 +141,9 @@ def test_folder_camera__waits_until_an_in_place_upload_settles(tmp_path: Path) -
     assert np.array_equal(np.asarray(frame.image), _imread(EAN_PHOTO))
 
 
-def test_folder_camera__broken_image_is_rejected_with_its_name(tmp_path: Path) -> None:
+def test_folder_camera__broken_image_is_rejected_with_its_name(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     cfg = _folder_cfg(tmp_path)
     twin = FolderCameraTwin(cfg.path)
     bad = twin.drop_bytes(EAN_PHOTO.read_bytes()[:200], ".png", name="IMG_0001.png")
@@ -153,6 +155,10 @@ def test_folder_camera__broken_image_is_rejected_with_its_name(tmp_path: Path) -
         cam.read(1.0)
     assert (cfg.path / "rejected" / "IMG_0001.png").exists()
     assert cam.rejected == 1
+    # the technician sees it in the log at WARNING (the runner counts bad frames at debug only)
+    [warned] = [r for r in caplog.records if r.levelname == "WARNING"]
+    assert "IMG_0001.png: not a readable image" in warned.getMessage()
+    assert f"moved to {cfg.path / 'rejected' / 'IMG_0001.png'}" in warned.getMessage()
     frame = _read(cam)  # the next good file still comes through
     assert frame is not None
     assert [r.text for r in zxingcpp.read_barcodes(np.asarray(frame.image))] == [_expected(CODE128_SCAN)]
