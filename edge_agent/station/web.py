@@ -109,7 +109,10 @@ def build_app(state: StationState) -> Starlette:  # noqa: PLR0915 - the routes r
         s = Session(secrets.token_urlsafe(32), secrets.token_urlsafe(32), operator, role)
         state.sessions[s.token] = s
         while len(state.sessions) > SESSIONS_MAX:
-            state.sessions.popitem(last=False)
+            # The oldest sign-in form's session goes first: anyone who can reach the page opens those, and
+            # they must not push out the operators who signed in.
+            form = next((t for t, o in state.sessions.items() if o.operator is None and o is not s), None)
+            state.sessions.pop(form if form is not None else next(iter(state.sessions)))
         return s
 
     def session_of(request: Request) -> Session | None:

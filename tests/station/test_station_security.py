@@ -12,6 +12,7 @@ from typing import Any
 import pytest
 
 from edge_agent.station.operators import add_operator
+from edge_agent.station.web import SESSIONS_MAX
 from tests.broker import Broker
 from tests.helpers import wait_until
 from tests.station.harness import BenchRig
@@ -122,6 +123,15 @@ def test_station_security__lan_bind_requires_sign_in(lan_rig: BenchRig) -> None:
     status, hdrs, _ = c.send("POST", "/signout", f"csrf={csrf}".encode(), form_h)
     assert status == 303 and hdrs["location"] == "/signin"
     assert c.send("GET", "/api/state")[0] == 401, "signed out: the old session is gone"
+
+
+def test_station_security__visitors_who_do_not_sign_in_cannot_push_out_a_signed_in_operator(
+    lan_rig: BenchRig,
+) -> None:
+    c, _ = _signed_in(lan_rig)
+    for _ in range(SESSIONS_MAX + 10):  # anyone on the LAN can open the sign-in form, each time a new session
+        assert Client(lan_rig.port).send("GET", "/signin")[0] == 200
+    assert c.send("GET", "/api/state")[0] == 200, "the operator is still signed in"
 
 
 def test_station_security__guessing_pins_is_slowed_down(lan_rig: BenchRig) -> None:
