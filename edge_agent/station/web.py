@@ -51,6 +51,7 @@ COOKIE = "station_session"
 SESSIONS_MAX = 256
 SIGNIN_FAILS_MAX = 5  # per id (or badge) within SIGNIN_WINDOW_S, then 429 until the window passes
 SIGNIN_WINDOW_S = 60.0
+SIGNIN_EXPIRED = "This page had expired (the station restarted, or it stood open too long): sign in again."
 KEEPALIVE_S = 15.0
 MAX_QUERY_CHARS = 512
 MAX_HEADER_BYTES = 8 * 1024  # h11 bounds a header that trickles in; this bounds one that arrives whole
@@ -266,9 +267,12 @@ def build_app(state: StationState) -> Starlette:  # noqa: PLR0915 - the routes r
 
     async def signin(request: Request) -> Response:
         s = session_of(request)
-        if s is None:
-            raise BadRequest(403, "missing or wrong CSRF token: reload the page and try again")
         form = _form(await read_body(request))
+        if s is None:
+            # The form outlived its session (the daemon restarted, or it stood open past session_idle_min):
+            # the form again with a fresh session, not a bare error at the bench.
+            s = new_session(None)
+            return set_cookie(page("signin.html", s, 403, error=SIGNIN_EXPIRED), s)
         check_csrf(request, s, form.get("csrf", ""))
         who, pin = form.get("who", "").strip()[:128], form.get("pin", "").strip()[:64]
         key = who.lower() if pin else "badge"

@@ -94,6 +94,20 @@ def _sign_in(d: Any, rig: BenchRig) -> None:
     _wait(d, "the live page after sign-in", lambda d: d.execute_script("return document.body.dataset.connected"))
 
 
+def test_station_browser__a_sign_in_form_that_outlived_its_session_asks_again(rig: BenchRig, browser: Any) -> None:
+    from selenium.webdriver.common.keys import Keys
+
+    d = browser
+    d.get(rig.url)
+    _wait(d, "the sign-in page", lambda d: _active_id(d) == "who")
+    d.delete_all_cookies()  # what a restart of the daemon, or a form left open past session_idle_min, leaves
+    _keys(d, OPERATOR, Keys.TAB, PIN, Keys.ENTER)
+    _wait(d, "the sign-in form again, saying why", lambda d: "expired" in _text(d, "#signin-error"))
+    assert _active_id(d) == "who"
+    _keys(d, OPERATOR, Keys.TAB, PIN, Keys.ENTER)
+    _wait(d, "the live page after sign-in", lambda d: d.execute_script("return document.body.dataset.connected"))
+
+
 def test_station_browser__verdict_queue_keyboard_correction_scan_and_signed_record(
     rig: BenchRig, broker: Broker, browser: Any, tmp_path: Path
 ) -> None:
