@@ -96,11 +96,13 @@ def test_config_check__a_fresh_bench_needs_its_camera_before_run_and_says_so(
     assert main(["config", "check", "--config", str(path)]) == 2
     err = capsys.readouterr().err
     assert f"{path}: bench.camera: expected a [bench.camera] section" in err and "uncomment the one" in err
+    # the default trigger wants a scanner too: said at once, not after the camera is fixed
+    assert f"{path}: bench.scanner: expected a [bench.scanner] section" in err
     checks = {c.name: c for c in run_checks(path, root=tmp_path, listen_s=0.1)}
     assert checks["config"].status == FAIL and "bench.camera" in checks["config"].message
     assert "disk" in checks, "the other checks still run on a config that is valid"
     path.write_text(path.read_text() + f'\n[bench.camera]\nkind = "folder"\npath = "{tmp_path}"\n')
-    assert main(["config", "check", "--config", str(path)]) == 2  # the default trigger wants a scanner too
+    assert main(["config", "check", "--config", str(path)]) == 2  # still the scanner
     assert "bench.scanner: expected a [bench.scanner] section" in capsys.readouterr().err
     path.write_text(path.read_text().replace('mode = "scan-then-capture"', 'mode = "manual"'))
     assert main(["config", "check", "--config", str(path)]) == 0, capsys.readouterr().err

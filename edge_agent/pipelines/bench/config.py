@@ -10,6 +10,11 @@ from edge_agent.pipelines.bench.image_config import OcrConfig, PreprocessConfig,
 from edge_agent.pipelines.bench.rules_config import FieldsConfig, PrivacyConfig, ReviewConfig, ValidationConfig
 from edge_agent.station.config import StationConfig  # [bench.station]: the operator station (edge_agent/station)
 
+SCANNER_REQUIRED = (
+    'a [bench.scanner] section (kind = "serial" or "hid") when bench.trigger.mode is "scan-then-capture" '
+    '(or set mode = "still" or "manual")'
+)
+
 
 class BenchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -34,19 +39,19 @@ class BenchConfig(BaseModel):
         # A config without a camera is not a bench (other profiles carry the default bench section).
         trigger = info.data.get("trigger")
         if v is None and info.data.get("camera") is not None and getattr(trigger, "mode", None) == "scan-then-capture":
-            raise PydanticCustomError(
-                "scanner_required",
-                'a [bench.scanner] section (kind = "serial" or "hid") when bench.trigger.mode is '
-                '"scan-then-capture" (or set mode = "still" or "manual")',
-            )
+            raise PydanticCustomError("scanner_required", SCANNER_REQUIRED)
         return v
 
     def check_runnable(self, source: str) -> list[str]:
         """What `run` needs beyond the schema, so `config check` and doctor report it before `run` exits on it: a
         camera. Other commands (ocr, review) need none, and other profiles carry the default bench section."""
         if self.camera is None:
-            return [
+            problems = [
                 f'{source}: bench.camera: expected a [bench.camera] section (kind = "opencv", "picamera2" or '
                 '"folder") for the bench profile, got none: uncomment the one in the config and adapt it'
             ]
+            # The scanner rule waits for a camera (see above): name it now too, not after the camera is fixed.
+            if self.scanner is None and self.trigger.mode == "scan-then-capture":
+                problems.append(f"{source}: bench.scanner: expected {SCANNER_REQUIRED}, got none")
+            return problems
         return []
