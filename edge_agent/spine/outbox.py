@@ -154,14 +154,14 @@ def connect(path: Path, *, readonly: bool = False, create: bool = False) -> sqli
     return db
 
 
-def _import_sqlite_utils() -> Any:
+def import_sqlite_utils() -> Any:
     """sqlite-utils, imported only to build the schema, without the numpy and pandas it would load.
 
     sqlite-utils imports numpy and pandas when they are installed (opencv brings numpy), only to map
     their types in inserts, which the outbox never makes: 13 MB that a truck would carry all day
-    after its first start. While no other thread runs (the agent opens its outbox before starting
-    any), they are hidden for the import; with other threads running, the import is plain, so
-    nothing else can ever fail to import them.
+    after its first start. While no other thread runs, they are hidden for the import; with other
+    threads running, the import is plain, so nothing else can ever fail to import them. The agent
+    calls this first thing in `Agent.run`, before its signals thread starts.
     """
     import sys
     import threading
@@ -464,7 +464,7 @@ class Outbox:
         version = self.conn.execute("PRAGMA user_version").fetchone()[0]
         for target in sorted(MIGRATIONS):
             if target > version:
-                sqlite_utils = _import_sqlite_utils()
+                sqlite_utils = import_sqlite_utils()
                 with self.conn:
                     self.conn.execute("BEGIN IMMEDIATE")
                     MIGRATIONS[target](sqlite_utils.Database(self.conn))

@@ -124,6 +124,20 @@ def test_daemon__sigterm_flushes_says_offline_and_exits_0(broker: Broker, tmp_pa
     assert {"event", "health"} <= kinds
 
 
+def test_daemon__runs_without_numpy(broker: Broker, tmp_path: Path) -> None:
+    """sqlite-utils loads numpy when it can (12 MB, all day); the agent imports it while it is the only thread,
+    without. Once the signals thread started first, every agent carried numpy: truck idle RSS 59 -> 71 MB."""
+    cfg = provision(tmp_path, broker.url, health="0.2")
+    proc = start_agent(cfg)
+    try:
+        assert wait_until(lambda: "health" in kinds_in(load_config(cfg).db_path)), "no health record"
+        maps = Path(f"/proc/{proc.pid}/maps").read_text()
+        assert "sqlite" in maps and "_multiarray_umath" not in maps
+    finally:
+        rc, out = stop_agent(proc)
+    assert rc == 0, out
+
+
 def test_daemon__a_clean_stop_leaves_no_wal_behind(broker: Broker, tmp_path: Path) -> None:
     """The writer's connection closed before the agent's read-only one, which cannot fold the WAL in: every
     clean stop left outbox.db-wal, and every start then ran the unclean stop's integrity_check."""
