@@ -268,6 +268,18 @@ def cmd_review_list(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _order_check_line(check: Any) -> str:
+    """`scan 123, barcode -, slip 123: they agree` from the record's {scan, barcode, ocr, agree}."""
+    if not isinstance(check, dict):
+        return "-"
+    sources = ", ".join(
+        f"{label} {check.get(key) or '-'}" for key, label in (("scan", "scan"), ("barcode", "barcode"), ("ocr", "slip"))
+    )
+    agree = check.get("agree")
+    verdict = "only one source" if agree is None else "they agree" if agree else "THEY DISAGREE"
+    return f"{sources}: {verdict}"
+
+
 def cmd_review_show(args: argparse.Namespace) -> int:
     try:
         with _queue(args) as q:
@@ -283,7 +295,7 @@ def cmd_review_show(args: argparse.Namespace) -> int:
         value = body["fields"].get(name)
         conf = body.get("confidence", {}).get(name, 0.0)
         print(f"  {name:<12} {'-' if value is None else value!s:<28} {conf:.2f}")
-    print(f"  order check: {body.get('order_check')}")
+    print(f"  order check: {_order_check_line(body.get('order_check'))}")
     for r in body.get("review_reasons", []):
         print(f"  review: {r['message']}")
     if item.image_path:

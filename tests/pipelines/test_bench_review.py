@@ -165,6 +165,7 @@ def test_review_cli__list_show_correct_accept(config_file: Path, capsys: pytest.
     assert main(["review", "show", str(first), "--config", str(config_file)]) == 0
     out = capsys.readouterr().out
     assert "quantity" in out and "[PHONE]" in out and "13812345678" not in out
+    assert "  order check: scan -, barcode 123456789012, slip 123456789012: they agree\n" in out  # not a Python dict
     rc = main(
         [
             "review",
