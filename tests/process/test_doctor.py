@@ -375,6 +375,13 @@ def test_check_expected_returns__none_broken_old_and_central_s(tmp_path: Path) -
     bad = check_expected_returns(cfg, now)
     assert bad.status == FAIL and "returns.csv" in bad.message and "quantity" in bad.message, bad.line()
     assert "(and 1 more)" in bad.message and "every slip to review" in bad.remedy
+    assert bad.remedy.startswith("fix the file (columns")
+    # A path to no file is the path to fix, not the file's columns.
+    cfg.bench.validation.manifest = Path("retruns.csv")
+    typo = check_expected_returns(cfg, now)
+    assert typo.status == FAIL and "retruns.csv" in typo.message, typo.line()
+    assert typo.remedy.startswith("fix the path in bench.validation.manifest"), typo.line()
+    cfg.bench.validation.manifest = Path("returns.csv")
     # The one central sent wins over the configured file.
     (tmp_path / "state").mkdir()
     (tmp_path / "state" / "manifest.csv").write_text("order_no,sku,quantity\nDD2001,SKU-C3,1\n")

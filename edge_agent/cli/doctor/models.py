@@ -45,12 +45,17 @@ def check_expected_returns(cfg: AgentConfig, now: datetime) -> Check:
     except EdgeAgentError as exc:
         problems = str(exc).splitlines()
         more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
+        path = configured_path(cfg.bench.validation.manifest, cfg.source)
+        fix = (
+            "fix the path in bench.validation.manifest (edge-agent config set)"
+            if path is not None and not path.exists()
+            else "fix the file (columns order_no, sku, quantity, customer_id, order_date)"
+        )
         return Check(
             name,
             FAIL,
             "; ".join(problems[:2]) + more,
-            "fix the file (columns order_no, sku, quantity, customer_id, order_date), or have central send one: "
-            "until then the bench sends every slip to review (manifest_unreadable)",
+            f"{fix}, or have central send one: until then the bench sends every slip to review (manifest_unreadable)",
         )
     if manifest is None:
         return Check(
