@@ -25,7 +25,8 @@ from edge_agent.drivers.camera.config import (
     Picamera2Config,
     is_streaming,
 )
-from edge_agent.drivers.camera.protocol import MAX_IMAGE_BYTES, PARTIAL_SUFFIXES, decode_image, redact_source
+from edge_agent.drivers.camera.imagefile import MAX_IMAGE_BYTES
+from edge_agent.drivers.camera.protocol import PARTIAL_SUFFIXES, decode_image, redact_source
 from edge_agent.drivers.readings import Frame
 
 # Names kept importable from here for code written before the config/protocol split.

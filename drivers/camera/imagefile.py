@@ -41,12 +41,22 @@ def header_size(data: bytes) -> tuple[int, int] | None:
             return None
 
 
+def _mb(n: int) -> str:
+    return f"{n // 1048576} MB" if n % 1048576 == 0 else f"{n / 1048576:.1f} MB"
+
+
+def too_large(where: str | Path, size: int | None, limit: int) -> FrameError:
+    """A file over the cap, in MB; `size` None when only "more than the cap" is known (read up to it)."""
+    got = f"more than {_mb(limit)}" if size is None else _mb(size)
+    return FrameError(f"{where}: {got} (expected an image of at most {_mb(limit)})")
+
+
 def check_image_bytes(data: bytes, where: str, max_pixels: int = MAX_IMAGE_PIXELS) -> tuple[int, int]:
     """The header's (width, height); FrameError naming `where` when the bytes are no image or too large."""
     if not data:
         raise FrameError(f"{where}: empty file (expected a {FORMATS} image)")
     if len(data) > MAX_IMAGE_BYTES:
-        raise FrameError(f"{where}: {len(data)} bytes or more (expected an image under {MAX_IMAGE_BYTES} bytes)")
+        raise too_large(where, None, MAX_IMAGE_BYTES)
     size = header_size(data)
     if size is None:
         raise FrameError(f"{where}: not a readable image (expected a {FORMATS} image; it may be truncated)")
@@ -81,7 +91,7 @@ def read_image_file(path: str | Path, max_bytes: int = MAX_IMAGE_BYTES) -> bytes
             kind = "a directory" if stat.S_ISDIR(st.st_mode) else "a FIFO" if stat.S_ISFIFO(st.st_mode) else ""
             raise FrameError(f"{p}: not a regular file{' (' + kind + ')' if kind else ''}; expected an image file")
         if st.st_size > max_bytes:
-            raise FrameError(f"{p}: {st.st_size} bytes (expected an image under {max_bytes} bytes)")
+            raise too_large(p, st.st_size, max_bytes)
         with os.fdopen(fd, "rb", closefd=True) as f:
             fd = -1
             data = f.read(max_bytes + 1)
@@ -91,5 +101,5 @@ def read_image_file(path: str | Path, max_bytes: int = MAX_IMAGE_BYTES) -> bytes
         if fd >= 0:
             os.close(fd)
     if len(data) > max_bytes:  # grew while we read it
-        raise FrameError(f"{p}: more than {max_bytes} bytes (expected an image under {max_bytes} bytes)")
+        raise too_large(p, None, max_bytes)
     return data
