@@ -45,6 +45,22 @@ def unavailable(exc: DeviceUnavailable, remedy: str) -> ProbeOutcome:
     return ProbeOutcome("fail", str(exc), NOT_SERIAL_REMEDY if isinstance(exc, NotSerialDevice) else remedy)
 
 
+def port_opens(port: str, baud: int, kind: str) -> ProbeOutcome:
+    """For a device that sends only when used (a serial barcode scanner): the port opens, or why not."""
+    try:
+        ser = open_serial(port, baudrate=baud, timeout=0.2)
+    except PortBusy:
+        return busy(port)
+    except DeviceUnavailable as exc:
+        return unavailable(exc, "plug the device in and check the port in the config (ls -l /dev/serial/by-id/)")
+    ser.close()
+    return ProbeOutcome(
+        "ok",
+        f"{port}: opens at {baud} baud (a {kind} device sends only when used)",
+        "scan a code and see it in `edge-agent status` or the station",
+    )
+
+
 CANNOT_OPEN = "cannot open"  # a ProbeResult's detail when the port could not be opened (missing, not serial)
 
 

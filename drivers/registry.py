@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from edge_agent.drivers.probing import ProbeOutcome
+from edge_agent.drivers.probing import ProbeOutcome, port_opens
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +72,10 @@ def probe_device(cfg: Any, listen_s: float) -> ProbeOutcome:
     try:
         k = _kind(cfg.kind)
     except KeyError:
-        where = getattr(cfg, "port", None) or getattr(cfg, "channel", "?")
+        port = getattr(cfg, "port", None)
+        if isinstance(port, str):  # a serial barcode scanner: it says nothing until it reads a code
+            return port_opens(port, int(getattr(cfg, "baud", 9600)), cfg.kind)
+        where = getattr(cfg, "channel", "?")
         return ProbeOutcome("warn", f"{where}: doctor has no probe for kind {cfg.kind!r}", "check the device by hand")
     outcome: ProbeOutcome = k.module("probe").probe(cfg, listen_s)
     return outcome

@@ -154,6 +154,24 @@ def test_device_probes__a_regular_file_as_port_is_not_told_to_plug_the_device_in
     assert missing.status == "fail" and missing.remedy.startswith("plug the GPS in")
 
 
+def test_doctor__a_serial_scanner_is_checked_by_opening_its_port(tmp_path: Path) -> None:
+    """doctor said it had no probe for kind 'serial'; a scanner sends nothing until it reads a code."""
+    from edge_agent.cli.doctor.devices import check_serial_device
+    from edge_agent.drivers.scanner.config import SerialScannerConfig
+    from edge_agent.drivers.scanner.twin import ScannerTwin
+
+    with ScannerTwin(tmp_path / "ttyACM0") as twin:
+        ok = check_serial_device("bench.scanner", SerialScannerConfig(kind="serial", port=twin.path, baud=115200))
+    assert (ok.name, ok.status) == ("bench.scanner (serial)", "ok"), ok.line()
+    assert ok.message == f"{twin.path}: opens at 115200 baud (a serial device sends only when used)"
+    missing = check_serial_device("bench.scanner", SerialScannerConfig(kind="serial", port=str(tmp_path / "ttyACM9")))
+    assert missing.status == "fail" and "cannot open" in missing.message and "plug the device in" in missing.remedy
+    regular = tmp_path / "scans.txt"
+    regular.write_text("DD1001\r")
+    logfile = check_serial_device("bench.scanner", SerialScannerConfig(kind="serial", port=str(regular)))
+    assert logfile.status == "fail" and logfile.remedy.startswith("set the port to the device's serial port")
+
+
 def test_probe_port__unknown_protocol_in_plan_is_a_value_error(tmp_path: Path) -> None:
     with ModbusTwin(tmp_path / "tty") as twin, pytest.raises(ValueError, match="unknown protocol 'can'"):
         probe_port(twin.path, timeout_s=0.1, plan=[("can", 9600)])
