@@ -64,6 +64,22 @@ class NonceStore:
         row = self.conn.execute("SELECT value FROM meta WHERE key = 'forgotten_before'").fetchone()
         return datetime.fromtimestamp(float(row[0]), UTC) if row else None
 
+    def beyond_memory(self, issued_at: datetime, expires_at: datetime, now: datetime) -> str | None:
+        """Why a command is older than this store can vouch for (its nonce may have been used and not kept), or
+        None: issued before the store began, or expired before the nonces it has pruned."""
+        if self.floor is not None and issued_at < self.floor:
+            return (
+                f"issued at {format_ts(issued_at)}, before the replay guard {NONCES_DB} was started at "
+                f"{format_ts(self.floor)} (the nonces of commands before it are not kept): sign it again"
+            )
+        forgotten = self.forgotten_before
+        if forgotten is not None and expires_at < forgotten:
+            return (
+                f"expired at {format_ts(expires_at)}, before {format_ts(forgotten)}: the replay guard no "
+                f"longer keeps the nonces of commands that old (device time {format_ts(now)} is behind?)"
+            )
+        return None
+
     def _set_floor(self, floor: datetime) -> None:
         self.conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES ('floor', ?)", (floor.timestamp(),))
 

@@ -206,20 +206,9 @@ class CommandProcessor:
         cannot be read or written refuses (it fails closed); a damaged one is dropped, to be started afresh
         (NonceStore) on the next command."""
         try:
-            floor = self.nonces.floor
-            if floor is not None and msg.issued_at < floor:
-                raise CommandRefused(
-                    "replayed",
-                    f"issued at {format_ts(msg.issued_at)}, before the replay guard {NONCES_DB} was started at "
-                    f"{format_ts(floor)} (the nonces of commands before it are not kept): sign it again",
-                )
-            forgotten = self.nonces.forgotten_before
-            if forgotten is not None and msg.expires_at < forgotten:
-                raise CommandRefused(
-                    "replayed",
-                    f"expired at {format_ts(msg.expires_at)}, before {format_ts(forgotten)}: the replay guard no "
-                    f"longer keeps the nonces of commands that old (device time {format_ts(now)} is behind?)",
-                )
+            too_old = self.nonces.beyond_memory(msg.issued_at, msg.expires_at, now)
+            if too_old is not None:
+                raise CommandRefused("replayed", too_old)
             if not self.nonces.claim(msg.key, msg.nonce, msg.expires_at, msg.name, now=now):
                 raise CommandRefused("replayed", f"nonce {msg.nonce[:12]}... was already used")
         except sqlite3.Error as exc:
