@@ -216,6 +216,7 @@ class MqttSync:
         self._threads: list[threading.Thread] = []
         self._connected_since: float | None = None
         self._taken_over: str | None = None  # last_error of connections lost soon after they were made
+        self._refusal: str | None = None  # last_error of the latest record the broker refused
         self._got_connack = False
         # The broker's Maximum Packet Size (MQTT 5 CONNACK): it drops the connection on a larger PUBLISH.
         self.broker_max_packet: int | None = None
@@ -437,7 +438,7 @@ class MqttSync:
             seq = pending.get(mid)
             if seq is None:
                 continue  # the `online` status, or a record already given up on
-            self.last_error = (
+            self._refusal = self.last_error = (
                 f"broker {self.m.host}:{self.m.port} refused record seq {seq}: {reason} (check that the broker's ACL "
                 f"lets this client publish to {self.base}/rec/#); it stays in the outbox and is sent again"
             )
@@ -451,8 +452,9 @@ class MqttSync:
             return
         refused.discard(seq)
         if not refused:
-            if self.last_error is not None and " refused record seq " in self.last_error:
+            if self.last_error == self._refusal:
                 self.last_error = None
+            self._refusal = None
             log.info("MQTT: the broker accepts records again")
 
     def _publish_until_stopped(self) -> None:  # noqa: PLR0912, PLR0915 - one loop owns the in-flight window
