@@ -82,8 +82,9 @@ def _now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
-def clean_correction(field: str, raw: Any) -> str | int:
-    """A reviewer's value for a field, checked and normalised the way the rules stages normalise it."""
+def clean_correction(field: str, raw: Any, max_quantity: int | None = None) -> str | int:
+    """A reviewer's value for a field, checked and normalised the way the rules stages normalise it; a quantity
+    also obeys the bench's `max_quantity` when given, as a read one does."""
     if field not in FIELD_NAMES:
         raise ReviewError(f"correct: {field}: unknown field (expected one of {', '.join(FIELD_NAMES)})")
     text = str(raw).strip()
@@ -94,6 +95,11 @@ def clean_correction(field: str, raw: Any) -> str | int:
             raise ReviewError(f"correct: quantity: expected a whole number >= 1, got {text!r}") from None
         if qty < 1:
             raise ReviewError(f"correct: quantity: expected a whole number >= 1, got {qty}")
+        if max_quantity is not None and qty > max_quantity:
+            raise ReviewError(
+                f"correct: quantity: expected a whole number 1-{max_quantity} "
+                f"(bench.validation.max_quantity), got {qty}"
+            )
         return qty
     if field == "return_date":
         try:
@@ -266,13 +272,15 @@ class ReviewQueue:
         """The person checked the values and they are right as read."""
         return self._decide(item_id, reviewer, "accepted", {}, note)
 
-    def correct(self, item_id: int, reviewer: str, changes: dict[str, Any], why: str) -> ReviewItem:
+    def correct(
+        self, item_id: int, reviewer: str, changes: dict[str, Any], why: str, max_quantity: int | None = None
+    ) -> ReviewItem:
         """The person fixed some values; `changes` maps field -> new value, `why` is required."""
         if not changes:
             raise ReviewError("correct: expected at least one field=value change")
         if not why.strip():
             raise ReviewError("correct: expected a reason for the change (why), got an empty string")
-        clean = {f: clean_correction(f, v) for f, v in changes.items()}
+        clean = {f: clean_correction(f, v, max_quantity) for f, v in changes.items()}
         return self._decide(item_id, reviewer, "corrected", clean, why)
 
     def reject(self, item_id: int, reviewer: str, why: str) -> ReviewItem:
@@ -457,14 +465,7 @@ def decide(queue: ReviewQueue, request: ReviewRequest, reasons: ReasonTable, max
                 f"correct: reason: expected one of {', '.join(reasons.canonical)}, got {changes['reason']!r}"
             )
         changes["reason"] = m.reason
-    if "quantity" in changes:
-        qty = clean_correction("quantity", changes["quantity"])
-        if isinstance(qty, int) and qty > max_quantity:
-            raise ReviewError(
-                f"correct: quantity: expected a whole number 1-{max_quantity} "
-                f"(bench.validation.max_quantity), got {qty}"
-            )
-    return queue.correct(request.item_id, request.reviewer, changes, request.why)
+    return queue.correct(request.item_id, request.reviewer, changes, request.why, max_quantity)
 
 
 class ReviewDesk:
