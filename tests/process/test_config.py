@@ -325,13 +325,16 @@ def test_config_show__masks_credentials_in_urls(tmp_path: Path, capsys: pytest.C
     assert "rtsp://admin:********@10.0.0.5/stream1" in out
 
 
+def _sensors_config(tmp_path: Path, mqtt: str) -> Path:
+    """A minimal sensors config whose [mqtt] section holds `mqtt` (TOML lines)."""
+    p = tmp_path / "config.toml"
+    p.write_text('profile = "sensors"\n[device]\nid = "d"\nsite = "s"\n[mqtt]\n' + mqtt)
+    return p
+
+
 def test_config_show__masks_a_password_holding_at_signs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """mqtt://admin:p@ss@word@host: the password runs to the last '@' (issue 9, defect 12)."""
-    p = tmp_path / "config.toml"
-    p.write_text(
-        'profile = "sensors"\n[device]\nid = "d"\nsite = "s"\n'
-        '[mqtt]\nurl = "mqtts://admin:p@ss@word@broker.example:8883"\n'
-    )
+    p = _sensors_config(tmp_path, 'url = "mqtts://admin:p@ss@word@broker.example:8883"\n')
     assert main(["config", "show", "--config", str(p)]) == 0
     out = capsys.readouterr().out
     assert "ss@word" not in out and "word@" not in out
@@ -343,11 +346,7 @@ def test_config_check__a_refused_value_never_shows_a_password(
 ) -> None:
     """A bad mqtt.url (here its port) was echoed whole, password included, by config check, status, run and a
     refused SIGHUP (the journal, whose excerpts go to support)."""
-    p = tmp_path / "config.toml"
-    p.write_text(
-        'profile = "sensors"\n[device]\nid = "d"\nsite = "s"\n'
-        '[mqtt]\nurl = "mqtt://bob:s3cret@127.0.0.1:99999"\npassword = 12345678\n'
-    )
+    p = _sensors_config(tmp_path, 'url = "mqtt://bob:s3cret@127.0.0.1:99999"\npassword = 12345678\n')
     assert main(["config", "check", "--config", str(p)]) == 2
     err = capsys.readouterr().err
     assert "s3cret" not in err and "12345678" not in err, err
