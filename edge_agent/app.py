@@ -160,11 +160,11 @@ class Agent:
 
     # ------------------------------------------------------------ running
     def run(self) -> int:
-        from edge_agent.spine.outbox import import_sqlite_utils
+        from edge_agent.spine.outbox import import_sqlite_utils_if_needed
 
-        # While this is the only thread: sqlite-utils then loads without numpy (12 MB a truck carried all day
-        # once the signals thread came first).
-        import_sqlite_utils()
+        # While this is the only thread: sqlite-utils, when the outbox is to be migrated, then loads without
+        # numpy (12 MB a truck carried all day once the signals thread came first).
+        import_sqlite_utils_if_needed(self.cfg.db_path)
         # Stacks on SIGUSR1/SIGABRT; and a stop that comes during a slow start (a locked or damaged outbox)
         # is a clean stop.
         with stack_dumps(), SignalRelay(self._on_signal, (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)):

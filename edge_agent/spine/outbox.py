@@ -161,7 +161,7 @@ def import_sqlite_utils() -> Any:
     their types in inserts, which the outbox never makes: 13 MB that a truck would carry all day
     after its first start. While no other thread runs, they are hidden for the import; with other
     threads running, the import is plain, so nothing else can ever fail to import them. The agent
-    calls this first thing in `Agent.run`, before its signals thread starts.
+    calls it first thing in `Agent.run`, before its signals thread starts (import_sqlite_utils_if_needed).
     """
     import sys
     import threading
@@ -180,6 +180,21 @@ def import_sqlite_utils() -> Any:
             if sys.modules.get(m, 0) is None:
                 del sys.modules[m]
     return sqlite_utils
+
+
+def import_sqlite_utils_if_needed(path: Path) -> None:
+    """sqlite-utils now, while the caller is its process's only thread, when the outbox at `path` will be
+    migrated (new, older, or unreadable: moved aside and made anew); an outbox that is up to date needs none."""
+    try:
+        conn = connect(path, readonly=True)
+        try:
+            version = int(conn.execute("PRAGMA user_version").fetchone()[0])
+        finally:
+            conn.close()
+    except sqlite3.Error:
+        version = 0
+    if version < max(MIGRATIONS):
+        import_sqlite_utils()
 
 
 def _damaged(path: Path) -> sqlite3.Connection:
