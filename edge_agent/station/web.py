@@ -133,12 +133,16 @@ def build_app(state: StationState) -> Starlette:  # noqa: PLR0915 - the routes r
         return resp
 
     def signed_in(request: Request) -> tuple[Session | None, Session | None]:
-        """(session, fresh): on loopback without operators every visitor is the local operator."""
+        """(session, fresh): on loopback without operators every visitor is the local operator. A page opens
+        a session (its cookie and CSRF token); a cookie-less API request (a monitoring script) is served
+        without one, so that polling cannot push the page's session out of the bounded table."""
         s = session_of(request)
         if s is not None and s.operator is not None:
             return s, None
         if cfg.sign_in_required:
             return None, None
+        if is_api(request):
+            return Session("", secrets.token_urlsafe(32), cfg.local_operator, "supervisor"), None
         fresh = new_session(cfg.local_operator, "supervisor")
         return fresh, fresh
 

@@ -381,3 +381,60 @@ def test_verdict_view__the_characters_the_reader_could_read_two_ways_become_swit
         next(f["doubts"] for f in verdict_view(_body(review_reasons=[gap]), LEVELS)["fields"] if f["name"] == "sku")
         == []
     )
+
+
+def test_station_server__cookie_less_polling_on_loopback_does_not_sign_out_the_page(tmp_path: Path) -> None:
+    """Without sign-in every loopback visitor is the local operator. A script polling the API without a
+    cookie (a monitoring check, curl) must not open a session per request: those pushed the page's own
+    session out, and the operator's next decision was refused as a wrong CSRF token."""
+    import http.client
+    import json
+    import re
+    import socket
+    import threading
+
+    from edge_agent.spine.outbox import Outbox
+    from edge_agent.station.config import StationConfig
+    from edge_agent.station.server import Station, StationDeps
+    from edge_agent.station.web import SESSIONS_MAX
+
+    Outbox.open_checked(tmp_path / "outbox.db")[0].close()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    stop = threading.Event()
+    station = Station(
+        StationDeps(StationConfig(port=port), "t1", "truck", tmp_path / "outbox.db", LEVELS, None, dict, stop)
+    )
+
+    def send(method: str, path: str, headers: dict[str, str], body: bytes | None = None) -> http.client.HTTPResponse:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request(method, path, body=body, headers=headers)
+        r = conn.getresponse()
+        r.read()
+        conn.close()
+        return r
+
+    station.start()
+    try:
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        conn.request("GET", "/")
+        page = conn.getresponse()
+        html = page.read().decode()
+        conn.close()
+        cookie = (page.getheader("set-cookie") or "").split(";")[0]
+        m = re.search(r'name="csrf-token" content="([^"]+)"', html)
+        assert page.status == 200 and cookie.startswith("station_session=") and m
+        for _ in range(SESSIONS_MAX + 10):
+            poll = send("GET", "/api/state", {})
+            assert poll.status == 200 and poll.getheader("set-cookie") is None, "a cookie-less poll opens no session"
+        decided = send(
+            "POST",
+            "/api/review/1",
+            {"Cookie": cookie, "X-CSRF-Token": m.group(1), "Content-Type": "application/json"},
+            json.dumps({"action": "accept"}).encode(),
+        )
+        assert decided.status == 404, "the page's session and token still stand (this profile has no queue)"
+    finally:
+        stop.set()
+        station.stop()
