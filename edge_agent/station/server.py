@@ -115,9 +115,7 @@ class Station:
         self._thread = threading.Thread(target=self._run, name="station", daemon=True)
         self._thread.start()
         if not self._ready.wait(timeout_s):
-            log.warning("station: not serving after %.0f s", timeout_s)
-        elif self.failed is None:
-            log.info("station serving on %s", self.url)
+            log.warning("station: not serving yet after %.0f s; it logs when it does, or why it stopped", timeout_s)
 
     def take_scan(self, code: str) -> bool:
         """A scan from the bench's scanner (driver thread): True when a page's focused field takes it."""
@@ -208,6 +206,8 @@ class Station:
         serving = asyncio.create_task(server.serve(sockets=[self._sock]))
         while not server.started and not serving.done():
             await asyncio.sleep(0.01)
+        if server.started:
+            log.info("station serving on %s", self.url)  # here, not in start(): a slow start logs it too
         self._ready.set()
         await serving
         stopping.set()

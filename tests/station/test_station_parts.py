@@ -21,6 +21,14 @@ LAN = "0.0.0.0"  # noqa: S104 - a station reachable from the network
 LEVELS = Levels({"quantity": 0.9}, doubt=0.6)
 
 
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def _cfg(station: dict[str, Any]) -> Any:
     return parse_config(
         {"profile": "bench", "device": {"id": "b1", "site": "s"}, "bench": {"station": station}}, "bench.toml"
@@ -225,7 +233,6 @@ def test_station_server__tls_serves_https_with_secure_cookies_and_stops_with_the
     tmp_path: Path, broker_pki: Any
 ) -> None:
     import http.client
-    import socket
     import ssl
     import threading
 
@@ -234,9 +241,7 @@ def test_station_server__tls_serves_https_with_secure_cookies_and_stops_with_the
     from edge_agent.station.server import Station, StationDeps
 
     Outbox.open_checked(tmp_path / "outbox.db")[0].close()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = _free_port()
     cfg = StationConfig(port=port, tls_cert=broker_pki.server_pem, tls_key=broker_pki.server_key)
     stop = threading.Event()
     station = Station(
@@ -390,7 +395,6 @@ def test_station_server__cookie_less_polling_on_loopback_does_not_sign_out_the_p
     import http.client
     import json
     import re
-    import socket
     import threading
 
     from edge_agent.spine.outbox import Outbox
@@ -399,9 +403,7 @@ def test_station_server__cookie_less_polling_on_loopback_does_not_sign_out_the_p
     from edge_agent.station.web import SESSIONS_MAX
 
     Outbox.open_checked(tmp_path / "outbox.db")[0].close()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = _free_port()
     stop = threading.Event()
     station = Station(
         StationDeps(StationConfig(port=port), "t1", "truck", tmp_path / "outbox.db", LEVELS, None, dict, stop)
@@ -435,6 +437,34 @@ def test_station_server__cookie_less_polling_on_loopback_does_not_sign_out_the_p
             json.dumps({"action": "accept"}).encode(),
         )
         assert decided.status == 404, "the page's session and token still stand (this profile has no queue)"
+    finally:
+        stop.set()
+        station.stop()
+
+
+def test_station_server__a_slow_start_still_logs_when_it_serves(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """start() waits a bounded time; a station that serves later (a cold Pi) says so then, so a technician
+    is not left with the "not serving yet" line alone."""
+    import logging
+    import threading
+
+    from edge_agent.spine.outbox import Outbox
+    from edge_agent.station.config import StationConfig
+    from edge_agent.station.server import Station, StationDeps
+    from tests.helpers import wait_until
+
+    Outbox.open_checked(tmp_path / "outbox.db")[0].close()
+    stop = threading.Event()
+    station = Station(
+        StationDeps(StationConfig(port=_free_port()), "t1", "truck", tmp_path / "outbox.db", LEVELS, None, dict, stop)
+    )
+    caplog.set_level(logging.INFO, logger="edge_agent.station.server")
+    station.start(timeout_s=0)
+    try:
+        assert "not serving yet after 0 s" in caplog.text
+        assert wait_until(lambda: f"station serving on {station.url}" in caplog.text), caplog.text
     finally:
         stop.set()
         station.stop()
