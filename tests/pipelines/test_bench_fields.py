@@ -127,6 +127,37 @@ def test_extract_fields__misread_label_found_with_lower_confidence() -> None:
     assert ext.values["return_date"].confidence < 0.9
 
 
+@pytest.mark.parametrize(
+    ("text", "field", "value"),
+    [
+        ("Custcmer ID:75755552142", "customer_id", "75755552142"),  # o read as c, a space inside
+        ("Ｃｕｓｔｃｍｅｒ ＩＤ：75755552142", "customer_id", "75755552142"),
+        ("Ordcr No: SN40771227174", "order_no", "SN40771227174"),
+    ],
+)
+def test_extract_fields__a_latin_label_misread_by_one_character_is_found_with_lower_confidence(
+    text: str, field: str, value: str
+) -> None:
+    ext = extract_fields(lines_of(text), TEMPLATE, REASONS, MATCHER)
+    assert ext.values[field].value == value
+    assert ext.values[field].confidence < 0.9
+
+
+@pytest.mark.parametrize(
+    ("text", "role"),
+    [
+        ("Oty: 2", None),  # too short to guess from one wrong character
+        ("Dale: 2025-03-27", None),
+        ("Xreasom: 尺码不合适", None),  # one character from "reason" only inside a longer word
+        ("Reasom: 尺码不合适", "reason"),
+        ("Item Cade: AB-100", "sku"),
+    ],
+)
+def test_labels__latin_keywords_are_guessed_only_when_long_and_a_word_of_their_own(text: str, role: str | None) -> None:
+    hits = [h for h in MATCHER.labels.find(text) if h.role != "other"]
+    assert [(h.role, h.fuzzy) for h in hits] == ([(role, True)] if role else [])
+
+
 def test_extract_fields__letter_or_digit_at_the_prefix_boundary_goes_to_review() -> None:
     ext = extract_fields(lines_of("会员ID：VIPI2345678"), TEMPLATE, REASONS, MATCHER)
     assert ext.values["customer_id"].confidence < FieldsConfig().default_min_confidence

@@ -36,6 +36,8 @@ MAX_DECORATION = 10
 FUZZY_LABEL = 0.85
 BELOW = 0.97
 SHAPE_ONLY = 0.6
+# The shortest Latin keyword guessed with one wrong character: "reason", "itemno", "customerid", not "qty".
+FUZZY_LATIN_MIN = 6
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +91,11 @@ def _cc(line: TextLine, start: int, stop: int) -> tuple[float, ...]:
     return line.char_conf[start:stop] if len(line.char_conf) == len(line.text) else ()
 
 
+def _word_start(keyword: str, text: str, at: int) -> bool:
+    """False where a Latin keyword would start inside a longer word ("date" in "update")."""
+    return not (_LATIN.match(keyword[0]) and at > 0 and _LATIN.match(text[at - 1]))
+
+
 class Labels:
     """Template labels as keywords, matched tolerantly inside a box's text."""
 
@@ -97,8 +104,11 @@ class Labels:
         folded = {fold_label(k).text: r for k, r in roles.items()}
         folded.pop("", None)
         self.keywords = sorted(folded.items(), key=lambda kv: -len(kv[0]))
-        # Only field labels are guessed when misread: a guessed 退货人 in 退货请... would hide text.
-        self.fuzzy = [(k, r) for k, r in self.keywords if len(k) >= 3 and not k.isascii() and r in fuzzy_roles]
+        # Only field labels are guessed when misread: a guessed 退货人 in 退货请... would hide text. A Latin
+        # keyword is guessed only from FUZZY_LATIN_MIN letters ("Custcmer ID"; not "Oty" or "Dale").
+        self.fuzzy = [
+            (k, r) for k, r in self.keywords if r in fuzzy_roles and len(k) >= (FUZZY_LATIN_MIN if k.isascii() else 3)
+        ]
 
     def find(self, text: str) -> list[Hit]:
         f = fold_label(text)
@@ -108,8 +118,7 @@ class Labels:
             start = f.text.find(kw)
             while start >= 0:
                 end = start + len(kw)
-                latin_ok = not (_LATIN.match(kw[0]) and start > 0 and _LATIN.match(f.text[start - 1]))
-                if latin_ok and not any(taken[start:end]):
+                if _word_start(kw, f.text, start) and not any(taken[start:end]):
                     for k in range(start, end):
                         taken[k] = True
                     hits.append((start, end, role, False))
@@ -118,7 +127,7 @@ class Labels:
             for kw, role in self.fuzzy:
                 n = len(kw)
                 for s in range(len(f.text) - n + 1):
-                    if not any(taken[s : s + n]) and hamming(f.text[s : s + n], kw) == 1:
+                    if _word_start(kw, f.text, s) and not any(taken[s : s + n]) and hamming(f.text[s : s + n], kw) == 1:
                         for k in range(s, s + n):
                             taken[k] = True
                         hits.append((s, s + n, role, True))
