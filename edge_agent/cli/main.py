@@ -29,6 +29,7 @@ from edge_agent.settings import (
     parse_config,
     resolve_config_path,
     run_problems,
+    run_warnings,
     set_value,
 )
 from edge_agent.spine.keys import generate_key, load_key, load_public_keys, public_pem, public_raw_b64
@@ -186,16 +187,18 @@ def cmd_keys_export(args: argparse.Namespace) -> int:
 
 def cmd_config_check(args: argparse.Namespace) -> int:
     path = resolve_config_path(args.config)
+    warnings: list[str] = []
     try:
         cfg = load_config(path)
         problems = run_problems(cfg, str(path))
+        warnings = run_warnings(cfg, str(path))
     except ConfigError as exc:
         problems = exc.problems
-    for p in problems:
+    for p in problems + warnings:
         print(p, file=sys.stderr)
     if problems:
         return EXIT_CONFIG
-    print(f"{path}: ok")
+    print(f"{path}: ok" + (f" ({len(warnings)} warning{'' if len(warnings) == 1 else 's'})" if warnings else ""))
     return EXIT_OK
 
 

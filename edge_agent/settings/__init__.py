@@ -15,6 +15,7 @@ from edge_agent.settings.load import (
     parse_config,
     resolve_config_path,
     run_problems,
+    run_warnings,
 )
 from edge_agent.settings.model import (
     AgentConfig,
@@ -57,6 +58,7 @@ __all__ = [
     "patch_text",
     "resolve_config_path",
     "run_problems",
+    "run_warnings",
     "set_value",
     "validate_text",
 ]

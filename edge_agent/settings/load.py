@@ -59,6 +59,13 @@ def run_problems(cfg: AgentConfig, source: str) -> list[str]:
     return problems + (check(source) if check is not None else [])
 
 
+def run_warnings(cfg: AgentConfig, source: str) -> list[str]:
+    """What the daemon starts without, but works worse for (a bench's manifest): `config check` says it and
+    still exits 0, as `run` would start."""
+    check = getattr({"bench": cfg.bench}.get(cfg.profile), "check_warnings", None)
+    return check(source, cfg.state_dir) if check is not None else []
+
+
 def load_config(path: str | os.PathLike[str]) -> AgentConfig:
     """Read and validate one TOML file; raise ConfigError with one message per problem."""
     p = Path(path)

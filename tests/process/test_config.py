@@ -108,6 +108,29 @@ def test_config_check__a_fresh_bench_needs_its_camera_before_run_and_says_so(
     assert main(["config", "check", "--config", str(path)]) == 0, capsys.readouterr().err
 
 
+def test_config_check__a_manifest_path_to_no_file_is_a_warning(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`config check` said ok to a bench.validation.manifest with no file there. `run` starts without it (every
+    slip to review), so check says so as a warning and exits 0; a manifest central sent makes the file moot."""
+    path = write_config(tmp_path, profile="bench")
+    path.write_text(
+        path.read_text().replace('mode = "scan-then-capture"', 'mode = "manual"')
+        + f'\n[bench.camera]\nkind = "folder"\npath = "{tmp_path}"\n'
+    )
+    assert main(["config", "set", "--config", str(path), "bench.validation.manifest", "retruns.csv"]) == 0
+    capsys.readouterr()
+    assert main(["config", "check", "--config", str(path)]) == 0
+    out, err = capsys.readouterr()
+    assert err.startswith(f"{path}: warning: bench.validation.manifest: {tmp_path / 'retruns.csv'}: no such file"), err
+    assert "every slip to review" in err and "fix the path" in err
+    assert out == f"{path}: ok (1 warning)\n"
+    (tmp_path / "state").mkdir()
+    (tmp_path / "state" / "manifest.csv").write_text("order_no,sku,quantity\nDD2001,SKU-C3,1\n")
+    assert main(["config", "check", "--config", str(path)]) == 0
+    assert capsys.readouterr() == (f"{path}: ok\n", "")
+
+
 def test_config_check__the_mqtt_files_run_needs_are_checked_as_run_opens_them(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 from pydantic_core import PydanticCustomError
 
@@ -55,3 +57,19 @@ class BenchConfig(BaseModel):
                 problems.append(f"{source}: bench.scanner: expected {SCANNER_REQUIRED}, got none")
             return problems
         return []
+
+    def check_warnings(self, source: str, state_dir: Path) -> list[str]:
+        """What `run` starts without but a technician should hear of from `config check`: a configured manifest
+        that is not there. The bench then sends every slip to review; one central sent (state_dir) wins."""
+        from edge_agent.pipelines.bench.manifest import CENTRAL_NAMES
+
+        path = self.validation.manifest
+        if path is None or path.exists():
+            return []
+        if any((state_dir / name).exists() for name in CENTRAL_NAMES):
+            return []
+        return [
+            f"{source}: warning: bench.validation.manifest: {path}: no such file (expected the expected-returns "
+            "CSV or JSON). The bench runs, but sends every slip to review until it is there: fix the path "
+            "(edge-agent config set bench.validation.manifest PATH) or put the file there"
+        ]
