@@ -20,6 +20,7 @@ from edge_agent.pipelines.bench.decide import (
 )
 from edge_agent.pipelines.bench.fields import FieldValue, Issue, load_reasons, load_template
 from edge_agent.pipelines.bench.manifest import (
+    MAX_PROBLEMS,
     ManifestError,
     active_manifest,
     load_manifest,
@@ -151,6 +152,16 @@ def test_parse_manifest__json_shapes_agree_with_csv() -> None:
 def test_parse_manifest__errors_say_where_expected_and_got(data: bytes, message: str) -> None:
     with pytest.raises(ManifestError, match=message):
         parse_manifest(data, "m.csv")
+
+
+def test_parse_manifest__every_bad_row_is_counted_and_the_first_ones_kept() -> None:
+    """It stopped at MAX_PROBLEMS, so doctor said "(and 18 more)" of a file with 5000 bad lines."""
+    rows = "".join(f"{n},A1,none\n" for n in range(5000)) + "1,A1,1\n1,A2,1,C1\n1,A3,1,C2\n"
+    with pytest.raises(ManifestError) as exc:
+        parse_manifest(b"order_no,sku,quantity,customer_id\n" + rows.encode(), "m.csv")
+    assert exc.value.count == 5001  # and the customer_id clash at the end
+    assert len(exc.value.problems) == MAX_PROBLEMS
+    assert exc.value.problems[0] == "m.csv: line 2: quantity: expected an integer >= 1, got 'none'"
 
 
 def test_load_manifest__missing_file_is_named(tmp_path: Path) -> None:

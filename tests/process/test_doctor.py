@@ -374,8 +374,12 @@ def test_check_expected_returns__none_broken_old_and_central_s(tmp_path: Path) -
     (tmp_path / "returns.csv").write_text("order_no,sku,quantity\nDD1001,SKU-A1,none\nDD1002,,1\nDD1003,X,0\n")
     bad = check_expected_returns(cfg, now)
     assert bad.status == FAIL and "returns.csv" in bad.message and "quantity" in bad.message, bad.line()
-    assert "(and 1 more)" in bad.message and "every slip to review" in bad.remedy
-    assert bad.remedy.startswith("fix the file (columns")
+    assert bad.message.endswith("line 2: quantity: expected an integer >= 1, got 'none' (and 2 more bad rows)")
+    assert "every slip to review" in bad.remedy and bad.remedy.startswith("fix the file (columns"), bad.line()
+    # The first bad line, and how many in all: not capped at the 20 problems the manifest keeps.
+    (tmp_path / "returns.csv").write_text("order_no,sku,quantity\n" + "DD1001,SKU-A1,0\n" * 500)
+    many = check_expected_returns(cfg, now)
+    assert many.message.endswith("line 2: quantity: expected an integer >= 1, got '0' (and 499 more bad rows)")
     # A path to no file is the path to fix, not the file's columns.
     cfg.bench.validation.manifest = Path("retruns.csv")
     typo = check_expected_returns(cfg, now)

@@ -36,15 +36,13 @@ def check_camera(path: str, cam: Any) -> Check:
 def check_expected_returns(cfg: AgentConfig, now: datetime) -> Check:
     """The expected-returns manifest the bench would use (central's, else the configured file): readable, how
     many orders, how old. Without one, a letter/digit doubt in a SKU or customer id has nothing to settle it."""
-    from edge_agent.errors import EdgeAgentError
-    from edge_agent.pipelines.bench.manifest import active_manifest, configured_path
+    from edge_agent.pipelines.bench.manifest import ManifestError, active_manifest, configured_path
 
     name = "expected returns"
     try:
         manifest = active_manifest(cfg.state_dir, configured_path(cfg.bench.validation.manifest, cfg.source))
-    except EdgeAgentError as exc:
-        problems = str(exc).splitlines()
-        more = f" (and {len(problems) - 2} more)" if len(problems) > 2 else ""
+    except ManifestError as exc:
+        more = f" (and {exc.count - 1} more bad row{'' if exc.count == 2 else 's'})" if exc.count > 1 else ""
         path = configured_path(cfg.bench.validation.manifest, cfg.source)
         fix = (
             "fix the path in bench.validation.manifest (edge-agent config set)"
@@ -54,7 +52,7 @@ def check_expected_returns(cfg: AgentConfig, now: datetime) -> Check:
         return Check(
             name,
             FAIL,
-            "; ".join(problems[:2]) + more,
+            exc.problems[0] + more,
             f"{fix}, or have central send one: until then the bench sends every slip to review (manifest_unreadable)",
         )
     if manifest is None:

@@ -23,11 +23,13 @@ COLUMNS = ("order_no", "sku", "quantity", "customer_id", "order_date")
 
 
 class ManifestError(EdgeAgentError):
-    """A manifest file cannot be used; `problems` holds one message per problem (where, expected, got)."""
+    """A manifest file cannot be used; `problems` holds one message per problem (where, expected, got), the
+    first MAX_PROBLEMS of `count` in all."""
 
-    def __init__(self, problems: list[str]) -> None:
+    def __init__(self, problems: list[str], count: int | None = None) -> None:
         super().__init__("\n".join(problems))
         self.problems = problems
+        self.count = len(problems) if count is None else count
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,14 +132,15 @@ def _parse_row(where: str, row: Any) -> tuple[str, str, int, str | None, date | 
 
 
 def _build(rows: list[tuple[str, dict[str, Any]]], source: str, digest: str) -> Manifest:
-    problems: list[str] = []
+    problems: list[str] = []  # the first MAX_PROBLEMS; `count` counts every bad row, so "and N more" is true
+    count = 0
     orders: dict[str, Order] = {}
     for where, row in rows:
         parsed = _parse_row(where, row)
         if isinstance(parsed, str):
-            problems.append(parsed)
-            if len(problems) >= MAX_PROBLEMS:
-                break
+            count += 1
+            if len(problems) < MAX_PROBLEMS:
+                problems.append(parsed)
             continue
         order_no, sku, qty, customer, od = parsed
         prev = orders.get(order_no)
@@ -145,13 +148,15 @@ def _build(rows: list[tuple[str, dict[str, Any]]], source: str, digest: str) -> 
             orders[order_no] = Order(order_no, {sku: qty}, customer, od)
             continue
         if customer and prev.customer_id and customer != prev.customer_id:
-            problems.append(f"{where}: customer_id: order {order_no} already has another customer_id")
+            count += 1
+            if len(problems) < MAX_PROBLEMS:
+                problems.append(f"{where}: customer_id: order {order_no} already has another customer_id")
             continue
         items = dict(prev.items)
         items[sku] = items.get(sku, 0) + qty  # the same SKU on two lines of one order
         orders[order_no] = Order(order_no, items, prev.customer_id or customer, prev.order_date or od)
     if problems:
-        raise ManifestError(problems[:MAX_PROBLEMS])
+        raise ManifestError(problems, count)
     return Manifest(orders, source, digest)
 
 
