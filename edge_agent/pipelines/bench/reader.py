@@ -13,7 +13,8 @@ import numpy as np
 from numpy.typing import NDArray
 
 from edge_agent.drivers.base import FrameError
-from edge_agent.drivers.camera.imagefile import MAX_IMAGE_PIXELS, check_image_bytes, read_image_file
+from edge_agent.drivers.camera.imagefile import read_image_file
+from edge_agent.drivers.camera.protocol import decode_image
 from edge_agent.pipelines.bench.barcodes import read_barcodes, read_barcodes_finer
 from edge_agent.pipelines.bench.config import BenchConfig
 from edge_agent.pipelines.bench.preprocess import preprocess
@@ -39,7 +40,6 @@ CONFIRM_SQUEEZE = 0.8  # the second look at a doubtful line narrows it to this (
 # line again (50-70 against 140-190 ms a photo on one core).
 READ_ON = 1.5
 READ_ON_TAIL = 2.0
-MAX_IMAGE_PX = MAX_IMAGE_PIXELS  # decompression bombs are refused from the header, before OpenCV allocates them
 
 
 class Engine(Protocol):
@@ -50,16 +50,13 @@ class Engine(Protocol):
 
 def load_image(path: str | Path) -> NDArray[Any]:
     """A photo as an 8-bit BGR array; ValueError naming the file when it is missing, not a regular file,
-    too large (in bytes, or in the pixels its header declares: checked before decoding), or not an image."""
+    too large (in bytes, or in the pixels its header declares: checked before decoding), or not an image.
+    The folder camera's decoding (drivers.camera.protocol), so both say the same of the same file."""
     p = Path(path)
     try:
-        data = read_image_file(p)
-        check_image_bytes(data, str(p), MAX_IMAGE_PX)
+        img = decode_image(read_image_file(p), str(p))
     except FrameError as exc:
         raise ValueError(str(exc)) from None
-    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
-    if img is None or img.size == 0:
-        raise ValueError(f"{p}: not a readable image (expected JPEG, PNG, BMP, TIFF or WebP; it may be truncated)")
     return np.asarray(img, np.uint8)
 
 
