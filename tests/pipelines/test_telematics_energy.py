@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import math
+import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -11,7 +13,7 @@ import pytest
 
 from edge_agent.drivers.readings import ActiveFaults, Fix, FuelRate, VehicleValue
 from edge_agent.errors import ConfigError
-from edge_agent.pipelines.emissions import check_grid_factor, load_factors
+from edge_agent.pipelines.emissions import check_grid_factor, estimate_emissions, load_factors
 from edge_agent.pipelines.truck.config import TelematicsConfig
 from edge_agent.pipelines.truck.pipeline import TruckPipeline
 
@@ -111,6 +113,28 @@ def test_trip__battery_electric_van_records_kwh_co2_and_grid_factor() -> None:
     assert trip["co2_kg"] == pytest.approx(trip["energy_kwh"] * 0.5617, rel=1e-3) and trip["co2_boundary"] == "WTW"
     assert trip["grid_factor"]["name"] == "grid_cn_east_2022" and trip["grid_factor"]["year"] == 2022
     assert "Ministry of Ecology and Environment" in trip["grid_factor"]["source"]
+
+
+def test_readme_example__is_a_trip_record_as_the_pipeline_makes_it_now() -> None:
+    """README's worked example (a demo trip) has a trip's keys, the table's factors and CO2 = activity x them;
+    it kept diesel's old WTW figure and lacked co2_gas after both changed."""
+    text = (Path(__file__).parents[2] / "README.md").read_text(encoding="utf-8")
+    body = json.loads(re.search(r"<!-- example-record -->\s*```json\n(.*?)```", text, re.S).group(1))["body"]
+    made = _trip(TruckPipeline(TelematicsConfig(), load_factors(), "t"), {"total_fuel_hr_l": (1000.0, 1002.4)})
+    assert set(body) == set(made)
+    assert set(body["emission"]) == set(made["emission"]) and set(body["quality"]) == set(made["quality"])
+    em = estimate_emissions(
+        load_factors(),
+        fuel_used_l=body["emission"]["activity"],
+        fuel_type="diesel",
+        distance_km=body["distance_km"],
+        load_kg=body["load_avg_kg"],
+        vehicle_class="rigid_26_32t",
+    )
+    assert body["emission"]["factors"] == [f.describe() for f in (em.ttw, *em.wtw) if f]
+    assert body["co2_ttw_kg"] == pytest.approx(em.co2_ttw_kg, abs=0.01)
+    assert body["co2_wtw_kg"] == pytest.approx(em.co2_wtw_kg, abs=0.01)
+    assert (body["co2_kg"], body["co2_boundary"], body["co2_gas"]) == (body["co2_wtw_kg"], "WTW", em.gas("WTW"))
 
 
 def test_grid_factor__must_be_an_electricity_row() -> None:
