@@ -63,6 +63,21 @@ def test_docs__example_has_the_shape_prove_makes(tmp_path: Path) -> None:
     assert example["format"] == made["format"]
 
 
+def test_docs__example_record_is_what_the_simulator_publishes_now() -> None:
+    """The example is sim-00001's 20th record of `central simulate --seed docs`; made again, it must be the same
+    (it was not when simulated trips gained co2_gas)."""
+    from datetime import datetime
+
+    from edge_agent.central.simulate import build_fleet, step
+
+    record = _example()["record"]
+    device = build_fleet(2, seed="docs")[1]
+    assert record["device"] == device.device
+    for _ in range(record["seq"]):
+        [out] = step(device, "edge", datetime.fromisoformat(record["ts"]))
+    assert json.loads(out.payload) == record
+
+
 def _verifier(tmp_path: Path) -> Path:
     m = re.search(r"<!-- standalone-verifier -->\s*```python\n(.*?)\n```", DOC.read_text(encoding="utf-8"), re.S)
     assert m, "docs/anchoring.md lost its stand-alone verifier"
