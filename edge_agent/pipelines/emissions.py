@@ -212,6 +212,8 @@ class Emission:
     def gas(self, boundary: str) -> str | None:
         """What `co2_kg(boundary)` counts: CO2e, CO2 (a factor of CO2 alone), or "CO2 + CO2e" (a sum of both)."""
         used = self.co2_kg(boundary)[1]
+        if used == "TTW" and self.ttw is None:  # an electric vehicle's 0 at the wheel, from no factor: no gas at all
+            return "CO2e"
         factors = self.wtw if used == "WTW" else (self.ttw,) if used == "TTW" and self.ttw else ()
         gases = sorted({f.gas for f in factors})
         return " + ".join(gases) if gases else None

@@ -115,6 +115,17 @@ def test_trip__battery_electric_van_records_kwh_co2_and_grid_factor() -> None:
     assert "Ministry of Ecology and Environment" in trip["grid_factor"]["source"]
 
 
+def test_trip__battery_electric_van_s_zero_at_the_wheel_says_its_gas() -> None:
+    """Reported at TTW, an electric van's 0 kg is of every gas (CO2e); co2_gas was null beside a co2_kg of 0.0."""
+    cfg = TelematicsConfig.model_validate(
+        {"fuel_type": "electricity", "emissions": {"grid_factor": "grid_cn_east_2022", "report_boundary": "TTW"}}
+    )
+    trip = _trip(TruckPipeline(cfg, load_factors(), "t"), {"energy_used_kwh": (5000.0, 5031.2)})
+    assert (trip["co2_kg"], trip["co2_boundary"], trip["co2_gas"]) == (0.0, "TTW", "CO2e")
+    assert trip["co2_wtw_kg"] == pytest.approx(31.2 * 0.5617, rel=1e-3)  # China's grid factor: CO2 alone
+    assert trip["grid_factor"]["gas"] == "CO2"
+
+
 def test_readme_example__is_a_trip_record_as_the_pipeline_makes_it_now() -> None:
     """README's worked example (a demo trip) has a trip's keys, the table's factors and CO2 = activity x them;
     it kept diesel's old WTW figure and lacked co2_gas after both changed."""
