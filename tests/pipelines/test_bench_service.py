@@ -278,6 +278,27 @@ def test_bench_service__a_damaged_manifest_sends_slips_to_review_until_central_r
         svc.stop()
 
 
+def test_bench_service__a_manifest_with_many_bad_rows_is_logged_with_their_count(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    camera = {"kind": "folder", "path": str(tmp_path / "drop"), "settle_s": 0, "poll_interval_s": 0.05}
+    cfg = _bench_cfg(tmp_path, {"camera": camera, "trigger": {"mode": "still"}})
+    cfg.state_dir.mkdir(parents=True)
+    rows = "".join(f"{n},A1,none\n" for n in range(25))
+    (cfg.state_dir / "manifest.csv").write_text("order_no,sku,quantity\n" + rows, encoding="utf-8")
+    svc = BenchService()
+    ctx = ServiceContext(
+        config=cfg, emit=Records().emit, clock=Clock(), state_dir=cfg.state_dir, stop=threading.Event()
+    )
+    caplog.set_level("ERROR", logger="edge_agent.pipelines.bench.service")
+    svc.start(ctx)
+    try:
+        [line] = [r.getMessage() for r in caplog.records if "manifest cannot be read" in r.getMessage()]
+        assert "line 2: quantity" in line and "line 4: quantity" in line and "(and 22 more bad rows)" in line
+    finally:
+        svc.stop()
+
+
 def _write_video(path: Path, image: np.ndarray, n: int = 3) -> None:
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter.fourcc(*"MJPG"), 5, (image.shape[1], image.shape[0]))
     for _ in range(n):

@@ -131,6 +131,24 @@ def test_cli_ocr__bad_manifest_in_config_exits_2(tmp_path: Path, capsys: pytest.
     assert "m.csv: header: expected columns order_no, sku, quantity" in capsys.readouterr().err
 
 
+def test_cli_ocr__a_manifest_with_many_bad_rows_says_how_many(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    cfg = tmp_path / "config.toml"
+    cfg.write_text(
+        'profile = "bench"\n[device]\nid = "b1"\nsite = "s1"\n[bench.validation]\nmanifest = "m.csv"\n',
+        encoding="utf-8",
+    )
+    rows = "".join(f"{n},A1,none\n" for n in range(30))
+    (tmp_path / "m.csv").write_text("order_no,sku,quantity\n" + rows, encoding="utf-8")
+    assert main(["ocr", "--config", str(cfg), "x.png"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "m.csv: line 2: quantity: expected an integer >= 1, got 'none'".replace(
+        "m.csv", str(tmp_path / "m.csv")
+    )
+    assert err[-1] == "(and 10 more bad rows)" and len(err) == 21
+
+
 def test_cli_ocr__hostile_files_refused_before_reading_or_decoding(
     slips: list[tuple[Path, dict[str, Any]]], tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:

@@ -42,7 +42,6 @@ def check_expected_returns(cfg: AgentConfig, now: datetime) -> Check:
     try:
         manifest = active_manifest(cfg.state_dir, configured_path(cfg.bench.validation.manifest, cfg.source))
     except ManifestError as exc:
-        more = f" (and {exc.count - 1} more bad row{'' if exc.count == 2 else 's'})" if exc.count > 1 else ""
         path = configured_path(cfg.bench.validation.manifest, cfg.source)
         fix = (
             "fix the path in bench.validation.manifest (edge-agent config set)"
@@ -52,7 +51,7 @@ def check_expected_returns(cfg: AgentConfig, now: datetime) -> Check:
         return Check(
             name,
             FAIL,
-            exc.problems[0] + more,
+            exc.summary(),
             f"{fix}, or have central send one: until then the bench sends every slip to review (manifest_unreadable)",
         )
     if manifest is None:

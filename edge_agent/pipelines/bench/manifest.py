@@ -31,6 +31,11 @@ class ManifestError(EdgeAgentError):
         self.problems = problems
         self.count = len(problems) if count is None else count
 
+    def summary(self, shown: int = 1) -> str:
+        """The first `shown` problems on one line, and how many more bad rows there are in all."""
+        more = self.count - min(shown, len(self.problems))
+        return "; ".join(self.problems[:shown]) + (f" (and {more} more bad row{'s' * (more != 1)})" if more > 0 else "")
+
 
 @dataclass(frozen=True, slots=True)
 class Order:

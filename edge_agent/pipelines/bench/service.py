@@ -30,7 +30,7 @@ from edge_agent.drivers.camera.driver import CameraDriverConfig, check_camera, i
 from edge_agent.drivers.readings import Frame, Scan
 from edge_agent.drivers.scanner.driver import make_scanner
 from edge_agent.errors import ConfigError, EdgeAgentError
-from edge_agent.pipelines.bench.manifest import CENTRAL_NAMES, active_manifest, configured_path
+from edge_agent.pipelines.bench.manifest import CENTRAL_NAMES, ManifestError, active_manifest, configured_path
 from edge_agent.pipelines.bench.review import ReviewQueue, queue_path, save_image
 from edge_agent.pipelines.bench.triggers import (
     DebounceState,
@@ -493,17 +493,16 @@ class BenchService:
         self._manifest_mtimes = self._manifest_stamp()
         try:
             manifest = active_manifest(Path(self._ctx.state_dir), self._configured_manifest())
-        except EdgeAgentError as exc:
-            problems = getattr(exc, "problems", None) or [str(exc)]
+        except ManifestError as exc:
             if previous is not None:
-                log.error("expected-returns manifest not reloaded, keeping the previous one: %s", problems[0])
+                log.error("expected-returns manifest not reloaded, keeping the previous one: %s", exc.summary())
                 return False
             log.error(
                 "expected-returns manifest cannot be read: %s. Every slip goes to review until it is fixed "
                 "(it is read again when it changes; `edge-agent doctor` checks it)",
-                "; ".join(problems[:3]),
+                exc.summary(3),
             )
-            self._inspector.set_manifest(None, problem=problems[0])
+            self._inspector.set_manifest(None, problem=exc.problems[0])
             return False
         self._inspector.set_manifest(manifest)
         return True
