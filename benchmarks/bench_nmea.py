@@ -16,7 +16,7 @@ import pynmea2
 from edge_agent.drivers.base import FrameError
 from edge_agent.drivers.nmea.driver import NmeaDecoder
 from edge_agent.drivers.readings import Fix
-from edge_agent.pipelines.emissions import load_factors
+from edge_agent.emissions import load_factors
 from edge_agent.pipelines.truck.config import TelematicsConfig
 from edge_agent.pipelines.truck.pipeline import TruckPipeline
 

@@ -17,7 +17,7 @@ import pynmea2
 from geographiclib.geodesic import Geodesic
 
 from edge_agent.drivers.nmea.driver import decode_lines
-from edge_agent.pipelines.emissions import load_factors
+from edge_agent.emissions import load_factors
 from edge_agent.pipelines.truck.config import TelematicsConfig
 from edge_agent.pipelines.truck.pipeline import TruckPipeline
 

@@ -17,8 +17,8 @@ from edge_agent.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, fail, load_or
 from edge_agent.drivers.base import FrameError
 from edge_agent.drivers.nmea.epochs import NmeaDecoder
 from edge_agent.drivers.readings import Fix, FuelLevel, FuelRate, Weighing
+from edge_agent.emissions import load_factors
 from edge_agent.errors import ConfigError
-from edge_agent.pipelines.emissions import load_factors
 from edge_agent.pipelines.truck.config import TelematicsConfig
 from edge_agent.pipelines.truck.pipeline import Record, TruckPipeline
 

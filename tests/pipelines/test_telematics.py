@@ -14,8 +14,8 @@ from typing import Any
 import pytest
 
 from edge_agent.drivers.readings import Fix, FuelLevel, FuelRate, Weighing
+from edge_agent.emissions import estimate_emissions, load_factors, parse_factors
 from edge_agent.errors import ConfigError
-from edge_agent.pipelines.emissions import estimate_emissions, load_factors, parse_factors
 from edge_agent.pipelines.truck.clean import FixFilter, FixLimits
 from edge_agent.pipelines.truck.config import Geofence, TelematicsConfig
 from edge_agent.pipelines.truck.geo import distance_m
@@ -190,7 +190,7 @@ def test_pipeline__tonne_km_for_a_desnz_class_reports_wtw(vehicle_class: str, tt
 
 
 def test_shipped_factors__every_tonne_km_class_gives_a_trip_co2() -> None:
-    from edge_agent.pipelines.emissions import tonne_km_classes
+    from edge_agent.emissions import tonne_km_classes
 
     table = load_factors()
     assert tonne_km_classes(table) == table.keys("tonne_km") == ["artic_34_40t", "rigid_26_32t", "rigid_gt17t"]

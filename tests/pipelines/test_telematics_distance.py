@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from edge_agent.drivers.nmea.epochs import decode_lines
 from edge_agent.drivers.readings import Fix, VehicleSpeed
-from edge_agent.pipelines.emissions import load_factors
+from edge_agent.emissions import load_factors
 from edge_agent.pipelines.truck.clean import UERE_M
 from edge_agent.pipelines.truck.config import TelematicsConfig
 from edge_agent.pipelines.truck.pipeline import TruckPipeline

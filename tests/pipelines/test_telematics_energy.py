@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from edge_agent.drivers.readings import ActiveFaults, Fix, FuelRate, VehicleValue
+from edge_agent.emissions import check_grid_factor, estimate_emissions, load_factors
 from edge_agent.errors import ConfigError
-from edge_agent.pipelines.emissions import check_grid_factor, estimate_emissions, load_factors
 from edge_agent.pipelines.truck.config import TelematicsConfig
 from edge_agent.pipelines.truck.pipeline import TruckPipeline
 

@@ -12,7 +12,7 @@ from edge_agent.errors import ConfigError
 from edge_agent.schema import Expect
 
 if TYPE_CHECKING:
-    from edge_agent.pipelines.emissions import Factor
+    from edge_agent.emissions import Factor
 
 # The grid's row in the emission factor table (config/emission_factors.csv, which cites each
 # number's source and year); pick your own grid's row, or add one in a table of your own.
@@ -35,7 +35,7 @@ class GridConfig(BaseModel):
 
 def lookup_grid_factor(factors_file: Path | None, name: str) -> Factor:
     """The named electricity factor; ValueError when the table has no such kWh row."""
-    from edge_agent.pipelines.emissions import load_factors
+    from edge_agent.emissions import load_factors
 
     table = load_factors(factors_file)  # ConfigError naming the table's file and line
     try:
@@ -73,7 +73,7 @@ class SensorsConfig(BaseModel):
         Read when the config is loaded (so `config check` reports them), not in a validator: a
         validator does no file I/O.
         """
-        from edge_agent.pipelines.emissions import load_factors
+        from edge_agent.emissions import load_factors
 
         try:
             table = load_factors(self.grid.factors_file)

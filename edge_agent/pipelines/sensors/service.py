@@ -18,7 +18,7 @@ from edge_agent.schema import format_ts
 from edge_agent.service import Heartbeat, ServiceContext
 
 if TYPE_CHECKING:
-    from edge_agent.pipelines.emissions import Factor
+    from edge_agent.emissions import Factor
 
 log = logging.getLogger(__name__)
 

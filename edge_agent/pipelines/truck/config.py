@@ -133,8 +133,8 @@ class TelematicsConfig(_Section):
 
         Read when the config is loaded (so `config check` reports them), not in a validator.
         """
+        from edge_agent.emissions import check_grid_factor, check_vehicle_class, load_factors
         from edge_agent.errors import ConfigError
-        from edge_agent.pipelines.emissions import check_grid_factor, check_vehicle_class, load_factors
 
         try:
             table = load_factors(self.emissions.factors_file)

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edge_agent.drivers.readings import ActiveFaults, Fix, FuelLevel, FuelRate, VehicleSpeed, VehicleValue, Weighing
-from edge_agent.pipelines.emissions import FactorTable, estimate_emissions
+from edge_agent.emissions import FactorTable, estimate_emissions
 from edge_agent.pipelines.truck.clean import DriftGate, FixFilter, FixLimits, FuelEvent, FuelTracker, LoadTracker
 from edge_agent.pipelines.truck.config import TelematicsConfig
 from edge_agent.pipelines.truck.counters import CounterTrack, SpeedTrack

@@ -23,7 +23,7 @@ from edge_agent.drivers.readings import (
     Weighing,
 )
 from edge_agent.drivers.registry import make_driver
-from edge_agent.pipelines.emissions import check_grid_factor, check_vehicle_class, load_factors
+from edge_agent.emissions import check_grid_factor, check_vehicle_class, load_factors
 from edge_agent.pipelines.truck.pipeline import TruckPipeline
 from edge_agent.service import Heartbeat, ServiceContext
 
