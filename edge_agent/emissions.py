@@ -9,6 +9,7 @@ import math
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from edge_agent.errors import ConfigError
 
@@ -228,6 +229,33 @@ def _both(table: FactorTable, activity: str, key: str) -> tuple[Factor | None, t
     if ttw is not None and wtt is not None:
         return ttw, (ttw, wtt)
     return ttw, ()
+
+
+def _kg(v: float | None) -> float | None:
+    return None if v is None else round(v, 2)
+
+
+def trip_co2(em: Emission, boundary: str) -> dict[str, Any]:
+    """A trip body's CO2 keys: co2_kg at `boundary` (WTW falls back to TTW), the boundary it is at, the gas it
+    counts, and both boundaries' kg, each to 10 g. The truck pipeline's trips and central's simulated ones."""
+    co2, used = em.co2_kg(boundary)
+    return {
+        "co2_kg": _kg(co2),
+        "co2_boundary": used,
+        "co2_gas": em.gas(boundary),
+        "co2_ttw_kg": _kg(em.co2_ttw_kg),
+        "co2_wtw_kg": _kg(em.co2_wtw_kg),
+    }
+
+
+def emission_block(em: Emission) -> dict[str, Any]:
+    """A trip body's `emission`: the method, the activity and every factor that gave its CO2 (TTW, then WTW's)."""
+    return {
+        "method": em.method,
+        "activity": round(em.activity, 3),
+        "activity_unit": em.activity_unit,
+        "factors": [f.describe() for f in ((em.ttw,) if em.ttw else ()) + em.wtw],
+    }
 
 
 FUEL_KEYS = {"diesel": "diesel", "petrol": "petrol", "cng": "cng", "lng": "lng"}

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from edge_agent.drivers.readings import ActiveFaults, Fix, FuelLevel, FuelRate, VehicleSpeed, VehicleValue, Weighing
-from edge_agent.emissions import FactorTable, estimate_emissions
+from edge_agent.emissions import FactorTable, emission_block, estimate_emissions, trip_co2
 from edge_agent.pipelines.truck.clean import DriftGate, FixFilter, FixLimits, FuelEvent, FuelTracker, LoadTracker
 from edge_agent.pipelines.truck.config import TelematicsConfig
 from edge_agent.pipelines.truck.counters import CounterTrack, SpeedTrack
@@ -239,7 +239,6 @@ class TruckPipeline:
             energy_kwh=energy_kwh,
             grid_factor=cfg.emissions.grid_factor if cfg.fuel_type == "electricity" else None,
         )
-        co2, boundary = em.co2_kg(cfg.emissions.report_boundary)
         events = self.fuel.events_between(t0, t1)
         start_place = place_name(trip.start.lat, trip.start.lon, cfg.geofences)
         end_place = place_name(trip.end.lat, trip.end.lon, cfg.geofences)
@@ -253,11 +252,7 @@ class TruckPipeline:
             "route": route_words(cfg.route_format, start_place, end_place),
             "distance_km": round(distance_km, 3),
             "fuel_used_l": _r(fuel_l, 2),
-            "co2_kg": _r(co2, 2),
-            "co2_boundary": boundary,
-            "co2_gas": em.gas(cfg.emissions.report_boundary),
-            "co2_ttw_kg": _r(em.co2_ttw_kg, 2),
-            "co2_wtw_kg": _r(em.co2_wtw_kg, 2),
+            **trip_co2(em, cfg.emissions.report_boundary),
             "start": {
                 "t": format_ts(trip.start.t_utc),
                 "lat": round(trip.start.lat, 6),
@@ -284,12 +279,7 @@ class TruckPipeline:
             "load_avg_kg": _r(load_avg, 1),
             "load_peak_kg": _r(load_peak, 1),
             "load_source": load_source,
-            "emission": {
-                "method": em.method,
-                "activity": round(em.activity, 3),
-                "activity_unit": em.activity_unit,
-                "factors": [f.describe() for f in ((em.ttw,) if em.ttw else ()) + em.wtw],
-            },
+            "emission": emission_block(em),
             "quality": {
                 "fixes_used": self.filter.used - used0,
                 "fixes_rejected": sum(rejected.values()),
