@@ -6,12 +6,15 @@ Misbehaviour on request, each at the middle of a device's run so the chain aroun
   hole    a record chained but never published (a silent hole)
   gap     two records dropped and declared in a signed `gap` record (spine's gap_body)
   rotate  a `key_rotation` record signed by the old key; later records signed by the new key
+Every 20th record is a diesel truck's trip whose CO2 is the truck pipeline's: litres x the shipped factor table's
+rows (edge_agent.emissions), reported well-to-wheel, with the factors named as a real trip names them.
 The report (`--report FILE`, JSON) lists what was published and what central should find.
 """
 
 from __future__ import annotations
 
 import base64
+import functools
 import hashlib
 import json
 import logging
@@ -26,6 +29,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey,
 
 from edge_agent.central.db import Database
 from edge_agent.central.registry import add_devices
+from edge_agent.emissions import FactorTable, emission_block, estimate_emissions, load_factors, trip_co2
 from edge_agent.errors import SyncError
 from edge_agent.spine.clock import format_ts
 from edge_agent.spine.config import MqttConfig
@@ -73,22 +77,44 @@ class SimDevice:
         return rec
 
 
+# What a simulated truck is, in the truck pipeline's config terms (telematics.fuel_type, .vehicle_class and
+# .emissions.report_boundary, at their defaults).
+SIM_FUEL_TYPE = "diesel"
+SIM_VEHICLE_CLASS = "rigid_26_32t"
+SIM_REPORT_BOUNDARY = "WTW"
+
+
+@functools.cache
+def _factors() -> FactorTable:
+    """The factor table shipped with edge-agent (config/emission_factors.csv), read once."""
+    return load_factors()
+
+
 def _body(dev: SimDevice, ts: str) -> tuple[str, dict[str, Any]]:
     n = dev.seq + 1
     if n % 20 == 0:
+        distance_km = round(10 + (n % 37) * 1.7, 1)
+        fuel_l = round(3 + (n % 11) * 0.4, 1)
+        load_kg = 1200 + (n % 9) * 50
+        em = estimate_emissions(
+            _factors(),
+            fuel_used_l=fuel_l,
+            fuel_type=SIM_FUEL_TYPE,
+            distance_km=distance_km,
+            load_kg=load_kg,
+            vehicle_class=SIM_VEHICLE_CLASS,
+        )
         return "trip", {
             "timestamp": ts,
             "transport_id": dev.device,
             "route": f"depot-{n % 7} to hub-{n % 5}",
-            "distance_km": round(10 + (n % 37) * 1.7, 1),
-            "fuel_used_l": round(3 + (n % 11) * 0.4, 1),
-            "co2_kg": round(8 + (n % 11) * 1.05, 2),
-            "co2_boundary": "WTW",
-            "co2_gas": "CO2e",
-            "load_avg_kg": 1200 + (n % 9) * 50,
+            "distance_km": distance_km,
+            "fuel_used_l": fuel_l,
+            **trip_co2(em, SIM_REPORT_BOUNDARY),
+            "load_avg_kg": load_kg,
             "load_source": "config",
             "fuel_source": "fuel_rate",
-            "emission": {"method": "fuel", "factors": [{"name": "diesel", "source": "simulated"}]},
+            "emission": emission_block(em),
         }
     return "telemetry", {
         "timestamp": ts,
