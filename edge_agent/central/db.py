@@ -86,6 +86,11 @@ def parse_dsn(dsn: str) -> tuple[str, str]:
             raise CentralDbError(f"--db {dsn!r}: expected sqlite:///path/to/central.db, the path is empty")
         return SQLITE, path
     if parts.scheme in ("postgresql", "postgres"):
+        if parts.netloc.count("@") > 1:  # libpq ends the user part at the first '@': the rest would be the host
+            raise CentralDbError(
+                f"--db {_redact(dsn)}: the user or password holds an '@'; write it as %40 "
+                "(or keep the password in ~/.pgpass or PGPASSWORD)"
+            )
         return POSTGRESQL, dsn
     raise CentralDbError(
         f"--db {_redact(dsn)!r}: expected sqlite:///path/to/central.db or postgresql://user@host:port/dbname"
@@ -93,8 +98,9 @@ def parse_dsn(dsn: str) -> tuple[str, str]:
 
 
 def _redact(dsn: str) -> str:
-    """The DSN without its password, for messages."""
-    return re.sub(r"(://[^:/@]*:)[^@]*@", r"\1***@", dsn)
+    """The DSN without its password (user:PASSWORD@, ?password=, key=value's password=), for messages."""
+    dsn = re.sub(r"(://[^:/@]*:).*@", r"\1***@", dsn)
+    return re.sub(r"(password\s*=\s*)('[^']*'|[^\s&]*)", r"\1***", dsn, flags=re.IGNORECASE)
 
 
 # ---------------------------------------------------------------- connection

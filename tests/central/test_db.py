@@ -27,6 +27,19 @@ def test_open_db__unreachable_postgres_names_it_without_password() -> None:
     assert "hunter2" not in str(info.value)
 
 
+def test_open_db__a_password_anywhere_in_the_dsn_is_not_printed() -> None:
+    """A password given as ?password=, in key=value form or with a bare '@' in it was printed with the error."""
+    for dsn in ("postgresql://u@127.0.0.1:9/db?sslmode=disable&password=hunter2", "host=h password=hunter2"):
+        with pytest.raises(CentralDbError) as info:
+            open_db(dsn)
+        assert "hunter2" not in str(info.value) and "password=***" in str(info.value), str(info.value)
+    with pytest.raises(CentralDbError) as info:
+        open_db("postgresql://u:hunt@er2@127.0.0.1:9/db")
+    message = str(info.value)
+    assert "hunt" not in message and "er2" not in message, message
+    assert "postgresql://u:***@127.0.0.1:9/db: the user or password holds an '@'; write it as %40" in message
+
+
 def test_migrate__creates_contract_tables_once(dsn: str) -> None:
     db = open_db(dsn)
     try:
