@@ -18,6 +18,7 @@ import contextlib
 import logging
 import re
 import sqlite3
+import sys
 import threading
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -101,6 +102,24 @@ def _redact(dsn: str) -> str:
     """The DSN without its password (user:PASSWORD@, ?password=, key=value's password=), for messages."""
     dsn = re.sub(r"(://[^:/@]*:).*@", r"\1***@", dsn)
     return re.sub(r"(password\s*=\s*)('[^']*'|[^\s&]*)", r"\1***", dsn, flags=re.IGNORECASE)
+
+
+def driver_error(dsn: str, exc: BaseException) -> CentralDbError | None:
+    """A driver's error met while using the database (a damaged SQLite file, PostgreSQL gone mid-command) as one
+    line naming the database, or None when `exc` is no database driver's."""
+    pg = sys.modules.get("psycopg")
+    if not isinstance(exc, sqlite3.Error) and not (pg is not None and isinstance(exc, pg.Error)):
+        return None
+    what = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+    return CentralDbError(f"--db {_redact(dsn)}: {what}{_damaged(dsn, exc)}")
+
+
+def _damaged(dsn: str, exc: BaseException) -> str:
+    """What to do about an SQLite file damaged on disk (SQLITE_CORRUPT), or ''."""
+    if not isinstance(exc, sqlite3.Error) or (getattr(exc, "sqlite_errorcode", 0) & 0xFF) != sqlite3.SQLITE_CORRUPT:
+        return ""
+    path = parse_dsn(dsn)[1]
+    return f"; the file is damaged: restore it from a backup (`sqlite3 {path} .recover` salvages what it can)"
 
 
 # ---------------------------------------------------------------- connection
@@ -300,7 +319,7 @@ def open_db(dsn: str, *, migrate: bool = True, busy_timeout_s: float = 30.0, mus
             conn.execute("PRAGMA synchronous=NORMAL")
             conn.execute("PRAGMA foreign_keys=ON")
         except sqlite3.Error as exc:
-            raise CentralDbError(f"--db {dsn}: cannot open SQLite database: {exc}") from None
+            raise CentralDbError(f"--db {dsn}: cannot open SQLite database: {exc}{_damaged(dsn, exc)}") from None
         db = Database(SQLITE, conn, str(path))
     else:
         try:

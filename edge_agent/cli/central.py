@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import argparse
 import base64
+import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +39,25 @@ def load_private(path: Path) -> Ed25519PrivateKey:
     if not isinstance(key, Ed25519PrivateKey):
         raise KeyError_(f"{path}: expected an Ed25519 private key, got {type(key).__name__}")
     return key
+
+
+def db_command(func: Callable[[argparse.Namespace], int]) -> Callable[[argparse.Namespace], int]:
+    """A command on --db whose database fails under it (a damaged SQLite file, PostgreSQL gone mid-command) ends
+    with one line naming the database and what the driver said, not a traceback."""
+
+    @functools.wraps(func)
+    def run(args: argparse.Namespace) -> int:
+        try:
+            return func(args)
+        except Exception as exc:
+            from edge_agent.central.db import driver_error
+
+            err = driver_error(args.db, exc)
+            if err is None:
+                raise
+            return fail(str(err))
+
+    return run
 
 
 def add_mqtt_args(parser: argparse.ArgumentParser) -> None:

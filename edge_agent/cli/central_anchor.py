@@ -46,6 +46,8 @@ def _need(args: argparse.Namespace, *names: str) -> str | None:
 
 def register_anchor(cs: Any) -> None:
     """Add `anchor` (with `deploy` and `key`), `prove` and `verify-proof` to the central group."""
+    from edge_agent.cli.central import db_command
+
     a = cs.add_parser(
         "anchor",
         help="anchor verified records on an EVM chain (one transaction per batch); deploy the contract; member keys",
@@ -59,7 +61,7 @@ def register_anchor(cs: Any) -> None:
     a.add_argument("--every", metavar="DURATION", help="keep running, one anchor run every DURATION (e.g. 10m)")
     a.add_argument("--max-records", type=int, default=1_000_000, help="leaves per batch (default 1000000)")
     a.add_argument("--receipt-timeout-s", type=float, default=120.0, help="wait for a receipt this long (default 120)")
-    a.set_defaults(func=cmd_anchor)
+    a.set_defaults(func=db_command(cmd_anchor))
     asub = a.add_subparsers(dest="anchor_cmd", metavar="[deploy|endorse|key]")
 
     d = asub.add_parser("deploy", help="deploy the RecordAnchor contract with its members and k")
@@ -79,7 +81,7 @@ def register_anchor(cs: Any) -> None:
     e.add_argument("--db", metavar="DSN", help="this member's central database")
     _add_chain_args(e, key=True, contract=True)
     e.add_argument("--every", metavar="DURATION", help="keep running, one pass every DURATION (e.g. 10m)")
-    e.set_defaults(func=cmd_endorse)
+    e.set_defaults(func=db_command(cmd_endorse))
 
     k = asub.add_parser("key", help="create a member's Ethereum key, or show its address")
     ksub = k.add_subparsers(dest="key_cmd", metavar="ACTION")
@@ -98,7 +100,7 @@ def register_anchor(cs: Any) -> None:
     p.add_argument("--seq", required=True, type=int)
     p.add_argument("--out", metavar="FILE", help="write the proof here instead of stdout")
     p.add_argument("--compact", action="store_true", help="one line, no indentation (about 300 bytes smaller)")
-    p.set_defaults(func=cmd_prove)
+    p.set_defaults(func=db_command(cmd_prove))
 
     v = cs.add_parser(
         "verify-proof",

@@ -413,6 +413,8 @@ def _mqtt_options(p: argparse.ArgumentParser) -> None:
 
 def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand reads best
     """Add the receiving side's subcommands to the `central` group's subparsers."""
+    from edge_agent.cli.central import db_command
+
     db_help = "sqlite:///path/central.db or postgresql://user@host:port/dbname"
 
     d = cs.add_parser("devices", help="the device registry: add, list, revoke")
@@ -429,15 +431,15 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
         help="a file: the PEM of edge-agent keys export-public, or the raw key in base64 on one line",
     )
     s.add_argument("--replace", action="store_true", help="replace the key of a known device (re-provisioned)")
-    s.set_defaults(func=cmd_devices_add)
+    s.set_defaults(func=db_command(cmd_devices_add))
     s = ds.add_parser("list", help="registered devices and their chain heads")
     s.add_argument("--db", required=True, help=db_help)
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_devices_list)
+    s.set_defaults(func=db_command(cmd_devices_list))
     s = ds.add_parser("revoke", help="refuse the device's records from now on")
     s.add_argument("--db", required=True, help=db_help)
     s.add_argument("--device", required=True, metavar="ID")
-    s.set_defaults(func=cmd_devices_revoke)
+    s.set_defaults(func=db_command(cmd_devices_revoke))
 
     s = cs.add_parser("ingest", help="verify and store every record from the broker (runs until stopped)")
     s.add_argument("--mqtt", required=True, metavar="URL", help="mqtt://host:port or mqtts://host:port")
@@ -466,13 +468,13 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
     s.add_argument("--metrics-port", type=number_in(int, 1, 65535), help="serve Prometheus metrics on this port")
     s.add_argument("--metrics-addr", default="127.0.0.1", help="address for the metrics endpoint (default 127.0.0.1)")
     s.add_argument("--verbose", "-v", action="store_true")
-    s.set_defaults(func=cmd_ingest)
+    s.set_defaults(func=db_command(cmd_ingest))
 
     s = cs.add_parser("status", help="per device: head, verified-through, lag, last seen, open anomalies")
     s.add_argument("--db", required=True, help=db_help)
     s.add_argument("--device", metavar="ID")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_status)
+    s.set_defaults(func=db_command(cmd_status))
 
     s = cs.add_parser("anomalies", help="what the ingest found, with evidence (--json)")
     s.add_argument("--db", required=True, help=db_help)
@@ -482,7 +484,7 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
     s.add_argument("--since", help="ISO time or a duration back from now (15m, 2h, 7d)")
     s.add_argument("--limit", type=int, default=1000)
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_anomalies)
+    s.set_defaults(func=db_command(cmd_anomalies))
 
     s = cs.add_parser(
         "import",
@@ -494,7 +496,7 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
     s.add_argument("--topic-prefix", default="edge")
     s.add_argument("--batch-max", type=int, default=1000, help="records per database transaction (default 1000)")
     s.add_argument("--max-bytes", type=int, default=256 * 1024, help="larger lines are refused (default 256 KiB)")
-    s.set_defaults(func=cmd_import)
+    s.set_defaults(func=db_command(cmd_import))
 
     s = cs.add_parser("export", help="stored records as JSON lines (exactly as received) or CSV")
     s.add_argument("--db", required=True, help=db_help)
@@ -503,7 +505,7 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
     s.add_argument("--since", help="ISO time or a duration back from now (15m, 2h, 7d), by ingest time")
     s.add_argument("--format", choices=("jsonl", "csv"), default="jsonl")
     s.add_argument("--out", metavar="FILE", help="default: standard output")
-    s.set_defaults(func=cmd_export)
+    s.set_defaults(func=db_command(cmd_export))
 
     s = cs.add_parser("simulate", help="a fleet of virtual devices with real signed chains (load tests, demos)")
     s.add_argument("--devices", type=number_in(int, 1, 1_000_000), required=True, metavar="N")

@@ -253,6 +253,35 @@ def test_cli__reading_commands_do_not_make_a_database_of_a_mistyped_path(
     assert not typo.exists() and empty.read_bytes() == b""
 
 
+def test_cli__a_damaged_sqlite_database_is_one_line_naming_it(
+    tmp_path: Path, sqlite_dsn: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A central.db damaged on disk was a sqlite3.DatabaseError traceback from every command."""
+    import sqlite3
+
+    _ingest(sqlite_dsn)
+    path = tmp_path / "central.db"
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+        page = conn.execute("PRAGMA page_size").fetchone()[0]
+        roots = [r for (r,) in conn.execute("SELECT rootpage FROM sqlite_master WHERE tbl_name = 'records'") if r]
+    conn.close()
+    whole = tmp_path / "whole.db"
+    whole.write_bytes(path.read_bytes()[:page] + b"\xff" * (path.stat().st_size - page))
+    with path.open("r+b") as f:  # only the records table's pages: the schema and the registry read fine
+        for root in roots:
+            f.seek((root - 1) * page)
+            f.write(b"\xff" * page)
+    (tmp_path / "r.jsonl").write_text("")
+    everything = (("status",), ("anomalies",), ("export",), ("devices", "list"), ("import", str(tmp_path / "r.jsonl")))
+    for dsn, commands in ((sqlite_dsn, (("status",), ("export",))), (f"sqlite:///{whole}", everything)):
+        for args in commands:
+            rc, out, err = _run(capsys, *args, "--db", dsn)
+            assert rc == 1 and out == "", (args, err)
+            assert err.startswith(f"edge-agent: --db {dsn}: ") and len(err.splitlines()) == 1, err
+            assert "database disk image is malformed; the file is damaged: restore it from a backup" in err, err
+
+
 def test_cli__numbers_out_of_range_and_a_broker_that_is_down_are_one_line(
     sqlite_dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
