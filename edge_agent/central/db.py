@@ -263,6 +263,7 @@ class Database:
             if self.dialect == POSTGRESQL:
                 # One migrator at a time across workers; released at commit.
                 self.execute("SELECT pg_advisory_xact_lock(727274)")
+            self._refuse_other_schema()
             self.execute(
                 "CREATE TABLE IF NOT EXISTS schema_migrations (module TEXT NOT NULL, version INTEGER NOT NULL,"
                 " description TEXT NOT NULL, applied_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (module, version))"
@@ -289,6 +290,21 @@ class Database:
         for module, version in applied:
             log.info("central database %s: applied migration %s v%d", self.where, module, version)
         return applied
+
+    def _refuse_other_schema(self) -> None:
+        """A database that holds tables but no schema_migrations is another program's (a device's outbox.db, another
+        application's PostgreSQL database): central's tables must not be written into it."""
+        if self.dialect == SQLITE:
+            sql = "SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%' ORDER BY name"
+        else:
+            sql = "SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema() ORDER BY 1"
+        tables = [r[0] for r in self.query(sql)]
+        if tables and "schema_migrations" not in tables:
+            shown = ", ".join(tables[:5]) + (f" and {len(tables) - 5} more" if len(tables) > 5 else "")
+            raise CentralDbError(
+                f"{self.where}: not a central database (it holds other tables: {shown}; no schema_migrations); "
+                "check the path, or give central a database of its own"
+            )
 
     def schema_versions(self) -> dict[str, int]:
         rows = self.query("SELECT module, MAX(version) FROM schema_migrations GROUP BY module")

@@ -282,6 +282,38 @@ def test_cli__a_damaged_sqlite_database_is_one_line_naming_it(
             assert "database disk image is malformed; the file is damaged: restore it from a backup" in err, err
 
 
+def test_cli__a_database_of_another_program_is_refused_and_left_alone(
+    dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--db naming a device's outbox.db (or another application's PostgreSQL database) wrote central's tables
+    into it and showed an empty central."""
+    from edge_agent.central.db import parse_dsn
+    from edge_agent.spine.outbox import Outbox
+
+    if dsn.startswith("sqlite"):
+        Outbox.open_checked(Path(parse_dsn(dsn)[1]))[0].close()
+        list_tables = "SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name"
+    else:
+        import psycopg
+
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            conn.execute("CREATE TABLE meta (k TEXT); CREATE TABLE records (x INTEGER)")
+        list_tables = "SELECT table_name FROM information_schema.tables WHERE table_schema = 'public' ORDER BY 1"
+    key = generate_key(tmp_path / "device.key")
+    (tmp_path / "device.pub.pem").write_bytes(public_pem(key.public))
+    (tmp_path / "r.jsonl").write_text("")
+    for args in (
+        ("status",),
+        ("devices", "add", "--device", "bench-1", "--site", "wh1", "--pubkey", str(tmp_path / "device.pub.pem")),
+        ("import", str(tmp_path / "r.jsonl")),
+    ):
+        rc, out, err = _run(capsys, *args, "--db", dsn)
+        assert rc == 1 and out == "", (args, out, err)
+        assert "not a central database (it holds other tables: meta, records; no schema_migrations); check" in err
+    with open_db(dsn, migrate=False) as db:
+        assert [r[0] for r in db.query(list_tables)] == ["meta", "records"]
+
+
 def test_cli__numbers_out_of_range_and_a_broker_that_is_down_are_one_line(
     sqlite_dsn: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
