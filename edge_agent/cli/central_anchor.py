@@ -168,7 +168,7 @@ def _member_loop(args: argparse.Namespace, what: str, one: Any) -> int:
 
     try:
         account = load_eth_key(Path(args.key))
-        db = open_db(args.db)
+        db = open_db(args.db, must_exist=True)  # a mistyped path must not become an empty database
     except EdgeAgentError as exc:
         return fail(str(exc))
     stop = threading.Event()
@@ -260,7 +260,7 @@ def cmd_prove(args: argparse.Namespace) -> int:
     from edge_agent.central.db import open_db
 
     try:
-        with open_db(args.db) as db:
+        with open_db(args.db, must_exist=True) as db:
             proof = build_proof(db, args.device, args.seq)
     except EdgeAgentError as exc:
         return fail(str(exc))

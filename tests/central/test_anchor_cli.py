@@ -239,6 +239,7 @@ def test_cli__bad_arguments_say_what_is_expected(tmp_path: Path, rpc: RpcBridge,
     )
     assert r.returncode == 1 and "expected an http:// or https:// JSON-RPC URL" in r.stderr
     dsn = f"sqlite:///{tmp_path / 'c.db'}"
+    open_db(dsn).close()  # an empty central: anchor and prove refuse a path with no database
     r = cli(
         "anchor",
         "--db",

@@ -239,6 +239,9 @@ def test_cli__reading_commands_do_not_make_a_database_of_a_mistyped_path(
     typo = tmp_path / "centrl.db"
     empty = tmp_path / "empty.db"
     empty.write_bytes(b"")
+    assert main(["central", "anchor", "key", "new", "--out", str(tmp_path / "member.key")]) == 0
+    capsys.readouterr()
+    chain = ("--rpc", "http://127.0.0.1:1", "--contract", "0x" + "11" * 20, "--key", str(tmp_path / "member.key"))
     for path in (typo, empty):
         for args in (
             ("status",),
@@ -247,6 +250,9 @@ def test_cli__reading_commands_do_not_make_a_database_of_a_mistyped_path(
             ("devices", "list"),
             ("import", str(path)),
             ("ingest", "--mqtt", "mqtt://127.0.0.1:1"),  # it took records in as unknown devices' and acked them
+            ("prove", "--device", "bench-1", "--seq", "1"),  # 'no such record in the central database'
+            ("anchor", *chain),
+            ("anchor", "endorse", *chain),
         ):
             rc, out, err = _run(capsys, *args, "--db", f"sqlite:///{path}")
             assert rc == 1 and f"no central database at {path}" in err and out == "", (args, err)
