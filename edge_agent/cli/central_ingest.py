@@ -313,6 +313,11 @@ def cmd_import(args: argparse.Namespace) -> int:
     anomalies: Counter[str] = Counter()
     refused: list[str] = []
     sites: dict[str, str | None] = {}
+    for name in args.files:  # each is opened before anything is stored: a typo in the last file stores nothing
+        try:
+            open(name, "rb").close()
+        except OSError as exc:
+            return fail(f"{name}: cannot read: {exc.strerror or exc}; nothing imported")
     db = _open(args.db)
     ing = Ingestor(db, settings)
 

@@ -225,6 +225,32 @@ def test_import__a_technicians_outbox_export_fills_the_hole_central_saw(
     assert rc == 1 and "missing.jsonl: cannot read" in err
 
 
+def test_import__a_file_it_cannot_read_stops_it_before_anything_is_stored(
+    sqlite_dsn: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`import good.jsonl typo.jsonl` stored good.jsonl's full batches, dropped its last one and printed only
+    'typo.jsonl: cannot read', with no count: the operator could not tell what was imported."""
+    from edge_agent.central.registry import add_devices
+    from edge_agent.spine.clock import Clock
+    from edge_agent.spine.outbox import Outbox
+
+    key = generate_key(tmp_path / "device.key")
+    ob = Outbox.open_checked(tmp_path / "outbox.db")[0]
+    ob.append([("event", {"i": i}) for i in range(10)], device="bench-3", key=key, clock=Clock(), max_bytes=1 << 24)
+    ob.close()
+    with open_db(sqlite_dsn) as db:
+        add_devices(db, [("bench-3", "wh1", key.public)])
+    assert main(["outbox", "export", "--file", str(tmp_path / "outbox.db")]) == 0
+    (tmp_path / "good.jsonl").write_text(capsys.readouterr()[0])
+    typo = tmp_path / "bench-4.jsnl"
+    rc, out, err = _run(
+        capsys, "import", "--db", sqlite_dsn, "--batch-max", "4", str(tmp_path / "good.jsonl"), str(typo)
+    )
+    assert rc == 1 and err == f"edge-agent: {typo}: cannot read: No such file or directory; nothing imported\n"
+    rc, out, _ = _run(capsys, "status", "--db", sqlite_dsn, "--json")
+    assert json.loads(out)[0]["head_seq"] == 0
+
+
 def test_cli__a_wrong_dsn_says_what_a_dsn_looks_like(capsys: pytest.CaptureFixture[str]) -> None:
     rc, _, err = _run(capsys, "status", "--db", "mysql://x@y/z")
     assert rc == 1 and "sqlite:///path/to/central.db or postgresql://" in err
@@ -248,7 +274,7 @@ def test_cli__reading_commands_do_not_make_a_database_of_a_mistyped_path(
             ("anomalies",),
             ("export",),
             ("devices", "list"),
-            ("import", str(path)),
+            ("import", str(empty)),  # a file it can read: the database is what is wrong
             ("ingest", "--mqtt", "mqtt://127.0.0.1:1"),  # it took records in as unknown devices' and acked them
             ("prove", "--device", "bench-1", "--seq", "1"),  # 'no such record in the central database'
             ("anchor", *chain),
