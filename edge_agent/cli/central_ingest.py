@@ -451,10 +451,22 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
     s.add_argument("--db", required=True, help=db_help)
     s.add_argument("--share", metavar="GROUP", help="MQTT 5 shared subscription group: workers in it split the stream")
     _mqtt_options(s)
-    s.add_argument("--batch-max", type=int, default=1000, help="records per database transaction (default 1000)")
-    s.add_argument("--receive-max", type=int, default=4000, help="unacknowledged messages in flight (default 4000)")
+    s.add_argument(
+        "--batch-max", type=number_in(int, 1), default=1000, help="records per database transaction (default 1000)"
+    )
+    s.add_argument(
+        "--receive-max",
+        type=number_in(int, 1, 65535),
+        default=4000,
+        help="unacknowledged messages in flight (default 4000)",
+    )
     s.add_argument("--session-expiry-s", type=int, default=3600, help="broker keeps our session this long")
-    s.add_argument("--max-bytes", type=int, default=256 * 1024, help="larger payloads are anomalies (default 256 KiB)")
+    s.add_argument(
+        "--max-bytes",
+        type=number_in(int, 1),
+        default=256 * 1024,
+        help="larger payloads are anomalies (default 256 KiB)",
+    )
     s.add_argument("--hole-after-s", type=float, default=300.0, help="a silent hole older than this is an anomaly")
     s.add_argument("--replay-window-s", type=float, default=600.0, help="a record resent later than this is a replay")
     s.add_argument("--sweep-every-s", type=float, default=5.0, help="how often to look for holes and short tails")
@@ -487,7 +499,7 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
     s.add_argument("--kind", help="e.g. fork, hole, bad_signature, signed_gap")
     s.add_argument("--open", action="store_true", help="only unresolved ones")
     s.add_argument("--since", help="ISO time or a duration back from now (15m, 2h, 7d)")
-    s.add_argument("--limit", type=int, default=1000)
+    s.add_argument("--limit", type=number_in(int, 1), default=1000)
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=db_command(cmd_anomalies))
 
@@ -499,8 +511,12 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
     s.add_argument("files", nargs="+", metavar="FILE", help="one record per line, as exported")
     s.add_argument("--db", required=True, help=db_help)
     s.add_argument("--topic-prefix", default="edge")
-    s.add_argument("--batch-max", type=int, default=1000, help="records per database transaction (default 1000)")
-    s.add_argument("--max-bytes", type=int, default=256 * 1024, help="larger lines are refused (default 256 KiB)")
+    s.add_argument(
+        "--batch-max", type=number_in(int, 1), default=1000, help="records per database transaction (default 1000)"
+    )
+    s.add_argument(
+        "--max-bytes", type=number_in(int, 1), default=256 * 1024, help="larger lines are refused (default 256 KiB)"
+    )
     s.set_defaults(func=db_command(cmd_import))
 
     s = cs.add_parser("export", help="stored records as JSON lines (exactly as received) or CSV")

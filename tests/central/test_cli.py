@@ -353,6 +353,14 @@ def test_cli__numbers_out_of_range_and_a_broker_that_is_down_are_one_line(
     against a broker that is down was a ConnectionRefusedError traceback."""
     rc, _, err = _run(capsys, "ingest", "--mqtt", "mqtt://127.0.0.1:1", "--db", sqlite_dsn, "--metrics-port", "99999")
     assert rc == 2 and "argument --metrics-port: expected an integer 1-65535, got '99999'" in err
+    for args, option, span, got in (
+        (("ingest", "--mqtt", "mqtt://127.0.0.1:1", "--batch-max", "0"), "--batch-max", ">= 1", "0"),
+        (("ingest", "--mqtt", "mqtt://127.0.0.1:1", "--receive-max", "70000"), "--receive-max", "1-65535", "70000"),
+        (("import", "x.jsonl", "--batch-max", "-5"), "--batch-max", ">= 1", "-5"),  # ran one line per batch
+        (("anomalies", "--limit", "-1"), "--limit", ">= 1", "-1"),  # no limit on SQLite, an SQL error on PostgreSQL
+    ):
+        rc, _, err = _run(capsys, *args, "--db", sqlite_dsn)
+        assert rc == 2 and f"argument {option}: expected an integer {span}, got '{got}'" in err, (args, err)
     rc, _, err = _run(capsys, "simulate", "--devices", "-3", "--broker", "mqtt://127.0.0.1:1")
     assert rc == 2 and "argument --devices: expected an integer 1-1000000, got '-3'" in err
     rc, _, err = _run(capsys, "simulate", "--devices", "2", "--broker", "mqtt://127.0.0.1:1", "--duration", "1")
