@@ -67,6 +67,7 @@ class NmeaDriver:
         self._buf = bytearray()
         self._lines: deque[bytes] = deque()
         self._last_byte_mono = 0.0
+        self._last_sentence_mono = 0.0
 
     @property
     def stats(self) -> NmeaStats:
@@ -86,7 +87,7 @@ class NmeaDriver:
                 self._ser, self.baud = ser, rate
                 self._buf.clear()
                 self._lines.clear()
-                self._last_byte_mono = _time.monotonic()
+                self._last_byte_mono = self._last_sentence_mono = _time.monotonic()
                 if self.cfg.autobaud:
                     log.info("%s: receiver talks at %s baud", self.name, rate)
                 return
@@ -130,6 +131,14 @@ class NmeaDriver:
             raise DeviceUnavailable(f"{self.cfg.port}: not open")
         deadline = _time.monotonic() + min(timeout_s, 1.0)
         while True:
+            # Bytes that never make a sentence: a receiver at another baud rate, or another device on the port.
+            garbled_s = self._last_byte_mono - self._last_sentence_mono
+            if garbled_s > self.cfg.silence_timeout_s:
+                raise DeviceUnavailable(
+                    f"{self.cfg.port}: data but no valid NMEA sentence for {garbled_s:.0f} s at {self.baud} baud "
+                    "(expected $GPRMC,...*hh lines: set the receiver's baud, or autobaud = true, or check that "
+                    "the GPS is on this port)"
+                )
             while self._lines:
                 fix = self._feed(self._lines.popleft())
                 if fix is not None:
@@ -195,7 +204,10 @@ class NmeaDriver:
         except UnicodeDecodeError:
             self.decoder.stats.bad_frames += 1
             raise FrameError(f"non-ASCII bytes on the line: {raw[:16]!r}") from None
-        return self.decoder.feed_line(text)
+        fix = self.decoder.feed_line(text)
+        if text.strip():  # feed_line raises FrameError for anything but a valid sentence
+            self._last_sentence_mono = _time.monotonic()
+        return fix
 
     def close(self) -> None:
         ser, self._ser = self._ser, None

@@ -26,6 +26,7 @@ from edge_agent.drivers.nmea.driver import (
 )
 from edge_agent.drivers.nmea.twin import Leg, NmeaTwin, drive, epoch_sentences, nmea_line
 from edge_agent.drivers.readings import Fix
+from edge_agent.drivers.scale.twin import ScaleTwin
 from edge_agent.errors import ConfigError
 from edge_agent.settings import parse_config
 from tests.helpers import wait_until
@@ -332,6 +333,24 @@ def test_driver__garbage_and_truncated_lines_are_counted_and_dropped(tmp_path: P
             runner.join()
     assert runner.frames_bad >= 5 and driver.stats.bad_frames + driver.stats.bad_checksum >= 5
     assert all(f.valid for f in sink.fixes), [f.raw for f in sink.fixes if not f.valid]
+
+
+def test_driver__a_port_that_never_sends_nmea_is_not_connected(tmp_path: Path) -> None:
+    # A KERN scale's real output on the port set for the GPS (as a receiver at another baud rate, it talks
+    # but never says a sentence): the driver gives up on the connection and says why, rather than
+    # staying 'connected' forever with no fix.
+    kern = Path(__file__).parents[1] / "data" / "scale" / "kern_ew_6200-2nm_26_9g_stable.bin"
+    with ScaleTwin(tmp_path / "gps", replay=kern, interval_s=0.05) as twin:
+        runner, sink, stop, _ = _run(twin, silence_timeout_s=1.0)
+        try:
+            assert wait_until(lambda: runner.reconnects >= 1, 10), runner.last_error
+        finally:
+            stop.set()
+            runner.join()
+    assert not sink.fixes
+    assert runner.last_error is not None
+    assert "no valid NMEA sentence for 1 s at 9600 baud" in runner.last_error, runner.last_error
+    assert "autobaud = true" in runner.last_error
 
 
 def test_driver__replays_a_real_log_with_times_rewritten_to_now(tmp_path: Path) -> None:
