@@ -6,8 +6,11 @@ Imported only when the command runs (cli/truck.py registers it), so other comman
 from __future__ import annotations
 
 import argparse
+import heapq
+import itertools
 import json
 import sys
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -31,6 +34,9 @@ WEIGHT_EXPECTED = (
     "one reading a line: an optional time, then a scale line such as 'S S     12.34 kg' (MT-SICS), "
     "'ST,GS,+00012.34kg' or '+0026.90 G S'"
 )
+# A log's fixes are replayed in time order within this many (a receiver hands an epoch on late now and then);
+# the whole log is never held, so a week's log replays in the memory of a short one.
+REORDER_FIXES = 256
 
 
 @dataclass
@@ -55,25 +61,47 @@ def cmd_replay(args: argparse.Namespace) -> int:
             print(line, file=sys.stderr)
         return EXIT_CONFIG
     try:
-        nmea_bytes = Path(args.log).read_bytes()
-        fuel_bytes = Path(args.fuel).read_bytes() if args.fuel else b""
-        weight_bytes = Path(args.weight).read_bytes() if args.weight else b""
+        # The NMEA log is read as it is replayed (a week's log is hundreds of MB); the side logs are small.
+        nmea_file = open(args.log, "rb")  # noqa: SIM115 - closed by the with below
     except OSError as exc:
         return fail(f"cannot read {exc.filename}: {exc.strerror}", EXIT_FAIL)
+    with nmea_file:
+        try:
+            fuel_bytes = Path(args.fuel).read_bytes() if args.fuel else b""
+            weight_bytes = Path(args.weight).read_bytes() if args.weight else b""
+        except OSError as exc:
+            return fail(f"cannot read {exc.filename}: {exc.strerror}", EXIT_FAIL)
+        return _replay(
+            args, cfg, factors, transport_id, nmea_file=nmea_file, fuel_bytes=fuel_bytes, weight_bytes=weight_bytes
+        )
 
-    decoder, timed, comments = _decode_nmea(nmea_bytes)
+
+def _replay(
+    args: argparse.Namespace,
+    cfg: TelematicsConfig,
+    factors: Any,
+    transport_id: str,
+    *,
+    nmea_file: Any,
+    fuel_bytes: bytes,
+    weight_bytes: bytes,
+) -> int:
+    decoder, counts = NmeaDecoder(), {"comments": 0, "text_lines": 0}
+    fixes = _decode_nmea(nmea_file, decoder, counts)
+    first = next(fixes, None)
     # A drive without movement still has sentences (a summary of zeros); a file without any, empty or
     # not NMEA at all, is a wrong file.
     if decoder.stats.sentences == 0:
-        empty = "" if nmea_bytes.strip() else "empty file, "
+        empty = "" if counts["text_lines"] else "empty file, "
         return fail(
             f"{args.log}: {empty}no NMEA sentence found (expected lines such as $GPRMC,...*hh from a GNSS "
             "receiver); is this an NMEA log?",
             EXIT_FAIL,
         )
-    t0 = timed[0].t if timed else 0.0
-    fuel_used, fuel_bad = _side_readings(fuel_bytes, t0, timed, _fuel_reading, cfg)
-    weight_used, weight_bad = _side_readings(weight_bytes, t0, timed, _weight_reading, cfg)
+    t0 = first.t if first else 0.0
+    side: list[_Timed] = []
+    fuel_used, fuel_bad = _side_readings(fuel_bytes, t0, side, _fuel_reading, cfg)
+    weight_used, weight_bad = _side_readings(weight_bytes, t0, side, _weight_reading, cfg)
     for path, used, bad, what, expected in (
         (args.fuel, fuel_used, fuel_bad, "fuel", FUEL_EXPECTED),
         (args.weight, weight_used, weight_bad, "scale", WEIGHT_EXPECTED),
@@ -81,11 +109,13 @@ def cmd_replay(args: argparse.Namespace) -> int:
         if path and not used:
             found = f"none of its {bad} line(s) is a {what} reading" if bad else "no line in it"
             return fail(f"{path}: {found} (expected {expected}); is this a {what} log?", EXIT_FAIL)
-    timed.sort(key=lambda x: (x.t, x.order))
+    side.sort(key=lambda x: (x.t, x.order))
 
     pipe = TruckPipeline(cfg, factors, transport_id)
     out = sys.stdout
-    for item in timed:
+    fixes_in_order = _in_time_order(itertools.chain([first] if first else [], fixes), REORDER_FIXES)
+    # At the same time a fix goes first, then the side readings in their files' order.
+    for item in heapq.merge(fixes_in_order, side, key=lambda x: (x.t, not isinstance(x.reading, Fix), x.order)):
         _print(_push(pipe, item.reading), args, out)
     _print(pipe.finish(), args, out)
 
@@ -96,7 +126,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         "sentences": st.sentences,
         "bad_checksum": st.bad_checksum,
         "bad_frames": st.bad_frames,
-        "comments": comments,
+        "comments": counts["comments"],
         "by_type": dict(sorted(st.by_type.items())),
         "by_talker": dict(sorted(st.by_talker.items())),
         "epochs": st.epochs,
@@ -111,27 +141,40 @@ def cmd_replay(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _decode_nmea(data: bytes) -> tuple[NmeaDecoder, list[_Timed], int]:
-    decoder = NmeaDecoder()
-    timed: list[_Timed] = []
-    comments = 0
-    for raw in data.splitlines():
-        if raw.startswith(b"#"):
-            comments += 1
-            continue
-        try:
-            fix = decoder.feed_line(raw.decode("ascii"))
-        except UnicodeDecodeError:
-            decoder.stats.bad_frames += 1
-            continue
-        except FrameError:
-            continue
-        if fix is not None:
-            timed.append(_Timed(fix.t_utc.timestamp(), len(timed), fix))
+def _decode_nmea(lines: Iterable[bytes], decoder: NmeaDecoder, counts: dict[str, int]) -> Iterator[_Timed]:
+    """Each fix of a log, as it is read; counts["comments"] and ["text_lines"] (lines not blank) as it goes."""
+    n = 0
+    for chunk in lines:
+        for raw in chunk.splitlines():  # a CR alone ends a line too
+            if raw.strip():
+                counts["text_lines"] += 1
+            if raw.startswith(b"#"):
+                counts["comments"] += 1
+                continue
+            try:
+                fix = decoder.feed_line(raw.decode("ascii"))
+            except UnicodeDecodeError:
+                decoder.stats.bad_frames += 1
+                continue
+            except FrameError:
+                continue
+            if fix is not None:
+                yield _Timed(fix.t_utc.timestamp(), n, fix)
+                n += 1
     last = decoder.flush()
     if last is not None:
-        timed.append(_Timed(last.t_utc.timestamp(), len(timed), last))
-    return decoder, timed, comments
+        yield _Timed(last.t_utc.timestamp(), n, last)
+
+
+def _in_time_order(items: Iterable[_Timed], window: int) -> Iterator[_Timed]:
+    """items by (t, order), sorted within a sliding window of `window` items."""
+    heap: list[tuple[float, int, _Timed]] = []
+    for x in items:
+        heapq.heappush(heap, (x.t, x.order, x))
+        if len(heap) > window:
+            yield heapq.heappop(heap)[2]
+    while heap:
+        yield heapq.heappop(heap)[2]
 
 
 def _push(pipe: TruckPipeline, r: Fix | FuelRate | FuelLevel | Weighing) -> list[Record]:

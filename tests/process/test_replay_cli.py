@@ -88,3 +88,36 @@ def test_replay__an_empty_nmea_log_fails_like_a_file_that_is_not_nmea(tmp_path: 
             r = _replay(*json_flag, log)
             assert r.returncode == 1 and r.stdout == "", r.stdout
             assert f"{log}: empty file, no NMEA sentence found" in r.stderr and "is this an NMEA log?" in r.stderr
+
+
+# The replay's own peak resident memory (VmHWM: ru_maxrss of a child would count this test's memory, which
+# a vfork'ed child's exec inherits), printed by the child after the command returned 0.
+PEAK_RSS = """
+import sys
+from edge_agent.cli.main import main
+assert main() == 0
+print(next(line for line in open("/proc/self/status") if line.startswith("VmHWM:")).split()[1])
+"""
+
+
+def _peak_rss_kb(*args: str | Path) -> int:
+    r = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS, "telematics", "replay", "--json", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    assert r.returncode == 0, r.stderr
+    return int(r.stdout.splitlines()[-1])
+
+
+def test_replay__a_long_log_is_replayed_in_the_memory_of_a_short_one(tmp_path: Path) -> None:
+    # A receiver's real log 125 times over (10 MB; a week's drive is hundreds): it was read whole, split into
+    # lines and every fix kept before the first was replayed, 3.5 times its size on top of a short log's.
+    real = DATA / "nmea" / "ublox-neo-m9n-nmea.log"
+    long_log = tmp_path / "week.log"
+    long_log.write_bytes(real.read_bytes() * 125)
+    size_kb = long_log.stat().st_size // 1024
+    short_kb, long_kb = _peak_rss_kb(real), _peak_rss_kb(long_log)
+    assert long_kb - short_kb < size_kb // 2, (short_kb, long_kb, size_kb)
