@@ -25,7 +25,8 @@ class DeviceUnavailable(DriverError):
 
 
 class NotSerialDevice(DeviceUnavailable):
-    """The port is a regular file (a recorded log, a mistyped path that exists): no plugging in will help."""
+    """The port is a regular file or a directory (a recorded log, a mistyped path that exists): no plugging in will
+    help."""
 
 
 class PortBusy(DeviceUnavailable):
@@ -182,9 +183,12 @@ def open_serial(port: str, **settings: Any) -> Any:
     except (serial.SerialException, OSError, ValueError) as exc:
         if "exclusively lock" in str(exc):
             raise PortBusy(f"{port}: {BUSY}") from None
-        if os.path.isfile(port):  # pyserial only says "Inappropriate ioctl for device"
+        # pyserial only says "Inappropriate ioctl for device" of a file, "[Errno 21] ... Is a directory" of a folder
+        # (/dev/serial/by-id/ itself rather than the link in it)
+        what = "a regular file" if os.path.isfile(port) else "a directory" if os.path.isdir(port) else None
+        if what is not None:
             raise NotSerialDevice(
-                f"{port}: cannot open: a regular file, not a serial device (expected a tty such as /dev/ttyUSB0, "
+                f"{port}: cannot open: {what}, not a serial device (expected a tty such as /dev/ttyUSB0, "
                 "a pty or a pyserial URL such as socket://host:port)"
             ) from None
         raise DeviceUnavailable(f"{port}: cannot open: {exc}") from None

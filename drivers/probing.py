@@ -35,7 +35,7 @@ def busy(port: str) -> ProbeOutcome:
 
 
 NOT_SERIAL_REMEDY = (
-    "set the port to the device's serial port (ls -l /dev/serial/by-id/), not a file;"
+    "set the port to the device's serial port (ls -l /dev/serial/by-id/), not a file or directory;"
     " a recorded NMEA or CAN log is read by `edge-agent telematics replay`"
 )
 

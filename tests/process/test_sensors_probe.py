@@ -133,6 +133,25 @@ def test_probe_port__a_regular_file_is_not_a_serial_device(tmp_path: Path) -> No
     )
 
 
+def test_probe_port__a_directory_is_not_a_serial_device(tmp_path: Path) -> None:
+    # /dev/serial/by-id/ itself rather than the adapter's link in it: pyserial said '[Errno 21] could not open
+    # port ...: [Errno 21] Is a directory', and doctor told the technician to check the power and the wiring.
+    from edge_agent.drivers.modbus.config import ModbusMeterConfig
+    from edge_agent.drivers.modbus.probe import probe as probe_modbus
+
+    folder = tmp_path / "by-id"
+    folder.mkdir()
+    r = probe_port(str(folder), timeout_s=0.2)
+    assert r.protocol is None
+    assert r.error == (
+        f"{folder}: cannot open: a directory, not a serial device (expected a tty such as /dev/ttyUSB0, "
+        "a pty or a pyserial URL such as socket://host:port)"
+    )
+    outcome = probe_modbus(ModbusMeterConfig(kind="modbus", name="m", port=str(folder), map="xy-md02"), 0.2)
+    assert outcome.status == "fail" and outcome.message == r.error
+    assert outcome.remedy.startswith("set the port to the device's serial port") and "wiring" not in outcome.remedy
+
+
 def test_device_probes__a_regular_file_as_port_is_not_told_to_plug_the_device_in(tmp_path: Path) -> None:
     """doctor's remedy for a GPS or OBD port that is a recorded log: set the port, not "plug the GPS in"."""
     from edge_agent.drivers.elm327.config import Elm327Config
