@@ -201,8 +201,8 @@ def probe_with_driver(
                 return ProbeOutcome("ok", f"{port}: {what} ({describe_reading(reading)})")
     except PortBusy:
         return busy(port)
-    except DeviceUnavailable as exc:
-        return unavailable(exc, wiring)
+    except DeviceUnavailable as exc:  # after garbled frames, a driver that gave up on them: the settings
+        return unavailable(exc, settings if frames else wiring)
     finally:
         driver.close()
     if frames:

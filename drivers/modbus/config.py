@@ -108,7 +108,8 @@ class ModbusMeterConfig(BaseModel):
     # Unused registers a single read may span to merge two blocks (0: only adjacent ones; some
     # meters answer "illegal data address" for gaps).
     max_gap_registers: Annotated[int, Field(ge=0, le=32), Expect("an integer 0-32")] = 0
-    # Polls without any answer before the driver reports the meter as gone (the runner reopens).
+    # Polls without any answer, or with only unreadable ones, before the driver reports the meter as gone (the
+    # runner reopens).
     silent_polls_max: Annotated[int, Field(ge=1, le=100), Expect("an integer 1-100")] = 3
 
     _map: MeterMap | None = PrivateAttr(default=None)

@@ -134,7 +134,7 @@ class ModbusMeterDriver:
         self._client: ModbusSerialClient | None = None
         self._line: _Line | None = None
         self._next_poll_mono = 0.0
-        self._silent_polls = 0
+        self._silent_polls = self._garbled_polls = 0
         self._rx = bytearray()
         self._warned_blocks: set[int] = set()
 
@@ -157,7 +157,7 @@ class ModbusMeterDriver:
         client.socket = port
         client.socket.inter_byte_timeout = client.inter_byte_timeout
         self._client = client
-        self._silent_polls = 0
+        self._silent_polls = self._garbled_polls = 0
         self._next_poll_mono = 0.0
         # A port that opens is not yet a meter that answers (an RS-485 adapter stays plugged in
         # when the meter loses power): ask once, so the runner backs off quietly while it is silent.
@@ -227,7 +227,7 @@ class ModbusMeterDriver:
                     problems.append("no answer")
                     break  # a silent meter would cost one timeout per block: give up this poll
         if values:
-            self._silent_polls = 0
+            self._silent_polls = self._garbled_polls = 0
             return MeterReading(
                 t_mono=t_mono,
                 t_utc=t_utc,
@@ -245,6 +245,15 @@ class ModbusMeterDriver:
                 )
             return None
         self._silent_polls = 0
+        self._garbled_polls = self._garbled_polls + 1 if garbled else 0
+        if self._garbled_polls >= self.cfg.silent_polls_max:
+            # Every reply unreadable: the line's settings differ from the meter's (or another device answers).
+            self._garbled_polls = 0
+            raise DeviceUnavailable(
+                f"{self.cfg.port}: unit {self.cfg.unit_id}: no readable reply in {self.cfg.silent_polls_max} polls "
+                f"({problems[-1]}); expected the meter at {self.cfg.baud} baud, parity {self.cfg.parity}, "
+                f"stop bits {self.cfg.stop_bits}: set those to the meter's"
+            )
         raise FrameError(f"{self.cfg.port}: unit {self.cfg.unit_id}: " + "; ".join(problems))
 
     def _read_block(self, block: Block) -> list[int]:

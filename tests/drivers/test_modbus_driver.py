@@ -149,6 +149,39 @@ def test_modbus_meter_driver__silent_meter_is_unavailable(md02: ModbusTwin) -> N
         driver.close()
 
 
+def test_modbus_meter_driver__a_meter_whose_every_reply_is_garbled_is_unavailable(md02: ModbusTwin) -> None:
+    # At another baud rate or parity every reply arrives unreadable: the meter was 'connected' forever with no
+    # reading; now it is gone after silent_polls_max such polls, saying which settings to compare.
+    driver = ModbusMeterDriver(meter(md02.path, map="xy-md02", silent_polls_max=2))
+    driver.open()
+    try:
+        md02.corrupt_replies = 1  # one bad reply between good ones is noise, not a setting
+        with pytest.raises(FrameError, match="unreadable reply"):
+            driver.poll()
+        assert driver.poll() is not None
+        md02.corrupt_replies = 1_000_000
+        with pytest.raises(FrameError, match="unreadable reply"):
+            driver.poll()
+        with pytest.raises(
+            DeviceUnavailable,
+            match=r"unit 1: no readable reply in 2 polls \(unreadable reply 01 04 04 .*\); expected the meter at "
+            r"9600 baud, parity N, stop bits 1: set those to the meter's",
+        ):
+            driver.poll()
+    finally:
+        driver.close()
+
+
+def test_modbus_probe__a_meter_whose_every_reply_is_garbled_is_told_to_check_the_settings(md02: ModbusTwin) -> None:
+    """doctor, when the driver gives up on unreadable replies: the line settings, not the power and wiring."""
+    from edge_agent.drivers.modbus.probe import probe
+
+    md02.corrupt_replies = 1_000_000
+    outcome = probe(meter(md02.path, map="xy-md02", silent_polls_max=2), 5.0)
+    assert outcome.status == "fail" and "no readable reply in 2 polls" in outcome.message, outcome
+    assert outcome.remedy == "check the baud rate, parity and protocol settings against the device's manual"
+
+
 def test_modbus_meter_driver__other_unit_on_the_bus_is_ignored(tmp_path: Path) -> None:
     with ModbusTwin(tmp_path / "tty", unit_id=2, scenario=xy_md02_scenario()) as twin:
         driver = ModbusMeterDriver(meter(twin.path, map="xy-md02", unit_id=1))
