@@ -91,6 +91,12 @@ class DriverRunner(Generic[R]):
         self.heartbeat = time.monotonic()
         self._thread: threading.Thread | None = None
 
+    @property
+    def recovering(self) -> bool:
+        """Lost (last_error says why) and no reading since, though the port may have opened again: a device that
+        opens but then never reads (garbage at a wrong baud rate) is 'connected' only between its failures."""
+        return self._outage
+
     def start(self) -> None:
         self._thread = threading.Thread(target=self.run, name=f"driver-{self.driver.name}", daemon=True)
         self._thread.start()

@@ -684,14 +684,14 @@ def daemon_alive(state_dir: Path) -> bool:
 
 
 def device_states(pipeline: dict[str, Any]) -> dict[str, dict[str, Any]]:
-    """The drivers in a pipeline's status(), by name: {connected, last_error, reconnects}.
+    """The drivers in a pipeline's status(), by name: {connected, last_error, reconnects, recovering}.
 
     The pipelines report their driver runners as `{"connected": ..., "last_error": ...}` either at the top
     (bench: camera, scanner) or in a group (truck: drivers, sensors: meters)."""
     out: dict[str, dict[str, Any]] = {}
 
     def take(name: str, d: dict[str, Any]) -> None:
-        out[name] = {k: d.get(k) for k in ("connected", "last_error", "reconnects")}
+        out[name] = {k: d.get(k) for k in ("connected", "last_error", "reconnects", "recovering")}
 
     for name, value in pipeline.items():
         if not isinstance(value, dict):

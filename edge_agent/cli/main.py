@@ -305,18 +305,21 @@ def _station_and_device_lines(data: dict[str, Any]) -> list[str]:
     elif data["station_error"]:
         lines.append(f"station:       not started: {data['station_error']}")
     for name, d in data["devices"].items():
-        if d.get("connected"):
+        tries = f" (lost {d['reconnects']} times)" if d.get("reconnects") else ""
+        if d.get("connected") and d.get("recovering") and d.get("last_error"):
+            # Open again after a failure, with no reading since: most likely the same failure on its way.
+            state = f"connected, no reading since it failed{tries}: {d['last_error']}"
+        elif d.get("connected"):
             state = "connected"
         else:
-            tries = f" (lost {d['reconnects']} times)" if d.get("reconnects") else ""
             state = f"not connected{tries}: {d.get('last_error') or 'not opened yet'}"
         lines.append(f"{f'device {name}:':<14} {state}")
     return lines
 
 
 def _device_fault(d: dict[str, Any]) -> bool:
-    """A driver that is not connected and says why (a fresh one, not yet tried, has no error)."""
-    return not d.get("connected") and bool(d.get("last_error"))
+    """A driver that is not connected, or not read since it failed, and says why (a fresh one has no error)."""
+    return (not d.get("connected") or bool(d.get("recovering"))) and bool(d.get("last_error"))
 
 
 def _review_waiting(state_dir: Path) -> dict[str, Any] | None:

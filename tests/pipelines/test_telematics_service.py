@@ -58,3 +58,43 @@ def test_telematics_service__twin_drive_becomes_trip_and_telemetry_records(tmp_p
     assert status["drivers"]["gps"]["connected"] and status["gps"]["sentences"] > 0
     assert clock.gps_skew_s is not None  # GPS time reached the clock
     assert abs(svc.heartbeat() - time.monotonic()) < 5
+
+
+def test_telematics_service__a_gps_that_reopens_but_never_reads_is_not_shown_as_connected(tmp_path: Path) -> None:
+    # A KERN scale's real output on the GPS port (as a receiver at another baud rate): the driver gives up on it
+    # after silence_timeout_s and reopens it. Between two failures the port is open again, and status said
+    # 'device gps: connected', with the fault nowhere; it now says no reading came since it failed, and why.
+    from edge_agent.app import device_states
+    from edge_agent.cli.main import _station_and_device_lines
+    from edge_agent.drivers.scale.twin import ScaleTwin
+    from tests.helpers import wait_until
+
+    kern = Path(__file__).parents[1] / "data" / "scale" / "kern_ew_6200-2nm_26_9g_stable.bin"
+    with ScaleTwin(tmp_path / "gps", replay=kern, interval_s=0.05) as twin:
+        cfg = parse_config(
+            {
+                "profile": "truck",
+                "device": {"id": "truck-7", "site": "tj"},
+                "telematics": {"gps": {"kind": "nmea", "port": twin.path, "silence_timeout_s": 0.5}},
+            }
+        )
+        ctx = ServiceContext(
+            config=cfg, emit=lambda k, b: None, clock=Clock(), state_dir=tmp_path, stop=threading.Event()
+        )
+        svc = TelematicsService()
+        svc.start(ctx)
+        seen: list[dict[str, Any]] = []
+
+        def reopened() -> bool:
+            gps = device_states(svc.status())["gps"]
+            if gps["connected"] and gps["reconnects"]:
+                seen.append(gps)
+            return bool(seen)
+
+        try:
+            assert wait_until(reopened, 20), "the GPS port was not reopened after its first failure"
+        finally:
+            svc.stop()
+    line = _station_and_device_lines({"station": None, "station_error": None, "devices": {"gps": seen[0]}})[0]
+    assert line.startswith("device gps:    connected, no reading since it failed (lost "), line
+    assert "no valid NMEA sentence for" in line, line

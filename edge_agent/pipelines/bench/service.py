@@ -182,6 +182,8 @@ class BenchService:
 
     def status(self) -> dict[str, Any]:
         def runner_status(r: DriverRunner[Any] | None) -> dict[str, Any] | None:
+            # No "recovering" (a runner lost and not read since): the scanner and the camera read only when a
+            # person scans or shoots, so a replugged scanner is not at fault until its first scan.
             if r is None:
                 return None
             return {

@@ -202,6 +202,7 @@ class SensorsService:
                 "polls_ok": r.frames_ok,
                 "polls_bad": r.frames_bad,
                 "reconnects": r.reconnects,
+                "recovering": r.recovering,
                 "last_error": r.last_error,
                 "records": s.sent,
             }

@@ -98,6 +98,7 @@ class TelematicsService:
                     "frames_ok": r.frames_ok,
                     "frames_bad": r.frames_bad,
                     "reconnects": r.reconnects,
+                    "recovering": r.recovering,
                     "last_error": r.last_error,
                 }
                 for r in self._runners
