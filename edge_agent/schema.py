@@ -139,12 +139,19 @@ def format_validation_error(source: str, exc: ValidationError, model: type[BaseM
                 for meta in info.metadata:
                     if isinstance(meta, Expect):
                         expected = meta.text
+            # A validator's own words (a check across keys): what it found, where 'a list' or 'a table' says nothing.
+            reason = str(err["ctx"]["error"]) if etype == "value_error" and "error" in err.get("ctx", {}) else None
+            if expected is None and reason is not None:
+                problems.append(f"{source}: {path}: {reason}")
+                continue
             if expected is None:
                 if etype == "literal_error":
                     expected = "one of " + err["ctx"]["expected"]
                 else:
                     expected = _EXPECT_BY_TYPE.get(etype, err["msg"].lower())
             shown_got = SECRET_MASK if "password" in shown[-1:] else _describe_got(got)
+            if reason is not None and isinstance(got, dict | list):
+                shown_got += f" ({reason})"
             msg = f"{source}: {path}: expected {expected}, got {shown_got}"
         problems.append(msg)
     return problems

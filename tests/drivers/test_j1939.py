@@ -219,8 +219,12 @@ def test_driver__any_frames_give_readings_or_frame_errors(frames: list[tuple[int
 
 def test_j1939_config__requests_need_listen_only_off() -> None:
     base = {"profile": "truck", "device": {"id": "d", "site": "s"}}
-    with pytest.raises(ConfigError, match=r"request_pgns = true transmits on the bus: it needs listen_only = false"):
+    with pytest.raises(ConfigError) as info:
         parse_config({**base, "telematics": {"can": {"kind": "j1939", "channel": "can0", "request_pgns": True}}}, "c")
+    # the validator's words, not "expected value error, request_pgns ..., got a table"
+    assert info.value.problems == [
+        "c: telematics.can: request_pgns = true transmits on the bus: it needs listen_only = false"
+    ]
     with pytest.raises(ConfigError, match=r"telematics.can.bitrate: expected 250000 or 500000"):
         parse_config({**base, "telematics": {"can": {"kind": "j1939", "channel": "can0", "bitrate": 125000}}}, "c")
 

@@ -105,7 +105,7 @@ def test_lls_config__calibration_must_increase() -> None:
         LlsConfig.model_validate({"kind": "lls", "port": "/dev/ttyUSB1", "calibration": [[10, 0], [5, 20]]})
     (msg,) = format_validation_error("config.toml", info.value, LlsConfig)
     assert msg.startswith("config.toml: calibration: expected a list of [raw level, litres] pairs with raw strictly")
-    assert msg.endswith("got a list")
+    assert msg.endswith("got a list (calibration needs >= 2 points with raw strictly increasing)")
 
 
 def test_lls_config__address_out_of_range() -> None:

@@ -165,6 +165,24 @@ def test_sensors_config__duplicate_meter_names_rejected() -> None:
         )
 
 
+def test_sensors_config__a_check_across_meters_names_the_meters_it_found() -> None:
+    # 'got a list' was all a technician learnt of which meters clash after `config set ...name` or `...port`.
+    base = {"port": "/dev/ttyUSB0", "map": "xy-md02"}
+    cases = [
+        ([{**base, "name": "a"}, {**base, "name": "a", "unit_id": 2}], "got a list (two meters named 'a')"),
+        (
+            [{**base, "name": "a"}, {**base, "name": "b", "unit_id": 2, "baud": 2400}],
+            "got a list ('a' (9600 N 1) and 'b' (2400 N 1) on /dev/ttyUSB0 with different line settings)",
+        ),
+        ([{**base, "name": "a"}, {**base, "name": "b"}], "got a list ('a' and 'b' both unit 1 on /dev/ttyUSB0)"),
+    ]
+    for meters, got in cases:
+        with pytest.raises(ConfigError) as info:
+            parse_config({"profile": "sensors", "device": {"id": "d", "site": "s"}, "sensors": {"meters": meters}}, "c")
+        (line,) = info.value.problems
+        assert line.startswith("c: sensors.meters: expected a list of [[sensors.meters]] tables") and line.endswith(got)
+
+
 # ---------------------------------------------------------------- the service on ptys
 
 

@@ -94,15 +94,19 @@ class SensorsConfig(BaseModel):
     @classmethod
     def _unique_names(cls, v: list[ModbusMeterConfig]) -> list[ModbusMeterConfig]:
         names = [m.name for m in v]
-        if len(set(names)) != len(names):
-            raise ValueError("duplicate meter names")
+        for name in names:
+            if names.count(name) > 1:
+                raise ValueError(f"two meters named {name!r}")
         lines: dict[str, ModbusMeterConfig] = {}
-        units: set[tuple[str, int]] = set()
+        units: dict[tuple[str, int], str] = {}
         for m in v:  # one line is opened once, with the settings of the first meter on it
             first = lines.setdefault(m.port, m)
             if (m.baud, m.parity, m.stop_bits) != (first.baud, first.parity, first.stop_bits):
-                raise ValueError("meters on one port with different line settings")
+                raise ValueError(
+                    f"{first.name!r} ({first.baud} {first.parity} {first.stop_bits}) and {m.name!r} ({m.baud} "
+                    f"{m.parity} {m.stop_bits}) on {m.port} with different line settings"
+                )
             if (m.port, m.unit_id) in units:
-                raise ValueError("two meters with one unit id on one port")
-            units.add((m.port, m.unit_id))
+                raise ValueError(f"{units[m.port, m.unit_id]!r} and {m.name!r} both unit {m.unit_id} on {m.port}")
+            units[m.port, m.unit_id] = m.name
         return v
