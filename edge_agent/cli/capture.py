@@ -6,7 +6,7 @@ import argparse
 import time
 from typing import Any
 
-from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, add_config_arg, fail, load_or_exit
+from edge_agent.cli.common import EXIT_FAIL, EXIT_OK, add_config_arg, fail, load_or_exit, number_in
 
 
 def register(subparsers: Any) -> None:
@@ -23,7 +23,7 @@ def register(subparsers: Any) -> None:
     c.add_argument(
         "--wait",
         metavar="SECONDS",
-        type=float,
+        type=number_in(float, 0),
         default=3.0,
         help="how long to wait for the daemon to take the request (default 3; 0 = do not wait)",
     )

@@ -14,7 +14,7 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from edge_agent.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, fail
+from edge_agent.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, fail, number_in
 from edge_agent.errors import EdgeAgentError
 from edge_agent.signals import SignalRelay
 
@@ -59,15 +59,27 @@ def register_anchor(cs: Any) -> None:
     a.add_argument("--db", metavar="DSN", help="central database: sqlite:///path or postgresql://...")
     _add_chain_args(a, key=True, contract=True)
     a.add_argument("--every", metavar="DURATION", help="keep running, one anchor run every DURATION (e.g. 10m)")
-    a.add_argument("--max-records", type=int, default=1_000_000, help="leaves per batch (default 1000000)")
-    a.add_argument("--receipt-timeout-s", type=float, default=120.0, help="wait for a receipt this long (default 120)")
+    a.add_argument(
+        "--max-records", type=number_in(int, 1), default=1_000_000, help="leaves per batch (default 1000000)"
+    )
+    a.add_argument(
+        "--receipt-timeout-s",
+        type=number_in(float, 1),
+        default=120.0,
+        help="wait for a receipt this long (default 120)",
+    )
     a.set_defaults(func=db_command(cmd_anchor))
     asub = a.add_subparsers(dest="anchor_cmd", metavar="[deploy|endorse|key]")
 
     d = asub.add_parser("deploy", help="deploy the RecordAnchor contract with its members and k")
     _add_chain_args(d, key=True, contract=False)
     d.add_argument("--members", metavar="ADDR,...", help="consortium member addresses, comma separated")
-    d.add_argument("--k", type=int, default=1, help="members that must submit the same root to confirm it (default 1)")
+    d.add_argument(
+        "--k",
+        type=number_in(int, 1),
+        default=1,
+        help="members that must submit the same root to confirm it (default 1)",
+    )
     d.set_defaults(func=cmd_deploy)
 
     e = asub.add_parser(
@@ -97,7 +109,7 @@ def register_anchor(cs: Any) -> None:
     p = cs.add_parser("prove", help="print a self-contained JSON inclusion proof for one anchored record")
     p.add_argument("--db", required=True, metavar="DSN")
     p.add_argument("--device", required=True)
-    p.add_argument("--seq", required=True, type=int)
+    p.add_argument("--seq", required=True, type=number_in(int, 1))
     p.add_argument("--out", metavar="FILE", help="write the proof here instead of stdout")
     p.add_argument("--compact", action="store_true", help="one line, no indentation (about 300 bytes smaller)")
     p.set_defaults(func=db_command(cmd_prove))

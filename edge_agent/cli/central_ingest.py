@@ -460,16 +460,27 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
         default=4000,
         help="unacknowledged messages in flight (default 4000)",
     )
-    s.add_argument("--session-expiry-s", type=int, default=3600, help="broker keeps our session this long")
+    s.add_argument(
+        "--session-expiry-s",
+        type=number_in(int, 0, 4294967295),
+        default=3600,
+        help="broker keeps our session this long",
+    )
     s.add_argument(
         "--max-bytes",
         type=number_in(int, 1),
         default=256 * 1024,
         help="larger payloads are anomalies (default 256 KiB)",
     )
-    s.add_argument("--hole-after-s", type=float, default=300.0, help="a silent hole older than this is an anomaly")
-    s.add_argument("--replay-window-s", type=float, default=600.0, help="a record resent later than this is a replay")
-    s.add_argument("--sweep-every-s", type=float, default=5.0, help="how often to look for holes and short tails")
+    s.add_argument(
+        "--hole-after-s", type=number_in(float, 0), default=300.0, help="a silent hole older than this is an anomaly"
+    )
+    s.add_argument(
+        "--replay-window-s", type=number_in(float, 0), default=600.0, help="a record resent later than this is a replay"
+    )
+    s.add_argument(
+        "--sweep-every-s", type=number_in(float, 0.1), default=5.0, help="how often to look for holes and short tails"
+    )
     s.add_argument(
         "--resend-key",
         metavar="PRIV",
@@ -481,7 +492,12 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
         default=600.0,
         help="ask again for a hole still open after this long, once the device was heard from (default 600)",
     )
-    s.add_argument("--resend-max", type=int, default=6, help="asks per hole before leaving it to a person (default 6)")
+    s.add_argument(
+        "--resend-max",
+        type=int,
+        default=6,
+        help="asks per hole before leaving it to a person (default 6)",
+    )
     s.add_argument("--metrics-port", type=number_in(int, 1, 65535), help="serve Prometheus metrics on this port")
     s.add_argument("--metrics-addr", default="127.0.0.1", help="address for the metrics endpoint (default 127.0.0.1)")
     s.add_argument("--verbose", "-v", action="store_true")
@@ -534,7 +550,9 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
         "--rate", type=number_in(float, 0.001), default=1.0, metavar="R", help="records per second per device"
     )
     s.add_argument("--duration", type=number_in(float, 0), default=60.0, metavar="S", help="seconds (default 60)")
-    s.add_argument("--records", type=int, help="instead of --duration: this many records per device, unpaced")
+    s.add_argument(
+        "--records", type=number_in(int, 1), help="instead of --duration: this many records per device, unpaced"
+    )
     s.add_argument("--broker", required=True, metavar="URL", help="mqtt://host:port or mqtts://host:port")
     s.add_argument("--register", metavar="DSN", help="also register the devices' keys in this central database")
     s.add_argument("--seed", default="demo", help="keys derive from it: the same seed registers the same keys")
@@ -546,7 +564,7 @@ def add_commands(cs: Any) -> None:  # noqa: PLR0915 - one block per subcommand r
         metavar="NAME[=COUNT]",
         help="fork, forge, hole, gap or rotate; repeatable; the first devices misbehave, one each",
     )
-    s.add_argument("--at-seq", type=int, default=3, help="the seq at which misbehaving devices misbehave")
+    s.add_argument("--at-seq", type=number_in(int, 1), default=3, help="the seq at which misbehaving devices misbehave")
     s.add_argument("--report", metavar="FILE", help="write what was published and what central should find (JSON)")
     _mqtt_options(s)
     s.set_defaults(func=cmd_simulate)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import math
 import sys
 from collections.abc import Callable
 
@@ -44,7 +45,7 @@ def number_in(kind: type[int] | type[float], lo: float, hi: float | None = None)
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or value < lo or (hi is not None and value > hi):
+        if value is None or not math.isfinite(value) or value < lo or (hi is not None and value > hi):
             fmt = "d" if kind is int else "g"
             span = f"{lo:{fmt}}-{hi:{fmt}}" if hi is not None else f">= {lo:{fmt}}"
             noun = "an integer" if kind is int else "a number"

@@ -19,7 +19,7 @@ from typing import Any
 
 from edge_agent import __version__
 from edge_agent.cli.central import add_mqtt_args
-from edge_agent.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, add_config_arg, fail, load_or_exit
+from edge_agent.cli.common import EXIT_CONFIG, EXIT_FAIL, EXIT_OK, add_config_arg, fail, load_or_exit, number_in
 from edge_agent.errors import ConfigError, EdgeAgentError, KeyError_
 from edge_agent.resources import config_file
 from edge_agent.settings import (
@@ -602,7 +602,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the command ta
     o.required = True
     s = o.add_parser("export", help="records as JSON lines on stdout")
     add_config_arg(s)
-    s.add_argument("--since", type=int, metavar="SEQ", help="first seq to export")
+    s.add_argument("--since", type=number_in(int, 0), metavar="SEQ", help="first seq to export")
     s.add_argument(
         "--file",
         metavar="PATH",
@@ -623,9 +623,11 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the command ta
         "--topic",
         help="topic filter (default edge/+/+/rec/#: the first device seen is checked unless --device)",
     )
-    s.add_argument("--count", type=int, default=0, help="stop after this many records")
-    s.add_argument("--idle", type=float, default=5.0, help="stop after this many seconds without records")
-    s.add_argument("--timeout", type=float, default=300.0, help="stop after this many seconds in all")
+    s.add_argument("--count", type=number_in(int, 0), default=0, help="stop after this many records")
+    s.add_argument(
+        "--idle", type=number_in(float, 0.1), default=5.0, help="stop after this many seconds without records"
+    )
+    s.add_argument("--timeout", type=number_in(float, 0.1), default=300.0, help="stop after this many seconds in all")
     add_mqtt_args(s)
     s.add_argument("--client-id")
     s.add_argument(
@@ -635,7 +637,7 @@ def build_parser() -> argparse.ArgumentParser:  # noqa: PLR0915 - the command ta
     )
     s.add_argument(
         "--from-seq",
-        type=int,
+        type=number_in(int, 1),
         metavar="SEQ",
         help="the stream is expected to start at SEQ (records before it were checked earlier)",
     )

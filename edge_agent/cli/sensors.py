@@ -54,7 +54,9 @@ def register(subparsers: Any) -> None:
     )
     add_config_arg(w)
     w.add_argument("name", metavar="NAME", help="a meter name from [[sensors.meters]]")
-    w.add_argument("--count", type=int, default=0, help="stop after this many readings (default: run until Ctrl-C)")
+    w.add_argument(
+        "--count", type=number_in(int, 0), default=0, help="stop after this many readings (default: run until Ctrl-C)"
+    )
     w.add_argument(
         "--timeout-s",
         type=number_in(float, 0.1),
