@@ -73,7 +73,8 @@ def probe(cfg: J1939Config, listen_s: float) -> ProbeOutcome:
             str(exc),
             "check the adapter is plugged in and the channel in the config "
             + (
-                "(ip link show can0; bring it up with the bitrate)"
+                f"(ip link show {cfg.channel}; bring it up with the bitrate: "
+                f"ip link set {cfg.channel} up type can bitrate {cfg.bitrate})"
                 if cfg.interface == "socketcan"
                 else "(ls /dev/ttyACM*)"
             ),

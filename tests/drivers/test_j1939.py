@@ -316,6 +316,14 @@ def test_j1939_probe__silent_bus_fails_with_the_ignition_remedy(tmp_path: Path) 
     assert "ls /dev/ttyACM*" in outcome.remedy
 
 
+def test_j1939_probe__a_socketcan_channel_that_cannot_be_opened_is_named_in_the_remedy() -> None:
+    """The remedy named can0 whatever the configured channel; now the channel and its bitrate."""
+    cfg = J1939Config.model_validate({"kind": "j1939", "interface": "socketcan", "channel": "can9", "bitrate": 500000})
+    outcome = probe_device(cfg, 0.2)  # no SocketCAN here, or no can9 on a machine that has it
+    assert outcome.status == "fail" and outcome.message.startswith("can9: cannot open the CAN interface")
+    assert "ip link show can9" in outcome.remedy and "ip link set can9 up type can bitrate 500000" in outcome.remedy
+
+
 def test_spn__bit_fields_inside_a_byte() -> None:
     brake = Spn(65265, "CCVS1", 70, "Parking Brake Switch", 1, 3, 2, 1, 0, "", "")
     assert decode_spn(bytes([0b00000100]), brake) == 1.0
