@@ -128,8 +128,8 @@ def _ocr_inspector(args: argparse.Namespace) -> Inspector | int:
         except ManifestError as exc:
             for line in exc.problems:
                 print(line, file=sys.stderr)
-            if exc.count > len(exc.problems):
-                print(f"(and {exc.count - len(exc.problems)} more bad rows)", file=sys.stderr)
+            if more := exc.more(len(exc.problems)):
+                print(more, file=sys.stderr)
             return EXIT_CONFIG
     if manifest is None and args.samples:
         # The sample slips come with their expected returns, as a bench gets them from central.

@@ -33,8 +33,12 @@ class ManifestError(EdgeAgentError):
 
     def summary(self, shown: int = 1) -> str:
         """The first `shown` problems on one line, and how many more bad rows there are in all."""
-        more = self.count - min(shown, len(self.problems))
-        return "; ".join(self.problems[:shown]) + (f" (and {more} more bad row{'s' * (more != 1)})" if more > 0 else "")
+        return " ".join(filter(None, ["; ".join(self.problems[:shown]), self.more(shown)]))
+
+    def more(self, shown: int) -> str:
+        """The "(and N more bad rows)" past the first `shown` problems, or "" when they are all."""
+        n = self.count - min(shown, len(self.problems))
+        return f"(and {n} more bad row{'s' * (n != 1)})" if n > 0 else ""
 
 
 @dataclass(frozen=True, slots=True)
