@@ -61,12 +61,10 @@ class BenchConfig(BaseModel):
     def check_warnings(self, source: str, state_dir: Path) -> list[str]:
         """What `run` starts without but a technician should hear of from `config check`: a configured manifest
         that is not there. The bench then sends every slip to review; one central sent (state_dir) wins."""
-        from edge_agent.pipelines.bench.manifest import CENTRAL_NAMES
+        from edge_agent.pipelines.bench.manifest import sent_by_central
 
         path = self.validation.manifest
-        if path is None or path.exists():
-            return []
-        if any((state_dir / name).exists() for name in CENTRAL_NAMES):
+        if path is None or path.exists() or sent_by_central(state_dir) is not None:
             return []
         return [
             f"{source}: warning: bench.validation.manifest: {path}: no such file (expected the expected-returns "

@@ -201,13 +201,16 @@ def configured_path(configured: Path | None, config_source: Path | None) -> Path
     return configured
 
 
+def sent_by_central(state_dir: Path) -> Path | None:
+    """The manifest file central sent, in the state dir, if there is one: it wins over the configured file."""
+    return next((p for p in (Path(state_dir) / name for name in CENTRAL_NAMES) if p.exists()), None)
+
+
 def active_manifest(state_dir: Path | None, configured: Path | None) -> Manifest | None:
     """The manifest central sent (in the state dir) if any, else the configured file, else None."""
-    if state_dir is not None:
-        for name in CENTRAL_NAMES:
-            p = Path(state_dir) / name
-            if p.exists():
-                return load_manifest(p)
+    sent = sent_by_central(state_dir) if state_dir is not None else None
+    if sent is not None:
+        return load_manifest(sent)
     if configured is not None:
         return load_manifest(configured)
     return None
