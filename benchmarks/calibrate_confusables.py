@@ -11,6 +11,13 @@ the current thresholds pass.
 
     taskset -c 0 python benchmarks/calibrate_confusables.py --n 300          # seeds 0-299, about 15 min
     taskset -c 0 python benchmarks/calibrate_confusables.py --n 20 --start 500
+
+With --glyphs it measures the glyph-width witness instead (edge_agent.pipelines.bench.glyphs): for every
+O and 0 the recogniser read in a line that holds a code value, its width over the line's digits, per font
+and per printed character, and what settle_o_zero did with it: made sure (right or WRONG), made doubtful
+(a right or a wrong read), or left alone.
+
+    taskset -c 0 python benchmarks/calibrate_confusables.py --glyphs --n 150   # about 8 min
 """
 
 from __future__ import annotations
@@ -76,6 +83,80 @@ def collect(n: int, start: int) -> list[dict[str, Any]]:
     return rows
 
 
+def collect_glyphs(n: int, start: int) -> list[dict[str, Any]]:
+    """One row per O or 0 read inside a code value's line: font, printed, read, width ratio, outcome."""
+    sys.path.insert(0, str(ROOT))
+    import edge_agent.pipelines.bench.ocr_onnx as onnx_mod
+    from edge_agent.demo.slipgen import field_truth, generate_slip, split_seeds
+    from edge_agent.pipelines.bench.config import BenchConfig
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    try:
+        seeds = split_seeds("tune", n, start)
+    except ValueError as exc:
+        raise SystemExit(str(exc)) from None
+    settled: list[tuple[str, tuple[float, ...], dict[int, float], tuple[float, ...]]] = []
+    settle = onnx_mod.settle_o_zero
+
+    def watching(lines: list[tuple[str, tuple[float, ...], dict[int, float]]]) -> list[tuple[float, ...]]:
+        out = settle(lines)
+        settled.extend((t, c, r, o) for (t, c, r), o in zip(lines, out, strict=True))
+        return out
+
+    onnx_mod.settle_o_zero = watching  # type: ignore[assignment]
+    inspector = Inspector(BenchConfig())
+    rows = []
+    for seed in seeds:
+        for tier in ("clean", "typical", "hard"):
+            img, truth = generate_slip(seed, tier, style="diverse")
+            t = field_truth(truth)
+            day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
+            inspector.today = lambda day=day: day
+            settled.clear()
+            inspector.inspect(img, image_name="calibrate")
+            font = Path(str(truth.get("font") or "?")).name
+            for name in CODE_FIELDS:
+                want = str(t[name]).upper()
+                for text, before, ratios, after in settled:
+                    k = text.upper().replace("O", "0").find(want.replace("O", "0"))
+                    for i in range(max(k, 0), k + len(want) if k >= 0 else 0):
+                        printed = want[i - k]
+                        if i not in ratios or printed not in "O0":
+                            continue
+                        right = text[i] == printed
+                        outcome = (
+                            ("sure, right" if right else "sure, WRONG")
+                            if after[i] > before[i]
+                            else ("doubtful, right read" if right else "doubtful, wrong read")
+                            if after[i] < before[i]
+                            else "left alone"
+                        )
+                        rows.append({"font": font, "printed": printed, "ratio": ratios[i], "outcome": outcome})
+        print(f"seed {seed}: {len(rows)} characters", file=sys.stderr, flush=True)
+    return rows
+
+
+def glyph_table(rows: list[dict[str, Any]]) -> str:
+    outcomes = ("sure, right", "sure, WRONG", "doubtful, right read", "doubtful, wrong read", "left alone")
+    head = ["font", "printed O: n, width min / median / max", "printed 0: n, width min / median / max", *outcomes]
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+    def spread(rs: list[dict[str, Any]]) -> str:
+        xs = sorted(r["ratio"] for r in rs)
+        return f"{len(xs)}: {xs[0]:.2f} / {xs[len(xs) // 2]:.2f} / {xs[-1]:.2f}" if xs else "0"
+
+    for font in [*sorted({r["font"] for r in rows}), "all"]:
+        rs = [r for r in rows if font in ("all", r["font"])]
+        cells = [
+            font,
+            spread([r for r in rs if r["printed"] == "O"]),
+            spread([r for r in rs if r["printed"] == "0"]),
+            *(str(sum(r["outcome"] == o for r in rs)) for o in outcomes),
+        ]
+        out.append("| " + " | ".join(cells) + " |")
+    return "\n".join(out)
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     from edge_agent.pipelines.bench.normalize import SURE_AS_READ, SURE_DEFAULT
 
@@ -114,9 +195,15 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=(__doc__ or "").splitlines()[0])
     ap.add_argument("--n", type=int, default=300, help="slips (seeds) from --start (default 300)")
     ap.add_argument("--start", type=int, default=0, help="first seed of the tuning split (default 0)")
+    ap.add_argument("--glyphs", action="store_true", help="measure the O/0 glyph-width witness instead")
     args = ap.parse_args()
-    rows = collect(args.n, args.start)
     seeds = f"{args.start}-{args.start + args.n - 1}"
+    if args.glyphs:
+        rows = collect_glyphs(args.n, args.start)
+        print(f"O and 0 in code lines by glyph width over the line's digits, tuning split seeds {seeds}\n")
+        print(glyph_table(rows))
+        return 0
+    rows = collect(args.n, args.start)
     print(f"Confusable characters in code values, tuning split seeds {seeds}, three tiers\n")
     print(table(rows))
     return 0

@@ -15,6 +15,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
+from edge_agent.pipelines.bench.glyphs import line_ratios, settle_o_zero
 from edge_agent.pipelines.bench.heap import large_blocks_mapped
 from edge_agent.pipelines.bench.image_config import OcrConfig
 from edge_agent.pipelines.bench.types import TextLine
@@ -223,9 +224,14 @@ def crop_box(label: NDArray[Any], pts: NDArray[Any]) -> NDArray[Any]:
     return np.ascontiguousarray(crop)
 
 
+def rec_width(crop: NDArray[Any], squeeze: float) -> int:
+    """The recogniser's input width for one crop: scaled to REC_HEIGHT, then squeezed."""
+    return max(8, round(int(crop.shape[1]) * REC_HEIGHT / int(crop.shape[0]) * squeeze))
+
+
 def rec_batches(crops: list[NDArray[Any]], batch: int, squeeze: float) -> list[tuple[list[int], NDArray[Any]]]:
     """Crops grouped by width (narrow with narrow, so little padding is computed), as rec input tensors."""
-    widths = [max(8, round(c.shape[1] * REC_HEIGHT / c.shape[0] * squeeze)) for c in crops]
+    widths = [rec_width(c, squeeze) for c in crops]
     order = sorted(range(len(crops)), key=lambda i: widths[i])
     groups: list[list[int]] = []
     for i in order:
@@ -258,6 +264,13 @@ def ctc_decode(probs: NDArray[Any], charset: list[str]) -> list[tuple[str, float
 
 def ctc_decode_chars(probs: NDArray[Any], charset: list[str]) -> list[tuple[str, float, tuple[float, ...]]]:
     """ctc_decode with each character's probability (aligned with the text, spaces at the ends dropped)."""
+    return [(text, conf, char_conf) for text, conf, char_conf, _ in ctc_decode_steps(probs, charset)]
+
+
+def ctc_decode_steps(
+    probs: NDArray[Any], charset: list[str]
+) -> list[tuple[str, float, tuple[float, ...], tuple[int, ...]]]:
+    """ctc_decode_chars with the time step each character was read at (aligned like its probability)."""
     idx = probs.argmax(axis=2)
     pmax = probs.max(axis=2)
     out = []
@@ -268,13 +281,17 @@ def ctc_decode_chars(probs: NDArray[Any], charset: list[str]) -> list[tuple[str,
         chars = [charset[i] if i < len(charset) else "" for i in row[keep]]
         ps = [float(p) for p in prow[keep]]
         conf = float(np.mean(ps)) if ps else 0.0
-        pairs = [(c, p) for c, p in zip(chars, ps, strict=True) for _ in c]  # a symbol may be 0 or 2 chars
-        while pairs and pairs[0][0].isspace():
-            pairs.pop(0)
-        while pairs and pairs[-1][0].isspace():
-            pairs.pop()
+        # a symbol may be 0 or 2 chars
+        triples = [(c, p, int(t)) for c, p, t in zip(chars, ps, np.flatnonzero(keep), strict=True) for _ in c]
+        while triples and triples[0][0].isspace():
+            triples.pop(0)
+        while triples and triples[-1][0].isspace():
+            triples.pop()
         text = "".join(chars).strip()
-        out.append((text, conf, tuple(round(p, 4) for _, p in pairs) if len(pairs) == len(text) else ()))
+        if len(triples) == len(text):
+            out.append((text, conf, tuple(round(p, 4) for _, p, _ in triples), tuple(t for _, _, t in triples)))
+        else:
+            out.append((text, conf, (), ()))
     return out
 
 
@@ -327,12 +344,19 @@ class OnnxOcr:
     def recognize(
         self, crops: list[NDArray[Any]], squeeze: float | None = None
     ) -> list[tuple[str, float, tuple[float, ...]]]:
+        """(text, confidence, each character's probability) of each crop. The crops are one label's: an
+        O or 0 whose glyph width says the same is made sure (1.0), one whose width says the other is made
+        doubtful (at most 0.5), see glyphs.py."""
         res: list[tuple[str, float, tuple[float, ...]]] = [("", 0.0, ())] * len(crops)
-        for idx, x in rec_batches(crops, self.cfg.rec_batch, squeeze or self.cfg.rec_squeeze):
+        ratios: list[dict[int, float]] = [{}] * len(crops)
+        squeeze = squeeze or self.cfg.rec_squeeze
+        for idx, x in rec_batches(crops, self.cfg.rec_batch, squeeze):
             probs = self.rec.run(None, {"x": x})[0]
-            for i, r in zip(idx, ctc_decode_chars(probs, self.charset), strict=True):
-                res[i] = r
-        return res
+            for i, (text, conf, char_conf, steps) in zip(idx, ctc_decode_steps(probs, self.charset), strict=True):
+                res[i] = (text, conf, char_conf)
+                ratios[i] = line_ratios(crops[i], text, char_conf, steps, rec_width(crops[i], squeeze))
+        settled = settle_o_zero([(t, c, r) for (t, _, c), r in zip(res, ratios, strict=True)])
+        return [(t, p, c) for (t, p, _), c in zip(res, settled, strict=True)]
 
     def read(
         self, label: NDArray[Any], det_px: int | None = None, squeeze: float | None = None

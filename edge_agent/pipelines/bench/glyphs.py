@@ -1,0 +1,118 @@
+"""The ink of each recognised character in its line crop: a second witness for O and 0.
+
+The recogniser reads a printed O as 0 with full confidence in some fonts (calibrate_confusables.py). In
+most fonts the letter O is much wider than the digits, while 0 is as wide as the other digits, so the
+glyph's own width beside the line's digits settles which one was printed. Where the two are alike (a
+monospaced font, some brush fonts) the widths do not tell, and the witness says nothing.
+
+An O at least O_WIDER_THAN_DIGITS as wide as its line's digits is an O. A 0 as wide as the digits is a 0
+only where the same label shows an O that wide: the font then draws the two apart. The line's capitals
+were tried as that evidence and refused: in a monospaced font they measured up to 1.47 digits wide on the
+tuning split, where O and 0 are alike.
+
+Each character's place in the crop comes from the CTC time step it was read at (the recogniser's output
+has one step per 8 input columns); its glyph is the connected ink component under that place, when that
+component holds this character alone.
+"""
+
+from __future__ import annotations
+
+from statistics import median
+from typing import Any
+
+import cv2
+import numpy as np
+from numpy.typing import NDArray
+
+REC_STRIDE = 8  # input columns per CTC time step
+DIGIT_REFS = "23456789"  # digits of one width in nearly every font (1 is narrow, 0 is the one judged)
+# Measured on the tuning split (seeds 0-149, three tiers, 2,588 O and 0 read in codes, 11 fonts): a printed
+# O is 1.2-1.58 digits wide in the fonts that draw it wide, 1.0-1.25 in those that do not; a printed 0 is
+# 0.85-1.17 digits wide, with 3 of 2,181 at 1.38-1.44 (wqy-zenhei, its glyph measured with a neighbour).
+O_WIDER_THAN_DIGITS = 1.3
+ZERO_AS_DIGITS = 1.12
+MIN_REFS = 2
+WITNESS_FLOOR = 0.9  # the recogniser must lean this far to the reading the width confirms
+
+
+def char_centres(steps: list[int], crop_width: int, input_width: int) -> list[float]:
+    """The x of each character in the crop, from the CTC step it was read at and the recogniser's input
+    width for this crop."""
+    scale = crop_width / max(input_width, 1)
+    return [(s * REC_STRIDE + REC_STRIDE / 2) * scale for s in steps]
+
+
+def glyph_sizes(crop: NDArray[Any], text: str, centres: list[float]) -> list[tuple[int, int] | None]:
+    """(width, height) of each character's own ink component, or None where it is not one whole glyph of
+    the line's height (broken, touching its neighbour, or a mark)."""
+    out: list[tuple[int, int] | None] = [None] * len(text)
+    if len(centres) != len(text) or not text:
+        return out
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
+    _, ink = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    if np.count_nonzero(ink) * 2 > ink.size:
+        ink = 255 - ink  # light text on a dark ground
+    n, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    boxes = [tuple(int(v) for v in stats[i][:4]) for i in range(1, n)]
+    tall = [b for b in boxes if b[3] >= 0.35 * crop.shape[0]]
+    if not tall:
+        return out
+    line_h = median(b[3] for b in tall)
+    glyphs = [b for b in tall if 0.7 * line_h <= b[3] <= 1.3 * line_h]
+    for i, x in enumerate(centres):
+        if text[i].isspace():
+            continue
+        hits = [b for b in glyphs if b[0] - 1 <= x <= b[0] + b[2] + 1]
+        if len(hits) != 1:
+            continue
+        x0, _, w, h = hits[0]
+        inside = [j for j, xx in enumerate(centres) if x0 - 1 <= xx <= x0 + w + 1 and not text[j].isspace()]
+        if inside == [i]:
+            out[i] = (w, h)
+    return out
+
+
+def o_zero_ratios(text: str, sizes: list[tuple[int, int] | None]) -> dict[int, float]:
+    """Each measured O or 0's width over the median width of the line's other digits (2-9), by
+    position; left out where the glyph or the digits could not be measured."""
+    out: dict[int, float] = {}
+    for i, (ch, size) in enumerate(zip(text, sizes, strict=True)):
+        if ch not in "O0" or size is None:
+            continue
+        digits = [s[0] for j, (c, s) in enumerate(zip(text, sizes, strict=True)) if c in DIGIT_REFS and s and j != i]
+        if len(digits) >= MIN_REFS:
+            out[i] = size[0] / median(digits)
+    return out
+
+
+def line_ratios(
+    crop: NDArray[Any], text: str, char_conf: tuple[float, ...], steps: tuple[int, ...], input_width: int
+) -> dict[int, float]:
+    """o_zero_ratios of one recognised line, from its crop and the CTC steps its characters were read at."""
+    if not char_conf or len(char_conf) != len(text) or len(steps) != len(text) or not any(c in "O0" for c in text):
+        return {}
+    return o_zero_ratios(text, glyph_sizes(crop, text, char_centres(list(steps), crop.shape[1], input_width)))
+
+
+def settle_o_zero(lines: list[tuple[str, tuple[float, ...], dict[int, float]]]) -> list[tuple[float, ...]]:
+    """Each line's character probabilities with its O and 0 the widths settle: 1.0 where the width says
+    what the recogniser read (and it leaned that way), at most 0.5 where it says the other. The lines are
+    one label's, so one O drawn wide there shows the font draws O and 0 apart."""
+    wide_o = any(
+        text[i] == "O" and conf[i] >= WITNESS_FLOOR and r >= O_WIDER_THAN_DIGITS
+        for text, conf, ratios in lines
+        for i, r in ratios.items()
+    )
+    out = []
+    for text, conf, ratios in lines:
+        new = list(conf)
+        for i, r in ratios.items():
+            printed = "O" if r >= O_WIDER_THAN_DIGITS else "0" if wide_o and r <= ZERO_AS_DIGITS else None
+            if printed is None:
+                continue
+            if printed != text[i]:
+                new[i] = min(new[i], 0.5)
+            elif new[i] >= WITNESS_FLOOR:
+                new[i] = 1.0
+        out.append(tuple(new))
+    return out
