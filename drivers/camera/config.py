@@ -17,7 +17,7 @@ Pixels = Annotated[int, Field(ge=16, le=16384), Expect("a size in pixels, 16-163
 class FolderCameraConfig(BaseModel):
     """[bench.camera] kind = "folder": an industrial camera that drops image files (FTP/SMB), or a replay."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["folder"]
     name: Name = "camera"
@@ -47,7 +47,7 @@ class FolderCameraConfig(BaseModel):
 class OpenCvCameraConfig(BaseModel):
     """[bench.camera] kind = "opencv": USB/V4L2 (index or /dev/videoN), RTSP industrial camera, or a video file."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["opencv"]
     name: Name = "camera"
@@ -70,7 +70,7 @@ class OpenCvCameraConfig(BaseModel):
 class Picamera2Config(BaseModel):
     """[bench.camera] kind = "picamera2": a Raspberry Pi camera module through libcamera."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["picamera2"]
     name: Name = "camera"

@@ -15,7 +15,7 @@ _ALL_QUANTITIES: tuple[Quantity, ...] = ("speed", "fuel_rate", "fuel_level")
 class Elm327Config(BaseModel):
     """One ELM327 (or clone) OBD-II adapter on a serial port (USB, Bluetooth SPP rfcomm, UART)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["elm327"]
     name: Annotated[str, Field(min_length=1, max_length=64), Expect("a short name for logs, 1-64 characters")] = (

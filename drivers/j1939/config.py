@@ -13,7 +13,7 @@ from edge_agent.schema import Expect
 class J1939Config(BaseModel):
     """A J1939 bus (250 or 500 kbit/s) through SocketCAN (can0) or an slcan USB adapter (CANable, USBtin)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["j1939"]
     name: Annotated[str, Field(min_length=1, max_length=64), Expect("a short name for logs, 1-64 characters")] = "j1939"

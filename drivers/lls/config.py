@@ -13,7 +13,7 @@ from edge_agent.schema import Expect
 class LlsConfig(BaseModel):
     """One Omnicomm LLS (or LLS-compatible) level sensor on an RS-485 line, polled by network address."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["lls"]
     name: Annotated[str, Field(min_length=1, max_length=64), Expect("a short name for logs, 1-64 characters")] = "lls"

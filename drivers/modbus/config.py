@@ -24,7 +24,7 @@ NAME_PATTERN = r"^[a-z][a-z0-9_]{0,47}$"
 class RegisterSpec(BaseModel):
     """One value of a meter: where it lives, how its words decode, what unit it is in."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     name: Annotated[
         str, Field(pattern=NAME_PATTERN), Expect("a lower-case name of letters, digits and '_', e.g. temperature_c")
@@ -55,7 +55,7 @@ class RegisterSpec(BaseModel):
 class MeterMap(BaseModel):
     """A register map file in config/meters/: which meter, which document, which registers."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, frozen=True)
 
     vendor: Annotated[str, Expect("the maker's name")]
     model: Annotated[str, Expect("the meter model")]
@@ -79,7 +79,7 @@ class MeterMap(BaseModel):
 class ModbusMeterConfig(BaseModel):
     """One Modbus RTU meter on an RS-485 line: serial settings, unit id and its register map."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Annotated[Literal["modbus"], Expect('"modbus"')] = "modbus"
     name: Annotated[

@@ -12,7 +12,7 @@ from edge_agent.schema import Expect
 class NmeaConfig(BaseModel):
     """One NMEA 0183 GPS receiver on a serial port (USB dongle, UART HAT, Bluetooth SPP)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["nmea"]
     name: Annotated[str, Field(min_length=1, max_length=64), Expect("a short name for logs, 1-64 characters")] = "gps"

@@ -12,7 +12,7 @@ from edge_agent.schema import Expect
 class ScaleConfig(BaseModel):
     """One scale or axle-load indicator on a serial port."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["scale"]
     name: Annotated[str, Field(min_length=1, max_length=64), Expect("a short name for logs, 1-64 characters")] = "scale"

@@ -15,7 +15,7 @@ Affix = Annotated[str, Field(max_length=16), Expect('a string of up to 16 charac
 class SerialScannerConfig(BaseModel):
     """[bench.scanner] kind = "serial": a scanner in CDC-ACM (virtual COM) or RS-232 mode."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["serial"]
     name: Name = "scanner"
@@ -30,7 +30,7 @@ class SerialScannerConfig(BaseModel):
 class HidScannerConfig(BaseModel):
     """[bench.scanner] kind = "hid": a keyboard-wedge scanner read from its Linux input device."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["hid"]
     name: Name = "scanner"

@@ -33,7 +33,7 @@ def is_loopback(host: str) -> bool:
 class StationConfig(BaseModel):
     """The operator station. Loopback only unless `listen` says otherwise; then sign-in is required."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # Unset: on for the bench profile, off for truck and sensors (whose RSS budget is tight); true or
     # false decides for any profile.

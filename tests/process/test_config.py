@@ -50,6 +50,13 @@ BASE = 'profile = "truck"\n[device]\nid = "d"\nsite = "s"\n'
         ),
         ('profile = "truck"\n[device]\nsite = "s"\n', "device.id: required key is missing"),
         ("this is = = not toml", "not valid TOML"),
+        # TOML has inf and nan; a lower bound alone let inf through (min_trip_s = inf never ends a trip)
+        (BASE + "[telematics.trips]\nmin_trip_s = inf\n", "telematics.trips.min_trip_s: expected a number of seconds"),
+        (BASE + "[health]\ninterval_s = inf\n", "health.interval_s: expected a number of seconds >= 0, got inf"),
+        (
+            BASE + "[telematics.cleaning]\nrefuel_min_l = nan\n",
+            "telematics.cleaning.refuel_min_l: expected litres > 0, got nan",
+        ),
     ],
 )
 def test_config_check__error_names_file_key_expected_got(tmp_path: Path, text: str, message: str) -> None:

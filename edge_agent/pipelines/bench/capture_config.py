@@ -45,7 +45,7 @@ Fraction = Annotated[float, Field(gt=0, lt=1), Expect("a fraction between 0 and 
 class TriggerConfig(BaseModel):
     """[bench.trigger]: when a photo is taken and which scan it belongs to."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # scan-then-capture: a scan asks for the next frame (the usual bench flow);
     # still: a label that has come to rest under the camera is captured (frame differencing);

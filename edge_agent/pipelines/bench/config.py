@@ -19,7 +19,7 @@ SCANNER_REQUIRED = (
 
 
 class BenchConfig(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     quality: QualityConfig = Field(default_factory=QualityConfig)
     preprocess: PreprocessConfig = Field(default_factory=PreprocessConfig)

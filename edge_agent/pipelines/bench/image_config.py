@@ -25,7 +25,7 @@ class QualityConfig(BaseModel):
     likely cause when a field falls short (enabled = false: no hints). Only a photo with nothing on it
     (all black, an even surface) is refused before OCR."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     enabled: bool = True
     # Variance of the Laplacian in the sharpest text tiles of the label, at the gate's working size.
@@ -41,7 +41,7 @@ class QualityConfig(BaseModel):
 class PreprocessConfig(BaseModel):
     """OpenCV steps between the photo and the OCR engine; each can be switched off."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     crop_label: bool = True
     # Long side of the cropped label handed on; the crop never upsamples beyond the photo's own pixels.
@@ -57,7 +57,7 @@ class PreprocessConfig(BaseModel):
 class OcrConfig(BaseModel):
     """Which engine reads the label, and how."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     engine: Annotated[Literal["onnx", "tesseract"], Expect('"onnx" or "tesseract"')] = "onnx"
     threads: Annotated[int, Field(ge=1, le=16), Expect("an integer 1-16")] = 1

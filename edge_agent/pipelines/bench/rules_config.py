@@ -19,7 +19,7 @@ Confidence = Annotated[float, Field(ge=0.0, le=1.0), Expect("a confidence from 0
 class FieldsConfig(BaseModel):
     """[bench.fields]: which templates find the fields, and how sure a field must be to pass unreviewed."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # The shipped template (config/templates/default.toml) is read first unless turned off;
     # a site's own template files are merged over it in order (labels added, patterns replaced).
@@ -41,7 +41,7 @@ class FieldsConfig(BaseModel):
 class ValidationConfig(BaseModel):
     """[bench.validation]: the expected-returns manifest and the rules a return must meet."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # CSV or JSON of expected returns; a manifest received from central (state_dir/manifest.json) wins.
     manifest: Annotated[Path | None, Expect("a path to a CSV or JSON manifest")] = None
@@ -57,7 +57,7 @@ class ValidationConfig(BaseModel):
 class ReviewConfig(BaseModel):
     """[bench.review]: the review queue and how long raw images are kept."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # "until_reviewed": the image of a queued item is deleted when a person decides on it;
     # "hours": kept keep_images_h hours after capture, reviewed or not; "never": not stored.
@@ -72,7 +72,7 @@ class ReviewConfig(BaseModel):
 class PrivacyConfig(BaseModel):
     """[bench.privacy]: what is masked in any OCR text that is stored or sent."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     mask_phones: bool = True
     mask_id_cards: bool = True

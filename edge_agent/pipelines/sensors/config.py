@@ -22,7 +22,7 @@ DEFAULT_GRID_FACTOR = "grid_uk_2025"
 class GridConfig(BaseModel):
     """Which emission factor turns a warehouse's kWh into CO2e (or CO2, as the factor says)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     # None: the table shipped with edge-agent.
     factors_file: Annotated[Path | None, Expect("a path to a CSV emission factor table")] = None
@@ -50,7 +50,7 @@ def lookup_grid_factor(factors_file: Path | None, name: str) -> Factor:
 class SensorsConfig(BaseModel):
     """Meters polled at a sensor point, and when their readings become `sensor` records."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     meters: Annotated[
         list[ModbusMeterConfig],

@@ -16,7 +16,7 @@ from edge_agent.schema import Expect
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 class CleaningConfig(_Section):
