@@ -83,6 +83,12 @@ def parse_dsn(dsn: str) -> tuple[str, str]:
     if parts.scheme == "sqlite":
         # SQLAlchemy's convention: sqlite:///relative.db, sqlite:////absolute/path.db
         path = unquote(dsn[len("sqlite:///") :]) if dsn.startswith("sqlite:///") else ""
+        if not path and parts.netloc:  # sqlite://central.db: two slashes make the file name a host
+            raise CentralDbError(
+                f"--db {dsn!r}: {parts.netloc + parts.path} reads as a host after two slashes; write "
+                f"sqlite:///{parts.netloc + parts.path} (three slashes, a path relative to here) or "
+                "sqlite:////absolute/path.db (four)"
+            )
         if not path or path == "/":
             raise CentralDbError(f"--db {dsn!r}: expected sqlite:///path/to/central.db, the path is empty")
         return SQLITE, path

@@ -13,6 +13,18 @@ def test_parse_dsn__sqlite_and_postgresql() -> None:
     assert parse_dsn("postgresql://u@h:5432/db")[0] == "postgresql"
 
 
+def test_parse_dsn__two_slashes_say_how_many_to_write() -> None:
+    """sqlite://central.db makes central.db the URL's host, and the path empty: the message says so and
+    gives the DSN the user meant."""
+    with pytest.raises(CentralDbError) as info:
+        parse_dsn("sqlite://central.db")
+    assert "central.db reads as a host after two slashes; write sqlite:///central.db" in str(info.value)
+    with pytest.raises(CentralDbError, match=r"write sqlite:///data/central.db \(three slashes"):
+        parse_dsn("sqlite://data/central.db")
+    with pytest.raises(CentralDbError, match="the path is empty"):
+        parse_dsn("sqlite:///")
+
+
 def test_parse_dsn__other_scheme_says_what_is_expected() -> None:
     with pytest.raises(CentralDbError, match=r"expected sqlite:///path/to/central.db or postgresql://"):
         parse_dsn("mysql://u:secret@h/db")
