@@ -71,14 +71,40 @@ def _members(ann: Any) -> list[type[BaseModel]]:
     return out
 
 
-def _locate(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[Any, tuple[str, ...]]:
-    """The FieldInfo at an error location and the dotted path to show, without union tags."""
+_NAME = re.compile(r"^(?!\d+$)[A-Za-z0-9_-]{1,64}$")
+
+
+def _by_name(items: Any, index: int) -> str | None:
+    """The `name` of items[index] where it names that item alone (a dotted key can then say it, as
+    `config set` takes it: sensors.meters.chiller.unit_id)."""
+    if not isinstance(items, list) or not 0 <= index < len(items) or not isinstance(items[index], dict):
+        return None
+    name = items[index].get("name")
+    if not isinstance(name, str) or not _NAME.match(name):
+        return None
+    same = [it for it in items if isinstance(it, dict) and it.get("name") == name]
+    return name if len(same) == 1 else None
+
+
+def _step(node: Any, part: Any) -> Any:
+    if isinstance(node, dict):
+        return node.get(part)
+    if isinstance(node, list) and isinstance(part, int) and 0 <= part < len(node):
+        return node[part]
+    return None
+
+
+def _locate(model: type[BaseModel], loc: tuple[Any, ...], data: Any = None) -> tuple[Any, tuple[str, ...]]:
+    """The FieldInfo at an error location and the dotted path to show, without union tags; a list item is
+    shown by its name when the data (the validated input) gives it one of its own."""
     candidates: list[type[BaseModel]] = [model]
     info = None
     shown: list[str] = []
+    node = data
     for part in loc:
         if isinstance(part, int):
-            shown.append(str(part))
+            shown.append(_by_name(node, part) or str(part))
+            node = _step(node, part)
             continue
         owners = [m for m in candidates if part in m.model_fields]
         if not owners:
@@ -90,10 +116,12 @@ def _locate(model: type[BaseModel], loc: tuple[Any, ...]) -> tuple[Any, tuple[st
             shown.append(str(part))
             info = None
             candidates = []
+            node = _step(node, part)
             continue
         info = owners[0].model_fields[part]
         shown.append(str(part))
         candidates = _members(info.annotation)
+        node = _step(node, part)
     return info, tuple(shown)
 
 
@@ -120,12 +148,13 @@ _EXPECT_BY_TYPE = {
 }
 
 
-def format_validation_error(source: str, exc: ValidationError, model: type[BaseModel]) -> list[str]:
-    """One line per problem: FILE: dotted.key: expected X, got Y."""
+def format_validation_error(source: str, exc: ValidationError, model: type[BaseModel], data: Any = None) -> list[str]:
+    """One line per problem: FILE: dotted.key: expected X, got Y. With the input `data`, a list item that
+    has a name of its own is named by it (sensors.meters.chiller.unit_id, not sensors.meters.1.unit_id)."""
     problems = []
     for err in exc.errors():
         loc = tuple(p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-")))
-        info, shown = _locate(model, loc)
+        info, shown = _locate(model, loc, data)
         path = ".".join(shown) or "(top level)"
         etype = err["type"]
         got = err.get("input")

@@ -31,7 +31,7 @@ def parse_config(data: dict[str, Any], source: str = "config") -> AgentConfig:
     try:
         cfg = AgentConfig.model_validate(data)
     except ValidationError as exc:
-        raise ConfigError(format_validation_error(source, exc, AgentConfig)) from None
+        raise ConfigError(format_validation_error(source, exc, AgentConfig, data)) from None
     # Files the active profile's section names (factor tables, their rows) are read here, after
     # validation, never inside a validator; the section knows what to check.
     section = {"truck": cfg.telematics, "sensors": cfg.sensors}.get(cfg.profile)

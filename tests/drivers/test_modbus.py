@@ -320,22 +320,22 @@ def _agent(meter: dict[str, object]) -> dict[str, object]:
 def test_modbus_meter_config__errors_name_key_expected_and_got() -> None:
     with pytest.raises(
         ConfigError,
-        match=r"cfg.toml: sensors.meters.0.unit_id: expected a Modbus unit \(slave\) id "
+        match=r"cfg.toml: sensors.meters.m.unit_id: expected a Modbus unit \(slave\) id "
         r"1-247, got 0",
     ):
         parse_config(_agent({"name": "m", "port": "/dev/x", "map": "xy-md02", "unit_id": 0}), "cfg.toml")
     with pytest.raises(
         ConfigError,
-        match=r"sensors.meters.0.map: expected the name of a shipped meter map .*"
+        match=r"sensors.meters.m.map: expected the name of a shipped meter map .*"
         r"got \"sdm999\"",
     ):
         parse_config(_agent({"name": "m", "port": "/dev/x", "map": "sdm999"}), "cfg.toml")
-    with pytest.raises(ConfigError, match=r"sensors.meters.0.registers.0.type: expected \"int16\", .*got \"float64\""):
+    with pytest.raises(ConfigError, match=r"sensors.meters.m.registers.t.type: expected \"int16\", .*got \"float64\""):
         parse_config(
             _agent({"name": "m", "port": "/dev/x", "registers": [{"name": "t", "address": 1, "type": "float64"}]}),
             "cfg.toml",
         )
-    with pytest.raises(ConfigError, match=r"sensors.meters.0.timeout_s: expected a number of seconds > 0 and <= 1"):
+    with pytest.raises(ConfigError, match=r"sensors.meters.m.timeout_s: expected a number of seconds > 0 and <= 1"):
         parse_config(_agent({"name": "m", "port": "/dev/x", "map": "xy-md02", "timeout_s": 3}), "cfg.toml")
 
 

@@ -231,7 +231,21 @@ def test_config_set__a_meter_of_the_list_by_its_name_or_index(tmp_path: Path) ->
         set_value(p, "sensors.meters.port", "/dev/ttyUSB1")
     with pytest.raises(ConfigError, match=r"sensors\.meters: .*unit_id"):  # validated as a whole, as ever
         set_value(p, "sensors.meters.main-board.unit_id", "2")
+    # a bad value is named by the meter's name, as set takes it, whether it was addressed by name or index
+    for key in ("sensors.meters.cold-room-1.unit_id", "sensors.meters.1.unit_id"):
+        with pytest.raises(ConfigError) as info:
+            set_value(p, key, "999")
+        assert f"{p}: sensors.meters.cold-room-1.unit_id: expected a Modbus unit" in str(info.value)
     assert p.read_text() == text
+
+
+def test_config_check__a_list_item_without_a_name_of_its_own_is_named_by_its_index(tmp_path: Path) -> None:
+    """Two meters with one name cannot be told apart by it: the error keeps the index."""
+    twins = METERS.replace('name = "cold-room-1"', 'name = "main-board"').replace("unit_id = 2", "unit_id = 999")
+    p = write_config(tmp_path, twins, profile="sensors")
+    with pytest.raises(ConfigError) as info:
+        load_config(p)
+    assert any(line.startswith(f"{p}: sensors.meters.1.unit_id: expected") for line in info.value.problems)
 
 
 def test_config_show__masks_password(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -106,7 +106,7 @@ def test_sensors_list__bad_config_exits_2_with_the_key(tmp_path: Path, capsys: p
     with pytest.raises(SystemExit) as exc:
         main(["sensors", "list", "--config", str(cfg), "--no-probe"])
     assert exc.value.code == 2
-    assert 'sensors.meters.0.parity: expected "N" (none), "E" (even) or "O" (odd), got "X"' in capsys.readouterr().err
+    assert 'sensors.meters.m.parity: expected "N" (none), "E" (even) or "O" (odd), got "X"' in capsys.readouterr().err
 
 
 # ---------------------------------------------------------------- sensors watch
