@@ -98,9 +98,9 @@ def collect_glyphs(n: int, start: int) -> list[dict[str, Any]]:
     settled: list[tuple[str, tuple[float, ...], dict[int, float], tuple[float, ...]]] = []
     settle = onnx_mod.settle_o_zero
 
-    def watching(lines: list[tuple[str, tuple[float, ...], dict[int, float]]]) -> list[tuple[float, ...]]:
-        out = settle(lines)
-        settled.extend((t, c, r, o) for (t, c, r), o in zip(lines, out, strict=True))
+    def watching(text: str, conf: tuple[float, ...], ratios: dict[int, float]) -> tuple[float, ...]:
+        out = settle(text, conf, ratios)
+        settled.append((text, conf, ratios, out))
         return out
 
     onnx_mod.settle_o_zero = watching  # type: ignore[assignment]

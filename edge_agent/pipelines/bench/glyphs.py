@@ -5,8 +5,9 @@ most fonts the letter O is much wider than the digits, while 0 is as wide as the
 glyph's own width beside the line's digits settles which one was printed. Where the two are alike (a
 monospaced font, some brush fonts) the widths do not tell, and the witness says nothing.
 
-An O at least O_WIDER_THAN_DIGITS as wide as its line's digits is an O. A 0 as wide as the digits is a 0
-only where the same label shows an O that wide: the font then draws the two apart. The line's capitals
+An O (a ring: one hole) at least O_WIDER_THAN_DIGITS as wide as its line's digits is an O. A 0 as wide
+as the digits is a 0 only where the same line shows an O that wide: the same font then draws the two
+apart. Not the same label: a slip may print its title in another font than its codes. The line's capitals
 were tried as that evidence and refused: in a monospaced font they measured up to 1.47 digits wide on the
 tuning split, where O and 0 are alike.
 
@@ -42,42 +43,57 @@ def char_centres(steps: list[int], crop_width: int, input_width: int) -> list[fl
     return [(s * REC_STRIDE + REC_STRIDE / 2) * scale for s in steps]
 
 
-def glyph_sizes(crop: NDArray[Any], text: str, centres: list[float]) -> list[tuple[int, int] | None]:
-    """(width, height) of each character's own ink component, or None where it is not one whole glyph of
-    the line's height (broken, touching its neighbour, or a mark)."""
-    out: list[tuple[int, int] | None] = [None] * len(text)
+def glyph_sizes(crop: NDArray[Any], text: str, centres: list[float]) -> list[tuple[int, int, int] | None]:
+    """(width, height, holes) of each character's own ink component, or None where it is not one whole
+    glyph of the line's height (broken, touching its neighbour, or a mark). An O or a 0 is a ring: one
+    hole; a ring broken by a stain or glare has none and is no witness."""
+    out: list[tuple[int, int, int] | None] = [None] * len(text)
     if len(centres) != len(text) or not text:
         return out
     gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
     _, ink = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
     if np.count_nonzero(ink) * 2 > ink.size:
         ink = 255 - ink  # light text on a dark ground
-    n, _, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
-    boxes = [tuple(int(v) for v in stats[i][:4]) for i in range(1, n)]
-    tall = [b for b in boxes if b[3] >= 0.35 * crop.shape[0]]
+    n, labels, stats, _ = cv2.connectedComponentsWithStats(ink, connectivity=8)
+    boxes = [(k, *(int(v) for v in stats[k][:4])) for k in range(1, n)]
+    tall = [b for b in boxes if b[4] >= 0.35 * crop.shape[0]]
     if not tall:
         return out
-    line_h = median(b[3] for b in tall)
-    glyphs = [b for b in tall if 0.7 * line_h <= b[3] <= 1.3 * line_h]
+    line_h = median(b[4] for b in tall)
+    glyphs = [b for b in tall if 0.7 * line_h <= b[4] <= 1.3 * line_h]
     for i, x in enumerate(centres):
         if text[i].isspace():
             continue
-        hits = [b for b in glyphs if b[0] - 1 <= x <= b[0] + b[2] + 1]
+        hits = [b for b in glyphs if b[1] - 1 <= x <= b[1] + b[3] + 1]
         if len(hits) != 1:
             continue
-        x0, _, w, h = hits[0]
+        k, x0, y0, w, h = hits[0]
         inside = [j for j, xx in enumerate(centres) if x0 - 1 <= xx <= x0 + w + 1 and not text[j].isspace()]
         if inside == [i]:
-            out[i] = (w, h)
+            out[i] = (w, h, _holes(labels[y0 : y0 + h, x0 : x0 + w] == k))
     return out
 
 
-def o_zero_ratios(text: str, sizes: list[tuple[int, int] | None]) -> dict[int, float]:
-    """Each measured O or 0's width over the median width of the line's other digits (2-9), by
-    position; left out where the glyph or the digits could not be measured."""
+def _holes(mask: NDArray[Any]) -> int:
+    """Paper regions inside one glyph's mask (not reaching its box's edge)."""
+    paper = np.pad(~mask, 1, constant_values=True).astype(np.uint8)
+    n, _, stats, _ = cv2.connectedComponentsWithStats(paper, connectivity=4)
+    return sum(
+        1
+        for k in range(1, n)
+        if stats[k][0] > 0
+        and stats[k][1] > 0
+        and stats[k][0] + stats[k][2] < paper.shape[1]
+        and stats[k][1] + stats[k][3] < paper.shape[0]
+    )
+
+
+def o_zero_ratios(text: str, sizes: list[tuple[int, int, int] | None]) -> dict[int, float]:
+    """Each O or 0 measured as one ring: its width over the median width of the line's other digits
+    (2-9), by position; left out where the glyph or the digits could not be measured."""
     out: dict[int, float] = {}
     for i, (ch, size) in enumerate(zip(text, sizes, strict=True)):
-        if ch not in "O0" or size is None:
+        if ch not in "O0" or size is None or size[2] != 1:
             continue
         digits = [s[0] for j, (c, s) in enumerate(zip(text, sizes, strict=True)) if c in DIGIT_REFS and s and j != i]
         if len(digits) >= MIN_REFS:
@@ -94,25 +110,18 @@ def line_ratios(
     return o_zero_ratios(text, glyph_sizes(crop, text, char_centres(list(steps), crop.shape[1], input_width)))
 
 
-def settle_o_zero(lines: list[tuple[str, tuple[float, ...], dict[int, float]]]) -> list[tuple[float, ...]]:
-    """Each line's character probabilities with its O and 0 the widths settle: 1.0 where the width says
-    what the recogniser read (and it leaned that way), at most 0.5 where it says the other. The lines are
-    one label's, so one O drawn wide there shows the font draws O and 0 apart."""
-    wide_o = any(
-        text[i] == "O" and conf[i] >= WITNESS_FLOOR and r >= O_WIDER_THAN_DIGITS
-        for text, conf, ratios in lines
-        for i, r in ratios.items()
-    )
-    out = []
-    for text, conf, ratios in lines:
-        new = list(conf)
-        for i, r in ratios.items():
-            printed = "O" if r >= O_WIDER_THAN_DIGITS else "0" if wide_o and r <= ZERO_AS_DIGITS else None
-            if printed is None:
-                continue
-            if printed != text[i]:
-                new[i] = min(new[i], 0.5)
-            elif new[i] >= WITNESS_FLOOR:
-                new[i] = 1.0
-        out.append(tuple(new))
-    return out
+def settle_o_zero(text: str, conf: tuple[float, ...], ratios: dict[int, float]) -> tuple[float, ...]:
+    """One line's character probabilities with its O and 0 the widths settle: 1.0 where the width says
+    what the recogniser read (and it leaned that way), at most 0.5 where it says the other. A 0 as wide as
+    the digits is settled only beside an O drawn wide in the same line: the same font draws the two apart."""
+    wide_o = any(text[i] == "O" and conf[i] >= WITNESS_FLOOR and r >= O_WIDER_THAN_DIGITS for i, r in ratios.items())
+    out = list(conf)
+    for i, r in ratios.items():
+        printed = "O" if r >= O_WIDER_THAN_DIGITS else "0" if wide_o and r <= ZERO_AS_DIGITS else None
+        if printed is None:
+            continue
+        if printed != text[i]:
+            out[i] = min(out[i], 0.5)
+        elif out[i] >= WITNESS_FLOOR:
+            out[i] = 1.0
+    return tuple(out)

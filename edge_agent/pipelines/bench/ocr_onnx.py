@@ -344,19 +344,17 @@ class OnnxOcr:
     def recognize(
         self, crops: list[NDArray[Any]], squeeze: float | None = None
     ) -> list[tuple[str, float, tuple[float, ...]]]:
-        """(text, confidence, each character's probability) of each crop. The crops are one label's: an
-        O or 0 whose glyph width says the same is made sure (1.0), one whose width says the other is made
-        doubtful (at most 0.5), see glyphs.py."""
+        """(text, confidence, each character's probability) of each crop. An O or 0 whose glyph width
+        says the same is made sure (1.0), one whose width says the other is made doubtful (at most 0.5),
+        see glyphs.py."""
         res: list[tuple[str, float, tuple[float, ...]]] = [("", 0.0, ())] * len(crops)
-        ratios: list[dict[int, float]] = [{}] * len(crops)
         squeeze = squeeze or self.cfg.rec_squeeze
         for idx, x in rec_batches(crops, self.cfg.rec_batch, squeeze):
             probs = self.rec.run(None, {"x": x})[0]
             for i, (text, conf, char_conf, steps) in zip(idx, ctc_decode_steps(probs, self.charset), strict=True):
-                res[i] = (text, conf, char_conf)
-                ratios[i] = line_ratios(crops[i], text, char_conf, steps, rec_width(crops[i], squeeze))
-        settled = settle_o_zero([(t, c, r) for (t, _, c), r in zip(res, ratios, strict=True)])
-        return [(t, p, c) for (t, p, _), c in zip(res, settled, strict=True)]
+                ratios = line_ratios(crops[i], text, char_conf, steps, rec_width(crops[i], squeeze))
+                res[i] = (text, conf, settle_o_zero(text, char_conf, ratios) if ratios else char_conf)
+        return res
 
     def read(
         self, label: NDArray[Any], det_px: int | None = None, squeeze: float | None = None
