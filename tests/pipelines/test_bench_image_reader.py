@@ -19,6 +19,7 @@ from edge_agent.pipelines.bench.ocr_onnx import (
     OnnxOcr,
     crop_box,
     ctc_decode,
+    ctc_decode_steps,
     default_manifest_path,
     load_manifest,
 )
@@ -146,6 +147,14 @@ def test_ctc_decode__collapses_repeats_and_blanks() -> None:
     ((text, conf),) = ctc_decode(probs, charset)
     assert text == "112"
     assert conf == pytest.approx((0.9 + 0.9 + 0.6) / 3, abs=1e-5)
+    # each character's step is where its run starts: the glyph-width witness places it on the crop by it
+    ((text, _, chars, steps),) = ctc_decode_steps(probs, charset)
+    assert (text, chars, steps) == ("112", (0.9, 0.9, 0.6), (0, 3, 4))
+    spaced = np.full((1, 6, 4), 0.01, np.float32)
+    for t, k in enumerate([3, 1, 3, 2, 0, 3]):  # " 1 2 " -> "1 2", the end spaces dropped with their steps
+        spaced[0, t, k] = 0.9
+    ((text, _, chars, steps),) = ctc_decode_steps(spaced, charset)
+    assert (text, steps) == ("1 2", (1, 2, 3))
 
 
 def test_crop_box__a_lone_glyph_gets_paper_around_it_a_column_of_text_stays_turned() -> None:

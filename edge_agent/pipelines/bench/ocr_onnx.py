@@ -259,18 +259,14 @@ def rec_batches(crops: list[NDArray[Any]], batch: int, squeeze: float) -> list[t
 
 def ctc_decode(probs: NDArray[Any], charset: list[str]) -> list[tuple[str, float]]:
     """Greedy CTC: collapse repeats, drop blanks (index 0); confidence = mean probability of the kept symbols."""
-    return [(text, conf) for text, conf, _ in ctc_decode_chars(probs, charset)]
-
-
-def ctc_decode_chars(probs: NDArray[Any], charset: list[str]) -> list[tuple[str, float, tuple[float, ...]]]:
-    """ctc_decode with each character's probability (aligned with the text, spaces at the ends dropped)."""
-    return [(text, conf, char_conf) for text, conf, char_conf, _ in ctc_decode_steps(probs, charset)]
+    return [(text, conf) for text, conf, _, _ in ctc_decode_steps(probs, charset)]
 
 
 def ctc_decode_steps(
     probs: NDArray[Any], charset: list[str]
 ) -> list[tuple[str, float, tuple[float, ...], tuple[int, ...]]]:
-    """ctc_decode_chars with the time step each character was read at (aligned like its probability)."""
+    """ctc_decode with each character's probability and the time step it was read at (both aligned with
+    the text, spaces at the ends dropped; empty where a symbol's length breaks the alignment)."""
     idx = probs.argmax(axis=2)
     pmax = probs.max(axis=2)
     out = []
