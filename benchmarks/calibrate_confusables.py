@@ -15,9 +15,9 @@ the current thresholds pass.
 With --glyphs it measures the glyph-width witness instead (edge_agent.pipelines.bench.glyphs): for every
 O and 0 the recogniser read in a line that holds a code value, its width over the line's digits, per font
 and per printed character, and what settle_o_zero did with it: made sure (right or WRONG), made doubtful
-(a right or a wrong read), or left alone.
+(a right or a wrong read), or left alone. A line read again (the second look, the cascade) counts again.
 
-    taskset -c 0 python benchmarks/calibrate_confusables.py --glyphs --n 150   # about 8 min
+    taskset -c 0 python benchmarks/calibrate_confusables.py --glyphs --n 150   # about 13 min
 """
 
 from __future__ import annotations
@@ -119,7 +119,9 @@ def collect_glyphs(n: int, start: int) -> list[dict[str, Any]]:
                 want = str(t[name]).upper()
                 for text, before, ratios, after in settled:
                     k = text.upper().replace("O", "0").find(want.replace("O", "0"))
-                    for i in range(max(k, 0), k + len(want) if k >= 0 else 0):
+                    if k < 0:
+                        continue  # not this value's line
+                    for i in range(k, k + len(want)):
                         printed = want[i - k]
                         if i not in ratios or printed not in "O0":
                             continue

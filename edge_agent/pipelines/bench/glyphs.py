@@ -27,10 +27,11 @@ from numpy.typing import NDArray
 
 REC_STRIDE = 8  # input columns per CTC time step
 DIGIT_REFS = "23456789"  # digits of one width in nearly every font (1 is narrow, 0 is the one judged)
-# benchmarks/calibrate_confusables.py --glyphs, tuning seeds 0-149, three tiers, 1,169 O and 0 in code lines,
-# 11 fonts: a printed O is 1.20-1.56 digits wide in the five fonts that draw it wide, 1.00-1.20 in the six
-# that do not; a printed 0 is 0.85-1.17, and at most 1.44 (WenQuanYi Zen Hei, where 3 right zeros are made
-# doubtful). 84 characters made sure, none wrong; 15 misread O made doubtful.
+# benchmarks/calibrate_confusables.py --glyphs, tuning seeds 0-149, three tiers, 1,169 reads of an O or 0
+# in code lines (a line read again counts again), 11 fonts: a printed O is 1.20-1.56 digits wide in the five
+# fonts that draw it wide, 1.00-1.20 in the six that do not; a printed 0 is 0.85-1.17, and at most 1.44
+# (WenQuanYi Zen Hei, where 3 right zeros are made doubtful). 84 reads made sure, none wrong; 15 misread O
+# made doubtful.
 O_WIDER_THAN_DIGITS = 1.3
 ZERO_AS_DIGITS = 1.12
 MIN_REFS = 2
