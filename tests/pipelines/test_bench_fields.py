@@ -820,3 +820,24 @@ def test_extract_fields__a_slanted_photo_is_laid_out_in_the_texts_own_frame() ->
     for i, (label, value) in enumerate(rows):
         lines += [slanted(label, 40, 60 + 48 * i, 120), slanted(value, 200, 60 + 48 * i, 24 * len(value))]
     assert extract(lines) == GRID_FIELDS
+
+
+def test_extract_fields__a_mark_just_before_a_code_alone_in_its_box_may_be_its_lost_start() -> None:
+    """Seen on a hard tuning slip: the SKU LO4I2_BF8I_H65S, in its own box under its label, faded at its start
+    and came back as ')4I2_BF8I_H65S'. Without the L and O it still fits the pattern, so a person decides."""
+    lines = [box("货号", 20, 100, 120), box(")4K7_HF9K_H43R", 20, 150, 400)]
+    ext = extract_fields(lines, TEMPLATE, REASONS, MATCHER)
+    assert ext.values["sku"].value == "4K7_HF9K_H43R"
+    sku_issues = [i for i in ext.issues if i.field == "sku"]
+    assert [i.code for i in sku_issues] == ["ambiguous_value"]
+    assert "may have lost its start: ')'" in sku_issues[0].message
+    assert ext.values["sku"].confidence < 0.9
+    # a number sign is a mark codes carry, a space parts the code from what is before it, a colon is its
+    # label's, and a label's decoration after its keyword is no fragment: all pass
+    for value_box in ("#4K7_HF9K_H43R", "# 4K7_HF9K_H43R", "：4K7_HF9K_H43R"):
+        plain = extract_fields([lines[0], box(value_box, 20, 150, 400)], TEMPLATE, REASONS, MATCHER)
+        assert plain.values["sku"].value == "4K7_HF9K_H43R"
+        assert not [i for i in plain.issues if i.field == "sku"]
+    beside = extract_fields(lines_of("货号(SKU)：4K7_HF9K_H43R"), TEMPLATE, REASONS, MATCHER)
+    assert beside.values["sku"].value == "4K7_HF9K_H43R"
+    assert not [i for i in beside.issues if i.field == "sku"]

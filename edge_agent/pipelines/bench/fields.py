@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import ConfigError
-from edge_agent.pipelines.bench.locate import SHAPE_ONLY, Labels, locate, unclaimed
+from edge_agent.pipelines.bench.locate import SHAPE_ONLY, Found, Labels, locate, unclaimed
 from edge_agent.pipelines.bench.normalize import (
     CODE_SEPARATORS,
     QTY_UNITS,
@@ -454,6 +454,16 @@ _QTY_SHAPE = re.compile(r"(?:共\s*)?[0-9]{1,5}\s*" + QTY_UNITS + r"|[xX×]\s*[0
 _PARSERS = {"code": _parse_code, "int": _parse_int, "date": _parse_date, "reason": _parse_reason}
 
 
+def _lost_start(
+    it: Found, value: str | int | None, factor: float, problem: str | None
+) -> tuple[str | int | None, float, str | None]:
+    """A parsed value whose box shows a mark just before it (locate.Found.lost_start): a doubt of its own."""
+    if value is None or not it.lost_start:
+        return value, factor, problem
+    lost = f"{str(value)[:40]} may have lost its start: {it.lost_start[:8]!r} was read just before it"
+    return (value, factor, f"{problem}; {lost}") if problem else (value, factor * AMBIGUOUS_CODE, lost)
+
+
 def extract_fields(
     lines: Sequence[TextLine], template: Template, reasons: ReasonTable, matcher: LabelMatcher | None = None
 ) -> Extraction:
@@ -482,7 +492,7 @@ def extract_fields(
     boxes: dict[str, dict[object, TextLine]] = {f.name: {} for f in template.fields}
     for name, items in found.items():
         for it in items:
-            value, f, problem = parse(name, it.text, it.char_conf)
+            value, f, problem = _lost_start(it, *parse(name, it.text, it.char_conf))
             conf = it.confidence * f * (FUZZY_LABEL if it.fuzzy else 1.0)
             cands[name].append(_Candidate(value, conf, problem))
             boxes[name].setdefault(value, it.line)

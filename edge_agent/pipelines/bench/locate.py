@@ -85,6 +85,7 @@ class Found:
     fuzzy: bool
     label: TextLine | None
     char_conf: tuple[float, ...] = ()  # each character's OCR probability, aligned with text (when known)
+    lost_start: str = ""  # a mark read just before a code alone in its box: what is left of its first letters
 
 
 def _cc(line: TextLine, start: int, stop: int) -> tuple[float, ...]:
@@ -526,11 +527,28 @@ def _locate(
                 if vs is not None and text[vs:].strip() and parses(hit.role, text[vs:]):
                     cc = _cc(other, vs, len(text))
                     text, conf = text[vs:], other.confidence * (BELOW if how == "below" else 1.0)
+                    lost = ""
                     if kind == "code" and not oh:
+                        lost = _fragment_before(other.text, vs)
                         text, conf, cc = _continued(text, conf, cc, other, box, boxes=boxes, is_label=is_label)
-                    found[hit.role].append(Found(hit.role, text, conf, other, how, hit.fuzzy, box, cc))
+                    found[hit.role].append(Found(hit.role, text, conf, other, how, hit.fuzzy, box, cc, lost))
                     break
     return found
+
+
+# Marks a code may carry in front of it in its own box ("#123456", "№ 42"): not fragments of a letter, nor is
+# a colon (a label's, where the value's box starts with it).
+_CODE_MARKS = "#№"
+
+
+def _fragment_before(text: str, at: int) -> str:
+    """The mark just before a code that starts at `at` in a box holding no label, when it may be what is left of
+    the code's first letters: on a hard tuning slip 'LO4I2_BF8I_H65S' faded to ')4I2_BF8I_H65S', and the code
+    passed as 4I2_BF8I_H65S but for its I/1 doubts. A label's decoration never stands alone in a value's box."""
+    if at == 0 or text[at - 1].isspace():
+        return ""
+    mark = text[:at].strip()
+    return "" if all(to_halfwidth(c) in _CODE_MARKS or c in _COLON for c in mark) else mark
 
 
 def _value_beside(
