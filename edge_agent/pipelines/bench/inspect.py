@@ -216,10 +216,15 @@ def _code_chars(text: str) -> str:
 
 
 # read_on's text must hold at least the last this many characters of the box, for the characters straight
-# after them to be the value's going on, each read with at least READ_ON_SURE: the noise of a hard photo
-# between a value and the next box reads as a character too, but not surely (hard tuning slip 431:
-# SN61366753114, then a 3 at 0.27 or a 2 at 0.72-0.88, where slip 615's 26 read at 1.0).
+# after them to be the value's going on. What follows is more code when its first character is read with
+# at least READ_ON_SEEN, and surely so when every character is read with at least READ_ON_SURE: the noise of
+# a hard photo between a value and the next box reads as a character too, but faintly (hard tuning slip
+# 431: SN61366753114, then a 3 at 0.27). Code read on unsurely is still a doubt: on hard tuning slip 72 a
+# shadow's edge across the SKU WM7362V ended its box at M736 (read at 0.976), and the read on gave 2V at
+# 0.93 and 0.42. On the 450 tuning photos (seeds 0-149) every read-on run of 0.5 or more was the value
+# going on.
 READ_ON_ANCHOR = 3
+READ_ON_SEEN = 0.5
 READ_ON_SURE = 0.95
 
 
@@ -242,22 +247,23 @@ def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> list[Is
     out = []
     again = read_on(reading, [ln for _, _, ln, _ in todo])
     for (name, value, _ln, boxed), (text, chars) in zip(todo, again, strict=True):
-        more = _read_past(boxed, text, chars)
+        more, sure = _read_past(boxed, text, chars)
         if more:
-            out.append(Issue("reads_disagree", name, f"{name}: {value} may go on past its box (read wider: ...{more})"))
+            how = "read wider" if sure else "read wider, unsure"
+            out.append(Issue("reads_disagree", name, f"{name}: {value} may go on past its box ({how}: ...{more})"))
     return out
 
 
-def _read_past(boxed: str, text: str, chars: tuple[float, ...]) -> str:
-    """The code read past the end of a box: `text` (the box's end read on, with `chars`, its characters'
-    probabilities) holds the longest end of `boxed` (the box's letters and digits) it can, at least
-    READ_ON_ANCHOR long and as late as it can (a value ending 5-55 is not going on because the read
+def _read_past(boxed: str, text: str, chars: tuple[float, ...]) -> tuple[str, bool]:
+    """The code read past the end of a box, and whether surely: `text` (the box's end read on, with `chars`,
+    its characters' probabilities) holds the longest end of `boxed` (the box's letters and digits) it can, at
+    least READ_ON_ANCHOR long and as late as it can (a value ending 5-55 is not going on because the read
     holds 55-5 before its last 5); what follows straight after, with no space between (a speck of a stain
-    read after a gap, "30831 =7", is not the value's) and every character at least READ_ON_SURE, is
-    returned. "" when nothing is."""
+    read after a gap, "30831 =7", is not the value's), its first character read with at least READ_ON_SEEN,
+    is returned, sure when every character is at least READ_ON_SURE. ("", False) when nothing is."""
     raw = to_halfwidth(text).upper()
     if len(chars) != len(raw):
-        return ""
+        return "", False
     at = [i for i, c in enumerate(raw) if "A" <= c <= "Z" or "0" <= c <= "9"]
     code = "".join(raw[i] for i in at)
     for k in range(min(len(boxed), len(code)), READ_ON_ANCHOR - 1, -1):
@@ -265,12 +271,12 @@ def _read_past(boxed: str, text: str, chars: tuple[float, ...]) -> str:
         if pos >= 0:
             break
     else:
-        return ""
+        return "", False
     end = at[pos + k - 1] + 1
     run = re.match(r"[-_/.]?((?:[A-Z0-9]|[-_/.](?=[A-Z0-9]))+)", raw[end:])
-    if run is None or min(chars[end + run.start(1) : end + run.end(1)]) < READ_ON_SURE:
-        return ""
-    return _code_chars(run.group(1))
+    if run is None or chars[end + run.start(1)] < READ_ON_SEEN:
+        return "", False
+    return _code_chars(run.group(1)), min(chars[end + run.start(1) : end + run.end(1)]) >= READ_ON_SURE
 
 
 def keep_found(finer: ReadFields, first: ReadFields, rules: Rules) -> ReadFields:
