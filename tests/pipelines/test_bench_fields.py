@@ -841,3 +841,22 @@ def test_extract_fields__a_mark_just_before_a_code_alone_in_its_box_may_be_its_l
     beside = extract_fields(lines_of("货号(SKU)：4K7_HF9K_H43R"), TEMPLATE, REASONS, MATCHER)
     assert beside.values["sku"].value == "4K7_HF9K_H43R"
     assert not [i for i in beside.issues if i.field == "sku"]
+
+
+def test_extract_fields__a_label_read_with_a_zero_for_its_o_makes_every_0_and_o_in_codes_a_doubt() -> None:
+    """Tuning slip 67 (LXGW WenKai Mono, whose O and 0 are drawn alike): the label Order# came back
+    '[0rder#]' and the SKU RDD1388O came back RDD13880 with its 0 at 1.0, and passed. A recogniser that read
+    this print's O as 0 in a word may do so in a code, however sure it is."""
+
+    def sure(text: str, y: int) -> TextLine:
+        return TextLine(text, 0.99, (20, y, 600, 30), (1.0,) * len(text))
+
+    ext = extract_fields([sure("[0rder#]:66429387844", 0), sure("货号：RDD13880", 40)], TEMPLATE, REASONS, MATCHER)
+    assert ext.values["order_no"].value == "66429387844"  # a pattern of digits only: no doubt to have
+    assert ext.values["sku"].value == "RDD13880"
+    sku = [i for i in ext.issues if i.field == "sku"]
+    assert [i.code for i in sku] == ["ambiguous_value"] and "0 or O at character 8" in sku[0].message
+    # the label read right: the recogniser's sure 0 stands
+    plain = extract_fields([sure("[Order#]:66429387844", 0), sure("货号：RDD13880", 40)], TEMPLATE, REASONS, MATCHER)
+    assert plain.values["sku"].value == "RDD13880"
+    assert not [i for i in plain.issues if i.field == "sku"]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import ConfigError
-from edge_agent.pipelines.bench.locate import SHAPE_ONLY, Found, Labels, locate, unclaimed
+from edge_agent.pipelines.bench.locate import SHAPE_ONLY, Found, Labels, locate, o_read_as_zero, unclaimed
 from edge_agent.pipelines.bench.normalize import (
     CODE_SEPARATORS,
     QTY_UNITS,
@@ -51,6 +51,9 @@ PER_SUBSTITUTION = 0.9
 FUZZY_LABEL = 0.85
 CONFLICT = 0.5
 AMBIGUOUS_CODE = 0.6
+# Each 0 and O in the codes of a slip with a label read with a zero for its O (locate.o_read_as_zero) is at
+# most this sure: below every SURE_AS_READ threshold, so where the pattern allows both it is a doubt.
+O_ZERO_UNSURE = 0.5
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,8 +486,12 @@ def extract_fields(
             spans.append(Span(vrow, vstart, vend, hit.role))
     kinds = {f.name: f.kind for f in template.fields}
 
+    zero_o = o_read_as_zero(lines, matcher.labels)
+
     def parse(name: str, text: str, conf: tuple[float, ...] = ()) -> tuple[str | int | None, float, str | None]:
         spec = template.spec(name)
+        if zero_o and len(conf) == len(text):
+            conf = tuple(min(c, O_ZERO_UNSURE) if ch in "0O０Ｏ" else c for ch, c in zip(text, conf, strict=True))
         return _PARSERS[spec.kind](spec, text, reasons, conf)
 
     found = locate(lines, matcher.labels, kinds, lambda n, t: parse(n, t)[0] is not None)

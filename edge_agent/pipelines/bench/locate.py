@@ -446,6 +446,17 @@ def _text_frame(lines: Sequence[TextLine]) -> tuple[list[TextLine], dict[int, Te
     return level, {id(g): b for g, b in zip(level, boxes, strict=True)}
 
 
+def o_read_as_zero(lines: Sequence[TextLine], labels: Labels) -> str:
+    """The first label read with a zero for its letter O ("[0rder#]"), or "": then the slip's print is one
+    the recogniser reads O as 0 in, surely (tuning slip 67, LXGW WenKai Mono: the SKU RDD1388O came back
+    RDD13880 with its 0 at 1.0, beside the label 0rder#), and no 0 or O in its codes is sure."""
+    for ln in lines:
+        for h in labels.find(ln.text):
+            if not h.fuzzy and "0" in to_halfwidth(ln.text[h.start : h.end]):
+                return ln.text[h.start : h.end]
+    return ""
+
+
 def locate(
     lines: Sequence[TextLine],
     labels: Labels,
