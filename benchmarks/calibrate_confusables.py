@@ -15,7 +15,8 @@ the current thresholds pass.
 With --glyphs it measures the glyph-width witness instead (edge_agent.pipelines.bench.glyphs): for every
 O and 0 the recogniser read in a line that holds a code value, its width over the line's digits, per font
 and per printed character, and what settle_o_zero did with it: made sure (right or WRONG), made doubtful
-(a right or a wrong read), or left alone. A line read again (the second look, the cascade) counts again.
+(a right or a wrong read), or left alone; and of the doubtful ones, how many it wrote as the width says
+(right, or WRONG). A line read again (the second look, the cascade) counts again.
 
     taskset -c 0 python benchmarks/calibrate_confusables.py --glyphs --n 150   # about 13 min
 """
@@ -95,13 +96,13 @@ def collect_glyphs(n: int, start: int) -> list[dict[str, Any]]:
         seeds = split_seeds("tune", n, start)
     except ValueError as exc:
         raise SystemExit(str(exc)) from None
-    settled: list[tuple[str, tuple[float, ...], dict[int, float], tuple[float, ...]]] = []
+    settled: list[tuple[str, tuple[float, ...], dict[int, float], tuple[float, ...], str]] = []
     settle = onnx_mod.settle_o_zero
 
-    def watching(text: str, conf: tuple[float, ...], ratios: dict[int, float]) -> tuple[float, ...]:
-        out = settle(text, conf, ratios)
-        settled.append((text, conf, ratios, out))
-        return out
+    def watching(text: str, conf: tuple[float, ...], ratios: dict[int, float]) -> tuple[str, tuple[float, ...]]:
+        written, out = settle(text, conf, ratios)
+        settled.append((text, conf, ratios, out, written))
+        return written, out
 
     onnx_mod.settle_o_zero = watching  # type: ignore[assignment]
     inspector = Inspector(BenchConfig())
@@ -117,7 +118,7 @@ def collect_glyphs(n: int, start: int) -> list[dict[str, Any]]:
             font = Path(str(truth.get("font") or "?")).name
             for name in CODE_FIELDS:
                 want = str(t[name]).upper()
-                for text, before, ratios, after in settled:
+                for text, before, ratios, after, written in settled:
                     k = text.upper().replace("O", "0").find(want.replace("O", "0"))
                     if k < 0:
                         continue  # not this value's line
@@ -133,14 +134,29 @@ def collect_glyphs(n: int, start: int) -> list[dict[str, Any]]:
                             if after[i] < before[i]
                             else "left alone"
                         )
-                        rows.append({"font": font, "printed": printed, "ratio": ratios[i], "outcome": outcome})
+                        rows.append(
+                            {
+                                "font": font,
+                                "printed": printed,
+                                "ratio": ratios[i],
+                                "outcome": outcome,
+                                "rewritten": written[i] != text[i],
+                                "rewritten_right": written[i] != text[i] and written[i] == printed,
+                            }
+                        )
         print(f"seed {seed}: {len(rows)} characters", file=sys.stderr, flush=True)
     return rows
 
 
 def glyph_table(rows: list[dict[str, Any]]) -> str:
     outcomes = ("sure, right", "sure, WRONG", "doubtful, right read", "doubtful, wrong read", "left alone")
-    head = ["font", "printed O: n, width min / median / max", "printed 0: n, width min / median / max", *outcomes]
+    head = [
+        "font",
+        "printed O: n, width min / median / max",
+        "printed 0: n, width min / median / max",
+        *outcomes,
+        "doubtful and written as the width says: right / WRONG",
+    ]
     out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
 
     def spread(rs: list[dict[str, Any]]) -> str:
@@ -154,6 +170,7 @@ def glyph_table(rows: list[dict[str, Any]]) -> str:
             spread([r for r in rs if r["printed"] == "O"]),
             spread([r for r in rs if r["printed"] == "0"]),
             *(str(sum(r["outcome"] == o for r in rs)) for o in outcomes),
+            f"{sum(r['rewritten_right'] for r in rs)} / {sum(r['rewritten'] and not r['rewritten_right'] for r in rs)}",
         ]
         out.append("| " + " | ".join(cells) + " |")
     return "\n".join(out)

@@ -11,6 +11,12 @@ apart. Not the same label: a slip may print its title in another font than its c
 were tried as that evidence and refused: in a monospaced font they measured up to 1.47 digits wide on the
 tuning split, where O and 0 are alike.
 
+Where the width says the other reading, the character is doubtful (at most 0.5) and, when the recogniser
+was not sure of its own (below SWAP_BELOW) and the character stands in a code (its run of letters and
+digits holds another digit), it is written as the width says: the slip still goes to review, with the
+likelier value in front of the reviewer. A word's letter is left as read, for the label rules
+(locate.o_read_as_zero reads "0rder" as evidence of the print).
+
 Each character's place in the crop comes from the CTC time step it was read at (the recogniser's output
 has one step per 8 input columns); its glyph is the connected ink component under that place, when that
 component holds this character alone.
@@ -36,6 +42,9 @@ O_WIDER_THAN_DIGITS = 1.3
 ZERO_AS_DIGITS = 1.12
 MIN_REFS = 2
 WITNESS_FLOOR = 0.9  # the recogniser must lean this far to the reading the width confirms
+# The same calibration: the 15 O read as 0 that the width says are O were read at 0.53-0.998; the three
+# Zen Hei zeros measured as wide as an O (1.38-1.44) at 0.9994-1.0. Below this the width's reading is written.
+SWAP_BELOW = 0.999
 
 
 def char_centres(steps: list[int], crop_width: int, input_width: int) -> list[float]:
@@ -112,18 +121,31 @@ def line_ratios(
     return o_zero_ratios(text, glyph_sizes(crop, text, char_centres(list(steps), crop.shape[1], input_width)))
 
 
-def settle_o_zero(text: str, conf: tuple[float, ...], ratios: dict[int, float]) -> tuple[float, ...]:
-    """One line's character probabilities with its O and 0 the widths settle: 1.0 where the width says
-    what the recogniser read (and it leaned that way), at most 0.5 where it says the other. A 0 as wide as
-    the digits is settled only beside an O drawn wide in the same line: the same font draws the two apart."""
+def settle_o_zero(text: str, conf: tuple[float, ...], ratios: dict[int, float]) -> tuple[str, tuple[float, ...]]:
+    """One line's text and character probabilities with its O and 0 the widths settle: 1.0 where the width
+    says what the recogniser read (and it leaned that way), at most 0.5 where it says the other, and then
+    the width's reading written in a code the recogniser was not sure of. A 0 as wide as the digits is
+    settled only beside an O drawn wide in the same line: the same font draws the two apart."""
     wide_o = any(text[i] == "O" and conf[i] >= WITNESS_FLOOR and r >= O_WIDER_THAN_DIGITS for i, r in ratios.items())
-    out = list(conf)
+    chars, out = list(text), list(conf)
     for i, r in ratios.items():
         printed = "O" if r >= O_WIDER_THAN_DIGITS else "0" if wide_o and r <= ZERO_AS_DIGITS else None
         if printed is None:
             continue
         if printed != text[i]:
+            if conf[i] < SWAP_BELOW and _in_code(text, i):
+                chars[i] = printed
             out[i] = min(out[i], 0.5)
         elif out[i] >= WITNESS_FLOOR:
             out[i] = 1.0
-    return tuple(out)
+    return "".join(chars), tuple(out)
+
+
+def _in_code(text: str, i: int) -> bool:
+    """Does the run of letters and digits around position i hold a digit besides it (a code, not a word)?"""
+    lo, hi = i, i + 1
+    while lo > 0 and text[lo - 1].isascii() and text[lo - 1].isalnum():
+        lo -= 1
+    while hi < len(text) and text[hi].isascii() and text[hi].isalnum():
+        hi += 1
+    return any(c.isdigit() for j, c in enumerate(text[lo:hi], lo) if j != i)

@@ -341,15 +341,16 @@ class OnnxOcr:
         self, crops: list[NDArray[Any]], squeeze: float | None = None
     ) -> list[tuple[str, float, tuple[float, ...]]]:
         """(text, confidence, each character's probability) of each crop. An O or 0 whose glyph width
-        says the same is made sure (1.0), one whose width says the other is made doubtful (at most 0.5),
-        see glyphs.py."""
+        says the same is made sure (1.0), one whose width says the other is made doubtful (at most 0.5) and,
+        in a code the recogniser was not sure of, written as the width says; see glyphs.py."""
         res: list[tuple[str, float, tuple[float, ...]]] = [("", 0.0, ())] * len(crops)
         squeeze = squeeze or self.cfg.rec_squeeze
         for idx, x in rec_batches(crops, self.cfg.rec_batch, squeeze):
             probs = self.rec.run(None, {"x": x})[0]
             for i, (text, conf, char_conf, steps) in zip(idx, ctc_decode_steps(probs, self.charset), strict=True):
                 ratios = line_ratios(crops[i], text, char_conf, steps, rec_width(crops[i], squeeze))
-                res[i] = (text, conf, settle_o_zero(text, char_conf, ratios) if ratios else char_conf)
+                written, settled = settle_o_zero(text, char_conf, ratios) if ratios else (text, char_conf)
+                res[i] = (written, conf, settled)
         return res
 
     def read(
