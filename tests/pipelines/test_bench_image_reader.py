@@ -502,6 +502,48 @@ def test_image_reader__read_on_reads_what_a_box_cut_short_left_out_up_to_the_nex
     assert reader.read_on(replace(reading, lines=(cut, beside)), [cut]) == [("", ())]
 
 
+def test_image_reader__read_on_back_reads_what_a_box_cut_short_at_its_start_left_out(reader: ImageReader) -> None:
+    """A line whose box starts two characters after its text does: read back, the start of the box grown to
+    the left gives them before its first characters; with the box before it on the line 4 px off there
+    is no room, and nothing is read."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from edge_agent.demo.slipgen.layouts import FONTS
+    from edge_agent.pipelines.bench.types import ImageReading, QualityReport, TextLine
+
+    font = ImageFont.truetype(FONTS[0][0], 40, index=FONTS[0][2])
+    page = Image.new("L", (900, 100), 255)
+    ImageDraw.Draw(page).text((120, 30), "WM-1234567890", font=font, fill=0)
+    label = np.asarray(page)
+    x0, x1 = 120.0 + font.getlength("WM"), 120.0 + font.getlength("WM-1234567890")  # the box starts at the -
+    quad = ((x0, 25.0), (x1, 25.0), (x1, 80.0), (x0, 80.0))
+    cut = TextLine("-1234567890", 0.999, (round(x0), 25, round(x1 - x0), 55), (0.999,) * 11, quad)
+    quality = QualityReport(True, (), 900.0, 200.0, 0.0, True)
+    reading = ImageReading(quality, (cut,), (), "onnx", label_image=label)
+    [(text, chars)] = reader.read_on(reading, [cut], back=True)
+    assert text.replace(" ", "").startswith("WM-12"), text
+    assert len(chars) == len(text)
+    [(ahead, _)] = reader.read_on(reading, [cut])
+    assert "WM" not in ahead  # read on, the end of the box is read: the other way
+
+    before = TextLine("X", 0.99, (round(x0) - 44, 25, 40, 55))  # the box before it on the line, 4 px off
+    assert reader.read_on(replace(reading, lines=(before, cut)), [cut], back=True) == [("", ())]
+
+
+def test_read_before__the_code_straight_before_the_longest_start_of_the_box_and_how_surely_it_was_read() -> None:
+    from edge_agent.pipelines.bench.inspect import _read_before
+
+    sure = (1.0,) * 12
+    assert _read_before("7222", "77222", (0.999, *sure[:4])) == ("7", True)  # a customer id that lost C428197
+    assert _read_before("6532658", "06532", (0.317, 0.999, 0.993, 1.0, 1.0)) == ("0", False)  # in glare
+    assert _read_before("C1034358063", "C103435", sure[:7]) == ("", False)  # the box's start, nothing before
+    assert _read_before("M736", "SKU:M736", sure[:8]) == ("", False)  # a label and a colon before it
+    assert _read_before("5555B17", "55-5555", sure[:7]) == ("", False)  # its start repeats: held as early as can be
+    assert _read_before("6611260", "5 66112", sure[:7]) == ("", False)  # a speck before a gap
+    assert _read_before("6532658", "06532", (0.29, *sure[:4])) == ("", False)  # noise, read faintly
+    assert _read_before("P532489", "ABC", sure[:3]) == ("", False)  # the box's start not found in the read
+
+
 def test_read_past__the_code_straight_after_the_longest_end_of_the_box_and_how_surely_it_was_read() -> None:
     from edge_agent.pipelines.bench.inspect import _read_past
 
@@ -581,6 +623,33 @@ def test_inspector__a_code_a_shadow_cut_short_is_read_again_though_the_read_on_i
     assert [(i.code, i.field, i.message) for i in found.disagree] == [
         ("reads_disagree", "sku", "sku: M736 may go on past its box (read wider, unsure: ...2V)")
     ]
+
+
+def test_inspector__a_code_whose_start_glare_washed_out_is_not_passed_without_it() -> None:
+    """Diverse seed 836 (hard, tuning split): reflected light washes out the colon and the O of the SKU
+    O65326-58, beside its label 产品SKU; the detector boxes 65326-58 alone and reads it at 0.9995. The box's
+    start read back gives a faint 0 before it (0.32): the value may start before its box, so a person looks
+    rather than 65326-58 passing."""
+    from datetime import date, timedelta
+
+    from edge_agent.demo.slipgen import field_truth
+    from edge_agent.pipelines.bench.inspect import Inspector, read_fields
+
+    img, truth = generate_slip(836, "hard", style="diverse")
+    t = field_truth(truth)
+    assert t["sku"] == "O65326-58"
+    ins = Inspector(BenchConfig())
+    reading = ins.reader.read(img)
+    blind = read_fields(reading, ins.rules, ins.reader.confirm_lines)
+    assert blind.ext.values["sku"].value == "65326-58" and not blind.ext.issues and not blind.disagree
+    found = read_fields(reading, ins.rules, ins.reader.confirm_lines, ins.reader.read_on)
+    assert [(i.code, i.field, i.message) for i in found.disagree] == [
+        ("reads_disagree", "sku", "sku: 65326-58 may start before its box (read wider, unsure: 0...)")
+    ]
+    day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
+    ins.today = lambda: day
+    res = ins.inspect(img)
+    assert res.needs_review and any(i.field == "sku" for i in res.review_reasons)
 
 
 def test_inspector__the_order_barcode_fills_an_order_whose_label_ocr_lost_and_beats_a_digit_read_in() -> None:

@@ -9,7 +9,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, date, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import cv2
 import numpy as np
@@ -61,8 +61,15 @@ ENGINE_CONFIDENCE = {"onnx": 1.0, "tesseract": 0.9}
 MANIFEST_UNREADABLE = "the expected-returns manifest cannot be read, so the order was not checked against it"
 # Extraction issues about the order number that a barcode or scan reading makes moot.
 _ORDER_ISSUES_FILLED = ("missing_field", "bad_format", "ambiguous_value", "low_confidence")
-# Reader.read_on: the ends of lines' boxes read on to the right, each as (text, character probabilities).
-ReadOn = Callable[[ImageReading, list[TextLine]], list[tuple[str, tuple[float, ...]]]]
+
+
+class ReadOn(Protocol):
+    """Reader.read_on: the ends of lines' boxes read on to the right (or, with `back`, their starts read
+    back to the left), each as (text, character probabilities)."""
+
+    def __call__(
+        self, reading: ImageReading, lines: list[TextLine], back: bool = False
+    ) -> list[tuple[str, tuple[float, ...]]]: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +174,8 @@ def read_fields(
     `confirm` reads the lines of values with a letter/digit ambiguity again (Reader.confirm_lines), and
     after a squeezed read (which can merge repeated digits) those of SECOND_READ_FIELDS whatever their
     doubt; the fields are found again on what it returns. `read_on` reads the boxes of the codes read
-    without doubt again, grown to the right (Reader.read_on): see _runs_on."""
+    without doubt again, grown to the right, and to the left where the value opens its box
+    (Reader.read_on): see _runs_on."""
     t0 = time.perf_counter()
     ext = extract_fields(reading.lines, rules.template, rules.reasons, rules.matcher)
     recheck = SECOND_READ_FIELDS if reading.rec_squeeze < 1.0 else ()
@@ -228,30 +236,69 @@ READ_ON_SEEN = 0.5
 READ_ON_SURE = 0.95
 
 
+# A value that opens its box is read back to the left too: glare or a stain over the start of a value can
+# leave it out of the box, and the rest still fits its pattern (hard tuning slip 836: O65326-58 read as
+# 65326-58 at 0.9995, its O and the colon before it washed out by reflected light; read back, a faint 0 at
+# 0.32 comes before it). What comes straight before counts when its last character is read with at least
+# READ_BACK_SEEN: on the 900 tuning photos of seeds 0-149 and 800-949, 7 of the 8 reads back that gave code
+# before the box were of values that had lost their start (0.32-0.999); the eighth, a 5 at 0.56 from the
+# label's edge before a right order number, the cascade's finer pass cleared.
+READ_BACK_SEEN = 0.3
+
+
 def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> list[Issue]:
     """reads_disagree for each code read without doubt at the end of its box when the end of that box, read
     again grown to the right, gives its last characters and more after them: the value went on past the
     box, which a stain across its end can cut short (typical tuning slip 615: P532489 read at 0.9998 for
-    P53248926)."""
+    P53248926). Likewise for a code that opens its box, read back to the left: the value may start before
+    its box (READ_BACK_SEEN)."""
     doubted = {i.field for i in ext.issues}
-    todo: list[tuple[str, str, TextLine, str]] = []
+    ends: list[tuple[str, str, TextLine, str]] = []
+    starts: list[tuple[str, str, TextLine, str]] = []
     for name in READ_ON_FIELDS:
         fv, ln = ext.values.get(name), ext.where.get(name)
         if fv is None or fv.value is None or ln is None or name in doubted:
             continue
-        boxed = _code_chars(ln.text)
-        if boxed.endswith(_code_chars(str(fv.value))) and len(boxed) >= READ_ON_ANCHOR:
-            todo.append((name, str(fv.value), ln, boxed))
-    if not todo:
-        return []
+        boxed, value = _code_chars(ln.text), _code_chars(str(fv.value))
+        if len(boxed) < READ_ON_ANCHOR or not value:
+            continue
+        if boxed.endswith(value):
+            ends.append((name, str(fv.value), ln, boxed))
+        if boxed.startswith(value) and to_halfwidth(ln.text).strip().upper()[:1] == value[0]:
+            starts.append((name, str(fv.value), ln, boxed))
     out = []
-    again = read_on(reading, [ln for _, _, ln, _ in todo])
-    for (name, value, _ln, boxed), (text, chars) in zip(todo, again, strict=True):
-        more, sure = _read_past(boxed, text, chars)
-        if more:
-            how = "read wider" if sure else "read wider, unsure"
-            out.append(Issue("reads_disagree", name, f"{name}: {value} may go on past its box ({how}: ...{more})"))
+    if ends:
+        again = read_on(reading, [ln for _, _, ln, _ in ends])
+        for (name, value, _ln, boxed), (text, chars) in zip(ends, again, strict=True):
+            more, sure = _read_past(boxed, text, chars)
+            if more:
+                how = "read wider" if sure else "read wider, unsure"
+                out.append(Issue("reads_disagree", name, f"{name}: {value} may go on past its box ({how}: ...{more})"))
+    if starts:
+        again = read_on(reading, [ln for _, _, ln, _ in starts], back=True)
+        for (name, value, _ln, boxed), (text, chars) in zip(starts, again, strict=True):
+            more, sure = _read_before(boxed, text, chars)
+            if more and name not in {i.field for i in out}:
+                how = "read wider" if sure else "read wider, unsure"
+                say = f"{name}: {value} may start before its box ({how}: {more}...)"
+                out.append(Issue("reads_disagree", name, say))
     return out
+
+
+def _anchored(boxed: str, text: str, chars: tuple[float, ...], first: bool) -> tuple[str, list[int], int, int]:
+    """`text` upper-cased and half-width, the places of its letters and digits, and where in those the
+    longest start (`first`) or end of `boxed` it holds begins and how long it is: at least READ_ON_ANCHOR,
+    as early (a start) or as late (an end) as it can. (raw, [], -1, 0) when it holds none."""
+    raw = to_halfwidth(text).upper()
+    if len(chars) != len(raw):
+        return raw, [], -1, 0
+    at = [i for i, c in enumerate(raw) if "A" <= c <= "Z" or "0" <= c <= "9"]
+    code = "".join(raw[i] for i in at)
+    for k in range(min(len(boxed), len(code)), READ_ON_ANCHOR - 1, -1):
+        pos = code.find(boxed[:k]) if first else code.rfind(boxed[-k:])
+        if pos >= 0:
+            return raw, at, pos, k
+    return raw, [], -1, 0
 
 
 def _read_past(boxed: str, text: str, chars: tuple[float, ...]) -> tuple[str, bool]:
@@ -261,22 +308,28 @@ def _read_past(boxed: str, text: str, chars: tuple[float, ...]) -> tuple[str, bo
     holds 55-5 before its last 5); what follows straight after, with no space between (a speck of a stain
     read after a gap, "30831 =7", is not the value's), its first character read with at least READ_ON_SEEN,
     is returned, sure when every character is at least READ_ON_SURE. ("", False) when nothing is."""
-    raw = to_halfwidth(text).upper()
-    if len(chars) != len(raw):
-        return "", False
-    at = [i for i, c in enumerate(raw) if "A" <= c <= "Z" or "0" <= c <= "9"]
-    code = "".join(raw[i] for i in at)
-    for k in range(min(len(boxed), len(code)), READ_ON_ANCHOR - 1, -1):
-        pos = code.rfind(boxed[-k:])
-        if pos >= 0:
-            break
-    else:
+    raw, at, pos, k = _anchored(boxed, text, chars, first=False)
+    if pos < 0:
         return "", False
     end = at[pos + k - 1] + 1
     run = re.match(r"[-_/.]?((?:[A-Z0-9]|[-_/.](?=[A-Z0-9]))+)", raw[end:])
     if run is None or chars[end + run.start(1)] < READ_ON_SEEN:
         return "", False
     return _code_chars(run.group(1)), min(chars[end + run.start(1) : end + run.end(1)]) >= READ_ON_SURE
+
+
+def _read_before(boxed: str, text: str, chars: tuple[float, ...]) -> tuple[str, bool]:
+    """_read_past the other way: the code read before the start of a box (`text`, its start read back, holds
+    the longest start of `boxed` it can, as early as it can), straight before it with no space between, its
+    last character read with at least READ_BACK_SEEN; sure when every character is at least READ_ON_SURE."""
+    raw, at, pos, _k = _anchored(boxed, text, chars, first=True)
+    if pos < 0:
+        return "", False
+    start = at[pos]
+    run = re.search(r"((?:[A-Z0-9]|[-_/.](?=[A-Z0-9]))+)[-_/.]?$", raw[:start])
+    if run is None or chars[run.end(1) - 1] < READ_BACK_SEEN:
+        return "", False
+    return _code_chars(run.group(1)), min(chars[run.start(1) : run.end(1)]) >= READ_ON_SURE
 
 
 def keep_found(finer: ReadFields, first: ReadFields, rules: Rules) -> ReadFields:

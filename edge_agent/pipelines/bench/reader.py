@@ -195,12 +195,16 @@ class ImageReader:
                 out.append(replace(ln, text=text, confidence=round(conf, 4), char_conf=chars))
         return out
 
-    def read_on(self, reading: ImageReading, lines: list[TextLine]) -> list[tuple[str, tuple[float, ...]]]:
+    def read_on(
+        self, reading: ImageReading, lines: list[TextLine], back: bool = False
+    ) -> list[tuple[str, tuple[float, ...]]]:
         """The end of each line's box (its last READ_ON_TAIL line heights) read again with the box grown
         READ_ON line heights to the right, but not into the next box on its line nor past the label's edge:
         the text the detector's box may have left out, after the characters the box ended with, with each
-        character's probability. ("", ()) for a line with no room to grow, or when the engine cannot read a
-        box again."""
+        character's probability. With `back`, the start of each box (its first READ_ON_TAIL heights) grown
+        to the left likewise, not into the box before it on its line: the text left out before the box's
+        first characters. ("", ()) for a line with no room to grow, or when the engine cannot read a box
+        again."""
         from edge_agent.pipelines.bench.ocr_onnx import OnnxOcr, crop_box
 
         if not isinstance(self.engine, OnnxOcr) or reading.label_image is None:
@@ -217,17 +221,25 @@ class ImageReader:
             if length < 1 or height < 1 or along[0] <= 0:
                 continue
             x, y, w, h = ln.box
-            room = width - 1 - (x + w)  # in x, up to the label's edge
-            for ox, oy, _ow, oh in (o.box for o in reading.lines if o.box != ln.box):
-                if ox >= x + w - 2 and min(y + h, oy + oh) - max(y, oy) > min(h, oh) / 2:
+            room = x if back else width - 1 - (x + w)  # in x, up to the label's edge
+            for ox, oy, ow, oh in (o.box for o in reading.lines if o.box != ln.box):
+                if min(y + h, oy + oh) - max(y, oy) <= min(h, oh) / 2:
+                    continue  # not on this line
+                if back and ox + ow <= x + 2:
+                    room = min(room, x - (ox + ow) - 1)  # or the box before it on this line
+                elif not back and ox >= x + w - 2:
                     room = min(room, ox - (x + w) - 1)  # or the next box on this line
             grow = min(READ_ON * height, room * length / float(along[0]))  # along the line's slant
             if grow < height / 4:
                 continue
             unit = along / length
-            cut = unit * max(0.0, length - READ_ON_TAIL * height)  # from the last characters of the box
+            if back:  # from before the box to its first characters
+                cut = unit * min(length, READ_ON_TAIL * height)
+                grown = np.array([q[0] - unit * grow, q[0] + cut, q[3] + cut, q[3] - unit * grow], np.float32)
+            else:  # from the last characters of the box to past it
+                cut = unit * max(0.0, length - READ_ON_TAIL * height)
+                grown = np.array([q[0] + cut, q[1] + unit * grow, q[2] + unit * grow, q[3] + cut], np.float32)
             todo.append(i)
-            grown = np.array([q[0] + cut, q[1] + unit * grow, q[2] + unit * grow, q[3] + cut], np.float32)
             crops.append(crop_box(reading.label_image, grown))
         out: list[tuple[str, tuple[float, ...]]] = [("", ())] * len(lines)
         read = self.engine.recognize(crops, squeeze=1.0) if crops else []
