@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pytest
@@ -13,6 +14,10 @@ from hypothesis import strategies as st
 
 from edge_agent.demo.slipgen import generate_slip
 from edge_agent.pipelines.bench.config import BenchConfig
+
+if TYPE_CHECKING:
+    from edge_agent.pipelines.bench.inspect import Inspector, ReadFields
+    from edge_agent.pipelines.bench.types import ImageReading
 from edge_agent.pipelines.bench.image_config import OcrConfig
 from edge_agent.pipelines.bench.ocr_onnx import (
     ModelError,
@@ -558,6 +563,21 @@ def test_read_past__the_code_straight_after_the_longest_end_of_the_box_and_how_s
     assert _read_past("P532489", "ABC", sure[:3]) == ("", False)  # the box's end not found in the read
 
 
+def _read_twice(seed: int, tier: str) -> tuple[Inspector, dict[str, Any], ImageReading, ReadFields, ReadFields]:
+    """A diverse slip's photo read by a fresh Inspector's reader, and its fields found twice on that reading:
+    without (`blind`) and with (`found`) its codes' boxes read on and back. (inspector, truth, reading,
+    blind, found)"""
+    from edge_agent.demo.slipgen import field_truth
+    from edge_agent.pipelines.bench.inspect import Inspector, read_fields
+
+    img, truth = generate_slip(seed, tier, style="diverse")
+    ins = Inspector(BenchConfig())
+    reading = ins.reader.read(img)
+    blind = read_fields(reading, ins.rules, ins.reader.confirm_lines)
+    found = read_fields(reading, ins.rules, ins.reader.confirm_lines, ins.reader.read_on)
+    return ins, {**field_truth(truth), "image": img}, reading, blind, found
+
+
 def test_inspector__a_code_whose_box_a_stain_ended_early_is_not_passed_cut_short() -> None:
     """Diverse seed 615 (typical, tuning split): a speckled stain across the end of the SKU P53248926 ends
     the first pass's box two characters early, and the box reads P532489 at 0.9998. The box's end, read
@@ -569,21 +589,16 @@ def test_inspector__a_code_whose_box_a_stain_ended_early_is_not_passed_cut_short
     from datetime import date, timedelta
 
     from edge_agent.demo.slipgen import field_truth
-    from edge_agent.pipelines.bench.inspect import Inspector, read_fields
+    from edge_agent.pipelines.bench.inspect import read_fields
 
-    img, truth = generate_slip(615, "typical", style="diverse")
-    t = field_truth(truth)
+    ins, t, reading, blind, found = _read_twice(615, "typical")
     assert t["sku"] == "P53248926"
-    ins = Inspector(BenchConfig())
-    reading = ins.reader.read(img)
-    blind = read_fields(reading, ins.rules, ins.reader.confirm_lines)
     assert blind.ext.values["sku"].value == "P532489" and not blind.ext.issues and not blind.disagree
-    found = read_fields(reading, ins.rules, ins.reader.confirm_lines, ins.reader.read_on)
     assert [(i.code, i.field) for i in found.disagree] == [("reads_disagree", "sku")]
     assert found.disagree[0].message == "sku: P532489 may go on past its box (read wider: ...26)"
     day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
     ins.today = lambda: day
-    res = ins.inspect(img)
+    res = ins.inspect(t["image"])
     assert res.fields["sku"] == "P53248926" and "read_on" in res.timing_ms
 
     img, truth = generate_slip(840, "clean", style="diverse")
@@ -610,16 +625,9 @@ def test_inspector__a_code_a_shadow_cut_short_is_read_again_though_the_read_on_i
     reads M736 at 0.976. The box's end read on gives the 2V after it, but not surely (0.93 and 0.42): the
     value may go on, so the cascade reads the slip again rather than M736 passing. (Its finer pass reads
     M7362V: the W after the colon is still lost, see docs/records-bench.md.)"""
-    from edge_agent.demo.slipgen import field_truth
-    from edge_agent.pipelines.bench.inspect import Inspector, read_fields
-
-    img, truth = generate_slip(72, "hard", style="diverse")
-    assert field_truth(truth)["sku"] == "WM7362V"
-    ins = Inspector(BenchConfig())
-    reading = ins.reader.read(img)
-    blind = read_fields(reading, ins.rules, ins.reader.confirm_lines)
+    _ins, t, _reading, blind, found = _read_twice(72, "hard")
+    assert t["sku"] == "WM7362V"
     assert blind.ext.values["sku"].value == "M736" and not blind.ext.issues and not blind.disagree
-    found = read_fields(reading, ins.rules, ins.reader.confirm_lines, ins.reader.read_on)
     assert [(i.code, i.field, i.message) for i in found.disagree] == [
         ("reads_disagree", "sku", "sku: M736 may go on past its box (read wider, unsure: ...2V)")
     ]
@@ -632,23 +640,15 @@ def test_inspector__a_code_whose_start_glare_washed_out_is_not_passed_without_it
     rather than 65326-58 passing."""
     from datetime import date, timedelta
 
-    from edge_agent.demo.slipgen import field_truth
-    from edge_agent.pipelines.bench.inspect import Inspector, read_fields
-
-    img, truth = generate_slip(836, "hard", style="diverse")
-    t = field_truth(truth)
+    ins, t, _reading, blind, found = _read_twice(836, "hard")
     assert t["sku"] == "O65326-58"
-    ins = Inspector(BenchConfig())
-    reading = ins.reader.read(img)
-    blind = read_fields(reading, ins.rules, ins.reader.confirm_lines)
     assert blind.ext.values["sku"].value == "65326-58" and not blind.ext.issues and not blind.disagree
-    found = read_fields(reading, ins.rules, ins.reader.confirm_lines, ins.reader.read_on)
     assert [(i.code, i.field, i.message) for i in found.disagree] == [
         ("reads_disagree", "sku", "sku: 65326-58 may start before its box (read wider, unsure: 0...)")
     ]
     day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
     ins.today = lambda: day
-    res = ins.inspect(img)
+    res = ins.inspect(t["image"])
     assert res.needs_review and any(i.field == "sku" for i in res.review_reasons)
 
 
