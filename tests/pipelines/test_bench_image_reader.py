@@ -14,10 +14,6 @@ from hypothesis import strategies as st
 
 from edge_agent.demo.slipgen import generate_slip
 from edge_agent.pipelines.bench.config import BenchConfig
-
-if TYPE_CHECKING:
-    from edge_agent.pipelines.bench.inspect import Inspector, ReadFields
-    from edge_agent.pipelines.bench.types import ImageReading
 from edge_agent.pipelines.bench.image_config import OcrConfig
 from edge_agent.pipelines.bench.ocr_onnx import (
     ModelError,
@@ -31,6 +27,11 @@ from edge_agent.pipelines.bench.ocr_onnx import (
 from edge_agent.pipelines.bench.ocr_tesseract import join_words
 from edge_agent.pipelines.bench.reader import ImageReader, load_image
 from edge_agent.settings import parse_config
+
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from edge_agent.pipelines.bench.inspect import Inspector, ReadFields
 
 
 @pytest.fixture(scope="module")
@@ -563,10 +564,10 @@ def test_read_past__the_code_straight_after_the_longest_end_of_the_box_and_how_s
     assert _read_past("P532489", "ABC", sure[:3]) == ("", False)  # the box's end not found in the read
 
 
-def _read_twice(seed: int, tier: str) -> tuple[Inspector, dict[str, Any], ImageReading, ReadFields, ReadFields]:
+def _read_twice(seed: int, tier: str) -> tuple[Inspector, NDArray[Any], dict[str, Any], ReadFields, ReadFields]:
     """A diverse slip's photo read by a fresh Inspector's reader, and its fields found twice on that reading:
-    without (`blind`) and with (`found`) its codes' boxes read on and back. (inspector, truth, reading,
-    blind, found)"""
+    without (`blind`) and with (`found`) its codes' boxes read on and back. (inspector, photo, truth, blind,
+    found)"""
     from edge_agent.demo.slipgen import field_truth
     from edge_agent.pipelines.bench.inspect import Inspector, read_fields
 
@@ -575,7 +576,7 @@ def _read_twice(seed: int, tier: str) -> tuple[Inspector, dict[str, Any], ImageR
     reading = ins.reader.read(img)
     blind = read_fields(reading, ins.rules, ins.reader.confirm_lines)
     found = read_fields(reading, ins.rules, ins.reader.confirm_lines, ins.reader.read_on)
-    return ins, {**field_truth(truth), "image": img}, reading, blind, found
+    return ins, img, field_truth(truth), blind, found
 
 
 def test_inspector__a_code_whose_box_a_stain_ended_early_is_not_passed_cut_short() -> None:
@@ -591,14 +592,14 @@ def test_inspector__a_code_whose_box_a_stain_ended_early_is_not_passed_cut_short
     from edge_agent.demo.slipgen import field_truth
     from edge_agent.pipelines.bench.inspect import read_fields
 
-    ins, t, reading, blind, found = _read_twice(615, "typical")
+    ins, img, t, blind, found = _read_twice(615, "typical")
     assert t["sku"] == "P53248926"
     assert blind.ext.values["sku"].value == "P532489" and not blind.ext.issues and not blind.disagree
     assert [(i.code, i.field) for i in found.disagree] == [("reads_disagree", "sku")]
     assert found.disagree[0].message == "sku: P532489 may go on past its box (read wider: ...26)"
     day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
     ins.today = lambda: day
-    res = ins.inspect(t["image"])
+    res = ins.inspect(img)
     assert res.fields["sku"] == "P53248926" and "read_on" in res.timing_ms
 
     img, truth = generate_slip(840, "clean", style="diverse")
@@ -625,7 +626,7 @@ def test_inspector__a_code_a_shadow_cut_short_is_read_again_though_the_read_on_i
     reads M736 at 0.976. The box's end read on gives the 2V after it, but not surely (0.93 and 0.42): the
     value may go on, so the cascade reads the slip again rather than M736 passing. (Its finer pass reads
     M7362V: the W after the colon is still lost, see docs/records-bench.md.)"""
-    _ins, t, _reading, blind, found = _read_twice(72, "hard")
+    _ins, _img, t, blind, found = _read_twice(72, "hard")
     assert t["sku"] == "WM7362V"
     assert blind.ext.values["sku"].value == "M736" and not blind.ext.issues and not blind.disagree
     assert [(i.code, i.field, i.message) for i in found.disagree] == [
@@ -640,7 +641,7 @@ def test_inspector__a_code_whose_start_glare_washed_out_is_not_passed_without_it
     rather than 65326-58 passing."""
     from datetime import date, timedelta
 
-    ins, t, _reading, blind, found = _read_twice(836, "hard")
+    ins, img, t, blind, found = _read_twice(836, "hard")
     assert t["sku"] == "O65326-58"
     assert blind.ext.values["sku"].value == "65326-58" and not blind.ext.issues and not blind.disagree
     assert [(i.code, i.field, i.message) for i in found.disagree] == [
@@ -648,7 +649,7 @@ def test_inspector__a_code_whose_start_glare_washed_out_is_not_passed_without_it
     ]
     day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
     ins.today = lambda: day
-    res = ins.inspect(t["image"])
+    res = ins.inspect(img)
     assert res.needs_review and any(i.field == "sku" for i in res.review_reasons)
 
 
