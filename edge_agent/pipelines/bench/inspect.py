@@ -275,10 +275,11 @@ def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> list[Is
                 how = "read wider" if sure else "read wider, unsure"
                 out.append(Issue("reads_disagree", name, f"{name}: {value} may go on past its box ({how}: ...{more})"))
     if starts:
+        went_on = {i.field for i in out}
         again = read_on(reading, [ln for _, _, ln, _ in starts], back=True)
         for (name, value, _ln, boxed), (text, chars) in zip(starts, again, strict=True):
             more, sure = _read_before(boxed, text, chars)
-            if more and name not in {i.field for i in out}:
+            if more and name not in went_on:
                 how = "read wider" if sure else "read wider, unsure"
                 say = f"{name}: {value} may start before its box ({how}: {more}...)"
                 out.append(Issue("reads_disagree", name, say))
