@@ -21,9 +21,12 @@ TILE_PX = 32
 # Nothing to read: a photo this dark overall (lens cap, lights off), or this even (empty bench, a wall,
 # all white). A slip, even blurred or in dim light, has print on paper: its grey levels spread far wider,
 # and a dark photo is not black when a label's outline shows in it (typical tuning slip 445: the whole
-# photo at 6, the slip at 23, its print readable).
+# photo at 6, the slip at 23, its print readable), nor when its grey levels spread over COARSE_PX, where a
+# sensor's noise averages out and a sheet still shows (hard tuning slip 77: the photo at 11.8, no outline
+# found, the slip at about 25 on a bench at 8, spread 7.0; its SKU, quantity and date are readable).
 BLACK_LEVEL = 12.0
 BLANK_STD = 4.0
+COARSE_PX = 80
 
 
 def blur_variance(gray: NDArray[Any], mask: NDArray[Any] | None = None) -> float:
@@ -44,6 +47,14 @@ def blur_variance(gray: NDArray[Any], mask: NDArray[Any] | None = None) -> float
         if inside.sum() >= 4:
             var = var[inside]
     return float(np.percentile(var, 90))
+
+
+def coarse_spread(gray: NDArray[Any]) -> float:
+    """The standard deviation of the grey levels with the photo shrunk to COARSE_PX wide: noise averages
+    out, a sheet on the bench does not."""
+    h, w = gray.shape
+    size = (COARSE_PX, max(1, round(h * COARSE_PX / w))) if w > COARSE_PX else (w, h)
+    return float(cv2.resize(gray, size, interpolation=cv2.INTER_AREA).std())
 
 
 def glare_spots(gray: NDArray[Any], label: NDArray[Any]) -> NDArray[Any] | None:
@@ -86,7 +97,7 @@ def assess(image_bgr: NDArray[Any], cfg: QualityConfig) -> tuple[QualityReport, 
     reasons = []
     label_found = quad_small is not None
     blank = None
-    if float(gray.mean()) < BLACK_LEVEL and not label_found:
+    if float(gray.mean()) < BLACK_LEVEL and not label_found and coarse_spread(gray) < BLANK_STD:
         blank = f"the photo is black (brightness {gray.mean():.0f}): lens cap on or no light?"
     elif float(gray.std()) < BLANK_STD and not label_found:
         blank = "nothing on the photo (an even surface): put the slip under the camera"
