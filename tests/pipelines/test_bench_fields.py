@@ -11,7 +11,15 @@ from hypothesis import strategies as st
 
 from edge_agent.errors import ConfigError
 from edge_agent.pipelines.bench.fields import LabelMatcher, extract_fields, group_rows, load_reasons, load_template
-from edge_agent.pipelines.bench.normalize import Fixed, fix_code, match_reason, parse_date, parse_quantity, to_halfwidth
+from edge_agent.pipelines.bench.normalize import (
+    Fixed,
+    fix_code,
+    fold,
+    match_reason,
+    parse_date,
+    parse_quantity,
+    to_halfwidth,
+)
 from edge_agent.pipelines.bench.rules_config import FieldsConfig, ValidationConfig
 from edge_agent.pipelines.bench.types import TextLine
 
@@ -292,6 +300,35 @@ def test_match_reason__two_reasons_are_ambiguous_and_unknown_is_none() -> None:
     got = match_reason("破损 发错货", REASONS)
     assert got is not None and got.ambiguous and got.quality < 0.85
     assert match_reason("不想要了", REASONS) is None
+
+
+def test_extract_fields__labels_and_reasons_printed_in_traditional_characters() -> None:
+    """A slip from Taiwan or Hong Kong, and a recogniser that reads 货 as 貨 now and then (typical tuning
+    slip 104: 貨号 beside the SKU); the values stay where they are in the text."""
+    got = extract(
+        lines_of(
+            "退貨申請單",
+            "訂單編號：1234567890123456789",
+            "會員ID:VIP12345678",
+            "貨号： AB-1234-BLK-M",
+            "數量：2 件",
+            "申請日期：2025年03月07日",
+            "原因：質量問題",
+        )
+    )
+    assert got == {
+        "order_no": "1234567890123456789",
+        "customer_id": "VIP12345678",
+        "sku": "AB-1234-BLK-M",
+        "quantity": 2,
+        "return_date": "2025-03-07",
+        "reason": "质量问题",
+    }
+
+
+def test_fold__traditional_characters_fold_one_for_one() -> None:
+    assert fold("訂單號：ＡＢ12") == "订单号:ab12"
+    assert len(fold("鬱乾髮")) == 3
 
 
 def test_to_halfwidth__keeps_length_and_maps_fullwidth() -> None:

@@ -167,6 +167,8 @@ MDWE_PROBE = textwrap.dedent(r"""
     found = zxingcpp.read_barcodes(np.asarray(code))
     assert [r.text for r in found] == ["RMA-4711"], found
     k = Ed25519PrivateKey.generate(); k.public_key().verify(k.sign(b"x"), b"x")
+    import opencc
+    assert opencc.OpenCC("t2s").convert("訂單號") == "订单号"
     cb = ctypes.CFUNCTYPE(ctypes.c_int, ctypes.c_int)(lambda v: v + 1)
     assert cb(41) == 42
     if shutil.which("tesseract"):
@@ -178,7 +180,7 @@ MDWE_PROBE = textwrap.dedent(r"""
 
 
 def test_unit__memory_deny_write_execute_leaves_engines_working(tmp_path: Path) -> None:
-    """OpenCV, onnxruntime, zxing-cpp, cryptography, ctypes and tesseract under the kernel's W^X lock."""
+    """OpenCV, onnxruntime, zxing-cpp, cryptography, OpenCC, ctypes and tesseract under the kernel's W^X lock."""
     pytest.importorskip("rapidocr")
     result = subprocess.run(
         [sys.executable, "-c", MDWE_PROBE, str(tmp_path / "probe.png")],

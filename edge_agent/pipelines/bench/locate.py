@@ -18,7 +18,7 @@ import statistics
 from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 
-from edge_agent.pipelines.bench.normalize import hamming, to_halfwidth
+from edge_agent.pipelines.bench.normalize import hamming, simplified, to_halfwidth
 from edge_agent.pipelines.bench.types import TextLine
 
 # Characters a label may have between or around its keyword's characters without changing it.
@@ -55,7 +55,7 @@ def fold_label(text: str) -> Folded:
     for i, ch in enumerate(half):
         if ch in _IGNORED or ch.isspace():
             continue
-        low = _LATIN_LOOKALIKE.get(ch, ch.lower())
+        low = _LATIN_LOOKALIKE.get(ch, simplified(ch).lower())
         if ch == "0" and any(0 <= k < len(half) and half[k].isascii() and half[k].isalpha() for k in (i - 1, i + 1)):
             low = "o"  # a letter O inside a Latin word read as a zero ("0RDER ID")
         out.append(low if len(low) == 1 else ch)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
 from datetime import date
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
 # Full-width ASCII block U+FF01-U+FF5E maps 1:1 onto U+0021-U+007E; U+3000 is the ideographic space.
 _FULLWIDTH = {cp: cp - 0xFEE0 for cp in range(0xFF01, 0xFF5F)}
@@ -62,11 +63,29 @@ def to_halfwidth(text: str) -> str:
     return text.translate(_FULLWIDTH)
 
 
+@functools.cache
+def _t2s() -> Any:
+    import opencc
+
+    return opencc.OpenCC("t2s")
+
+
+@functools.cache
+def simplified(ch: str) -> str:
+    """A traditional Chinese character as its simplified form (OpenCC's t2s), one character for one; any
+    other character as it is. Slips from Taiwan or Hong Kong print 訂單號, and the recogniser now and then
+    reads a simplified character as its traditional form (typical tuning slip 104: 货号 read as 貨号)."""
+    if ch < "\u2e80":
+        return ch
+    out = str(_t2s().convert(ch))
+    return out if len(out) == 1 else ch
+
+
 def fold(text: str) -> str:
-    """Half-width and lower case, one output char per input char (so offsets stay valid)."""
+    """Half-width, simplified and lower case, one output char per input char (so offsets stay valid)."""
     out = []
     for ch in to_halfwidth(text):
-        low = ch.lower()
+        low = simplified(ch).lower()
         out.append(low if len(low) == 1 else ch)
     return "".join(out)
 
