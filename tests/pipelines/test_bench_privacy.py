@@ -63,6 +63,12 @@ def test_privacy_config__bad_pattern_is_refused() -> None:
         PrivacyConfig(extra_patterns=["("])
 
 
+def test_masked_slip_text__labels_in_traditional_characters_mask_their_values() -> None:
+    ext = extract_fields(lines_of("聯絡電話：0912-345-678", "收件人：陳大文", "訂單號：123456789012"), TEMPLATE, REASONS)
+    text = masked_slip_text(ext, keep=["123456789012"])
+    assert "0912-345-678" not in text and "陳大文" not in text and "123456789012" in text
+
+
 def test_masked_slip_text__labelled_personal_values_are_masked_fields_are_not() -> None:
     lines = lines_of(
         "订单号：123456789012 数量：1",
@@ -118,6 +124,9 @@ LABELS = TEMPLATE.privacy_labels
         ("Call +44 20 7946 0958 or ask Mrs. Brown", "Call [PHONE] or ask [NAME]"),
         ("收件人:王小明 13812345678 北京市朝阳区建国路88号", "收件人:[NAME] [PHONE] [ADDRESS]"),
         ("收件人：王小明；订单号:12345678", "收件人:[NAME];订单号:12345678"),
+        # a slip printed in traditional characters: 電話 is the template's 电话, and a Taiwan mobile number
+        # matches none of the phone patterns; the text keeps its own characters
+        ("電話：0912-345-678；訂單號:12345678", "電話:[PHONE];訂單號:12345678"),
         (
             "MECARD:N:Sean Owen;TEL:+12125658770;EMAIL:srowen@google.com;;",
             "MECARD:N:[NAME];TEL:[PHONE];EMAIL:[EMAIL];;",

@@ -81,6 +81,11 @@ def simplified(ch: str) -> str:
     return out if len(out) == 1 else ch
 
 
+def to_simplified(text: str) -> str:
+    """simplified() of each character: same length as the input."""
+    return "".join(simplified(ch) for ch in text)
+
+
 def fold(text: str) -> str:
     """Half-width, simplified and lower case, one output char per input char (so offsets stay valid)."""
     out = []

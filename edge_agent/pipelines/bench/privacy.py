@@ -6,7 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 
 from edge_agent.pipelines.bench.fields import Extraction
-from edge_agent.pipelines.bench.normalize import to_halfwidth
+from edge_agent.pipelines.bench.normalize import to_halfwidth, to_simplified
 from edge_agent.pipelines.bench.rules_config import PrivacyConfig
 
 TAGS = {
@@ -94,11 +94,16 @@ def _labelled(text: str, labels: Mapping[str, Iterable[str]], enabled: Mapping[s
             continue
         guard = r"(?<![A-Za-z])"
         rx = re.compile(
-            "(" + "|".join(guard + r"\s*".join(re.escape(c) for c in w) for w in alts) + r")(\s*[:：]\s*|\s+)"
-            r"(?!\[)([^\n;；|\[]+?)(?=\s*(?:" + _VALUE_END + r"|$|\s{2,}))",
+            "(" + "|".join(guard + r"\s*".join(re.escape(c) for c in to_simplified(w)) for w in alts) + r")"
+            r"(\s*[:：]\s*|\s+)(?!\[)([^\n;；|\[]+?)(?=\s*(?:" + _VALUE_END + r"|$|\s{2,}))",
             re.IGNORECASE,
         )
-        text = rx.sub(r"\g<1>\g<2>" + TAGS[role], text)
+        # Matched on the text in simplified characters (one for one, so its places hold): 電話 is 电话.
+        parts, last = [], 0
+        for m in rx.finditer(to_simplified(text)):
+            parts += [text[last : m.start(3)], TAGS[role]]
+            last = m.end(3)
+        text = "".join(parts) + text[last:]
     return text
 
 
