@@ -64,7 +64,9 @@ def test_privacy_config__bad_pattern_is_refused() -> None:
 
 
 def test_masked_slip_text__labels_in_traditional_characters_mask_their_values() -> None:
-    ext = extract_fields(lines_of("聯絡電話：0912-345-678", "收件人：陳大文", "訂單號：123456789012"), TEMPLATE, REASONS)
+    ext = extract_fields(
+        lines_of("聯絡電話：0912-345-678", "收件人：陳大文", "訂單號：123456789012"), TEMPLATE, REASONS
+    )
     text = masked_slip_text(ext, keep=["123456789012"])
     assert "0912-345-678" not in text and "陳大文" not in text and "123456789012" in text
 
