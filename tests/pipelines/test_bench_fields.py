@@ -326,6 +326,23 @@ def test_extract_fields__labels_and_reasons_printed_in_traditional_characters() 
     }
 
 
+@pytest.mark.parametrize(("weakest", "doubtful"), [(0.49, True), (0.51, False)])
+def test_extract_fields__a_code_character_read_at_less_than_even_odds_is_a_doubt(
+    weakest: float, doubtful: bool
+) -> None:
+    """Hard tuning slip 1061: the customer id M94323709035 faded at its end to M9432370901, a 9 at 0.496 and
+    the last 1 at 0.51, in a line the recogniser read at 0.905, over the field's threshold."""
+    text = "用户ID: M9432370901"
+    conf = [1.0] * len(text)
+    conf[-3] = weakest
+    ext = extract_fields([TextLine(text, 0.905, (20, 0, 600, 30), tuple(conf))], TEMPLATE, REASONS, MATCHER)
+    got = ext.values["customer_id"]
+    assert got.value == "M9432370901"
+    limit = FieldsConfig().threshold("customer_id")
+    assert (got.confidence < limit) is doubtful
+    assert (got.confidence <= weakest) is doubtful
+
+
 def test_fold__traditional_characters_fold_one_for_one() -> None:
     assert fold("訂單號：ＡＢ12") == "订单号:ab12"
     assert len(fold("鬱乾髮")) == 3
