@@ -28,6 +28,11 @@ CLS_SHAPE = (48, 192)
 UNCLIP_RATIO = 1.6
 NARROW_BOX = 1.0  # crop_box: boxes narrower than this many heights get a margin
 NARROW_PAD = 0.3  # each side, as a share of the box's height
+# erase_rules: a table's ruling line a box took in is a bar of ink over at least RULE_COVER of the crop's
+# height, at most RULE_WIDTH of it wide, with paper on both sides (under RULE_BESIDE of the height inked).
+RULE_COVER = 0.85
+RULE_WIDTH = 0.15
+RULE_BESIDE = 0.6
 MAX_CANDIDATES = 1000
 # The recognizer's output is [N, W/8, 18710] float32, and as large again inside the model: eight wide lines
 # in one batch take 200 MB for a moment. Batches are capped at this many input columns (about 19 MB).
@@ -221,7 +226,30 @@ def crop_box(label: NDArray[Any], pts: NDArray[Any]) -> NDArray[Any]:
         crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
     if ch >= 1.5 * cw:
         crop = np.rot90(crop)
-    return np.ascontiguousarray(crop)
+    return erase_rules(np.ascontiguousarray(crop))
+
+
+def erase_rules(crop: NDArray[Any]) -> NDArray[Any]:
+    """The crop with the ruling lines of a table it took in painted over with its paper: a thin bar of ink
+    from the crop's top to its bottom is no character (glyphs keep a margin inside their box), but the
+    recogniser reads it as a 1 (typical tuning slip 1194: a cell's border beside the quantity 6, read as 16
+    at 0.88 and passed)."""
+    h, w = crop.shape[:2]
+    gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
+    _, ink = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    cover = np.count_nonzero(ink, axis=0) / h
+    full = np.flatnonzero(cover >= RULE_COVER)
+    if not full.size:
+        return crop
+    out = crop
+    for bar in np.split(full, np.flatnonzero(np.diff(full) > 1) + 1):  # runs of adjacent full columns
+        x, end = int(bar[0]), int(bar[-1]) + 1
+        beside = cover[np.r_[max(0, x - 2) : x, end : min(w, end + 2)]]  # two columns each side
+        if end - x <= max(2, int(RULE_WIDTH * h)) and (beside < RULE_BESIDE).all():
+            if out is crop:
+                out = crop.copy()
+            out[:, max(0, x - 1) : min(w, end + 1)] = np.median(crop[ink == 0], axis=0) if (ink == 0).any() else 255
+    return out
 
 
 def rec_width(crop: NDArray[Any], squeeze: float) -> int:
