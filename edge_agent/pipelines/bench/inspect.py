@@ -266,23 +266,18 @@ def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> list[Is
             ends.append((name, str(fv.value), ln, boxed))
         if boxed.startswith(value) and to_halfwidth(ln.text).strip().upper()[:1] == value[0]:
             starts.append((name, str(fv.value), ln, boxed))
-    out = []
-    if ends:
-        again = read_on(reading, [ln for _, _, ln, _ in ends])
-        for (name, value, _ln, boxed), (text, chars) in zip(ends, again, strict=True):
-            more, sure = _read_past(boxed, text, chars)
-            if more:
-                how = "read wider" if sure else "read wider, unsure"
-                out.append(Issue("reads_disagree", name, f"{name}: {value} may go on past its box ({how}: ...{more})"))
-    if starts:
-        went_on = {i.field for i in out}
-        again = read_on(reading, [ln for _, _, ln, _ in starts], back=True)
-        for (name, value, _ln, boxed), (text, chars) in zip(starts, again, strict=True):
-            more, sure = _read_before(boxed, text, chars)
+    out: list[Issue] = []
+    for back, todo in ((False, ends), (True, starts)):
+        if not todo:
+            continue
+        went_on = {i.field for i in out}  # a value already read on past its box is doubted once
+        again = read_on(reading, [ln for _, _, ln, _ in todo], back=back)
+        for (name, value, _ln, boxed), (text, chars) in zip(todo, again, strict=True):
+            more, sure = (_read_before if back else _read_past)(boxed, text, chars)
             if more and name not in went_on:
                 how = "read wider" if sure else "read wider, unsure"
-                say = f"{name}: {value} may start before its box ({how}: {more}...)"
-                out.append(Issue("reads_disagree", name, say))
+                where = f"start before its box ({how}: {more}...)" if back else f"go on past its box ({how}: ...{more})"
+                out.append(Issue("reads_disagree", name, f"{name}: {value} may {where}"))
     return out
 
 

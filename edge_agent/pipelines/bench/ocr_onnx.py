@@ -246,9 +246,10 @@ def erase_rules(crop: NDArray[Any]) -> NDArray[Any]:
         x, end = int(bar[0]), int(bar[-1]) + 1
         beside = cover[np.r_[max(0, x - 2) : x, end : min(w, end + 2)]]  # two columns each side
         if end - x <= max(2, int(RULE_WIDTH * h)) and (beside < RULE_BESIDE).all():
-            if out is crop:
+            if out is crop:  # the first bar: copy the crop, and take its paper once
                 out = crop.copy()
-            out[:, max(0, x - 1) : min(w, end + 1)] = np.median(crop[ink == 0], axis=0) if (ink == 0).any() else 255
+                paper = np.median(crop[ink == 0], axis=0) if (ink == 0).any() else 255
+            out[:, max(0, x - 1) : min(w, end + 1)] = paper
     return out
 
 
