@@ -32,7 +32,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 CODE_FIELDS = ("order_no", "sku", "customer_id")
-THRESHOLDS = (0.99, 0.999, 0.9999, 0.99995)
+THRESHOLDS = (0.9, 0.99, 0.999, 0.9999, 0.99995)
 
 
 def collect(n: int, start: int) -> list[dict[str, Any]]:
