@@ -729,6 +729,10 @@ def test_extract_fields__a_quantity_no_label_names_is_taken_by_its_shape_and_ask
     # or after a times sign (hard tuning slip 437: the label 数量 lost, x8 under it)
     assert extract(lines_of("订单号：987654321012", "x8"))["quantity"] == 8
     assert extract(lines_of("订单号：987654321012", "×2件"))["quantity"] == 2
+    # with its unit in two languages (typical tuning slip 1170: the label 数量 read as 致量, 10件/pcs under it)
+    assert extract(lines_of("订单号：987654321012", "致量", "10件/pcs"))["quantity"] == 10
+    assert extract(lines_of("订单号：987654321012", "2 PCS / 件"))["quantity"] == 2
+    assert extract(lines_of("订单号：987654321012", "10件/"))["quantity"] is None  # a unit cut short: no shape
     # a number without a unit, or inside other text, is no quantity
     assert extract(lines_of("订单号：987654321012", "退款金额:¥1677.00", "真丝枕套 2只装"))["quantity"] is None
 

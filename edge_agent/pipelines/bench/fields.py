@@ -456,9 +456,11 @@ def _parse_reason(
     return r.reason, r.quality, ("names more than one reason" if r.ambiguous else None)
 
 
-# A quantity by its shape alone: a count with its unit ("20 PCS", "共3件") or after a times sign ("x8",
-# "×2件"), nothing else in the segment.
-_QTY_SHAPE = re.compile(r"(?:共\s*)?[0-9]{1,5}\s*" + QTY_UNITS + r"|[xX×]\s*[0-9]{1,4}(?:\s*" + QTY_UNITS + ")?")
+# A quantity by its shape alone: a count with its unit ("20 PCS", "共3件", or in two languages, "10件/pcs") or
+# after a times sign ("x8", "×2件"), nothing else in the segment.
+_QTY_SHAPE = re.compile(
+    r"(?:共\s*)?[0-9]{1,5}\s*" + QTY_UNITS + r"(?:\s*/\s*" + QTY_UNITS + r")?|[xX×]\s*[0-9]{1,4}(?:\s*" + QTY_UNITS + ")?"
+)
 
 # (value, factor, problem) for one value segment, by field kind; problem says why it is not usable.
 _PARSERS = {"code": _parse_code, "int": _parse_int, "date": _parse_date, "reason": _parse_reason}
