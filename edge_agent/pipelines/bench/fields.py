@@ -459,7 +459,7 @@ def _parse_reason(
 # A quantity by its shape alone: a count with its unit ("20 PCS", "共3件", or in two languages, "10件/pcs") or
 # after a times sign ("x8", "×2件"), nothing else in the segment.
 _QTY_SHAPE = re.compile(
-    r"(?:共\s*)?[0-9]{1,5}\s*" + QTY_UNITS + r"(?:\s*/\s*" + QTY_UNITS + r")?|[xX×]\s*[0-9]{1,4}(?:\s*" + QTY_UNITS + ")?"
+    rf"(?:共\s*)?[0-9]{{1,5}}\s*{QTY_UNITS}(?:\s*/\s*{QTY_UNITS})?|[xX×]\s*[0-9]{{1,4}}(?:\s*{QTY_UNITS})?"
 )
 
 # (value, factor, problem) for one value segment, by field kind; problem says why it is not usable.
