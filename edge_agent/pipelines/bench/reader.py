@@ -247,6 +247,19 @@ class ImageReader:
             out[i] = (text, chars)
         return out
 
+    def read_places(
+        self, reading: ImageReading, boxes: list[tuple[int, int, int, int]]
+    ) -> list[tuple[str, float, tuple[float, ...]]]:
+        """The text in each (x, y, w, h) place of the label image, recognised without the detector (a glyph
+        it missed), as (text, confidence, character probabilities); ("", 0.0, ()) each when the engine
+        cannot read a place on its own."""
+        from edge_agent.pipelines.bench.ocr_onnx import OnnxOcr, crop_box
+
+        if not isinstance(self.engine, OnnxOcr) or reading.label_image is None or not boxes:
+            return [("", 0.0, ())] * len(boxes)
+        quads = [np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float32) for x, y, w, h in boxes]
+        return self.engine.recognize([crop_box(reading.label_image, q) for q in quads], squeeze=1.0)
+
     def _recut(
         self, image_bgr: NDArray[Any], first: ImageReading, whole: bool = False
     ) -> tuple[NDArray[Any], tuple[tuple[float, ...], ...]]:
