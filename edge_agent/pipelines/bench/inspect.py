@@ -289,7 +289,7 @@ def _under_bare_labels(
         return reading, ext
     more = extract_fields((*reading.lines, *seen), rules.template, rules.reasons, rules.matcher)
     values, where, issues, taken = dict(ext.values), dict(ext.where), list(ext.issues), []
-    for name in {n for n, _ in places}:
+    for name in dict.fromkeys(n for n, _ in places):  # in the lines' order, the same on every run
         line = more.where.get(name)
         if more.values[name].value is None or line not in seen:
             continue
