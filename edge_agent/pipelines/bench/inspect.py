@@ -43,7 +43,7 @@ from edge_agent.pipelines.bench.manifest import Manifest
 from edge_agent.pipelines.bench.normalize import ReasonTable, dangling_separator, to_halfwidth
 from edge_agent.pipelines.bench.privacy import mask_text, masked_slip_text
 from edge_agent.pipelines.bench.rules_config import FIELD_NAMES
-from edge_agent.pipelines.bench.types import Barcode, ImageReading, QualityReport, TextLine
+from edge_agent.pipelines.bench.types import Barcode, ImageReading, QualityReport, TextLine, box_corners
 from edge_agent.pipelines.bench.validate import validate_fields
 
 if TYPE_CHECKING:
@@ -280,10 +280,9 @@ def _under_bare_labels(
     if not places:
         return reading, ext
     seen = [
-        TextLine(text, round(conf, 4), box, chars, ((x, y), (x + w, y), (x + w, y + h), (x, y + h)))
+        TextLine(text, round(conf, 4), box, chars, box_corners(box))
         for (_, box), (text, conf, chars) in zip(places, look_at(reading, [b for _, b in places]), strict=True)
         if text.strip() and min(chars, default=0.0) >= READ_ON_SEEN  # not the faint noise of empty paper
-        for x, y, w, h in (box,)
     ]
     if not seen:
         return reading, ext
@@ -453,8 +452,7 @@ def keep_found(finer: ReadFields, first: ReadFields, rules: Rules) -> ReadFields
 
 def _corners(line: TextLine, h: NDArray[Any]) -> tuple[tuple[float, float], ...]:
     """The four corners of `line` (its quad, else its box) taken through the homography `h`."""
-    x, y, w, hh = line.box
-    quad = line.quad or ((x, y), (x + w, y), (x + w, y + hh), (x, y + hh))
+    quad = line.quad or box_corners(line.box)
     p = np.asarray([[qx, qy, 1.0] for qx, qy in quad]) @ h.T
     return tuple((float(px / pw), float(py / pw)) for px, py, pw in p)
 

@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Sequence
 from dataclasses import dataclass, replace
 
 from edge_agent.pipelines.bench.normalize import hamming, simplified, to_halfwidth
-from edge_agent.pipelines.bench.types import TextLine
+from edge_agent.pipelines.bench.types import TextLine, box_corners
 
 # Characters a label may have between or around its keyword's characters without changing it.
 _IGNORED = set(" \t\u3000[]()（）【】<>《》「」『』·•*_")
@@ -331,8 +331,7 @@ def _unslanted(lines: Sequence[TextLine], degrees: float) -> list[TextLine]:
     c, s = math.cos(math.radians(-degrees)), math.sin(math.radians(-degrees))
     out = []
     for ln in lines:
-        x, y, w, h = ln.box
-        pts = ln.quad if ln.quad is not None else ((x, y), (x + w, y), (x + w, y + h), (x, y + h))
+        pts = ln.quad if ln.quad is not None else box_corners(ln.box)
         xs = [px * c - py * s for px, py in pts]
         ys = [px * s + py * c for px, py in pts]
         x0, y0 = math.floor(min(xs)), math.floor(min(ys))
@@ -341,12 +340,7 @@ def _unslanted(lines: Sequence[TextLine], degrees: float) -> list[TextLine]:
 
 
 def _corners4(ln: TextLine) -> tuple[tuple[float, float], ...]:
-    x, y, w, h = ln.box
-    return (
-        tuple(ln.quad)
-        if ln.quad is not None and len(ln.quad) == 4
-        else ((x, y), (x + w, y), (x + w, y + h), (x, y + h))
-    )
+    return tuple(ln.quad) if ln.quad is not None and len(ln.quad) == 4 else box_corners(ln.box)
 
 
 def _row_axes(

@@ -19,7 +19,7 @@ from edge_agent.pipelines.bench.barcodes import read_barcodes, read_barcodes_fin
 from edge_agent.pipelines.bench.config import BenchConfig
 from edge_agent.pipelines.bench.preprocess import preprocess
 from edge_agent.pipelines.bench.quality import assess
-from edge_agent.pipelines.bench.types import Barcode, ImageReading, TextLine
+from edge_agent.pipelines.bench.types import Barcode, ImageReading, TextLine, box_corners
 
 log = logging.getLogger(__name__)
 
@@ -257,8 +257,8 @@ class ImageReader:
 
         if not isinstance(self.engine, OnnxOcr) or reading.label_image is None or not boxes:
             return [("", 0.0, ())] * len(boxes)
-        quads = [np.array([[x, y], [x + w, y], [x + w, y + h], [x, y + h]], np.float32) for x, y, w, h in boxes]
-        return self.engine.recognize([crop_box(reading.label_image, q) for q in quads], squeeze=1.0)
+        crops = [crop_box(reading.label_image, np.array(box_corners(b), np.float32)) for b in boxes]
+        return self.engine.recognize(crops, squeeze=1.0)
 
     def _recut(
         self, image_bgr: NDArray[Any], first: ImageReading, whole: bool = False

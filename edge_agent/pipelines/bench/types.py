@@ -21,6 +21,12 @@ class TextLine:
     quad: tuple[tuple[float, float], ...] | None = None
 
 
+def box_corners(box: tuple[int, int, int, int]) -> tuple[tuple[float, float], ...]:
+    """The four corners (tl, tr, br, bl) of an upright box (x, y, w, h)."""
+    x, y, w, h = box
+    return ((x, y), (x + w, y), (x + w, y + h), (x, y + h))
+
+
 @dataclass(frozen=True, slots=True)
 class Barcode:
     """One barcode decoded from the image."""
