@@ -475,10 +475,9 @@ def evaluate(
     image_name: str = "",
     confirm: Callable[[ImageReading, list[TextLine]], list[TextLine]] | None = None,
     read_on: ReadOn | None = None,
-    look_at: LookAt | None = None,
 ) -> InspectionResult:
     """Steps 5-8 on what the image stages read: fields, cross-check, validation, masking, verdict."""
-    found = read_fields(reading, rules, confirm, read_on, look_at)
+    found = read_fields(reading, rules, confirm, read_on)
     return judge(found, rules, manifest=manifest, today=today, scan=scan, image_name=image_name)
 
 
