@@ -117,6 +117,23 @@ def test_generate_slip__diverse_covers_layouts_formats_and_fonts() -> None:
     assert {"N", "N件", "Npcs", "N个"} <= units
 
 
+def test_draw_slip__unseen_fonts_draw_the_same_slip_in_faces_never_tuned_on() -> None:
+    seen_names = {slip_layouts.font_name(f) for f in slip_layouts.FONTS}
+    fonts: Counter[str] = Counter()
+    for seed in range(40):
+        drawn, c = draw_slip(seed, fonts="unseen")
+        plain, same = draw_slip(seed)
+        assert c == same  # only the face changes: the content a seed draws is the content
+        assert drawn.font not in seen_names
+        assert np.asarray(drawn.image).shape != np.asarray(plain.image).shape or drawn.image != plain.image
+        fonts[drawn.font] += 1
+    assert len(fonts) >= 10
+    with pytest.raises(ValueError, match="fonts: expected one of seen, unseen, got 'other'"):
+        generate_slip(1, "clean", style="diverse", fonts="other")
+    with pytest.raises(ValueError, match="only the diverse style"):
+        generate_slip(1, "clean", fonts="unseen")
+
+
 def test_generate_slip__diverse_labels_are_open_ended() -> None:
     """Most printed labels are in no synonym list of the shipped template: the matcher must generalise."""
     synonyms = {

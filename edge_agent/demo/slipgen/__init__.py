@@ -128,21 +128,22 @@ def field_truth(truth: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def draw_slip(seed: int, layout: str | None = None) -> tuple[Drawn, SlipContent]:
-    """The diverse slip of a seed as printed (flat, before any photo effect), and its content."""
+def draw_slip(seed: int, layout: str | None = None, fonts: str = "seen") -> tuple[Drawn, SlipContent]:
+    """The diverse slip of a seed as printed (flat, before any photo effect), and its content. fonts "unseen"
+    draws it in faces the reader was never tuned on (layouts.UNSEEN_FONTS); the rest of the slip is the same."""
     from edge_agent.demo.slipgen import layouts, values
 
     crng = random.Random(f"slip:{seed}")  # noqa: S311 - reproducible test data, not secrets
     content = values.content(crng)
-    return layouts.render(crng, content, layout), content
+    return layouts.render(crng, content, layout, fonts), content
 
 
 def _generate_diverse(
-    seed: int, tier: str, defect: str | None, layout: str | None
+    seed: int, tier: str, defect: str | None, layout: str | None, fonts: str
 ) -> tuple[NDArray[Any], dict[str, Any]]:
     from edge_agent.demo.slipgen import photo
 
-    drawn, content = draw_slip(seed, layout)
+    drawn, content = draw_slip(seed, layout, fonts)
     prng = random.Random(f"photo:{tier}:{seed}")  # noqa: S311
     img, how = photo.photograph(prng, np.asarray(drawn.image), tier, drawn.layout == "thermal", defect)
     truth: dict[str, Any] = {
@@ -163,6 +164,7 @@ def _generate_diverse(
         "labels": drawn.printed_labels,
         "barcodes": [dict(b) for b in drawn.barcodes],
         "font": drawn.font,
+        "fonts": fonts,
         "style": "diverse",
         "tier": tier,
         "seed": seed,
@@ -181,6 +183,7 @@ def generate_slip(
     *,
     style: str = "classic",
     layout: str | None = None,
+    fonts: str = "seen",
 ) -> tuple[NDArray[Any], dict[str, Any]]:
     """A camera-like BGR photo (1600x1200) of a return slip and its ground truth; the same for the same arguments.
 
@@ -188,24 +191,27 @@ def generate_slip(
     return_date (ISO), return_date_text (as printed), name, phone, address, plus tier, seed, layout,
     defect and label_quad (the slip's corners tl, tr, br, bl in the photo). The diverse style adds
     quantity_text, labels (field -> printed label), barcodes ({format, text, role}), platform, font,
-    waybill, split and effects. `defect` makes a photo the quality gate must refuse: blur, dark,
-    overexposed, glare or no_label. `layout` (diverse only) forces one of layouts.LAYOUTS.
+    fonts, waybill, split and effects. `defect` makes a photo the quality gate must refuse: blur, dark,
+    overexposed, glare or no_label. `layout` (diverse only) forces one of layouts.LAYOUTS. `fonts` (diverse
+    only) "unseen" draws the slip in faces no rule of the reader was tuned on.
     """
     if tier not in TIERS:
         raise ValueError(f"generate_slip: tier: expected one of {', '.join(TIERS)}, got {tier!r}")
     if defect is not None and defect not in DEFECTS:
         raise ValueError(f"generate_slip: defect: expected one of {', '.join(DEFECTS)}, got {defect!r}")
     if style == "classic":
-        if layout is not None:
-            raise ValueError("generate_slip: layout: only the diverse style takes a layout")
+        if layout is not None or fonts != "seen":
+            raise ValueError("generate_slip: layout, fonts: only the diverse style takes them")
         return generate_classic(seed, tier, defect)
     if style != "diverse":
         raise ValueError(f"generate_slip: style: expected one of {', '.join(STYLES)}, got {style!r}")
-    from edge_agent.demo.slipgen.layouts import LAYOUTS
+    from edge_agent.demo.slipgen.layouts import FONT_SETS, LAYOUTS
 
+    if fonts not in FONT_SETS:
+        raise ValueError(f"generate_slip: fonts: expected one of {', '.join(FONT_SETS)}, got {fonts!r}")
     if layout is not None and layout not in LAYOUTS:
         raise ValueError(f"generate_slip: layout: expected one of {', '.join(LAYOUTS)}, got {layout!r}")
-    return _generate_diverse(seed, tier, defect, layout)
+    return _generate_diverse(seed, tier, defect, layout, fonts)
 
 
 def encode_png(img: NDArray[Any]) -> bytes:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 from edge_agent.demo.slipgen import SPLITS, TIERS, encode_png, field_truth, generate_slip, split_seeds
-from edge_agent.demo.slipgen.layouts import LAYOUTS
+from edge_agent.demo.slipgen.layouts import FONT_SETS, LAYOUTS
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -21,6 +21,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--n", type=int, default=50, help="slips per tier (default 50)")
     ap.add_argument("--start", type=int, default=0, help="first seed, counted from the split's first seed")
     ap.add_argument("--layout", choices=LAYOUTS, help="only this layout")
+    ap.add_argument(
+        "--fonts", choices=tuple(FONT_SETS), default="seen", help="unseen: faces the reader was never tuned on"
+    )
     ap.add_argument("--out", type=Path, required=True, help="folder to write into (created)")
     ap.add_argument(
         "--i-am-the-benchmark",
@@ -48,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for tier in tiers:
         for seed in seeds:
-            img, truth = generate_slip(seed, tier, style="diverse", layout=args.layout)
+            img, truth = generate_slip(seed, tier, style="diverse", layout=args.layout, fonts=args.fonts)
             name = f"{args.split}_{tier}_{seed}.png"
             (args.out / name).write_bytes(encode_png(img))
             rows.append({"file": name, "fields": field_truth(truth), "truth": truth})

@@ -31,38 +31,66 @@ FONTS: tuple[tuple[str, str, int], ...] = (  # (path, Debian package, face index
     ("/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc", "fonts-noto-cjk", 2),
     ("/usr/share/fonts/opentype/noto/NotoSerifCJK-Regular.ttc", "fonts-noto-cjk", 2),
 )
+# Faces of the same packages that no rule of the reader was tuned on (fonts="unseen"): other weights, the
+# monospaced and bitmap-like cuts, Japanese and Taiwanese glyph forms. A test of fonts the reader never saw.
+UNSEEN_FONTS: tuple[tuple[str, str, int], ...] = (
+    ("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", "fonts-wqy-microhei", 1),  # Micro Hei Mono
+    ("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc", "fonts-wqy-zenhei", 1),  # Zen Hei Mono
+    ("/usr/share/fonts/truetype/wqy/wqy-zenhei.ttc", "fonts-wqy-zenhei", 2),  # Zen Hei Sharp
+    ("/usr/share/fonts/truetype/arphic/uming.ttc", "fonts-arphic-uming", 2),  # UMing TW
+    ("/usr/share/fonts/truetype/arphic/ukai.ttc", "fonts-arphic-ukai", 2),  # UKai TW
+    ("/usr/share/fonts/truetype/lxgw-wenkai/LXGWWenKai-Bold.ttf", "fonts-lxgw-wenkai", 0),
+    ("/usr/share/fonts/truetype/lxgw-wenkai/LXGWWenKai-Light.ttf", "fonts-lxgw-wenkai", 0),
+    ("/usr/share/fonts/truetype/lxgw-wenkai/LXGWWenKaiMono-Bold.ttf", "fonts-lxgw-wenkai", 0),
+    ("/usr/share/fonts/truetype/lxgw-wenkai/LXGWWenKaiMono-Light.ttf", "fonts-lxgw-wenkai", 0),
+    ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc", "fonts-noto-cjk", 0),  # JP face
+    ("/usr/share/fonts/opentype/noto/NotoSansCJK-Regular.ttc", "fonts-noto-cjk", 7),  # Sans Mono SC
+    ("/usr/share/fonts/opentype/noto/NotoSansCJK-Bold.ttc", "fonts-noto-cjk", 7),  # Sans Mono SC Bold
+    ("/usr/share/fonts/opentype/noto/NotoSerifCJK-Bold.ttc", "fonts-noto-cjk", 2),  # Serif SC Bold
+)
+FONT_SETS = {"seen": FONTS, "unseen": UNSEEN_FONTS}
 
 LAYOUTS = ("colon_lines", "two_per_line", "grid", "header_table", "stacked", "waybill", "thermal")
 
 
 def check_fonts() -> None:
     """Raise RuntimeError naming the Debian packages of the fonts that are missing."""
-    missing = sorted({pkg for path, pkg, _ in FONTS if not Path(path).exists()})
+    missing = sorted({pkg for path, pkg, _ in (*FONTS, *UNSEEN_FONTS) if not Path(path).exists()})
     if missing:
         raise RuntimeError(
             "slipgen: CJK fonts missing: expected the Debian packages " + ", ".join(missing) + " (apt-get install them)"
         )
 
 
+Font = tuple[str, str, int]  # an entry of FONTS or UNSEEN_FONTS
+
+
 @cache
-def _font(index: int, size: int) -> ImageFont.FreeTypeFont:
-    path, _, face = FONTS[index]
+def _font(font: Font, size: int) -> ImageFont.FreeTypeFont:
+    path, _, face = font
     return ImageFont.truetype(path, size, index=face)
 
 
 @cache
-def _cmap(index: int) -> frozenset[int]:
+def _cmap(font: Font) -> frozenset[int]:
     from fontTools.ttLib import TTCollection, TTFont
 
-    path, _, face = FONTS[index]
+    path, _, face = font
     tt = TTCollection(path).fonts[face] if path.endswith(".ttc") else TTFont(path, lazy=True)
     return frozenset(tt.getBestCmap())
 
 
-def covers(index: int, text: str) -> bool:
+def covers(font: Font, text: str) -> bool:
     """Whether the font draws every character of text (no tofu boxes in the truth's slips)."""
-    cmap = _cmap(index)
+    cmap = _cmap(font)
     return all(ord(c) in cmap or c.isspace() for c in text)
+
+
+def font_name(font: Font) -> str:
+    """The file's name; for an unseen face of a file that holds others in the lists, with its index."""
+    path, _, face = font
+    shared = any(p == path and f != face for p, _, f in (*FONTS, *UNSEEN_FONTS))
+    return f"{Path(path).name}#{face}" if shared and font not in FONTS else Path(path).name
 
 
 @dataclass
@@ -70,7 +98,7 @@ class Pen:
     """Font, ink and paper for one slip, and the drawing surface."""
 
     rng: random.Random
-    font_index: int
+    face: Font
     size: int
     ink: tuple[int, int, int]
     img: Image.Image
@@ -80,7 +108,7 @@ class Pen:
     codes: list[dict[str, str]]
 
     def font(self, scale: float = 1.0) -> ImageFont.FreeTypeFont:
-        return _font(self.font_index, max(12, int(self.size * scale)))
+        return _font(self.face, max(12, int(self.size * scale)))
 
     def width(self, text: str, scale: float = 1.0) -> float:
         return float(self.draw.textlength(text, font=self.font(scale)))
@@ -370,8 +398,9 @@ def _thermal(pen: Pen, c: SlipContent, y: int, items: list[tuple[str, str, str]]
     return y + int(pen.size * 0.6)
 
 
-def render(rng: random.Random, c: SlipContent, layout: str | None = None) -> Drawn:
-    """Draw the slip: returns the flat image (RGB) and what is on it."""
+def render(rng: random.Random, c: SlipContent, layout: str | None = None, fonts: str = "seen") -> Drawn:
+    """Draw the slip: returns the flat image (RGB) and what is on it. fonts: "seen" draws from FONTS, the
+    faces the reader was tuned on; "unseen" from UNSEEN_FONTS."""
     check_fonts()
     layout = layout or rng.choice(LAYOUTS)
     items = _items(c, rng)
@@ -385,7 +414,7 @@ def render(rng: random.Random, c: SlipContent, layout: str | None = None) -> Dra
         + "：:*退货件收寄"
     )
     # only fonts that draw every character (the GB2312 fonts lack ¥): no tofu boxes in a slip with a truth
-    font_index = rng.choice([i for i in range(len(FONTS)) if covers(i, all_text)])
+    face = rng.choice([f for f in FONT_SETS[fonts] if covers(f, all_text)])
     if layout == "thermal":
         w = rng.choice((576, 640))  # 80 mm at 203 dpi, or a wider roll
         size = rng.randrange(24, 30)
@@ -400,7 +429,7 @@ def render(rng: random.Random, c: SlipContent, layout: str | None = None) -> Dra
     ink = rng.choice(((20, 20, 20), (40, 40, 50), (10, 30, 80), (60, 30, 30))) if layout != "thermal" else (35, 35, 35)
     margin = int(w * rng.uniform(0.04, 0.08))
     codes: list[dict[str, str]] = []
-    pen = Pen(rng, font_index, size, ink, img, ImageDraw.Draw(img), w, margin, codes)
+    pen = Pen(rng, face, size, ink, img, ImageDraw.Draw(img), w, margin, codes)
     y = _header(pen, c, margin)
     if layout == "waybill":
         y = _waybill(pen, c, y, items)
@@ -428,7 +457,7 @@ def render(rng: random.Random, c: SlipContent, layout: str | None = None) -> Dra
     y = _footer(pen, c, y)
     img = img.crop((0, 0, w, min(img.height, y)))
     labels = {k: lab for k, lab, _ in items if k}
-    return Drawn(img, layout, Path(FONTS[font_index][0]).name, tuple(codes), labels)
+    return Drawn(img, layout, font_name(face), tuple(codes), labels)
 
 
 def as_array(img: Image.Image) -> NDArray[Any]:
