@@ -258,6 +258,25 @@ def test_inspector__a_value_the_detector_missed_is_read_where_its_label_points(
     assert "look_at" in result.timing_ms
 
 
+def test_inspector__a_code_the_first_pass_saw_go_on_stays_a_doubt_when_the_finer_pass_reads_no_further() -> None:
+    """Hard tuning slip 16 in a face never tuned on: the print fades out after C2842 of the customer id
+    C2842380359. Read on past its box, the first pass saw a 3; the finer pass's box ends at C2842 again."""
+    from datetime import date, timedelta
+
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    img, truth = generate_slip(16, "hard", style="diverse", fonts="unseen")
+    t = field_truth(truth)
+    assert t["customer_id"] == "C2842380359"
+    day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
+    result = Inspector(BenchConfig(), today=lambda: day).inspect(img)
+    assert "second_pass" in result.timing_ms  # the first pass's doubt sent it to the finer pass
+    assert result.fields["customer_id"] == "C2842"
+    assert result.needs_review
+    assert [(i.code, i.field) for i in result.review_reasons] == [("reads_disagree", "customer_id")]
+    assert "C2842 may go on past its box" in result.review_reasons[0].message
+
+
 def _cell(text: str, rule_x: int | None, h: int = 46, w: int = 90) -> np.ndarray:
     """A box the detector cut around one cell's text, with a cell border (a 2 px bar from its top to its
     bottom) at rule_x."""

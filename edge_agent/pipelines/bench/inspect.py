@@ -171,6 +171,8 @@ class ReadFields:
     ext: Extraction
     disagree: tuple[Issue, ...] = ()
     took_s: float = 0.0
+    # those of `disagree` that say a code's box, read on past its end, showed more of it (_runs_on)
+    ran_on: tuple[Issue, ...] = ()
 
 
 def read_fields(
@@ -222,13 +224,15 @@ def read_fields(
         took = time.perf_counter() - tc
         t0 += took
         reading = replace(reading, timing_ms={**reading.timing_ms, "look_at": round(took * 1000, 2)})
+    ran_on: list[Issue] = []
     if read_on is not None:
         tc = time.perf_counter()
-        disagree += _runs_on(reading, ext, read_on)
+        ran_on, ran_back = _runs_on(reading, ext, read_on)
+        disagree += ran_on + ran_back
         took = time.perf_counter() - tc
         t0 += took
         reading = replace(reading, timing_ms={**reading.timing_ms, "read_on": round(took * 1000, 2)})
-    return ReadFields(reading, ext, tuple(disagree), time.perf_counter() - t0)
+    return ReadFields(reading, ext, tuple(disagree), time.perf_counter() - t0, tuple(ran_on))
 
 
 # A label that ends its box with no value found for it (商品件数：, and under it a 1 the detector did not box:
@@ -337,12 +341,12 @@ READ_ON_SURE = 0.95
 READ_BACK_SEEN = 0.3
 
 
-def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> list[Issue]:
+def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> tuple[list[Issue], list[Issue]]:
     """reads_disagree for each code read without doubt at the end of its box when the end of that box, read
     again grown to the right, gives its last characters and more after them: the value went on past the
     box, which a stain across its end can cut short (typical tuning slip 615: P532489 read at 0.9998 for
     P53248926). Likewise for a code that opens its box, read back to the left: the value may start before
-    its box (READ_BACK_SEEN)."""
+    its box (READ_BACK_SEEN). Returns the issues of the two: past the end, before the start."""
     doubted = {i.field for i in ext.issues}
     ends: list[tuple[str, str, TextLine, str]] = []
     starts: list[tuple[str, str, TextLine, str]] = []
@@ -357,11 +361,12 @@ def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> list[Is
             ends.append((name, str(fv.value), ln, boxed))
         if boxed.startswith(value) and to_halfwidth(ln.text).strip().upper()[:1] == value[0]:
             starts.append((name, str(fv.value), ln, boxed))
-    out: list[Issue] = []
-    for back, todo in ((False, ends), (True, starts)):
+    past: list[Issue] = []
+    before: list[Issue] = []
+    for back, todo, out in ((False, ends, past), (True, starts, before)):
         if not todo:
             continue
-        went_on = {i.field for i in out}  # a value already read on past its box is doubted once
+        went_on = {i.field for i in past}  # a value already read on past its box is doubted once
         again = read_on(reading, [ln for _, _, ln, _ in todo], back=back)
         for (name, value, _ln, boxed), (text, chars) in zip(todo, again, strict=True):
             more, sure = (_read_before if back else _read_past)(boxed, text, chars)
@@ -369,7 +374,7 @@ def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> list[Is
                 how = "read wider" if sure else "read wider, unsure"
                 where = f"start before its box ({how}: {more}...)" if back else f"go on past its box ({how}: ...{more})"
                 out.append(Issue("reads_disagree", name, f"{name}: {value} may {where}"))
-    return out
+    return past, before
 
 
 def _anchored(boxed: str, text: str, chars: tuple[float, ...], first: bool) -> tuple[str, list[int], int, int]:
@@ -662,9 +667,15 @@ def _shortfall(result: InspectionResult) -> int:
     return sum(_SHORTFALL.get(i.code, 0) for i in result.review_reasons)
 
 
-def _still_cut_off(first: ImageReading, second: InspectionResult) -> InspectionResult:
+def _still_cut_off(first: ImageReading, ran_on: ReadFields, second: InspectionResult) -> InspectionResult:
     """The second reading, unless a code it gives was printed cut off in the first reading's lines
-    ("DD20240613-" where the second reads "DD20240613"): then still a read problem, not a shorter code."""
+    ("DD20240613-" where the second reads "DD20240613"): then still a read problem, not a shorter code.
+    Likewise when the first pass's box of a code, read on past its end, showed more of it (`ran_on`, _runs_on)
+    and the second pass gives the same code without a doubt: it read no further, so the doubt stands (hard
+    tuning slip 16 in an unseen face: the customer id C2842380359 fades out after C2842; read on, the first
+    pass saw a 3 at 0.945; the finer pass's box ended at C2842 again and, read on, showed nothing after it).
+    Not for a start read back (READ_BACK_SEEN is lower, and the label's margin reads as a faint character:
+    clean tuning slip 76, a 5 before U60886068 that the finer pass did not see)."""
     more = []
     for name in ("order_no", "sku", "customer_id"):
         value = second.fields.get(name)
@@ -676,6 +687,12 @@ def _still_cut_off(first: ImageReading, second: InspectionResult) -> InspectionR
                 # the value itself only: the rest of the line may hold personal data, and this is not masked
                 more.append(Issue("bad_format", name, f"{name}: the first read showed more of this code after {value}"))
                 break
+        else:
+            before = ran_on.ext.values.get(name)
+            doubted = any(i.field == name for i in second.review_reasons)
+            if before is None or doubted or _code_chars(str(before.value)) != _code_chars(str(value)):
+                continue
+            more += [i for i in ran_on.ran_on if i.field == name]
     if not more:
         return second
     reasons = (*second.review_reasons, *more)
@@ -746,7 +763,7 @@ class Inspector:
                 finer = keep_found(read_fields(again, self.rules, confirm, read_on, look_at), first, self.rules)
                 second = judge(finer, self.rules, manifest=self.manifest, today=today, scan=scan, image_name=image_name)
                 if _shortfall(second) < _shortfall(result):
-                    result, chosen, cut_off = _still_cut_off(reading, second), finer, True
+                    result, chosen, cut_off = _still_cut_off(reading, first, second), finer, True
                 else:
                     result.timing_ms.update({k: v for k, v in again.timing_ms.items() if k not in result.timing_ms})
         if _order_in_doubt(result) and self.rules.cfg.ocr.barcodes:
@@ -767,7 +784,7 @@ class Inspector:
                 )
                 # the stages already timed stay (a second pass that was run but not kept, too)
                 redone.timing_ms.update({k: v for k, v in result.timing_ms.items() if k not in redone.timing_ms})
-                result = _still_cut_off(reading, redone) if cut_off else redone
+                result = _still_cut_off(reading, first, redone) if cut_off else redone
             result.timing_ms["barcodes_again"] = took
         if self.manifest_problem is not None and self.manifest is None:
             unchecked = Issue("manifest_unreadable", None, f"{MANIFEST_UNREADABLE}: {self.manifest_problem}"[:300])
