@@ -38,7 +38,7 @@ from edge_agent.pipelines.bench.fields import (
     load_template,
 )
 from edge_agent.pipelines.bench.heap import release_freed_memory
-from edge_agent.pipelines.bench.locate import SHAPE_ONLY
+from edge_agent.pipelines.bench.locate import SHAPE_ONLY, join_split_labels
 from edge_agent.pipelines.bench.manifest import Manifest
 from edge_agent.pipelines.bench.normalize import ReasonTable, dangling_separator, to_halfwidth
 from edge_agent.pipelines.bench.privacy import mask_text, masked_slip_text
@@ -189,8 +189,13 @@ def read_fields(
     doubt; the fields are found again on what it returns. `read_on` reads the boxes of the codes read
     without doubt again, grown to the right, and to the left where the value opens its box
     (Reader.read_on): see _runs_on. `look_at` reads the places beside and under a label whose value was
-    not found (Reader.read_places): see _under_bare_labels."""
+    not found (Reader.read_places): see _under_bare_labels. A label the detector cut in two boxes is one
+    box from here on (locate.join_split_labels)."""
     t0 = time.perf_counter()
+    fields = {f.name for f in rules.template.fields}
+    joined = join_split_labels(reading.lines, rules.matcher.labels, fields)
+    if joined is not reading.lines:
+        reading = replace(reading, lines=joined)
     ext = extract_fields(reading.lines, rules.template, rules.reasons, rules.matcher)
     recheck = SECOND_READ_FIELDS if reading.rec_squeeze < 1.0 else ()
     second_read = (
