@@ -81,7 +81,6 @@ def make_set(
                         "seed": seed,
                         "truth": field_truth(truth),
                         "layout": truth["layout"],
-                        "font": truth["font"],
                         "fonts": fonts,
                     }
                 )

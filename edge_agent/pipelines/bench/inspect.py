@@ -193,9 +193,7 @@ def read_fields(
     box from here on (locate.join_split_labels)."""
     t0 = time.perf_counter()
     fields = {f.name for f in rules.template.fields}
-    joined = join_split_labels(reading.lines, rules.matcher.labels, fields)
-    if joined is not reading.lines:
-        reading = replace(reading, lines=joined)
+    reading = replace(reading, lines=join_split_labels(reading.lines, rules.matcher.labels, fields))
     ext = extract_fields(reading.lines, rules.template, rules.reasons, rules.matcher)
     recheck = SECOND_READ_FIELDS if reading.rec_squeeze < 1.0 else ()
     second_read = (
@@ -672,10 +670,10 @@ def _shortfall(result: InspectionResult) -> int:
     return sum(_SHORTFALL.get(i.code, 0) for i in result.review_reasons)
 
 
-def _still_cut_off(first: ImageReading, ran_on: ReadFields, second: InspectionResult) -> InspectionResult:
+def _still_cut_off(first: ImageReading, first_fields: ReadFields, second: InspectionResult) -> InspectionResult:
     """The second reading, unless a code it gives was printed cut off in the first reading's lines
     ("DD20240613-" where the second reads "DD20240613"): then still a read problem, not a shorter code.
-    Likewise when the first pass's box of a code, read on past its end, showed more of it (`ran_on`, _runs_on)
+    Likewise when the first pass's box of a code, read on past its end, showed more of it (`first_fields.ran_on`)
     and the second pass gives the same code without a doubt: it read no further, so the doubt stands (hard
     tuning slip 16 in an unseen face: the customer id C2842380359 fades out after C2842; read on, the first
     pass saw a 3 at 0.945; the finer pass's box ended at C2842 again and, read on, showed nothing after it).
@@ -693,11 +691,11 @@ def _still_cut_off(first: ImageReading, ran_on: ReadFields, second: InspectionRe
                 more.append(Issue("bad_format", name, f"{name}: the first read showed more of this code after {value}"))
                 break
         else:
-            before = ran_on.ext.values.get(name)
+            before = first_fields.ext.values.get(name)
             doubted = any(i.field == name for i in second.review_reasons)
             if before is None or doubted or _code_chars(str(before.value)) != _code_chars(str(value)):
                 continue
-            more += [i for i in ran_on.ran_on if i.field == name]
+            more += [i for i in first_fields.ran_on if i.field == name]
     if not more:
         return second
     reasons = (*second.review_reasons, *more)

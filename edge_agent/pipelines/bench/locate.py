@@ -268,8 +268,7 @@ def join_split_labels(lines: Sequence[TextLine], labels: Labels, fields: Collect
     the keyword of a field's label runs across them and no box alone holds one: the detector cut the label
     (typical tuning slip 40 in an unseen face: 【千台客户 | (ID] over the customer id, so no label named it),
     as it may a label printed with wide gaps between its characters (订 | 单 | 号：). The joined box is the
-    union of the boxes, its confidence their mean per character, as the recogniser gives a line's. Lines as
-    given (the same tuple) when none is joined."""
+    union of the boxes, its confidence their mean per character, as the recogniser gives a line's."""
     out = list(lines)
 
     def field_hits(text: str) -> list[Hit]:
@@ -278,24 +277,19 @@ def join_split_labels(lines: Sequence[TextLine], labels: Labels, fields: Collect
     def right_of(a: TextLine) -> TextLine | None:
         near = [
             b
-            for b in out
-            if b is not a
-            and b.box[3] > 0
-            and _same_line(a, b)
-            and b.box[0] > a.box[0] + a.box[2] / 2
-            and b.box[0] - (a.box[0] + a.box[2]) <= SPLIT_LABEL_GAP * min(a.box[3], b.box[3])
+            for _, b in _right_on_line(a, out)
+            if b.box[3] > 0 and _gap(a, b) <= SPLIT_LABEL_GAP * min(a.box[3], b.box[3])
         ]
         return min(near, key=lambda b: b.box[0]) if near else None
 
-    joined = False
     i = 0
     while i < len(out):
+        if field_hits(out[i].text):
+            i += 1
+            continue
         chain = [out[i]]
         while len(chain) < SPLIT_LABEL_PARTS and chain[-1].box[3] > 0 and (nxt := right_of(chain[-1])) is not None:
             chain.append(nxt)
-        if any(field_hits(b.text) for b in chain[:1]):
-            i += 1
-            continue
         # the fewest boxes a keyword runs across, read as it is before one read with a wrong character
         # (客 户 I D: not 客户号 guessed in 客 户 I)
         best: tuple[bool, int, str] | None = None
@@ -316,8 +310,19 @@ def join_split_labels(lines: Sequence[TextLine], labels: Labels, fields: Collect
         for m in reversed(at[1:]):
             del out[m]
         i = at[0]  # the joined box may join the next on its line too
-        joined = True
-    return tuple(out) if joined else tuple(lines)
+    return tuple(out)
+
+
+def _gap(a: TextLine, b: TextLine) -> int:
+    """How far b starts after a ends, in x (less than 0 where they overlap)."""
+    return b.box[0] - (a.box[0] + a.box[2])
+
+
+def _right_on_line(a: TextLine, boxes: Sequence[TextLine]) -> list[tuple[int, TextLine]]:
+    """(index, box) of the boxes on a's line that start right of its middle."""
+    return [
+        (k, b) for k, b in enumerate(boxes) if b is not a and _same_line(a, b) and b.box[0] > a.box[0] + a.box[2] / 2
+    ]
 
 
 def _joined(parts: list[TextLine], text: str) -> TextLine:
@@ -672,14 +677,7 @@ def _continued(
     cur = box
     while True:
         h = cur.box[3]
-        nxt = [
-            (k, b)
-            for k, b in enumerate(boxes)
-            if b is not cur
-            and _same_line(cur, b)
-            and -0.8 * h <= b.box[0] - (cur.box[0] + cur.box[2]) <= 0.8 * h
-            and b.box[0] > cur.box[0] + cur.box[2] / 2
-        ]
+        nxt = [(k, b) for k, b in _right_on_line(cur, boxes) if -0.8 * h <= _gap(cur, b) <= 0.8 * h]
         if not nxt:
             return text, conf, cc
         k, b = min(nxt, key=lambda kb: kb[1].box[0])
