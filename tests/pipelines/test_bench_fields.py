@@ -606,6 +606,43 @@ def test_extract_fields__a_capital_i_read_as_a_bar_still_names_a_latin_label() -
     assert extract(lines_of("!tem Code: AB-1234-BLK"))["sku"] == "AB-1234-BLK"
 
 
+def test_extract_fields__a_space_read_as_a_dot_between_the_words_of_a_latin_label() -> None:
+    """Hard tuning slip 85: [Item Code]: came back [Item.Code]: and the SKU was lost."""
+    assert extract(lines_of("[Item.Code]: UM3O5O"))["sku"] == "UM3O5O"
+    assert extract(lines_of("Customer,ID: KH8829657360"))["customer_id"] == "KH8829657360"
+    # a dot between a letter and a digit is no space of a label: the value stays whole
+    assert extract(lines_of("Order No.SN17539786848"))["order_no"] == "SN17539786848"
+
+
+@pytest.mark.parametrize(
+    ("text", "role"),
+    [
+        ("品编号", "sku"),  # hard tuning slip 108: a faint 商 left of 商品编号
+        ("【户编号】", "customer_id"),
+        ("料编码：", "sku"),
+        ("单号", None),  # a keyword of three characters less one is too short to guess
+        ("编号：12", None),
+    ],
+)
+def test_labels__a_cjk_keyword_that_lost_its_first_character_is_guessed(text: str, role: str | None) -> None:
+    hits = [h for h in MATCHER.labels.find(text) if h.role != "other"]
+    assert [(h.role, h.fuzzy) for h in hits] == ([(role, True)] if role else [])
+
+
+def test_extract_fields__a_value_under_a_label_that_lost_its_first_character_is_found_with_lower_confidence() -> None:
+    """Hard tuning slip 108, a header table: 品编号 over YV-9801-BLK-XL, whose L the recogniser read at 0.71."""
+    lines = [
+        box("用户ID", 446, 206, 138),
+        box("品编号", 990, 204, 95),
+        box("82691654396", 444, 260, 192),
+        box("YV-9801-BLK-XL", 960, 255, 240),
+    ]
+    ext = extract_fields(lines, TEMPLATE, REASONS, MATCHER)
+    assert ext.values["sku"].value == "YV-9801-BLK-XL"
+    assert ext.values["sku"].confidence < 0.9
+    assert ext.values["customer_id"].value == "82691654396"
+
+
 def test_extract_fields__value_under_its_label_in_a_tight_stack_whose_boxes_overlap() -> None:
     """Seen on a stacked slip: the detector's padded boxes of 数量(件) and 1个 overlap by 12 of 35 px."""
     lines = [TextLine("数量(件)", 0.85, (28, 471, 73, 35)), TextLine("1个", 0.99, (31, 494, 40, 32))]

@@ -613,6 +613,47 @@ def test_image_reader__read_on_reads_what_a_box_cut_short_left_out_up_to_the_nex
     assert reader.read_on(replace(reading, lines=(cut, beside)), [cut]) == [("", ())]
 
 
+def test_read_fields__a_date_whose_box_ends_on_a_day_of_one_digit_is_read_on(reader: ImageReader) -> None:
+    """Hard tuning slip 85: the 2 of 2025.11.12 was lost at the end of its box, and 2025.11.1 is a date too.
+    A box that ends on a day of one digit is read on: more digits after it are a doubt; none, none."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    from edge_agent.demo.slipgen.layouts import FONTS
+    from edge_agent.pipelines.bench.inspect import Rules, read_fields
+    from edge_agent.pipelines.bench.types import ImageReading, QualityReport, TextLine
+
+    font = ImageFont.truetype(FONTS[0][0], 40, index=FONTS[0][2])
+    rules = Rules.from_config(BenchConfig())
+    quality = QualityReport(True, (), 900.0, 200.0, 0.0, True)
+
+    asked: list[str] = []
+
+    def read_on(
+        reading: ImageReading, lines: list[TextLine], back: bool = False
+    ) -> list[tuple[str, tuple[float, ...]]]:
+        asked.extend(ln.text for ln in lines)
+        return reader.read_on(reading, lines, back=back)
+
+    def read(printed: str, boxed: str) -> ReadFields:
+        asked.clear()
+        page = Image.new("L", (900, 100), 255)
+        ImageDraw.Draw(page).text((20, 30), printed, font=font, fill=0)
+        x0, x1 = 20.0, 20.0 + font.getlength(boxed)
+        quad = ((x0, 25.0), (x1, 25.0), (x1, 80.0), (x0, 80.0))
+        line = TextLine(boxed, 0.999, (20, 25, round(x1 - x0), 55), (0.999,) * len(boxed), quad)
+        reading = ImageReading(quality, (line,), (), "onnx", label_image=np.asarray(page))
+        return read_fields(reading, rules, None, read_on)
+
+    cut = read("退货日期：2025.11.12", "退货日期：2025.11.1")
+    assert cut.ext.values["return_date"].value == "2025-11-01"
+    assert [i.message for i in cut.disagree] == ["return_date: 2025-11-01 may go on past its box (read wider: ...2)"]
+    whole = read("退货日期：2025.11.1", "退货日期：2025.11.1")
+    assert whole.ext.values["return_date"].value == "2025-11-01" and not whole.disagree
+    assert asked == ["退货日期：2025.11.1"]
+    padded = read("退货日期：2025.11.12", "退货日期：2025.11.12")  # a day of two digits is not read on
+    assert padded.ext.values["return_date"].value == "2025-11-12" and not padded.disagree and asked == []
+
+
 def test_image_reader__read_on_back_reads_what_a_box_cut_short_at_its_start_left_out(reader: ImageReader) -> None:
     """A line whose box starts two characters after its text does: read back, the start of the box grown to
     the left gives them before its first characters; with the box before it on the line 4 px off there

@@ -313,6 +313,9 @@ def _under_bare_labels(
 
 # The codes whose box may end before the value does (read_on).
 READ_ON_FIELDS = ("order_no", "sku", "customer_id")
+# A date whose box ends on a day of one digit is read on too: on hard tuning slip 85 the 2 of 2025.11.12 was
+# lost at the box's end, and 2025.11.1 is a date.
+_ONE_DIGIT_AT_END = re.compile(r"(?<![0-9])[0-9]$")
 
 
 def _code_chars(text: str) -> str:
@@ -353,12 +356,16 @@ def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> tuple[l
     doubted = {i.field for i in ext.issues}
     ends: list[tuple[str, str, TextLine, str]] = []
     starts: list[tuple[str, str, TextLine, str]] = []
-    for name in READ_ON_FIELDS:
+    for name in (*READ_ON_FIELDS, "return_date"):
         fv, ln = ext.values.get(name), ext.where.get(name)
         if fv is None or fv.value is None or ln is None or name in doubted:
             continue
         boxed, value = _code_chars(ln.text), _code_chars(str(fv.value))
         if len(boxed) < READ_ON_ANCHOR or not value:
+            continue
+        if name == "return_date":
+            if _ONE_DIGIT_AT_END.search(to_halfwidth(ln.text).rstrip()):
+                ends.append((name, str(fv.value), ln, boxed))
             continue
         if boxed.endswith(value):
             ends.append((name, str(fv.value), ln, boxed))
@@ -673,29 +680,29 @@ def _shortfall(result: InspectionResult) -> int:
 def _still_cut_off(first: ImageReading, first_fields: ReadFields, second: InspectionResult) -> InspectionResult:
     """The second reading, unless a code it gives was printed cut off in the first reading's lines
     ("DD20240613-" where the second reads "DD20240613"): then still a read problem, not a shorter code.
-    Likewise when the first pass's box of a code, read on past its end, showed more of it (`first_fields.ran_on`)
+    Likewise when the first pass's box of a code (or of a date that ends on a day of one digit), read on past its
+    end, showed more of it (`first_fields.ran_on`)
     and the second pass gives the same code without a doubt: it read no further, so the doubt stands (hard
     tuning slip 16 in an unseen face: the customer id C2842380359 fades out after C2842; read on, the first
     pass saw a 3 at 0.945; the finer pass's box ended at C2842 again and, read on, showed nothing after it).
     Not for a start read back (READ_BACK_SEEN is lower, and the label's margin reads as a faint character:
     clean tuning slip 76, a 5 before U60886068 that the finer pass did not see)."""
     more = []
-    for name in ("order_no", "sku", "customer_id"):
+    for name in (*READ_ON_FIELDS, "return_date"):
         value = second.fields.get(name)
         if value is None or second.sources.get(name) != "ocr":
             continue
-        for ln in first.lines:
-            at = ln.text.find(str(value))
-            if at >= 0 and dangling_separator(ln.text[at:]) is not None:
-                # the value itself only: the rest of the line may hold personal data, and this is not masked
-                more.append(Issue("bad_format", name, f"{name}: the first read showed more of this code after {value}"))
-                break
-        else:
-            before = first_fields.ext.values.get(name)
-            doubted = any(i.field == name for i in second.review_reasons)
-            if before is None or doubted or _code_chars(str(before.value)) != _code_chars(str(value)):
-                continue
-            more += [i for i in first_fields.ran_on if i.field == name]
+        if name in READ_ON_FIELDS and any(
+            (at := ln.text.find(str(value))) >= 0 and dangling_separator(ln.text[at:]) is not None for ln in first.lines
+        ):
+            # the value itself only: the rest of the line may hold personal data, and this is not masked
+            more.append(Issue("bad_format", name, f"{name}: the first read showed more of this code after {value}"))
+            continue
+        before = first_fields.ext.values.get(name)
+        doubted = any(i.field == name for i in second.review_reasons)
+        if before is None or doubted or _code_chars(str(before.value)) != _code_chars(str(value)):
+            continue
+        more += [i for i in first_fields.ran_on if i.field == name]
     if not more:
         return second
     reasons = (*second.review_reasons, *more)

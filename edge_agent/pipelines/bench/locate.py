@@ -40,6 +40,19 @@ SHAPE_ONLY = 0.6
 FUZZY_LATIN_MIN = 6
 
 
+# What OCR makes of the space between two words of a Latin label: a dot or comma between letters is
+# dropped ("[Item.Code]:" on hard tuning slip 85, printed [Item Code]:). Not between a letter and a digit
+# (No.123).
+_SPACE_READ = set(".,")
+# A CJK keyword of this many characters or more is still found when its first character was lost (a faint
+# 商 left 品编号 for 商品编号 on hard tuning slip 108), as one misread is: three characters are left.
+LOST_FIRST_MIN = 4
+
+
+def _between_letters(text: str, i: int) -> bool:
+    return 0 < i < len(text) - 1 and all(text[k].isascii() and text[k].isalpha() for k in (i - 1, i + 1))
+
+
 @dataclass(frozen=True, slots=True)
 class Folded:
     """A text lower-cased and half-width with ignorable characters dropped, and each char's original index."""
@@ -53,7 +66,7 @@ def fold_label(text: str) -> Folded:
     idx: list[int] = []
     half = to_halfwidth(text)
     for i, ch in enumerate(half):
-        if ch in _IGNORED or ch.isspace():
+        if ch in _IGNORED or ch.isspace() or (ch in _SPACE_READ and _between_letters(half, i)):
             continue
         low = _LATIN_LOOKALIKE.get(ch, simplified(ch).lower())
         if ch == "0" and any(0 <= k < len(half) and half[k].isascii() and half[k].isalpha() for k in (i - 1, i + 1)):
@@ -126,13 +139,11 @@ class Labels:
                 start = f.text.find(kw, start + 1)
         if not any(not fz and r != "other" for _, _, r, fz in hits):
             for kw, role in self.fuzzy:
-                n = len(kw)
-                for s in range(len(f.text) - n + 1):
-                    if _word_start(kw, f.text, s) and not any(taken[s : s + n]) and hamming(f.text[s : s + n], kw) == 1:
-                        for k in range(s, s + n):
-                            taken[k] = True
-                        hits.append((s, s + n, role, True))
-                        break
+                at = _guessed(kw, f.text, taken)
+                if at is not None:
+                    for k in range(*at):
+                        taken[k] = True
+                    hits.append((*at, role, True))
         hits.sort()
         merged: list[tuple[int, int, str, bool]] = []
         for h in hits:
@@ -146,6 +157,17 @@ class Labels:
             else:
                 merged.append(h)
         return [Hit(r, f.index[s], f.index[e - 1] + 1, fz) for s, e, r, fz in merged]
+
+
+def _guessed(keyword: str, text: str, taken: list[bool]) -> tuple[int, int] | None:
+    """Where in `text` (folded) `keyword` stands with one character misread, or, a CJK keyword of
+    LOST_FIRST_MIN or more, with its first character lost; not over another label (`taken`)."""
+    n = len(keyword)
+    for s in range(len(text) - n + 1):
+        if _word_start(keyword, text, s) and not any(taken[s : s + n]) and hamming(text[s : s + n], keyword) == 1:
+            return s, s + n
+    s = text.find(keyword[1:]) if n >= LOST_FIRST_MIN and all(map(_ideograph, keyword)) else -1
+    return (s, s + n - 1) if s >= 0 and not any(taken[s : s + n - 1]) else None
 
 
 def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Callable[[str, str], bool]) -> list[Hit]:
