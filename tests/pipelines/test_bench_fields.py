@@ -629,6 +629,19 @@ def test_labels__a_cjk_keyword_that_lost_its_first_character_is_guessed(text: st
     assert [(h.role, h.fuzzy) for h in hits] == ([(role, True)] if role else [])
 
 
+def test_extract_fields__a_misread_label_of_a_waybill_number_is_not_guessed_as_the_order_number() -> None:
+    """Typical tuning slip 61: 快递单号 read as 快道單号 held 道单号, one character from 订单号, and its
+    waybill number stood against the order number. A guess inside a longer keyword of another kind, read with
+    one wrong character, is that keyword."""
+    ext = extract_fields(
+        lines_of("平台订单号(平台)：684095135785", "快道單号：YD777102165581141"), TEMPLATE, REASONS, MATCHER
+    )
+    assert ext.values["order_no"].value == "684095135785"
+    assert not [i for i in ext.issues if i.code == "conflicting_values"]
+    # alone, a misread 订单号 is still guessed
+    assert extract(lines_of("订単号：684095135785"))["order_no"] == "684095135785"
+
+
 def test_extract_fields__a_value_under_a_label_that_lost_its_first_character_is_found_with_lower_confidence() -> None:
     """Hard tuning slip 108, a header table: 品编号 over YV-9801-BLK-XL, whose L the recogniser read at 0.71."""
     lines = [

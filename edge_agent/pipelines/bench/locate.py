@@ -123,6 +123,9 @@ class Labels:
         self.fuzzy = [
             (k, r) for k, r in self.keywords if r in fuzzy_roles and len(k) >= (FUZZY_LATIN_MIN if k.isascii() else 3)
         ]
+        # ...but a guess inside a longer keyword of another kind read with one wrong character is that keyword:
+        # 快道单号 is 快递单号, a waybill number's label, not 订单号 (typical tuning slip 61).
+        self.longer = [k for k, r in self.keywords if r not in fuzzy_roles and not k.isascii() and len(k) >= 4]
 
     def find(self, text: str) -> list[Hit]:
         f = fold_label(text)
@@ -140,7 +143,7 @@ class Labels:
         if not any(not fz and r != "other" for _, _, r, fz in hits):
             for kw, role in self.fuzzy:
                 at = _guessed(kw, f.text, taken)
-                if at is not None:
+                if at is not None and not _inside_another(at, f.text, self.longer):
                     for k in range(*at):
                         taken[k] = True
                     hits.append((*at, role, True))
@@ -168,6 +171,18 @@ def _guessed(keyword: str, text: str, taken: list[bool]) -> tuple[int, int] | No
             return s, s + n
     s = text.find(keyword[1:]) if n >= LOST_FIRST_MIN and all(map(_ideograph, keyword)) else -1
     return (s, s + n - 1) if s >= 0 and not any(taken[s : s + n - 1]) else None
+
+
+def _inside_another(at: tuple[int, int], text: str, keywords: Sequence[str]) -> bool:
+    """Does the guess at `at` lie inside one of `keywords`, longer than it, read with one wrong character?"""
+    s, e = at
+    for kw in keywords:
+        n = len(kw)
+        if n > e - s and any(
+            hamming(text[k : k + n], kw) <= 1 for k in range(max(0, e - n), min(s, len(text) - n) + 1)
+        ):
+            return True
+    return False
 
 
 def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Callable[[str, str], bool]) -> list[Hit]:
