@@ -680,11 +680,11 @@ def _shortfall(result: InspectionResult) -> int:
 def _still_cut_off(first: ImageReading, first_fields: ReadFields, second: InspectionResult) -> InspectionResult:
     """The second reading, unless a code it gives was printed cut off in the first reading's lines
     ("DD20240613-" where the second reads "DD20240613"): then still a read problem, not a shorter code.
-    Likewise when the first pass's box of a code (or of a date that ends on a day of one digit), read on past its
-    end, showed more of it (`first_fields.ran_on`)
-    and the second pass gives the same code without a doubt: it read no further, so the doubt stands (hard
-    tuning slip 16 in an unseen face: the customer id C2842380359 fades out after C2842; read on, the first
-    pass saw a 3 at 0.945; the finer pass's box ended at C2842 again and, read on, showed nothing after it).
+    Likewise when the first pass's box of a code (or of a date that ends on a day of one digit), read on past
+    its end, showed more of it (`first_fields.ran_on`) and the second pass gives the same value without a
+    doubt: it read no further, so the doubt stands (hard tuning slip 16 in an unseen face: the customer id
+    C2842380359 fades out after C2842; read on, the first pass saw a 3 at 0.945; the finer pass's box ended at
+    C2842 again and, read on, showed nothing after it).
     Not for a start read back (READ_BACK_SEEN is lower, and the label's margin reads as a faint character:
     clean tuning slip 76, a 5 before U60886068 that the finer pass did not see)."""
     more = []
