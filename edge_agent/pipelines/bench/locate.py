@@ -49,8 +49,8 @@ _SPACE_READ = set(".,")
 LOST_FIRST_MIN = 4
 
 
-def _between_letters(text: str, i: int) -> bool:
-    return 0 < i < len(text) - 1 and all(text[k].isascii() and text[k].isalpha() for k in (i - 1, i + 1))
+def _latin_letter_at(text: str, k: int) -> bool:
+    return 0 <= k < len(text) and text[k].isascii() and text[k].isalpha()
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,10 +66,14 @@ def fold_label(text: str) -> Folded:
     idx: list[int] = []
     half = to_halfwidth(text)
     for i, ch in enumerate(half):
-        if ch in _IGNORED or ch.isspace() or (ch in _SPACE_READ and _between_letters(half, i)):
+        if (
+            ch in _IGNORED
+            or ch.isspace()
+            or (ch in _SPACE_READ and all(_latin_letter_at(half, k) for k in (i - 1, i + 1)))
+        ):
             continue
         low = _LATIN_LOOKALIKE.get(ch, simplified(ch).lower())
-        if ch == "0" and any(0 <= k < len(half) and half[k].isascii() and half[k].isalpha() for k in (i - 1, i + 1)):
+        if ch == "0" and any(_latin_letter_at(half, k) for k in (i - 1, i + 1)):
             low = "o"  # a letter O inside a Latin word read as a zero ("0RDER ID")
         out.append(low if len(low) == 1 else ch)
         idx.append(i)
