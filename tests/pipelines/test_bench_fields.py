@@ -817,7 +817,7 @@ def test_extract_fields__a_code_after_a_misread_label_is_judged_by_its_own_chara
     cust = ext.values["customer_id"]
     assert cust.value == "KH-2024-68402" and cust.confidence < FieldsConfig().default_min_confidence
     assert [i.code for i in ext.issues if i.field == "customer_id"] == ["found_by_shape"]
-    # A value read unclearly itself is still not taken: one character at 0.6 (the dash of hard 22 in its face).
+    # A value read unclearly itself is still not taken: one character at 0.6 (its dash in the seen face, 三家D:...).
     unclear = (*cc[:7], 0.6, *cc[8:])
     assert extract([*lines[:2], TextLine(text, 0.933, (52, 633, 201, 34), unclear)])["customer_id"] is None
 
