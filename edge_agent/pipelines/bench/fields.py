@@ -632,17 +632,18 @@ def _code_by_shape(
     order_shape = re.compile(template.spec("order_no").pattern)
     found: dict[str | int, tuple[_Candidate, TextLine]] = {}
     for ln in free:
-        raw, chars, clear = ln.text, ln.char_conf, ln.confidence
+        raw, chars = ln.text, ln.char_conf
         k = _last_colon(raw)
-        if k >= 0 and 0 < len(raw[:k].strip()) <= 8 and not any(c.isdigit() for c in raw[:k]):
-            # after the colon of a label no keyword names (编码：GU-7117-BOX-L): the value's characters, and
-            # their confidence; the label's, misread (KID: for 买家ID:, hard tuning slip 22), say nothing of it
+        after_label = k >= 0 and 0 < len(raw[:k].strip()) <= 8 and not any(c.isdigit() for c in raw[:k])
+        if after_label:
+            # after the colon of a label no keyword names (编码：GU-7117-BOX-L): the value's characters
             lead = len(raw) - len(raw[k + 1 :].lstrip())
             raw = raw[lead:].rstrip()
             chars = chars[lead : lead + len(raw)] if len(chars) == len(ln.text) else chars
-            clear = sum(chars) / len(chars) if chars and len(chars) == len(raw) else clear
         text = to_halfwidth(raw).strip()
         cc = chars if len(chars) == len(raw) else ()
+        # ...and their confidence: the label's, misread (KID: for 买家ID:, hard tuning slip 22), say nothing of it
+        clear = sum(cc) / len(cc) if after_label and cc else ln.confidence
         if not _CODE_SHAPES[name].fullmatch(text) or clear < SKU_SHAPE_MIN_LINE:
             continue
         if name == "sku" and order_shape.fullmatch(text):

@@ -312,9 +312,10 @@ def _under_bare_labels(
 
 
 # The codes whose box may end before the value does (read_on).
-READ_ON_FIELDS = ("order_no", "sku", "customer_id")
+READ_ON_CODES = ("order_no", "sku", "customer_id")
 # A date whose box ends on a day of one digit is read on too: on hard tuning slip 85 the 2 of 2025.11.12 was
 # lost at the box's end, and 2025.11.1 is a date.
+READ_ON_FIELDS = (*READ_ON_CODES, "return_date")
 _ONE_DIGIT_AT_END = re.compile(r"(?<![0-9])[0-9]$")
 
 
@@ -356,7 +357,7 @@ def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> tuple[l
     doubted = {i.field for i in ext.issues}
     ends: list[tuple[str, str, TextLine, str]] = []
     starts: list[tuple[str, str, TextLine, str]] = []
-    for name in (*READ_ON_FIELDS, "return_date"):
+    for name in READ_ON_FIELDS:
         fv, ln = ext.values.get(name), ext.where.get(name)
         if fv is None or fv.value is None or ln is None or name in doubted:
             continue
@@ -688,11 +689,11 @@ def _still_cut_off(first: ImageReading, first_fields: ReadFields, second: Inspec
     Not for a start read back (READ_BACK_SEEN is lower, and the label's margin reads as a faint character:
     clean tuning slip 76, a 5 before U60886068 that the finer pass did not see)."""
     more = []
-    for name in (*READ_ON_FIELDS, "return_date"):
+    for name in READ_ON_FIELDS:
         value = second.fields.get(name)
         if value is None or second.sources.get(name) != "ocr":
             continue
-        if name in READ_ON_FIELDS and any(
+        if name in READ_ON_CODES and any(
             (at := ln.text.find(str(value))) >= 0 and dangling_separator(ln.text[at:]) is not None for ln in first.lines
         ):
             # the value itself only: the rest of the line may hold personal data, and this is not masked
