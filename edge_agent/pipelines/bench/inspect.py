@@ -38,7 +38,7 @@ from edge_agent.pipelines.bench.fields import (
     load_template,
 )
 from edge_agent.pipelines.bench.heap import release_freed_memory
-from edge_agent.pipelines.bench.locate import SHAPE_ONLY, join_split_labels
+from edge_agent.pipelines.bench.locate import SHAPE_ONLY, join_split_labels, next_on_line
 from edge_agent.pipelines.bench.manifest import Manifest
 from edge_agent.pipelines.bench.normalize import ReasonTable, dangling_separator, to_halfwidth
 from edge_agent.pipelines.bench.privacy import mask_text, masked_slip_text
@@ -353,7 +353,9 @@ def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> tuple[l
     again grown to the right, gives its last characters and more after them: the value went on past the
     box, which a stain across its end can cut short (typical tuning slip 615: P532489 read at 0.9998 for
     P53248926). Likewise for a code that opens its box, read back to the left: the value may start before
-    its box (READ_BACK_SEEN). Returns the issues of the two: past the end, before the start."""
+    its box (READ_BACK_SEEN). A code that read on gives nothing more past its end is doubted all the same
+    when the next box on its line, after a gap, is a piece of code (_piece_after_a_gap). Returns the issues
+    of the two: past the end, before the start."""
     doubted = {i.field for i in ext.issues}
     ends: list[tuple[str, str, TextLine, str]] = []
     starts: list[tuple[str, str, TextLine, str]] = []
@@ -379,13 +381,31 @@ def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> tuple[l
             continue
         went_on = {i.field for i in past}  # a value already read on past its box is doubted once
         again = read_on(reading, [ln for _, _, ln, _ in todo], back=back)
-        for (name, value, _ln, boxed), (text, chars) in zip(todo, again, strict=True):
+        for (name, value, ln, boxed), (text, chars) in zip(todo, again, strict=True):
             more, sure = (_read_before if back else _read_past)(boxed, text, chars)
             if more and name not in went_on:
                 how = "read wider" if sure else "read wider, unsure"
                 where = f"start before its box ({how}: {more}...)" if back else f"go on past its box ({how}: ...{more})"
                 out.append(Issue("reads_disagree", name, f"{name}: {value} may {where}"))
+            elif not back and name in READ_ON_CODES and (piece := _piece_after_a_gap(ln, reading.lines)):
+                where = f"go on past its box (a gap, then {piece})"
+                out.append(Issue("reads_disagree", name, f"{name}: {value} may {where}"))
     return past, before
+
+
+# A box after a code's, on its line and apart from it, that holds only code and opens with a separator (-M) is
+# the rest of that code with its middle lost: hard tuning slip 162 printed CN-1284-BOX-M, faded to CN-128 and,
+# a gap on, -M; CN-128 passed at 0.93.
+_CODE_PIECE = re.compile(r"[-_/.][A-Z0-9][-_/.A-Z0-9]*")
+
+
+def _piece_after_a_gap(ln: TextLine, lines: Sequence[TextLine]) -> str:
+    """The text of the next box on ln's line when it starts after ln ends and is a _CODE_PIECE, else ""."""
+    nxt = next_on_line(ln, lines)
+    if nxt is None or nxt.box[0] <= ln.box[0] + ln.box[2]:
+        return ""
+    piece = to_halfwidth(nxt.text).strip().upper()
+    return piece if _CODE_PIECE.fullmatch(piece) else ""
 
 
 def _anchored(boxed: str, text: str, chars: tuple[float, ...], first: bool) -> tuple[str, list[int], int, int]:

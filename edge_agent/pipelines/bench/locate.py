@@ -366,6 +366,12 @@ def _right_on_line(a: TextLine, boxes: Sequence[TextLine]) -> list[tuple[int, Te
     ]
 
 
+def next_on_line(a: TextLine, boxes: Sequence[TextLine]) -> TextLine | None:
+    """The first box on a's line that starts right of its middle, or None."""
+    right = _right_on_line(a, boxes)
+    return min(right, key=lambda kb: kb[1].box[0])[1] if right else None
+
+
 def _joined(parts: list[TextLine], text: str) -> TextLine:
     """One box for boxes side by side on a line: the union of their boxes, the first's left corners and the
     last's right ones."""
