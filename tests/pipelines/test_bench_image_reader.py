@@ -237,6 +237,9 @@ def test_inspector__a_lone_digit_in_a_table_cell_is_read(seed: int, tier: str, l
         (1232, "typical", "stacked", "quantity", []),
         # the date under 退货日期 was not boxed either; read there with a character under 0.95, a person confirms it
         (21, "typical", "stacked", "return_date", ["low_confidence"]),
+        # 数量 centred over its cell, the lone 2 at the cell's left edge in no box: read under the label from
+        # where its column's values start (the date and the product name above and below), not from its own edge
+        (161, "typical", "header_table", "quantity", ["low_confidence"]),
     ],
 )
 def test_inspector__a_value_the_detector_missed_is_read_where_its_label_points(
