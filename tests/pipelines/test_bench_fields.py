@@ -731,6 +731,25 @@ def test_extract_fields__the_next_cell_of_a_table_does_not_continue_a_code() -> 
     assert got["order_no"] == "241108-170943469411238" and got["customer_id"] == "285249298"
 
 
+def test_extract_fields__a_code_split_under_its_label_is_joined_from_its_left_piece() -> None:
+    """Seen on hard tuning slip 267: [客户编号] set at the right of its cell, and under it the customer id
+    C9274460828 cut by the detector into C9274 | 60828 (a 4 lost between them). The piece nearest the
+    label's centre, 60828, passed at 0.94 as the whole customer id."""
+    lines = [
+        box("[客户编号]", 687, 279, 114, 38),
+        box("C9274", 535, 322, 86, 34),
+        box("60828", 622, 325, 81, 28),
+    ]
+    ext = extract_fields(lines, TEMPLATE, REASONS, MATCHER)
+    assert ext.values["customer_id"].value == "C927460828"
+    # the gap between the pieces may have been a separator: a person decides
+    assert [i.code for i in ext.issues if i.field == "customer_id"] == ["ambiguous_value"]
+    # Not from a piece that is the value of the label before it on its line (its own cell).
+    lines.insert(0, box("订单号", 420, 279, 90, 38))
+    got = extract(lines)
+    assert got["order_no"] == "C9274" and got["customer_id"] == "60828"
+
+
 def test_extract_fields__a_code_with_an_ellipsis_was_not_read_whole() -> None:
     """Seen on hard tuning slip 595: the recogniser gave '[Item Code]:MU-7... ULV-XL' for MU-7912-OLV-XL,
     and MU-7 passed (trailing dots are dropped from a code)."""

@@ -366,6 +366,15 @@ def _right_on_line(a: TextLine, boxes: Sequence[TextLine]) -> list[tuple[int, Te
     ]
 
 
+def _left_on_line(a: TextLine, boxes: Sequence[TextLine]) -> list[tuple[int, TextLine]]:
+    """(index, box) of the boxes on a's line that end left of its middle."""
+    return [
+        (k, b)
+        for k, b in enumerate(boxes)
+        if b is not a and _same_line(a, b) and b.box[0] + b.box[2] < a.box[0] + a.box[2] / 2
+    ]
+
+
 def next_on_line(a: TextLine, boxes: Sequence[TextLine]) -> TextLine | None:
     """The first box on a's line that starts right of its middle, or None."""
     right = _right_on_line(a, boxes)
@@ -666,6 +675,10 @@ def _locate(
                     if kind == "code" and not oh:
                         lost = _fragment_before(other.text, vs)
                         text, conf, cc = _continued(text, conf, cc, other, box, boxes=boxes, is_label=is_label)
+                        if vs == 0 and how == "below":
+                            text, conf, cc = _continued(
+                                text, conf, cc, other, box, boxes=boxes, is_label=is_label, leftward=True
+                            )
                     found[hit.role].append(Found(hit.role, text, conf, other, how, hit.fuzzy, box, cc, lost))
                     break
     return found
@@ -716,26 +729,40 @@ def _continued(
     *,
     boxes: list[TextLine],
     is_label: list[bool],
+    leftward: bool = False,
 ) -> tuple[str, float, tuple[float, ...]]:
     """A code the detector split in two ("24101592" "683426"): the boxes that continue it on its line,
     closer than a character's height, joined; the confidence is the lowest of the parts. A box that is
     another label's value is no continuation: in a header table an order number fills its cell up to
-    the customer id in the next (tuning seeds 551, 560)."""
+    the customer id in the next (tuning seeds 551, 560). `leftward` joins the boxes that continue it to
+    the left instead, for a value found under its label: the label names the piece nearest its own
+    centre (hard tuning slip 267: [客户编号] set right in its cell over C9274 | 60828 named 60828)."""
     cur = box
     while True:
         h = cur.box[3]
-        nxt = [(k, b) for k, b in _right_on_line(cur, boxes) if -0.8 * h <= _gap(cur, b) <= 0.8 * h]
-        if not nxt:
+        if leftward:
+            near = [(k, b) for k, b in _left_on_line(cur, boxes) if -0.8 * h <= _gap(b, cur) <= 0.8 * h]
+            pick = max(near, key=lambda kb: kb[1].box[0] + kb[1].box[2], default=None)
+        else:
+            near = [(k, b) for k, b in _right_on_line(cur, boxes) if -0.8 * h <= _gap(cur, b) <= 0.8 * h]
+            pick = min(near, key=lambda kb: kb[1].box[0], default=None)
+        if pick is None:
             return text, conf, cc
-        k, b = min(nxt, key=lambda kb: kb[1].box[0])
+        k, b = pick
         # Only a box that is all code continues one: "2件/pcs" in the next cell of a table is a quantity.
         if is_label[k] or not re.fullmatch(r"[A-Za-z0-9\-_/.]+", to_halfwidth(b.text.strip())):
             return text, conf, cc
         if _value_of_another_label(b, label, boxes, is_label):
             return text, conf, cc
         more = _cc(b, 0, len(b.text))
-        cc = (*cc, 1.0, *more) if cc and more and b.text == b.text.strip() else ()
-        text, conf, cur = text + " " + b.text.strip(), min(conf, b.confidence), b
+        whole = bool(cc and more and b.text == b.text.strip())
+        if leftward:
+            cc = (*more, 1.0, *cc) if whole else ()
+            text = b.text.strip() + " " + text
+        else:
+            cc = (*cc, 1.0, *more) if whole else ()
+            text = text + " " + b.text.strip()
+        conf, cur = min(conf, b.confidence), b
 
 
 def _value_of_another_label(b: TextLine, label: TextLine, boxes: list[TextLine], is_label: list[bool]) -> bool:
