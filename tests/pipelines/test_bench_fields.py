@@ -289,7 +289,7 @@ def test_fix_code__letter_prefix_and_digit_body() -> None:
     rx = re.compile(r"[A-Z]{0,4}\d{6,24}")
     assert fix_code("VIP12345678", rx) == Fixed("VIP12345678", 0, False)
     # up to four letters are allowed, so VIPI... matches as read, but the I may be a 1: flagged
-    assert fix_code("VIPl2345678", rx) == Fixed("VIPL2345678", 0, True)
+    assert fix_code("VIPl2345678", rx) == Fixed("VIPI2345678", 0, True)  # the l is the stroke of an I, or a 1
     assert fix_code("5F123456", rx) is not None
     assert fix_code("C0I2345678", rx).value == "C012345678"  # type: ignore[union-attr]
     assert fix_code("hello", rx) is None
@@ -308,6 +308,24 @@ def test_order_no__a_short_number_is_the_start_of_a_longer_one_not_a_letter_code
     ext = extract_fields(lines_of("Order No. :54857488", "SKU: AB-1234-BLK"), TEMPLATE, REASONS, MATCHER)
     assert ext.values["order_no"].value is None
     assert [i.code for i in ext.issues if i.field == "order_no"] == ["bad_format"]
+
+
+def test_fix_code__a_lowercase_l_in_a_code_of_capitals_is_an_upright_stroke() -> None:
+    """Clean tuning slip 340 (Noto Sans CJK): SKU 1BI-9CI read as 1BI-9Cl, its l at 0.73, passed as 1BI-9CL.
+    A sans-serif capital I and a lowercase l are one stroke; a capital L has a foot."""
+    ext = extract_fields(
+        (TextLine("SKU：1BI-9Cl", 0.93, (20, 0, 300, 30), char_conf=(1.0,) * 10 + (0.73,)),),
+        TEMPLATE,
+        REASONS,
+        MATCHER,
+    )
+    assert ext.values["sku"].value == "1BI-9CI"
+    [issue] = [i for i in ext.issues if i.field == "sku"]
+    assert issue.code == "ambiguous_value" and "I or 1 at character 7" in issue.message
+    # where the pattern wants a digit it is a 1, as an I would be
+    assert fix_code("Cl2345", re.compile(r"C\d{5}")) == Fixed("C12345", 1, False)
+    # a code written in lowercase keeps its l: here it was no stroke of a capital
+    assert fix_code("abl-12", re.compile(r"[A-Z0-9](?:[A-Z0-9]|-(?=[A-Z0-9])){2,31}")).value == "ABL-12"
 
 
 def test_fix_code__alphanumeric_pattern_keeps_letters() -> None:

@@ -199,6 +199,11 @@ def clean_code_token_conf(segment: str, conf: tuple[float, ...]) -> tuple[str, t
 # 86 of 132 right I at 0.99 against 74, and nothing for 0 and O. Not used.
 CONFUSABLE_PAIRS = {"O": "0", "0": "O", "I": "1", "1": "I", "S": "5", "5": "S", "B": "8", "8": "B"}
 CONFUSABLE_PAIRS |= {"Z": "2", "2": "Z", "G": "6", "6": "G"}
+# A Q is an O with a tail, and blur or a speck gives an O one: hard tuning slip 304 read LE-3748-BOX-42 as
+# ...-BQX-42, its Q at 0.59, and it passed. So a Q the recogniser was not sure of may be an O. On tuning seeds
+# 0-149 (three tiers) 22 Q were read in codes: 19 at 0.99 or more, all printed Q; under 0.99 one Q, one O
+# (hard 102, DU7596O as DU7596Q at 0.74) and one 9. An O is not doubted as a Q: no O was read for a Q there.
+CONFUSABLE_PAIRS |= {"Q": "O"}
 SURE_AS_READ = {"0": 0.99995, "O": 0.99995, "1": 0.999, "S": 0.999, "B": 0.999, "I": 0.9}
 SURE_DEFAULT = 0.99
 
@@ -254,7 +259,7 @@ def fix_code(token: str, pattern: re.Pattern[str], *, max_prefix: int = 6) -> Fi
     as letters are turned back: 5F -> SF) and a digit body (O -> 0, I -> 1, S -> 5, B -> 8 ...), keeping the
     reading with the fewest changes. None when no reading matches.
     """
-    token = token.upper()
+    token = _bar_as_i(token).upper()
     if not token:
         return None
     if pattern.fullmatch(token):
@@ -271,6 +276,15 @@ def fix_code(token: str, pattern: re.Pattern[str], *, max_prefix: int = 6) -> Fi
             if best is None or subs < best.substitutions:
                 best = Fixed(cand, subs, _boundary_ambiguous(cand, pattern))
     return best
+
+
+def _bar_as_i(token: str) -> str:
+    """A lowercase l in a code otherwise in capitals is a bare upright stroke: the capital I of a sans-serif
+    face, which the recogniser may give as l (clean tuning slip 340: 1BI-9CI read as 1BI-9Cl, its l at 0.73,
+    passed as 1BI-9CL). A capital L has a foot. Left as it is in a code with other lowercase letters."""
+    if "l" not in token or any(c.islower() for c in token.replace("l", "")):
+        return token
+    return token.replace("l", "I")
 
 
 def _boundary_ambiguous(value: str, pattern: re.Pattern[str]) -> bool:
