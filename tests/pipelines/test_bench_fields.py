@@ -761,8 +761,9 @@ def test_extract_fields__a_code_split_under_its_label_is_joined_from_its_left_pi
     ext = extract_fields(lines, TEMPLATE, REASONS, MATCHER)
     assert ext.values["customer_id"].value == "C927460828"
     # the gap between the pieces may have been a separator: a person decides
-    assert [i.code for i in ext.issues if i.field == "customer_id"] == ["ambiguous_value"]
-    # Not from a piece that is the value of the label before it on its line (its own cell).
+    [issue] = [i for i in ext.issues if i.field == "customer_id"]
+    assert issue.code == "ambiguous_value" and "a space before character 6" in issue.message
+    # Not from a piece under another label: that is the other label's value (its own cell).
     lines.insert(0, box("订单号", 420, 279, 90, 38))
     got = extract(lines)
     assert got["order_no"] == "C9274" and got["customer_id"] == "60828"

@@ -436,6 +436,7 @@ def test_ambiguous_positions__pattern_and_check_digit_decide_what_is_ambiguous()
     # as such stays a 0-or-O doubt only.
     assert ambiguous_positions("BQX4", sku, (1.0, 0.59, 1.0, 1.0)) == [(1, "Q", "O")]
     assert ambiguous_positions("BQX4", sku, (1.0, 0.995, 1.0, 1.0)) == []
+    assert ambiguous_positions("BOX4", sku, (1.0, 0.59, 1.0, 1.0)) == [(1, "O", "0")]
 
 
 def test_evaluate__a_waybill_barcode_printed_in_groups_is_no_order_number() -> None:
