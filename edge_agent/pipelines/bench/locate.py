@@ -740,15 +740,12 @@ def _continued(
     cur = box
     while True:
         h = cur.box[3]
-        if leftward:
-            near = [(k, b) for k, b in _left_on_line(cur, boxes) if -0.8 * h <= _gap(b, cur) <= 0.8 * h]
-            pick = max(near, key=lambda kb: kb[1].box[0] + kb[1].box[2], default=None)
-        else:
-            near = [(k, b) for k, b in _right_on_line(cur, boxes) if -0.8 * h <= _gap(cur, b) <= 0.8 * h]
-            pick = min(near, key=lambda kb: kb[1].box[0], default=None)
-        if pick is None:
+        side = _left_on_line(cur, boxes) if leftward else _right_on_line(cur, boxes)
+        gaps = [(_gap(b, cur) if leftward else _gap(cur, b), k, b) for k, b in side]
+        near = [(gap, k, b) for gap, k, b in gaps if -0.8 * h <= gap <= 0.8 * h]
+        if not near:
             return text, conf, cc
-        k, b = pick
+        _, k, b = min(near, key=lambda gkb: gkb[0])  # the nearest on that side
         # Only a box that is all code continues one: "2件/pcs" in the next cell of a table is a quantity.
         if is_label[k] or not re.fullmatch(r"[A-Za-z0-9\-_/.]+", to_halfwidth(b.text.strip())):
             return text, conf, cc
@@ -756,12 +753,9 @@ def _continued(
             return text, conf, cc
         more = _cc(b, 0, len(b.text))
         whole = bool(cc and more and b.text == b.text.strip())
-        if leftward:
-            cc = (*more, 1.0, *cc) if whole else ()
-            text = b.text.strip() + " " + text
-        else:
-            cc = (*cc, 1.0, *more) if whole else ()
-            text = text + " " + b.text.strip()
+        joined = (*more, 1.0, *cc) if leftward else (*cc, 1.0, *more)
+        cc = joined if whole else ()
+        text = f"{b.text.strip()} {text}" if leftward else f"{text} {b.text.strip()}"
         conf, cur = min(conf, b.confidence), b
 
 
