@@ -235,6 +235,20 @@ def test_extract_fields__not_an_integer_quantity_is_a_format_issue() -> None:
 def test_parse_date__formats_merchants_print(text: str, expected: str) -> None:
     got = parse_date(text)
     assert got is not None and got[0].isoformat() == expected
+    assert got.substitutions == (text == "2O25-03-27")
+
+
+@pytest.mark.parametrize(("text", "subs"), [("2026.02,03", 1), ("2026,02,03", 2), ("2026.O2,03", 2)])
+def test_parse_date__a_dot_read_as_a_comma_is_fixed_as_a_substitution(text: str, subs: int) -> None:
+    # typical tuning slip 257 in unseen faces: 2026.02.03 came back as 2026.02,03 and the date was lost
+    got = parse_date(text)
+    assert got is not None and (got.day.isoformat(), got.substitutions) == ("2026-02-03", subs)
+    ext = extract_fields(lines_of("退货日期：" + text), TEMPLATE, REASONS, MATCHER)
+    assert ext.values["return_date"].value == "2026-02-03"
+    assert (
+        ext.values["return_date"].confidence
+        < extract_fields(lines_of("退货日期：2026.02.03"), TEMPLATE, REASONS, MATCHER).values["return_date"].confidence
+    )
 
 
 @pytest.mark.parametrize(

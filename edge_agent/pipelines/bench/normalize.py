@@ -344,6 +344,9 @@ def _cn_number(text: str) -> int | None:
 _DATE = re.compile(r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{2}(?=\d{1,2}:\d{2})|\d{1,2}(?!\d))\s*日?")
 _DATE_COMPACT = re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?!\d)")
 _DATE_FIXABLE = re.compile(r"[OoDQIl|SsBZz]")
+# A comma between digits is a dot the OCR read as one (typical tuning slip 257 in unseen faces: 2026.02.03
+# came back as 2026.02,03 and the date was lost); fixed like a letter read for a digit.
+_DATE_COMMA = re.compile(r"(?<=\d),(?=\d)")
 
 
 class ParsedDate(NamedTuple):
@@ -358,12 +361,14 @@ class ParsedDate(NamedTuple):
 
 
 def parse_date(segment: str) -> ParsedDate | None:
-    """The date in 2025-03-27, 2025/03/27, 2025.03.27, 2025年03月27日, 20250327; None if none is valid."""
+    """The date in 2025-03-27, 2025/03/27, 2025.03.27, 2025年03月27日, 20250327; None if none is valid.
+    Letters the OCR reads for digits (2O25) and commas for dots are fixed, each a substitution."""
     text = to_halfwidth(segment)
     found = _find_date(text)
     if found is not None:
         return ParsedDate(found[0], 0, found[1])
     fixed = _DATE_FIXABLE.sub(lambda m: DIGIT_FOR.get(m.group(0).upper(), m.group(0)), text)
+    fixed = _DATE_COMMA.sub(".", fixed)
     if fixed != text:
         found = _find_date(fixed)
         if found is not None:
