@@ -21,9 +21,11 @@ from edge_agent.pipelines.bench.ocr_onnx import (
     crop_box,
     ctc_decode,
     ctc_decode_steps,
+    cut_at_rules,
     default_manifest_path,
     erase_rules,
     load_manifest,
+    warp_box,
 )
 from edge_agent.pipelines.bench.ocr_tesseract import join_words
 from edge_agent.pipelines.bench.reader import ImageReader, load_image
@@ -302,6 +304,81 @@ def test_erase_rules__a_cell_border_is_painted_over_and_glyphs_are_kept() -> Non
         cell = _cell(glyphs, rule_x=None)
         assert erase_rules(cell) is cell
     assert erase_rules(plain) is plain
+
+
+def _two_cells() -> tuple[np.ndarray, np.ndarray, float]:
+    """A label with two table cells' text, 七天无理由 and KH-2024-32019, a few pixels either side of the cells'
+    border, the quad the detector gave them as one line and the border's column."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.new("RGB", (520, 120), (236, 236, 230))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.truetype("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", 28)
+    right = 20 + draw.textlength("七天无理由", font=font) + 8
+    draw.text((20, 42), "七天无理由", font=font, fill=(20, 20, 20))
+    draw.rectangle((right, 0, right + 1, 119), fill=(20, 20, 20))  # the cells' border, from top to bottom
+    draw.text((right + 8, 42), "KH-2024-32019", font=font, fill=(20, 20, 20))
+    quad = np.array([[12, 34], [500, 34], [500, 84], [12, 84]], np.float32)
+    return np.asarray(img)[:, :, ::-1].copy(), quad, right
+
+
+def _banner() -> tuple[np.ndarray, np.ndarray]:
+    """A shop's name printed light on its coloured banner, and the quad the detector gave it."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.new("RGB", (520, 120), (80, 100, 120))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.truetype("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", 34)
+    draw.text((20, 39), "山野户外山野户外", font=font, fill=(215, 215, 215))
+    right = 28 + draw.textlength("山野户外山野户外", font=font)
+    return np.asarray(img)[:, :, ::-1].copy(), np.array([[12, 38], [right, 38], [right, 82], [12, 82]], np.float32)
+
+
+def test_cut_at_rules__a_box_over_two_cells_is_cut_at_their_border() -> None:
+    label, quad, border = _two_cells()
+    pieces = cut_at_rules(label, quad)
+    assert len(pieces) == 2
+    (left, left_crop), (right, right_crop) = pieces
+    assert (
+        border - 2 <= left[1][0] <= border <= right[0][0] <= border + 4
+    )  # the left piece ends at the border, the right one starts there
+    assert left[0][0] == quad[0][0] and right[1][0] == quad[1][0]  # and the line's ends are kept
+    for q, crop in pieces:
+        assert np.array_equal(crop, crop_box(label, q))
+    # each piece holds its own text and no border
+    engine = OnnxOcr(OcrConfig())
+    assert [t for t, _, _ in engine.recognize([left_crop, right_crop])] == ["七天无理由", "KH-2024-32019"]
+    # the engine reads the two cells as two lines
+    lines, _ = engine.read(label)
+    assert [ln.text for ln in lines] == ["七天无理由", "KH-2024-32019"]
+
+
+def test_cut_at_rules__a_box_without_a_border_or_on_a_coloured_band_is_kept_whole() -> None:
+    label, quad, border = _two_cells()
+    plain = label.copy()
+    x = round(border)
+    plain[:, x - 1 : x + 3] = label[:, 5:9]  # paper over the border
+    assert [q.tolist() for q, _ in cut_at_rules(plain, quad)] == [quad.tolist()]
+    # light print on a band: its "ink" is the band, and the band between two glyphs is no border
+    banner, bq = _banner()
+    assert [q.tolist() for q, _ in cut_at_rules(banner, bq)] == [bq.tolist()]
+    assert np.array_equal(crop_box(banner, bq), warp_box(banner, bq))  # nor painted over
+    # a line drawn across a label's text, touching its glyphs, is no cells' border (typical tuning slip 21)
+    from PIL import Image, ImageDraw, ImageFont
+
+    img = Image.new("RGB", (200, 120), (236, 236, 230))
+    draw = ImageDraw.Draw(img)
+    font = ImageFont.truetype("/usr/share/fonts/truetype/wqy/wqy-microhei.ttc", 28)
+    draw.text((20, 42), "退货日期", font=font, fill=(20, 20, 20))
+    x = round(20 + draw.textlength("退货日", font=font))
+    draw.rectangle((x - 1, 0, x, 119), fill=(20, 20, 20))
+    crossed, cq = np.asarray(img)[:, :, ::-1].copy(), np.array([[12, 34], [150, 34], [150, 84], [12, 84]], np.float32)
+    assert [q.tolist() for q, _ in cut_at_rules(crossed, cq)] == [cq.tolist()]
+    # a border at a box's end, with nothing beyond it, leaves the box whole (and erased, as crop_box does)
+    left = label.copy()
+    left[:, x + 3 :] = label[:, 5:6]
+    (q, crop), *more = cut_at_rules(left, quad)
+    assert not more and q.tolist() == quad.tolist() and np.array_equal(crop, crop_box(left, quad))
 
 
 def test_join_words__cjk_without_spaces_latin_with() -> None:

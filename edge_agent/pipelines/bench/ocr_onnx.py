@@ -33,6 +33,20 @@ NARROW_PAD = 0.3  # each side, as a share of the box's height
 RULE_COVER = 0.85
 RULE_WIDTH = 0.15
 RULE_BESIDE = 0.6
+# cut_at_rules: a piece of a box beside a ruling line holds text when at least CUT_MIN_INK of the box's height
+# in columns is inked over CUT_INKED of it
+CUT_MIN_INK = 0.1
+CUT_INKED = 0.2
+# A crop more than RULE_MAX_INK inked (more ink than paper) is no print on paper but light print on a coloured
+# band, whose "ink" is the band: the band between two glyphs is no ruling line (typical tuning slip 289 in
+# unseen faces: its shop name 山野户外, 0.81 inked, was cut between 山 and 野, and painted over there with the
+# print's colour). The noise of a hard photo inks a crop up to 0.4 (hard tuning slip 392's date).
+RULE_MAX_INK = 0.6
+# cut_at_rules cuts at a bar that goes on RULE_GOES_ON of RULE_REACH of the box's height above and below it
+RULE_REACH = 0.25
+RULE_GOES_ON = 0.3
+CUT_GAP = 0.1  # and has paper this share of the box's height wide on both sides
+CUT_PAPER = 0.05
 MAX_CANDIDATES = 1000
 # The recognizer's output is [N, W/8, 18710] float32, and as large again inside the model: eight wide lines
 # in one batch take 200 MB for a moment. Batches are capped at this many input columns (about 19 MB).
@@ -202,6 +216,11 @@ def sort_reading_order(boxes: list[tuple[NDArray[Any], float]]) -> list[tuple[ND
 
 
 def crop_box(label: NDArray[Any], pts: NDArray[Any]) -> NDArray[Any]:
+    """The text in one box (warp_box) with the ruling lines of a table it took in erased (erase_rules)."""
+    return erase_rules(warp_box(label, pts))
+
+
+def warp_box(label: NDArray[Any], pts: NDArray[Any]) -> NDArray[Any]:
     """The text in one box, warped upright; tall crops (vertical text) are turned to read left to right.
 
     A box narrower than NARROW_BOX times its height (a lone character) but not twice as tall as
@@ -226,31 +245,106 @@ def crop_box(label: NDArray[Any], pts: NDArray[Any]) -> NDArray[Any]:
         crop = cv2.cvtColor(crop, cv2.COLOR_GRAY2BGR)
     if ch >= 1.5 * cw:
         crop = np.rot90(crop)
-    return erase_rules(np.ascontiguousarray(crop))
+    return np.ascontiguousarray(crop)
 
 
-def erase_rules(crop: NDArray[Any]) -> NDArray[Any]:
-    """The crop with the ruling lines of a table it took in painted over with its paper: a thin bar of ink
-    from the crop's top to its bottom is no character (glyphs keep a margin inside their box), but the
-    recogniser reads it as a 1 (typical tuning slip 1194: a cell's border beside the quantity 6, read as 16
-    at 0.88 and passed)."""
-    h, w = crop.shape[:2]
+def _ink(crop: NDArray[Any]) -> NDArray[Any]:
     gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
-    _, ink = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    return cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)[1]
+
+
+def rule_bars(ink: NDArray[Any]) -> list[tuple[int, int]]:
+    """The columns [start, end) of each ruling line of a table in a crop's ink: a thin bar of ink from the
+    crop's top to its bottom is no character (glyphs keep a margin inside their box). A crop mostly inked
+    (RULE_MAX_INK) has none."""
+    h, w = ink.shape[:2]
+    if np.count_nonzero(ink) > RULE_MAX_INK * ink.size:  # light print on a band
+        return []
     cover = np.count_nonzero(ink, axis=0) / h
     full = np.flatnonzero(cover >= RULE_COVER)
-    if not full.size:
-        return crop
-    out = crop
-    for bar in np.split(full, np.flatnonzero(np.diff(full) > 1) + 1):  # runs of adjacent full columns
+    bars = []
+    for bar in np.split(full, np.flatnonzero(np.diff(full) > 1) + 1) if full.size else []:  # runs of full columns
         x, end = int(bar[0]), int(bar[-1]) + 1
         beside = cover[np.r_[max(0, x - 2) : x, end : min(w, end + 2)]]  # two columns each side
         if end - x <= max(2, int(RULE_WIDTH * h)) and (beside < RULE_BESIDE).all():
-            if out is crop:  # the first bar: copy the crop, and take its paper once
-                out = crop.copy()
-                paper = np.median(crop[ink == 0], axis=0) if (ink == 0).any() else 255
-            out[:, max(0, x - 1) : min(w, end + 1)] = paper
+            bars.append((x, end))
+    return bars
+
+
+def erase_rules(crop: NDArray[Any]) -> NDArray[Any]:
+    """The crop with the ruling lines of a table it took in painted over with its paper: the recogniser
+    reads one as a 1 (typical tuning slip 1194: a cell's border beside the quantity 6, read as 16 at 0.88 and
+    passed)."""
+    ink = _ink(crop)
+    bars = rule_bars(ink)
+    if not bars:
+        return crop
+    out = crop.copy()
+    paper = np.median(crop[ink == 0], axis=0) if (ink == 0).any() else 255
+    for x, end in bars:
+        out[:, max(0, x - 1) : min(crop.shape[1], end + 1)] = paper
     return out
+
+
+def cut_at_rules(label: NDArray[Any], pts: NDArray[Any]) -> list[tuple[NDArray[Any], NDArray[Any]]]:
+    """(quad, crop) of each cell's text in one detected box: the box itself, or its pieces on either side of
+    a table's ruling line it crossed. The detector joins two cells' text into one box where little paper
+    separates them (clean tuning slip 379: a reason and, beyond its cell's border, the customer id were read
+    as one line under the reason's header, and the customer id was lost). A piece holds text when at least
+    CUT_MIN_INK of the box's height in columns is inked over CUT_INKED of it; the others are dropped."""
+    tl, tr, br, bl = pts
+    w = float(max(np.linalg.norm(tr - tl), np.linalg.norm(br - bl)))
+    h = float(max(np.linalg.norm(bl - tl), np.linalg.norm(br - tr)))
+    crop = warp_box(label, pts)
+    if w < 2 * h:  # no room for two cells' text (and a narrow box's crop has a margin, a tall one is turned)
+        return [(pts, erase_rules(crop))]
+    ink = _ink(crop)
+    cw, ch = crop.shape[1], crop.shape[0]
+    cover = np.count_nonzero(ink, axis=0) / ch
+    bars = [bar for bar in rule_bars(ink) if _paper_beside(cover, bar, ch) and _runs_on(label, pts, crop, bar)]
+    inked = cover >= CUT_INKED
+    edges = [0, *(e for bar in bars for e in bar), cw]
+    pieces = [(a, b) for a, b in zip(edges[::2], edges[1::2], strict=True) if inked[a:b].sum() >= CUT_MIN_INK * ch]
+    if len(pieces) < 2:
+        return [(pts, erase_rules(crop))]
+    out = []
+    for a, b in pieces:
+        fa, fb = a / cw, b / cw
+        q = np.array([tl + (tr - tl) * fa, tl + (tr - tl) * fb, bl + (br - bl) * fb, bl + (br - bl) * fa], np.float32)
+        out.append((q, crop_box(label, q)))
+    return out
+
+
+def _paper_beside(cover: NDArray[Any], bar: tuple[int, int], height: int) -> bool:
+    """Is there paper CUT_GAP of the box's height wide on both sides of a bar (beside a column of antialiasing)?
+    A cell's text keeps off its borders; a line drawn across a label's text touches its glyphs (typical tuning
+    slip 21: a line between 日 and 期 of 退货日期 was cut there, and 期 came back as a 1). Paper is a column
+    inked no more than the crop's emptiest one (a cell's top and bottom borders ink every column) and
+    CUT_PAPER."""
+    gap = max(2, round(CUT_GAP * height))
+    paper = cover <= cover.min() + CUT_PAPER
+    left, right = paper[max(0, bar[0] - 1 - gap) : bar[0] - 1], paper[bar[1] + 1 : bar[1] + 1 + gap]
+    return len(left) == len(right) == gap and bool(left.all() and right.all())
+
+
+def _runs_on(label: NDArray[Any], pts: NDArray[Any], crop: NDArray[Any], bar: tuple[int, int]) -> bool:
+    """Does a bar of ink from a box's top to its bottom go on above and below the box, as a table's ruling
+    line goes on to its cell's corners? A glyph's stroke (a 1 or a | set apart) ends inside the box, and the
+    box's text is then one cell's. Looked at over RULE_REACH of the box's height each way:
+    inked over at least RULE_GOES_ON of those rows, by the crop's own threshold between ink and paper."""
+    tl, tr, br, bl = pts
+    up_l, up_r = (tl - bl) * RULE_REACH, (tr - br) * RULE_REACH
+    cw, ch = crop.shape[1], crop.shape[0]
+    reach = max(1, round(ch * RULE_REACH))
+    level = cv2.threshold(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[0]
+    taller = np.array([tl + up_l, tr + up_r, br - up_r, bl - up_l], np.float32)
+    size = (cw, ch + 2 * reach)
+    dst = np.array([[0, 0], [size[0], 0], [size[0], size[1]], [0, size[1]]], np.float32)
+    m = cv2.getPerspectiveTransform(taller, dst)
+    tall = cv2.warpPerspective(label, m, size, flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    gray = cv2.cvtColor(tall, cv2.COLOR_BGR2GRAY) if tall.ndim == 3 else tall
+    beyond = np.vstack([gray[:reach], gray[-reach:]])[:, bar[0] : bar[1]] <= level
+    return bool(beyond.mean(axis=0).max() >= RULE_GOES_ON)
 
 
 def rec_width(crop: NDArray[Any], squeeze: float) -> int:
@@ -391,10 +485,11 @@ class OnnxOcr:
         second pass reads at higher resolution)."""
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
-        boxes = self.detect(label, det_px)
+        cells = [(q, score, crop) for pts, score in self.detect(label, det_px) for q, crop in cut_at_rules(label, pts)]
+        boxes = [(q, score) for q, score, _ in cells]
+        crops = [crop for _, _, crop in cells]
         t1 = time.perf_counter()
         timing["det"] = (t1 - t0) * 1000
-        crops = [crop_box(label, pts) for pts, _ in boxes]
         flips = [False] * len(crops)
         if self.cfg.direction == "per_line":
             flips = self.upside_down(crops)
