@@ -248,9 +248,11 @@ def warp_box(label: NDArray[Any], pts: NDArray[Any]) -> NDArray[Any]:
     return np.ascontiguousarray(crop)
 
 
-def _ink(crop: NDArray[Any]) -> NDArray[Any]:
+def _ink(crop: NDArray[Any]) -> tuple[NDArray[Any], float]:
+    """The crop's ink (Otsu) as a mask, and the grey level that parts it from the paper."""
     gray = cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY) if crop.ndim == 3 else crop
-    return cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)[1]
+    level, ink = cv2.threshold(gray, 0, 255, cv2.THRESH_BINARY_INV + cv2.THRESH_OTSU)
+    return ink, float(level)
 
 
 def rule_bars(ink: NDArray[Any]) -> list[tuple[int, int]]:
@@ -275,7 +277,7 @@ def erase_rules(crop: NDArray[Any]) -> NDArray[Any]:
     """The crop with the ruling lines of a table it took in painted over with its paper: the recogniser
     reads one as a 1 (typical tuning slip 1194: a cell's border beside the quantity 6, read as 16 at 0.88 and
     passed)."""
-    ink = _ink(crop)
+    ink, _ = _ink(crop)
     bars = rule_bars(ink)
     if not bars:
         return crop
@@ -298,10 +300,12 @@ def cut_at_rules(label: NDArray[Any], pts: NDArray[Any]) -> list[tuple[NDArray[A
     crop = warp_box(label, pts)
     if w < 2 * h:  # no room for two cells' text (and a narrow box's crop has a margin, a tall one is turned)
         return [(pts, erase_rules(crop))]
-    ink = _ink(crop)
+    ink, level = _ink(crop)
     cw, ch = crop.shape[1], crop.shape[0]
     cover = np.count_nonzero(ink, axis=0) / ch
-    bars = [bar for bar in rule_bars(ink) if _paper_beside(cover, bar, ch) and _runs_on(label, pts, crop, bar)]
+    bars = [
+        bar for bar in rule_bars(ink) if _paper_beside(cover, bar, ch) and _runs_on(label, pts, ink.shape, level, bar)
+    ]
     inked = cover >= CUT_INKED
     edges = [0, *(e for bar in bars for e in bar), cw]
     pieces = [(a, b) for a, b in zip(edges[::2], edges[1::2], strict=True) if inked[a:b].sum() >= CUT_MIN_INK * ch]
@@ -327,16 +331,18 @@ def _paper_beside(cover: NDArray[Any], bar: tuple[int, int], height: int) -> boo
     return len(left) == len(right) == gap and bool(left.all() and right.all())
 
 
-def _runs_on(label: NDArray[Any], pts: NDArray[Any], crop: NDArray[Any], bar: tuple[int, int]) -> bool:
+def _runs_on(
+    label: NDArray[Any], pts: NDArray[Any], shape: tuple[int, ...], level: float, bar: tuple[int, int]
+) -> bool:
     """Does a bar of ink from a box's top to its bottom go on above and below the box, as a table's ruling
     line goes on to its cell's corners? A glyph's stroke (a 1 or a | set apart) ends inside the box, and the
     box's text is then one cell's. Looked at over RULE_REACH of the box's height each way:
-    inked over at least RULE_GOES_ON of those rows, by the crop's own threshold between ink and paper."""
+    inked over at least RULE_GOES_ON of those rows, by the crop's own grey level between ink and paper (shape is
+    the crop's)."""
     tl, tr, br, bl = pts
     up_l, up_r = (tl - bl) * RULE_REACH, (tr - br) * RULE_REACH
-    cw, ch = crop.shape[1], crop.shape[0]
+    ch, cw = shape[:2]
     reach = max(1, round(ch * RULE_REACH))
-    level = cv2.threshold(cv2.cvtColor(crop, cv2.COLOR_BGR2GRAY), 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)[0]
     taller = np.array([tl + up_l, tr + up_r, br - up_r, bl - up_l], np.float32)
     size = (cw, ch + 2 * reach)
     dst = np.array([[0, 0], [size[0], 0], [size[0], size[1]], [0, size[1]]], np.float32)
