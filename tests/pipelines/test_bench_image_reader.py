@@ -356,8 +356,8 @@ def test_cut_at_rules__a_box_over_two_cells_is_cut_at_their_border() -> None:
 def test_cut_at_rules__a_box_without_a_border_or_on_a_coloured_band_is_kept_whole() -> None:
     label, quad, border = _two_cells()
     plain = label.copy()
-    x = round(border)
-    plain[:, x - 1 : x + 3] = label[:, 5:9]  # paper over the border
+    bx = round(border)
+    plain[:, bx - 1 : bx + 3] = label[:, 5:9]  # paper over the border
     assert [q.tolist() for q, _ in cut_at_rules(plain, quad)] == [quad.tolist()]
     # light print on a band: its "ink" is the band, and the band between two glyphs is no border
     banner, bq = _banner()
@@ -376,7 +376,8 @@ def test_cut_at_rules__a_box_without_a_border_or_on_a_coloured_band_is_kept_whol
     assert [q.tolist() for q, _ in cut_at_rules(crossed, cq)] == [cq.tolist()]
     # a border at a box's end, with nothing beyond it, leaves the box whole (and erased, as crop_box does)
     left = label.copy()
-    left[:, x + 3 :] = label[:, 5:6]
+    left[:, bx + 3 :] = label[:, 5:6]  # paper from just past the border on
+    assert (left[:, bx] < 100).all()  # the border is still there
     (q, crop), *more = cut_at_rules(left, quad)
     assert not more and q.tolist() == quad.tolist() and np.array_equal(crop, crop_box(left, quad))
 
