@@ -278,7 +278,12 @@ def erase_rules(crop: NDArray[Any]) -> NDArray[Any]:
     reads one as a 1 (typical tuning slip 1194: a cell's border beside the quantity 6, read as 16 at 0.88 and
     passed)."""
     ink, _ = _ink(crop)
-    bars = rule_bars(ink)
+    return _paint_over(crop, ink, rule_bars(ink))
+
+
+def _paint_over(crop: NDArray[Any], ink: NDArray[Any], bars: list[tuple[int, int]]) -> NDArray[Any]:
+    """The crop with each bar (and a column of antialiasing each side) painted with its paper; the crop itself
+    when there is none."""
     if not bars:
         return crop
     out = crop.copy()
@@ -303,14 +308,13 @@ def cut_at_rules(label: NDArray[Any], pts: NDArray[Any]) -> list[tuple[NDArray[A
     ink, level = _ink(crop)
     cw, ch = crop.shape[1], crop.shape[0]
     cover = np.count_nonzero(ink, axis=0) / ch
-    bars = [
-        bar for bar in rule_bars(ink) if _paper_beside(cover, bar, ch) and _runs_on(label, pts, ink.shape, level, bar)
-    ]
+    found = rule_bars(ink)
+    bars = [bar for bar in found if _paper_beside(cover, bar, ch) and _runs_on(label, pts, ink.shape, level, bar)]
     inked = cover >= CUT_INKED
     edges = [0, *(e for bar in bars for e in bar), cw]
     pieces = [(a, b) for a, b in zip(edges[::2], edges[1::2], strict=True) if inked[a:b].sum() >= CUT_MIN_INK * ch]
     if len(pieces) < 2:
-        return [(pts, erase_rules(crop))]
+        return [(pts, _paint_over(crop, ink, found))]  # erase_rules(crop), its ink found once
     out = []
     for a, b in pieces:
         fa, fb = a / cw, b / cw
