@@ -488,6 +488,49 @@ def test_extract_fields__open_ended_labels_matched_by_keyword() -> None:
     }
 
 
+
+def extract_conf(lines: list[TextLine]) -> dict[str, tuple[object, float]]:
+    return {
+        k: (v.value, round(v.confidence, 3)) for k, v in extract_fields(lines, TEMPLATE, REASONS, MATCHER).values.items()
+    }
+
+
+def test_extract_fields__an_english_label_is_named_by_its_last_word_after_a_space() -> None:
+    """Return Date, Return Qty, Return Reason: folding drops the space between the words, and the keyword
+    was then taken for the tail of a longer word (as "date" in "update"), so an English slip's fields were
+    found by their shape alone, or not at all."""
+    got = extract_conf(
+        lines_of(
+            "Order Number: 8467243867784731752",
+            "Product SKU: AB-1234",
+            "Return Qty: 2",
+            "Return Reason: 少件",
+            "Buyer ID: VIP12345678",
+            "Return Date：2025-01-10",
+        )
+    )
+    assert got["return_date"] == ("2025-01-10", 0.97)
+    assert got["quantity"] == (2, 0.97)
+    assert got["reason"] == ("少件", 0.97)
+    assert got["order_no"][0] == "8467243867784731752" and got["sku"][0] == "AB-1234"
+    assert got["customer_id"][0] == "VIP12345678"
+    # inside a word it is still no label: the date is taken by its shape alone, for a person to confirm
+    assert extract_conf(lines_of("Last update: 2025-01-01"))["return_date"] == ("2025-01-01", 0.582)
+
+
+def test_extract_fields__the_dates_of_other_events_are_not_the_return_date() -> None:
+    """A slip that prints when the order was placed or paid: 日期 inside 下单日期 is no return date's label,
+    and a date after such a label is not taken by its shape either."""
+    got = extract(lines_of("订单日期：2025-01-02", "退货日期：2025-01-10", "付款时间：2025-01-02 10:00"))
+    assert got["return_date"] == "2025-01-10"
+    issues = extract_fields(
+        lines_of("Order Date: 2025-01-01", "Return Date: 2025-01-10"), TEMPLATE, REASONS, MATCHER
+    ).issues
+    assert not [i for i in issues if i.field == "return_date"], issues
+    assert extract(lines_of("下单日期：2025-01-01", "Order Date: 2025-01-01"))["return_date"] is None
+    # a date with no label at all is still taken by its shape, for a person to confirm
+    assert extract(lines_of("下单日期：2025-01-01", "2025-01-10"))["return_date"] == "2025-01-10"
+
 def test_extract_fields__values_beside_under_and_in_header_tables() -> None:
     lines = [
         # a header row of labels centred in wide cells, values left-aligned in the row under them

@@ -553,8 +553,11 @@ def _by_shape(
 ) -> None:
     """Candidates for fields no label names, found by their shape alone (SHAPE_ONLY: a person decides)."""
     if not cands["return_date"]:
-        # A date-shaped text anywhere.
+        # A date-shaped text anywhere, but not after a label of another date (下单日期, 付款时间, Order Date
+        # under [other] in the template): a person is not to be shown the order's date as the return's.
         for ln in lines:
+            if any(h.role == "other" for h in labels.find(ln.text)):
+                continue
             value, f, problem = parse("return_date", ln.text)
             if value is not None:
                 cands["return_date"].append(_Candidate(value, ln.confidence * f * SHAPE_ONLY, problem))

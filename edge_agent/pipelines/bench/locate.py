@@ -109,9 +109,13 @@ def _cc(line: TextLine, start: int, stop: int) -> tuple[float, ...]:
     return line.char_conf[start:stop] if len(line.char_conf) == len(line.text) else ()
 
 
-def _word_start(keyword: str, text: str, at: int) -> bool:
-    """False where a Latin keyword would start inside a longer word ("date" in "update")."""
-    return not (_LATIN.match(keyword[0]) and at > 0 and _LATIN.match(text[at - 1]))
+def _word_start(keyword: str, f: Folded, at: int) -> bool:
+    """False where a Latin keyword would start inside a longer word ("date" in "update"). Folding drops
+    the space between two words, so a letter before it counts only when nothing was dropped between
+    them: "Return Date", "Return Qty" and "Product SKU" are labels of their last word."""
+    return not (
+        _LATIN.match(keyword[0]) and at > 0 and _LATIN.match(f.text[at - 1]) and f.index[at] - f.index[at - 1] == 1
+    )
 
 
 class Labels:
@@ -139,14 +143,14 @@ class Labels:
             start = f.text.find(kw)
             while start >= 0:
                 end = start + len(kw)
-                if _word_start(kw, f.text, start) and not any(taken[start:end]):
+                if _word_start(kw, f, start) and not any(taken[start:end]):
                     for k in range(start, end):
                         taken[k] = True
                     hits.append((start, end, role, False))
                 start = f.text.find(kw, start + 1)
         if not any(not fz and r != "other" for _, _, r, fz in hits):
             for kw, role in self.fuzzy:
-                at = _guessed(kw, f.text, taken)
+                at = _guessed(kw, f, taken)
                 if at is not None and not _inside_another(at, f.text, self.longer):
                     for k in range(*at):
                         taken[k] = True
@@ -166,12 +170,12 @@ class Labels:
         return [Hit(r, f.index[s], f.index[e - 1] + 1, fz) for s, e, r, fz in merged]
 
 
-def _guessed(keyword: str, text: str, taken: list[bool]) -> tuple[int, int] | None:
-    """Where in `text` (folded) `keyword` stands with one character misread, or, a CJK keyword of
+def _guessed(keyword: str, f: Folded, taken: list[bool]) -> tuple[int, int] | None:
+    """Where in the folded text `keyword` stands with one character misread, or, a CJK keyword of
     LOST_FIRST_MIN or more, with its first character lost; not over another label (`taken`)."""
-    n = len(keyword)
+    text, n = f.text, len(keyword)
     for s in range(len(text) - n + 1):
-        if _word_start(keyword, text, s) and not any(taken[s : s + n]) and hamming(text[s : s + n], keyword) == 1:
+        if _word_start(keyword, f, s) and not any(taken[s : s + n]) and hamming(text[s : s + n], keyword) == 1:
             return s, s + n
     s = text.find(keyword[1:]) if n >= LOST_FIRST_MIN and all(map(_ideograph, keyword)) else -1
     return (s, s + n - 1) if s >= 0 and not any(taken[s : s + n - 1]) else None
