@@ -230,6 +230,11 @@ def test_extract_fields__not_an_integer_quantity_is_a_format_issue() -> None:
         ("20250327", "2025-03-27"),
         ("2024-08-0304:23:42", "2024-08-03"),  # the space before the time lost by the OCR
         ("2024/8/3 4:23", "2024-08-03"),
+        ("Mar 27, 2025", "2025-03-27"),  # an English month by name, before the day or after it
+        ("March 27th 2025 14:02", "2025-03-27"),
+        ("Sept. 3, 2024", "2024-09-03"),
+        ("27 Mar 2025", "2025-03-27"),
+        ("07-DEC-2025", "2025-12-07"),
     ],
 )
 def test_parse_date__formats_merchants_print(text: str, expected: str) -> None:
@@ -276,7 +281,20 @@ def test_extract_fields__a_date_padded_in_its_month_but_ending_on_a_one_digit_da
 
 # "0b": the b was an 8 on one generated slip and would be a 6 on another: no guess.
 @pytest.mark.parametrize(
-    "text", ["2025-02-30", "2025-13-01", "27/03/2025", "昨天", "", "2025.01.0b", "2025-01-034", "2025-01-0345"]
+    "text",
+    [
+        "2025-02-30",
+        "2025-13-01",
+        "27/03/2025",  # day or month first: 07/03/2025 would read both ways
+        "昨天",
+        "",
+        "2025.01.0b",
+        "2025-01-034",
+        "2025-01-0345",
+        "Feb 30, 2025",
+        "Mark 7 2025",  # a word that starts like a month is none
+        "Decor 12 2025",
+    ],
 )
 def test_parse_date__invalid_dates_are_refused(text: str) -> None:
     assert parse_date(text) is None

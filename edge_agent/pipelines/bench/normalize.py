@@ -343,6 +343,18 @@ def _cn_number(text: str) -> int | None:
 # The day ends the date, or runs straight into a time the OCR joined to it (2024-08-0304:23:42).
 _DATE = re.compile(r"(\d{4})\s*[-/.年]\s*(\d{1,2})\s*[-/.月]\s*(\d{2}(?=\d{1,2}:\d{2})|\d{1,2}(?!\d))\s*日?")
 _DATE_COMPACT = re.compile(r"(?<!\d)(\d{4})(\d{2})(\d{2})(?!\d)")
+# An English month by name: Mar 7, 2025 / March 7th 2025 / 7 Mar 2025 / 07-Mar-2025. A month in digits
+# before the day (03/07/2025) or after it (07/03/2025) is left alone: the two read alike.
+_MONTHS = ("jan", "feb", "mar", "apr", "may", "jun", "jul", "aug", "sep", "oct", "nov", "dec")
+_MONTH = (
+    r"(?P<mon>jan|feb|mar|apr|may|jun|jul|aug|sep|oct|nov|dec)"
+    r"(?:uary|ruary|ch|il|e|y|ust|t|tember|ober|ember)?(?![a-z])\.?"
+)
+_DAY = r"(?P<day>\d{1,2})(?:st|nd|rd|th)?"
+_DATE_EN = (
+    re.compile(rf"(?i)(?<![a-z]){_MONTH}[\s-]*{_DAY}(?!\d),?[\s-]*(?P<year>\d{{4}})(?!\d)"),
+    re.compile(rf"(?i)(?<!\d){_DAY}[\s./-]*{_MONTH}[\s.,/-]*(?P<year>\d{{4}})(?!\d)"),
+)
 _DATE_FIXABLE = re.compile(r"[OoDQIl|SsBZz]")
 # A comma between digits is a dot the OCR read as one (typical tuning slip 257 in unseen faces: 2026.02.03
 # came back as 2026.02,03 and the date was lost); fixed like a letter read for a digit.
@@ -361,7 +373,8 @@ class ParsedDate(NamedTuple):
 
 
 def parse_date(segment: str) -> ParsedDate | None:
-    """The date in 2025-03-27, 2025/03/27, 2025.03.27, 2025年03月27日, 20250327; None if none is valid.
+    """The date in 2025-03-27, 2025/03/27, 2025.03.27, 2025年03月27日, 20250327, Mar 27, 2025 or
+    27 Mar 2025; None if none is valid.
     Letters the OCR reads for digits (2O25) and commas for dots are fixed, each a substitution."""
     text = to_halfwidth(segment)
     found = _find_date(text)
@@ -387,6 +400,14 @@ def _find_date(text: str) -> tuple[date, bool] | None:
             except ValueError:
                 return None
             return day, m.group(2).startswith("0") and len(m.group(3)) == 1 and not text[m.end(3) :].strip()
+    for rx in _DATE_EN:
+        m = rx.search(text)
+        if m:
+            try:
+                day = date(int(m["year"]), _MONTHS.index(m["mon"].lower()) + 1, int(m["day"]))
+            except ValueError:
+                return None
+            return day, False
     return None
 
 
