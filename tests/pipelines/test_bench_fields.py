@@ -378,6 +378,15 @@ def test_fix_code__alphanumeric_pattern_keeps_letters() -> None:
         ("质量问题，开线", "质量问题"),
         ("破损 外包装压坏", "破损"),
         ("发错货-颜色不对", "发错货"),
+        # the wordings of the platforms' own reason lists: no reason needed, size, workmanship, the picture
+        ("不想要了", "七天无理由"),
+        ("多拍/拍错/不想要", "七天无理由"),
+        ("尺码偏大", "尺码不合适"),
+        ("做工粗糙", "质量问题"),
+        ("实物与图片不符", "与描述不符"),
+        ("Changed my mind", "七天无理由"),
+        # a detail the generator adds at random is no second reason (偏小 alone is not a size reason)
+        ("发错货 - 偏小", "发错货"),
     ],
 )
 def test_match_reason__canonical_even_with_details(text: str, expected: str) -> None:
@@ -388,7 +397,7 @@ def test_match_reason__canonical_even_with_details(text: str, expected: str) -> 
 def test_match_reason__two_reasons_are_ambiguous_and_unknown_is_none() -> None:
     got = match_reason("破损 发错货", REASONS)
     assert got is not None and got.ambiguous and got.quality < 0.85
-    assert match_reason("不想要了", REASONS) is None
+    assert match_reason("其他原因", REASONS) is None
 
 
 @pytest.mark.parametrize(("weakest", "doubtful"), [(0.49, True), (0.51, False)])

@@ -189,7 +189,7 @@ def test_review_cli__list_show_correct_accept(config_file: Path, capsys: pytest.
     assert main(["review", "accept", str(second), "--config", str(config_file)]) == 1
     assert "already decided" in capsys.readouterr().err
     assert (
-        main(["review", "correct", str(second), "--set", "reason=不想要", "--why", "x", "--config", str(config_file)])
+        main(["review", "correct", str(second), "--set", "reason=其他原因", "--why", "x", "--config", str(config_file)])
         == 1
     )
     assert "reason: expected one of 破损" in capsys.readouterr().err
@@ -232,7 +232,7 @@ def test_review_decide__correct_normalises_the_reason_and_refuses_an_unknown_act
         with pytest.raises(ReviewError, match=r"action: expected one of accept, correct, reject, got 'delete'"):
             decide(q, ReviewRequest(item_id, "li.lei", "delete", why="x"), reasons, 999)  # type: ignore[arg-type]
         with pytest.raises(ReviewError, match=r"reason: expected one of 破损"):
-            decide(q, ReviewRequest(item_id, "li.lei", "correct", {"reason": "不想要"}, "x"), reasons, 999)
+            decide(q, ReviewRequest(item_id, "li.lei", "correct", {"reason": "其他原因"}, "x"), reasons, 999)
         item = decide(
             q, ReviewRequest(item_id, "li.lei", "correct", {"reason": "少件，缺配件"}, "misread"), reasons, 999
         )

@@ -95,7 +95,7 @@ def test_validate_fields__manifest_rules(change: dict[str, object], code: str) -
     [
         ({"quantity": 0}, "quantity_out_of_range"),
         ({"quantity": 1000}, "quantity_out_of_range"),
-        ({"reason": "不想要"}, "unknown_reason"),
+        ({"reason": "其他原因"}, "unknown_reason"),
         ({"return_date": "2025-04-02"}, "date_in_future"),
         ({"return_date": "2025-02-01"}, "date_outside_window"),
         ({"order_no": "12-34"}, "bad_format"),
