@@ -545,6 +545,13 @@ def test_extract_fields__an_english_label_is_named_by_its_last_word_after_a_spac
     assert extract_conf(lines_of("Last update: 2025-01-01"))["return_date"] == ("2025-01-01", 0.582)
 
 
+def test_extract_fields__no_dot_before_a_number_is_a_mark_not_the_codes_letters() -> None:
+    assert extract(lines_of("订单号：No.548574889923"))["order_no"] == "548574889923"
+    assert extract(lines_of("客户ID：no.VIP12345678"))["customer_id"] == "VIP12345678"
+    # a code that matches its pattern with the letters keeps them
+    assert extract(lines_of("货号：NO.5-BLK"))["sku"] == "NO.5-BLK"
+
+
 def test_extract_fields__the_dates_of_other_events_are_not_the_return_date() -> None:
     """A slip that prints when the order was placed or paid: 日期 inside 下单日期 is no return date's label,
     and a date after such a label is not taken by its shape either."""

@@ -397,6 +397,11 @@ def _span_conf(row: Row, start: int, end: int) -> float:
     return min(vals) if vals else 0.0
 
 
+# "No." written before a number (No.548574889923). Only taken off when the code does not match its pattern
+# with it: a SKU may begin NO.5-BLK.
+_NUMBER_MARK = re.compile(r"(?i)no\.(?=[A-Z0-9])")
+
+
 def _parse_code(
     spec: FieldSpec, text: str, reasons: ReasonTable, conf: tuple[float, ...] = ()
 ) -> tuple[str | int | None, float, str | None]:
@@ -407,6 +412,10 @@ def _parse_code(
     if cut is not None:
         return None, 0.0, f"{token[:40]}{cut} ends in {cut!r}: {CUT_OFF}"
     fixed = fix_code(token, spec.pattern)
+    mark = _NUMBER_MARK.match(token)
+    if fixed is None and mark:  # 订单号：No.548574889923: "No." before the number, not its letters
+        token, tconf = token[mark.end() :], tconf[mark.end() :]
+        fixed = fix_code(token, spec.pattern)
     if fixed is None:
         return None, 0.0, f"{token[:40]!r} does not match the expected pattern"
     # Confusable letters and digits where the pattern allows both: a review reason, not a guess
