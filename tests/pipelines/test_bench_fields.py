@@ -662,6 +662,24 @@ def test_extract_fields__a_second_field_after_a_gap_in_one_box_is_found() -> Non
     assert extract(lines_of("备注：请核对 客户ID 后寄回", "订单编号：625949542750498099"))["customer_id"] is None
 
 
+def test_extract_fields__two_fields_a_line_with_no_colons() -> None:
+    """A merchant that prints two fields a line and separates label and value with a space only: the second
+    label of the line, after a gap, names its value up to the next label."""
+    got = extract(
+        lines_of("订单号 548574889923  数量 2", "SKU AB-1234 原因 少件", "会员ID VIP12345678 日期 2025-03-07")
+    )
+    assert got == {
+        "order_no": "548574889923",
+        "sku": "AB-1234",
+        "quantity": 2,
+        "reason": "少件",
+        "customer_id": "VIP12345678",
+        "return_date": "2025-03-07",
+    }
+    # a keyword after a gap whose next words are no value of its field is no label
+    assert extract(lines_of("订单号 548574889923  数量 请核对"))["quantity"] is None
+
+
 def test_extract_fields__a_latin_keyword_that_starts_the_code_is_not_part_of_the_label_before_it() -> None:
     """Tuning slip 564, all three tiers: '货号 SKU90601227' was one label 货号 SKU running on into digits,
     so the box was no label at all and the SKU was not found."""

@@ -235,6 +235,12 @@ def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Call
             # 地址：…光谷大道572号 客户ID U39201798: a second field on the line, after a gap, its code ending
             # the box (two fields the detector took as one box; hard tuning slip 572)
             out.append(h)
+        elif kinds[h.role] != "code" and before[-1:].isspace() and vs is not None:
+            # 订单号 548574889923  数量 2: a second field on the line after a gap, with no colon, its value
+            # read up to the next label
+            stop = min((o.start for o in hits if o.start >= h.end), default=len(text))
+            if parses(h.role, text[vs:stop]):
+                out.append(h)
     return _not_inside_a_value(text, out, kinds, parses)
 
 
