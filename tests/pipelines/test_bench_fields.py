@@ -515,10 +515,10 @@ def test_extract_fields__open_ended_labels_matched_by_keyword() -> None:
     }
 
 
-
 def extract_conf(lines: list[TextLine]) -> dict[str, tuple[object, float]]:
     return {
-        k: (v.value, round(v.confidence, 3)) for k, v in extract_fields(lines, TEMPLATE, REASONS, MATCHER).values.items()
+        k: (v.value, round(v.confidence, 3))
+        for k, v in extract_fields(lines, TEMPLATE, REASONS, MATCHER).values.items()
     }
 
 
@@ -564,6 +564,7 @@ def test_extract_fields__the_dates_of_other_events_are_not_the_return_date() -> 
     assert extract(lines_of("下单日期：2025-01-01", "Order Date: 2025-01-01"))["return_date"] is None
     # a date with no label at all is still taken by its shape, for a person to confirm
     assert extract(lines_of("下单日期：2025-01-01", "2025-01-10"))["return_date"] == "2025-01-10"
+
 
 def test_extract_fields__values_beside_under_and_in_header_tables() -> None:
     lines = [

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 import pytest
 from hypothesis import given, settings
@@ -73,6 +75,42 @@ def test_image_reader__upside_down_label_is_turned(reader: ImageReader) -> None:
     text = "\n".join(_compact(ln.text) for ln in out.lines)
     assert _compact(truth["sku"]) in text
     assert _compact(truth["customer_id"]) in text
+
+
+@pytest.mark.parametrize(
+    ("turn", "turns", "to_turned"),
+    [
+        # the photo turned, the quarter turns (numpy.rot90's k) the label then needs, and where a point of
+        # the upright photo (1600 x 1200) lands on the turned one
+        (cv2.ROTATE_90_CLOCKWISE, 1, lambda x, y: (1199 - y, x)),
+        (cv2.ROTATE_180, 2, lambda x, y: (1599 - x, 1199 - y)),
+        (cv2.ROTATE_90_COUNTERCLOCKWISE, 3, lambda x, y: (y, 1599 - x)),
+    ],
+)
+def test_inspector__a_slip_laid_sideways_or_upside_down_is_read_as_upright(
+    turn: int, turns: int, to_turned: Callable[[float, float], tuple[float, float]]
+) -> None:
+    """Diverse seed 501 (clean, tuning split), a header table: laid on the bench sideways its boxes stood on
+    end and 3 of its 6 fields were read, upside down its values came out left of their labels (3 of 6). The
+    label is now turned upright before it is read, and what was read is still placed right on the photo."""
+    from datetime import date, timedelta
+
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    img, truth = generate_slip(501, "clean", style="diverse")
+    t = field_truth(truth)
+    ins = Inspector(BenchConfig())
+    ins.today = lambda: date.fromisoformat(t["return_date"]) + timedelta(days=1)
+    upright = ins.inspect(img)
+    res = ins.inspect(np.ascontiguousarray(cv2.rotate(img, turn)))
+    assert {k: str(v) for k, v in res.fields.items()} == {k: str(v) for k, v in t.items()}
+    assert not res.needs_review and not upright.needs_review, res.review_reasons
+    assert ins.reader.read(np.ascontiguousarray(cv2.rotate(img, turn))).turns == turns
+    assert ins.reader.read(img).turns == 0
+    # the order number's box, mapped back to the photo, is where the turned photo shows it
+    x0, y0 = np.mean(np.asarray(upright.field_boxes["order_no"]), axis=0)
+    x1, y1 = np.mean(np.asarray(res.field_boxes["order_no"]), axis=0)
+    assert np.hypot(*(np.subtract((x1, y1), to_turned(x0, y0)))) < 15
 
 
 def test_image_reader__blurred_photo_is_read_and_its_measures_kept_as_hints(reader: ImageReader) -> None:

@@ -74,7 +74,9 @@ class OcrConfig(BaseModel):
     ] = 800
     det_thresh: Fraction = 0.3
     box_thresh: Fraction = 0.5
-    # "auto": classify a few lines and turn the whole label when most read upside down.
+    # "auto": turn the whole label upright before it is read: a quarter turn when most of its text boxes
+    # stand on end (a slip laid sideways), a half turn when the classifier reads most of a few widest lines
+    # upside down.
     direction: Annotated[Literal["auto", "off", "per_line"], Expect('"auto", "off" or "per_line"')] = "auto"
     rec_batch: Annotated[int, Field(ge=1, le=64), Expect("an integer 1-64")] = 8
     # Lines are squeezed horizontally by this factor before recognition (fewer columns, faster). Below 1.0

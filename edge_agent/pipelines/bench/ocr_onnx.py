@@ -215,6 +215,22 @@ def sort_reading_order(boxes: list[tuple[NDArray[Any], float]]) -> list[tuple[ND
     return [it for row in rows for it in sorted(row, key=lambda bs: float(bs[0][:, 0].min()))]
 
 
+# A box TALL_BOXES times taller than wide is a line of text running down the label; most such boxes (at least
+# MIN_STANDING, and more than the boxes as much wider than tall) mean the slip lies sideways.
+TALL_BOXES = 2.0
+MIN_STANDING = 3
+
+
+def _standing(quads: Any) -> bool:
+    """Do most of the detector's long boxes stand upright (the label's text runs down, not across)?"""
+    tall = wide = 0
+    for tl, tr, _, bl in quads:
+        w, h = float(np.linalg.norm(tr - tl)), float(np.linalg.norm(bl - tl))
+        tall += h >= TALL_BOXES * w
+        wide += w >= TALL_BOXES * h
+    return tall >= MIN_STANDING and tall > wide
+
+
 def crop_box(label: NDArray[Any], pts: NDArray[Any]) -> NDArray[Any]:
     """The text in one box (warp_box) with the ruling lines of a table it took in erased (erase_rules)."""
     return erase_rules(warp_box(label, pts))
@@ -493,6 +509,34 @@ class OnnxOcr:
 
         det_px and squeeze override the configured detector size and recognition squeeze (the cascade's
         second pass reads at higher resolution)."""
+        lines, timing, _ = self._read(label, det_px, squeeze, turning=False)
+        return lines, timing
+
+    def read_upright(
+        self, label: NDArray[Any], det_px: int | None = None, squeeze: float | None = None
+    ) -> tuple[tuple[TextLine, ...], dict[str, float], int]:
+        """read(), with the label turned a quarter at a time while its text does not run left to right: a
+        slip laid on the bench sideways (most of its boxes stand TALL_BOXES times taller than wide, and more
+        than the boxes lying as wide) or upside down (the direction classifier reads most of its widest
+        lines upside down). Returns the lines in the pixels of the label turned numpy.rot90(label, k), the
+        stage times summed over the reads, and k. An upright label is read once, as by read()."""
+        total: dict[str, float] = {}
+        turns = 0
+        for attempt in range(3):  # sideways one way, then upside down: three reads at most
+            img = np.ascontiguousarray(np.rot90(label, turns)) if turns else label
+            lines, timing, turn = self._read(img, det_px, squeeze, turning=attempt < 2)
+            for k, v in timing.items():
+                total[k] = total.get(k, 0.0) + v
+            if not turn:
+                break
+            turns = (turns + turn) % 4
+        return lines, total, turns
+
+    def _read(
+        self, label: NDArray[Any], det_px: int | None, squeeze: float | None, *, turning: bool
+    ) -> tuple[tuple[TextLine, ...], dict[str, float], int]:
+        """read(); when turning, a label whose text does not run left to right is not recognised: the
+        quarter turns (numpy.rot90's k) it needs come back instead, with no lines."""
         timing: dict[str, float] = {}
         t0 = time.perf_counter()
         cells = [(q, score, crop) for pts, score in self.detect(label, det_px) for q, crop in cut_at_rules(label, pts)]
@@ -500,6 +544,8 @@ class OnnxOcr:
         crops = [crop for _, _, crop in cells]
         t1 = time.perf_counter()
         timing["det"] = (t1 - t0) * 1000
+        if turning and _standing(q for q, _ in boxes):
+            return (), timing, 1
         flips = [False] * len(crops)
         if self.cfg.direction == "per_line":
             flips = self.upside_down(crops)
@@ -508,6 +554,9 @@ class OnnxOcr:
             sample = sorted(range(len(crops)), key=lambda i: -crops[i].shape[1])[:4]
             votes = self.upside_down([crops[i] for i in sample])
             if sum(votes) * 2 > len(votes):
+                if turning:
+                    timing["cls"] = (time.perf_counter() - t1) * 1000
+                    return (), timing, 2
                 flips = [True] * len(crops)
         crops = [np.ascontiguousarray(c[::-1, ::-1]) if f else c for c, f in zip(crops, flips, strict=True)]
         t2 = time.perf_counter()
@@ -525,4 +574,4 @@ class OnnxOcr:
             lines.append(TextLine(text, round(conf, 4), box, char_conf, quad))
         if all(flips) and flips:
             lines.reverse()  # an upside-down label reads bottom line first
-        return tuple(lines), timing
+        return tuple(lines), timing, 0

@@ -123,19 +123,25 @@ class ImageReader:
                     if (b.text, b.symbology) not in seen
                 )
                 lap(stage)
-        lines, engine_timing = self.engine.read(prepared.image)
+        label, label_to_photo, turns = prepared.image, prepared.to_photo, 0
+        if self.cfg.ocr.direction == "auto" and hasattr(self.engine, "read_upright"):
+            # a slip laid sideways or upside down is read turned upright, and its label image turned with it
+            lines, engine_timing, turns = self.engine.read_upright(label)
+            if turns:
+                label, moved = turned(label, np.eye(3) if label_to_photo is None else label_to_photo, turns)
+                label_to_photo = None if label_to_photo is None else moved
+        else:
+            lines, engine_timing = self.engine.read(label)
         timing.update({k: round(v, 2) for k, v in engine_timing.items()})
         t = time.perf_counter()
         timing["total"] = round((t - t_start) * 1000, 2)
         if debug_dir is not None:
             for k, (name, img) in enumerate(prepared.steps, start=1):
                 _write(debug_dir, f"{k:02d}_{name}.png", img)
-            _write(debug_dir, f"{len(prepared.steps) + 1:02d}_lines.png", _draw_lines(prepared.image, lines))
-        to_photo = (
-            None if prepared.to_photo is None else tuple(tuple(float(v) for v in row) for row in prepared.to_photo)
-        )
+            _write(debug_dir, f"{len(prepared.steps) + 1:02d}_lines.png", _draw_lines(label, lines))
+        to_photo = None if label_to_photo is None else tuple(tuple(float(v) for v in row) for row in label_to_photo)
         squeeze = self.cfg.ocr.rec_squeeze if self.engine_name == "onnx" else 1.0
-        return ImageReading(quality, lines, barcodes, self.engine_name, timing, to_photo, prepared.image, squeeze)
+        return ImageReading(quality, lines, barcodes, self.engine_name, timing, to_photo, label, squeeze, turns)
 
     def barcodes_again(self, reading: ImageReading) -> tuple[Barcode, ...]:
         """The label's barcodes read finer (read_barcodes_finer), those the reading does not hold already."""
@@ -161,12 +167,17 @@ class ImageReader:
         if image_bgr is not None and first.to_photo is not None:
             whole = len(first.lines) < FEW_LINES or _cut_by_outline(first) >= CUT_LINES
             label, to_photo = self._recut(image_bgr, first, whole=whole)
+            if whole:  # the outline's corners carry the first read's turns; the photo's do not
+                label, recut_to_photo = turned(label, np.asarray(to_photo), first.turns)
+                to_photo = tuple(tuple(float(v) for v in row) for row in recut_to_photo)
         det_px = max(self.cfg.ocr.det_px, self.cfg.ocr.second_pass_det_px)
         lines, engine_timing = self.engine.read(label, det_px=det_px, squeeze=1.0)
         timing = dict(first.timing_ms)
         timing.update({f"{k}_2": round(v, 2) for k, v in engine_timing.items()})
         timing["second_pass"] = round((time.perf_counter() - t0) * 1000, 2)
-        return ImageReading(first.quality, lines, first.barcodes, first.engine, timing, to_photo, label)
+        return ImageReading(
+            first.quality, lines, first.barcodes, first.engine, timing, to_photo, label, turns=first.turns
+        )
 
     def confirm_lines(self, reading: ImageReading, lines: list[TextLine]) -> list[TextLine]:
         """The lines read again with another horizontal scale: a second view of glyphs the first read had
@@ -281,6 +292,19 @@ class ImageReader:
             grown = np.clip(grown, 0, [pw - 1, ph - 1]).astype(np.float32)
         prepared = preprocess(image_bgr, self.cfg.preprocess, grown)
         return prepared.image, tuple(tuple(float(v) for v in row) for row in np.asarray(prepared.to_photo))
+
+
+def turned(label: NDArray[Any], to_photo: NDArray[Any], k: int) -> tuple[NDArray[Any], NDArray[Any]]:
+    """The label turned numpy.rot90(label, k) (k quarter turns counterclockwise), and its homography to
+    the photo composed with the turn undone."""
+    if k % 4 == 0:
+        return label, to_photo
+    m = np.eye(3)
+    h, w = label.shape[:2]
+    for _ in range(k % 4):  # one quarter counterclockwise: (x, y) -> (y, w - 1 - x), and w, h swap
+        m = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, w - 1.0], [0.0, 0.0, 1.0]]) @ m
+        w, h = h, w
+    return np.ascontiguousarray(np.rot90(label, k)), np.asarray(to_photo, np.float64) @ np.linalg.inv(m)
 
 
 def _cut_by_outline(reading: ImageReading) -> int:

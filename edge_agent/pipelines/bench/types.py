@@ -68,3 +68,5 @@ class ImageReading:
     label_image: Any = field(default=None, repr=False, compare=False)
     # the horizontal squeeze the lines were recognised at (1.0: full width; the cascade's pass is always 1.0)
     rec_squeeze: float = 1.0
+    # quarter turns (numpy.rot90's k) the label image was given to bring a sideways or upside-down slip upright
+    turns: int = 0
