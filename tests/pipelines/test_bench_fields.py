@@ -305,6 +305,7 @@ def test_parse_date__invalid_dates_are_refused(text: str) -> None:
     [
         *[("2", 2), ("2件", 2), ("x3", 3), ("两件", 2), ("十二个", 12), ("1O", 10), ("12 pcs", 12), ("1pc", 1)],
         *[("1pes", 1), ("3PCS数量", 3)],  # 1pes: how typical tuning slip 466's 1pcs came back
+        *[("二", 2), ("十二", 12)],  # Chinese numerals as the whole value, with no unit
     ],
 )
 def test_parse_quantity__forms(text: str, expected: int) -> None:
@@ -312,7 +313,7 @@ def test_parse_quantity__forms(text: str, expected: int) -> None:
     assert got is not None and got[0] == expected
 
 
-@pytest.mark.parametrize("text", ["1.5", "abc", "-", "2a", "1peso"])
+@pytest.mark.parametrize("text", ["1.5", "abc", "-", "2a", "1peso", "一式两联", "二手"])
 def test_parse_quantity__not_integers(text: str) -> None:
     assert parse_quantity(text) is None
 

@@ -306,7 +306,8 @@ def _boundary_ambiguous(value: str, pattern: re.Pattern[str]) -> bool:
 _CN_UNITS = "件|个|只|双|套|箱|台|包|盒|瓶|条|本"
 QTY_UNITS = rf"(?:{_CN_UNITS}|(?i:pcs?|pes)(?![A-Za-z]))"
 _QTY = re.compile(r"^(?:共\s*)?[xX×*]?\s*([0-9OoDQIl|!SsBZz]{1,7})(?=\s*" + QTY_UNITS + r"|(?![0-9A-Za-z.,]))")
-_QTY_CN = re.compile(rf"^([零〇一二两三四五六七八九十]{{1,3}})(?:{_CN_UNITS})")
+# A count in Chinese numerals: with its unit (两件), or as the whole value (数量：二).
+_QTY_CN = re.compile(rf"^([零〇一二两三四五六七八九十]{{1,3}})(?:{_CN_UNITS}|$)")
 
 
 def parse_quantity(segment: str) -> tuple[int, int] | None:
