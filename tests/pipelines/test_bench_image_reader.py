@@ -107,10 +107,13 @@ def test_inspector__a_slip_laid_sideways_or_upside_down_is_read_as_upright(
     assert not res.needs_review and not upright.needs_review, res.review_reasons
     assert ins.reader.read(np.ascontiguousarray(cv2.rotate(img, turn))).turns == turns
     assert ins.reader.read(img).turns == 0
-    # the order number's box, mapped back to the photo, is where the turned photo shows it
-    x0, y0 = np.mean(np.asarray(upright.field_boxes["order_no"]), axis=0)
-    x1, y1 = np.mean(np.asarray(res.field_boxes["order_no"]), axis=0)
-    assert np.hypot(*(np.subtract((x1, y1), to_turned(x0, y0)))) < 15
+    # the boxes of values read from the text, mapped back to the photo, are where the turned photo shows them
+    # (the order number came from its barcode, whose box zxing gives on the photo itself)
+    assert res.sources["sku"] == res.sources["customer_id"] == "ocr"
+    for name in ("sku", "customer_id"):
+        x0, y0 = np.mean(np.asarray(upright.field_boxes[name]), axis=0)
+        x1, y1 = np.mean(np.asarray(res.field_boxes[name]), axis=0)
+        assert np.hypot(*(np.subtract((x1, y1), to_turned(x0, y0)))) < 15, name
 
 
 def test_image_reader__blurred_photo_is_read_and_its_measures_kept_as_hints(reader: ImageReader) -> None:
