@@ -99,8 +99,10 @@ def collect_glyphs(n: int, start: int) -> list[dict[str, Any]]:
     settled: list[tuple[str, tuple[float, ...], dict[int, float], tuple[float, ...], str]] = []
     settle = onnx_mod.settle_o_zero
 
-    def watching(text: str, conf: tuple[float, ...], ratios: dict[int, float]) -> tuple[str, tuple[float, ...]]:
-        written, out = settle(text, conf, ratios)
+    def watching(
+        text: str, conf: tuple[float, ...], ratios: dict[int, float], *args: Any, **kw: Any
+    ) -> tuple[str, tuple[float, ...]]:
+        written, out = settle(text, conf, ratios, *args, **kw)
         settled.append((text, conf, ratios, out, written))
         return written, out
 
