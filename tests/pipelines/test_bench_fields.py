@@ -771,6 +771,26 @@ def test_extract_fields__a_misread_label_of_a_waybill_number_is_not_guessed_as_t
     assert extract(lines_of("订単号：684095135785"))["order_no"] == "684095135785"
 
 
+def test_extract_fields__the_returns_own_number_is_not_the_order_number() -> None:
+    """退货单号, 售后单号 and JD's 服务单号 number the return, not the order the expected returns list: each
+    was one character from 订单号 (货单号, 后单号, 务单号) and its number was put before the reviewer as the
+    order number. They are labels of their own; the order number beside them is still the order's."""
+    for label in ("退货单号", "售后单号", "服务单号", "退款单号"):
+        assert extract(lines_of(f"{label}：20250327000123456", "货号：AB-1234-BLK-M"))["order_no"] is None
+        got = extract(lines_of(f"{label}：TH2025032700012", "订单号：4023118867452301"))
+        assert got["order_no"] == "4023118867452301"
+    # A 订单号 misread by one character is still guessed, as before.
+    assert extract(lines_of("订単号：4023118867452301"))["order_no"] == "4023118867452301"
+
+
+def test_extract_fields__erp_and_platform_wordings_of_sku_and_customer_labels() -> None:
+    """规格编码 (an ERP's code of the variant) is the SKU, not the 规格 (variant) it starts with; 买家编号 is
+    the buyer's number."""
+    got = extract(lines_of("规格：黑色 M", "规格编码：AB-1234-BLK-M", "买家编号：VIP12345678"))
+    assert got["sku"] == "AB-1234-BLK-M"
+    assert got["customer_id"] == "VIP12345678"
+
+
 def test_extract_fields__a_value_under_a_label_that_lost_its_first_character_is_found_with_lower_confidence() -> None:
     """Hard tuning slip 108, a header table: 品编号 (商 too faint to read) over YV-9801-BLK-XL. The label names
     the SKU, as a guess: surer than a value taken by its shape, less sure than one under a label read whole."""
