@@ -791,6 +791,18 @@ def test_extract_fields__erp_and_platform_wordings_of_sku_and_customer_labels() 
     assert got["customer_id"] == "VIP12345678"
 
 
+@pytest.mark.parametrize("label", ["退货商品编号/Item", "退货商品编号/1tem", "商品编号/ltem", "客户编号/1D"])
+def test_extract_fields__a_labels_translation_after_its_slash_is_the_labels(label: str) -> None:
+    """Hard tuning slip 305 (unseen faces) read 退货商品编号/Item as 道货商品维号/1tem: the 1TEM was taken for
+    the SKU and joined to the value in the next cell. A word of the field's Latin keywords after the slash,
+    read with a digit or an l for a look-alike letter, ends the label; a code after the slash does not."""
+    role = "customer_id" if "客户" in label else "sku"
+    value = "VIP30135569" if role == "customer_id" else "6979093516515"
+    got = extract([box(label, 20, 100, 300), box(value, 340, 100, 300)])
+    assert got[role] == value
+    assert extract(lines_of("货号/SKU90601227"))["sku"] == "SKU90601227"
+
+
 def test_extract_fields__a_value_under_a_label_that_lost_its_first_character_is_found_with_lower_confidence() -> None:
     """Hard tuning slip 108, a header table: 品编号 (商 too faint to read) over YV-9801-BLK-XL. The label names
     the SKU, as a guess: surer than a value taken by its shape, less sure than one under a label read whole."""

@@ -306,7 +306,8 @@ class LabelMatcher:
             roles.setdefault(squash(lab), "other")
         roles.pop("", None)
         self.roles = roles
-        self.labels = Labels(roles, FIELD_NAMES)
+        words = {f.name: [w for lab in f.labels if lab.isascii() for w in lab.split()] for f in template.fields}
+        self.labels = Labels(roles, FIELD_NAMES, words)
         alts = []
         for lab in sorted(roles, key=len, reverse=True):
             body = r"\s*".join(re.escape(c) for c in lab)

@@ -15,7 +15,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
-from collections.abc import Callable, Collection, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from edge_agent.pipelines.bench.normalize import hamming, simplified, to_halfwidth
@@ -26,6 +26,10 @@ _IGNORED = set(" \t\u3000[]()（）【】<>《》「」『』·•*_")
 _COLON = set(":：;；")
 # What OCR makes of a capital I at the start of a Latin label ("|tem Code"); never a label's own character.
 _LATIN_LOOKALIKE = {"|": "i", "!": "i", "¦": "i"}
+# A slash and a Latin word that runs to the end of the box or to a mark (no more letters or digits after it),
+# and the digits (and the l) a recogniser reads for look-alike letters in such a word.
+_TRANSLATION = re.compile(r"[/|]([a-z0-9]{2,12})(?![a-z0-9])")
+_DIGIT_AS_LETTER = str.maketrans("1l0582", "iiosbz")
 # A Latin keyword must not be the tail of a longer word ("date" in "update").
 _LATIN = re.compile(r"[a-z]")
 # How far after a label its value may start in the same box, in characters of decoration
@@ -121,7 +125,12 @@ def _word_start(keyword: str, f: Folded, at: int) -> bool:
 class Labels:
     """Template labels as keywords, matched tolerantly inside a box's text."""
 
-    def __init__(self, roles: dict[str, str], fuzzy_roles: Collection[str] = ()) -> None:
+    def __init__(
+        self,
+        roles: dict[str, str],
+        fuzzy_roles: Collection[str] = (),
+        words: Mapping[str, Collection[str]] | None = None,
+    ) -> None:
         # keyword (folded) -> role; longest first so 订单编号 wins over 编号-like shorter ones
         folded = {fold_label(k).text: r for k, r in roles.items()}
         folded.pop("", None)
@@ -134,6 +143,9 @@ class Labels:
         # ...but a guess inside a longer keyword of another kind read with one wrong character is that keyword:
         # 快道单号 is 快递单号, a waybill number's label, not 订单号 (typical tuning slip 61).
         self.longer = [k for k, r in self.keywords if r not in fuzzy_roles and not k.isascii() and len(k) >= 4]
+        # The words of each field's Latin keywords (item, no, code, sku...): after a label's slash, such a
+        # word alone is the label's translation (商品编号/Item), not the value.
+        self.words = {r: {fold_label(w).text for w in ws} for r, ws in (words or {}).items()}
 
     def find(self, text: str) -> list[Hit]:
         f = fold_label(text)
@@ -167,7 +179,17 @@ class Labels:
                 merged[-1] = (s, h[1], r, fz and h[3])
             else:
                 merged.append(h)
+        merged = [(s, self._translated(f.text, e, r), r, fz) for s, e, r, fz in merged]
         return [Hit(r, f.index[s], f.index[e - 1] + 1, fz) for s, e, r, fz in merged]
+
+    def _translated(self, folded: str, end: int, role: str) -> int:
+        """The end of a label, over a slash and a word of its field's Latin keywords after it, read with a
+        digit for a look-alike letter (道货商品维号/1tem on hard tuning slip 305 unseen: its 1TEM was taken
+        for the SKU, which stood in the next cell)."""
+        m = _TRANSLATION.match(folded, end)
+        if m and {m.group(1), m.group(1).translate(_DIGIT_AS_LETTER)} & self.words.get(role, set()):
+            return m.end()
+        return end
 
 
 def _guessed(keyword: str, f: Folded, taken: list[bool]) -> tuple[int, int] | None:
