@@ -932,6 +932,18 @@ def test_extract_fields__a_code_split_by_a_misread_dot_is_not_read_whole() -> No
     assert ext.values["order_no"].value == "1234567890"  # a comma and a space after a code end it cleanly
 
 
+@pytest.mark.parametrize("mark", ["=", "+", "*", "~", "'"])
+def test_extract_fields__a_code_split_by_a_character_read_as_a_mark_is_not_read_whole(mark: str) -> None:
+    """Hard tuning slip 351 (unseen faces) read the customer id U75421642 as U75421=42: U75421 fits the
+    pattern and passed. A mark between two runs of a code is a character the recogniser lost; after a space,
+    or at the end, it is something else and the code is whole."""
+    ext = extract_fields(lines_of(f"会员ID: U75421{mark}42", "订单号：1234567890"), TEMPLATE, REASONS, MATCHER)
+    assert ext.values["customer_id"].value is None
+    assert [i.code for i in ext.issues if i.field == "customer_id"] == ["bad_format"]
+    assert extract(lines_of(f"会员ID: U75421642 {mark}42"))["customer_id"] == "U75421642"
+    assert extract(lines_of(f"会员ID: U75421642{mark}"))["customer_id"] == "U75421642"
+
+
 def test_extract_fields__a_sku_after_a_label_no_keyword_names_is_taken_by_its_shape_for_review() -> None:
     """Hard tuning slip 586: 商品 of 商品编码 was lost, and 编码：GU-7117-BOX-L sat under 退款金额：V1460.90,
     a label whose value is in its own box, so the box under it is not that label's."""

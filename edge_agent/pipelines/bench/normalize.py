@@ -147,10 +147,10 @@ def clean_code_token(segment: str) -> str:
 
 def dangling_separator(segment: str) -> str | None:
     """Where a code run was not read whole: the separator it ends on when nothing follows ("DD20240613-",
-    cut off by glare, the label's edge or the detector), or the punctuation that splits it with more code
-    right after ("D27440,11": a dot read as a comma), or an ellipsis, where the recogniser saw text it
-    could not read ("MU-7... ULV-XL" on hard tuning slip 595 passed as MU-7). None for a code that ends
-    cleanly."""
+    cut off by glare, the label's edge or the detector), or the mark that splits it with more code right
+    after ("D27440,11": a dot read as a comma; "U75421=42": a 6 read as a mark), or an ellipsis, where the
+    recogniser saw text it could not read ("MU-7... ULV-XL" on hard tuning slip 595 passed as MU-7). None
+    for a code that ends cleanly."""
     text, m = _code_run(segment)
     if m is None or len(m.group(0)) < 2:
         return None
@@ -160,7 +160,13 @@ def dangling_separator(segment: str) -> str | None:
     if m.end() == len(text):
         return m.group(0)[-1] if m.group(0)[-1] in "-_/" else None
     after = text[m.end() : m.end() + 2]
-    return after[0] if len(after) == 2 and after[0] in ",;:·" and after[1].isascii() and after[1].isalnum() else None
+    return after[0] if len(after) == 2 and after[0] in _SPLITS and after[1].isascii() and after[1].isalnum() else None
+
+
+# Marks read between two characters of one code: a separator misread (D27440,11: a dot read as a comma), or
+# a character the recogniser made a mark of (U75421=42 for U75421642 on hard tuning slip 351 unseen: the
+# run before it fits the pattern and passed, its last three digits lost). No code holds them.
+_SPLITS = ",;:·=+*~^'\"`"
 
 
 def clean_code_token_conf(segment: str, conf: tuple[float, ...]) -> tuple[str, tuple[float, ...]]:
