@@ -84,7 +84,7 @@ def glyph_sizes(crop: NDArray[Any], text: str, centres: list[float]) -> list[Gly
     """(width, height, holes, marked) of each character's own ink component, or None where it is not one
     whole glyph of the line's height (broken, touching its neighbour, or a mark). An O or a 0 is a ring: one
     hole, or two where a slash crosses a zero; a ring broken by a stain or glare has none and is no
-    witness. Marked: a ring with a zero's slash or dot (_holes)."""
+    witness. Marked: a ring with a zero's slash or dot (_holes), looked for under an O or 0 only."""
     out: list[Glyph | None] = [None] * len(text)
     if len(centres) != len(text) or not text:
         return out
@@ -108,13 +108,15 @@ def glyph_sizes(crop: NDArray[Any], text: str, centres: list[float]) -> list[Gly
         k, x0, y0, w, h = hits[0]
         inside = [j for j, xx in enumerate(centres) if x0 - 1 <= xx <= x0 + w + 1 and not text[j].isspace()]
         if inside == [i]:
-            out[i] = (w, h, *_holes(labels[y0 : y0 + h, x0 : x0 + w] == k, ink[y0 : y0 + h, x0 : x0 + w] > 0))
+            glyph, ring_ink = labels[y0 : y0 + h, x0 : x0 + w] == k, ink[y0 : y0 + h, x0 : x0 + w] > 0
+            out[i] = (w, h, *_holes(glyph, ring_ink if text[i] in "O0" else None))
     return out
 
 
-def _holes(mask: NDArray[Any], ink: NDArray[Any]) -> tuple[int, bool]:
+def _holes(mask: NDArray[Any], ink: NDArray[Any] | None) -> tuple[int, bool]:
     """Paper regions inside one glyph's mask (not reaching its box's edge), and whether they are a ring's
-    with a zero's mark: a slash across it (_slashed) or a dot or slash of its own in it (_dotted)."""
+    with a zero's mark: a slash across it (_slashed) or a dot or slash of its own in it (_dotted). The mark
+    is looked for only with the ink around the glyph, given for a character read as O or 0."""
     paper = np.pad(~mask, 1, constant_values=True).astype(np.uint8)
     n, labels, stats, centroids = cv2.connectedComponentsWithStats(paper, connectivity=4)
     inside = [
@@ -125,8 +127,9 @@ def _holes(mask: NDArray[Any], ink: NDArray[Any]) -> tuple[int, bool]:
         and stats[k][0] + stats[k][2] < paper.shape[1]
         and stats[k][1] + stats[k][3] < paper.shape[0]
     ]
-    marked = (len(inside) == 2 and _slashed(stats[inside], centroids[inside], mask.shape)) or (
-        len(inside) == 1 and _dotted(labels == inside[0], np.pad(ink & ~mask, 1, constant_values=False))
+    marked = ink is not None and (
+        (len(inside) == 2 and _slashed(stats[inside], centroids[inside], mask.shape))
+        or (len(inside) == 1 and _dotted(labels == inside[0], np.pad(ink & ~mask, 1, constant_values=False)))
     )
     return len(inside), marked
 

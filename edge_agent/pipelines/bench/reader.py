@@ -139,7 +139,7 @@ class ImageReader:
             for k, (name, img) in enumerate(prepared.steps, start=1):
                 _write(debug_dir, f"{k:02d}_{name}.png", img)
             _write(debug_dir, f"{len(prepared.steps) + 1:02d}_lines.png", _draw_lines(label, lines))
-        to_photo = None if label_to_photo is None else tuple(tuple(float(v) for v in row) for row in label_to_photo)
+        to_photo = None if label_to_photo is None else _rows(label_to_photo)
         squeeze = self.cfg.ocr.rec_squeeze if self.engine_name == "onnx" else 1.0
         return ImageReading(quality, lines, barcodes, self.engine_name, timing, to_photo, label, squeeze, turns)
 
@@ -169,7 +169,7 @@ class ImageReader:
             label, to_photo = self._recut(image_bgr, first, whole=whole)
             if whole:  # the outline's corners carry the first read's turns; the photo's do not
                 label, recut_to_photo = turned(label, np.asarray(to_photo), first.turns)
-                to_photo = tuple(tuple(float(v) for v in row) for row in recut_to_photo)
+                to_photo = _rows(recut_to_photo)
         det_px = max(self.cfg.ocr.det_px, self.cfg.ocr.second_pass_det_px)
         lines, engine_timing = self.engine.read(label, det_px=det_px, squeeze=1.0)
         timing = dict(first.timing_ms)
@@ -291,7 +291,7 @@ class ImageReader:
             grown = centre + (pts - centre) * (1 + 2 * RECUT_MARGIN)
             grown = np.clip(grown, 0, [pw - 1, ph - 1]).astype(np.float32)
         prepared = preprocess(image_bgr, self.cfg.preprocess, grown)
-        return prepared.image, tuple(tuple(float(v) for v in row) for row in np.asarray(prepared.to_photo))
+        return prepared.image, _rows(prepared.to_photo)
 
 
 def turned(label: NDArray[Any], to_photo: NDArray[Any], k: int) -> tuple[NDArray[Any], NDArray[Any]]:
@@ -305,6 +305,11 @@ def turned(label: NDArray[Any], to_photo: NDArray[Any], k: int) -> tuple[NDArray
         m = np.array([[0.0, 1.0, 0.0], [-1.0, 0.0, w - 1.0], [0.0, 0.0, 1.0]]) @ m
         w, h = h, w
     return np.ascontiguousarray(np.rot90(label, k)), np.asarray(to_photo, np.float64) @ np.linalg.inv(m)
+
+
+def _rows(matrix: Any) -> tuple[tuple[float, ...], ...]:
+    """A homography as ImageReading keeps it: rows of plain floats."""
+    return tuple(tuple(float(v) for v in row) for row in np.asarray(matrix))
 
 
 def _cut_by_outline(reading: ImageReading) -> int:
