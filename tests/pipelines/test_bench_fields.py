@@ -924,6 +924,24 @@ def test_extract_fields__a_code_with_an_ellipsis_was_not_read_whole() -> None:
     assert extract(lines_of("SKU: B91851.42", "订单号：1234567890."))["order_no"] == "1234567890"
 
 
+def test_extract_fields__a_code_that_ends_on_a_dot_may_go_on_past_it() -> None:
+    """Hard tuning slip 427 (unseen faces): the last digit of SKU 6900846099652 lay half under glare and came
+    back as a dot, '退货商品SKU码:690084609965.', and 690084609965 passed. A dot is also a separator in
+    codes (W20305.54 came back 'W20305.' on typical tuning slip 313): the value is kept for a person to see,
+    in doubt."""
+    ext = extract_fields(lines_of("退货商品SKU码:690084609965.", "订单号：4739473947"), TEMPLATE, REASONS, MATCHER)
+    assert ext.values["sku"].value == "690084609965"
+    [issue] = [i for i in ext.issues if i.field == "sku"]
+    assert issue.code == "ambiguous_value" and "a dot after it" in issue.message
+    assert ext.values["sku"].confidence < 0.9
+    # the order number beside it ends cleanly: no doubt
+    assert not [i for i in ext.issues if i.field == "order_no"]
+    # a dot inside the code is no doubt either
+    inside = extract_fields(lines_of("SKU: W47394.74"), TEMPLATE, REASONS, MATCHER)
+    assert inside.values["sku"].value == "W47394.74"
+    assert not [i for i in inside.issues if i.field == "sku"]
+
+
 def test_extract_fields__a_code_split_by_a_misread_dot_is_not_read_whole() -> None:
     """Seen on a thermal slip: SKU D27440.11 came back 'D27440,11' and passed as D27440."""
     ext = extract_fields(lines_of("物料编码：D27440,11", "订单号：1234567890, 退货数量：2"), TEMPLATE, REASONS, MATCHER)

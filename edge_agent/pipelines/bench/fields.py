@@ -22,6 +22,7 @@ from edge_agent.pipelines.bench.normalize import (
     dangling_separator,
     doubt_phrase,
     ean13_valid,
+    ends_on_dot,
     fix_code,
     fold,
     hamming,
@@ -423,14 +424,17 @@ def _parse_code(
     # (a barcode, the scan, the manifest or a check digit may settle it later).
     amb = [] if ean13_valid(fixed.value) else ambiguous_positions(fixed.value, spec.pattern, tconf)
     gaps = unread_separators(text, fixed.value, spec.pattern)
-    factor = PER_SUBSTITUTION**fixed.substitutions * (AMBIGUOUS_CODE if fixed.ambiguous or amb or gaps else 1.0)
+    dot = ends_on_dot(text)
+    doubt = amb or gaps or dot
+    factor = PER_SUBSTITUTION**fixed.substitutions * (AMBIGUOUS_CODE if fixed.ambiguous or doubt else 1.0)
     weakest = min(tconf, default=1.0)
     if weakest < EVEN_ODDS:
         factor *= weakest
-    if amb or gaps:
+    if doubt:
         where = [doubt_phrase(i, a, b) for i, a, b in amb[:4]]
         seps = " ".join(CODE_SEPARATORS)
         where += [f"a space before character {i + 1}: a separator ({seps}) or none" for i in gaps[:2]]
+        where += ["a dot after it: the code may go on past it"] if dot else []
         return fixed.value, factor, f"{fixed.value[:40]} could be read two ways ({', '.join(where)})"
     return fixed.value, factor, ("could be read two ways (letter or digit)" if fixed.ambiguous else None)
 

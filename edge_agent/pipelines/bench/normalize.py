@@ -163,6 +163,15 @@ def dangling_separator(segment: str) -> str | None:
     return after[0] if len(after) == 2 and after[0] in _SPLITS and after[1].isascii() and after[1].isalnum() else None
 
 
+def ends_on_dot(segment: str) -> bool:
+    """Does a code run end on one dot with nothing after it (690084609965.)? A dot is a separator of some
+    codes (B91851.42) and what the recogniser makes of a character half lost (the 2 of 6900846099652 under
+    glare, hard tuning slip 427 in unseen faces, passed as 690084609965), and seldom a full stop after a
+    code: the code may go on past it."""
+    text, m = _code_run(segment)
+    return m is not None and m.end() == len(text) and len(m.group(0)) > 1 and m.group(0)[-1] == "."
+
+
 # Marks read between two characters of one code: a separator misread (D27440,11: a dot read as a comma), or
 # a character the recogniser made a mark of (U75421=42 for U75421642 on hard tuning slip 351 unseen: the
 # run before it fits the pattern and passed, its last three digits lost). No code holds them.
