@@ -233,6 +233,9 @@ def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Call
             # 退货SKUX63603-18: after label text that is no keyword (退货) the keyword ends the label, and
             # the space before the code was not read (tuning 575)
             and not (h.start > 0 and _ideograph(text[h.start - 1]) and all(o.end != h.start for o in hits))
+            # SKUSKU93641623: the keyword, then a code that opens with it (the space between not read;
+            # typical tuning slip 409 in unseen faces)
+            and not _doubled(text, h)
         ):
             continue  # SKU01557005210: a Latin keyword running straight on into letters or digits starts a code
         after = text[h.end : h.end + 4].lstrip(" )）】]")
@@ -264,6 +267,12 @@ def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Call
             if parses(h.role, text[vs:stop]):
                 out.append(h)
     return _not_inside_a_value(text, out, kinds, parses)
+
+
+def _doubled(text: str, h: Hit) -> bool:
+    """Is the keyword at `h` written again right after it (SKUSKU93641623)?"""
+    kw = to_halfwidth(text[h.start : h.end]).upper()
+    return to_halfwidth(text[h.end : h.end + len(kw)]).upper() == kw
 
 
 def _not_inside_a_value(
