@@ -590,7 +590,7 @@ def judge(
         Barcode(mask_text(b.text, privacy, keep=keep, labels=labels), b.symbology, b.box) for b in reading.barcodes
     )
     boxes = _field_boxes(values, ext.where, reading)
-    issues += glare_over_values(boxes, values, reading.quality)
+    issues += glare_over_values(boxes, values, reading.quality, _value_ends(values, ext.where))
     reasons = review_reasons(values, issues, rules.cfg.fields, reading.quality)
     # A reviewer reads these; the text of a value can carry a phone number, so mask them too.
     reasons = tuple(Issue(i.code, i.field, mask_text(i.message, privacy, keep=keep, labels=labels)) for i in reasons)
@@ -626,10 +626,15 @@ GLARE_ON_VALUE = 0.03  # share of that stretch blown out that makes the reading 
 
 
 def glare_over_values(
-    boxes: dict[str, list[list[float]] | None], values: dict[str, FieldValue], quality: QualityReport
+    boxes: dict[str, list[list[float]] | None],
+    values: dict[str, FieldValue],
+    quality: QualityReport,
+    ends: dict[str, tuple[bool, bool]] | None = None,
 ) -> list[Issue]:
     """A read problem for each value read from text whose line, stretched GLARE_REACH line heights either
-    way, lies partly under a glare spot (QualityReport.glare_spots)."""
+    way, lies partly under a glare spot (QualityReport.glare_spots). The line is stretched only past the
+    ends the value reaches (`ends`, by field: does it start the line, does it end it): glare before a label
+    hides none of the value after it."""
     if quality.glare_spots is None:
         return []
     spots, k = quality.glare_spots
@@ -643,14 +648,31 @@ def glare_over_values(
         if length < 1:
             continue
         reach = along / length * GLARE_REACH * max(float(np.linalg.norm(bl - tl)), 1.0)
+        first, last = (ends or {}).get(name, (True, True))
+        left, right = reach * first, reach * last
         stretch = np.zeros(spots.shape, np.uint8)
-        cv2.fillConvexPoly(stretch, np.rint([tl - reach, tr + reach, br + reach, bl - reach]).astype(np.int32), 1)
+        cv2.fillConvexPoly(stretch, np.rint([tl - left, tr + right, br + right, bl - left]).astype(np.int32), 1)
         area = int(stretch.sum())
         frac = int((spots & stretch).sum()) / area if area else 0.0
         if frac >= GLARE_ON_VALUE:
             out.append(
                 Issue("glare_on_value", name, f"{name}: glare over the value ({frac:.0%} of its line blown out)")
             )
+    return out
+
+
+def _value_ends(values: dict[str, FieldValue], where: dict[str, TextLine]) -> dict[str, tuple[bool, bool]]:
+    """For each value read from a line: does it start the line, and does it end it (nothing but spaces and
+    punctuation before or after it)? A value not found in its line's text as read reaches both ends."""
+    out = {}
+    for name, line in where.items():
+        value = values[name].value if name in values else None
+        text = to_halfwidth(line.text).upper()
+        at = text.find(str(value).upper()) if value is not None else -1
+        if at < 0:
+            continue
+        before, after = text[:at], text[at + len(str(value)) :]
+        out[name] = (not any(c.isalnum() for c in before), not any(c.isalnum() for c in after))
     return out
 
 

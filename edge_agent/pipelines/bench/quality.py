@@ -17,6 +17,8 @@ log = logging.getLogger(__name__)
 
 GLARE_LEVEL = 250  # grey level treated as blown out
 GLARE_PAPER_MAX = 245  # paper at least this bright is white, not a glare spot
+INK_SEEN = 110  # print this dark in a blown-out patch was not washed out...
+INK_REACH = 6  # ...nor was the paper this many pixels around it (at work_px: about half a line of text)
 TILE_PX = 32
 # Nothing to read: a photo this dark overall (lens cap, lights off), or this even (empty bench, a wall,
 # all white). A slip, even blurred or in dim light, has print on paper: its grey levels spread far wider,
@@ -59,11 +61,18 @@ def coarse_spread(gray: NDArray[Any]) -> float:
 
 def glare_spots(gray: NDArray[Any], label: NDArray[Any]) -> NDArray[Any] | None:
     """Pixels blown out by glare, as a mask of `gray`'s size: those at GLARE_LEVEL on a label whose paper
-    (the median of `label`'s pixels) is darker than GLARE_PAPER_MAX. None when there are none, or when the
-    paper itself is that white: then a value's print still stands out and nothing is hidden."""
+    (the median of `label`'s pixels) is darker than GLARE_PAPER_MAX, and not within INK_REACH of print
+    that keeps its contrast in the blown-out patch (ink darker than INK_SEEN): there the light brightened
+    the paper and washed nothing out (clean tuning slip 441 in unseen faces, lit brighter on its left,
+    sent its quantity and customer id, whose print stood out, to review). None when there are none, or when
+    the paper itself is that white: then a value's print still stands out and nothing is hidden."""
     if label.size == 0 or float(np.median(label)) >= GLARE_PAPER_MAX:
         return None
-    spots = (gray >= GLARE_LEVEL).astype(np.uint8)
+    blown = (gray >= GLARE_LEVEL).astype(np.uint8)
+    patch = cv2.morphologyEx(blown, cv2.MORPH_CLOSE, np.ones((9, 9), np.uint8))  # with the print inside it
+    ink = ((gray < INK_SEEN) & (patch > 0)).astype(np.uint8)
+    seen = cv2.dilate(ink, np.ones((2 * INK_REACH + 1, 2 * INK_REACH + 1), np.uint8)) > 0
+    spots = np.where(seen, 0, blown).astype(np.uint8)
     return spots if spots.any() else None
 
 
