@@ -407,8 +407,7 @@ def rec_batches(crops: list[NDArray[Any]], batch: int, squeeze: float) -> list[t
 
 
 def ctc_decode(probs: NDArray[Any], charset: list[str]) -> list[tuple[str, float]]:
-    """Greedy CTC: collapse repeats, drop blanks (index 0); confidence = mean probability of the kept symbols
-    other than spaces (see ctc_decode_steps)."""
+    """Greedy CTC: collapse repeats, drop blanks (index 0); confidence = mean probability of the kept symbols."""
     return [(text, conf) for text, conf, _, _ in ctc_decode_steps(probs, charset)]
 
 
@@ -416,11 +415,7 @@ def ctc_decode_steps(
     probs: NDArray[Any], charset: list[str]
 ) -> list[tuple[str, float, tuple[float, ...], tuple[int, ...]]]:
     """ctc_decode with each character's probability and the time step it was read at (both aligned with
-    the text, spaces at the ends dropped; empty where a symbol's length breaks the alignment).
-
-    The line's confidence leaves its spaces out: the recogniser is seldom sure of a gap ('5 件' on clean
-    tuning slip 536: the 5 at 0.997, the 件 at 1.0, the space at 0.55), and no value holds one, so a
-    quantity read sure went to review at 0.82. A line of spaces alone keeps their mean."""
+    the text, spaces at the ends dropped; empty where a symbol's length breaks the alignment)."""
     idx = probs.argmax(axis=2)
     pmax = probs.max(axis=2)
     out = []
@@ -430,8 +425,7 @@ def ctc_decode_steps(
         keep &= row != 0
         chars = [charset[i] if i < len(charset) else "" for i in row[keep]]
         ps = [float(p) for p in prow[keep]]
-        inked = [p for c, p in zip(chars, ps, strict=True) if not c.isspace()] or ps
-        conf = float(np.mean(inked)) if inked else 0.0
+        conf = float(np.mean(ps)) if ps else 0.0
         # a symbol may be 0 or 2 chars
         triples = [(c, p, int(t)) for c, p, t in zip(chars, ps, np.flatnonzero(keep), strict=True) for _ in c]
         while triples and triples[0][0].isspace():
