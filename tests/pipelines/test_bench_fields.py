@@ -691,6 +691,7 @@ def test_extract_fields__a_latin_keyword_that_starts_the_code_is_not_part_of_the
     assert extract(lines_of("退货SKUX63603-18", "订单号：1234567890"))["sku"] == "X63603-18"
     # two keywords of one field still make one label
     assert extract(lines_of("货号 SKU: AB-1234"))["sku"] == "AB-1234"
+    assert extract(lines_of("退货日期/Date: 2024-06-26"))["return_date"] == "2024-06-26"
 
 
 def test_extract_fields__a_latin_keyword_written_twice_is_the_label_and_the_code_that_opens_with_it() -> None:
@@ -701,7 +702,6 @@ def test_extract_fields__a_latin_keyword_written_twice_is_the_label_and_the_code
     assert extract(lines_of("skuSKU93641623", "订单号：4739473947"))["sku"] == "SKU93641623"
     # once, the keyword still starts the code and is no label
     assert extract(lines_of("SKU93641623", "订单号：4739473947"))["sku"] is None
-    assert extract(lines_of("退货日期/Date: 2024-06-26"))["return_date"] == "2024-06-26"
 
 
 def test_extract_fields__a_sku_whose_label_was_not_read_is_taken_by_its_shape_for_review() -> None:

@@ -666,7 +666,7 @@ def _value_ends(values: dict[str, FieldValue], where: dict[str, TextLine]) -> di
     punctuation before or after it)? A value not found in its line's text as read reaches both ends."""
     out = {}
     for name, line in where.items():
-        value = values[name].value if name in values else None
+        value = values[name].value
         text = to_halfwidth(line.text).upper()
         at = text.find(str(value).upper()) if value is not None else -1
         if at < 0:
