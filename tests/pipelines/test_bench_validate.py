@@ -438,6 +438,21 @@ def test_ambiguous_positions__pattern_and_check_digit_decide_what_is_ambiguous()
     assert ambiguous_positions("BQX4", sku, (1.0, 0.995, 1.0, 1.0)) == []
     assert ambiguous_positions("BOX4", sku, (1.0, 0.59, 1.0, 1.0)) == [(1, "O", "0")]
 
+    # A 0 between digits in a run of eight or more is a zero (a GTIN, the digits after SKU); at the run's
+    # ends, in a shorter run, or read as O, it stays in doubt.
+    def ring_unsure(v: str) -> tuple[float, ...]:  # sure of every character but its rings
+        return tuple(0.99 if c in "0O" else 1.0 for c in v)
+
+    for value, doubted in [
+        ("SKU5203103921", []),
+        ("6910177134820", [12]),  # the last character: a code may end on a letter O
+        ("SKU0203103921", [3]),  # the first digit after letters: SO20260402 holds an O there
+        ("UY-3940-BLU", [6]),  # a run of four
+        ("AB1203456", [4]),  # a run of seven
+        ("69101O7134825", [3, 5]),  # read as O: a doubt, and it cuts the run
+    ]:
+        assert [p for p, _, _ in ambiguous_positions(value, sku, ring_unsure(value))] == doubted, value
+
 
 def test_evaluate__a_waybill_barcode_printed_in_groups_is_no_order_number() -> None:
     """A courier's barcode that fits the order pattern, printed in groups for reading aloud (ZT08 6598 ...,
