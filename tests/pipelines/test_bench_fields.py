@@ -768,6 +768,48 @@ def test_labels__a_cjk_keyword_that_lost_its_first_character_is_guessed(text: st
     assert [(h.role, h.fuzzy) for h in hits] == ([(role, True)] if role else [])
 
 
+@pytest.mark.parametrize(
+    ("text", "role"),
+    [
+        ("ustomer ID", "customer_id"),  # typical tuning slip 468 unseen: a faint, spaced C lost
+        ("ｕｓｔｏｍｅｒ ＩＤ：", "customer_id"),
+        ("uantity: 2", "quantity"),
+        ("Product uantity", "quantity"),  # a word of its own after another: folding drops the space
+        ("Productuantity", None),  # inside a word, no keyword lost its first letter
+        ("tem No: AB-100", None),  # Item No less one letter is too short to guess
+        ("rder ID", None),
+    ],
+)
+def test_labels__a_long_latin_keyword_that_lost_its_first_letter_is_guessed(text: str, role: str | None) -> None:
+    hits = [h for h in MATCHER.labels.find(text) if h.role != "other"]
+    assert [(h.role, h.fuzzy) for h in hits] == ([(role, True)] if role else [])
+
+
+@pytest.mark.parametrize(
+    ("text", "role"),
+    [
+        ("实退效量：", "quantity"),  # typical tuning slip 468 unseen: 数 read as 效
+        ("退货原园", "reason"),
+        ("申请日朗", "return_date"),
+        ("净重量：", None),  # a two-character keyword is not guessed: 重量 is a weight
+        ("效量：", None),
+        # a reason, not a count's label (clean tuning slip 19): 商品数量 would be one character from 商品质量
+        ("商品质量问题", None),
+    ],
+)
+def test_labels__a_longer_wording_of_a_two_character_keyword_is_found_misread(text: str, role: str | None) -> None:
+    hits = [h for h in MATCHER.labels.find(text) if h.role != "other"]
+    assert [(h.role, h.fuzzy) for h in hits] == ([(role, True)] if role else [])
+
+
+def test_extract_fields__a_count_under_a_misread_longer_label_is_found_in_doubt() -> None:
+    """A count printed alone, without its unit (10 under its label on typical tuning slip 568), is taken only
+    after a label."""
+    ext = extract_fields([box("实退效量：", 20, 0, 120), box("10", 20, 42, 40)], TEMPLATE, REASONS, MATCHER)
+    assert ext.values["quantity"].value == 10
+    assert ext.values["quantity"].confidence < 0.85
+
+
 def test_extract_fields__a_misread_label_of_a_waybill_number_is_not_guessed_as_the_order_number() -> None:
     """Typical tuning slip 61: 快递单号 read as 快道單号 held 道单号, one character from 订单号, and its
     waybill number stood against the order number. A guess inside a longer keyword of another kind, read with

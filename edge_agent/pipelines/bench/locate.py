@@ -51,6 +51,10 @@ _SPACE_READ = set(".,")
 # A CJK keyword of this many characters or more is still found when its first character was lost (a faint
 # 商 left 品编号 for 商品编号 on hard tuning slip 108), as one misread is: three characters are left.
 LOST_FIRST_MIN = 4
+# A Latin keyword of this many letters or more likewise, its first letter lost at the start of a word: the
+# spaced, faint "Customer ID" of typical tuning slip 468 in unseen faces came out of the detector as
+# "ustomer" and "ID". Seven letters are left; "tem No" (Item No) is too short to say.
+LATIN_LOST_FIRST_MIN = 8
 
 
 def _latin_letter_at(text: str, k: int) -> bool:
@@ -194,12 +198,19 @@ class Labels:
 
 def _guessed(keyword: str, f: Folded, taken: list[bool]) -> tuple[int, int] | None:
     """Where in the folded text `keyword` stands with one character misread, or, a CJK keyword of
-    LOST_FIRST_MIN or more, with its first character lost; not over another label (`taken`)."""
+    LOST_FIRST_MIN or more or a Latin one of LATIN_LOST_FIRST_MIN, with its first character lost; not over
+    another label (`taken`)."""
     text, n = f.text, len(keyword)
     for s in range(len(text) - n + 1):
         if _word_start(keyword, f, s) and not any(taken[s : s + n]) and hamming(text[s : s + n], keyword) == 1:
             return s, s + n
-    s = text.find(keyword[1:]) if n >= LOST_FIRST_MIN and all(map(_ideograph, keyword)) else -1
+    if n >= LOST_FIRST_MIN and all(map(_ideograph, keyword)):
+        s = text.find(keyword[1:])
+    elif n >= LATIN_LOST_FIRST_MIN and keyword.isascii():
+        s = text.find(keyword[1:])
+        s = -1 if s > 0 and _latin_letter_at(text, s - 1) and f.index[s] - f.index[s - 1] == 1 else s
+    else:
+        s = -1
     return (s, s + n - 1) if s >= 0 and not any(taken[s : s + n - 1]) else None
 
 
