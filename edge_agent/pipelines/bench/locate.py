@@ -204,14 +204,12 @@ def _guessed(keyword: str, f: Folded, taken: list[bool]) -> tuple[int, int] | No
     for s in range(len(text) - n + 1):
         if _word_start(keyword, f, s) and not any(taken[s : s + n]) and hamming(text[s : s + n], keyword) == 1:
             return s, s + n
-    if n >= LOST_FIRST_MIN and all(map(_ideograph, keyword)):
-        s = text.find(keyword[1:])
-    elif n >= LATIN_LOST_FIRST_MIN and keyword.isascii():
-        s = text.find(keyword[1:])
-        s = -1 if s > 0 and _latin_letter_at(text, s - 1) and f.index[s] - f.index[s - 1] == 1 else s
-    else:
-        s = -1
-    return (s, s + n - 1) if s >= 0 and not any(taken[s : s + n - 1]) else None
+    rest = keyword[1:]
+    cut_short = (n >= LOST_FIRST_MIN and all(map(_ideograph, keyword))) or (
+        n >= LATIN_LOST_FIRST_MIN and keyword.isascii()
+    )
+    s = text.find(rest) if cut_short else -1
+    return (s, s + n - 1) if s >= 0 and _word_start(rest, f, s) and not any(taken[s : s + n - 1]) else None
 
 
 def _inside_another(at: tuple[int, int], text: str, keywords: Sequence[str]) -> bool:
