@@ -694,6 +694,17 @@ def test_extract_fields__a_latin_keyword_that_starts_the_code_is_not_part_of_the
     assert extract(lines_of("退货日期/Date: 2024-06-26"))["return_date"] == "2024-06-26"
 
 
+def test_extract_fields__a_keyword_with_characters_ends_in_its_latin_letters_before_a_code() -> None:
+    """Typical tuning slip 538 (unseen faces): '买家会员IDC6987480453', the colon after the label not read. Its
+    keyword 会员ID ran on into the code's letters, so, like SKU01557005210, it was taken to start a code and
+    the customer id was lost. A keyword with characters of its own is a label: no code opens with 会员ID."""
+    assert extract(lines_of("买家会员IDC6987480453", "订单号：401641429553"))["customer_id"] == "C6987480453"
+    assert extract(lines_of("客户IDU55221273", "订单号：401641429553"))["customer_id"] == "U55221273"
+    assert extract(lines_of("客户IDKH-2021-75219", "订单号：401641429553"))["customer_id"] == "KH-2021-75219"
+    # a Latin keyword alone still starts the code it runs on into
+    assert extract(lines_of("Customer IDC6987480453", "订单号：401641429553"))["customer_id"] is None
+
+
 def test_extract_fields__a_latin_keyword_written_twice_is_the_label_and_the_code_that_opens_with_it() -> None:
     """Typical tuning slip 409 (unseen faces): the label SKU and the SKU SKU93641623 came back as one box,
     'SKUSKU93641623', the space between them lost. A keyword running on into a code starts the code, so

@@ -245,6 +245,9 @@ def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Call
             # SKUSKU93641623: the keyword, then a code that opens with it (the space between not read;
             # typical tuning slip 409 in unseen faces)
             and not _doubled(text, h)
+            # 买家会员IDC6987480453: a keyword with characters of its own (客户ID, 会员ID) ends in its Latin
+            # letters; the colon or space after it was not read (typical tuning slip 538 in unseen faces)
+            and not any(map(_ideograph, text[h.start : h.end]))
         ):
             continue  # SKU01557005210: a Latin keyword running straight on into letters or digits starts a code
         after = text[h.end : h.end + 4].lstrip(" )）】]")
