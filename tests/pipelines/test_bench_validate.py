@@ -438,8 +438,9 @@ def test_ambiguous_positions__pattern_and_check_digit_decide_what_is_ambiguous()
     assert ambiguous_positions("BQX4", sku, (1.0, 0.995, 1.0, 1.0)) == []
     assert ambiguous_positions("BOX4", sku, (1.0, 0.59, 1.0, 1.0)) == [(1, "O", "0")]
 
-    # A 0 between digits in a run of eight or more is a zero (a GTIN, the digits after SKU); at the run's
-    # ends, in a shorter run, or read as O, it stays in doubt.
+    # A 0 between digits in a run of eight or more is a zero (a GTIN, the digits after SKU), and so is any 0
+    # of a run of four or more between two separators (a style number); at a run's ends, in a shorter run,
+    # in a code's first or last segment, or read as O, it stays in doubt.
     def ring_unsure(v: str) -> tuple[float, ...]:  # sure of every character but its rings
         return tuple(0.99 if c in "0O" else 1.0 for c in v)
 
@@ -447,7 +448,12 @@ def test_ambiguous_positions__pattern_and_check_digit_decide_what_is_ambiguous()
         ("SKU5203103921", []),
         ("6910177134820", [12]),  # the last character: a code may end on a letter O
         ("SKU0203103921", [3]),  # the first digit after letters: SO20260402 holds an O there
-        ("UY-3940-BLU", [6]),  # a run of four
+        ("UY3940-BLU", [5]),  # a run of four, not set apart
+        ("UY-3940-BLU", []),  # a run of four between two separators
+        ("EE-1300-WHT-XL", []),  # its last 0 too
+        ("060207/68", [0, 2, 4]),  # the code's first segment: O60207/68 is printed so
+        ("VK-4597-WHT-01", [12]),  # its last: VK-4597-WHT-O1, and a run of two
+        ("A-0-10-B", [2, 5]),  # runs of one and two
         ("AB1203456", [4]),  # a run of seven
         ("69101O7134825", [3, 5]),  # read as O: a doubt, and it cuts the run
     ]:
