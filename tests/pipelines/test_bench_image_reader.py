@@ -1121,7 +1121,7 @@ def test_evaluate__a_second_look_that_is_sure_settles_a_letter_or_digit_doubt() 
 
     texts = [
         "订单号：123456789012",
-        "商品编码：EE-1300-WHT-XL",
+        "商品编码：EE-1307-WH0-XL",
         "数量：1",
         "退货原因：质量问题",
         "客户ID：KH-2024-12345",
@@ -1140,7 +1140,7 @@ def test_evaluate__a_second_look_that_is_sure_settles_a_letter_or_digit_doubt() 
     codes = {}
     for confirm in (None, unsure, sure):
         res = evaluate(reading, rules, manifest=None, today=date(2025, 1, 2), confirm=confirm)
-        assert res.fields["sku"] == "EE-1300-WHT-XL"
+        assert res.fields["sku"] == "EE-1307-WH0-XL"
         codes[confirm] = {(i.code, i.field) for i in res.review_reasons}
     assert ("ambiguous_value", "sku") in codes[None]
     assert ("ambiguous_value", "sku") in codes[unsure]
