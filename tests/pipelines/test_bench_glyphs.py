@@ -18,6 +18,7 @@ from edge_agent.pipelines.bench.glyphs import (
     o_zero_ratios,
     o_zero_rings,
     settle_o_zero,
+    sure_zeros,
     zeros_slashed,
 )
 from edge_agent.pipelines.bench.image_config import OcrConfig
@@ -73,6 +74,38 @@ def test_settle_o_zero__a_0_is_settled_only_beside_a_wide_o_in_its_line() -> Non
     got = _settled(order, "DejaVuSans.ttf")
     assert got[0] == 1.0 and got[order.index("O", 1)] == 1.0
     assert got[order.index("0")] == 1.0
+
+
+def test_sure_zeros__a_dates_zeros_are_the_photos_zeros() -> None:
+    """Where nothing but a zero can stand, in a date, the ring is a zero whatever the face: their median width
+    and aspect are what this photo's zeros look like. A code's 0 (AB0C) is not one of them, nor a long
+    number's, which may be set under its barcode in a face of its own."""
+    date, code, number = "2025-03-07", "AB0C", "SKU5203103921"
+    lines = [
+        (date, {1: 0.9, 5: 0.92, 8: 0.88}, {1: 0.6, 5: 0.62, 8: 0.6}),
+        (code, {2: 1.3}, {2: 0.9}),
+        (number, {5: 0.7, 8: 0.7}, {5: 0.5, 8: 0.5}),
+        ("2026年01月20日", {1: 0.94, 5: 0.94, 9: 0.94}, {1: 0.64, 5: 0.64, 9: 0.64}),
+    ]
+    assert sure_zeros(lines) == pytest.approx((0.93, 0.63))
+    assert sure_zeros([(date, {1: 0.9}, {1: 0.6}), *lines[1:3]]) is None  # one is not enough to say
+
+
+def test_settle_o_zero__a_ring_wider_and_rounder_than_the_photos_zeros_is_an_o() -> None:
+    """In a face whose O is only a little wider than its digits (under O_WIDER_THAN_DIGITS; AR PL UKai,
+    WenQuanYi Micro Hei), it is still wider and rounder than the same face's zeros: 1.12 as wide and 1.15 as round
+    (O_WIDER_THAN_ZEROS, O_ROUNDER_THAN_ZEROS), an O.
+    Wider alone (a zero a little blurred sideways) or without the photo's zeros, the ring says nothing."""
+    text, i = "KD-8782-OLV", 8
+    ratios, aspects, zeros = {i: 1.15}, {i: 0.8}, (0.92, 0.62)
+    conf = tuple(0.99 for _ in text)  # under SURE_AS_READ for an O: a doubt
+    written, got = settle_o_zero(text, conf, ratios, zeros=zeros, aspects=aspects)
+    assert written == text and got[i] == 1.0
+    misread = text[:i] + "0" + text[i + 1 :]
+    written, got = settle_o_zero(misread, conf, ratios, zeros=zeros, aspects=aspects)
+    assert written == text and got[i] == 0.5
+    for kw in ({"zeros": zeros, "aspects": {i: 0.7}}, {"aspects": aspects}):
+        assert settle_o_zero(misread, conf, ratios, **kw) == (misread, conf)
 
 
 def test_glyph_sizes__an_o_or_0_is_one_ring() -> None:

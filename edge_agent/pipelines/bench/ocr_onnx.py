@@ -15,7 +15,7 @@ import cv2
 import numpy as np
 from numpy.typing import NDArray
 
-from edge_agent.pipelines.bench.glyphs import line_glyphs, settle_o_zero, zeros_slashed
+from edge_agent.pipelines.bench.glyphs import line_glyphs, settle_o_zero, sure_zeros, zeros_slashed
 from edge_agent.pipelines.bench.heap import large_blocks_mapped
 from edge_agent.pipelines.bench.image_config import OcrConfig
 from edge_agent.pipelines.bench.types import TextLine
@@ -455,14 +455,16 @@ def cls_input(crops: list[NDArray[Any]]) -> NDArray[Any]:
 
 # One recognised line before its O and 0 are settled: text, confidence, character probabilities, and its
 # O and 0 glyphs' widths and rings (glyphs.line_glyphs).
-_Glyphs = tuple[str, float, tuple[float, ...], dict[int, float], dict[int, bool]]
+_Glyphs = tuple[str, float, tuple[float, ...], dict[int, float], dict[int, bool], dict[int, float]]
 
 
-def _settled(line: _Glyphs, *, slashed: bool) -> tuple[str, float, tuple[float, ...]]:
+def _settled(
+    line: _Glyphs, *, slashed: bool, zeros: tuple[float, float] | None = None
+) -> tuple[str, float, tuple[float, ...]]:
     """(text, confidence, character probabilities) of a line with its O and 0 settled by their glyphs."""
-    text, conf, char_conf, ratios, rings = line
+    text, conf, char_conf, ratios, rings, aspects = line
     if ratios or (slashed and rings):
-        text, char_conf = settle_o_zero(text, char_conf, ratios, rings, slashed=slashed)
+        text, char_conf = settle_o_zero(text, char_conf, ratios, rings, slashed=slashed, zeros=zeros, aspects=aspects)
     return text, conf, char_conf
 
 
@@ -506,15 +508,16 @@ class OnnxOcr:
         same is made sure (1.0), one whose glyph says the other is made doubtful (at most 0.5) and, in a
         code, written as the glyph says: by its width beside the line's digits, or by its slash where the
         crops read together slash their zeros; see glyphs.py."""
-        read: list[_Glyphs] = [("", 0.0, (), {}, {})] * len(crops)
+        read: list[_Glyphs] = [("", 0.0, (), {}, {}, {})] * len(crops)
         squeeze = squeeze or self.cfg.rec_squeeze
         for idx, x in rec_batches(crops, self.cfg.rec_batch, squeeze):
             probs = self.rec.run(None, {"x": x})[0]
             for i, (text, conf, char_conf, steps) in zip(idx, ctc_decode_steps(probs, self.charset), strict=True):
-                ratios, rings = line_glyphs(crops[i], text, char_conf, steps, rec_width(crops[i], squeeze))
-                read[i] = (text, conf, char_conf, ratios, rings)
-        slashed = zeros_slashed([(text, rings) for text, _, _, _, rings in read])
-        return [_settled(line, slashed=slashed) for line in read]
+                ratios, rings, aspects = line_glyphs(crops[i], text, char_conf, steps, rec_width(crops[i], squeeze))
+                read[i] = (text, conf, char_conf, ratios, rings, aspects)
+        slashed = zeros_slashed([(line[0], line[4]) for line in read])
+        zeros = sure_zeros([(line[0], line[3], line[5]) for line in read])
+        return [_settled(line, slashed=slashed, zeros=zeros) for line in read]
 
     def read(
         self, label: NDArray[Any], det_px: int | None = None, squeeze: float | None = None
