@@ -72,9 +72,9 @@ MARK_MIDDLE = 0.4
 MARK_HALVES = 0.3
 MARK_OFFSET = 0.12
 SLASHED_SHARE = 2 / 3
-# A ring beside the photo's own zeros (sure_zeros: a date's). In the faces whose O
-# is under O_WIDER_THAN_DIGITS (AR PL UKai, WenQuanYi Micro Hei: 1.04-1.20 digits) it is still wider and
-# rounder than the same face's zeros. Ring measures of tuning seeds 0-49 and 500-549 in the generator's
+# A ring beside the photo's own zeros (sure_zeros: a date's). In the faces whose O is under
+# O_WIDER_THAN_DIGITS (AR PL UKai, WenQuanYi Micro Hei: 1.04-1.20 digits) it is still wider and rounder than
+# the same face's zeros. Ring measures of tuning seeds 0-49 and 500-549 in the generator's
 # faces and 300-349 and 400-449 in unseen faces (three tiers, every line read): beside their photo's sure
 # zeros, no printed 0 was both 1.12 as wide and 1.15 as round (widest 1.16, roundest 1.23, not the same
 # ring), and 51 printed O were, 8 of them read as 0. On tuning seeds 600-649 and 500-549 unseen it

@@ -454,7 +454,7 @@ def cls_input(crops: list[NDArray[Any]]) -> NDArray[Any]:
 
 
 # One recognised line before its O and 0 are settled: text, confidence, character probabilities, and its
-# O and 0 glyphs' widths and rings (glyphs.line_glyphs).
+# O and 0 glyphs' widths, rings and aspects (glyphs.line_glyphs).
 _Glyphs = tuple[str, float, tuple[float, ...], dict[int, float], dict[int, bool], dict[int, float]]
 
 
