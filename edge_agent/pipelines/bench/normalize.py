@@ -234,7 +234,6 @@ NUMERIC_RUN = 8
 # O60207/68 and VK-4597-WHT-O1 are printed so. On tuning photos (seeds 0-49 and 500-649 in the generator's
 # faces, 300-349 and 400-549 in unseen faces, three tiers) 15 zeros in such segments were in doubt, all zeros.
 NUMERIC_SEGMENT = 4
-SEGMENT_MARKS = "-_/."
 
 
 def ambiguous_positions(
@@ -249,33 +248,25 @@ def ambiguous_positions(
             continue
         if len(conf) == len(value) and conf[i] >= SURE_AS_READ.get(ch, SURE_DEFAULT):
             continue
-        if ch == "0" and (_inside_numeric_run(value, i) or _in_numeric_segment(value, i)):
+        if ch == "0" and _zero_by_its_run(value, i):
             continue
         out.append((i, ch, other))
     return out
 
 
-def _digit_run(value: str, i: int) -> tuple[int, int]:
-    """Start and end of the run of digits around value[i] (itself counted)."""
+def _zero_by_its_run(value: str, i: int) -> bool:
+    """Is the 0 at value[i] a zero by the run of digits around it (itself counted): between two digits of a
+    run of NUMERIC_RUN or more, or anywhere in a run of NUMERIC_SEGMENT or more with a code separator on
+    each side?"""
     start, end = i, i + 1
     while start > 0 and value[start - 1].isdigit():
         start -= 1
     while end < len(value) and value[end].isdigit():
         end += 1
-    return start, end
-
-
-def _inside_numeric_run(value: str, i: int) -> bool:
-    """Is value[i] between two digits, in a run of at least NUMERIC_RUN digits (itself counted)?"""
-    start, end = _digit_run(value, i)
-    return start < i < end - 1 and end - start >= NUMERIC_RUN
-
-
-def _in_numeric_segment(value: str, i: int) -> bool:
-    """Is value[i] in a run of at least NUMERIC_SEGMENT digits (itself counted) with a separator on each side?"""
-    start, end = _digit_run(value, i)
-    inside = start > 0 and end < len(value) and value[start - 1] in SEGMENT_MARKS and value[end] in SEGMENT_MARKS
-    return inside and end - start >= NUMERIC_SEGMENT
+    if start < i < end - 1 and end - start >= NUMERIC_RUN:
+        return True
+    set_apart = start > 0 and end < len(value) and {value[start - 1], value[end]} <= set(CODE_SEPARATORS)
+    return set_apart and end - start >= NUMERIC_SEGMENT
 
 
 def doubt_phrase(position: int, as_read: str, other: str) -> str:

@@ -515,8 +515,8 @@ class OnnxOcr:
             for i, (text, conf, char_conf, steps) in zip(idx, ctc_decode_steps(probs, self.charset), strict=True):
                 ratios, rings, aspects = line_glyphs(crops[i], text, char_conf, steps, rec_width(crops[i], squeeze))
                 read[i] = (text, conf, char_conf, ratios, rings, aspects)
-        slashed = zeros_slashed([(line[0], line[4]) for line in read])
-        zeros = sure_zeros([(line[0], line[3], line[5]) for line in read])
+        slashed = zeros_slashed([(text, rings) for text, _, _, _, rings, _ in read])
+        zeros = sure_zeros([(text, ratios, aspects) for text, _, _, ratios, _, aspects in read])
         return [_settled(line, slashed=slashed, zeros=zeros) for line in read]
 
     def read(
