@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, NamedTuple
@@ -483,6 +484,11 @@ class ReasonMatch:
     ambiguous: bool
 
 
+# A reason phrase this long or longer is still known with its first character lost (a faint or cut first
+# glyph on a hard photo: 与图片不符 read 片不符, 描述不符 read 述不符); the three left name one reason.
+CUT_PHRASE = 4
+
+
 def match_reason(segment: str, table: ReasonTable) -> ReasonMatch | None:
     """The canonical reason a slip's reason text means, even with details added ("少件 - 赠品未收到")."""
     text = squash(segment)
@@ -503,16 +509,27 @@ def match_reason(segment: str, table: ReasonTable) -> ReasonMatch | None:
         if others:
             return ReasonMatch(reason, quality * 0.5, True)
         return ReasonMatch(reason, quality, False)
-    # Fuzzy: one wrong character in a phrase of 3+ characters at the start of the text.
-    best: ReasonMatch | None = None
-    for phrase, reason in table.phrases:
-        if len(phrase) >= 3 and len(text) >= len(phrase) and hamming(text[: len(phrase)], phrase) == 1:
-            cand = ReasonMatch(reason, 0.7, False)
-            if best is None:
-                best = cand
-            elif best.reason != reason:
-                return ReasonMatch(best.reason, 0.35, True)
-    return best
+    return _near_reason(text, table)
+
+
+def _near_reason(text: str, table: ReasonTable) -> ReasonMatch | None:
+    """A reason the text names with one wrong character in a phrase of 3+ characters at its start; else with
+    the first character of a phrase of CUT_PHRASE+ characters lost (片不符, 述不符 on hard photos). At a
+    confidence a person confirms; ambiguous when two reasons are near."""
+    near: tuple[Callable[[str], bool], ...] = (
+        lambda phrase: len(phrase) >= 3 and len(text) >= len(phrase) and hamming(text[: len(phrase)], phrase) == 1,
+        lambda phrase: len(phrase) >= CUT_PHRASE and text.startswith(phrase[1:]),
+    )
+    for test in near:
+        best: ReasonMatch | None = None
+        for phrase, reason in table.phrases:
+            if test(phrase):
+                if best is not None and best.reason != reason:
+                    return ReasonMatch(best.reason, 0.35, True)
+                best = best or ReasonMatch(reason, 0.7, False)
+        if best is not None:
+            return best
+    return None
 
 
 def opens_with_reason(segment: str, table: ReasonTable) -> bool:
@@ -521,7 +538,8 @@ def opens_with_reason(segment: str, table: ReasonTable) -> bool:
     longer text (a remark)?"""
     printed = fold(segment).strip()
     text = "".join(printed.split())  # squash(segment): one character for each non-space one printed
-    for phrase, _ in table.phrases:
+    for whole, _ in table.phrases:
+        phrase = whole if text.startswith(whole) or len(whole) < CUT_PHRASE else whole[1:]
         if not text.startswith(phrase):
             continue
         if 2 * len(phrase) >= len(text):
