@@ -1011,29 +1011,6 @@ def test_inspector__a_doubtful_order_gets_its_barcode_read_again_finer_and_the_b
     assert "barcodes_again" not in ins.inspect(img).timing_ms
 
 
-def test_reader__a_barcode_across_a_shadows_edge_comes_out_of_the_label_as_cut_with_its_shading_evened() -> None:
-    """Diverse seed 580 in unseen faces (typical, tuning split): a shadow's edge runs across the order's Code 128,
-    and zxing reads nothing on the photo, the label as cut, the label image, or the label image read finer. The
-    label as cut, its shading divided out, gives SO317235, and the barcode settles the O the text reads as 0."""
-    from datetime import date, timedelta
-
-    from edge_agent.pipelines.bench.barcodes import read_barcodes, read_barcodes_evened, read_barcodes_finer
-    from edge_agent.pipelines.bench.inspect import Inspector
-
-    img, truth = generate_slip(580, "typical", style="diverse", fonts="unseen")
-    t = field_truth(truth)
-    ins = Inspector(BenchConfig())
-    reading = ins.reader.read(img)
-    assert reading.barcodes == () and reading.label_crop is not None and reading.label_crop.ndim == 2
-    assert read_barcodes(reading.label_crop) == read_barcodes_finer(reading.label_image) == ()
-    assert [b.text for b in read_barcodes_evened(reading.label_crop)] == [t["order_no"]] == ["SO317235"]
-    assert [b.text for b in ins.reader.barcodes_again(reading)] == ["SO317235"]
-    ins.today = lambda: date.fromisoformat(t["return_date"]) + timedelta(days=1)
-    res = ins.inspect(img)
-    assert res.fields["order_no"] == "SO317235" and res.sources["order_no"] == "barcode"
-    assert not [i for i in res.review_reasons if i.field == "order_no"], res.review_reasons
-
-
 def test_reader__a_grainy_photos_barcode_comes_out_of_the_label_image_and_stops_a_short_order_passing() -> None:
     """Diverse seed 413 (hard, tuning split): tape over the end of the order number 548574889923 leaves its
     text 5485748890, which fits the pattern and was read without doubt: it passed. zxing reads the order's

@@ -74,33 +74,6 @@ def read_barcodes_finer(image: NDArray[Any], formats: Iterable[str] = DEFAULT_FO
     return tuple(Barcode(b.text, b.symbology, None) for b in found)  # boxes of the doubled image mean nothing
 
 
-# The shading divided out: a morphological closing this wide (label pixels) wipes out bars and print and keeps
-# the paper's light, shadow edge and all; the photo over it is the print on even paper.
-SHADE_KERNEL = 31
-# An unsharp mask that steepens a defocused bar's edges: sigma (pixels) and weight of the blur taken off.
-SHARPEN_SIGMA = 2.0
-SHARPEN_AMOUNT = 0.8
-
-
-def read_barcodes_evened(image: NDArray[Any], formats: Iterable[str] = DEFAULT_FORMATS) -> tuple[Barcode, ...]:
-    """read_barcodes_finer on the image with its shading divided out (a shadow's edge across the bars sends
-    zxing's binariser wrong on either side of it) and on the image sharpened (a defocused photo's bars). Meant
-    for the label as cut from the photo, before the OCR's own contrast steps. On 240 typical and hard tuning
-    photos (seeds 500-559 in the generator's faces, 400-459 unseen) the two gave 22 of the 64 barcodes every
-    other read missed, none wrong, in about 33 ms a label on one core. Boxes mean nothing (the image is doubled)."""
-    if image.ndim == 3:
-        image = cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
-    kernel = cv2.getStructuringElement(cv2.MORPH_RECT, (SHADE_KERNEL, SHADE_KERNEL))
-    even = cv2.divide(image, cv2.morphologyEx(image, cv2.MORPH_CLOSE, kernel), scale=255)
-    blurred = cv2.GaussianBlur(image, (0, 0), SHARPEN_SIGMA)
-    sharp = cv2.addWeighted(image, 1 + SHARPEN_AMOUNT, blurred, -SHARPEN_AMOUNT, 0)
-    out: dict[tuple[str, str], Barcode] = {}
-    for view in (even, sharp):
-        for b in read_barcodes_finer(view, formats):
-            out.setdefault((b.text, b.symbology), b)
-    return tuple(out.values())
-
-
 def _symbology(fmt: object) -> str:
     # zxing-cpp's enum names (Code128, EAN13, Code39, QRCode, ...) are the names the config uses
     name = getattr(fmt, "name", None)

@@ -15,7 +15,7 @@ from numpy.typing import NDArray
 from edge_agent.drivers.base import FrameError
 from edge_agent.drivers.camera.imagefile import read_image_file
 from edge_agent.drivers.camera.protocol import decode_image
-from edge_agent.pipelines.bench.barcodes import read_barcodes, read_barcodes_evened, read_barcodes_finer
+from edge_agent.pipelines.bench.barcodes import read_barcodes, read_barcodes_finer
 from edge_agent.pipelines.bench.config import BenchConfig
 from edge_agent.pipelines.bench.preprocess import preprocess
 from edge_agent.pipelines.bench.quality import assess
@@ -141,23 +141,15 @@ class ImageReader:
             _write(debug_dir, f"{len(prepared.steps) + 1:02d}_lines.png", _draw_lines(label, lines))
         to_photo = None if label_to_photo is None else _rows(label_to_photo)
         squeeze = self.cfg.ocr.rec_squeeze if self.engine_name == "onnx" else 1.0
-        crop = None if prepared.crop is None else cv2.cvtColor(prepared.crop, cv2.COLOR_BGR2GRAY)
-        return ImageReading(
-            quality, lines, barcodes, self.engine_name, timing, to_photo, label, squeeze, turns, label_crop=crop
-        )
+        return ImageReading(quality, lines, barcodes, self.engine_name, timing, to_photo, label, squeeze, turns)
 
     def barcodes_again(self, reading: ImageReading) -> tuple[Barcode, ...]:
-        """The label's barcodes read finer (read_barcodes_finer), and the label as cut read with its shading
-        evened and sharpened (read_barcodes_evened): those the reading does not hold already."""
+        """The label's barcodes read finer (read_barcodes_finer), those the reading does not hold already."""
+        if reading.label_image is None:
+            return ()
         seen = {(b.text, b.symbology) for b in reading.barcodes}
-        out: list[Barcode] = []
-        formats = self.cfg.ocr.barcode_formats
-        for image, read in ((reading.label_image, read_barcodes_finer), (reading.label_crop, read_barcodes_evened)):
-            for b in read(image, formats) if image is not None else ():
-                if (b.text, b.symbology) not in seen:
-                    seen.add((b.text, b.symbology))
-                    out.append(b)
-        return tuple(out)
+        found = read_barcodes_finer(reading.label_image, self.cfg.ocr.barcode_formats)
+        return tuple(b for b in found if (b.text, b.symbology) not in seen)
 
     def second_pass(self, first: ImageReading, image_bgr: NDArray[Any] | None = None) -> ImageReading | None:
         """The cascade's second pass, for a photo whose first read fell short: the label read again at a
@@ -184,15 +176,7 @@ class ImageReader:
         timing.update({f"{k}_2": round(v, 2) for k, v in engine_timing.items()})
         timing["second_pass"] = round((time.perf_counter() - t0) * 1000, 2)
         return ImageReading(
-            first.quality,
-            lines,
-            first.barcodes,
-            first.engine,
-            timing,
-            to_photo,
-            label,
-            turns=first.turns,
-            label_crop=first.label_crop,
+            first.quality, lines, first.barcodes, first.engine, timing, to_photo, label, turns=first.turns
         )
 
     def confirm_lines(self, reading: ImageReading, lines: list[TextLine]) -> list[TextLine]:

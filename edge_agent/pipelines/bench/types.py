@@ -70,5 +70,3 @@ class ImageReading:
     rec_squeeze: float = 1.0
     # quarter turns (numpy.rot90's k) the label image was given to bring a sideways or upside-down slip upright
     turns: int = 0
-    # the label as cut from the photo, grey, before the OCR's contrast steps (for its barcodes); never serialised
-    label_crop: Any = field(default=None, repr=False, compare=False)
