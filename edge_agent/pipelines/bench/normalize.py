@@ -485,7 +485,7 @@ class ReasonMatch:
 
 
 # A reason phrase this long or longer is still known with its first character lost (a faint or cut first
-# glyph on a hard photo: 与图片不符 read 片不符, 描述不符 read 述不符); the three left name one reason.
+# glyph on a hard photo: 与图片不符 read 片不符, 描述不符 read 述不符); the three or more left name one reason.
 CUT_PHRASE = 4
 
 
