@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, NamedTuple
@@ -516,19 +515,11 @@ def _near_reason(text: str, table: ReasonTable) -> ReasonMatch | None:
     """A reason the text names with one wrong character in a phrase of 3+ characters at its start; else with
     the first character of a phrase of CUT_PHRASE+ characters lost (片不符, 述不符 on hard photos). At a
     confidence a person confirms; ambiguous when two reasons are near."""
-    near: tuple[Callable[[str], bool], ...] = (
-        lambda phrase: len(phrase) >= 3 and len(text) >= len(phrase) and hamming(text[: len(phrase)], phrase) == 1,
-        lambda phrase: len(phrase) >= CUT_PHRASE and text.startswith(phrase[1:]),
-    )
-    for test in near:
-        best: ReasonMatch | None = None
-        for phrase, reason in table.phrases:
-            if test(phrase):
-                if best is not None and best.reason != reason:
-                    return ReasonMatch(best.reason, 0.35, True)
-                best = best or ReasonMatch(reason, 0.7, False)
-        if best is not None:
-            return best
+    fuzzy = [r for p, r in table.phrases if len(p) >= 3 and len(text) >= len(p) and hamming(text[: len(p)], p) == 1]
+    cut = [r for p, r in table.phrases if len(p) >= CUT_PHRASE and text.startswith(p[1:])]
+    for reasons in (fuzzy, cut):
+        if reasons:
+            return ReasonMatch(reasons[0], 0.35, True) if len(set(reasons)) > 1 else ReasonMatch(reasons[0], 0.7, False)
     return None
 
 
