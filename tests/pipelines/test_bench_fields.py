@@ -833,6 +833,24 @@ def test_extract_fields__a_misread_label_of_a_waybill_number_is_not_guessed_as_t
     assert extract(lines_of("订単号：684095135785"))["order_no"] == "684095135785"
 
 
+def test_extract_fields__a_label_that_lost_its_last_character_does_not_take_the_codes_first() -> None:
+    """Typical tuning slip 670 in unseen faces: 会员号 came out 会员, beside 90561293759. 会员9 was one character
+    from 会员号, so it was taken for the label, and 0561293759 passed as the customer id. An ideograph is not
+    guessed read as the letter or digit a code goes on from; a label with a letter or digit for a character
+    inside it, or before its colon, still is."""
+    for lines in (
+        lines_of("会员 90561293759"),
+        lines_of("会员90561293759"),
+        [box("会员", 20, 0, 60), box("90561293759", 100, 0, 300)],
+    ):
+        assert extract(lines)["customer_id"] is None
+    assert extract(lines_of("会员号 90561293759"))["customer_id"] == "90561293759"
+    for text in ("会9号：90561293759", "会员9：90561293759"):
+        hits = [h for h in MATCHER.labels.find(text) if h.role != "other"]
+        assert [(h.role, h.fuzzy) for h in hits] == [("customer_id", True)], text
+    assert [h.role for h in MATCHER.labels.find("订单5548574889923") if h.role != "other"] == []
+
+
 def test_extract_fields__the_returns_own_number_is_not_the_order_number() -> None:
     """退货单号, 售后单号 and JD's 服务单号 number the return, not the order the expected returns list: each
     was one character from 订单号 (货单号, 后单号, 务单号) and its number was put before the reviewer as the
