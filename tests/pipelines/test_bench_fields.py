@@ -851,6 +851,21 @@ def test_extract_fields__a_label_that_lost_its_last_character_does_not_take_the_
     assert [h.role for h in MATCHER.labels.find("订单5548574889923") if h.role != "other"] == []
 
 
+@pytest.mark.parametrize("header", ["[Order No.1", "【订单号1"])
+def test_extract_fields__a_label_whose_closing_bracket_was_read_as_a_one_is_still_a_label(header: str) -> None:
+    """Hard tuning slip 808: 【Order No.】 read as "[Order No.1" over its order number, in a grid whose next
+    column holds 物料编码 over the SKU. The order number ran to the SKU's cell, and, with no label above it,
+    it was taken for the SKU's first piece (4024048925327462270M78917-81)."""
+    grid = [
+        box(header, 432, 425, 142, 49),
+        box("物料编码", 638, 424, 133, 54),
+        box("4024048925327462270", 362, 483, 269, 41),
+        box("M78917-81", 637, 482, 159, 45),
+    ]
+    got = extract(grid)
+    assert (got["order_no"], got["sku"]) == ("4024048925327462270", "M78917-81")
+
+
 def test_extract_fields__the_returns_own_number_is_not_the_order_number() -> None:
     """退货单号, 售后单号 and JD's 服务单号 number the return, not the order the expected returns list: each
     was one character from 订单号 (货单号, 后单号, 务单号) and its number was put before the reviewer as the
