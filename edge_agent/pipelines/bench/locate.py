@@ -360,11 +360,13 @@ def _is_label(text: str, hits: list[Hit], kinds: dict[str, str]) -> bool:
     return hits[0].role in kinds and not any(c.isdigit() for c in rest)
 
 
+_OPENING_BRACKETS = frozenset("[(（【〔<《")
+
+
 def _bracket_closed_as(before: str, rest: str) -> bool:
     """Is `rest`, all that follows a label opened by a bracket (and the dot of No.), its closing bracket read
     as a 1? Hard tuning slip 808 read 【Order No.】 as "[Order No.1". (Read as l, I or |, it holds no digit.)"""
-    opened = before.strip()[-1:]
-    return opened != "" and opened in "[(（【〔<《" and to_halfwidth(rest).lstrip(".") == "1"
+    return before.strip()[-1:] in _OPENING_BRACKETS and to_halfwidth(rest).lstrip(".") == "1"
 
 
 def _vcentre(b: TextLine) -> float:
