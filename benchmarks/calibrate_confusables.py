@@ -51,9 +51,9 @@ def collect(n: int, start: int) -> list[dict[str, Any]]:
     seen: dict[str, tuple[tuple[float, ...], Any]] = {}
     judge = fields_mod.ambiguous_positions
 
-    def watching(value: str, pattern: Any, conf: tuple[float, ...] = ()) -> list[tuple[int, str, str]]:
+    def watching(value: str, pattern: Any, conf: tuple[float, ...] = (), alt: str = "") -> list[tuple[int, str, str]]:
         seen[value] = (tuple(conf), pattern)  # the last look at each value is the one decided on
-        return judge(value, pattern, conf)
+        return judge(value, pattern, conf, alt)
 
     fields_mod.ambiguous_positions = watching  # type: ignore[assignment]
     inspector = Inspector(BenchConfig())

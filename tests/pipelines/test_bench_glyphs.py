@@ -179,7 +179,7 @@ def test_onnx_recognize__the_real_recogniser_places_each_character_on_its_glyph(
     ocr = OnnxOcr(OcrConfig())
     sku, sku_crop = "SKU0337-OB5", _line("SKU0337-OB5", "DejaVuSans.ttf", px=40)[0]
     order_crop = _line("ORD-20O8-5530", "DejaVuSans.ttf", px=40)[0]
-    (read_sku, _, sku_conf), (read_order, _, order_conf) = ocr.recognize([sku_crop, order_crop])
+    (read_sku, _, sku_conf, _), (read_order, _, order_conf, _) = ocr.recognize([sku_crop, order_crop])
     assert read_sku == sku
     assert sku_conf[sku.index("O")] == 1.0 and sku_conf[sku.index("0")] == 1.0
     assert read_order == "ORD-20O8-5530"
@@ -273,7 +273,7 @@ def test_onnx_recognize__the_lines_read_together_settle_a_monospaced_o() -> None
     ocr = OnnxOcr(OcrConfig())
     texts = ["4023118067450301", "2024-03-07", "UD-1237-OLV-XL", "BY-2765-BOX-42"]
     crops = [_line(t, "DejaVuSansMono.ttf", px=40)[0] for t in texts]
-    (order, _, _), (date, _, date_conf), (sku, _, sku_conf), (box, _, box_conf) = ocr.recognize(crops)
+    (order, _, _, _), (date, _, date_conf, _), (sku, _, sku_conf, _), (box, _, box_conf, _) = ocr.recognize(crops)
     assert (order, date, sku, box) == tuple(texts)
     assert [date_conf[i] for i in (1, 5, 8)] == [1.0, 1.0, 1.0]
     assert sku_conf[8] == 0.5 and box_conf[9] == 0.5

@@ -6,6 +6,7 @@ import json
 from datetime import date
 from pathlib import Path
 
+import numpy as np
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -481,3 +482,52 @@ def test_evaluate__a_waybill_barcode_printed_in_groups_is_no_order_number() -> N
         # without the grouped print on the slip, the same barcode is a second order number: a disagreement
         alone = evaluate(base, rules, manifest=None, today=date(2025, 3, 2))
         assert [i.code for i in alone.review_reasons if i.code == "order_mismatch"] == ["order_mismatch"]
+
+
+def test_ambiguous_positions__the_recognisers_runner_up_of_the_same_kind_is_a_doubt() -> None:
+    import re
+
+    from edge_agent.pipelines.bench.normalize import doubts_named, runner_up_doubt
+
+    customer = re.compile(r"[A-Z]{0,4}\d{6,12}")
+    sure = (1.0,) * 11
+    # hard tuning slip 871: the dotted zero of VIP52075409 read as 8 at 0.71, with 0 as the runner-up
+    assert ambiguous_positions("VIP52075489", customer, sure, "         0 ") == [(9, "8", "0")]
+    assert ambiguous_positions("VIP52075489", customer, sure, " " * 11) == []
+    assert ambiguous_positions("VIP52075489", customer, sure) == []  # runner-ups unknown
+    assert ambiguous_positions("VIP52075489", customer, sure, "0") == []  # not aligned with the value
+    # a letter for a letter; the pattern must allow it
+    assert ambiguous_positions("VIP52075489", customer, sure, " R         ") == [(1, "I", "R")]
+    assert ambiguous_positions("VIP52075489", customer, sure, "   Z       ") == []  # a letter for a digit
+    # a letter for a digit, or the same letter in the other case, is no runner-up's doubt: the confusable
+    # pairs and their thresholds decide those
+    assert not runner_up_doubt("8", "B") and not runner_up_doubt("O", "0") and not runner_up_doubt("P", "p")
+    assert runner_up_doubt("8", "0") and runner_up_doubt("E", "F") and not runner_up_doubt("8", "")
+    assert not runner_up_doubt("8", "８")  # a full-width digit is the same reading, not another
+    # the review page shows the doubt as a switch, as it does a confusable pair's
+    message = "customer_id: VIP52075489 could be read two ways (8 or 0 at character 10)"
+    assert doubts_named(message, "VIP52075489") == [(9, "8", "0")]
+    assert doubts_named(message, "VIP52075409") == []  # a person changed it
+
+
+def test_ctc_decode_steps__a_runner_up_is_kept_only_of_the_same_kind_and_likely_enough() -> None:
+    from edge_agent.pipelines.bench.normalize import RUNNER_UP
+    from edge_agent.pipelines.bench.ocr_onnx import ctc_decode_steps
+
+    charset = ["", "8", "0", "B", "7"]
+
+    def steps(*rows: dict[int, float]) -> np.ndarray:
+        probs = np.zeros((1, len(rows), len(charset)), np.float32)
+        for t, row in enumerate(rows):
+            for k, p in row.items():
+                probs[0, t, k] = p
+        return probs
+
+    likely, unlikely = 0.7, 1.0 - RUNNER_UP / 2
+    ((text, _, _, _, alt),) = ctc_decode_steps(
+        steps({1: likely, 2: 1 - likely}, {0: 1.0}, {1: unlikely, 2: 1 - unlikely}, {0: 1.0}, {4: 0.6, 3: 0.4}),
+        charset,
+    )
+    assert (text, alt) == ("887", "0  ")  # the 7's runner-up is a letter: the confusable pairs' to judge
+    ((_, _, _, _, alt),) = ctc_decode_steps(steps({1: likely, 0: 1 - likely}), charset)
+    assert alt == " "  # the blank is no reading

@@ -405,9 +405,9 @@ _NUMBER_MARK = re.compile(r"(?i)no\.(?=[A-Z0-9])")
 
 
 def _parse_code(
-    spec: FieldSpec, text: str, reasons: ReasonTable, conf: tuple[float, ...] = ()
+    spec: FieldSpec, text: str, reasons: ReasonTable, conf: tuple[float, ...] = (), alt: str = ""
 ) -> tuple[str | int | None, float, str | None]:
-    token, tconf = clean_code_token_conf(text, conf)
+    token, tconf, talt = clean_code_token_conf(text, conf, alt)
     if not token:
         return None, 0.0, "empty"
     cut = dangling_separator(text)
@@ -416,13 +416,13 @@ def _parse_code(
     fixed = fix_code(token, spec.pattern)
     mark = _NUMBER_MARK.match(token)
     if fixed is None and mark:  # 订单号：No.548574889923: "No." before the number, not its letters
-        token, tconf = token[mark.end() :], tconf[mark.end() :]
+        token, tconf, talt = token[mark.end() :], tconf[mark.end() :], talt[mark.end() :]
         fixed = fix_code(token, spec.pattern)
     if fixed is None:
         return None, 0.0, f"{token[:40]!r} does not match the expected pattern"
     # Confusable letters and digits where the pattern allows both: a review reason, not a guess
     # (a barcode, the scan, the manifest or a check digit may settle it later).
-    amb = [] if ean13_valid(fixed.value) else ambiguous_positions(fixed.value, spec.pattern, tconf)
+    amb = [] if ean13_valid(fixed.value) else ambiguous_positions(fixed.value, spec.pattern, tconf, talt)
     gaps = unread_separators(text, fixed.value, spec.pattern)
     dot = ends_on_dot(text)
     doubt = amb or gaps or dot
@@ -440,7 +440,7 @@ def _parse_code(
 
 
 def _parse_int(
-    spec: FieldSpec, text: str, reasons: ReasonTable, conf: tuple[float, ...] = ()
+    spec: FieldSpec, text: str, reasons: ReasonTable, conf: tuple[float, ...] = (), alt: str = ""
 ) -> tuple[str | int | None, float, str | None]:
     q = parse_quantity(text)
     if q is None:
@@ -449,7 +449,7 @@ def _parse_int(
 
 
 def _parse_date(
-    spec: FieldSpec, text: str, reasons: ReasonTable, conf: tuple[float, ...] = ()
+    spec: FieldSpec, text: str, reasons: ReasonTable, conf: tuple[float, ...] = (), alt: str = ""
 ) -> tuple[str | int | None, float, str | None]:
     d = parse_date(text)
     if d is None:
@@ -462,7 +462,7 @@ def _parse_date(
 
 
 def _parse_reason(
-    spec: FieldSpec, text: str, reasons: ReasonTable, conf: tuple[float, ...] = ()
+    spec: FieldSpec, text: str, reasons: ReasonTable, conf: tuple[float, ...] = (), alt: str = ""
 ) -> tuple[str | int | None, float, str | None]:
     r = match_reason(text, reasons)
     if r is None:
@@ -490,6 +490,13 @@ def _lost_start(
     return (value, factor, f"{problem}; {lost}") if problem else (value, factor * AMBIGUOUS_CODE, lost)
 
 
+def _runner_ups(it: Found) -> str:
+    """The recogniser's runner-up readings (TextLine.alt) of a value's characters, where the value lies whole
+    in its box; "" for a code joined from several boxes."""
+    at = it.line.text.find(it.text)
+    return it.line.alt[at : at + len(it.text)] if at >= 0 and len(it.line.alt) == len(it.line.text) else ""
+
+
 def extract_fields(
     lines: Sequence[TextLine], template: Template, reasons: ReasonTable, matcher: LabelMatcher | None = None
 ) -> Extraction:
@@ -511,18 +518,20 @@ def extract_fields(
 
     zero_o = o_read_as_zero(lines, matcher.labels)
 
-    def parse(name: str, text: str, conf: tuple[float, ...] = ()) -> tuple[str | int | None, float, str | None]:
+    def parse(
+        name: str, text: str, conf: tuple[float, ...] = (), alt: str = ""
+    ) -> tuple[str | int | None, float, str | None]:
         spec = template.spec(name)
         if zero_o and len(conf) == len(text):
             conf = tuple(min(c, O_ZERO_UNSURE) if ch in "0O０Ｏ" else c for ch, c in zip(text, conf, strict=True))
-        return _PARSERS[spec.kind](spec, text, reasons, conf)
+        return _PARSERS[spec.kind](spec, text, reasons, conf, alt)
 
     found = locate(lines, matcher.labels, kinds, lambda n, t: parse(n, t)[0] is not None)
     cands: dict[str, list[_Candidate]] = {f.name: [] for f in template.fields}
     boxes: dict[str, dict[object, TextLine]] = {f.name: {} for f in template.fields}
     for name, items in found.items():
         for it in items:
-            value, f, problem = _lost_start(it, *parse(name, it.text, it.char_conf))
+            value, f, problem = _lost_start(it, *parse(name, it.text, it.char_conf, _runner_ups(it)))
             conf = it.confidence * f * (FUZZY_LABEL if it.fuzzy else 1.0)
             cands[name].append(_Candidate(value, conf, problem))
             boxes[name].setdefault(value, it.line)

@@ -18,6 +18,7 @@ from numpy.typing import NDArray
 from edge_agent.pipelines.bench.glyphs import line_glyphs, settle_o_zero, sure_zeros, zeros_slashed
 from edge_agent.pipelines.bench.heap import large_blocks_mapped
 from edge_agent.pipelines.bench.image_config import OcrConfig
+from edge_agent.pipelines.bench.normalize import RUNNER_UP, runner_up_doubt
 from edge_agent.pipelines.bench.types import TextLine
 
 log = logging.getLogger(__name__)
@@ -408,36 +409,61 @@ def rec_batches(crops: list[NDArray[Any]], batch: int, squeeze: float) -> list[t
 
 def ctc_decode(probs: NDArray[Any], charset: list[str]) -> list[tuple[str, float]]:
     """Greedy CTC: collapse repeats, drop blanks (index 0); confidence = mean probability of the kept symbols."""
-    return [(text, conf) for text, conf, _, _ in ctc_decode_steps(probs, charset)]
+    return [(text, conf) for text, conf, _, _, _ in ctc_decode_steps(probs, charset)]
 
 
 def ctc_decode_steps(
     probs: NDArray[Any], charset: list[str]
-) -> list[tuple[str, float, tuple[float, ...], tuple[int, ...]]]:
-    """ctc_decode with each character's probability and the time step it was read at (both aligned with
-    the text, spaces at the ends dropped; empty where a symbol's length breaks the alignment)."""
+) -> list[tuple[str, float, tuple[float, ...], tuple[int, ...], str]]:
+    """ctc_decode with each character's probability, the time step it was read at, and its runner-up reading
+    where that is a doubt of its own (normalize.runner_up_doubt; a space where not), all aligned with the
+    text, spaces at the ends dropped; empty where a symbol's length breaks the alignment."""
     idx = probs.argmax(axis=2)
     pmax = probs.max(axis=2)
     out = []
-    for row, prow in zip(idx, pmax, strict=True):
+    for full, row, prow in zip(probs, idx, pmax, strict=True):
         keep = np.ones(len(row), bool)
         keep[1:] = row[1:] != row[:-1]
         keep &= row != 0
         chars = [charset[i] if i < len(charset) else "" for i in row[keep]]
         ps = [float(p) for p in prow[keep]]
         conf = float(np.mean(ps)) if ps else 0.0
+        steps = np.flatnonzero(keep)
         # a symbol may be 0 or 2 chars
-        triples = [(c, p, int(t)) for c, p, t in zip(chars, ps, np.flatnonzero(keep), strict=True) for _ in c]
-        while triples and triples[0][0].isspace():
-            triples.pop(0)
-        while triples and triples[-1][0].isspace():
-            triples.pop()
+        quads = [
+            (c, p, int(t), _runner_up(full[t], c, p, charset) if len(c) == 1 else " ")
+            for c, p, t in zip(chars, ps, steps, strict=True)
+            for _ in c
+        ]
+        while quads and quads[0][0].isspace():
+            quads.pop(0)
+        while quads and quads[-1][0].isspace():
+            quads.pop()
         text = "".join(chars).strip()
-        if len(triples) == len(text):
-            out.append((text, conf, tuple(round(p, 4) for _, p, _ in triples), tuple(t for _, _, t in triples)))
+        if len(quads) == len(text):
+            out.append(
+                (
+                    text,
+                    conf,
+                    tuple(round(p, 4) for _, p, _, _ in quads),
+                    tuple(t for _, _, t, _ in quads),
+                    "".join(a for _, _, _, a in quads),
+                )
+            )
         else:
-            out.append((text, conf, (), ()))
+            out.append((text, conf, (), (), ""))
     return out
+
+
+def _runner_up(step: NDArray[Any], read: str, p: float, charset: list[str]) -> str:
+    """The second reading at one time step when the recogniser gave it RUNNER_UP or more and it is a doubt
+    of its own (runner_up_doubt), else a space."""
+    if p > 1.0 - RUNNER_UP or not (read.isascii() and read.isalnum()):
+        return " "
+    order = np.argpartition(step, -2)[-2:]
+    k = int(order[0] if step[order[0]] < step[order[1]] else order[1])
+    other = charset[k] if 0 < k < len(charset) else ""
+    return other if float(step[k]) >= RUNNER_UP and runner_up_doubt(read, other) else " "
 
 
 def cls_input(crops: list[NDArray[Any]]) -> NDArray[Any]:
@@ -453,19 +479,20 @@ def cls_input(crops: list[NDArray[Any]]) -> NDArray[Any]:
 # ---------------------------------------------------------------- the engine
 
 
-# One recognised line before its O and 0 are settled: text, confidence, character probabilities, and its
-# O and 0 glyphs' widths, rings and aspects (glyphs.line_glyphs).
-_Glyphs = tuple[str, float, tuple[float, ...], dict[int, float], dict[int, bool], dict[int, float]]
+# One recognised line before its O and 0 are settled: text, confidence, character probabilities, runner-up
+# readings, and its O and 0 glyphs' widths, rings and aspects (glyphs.line_glyphs).
+_Glyphs = tuple[str, float, tuple[float, ...], str, dict[int, float], dict[int, bool], dict[int, float]]
+# A recognised line: text, confidence, each character's probability and its runner-up reading (a space where
+# none counts), both aligned with the text (empty where unknown).
+Recognised = tuple[str, float, tuple[float, ...], str]
 
 
-def _settled(
-    line: _Glyphs, *, slashed: bool, zeros: tuple[float, float] | None = None
-) -> tuple[str, float, tuple[float, ...]]:
-    """(text, confidence, character probabilities) of a line with its O and 0 settled by their glyphs."""
-    text, conf, char_conf, ratios, rings, aspects = line
+def _settled(line: _Glyphs, *, slashed: bool, zeros: tuple[float, float] | None = None) -> Recognised:
+    """A recognised line with its O and 0 settled by their glyphs."""
+    text, conf, char_conf, alt, ratios, rings, aspects = line
     if ratios or (slashed and rings):
         text, char_conf = settle_o_zero(text, char_conf, ratios, rings, slashed=slashed, zeros=zeros, aspects=aspects)
-    return text, conf, char_conf
+    return text, conf, char_conf, alt
 
 
 class OnnxOcr:
@@ -501,22 +528,20 @@ class OnnxOcr:
         p = self.cls.run(None, {"x": cls_input(crops)})[0]
         return [bool(row[1] > 0.9 and row[1] > row[0]) for row in p]
 
-    def recognize(
-        self, crops: list[NDArray[Any]], squeeze: float | None = None
-    ) -> list[tuple[str, float, tuple[float, ...]]]:
-        """(text, confidence, each character's probability) of each crop. An O or 0 whose glyph says the
-        same is made sure (1.0), one whose glyph says the other is made doubtful (at most 0.5) and, in a
-        code, written as the glyph says: by its width beside the line's digits, or by its slash where the
-        crops read together slash their zeros; see glyphs.py."""
-        read: list[_Glyphs] = [("", 0.0, (), {}, {}, {})] * len(crops)
+    def recognize(self, crops: list[NDArray[Any]], squeeze: float | None = None) -> list[Recognised]:
+        """(text, confidence, each character's probability, its runner-up readings) of each crop. An O or 0
+        whose glyph says the same is made sure (1.0), one whose glyph says the other is made doubtful (at most
+        0.5) and, in a code, written as the glyph says: by its width beside the line's digits, or by its slash
+        where the crops read together slash their zeros; see glyphs.py."""
+        read: list[_Glyphs] = [("", 0.0, (), "", {}, {}, {})] * len(crops)
         squeeze = squeeze or self.cfg.rec_squeeze
         for idx, x in rec_batches(crops, self.cfg.rec_batch, squeeze):
             probs = self.rec.run(None, {"x": x})[0]
-            for i, (text, conf, char_conf, steps) in zip(idx, ctc_decode_steps(probs, self.charset), strict=True):
-                ratios, rings, aspects = line_glyphs(crops[i], text, char_conf, steps, rec_width(crops[i], squeeze))
-                read[i] = (text, conf, char_conf, ratios, rings, aspects)
-        slashed = zeros_slashed([(text, rings) for text, _, _, _, rings, _ in read])
-        zeros = sure_zeros([(text, ratios, aspects) for text, _, _, ratios, _, aspects in read])
+            for i, (text, conf, cc, steps, alt) in zip(idx, ctc_decode_steps(probs, self.charset), strict=True):
+                ratios, rings, aspects = line_glyphs(crops[i], text, cc, steps, rec_width(crops[i], squeeze))
+                read[i] = (text, conf, cc, alt, ratios, rings, aspects)
+        slashed = zeros_slashed([(text, rings) for text, _, _, _, _, rings, _ in read])
+        zeros = sure_zeros([(text, ratios, aspects) for text, _, _, _, ratios, _, aspects in read])
         return [_settled(line, slashed=slashed, zeros=zeros) for line in read]
 
     def read(
@@ -581,14 +606,14 @@ class OnnxOcr:
         texts = self.recognize(crops, squeeze)
         timing["rec"] = (time.perf_counter() - t2) * 1000
         lines = []
-        for (pts, _), (text, conf, char_conf) in zip(boxes, texts, strict=True):
+        for (pts, _), (text, conf, char_conf, alt) in zip(boxes, texts, strict=True):
             if not text or conf < self.cfg.min_confidence:
                 continue
             x0, y0 = np.floor(pts.min(axis=0)).astype(int)
             x1, y1 = np.ceil(pts.max(axis=0)).astype(int)
             quad = tuple((round(float(x), 1), round(float(y), 1)) for x, y in pts)
             box = (int(x0), int(y0), int(x1 - x0), int(y1 - y0))
-            lines.append(TextLine(text, round(conf, 4), box, char_conf, quad))
+            lines.append(TextLine(text, round(conf, 4), box, char_conf, quad, alt))
         if all(flips) and flips:
             lines.reverse()  # an upside-down label reads bottom line first
         return tuple(lines), timing, 0

@@ -198,15 +198,15 @@ class ImageReader:
         again = dict(zip(todo, self.engine.recognize(crops, squeeze=squeeze), strict=True)) if crops else {}
         out = []
         for ln in lines:
-            text, conf, chars = again.get(ln, ("", 0.0, ()))
+            text, conf, chars, alt = again.get(ln, ("", 0.0, (), ""))
             if not text:
                 out.append(ln)
             elif text == ln.text and len(chars) == len(text):
-                out.append(replace(ln, char_conf=tuple(max(a, b) for a, b in zip(ln.char_conf, chars, strict=True))))
+                out.append(replace(ln, char_conf=tuple(map(max, ln.char_conf, chars)), alt=_surer_alt(ln, chars, alt)))
             elif "".join(text.split()) == "".join(ln.text.split()) or not squeezed_first:
                 out.append(ln)  # only spaces differ ("Cust omer ID"), or this line's first read is the full-width one
             else:
-                out.append(replace(ln, text=text, confidence=round(conf, 4), char_conf=chars))
+                out.append(replace(ln, text=text, confidence=round(conf, 4), char_conf=chars, alt=alt))
         return out
 
     def read_on(
@@ -257,7 +257,7 @@ class ImageReader:
             crops.append(crop_box(reading.label_image, grown))
         out: list[tuple[str, tuple[float, ...]]] = [("", ())] * len(lines)
         read = self.engine.recognize(crops, squeeze=1.0) if crops else []
-        for i, (text, _conf, chars) in zip(todo, read, strict=True):
+        for i, (text, _conf, chars, _alt) in zip(todo, read, strict=True):
             out[i] = (text, chars)
         return out
 
@@ -272,7 +272,7 @@ class ImageReader:
         if not isinstance(self.engine, OnnxOcr) or reading.label_image is None or not boxes:
             return [("", 0.0, ())] * len(boxes)
         crops = [crop_box(reading.label_image, np.array(box_corners(b), np.float32)) for b in boxes]
-        return self.engine.recognize(crops, squeeze=1.0)
+        return [(text, conf, chars) for text, conf, chars, _ in self.engine.recognize(crops, squeeze=1.0)]
 
     def _recut(
         self, image_bgr: NDArray[Any], first: ImageReading, whole: bool = False
@@ -332,3 +332,11 @@ def _write(folder: Path, name: str, img: NDArray[Any]) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if not cv2.imwrite(str(folder / name), img):
         log.warning("cannot write debug image %s", folder / name)
+
+
+def _surer_alt(line: TextLine, chars: tuple[float, ...], alt: str) -> str:
+    """The runner-up readings of a line read twice with the same text: each character's from the read that
+    was surer of it (the second's where it was surer, the first's otherwise)."""
+    if len(line.alt) != len(line.text) or len(alt) != len(chars):
+        return line.alt if len(line.alt) == len(line.text) else alt
+    return "".join(b if q > p else a for a, b, p, q in zip(line.alt, alt, line.char_conf, chars, strict=True))

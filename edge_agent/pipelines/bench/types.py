@@ -10,8 +10,10 @@ from typing import Any
 class TextLine:
     """One line of recognised text with its box (x, y, w, h in the cropped label image) and confidence 0-1.
 
-    `char_conf` holds each character's probability when the engine gives it (aligned with `text`), and
-    `quad` the text's four corners (tl, tr, br, bl) in the label image, when it is a turned box.
+    `char_conf` holds each character's probability when the engine gives it (aligned with `text`), `quad`
+    the text's four corners (tl, tr, br, bl) in the label image, when it is a turned box, and `alt` each
+    character's runner-up reading where the recogniser gave one that is a doubt of its own
+    (normalize.runner_up_doubt), a space where not (aligned with `text`; empty when unknown).
     """
 
     text: str
@@ -19,6 +21,7 @@ class TextLine:
     box: tuple[int, int, int, int]
     char_conf: tuple[float, ...] = ()
     quad: tuple[tuple[float, float], ...] | None = None
+    alt: str = ""
 
 
 def box_corners(box: tuple[int, int, int, int]) -> tuple[tuple[float, float], ...]:
