@@ -531,3 +531,60 @@ def test_ctc_decode_steps__a_runner_up_is_kept_only_of_the_same_kind_and_likely_
     assert (text, alt) == ("887", "0  ")  # the 7's runner-up is a letter: the confusable pairs' to judge
     ((_, _, _, _, alt),) = ctc_decode_steps(steps({1: likely, 0: 1 - likely}), charset)
     assert alt == " "  # the blank is no reading
+
+
+def _doubted_reading(order: str, order_conf: tuple[float, ...], customer_alt: str = "") -> ImageReading:
+    """A slip read with a doubtful order number (its characters' probabilities) and customer id C1234567
+    (its runner-up readings, `customer_alt`)."""
+    lines = (
+        TextLine(f"订单号:{order}", 0.99, (20, 0, 400, 30), char_conf=(1.0,) * 4 + order_conf),
+        TextLine("SKU:AB-1234", 0.99, (20, 40, 400, 30), char_conf=(1.0,) * 11),
+        TextLine("数量:1", 0.99, (20, 80, 400, 30)),
+        TextLine("原因:破损", 0.99, (20, 120, 400, 30)),
+        TextLine("客户ID:C1234567", 0.99, (20, 160, 400, 30), char_conf=(1.0,) * 13, alt=" " * 5 + customer_alt),
+        TextLine("退货日期:2025-03-01", 0.99, (20, 200, 400, 30)),
+    )
+    return ImageReading(QualityReport(True, (), 900.0, 180.0, 0.0, True), lines, (), "onnx")
+
+
+def test_evaluate__the_manifest_settles_the_readings_a_doubt_names(tmp_path: Path) -> None:
+    from edge_agent.pipelines.bench.config import BenchConfig
+    from edge_agent.pipelines.bench.decide import named_readings
+    from edge_agent.pipelines.bench.fields import Issue
+    from edge_agent.pipelines.bench.inspect import Rules, evaluate
+    from edge_agent.pipelines.bench.manifest import load_manifest
+
+    two = [Issue("ambiguous_value", "order_no", "order_no: S0317235 could be read two ways (0 or O at character 2)")]
+    two.append(
+        Issue("ambiguous_value", "order_no", "order_no: S0317235 could be read two ways (3 or 8 at character 7)")
+    )
+    assert named_readings("S0317235", two) == ["S0317235", "SO317235", "S0317285", "SO317285"]
+    assert named_readings("S0317235", []) == ["S0317235"]
+
+    path = tmp_path / "m.csv"
+    path.write_text(
+        "order_no,sku,quantity,customer_id\nSO317235,AB-1234,2,C1234507\nSO317236,AB-1234,2,C1234567\n",
+        encoding="utf-8",
+    )
+    rules, day, manifest = Rules.from_config(BenchConfig()), date(2025, 3, 2), load_manifest(path)
+    unsure = (1.0, 0.99) + (1.0,) * 6  # the order's 0 at 0.99: 0 or O
+    # the order read S0317235: of its two readings the manifest knows SO317235 alone, and the customer id's
+    # 6 (with 0 its runner-up) is 0 by the manifest's customer for that order
+    res = evaluate(_doubted_reading("S0317235", unsure, "      0 "), rules, manifest=manifest, today=day)
+    assert res.fields["order_no"] == "SO317235" and res.sources["order_no"] == "manifest"
+    assert res.fields["customer_id"] == "C1234507" and res.sources["customer_id"] == "manifest"
+    assert not res.needs_review, res.review_reasons
+    # without the doubt named, the manifest does not change a customer id that differs from its own
+    res = evaluate(_doubted_reading("S0317235", unsure), rules, manifest=manifest, today=day)
+    assert res.fields["customer_id"] == "C1234567" and res.needs_review
+    # the order read as it is printed is not moved to another order the manifest holds
+    res = evaluate(_doubted_reading("SO317236", (1.0,) * 8), rules, manifest=manifest, today=day)
+    assert res.fields["order_no"] == "SO317236" and not res.needs_review, res.review_reasons
+    # two orders among the readings: the manifest does not choose, a person does
+    path.write_text(
+        "order_no,sku,quantity,customer_id\nSO317235,AB-1234,2,C1234567\nS0317235,AB-1234,2,C1234567\n",
+        encoding="utf-8",
+    )
+    res = evaluate(_doubted_reading("S0317235", unsure), rules, manifest=load_manifest(path), today=day)
+    assert res.fields["order_no"] == "S0317235" and res.needs_review
+    assert "ambiguous_value" in [i.code for i in res.review_reasons if i.field == "order_no"]

@@ -7,7 +7,7 @@ from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 from edge_agent.pipelines.bench.fields import FieldValue, Issue
-from edge_agent.pipelines.bench.normalize import DIGIT_FOR, hamming
+from edge_agent.pipelines.bench.normalize import DIGIT_FOR, doubts_named, hamming
 from edge_agent.pipelines.bench.rules_config import FieldsConfig
 from edge_agent.pipelines.bench.types import Barcode, QualityReport
 
@@ -202,7 +202,8 @@ def settle_confusables(
     issues: list[Issue],
     machine_read: Mapping[str, Sequence[tuple[str, str]]],
 ) -> list[Issue]:
-    """Settle letter/digit ambiguities with a machine-read value that matches up to confusables.
+    """Settle letter/digit ambiguities with a machine-read value that matches up to confusables, or reads as
+    one of the other readings the field's doubts name (named_readings: a runner-up's 8 for 0).
 
     `machine_read` maps a field to (exact value, source) from elsewhere: the photo's barcodes ("barcode"),
     the manifest's SKUs and customer of the order ("manifest"). One match takes its exact text at
@@ -215,13 +216,27 @@ def settle_confusables(
         amb = [i for i in out if i.field == name and i.code == "ambiguous_value"]
         if fv is None or fv.value is None or not amb:
             continue
-        key = confusable_key(str(fv.value))
-        matches = {c.strip().upper(): src for c, src in candidates if c and confusable_key(c) == key}
+        keys = {confusable_key(r) for r in named_readings(str(fv.value), amb)}
+        matches = {c.strip().upper(): src for c, src in candidates if c and confusable_key(c) in keys}
         if len(matches) == 1:
             text, src = matches.popitem()
             values[name] = FieldValue(name, text, AGREED_CONFIDENCE, src)
             out = [i for i in out if i not in amb]
     return out
+
+
+# The doubts of one value whose readings are tried (2 ** NAMED_READINGS of them at most).
+NAMED_READINGS = 6
+
+
+def named_readings(value: str, issues: Sequence[Issue]) -> list[str]:
+    """The value as read, then every other reading the doubts named in `issues` allow (each doubtful character
+    as read or as its other reading: "8 or 0 at character 10"), from the first NAMED_READINGS doubts."""
+    doubts = sorted({d for i in issues for d in doubts_named(i.message, value)})[:NAMED_READINGS]
+    out = [value]
+    for at, _, other in doubts:
+        out += [v[:at] + other + v[at + 1 :] for v in out]
+    return list(dict.fromkeys(out))
 
 
 def retake_advice(reasons: Sequence[Issue], quality: QualityReport | None) -> tuple[Retake, ...]:

@@ -23,6 +23,7 @@ from edge_agent.pipelines.bench.decide import (
     Retake,
     barcode_alone,
     cross_check_order,
+    named_readings,
     order_key,
     retake_advice,
     review_reasons,
@@ -40,7 +41,7 @@ from edge_agent.pipelines.bench.fields import (
 )
 from edge_agent.pipelines.bench.heap import release_freed_memory
 from edge_agent.pipelines.bench.locate import SHAPE_ONLY, join_split_labels, next_on_line
-from edge_agent.pipelines.bench.manifest import Manifest
+from edge_agent.pipelines.bench.manifest import Manifest, Order
 from edge_agent.pipelines.bench.normalize import ReasonTable, dangling_separator, to_halfwidth
 from edge_agent.pipelines.bench.privacy import mask_text, masked_slip_text
 from edge_agent.pipelines.bench.rules_config import FIELD_NAMES
@@ -563,7 +564,10 @@ def judge(
         values["order_no"], scan, reading.barcodes, order_spec.pattern, codes, labelled_codes=labelled
     )
     issues = [*ext.issues, *found.disagree]
-    order = manifest.get(str(order_value.value)) if manifest is not None and order_value.value else None
+    orders = _manifest_orders(manifest, order_value, issues)
+    order = orders[0] if len(orders) == 1 else None
+    if len(orders) > 1 and manifest is not None:  # the readings name several orders: the one as read, for a person
+        order = manifest.get(str(order_value.value))
     if order_value.source != "ocr" and not order_issues:
         issues = [i for i in issues if not (i.field == "order_no" and i.code in _ORDER_ISSUES_FILLED)]
     if barcode_alone(check) and order is None and not order_issues:
@@ -573,6 +577,8 @@ def judge(
     issues += order_issues
     # Letter/digit ambiguities a barcode in the photo or the manifest settles (issue 13, class 3).
     machine = {n: [(b.text, "barcode") for b in reading.barcodes] for n in ("sku", "customer_id")}
+    if order_value.source == "ocr":  # an order number the slip's text doubts, which one manifest order settles
+        machine["order_no"] = [(o.order_no, "manifest") for o in orders]
     if order is not None:
         machine["sku"] += [(sku, "manifest") for sku in order.items]
         machine["customer_id"] += [(order.customer_id, "manifest")] if order.customer_id else []
@@ -617,6 +623,16 @@ def judge(
         retakes=retake_advice(reasons, reading.quality),
         field_boxes=boxes,
     )
+
+
+def _manifest_orders(manifest: Manifest | None, order_no: FieldValue, issues: Sequence[Issue]) -> list[Order]:
+    """The manifest's orders for the order number read: those of the readings its doubts name when it was read
+    from the slip's text (decide.named_readings: S0317235 or SO317235), else the order of the number as given."""
+    if manifest is None or order_no.value is None:
+        return []
+    doubts = [i for i in issues if i.field == "order_no" and i.code == "ambiguous_value"]
+    readings = named_readings(str(order_no.value), doubts) if order_no.source == "ocr" else [str(order_no.value)]
+    return list({o.order_no: o for r in readings if (o := manifest.get(r)) is not None}.values())
 
 
 # Glare that blows out part of a line can hide the start or end of a value, and the rest then reads as a
