@@ -460,8 +460,7 @@ def _runner_up(step: NDArray[Any], read: str, p: float, charset: list[str]) -> s
     of its own (runner_up_doubt), else a space."""
     if p > 1.0 - RUNNER_UP or not (read.isascii() and read.isalnum()):
         return " "
-    order = np.argpartition(step, -2)[-2:]
-    k = int(order[0] if step[order[0]] < step[order[1]] else order[1])
+    k = int(np.argpartition(step, -2)[-2])  # the second most likely symbol
     other = charset[k] if 0 < k < len(charset) else ""
     return other if float(step[k]) >= RUNNER_UP and runner_up_doubt(read, other) else " "
 

@@ -202,7 +202,8 @@ class ImageReader:
             if not text:
                 out.append(ln)
             elif text == ln.text and len(chars) == len(text):
-                out.append(replace(ln, char_conf=tuple(map(max, ln.char_conf, chars)), alt=_surer_alt(ln, chars, alt)))
+                surer = tuple(max(a, b) for a, b in zip(ln.char_conf, chars, strict=True))
+                out.append(replace(ln, char_conf=surer, alt=_surer_alt(ln, chars, alt)))
             elif "".join(text.split()) == "".join(ln.text.split()) or not squeezed_first:
                 out.append(ln)  # only spaces differ ("Cust omer ID"), or this line's first read is the full-width one
             else:
@@ -337,6 +338,8 @@ def _write(folder: Path, name: str, img: NDArray[Any]) -> None:
 def _surer_alt(line: TextLine, chars: tuple[float, ...], alt: str) -> str:
     """The runner-up readings of a line read twice with the same text: each character's from the read that
     was surer of it (the second's where it was surer, the first's otherwise)."""
-    if len(line.alt) != len(line.text) or len(alt) != len(chars):
-        return line.alt if len(line.alt) == len(line.text) else alt
+    if len(alt) != len(chars):
+        return line.alt
+    if len(line.alt) != len(line.text):
+        return alt
     return "".join(b if q > p else a for a, b, p, q in zip(line.alt, alt, line.char_conf, chars, strict=True))
