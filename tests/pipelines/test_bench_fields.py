@@ -148,6 +148,13 @@ def test_extract_fields__ocr_confusions_fixed_where_the_pattern_wants_digits() -
     assert got["order_no"].confidence < FieldsConfig().default_min_confidence
 
 
+def test_extract_fields__a_dotted_i_under_a_quantity_label_is_a_1() -> None:
+    # hard tuning slip 1086 (unseen faces): the cell under 数量 printed 1pcs and came back as ipcs
+    got = extract_fields(lines_of("数量", "ipcs"), TEMPLATE, REASONS, MATCHER).values["quantity"]
+    assert got.value == 1
+    assert extract(lines_of("数量", "info"))["quantity"] is None  # a word is no count
+
+
 def test_extract_fields__reason_text_in_a_value_does_not_end_it_as_a_label() -> None:
     # 尺码 is also an "other" label (size on product slips), but only counts before a colon
     got = extract(lines_of("退货原因：尺码不合适 偏大一码"))
@@ -305,6 +312,7 @@ def test_parse_date__invalid_dates_are_refused(text: str) -> None:
     [
         *[("2", 2), ("2件", 2), ("x3", 3), ("两件", 2), ("十二个", 12), ("1O", 10), ("12 pcs", 12), ("1pc", 1)],
         *[("1pes", 1), ("3PCS数量", 3)],  # 1pes: how typical tuning slip 466's 1pcs came back
+        ("ipcs", 1),  # how hard tuning slip 1086 (unseen faces) came back
         *[("二", 2), ("十二", 12)],  # Chinese numerals as the whole value, with no unit
     ],
 )

@@ -491,7 +491,7 @@ def value_start(text: str, start: int, kind: str) -> int | None:
         for i in range(start, min(len(text), start + MAX_DECORATION + 1)):
             ch = to_halfwidth(text[i])
             if kind == "int" and (
-                ch.isdigit() or ch in "零〇一二两三四五六七八九十" or (i == start and ch in "lIOoSB|")
+                ch.isdigit() or ch in "零〇一二两三四五六七八九十" or (i == start and ch in "liIOoSB|")
             ):
                 # x2, ×2, 共2件: keep a multiplication sign just before the number
                 return i - 1 if i > start and to_halfwidth(text[i - 1]) in "xX×*" else i

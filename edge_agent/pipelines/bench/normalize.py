@@ -376,13 +376,14 @@ def _boundary_ambiguous(value: str, pattern: re.Pattern[str]) -> bool:
 # only the Chinese ones.
 _CN_UNITS = "件|个|只|双|套|箱|台|包|盒|瓶|条|本"
 QTY_UNITS = rf"(?:{_CN_UNITS}|(?i:pcs?|pes)(?![A-Za-z]))"
-_QTY = re.compile(r"^(?:共\s*)?[xX×*]?\s*([0-9OoDQIl|!SsBZz]{1,7})(?=\s*" + QTY_UNITS + r"|(?![0-9A-Za-z.,]))")
+_QTY = re.compile(r"^(?:共\s*)?[xX×*]?\s*([0-9OoDQIil|!SsBZz]{1,7})(?=\s*" + QTY_UNITS + r"|(?![0-9A-Za-z.,]))")
 # A count in Chinese numerals: with its unit (两件), or as the whole value (数量：二).
 _QTY_CN = re.compile(rf"^([零〇一二两三四五六七八九十]{{1,3}})(?:{_CN_UNITS}|$)")
 
 
 def parse_quantity(segment: str) -> tuple[int, int] | None:
-    """(quantity, substitutions) from the start of a value ("2", "2件", "x2", "两件", "l2"); None if not an integer."""
+    """(quantity, substitutions) from the start of a value ("2", "2件", "x2", "两件", "l2"); None if not an integer.
+    A dotted i is a 1 as much as an l is (hard tuning slip 1086, unseen faces: 1pcs read as ipcs)."""
     text = to_halfwidth(segment).strip()
     m = _QTY.match(text)
     if m:
