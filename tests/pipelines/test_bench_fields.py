@@ -995,6 +995,21 @@ def test_extract_fields__the_next_cell_of_a_table_does_not_continue_a_code() -> 
     assert got["order_no"] == "241108-170943469411238" and got["customer_id"] == "285249298"
 
 
+def test_extract_fields__a_code_split_in_two_keeps_each_pieces_runner_up_doubts() -> None:
+    """The recogniser's runner-up of a character (TextLine.alt) travels with the value when the detector cut
+    the code in two and the pieces are joined: VIP52075 | 489 with the 8 read at 0.71 and 0 at 0.29."""
+    ones = (1.0,) * 13
+    split = [
+        TextLine("客户ID：VIP52075", 0.99, (20, 0, 200, 30), ones, alt=" " * 13),
+        TextLine("489", 0.97, (225, 0, 40, 30), (1.0, 0.71, 1.0), alt=" 0 "),
+    ]
+    ext = extract_fields(split, TEMPLATE, REASONS, MATCHER)
+    got = ext.values["customer_id"]
+    assert got.value == "VIP52075489"
+    (doubt,) = [i.message for i in ext.issues if i.field == "customer_id" and i.code == "ambiguous_value"]
+    assert "8 or 0 at character 10" in doubt and "a space before character 9" in doubt
+
+
 def test_extract_fields__a_code_split_under_its_label_is_joined_from_its_left_piece() -> None:
     """Seen on hard tuning slip 267: [客户编号] set at the right of its cell, and under it the customer id
     C9274460828 cut by the detector into C9274 | 60828 (a 4 lost between them). The piece nearest the

@@ -490,13 +490,6 @@ def _lost_start(
     return (value, factor, f"{problem}; {lost}") if problem else (value, factor * AMBIGUOUS_CODE, lost)
 
 
-def _runner_ups(it: Found) -> str:
-    """The recogniser's runner-up readings (TextLine.alt) of a value's characters, where the value lies whole
-    in its box; "" for a code joined from several boxes."""
-    at = it.line.text.find(it.text)
-    return it.line.alt[at : at + len(it.text)] if at >= 0 and len(it.line.alt) == len(it.line.text) else ""
-
-
 def extract_fields(
     lines: Sequence[TextLine], template: Template, reasons: ReasonTable, matcher: LabelMatcher | None = None
 ) -> Extraction:
@@ -531,7 +524,7 @@ def extract_fields(
     boxes: dict[str, dict[object, TextLine]] = {f.name: {} for f in template.fields}
     for name, items in found.items():
         for it in items:
-            value, f, problem = _lost_start(it, *parse(name, it.text, it.char_conf, _runner_ups(it)))
+            value, f, problem = _lost_start(it, *parse(name, it.text, it.char_conf, it.alt))
             conf = it.confidence * f * (FUZZY_LABEL if it.fuzzy else 1.0)
             cands[name].append(_Candidate(value, conf, problem))
             boxes[name].setdefault(value, it.line)

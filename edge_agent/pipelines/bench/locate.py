@@ -111,10 +111,15 @@ class Found:
     label: TextLine | None
     char_conf: tuple[float, ...] = ()  # each character's OCR probability, aligned with text (when known)
     lost_start: str = ""  # a mark read just before a code alone in its box: what is left of its first letters
+    alt: str = ""  # each character's runner-up reading (TextLine.alt), aligned with text (when known)
 
 
 def _cc(line: TextLine, start: int, stop: int) -> tuple[float, ...]:
     return line.char_conf[start:stop] if len(line.char_conf) == len(line.text) else ()
+
+
+def _ca(line: TextLine, start: int, stop: int) -> str:
+    return line.alt[start:stop] if len(line.alt) == len(line.text) else ""
 
 
 def _word_start(keyword: str, f: Folded, at: int) -> bool:
@@ -749,17 +754,19 @@ def _locate(
                     text = text[: oh[0].start]
                 vs = value_start(text, 0, kind) if kind in ("code", "int") else 0
                 if vs is not None and text[vs:].strip() and parses(hit.role, text[vs:]):
-                    cc = _cc(other, vs, len(text))
+                    cc, ca = _cc(other, vs, len(text)), _ca(other, vs, len(text))
                     text, conf = text[vs:], other.confidence * (BELOW if how == "below" else 1.0)
                     lost = ""
                     if kind == "code" and not oh:
                         lost = _fragment_before(other.text, vs)
-                        text, conf, cc = _continued(text, conf, cc, other, box, boxes=boxes, is_label=is_label)
+                        text, conf, cc, ca = _continued(
+                            text, conf, cc, other, box, ca=ca, boxes=boxes, is_label=is_label
+                        )
                         if vs == 0 and how == "below":
-                            text, conf, cc = _continued(
-                                text, conf, cc, other, box, boxes=boxes, is_label=is_label, leftward=True
+                            text, conf, cc, ca = _continued(
+                                text, conf, cc, other, box, ca=ca, boxes=boxes, is_label=is_label, leftward=True
                             )
-                    found[hit.role].append(Found(hit.role, text, conf, other, how, hit.fuzzy, box, cc, lost))
+                    found[hit.role].append(Found(hit.role, text, conf, other, how, hit.fuzzy, box, cc, lost, ca))
                     break
     return found
 
@@ -793,11 +800,11 @@ def _value_beside(
     start = value_start(box.text[:stop], hit.end, kind)
     if start is None or not box.text[start:stop].strip():
         return None
-    text, conf, cc = box.text[start:stop], box.confidence, _cc(box, start, stop)
+    text, conf, cc, ca = box.text[start:stop], box.confidence, _cc(box, start, stop), _ca(box, start, stop)
     if kind == "code" and stop == len(box.text):
         # joined first: a part of a code need not be a value on its own (8 digits of an order number)
-        text, conf, cc = _continued(text, conf, cc, box, box, boxes=boxes, is_label=is_label)
-    return Found(hit.role, text, conf, box, "same", hit.fuzzy, box, cc) if parses(hit.role, text) else None
+        text, conf, cc, ca = _continued(text, conf, cc, box, box, ca=ca, boxes=boxes, is_label=is_label)
+    return Found(hit.role, text, conf, box, "same", hit.fuzzy, box, cc, alt=ca) if parses(hit.role, text) else None
 
 
 def _continued(
@@ -807,16 +814,18 @@ def _continued(
     box: TextLine,
     label: TextLine,
     *,
+    ca: str,
     boxes: list[TextLine],
     is_label: list[bool],
     leftward: bool = False,
-) -> tuple[str, float, tuple[float, ...]]:
+) -> tuple[str, float, tuple[float, ...], str]:
     """A code the detector split in two ("24101592" "683426"): the boxes that continue it on its line,
     closer than a character's height, joined; the confidence is the lowest of the parts. A box that is
     another label's value is no continuation: in a header table an order number fills its cell up to
     the customer id in the next (tuning seeds 551, 560). `leftward` joins the boxes that continue it to
     the left instead, for a value found under its label: the label names the piece nearest its own
-    centre (hard tuning slip 267: [客户编号] set right in its cell over C9274 | 60828 named 60828)."""
+    centre (hard tuning slip 267: [客户编号] set right in its cell over C9274 | 60828 named 60828). The
+    characters' probabilities (cc) and runner-ups (ca) are joined alike, a space's being sure (1.0, none)."""
     cur = box
     while True:
         h = cur.box[3]
@@ -824,17 +833,18 @@ def _continued(
         gaps = [(_gap(b, cur) if leftward else _gap(cur, b), k, b) for k, b in side]
         near = [(gap, k, b) for gap, k, b in gaps if -0.8 * h <= gap <= 0.8 * h]
         if not near:
-            return text, conf, cc
+            return text, conf, cc, ca
         _, k, b = min(near, key=lambda gkb: gkb[0])  # the nearest on that side
         # Only a box that is all code continues one: "2件/pcs" in the next cell of a table is a quantity.
         if is_label[k] or not re.fullmatch(r"[A-Za-z0-9\-_/.]+", to_halfwidth(b.text.strip())):
-            return text, conf, cc
+            return text, conf, cc, ca
         if _value_of_another_label(b, label, boxes, is_label):
-            return text, conf, cc
-        more = _cc(b, 0, len(b.text))
+            return text, conf, cc, ca
+        more, also = _cc(b, 0, len(b.text)), _ca(b, 0, len(b.text))
         whole = bool(cc and more and b.text == b.text.strip())
         joined = (*more, 1.0, *cc) if leftward else (*cc, 1.0, *more)
         cc = joined if whole else ()
+        ca = (f"{also} {ca}" if leftward else f"{ca} {also}") if ca and also and b.text == b.text.strip() else ""
         text = f"{b.text.strip()} {text}" if leftward else f"{text} {b.text.strip()}"
         conf, cur = min(conf, b.confidence), b
 
