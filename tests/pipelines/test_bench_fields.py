@@ -643,6 +643,19 @@ def test_extract_fields__a_keyword_ending_the_value_of_its_own_field_is_no_label
     cells = [TextLine("买家退货原因", 0.99, (43, 634, 214, 48)), TextLine("七天无理由", 0.99, (263, 637, 184, 43))]
     assert extract(cells)["reason"] == "七天无理由"
     assert extract(lines_of("退货原因尺码不符"))["reason"] == "尺码不合适"
+    # ... nor when more of the reason follows it: a header table on clean tuning slip 1077, where 理由 was taken
+    # for a label and the reason and the date beside it were found by their shapes alone, for a person to confirm
+    header = [
+        box("退货原因", 214, 308, 128, 45),
+        box("退货日期", 495, 308, 154, 45),
+        box("七天无理由 - 外箱压扁", 63, 366, 329, 43),
+        box("2025.08.05", 494, 362, 196, 51),
+    ]
+    ext = extract_fields(header, TEMPLATE, REASONS, MATCHER)
+    assert ext.values["reason"].value == "七天无理由" and ext.values["return_date"].value == "2025-08-05"
+    assert min(ext.values["reason"].confidence, ext.values["return_date"].confidence) >= 0.85  # found by label
+    # a label whose words start with a reason still names the value after its colon
+    assert extract(lines_of("质量问题原因：尺码不符"))["reason"] == "尺码不合适"
 
 
 def test_extract_fields__a_code_that_starts_with_a_latin_keyword_is_no_label() -> None:

@@ -281,6 +281,11 @@ def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Call
             continue
         if h.role not in kinds:
             continue
+        if kinds[h.role] == "reason" and h.start > 0 and parses(h.role, text[: h.end]):
+            # 七天无理由 - 外箱压扁: a reason whose phrase ends with its field's keyword, and more of it after
+            # (a header table's cell on clean tuning slip 1077: 理由 was taken for a label, and the reason and
+            # the date beside it were found by their shapes alone)
+            continue
         before = text[: h.start]
         leading = not any(o.role in kinds for o in out) and len(before.strip()) <= 6
         leading = leading and not any(c.isdigit() for c in before)
