@@ -771,7 +771,7 @@ def _locate(
                             text, conf, cc, ca = _continued(
                                 text, conf, cc, other, box, ca=ca, boxes=boxes, is_label=is_label, leftward=True
                             )
-                    found[hit.role].append(Found(hit.role, text, conf, other, how, hit.fuzzy, box, cc, lost, ca))
+                    found[hit.role].append(Found(hit.role, text, conf, other, how, hit.fuzzy, box, cc, lost, alt=ca))
                     break
     return found
 
@@ -830,7 +830,8 @@ def _continued(
     the customer id in the next (tuning seeds 551, 560). `leftward` joins the boxes that continue it to
     the left instead, for a value found under its label: the label names the piece nearest its own
     centre (hard tuning slip 267: [客户编号] set right in its cell over C9274 | 60828 named 60828). The
-    characters' probabilities (cc) and runner-ups (ca) are joined alike, a space's being sure (1.0, none)."""
+    characters' probabilities (cc) and runner-ups (ca) are joined alike: the space put between two pieces is
+    read surely (1.0, no runner-up); either is unknown ((), "") once a piece's is."""
     cur = box
     while True:
         h = cur.box[3]
@@ -845,11 +846,10 @@ def _continued(
             return text, conf, cc, ca
         if _value_of_another_label(b, label, boxes, is_label):
             return text, conf, cc, ca
-        more, also = _cc(b, 0, len(b.text)), _ca(b, 0, len(b.text))
-        whole = bool(cc and more and b.text == b.text.strip())
+        more, also, bare = _cc(b, 0, len(b.text)), _ca(b, 0, len(b.text)), b.text == b.text.strip()
         joined = (*more, 1.0, *cc) if leftward else (*cc, 1.0, *more)
-        cc = joined if whole else ()
-        ca = (f"{also} {ca}" if leftward else f"{ca} {also}") if ca and also and b.text == b.text.strip() else ""
+        cc = joined if cc and more and bare else ()
+        ca = (f"{also} {ca}" if leftward else f"{ca} {also}") if ca and also and bare else ""
         text = f"{b.text.strip()} {text}" if leftward else f"{text} {b.text.strip()}"
         conf, cur = min(conf, b.confidence), b
 
