@@ -771,6 +771,10 @@ def test_extract_fields__a_sku_whose_label_was_not_read_is_taken_by_its_shape_fo
     # shaped like an order or waybill number (YT6143564467180): not taken for a SKU
     waybill = [TextLine("YT6143564467180", 0.99, ln.box) if ln.text.startswith("VO") else ln for ln in lines]
     assert extract(waybill)["sku"] is None
+    # nor a count by its shape (X10 under 申请数量(件), its label misread: hard tuning slip 1161)
+    for count in ("X10", "12PCS"):
+        counted = [TextLine(count, 0.99, ln.box) if ln.text.startswith("VO") else ln for ln in lines]
+        assert extract(counted)["sku"] is None
     assert ext.values["order_no"].value == "6486220983904289703"
     # read with doubt (noise on a hard photo reads as J00.00 at 0.89): not taken
     doubtful = [TextLine("VO-3520-WHT-S", 0.93, ln.box) if ln.text.startswith("VO") else ln for ln in lines]

@@ -642,9 +642,9 @@ def _code_by_shape(
     but a code of its shape (_CODE_SHAPES), alone or after the colon of a short label no keyword names
     (编码：, the 商品 of 商品编码 lost on a hard photo), read clearly, and is not the value of another field (the
     order number under its barcode). A SKU is not shaped like an order or waybill number
-    (YT6143564467180); a customer id is taken only when the SKU was found, so that the one free code is
-    not the SKU. Two such boxes: none is taken. A person decides (SHAPE_ONLY, and the issue
-    found_by_shape). Returns the value taken."""
+    (YT6143564467180), and no code is shaped like a count (X10, 12PCS); a customer id is taken only when the
+    SKU was found, so that the one free code is not the SKU. Two such boxes: none is taken. A person decides
+    (SHAPE_ONLY, and the issue found_by_shape). Returns the value taken."""
     if name == "customer_id" and not any(c.value is not None for c in cands["sku"]):
         return None
     taken = {str(c.value) for n in ("order_no", "sku", "customer_id") for c in cands[n] if c.value is not None}
@@ -666,6 +666,8 @@ def _code_by_shape(
         if not _CODE_SHAPES[name].fullmatch(text) or clear < SKU_SHAPE_MIN_LINE:
             continue
         if name == "sku" and order_shape.fullmatch(text):
+            continue
+        if _QTY_SHAPE.fullmatch(text):  # a count (X10 under 申请数量(件) whose value it is: hard tuning slip 1161)
             continue
         if chars and min(chars) < SKU_SHAPE_MIN_CHAR:
             continue
