@@ -233,6 +233,25 @@ def test_ctc_decode__collapses_repeats_and_blanks() -> None:
     assert (text, steps) == ("1 2", (1, 2, 3))
 
 
+def test_ctc_decode_steps__a_character_counts_the_probability_of_its_kin_not_of_a_look_alike() -> None:
+    charset = ["", "x", "X", "×", "1", "2", "O", "o", "0", " "]
+    rows = [
+        {1: 0.47, 2: 0.33, 3: 0.2},  # the times sign, shared among its three forms (clean tuning slip 1174)
+        {4: 1.0},
+        {0: 1.0},
+        {6: 0.5, 7: 0.3, 8: 0.2},  # a letter O in either case
+        {8: 0.6, 6: 0.4},  # a zero: the letter is another reading, not its kin
+    ]
+    probs = np.zeros((1, len(rows), len(charset)), np.float32)
+    for t, row in enumerate(rows):
+        for k, p in row.items():
+            probs[0, t, k] = p
+    ((text, conf, chars, _, _),) = ctc_decode_steps(probs, charset)
+    assert text == "x1O0"
+    assert chars == pytest.approx((1.0, 1.0, 0.8, 0.6), abs=1e-4)
+    assert conf == pytest.approx(3.4 / 4, abs=1e-4)
+
+
 def test_crop_box__a_lone_glyph_gets_paper_around_it_a_column_of_text_stays_turned() -> None:
     label = np.full((200, 400, 3), 255, np.uint8)
 
