@@ -845,6 +845,17 @@ def test_extract_fields__a_count_under_a_misread_longer_label_is_found_in_doubt(
     assert ext.values["quantity"].confidence < 0.85
 
 
+def test_extract_fields__a_reason_under_a_misread_label_is_as_sure_as_its_own_words() -> None:
+    """Clean tuning slip 1177 in an unseen face: Rcason over 实物与描述不符, both read clearly, and the reason
+    went to review at 0.82. A misread label may be another field's; a reason's value names its reason itself.
+    A code under a misread label stays in doubt (订单号 and 运单号 are one character apart)."""
+    for label in ("Rcason", "Reason"):
+        got = extract_conf([box(label, 72, 504, 51, 19), box("实物与描述不符", 73, 522, 167, 31)])
+        assert got["reason"] == ("与描述不符", round(0.98 * 0.97, 3)), label
+    misread = extract_conf([box("客户编呺", 20, 0, 120), box("C0535067271", 20, 42, 200)])["customer_id"]
+    assert misread[0] == "C0535067271" and misread[1] < 0.85
+
+
 def test_extract_fields__a_misread_label_of_a_waybill_number_is_not_guessed_as_the_order_number() -> None:
     """Typical tuning slip 61: 快递单号 read as 快道單号 held 道单号, one character from 订单号, and its
     waybill number stood against the order number. A guess inside a longer keyword of another kind, read with

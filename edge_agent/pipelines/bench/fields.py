@@ -12,7 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from edge_agent.errors import ConfigError
-from edge_agent.pipelines.bench.locate import SHAPE_ONLY, Found, Labels, locate, o_read_as_zero, unclaimed
+from edge_agent.pipelines.bench.locate import (
+    FUZZY_LABEL,
+    SHAPE_ONLY,
+    Found,
+    Labels,
+    locate,
+    o_read_as_zero,
+    unclaimed,
+)
 from edge_agent.pipelines.bench.normalize import (
     CODE_SEPARATORS,
     QTY_UNITS,
@@ -46,10 +54,9 @@ KINDS = ("code", "int", "date", "reason")
 PRIVACY_ROLES = ("name", "address", "phone", "id")
 
 # Confidence factors. Measured on generated slips (docs/records-bench.md, "Calibration"): each
-# OCR confusion fixed, a label read with one wrong character, a value found on the next row,
-# and two different values for one field each make a wrong value likelier.
+# OCR confusion fixed, a value found on the next row, and two different values for one field each make a
+# wrong value likelier (a label read with one wrong character: locate.FUZZY_LABEL).
 PER_SUBSTITUTION = 0.9
-FUZZY_LABEL = 0.85
 CONFLICT = 0.5
 AMBIGUOUS_CODE = 0.6
 # Each 0 and O in the codes of a slip with a label read with a zero for its O (locate.o_read_as_zero) is at
@@ -525,7 +532,9 @@ def extract_fields(
     for name, items in found.items():
         for it in items:
             value, f, problem = _lost_start(it, *parse(name, it.text, it.char_conf, it.alt))
-            conf = it.confidence * f * (FUZZY_LABEL if it.fuzzy else 1.0)
+            # A label read with one wrong character may be another field's; not a reason's, whose value names
+            # one of the configured reasons itself (Rcason over 实物与描述不符: clean tuning slip 1177 unseen).
+            conf = it.confidence * f * (FUZZY_LABEL if it.fuzzy and template.spec(name).kind != "reason" else 1.0)
             cands[name].append(_Candidate(value, conf, problem))
             boxes[name].setdefault(value, it.line)
     _by_shape(lines, template, labels=matcher.labels, reasons=reasons, cands=cands, boxes=boxes, parse=parse)
