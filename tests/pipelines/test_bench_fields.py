@@ -1088,6 +1088,18 @@ def test_extract_fields__a_code_that_ends_on_a_dot_may_go_on_past_it() -> None:
     assert not [i for i in inside.issues if i.field == "sku"]
 
 
+def test_extract_fields__a_dot_beside_a_letter_in_a_code_may_be_a_speck() -> None:
+    """Typical tuning slip 1207 printed FJ5919K in a thermal face; a stroke's broken end read as a dot at 0.98
+    and F.J5919K passed. A code's dot separates digits (W47394.74); beside a letter it is a doubt."""
+    for code, at in (("F.J5919K", 2), ("AB12.C4", 5), ("KD7.41X", None)):
+        ext = extract_fields(lines_of(f"SKU: {code}"), TEMPLATE, REASONS, MATCHER)
+        assert ext.values["sku"].value == code
+        dots = [
+            m for i in ext.issues if i.field == "sku" for m in re.findall(r"a dot at character \d+[^,)]*", i.message)
+        ]
+        assert dots == ([f"a dot at character {at}: a separator or a speck"] if at else []), code
+
+
 def test_extract_fields__a_code_split_by_a_misread_dot_is_not_read_whole() -> None:
     """Seen on a thermal slip: SKU D27440.11 came back 'D27440,11' and passed as D27440."""
     ext = extract_fields(lines_of("物料编码：D27440,11", "订单号：1234567890, 退货数量：2"), TEMPLATE, REASONS, MATCHER)

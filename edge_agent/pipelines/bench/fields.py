@@ -28,6 +28,7 @@ from edge_agent.pipelines.bench.normalize import (
     ambiguous_positions,
     clean_code_token_conf,
     dangling_separator,
+    dots_by_letters,
     doubt_phrase,
     ean13_valid,
     ends_on_dot,
@@ -432,7 +433,8 @@ def _parse_code(
     amb = [] if ean13_valid(fixed.value) else ambiguous_positions(fixed.value, spec.pattern, tconf, talt)
     gaps = unread_separators(text, fixed.value, spec.pattern)
     dot = ends_on_dot(text)
-    doubt = amb or gaps or dot
+    specks = dots_by_letters(fixed.value)
+    doubt = amb or gaps or dot or specks
     factor = PER_SUBSTITUTION**fixed.substitutions * (AMBIGUOUS_CODE if fixed.ambiguous or doubt else 1.0)
     weakest = min(tconf, default=1.0)
     if weakest < EVEN_ODDS:
@@ -442,6 +444,7 @@ def _parse_code(
         seps = " ".join(CODE_SEPARATORS)
         where += [f"a space before character {i + 1}: a separator ({seps}) or none" for i in gaps[:2]]
         where += ["a dot after it: the code may go on past it"] if dot else []
+        where += [f"a dot at character {i + 1}: a separator or a speck" for i in specks[:2]]
         return fixed.value, factor, f"{fixed.value[:40]} could be read two ways ({', '.join(where)})"
     return fixed.value, factor, ("could be read two ways (letter or digit)" if fixed.ambiguous else None)
 
