@@ -537,7 +537,7 @@ def extract_fields(
             value, f, problem = _lost_start(it, *parse(name, it.text, it.char_conf, it.alt))
             # A label read with one wrong character may be another field's; not a reason's, whose value names
             # one of the configured reasons itself (Rcason over 实物与描述不符: clean tuning slip 1177 unseen).
-            conf = it.confidence * f * (FUZZY_LABEL if it.fuzzy and template.spec(name).kind != "reason" else 1.0)
+            conf = it.confidence * f * (FUZZY_LABEL if it.fuzzy and kinds[name] != "reason" else 1.0)
             cands[name].append(_Candidate(value, conf, problem))
             boxes[name].setdefault(value, it.line)
     _by_shape(lines, template, labels=matcher.labels, reasons=reasons, cands=cands, boxes=boxes, parse=parse)

@@ -176,11 +176,7 @@ def dots_by_letters(code: str) -> list[int]:
     """Positions of the dots in a code with a letter on one side or both (F.J5919K). A code's dot separates
     digits (B91851.42, 48199.61); beside a letter it is more likely a speck or a stroke's broken end read as a
     dot (typical tuning slip 1207 printed FJ5919K in a thermal face and passed as F.J5919K, its dot at 0.98)."""
-    return [
-        i
-        for i in range(1, len(code) - 1)
-        if code[i] == "." and (code[i - 1].isalpha() or code[i + 1].isalpha()) and code[i - 1] != "." != code[i + 1]
-    ]
+    return [i for i in range(1, len(code) - 1) if code[i] == "." and (code[i - 1].isalpha() or code[i + 1].isalpha())]
 
 
 # Marks read between two characters of one code: a separator misread (D27440,11: a dot read as a comma), or

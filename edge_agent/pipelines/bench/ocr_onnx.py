@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import importlib.util
 import json
@@ -415,14 +414,15 @@ def ctc_decode(probs: NDArray[Any], charset: list[str]) -> list[tuple[str, float
 
 
 def ctc_decode_steps(
-    probs: NDArray[Any], charset: list[str]
+    probs: NDArray[Any], charset: list[str], kin: dict[int, list[int]] | None = None
 ) -> list[tuple[str, float, tuple[float, ...], tuple[int, ...], str]]:
-    """ctc_decode with each character's probability (its kin's counted: _kin), the time step it was read at,
-    and its runner-up reading where that is a doubt of its own (normalize.runner_up_doubt; a space where not),
-    all aligned with the text, spaces at the ends dropped; empty where a symbol's length breaks the alignment."""
+    """ctc_decode with each character's probability (its kin's counted: _kin, made from the charset unless
+    given), the time step it was read at, and its runner-up reading where that is a doubt of its own
+    (normalize.runner_up_doubt; a space where not), all aligned with the text, spaces at the ends dropped;
+    empty where a symbol's length breaks the alignment."""
     idx = probs.argmax(axis=2)
     pmax = probs.max(axis=2)
-    kin = _kin(tuple(charset))
+    kin = _kin(charset) if kin is None else kin
     out = []
     for full, row, prow in zip(probs, idx, pmax, strict=True):
         keep = np.ones(len(row), bool)
@@ -468,8 +468,7 @@ def ctc_decode_steps(
 _TIMES = "xX×"
 
 
-@functools.lru_cache(maxsize=4)
-def _kin(charset: tuple[str, ...]) -> dict[int, list[int]]:
+def _kin(charset: list[str]) -> dict[int, list[int]]:
     """Each symbol's index with a kin in the charset (_TIMES, or the other case of a letter): the indices of
     all symbols that are one reading with it, its own included."""
     where = {c: i for i, c in enumerate(charset) if c}
@@ -539,6 +538,7 @@ class OnnxOcr:
             raise ModelError(f"{files['rec'].path}: rec model has no 'character' metadata (its charset)")
         # index 0 is the CTC blank; the model's last class is a space
         self.charset = ["", *meta["character"].splitlines(), " "]
+        self.kin = _kin(self.charset)  # once: the charset holds some 18,000 symbols
         log.info("onnx ocr ready: model %s, %s threads", cfg.model, cfg.threads)
 
     def detect(self, label: NDArray[Any], det_px: int | None = None) -> list[tuple[NDArray[Any], float]]:
@@ -563,7 +563,9 @@ class OnnxOcr:
         squeeze = squeeze or self.cfg.rec_squeeze
         for idx, x in rec_batches(crops, self.cfg.rec_batch, squeeze):
             probs = self.rec.run(None, {"x": x})[0]
-            for i, (text, conf, cc, steps, alt) in zip(idx, ctc_decode_steps(probs, self.charset), strict=True):
+            for i, (text, conf, cc, steps, alt) in zip(
+                idx, ctc_decode_steps(probs, self.charset, self.kin), strict=True
+            ):
                 ratios, rings, aspects = line_glyphs(crops[i], text, cc, steps, rec_width(crops[i], squeeze))
                 read[i] = (text, conf, cc, alt, ratios, rings, aspects)
         slashed = zeros_slashed([(text, rings) for text, _, _, _, _, rings, _ in read])
