@@ -514,7 +514,7 @@ def test_ctc_decode_steps__a_runner_up_is_kept_only_of_the_same_kind_and_likely_
     from edge_agent.pipelines.bench.normalize import RUNNER_UP
     from edge_agent.pipelines.bench.ocr_onnx import ctc_decode_steps
 
-    charset = ["", "8", "0", "B", "7"]
+    charset = ["", "8", "0", "B", "7", "b", "E"]
 
     def steps(*rows: dict[int, float]) -> np.ndarray:
         probs = np.zeros((1, len(rows), len(charset)), np.float32)
@@ -531,6 +531,9 @@ def test_ctc_decode_steps__a_runner_up_is_kept_only_of_the_same_kind_and_likely_
     assert (text, alt) == ("887", "0  ")  # the 7's runner-up is a letter: the confusable pairs' to judge
     ((_, _, _, _, alt),) = ctc_decode_steps(steps({1: likely, 0: 1 - likely}), charset)
     assert alt == " "  # the blank is no reading
+    # a letter's other case is the same reading (its kin): the runner-up is the next reading after both
+    ((text, _, _, _, alt),) = ctc_decode_steps(steps({3: 0.5, 5: 0.3, 6: 0.2}), charset)
+    assert (text, alt) == ("B", "E")
 
 
 def _doubted_reading(order: str, order_conf: tuple[float, ...], customer_alt: str = "") -> ImageReading:

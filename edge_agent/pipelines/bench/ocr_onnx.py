@@ -437,8 +437,8 @@ def ctc_decode_steps(
         conf = float(np.mean(ps)) if ps else 0.0
         # a symbol may be 0 or 2 chars
         quads = [
-            (c, p, int(t), _runner_up(full[t], c, p, charset) if len(c) == 1 else " ")
-            for c, p, t in zip(chars, ps, steps, strict=True)
+            (c, p, int(t), _runner_up(full[t], c, kin.get(k, [k]), p, charset) if len(c) == 1 else " ")
+            for c, p, t, k in zip(chars, ps, steps, row[keep], strict=True)
             for _ in c
         ]
         while quads and quads[0][0].isspace():
@@ -481,12 +481,16 @@ def _kin(charset: list[str]) -> dict[int, list[int]]:
     return out
 
 
-def _runner_up(step: NDArray[Any], read: str, p: float, charset: list[str]) -> str:
-    """The second reading at one time step when the recogniser gave it RUNNER_UP or more and it is a doubt
-    of its own (runner_up_doubt), else a space."""
+def _runner_up(step: NDArray[Any], read: str, same: list[int], p: float, charset: list[str]) -> str:
+    """The best reading at one time step other than the character read and its kin (`same`: their indices),
+    when the recogniser gave it RUNNER_UP or more and it is a doubt of its own (runner_up_doubt), else a
+    space. A letter's other case is the same reading: taken as the runner-up, it would hide a digit in third
+    place."""
     if p > 1.0 - RUNNER_UP or not (read.isascii() and read.isalnum()):
         return " "
-    k = int(np.argpartition(step, -2)[-2])  # the second most likely symbol
+    rest = step.copy()
+    rest[same] = -1.0
+    k = int(rest.argmax())
     other = charset[k] if 0 < k < len(charset) else ""
     return other if float(step[k]) >= RUNNER_UP and runner_up_doubt(read, other) else " "
 
