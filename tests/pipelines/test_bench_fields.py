@@ -1100,6 +1100,20 @@ def test_extract_fields__a_dot_beside_a_letter_in_a_code_may_be_a_speck() -> Non
         assert dots == ([f"a dot at character {at}: a separator or a speck"] if at else []), code
 
 
+def test_extract_fields__a_dot_read_unsurely_in_a_code_may_be_an_underscore() -> None:
+    """Hard tuning slip 1281 in unseen faces printed X87323_98: the blurred underscore was read as a dot at 0.84
+    and X87323.98 passed. A dot read as surely as the characters around it is the code's separator."""
+    for dot_conf, doubted in ((0.84, True), (1.0, False)):
+        conf = (1.0,) * 11 + (dot_conf,) + (1.0,) * 2  # S K U : space X 8 7 3 2 3 . 9 8
+        line = TextLine("SKU: X87323.98", 0.97, (20, 0, 600, 30), char_conf=conf)
+        ext = extract_fields([line], TEMPLATE, REASONS, MATCHER)
+        assert ext.values["sku"].value == "X87323.98"
+        messages = [i.message for i in ext.issues if i.field == "sku"]
+        assert messages == (
+            ["sku: X87323.98 could be read two ways (a dot at character 7: a separator or a speck)"] if doubted else []
+        )
+
+
 def test_extract_fields__a_code_split_by_a_misread_dot_is_not_read_whole() -> None:
     """Seen on a thermal slip: SKU D27440.11 came back 'D27440,11' and passed as D27440."""
     ext = extract_fields(lines_of("物料编码：D27440,11", "订单号：1234567890, 退货数量：2"), TEMPLATE, REASONS, MATCHER)

@@ -28,8 +28,8 @@ from edge_agent.pipelines.bench.normalize import (
     ambiguous_positions,
     clean_code_token_conf,
     dangling_separator,
-    dots_by_letters,
     doubt_phrase,
+    doubtful_dots,
     ean13_valid,
     ends_on_dot,
     fix_code,
@@ -433,7 +433,7 @@ def _parse_code(
     amb = [] if ean13_valid(fixed.value) else ambiguous_positions(fixed.value, spec.pattern, tconf, talt)
     gaps = unread_separators(text, fixed.value, spec.pattern)
     dot = ends_on_dot(text)
-    specks = dots_by_letters(fixed.value)
+    specks = doubtful_dots(fixed.value, tconf)
     doubt = amb or gaps or dot or specks
     factor = PER_SUBSTITUTION**fixed.substitutions * (AMBIGUOUS_CODE if fixed.ambiguous or doubt else 1.0)
     weakest = min(tconf, default=1.0)
