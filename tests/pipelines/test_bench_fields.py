@@ -934,6 +934,26 @@ def test_extract_fields__a_labels_translation_after_its_slash_is_the_labels(labe
     assert extract(lines_of("货号/SKU90601227"))["sku"] == "SKU90601227"
 
 
+def test_extract_fields__a_code_glued_to_its_labels_translation_is_a_doubt() -> None:
+    """Clean tuning slip 1325 printed 客户编号／ＩＤ U36207699; the recogniser left the space out, and
+    IDU36207699 passed as the customer id. After a label's slash, a word of its translation that runs straight
+    into a code may be the label's or the code's (货号/SKU90601227): the value goes to a person."""
+    for text, value, word in (
+        ("客户编号／ＩＤU36207699", "IDU36207699", "ＩＤ"),
+        ("客户编号/1DU36207699", "IDU36207699", "1D"),
+        ("货号/SKU90601227", "SKU90601227", "SKU"),
+    ):
+        ext = extract_fields(lines_of(text), TEMPLATE, REASONS, MATCHER)
+        role = "sku" if "货号" in text else "customer_id"
+        assert ext.values[role].value == value
+        [issue] = [i for i in ext.issues if i.field == role]
+        assert f"may start with its label's {word!r} ({value[len(word) :]})" in issue.message, text
+        assert ext.values[role].confidence < 0.9
+    for text in ("客户编号/ID U36207699", "客户编号/ID：U36207699", "客户ID：IDU36207699"):  # a space, or no slash
+        ext = extract_fields(lines_of(text), TEMPLATE, REASONS, MATCHER)
+        assert not [i for i in ext.issues if i.field == "customer_id"], text
+
+
 def test_extract_fields__a_value_under_a_label_that_lost_its_first_character_is_found_with_lower_confidence() -> None:
     """Hard tuning slip 108, a header table: 品编号 (商 too faint to read) over YV-9801-BLK-XL. The label names
     the SKU, as a guess: surer than a value taken by its shape, less sure than one under a label read whole."""

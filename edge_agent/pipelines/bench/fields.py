@@ -493,10 +493,17 @@ _PARSERS = {"code": _parse_code, "int": _parse_int, "date": _parse_date, "reason
 def _lost_start(
     it: Found, value: str | int | None, factor: float, problem: str | None
 ) -> tuple[str | int | None, float, str | None]:
-    """A parsed value whose box shows a mark just before it (locate.Found.lost_start): a doubt of its own."""
-    if value is None or not it.lost_start:
+    """A parsed value whose box shows a mark just before it (locate.Found.lost_start), or that starts with its
+    label's translation (locate.Found.glued): a doubt of its own."""
+    if value is None or not (it.lost_start or it.glued):
         return value, factor, problem
-    lost = f"{str(value)[:40]} may have lost its start: {it.lost_start[:8]!r} was read just before it"
+    if it.glued:
+        rest = str(value)[len(to_halfwidth(it.glued)) :]
+        lost = (
+            f"{str(value)[:40]} may start with its label's {it.glued[:8]!r} ({rest[:40]}): no space was read after it"
+        )
+    else:
+        lost = f"{str(value)[:40]} may have lost its start: {it.lost_start[:8]!r} was read just before it"
     return (value, factor, f"{problem}; {lost}") if problem else (value, factor * AMBIGUOUS_CODE, lost)
 
 

@@ -18,7 +18,7 @@ import statistics
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from edge_agent.pipelines.bench.normalize import hamming, simplified, to_halfwidth
+from edge_agent.pipelines.bench.normalize import clean_code_token, hamming, simplified, to_halfwidth
 from edge_agent.pipelines.bench.types import TextLine, box_corners
 
 # Characters a label may have between or around its keyword's characters without changing it.
@@ -30,6 +30,7 @@ _LATIN_LOOKALIKE = {"|": "i", "!": "i", "¦": "i"}
 # and the digits (and the l) a recogniser reads for look-alike letters in such a word.
 _TRANSLATION = re.compile(r"[/|]([a-z0-9]{2,12})(?![a-z0-9])")
 _DIGIT_AS_LETTER = str.maketrans("1l0582", "iiosbz")
+_GLUED = re.compile(r"[/|]([a-z0-9]{3,32})")
 # A Latin keyword must not be the tail of a longer word ("date" in "update").
 _LATIN = re.compile(r"[a-z]")
 # How far after a label its value may start in the same box, in characters of decoration
@@ -96,6 +97,7 @@ class Hit:
     start: int
     end: int  # index after the label's last character
     fuzzy: bool
+    glued: str = ""  # a word of the label's translation after its slash, read with no space before a code
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,6 +113,7 @@ class Found:
     label: TextLine | None
     char_conf: tuple[float, ...] = ()  # each character's OCR probability, aligned with text (when known)
     lost_start: str = ""  # a mark read just before a code alone in its box: what is left of its first letters
+    glued: str = ""  # the label's translation word the code starts with, read with no space between (Hit.glued)
     alt: str = ""  # each character's runner-up reading (TextLine.alt), aligned with text (when known)
 
 
@@ -189,7 +192,21 @@ class Labels:
             else:
                 merged.append(h)
         merged = [(s, self._translated(f.text, e, r), r, fz) for s, e, r, fz in merged]
-        return [Hit(r, f.index[s], f.index[e - 1] + 1, fz) for s, e, r, fz in merged]
+        return [Hit(r, f.index[s], f.index[e - 1] + 1, fz, self._glued(text, f, e, r)) for s, e, r, fz in merged]
+
+    def _glued(self, text: str, f: Folded, end: int, role: str) -> str:
+        """The word of a label's translation that starts the code after its slash, as printed, where the
+        recogniser left out the space between them: 客户编号／ＩＤ U36207699 was read 客户编号/IDU36207699 (clean
+        tuning slip 1325), and IDU36207699 passed. Either may be right (货号 SKU90601227): the value is a doubt."""
+        m = _GLUED.match(f.text, end)
+        if not m:
+            return ""
+        run = m.group(1)
+        for n in range(len(run) - 1, 1, -1):
+            word, rest = run[:n], run[n:]
+            if {word, word.translate(_DIGIT_AS_LETTER)} & self.words.get(role, set()) and any(map(str.isdigit, rest)):
+                return text[f.index[m.start(1)] : f.index[m.start(1) + n - 1] + 1]
+        return ""
 
     def _translated(self, folded: str, end: int, role: str) -> int:
         """The end of a label, over a slash and a word of its field's Latin keywords after it, read with a
@@ -809,7 +826,10 @@ def _value_beside(
     if kind == "code" and stop == len(box.text):
         # joined first: a part of a code need not be a value on its own (8 digits of an order number)
         text, conf, cc, ca = _continued(text, conf, cc, box, box, ca=ca, boxes=boxes, is_label=is_label)
-    return Found(hit.role, text, conf, box, "same", hit.fuzzy, box, cc, alt=ca) if parses(hit.role, text) else None
+    if not parses(hit.role, text):
+        return None
+    glued = hit.glued if kind == "code" and clean_code_token(text).startswith(to_halfwidth(hit.glued).upper()) else ""
+    return Found(hit.role, text, conf, box, "same", hit.fuzzy, box, cc, alt=ca, glued=glued)
 
 
 def _continued(
