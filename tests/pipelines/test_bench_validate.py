@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from datetime import date
 from pathlib import Path
 
@@ -534,6 +535,29 @@ def test_ctc_decode_steps__a_runner_up_is_kept_only_of_the_same_kind_and_likely_
     # a letter's other case is the same reading (its kin): the runner-up is the next reading after both
     ((text, _, _, _, alt),) = ctc_decode_steps(steps({3: 0.5, 5: 0.3, 6: 0.2}), charset)
     assert (text, alt) == ("B", "E")
+
+
+def test_evaluate__the_manifest_settles_a_code_read_glued_to_its_labels_translation(tmp_path: Path) -> None:
+    """Clean tuning slip 1325: 客户编号／ＩＤ U36207699 read without its space. The manifest's customer of the
+    order is the value without the label's word: it settles the doubt; a customer it does not know leaves it."""
+    from edge_agent.pipelines.bench.config import BenchConfig
+    from edge_agent.pipelines.bench.inspect import Rules, evaluate
+    from edge_agent.pipelines.bench.manifest import load_manifest
+
+    path = tmp_path / "m.csv"
+    rules, day = Rules.from_config(BenchConfig()), date(2025, 3, 2)
+    for customer, settled in (("C1234567", True), ("C7654321", False)):
+        path.write_text(f"order_no,sku,quantity,customer_id\nSO317236,AB-1234,1,{customer}\n", encoding="utf-8")
+        reading = _doubted_reading("SO317236", (1.0,) * 8)
+        glued = TextLine("客户编号/IDC1234567", 0.99, (20, 160, 400, 30), char_conf=(1.0,) * 16)
+        reading = replace(reading, lines=tuple(glued if "客户" in ln.text else ln for ln in reading.lines))
+        res = evaluate(reading, rules, manifest=load_manifest(path), today=day)
+        if settled:
+            assert res.fields["customer_id"] == "C1234567" and res.sources["customer_id"] == "manifest"
+            assert not res.needs_review, res.review_reasons
+        else:
+            assert res.fields["customer_id"] == "IDC1234567" and res.needs_review
+            assert "(C1234567)" in " ".join(i.message for i in res.review_reasons if i.field == "customer_id")
 
 
 def _doubted_reading(order: str, order_conf: tuple[float, ...], customer_alt: str = "") -> ImageReading:

@@ -6,7 +6,7 @@ import re
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
-from edge_agent.pipelines.bench.fields import FieldValue, Issue
+from edge_agent.pipelines.bench.fields import FieldValue, Issue, glued_readings
 from edge_agent.pipelines.bench.normalize import DIGIT_FOR, doubts_named, hamming
 from edge_agent.pipelines.bench.rules_config import FieldsConfig
 from edge_agent.pipelines.bench.types import Barcode, QualityReport
@@ -231,11 +231,13 @@ NAMED_READINGS = 6
 
 def named_readings(value: str, issues: Sequence[Issue]) -> list[str]:
     """The value as read, then every other reading the doubts named in `issues` allow (each doubtful character
-    as read or as its other reading: "8 or 0 at character 10"), from the first NAMED_READINGS doubts."""
+    as read or as its other reading: "8 or 0 at character 10"), from the first NAMED_READINGS doubts, and the
+    value without a word of its label's translation it was read glued to (fields.glued_readings)."""
     doubts = sorted({d for i in issues for d in doubts_named(i.message, value)})[:NAMED_READINGS]
     out = [value]
     for at, _, other in doubts:
         out += [v[:at] + other + v[at + 1 :] for v in out]
+    out += [r for i in issues for r in glued_readings(i.message)]
     return list(dict.fromkeys(out))
 
 

@@ -490,6 +490,16 @@ _QTY_SHAPE = re.compile(
 _PARSERS = {"code": _parse_code, "int": _parse_int, "date": _parse_date, "reason": _parse_reason}
 
 
+GLUED = "no space was read after it"
+_GLUED_READING = re.compile(r"may start with its label's '[^']*' \(([^()]*)\): " + GLUED)
+
+
+def glued_readings(message: str) -> list[str]:
+    """The other readings a value's glued-label doubts name (the value without the label's word: U36207699 of
+    "IDU36207699 may start with its label's 'ID' (U36207699): ...")."""
+    return _GLUED_READING.findall(message)
+
+
 def _lost_start(
     it: Found, value: str | int | None, factor: float, problem: str | None
 ) -> tuple[str | int | None, float, str | None]:
@@ -499,9 +509,7 @@ def _lost_start(
         return value, factor, problem
     if it.glued:
         rest = str(value)[len(to_halfwidth(it.glued)) :]
-        lost = (
-            f"{str(value)[:40]} may start with its label's {it.glued[:8]!r} ({rest[:40]}): no space was read after it"
-        )
+        lost = f"{str(value)[:40]} may start with its label's {it.glued[:8]!r} ({rest[:40]}): {GLUED}"
     else:
         lost = f"{str(value)[:40]} may have lost its start: {it.lost_start[:8]!r} was read just before it"
     return (value, factor, f"{problem}; {lost}") if problem else (value, factor * AMBIGUOUS_CODE, lost)
