@@ -500,7 +500,7 @@ def glued_readings(message: str) -> list[str]:
     return _GLUED_READING.findall(message)
 
 
-def _lost_start(
+def _start_doubt(
     it: Found, value: str | int | None, factor: float, problem: str | None
 ) -> tuple[str | int | None, float, str | None]:
     """A parsed value whose box shows a mark just before it (locate.Found.lost_start), or that starts with its
@@ -549,7 +549,7 @@ def extract_fields(
     boxes: dict[str, dict[object, TextLine]] = {f.name: {} for f in template.fields}
     for name, items in found.items():
         for it in items:
-            value, f, problem = _lost_start(it, *parse(name, it.text, it.char_conf, it.alt))
+            value, f, problem = _start_doubt(it, *parse(name, it.text, it.char_conf, it.alt))
             # A label read with one wrong character may be another field's; not a reason's, whose value names
             # one of the configured reasons itself (Rcason over 实物与描述不符: clean tuning slip 1177 unseen).
             conf = it.confidence * f * (FUZZY_LABEL if it.fuzzy and kinds[name] != "reason" else 1.0)

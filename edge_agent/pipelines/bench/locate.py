@@ -828,7 +828,9 @@ def _value_beside(
         text, conf, cc, ca = _continued(text, conf, cc, box, box, ca=ca, boxes=boxes, is_label=is_label)
     if not parses(hit.role, text):
         return None
-    glued = hit.glued if kind == "code" and clean_code_token(text).startswith(to_halfwidth(hit.glued).upper()) else ""
+    glued = hit.glued if hit.glued and kind == "code" else ""
+    if glued and not clean_code_token(text).startswith(to_halfwidth(glued).upper()):
+        glued = ""  # the word was the label's after all: the value starts past a space or a colon
     return Found(hit.role, text, conf, box, "same", hit.fuzzy, box, cc, alt=ca, glued=glued)
 
 
