@@ -433,6 +433,11 @@ def test_ambiguous_positions__pattern_and_check_digit_decide_what_is_ambiguous()
     # digits only after a letter prefix: an O inside the digits cannot be meant, only at the boundary
     assert ambiguous_positions("SO749737", order) == [(1, "O", "0")]
     assert ambiguous_positions("7204567890", order) == []
+    # A code's first 0 before a digit may be a letter O, however sure the recogniser (tuning slip 1446 read
+    # O91870_08 as 091870_08 at 1.0); before a letter, or later in the code, a sure 0 is a 0.
+    assert ambiguous_positions("091870_08", sku, (1.0,) * 9) == [(0, "0", "O")]
+    assert ambiguous_positions("0LW-ANRK", sku, (1.0,) * 8) == []
+    assert ambiguous_positions("A091870", sku, (1.0,) * 7) == []
     assert ean13_valid("6951506339283") and not ean13_valid("6951506339281")
     # A Q may be an O with a speck for a tail (hard tuning slip 304: BOX read as BQX, its Q at 0.59); an O read
     # as such stays a 0-or-O doubt only.
