@@ -223,7 +223,10 @@ def _guessed(keyword: str, f: Folded, taken: list[bool]) -> tuple[int, int] | No
     LOST_FIRST_MIN or more or a Latin one of LATIN_LOST_FIRST_MIN, with its first character lost; not over
     another label (`taken`)."""
     text, n = f.text, len(keyword)
+    first, second = keyword[0], keyword[1]  # fuzzy keywords have three characters or more
     for s in range(len(text) - n + 1):
+        if text[s] != first and text[s + 1] != second:
+            continue  # two characters misread already: the test below would say so, slower
         if (
             _word_start(keyword, f, s)
             and not any(taken[s : s + n])
