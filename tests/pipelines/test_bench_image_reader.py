@@ -922,6 +922,31 @@ def test_inspector__a_code_whose_box_a_stain_ended_early_is_not_passed_cut_short
     assert not [i for i in found.disagree if i.field == "order_no"]
 
 
+def test_inspector__a_code_the_labels_outline_cut_at_its_edge_is_read_again_with_a_margin() -> None:
+    """Diverse seed 1450 (hard, tuning split): a shadow's edge across the slip moves the label's outline left,
+    through the customer id U53157214, whose box then ends at U5315, at the label image's edge: no room to
+    read on. It passed so. Now such a value is a doubt, and the cascade's finer pass, which cuts the label
+    again with a margin, reads it whole. The SKU above it, JM3956H, ends at the edge too (whole, as it
+    happens): a doubt as well, until the finer pass."""
+    from datetime import date, timedelta
+
+    ins, img, t, blind, found = _read_twice(1450, "hard")
+    assert t["customer_id"] == "U53157214"
+    assert blind.ext.values["customer_id"].value == "U5315" and not blind.disagree
+    x, _, w, _ = found.ext.where["customer_id"].box
+    assert x + w >= found.reading.label_image.shape[1] - 1  # the box ends where the label image does
+    assert [i.message for i in found.disagree] == [
+        "sku: JM3956H may go on past the edge of the label as cut",  # it happens to end there, whole
+        "customer_id: U5315 may go on past the edge of the label as cut",
+    ]
+    day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
+    ins.today = lambda: day
+    res = ins.inspect(img)
+    assert "second_pass" in res.timing_ms
+    assert {k: str(v) for k, v in res.fields.items()} == {k: str(v) for k, v in t.items()}
+    assert not res.needs_review, res.review_reasons
+
+
 def test_inspector__a_code_a_shadow_cut_short_is_read_again_though_the_read_on_is_unsure() -> None:
     """Diverse seed 72 (hard, tuning split): a shadow's edge crosses the SKU WM7362V, and the first pass's box
     reads M736 at 0.976. The box's end read on gives the 2V after it, but not surely (0.93 and 0.42): the

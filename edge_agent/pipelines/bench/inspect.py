@@ -232,8 +232,8 @@ def read_fields(
     ran_on: list[Issue] = []
     if read_on is not None:
         tc = time.perf_counter()
-        ran_on, ran_back = _runs_on(reading, ext, read_on)
-        disagree += ran_on + ran_back
+        ran_on, ran_back, at_edge = _runs_on(reading, ext, read_on)
+        disagree += ran_on + ran_back + at_edge
         took = time.perf_counter() - tc
         t0 += took
         reading = replace(reading, timing_ms={**reading.timing_ms, "read_on": round(took * 1000, 2)})
@@ -365,17 +365,51 @@ READ_ON_SURE = 0.95
 READ_BACK_SEEN = 0.3
 
 
-def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> tuple[list[Issue], list[Issue]]:
+def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> tuple[list[Issue], list[Issue], list[Issue]]:
     """reads_disagree for each code read without doubt at the end of its box when the end of that box, read
     again grown to the right, gives its last characters and more after them: the value went on past the
     box, which a stain across its end can cut short (typical tuning slip 615: P532489 read at 0.9998 for
     P53248926). Likewise for a code that opens its box, read back to the left: the value may start before
     its box (READ_BACK_SEEN). A code that read on gives nothing more past its end is doubted all the same
-    when the next box on its line, after a gap, is a piece of code (_piece_after_a_gap). Returns the issues
-    of the two: past the end, before the start."""
+    when the next box on its line, after a gap, is a piece of code (_piece_after_a_gap), and so is one whose
+    box ends at the label image's edge, with no room to read on: the photo's outline may have cut it there
+    (hard tuning slip 1450: a shadow's edge across the slip moved the outline into U53157214, and U5315
+    passed), for the cascade's finer pass, which cuts the label again with a margin. Returns the issues of
+    the three: past the end, before the start, at the label's edge."""
+    ends, starts = _boxed_whole(ext)
+    past: list[Issue] = []
+    before: list[Issue] = []
+    edge: list[Issue] = []
+    width = reading.label_image.shape[1] if reading.label_image is not None else None
+    for back, todo, out in ((False, ends, past), (True, starts, before)):
+        if not todo:
+            continue
+        went_on = {i.field for i in past + edge}  # a value already read on past its box is doubted once
+        again = read_on(reading, [ln for _, _, ln, _ in todo], back=back)
+        for (name, value, ln, boxed), (text, chars) in zip(todo, again, strict=True):
+            more, sure = (_read_before if back else _read_past)(boxed, text, chars)
+            if more and name not in went_on:
+                how = "read wider" if sure else "read wider, unsure"
+                where = f"start before its box ({how}: {more}...)" if back else f"go on past its box ({how}: ...{more})"
+                out.append(Issue("reads_disagree", name, f"{name}: {value} may {where}"))
+            elif not back and name in READ_ON_CODES and (piece := _piece_after_a_gap(ln, reading.lines)):
+                where = f"go on past its box (a gap, then {piece})"
+                out.append(Issue("reads_disagree", name, f"{name}: {value} may {where}"))
+            elif name not in went_on and width is not None and _at_edge(ln.box, width, back):
+                where = "start before" if back else "go on past"
+                edge.append(Issue("reads_disagree", name, f"{name}: {value} may {where} the edge of the label as cut"))
+    return past, before, edge
+
+
+_Boxed = tuple[str, str, TextLine, str]  # field, value, its line, the line's letters and digits
+
+
+def _boxed_whole(ext: Extraction) -> tuple[list[_Boxed], list[_Boxed]]:
+    """The codes read without doubt that end their box (and the dates that end it on a day of one digit), and
+    the codes that open it: those _runs_on reads on, and back."""
     doubted = {i.field for i in ext.issues}
-    ends: list[tuple[str, str, TextLine, str]] = []
-    starts: list[tuple[str, str, TextLine, str]] = []
+    ends: list[_Boxed] = []
+    starts: list[_Boxed] = []
     for name in READ_ON_FIELDS:
         fv, ln = ext.values.get(name), ext.where.get(name)
         if fv is None or fv.value is None or ln is None or name in doubted:
@@ -391,23 +425,13 @@ def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> tuple[l
             ends.append((name, str(fv.value), ln, boxed))
         if boxed.startswith(value) and to_halfwidth(ln.text).strip().upper()[:1] == value[0]:
             starts.append((name, str(fv.value), ln, boxed))
-    past: list[Issue] = []
-    before: list[Issue] = []
-    for back, todo, out in ((False, ends, past), (True, starts, before)):
-        if not todo:
-            continue
-        went_on = {i.field for i in past}  # a value already read on past its box is doubted once
-        again = read_on(reading, [ln for _, _, ln, _ in todo], back=back)
-        for (name, value, ln, boxed), (text, chars) in zip(todo, again, strict=True):
-            more, sure = (_read_before if back else _read_past)(boxed, text, chars)
-            if more and name not in went_on:
-                how = "read wider" if sure else "read wider, unsure"
-                where = f"start before its box ({how}: {more}...)" if back else f"go on past its box ({how}: ...{more})"
-                out.append(Issue("reads_disagree", name, f"{name}: {value} may {where}"))
-            elif not back and name in READ_ON_CODES and (piece := _piece_after_a_gap(ln, reading.lines)):
-                where = f"go on past its box (a gap, then {piece})"
-                out.append(Issue("reads_disagree", name, f"{name}: {value} may {where}"))
-    return past, before
+    return ends, starts
+
+
+def _at_edge(box: tuple[int, int, int, int], width: int, start: bool) -> bool:
+    """Does a box start at the label image's left edge (start) or end at its right edge?"""
+    x, _, w, _ = box
+    return x <= 1 if start else x + w >= width - 1
 
 
 # A box after a code's, on its line and apart from it, that holds only code and opens with a separator (-M) is
