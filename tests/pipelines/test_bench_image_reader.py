@@ -865,6 +865,11 @@ def test_read_past__the_code_straight_after_the_longest_end_of_the_box_and_how_s
     assert _read_past("251106734265488430831", "30831 =7", sure[:8]) == ("", False)  # a speck after a gap
     assert _read_past("SN61366753114", "531143", (1.0,) * 5 + (0.27,)) == ("", False)  # noise, read faintly
     assert _read_past("P532489", "ABC", sure[:3]) == ("", False)  # the box's end not found in the read
+    # A date in 年月日 is anchored by its marks too (hard tuning slip 1617 unseen: the box ended at 2025年10月3,
+    # its day's 1日 in a shadow, and read on gave 0月31); its digits alone, 03, are too few to anchor on.
+    assert _read_past("2025年10月3", "0月31", sure[:4]) == ("1", True)
+    assert _read_past("2025103", "0月31", sure[:4]) == ("", False)
+    assert _read_past("2025年10月3", "0月3日", sure[:4]) == ("", False)  # the day was whole
 
 
 def _read_twice(seed: int, tier: str) -> tuple[Inspector, NDArray[Any], dict[str, Any], ReadFields, ReadFields]:
@@ -945,6 +950,25 @@ def test_inspector__a_code_the_labels_outline_cut_at_its_edge_is_read_again_with
     assert "second_pass" in res.timing_ms
     assert {k: str(v) for k, v in res.fields.items()} == {k: str(v) for k, v in t.items()}
     assert not res.needs_review, res.review_reasons
+
+
+def test_inspector__a_date_in_year_month_day_marks_cut_short_by_a_shadow_is_read_on_by_its_marks() -> None:
+    """Hard tuning slip 1617 in a face never tuned on prints 2025年10月31日; a shadow's edge ends the date's box
+    at 2025年10月3, and 2025-10-03 passed: read on, the box's end gave 0月31, whose digits alone (03) were
+    too few to find the box's end in. Anchored by its marks too, the 1 after it is seen, and the finer pass
+    reads the whole date."""
+    from datetime import date, timedelta
+
+    from edge_agent.pipelines.bench.inspect import Inspector
+
+    img, truth = generate_slip(1617, "hard", style="diverse", fonts="unseen")
+    t = field_truth(truth)
+    assert t["return_date"] == "2025-10-31"
+    day = date.fromisoformat(t["return_date"]) + timedelta(days=1)
+    result = Inspector(BenchConfig(), today=lambda: day).inspect(img)
+    assert "second_pass" in result.timing_ms
+    assert str(result.fields["return_date"]) == "2025-10-31"
+    assert {k: str(v) for k, v in result.fields.items()} == {k: str(v) for k, v in t.items()}
 
 
 def test_inspector__a_code_a_shadow_cut_short_is_read_again_though_the_read_on_is_unsure() -> None:
