@@ -954,6 +954,28 @@ def test_extract_fields__a_code_glued_to_its_labels_translation_is_a_doubt() -> 
         assert not [i for i in ext.issues if i.field == "customer_id"], text
 
 
+def test_extract_fields__a_word_of_capitals_between_a_label_and_its_code_is_a_doubt() -> None:
+    """Hard tuning slip 1611 printed Customer ID: KH-2022-82158; its hyphen faded, KH 2022-82158 was read, and
+    2022-82158 passed (a value holds a digit, so the word before it was skipped as the label's decoration). A
+    word of the label's own (SKU, ID) before the code is decoration still."""
+    for text, role, value, word in (
+        ("Customer ID: KH 2022-82158", "customer_id", "2022-82158", "KH"),
+        ("客户ID：KH 2022-82158", "customer_id", "2022-82158", "KH"),
+        ("订单号: JD 123456789012", "order_no", "123456789012", "JD"),
+    ):
+        ext = extract_fields(lines_of(text), TEMPLATE, REASONS, MATCHER)
+        assert ext.values[role].value == value, text
+        [issue] = [i for i in ext.issues if i.field == role]
+        assert f"may have lost its start: {word!r} was read just before it" in issue.message, text
+    for text, role in (
+        ("Customer ID: KH-2022-82158", "customer_id"),
+        ("SKU: SKU 90601227", "sku"),
+        ("Customer ID: ID 32607699", "customer_id"),
+    ):
+        ext = extract_fields(lines_of(text), TEMPLATE, REASONS, MATCHER)
+        assert not [i for i in ext.issues if i.field == role and "lost its start" in i.message], text
+
+
 def test_extract_fields__a_value_under_a_label_that_lost_its_first_character_is_found_with_lower_confidence() -> None:
     """Hard tuning slip 108, a header table: 品编号 (商 too faint to read) over YV-9801-BLK-XL. The label names
     the SKU, as a guess: surer than a value taken by its shape, less sure than one under a label read whole."""
