@@ -842,10 +842,11 @@ def _value_beside(
     return Found(hit.role, text, conf, box, "same", hit.fuzzy, box, cc, alt=ca, glued=glued, lost_start=lost)
 
 
-# A word of capitals alone between a label's colon and a code, one space before it: the code's own prefix
-# with its separator lost, or label decoration. value_start skips it (a value holds a digit), so it is a
-# doubt: hard tuning slip 1611 printed Customer ID: KH-2022-82158, its hyphen faded, and 2022-82158 passed.
-_WORD_BEFORE = re.compile(r"\s*:?\s*([A-Z]{2,4}) ")
+# A word of capitals alone between a label's colon and a code, one space or a colon before it: the code's own
+# prefix with its separator lost or misread, or label decoration. value_start skips it (a value holds a
+# digit), so it is a doubt: hard tuning slip 1611 printed Customer ID: KH-2022-82158, its hyphen faded, and
+# 2022-82158 passed; hard 1712 printed 货号：MC-3722-BLK-42, its hyphen read as a colon, and 3722-BLK-42 passed.
+_WORD_BEFORE = re.compile(r"\s*:?\s*([A-Z]{2,4})(?: |\s*:\s*)")
 
 
 def _continued(
