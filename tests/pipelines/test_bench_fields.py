@@ -321,7 +321,12 @@ def test_parse_quantity__forms(text: str, expected: int) -> None:
     assert got is not None and got[0] == expected
 
 
-@pytest.mark.parametrize("text", ["1.5", "abc", "-", "2a", "1peso", "一式两联", "二手"])
+# A number before a word of time is no count (hard tuning slip 1839 took the 7 of 7天无理由退货 for its quantity),
+# nor one before another number (hard 1805 read a speck before 6件 as 1: 1 6件/pcs)
+@pytest.mark.parametrize(
+    "text",
+    ["1.5", "abc", "-", "2a", "1peso", "一式两联", "二手", "7天无理由退货", "30日", "2 小时", "1 6件/pcs", "1 6"],
+)
 def test_parse_quantity__not_integers(text: str) -> None:
     assert parse_quantity(text) is None
 

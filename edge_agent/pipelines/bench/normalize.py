@@ -402,7 +402,17 @@ def _boundary_ambiguous(value: str, pattern: re.Pattern[str]) -> bool:
 # only the Chinese ones.
 _CN_UNITS = "件|个|只|双|套|箱|台|包|盒|瓶|条|本"
 QTY_UNITS = rf"(?:{_CN_UNITS}|(?i:pcs?|pes)(?![A-Za-z]))"
-_QTY = re.compile(r"^(?:共\s*)?[xX×*]?\s*([0-9OoDQIil|!SsBZz]{1,7})(?=\s*" + QTY_UNITS + r"|(?![0-9A-Za-z.,]))")
+# A number before a word of time (7天无理由退货: seven days' no-reason return; 30日, 2小时) is no count: hard tuning
+# slip 1839 took the 7 of its reason, 7天无理由退货, for the quantity 12, and it passed. Nor is one before
+# another number: hard 1805 (unseen faces) read 退回数量(件):1 6件/pcs, a speck before its 6, and 1 passed.
+_TIME_WORD = "天日号月年时分秒周"
+_QTY = re.compile(
+    r"^(?:共\s*)?[xX×*]?\s*([0-9OoDQIil|!SsBZz]{1,7})(?=\s*"
+    + QTY_UNITS
+    + r"|(?![0-9A-Za-z.,]))(?!\s*(?:小时|[0-9"
+    + _TIME_WORD
+    + r"]))"
+)
 # A count in Chinese numerals: with its unit (两件), or as the whole value (数量：二).
 _QTY_CN = re.compile(rf"^([零〇一二两三四五六七八九十]{{1,3}})(?:{_CN_UNITS}|$)")
 
