@@ -45,7 +45,14 @@ from edge_agent.pipelines.bench.manifest import Manifest, Order
 from edge_agent.pipelines.bench.normalize import ReasonTable, dangling_separator, to_halfwidth
 from edge_agent.pipelines.bench.privacy import mask_text, masked_slip_text
 from edge_agent.pipelines.bench.rules_config import FIELD_NAMES
-from edge_agent.pipelines.bench.types import Barcode, ImageReading, QualityReport, TextLine, box_corners
+from edge_agent.pipelines.bench.types import (
+    Barcode,
+    ImageReading,
+    QualityReport,
+    TextLine,
+    box_corners,
+    sides_touched,
+)
 from edge_agent.pipelines.bench.validate import validate_fields
 
 if TYPE_CHECKING:
@@ -380,7 +387,7 @@ def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> tuple[l
     past: list[Issue] = []
     before: list[Issue] = []
     edge: list[Issue] = []
-    width = reading.label_image.shape[1] if reading.label_image is not None else None
+    h, w = reading.label_image.shape[:2] if reading.label_image is not None else (0, 0)
     for back, todo, out in ((False, ends, past), (True, starts, before)):
         if not todo:
             continue
@@ -395,7 +402,7 @@ def _runs_on(reading: ImageReading, ext: Extraction, read_on: ReadOn) -> tuple[l
             elif not back and name in READ_ON_CODES and (piece := _piece_after_a_gap(ln, reading.lines)):
                 where = f"go on past its box (a gap, then {piece})"
                 out.append(Issue("reads_disagree", name, f"{name}: {value} may {where}"))
-            elif name not in went_on and width is not None and _at_edge(ln.box, width, back):
+            elif name not in went_on and w and ("left" if back else "right") in sides_touched(ln.box, w, h):
                 where = "start before" if back else "go on past"
                 edge.append(Issue("reads_disagree", name, f"{name}: {value} may {where} the edge of the label as cut"))
     return past, before, edge
@@ -428,12 +435,6 @@ def _boxed_whole(ext: Extraction) -> tuple[list[_Boxed], list[_Boxed]]:
     return ends, starts
 
 
-def _at_edge(box: tuple[int, int, int, int], width: int, start: bool) -> bool:
-    """Does a box start at the label image's left edge (start) or end at its right edge?"""
-    x, _, w, _ = box
-    return x <= 1 if start else x + w >= width - 1
-
-
 # A box after a code's, on its line and apart from it, that holds only code and opens with a separator (-M) is
 # the rest of that code with its middle lost: hard tuning slip 162 printed CN-1284-BOX-M, faded to CN-128 and,
 # a gap on, -M; CN-128 passed at 0.93.
@@ -455,10 +456,16 @@ def _piece_after_a_gap(ln: TextLine, lines: Sequence[TextLine]) -> str:
 _DATE_MARKS = "年月日"
 
 
+def _anchors(c: str, marks: str = _DATE_MARKS) -> bool:
+    """Does a character of an upper-cased, half-width text anchor a read on: a letter, a digit, or one of
+    `marks`?"""
+    return "A" <= c <= "Z" or "0" <= c <= "9" or c in marks
+
+
 def _anchor_chars(text: str) -> str:
     """The letters, digits and date marks of an upper-cased, half-width text: what a date's read on is
     anchored by."""
-    return "".join(c for c in text if "A" <= c <= "Z" or "0" <= c <= "9" or c in _DATE_MARKS)
+    return "".join(c for c in text if _anchors(c))
 
 
 def _anchored(boxed: str, text: str, chars: tuple[float, ...], first: bool) -> tuple[str, list[int], int, int]:
@@ -470,7 +477,7 @@ def _anchored(boxed: str, text: str, chars: tuple[float, ...], first: bool) -> t
     if len(chars) != len(raw):
         return raw, [], -1, 0
     marks = _DATE_MARKS if any(c in _DATE_MARKS for c in boxed) else ""
-    at = [i for i, c in enumerate(raw) if "A" <= c <= "Z" or "0" <= c <= "9" or c in marks]
+    at = [i for i, c in enumerate(raw) if _anchors(c, marks)]
     code = "".join(raw[i] for i in at)
     for k in range(min(len(boxed), len(code)), READ_ON_ANCHOR - 1, -1):
         pos = code.find(boxed[:k]) if first else code.rfind(boxed[-k:])

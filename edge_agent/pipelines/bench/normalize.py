@@ -255,11 +255,6 @@ NUMERIC_RUN = 8
 # O60207/68 and VK-4597-WHT-O1 are printed so. On tuning photos (seeds 0-49 and 500-649 in the generator's
 # faces, 300-349 and 400-549 in unseen faces, three tiers) 15 zeros in such segments were in doubt, all zeros.
 NUMERIC_SEGMENT = 4
-# A code's first character has nothing before it to be read by, and a 0 there before a digit is the start
-# of a number or a letter before one (O91870_08): the recogniser's score does not settle it. Unseen-faces
-# tuning slip 1446 (WenQuanYi Micro Hei, clean and typical) read O91870_08 as 091870_08, its 0 at 0.9999 and
-# then 1.0, and it passed. Per read, the 0 that led a code before a digit was below SURE_AS_READ in all 7
-# measured on tuning seeds 1450-1549 (clean and typical, both face sets; 2 of them a misread O).
 
 
 # The recogniser's own runner-up is a doubt too, where it is another character of the same kind (a digit for a
@@ -297,13 +292,23 @@ def ambiguous_positions(
         other = CONFUSABLE_PAIRS.get(ch)
         if other is None or not pattern.fullmatch(value[:i] + other + value[i + 1 :]):
             continue
-        leads = i == 0 and ch == "0" and value[1:2].isdigit()
-        if len(conf) == len(value) and conf[i] >= SURE_AS_READ.get(ch, SURE_DEFAULT) and not leads:
+        sure = len(conf) == len(value) and conf[i] >= SURE_AS_READ.get(ch, SURE_DEFAULT)
+        if sure and not _zero_leading_digits(value, i):
             continue
         if ch == "0" and _zero_by_its_run(value, i):
             continue
         out.append((i, ch, other))
     return out
+
+
+def _zero_leading_digits(value: str, i: int) -> bool:
+    """Is value[i] a 0 that opens the code before a digit? A code's first character has nothing before it to
+    be read by, and a 0 there may be a letter before a number (O91870_08): the recogniser's score does not
+    settle it. Unseen-faces tuning slip 1446 (WenQuanYi Micro Hei, clean and typical) read O91870_08 as
+    091870_08, its 0 at 0.9999 and then 1.0, and it passed. Per read, the 0 that led a code before a digit
+    was below SURE_AS_READ in all 7 measured on tuning seeds 1450-1549 (clean and typical, both face sets; 2
+    of them a misread O)."""
+    return i == 0 and value[:1] == "0" and value[1:2].isdigit()
 
 
 def _zero_by_its_run(value: str, i: int) -> bool:

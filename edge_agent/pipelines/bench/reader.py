@@ -19,7 +19,7 @@ from edge_agent.pipelines.bench.barcodes import read_barcodes, read_barcodes_fin
 from edge_agent.pipelines.bench.config import BenchConfig
 from edge_agent.pipelines.bench.preprocess import preprocess
 from edge_agent.pipelines.bench.quality import assess
-from edge_agent.pipelines.bench.types import Barcode, ImageReading, TextLine, box_corners
+from edge_agent.pipelines.bench.types import Barcode, ImageReading, TextLine, box_corners, sides_touched
 
 log = logging.getLogger(__name__)
 
@@ -316,8 +316,7 @@ def _rows(matrix: Any) -> tuple[tuple[float, ...], ...]:
 def _cut_by_outline(reading: ImageReading) -> int:
     """How many lines touch an edge of the label image: print the outline cut through."""
     h, w = reading.label_image.shape[:2]
-    boxes = (ln.box for ln in reading.lines)
-    return sum(1 for x, y, bw, bh in boxes if min(x, y) <= 1 or x + bw >= w - 1 or y + bh >= h - 1)
+    return sum(1 for ln in reading.lines if sides_touched(ln.box, w, h))
 
 
 def _draw_lines(label: NDArray[Any], lines: tuple[TextLine, ...]) -> NDArray[Any]:

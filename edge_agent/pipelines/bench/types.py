@@ -24,6 +24,14 @@ class TextLine:
     alt: str = ""
 
 
+def sides_touched(box: tuple[int, int, int, int], width: int, height: int) -> frozenset[str]:
+    """The sides of a width x height image ("left", "top", "right", "bottom") an upright box (x, y, w, h)
+    reaches, within a pixel: where the label's outline cut through print."""
+    x, y, w, h = box
+    near = {"left": x <= 1, "top": y <= 1, "right": x + w >= width - 1, "bottom": y + h >= height - 1}
+    return frozenset(side for side, hit in near.items() if hit)
+
+
 def box_corners(box: tuple[int, int, int, int]) -> tuple[tuple[float, float], ...]:
     """The four corners (tl, tr, br, bl) of an upright box (x, y, w, h)."""
     x, y, w, h = box
