@@ -959,6 +959,22 @@ def test_extract_fields__a_code_glued_to_its_labels_translation_is_a_doubt() -> 
         assert not [i for i in ext.issues if i.field == "customer_id"], text
 
 
+def test_extract_fields__a_space_after_a_labels_translation_ends_it() -> None:
+    """Clean tuning slip 1858 printed 商品编码/SKU SKU59438488 and the space was read, yet the SKU went to review
+    as one that may start with its label's SKU: the label's end was looked for with the spaces folded away,
+    where /SKUSKU59438488 is no word of the label's. A space read after the word ends the label there."""
+    for text, role, value in (
+        ("商品编码/SKU SKU59438488", "sku", "SKU59438488"),
+        ("商品编码/SKU 59438488", "sku", "59438488"),
+        ("客户编号/ID IDU3620769", "customer_id", "IDU3620769"),
+    ):
+        ext = extract_fields(lines_of(text), TEMPLATE, REASONS, MATCHER)
+        assert ext.values[role].value == value, text
+        assert not [i for i in ext.issues if i.field == role and "label's" in i.message], text
+    glued = extract_fields(lines_of("商品编码/SKUSKU59438488"), TEMPLATE, REASONS, MATCHER)  # no space: a doubt still
+    assert [i for i in glued.issues if i.field == "sku" and "may start with its label's 'SKU'" in i.message]
+
+
 def test_extract_fields__a_word_of_capitals_between_a_label_and_its_code_is_a_doubt() -> None:
     """Hard tuning slip 1611 printed Customer ID: KH-2022-82158; its hyphen faded, KH 2022-82158 was read, and
     2022-82158 passed (a value holds a digit, so the word before it was skipped as the label's decoration).

@@ -191,7 +191,7 @@ class Labels:
                 merged[-1] = (s, h[1], r, fz and h[3])
             else:
                 merged.append(h)
-        merged = [(s, self._translated(f.text, e, r), r, fz) for s, e, r, fz in merged]
+        merged = [(s, self._translated(text, f, e, r), r, fz) for s, e, r, fz in merged]
         return [Hit(r, f.index[s], f.index[e - 1] + 1, fz, self._glued(text, f, e, r)) for s, e, r, fz in merged]
 
     def _glued(self, text: str, f: Folded, end: int, role: str) -> str:
@@ -204,18 +204,29 @@ class Labels:
         run = m.group(1)
         for n in range(len(run) - 1, 1, -1):
             word, rest = run[:n], run[n:]
-            if {word, word.translate(_DIGIT_AS_LETTER)} & self.words.get(role, set()) and any(map(str.isdigit, rest)):
+            if self._keyword(word, role) and any(map(str.isdigit, rest)):
                 return text[f.index[m.start(1)] : f.index[m.start(1) + n - 1] + 1]
         return ""
 
-    def _translated(self, folded: str, end: int, role: str) -> int:
+    def _translated(self, text: str, f: Folded, end: int, role: str) -> int:
         """The end of a label, over a slash and a word of its field's Latin keywords after it, read with a
         digit for a look-alike letter (道货商品维号/1tem on hard tuning slip 305 unseen: its 1TEM was taken
-        for the SKU, which stood in the next cell)."""
-        m = _TRANSLATION.match(folded, end)
-        if m and {m.group(1), m.group(1).translate(_DIGIT_AS_LETTER)} & self.words.get(role, set()):
+        for the SKU, which stood in the next cell). The word ends where the print has a space, which folding
+        drops: in 商品编码/SKU SKU59438488 (clean tuning slip 1858) the value is SKU59438488, read whole."""
+        m = _TRANSLATION.match(f.text, end)
+        if m and self._keyword(m.group(1), role):
             return m.end()
+        m = _GLUED.match(f.text, end)
+        if m:
+            for k in range(m.start(1) + 2, min(m.end(1), m.start(1) + 12)):
+                spaced = any(c.isspace() for c in text[f.index[k - 1] + 1 : f.index[k]])
+                if spaced and self._keyword(f.text[m.start(1) : k], role):
+                    return k
         return end
+
+    def _keyword(self, word: str, role: str) -> bool:
+        """Whether a folded word is one of the field's Latin keywords, or one read with a digit for a letter."""
+        return bool({word, word.translate(_DIGIT_AS_LETTER)} & self.words.get(role, set()))
 
 
 def _guessed(keyword: str, f: Folded, taken: list[bool]) -> tuple[int, int] | None:
