@@ -663,6 +663,22 @@ def test_extract_fields__a_keyword_ending_the_value_of_its_own_field_is_no_label
     assert extract(lines_of("质量问题原因：尺码不符"))["reason"] == "尺码不合适"
 
 
+def test_extract_fields__a_keyword_in_brackets_is_a_label() -> None:
+    """Clean tuning slip 1910's header table had 【理由】 over 商家发错货 - 赠品未收到, and its reason was not found:
+    【理由 reads as 无理由 with one character wrong, so the label was taken for a reason ending in its keyword."""
+    header = [
+        box("【理由】", 243, 625, 82, 36),
+        box("商品编号", 610, 630, 80, 36),
+        box("商家发错货 - 赠品未收到", 243, 660, 275, 36),
+        box("6942411467077", 607, 670, 152, 36),
+    ]
+    ext = extract_fields(header, TEMPLATE, REASONS, MATCHER)
+    assert ext.values["reason"].value == "发错货" and ext.values["sku"].value == "6942411467077"
+    assert ext.values["reason"].confidence >= 0.85  # found by its label
+    assert extract(lines_of("【理由】破损"))["reason"] == "破损"
+    assert extract(lines_of("[理由] 质量太差"))["reason"] == "质量问题"
+
+
 def test_extract_fields__a_code_that_starts_with_a_latin_keyword_is_no_label() -> None:
     ext = extract_fields(
         [box("商品编号", 638, 183, 111), box("SKU01557005210", 636, 225, 211)], TEMPLATE, REASONS, MATCHER

@@ -305,14 +305,17 @@ def _labels_only(text: str, hits: list[Hit], kinds: dict[str, str], parses: Call
         ):
             continue  # SKU01557005210: a Latin keyword running straight on into letters or digits starts a code
         after = text[h.end : h.end + 4].lstrip(" )）】]")
-        if not after.strip() and h.start > 0 and h.role in kinds and parses(h.role, text):
+        # Text before the keyword other than an opening bracket: 【理由】 is a label, though 【理由 reads as
+        # 无理由 with one character wrong (clean tuning slip 1910: its reason was not found)
+        opened = bool(text[: h.start].strip(" \u3000" + "".join(_OPENING_BRACKETS)))
+        if not after.strip() and opened and h.role in kinds and parses(h.role, text):
             continue  # 七天无理由: a value that ends with its field's keyword, not a label
         if not after.strip() or after[:1] in _COLON:
             out.append(h)
             continue
         if h.role not in kinds:
             continue
-        if kinds[h.role] == "reason" and h.start > 0 and parses(h.role, text[: h.end]):
+        if kinds[h.role] == "reason" and opened and parses(h.role, text[: h.end]):
             # 七天无理由 - 外箱压扁: a reason whose phrase ends with its field's keyword, and more of it after
             # (a header table's cell on clean tuning slip 1077: 理由 was taken for a label, and the reason and
             # the date beside it were found by their shapes alone)
