@@ -641,6 +641,16 @@ def test_extract_fields__a_keyword_with_a_short_suffix_is_a_label_when_the_box_h
     assert extract(lines_of("退货原因", "七天无理由退货"))["reason"] == "七天无理由"
 
 
+def header_table(label_left: str, label_right: str, value_left: str, value_right: str) -> list[TextLine]:
+    """A header table's two cells: two labels side by side, each over its value (clean tuning slip 1077)."""
+    return [
+        box(label_left, 214, 308, 128, 45),
+        box(label_right, 495, 308, 154, 45),
+        box(value_left, 63, 366, 329, 43),
+        box(value_right, 494, 362, 196, 51),
+    ]
+
+
 def test_extract_fields__a_keyword_ending_the_value_of_its_own_field_is_no_label() -> None:
     # 理由 ends the box, like a label would, but it is the end of the reason after 原因
     assert extract(lines_of("买家退货原因 七天无理由", "客户ID:", "HY877640062"))["reason"] == "七天无理由"
@@ -650,13 +660,9 @@ def test_extract_fields__a_keyword_ending_the_value_of_its_own_field_is_no_label
     assert extract(lines_of("退货原因尺码不符"))["reason"] == "尺码不合适"
     # ... nor when more of the reason follows it: a header table on clean tuning slip 1077, where 理由 was taken
     # for a label and the reason and the date beside it were found by their shapes alone, for a person to confirm
-    header = [
-        box("退货原因", 214, 308, 128, 45),
-        box("退货日期", 495, 308, 154, 45),
-        box("七天无理由 - 外箱压扁", 63, 366, 329, 43),
-        box("2025.08.05", 494, 362, 196, 51),
-    ]
-    ext = extract_fields(header, TEMPLATE, REASONS, MATCHER)
+    ext = extract_fields(
+        header_table("退货原因", "退货日期", "七天无理由 - 外箱压扁", "2025.08.05"), TEMPLATE, REASONS, MATCHER
+    )
     assert ext.values["reason"].value == "七天无理由" and ext.values["return_date"].value == "2025-08-05"
     assert min(ext.values["reason"].confidence, ext.values["return_date"].confidence) >= 0.85  # found by label
     # a label whose words start with a reason still names the value after its colon
@@ -666,13 +672,9 @@ def test_extract_fields__a_keyword_ending_the_value_of_its_own_field_is_no_label
 def test_extract_fields__a_keyword_in_brackets_is_a_label() -> None:
     """Clean tuning slip 1910's header table had 【理由】 over 商家发错货 - 赠品未收到, and its reason was not found:
     【理由 reads as 无理由 with one character wrong, so the label was taken for a reason ending in its keyword."""
-    header = [
-        box("【理由】", 243, 625, 82, 36),
-        box("商品编号", 610, 630, 80, 36),
-        box("商家发错货 - 赠品未收到", 243, 660, 275, 36),
-        box("6942411467077", 607, 670, 152, 36),
-    ]
-    ext = extract_fields(header, TEMPLATE, REASONS, MATCHER)
+    ext = extract_fields(
+        header_table("【理由】", "商品编号", "商家发错货 - 赠品未收到", "6942411467077"), TEMPLATE, REASONS, MATCHER
+    )
     assert ext.values["reason"].value == "发错货" and ext.values["sku"].value == "6942411467077"
     assert ext.values["reason"].confidence >= 0.85  # found by its label
     assert extract(lines_of("【理由】破损"))["reason"] == "破损"
