@@ -80,9 +80,8 @@ def glare_spots(gray: NDArray[Any], label: NDArray[Any]) -> NDArray[Any] | None:
     ink = ((gray < INK_SEEN) & (patch > 0)).astype(np.uint8)
     seen = cv2.dilate(ink, np.ones((2 * INK_REACH + 1, 2 * INK_REACH + 1), np.uint8)) > 0
     n, patches = cv2.connectedComponents(patch, connectivity=8)
-    count = np.bincount(patches.ravel(), minlength=n)
-    lit = np.bincount(patches.ravel(), weights=ink.ravel(), minlength=n) >= INK_SHOWN * np.maximum(count, 1)
-    lit[0] = False
+    lit = np.bincount(patches.ravel(), weights=ink.ravel(), minlength=n) >= INK_SHOWN * np.bincount(patches.ravel())
+    lit[0] = False  # outside every patch
     spots = np.where(seen | lit[patches], 0, blown).astype(np.uint8)
     return spots if spots.any() else None
 
