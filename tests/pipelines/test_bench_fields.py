@@ -996,13 +996,14 @@ def test_extract_fields__a_space_after_a_labels_translation_ends_it() -> None:
 def test_extract_fields__a_word_of_capitals_between_a_label_and_its_code_is_a_doubt() -> None:
     """Hard tuning slip 1611 printed Customer ID: KH-2022-82158; its hyphen faded, KH 2022-82158 was read, and
     2022-82158 passed (a value holds a digit, so the word before it was skipped as the label's decoration).
-    Hard 1712 read the hyphen of MC-3722-BLK-42 as a colon. A word of the label's own (SKU, ID) before the code
-    is decoration still."""
+    Hard 1712 read the hyphen of MC-3722-BLK-42 as a colon, hard 2171 that of KH-2020-30583 as a plus. A word
+    of the label's own (SKU, ID) before the code is decoration still."""
     for text, role, value, word in (
         ("Customer ID: KH 2022-82158", "customer_id", "2022-82158", "KH"),
         ("客户ID：KH 2022-82158", "customer_id", "2022-82158", "KH"),
         ("订单号: JD 123456789012", "order_no", "123456789012", "JD"),
         ("货号：MC:3722-BLK-42", "sku", "3722-BLK-42", "MC"),  # hard 1712: its hyphen read as a colon
+        ("客户编号：KH+2020-30583", "customer_id", "2020-30583", "KH"),  # hard 2171: read as a plus
     ):
         ext = extract_fields(lines_of(text), TEMPLATE, REASONS, MATCHER)
         assert ext.values[role].value == value, text

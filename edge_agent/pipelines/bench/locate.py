@@ -18,7 +18,7 @@ import statistics
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from edge_agent.pipelines.bench.normalize import clean_code_token, hamming, simplified, to_halfwidth
+from edge_agent.pipelines.bench.normalize import SPLIT_MARKS, clean_code_token, hamming, simplified, to_halfwidth
 from edge_agent.pipelines.bench.types import TextLine, box_corners
 
 # Characters a label may have between or around its keyword's characters without changing it.
@@ -856,11 +856,12 @@ def _value_beside(
     return Found(hit.role, text, conf, box, "same", hit.fuzzy, box, cc, alt=ca, glued=glued, lost_start=lost)
 
 
-# A word of capitals alone between a label's colon and a code, one space or a colon before it: the code's own
-# prefix with its separator lost or misread, or label decoration. value_start skips it (a value holds a
-# digit), so it is a doubt: hard tuning slip 1611 printed Customer ID: KH-2022-82158, its hyphen faded, and
-# 2022-82158 passed; hard 1712 printed 货号：MC-3722-BLK-42, its hyphen read as a colon, and 3722-BLK-42 passed.
-_WORD_BEFORE = re.compile(r"\s*:?\s*([A-Z]{2,4})(?: |\s*:\s*)")
+# A word of capitals alone between a label's colon and a code, one space or a mark (a colon, a plus...) before
+# it: the code's own prefix with its separator lost or misread, or label decoration. value_start skips it (a
+# value holds a digit), so it is a doubt: hard tuning slip 1611 printed Customer ID: KH-2022-82158, its hyphen
+# faded, and 2022-82158 passed; hard 1712 printed 货号：MC-3722-BLK-42, its hyphen read as a colon, and
+# 3722-BLK-42 passed; hard 2171 printed 客户编号：KH-2020-30583, read KH+2020-30583, and 2020-30583 passed.
+_WORD_BEFORE = re.compile(rf"\s*:?\s*([A-Z]{{2,4}})(?: |\s*[{re.escape(SPLIT_MARKS)}]\s*)")
 
 
 def _continued(

@@ -160,7 +160,9 @@ def dangling_separator(segment: str) -> str | None:
     if m.end() == len(text):
         return m.group(0)[-1] if m.group(0)[-1] in "-_/" else None
     after = text[m.end() : m.end() + 2]
-    return after[0] if len(after) == 2 and after[0] in _SPLITS and after[1].isascii() and after[1].isalnum() else None
+    return (
+        after[0] if len(after) == 2 and after[0] in SPLIT_MARKS and after[1].isascii() and after[1].isalnum() else None
+    )
 
 
 def ends_on_dot(segment: str) -> bool:
@@ -195,7 +197,7 @@ def doubtful_dots(code: str, conf: tuple[float, ...] = ()) -> list[int]:
 # Marks read between two characters of one code: a separator misread (D27440,11: a dot read as a comma), or
 # a character the recogniser made a mark of (U75421=42 for U75421642 on hard tuning slip 351 unseen: the
 # run before it fits the pattern and passed, its last three digits lost). No code holds them.
-_SPLITS = ",;:·=+*~^'\"`"
+SPLIT_MARKS = ",;:·=+*~^'\"`"
 
 
 def clean_code_token_conf(segment: str, conf: tuple[float, ...], alt: str = "") -> tuple[str, tuple[float, ...], str]:
