@@ -820,6 +820,23 @@ def test_extract_fields__a_capital_i_read_as_a_bar_still_names_a_latin_label() -
     assert extract(lines_of("!tem Code: AB-1234-BLK"))["sku"] == "AB-1234-BLK"
 
 
+def test_extract_fields__a_capital_i_read_as_a_lowercase_l_names_a_latin_label_as_printed() -> None:
+    """Clean tuning slip 2239 read Item Code as 'ltem Code:42527833', and clean 2182 in unseen faces 用户ID as
+    '用户lD:': each label was taken as one read with a wrong character, and the value's confidence fell with it
+    (to 0.83, review). A lowercase l that opens a Latin word before another letter is a capital I's twin; an l
+    inside a word or before a digit is not."""
+    for text, role, value in (
+        ("ltem Code:42527833", "sku", "42527833"),
+        ("用户lD:29578590895", "customer_id", "29578590895"),
+        ("Customer lD: U75421642", "customer_id", "U75421642"),
+    ):
+        printed = text.replace("ltem", "Item").replace("lD", "ID")
+        [as_printed, as_read] = [extract_fields(lines_of(t), TEMPLATE, REASONS, MATCHER) for t in (printed, text)]
+        assert as_read.values[role] == as_printed.values[role], text
+        assert as_read.values[role].value == value, text
+    assert not extract(lines_of("lot no: 12345678"))["sku"]
+
+
 def test_extract_fields__a_space_read_as_a_dot_between_the_words_of_a_latin_label() -> None:
     """Hard tuning slip 85: [Item Code]: came back [Item.Code]: and the SKU was lost."""
     assert extract(lines_of("[Item.Code]: UM3O5O"))["sku"] == "UM3O5O"

@@ -84,6 +84,8 @@ def fold_label(text: str) -> Folded:
         low = _LATIN_LOOKALIKE.get(ch, simplified(ch).lower())
         if ch == "0" and any(_latin_letter_at(half, k) for k in (i - 1, i + 1)):
             low = "o"  # a letter O inside a Latin word read as a zero ("0RDER ID")
+        elif ch == "l" and not _latin_letter_at(half, i - 1) and _latin_letter_at(half, i + 1):
+            low = "i"  # a capital I opening a Latin word read as a lowercase l, its twin in sans faces ("ltem", "lD")
         out.append(low if len(low) == 1 else ch)
         idx.append(i)
     return Folded("".join(out), tuple(idx))
