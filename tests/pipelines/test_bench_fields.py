@@ -314,6 +314,7 @@ def test_parse_date__invalid_dates_are_refused(text: str) -> None:
         *[("1pes", 1), ("3PCS数量", 3)],  # 1pes: how typical tuning slip 466's 1pcs came back
         ("ipcs", 1),  # how hard tuning slip 1086 (unseen faces) came back
         *[("二", 2), ("十二", 12)],  # Chinese numerals as the whole value, with no unit
+        *[("l", 1), ("I", 1), ("xl", 1), ("共S件", 5), ("S件", 5)],  # a 1's twins alone; a letter with its unit
     ],
 )
 def test_parse_quantity__forms(text: str, expected: int) -> None:
@@ -322,10 +323,14 @@ def test_parse_quantity__forms(text: str, expected: int) -> None:
 
 
 # A number before a word of time is no count (hard tuning slip 1839 took the 7 of 7天无理由退货 for its quantity),
-# nor one before another number (hard 1805 read a speck before 6件 as 1: 1 6件/pcs)
+# nor one before another number (hard 1805 read a speck before 6件 as 1: 1 6件/pcs), nor a letter alone with no
+# unit (hard 2390 unseen: 申请数量(PCS) cut into 申请数量 and S), and S) passed as 5)
 @pytest.mark.parametrize(
     "text",
-    ["1.5", "abc", "-", "2a", "1peso", "一式两联", "二手", "7天无理由退货", "30日", "2 小时", "1 6件/pcs", "1 6"],
+    [
+        *["1.5", "abc", "-", "2a", "1peso", "一式两联", "二手", "7天无理由退货", "30日", "2 小时", "1 6件/pcs", "1 6"],
+        *["S)", "S", "B", "O"],
+    ],
 )
 def test_parse_quantity__not_integers(text: str) -> None:
     assert parse_quantity(text) is None
