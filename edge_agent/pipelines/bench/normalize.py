@@ -443,17 +443,16 @@ def parse_quantity(segment: str) -> tuple[int, int] | None:
     return None
 
 
-# What a recogniser reads for a 1 in many faces, the same upright stroke: l, I, a dotted i, a bar, a !.
-_ONE_LIKE = set("Iil|!")
 _UNIT_NEXT = re.compile(rf"\s*{QTY_UNITS}")
 
 
 def _letters_alone(raw: str, rest: str) -> bool:
-    """Is a count read without one digit, of letters other than a 1's twins (_ONE_LIKE), and no unit after it? A
-    letter alone is more likely a letter than a digit misread as one: hard tuning slip 2390 in unseen faces cut
-    the label 申请数量(PCS) into 申请数量 and S), and S) passed as a count of 5, where 8 PCS was printed. With
-    its unit (共S件) it is still a count."""
-    return not any(c.isdigit() for c in raw) and not set(raw) <= _ONE_LIKE and not _UNIT_NEXT.match(rest)
+    """Is a count read without one digit, of letters other than a 1's twins (l, I, a bar: DIGIT_FOR's 1s), and no
+    unit after it? A letter alone is more likely a letter than a digit misread as one: hard tuning slip 2390 in
+    unseen faces cut the label 申请数量(PCS) into 申请数量 and S), and S) passed as a count of 5, where 8 PCS was
+    printed. With its unit (共S件) it is still a count."""
+    one_likes = all(DIGIT_FOR.get(c.upper()) == "1" for c in raw)
+    return not any(c.isdigit() for c in raw) and not one_likes and not _UNIT_NEXT.match(rest)
 
 
 def _cn_number(text: str) -> int | None:
