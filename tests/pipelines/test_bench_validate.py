@@ -466,6 +466,21 @@ def test_ambiguous_positions__pattern_and_check_digit_decide_what_is_ambiguous()
     ]:
         assert [p for p, _, _ in ambiguous_positions(value, sku, ring_unsure(value))] == doubted, value
 
+    # A letter read among the three letters of a middle segment is a letter (the colour word of UQ-4461-OLV-S:
+    # clean tuning slip 2600); a digit read there, another length of word, or a code's first or last segment
+    # stays in doubt.
+    for value, doubted in [
+        ("UQ-4461-OLV-S", []),
+        ("LE-3748-BOX-42", []),
+        ("AB_GOLD_7", [4]),  # four letters: XW82B-KVWH0-BCHZB printed a 0 among them (tuning slip 2762)
+        ("UQ-4461-0LV-S", [8]),  # read as a digit
+        ("UQ-4461-O1V-S", [8]),  # a digit in the word
+        ("UQ-4461-OL-S", [8]),  # a word of two
+        ("OLV-4461-S", [0]),  # the first segment: SO20260402
+        ("UQ-4461-OLV", [8]),  # the last: VK-4597-WHT-O1
+    ]:
+        assert [p for p, _, _ in ambiguous_positions(value, sku, ring_unsure(value))] == doubted, value
+
 
 def test_evaluate__a_waybill_barcode_printed_in_groups_is_no_order_number() -> None:
     """A courier's barcode that fits the order pattern, printed in groups for reading aloud (ZT08 6598 ...,

@@ -257,6 +257,12 @@ NUMERIC_RUN = 8
 # O60207/68 and VK-4597-WHT-O1 are printed so. On tuning photos (seeds 0-49 and 500-649 in the generator's
 # faces, 300-349 and 400-549 in unseen faces, three tiers) 15 zeros in such segments were in doubt, all zeros.
 NUMERIC_SEGMENT = 4
+# And a letter read among letters, in a word of WORD_LETTERS letters set between two separators, is a letter:
+# the colour, material or size word of a structured code (UQ-4461-OLV-S, LE-3748-BOX-42). Clean and typical
+# tuning slip 2600, both face sets, went to review for nothing on the O of OLV. A digit read there stays in
+# doubt, and so does a letter of a code's first or last segment (SO20260402, VK-4597-WHT-O1) or of a longer
+# group: XW82B-KVWH0-BCHZB (tuning slip 2762, WenQuanYi Zen Hei) holds a 0 among four letters, read as O at 0.95.
+WORD_LETTERS = 3
 
 
 # The recogniser's own runner-up is a doubt too, where it is another character of the same kind (a digit for a
@@ -299,6 +305,8 @@ def ambiguous_positions(
             continue
         if ch == "0" and _zero_by_its_run(value, i):
             continue
+        if ch.isalpha() and _letter_in_word(value, i):
+            continue
         out.append((i, ch, other))
     return out
 
@@ -326,6 +334,18 @@ def _zero_by_its_run(value: str, i: int) -> bool:
         return True
     set_apart = start > 0 and end < len(value) and {value[start - 1], value[end]} <= set(CODE_SEPARATORS)
     return set_apart and end - start >= NUMERIC_SEGMENT
+
+
+def _letter_in_word(value: str, i: int) -> bool:
+    """Is value[i] one of a segment's WORD_LETTERS characters, all of them letters, with a code separator on
+    each side of the segment?"""
+    start, end = i, i + 1
+    while start > 0 and value[start - 1] not in CODE_SEPARATORS:
+        start -= 1
+    while end < len(value) and value[end] not in CODE_SEPARATORS:
+        end += 1
+    word = value[start:end]
+    return start > 0 and end < len(value) and len(word) == WORD_LETTERS and word.isascii() and word.isalpha()
 
 
 def doubt_phrase(position: int, as_read: str, other: str) -> str:
