@@ -24,6 +24,25 @@ from edge_agent.pipelines.bench.normalize import (
 from edge_agent.pipelines.bench.rules_config import FieldsConfig, ValidationConfig
 from edge_agent.pipelines.bench.types import TextLine
 
+
+def test_extract_fields__a_zero_read_among_a_words_letters_is_written_o_and_stays_in_doubt() -> None:
+    """Clean tuning slip 2588 read JM-9160-OLV-L as JM-9160-0LV-L: the recogniser reads a printed O as 0 far
+    more often than any other letter as its digit, so the reviewer is shown OLV. A 0 that is no word's letter
+    is left as read."""
+
+    def read(code: str) -> tuple[object, list[str]]:
+        text = "SKU：" + code
+        conf = tuple(0.9 if c == "0" else 1.0 for c in text)
+        ext = extract_fields((TextLine(text, 0.93, (20, 0, 400, 30), char_conf=conf),), TEMPLATE, REASONS, MATCHER)
+        return ext.values["sku"].value, [i.message for i in ext.issues if i.field == "sku"]
+
+    value, [message] = read("JM-9160-0LV-L")
+    assert value == "JM-9160-OLV-L" and "O or 0 at character 9" in message
+    for code in ("JM-9160-0L5-L", "JM-9160-0LVX-L", "JM-9160-0LV", "0LV-9160-L"):
+        value, [message] = read(code)
+        assert value == code and "0 or O at character" in message, code
+
+
 TEMPLATE = load_template(FieldsConfig())
 REASONS = load_reasons(ValidationConfig())
 MATCHER = LabelMatcher(TEMPLATE)

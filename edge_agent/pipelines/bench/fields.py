@@ -42,6 +42,7 @@ from edge_agent.pipelines.bench.normalize import (
     squash,
     to_halfwidth,
     unread_separators,
+    zeros_in_words,
 )
 from edge_agent.pipelines.bench.rules_config import FIELD_NAMES, FieldsConfig, PrivacyConfig, ValidationConfig
 from edge_agent.pipelines.bench.types import TextLine
@@ -431,6 +432,7 @@ def _parse_code(
     # Confusable letters and digits where the pattern allows both: a review reason, not a guess
     # (a barcode, the scan, the manifest or a check digit may settle it later).
     amb = [] if ean13_valid(fixed.value) else ambiguous_positions(fixed.value, spec.pattern, tconf, talt)
+    value, amb = zeros_in_words(fixed.value, amb)
     gaps = unread_separators(text, fixed.value, spec.pattern)
     dot = ends_on_dot(text)
     specks = doubtful_dots(fixed.value, tconf)
@@ -445,7 +447,7 @@ def _parse_code(
         where += [f"a space before character {i + 1}: a separator ({seps}) or none" for i in gaps[:2]]
         where += ["a dot after it: the code may go on past it"] if dot else []
         where += [f"a dot at character {i + 1}: a separator or a speck" for i in specks[:2]]
-        return fixed.value, factor, f"{fixed.value[:40]} could be read two ways ({', '.join(where)})"
+        return value, factor, f"{value[:40]} could be read two ways ({', '.join(where)})"
     return fixed.value, factor, ("could be read two ways (letter or digit)" if fixed.ambiguous else None)
 
 
