@@ -130,6 +130,22 @@ def _split(parts: list[str], y: int, gap: int, conf: float = 0.9) -> list[TextLi
     return out
 
 
+def test_extract_fields__a_stroke_after_a_count_label_with_a_count_beside_or_under_it_is_a_doubt() -> None:
+    """Hard tuning slip 2595 read a grid's [数量/Qty] and its cell wall as [数量/Qty]1, its 2 in the next cell;
+    hard 2673 read 退货数量 and the rule after it as 退货数量一, 12 under it. Both passed as 1."""
+
+    def quantity(*lines: TextLine) -> tuple[object, list[str]]:
+        ext = extract_fields(lines, TEMPLATE, REASONS, MATCHER)
+        return ext.values["quantity"].value, [i.code for i in ext.issues if i.field == "quantity"]
+
+    assert quantity(box("[数量/Qty]1", 75, 405, 142), box("2", 247, 407, 32)) == (2, ["conflicting_values"])
+    assert quantity(box("退货数量一", 49, 167, 128), box("12", 49, 206, 52)) == (12, ["conflicting_values"])
+    assert quantity(box("数量:l", 75, 405, 142), box("3件", 247, 407, 60)) == (3, ["conflicting_values"])
+    # with no count beside or under it the stroke is the count, and a 1 with its unit is a count
+    assert quantity(box("[数量/Qty]1", 75, 405, 142)) == (1, [])
+    assert quantity(box("数量：1件", 75, 405, 142), box("2", 247, 407, 32)) == (1, [])
+
+
 def test_join_split_labels__a_label_the_detector_cut_is_one_box_again() -> None:
     fields = {f.name for f in TEMPLATE.fields}
     # typical tuning slip 40 in an unseen face: 【平台客户ID] read as two boxes, over its value

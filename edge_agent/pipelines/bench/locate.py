@@ -18,7 +18,14 @@ import statistics
 from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
-from edge_agent.pipelines.bench.normalize import SPLIT_MARKS, clean_code_token, hamming, simplified, to_halfwidth
+from edge_agent.pipelines.bench.normalize import (
+    DIGIT_FOR,
+    SPLIT_MARKS,
+    clean_code_token,
+    hamming,
+    simplified,
+    to_halfwidth,
+)
 from edge_agent.pipelines.bench.types import TextLine, box_corners
 
 # Characters a label may have between or around its keyword's characters without changing it.
@@ -39,6 +46,14 @@ MAX_DECORATION = 10
 # Confidence factors (docs/records-bench.md, "Calibration"): a label read with one wrong character,
 # a value under its label rather than beside it, a value found by its shape alone.
 FUZZY_LABEL = 0.85
+# A count's label followed in its own box by one stroke that reads as a count (1, l, I, |, 一), with a count
+# in the box beside or under it: the stroke is a rule or a table cell's wall. Hard tuning slip 2595 read a
+# grid's [数量/Qty] and its wall as [数量/Qty]1, the 2 in the next cell; hard 2673 read 退货数量 and the rule
+# after it as 退货数量一, 12 under it. Both passed as 1. The stroke stays a candidate, at STROKE of its
+# confidence: two counts disagree, and the slip goes to review with the count beside or under the label shown.
+# The strokes, in capitals: 1, its twins in DIGIT_FOR (I, L, a bar...) and the numeral 一.
+STROKES = frozenset({"1", "一"} | {c for c, d in DIGIT_FOR.items() if d == "1"})
+STROKE = 0.5
 BELOW = 0.97
 SHAPE_ONLY = 0.6
 # The shortest Latin keyword guessed with one wrong character: "reason", "itemno", "customerid", not "qty".
@@ -777,6 +792,11 @@ def _locate(
             stop = bh[j + 1].start if j + 1 < len(bh) else len(box.text)
             words = labels.words.get(hit.role, set())
             same = _value_beside(box, hit, stop, kind, boxes=boxes, is_label=is_label, parses=parses, words=words)
+            if same is not None and kind == "int" and same.text.strip().upper() in STROKES and j + 1 == len(bh):
+                near = _value_near(bi, hit, kind, boxes=boxes, hits=hits, is_label=is_label, parses=parses)
+                if near is not None:  # the stroke after the label is a rule or a cell's wall: a doubt, not a count
+                    same = replace(same, confidence=same.confidence * STROKE)
+                    found[hit.role].append(near)
             if same is not None:
                 found[hit.role].append(same)
                 continue
@@ -789,28 +809,43 @@ def _locate(
                 if unparsed:
                     found[hit.role].append(Found(hit.role, unparsed, box.confidence, box, "unparsed", hit.fuzzy, box))
                 continue  # nothing to look for beside or under this label
-            for how, other in _neighbours(bi, boxes, is_label):
-                text = other.text
-                oh = hits[boxes.index(other)]
-                if oh and oh[0].start > 0:
-                    text = text[: oh[0].start]
-                vs = value_start(text, 0, kind) if kind in ("code", "int") else 0
-                if vs is not None and text[vs:].strip() and parses(hit.role, text[vs:]):
-                    cc, ca = _cc(other, vs, len(text)), _ca(other, vs, len(text))
-                    text, conf = text[vs:], other.confidence * (BELOW if how == "below" else 1.0)
-                    lost = ""
-                    if kind == "code" and not oh:
-                        lost = _fragment_before(other.text, vs)
-                        text, conf, cc, ca = _continued(
-                            text, conf, cc, other, box, ca=ca, boxes=boxes, is_label=is_label
-                        )
-                        if vs == 0 and how == "below":
-                            text, conf, cc, ca = _continued(
-                                text, conf, cc, other, box, ca=ca, boxes=boxes, is_label=is_label, leftward=True
-                            )
-                    found[hit.role].append(Found(hit.role, text, conf, other, how, hit.fuzzy, box, cc, lost, alt=ca))
-                    break
+            near = _value_near(bi, hit, kind, boxes=boxes, hits=hits, is_label=is_label, parses=parses)
+            if near is not None:
+                found[hit.role].append(near)
     return found
+
+
+def _value_near(
+    bi: int,
+    hit: Hit,
+    kind: str,
+    *,
+    boxes: list[TextLine],
+    hits: list[list[Hit]],
+    is_label: list[bool],
+    parses: Callable[[str, str], bool],
+) -> Found | None:
+    """The value of boxes[bi]'s label `hit` in the box beside it or under it (_neighbours), when one parses."""
+    box = boxes[bi]
+    for how, other in _neighbours(bi, boxes, is_label):
+        text = other.text
+        oh = hits[boxes.index(other)]
+        if oh and oh[0].start > 0:
+            text = text[: oh[0].start]
+        vs = value_start(text, 0, kind) if kind in ("code", "int") else 0
+        if vs is not None and text[vs:].strip() and parses(hit.role, text[vs:]):
+            cc, ca = _cc(other, vs, len(text)), _ca(other, vs, len(text))
+            text, conf = text[vs:], other.confidence * (BELOW if how == "below" else 1.0)
+            lost = ""
+            if kind == "code" and not oh:
+                lost = _fragment_before(other.text, vs)
+                text, conf, cc, ca = _continued(text, conf, cc, other, box, ca=ca, boxes=boxes, is_label=is_label)
+                if vs == 0 and how == "below":
+                    text, conf, cc, ca = _continued(
+                        text, conf, cc, other, box, ca=ca, boxes=boxes, is_label=is_label, leftward=True
+                    )
+            return Found(hit.role, text, conf, other, how, hit.fuzzy, box, cc, lost, alt=ca)
+    return None
 
 
 # Marks a code may carry in front of it in its own box ("#123456", "№ 42"): not fragments of a letter, nor is
