@@ -1211,11 +1211,13 @@ def test_evaluate__a_second_look_that_is_sure_settles_a_letter_or_digit_doubt() 
     codes = {}
     for confirm in (None, unsure, sure):
         res = evaluate(reading, rules, manifest=None, today=date(2025, 1, 2), confirm=confirm)
-        assert res.fields["sku"] == "EE-1307-WH0-XL"
+        # Unsettled, the doubted 0 among the word's letters is shown as its likelier O (normalize.zeros_in_words);
+        # the sure second look's 0 stands, and is no disagreement with the O shown.
+        assert res.fields["sku"] == ("EE-1307-WH0-XL" if confirm is sure else "EE-1307-WHO-XL")
         codes[confirm] = {(i.code, i.field) for i in res.review_reasons}
     assert ("ambiguous_value", "sku") in codes[None]
     assert ("ambiguous_value", "sku") in codes[unsure]
-    assert ("ambiguous_value", "sku") not in codes[sure]
+    assert codes[sure] == set()
 
     # A second read that gives another value: the full-width one stands, and a person looks.
     def longer(_r: ImageReading, lines: list[TextLine]) -> list[TextLine]:

@@ -42,7 +42,13 @@ from edge_agent.pipelines.bench.fields import (
 from edge_agent.pipelines.bench.heap import release_freed_memory
 from edge_agent.pipelines.bench.locate import SHAPE_ONLY, join_split_labels, next_on_line
 from edge_agent.pipelines.bench.manifest import Manifest, Order
-from edge_agent.pipelines.bench.normalize import ReasonTable, dangling_separator, to_halfwidth
+from edge_agent.pipelines.bench.normalize import (
+    ReasonTable,
+    dangling_separator,
+    doubts_named,
+    to_halfwidth,
+    word_zeros_as_read,
+)
 from edge_agent.pipelines.bench.privacy import mask_text, masked_slip_text
 from edge_agent.pipelines.bench.rules_config import FIELD_NAMES
 from edge_agent.pipelines.bench.types import (
@@ -774,6 +780,9 @@ def _reads_disagree(first: Extraction, second: Extraction) -> tuple[list[Issue],
         a, b = first.values[name], second.values[name]
         if a.value is None or a.value == b.value:
             continue
+        doubts = [d for i in first.issues if i.field == name for d in doubts_named(i.message, str(a.value))]
+        if b.value is not None and str(b.value) == word_zeros_as_read(str(a.value), doubts):
+            continue  # the first read's 0 was shown as a word's O (zeros_in_words); the second read is sure of it
         if b.value is None:
             second.values[name] = a
             restored.add(name)

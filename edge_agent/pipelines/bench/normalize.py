@@ -363,6 +363,14 @@ def zeros_in_words(value: str, doubts: list[tuple[int, str, str]]) -> tuple[str,
     return value, out
 
 
+def word_zeros_as_read(value: str, doubts: list[tuple[int, str, str]]) -> str:
+    """The value with each O that zeros_in_words wrote for a 0 (an "O or 0" doubt in a word) read as 0 again."""
+    for i, shown, other in doubts:
+        if shown == "O" and other == "0" and value[i : i + 1] == "O" and _letter_in_word(value, i):
+            value = value[:i] + "0" + value[i + 1 :]
+    return value
+
+
 def doubt_phrase(position: int, as_read: str, other: str) -> str:
     """How a review reason names one letter/digit doubt: "0 or O at character 7" (counted from 1)."""
     return f"{as_read} or {other} at character {position + 1}"
