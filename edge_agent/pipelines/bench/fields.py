@@ -448,7 +448,7 @@ def _parse_code(
         where += ["a dot after it: the code may go on past it"] if dot else []
         where += [f"a dot at character {i + 1}: a separator or a speck" for i in specks[:2]]
         return value, factor, f"{value[:40]} could be read two ways ({', '.join(where)})"
-    return fixed.value, factor, ("could be read two ways (letter or digit)" if fixed.ambiguous else None)
+    return value, factor, ("could be read two ways (letter or digit)" if fixed.ambiguous else None)
 
 
 def _parse_int(

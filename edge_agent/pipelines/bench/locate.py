@@ -19,7 +19,7 @@ from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, replace
 
 from edge_agent.pipelines.bench.normalize import (
-    DIGIT_FOR,
+    ONE_TWINS,
     SPLIT_MARKS,
     clean_code_token,
     hamming,
@@ -51,8 +51,8 @@ FUZZY_LABEL = 0.85
 # grid's [数量/Qty] and its wall as [数量/Qty]1, the 2 in the next cell; hard 2673 read 退货数量 and the rule
 # after it as 退货数量一, 12 under it. Both passed as 1. The stroke stays a candidate, at STROKE of its
 # confidence: two counts disagree, and the slip goes to review with the count beside or under the label shown.
-# The strokes, in capitals: 1, its twins in DIGIT_FOR (I, L, a bar...) and the numeral 一.
-STROKES = frozenset({"1", "一"} | {c for c, d in DIGIT_FOR.items() if d == "1"})
+# The strokes, in capitals: 1, its twins (normalize.ONE_TWINS: I, L, a bar...) and the numeral 一.
+STROKES = frozenset({"1", "一"} | ONE_TWINS)
 STROKE = 0.5
 BELOW = 0.97
 SHAPE_ONLY = 0.6

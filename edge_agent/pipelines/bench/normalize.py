@@ -40,6 +40,8 @@ DIGIT_FOR = {
     "Z": "2",
     "G": "6",
 }
+# The characters a recogniser gives for a printed 1 (I, L, a bar...): a count read as them alone is still a count.
+ONE_TWINS = frozenset(c for c, d in DIGIT_FOR.items() if d == "1")
 LETTER_FOR = {"0": "O", "1": "I", "5": "S", "8": "B", "2": "Z", "6": "G"}
 
 _CN_DIGITS = {
@@ -364,9 +366,10 @@ def zeros_in_words(value: str, doubts: list[tuple[int, str, str]]) -> tuple[str,
 
 
 def word_zeros_as_read(value: str, doubts: list[tuple[int, str, str]]) -> str:
-    """The value with each O that zeros_in_words wrote for a 0 (an "O or 0" doubt in a word) read as 0 again."""
+    """The value with each O that zeros_in_words wrote for a 0 (an "O or 0" doubt in a word) read as 0 again.
+    `doubts` are doubts_named's, which hold only characters the value still shows."""
     for i, shown, other in doubts:
-        if shown == "O" and other == "0" and value[i : i + 1] == "O" and _letter_in_word(value, i):
+        if shown == "O" and other == "0" and _letter_in_word(value, i):
             value = value[:i] + "0" + value[i + 1 :]
     return value
 
@@ -494,7 +497,7 @@ def _letters_alone(raw: str, rest: str) -> bool:
     unit after it? A letter alone is more likely a letter than a digit misread as one: hard tuning slip 2390 in
     unseen faces cut the label 申请数量(PCS) into 申请数量 and S), and S) passed as a count of 5, where 8 PCS was
     printed. With its unit (共S件) it is still a count."""
-    one_likes = all(DIGIT_FOR.get(c.upper()) == "1" for c in raw)
+    one_likes = all(c.upper() in ONE_TWINS for c in raw)
     return not any(c.isdigit() for c in raw) and not one_likes and not _UNIT_NEXT.match(rest)
 
 
